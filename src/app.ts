@@ -1,0 +1,48 @@
+// buildApp(config, db) answers a ready Fastify instance: platform plugins first, then each domain
+// module, registered explicitly. It does not listen; src/server.ts does, and tests call inject.
+import Fastify, { type FastifyInstance } from 'fastify';
+import cookie from '@fastify/cookie';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Config } from './config.js';
+import type { Db } from './platform/db.js';
+import { registerHttpPlatform, requestIdFor } from './platform/http.js';
+import { registerAuth } from './platform/auth.js';
+import { registerMetrics } from './platform/metrics.js';
+import { registerOpenApi } from './platform/openapi.js';
+import { operationsRoutes } from './platform/operations.js';
+import { loggerOptions } from './platform/log.js';
+import { loadMigrations } from './platform/migrate.js';
+import { packageRoot } from './platform/paths.js';
+import { accountsRoutes } from './modules/accounts/routes.js';
+import { resolveToken } from './modules/accounts/service.js';
+
+export const version: string = JSON.parse(readFileSync(join(packageRoot, 'package.json'), 'utf8')).version;
+
+export interface BuildOptions {
+  /** Where log lines go (standard output by default); tests read them from here. */
+  logStream?: { write(line: string): void };
+}
+
+export async function buildApp(config: Readonly<Config>, db: Db, options: BuildOptions = {}): Promise<FastifyInstance> {
+  const app = Fastify({
+    logger: { ...loggerOptions(config.logLevel), ...(options.logStream ? { stream: options.logStream } : {}) },
+    genReqId: requestIdFor,
+    trustProxy: config.trustProxy,
+    bodyLimit: 1024 * 1024,
+    // Answer the same for /v1/me and /v1/me/ rather than a confusing 404.
+    routerOptions: { ignoreTrailingSlash: true },
+  });
+
+  await registerHttpPlatform(app, { corsOrigins: config.corsOrigins });
+  await app.register(cookie);
+  registerAuth(app, (token) => resolveToken(db, token));
+  const metrics = registerMetrics(app);
+  await registerOpenApi(app, version);
+
+  operationsRoutes(app, { db, migrations: await loadMigrations(), metrics });
+  accountsRoutes(app, { db, config });
+
+  await app.ready();
+  return app;
+}

@@ -1,0 +1,90 @@
+// Configuration is read from the environment once, validated, and frozen. Nothing else in the code
+// reads process.env (a lint rule holds the line), so every knob is listed here and in the README.
+
+export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+
+export interface Config {
+  port: number;
+  host: string;
+  /** Real PostgreSQL when set; the embedded PGlite database under dataDir otherwise. */
+  databaseUrl: string | undefined;
+  dataDir: string;
+  /** Connections in the pg pool of one process (ignored on the embedded database). */
+  databasePoolSize: number;
+  adminEmail: string | undefined;
+  adminPassword: string | undefined;
+  logLevel: LogLevel;
+  /** Allowed CORS origins; empty means CORS is off. */
+  corsOrigins: string[];
+  sessionTtlSeconds: number;
+  /** Failed logins allowed per account, and per client address, within loginWindowSeconds. */
+  loginMaxFailuresPerAccount: number;
+  loginMaxFailuresPerClient: number;
+  loginWindowSeconds: number;
+  /** Trust X-Forwarded-For from a proxy in front (needed to throttle by the real client address). */
+  trustProxy: boolean;
+  /** Seconds to let in-flight requests finish on SIGTERM before closing anyway. */
+  shutdownTimeoutSeconds: number;
+  /** Cookie "Secure" flag; off only for plain-http local development. */
+  secureCookies: boolean;
+}
+
+export class ConfigError extends Error {}
+
+type Env = Record<string, string | undefined>;
+
+function intVar(env: Env, name: string, fallback: number, min: number, max: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return fallback;
+  if (!/^\d+$/.test(raw.trim())) throw new ConfigError(`${name} must be a whole number from ${min} to ${max} (got "${raw}")`);
+  const value = Number(raw.trim());
+  if (value < min || value > max) throw new ConfigError(`${name} must be a whole number from ${min} to ${max} (got "${raw}")`);
+  return value;
+}
+
+function boolVar(env: Env, name: string, fallback: boolean): boolean {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return fallback;
+  if (/^(1|true|yes|on)$/i.test(raw)) return true;
+  if (/^(0|false|no|off)$/i.test(raw)) return false;
+  throw new ConfigError(`${name} must be true or false (got "${raw}")`);
+}
+
+const logLevels: LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+
+export function loadConfig(env: Env = process.env): Readonly<Config> {
+  const databaseUrl = env.DATABASE_URL?.trim() || undefined;
+  if (databaseUrl !== undefined && !/^postgres(ql)?:\/\//.test(databaseUrl)) {
+    throw new ConfigError('DATABASE_URL must be a postgres:// or postgresql:// URL');
+  }
+  const logLevel = (env.LOG_LEVEL?.trim() || 'info') as LogLevel;
+  if (!logLevels.includes(logLevel)) throw new ConfigError(`LOG_LEVEL must be one of ${logLevels.join(', ')} (got "${env.LOG_LEVEL}")`);
+  const adminEmail = env.ADMIN_EMAIL?.trim() || undefined;
+  if (adminEmail !== undefined && !/^[^@\s]+@[^@\s]+$/.test(adminEmail)) throw new ConfigError(`ADMIN_EMAIL must be an email address (got "${adminEmail}")`);
+  const adminPassword = env.ADMIN_PASSWORD || undefined;
+  if (adminPassword !== undefined && (adminPassword.length < 8 || adminPassword.length > 256)) {
+    throw new ConfigError('ADMIN_PASSWORD must be 8 to 256 characters long');
+  }
+  const corsOrigins = (env.CORS_ORIGINS ?? '').split(',').map((s) => s.trim()).filter(Boolean);
+  for (const origin of corsOrigins) {
+    if (origin !== '*' && !/^https?:\/\/[^/]+$/.test(origin)) throw new ConfigError(`CORS_ORIGINS must list origins like https://shop.example.com (got "${origin}")`);
+  }
+  return Object.freeze({
+    port: intVar(env, 'PORT', 3000, 0, 65535),
+    host: env.HOST?.trim() || '127.0.0.1',
+    databaseUrl,
+    dataDir: env.DATA_DIR?.trim() || './.engine-room',
+    databasePoolSize: intVar(env, 'DATABASE_POOL_SIZE', 10, 1, 1000),
+    adminEmail,
+    adminPassword,
+    logLevel,
+    corsOrigins,
+    sessionTtlSeconds: intVar(env, 'SESSION_TTL_SECONDS', 7 * 24 * 3600, 60, 365 * 24 * 3600),
+    loginMaxFailuresPerAccount: intVar(env, 'LOGIN_MAX_FAILURES_PER_ACCOUNT', 10, 1, 1_000_000),
+    loginMaxFailuresPerClient: intVar(env, 'LOGIN_MAX_FAILURES_PER_CLIENT', 50, 1, 1_000_000),
+    loginWindowSeconds: intVar(env, 'LOGIN_WINDOW_SECONDS', 15 * 60, 1, 24 * 3600),
+    trustProxy: boolVar(env, 'TRUST_PROXY', false),
+    shutdownTimeoutSeconds: intVar(env, 'SHUTDOWN_TIMEOUT_SECONDS', 10, 0, 600),
+    secureCookies: boolVar(env, 'SECURE_COOKIES', true),
+  });
+}

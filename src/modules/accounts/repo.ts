@@ -1,0 +1,101 @@
+// SQL of the accounts module. Every function takes the connection or transaction to run on.
+import type { Queryable } from '../../platform/db.js';
+import type { Principal, Role } from '../../platform/auth.js';
+
+export interface UserRow {
+  id: string;
+  email: string;
+  name: string;
+  role: Role;
+  password_hash: string;
+  created_at: Date;
+}
+
+export async function insertUser(db: Queryable, user: { id: string; email: string; name: string; role: Role; passwordHash: string }): Promise<UserRow> {
+  const [row] = await db.query<UserRow>(
+    `INSERT INTO users (id, email, name, role, password_hash) VALUES ($1, $2, $3, $4, $5) RETURNING *`,
+    [user.id, user.email, user.name, user.role, user.passwordHash],
+  );
+  return row!;
+}
+
+export async function findUserByEmail(db: Queryable, email: string): Promise<UserRow | undefined> {
+  const [row] = await db.query<UserRow>('SELECT * FROM users WHERE lower(email) = lower($1)', [email]);
+  return row;
+}
+
+export async function findUserById(db: Queryable, id: string): Promise<UserRow | undefined> {
+  const [row] = await db.query<UserRow>('SELECT * FROM users WHERE id = $1', [id]);
+  return row;
+}
+
+export async function setUserRole(db: Queryable, id: string, role: Role): Promise<UserRow | undefined> {
+  const [row] = await db.query<UserRow>('UPDATE users SET role = $2, updated_at = now() WHERE id = $1 RETURNING *', [id, role]);
+  return row;
+}
+
+export async function countUsers(db: Queryable): Promise<number> {
+  const [row] = await db.query<{ n: number }>('SELECT count(*)::int AS n FROM users');
+  return row!.n;
+}
+
+export async function insertSession(db: Queryable, s: { id: string; userId: string; tokenHash: Buffer; ttlSeconds: number }): Promise<Date> {
+  const [row] = await db.query<{ expires_at: Date }>(
+    `INSERT INTO sessions (id, user_id, token_hash, expires_at) VALUES ($1, $2, $3, now() + make_interval(secs => $4))
+     RETURNING expires_at`,
+    [s.id, s.userId, s.tokenHash, s.ttlSeconds],
+  );
+  return row!.expires_at;
+}
+
+export async function revokeSession(db: Queryable, id: string): Promise<void> {
+  await db.query('UPDATE sessions SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL', [id]);
+}
+
+/** The principal behind a session token hash: live session, current role of its user. */
+export async function principalBySessionHash(db: Queryable, tokenHash: Buffer): Promise<Principal | null> {
+  const [row] = await db.query<{ id: string; user_id: string; role: Role }>(
+    `SELECT s.id, s.user_id, u.role FROM sessions s JOIN users u ON u.id = s.user_id
+      WHERE s.token_hash = $1 AND s.revoked_at IS NULL AND s.expires_at > now()`,
+    [tokenHash],
+  );
+  return row ? { userId: row.user_id, role: row.role, via: 'session', credentialId: row.id } : null;
+}
+
+export interface ApiKeyRow { id: string; name: string; role: Role; created_at: Date; revoked_at: Date | null }
+
+export async function insertApiKey(db: Queryable, k: { id: string; name: string; role: Role; keyHash: Buffer; createdBy: string | null }): Promise<ApiKeyRow> {
+  const [row] = await db.query<ApiKeyRow>(
+    `INSERT INTO api_keys (id, name, role, key_hash, created_by) VALUES ($1, $2, $3, $4, $5)
+     RETURNING id, name, role, created_at, revoked_at`,
+    [k.id, k.name, k.role, k.keyHash, k.createdBy],
+  );
+  return row!;
+}
+
+export async function listApiKeys(db: Queryable, after: string | null, limit: number): Promise<ApiKeyRow[]> {
+  return db.query<ApiKeyRow>(
+    `SELECT id, name, role, created_at, revoked_at FROM api_keys
+      WHERE ($1::text IS NULL OR id < $1) ORDER BY id DESC LIMIT $2`,
+    [after, limit + 1],
+  );
+}
+
+export async function findApiKey(db: Queryable, id: string): Promise<ApiKeyRow | undefined> {
+  const [row] = await db.query<ApiKeyRow>('SELECT id, name, role, created_at, revoked_at FROM api_keys WHERE id = $1', [id]);
+  return row;
+}
+
+/** Answers false when no such key exists (an already revoked one still counts as found). */
+export async function revokeApiKey(db: Queryable, id: string): Promise<boolean> {
+  const rows = await db.query('UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1 RETURNING id', [id]);
+  return rows.length > 0;
+}
+
+export async function principalByApiKeyHash(db: Queryable, keyHash: Buffer): Promise<Principal | null> {
+  const [row] = await db.query<{ id: string; role: Role }>(
+    'SELECT id, role FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL',
+    [keyHash],
+  );
+  return row ? { userId: row.id, role: row.role, via: 'api_key', credentialId: row.id } : null;
+}

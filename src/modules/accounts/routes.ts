@@ -1,0 +1,82 @@
+import type { FastifyInstance, FastifyReply } from 'fastify';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import type { Db } from '../../platform/db.js';
+import { routeOf } from '../../platform/endpoint.js';
+import { csrfTokenFor, principalOf, sessionCookie } from '../../platform/auth.js';
+import { decodeCursor, pageOf } from '../../platform/pagination.js';
+import * as s from './schemas.js';
+import * as accounts from './service.js';
+import { listApiKeys } from './repo.js';
+
+export interface AccountsDeps {
+  db: Db;
+  config: accounts.AccountsConfig & { secureCookies: boolean };
+}
+
+function setSessionCookie(reply: FastifyReply, token: string, expiresAt: string, secure: boolean) {
+  reply.setCookie(sessionCookie, token, { httpOnly: true, secure, sameSite: 'strict', path: '/', expires: new Date(expiresAt) });
+}
+
+export function accountsRoutes(app: FastifyInstance, { db, config }: AccountsDeps): void {
+  const r = app.withTypeProvider<TypeBoxTypeProvider>();
+
+  r.route({
+    ...routeOf(s.signup),
+    handler: async (request, reply) => {
+      const result = await accounts.signup(db, config, request.body);
+      setSessionCookie(reply, result.token, result.expiresAt, config.secureCookies);
+      return reply.code(201).send({ ...result, csrfToken: csrfTokenFor(result.token) });
+    },
+  });
+
+  r.route({
+    ...routeOf(s.login),
+    handler: async (request, reply) => {
+      const result = await accounts.login(db, config, request.body, request.ip);
+      setSessionCookie(reply, result.token, result.expiresAt, config.secureCookies);
+      return { ...result, csrfToken: csrfTokenFor(result.token) };
+    },
+  });
+
+  r.route({
+    ...routeOf(s.logout),
+    handler: async (request, reply) => {
+      await accounts.logout(db, principalOf(request));
+      reply.clearCookie(sessionCookie, { path: '/' });
+      return reply.code(204).send(null);
+    },
+  });
+
+  r.route({
+    ...routeOf(s.me),
+    handler: async (request) => accounts.me(db, principalOf(request)),
+  });
+
+  r.route({
+    ...routeOf(s.createApiKey),
+    handler: async (request, reply) => reply.code(201).send(await accounts.createApiKey(db, principalOf(request), request.body)),
+  });
+
+  r.route({
+    ...routeOf(s.listApiKeys),
+    handler: async (request) => {
+      const { limit, cursor } = request.query;
+      const rows = await listApiKeys(db, decodeCursor(cursor), limit);
+      const page = pageOf(rows, limit, (row) => row.id);
+      return { data: page.data.map(accounts.apiKeyView), nextCursor: page.nextCursor };
+    },
+  });
+
+  r.route({
+    ...routeOf(s.revokeApiKey),
+    handler: async (request, reply) => {
+      await accounts.revokeApiKey(db, request.params.id);
+      return reply.code(204).send(null);
+    },
+  });
+
+  r.route({
+    ...routeOf(s.updateUser),
+    handler: async (request) => accounts.changeRole(db, request.params.id, request.body.role),
+  });
+}

@@ -1,0 +1,85 @@
+import { Type, type Static } from 'typebox';
+import { endpoint } from '../../platform/endpoint.js';
+import { roles } from '../../platform/auth.js';
+import { IdParams, Page, PageQuery, Timestamp } from '../../platform/schemas.js';
+
+const tags = ['accounts'] as const;
+
+export const RoleSchema = Type.Union([Type.Literal(roles[0]), Type.Literal(roles[1]), Type.Literal(roles[2])]);
+
+export const UserSchema = Type.Object({
+  id: Type.String(),
+  email: Type.String(),
+  name: Type.String(),
+  role: RoleSchema,
+  createdAt: Timestamp,
+});
+export type User = Static<typeof UserSchema>;
+
+const Email = Type.String({ format: 'email', minLength: 3, maxLength: 254 });
+const Password = Type.String({ minLength: 8, maxLength: 256 });
+
+const AuthResult = Type.Object({
+  user: UserSchema,
+  token: Type.String({ description: 'Session token for Authorization: Bearer; shown only here' }),
+  expiresAt: Timestamp,
+  csrfToken: Type.String({ description: 'Send as X-CSRF-Token with unsafe requests that use the session cookie instead of the token' }),
+});
+
+export const signup = endpoint({
+  method: 'POST', url: '/v1/auth/signup', access: 'public', tags,
+  summary: 'Create a customer account and sign in',
+  body: Type.Object({ email: Email, password: Password, name: Type.String({ minLength: 1, maxLength: 200 }) }, { additionalProperties: false }),
+  response: { 201: AuthResult },
+});
+
+export const login = endpoint({
+  method: 'POST', url: '/v1/auth/login', access: 'public', tags,
+  summary: 'Sign in with email and password',
+  description: 'Repeated failures for one account or from one client address answer 429 with Retry-After before the password is checked.',
+  body: Type.Object({ email: Type.String({ minLength: 1, maxLength: 254 }), password: Type.String({ minLength: 1, maxLength: 256 }) }, { additionalProperties: false }),
+  response: { 200: AuthResult },
+});
+
+export const logout = endpoint({
+  method: 'POST', url: '/v1/auth/logout', access: roles, tags,
+  summary: 'Revoke the session token used for this request',
+  response: { 204: Type.Null() },
+});
+
+export const me = endpoint({
+  method: 'GET', url: '/v1/me', access: roles, tags,
+  summary: 'The signed-in user (for an API key: the key, with email null)',
+  response: { 200: Type.Object({ id: Type.String(), email: Type.Union([Type.String(), Type.Null()]), name: Type.String(), role: RoleSchema, createdAt: Timestamp }) },
+});
+
+const ApiKeySchema = Type.Object({ id: Type.String(), name: Type.String(), role: RoleSchema, createdAt: Timestamp, revokedAt: Type.Union([Timestamp, Type.Null()]) });
+
+export const createApiKey = endpoint({
+  method: 'POST', url: '/v1/api-keys', access: ['admin'], tags, idempotencyKey: 'optional',
+  summary: 'Create an API key; the key is shown only in this answer',
+  body: Type.Object({ name: Type.String({ minLength: 1, maxLength: 200 }), role: RoleSchema }, { additionalProperties: false }),
+  response: { 201: Type.Object({ id: Type.String(), name: Type.String(), role: RoleSchema, key: Type.String(), createdAt: Timestamp }) },
+});
+
+export const listApiKeys = endpoint({
+  method: 'GET', url: '/v1/api-keys', access: ['admin'], tags,
+  summary: 'API keys, newest first (never the keys themselves)',
+  querystring: PageQuery,
+  response: { 200: Page(ApiKeySchema) },
+});
+
+export const revokeApiKey = endpoint({
+  method: 'DELETE', url: '/v1/api-keys/:id', access: ['admin'], tags,
+  summary: 'Revoke an API key at once',
+  params: IdParams,
+  response: { 204: Type.Null() },
+});
+
+export const updateUser = endpoint({
+  method: 'PATCH', url: '/v1/users/:id', access: ['admin'], tags,
+  summary: "Change a user's role",
+  params: IdParams,
+  body: Type.Object({ role: RoleSchema }, { additionalProperties: false }),
+  response: { 200: UserSchema },
+});

@@ -1,0 +1,145 @@
+// Accounts: signup, login with throttling, sessions, API keys, roles, and the first admin.
+import { createHash, randomBytes } from 'node:crypto';
+import type { Db, Queryable } from '../../platform/db.js';
+import type { Principal, Role } from '../../platform/auth.js';
+import { newId } from '../../platform/ids.js';
+import { AppError } from '../../errors.js';
+import { addHits, clearHits, peekHits } from '../../platform/rate-limit.js';
+import { decoyHash, hashPassword, isCommonPassword, verifyPassword } from './passwords.js';
+import * as repo from './repo.js';
+import type { User } from './schemas.js';
+
+export interface AccountsConfig {
+  sessionTtlSeconds: number;
+  loginMaxFailuresPerAccount: number;
+  loginMaxFailuresPerClient: number;
+  loginWindowSeconds: number;
+}
+
+// Prefixes tell the two kinds of secret apart at a glance (and let secret scanners find leaks).
+const sessionPrefix = 'ers_';
+const apiKeyPrefix = 'erk_';
+
+function newSecret(prefix: string): string {
+  return prefix + randomBytes(32).toString('base64url');
+}
+
+export function hashSecret(secret: string): Buffer {
+  return createHash('sha256').update(secret).digest();
+}
+
+export function userView(row: repo.UserRow): User {
+  return { id: row.id, email: row.email, name: row.name, role: row.role, createdAt: row.created_at.toISOString() };
+}
+
+function isUniqueViolation(err: unknown, constraint: string): boolean {
+  const e = err as { code?: string; constraint?: string };
+  return e?.code === '23505' && e.constraint === constraint;
+}
+
+async function startSession(db: Queryable, userId: string, ttlSeconds: number) {
+  const token = newSecret(sessionPrefix);
+  const expiresAt = await repo.insertSession(db, { id: newId('ses'), userId, tokenHash: hashSecret(token), ttlSeconds });
+  return { token, expiresAt: expiresAt.toISOString() };
+}
+
+export async function signup(db: Db, config: AccountsConfig, input: { email: string; password: string; name: string }) {
+  if (isCommonPassword(input.password)) {
+    throw new AppError('validation_failed', 'The password is too common', { errors: [{ path: '/password', message: 'is one of the most common passwords' }] });
+  }
+  const passwordHash = await hashPassword(input.password);
+  try {
+    return await db.transaction(async (tx) => {
+      const user = await repo.insertUser(tx, { id: newId('usr'), email: input.email.trim(), name: input.name.trim(), role: 'customer', passwordHash });
+      return { user: userView(user), ...(await startSession(tx, user.id, config.sessionTtlSeconds)) };
+    });
+  } catch (err) {
+    if (isUniqueViolation(err, 'users_email_unique')) throw new AppError('email_taken', 'An account with this email exists');
+    throw err;
+  }
+}
+
+export async function login(db: Db, config: AccountsConfig, input: { email: string; password: string }, clientAddress: string) {
+  const email = input.email.trim().toLowerCase();
+  const buckets = [`login:account:${email}`, `login:client:${clientAddress}`];
+  // Throttle before any password work: a blocked guesser gets no answer about the password at all.
+  const [account, client] = await Promise.all([
+    peekHits(db, buckets.slice(0, 1), config.loginWindowSeconds),
+    peekHits(db, buckets.slice(1), config.loginWindowSeconds),
+  ]);
+  for (const [state, max] of [[account, config.loginMaxFailuresPerAccount], [client, config.loginMaxFailuresPerClient]] as const) {
+    if (state.hits >= max) throw new AppError('rate_limited', 'Too many failed logins; try again later', { retryAfterSeconds: state.retryAfterSeconds });
+  }
+  const user = await repo.findUserByEmail(db, email);
+  // An unknown email is checked against a decoy hash, so it costs the same time as a wrong password.
+  const ok = await verifyPassword(user?.password_hash ?? await decoyHash(), input.password);
+  if (!user || !ok) {
+    await addHits(db, buckets, config.loginWindowSeconds);
+    throw new AppError('invalid_credentials', 'The email or password is wrong');
+  }
+  await clearHits(db, buckets.slice(0, 1));
+  return { user: userView(user), ...(await startSession(db, user.id, config.sessionTtlSeconds)) };
+}
+
+export async function logout(db: Db, principal: Principal): Promise<void> {
+  if (principal.via !== 'session') throw new AppError('bad_request', 'API keys are revoked with DELETE /v1/api-keys/{id}, not logged out');
+  await repo.revokeSession(db, principal.credentialId);
+}
+
+export async function resolveToken(db: Db, token: string): Promise<Principal | null> {
+  if (token.startsWith(sessionPrefix)) return repo.principalBySessionHash(db, hashSecret(token));
+  if (token.startsWith(apiKeyPrefix)) return repo.principalByApiKeyHash(db, hashSecret(token));
+  return null;
+}
+
+export async function me(db: Db, principal: Principal) {
+  if (principal.via === 'api_key') {
+    const key = await repo.findApiKey(db, principal.credentialId);
+    if (!key) throw new AppError('unauthenticated');
+    return { id: key.id, email: null, name: key.name, role: key.role, createdAt: key.created_at.toISOString() };
+  }
+  const user = await repo.findUserById(db, principal.userId);
+  if (!user) throw new AppError('unauthenticated');
+  return userView(user);
+}
+
+export async function createApiKey(db: Queryable, principal: Principal, input: { name: string; role: Role }) {
+  const key = newSecret(apiKeyPrefix);
+  const row = await repo.insertApiKey(db, {
+    id: newId('key'), name: input.name, role: input.role, keyHash: hashSecret(key),
+    createdBy: principal.via === 'session' ? principal.userId : null,
+  });
+  return { id: row.id, name: row.name, role: row.role, key, createdAt: row.created_at.toISOString() };
+}
+
+export function apiKeyView(row: repo.ApiKeyRow) {
+  return { id: row.id, name: row.name, role: row.role, createdAt: row.created_at.toISOString(), revokedAt: row.revoked_at?.toISOString() ?? null };
+}
+
+export async function revokeApiKey(db: Db, id: string): Promise<void> {
+  if (!(await repo.revokeApiKey(db, id))) throw new AppError('not_found', 'No such API key');
+}
+
+export async function changeRole(db: Db, id: string, role: Role): Promise<User> {
+  const row = await repo.setUserRole(db, id, role);
+  if (!row) throw new AppError('not_found', 'No such user');
+  return userView(row);
+}
+
+/**
+ * On an empty database, creates the admin account. Answers the generated password when none was
+ * configured (to be printed once), null when the database already had users.
+ */
+export async function ensureAdmin(db: Db, admin: { email: string | undefined; password: string | undefined }): Promise<{ email: string; generatedPassword: string | null } | null> {
+  const email = admin.email ?? 'admin@engine-room.local';
+  const password = admin.password ?? randomBytes(18).toString('base64url');
+  if ((await repo.countUsers(db)) > 0) return null;
+  const passwordHash = await hashPassword(password);
+  return db.transaction(async (tx) => {
+    // Several processes may start at once on one database: only the first creates the admin.
+    await tx.query('SELECT pg_advisory_xact_lock(7, 2)');
+    if ((await repo.countUsers(tx)) > 0) return null;
+    await repo.insertUser(tx, { id: newId('usr'), email, name: 'Administrator', role: 'admin', passwordHash });
+    return { email, generatedPassword: admin.password ? null : password };
+  });
+}

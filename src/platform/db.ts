@@ -1,0 +1,115 @@
+// One database port, two engines: real PostgreSQL through a pg pool, or embedded PGlite in this
+// process. Everything above this file writes plain SQL with $n parameters against `Queryable` and
+// never learns which engine it talks to.
+import pg from 'pg';
+import { mkdir } from 'node:fs/promises';
+import type { PGlite as PGliteType } from '@electric-sql/pglite';
+
+export type Row = Record<string, unknown>;
+
+export interface Queryable {
+  /** One parameterised statement; answers its rows. */
+  query<T = Row>(text: string, params?: readonly unknown[]): Promise<T[]>;
+  /** A script of several statements without parameters (migrations). */
+  exec(sql: string): Promise<void>;
+}
+
+/** A connection inside an open transaction. Repository functions that must run in one take a Tx. */
+export interface Tx extends Queryable {
+  readonly inTransaction: true;
+}
+
+export interface Db extends Queryable {
+  readonly engine: 'postgres' | 'pglite';
+  /**
+   * Runs fn in one transaction and commits it. A deadlock or serialization failure rolls back and
+   * runs fn again (a few times, with jitter), so fn must not have effects outside the database.
+   */
+  transaction<T>(fn: (tx: Tx) => Promise<T>): Promise<T>;
+  close(): Promise<void>;
+}
+
+// int8 (counts, sums, money) as a JS number: every amount we store is far below 2^53.
+pg.types.setTypeParser(20, (value) => Number(value));
+
+const retryableCodes = new Set(['40001', '40P01']);
+const maxAttempts = 5;
+
+export function isRetryable(err: unknown): boolean {
+  return typeof err === 'object' && err !== null && retryableCodes.has((err as { code?: string }).code ?? '');
+}
+
+async function withRetry<T>(attempt: () => Promise<T>): Promise<T> {
+  for (let n = 1; ; n++) {
+    try {
+      return await attempt();
+    } catch (err) {
+      if (!isRetryable(err) || n >= maxAttempts) throw err;
+      await new Promise((resolve) => setTimeout(resolve, Math.random() * 10 * n));
+    }
+  }
+}
+
+export function openPostgres(url: string, poolSize: number, onError: (err: Error) => void = () => {}): Db {
+  const pool = new pg.Pool({ connectionString: url, max: poolSize, connectionTimeoutMillis: 10_000 });
+  // An idle client that loses its server emits here; without a listener the process would crash.
+  pool.on('error', onError);
+  const wrap = (client: pg.PoolClient): Tx => ({
+    inTransaction: true,
+    query: async <T>(text: string, params?: readonly unknown[]) => (await client.query(text, params as unknown[])).rows as T[],
+    exec: async (sql: string) => { await client.query(sql); },
+  });
+  return {
+    engine: 'postgres',
+    query: async <T>(text: string, params?: readonly unknown[]) => (await pool.query(text, params as unknown[])).rows as T[],
+    exec: async (sql: string) => { await pool.query(sql); },
+    transaction: <T>(fn: (tx: Tx) => Promise<T>) => withRetry(async () => {
+      const client = await pool.connect();
+      let broken = false;
+      try {
+        await client.query('BEGIN');
+        const result = await fn(wrap(client));
+        await client.query('COMMIT');
+        return result;
+      } catch (err) {
+        try { await client.query('ROLLBACK'); } catch { broken = true; }
+        throw err;
+      } finally {
+        client.release(broken);
+      }
+    }),
+    close: () => pool.end(),
+  };
+}
+
+export async function openPglite(options: { dataDir?: string; loadDataDir?: Blob }): Promise<Db> {
+  const { PGlite } = await import('@electric-sql/pglite');
+  if (options.dataDir) await mkdir(options.dataDir, { recursive: true });
+  const pglite: PGliteType = await PGlite.create({ dataDir: options.dataDir, loadDataDir: options.loadDataDir });
+  // PGlite is one connection: its transaction() holds an exclusive lock, so transactions run one at
+  // a time and a query outside one waits for it to finish.
+  return {
+    engine: 'pglite',
+    query: async <T>(text: string, params?: readonly unknown[]) => (await pglite.query<T>(text, params as unknown[])).rows,
+    exec: async (sql: string) => { await pglite.exec(sql); },
+    transaction: <T>(fn: (tx: Tx) => Promise<T>) => withRetry(() => pglite.transaction((tx) => fn({
+      inTransaction: true,
+      query: async <R>(text: string, params?: readonly unknown[]) => (await tx.query<R>(text, params as unknown[])).rows,
+      exec: async (sql: string) => { await tx.exec(sql); },
+    }))),
+    close: () => pglite.close(),
+    // Exposed for the test template (dumpDataDir); not part of the port.
+    ...({ pglite } as object),
+  };
+}
+
+export function pgliteOf(db: Db): PGliteType | undefined {
+  return (db as unknown as { pglite?: PGliteType }).pglite;
+}
+
+/** Opens the database the configuration names: PostgreSQL when a URL is given, else PGlite. */
+export function openDatabase(config: { databaseUrl: string | undefined; dataDir: string; databasePoolSize: number }, onError?: (err: Error) => void): Promise<Db> {
+  return config.databaseUrl
+    ? Promise.resolve(openPostgres(config.databaseUrl, config.databasePoolSize, onError))
+    : openPglite({ dataDir: config.dataDir });
+}

@@ -1,0 +1,134 @@
+// The HTTP platform: request ids, problem+json for every error, 404/405, security headers, CORS,
+// and the validator set-up. It knows nothing of the domains.
+import { randomUUID } from 'node:crypto';
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { Ajv } from 'ajv';
+import addFormatsModule from 'ajv-formats';
+import helmet from '@fastify/helmet';
+import cors from '@fastify/cors';
+import { AppError, problem, type ErrorCode, type FieldError, type Problem } from '../errors.js';
+
+const requestIdPattern = /^[A-Za-z0-9._:-]{1,128}$/;
+
+/** A valid incoming X-Request-Id is kept (so a trace crosses services); anything else is replaced. */
+export function requestIdFor(request: { headers: Record<string, string | string[] | undefined> }): string {
+  const incoming = request.headers['x-request-id'];
+  return typeof incoming === 'string' && requestIdPattern.test(incoming) ? incoming : randomUUID();
+}
+
+// ajv-formats is CommonJS with a default export; under NodeNext it arrives wrapped.
+const addFormats = ((addFormatsModule as unknown as { default?: typeof addFormatsModule }).default ?? addFormatsModule) as unknown as (ajv: Ajv) => void;
+
+function makeAjv(coerce: boolean): Ajv {
+  const ajv = new Ajv({ allErrors: true, coerceTypes: coerce ? 'array' : false, useDefaults: true, removeAdditional: false, strict: false });
+  addFormats(ajv);
+  return ajv;
+}
+
+export function sendProblem(reply: FastifyReply, body: Problem, headers: Record<string, string> = {}): FastifyReply {
+  return reply.code(body.status).headers(headers).type('application/problem+json').send(JSON.stringify(body));
+}
+
+interface ValidationIssue { instancePath: string; message?: string; keyword: string; params: Record<string, unknown> }
+
+function fieldErrors(issues: ValidationIssue[], context: string | undefined): FieldError[] {
+  const prefix = context && context !== 'body' ? `/${context === 'querystring' ? 'query' : context}` : '';
+  return issues.map((issue) => {
+    let path = prefix + issue.instancePath;
+    if (issue.keyword === 'required') path += `/${String(issue.params.missingProperty)}`;
+    if (issue.keyword === 'additionalProperties') {
+      return { path: `${path}/${String(issue.params.additionalProperty)}`, message: 'is not a known field' };
+    }
+    return { path: path || '/', message: issue.message ?? 'is invalid' };
+  });
+}
+
+const fastifyCodes: Record<string, ErrorCode> = {
+  FST_ERR_CTP_BODY_TOO_LARGE: 'payload_too_large',
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: 'unsupported_media_type',
+  FST_ERR_CTP_INVALID_CONTENT_LENGTH: 'bad_request',
+  FST_ERR_CTP_EMPTY_JSON_BODY: 'bad_request',
+  FST_ERR_CTP_INVALID_JSON_BODY: 'bad_request',
+};
+
+export function toProblem(err: FastifyError | AppError | Error, log: FastifyRequest['log']): { body: Problem; headers: Record<string, string> } {
+  if (err instanceof AppError) {
+    const headers = { ...err.extra.headers };
+    if (err.extra.retryAfterSeconds !== undefined) headers['retry-after'] = String(Math.max(1, Math.ceil(err.extra.retryAfterSeconds)));
+    return { body: problem(err.code, err.message, err.extra.errors), headers };
+  }
+  const fe = err as FastifyError & { validation?: ValidationIssue[]; validationContext?: string };
+  if (fe.validation) {
+    return { body: problem('validation_failed', 'The request does not match the schema', fieldErrors(fe.validation, fe.validationContext)), headers: {} };
+  }
+  const mapped = fe.code ? fastifyCodes[fe.code] : undefined;
+  if (mapped) return { body: problem(mapped, mapped === 'bad_request' ? 'The body is not valid JSON' : undefined), headers: {} };
+  if (err instanceof SyntaxError && fe.statusCode === 400) return { body: problem('bad_request', 'The body is not valid JSON'), headers: {} };
+  if (fe.statusCode === 404) return { body: problem('not_found'), headers: {} };
+  if (fe.statusCode && fe.statusCode >= 400 && fe.statusCode < 500) return { body: problem('bad_request', 'The request is malformed'), headers: {} };
+  // A fault of ours: the client learns only that; the log gets the whole error with its stack.
+  log.error({ err }, 'unhandled error');
+  return { body: problem('internal', 'Something went wrong on our side; the request id identifies it in our logs'), headers: {} };
+}
+
+/** Route patterns to a RegExp, for telling 405 from 404. */
+function patternOf(url: string): RegExp {
+  const escaped = url.split('/').map((part) => (part.startsWith(':') ? '[^/]+' : part === '*' ? '.*' : part.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'))).join('/');
+  return new RegExp(`^${escaped}/?$`);
+}
+
+export interface HttpPlatformOptions { corsOrigins: string[] }
+
+export async function registerHttpPlatform(app: FastifyInstance, options: HttpPlatformOptions): Promise<void> {
+  // Bodies are validated exactly as sent; only query strings, params and headers are coerced from text.
+  const bodyAjv = makeAjv(false);
+  const textAjv = makeAjv(true);
+  app.setValidatorCompiler(({ schema, httpPart }) => (httpPart === 'body' ? bodyAjv : textAjv).compile(schema));
+
+  // The API speaks JSON only: anything else is 415, not a string handed to a JSON schema.
+  app.removeContentTypeParser('text/plain');
+
+  app.addHook('onRequest', async (request, reply) => {
+    reply.header('x-request-id', request.id);
+  });
+
+  await app.register(helmet, {
+    contentSecurityPolicy: {
+      directives: {
+        defaultSrc: ["'self'"],
+        scriptSrc: ["'self'"],
+        styleSrc: ["'self'", "'unsafe-inline'"],
+        imgSrc: ["'self'", 'data:'],
+        connectSrc: ["'self'"],
+        frameAncestors: ["'none'"],
+      },
+    },
+  });
+  if (options.corsOrigins.length > 0) {
+    await app.register(cors, {
+      origin: options.corsOrigins.includes('*') ? true : options.corsOrigins,
+      exposedHeaders: ['x-request-id', 'idempotent-replayed', 'retry-after'],
+      credentials: !options.corsOrigins.includes('*'),
+    });
+  }
+
+  const routes: { method: string; pattern: RegExp }[] = [];
+  app.addHook('onRoute', (route) => {
+    const methods = Array.isArray(route.method) ? route.method : [route.method];
+    for (const method of methods) routes.push({ method, pattern: patternOf(route.url) });
+  });
+
+  app.setNotFoundHandler((request, reply) => {
+    const path = request.url.split('?')[0] ?? '';
+    const allowed = [...new Set(routes.filter((r) => r.pattern.test(path)).map((r) => r.method))];
+    if (allowed.length > 0) {
+      return sendProblem(reply, problem('method_not_allowed', `${request.method} is not allowed here; use ${allowed.join(', ')}`), { allow: allowed.join(', ') });
+    }
+    return sendProblem(reply, problem('not_found', `No route for ${request.method} ${path}`));
+  });
+
+  app.setErrorHandler((err: FastifyError, request, reply) => {
+    const { body, headers } = toProblem(err, request.log);
+    return sendProblem(reply, body, headers);
+  });
+}

@@ -1,0 +1,32 @@
+// Health, readiness, metrics and the OpenAPI document: what an operator and a load balancer need.
+import type { FastifyInstance } from 'fastify';
+import type { Registry } from 'prom-client';
+import type { Db } from './db.js';
+import { migrationsCurrent, type Migration } from './migrate.js';
+import { problem } from '../errors.js';
+import { sendProblem } from './http.js';
+
+export function operationsRoutes(app: FastifyInstance, deps: { db: Db; migrations: Migration[]; metrics: Registry }): void {
+  const config = { access: 'public' as const };
+  const tags = ['operations'];
+
+  app.get('/healthz', { config, schema: { tags, summary: 'The process is alive' } }, async () => ({ status: 'ok' }));
+
+  app.get('/readyz', { config, schema: { tags, summary: 'The database answers and its migrations are current' } }, async (request, reply) => {
+    try {
+      if (!(await migrationsCurrent(deps.db, deps.migrations))) {
+        return sendProblem(reply, problem('unavailable', 'Migrations are pending; run engine-room migrate'));
+      }
+    } catch (err) {
+      request.log.warn({ err }, 'readiness check failed');
+      return sendProblem(reply, problem('unavailable', 'The database does not answer'));
+    }
+    return { status: 'ready' };
+  });
+
+  app.get('/metrics', { config, schema: { tags, summary: 'Prometheus metrics', hide: true } }, async (_request, reply) => {
+    return reply.type(deps.metrics.contentType).send(await deps.metrics.metrics());
+  });
+
+  app.get('/openapi.json', { config, schema: { tags, summary: 'This API as an OpenAPI 3.1 document', hide: true } }, async () => app.swagger());
+}

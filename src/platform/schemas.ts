@@ -1,0 +1,34 @@
+// Schemas shared by every module: problems, money, ids, pagination. TypeBox builds JSON Schema
+// that validates, types the handlers and feeds the OpenAPI document.
+import { Type, type Static, type TSchema } from 'typebox';
+
+export const ProblemSchema = Type.Object({
+  type: Type.String(),
+  title: Type.String(),
+  status: Type.Integer(),
+  code: Type.String({ description: 'Stable, machine-readable error code' }),
+  detail: Type.Optional(Type.String()),
+  errors: Type.Optional(Type.Array(Type.Object({ path: Type.String(), message: Type.String() }))),
+}, { title: 'Problem' });
+
+export const MoneySchema = Type.Object({
+  amount: Type.Integer({ minimum: 0, maximum: 1e12, description: 'Integer count of minor units (cents)' }),
+  currency: Type.String({ pattern: '^[A-Z]{3}$', description: 'ISO 4217 code' }),
+}, { additionalProperties: false });
+export type Money = Static<typeof MoneySchema>;
+
+export const Timestamp = Type.String({ format: 'date-time' });
+
+export const IdParams = Type.Object({ id: Type.String({ minLength: 1, maxLength: 64 }) });
+
+export const PageQuery = Type.Object({
+  limit: Type.Integer({ minimum: 1, maximum: 100, default: 20 }),
+  cursor: Type.Optional(Type.String({ maxLength: 200 })),
+}, { additionalProperties: false });
+
+export function Page<T extends TSchema>(item: T) {
+  return Type.Object({ data: Type.Array(item), nextCursor: Type.Union([Type.String(), Type.Null()]) });
+}
+
+/** Idempotency-Key, as the contract defines it: 1 to 255 printable characters. */
+export const idempotencyKeyPattern = /^[\x20-\x7e]{1,255}$/;

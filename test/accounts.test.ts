@@ -1,0 +1,177 @@
+import { it } from 'node:test';
+import assert from 'node:assert/strict';
+import { forEachEngine, adminEmail } from './support/app.js';
+import { endpoints, ApiError } from '../src/client.js';
+import { csrfTokenFor } from '../src/platform/auth.js';
+
+const password = 'correct horse battery staple';
+
+forEachEngine('signup, login, logout and me', (env) => {
+  it('signs up a customer and answers user, token and expiry; me shows the same user', async () => {
+    const { client } = env();
+    const res = await client.call(endpoints.signup, { body: { email: 'Ada@Example.com', password, name: 'Ada' } });
+    assert.equal(res.status, 201);
+    assert.ok(res.ok);
+    assert.match(res.body.user.id, /^usr_[0-9a-z]{26}$/);
+    assert.equal(res.body.user.role, 'customer');
+    assert.ok(Date.parse(res.body.expiresAt) > Date.now());
+    assert.equal(JSON.stringify(res.body).includes('password'), false);
+    const me = await client.ok(endpoints.me, { token: res.body.token });
+    assert.deepEqual(me, res.body.user);
+  });
+
+  it('refuses an email that differs only in case with 409 email_taken', async () => {
+    const res = await env().client.call(endpoints.signup, { body: { email: 'ADA@example.COM', password, name: 'Other Ada' } });
+    assert.equal(res.status, 409);
+    assert.equal(res.body.code, 'email_taken');
+  });
+
+  it('refuses a password that is too short, too long, or too common', async () => {
+    const { client } = env();
+    for (const bad of ['short12', 'x'.repeat(257), 'Password123', 'qwertyuiop']) {
+      const res = await client.call(endpoints.signup, { body: { email: `p${bad.length}${bad[0]}@example.com`, password: bad, name: 'P' } });
+      assert.equal(res.status, 400, bad);
+      assert.equal(res.body.code, 'validation_failed');
+      assert.equal((res.body as { errors?: { path: string }[] }).errors?.[0]?.path, '/password');
+    }
+  });
+
+  it('logs in with any case of the email; a wrong password and an unknown email get the same 401', async () => {
+    const { client } = env();
+    const ok = await client.call(endpoints.login, { body: { email: 'ada@EXAMPLE.com', password } });
+    assert.equal(ok.status, 200);
+    const wrong = await client.call(endpoints.login, { body: { email: 'ada@example.com', password: 'not the password' } });
+    const unknown = await client.call(endpoints.login, { body: { email: 'nobody@example.com', password } });
+    assert.equal(wrong.status, 401);
+    assert.equal(unknown.status, 401);
+    assert.deepEqual(wrong.body, unknown.body);
+    assert.equal((wrong.body as { code: string }).code, 'invalid_credentials');
+  });
+
+  it('refuses a token after logout, and keeps other sessions of the user alive', async () => {
+    const { client } = env();
+    const a = await client.ok(endpoints.login, { body: { email: 'ada@example.com', password } });
+    const b = await client.ok(endpoints.login, { body: { email: 'ada@example.com', password } });
+    assert.equal((await client.call(endpoints.logout, { token: a.token })).status, 204);
+    const after = await client.call(endpoints.me, { token: a.token });
+    assert.equal(after.status, 401);
+    assert.equal((after.body as { code: string }).code, 'unauthenticated');
+    assert.equal((await client.call(endpoints.me, { token: b.token })).status, 200);
+  });
+
+  it('refuses an expired session', async () => {
+    const { client, database } = env();
+    const s = await client.ok(endpoints.login, { body: { email: 'ada@example.com', password } });
+    await database.db.query("UPDATE sessions SET expires_at = now() - interval '1 second' WHERE user_id = $1", [s.user.id]);
+    assert.equal((await client.call(endpoints.me, { token: s.token })).status, 401);
+  });
+
+  it('answers 401 without a token, and with a malformed Authorization header', async () => {
+    const { app } = env();
+    assert.equal((await app.inject({ method: 'GET', url: '/v1/me' })).statusCode, 401);
+    const res = await app.inject({ method: 'GET', url: '/v1/me', headers: { authorization: 'Basic abc' } });
+    assert.equal(res.statusCode, 401);
+    assert.equal(res.json().code, 'unauthenticated');
+  });
+
+  it('stores tokens only as hashes and never writes a password or token to the log', async () => {
+    const { client, database, logs } = env();
+    const s = await client.ok(endpoints.signup, { body: { email: 'secretive@example.com', password: 'a very secret passphrase', name: 'S' } });
+    await client.ok(endpoints.me, { token: s.token });
+    const stored = await database.db.query<{ token_hash: Buffer }>('SELECT token_hash FROM sessions');
+    assert.ok(stored.every((r) => !r.token_hash.toString('utf8').includes(s.token)));
+    const [user] = await database.db.query<{ password_hash: string }>("SELECT password_hash FROM users WHERE email = 'secretive@example.com'");
+    assert.match(user!.password_hash, /^\$argon2id\$/);
+    const all = logs.join('\n');
+    assert.ok(!all.includes('a very secret passphrase'));
+    assert.ok(!all.includes(s.token));
+  });
+});
+
+forEachEngine('browser sessions by cookie', (env) => {
+  it('accepts the HttpOnly SameSite cookie, and demands the CSRF token on unsafe requests', async () => {
+    const { app } = env();
+    const login = await app.inject({ method: 'POST', url: '/v1/auth/signup', payload: { email: 'cookie@example.com', password, name: 'C' } });
+    const setCookie = String(login.headers['set-cookie']);
+    assert.match(setCookie, /er_session=ers_/);
+    assert.match(setCookie, /HttpOnly/);
+    assert.match(setCookie, /SameSite=Strict/);
+    const cookie = setCookie.split(';')[0]!;
+    const token = login.json().token as string;
+    assert.equal(login.json().csrfToken, csrfTokenFor(token));
+    assert.equal((await app.inject({ method: 'GET', url: '/v1/me', headers: { cookie } })).statusCode, 200);
+    const forged = await app.inject({ method: 'POST', url: '/v1/auth/logout', headers: { cookie } });
+    assert.equal(forged.statusCode, 403);
+    assert.equal(forged.json().code, 'forbidden');
+    const wrong = await app.inject({ method: 'POST', url: '/v1/auth/logout', headers: { cookie, 'x-csrf-token': csrfTokenFor('ers_other') } });
+    assert.equal(wrong.statusCode, 403);
+    const real = await app.inject({ method: 'POST', url: '/v1/auth/logout', headers: { cookie, 'x-csrf-token': csrfTokenFor(token) } });
+    assert.equal(real.statusCode, 204);
+    assert.equal((await app.inject({ method: 'GET', url: '/v1/me', headers: { cookie } })).statusCode, 401);
+  });
+}, { SECURE_COOKIES: 'true' });
+
+forEachEngine('API keys and roles', (env) => {
+  it('lets an admin create a key that is shown once, works at once, and is refused at once after revocation', async () => {
+    const { client, adminToken, database } = env();
+    const created = await client.call(endpoints.createApiKey, { token: adminToken, body: { name: 'warehouse', role: 'staff' } });
+    assert.equal(created.status, 201);
+    assert.ok(created.ok);
+    assert.match(created.body.id, /^key_/);
+    assert.match(created.body.key, /^erk_/);
+    const me = await client.ok(endpoints.me, { token: created.body.key });
+    assert.deepEqual({ id: me.id, role: me.role, email: me.email }, { id: created.body.id, role: 'staff', email: null });
+    const listed = await client.ok(endpoints.listApiKeys, { token: adminToken });
+    assert.ok(listed.data.some((k) => k.id === created.body.id));
+    assert.ok(!JSON.stringify(listed).includes(created.body.key));
+    const [row] = await database.db.query<{ key_hash: Buffer }>('SELECT key_hash FROM api_keys WHERE id = $1', [created.body.id]);
+    assert.ok(!row!.key_hash.toString('utf8').includes(created.body.key));
+    assert.equal((await client.call(endpoints.revokeApiKey, { token: adminToken, params: { id: created.body.id } })).status, 204);
+    assert.equal((await client.call(endpoints.me, { token: created.body.key })).status, 401);
+    assert.equal((await client.call(endpoints.revokeApiKey, { token: adminToken, params: { id: 'key_doesnotexist' } })).status, 404);
+  });
+
+  it('keeps key management and role changes to admins', async () => {
+    const { client, customer } = env();
+    const c = await customer();
+    const res = await client.call(endpoints.createApiKey, { token: c.token, body: { name: 'mine', role: 'admin' } });
+    assert.equal(res.status, 403);
+    assert.equal((res.body as { code: string }).code, 'forbidden');
+    assert.equal((await client.call(endpoints.updateUser, { token: c.token, params: { id: c.id }, body: { role: 'admin' } })).status, 403);
+  });
+
+  it('lets an admin change a role, effective on the next request of that user', async () => {
+    const { client, adminToken, customer } = env();
+    const c = await customer();
+    assert.equal((await client.call(endpoints.listApiKeys, { token: c.token })).status, 403);
+    const updated = await client.ok(endpoints.updateUser, { token: adminToken, params: { id: c.id }, body: { role: 'admin' } });
+    assert.equal(updated.role, 'admin');
+    assert.equal((await client.call(endpoints.listApiKeys, { token: c.token })).status, 200);
+    assert.equal((await client.call(endpoints.updateUser, { token: adminToken, params: { id: 'usr_missing' }, body: { role: 'staff' } })).status, 404);
+    const bad = await client.call(endpoints.updateUser, { token: adminToken, params: { id: c.id }, body: { role: 'root' as 'admin' } });
+    assert.equal(bad.status, 400);
+  });
+
+  it('pages API keys newest first with an opaque cursor', async () => {
+    const { client, adminToken } = env();
+    const ids: string[] = [];
+    for (let i = 0; i < 5; i++) ids.push((await client.ok(endpoints.createApiKey, { token: adminToken, body: { name: `k${i}`, role: 'customer' } })).id);
+    const first = await client.ok(endpoints.listApiKeys, { token: adminToken, query: { limit: 2 } });
+    assert.equal(first.data.length, 2);
+    assert.ok(first.nextCursor);
+    const second = await client.ok(endpoints.listApiKeys, { token: adminToken, query: { limit: 2, cursor: first.nextCursor! } });
+    const seen = [...first.data, ...second.data].map((k) => k.id);
+    assert.deepEqual(seen, [...seen].sort().reverse());
+    assert.equal(new Set(seen).size, 4);
+    const badCursor = await client.call(endpoints.listApiKeys, { token: adminToken, query: { cursor: 'garbage' } });
+    assert.equal(badCursor.status, 400);
+    const badLimit = await client.call(endpoints.listApiKeys, { token: adminToken, query: { limit: 101 } });
+    assert.equal(badLimit.status, 400);
+  });
+
+  it('rejects an admin key by ApiError through the client helper', async () => {
+    const { client } = env();
+    await assert.rejects(client.ok(endpoints.me, { token: 'erk_nope' }), (err: unknown) => err instanceof ApiError && err.status === 401);
+    assert.ok(adminEmail);
+  });
+});

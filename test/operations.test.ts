@@ -1,0 +1,60 @@
+import { it } from 'node:test';
+import assert from 'node:assert/strict';
+import { forEachEngine } from './support/app.js';
+
+forEachEngine('operations endpoints', (env) => {
+  it('healthz says the process is alive', async () => {
+    const res = await env().app.inject({ method: 'GET', url: '/healthz' });
+    assert.equal(res.statusCode, 200);
+    assert.equal(res.json().status, 'ok');
+  });
+
+  it('readyz is ready when the database answers and migrations are current, 503 when one is missing', async () => {
+    const { app, database } = env();
+    assert.equal((await app.inject({ method: 'GET', url: '/readyz' })).statusCode, 200);
+    const [last] = await database.db.query<{ version: number; name: string }>('SELECT version, name FROM schema_migrations ORDER BY version DESC LIMIT 1');
+    await database.db.query('DELETE FROM schema_migrations WHERE version = $1', [last!.version]);
+    try {
+      const res = await app.inject({ method: 'GET', url: '/readyz' });
+      assert.equal(res.statusCode, 503);
+      assert.equal(res.json().code, 'unavailable');
+    } finally {
+      await database.db.query('INSERT INTO schema_migrations (version, name) VALUES ($1, $2)', [last!.version, last!.name]);
+    }
+  });
+
+  it('metrics count requests by route pattern and status, with latency histograms and process metrics', async () => {
+    const { app } = env();
+    await app.inject({ method: 'GET', url: '/v1/api-keys/key_123' });
+    await app.inject({ method: 'GET', url: '/healthz' });
+    const res = await app.inject({ method: 'GET', url: '/metrics' });
+    assert.equal(res.statusCode, 200);
+    assert.match(String(res.headers['content-type']), /text\/plain/);
+    assert.match(res.body, /http_requests_total\{method="GET",route="\/healthz",status="200"\} \d+/);
+    assert.match(res.body, /http_request_duration_seconds_bucket\{le="0.005",method="GET",route="\/healthz",status="200"\}/);
+    assert.match(res.body, /process_resident_memory_bytes \d+/);
+  });
+
+  it('serves an OpenAPI 3.1 document generated from the route schemas', async () => {
+    const res = await env().app.inject({ method: 'GET', url: '/openapi.json' });
+    assert.equal(res.statusCode, 200);
+    const doc = res.json();
+    assert.equal(doc.openapi, '3.1.0');
+    const signup = doc.paths['/v1/auth/signup'].post;
+    assert.deepEqual(signup.requestBody.content['application/json'].schema.required.sort(), ['email', 'name', 'password']);
+    assert.ok(signup.responses['201']);
+    assert.ok(signup.responses['4XX'].content['application/problem+json']);
+    assert.deepEqual(doc.paths['/v1/me'].get.security, [{ bearerAuth: [] }, { sessionCookie: [] }]);
+    assert.equal(doc.paths['/v1/auth/login'].post.security, undefined);
+  });
+
+  it('renders a readable reference at /docs from local files', async () => {
+    const { app } = env();
+    const page = await app.inject({ method: 'GET', url: '/docs/' });
+    const html = page.statusCode === 302 ? (await app.inject({ method: 'GET', url: String(page.headers.location) })).body : page.body;
+    assert.match(html, /swagger-ui/i);
+    assert.doesNotMatch(html, /https?:\/\/(cdn|unpkg|cdnjs)/);
+    const bundle = await app.inject({ method: 'GET', url: '/docs/static/swagger-ui-bundle.js' });
+    assert.equal(bundle.statusCode, 200);
+  });
+});

@@ -1,0 +1,104 @@
+// Each test file gets a database of its own, cloned from a migrated template, never one shared
+// and mutated by others. PGlite: the template is a dumped data dir (initdb runs once, not per file).
+// PostgreSQL (TEST_DATABASE_URL): CREATE DATABASE ... TEMPLATE, which copies files instead of
+// replaying migrations.
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pg from 'pg';
+import { openPglite, openPostgres, pgliteOf, type Db } from '../../src/platform/db.js';
+import { loadMigrations, migrate } from '../../src/platform/migrate.js';
+
+export type Engine = 'pglite' | 'postgres';
+
+export const postgresUrl = process.env.TEST_DATABASE_URL?.trim() || undefined;
+
+/** The engines to run database tests on: always PGlite, and PostgreSQL when TEST_DATABASE_URL is set. */
+export function engines(): Engine[] {
+  return postgresUrl ? ['pglite', 'postgres'] : ['pglite'];
+}
+
+async function migrationsHash(): Promise<string> {
+  const hash = createHash('sha256');
+  for (const m of await loadMigrations()) hash.update(m.name).update(m.sql);
+  return hash.digest('hex').slice(0, 12);
+}
+
+async function pgliteTemplate(): Promise<Blob> {
+  const dir = join(tmpdir(), 'engine-room-test');
+  const file = join(dir, `template-${await migrationsHash()}.tar`);
+  try {
+    return new Blob([await readFile(file)]);
+  } catch {
+    const db = await openPglite({});
+    await migrate(db);
+    const dump = await pgliteOf(db)!.dumpDataDir('none');
+    await db.close();
+    await mkdir(dir, { recursive: true });
+    // Several test processes may build it at once: write aside, then rename, so no one reads half a file.
+    const partial = `${file}.${process.pid}.${randomBytes(4).toString('hex')}`;
+    await writeFile(partial, Buffer.from(await dump.arrayBuffer()));
+    await rename(partial, file);
+    return dump;
+  }
+}
+
+function withDatabase(url: string, database: string): string {
+  const u = new URL(url);
+  u.pathname = '/' + database;
+  return u.toString();
+}
+
+async function postgresTemplate(admin: pg.Client): Promise<string> {
+  const name = `er_template_${await migrationsHash()}`;
+  await admin.query('SELECT pg_advisory_lock(7, 3)');
+  try {
+    const { rowCount } = await admin.query('SELECT 1 FROM pg_database WHERE datname = $1', [name]);
+    if (!rowCount) {
+      await admin.query(`CREATE DATABASE ${name}`);
+      const db = openPostgres(withDatabase(postgresUrl!, name), 2);
+      try {
+        await migrate(db);
+      } catch (err) {
+        await db.close();
+        await admin.query(`DROP DATABASE ${name}`);
+        throw err;
+      }
+      await db.close();
+    }
+  } finally {
+    await admin.query('SELECT pg_advisory_unlock(7, 3)');
+  }
+  return name;
+}
+
+export interface TestDatabase { db: Db; engine: Engine; url?: string; drop(): Promise<void> }
+
+export async function freshDatabase(engine: Engine, poolSize = 20): Promise<TestDatabase> {
+  if (engine === 'pglite') {
+    const db = await openPglite({ loadDataDir: await pgliteTemplate() });
+    return { db, engine, drop: () => db.close() };
+  }
+  const admin = new pg.Client({ connectionString: postgresUrl });
+  await admin.connect();
+  try {
+    const template = await postgresTemplate(admin);
+    const name = `er_test_${Date.now().toString(36)}_${randomBytes(4).toString('hex')}`;
+    await admin.query(`CREATE DATABASE ${name} TEMPLATE ${template}`);
+    const url = withDatabase(postgresUrl!, name);
+    const db = openPostgres(url, poolSize);
+    return {
+      db, engine, url,
+      drop: async () => {
+        await db.close();
+        const c = new pg.Client({ connectionString: postgresUrl });
+        await c.connect();
+        await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+        await c.end();
+      },
+    };
+  } finally {
+    await admin.end();
+  }
+}
