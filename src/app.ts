@@ -16,6 +16,8 @@ import { loadMigrations } from './platform/migrate.js';
 import { packageRoot } from './platform/paths.js';
 import { accountsRoutes } from './modules/accounts/routes.js';
 import { resolveToken } from './modules/accounts/service.js';
+import { catalogRoutes } from './modules/catalog/routes.js';
+import { ordersRoutes } from './modules/orders/routes.js';
 
 export const version: string = JSON.parse(readFileSync(join(packageRoot, 'package.json'), 'utf8')).version;
 
@@ -42,6 +44,8 @@ export async function buildApp(config: Readonly<Config>, db: Db, options: BuildO
 
   operationsRoutes(app, { db, migrations: await loadMigrations(), metrics });
   accountsRoutes(app, { db, config });
+  catalogRoutes(app, { db });
+  ordersRoutes(app, { db });
 
   await app.ready();
   return app;

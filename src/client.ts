@@ -9,6 +9,8 @@ import type { Static, TSchema } from 'typebox';
 import type { Endpoint } from './platform/endpoint.js';
 import type { Problem } from './errors.js';
 import * as accounts from './modules/accounts/schemas.js';
+import * as catalog from './modules/catalog/schemas.js';
+import * as orders from './modules/orders/schemas.js';
 
 export const endpoints = {
   signup: accounts.signup,
@@ -19,6 +21,18 @@ export const endpoints = {
   listApiKeys: accounts.listApiKeys,
   revokeApiKey: accounts.revokeApiKey,
   updateUser: accounts.updateUser,
+  createProduct: catalog.createProduct,
+  listProducts: catalog.listProducts,
+  getProduct: catalog.getProduct,
+  updateProduct: catalog.updateProduct,
+  getStock: catalog.getStock,
+  adjustStock: catalog.adjustStock,
+  listStockMovements: catalog.listStockMovements,
+  placeOrder: orders.placeOrder,
+  listOrders: orders.listOrders,
+  getOrder: orders.getOrder,
+  cancelOrder: orders.cancelOrder,
+  fulfilOrder: orders.fulfilOrder,
 } as const;
 
 export interface RawRequest { method: string; url: string; headers: Record<string, string>; body?: string }

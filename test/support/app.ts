@@ -5,7 +5,10 @@ import { buildApp } from '../../src/app.js';
 import { loadConfig, type Config } from '../../src/config.js';
 import { createClient, endpoints, type Client, type Transport } from '../../src/client.js';
 import { engines, freshDatabase, type Engine, type TestDatabase } from './database.js';
-import { ensureAdmin } from '../../src/modules/accounts/service.js';
+import { ensureAdmin, hashSecret } from '../../src/modules/accounts/service.js';
+import { newId } from '../../src/platform/ids.js';
+import { randomBytes } from 'node:crypto';
+import type { Product } from '../../src/modules/catalog/schemas.js';
 
 export const adminEmail = 'admin@test.example';
 export const adminPassword = 'admin-test-password-1';
@@ -30,6 +33,10 @@ export interface TestEnv {
   adminToken: string;
   /** Signs up a new customer with a unique email and answers its token and id. */
   customer(name?: string): Promise<{ token: string; id: string; email: string }>;
+  /** Many customers at once, written straight to the database (signing up 200 would cost 200 password hashes). */
+  customers(n: number): Promise<{ token: string; id: string }[]>;
+  /** Creates a product as the admin and answers it. */
+  product(variants: { sku: string; stock: number; amount?: number; currency?: string }[], name?: string): Promise<Product>;
   close(): Promise<void>;
 }
 
@@ -49,6 +56,25 @@ export async function startTestEnv(engine: Engine, env: Record<string, string> =
       const email = `customer${++counter}.${process.pid}.${Date.now()}@test.example`;
       const res = await client.ok(endpoints.signup, { body: { email, password: 'correct horse battery staple', name } });
       return { token: res.token, id: res.user.id, email };
+    },
+    async customers(n) {
+      const ids = Array.from({ length: n }, () => newId('usr'));
+      const tokens = ids.map(() => `ers_${randomBytes(32).toString('base64url')}`);
+      await database.db.query(
+        `INSERT INTO users (id, email, name, role, password_hash) SELECT id, id || '@bulk.test', 'Bulk', 'customer', 'x' FROM unnest($1::text[]) AS id`,
+        [ids],
+      );
+      await database.db.query(
+        `INSERT INTO sessions (id, user_id, token_hash, expires_at) SELECT 'ses_' || u, u, h, now() + interval '1 hour' FROM unnest($1::text[], $2::bytea[]) AS t(u, h)`,
+        [ids, tokens.map(hashSecret)],
+      );
+      return ids.map((id, i) => ({ id, token: tokens[i]! }));
+    },
+    async product(variants, name = 'Test product') {
+      return client.ok(endpoints.createProduct, {
+        token: adminToken,
+        body: { name, variants: variants.map((v) => ({ sku: v.sku, stock: v.stock, price: { amount: v.amount ?? 1000, currency: v.currency ?? 'EUR' } })) },
+      });
     },
     async close() {
       await app.close();

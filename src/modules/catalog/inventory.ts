@@ -1,0 +1,133 @@
+// Stock: levels per SKU and the movements that explain them. Every function takes the caller's
+// transaction, so a reservation commits or rolls back with the order that made it.
+//
+// Rows are always locked in SKU order: two orders crossing the same SKUs (A,B) and (B,A) then wait
+// for each other instead of deadlocking. The CHECK constraints of stock_levels stay the last word.
+import type { Queryable, Tx } from '../../platform/db.js';
+import { AppError } from '../../errors.js';
+import type { StockLevel } from './schemas.js';
+
+export interface StockRequest { sku: string; quantity: number }
+
+interface LevelRow { sku: string; on_hand: number; reserved: number }
+
+function levelView(row: LevelRow): StockLevel {
+  return { sku: row.sku, onHand: row.on_hand, reserved: row.reserved, available: row.on_hand - row.reserved };
+}
+
+function bySku(lines: StockRequest[]): StockRequest[] {
+  return [...lines].sort((a, b) => (a.sku < b.sku ? -1 : a.sku > b.sku ? 1 : 0));
+}
+
+async function recordMovements(tx: Tx, kind: 'initial' | 'adjustment' | 'reservation' | 'release' | 'sale', rows: { sku: string; onHand: number; reserved: number }[], extra: { orderId?: string; reason?: string; actorId?: string }): Promise<void> {
+  if (rows.length === 0) return;
+  await tx.query(
+    `INSERT INTO stock_movements (sku, kind, on_hand_delta, reserved_delta, order_id, reason, actor_id)
+     SELECT sku, $2, on_hand_delta, reserved_delta, $5, $6, $7
+       FROM unnest($1::text[], $3::int[], $4::int[]) AS m(sku, on_hand_delta, reserved_delta)`,
+    [rows.map((r) => r.sku), kind, rows.map((r) => r.onHand), rows.map((r) => r.reserved), extra.orderId ?? null, extra.reason ?? null, extra.actorId ?? null],
+  );
+}
+
+export async function createStock(tx: Tx, levels: StockRequest[], actorId: string): Promise<void> {
+  await tx.query(
+    'INSERT INTO stock_levels (sku, on_hand) SELECT * FROM unnest($1::text[], $2::int[])',
+    [levels.map((l) => l.sku), levels.map((l) => l.quantity)],
+  );
+  await recordMovements(tx, 'initial', levels.map((l) => ({ sku: l.sku, onHand: l.quantity, reserved: 0 })), { actorId, reason: 'initial stock' });
+}
+
+/**
+ * Reserves every line or none. Locks the rows in SKU order, checks availability under the locks,
+ * then reserves. Lines must name distinct SKUs (the caller merges duplicates).
+ */
+export async function reserveStock(tx: Tx, orderId: string, lines: StockRequest[]): Promise<void> {
+  const sorted = bySku(lines);
+  const locked = await tx.query<LevelRow>(
+    'SELECT sku, on_hand, reserved FROM stock_levels WHERE sku = ANY($1::text[]) ORDER BY sku FOR UPDATE',
+    [sorted.map((l) => l.sku)],
+  );
+  const levels = new Map(locked.map((row) => [row.sku, row]));
+  const short = sorted.flatMap((line, i) => {
+    const level = levels.get(line.sku);
+    const available = level ? level.on_hand - level.reserved : 0;
+    return available < line.quantity ? [{ line, i, available }] : [];
+  });
+  if (short.length > 0) {
+    const first = short[0]!;
+    throw new AppError('out_of_stock', `SKU ${first.line.sku} has ${first.available} available, ${first.line.quantity} requested`, {
+      errors: short.map((s) => ({ path: `/lines/${lines.indexOf(s.line)}/quantity`, message: `only ${s.available} available` })),
+    });
+  }
+  await tx.query(
+    `UPDATE stock_levels s SET reserved = s.reserved + r.quantity
+       FROM unnest($1::text[], $2::int[]) AS r(sku, quantity) WHERE s.sku = r.sku`,
+    [sorted.map((l) => l.sku), sorted.map((l) => l.quantity)],
+  );
+  await recordMovements(tx, 'reservation', sorted.map((l) => ({ sku: l.sku, onHand: 0, reserved: l.quantity })), { orderId });
+}
+
+async function settle(tx: Tx, orderId: string, lines: StockRequest[], kind: 'release' | 'sale'): Promise<void> {
+  const sorted = bySku(lines);
+  const onHandSign = kind === 'sale' ? -1 : 0;
+  await tx.query('SELECT 1 FROM stock_levels WHERE sku = ANY($1::text[]) ORDER BY sku FOR UPDATE', [sorted.map((l) => l.sku)]);
+  await tx.query(
+    `UPDATE stock_levels s SET reserved = s.reserved - r.quantity, on_hand = s.on_hand + $3 * r.quantity
+       FROM unnest($1::text[], $2::int[]) AS r(sku, quantity) WHERE s.sku = r.sku`,
+    [sorted.map((l) => l.sku), sorted.map((l) => l.quantity), onHandSign],
+  );
+  await recordMovements(tx, kind, sorted.map((l) => ({ sku: l.sku, onHand: onHandSign * l.quantity, reserved: -l.quantity })), { orderId });
+}
+
+/** Gives an order's reservation back (cancelled, or payment failed). */
+export function releaseReservation(tx: Tx, orderId: string, lines: StockRequest[]): Promise<void> {
+  return settle(tx, orderId, lines, 'release');
+}
+
+/** Turns an order's reservation into a sale: the units leave on-hand stock. */
+export function convertReservationToSale(tx: Tx, orderId: string, lines: StockRequest[]): Promise<void> {
+  return settle(tx, orderId, lines, 'sale');
+}
+
+export async function adjustStock(tx: Tx, sku: string, delta: number, reason: string, actorId: string): Promise<StockLevel> {
+  // A conditional update: the rule (onHand never below reserved) is checked by the row it changes.
+  const [row] = await tx.query<LevelRow>(
+    `UPDATE stock_levels SET on_hand = on_hand + $2 WHERE sku = $1 AND on_hand + $2 >= reserved
+     RETURNING sku, on_hand, reserved`,
+    [sku, delta],
+  );
+  if (!row) {
+    const current = await getStockLevel(tx, sku);
+    if (!current) throw new AppError('not_found', `No SKU ${sku}`);
+    throw new AppError('insufficient_stock', `SKU ${sku} has ${current.onHand} on hand and ${current.reserved} reserved; cannot remove ${-delta}`, {
+      errors: [{ path: '/delta', message: `at least ${current.reserved - current.onHand} allowed` }],
+    });
+  }
+  await recordMovements(tx, 'adjustment', [{ sku, onHand: delta, reserved: 0 }], { reason, actorId });
+  return levelView(row);
+}
+
+export async function getStockLevel(db: Queryable, sku: string): Promise<StockLevel | undefined> {
+  const [row] = await db.query<LevelRow>('SELECT sku, on_hand, reserved FROM stock_levels WHERE sku = $1', [sku]);
+  return row && levelView(row);
+}
+
+export interface MovementRow { id: number; kind: 'initial' | 'adjustment' | 'reservation' | 'release' | 'sale'; on_hand_delta: number; reserved_delta: number; order_id: string | null; reason: string | null; created_at: Date }
+
+export function listMovements(db: Queryable, sku: string, beforeId: number | null, limit: number): Promise<MovementRow[]> {
+  return db.query<MovementRow>(
+    `SELECT id, kind, on_hand_delta, reserved_delta, order_id, reason, created_at FROM stock_movements
+      WHERE sku = $1 AND ($2::bigint IS NULL OR id < $2) ORDER BY id DESC LIMIT $3`,
+    [sku, beforeId, limit + 1],
+  );
+}
+
+/** SKUs whose level differs from what its movements add up to (empty when the books agree). */
+export async function stockDiscrepancies(db: Queryable): Promise<{ sku: string; on_hand: number; reserved: number; moved_on_hand: number; moved_reserved: number }[]> {
+  return db.query(
+    `SELECT s.sku, s.on_hand, s.reserved, coalesce(m.on_hand, 0)::int AS moved_on_hand, coalesce(m.reserved, 0)::int AS moved_reserved
+       FROM stock_levels s
+       LEFT JOIN (SELECT sku, sum(on_hand_delta) AS on_hand, sum(reserved_delta) AS reserved FROM stock_movements GROUP BY sku) m USING (sku)
+      WHERE s.on_hand <> coalesce(m.on_hand, 0) OR s.reserved <> coalesce(m.reserved, 0)`,
+  );
+}

@@ -1,0 +1,66 @@
+// SQL of orders.
+import type { Queryable, Tx } from '../../platform/db.js';
+import { AppError } from '../../errors.js';
+import { statesLeadingTo, type Status } from './state-machine.js';
+
+export interface OrderRow {
+  id: string; customer_id: string; status: Status; currency: string; total_amount: number;
+  payment_method: string; payment_token: string; created_at: Date; updated_at: Date;
+}
+export interface LineRow { order_id: string; line_no: number; sku: string; quantity: number; unit_amount: number; total_amount: number }
+
+export async function insertOrder(tx: Tx, o: { id: string; customerId: string; currency: string; total: number; paymentToken: string }, lines: { sku: string; quantity: number; unitAmount: number }[]): Promise<{ order: OrderRow; lines: LineRow[] }> {
+  const [order] = await tx.query<OrderRow>(
+    `INSERT INTO orders (id, customer_id, status, currency, total_amount, payment_method, payment_token)
+     VALUES ($1, $2, 'pending_payment', $3, $4, 'card', $5) RETURNING *`,
+    [o.id, o.customerId, o.currency, o.total, o.paymentToken],
+  );
+  const rows = await tx.query<LineRow>(
+    `INSERT INTO order_lines (order_id, line_no, sku, quantity, unit_amount, total_amount)
+     SELECT $1, line_no, sku, quantity, unit_amount, unit_amount * quantity
+       FROM unnest($2::text[], $3::int[], $4::bigint[]) WITH ORDINALITY AS l(sku, quantity, unit_amount, line_no)
+     RETURNING *`,
+    [o.id, lines.map((l) => l.sku), lines.map((l) => l.quantity), lines.map((l) => l.unitAmount)],
+  );
+  return { order: order!, lines: rows.sort((a, b) => a.line_no - b.line_no) };
+}
+
+export async function findOrder(db: Queryable, id: string): Promise<OrderRow | undefined> {
+  const [row] = await db.query<OrderRow>('SELECT * FROM orders WHERE id = $1', [id]);
+  return row;
+}
+
+export function linesOf(db: Queryable, orderIds: string[]): Promise<LineRow[]> {
+  return db.query<LineRow>('SELECT * FROM order_lines WHERE order_id = ANY($1::text[]) ORDER BY order_id, line_no', [orderIds]);
+}
+
+export function listOrders(db: Queryable, opts: { customerId: string | null; status: Status | null; after: string | null; limit: number }): Promise<OrderRow[]> {
+  return db.query<OrderRow>(
+    `SELECT * FROM orders
+      WHERE ($1::text IS NULL OR customer_id = $1) AND ($2::text IS NULL OR status = $2) AND ($3::text IS NULL OR id < $3)
+      ORDER BY id DESC LIMIT $4`,
+    [opts.customerId, opts.status, opts.after, opts.limit + 1],
+  );
+}
+
+/**
+ * Moves an order to `to` if the state machine allows it from the state the order is in, in one
+ * conditional UPDATE (so two racing transitions cannot both win). Answers the updated row and the
+ * state it left; 404 for no such order (or one `visibleTo` may not see), 409 invalid_state otherwise.
+ */
+export async function transitionOrder(tx: Tx, id: string, to: Status, visibleTo: string | null = null): Promise<{ order: OrderRow; from: Status }> {
+  const [row] = await tx.query<OrderRow & { from_status: Status }>(
+    `UPDATE orders o SET status = $2, updated_at = now()
+       FROM (SELECT id, status AS from_status FROM orders WHERE id = $1 FOR UPDATE) prev
+      WHERE o.id = prev.id AND o.status = ANY($3::text[]) AND ($4::text IS NULL OR o.customer_id = $4)
+      RETURNING o.*, prev.from_status`,
+    [id, to, statesLeadingTo(to), visibleTo],
+  );
+  if (row) {
+    const { from_status, ...order } = row;
+    return { order, from: from_status };
+  }
+  const current = await findOrder(tx, id);
+  if (!current || (visibleTo !== null && current.customer_id !== visibleTo)) throw new AppError('not_found', 'No such order');
+  throw new AppError('invalid_state', `An order that is ${current.status} cannot become ${to}`);
+}

@@ -1,0 +1,47 @@
+import type { FastifyInstance } from 'fastify';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import type { Db } from '../../platform/db.js';
+import { routeOf } from '../../platform/endpoint.js';
+import { principalOf } from '../../platform/auth.js';
+import { idempotent } from '../../platform/idempotency.js';
+import { decodeCursor } from '../../platform/pagination.js';
+import * as s from './schemas.js';
+import * as orders from './service.js';
+
+export function ordersRoutes(app: FastifyInstance, { db }: { db: Db }): void {
+  const r = app.withTypeProvider<TypeBoxTypeProvider>();
+
+  r.route({
+    ...routeOf(s.placeOrder),
+    handler: (request, reply) => idempotent(db, request, reply, { required: true }, async (tx) => ({
+      status: 201, body: await orders.placeOrder(tx, principalOf(request), request.body),
+    })),
+  });
+
+  r.route({
+    ...routeOf(s.listOrders),
+    handler: async (request) => {
+      const { limit, cursor, status } = request.query;
+      return orders.listOrders(db, principalOf(request), { limit, status: status ?? null, after: decodeCursor(cursor) });
+    },
+  });
+
+  r.route({
+    ...routeOf(s.getOrder),
+    handler: async (request) => orders.getOrder(db, principalOf(request), request.params.id),
+  });
+
+  r.route({
+    ...routeOf(s.cancelOrder),
+    handler: (request, reply) => idempotent(db, request, reply, { required: true }, async (tx) => ({
+      status: 200, body: await orders.cancelOrder(tx, principalOf(request), request.params.id),
+    })),
+  });
+
+  r.route({
+    ...routeOf(s.fulfilOrder),
+    handler: (request, reply) => idempotent(db, request, reply, { required: false }, async (tx) => ({
+      status: 200, body: await orders.fulfilOrder(tx, request.params.id),
+    })),
+  });
+}

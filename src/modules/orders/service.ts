@@ -1,0 +1,104 @@
+// Orders: placing one reserves its stock in the same transaction that creates it; cancelling
+// releases it. The charge and the refund happen later, through the payments module.
+import type { Queryable, Tx } from '../../platform/db.js';
+import type { Principal } from '../../platform/auth.js';
+import { staffOrAbove } from '../../platform/auth.js';
+import { newId } from '../../platform/ids.js';
+import { AppError, type FieldError } from '../../errors.js';
+import { pricesOf } from '../catalog/repo.js';
+import { releaseReservation, reserveStock } from '../catalog/inventory.js';
+import * as repo from './repo.js';
+import { limits, type Order } from './schemas.js';
+import type { Status } from './state-machine.js';
+
+export interface PlaceOrderInput {
+  lines: { sku: string; quantity: number }[];
+  payment: { method: 'card'; token: string };
+}
+
+export function orderView(order: repo.OrderRow, lines: repo.LineRow[]): Order {
+  const money = (amount: number) => ({ amount, currency: order.currency });
+  return {
+    id: order.id,
+    status: order.status,
+    customerId: order.customer_id,
+    lines: lines.map((l) => ({ sku: l.sku, quantity: l.quantity, unitPrice: money(l.unit_amount), total: money(l.total_amount) })),
+    total: money(order.total_amount),
+    payment: { method: 'card' },
+    createdAt: order.created_at.toISOString(),
+    updatedAt: order.updated_at.toISOString(),
+  };
+}
+
+/** Lines naming the same SKU become one line with the summed quantity, in first-seen order. */
+export function mergeLines(lines: { sku: string; quantity: number }[]): { sku: string; quantity: number; firstIndex: number }[] {
+  const merged = new Map<string, { sku: string; quantity: number; firstIndex: number }>();
+  lines.forEach((line, i) => {
+    const seen = merged.get(line.sku);
+    if (seen) seen.quantity += line.quantity;
+    else merged.set(line.sku, { ...line, firstIndex: i });
+  });
+  return [...merged.values()];
+}
+
+export async function placeOrder(tx: Tx, principal: Principal, input: PlaceOrderInput): Promise<Order> {
+  const lines = mergeLines(input.lines);
+  if (lines.length > limits.linesPerOrder) {
+    throw new AppError('limit_exceeded', `An order may name at most ${limits.linesPerOrder} SKUs`, { errors: [{ path: '/lines', message: `at most ${limits.linesPerOrder} distinct SKUs` }] });
+  }
+  const tooMany = lines.filter((l) => l.quantity > limits.quantityPerLine);
+  if (tooMany.length > 0) {
+    throw new AppError('limit_exceeded', `At most ${limits.quantityPerLine} units of one SKU per order`, { errors: tooMany.map((l) => ({ path: `/lines/${l.firstIndex}/quantity`, message: `at most ${limits.quantityPerLine}` })) });
+  }
+
+  // Prices are read in the order's transaction and frozen on its lines.
+  const prices = new Map((await pricesOf(tx, lines.map((l) => l.sku))).map((p) => [p.sku, p]));
+  const unknown: FieldError[] = lines.filter((l) => !prices.get(l.sku)?.active).map((l) => ({ path: `/lines/${l.firstIndex}/sku`, message: `unknown SKU ${l.sku}` }));
+  if (unknown.length > 0) throw new AppError('unknown_sku', unknown.map((u) => u.message).join('; '), { errors: unknown });
+  const currencies = new Set(lines.map((l) => prices.get(l.sku)!.currency));
+  if (currencies.size > 1) throw new AppError('currency_mismatch', `The lines are priced in ${[...currencies].sort().join(' and ')}; an order has one currency`);
+
+  const orderId = newId('ord');
+  await reserveStock(tx, orderId, lines);
+  const priced = lines.map((l) => ({ sku: l.sku, quantity: l.quantity, unitAmount: prices.get(l.sku)!.price_amount }));
+  const total = priced.reduce((sum, l) => sum + l.unitAmount * l.quantity, 0);
+  const created = await repo.insertOrder(tx, {
+    id: orderId, customerId: principal.userId, currency: [...currencies][0]!, total, paymentToken: input.payment.token,
+  }, priced);
+  return orderView(created.order, created.lines);
+}
+
+/** The owner sees their order, staff see every order; anyone else gets 404, as for a missing one. */
+function ownerFilter(principal: Principal): string | null {
+  return staffOrAbove(principal.role) ? null : principal.userId;
+}
+
+export async function getOrder(db: Queryable, principal: Principal, id: string): Promise<Order> {
+  const order = await repo.findOrder(db, id);
+  const owner = ownerFilter(principal);
+  if (!order || (owner !== null && order.customer_id !== owner)) throw new AppError('not_found', 'No such order');
+  return orderView(order, await repo.linesOf(db, [id]));
+}
+
+export async function listOrders(db: Queryable, principal: Principal, opts: { status: Status | null; after: string | null; limit: number }) {
+  const rows = await repo.listOrders(db, { ...opts, customerId: ownerFilter(principal) });
+  const page = rows.slice(0, opts.limit);
+  const lines = await repo.linesOf(db, page.map((o) => o.id));
+  const last = page[page.length - 1];
+  return {
+    data: page.map((o) => orderView(o, lines.filter((l) => l.order_id === o.id))),
+    nextCursor: rows.length > opts.limit && last ? Buffer.from(last.id).toString('base64url') : null,
+  };
+}
+
+export async function cancelOrder(tx: Tx, principal: Principal, id: string): Promise<Order> {
+  const { order, from } = await repo.transitionOrder(tx, id, 'cancelled', ownerFilter(principal));
+  const lines = await repo.linesOf(tx, [id]);
+  if (from === 'pending_payment') await releaseReservation(tx, id, lines);
+  return orderView(order, lines);
+}
+
+export async function fulfilOrder(tx: Tx, id: string): Promise<Order> {
+  const { order } = await repo.transitionOrder(tx, id, 'fulfilled');
+  return orderView(order, await repo.linesOf(tx, [id]));
+}

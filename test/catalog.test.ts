@@ -1,0 +1,113 @@
+import { it } from 'node:test';
+import assert from 'node:assert/strict';
+import { forEachEngine } from './support/app.js';
+import { endpoints } from '../src/client.js';
+import { assertStockExplained } from './support/stock.js';
+
+forEachEngine('catalog and inventory', (env) => {
+  it('lets staff create a product with variants; anyone can read it with what is available', async () => {
+    const { client, adminToken } = env();
+    const created = await client.call(endpoints.createProduct, {
+      token: adminToken,
+      body: { name: 'T-shirt', description: 'Cotton', variants: [{ sku: 'TEE-S', name: 'Small', price: { amount: 1999, currency: 'EUR' }, stock: 5 }, { sku: 'TEE-M', price: { amount: 2199, currency: 'EUR' }, stock: 0 }] },
+    });
+    assert.equal(created.status, 201);
+    assert.ok(created.ok);
+    assert.match(created.body.id, /^prd_/);
+    assert.deepEqual(created.body.variants.map((v) => [v.sku, v.available, v.price.amount]), [['TEE-S', 5, 1999], ['TEE-M', 0, 2199]]);
+    assert.match(created.body.variants[0]!.id, /^var_/);
+    const anonymous = await client.ok(endpoints.getProduct, { params: { id: created.body.id } });
+    assert.deepEqual(anonymous, created.body);
+    const list = await client.ok(endpoints.listProducts, {});
+    assert.ok(list.data.some((p) => p.id === created.body.id));
+  });
+
+  it('refuses a SKU that exists with 409 sku_taken, and a SKU twice in one product', async () => {
+    const { client, adminToken } = env();
+    const again = await client.call(endpoints.createProduct, { token: adminToken, body: { name: 'Copy', variants: [{ sku: 'TEE-S', price: { amount: 1, currency: 'EUR' }, stock: 1 }] } });
+    assert.equal(again.status, 409);
+    assert.equal(again.body.code, 'sku_taken');
+    const twice = await client.call(endpoints.createProduct, { token: adminToken, body: { name: 'Twice', variants: [{ sku: 'NEW-1', price: { amount: 1, currency: 'EUR' }, stock: 1 }, { sku: 'NEW-1', price: { amount: 1, currency: 'EUR' }, stock: 1 }] } });
+    assert.equal(twice.status, 409);
+    assert.equal(twice.body.code, 'sku_taken');
+    assert.equal((await client.call(endpoints.getStock, { token: adminToken, params: { sku: 'NEW-1' } })).status, 404, 'nothing of the refused product remains');
+  });
+
+  it('keeps writes to staff: a customer gets 403, nobody gets 401', async () => {
+    const { client, customer } = env();
+    const c = await customer();
+    const body = { name: 'X', variants: [{ sku: 'X-1', price: { amount: 1, currency: 'EUR' }, stock: 1 }] };
+    assert.equal((await client.call(endpoints.createProduct, { token: c.token, body })).status, 403);
+    assert.equal((await client.call(endpoints.createProduct, { body })).status, 401);
+    assert.equal((await client.call(endpoints.getStock, { token: c.token, params: { sku: 'TEE-S' } })).status, 403);
+  });
+
+  it('validates money: integer minor units and an ISO currency code', async () => {
+    const { client, adminToken } = env();
+    for (const price of [{ amount: 19.99, currency: 'EUR' }, { amount: 100, currency: 'euro' }, { amount: -1, currency: 'EUR' }]) {
+      const res = await client.call(endpoints.createProduct, { token: adminToken, body: { name: 'Bad', variants: [{ sku: 'BAD-1', price, stock: 1 }] } });
+      assert.equal(res.status, 400, JSON.stringify(price));
+      assert.equal(res.body.code, 'validation_failed');
+    }
+  });
+
+  it('hides an inactive product from customers (404) but not from staff; PATCH changes name and prices', async () => {
+    const { client, adminToken, customer } = env();
+    const p = await env().product([{ sku: 'HAT-1', stock: 3, amount: 500 }], 'Hat');
+    const patched = await client.ok(endpoints.updateProduct, { token: adminToken, params: { id: p.id }, body: { name: 'Warm hat', active: false, variants: [{ sku: 'HAT-1', price: { amount: 750, currency: 'EUR' } }] } });
+    assert.equal(patched.name, 'Warm hat');
+    assert.equal(patched.active, false);
+    assert.equal(patched.variants[0]!.price.amount, 750);
+    const c = await customer();
+    assert.equal((await client.call(endpoints.getProduct, { token: c.token, params: { id: p.id } })).status, 404);
+    assert.equal((await client.call(endpoints.getProduct, { params: { id: p.id } })).status, 404);
+    assert.equal((await client.call(endpoints.getProduct, { token: adminToken, params: { id: p.id } })).status, 200);
+    const customerList = await client.ok(endpoints.listProducts, { token: c.token, query: { includeInactive: true } });
+    assert.ok(!customerList.data.some((x) => x.id === p.id), 'includeInactive is for staff only');
+    const staffList = await client.ok(endpoints.listProducts, { token: adminToken, query: { includeInactive: true } });
+    assert.ok(staffList.data.some((x) => x.id === p.id));
+    const foreign = await client.call(endpoints.updateProduct, { token: adminToken, params: { id: p.id }, body: { variants: [{ sku: 'TEE-S', price: { amount: 1, currency: 'EUR' } }] } });
+    assert.equal(foreign.status, 422);
+    assert.equal(foreign.body.code, 'unknown_sku');
+    assert.equal((await client.call(endpoints.updateProduct, { token: adminToken, params: { id: 'prd_missing' }, body: { name: 'x' } })).status, 404);
+  });
+
+  it('adjusts stock with a reason, refuses to take onHand below reserved, and explains every level by its movements', async () => {
+    const { client, adminToken, database } = env();
+    const up = await client.call(endpoints.adjustStock, { token: adminToken, idempotencyKey: 'adj-1', params: { sku: 'TEE-M' }, body: { delta: 7, reason: 'delivery' } });
+    assert.equal(up.status, 201);
+    assert.deepEqual(up.body, { sku: 'TEE-M', onHand: 7, reserved: 0, available: 7 });
+    const c = await env().customer();
+    await client.ok(endpoints.placeOrder, { token: c.token, idempotencyKey: 'order-adj', body: { lines: [{ sku: 'TEE-M', quantity: 5 }], payment: { method: 'card', token: 'tok_ok' } } });
+    const down = await client.call(endpoints.adjustStock, { token: adminToken, idempotencyKey: 'adj-2', params: { sku: 'TEE-M' }, body: { delta: -3, reason: 'damaged' } });
+    assert.equal(down.status, 409);
+    assert.equal(down.body.code, 'insufficient_stock');
+    const ok = await client.ok(endpoints.adjustStock, { token: adminToken, idempotencyKey: 'adj-3', params: { sku: 'TEE-M' }, body: { delta: -2, reason: 'damaged' } });
+    assert.deepEqual(ok, { sku: 'TEE-M', onHand: 5, reserved: 5, available: 0 });
+    const level = await client.ok(endpoints.getStock, { token: adminToken, params: { sku: 'TEE-M' } });
+    assert.deepEqual(level, ok);
+    const history = await client.ok(endpoints.listStockMovements, { token: adminToken, params: { sku: 'TEE-M' }, query: { limit: 2 } });
+    assert.deepEqual(history.data.map((m) => [m.kind, m.onHandDelta, m.reservedDelta]), [['adjustment', -2, 0], ['reservation', 0, 5]]);
+    const rest = await client.ok(endpoints.listStockMovements, { token: adminToken, params: { sku: 'TEE-M' }, query: { cursor: history.nextCursor! } });
+    assert.deepEqual(rest.data.map((m) => m.kind), ['adjustment', 'initial']);
+    assert.equal(rest.nextCursor, null);
+    await assertStockExplained(database.db);
+  });
+
+  it('demands an Idempotency-Key on adjustments, and answers 404 for an unknown SKU', async () => {
+    const { client, adminToken } = env();
+    const missing = await client.call(endpoints.adjustStock, { token: adminToken, params: { sku: 'TEE-M' }, body: { delta: 1, reason: 'x' } });
+    assert.equal(missing.status, 400);
+    assert.equal(missing.body.code, 'idempotency_key_required');
+    const unknown = await client.call(endpoints.adjustStock, { token: adminToken, idempotencyKey: 'adj-unknown', params: { sku: 'NOPE' }, body: { delta: 1, reason: 'x' } });
+    assert.equal(unknown.status, 404);
+    const zero = await client.call(endpoints.adjustStock, { token: adminToken, idempotencyKey: 'adj-zero', params: { sku: 'TEE-M' }, body: { delta: 0, reason: 'x' } });
+    assert.equal(zero.status, 400);
+  });
+
+  it('refuses negative stock in the database itself, whatever the code does', async () => {
+    const { database } = env();
+    await assert.rejects(database.db.query("UPDATE stock_levels SET on_hand = -1 WHERE sku = 'TEE-S'"), (e: { code?: string }) => e.code === '23514');
+    await assert.rejects(database.db.query("UPDATE stock_levels SET reserved = on_hand + 1 WHERE sku = 'TEE-S'"), (e: { code?: string }) => e.code === '23514');
+  });
+});

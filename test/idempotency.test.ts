@@ -1,0 +1,119 @@
+import { it } from 'node:test';
+import assert from 'node:assert/strict';
+import { forEachEngine } from './support/app.js';
+import { endpoints } from '../src/client.js';
+import { purgeIdempotencyKeys } from '../src/platform/idempotency.js';
+
+const card = { method: 'card' as const, token: 'tok_ok' };
+
+forEachEngine('Idempotency-Key', (env) => {
+  it('replays a finished request: same status, same body, Idempotent-Replayed, and no second order', async () => {
+    const { client, customer, database } = env();
+    await env().product([{ sku: 'IDEM', stock: 5 }]);
+    const c = await customer();
+    const body = { lines: [{ sku: 'IDEM', quantity: 1 }], payment: card };
+    const first = await client.call(endpoints.placeOrder, { token: c.token, idempotencyKey: 'k-1', body });
+    const second = await client.call(endpoints.placeOrder, { token: c.token, idempotencyKey: 'k-1', body });
+    assert.equal(first.status, 201);
+    assert.equal(second.status, 201);
+    assert.deepEqual(second.body, first.body);
+    assert.equal(first.headers['idempotent-replayed'], undefined);
+    assert.equal(second.headers['idempotent-replayed'], 'true');
+    const [{ n }] = await database.db.query<{ n: number }>('SELECT count(*)::int AS n FROM orders WHERE customer_id = $1', [c.id]) as [{ n: number }];
+    assert.equal(n, 1);
+  });
+
+  it('treats the same JSON with its keys in another order as the same request', async () => {
+    const { app, customer } = env();
+    const c = await customer();
+    const headers = { authorization: `Bearer ${c.token}`, 'idempotency-key': 'k-order', 'content-type': 'application/json' };
+    const a = await app.inject({ method: 'POST', url: '/v1/orders', headers, payload: '{"lines":[{"sku":"IDEM","quantity":1}],"payment":{"method":"card","token":"tok_ok"}}' });
+    const b = await app.inject({ method: 'POST', url: '/v1/orders', headers, payload: '{"payment":{"token":"tok_ok","method":"card"},"lines":[{"quantity":1,"sku":"IDEM"}]}' });
+    assert.equal(a.statusCode, 201);
+    assert.equal(b.statusCode, 201);
+    assert.equal(b.headers['idempotent-replayed'], 'true');
+    assert.equal(b.json().id, a.json().id);
+  });
+
+  it('replays a business failure too: a 409 out_of_stock comes back as it was, even once stock arrives', async () => {
+    const { client, adminToken, customer } = env();
+    const c = await customer();
+    const body = { lines: [{ sku: 'IDEM', quantity: 50 }], payment: card };
+    const first = await client.call(endpoints.placeOrder, { token: c.token, idempotencyKey: 'k-fail', body });
+    assert.equal(first.status, 409);
+    await client.ok(endpoints.adjustStock, { token: adminToken, idempotencyKey: 'restock', params: { sku: 'IDEM' }, body: { delta: 100, reason: 'restock' } });
+    const again = await client.call(endpoints.placeOrder, { token: c.token, idempotencyKey: 'k-fail', body });
+    assert.equal(again.status, 409);
+    assert.deepEqual(again.body, first.body);
+    assert.equal(again.headers['idempotent-replayed'], 'true');
+    assert.match(String(again.headers['content-type']), /application\/problem\+json/);
+  });
+
+  it('answers 422 idempotency_key_reused for the same key with a different request', async () => {
+    const { client, customer } = env();
+    const c = await customer();
+    await client.ok(endpoints.placeOrder, { token: c.token, idempotencyKey: 'k-2', body: { lines: [{ sku: 'IDEM', quantity: 1 }], payment: card } });
+    const other = await client.call(endpoints.placeOrder, { token: c.token, idempotencyKey: 'k-2', body: { lines: [{ sku: 'IDEM', quantity: 2 }], payment: card } });
+    assert.equal(other.status, 422);
+    assert.equal(other.body.code, 'idempotency_key_reused');
+  });
+
+  it('scopes keys per principal: two customers may use the same key', async () => {
+    const { client, customer } = env();
+    const a = await customer();
+    const b = await customer();
+    const body = { lines: [{ sku: 'IDEM', quantity: 1 }], payment: card };
+    const oa = await client.ok(endpoints.placeOrder, { token: a.token, idempotencyKey: 'shared', body });
+    const ob = await client.call(endpoints.placeOrder, { token: b.token, idempotencyKey: 'shared', body });
+    assert.equal(ob.status, 201);
+    assert.notEqual(ob.ok && ob.body.id, oa.id);
+    assert.equal(ob.headers['idempotent-replayed'], undefined);
+  });
+
+  it('stores nothing for a request rejected before it ran (validation, authentication)', async () => {
+    const { client, customer, database } = env();
+    const c = await customer();
+    const invalid = await client.call(endpoints.placeOrder, { token: c.token, idempotencyKey: 'k-early', body: { lines: [], payment: card } });
+    assert.equal(invalid.status, 400);
+    const anon = await client.call(endpoints.placeOrder, { idempotencyKey: 'k-early', body: { lines: [{ sku: 'IDEM', quantity: 1 }], payment: card } });
+    assert.equal(anon.status, 401);
+    const stored = await database.db.query("SELECT 1 FROM idempotency_keys WHERE key = 'k-early'");
+    assert.equal(stored.length, 0);
+    // The key is still free for a valid request.
+    assert.equal((await client.call(endpoints.placeOrder, { token: c.token, idempotencyKey: 'k-early', body: { lines: [{ sku: 'IDEM', quantity: 1 }], payment: card } })).status, 201);
+  });
+
+  it('refuses a malformed key and requires one where the contract does', async () => {
+    const { app, customer } = env();
+    const c = await customer();
+    const headers = { authorization: `Bearer ${c.token}` };
+    const payload = { lines: [{ sku: 'IDEM', quantity: 1 }], payment: card };
+    const none = await app.inject({ method: 'POST', url: '/v1/orders', headers, payload });
+    assert.equal(none.statusCode, 400);
+    assert.equal(none.json().code, 'idempotency_key_required');
+    const long = await app.inject({ method: 'POST', url: '/v1/orders', headers: { ...headers, 'idempotency-key': 'x'.repeat(256) }, payload });
+    assert.equal(long.statusCode, 400);
+    assert.equal(long.json().code, 'validation_failed');
+  });
+
+  it('gives one order for 20 concurrent requests with one key, all answering the same order', async () => {
+    const { client, customer, database } = env();
+    const c = await customer();
+    const body = { lines: [{ sku: 'IDEM', quantity: 1 }], payment: card };
+    const results = await Promise.all(Array.from({ length: 20 }, () => client.call(endpoints.placeOrder, { token: c.token, idempotencyKey: 'k-race', body })));
+    const ids = new Set(results.map((r) => (r.status === 201 ? (r.body as { id: string }).id : `status ${r.status}`)));
+    assert.equal(ids.size, 1, `all answers name one order: ${[...ids].join(', ')}`);
+    assert.equal(results.filter((r) => r.headers['idempotent-replayed'] === 'true').length, 19);
+    const [row] = await database.db.query<{ n: number }>('SELECT count(*)::int AS n FROM orders WHERE customer_id = $1', [c.id]);
+    assert.equal(row!.n, 1);
+  });
+
+  it('purges keys older than the retention, never younger than 24 hours', async () => {
+    const { database } = env();
+    await database.db.query("UPDATE idempotency_keys SET created_at = now() - interval '25 hours' WHERE key = 'k-1'");
+    await database.db.query("UPDATE idempotency_keys SET created_at = now() - interval '23 hours' WHERE key = 'k-2'");
+    assert.equal(await purgeIdempotencyKeys(database.db, 1), 1, 'a retention under 24 hours is raised to 24');
+    const left = await database.db.query<{ key: string }>("SELECT key FROM idempotency_keys WHERE key IN ('k-1', 'k-2')");
+    assert.deepEqual(left.map((r) => r.key), ['k-2']);
+  });
+});
