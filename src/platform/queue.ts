@@ -1,0 +1,478 @@
+// The durable job queue: pg-boss 10 on our own database (PostgreSQL or PGlite), with jobs inserted
+// in the caller's transaction (the outbox): a business change that rolls back never enqueues, one
+// that commits always does. This file knows no domain; modules declare their queues, enqueue in
+// their transactions, and register handlers.
+//
+// Delivery is at least once. A job can run twice: its worker died after the effect but before
+// marking it done, its lease ran out while it was still running, or an operator retried it. So
+// EVERY HANDLER MUST BE IDEMPOTENT: running it twice has the effect of running it once (check the
+// state the job is meant to change, in the same transaction as the change; pass a key that is
+// stable for the job to any outside service).
+//
+// What pg-boss does, and how it is set up here:
+// - Schema: built by migration 0004 (generated from pg-boss, see scripts/generate-queue-migration.js);
+//   pg-boss starts with migrate: false and only checks its version row, so start is a few queries.
+// - Retries: retryLimit attempts after the first, with pg-boss's exponential backoff, which jitters:
+//   the n-th retry (n from 1) waits uniformly between retryDelay * 2^(n-1) and retryDelay * 2^n
+//   seconds (exponent capped at 16; retryDelay at least 1 s when backing off).
+// - Lease: a fetched job is 'active' for at most leaseSeconds (pg-boss's expireInSeconds). A worker
+//   here gives up on its handler at that point and fails the attempt; when the worker's process
+//   died instead, pg-boss maintenance (every maintenanceIntervalSeconds, in whichever process gets
+//   there first) fails the attempt, which then goes through the same retry/backoff path.
+// - Dead letter: each queue `x` has a queue `x.dead-letter`. When the last attempt fails, pg-boss
+//   marks the job 'failed' and copies its data and error into the dead-letter queue as a new job
+//   that nobody works: listFailedJobs shows those, retryJob sends one back to `x`.
+// - Cron: pg-boss's timekeeper, in every process started with runSchedules. One process per
+//   interval evaluates the schedules, and the job it sends is deduplicated per schedule and minute,
+//   so several worker processes still give one run per tick.
+//
+// On PGlite everything goes through its one connection. pg-boss's own transactions (maintenance)
+// run through db.transaction, which holds PGlite's exclusive lock; enqueue runs on the caller's Tx
+// and never through db, so it cannot wait on the transaction it is part of.
+import PgBoss from 'pg-boss';
+import { createHash } from 'node:crypto';
+import type { Db, Queryable, Tx } from './db.js';
+
+const schema = 'pgboss';
+
+// ---------------------------------------------------------------------------------------------
+// pg-boss's executeSql over our connections
+
+// pg-boss runs its maintenance as one text "BEGIN; SET LOCAL ...; <advisory lock>; ...; COMMIT;".
+// Sent as one string, a failure would leave a pooled connection inside an aborted transaction, and
+// PGlite's query() takes one statement; so the body runs in one of our transactions instead.
+const transactionScript = /^\s*BEGIN;([\s\S]*)COMMIT;\s*$/;
+
+function executorOver(db: Db): PgBoss.Db {
+  return {
+    async executeSql(text: string, values?: unknown[]) {
+      const script = values === undefined ? transactionScript.exec(text) : null;
+      if (script) {
+        await db.transaction((tx) => tx.exec(script[1]!));
+        return { rows: [] };
+      }
+      return { rows: (await db.query(text, values ?? [])) ?? [] };
+    },
+  };
+}
+
+function executorIn(tx: Tx): PgBoss.Db {
+  return { executeSql: async (text: string, values?: unknown[]) => ({ rows: (await tx.query(text, values ?? [])) ?? [] }) };
+}
+
+const bossDefaults = { schema, migrate: false, supervise: false, schedule: false } as const;
+
+// A pg-boss instance that is never started: it only builds and runs its SQL on the db given, so
+// processes that only enqueue or declare queues need no worker machinery.
+function idleBoss(db: PgBoss.Db): PgBoss {
+  const boss = new PgBoss({ ...bossDefaults, db });
+  boss.on('error', () => {}); // it runs no workers, so it emits nothing; a listener keeps emit from throwing anyway
+  return boss;
+}
+
+let sender: PgBoss | undefined;
+function senderBoss(): PgBoss {
+  // enqueue passes the caller's transaction on every send, so this instance's own db is never used.
+  sender ??= idleBoss({ executeSql: () => Promise.reject(new Error('the queue sender has no database of its own')) });
+  return sender;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Declaring queues
+
+export interface QueueSpec {
+  name: string;
+  /** Attempts after the first before the job is dead-lettered. */
+  retryLimit: number;
+  /** Base of the exponential backoff between attempts, in whole seconds (at least 1). */
+  retryDelaySeconds: number;
+  /**
+   * How long a worker may hold a job before the attempt counts as failed (its handler is given up,
+   * or its process is presumed dead) and the job is retried: the lease. Under 24 hours.
+   */
+  leaseSeconds: number;
+  /** How long a job may wait to be started before pg-boss archives it unstarted (default 14 days). */
+  retentionDays?: number;
+}
+
+/** The queue where the jobs of queue `name` end when they keep failing. */
+export function deadLetterQueueOf(name: string): string {
+  return `${name}.dead-letter`;
+}
+
+/**
+ * Creates the queues and their dead-letter queues, or updates their options (which apply to jobs
+ * enqueued from then on). Idempotent and safe from several processes at once; every process that
+ * enqueues or works must call it at start, before enqueueing (a job for an undeclared queue is
+ * refused). Needs no started queue.
+ */
+export async function declareQueues(db: Db, specs: readonly QueueSpec[]): Promise<void> {
+  const boss = idleBoss(executorOver(db));
+  for (const spec of specs) {
+    if (!/^[a-z0-9][a-z0-9_.-]*$/.test(spec.name) || spec.name.endsWith('.dead-letter')) {
+      throw new Error(`queue name "${spec.name}" must be lower-case letters, digits, '_', '.', '-' (and not end in .dead-letter)`);
+    }
+    if (!Number.isInteger(spec.retryDelaySeconds) || spec.retryDelaySeconds < 1) throw new Error(`queue ${spec.name}: retryDelaySeconds must be a whole number >= 1`);
+    const deadLetter = deadLetterQueueOf(spec.name);
+    await boss.createQueue(deadLetter, { name: deadLetter });
+    const options = (): PgBoss.Queue => ({
+      name: spec.name,
+      retryLimit: spec.retryLimit,
+      retryDelay: spec.retryDelaySeconds,
+      retryBackoff: true,
+      expireInSeconds: spec.leaseSeconds,
+      ...(spec.retentionDays !== undefined ? { retentionMinutes: spec.retentionDays * 24 * 60 } : {}),
+      deadLetter,
+    });
+    // pg-boss adds fields to the options object it is given, hence a fresh one per call.
+    await boss.createQueue(spec.name, options());
+    await boss.updateQueue(spec.name, options());
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Enqueueing (the outbox)
+
+export interface EnqueueOptions {
+  /**
+   * At most one job with this key in the queue: enqueueing it again is ignored while the first job
+   * is still in pg-boss's job table (waiting, running, failed, or completed less than the archive
+   * delay ago, 12 h by default). The transaction is the primary guarantee; this is for callers
+   * that may enqueue the same thing from two transactions.
+   */
+  dedupeKey?: string;
+  /** Do not start before this many seconds from now, or before this moment. */
+  startAfter?: number | Date;
+  /** Higher runs first among waiting jobs of the queue (default 0). */
+  priority?: number;
+}
+
+/** A job id that is the same for the same queue and key (a UUID built from their hash). */
+function dedupeId(name: string, key: string): string {
+  const h = createHash('sha256').update(name).update('\0').update(key).digest('hex');
+  // Version 8 ("custom") and the RFC variant, so the value is a well-formed UUID.
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-8${h.slice(13, 16)}-${((parseInt(h[16]!, 16) & 0x3) | 0x8).toString(16)}${h.slice(17, 20)}-${h.slice(20, 32)}`;
+}
+
+/**
+ * Inserts a job in the caller's transaction: it becomes visible to workers when that transaction
+ * commits, and vanishes with it when it rolls back. Works without a started queue (API-only
+ * processes). Answers the job id, or null when dedupeKey matched a job already there.
+ */
+export async function enqueue(tx: Tx, name: string, data: object, options: EnqueueOptions = {}): Promise<string | null> {
+  const id = await senderBoss().send(name, data, {
+    db: executorIn(tx),
+    ...(options.dedupeKey !== undefined ? { id: dedupeId(name, options.dedupeKey) } : {}),
+    ...(options.startAfter !== undefined ? { startAfter: options.startAfter } : {}),
+    ...(options.priority !== undefined ? { priority: options.priority } : {}),
+  });
+  if (id !== null) return id;
+  // pg-boss's insert joins the queue table, so a job for a queue that does not exist is silently
+  // not inserted. Throwing rolls the business change back with it rather than losing the job.
+  const [queue] = await tx.query(`SELECT 1 FROM ${schema}.queue WHERE name = $1`, [name]);
+  if (!queue) throw new Error(`queue "${name}" is not declared (declareQueues at start)`);
+  return null;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Workers
+
+export interface QueueOptions {
+  /** How often an idle worker looks for jobs, in seconds (default 1). wake() skips the wait. */
+  pollingIntervalSeconds?: number;
+  /**
+   * Run pg-boss maintenance from this process (default true): fail the attempts of jobs whose lease
+   * ran out (so they are retried), archive and delete old jobs. Across processes it runs once per
+   * maintenanceIntervalSeconds (default 30), which bounds how long after its lease a job whose
+   * worker died waits to be retried.
+   */
+  maintain?: boolean;
+  maintenanceIntervalSeconds?: number;
+  /** Fire cron schedules from this process (default true); checked every scheduleIntervalSeconds (default 30, at most 45). */
+  runSchedules?: boolean;
+  scheduleIntervalSeconds?: number;
+  /** Longest stop() waits for running jobs before failing them so that they are retried (default 10 s). */
+  stopTimeoutSeconds?: number;
+  /** Errors that are not a job's own failure (a lost database connection, pg-boss's timers). */
+  onError?: (err: Error) => void;
+}
+
+export interface Job<T> {
+  id: string;
+  name: string;
+  data: T;
+  /** 1 on the first attempt. */
+  attempt: number;
+  /** Aborted when the lease runs out or the queue stops; pass it to outgoing requests. */
+  signal: AbortSignal;
+}
+
+/** Must be idempotent (see the top of this file). Throwing fails the attempt; it is retried or dead-lettered. */
+export type Handler<T> = (job: Job<T>) => Promise<void>;
+
+export interface WorkOptions {
+  /** Jobs of this queue handled at once by this process (default 1). */
+  concurrency?: number;
+}
+
+export interface Queue {
+  /** The started pg-boss, for what this file does not wrap (queue sizes, tests). */
+  readonly boss: PgBoss;
+  /** Skips the polling wait of this process's workers for queue `name` (or all): call after committing an enqueue. */
+  wake(name?: string): void;
+  /**
+   * Stops fetching, lets running jobs finish for up to stopTimeoutSeconds, then fails those still
+   * running (they are retried at once rather than after their lease) and stops pg-boss. Does not
+   * close the database.
+   */
+  stop(): Promise<void>;
+}
+
+interface Running { name: string; id: string; controller: AbortController; abandoned: boolean; done: Promise<void> }
+
+interface QueueState {
+  boss: PgBoss;
+  pollingMs: number;
+  stopping: boolean;
+  loops: Set<Promise<void>>;
+  running: Set<Running>;
+  sleepers: Set<{ name: string; wake: () => void }>;
+  /** Settles when stop() begins, so that a loop waiting for a free slot stops waiting. */
+  stopRequested: Promise<void>;
+  onError: (err: Error) => void;
+}
+
+const states = new WeakMap<Queue, QueueState>();
+
+/** Starts pg-boss over db without building its schema (migration 0004 did) and answers the queue. */
+export async function startQueue(db: Db, options: QueueOptions = {}): Promise<Queue> {
+  const onError = options.onError ?? (() => {});
+  const scheduleInterval = options.scheduleIntervalSeconds ?? 30;
+  const boss = new PgBoss({
+    ...bossDefaults,
+    db: executorOver(db),
+    supervise: options.maintain ?? true,
+    maintenanceIntervalSeconds: options.maintenanceIntervalSeconds ?? 30,
+    schedule: options.runSchedules ?? true,
+    cronMonitorIntervalSeconds: scheduleInterval,
+    cronWorkerIntervalSeconds: Math.min(scheduleInterval, 5),
+  });
+  boss.on('error', (err: Error) => onError(err));
+  try {
+    await boss.start();
+  } catch (err) {
+    if (/not installed|requires migrations/.test((err as Error).message)) {
+      throw new Error(`the job queue's tables are missing or from another pg-boss version (${(err as Error).message}): apply the migrations`, { cause: err });
+    }
+    throw err;
+  }
+
+  let requestStop!: () => void;
+  const state: QueueState = {
+    boss, onError,
+    stopRequested: new Promise((resolve) => { requestStop = resolve; }),
+    pollingMs: Math.max(50, (options.pollingIntervalSeconds ?? 1) * 1000),
+    stopping: false,
+    loops: new Set(),
+    running: new Set(),
+    sleepers: new Set(),
+  };
+  const stopTimeoutMs = (options.stopTimeoutSeconds ?? 10) * 1000;
+  let stopped: Promise<void> | undefined;
+  const queue: Queue = {
+    boss,
+    wake(name) {
+      for (const s of state.sleepers) if (name === undefined || s.name === name) s.wake();
+    },
+    stop() {
+      stopped ??= (async () => {
+        state.stopping = true;
+        requestStop();
+        queue.wake();
+        await Promise.allSettled([...state.loops]);
+        const running = [...state.running];
+        let timer: NodeJS.Timeout | undefined;
+        await Promise.race([
+          Promise.allSettled(running.map((r) => r.done)),
+          new Promise((resolve) => { timer = setTimeout(resolve, stopTimeoutMs); }),
+        ]);
+        clearTimeout(timer);
+        for (const r of [...state.running]) {
+          r.abandoned = true;
+          r.controller.abort(new Error('the queue stopped before the job finished'));
+          await boss.fail(r.name, r.id, { message: 'the worker stopped before the job finished' }).catch(onError);
+        }
+        await boss.stop({ graceful: true, close: false, wait: true, timeout: 1000 });
+      })();
+      return stopped;
+    },
+  };
+  states.set(queue, state);
+  return queue;
+}
+
+/** Registers handler for the jobs of queue `name` in this process. The queue must be declared. */
+export function work<T = unknown>(queue: Queue, name: string, handler: Handler<T>, options: WorkOptions = {}): void {
+  const state = states.get(queue);
+  if (!state) throw new Error('work() needs a queue from startQueue()');
+  if (state.stopping) throw new Error('the queue is stopping');
+  const concurrency = Math.max(1, options.concurrency ?? 1);
+  const loop = workLoop(state, name, handler as Handler<unknown>, concurrency).catch((err: Error) => state.onError(err));
+  state.loops.add(loop);
+  void loop.finally(() => state.loops.delete(loop));
+}
+
+// One loop per registration keeps up to `concurrency` jobs running: it fetches as many as there are
+// free slots, starts them, fetches again at once while it finds jobs, and waits when the queue is
+// empty. (pg-boss's own work() waits a whole polling interval after every batch and completes or
+// fails a batch as a whole, so it is not used.)
+async function workLoop(state: QueueState, name: string, handler: Handler<unknown>, concurrency: number): Promise<void> {
+  const mine = new Set<Promise<void>>();
+  while (!state.stopping) {
+    if (mine.size >= concurrency) {
+      await Promise.race([...mine, state.stopRequested]);
+      continue;
+    }
+    let jobs: PgBoss.JobWithMetadata<unknown>[] = [];
+    try {
+      // pg-boss's fetch answers [] on a database error; the next poll tries again.
+      jobs = await state.boss.fetch<unknown>(name, { batchSize: concurrency - mine.size, includeMetadata: true });
+    } catch (err) {
+      state.onError(err as Error);
+    }
+    // Jobs fetched while stop() began still run: stop() waits for them like for any other.
+    if (jobs.length === 0) {
+      await sleep(state, name);
+      continue;
+    }
+    for (const job of jobs) {
+      const done = runJob(state, name, handler, job);
+      mine.add(done);
+      void done.finally(() => mine.delete(done));
+    }
+  }
+}
+
+function sleep(state: QueueState, name: string): Promise<void> {
+  return new Promise((resolve) => {
+    const sleeper = { name, wake: () => { clearTimeout(timer); state.sleepers.delete(sleeper); resolve(); } };
+    const timer = setTimeout(sleeper.wake, state.pollingMs);
+    state.sleepers.add(sleeper);
+  });
+}
+
+async function runJob(state: QueueState, name: string, handler: Handler<unknown>, job: PgBoss.JobWithMetadata<unknown>): Promise<void> {
+  const controller = new AbortController();
+  const leaseMs = Number(job.expireInSeconds) * 1000;
+  let resolveDone!: () => void;
+  const entry: Running = { name, id: job.id, controller, abandoned: false, done: new Promise((r) => { resolveDone = r; }) };
+  state.running.add(entry);
+  let failure: unknown;
+  let ok = false;
+  const lease = setTimeout(() => controller.abort(new Error(`the job ran longer than its lease of ${leaseMs / 1000}s`)), leaseMs);
+  try {
+    const aborted = new Promise<never>((_, reject) => controller.signal.addEventListener('abort', () => reject(controller.signal.reason), { once: true }));
+    aborted.catch(() => {});
+    await Promise.race([handler({ id: job.id, name, data: job.data, attempt: job.retryCount + 1, signal: controller.signal }), aborted]);
+    ok = true;
+  } catch (err) {
+    failure = err;
+  } finally {
+    clearTimeout(lease);
+  }
+  try {
+    // stop() has already failed an abandoned job; a late outcome must not touch it again.
+    if (!entry.abandoned) {
+      // If this fails (database gone), the job stays active and is retried once its lease runs out.
+      if (ok) await state.boss.complete(name, job.id);
+      else await state.boss.fail(name, job.id, errorOutput(failure));
+    }
+  } catch (err) {
+    state.onError(err as Error);
+  } finally {
+    state.running.delete(entry);
+    resolveDone();
+  }
+}
+
+function errorOutput(err: unknown): object {
+  if (err instanceof Error) return { name: err.name, message: err.message, stack: err.stack };
+  return { message: String(err) };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Schedules
+
+/**
+ * Enqueues a job into queue `name` (declared) on a cron expression, evaluated in UTC; minute
+ * resolution. Stored in the database (one schedule per queue; calling again replaces it), so any
+ * process can set it, and the processes started with runSchedules fire it once per tick between
+ * them. The job may come up to scheduleIntervalSeconds (plus a few seconds) after the tick.
+ */
+export async function schedule(queue: Queue, name: string, cron: string, data: object = {}): Promise<void> {
+  await queue.boss.schedule(name, cron, data, { tz: 'UTC' });
+}
+
+export async function unschedule(queue: Queue, name: string): Promise<void> {
+  await queue.boss.unschedule(name);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Operator functions
+
+export interface FailedJob {
+  /** The dead-lettered job's id: what retryJob takes. */
+  id: string;
+  /** The queue it failed in. */
+  queue: string;
+  data: unknown;
+  /** The error of its last attempt. */
+  error: string;
+  attempts: number;
+  failedAt: Date;
+}
+
+/** The jobs that ran out of attempts and wait in a dead-letter queue, latest first. */
+export async function listFailedJobs(db: Queryable, options: { limit: number; queue?: string }): Promise<FailedJob[]> {
+  const rows = await db.query<{ id: string; queue: string; data: unknown; error: string | null; attempts: number; failed_at: Date }>(
+    `SELECT d.id, q.name AS queue, d.data,
+            COALESCE(d.output->>'message', d.output->'value'->>'message', d.output::text) AS error,
+            d.retry_limit + 1 AS attempts, d.created_on AS failed_at
+       FROM ${schema}.queue q
+       JOIN ${schema}.job d ON d.name = q.dead_letter
+      WHERE d.state < 'active' AND ($2::text IS NULL OR q.name = $2)
+      ORDER BY d.created_on DESC, d.id DESC
+      LIMIT $1`,
+    [options.limit, options.queue ?? null],
+  );
+  return rows.map((r) => ({ id: r.id, queue: r.queue, data: r.data, error: r.error ?? '', attempts: Number(r.attempts), failedAt: r.failed_at }));
+}
+
+const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/**
+ * Sends a dead-lettered job back to its queue as a new job with the queue's full retry budget, and
+ * marks the dead-letter entry completed (it leaves the list). Exactly once even when two operators
+ * retry at the same moment. Answers the new job's id, or null when no waiting dead-lettered job has
+ * this id.
+ */
+export async function retryJob(db: Db, id: string): Promise<string | null> {
+  if (!uuidPattern.test(id)) return null;
+  return db.transaction(async (tx) => {
+    const [dead] = await tx.query<{ queue: string; dead_letter: string; data: object }>(
+      `SELECT q.name AS queue, d.name AS dead_letter, d.data
+         FROM ${schema}.job d JOIN ${schema}.queue q ON q.dead_letter = d.name
+        WHERE d.id = $1 AND d.state < 'active'
+        FOR UPDATE OF d`,
+      [id],
+    );
+    if (!dead) return null;
+    const newId = await enqueue(tx, dead.queue, dead.data ?? {});
+    await tx.query(
+      `UPDATE ${schema}.job SET state = 'completed', completed_on = now(), output = COALESCE(output, '{}'::jsonb) || jsonb_build_object('retriedAs', $3::text)
+        WHERE name = $1 AND id = $2`,
+      [dead.dead_letter, id, newId],
+    );
+    return newId;
+  });
+}
