@@ -18,6 +18,11 @@ import { accountsRoutes } from './modules/accounts/routes.js';
 import { resolveToken } from './modules/accounts/service.js';
 import { catalogRoutes } from './modules/catalog/routes.js';
 import { ordersRoutes } from './modules/orders/routes.js';
+import { webhooksRoutes } from './modules/webhooks/routes.js';
+import { paymentsRoutes } from './modules/payments/routes.js';
+import { sandboxRoutes } from './modules/payments/sandbox-routes.js';
+import { ledgerRoutes } from './modules/ledger/routes.js';
+import { operationsAdminRoutes } from './modules/operations/routes.js';
 
 export const version: string = JSON.parse(readFileSync(join(packageRoot, 'package.json'), 'utf8')).version;
 
@@ -46,6 +51,11 @@ export async function buildApp(config: Readonly<Config>, db: Db, options: BuildO
   accountsRoutes(app, { db, config });
   catalogRoutes(app, { db });
   ordersRoutes(app, { db });
+  webhooksRoutes(app, { db });
+  paymentsRoutes(app, { db });
+  sandboxRoutes(app, { db });
+  ledgerRoutes(app, { db });
+  operationsAdminRoutes(app, { db });
 
   await app.ready();
   return app;

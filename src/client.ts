@@ -11,6 +11,10 @@ import type { Problem } from './errors.js';
 import * as accounts from './modules/accounts/schemas.js';
 import * as catalog from './modules/catalog/schemas.js';
 import * as orders from './modules/orders/schemas.js';
+import * as payments from './modules/payments/schemas.js';
+import * as sandbox from './modules/payments/providers/schemas.js';
+import * as ledger from './modules/ledger/schemas.js';
+import * as operations from './modules/operations/schemas.js';
 
 export const endpoints = {
   signup: accounts.signup,
@@ -33,6 +37,12 @@ export const endpoints = {
   getOrder: orders.getOrder,
   cancelOrder: orders.cancelOrder,
   fulfilOrder: orders.fulfilOrder,
+  listOrderPayments: payments.listOrderPayments,
+  listSandboxCharges: sandbox.listSandboxCharges,
+  ledgerBalances: ledger.ledgerBalances,
+  audit: ledger.audit,
+  listFailedJobs: operations.listFailedJobs,
+  retryFailedJob: operations.retryFailedJob,
 } as const;
 
 export interface RawRequest { method: string; url: string; headers: Record<string, string>; body?: string }

@@ -27,6 +27,28 @@ export interface Config {
   shutdownTimeoutSeconds: number;
   /** Cookie "Secure" flag; off only for plain-http local development. */
   secureCookies: boolean;
+  /** Run the job workers inside `start` (the default), or leave them to `engine-room worker` processes. */
+  inlineWorkers: boolean;
+  /** Jobs of each queue one process handles at once. */
+  workerConcurrency: number;
+  /** How often an idle worker looks for jobs. */
+  workerPollIntervalMs: number;
+  paymentProvider: 'sandbox' | 'stripe';
+  stripeSecretKey: string | undefined;
+  /** Only to point the Stripe adapter at a local fake or stripe-mock. */
+  stripeApiBase: string | undefined;
+  stripeTimeoutMs: number;
+  /** How long the sandbox's tok_slow takes (the contract says 2 s). */
+  sandboxSlowDelayMs: number;
+  /** An order still pending_payment after this long is cancelled and its stock released. */
+  orderPaymentTimeoutSeconds: number;
+  /** Idempotency keys are kept this long (at least 24 hours). */
+  idempotencyRetentionHours: number;
+  webhookTimeoutMs: number;
+  /** An endpoint whose deliveries keep failing this long is disabled. */
+  webhookDisableAfterSeconds: number;
+  /** Base of the exponential backoff between webhook delivery attempts. */
+  webhookRetryBaseSeconds: number;
 }
 
 export class ConfigError extends Error {}
@@ -50,6 +72,12 @@ function boolVar(env: Env, name: string, fallback: boolean): boolean {
   throw new ConfigError(`${name} must be true or false (got "${raw}")`);
 }
 
+function parseWorkers(env: Env): boolean {
+  const raw = env.WORKERS?.trim() || 'inline';
+  if (raw !== 'inline' && raw !== 'off') throw new ConfigError(`WORKERS must be inline or off (got "${raw}")`);
+  return raw === 'inline';
+}
+
 const logLevels: LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 
 export function loadConfig(env: Env = process.env): Readonly<Config> {
@@ -69,6 +97,10 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
   for (const origin of corsOrigins) {
     if (origin !== '*' && !/^https?:\/\/[^/]+$/.test(origin)) throw new ConfigError(`CORS_ORIGINS must list origins like https://shop.example.com (got "${origin}")`);
   }
+  const paymentProvider = (env.PAYMENT_PROVIDER?.trim() || 'sandbox') as Config['paymentProvider'];
+  if (paymentProvider !== 'sandbox' && paymentProvider !== 'stripe') throw new ConfigError(`PAYMENT_PROVIDER must be sandbox or stripe (got "${env.PAYMENT_PROVIDER}")`);
+  const stripeSecretKey = env.STRIPE_SECRET_KEY?.trim() || undefined;
+  if (paymentProvider === 'stripe' && !stripeSecretKey) throw new ConfigError('STRIPE_SECRET_KEY must be set when PAYMENT_PROVIDER is stripe');
   return Object.freeze({
     port: intVar(env, 'PORT', 3000, 0, 65535),
     host: env.HOST?.trim() || '127.0.0.1',
@@ -86,5 +118,18 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     trustProxy: boolVar(env, 'TRUST_PROXY', false),
     shutdownTimeoutSeconds: intVar(env, 'SHUTDOWN_TIMEOUT_SECONDS', 10, 0, 600),
     secureCookies: boolVar(env, 'SECURE_COOKIES', true),
+    inlineWorkers: parseWorkers(env),
+    workerConcurrency: intVar(env, 'WORKER_CONCURRENCY', 8, 1, 1000),
+    workerPollIntervalMs: intVar(env, 'WORKER_POLL_INTERVAL_MS', 500, 50, 60_000),
+    paymentProvider,
+    stripeSecretKey,
+    stripeApiBase: env.STRIPE_API_BASE?.trim() || undefined,
+    stripeTimeoutMs: intVar(env, 'STRIPE_TIMEOUT_MS', 30_000, 100, 600_000),
+    sandboxSlowDelayMs: intVar(env, 'SANDBOX_SLOW_DELAY_MS', 2000, 0, 600_000),
+    orderPaymentTimeoutSeconds: intVar(env, 'ORDER_PAYMENT_TIMEOUT_SECONDS', 1800, 10, 30 * 24 * 3600),
+    idempotencyRetentionHours: intVar(env, 'IDEMPOTENCY_RETENTION_HOURS', 24, 24, 24 * 365),
+    webhookTimeoutMs: intVar(env, 'WEBHOOK_TIMEOUT_MS', 10_000, 100, 120_000),
+    webhookDisableAfterSeconds: intVar(env, 'WEBHOOK_DISABLE_AFTER_SECONDS', 3 * 24 * 3600, 1, 365 * 24 * 3600),
+    webhookRetryBaseSeconds: intVar(env, 'WEBHOOK_RETRY_DELAY_SECONDS', 60, 1, 3600),
   });
 }

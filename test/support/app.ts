@@ -9,6 +9,9 @@ import { ensureAdmin, hashSecret } from '../../src/modules/accounts/service.js';
 import { newId } from '../../src/platform/ids.js';
 import { randomBytes } from 'node:crypto';
 import type { Product } from '../../src/modules/catalog/schemas.js';
+import { pino } from 'pino';
+import { declareAllQueues, startWorkers } from '../../src/worker.js';
+import type { Queue } from '../../src/platform/queue.js';
 
 export const adminEmail = 'admin@test.example';
 export const adminPassword = 'admin-test-password-1';
@@ -29,6 +32,8 @@ export interface TestEnv {
   config: Readonly<Config>;
   client: Client;
   logs: string[];
+  /** The started workers, when the suite asked for them. */
+  queue: Queue | undefined;
   /** A session token of the admin that the first start created. */
   adminToken: string;
   /** Signs up a new customer with a unique email and answers its token and id. */
@@ -42,12 +47,20 @@ export interface TestEnv {
 
 let counter = 0;
 
-export async function startTestEnv(engine: Engine, env: Record<string, string> = {}): Promise<TestEnv> {
+export interface TestOptions {
+  /** Run the job workers in the test process too (payments, webhooks, schedules). */
+  workers?: boolean;
+}
+
+export async function startTestEnv(engine: Engine, env: Record<string, string> = {}, options: TestOptions = {}): Promise<TestEnv> {
   const database = await freshDatabase(engine);
-  const config = loadConfig({ LOG_LEVEL: 'info', SECURE_COOKIES: 'false', ...env });
+  const config = loadConfig({ LOG_LEVEL: 'info', SECURE_COOKIES: 'false', WORKER_POLL_INTERVAL_MS: '100', SANDBOX_SLOW_DELAY_MS: '300', ...env });
   const logs: string[] = [];
+  const logStream = { write: (line: string) => { logs.push(line); } };
   await ensureAdmin(database.db, { email: adminEmail, password: adminPassword });
-  const app = await buildApp(config, database.db, { logStream: { write: (line) => { logs.push(line); } } });
+  await declareAllQueues(database.db, config);
+  const app = await buildApp(config, database.db, { logStream });
+  const queue = options.workers ? await startWorkers(database.db, config, pino({ level: 'info' }, logStream)) : undefined;
   const client = createClient(injectTransport(app));
   const { token: adminToken } = await client.ok(endpoints.login, { body: { email: adminEmail, password: adminPassword } });
   return {
@@ -76,7 +89,9 @@ export async function startTestEnv(engine: Engine, env: Record<string, string> =
         body: { name, variants: variants.map((v) => ({ sku: v.sku, stock: v.stock, price: { amount: v.amount ?? 1000, currency: v.currency ?? 'EUR' } })) },
       });
     },
+    queue,
     async close() {
+      await queue?.stop();
       await app.close();
       await database.drop();
     },
@@ -84,11 +99,11 @@ export async function startTestEnv(engine: Engine, env: Record<string, string> =
 }
 
 /** Runs the suite once per engine, each with its own fresh database and app. */
-export function forEachEngine(title: string, body: (env: () => TestEnv) => void, env: Record<string, string> = {}): void {
+export function forEachEngine(title: string, body: (env: () => TestEnv) => void, env: Record<string, string> = {}, options: TestOptions = {}): void {
   for (const engine of engines()) {
     describe(`${title} [${engine}]`, () => {
       let current: TestEnv | undefined;
-      before(async () => { current = await startTestEnv(engine, env); });
+      before(async () => { current = await startTestEnv(engine, env, options); });
       after(async () => { await current?.close(); });
       body(() => {
         if (!current) throw new Error('test env not started');

@@ -19,6 +19,11 @@ function bySku(lines: StockRequest[]): StockRequest[] {
   return [...lines].sort((a, b) => (a.sku < b.sku ? -1 : a.sku > b.sku ? 1 : 0));
 }
 
+/** Row locks in SKU order, before any UPDATE whose join order PostgreSQL chooses itself. */
+async function lockInSkuOrder(tx: Tx, sorted: StockRequest[]): Promise<void> {
+  await tx.query('SELECT 1 FROM stock_levels WHERE sku = ANY($1::text[]) ORDER BY sku FOR UPDATE', [sorted.map((l) => l.sku)]);
+}
+
 async function recordMovements(tx: Tx, kind: 'initial' | 'adjustment' | 'reservation' | 'release' | 'sale', rows: { sku: string; onHand: number; reserved: number }[], extra: { orderId?: string; reason?: string; actorId?: string }): Promise<void> {
   if (rows.length === 0) return;
   await tx.query(
@@ -70,7 +75,7 @@ export async function reserveStock(tx: Tx, orderId: string, lines: StockRequest[
 async function settle(tx: Tx, orderId: string, lines: StockRequest[], kind: 'release' | 'sale'): Promise<void> {
   const sorted = bySku(lines);
   const onHandSign = kind === 'sale' ? -1 : 0;
-  await tx.query('SELECT 1 FROM stock_levels WHERE sku = ANY($1::text[]) ORDER BY sku FOR UPDATE', [sorted.map((l) => l.sku)]);
+  await lockInSkuOrder(tx, sorted);
   await tx.query(
     `UPDATE stock_levels s SET reserved = s.reserved - r.quantity, on_hand = s.on_hand + $3 * r.quantity
        FROM unnest($1::text[], $2::int[]) AS r(sku, quantity) WHERE s.sku = r.sku`,
@@ -87,6 +92,18 @@ export function releaseReservation(tx: Tx, orderId: string, lines: StockRequest[
 /** Turns an order's reservation into a sale: the units leave on-hand stock. */
 export function convertReservationToSale(tx: Tx, orderId: string, lines: StockRequest[]): Promise<void> {
   return settle(tx, orderId, lines, 'sale');
+}
+
+/** Puts the units of a cancelled paid order back on hand: the sale is reversed, not forgotten. */
+export async function returnSoldStock(tx: Tx, orderId: string, lines: StockRequest[]): Promise<void> {
+  const sorted = bySku(lines);
+  await lockInSkuOrder(tx, sorted);
+  await tx.query(
+    `UPDATE stock_levels s SET on_hand = s.on_hand + r.quantity
+       FROM unnest($1::text[], $2::int[]) AS r(sku, quantity) WHERE s.sku = r.sku`,
+    [sorted.map((l) => l.sku), sorted.map((l) => l.quantity)],
+  );
+  await recordMovements(tx, 'sale', sorted.map((l) => ({ sku: l.sku, onHand: l.quantity, reserved: 0 })), { orderId, reason: 'sale reversed: order cancelled' });
 }
 
 export async function adjustStock(tx: Tx, sku: string, delta: number, reason: string, actorId: string): Promise<StockLevel> {

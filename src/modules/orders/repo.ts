@@ -30,6 +30,12 @@ export async function findOrder(db: Queryable, id: string): Promise<OrderRow | u
   return row;
 }
 
+/** The order, locked until the transaction ends (lock orders before their payments, everywhere). */
+export async function lockOrder(tx: Tx, id: string): Promise<OrderRow | undefined> {
+  const [row] = await tx.query<OrderRow>('SELECT * FROM orders WHERE id = $1 FOR UPDATE', [id]);
+  return row;
+}
+
 export function linesOf(db: Queryable, orderIds: string[]): Promise<LineRow[]> {
   return db.query<LineRow>('SELECT * FROM order_lines WHERE order_id = ANY($1::text[]) ORDER BY order_id, line_no', [orderIds]);
 }

@@ -1,6 +1,6 @@
 // Orders: placing one reserves its stock in the same transaction that creates it; cancelling
 // releases it. The charge and the refund happen later, through the payments module.
-import type { Queryable, Tx } from '../../platform/db.js';
+import type { Db, Queryable, Tx } from '../../platform/db.js';
 import type { Principal } from '../../platform/auth.js';
 import { staffOrAbove } from '../../platform/auth.js';
 import { newId } from '../../platform/ids.js';
@@ -9,25 +9,15 @@ import { pricesOf } from '../catalog/repo.js';
 import { releaseReservation, reserveStock } from '../catalog/inventory.js';
 import * as repo from './repo.js';
 import { limits, type Order } from './schemas.js';
+import { orderView } from './view.js';
+import { publishOrderEvent } from './events.js';
+import { requestCharge, requestRefund } from '../payments/outbox.js';
+import { returnSoldStock } from '../catalog/inventory.js';
 import type { Status } from './state-machine.js';
 
 export interface PlaceOrderInput {
   lines: { sku: string; quantity: number }[];
   payment: { method: 'card'; token: string };
-}
-
-export function orderView(order: repo.OrderRow, lines: repo.LineRow[]): Order {
-  const money = (amount: number) => ({ amount, currency: order.currency });
-  return {
-    id: order.id,
-    status: order.status,
-    customerId: order.customer_id,
-    lines: lines.map((l) => ({ sku: l.sku, quantity: l.quantity, unitPrice: money(l.unit_amount), total: money(l.total_amount) })),
-    total: money(order.total_amount),
-    payment: { method: 'card' },
-    createdAt: order.created_at.toISOString(),
-    updatedAt: order.updated_at.toISOString(),
-  };
 }
 
 /** Lines naming the same SKU become one line with the summed quantity, in first-seen order. */
@@ -65,6 +55,9 @@ export async function placeOrder(tx: Tx, principal: Principal, input: PlaceOrder
   const created = await repo.insertOrder(tx, {
     id: orderId, customerId: principal.userId, currency: [...currencies][0]!, total, paymentToken: input.payment.token,
   }, priced);
+  // The charge is enqueued in this transaction: committed with the order, or not at all.
+  await requestCharge(tx, created.order);
+  await publishOrderEvent(tx, 'order.created', created.order, created.lines);
   return orderView(created.order, created.lines);
 }
 
@@ -94,11 +87,46 @@ export async function listOrders(db: Queryable, principal: Principal, opts: { st
 export async function cancelOrder(tx: Tx, principal: Principal, id: string): Promise<Order> {
   const { order, from } = await repo.transitionOrder(tx, id, 'cancelled', ownerFilter(principal));
   const lines = await repo.linesOf(tx, [id]);
-  if (from === 'pending_payment') await releaseReservation(tx, id, lines);
+  if (from === 'pending_payment') {
+    await releaseReservation(tx, id, lines);
+  } else {
+    // A paid order: its units come back to stock and its payment is refunded in full, once.
+    await returnSoldStock(tx, id, lines);
+    await requestRefund(tx, id);
+  }
+  await publishOrderEvent(tx, 'order.cancelled', order, lines);
   return orderView(order, lines);
 }
 
 export async function fulfilOrder(tx: Tx, id: string): Promise<Order> {
   const { order } = await repo.transitionOrder(tx, id, 'fulfilled');
-  return orderView(order, await repo.linesOf(tx, [id]));
+  const lines = await repo.linesOf(tx, [id]);
+  await publishOrderEvent(tx, 'order.fulfilled', order, lines);
+  return orderView(order, lines);
+}
+
+/**
+ * Cancels orders left in pending_payment longer than the timeout and releases their stock, each in
+ * a transaction of its own (a conditional transition, so a payment that lands meanwhile wins or
+ * loses cleanly). Answers how many it cancelled.
+ */
+export async function expireUnpaidOrders(db: Db, timeoutSeconds: number, batch = 500): Promise<number> {
+  const stale = await db.query<{ id: string }>(
+    `SELECT id FROM orders WHERE status = 'pending_payment' AND created_at < now() - make_interval(secs => $1) ORDER BY id LIMIT $2`,
+    [timeoutSeconds, batch],
+  );
+  let cancelled = 0;
+  for (const { id } of stale) {
+    const done = await db.transaction(async (tx) => {
+      const order = await repo.lockOrder(tx, id);
+      if (order?.status !== 'pending_payment') return false;
+      const { order: updated } = await repo.transitionOrder(tx, id, 'cancelled');
+      const lines = await repo.linesOf(tx, [id]);
+      await releaseReservation(tx, id, lines);
+      await publishOrderEvent(tx, 'order.cancelled', updated, lines);
+      return true;
+    });
+    if (done) cancelled++;
+  }
+  return cancelled;
 }

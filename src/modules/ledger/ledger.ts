@@ -1,0 +1,48 @@
+// The double-entry ledger. Every movement of money posts one balanced transaction: per currency,
+// debits equal credits (a deferred constraint trigger refuses anything else at commit). Posting
+// happens in the same transaction as the state change it records.
+//
+// Accounts: a capture moves money from the customer into `processor_clearing` (what the processor
+// holds for us) against `sales`; a refund moves it back out against `refunds`.
+import type { Queryable, Tx } from '../../platform/db.js';
+import { newId } from '../../platform/ids.js';
+
+export const accounts = { clearing: 'processor_clearing', sales: 'sales', refunds: 'refunds' } as const;
+
+interface Posting { kind: 'capture' | 'refund'; orderId: string; paymentId: string; amount: number; currency: string }
+
+/** Posts once per payment and kind; answers false when it was posted before (a job that ran twice). */
+async function post(tx: Tx, p: Posting, debit: string, credit: string): Promise<boolean> {
+  const id = newId('txn');
+  const inserted = await tx.query(
+    `INSERT INTO ledger_transactions (id, kind, order_id, payment_id) VALUES ($1, $2, $3, $4)
+     ON CONFLICT (payment_id, kind) DO NOTHING RETURNING id`,
+    [id, p.kind, p.orderId, p.paymentId],
+  );
+  if (inserted.length === 0) return false;
+  await tx.query(
+    `INSERT INTO ledger_entries (transaction_id, account, currency, debit, credit)
+     VALUES ($1, $2, $4, $5, 0), ($1, $3, $4, 0, $5)`,
+    [id, debit, credit, p.currency, p.amount],
+  );
+  return true;
+}
+
+export function postCapture(tx: Tx, p: Omit<Posting, 'kind'>): Promise<boolean> {
+  return post(tx, { ...p, kind: 'capture' }, accounts.clearing, accounts.sales);
+}
+
+export function postRefund(tx: Tx, p: Omit<Posting, 'kind'>): Promise<boolean> {
+  return post(tx, { ...p, kind: 'refund' }, accounts.refunds, accounts.clearing);
+}
+
+export interface Balance { account: string; currency: string; debits: number; credits: number; balance: number }
+
+/** Per account and currency: what was debited, credited, and the difference (debits - credits). */
+export async function balances(db: Queryable): Promise<Balance[]> {
+  const rows = await db.query<{ account: string; currency: string; debits: number; credits: number }>(
+    `SELECT account, currency, sum(debit)::bigint AS debits, sum(credit)::bigint AS credits
+       FROM ledger_entries GROUP BY account, currency ORDER BY account, currency`,
+  );
+  return rows.map((r) => ({ ...r, balance: r.debits - r.credits }));
+}

@@ -1,0 +1,13 @@
+import type { FastifyInstance } from 'fastify';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import type { Db } from '../../platform/db.js';
+import { routeOf } from '../../platform/endpoint.js';
+import * as s from './schemas.js';
+import { balances } from './ledger.js';
+import { runAudit } from './audit.js';
+
+export function ledgerRoutes(app: FastifyInstance, { db }: { db: Db }): void {
+  const r = app.withTypeProvider<TypeBoxTypeProvider>();
+  r.route({ ...routeOf(s.ledgerBalances), handler: async () => ({ data: await balances(db) }) });
+  r.route({ ...routeOf(s.audit), handler: async () => runAudit(db) as Promise<{ ok: boolean; checks: { name: string; ok: boolean; violations: Record<string, unknown>[] }[] }> });
+}

@@ -1,0 +1,25 @@
+// What the orders module asks of payments, inside the order's own transaction: a payment row and
+// the job that will charge it, or a refund row and the job that will refund it. Both commit with
+// the order change or not at all (the outbox), and the unique indexes make a second request a no-op.
+import type { Tx } from '../../platform/db.js';
+import { newId } from '../../platform/ids.js';
+import { enqueue } from '../../platform/queue.js';
+import * as repo from './repo.js';
+
+export const chargeQueue = 'payments.charge';
+export const refundQueue = 'payments.refund';
+
+export async function requestCharge(tx: Tx, order: { id: string; total_amount: number; currency: string }): Promise<string> {
+  const paymentId = newId('pay');
+  await repo.insertPayment(tx, { id: paymentId, orderId: order.id, amount: order.total_amount, currency: order.currency });
+  await enqueue(tx, chargeQueue, { paymentId }, { dedupeKey: paymentId });
+  return paymentId;
+}
+
+/** Requests a full refund of the order's captured payment (none when it was never captured). */
+export async function requestRefund(tx: Tx, orderId: string): Promise<void> {
+  const payment = await repo.paymentOfOrder(tx, orderId);
+  if (!payment || payment.status !== 'succeeded') return;
+  const refundId = await repo.insertRefund(tx, { id: newId('ref'), paymentId: payment.id, amount: payment.amount, currency: payment.currency });
+  if (refundId) await enqueue(tx, refundQueue, { refundId }, { dedupeKey: refundId });
+}

@@ -1,0 +1,21 @@
+import { Type } from 'typebox';
+import { endpoint } from '../../platform/endpoint.js';
+import { IdParams, MoneySchema, Timestamp } from '../../platform/schemas.js';
+
+export const PaymentSchema = Type.Object({
+  id: Type.String(),
+  status: Type.Union([Type.Literal('pending'), Type.Literal('succeeded'), Type.Literal('failed'), Type.Literal('refunded')]),
+  amount: MoneySchema,
+  attempts: Type.Integer({ description: 'Charge requests sent to the processor so far' }),
+  provider: Type.Union([Type.String(), Type.Null()]),
+  failure: Type.Union([Type.String(), Type.Null()], { description: 'Why the payment failed, when it did' }),
+  createdAt: Timestamp,
+  updatedAt: Timestamp,
+});
+
+export const listOrderPayments = endpoint({
+  method: 'GET', url: '/v1/orders/:id/payments', access: ['customer', 'staff', 'admin'], tags: ['orders'],
+  summary: "An order's payments (owner or staff; another customer's order is 404)",
+  params: IdParams,
+  response: { 200: Type.Object({ data: Type.Array(PaymentSchema) }) },
+});

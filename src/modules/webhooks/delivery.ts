@@ -1,0 +1,188 @@
+// Sending webhooks, through the durable queue in two steps:
+//
+// 1. 'events.fanout' (one job per published event, see platform/events.ts): one delivery row per
+//    enabled endpoint subscribed to the event's type, and one 'webhooks.deliver' job per row, in one
+//    transaction. The row's unique key (endpoint, event) makes a second run of the same fan-out
+//    create nothing, so the job is idempotent.
+// 2. 'webhooks.deliver': one signed POST. Each attempt is written to the delivery log; a failure
+//    throws, and the queue retries it with exponential backoff. A delivery that has succeeded is not
+//    sent again by a duplicate of its job (at least once, not "as often as the queue likes").
+//
+// The retry schedule (defaults; pg-boss waits uniformly between d * 2^(n-1) and d * 2^n seconds
+// before the n-th retry, d = retryDelaySeconds, counted from the failure):
+//   d = 60 s, 11 retries (12 attempts). Retry n waits 1-2, 2-4, 4-8, 8-16, 16-32 min, 32-64 min,
+//   1.1-2.1 h, 2.1-4.3 h, 4.3-8.5 h, 8.5-17 h, 17-34 h. The last attempt comes between
+//   d * (2^11 - 1) = 34 h and d * (2^12 - 2) = 68 h after the first: always more than a day.
+// Then the job is dead-lettered (listFailedJobs / retryJob show and resend it).
+//
+// Disabling: every failed attempt starts the endpoint's failure streak (failing_since) unless one
+// is running; any success ends it. An attempt that fails while the streak is older than
+// disableAfterSeconds (3 days by default) disables the endpoint with the reason, and deliveries to
+// a disabled endpoint end without retrying. A single event's retries (at most 68 h) cannot disable
+// an endpoint by themselves; an endpoint that fails everything it is sent for 3 days is disabled.
+//
+// Requests never follow redirects (a 3xx is a failure: the URL registered is the only place an
+// event goes), have a timeout, and are made outside any database transaction.
+import { createHmac } from 'node:crypto';
+import type { Db, Tx } from '../../platform/db.js';
+import { newId } from '../../platform/ids.js';
+import { eventFanoutQueue, findEvent } from '../../platform/events.js';
+import { enqueue, work, type Job, type Queue, type QueueSpec } from '../../platform/queue.js';
+import * as repo from './repo.js';
+import { deliverQueue, isWebhookEventType, type DeliverJob } from './service.js';
+
+export { deliverQueue };
+
+export interface WebhookOptions {
+  /** Longest wait for a receiver's answer (status and headers), in ms. WEBHOOK_TIMEOUT_MS, default 10 000. */
+  timeoutMs?: number;
+  /** A failure streak longer than this disables the endpoint. WEBHOOK_DISABLE_AFTER_SECONDS, default 259 200 (3 days). */
+  disableAfterSeconds?: number;
+  /** Base of the exponential backoff, whole seconds. WEBHOOK_RETRY_DELAY_SECONDS, default 60. */
+  retryDelaySeconds?: number;
+  /** Retries after the first attempt. WEBHOOK_RETRY_LIMIT, default 11. */
+  retryLimit?: number;
+  /** Deliveries sent at once by one process. WEBHOOK_CONCURRENCY, default 5. */
+  concurrency?: number;
+}
+
+export const webhookDefaults: Readonly<Required<WebhookOptions>> = Object.freeze({
+  timeoutMs: 10_000,
+  disableAfterSeconds: 3 * 24 * 3600,
+  retryDelaySeconds: 60,
+  retryLimit: 11,
+  concurrency: 5,
+});
+
+function resolved(options: WebhookOptions): Required<WebhookOptions> {
+  return { ...webhookDefaults, ...Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) };
+}
+
+/** The queue of deliveries with these options; declare it with the same options the workers get. */
+export function webhookQueuesFor(options: WebhookOptions = {}): QueueSpec[] {
+  const o = resolved(options);
+  // The lease outlasts the request's timeout, so a slow receiver fails by timeout (recorded in the
+  // log), not by lease.
+  return [{ name: deliverQueue, retryLimit: o.retryLimit, retryDelaySeconds: o.retryDelaySeconds, leaseSeconds: Math.ceil(o.timeoutMs / 1000) + 60 }];
+}
+
+export const webhookQueues: QueueSpec[] = webhookQueuesFor();
+
+// ---------------------------------------------------------------------------------------------
+// Fan-out
+
+/** Makes the deliveries of one event and enqueues their jobs, in the caller's transaction. Answers how many. */
+export async function fanOutToWebhooks(tx: Tx, eventId: string): Promise<number> {
+  const event = await findEvent(tx, eventId);
+  if (!event || !isWebhookEventType(event.type)) return 0;
+  const made = await repo.insertDeliveriesFor(tx, event);
+  for (const d of made) await enqueue(tx, deliverQueue, { endpointId: d.endpoint_id, eventId, round: d.round } satisfies DeliverJob);
+  return made.length;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Signing and sending
+
+/** `t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<raw body>">`, keyed by the secret string as shown at creation. */
+export function signatureHeader(secret: string, timestamp: number, rawBody: string): string {
+  const v1 = createHmac('sha256', secret).update(`${timestamp}.${rawBody}`).digest('hex');
+  return `t=${timestamp},v1=${v1}`;
+}
+
+interface Outcome { succeeded: boolean; statusCode: number | null; error: string | null; startedAt: Date; finishedAt: Date; durationMs: number }
+
+function failureOf(err: unknown, timeoutMs: number, jobSignal: AbortSignal): string {
+  const e = err as { name?: string; message?: string; cause?: { code?: string; message?: string } };
+  if (e?.name === 'TimeoutError') return `no answer within ${timeoutMs} ms`;
+  if (jobSignal.aborted) return `the worker gave up: ${(jobSignal.reason as Error)?.message ?? 'aborted'}`;
+  // fetch reports connection failures as TypeError('fetch failed') with the system error as cause.
+  if (e?.cause) return `network error: ${e.cause.code ?? e.cause.message ?? 'unknown'}`;
+  return `request failed: ${e?.message ?? String(err)}`;
+}
+
+async function post(url: string, secret: string, eventId: string, body: string, timeoutMs: number, jobSignal: AbortSignal): Promise<Outcome> {
+  const startedAt = new Date();
+  const t0 = performance.now();
+  let statusCode: number | null = null;
+  let error: string | null = null;
+  try {
+    const res = await fetch(url, {
+      method: 'POST',
+      headers: {
+        'content-type': 'application/json',
+        'user-agent': 'Engine-Room-Webhooks/1',
+        'engine-room-event-id': eventId,
+        'engine-room-signature': signatureHeader(secret, Math.floor(Date.now() / 1000), body),
+      },
+      body,
+      redirect: 'manual',
+      signal: AbortSignal.any([AbortSignal.timeout(timeoutMs), jobSignal]),
+    });
+    statusCode = res.status;
+    // The answer's body is not needed; dropping it frees the connection.
+    await res.body?.cancel().catch(() => {});
+    if (statusCode >= 300 && statusCode < 400) error = 'redirects are not followed';
+  } catch (err) {
+    error = failureOf(err, timeoutMs, jobSignal);
+  }
+  const finishedAt = new Date();
+  const succeeded = statusCode !== null && statusCode >= 200 && statusCode < 300;
+  return { succeeded, statusCode, error, startedAt, finishedAt, durationMs: Math.max(0, Math.round(performance.now() - t0)) };
+}
+
+function duration(seconds: number): string {
+  if (seconds % 86400 === 0) return `${seconds / 86400} day${seconds === 86400 ? '' : 's'}`;
+  if (seconds % 3600 === 0) return `${seconds / 3600} h`;
+  return `${seconds} s`;
+}
+
+/** One attempt of one delivery job. Idempotent: a succeeded delivery, or one superseded by a redelivery, sends nothing. */
+export async function deliver(db: Db, job: Job<DeliverJob>, options: WebhookOptions = {}): Promise<void> {
+  const o = resolved(options);
+  const { endpointId, eventId, round } = job.data;
+  const d = await repo.findDeliveryToSend(db, endpointId, eventId);
+  // Gone (endpoint deleted), superseded by a redelivery, or already delivered.
+  if (!d || d.round !== round || d.status === 'succeeded') return;
+  if (!d.enabled) {
+    await repo.failDelivery(db, endpointId, eventId, round);
+    return;
+  }
+
+  const body = JSON.stringify({ id: d.event_id, type: d.event_type, createdAt: d.event_created_at.toISOString(), data: d.event_data });
+  const outcome = await post(d.url, d.secret, d.event_id, body, o.timeoutMs, job.signal);
+
+  const retry = await db.transaction(async (tx) => {
+    const attempt = await repo.countAttempt(tx, endpointId, eventId, round, outcome.succeeded);
+    if (attempt === undefined) return false; // the endpoint was deleted meanwhile
+    await repo.insertAttempt(tx, {
+      id: newId('whd'), endpoint_id: endpointId, event_id: d.event_id, event_type: d.event_type, attempt,
+      succeeded: outcome.succeeded, status_code: outcome.statusCode, error: outcome.error,
+      duration_ms: outcome.durationMs, started_at: outcome.startedAt, finished_at: outcome.finishedAt,
+    });
+    if (outcome.succeeded) {
+      await repo.clearFailureStreak(tx, endpointId);
+      return false;
+    }
+    const last = outcome.error ?? `HTTP ${outcome.statusCode}`;
+    const disabled = await repo.recordFailure(tx, endpointId, o.disableAfterSeconds, (since) =>
+      `Every delivery failed for more than ${duration(o.disableAfterSeconds)} (since ${since.toISOString()}); the last attempt: ${last}`);
+    // The status is for reading only: a dead-lettered job that an operator retries still runs.
+    if (disabled || job.attempt > o.retryLimit) await repo.failDelivery(tx, endpointId, eventId, round);
+    return !disabled;
+  });
+  // The message names neither the URL (it may hold a token) nor anything secret.
+  if (retry) throw new Error(`webhook delivery of ${eventId} to ${endpointId} failed (attempt ${job.attempt}): ${outcome.error ?? `HTTP ${outcome.statusCode}`}`);
+}
+
+/**
+ * Works the fan-out of published events and the deliveries in this process. The queues
+ * (eventQueues and webhookQueuesFor(options)) must be declared.
+ */
+export function registerWebhookWorkers(queue: Queue, db: Db, options: WebhookOptions = {}): void {
+  const o = resolved(options);
+  work<{ eventId: string }>(queue, eventFanoutQueue, async (job) => {
+    const made = await db.transaction((tx) => fanOutToWebhooks(tx, job.data.eventId));
+    if (made > 0) queue.wake(deliverQueue);
+  });
+  work<DeliverJob>(queue, deliverQueue, (job) => deliver(db, job, o), { concurrency: o.concurrency });
+}

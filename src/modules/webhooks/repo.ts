@@ -1,0 +1,187 @@
+// SQL of webhooks: endpoints, deliveries (one per endpoint and event) and their attempts.
+import type { Queryable, Tx } from '../../platform/db.js';
+
+export interface EndpointRow {
+  id: string; url: string; events: string[]; secret: string; enabled: boolean;
+  failing_since: Date | null; disabled_at: Date | null; disabled_reason: string | null;
+  created_at: Date; updated_at: Date;
+}
+
+export interface AttemptRow {
+  id: string; endpoint_id: string; event_id: string; event_type: string; attempt: number; succeeded: boolean;
+  status_code: number | null; error: string | null; duration_ms: number; started_at: Date; finished_at: Date;
+}
+
+export type DeliveryStatus = 'pending' | 'succeeded' | 'failed';
+
+export async function insertEndpoint(db: Queryable, e: { id: string; url: string; events: string[]; secret: string }): Promise<EndpointRow> {
+  const [row] = await db.query<EndpointRow>(
+    'INSERT INTO webhook_endpoints (id, url, events, secret) VALUES ($1, $2, $3, $4) RETURNING *',
+    [e.id, e.url, e.events, e.secret],
+  );
+  return row!;
+}
+
+export async function findEndpoint(db: Queryable, id: string): Promise<EndpointRow | undefined> {
+  const [row] = await db.query<EndpointRow>('SELECT * FROM webhook_endpoints WHERE id = $1', [id]);
+  return row;
+}
+
+export function listEndpoints(db: Queryable, after: string | null, limit: number): Promise<EndpointRow[]> {
+  return db.query<EndpointRow>(
+    'SELECT * FROM webhook_endpoints WHERE ($1::text IS NULL OR id < $1) ORDER BY id DESC LIMIT $2',
+    [after, limit + 1],
+  );
+}
+
+/**
+ * Applies the fields given. Disabling records who did it; enabling clears the reason and the
+ * failure streak (as does a new URL), so that an endpoint just repaired is not disabled again by
+ * its next failure.
+ */
+export async function updateEndpoint(db: Queryable, id: string, change: { url?: string; events?: string[]; enabled?: boolean }): Promise<EndpointRow | undefined> {
+  const [row] = await db.query<EndpointRow>(
+    `UPDATE webhook_endpoints SET
+        url = COALESCE($2, url),
+        events = COALESCE($3, events),
+        enabled = COALESCE($4, enabled),
+        disabled_at = CASE WHEN $4::boolean IS NULL THEN disabled_at WHEN $4 THEN NULL ELSE COALESCE(disabled_at, now()) END,
+        disabled_reason = CASE WHEN $4::boolean IS NULL THEN disabled_reason WHEN $4 THEN NULL ELSE COALESCE(disabled_reason, 'Disabled by an administrator') END,
+        failing_since = CASE WHEN ($4 AND NOT enabled) OR $2 <> url THEN NULL ELSE failing_since END,
+        updated_at = now()
+      WHERE id = $1 RETURNING *`,
+    [id, change.url ?? null, change.events ?? null, change.enabled ?? null],
+  );
+  return row;
+}
+
+export async function deleteEndpoint(db: Queryable, id: string): Promise<boolean> {
+  return (await db.query('DELETE FROM webhook_endpoints WHERE id = $1 RETURNING 1', [id])).length > 0;
+}
+
+export function listAttempts(db: Queryable, endpointId: string, opts: { eventId: string | null; after: string | null; limit: number }): Promise<AttemptRow[]> {
+  return db.query<AttemptRow>(
+    `SELECT * FROM webhook_delivery_attempts
+      WHERE endpoint_id = $1 AND ($2::text IS NULL OR event_id = $2) AND ($3::text IS NULL OR id < $3)
+      ORDER BY id DESC LIMIT $4`,
+    [endpointId, opts.eventId, opts.after, opts.limit + 1],
+  );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fan-out and delivery
+
+/**
+ * One delivery per enabled endpoint subscribed to the type, unless it exists already (a second
+ * fan-out of the same event makes none). Answers the deliveries made.
+ */
+export function insertDeliveriesFor(tx: Tx, event: { id: string; type: string }): Promise<{ endpoint_id: string; round: number }[]> {
+  return tx.query<{ endpoint_id: string; round: number }>(
+    `INSERT INTO webhook_deliveries (endpoint_id, event_id)
+     SELECT id, $1 FROM webhook_endpoints WHERE enabled AND (events @> ARRAY[$2::text] OR events @> ARRAY['*'])
+     ORDER BY id
+     ON CONFLICT (endpoint_id, event_id) DO NOTHING
+     RETURNING endpoint_id, round`,
+    [event.id, event.type],
+  );
+}
+
+/**
+ * Makes the delivery pending again under a new round (creating it if the endpoint never had one),
+ * so that jobs of earlier rounds stand down. Answers the new round and the attempts so far.
+ */
+export async function startNewRound(tx: Tx, endpointId: string, eventId: string): Promise<{ round: number; attempts: number }> {
+  const [row] = await tx.query<{ round: number; attempts: number }>(
+    `INSERT INTO webhook_deliveries (endpoint_id, event_id) VALUES ($1, $2)
+     ON CONFLICT (endpoint_id, event_id) DO UPDATE SET round = webhook_deliveries.round + 1, status = 'pending', updated_at = now()
+     RETURNING round, attempts`,
+    [endpointId, eventId],
+  );
+  return row!;
+}
+
+export async function hasDelivery(db: Queryable, endpointId: string, eventId: string): Promise<boolean> {
+  return (await db.query('SELECT 1 FROM webhook_deliveries WHERE endpoint_id = $1 AND event_id = $2', [endpointId, eventId])).length > 0;
+}
+
+export interface DeliveryToSend {
+  status: DeliveryStatus; round: number;
+  url: string; secret: string; enabled: boolean;
+  event_id: string; event_type: string; event_data: unknown; event_created_at: Date;
+}
+
+/** Everything one attempt needs, read without a lock: the HTTP request is made outside any transaction. */
+export async function findDeliveryToSend(db: Queryable, endpointId: string, eventId: string): Promise<DeliveryToSend | undefined> {
+  const [row] = await db.query<DeliveryToSend>(
+    `SELECT d.status, d.round, e.url, e.secret, e.enabled,
+            ev.id AS event_id, ev.type AS event_type, ev.data AS event_data, ev.created_at AS event_created_at
+       FROM webhook_deliveries d
+       JOIN webhook_endpoints e ON e.id = d.endpoint_id
+       JOIN events ev ON ev.id = d.event_id
+      WHERE d.endpoint_id = $1 AND d.event_id = $2`,
+    [endpointId, eventId],
+  );
+  return row;
+}
+
+/** Ends the delivery as failed, if it is still pending in this round. */
+export async function failDelivery(db: Queryable, endpointId: string, eventId: string, round: number): Promise<void> {
+  await db.query(
+    `UPDATE webhook_deliveries SET status = 'failed', updated_at = now()
+      WHERE endpoint_id = $1 AND event_id = $2 AND round = $3 AND status = 'pending'`,
+    [endpointId, eventId, round],
+  );
+}
+
+/**
+ * Counts one attempt on the delivery and, when it succeeded in the delivery's current round, marks
+ * it succeeded. Answers the attempt's number, or undefined when the delivery is gone (its endpoint
+ * was deleted meanwhile).
+ */
+export async function countAttempt(tx: Tx, endpointId: string, eventId: string, round: number, succeeded: boolean): Promise<number | undefined> {
+  const [row] = await tx.query<{ attempts: number }>(
+    `UPDATE webhook_deliveries
+        SET attempts = attempts + 1,
+            status = CASE WHEN $4 AND round = $3 THEN 'succeeded' ELSE status END,
+            updated_at = now()
+      WHERE endpoint_id = $1 AND event_id = $2
+      RETURNING attempts`,
+    [endpointId, eventId, round, succeeded],
+  );
+  return row?.attempts;
+}
+
+export async function insertAttempt(tx: Tx, a: Omit<AttemptRow, 'started_at' | 'finished_at'> & { started_at: Date; finished_at: Date }): Promise<void> {
+  await tx.query(
+    `INSERT INTO webhook_delivery_attempts (id, endpoint_id, event_id, event_type, attempt, succeeded, status_code, error, duration_ms, started_at, finished_at)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
+    [a.id, a.endpoint_id, a.event_id, a.event_type, a.attempt, a.succeeded, a.status_code, a.error, a.duration_ms, a.started_at, a.finished_at],
+  );
+}
+
+export async function clearFailureStreak(tx: Tx, endpointId: string): Promise<void> {
+  await tx.query('UPDATE webhook_endpoints SET failing_since = NULL WHERE id = $1 AND failing_since IS NOT NULL', [endpointId]);
+}
+
+/**
+ * Starts the endpoint's failure streak if none is running, and disables the endpoint when the
+ * streak has lasted longer than the window (by the database's clock, which every process shares).
+ * Answers whether the endpoint is disabled now.
+ */
+export async function recordFailure(tx: Tx, endpointId: string, disableAfterSeconds: number, reasonOf: (failingSince: Date) => string): Promise<boolean> {
+  const [row] = await tx.query<{ enabled: boolean; failing_since: Date; overdue: boolean }>(
+    `UPDATE webhook_endpoints SET failing_since = COALESCE(failing_since, now())
+      WHERE id = $1
+      RETURNING enabled, failing_since, failing_since < now() - make_interval(secs => $2) AS overdue`,
+    [endpointId, disableAfterSeconds],
+  );
+  if (!row) return true;
+  if (!row.enabled) return true;
+  if (!row.overdue) return false;
+  await tx.query(
+    `UPDATE webhook_endpoints SET enabled = false, disabled_at = now(), disabled_reason = $2, updated_at = now()
+      WHERE id = $1 AND enabled`,
+    [endpointId, reasonOf(row.failing_since)],
+  );
+  return true;
+}

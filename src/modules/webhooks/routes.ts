@@ -1,0 +1,64 @@
+import type { FastifyInstance } from 'fastify';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import type { Db } from '../../platform/db.js';
+import { routeOf } from '../../platform/endpoint.js';
+import { idempotent } from '../../platform/idempotency.js';
+import { decodeCursor, pageOf } from '../../platform/pagination.js';
+import * as s from './schemas.js';
+import * as webhooks from './service.js';
+import { listEndpoints } from './repo.js';
+
+export function webhooksRoutes(app: FastifyInstance, { db }: { db: Db }): void {
+  const r = app.withTypeProvider<TypeBoxTypeProvider>();
+
+  r.route({
+    ...routeOf(s.createWebhookEndpoint),
+    handler: (request, reply) => idempotent(db, request, reply, { required: false }, async (tx) => ({
+      status: 201, body: await webhooks.createEndpoint(tx, request.body),
+    })),
+  });
+
+  r.route({
+    ...routeOf(s.listWebhookEndpoints),
+    handler: async (request) => {
+      const { limit, cursor } = request.query;
+      const page = pageOf(await listEndpoints(db, decodeCursor(cursor), limit), limit, (row) => row.id);
+      return { data: page.data.map(webhooks.endpointView), nextCursor: page.nextCursor };
+    },
+  });
+
+  r.route({
+    ...routeOf(s.getWebhookEndpoint),
+    handler: async (request) => webhooks.getEndpoint(db, request.params.id),
+  });
+
+  r.route({
+    ...routeOf(s.updateWebhookEndpoint),
+    handler: async (request) => webhooks.updateEndpoint(db, request.params.id, request.body),
+  });
+
+  r.route({
+    ...routeOf(s.deleteWebhookEndpoint),
+    handler: async (request, reply) => {
+      await webhooks.deleteEndpoint(db, request.params.id);
+      return reply.code(204).send(null);
+    },
+  });
+
+  r.route({
+    ...routeOf(s.listDeliveryAttempts),
+    handler: async (request) => {
+      const { limit, cursor, eventId } = request.query;
+      const rows = await webhooks.listAttempts(db, request.params.id, { eventId: eventId ?? null, after: decodeCursor(cursor), limit });
+      const page = pageOf(rows, limit, (row) => row.id);
+      return { data: page.data.map(webhooks.attemptView), nextCursor: page.nextCursor };
+    },
+  });
+
+  r.route({
+    ...routeOf(s.redeliverEvent),
+    handler: (request, reply) => idempotent(db, request, reply, { required: false }, async (tx) => ({
+      status: 202, body: await webhooks.redeliver(tx, request.params.id, request.params.eventId),
+    })),
+  });
+}

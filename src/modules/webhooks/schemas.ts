@@ -1,0 +1,119 @@
+import { Type, type Static } from 'typebox';
+import { endpoint } from '../../platform/endpoint.js';
+import { IdParams, Page, PageQuery, Timestamp } from '../../platform/schemas.js';
+
+const tags = ['webhooks'] as const;
+const admin = ['admin'] as const;
+
+/** The event types an endpoint can subscribe to (the contract's list). */
+export const webhookEventTypes = ['order.created', 'order.paid', 'order.payment_failed', 'order.cancelled', 'order.fulfilled', 'message.created'] as const;
+export type WebhookEventType = (typeof webhookEventTypes)[number];
+/** Subscribes to every type, including types added later. */
+export const allEvents = '*';
+
+const Url = Type.String({ minLength: 1, maxLength: 2048, description: 'An http:// or https:// URL that accepts POST' });
+const Events = Type.Array(Type.Union([...webhookEventTypes.map((t) => Type.Literal(t)), Type.Literal(allEvents)]), {
+  minItems: 1, maxItems: webhookEventTypes.length, uniqueItems: true,
+  description: `Event types to receive, or ["${allEvents}"] (alone) for every type, including types added later.`,
+});
+
+export const WebhookEndpointSchema = Type.Object({
+  id: Type.String(),
+  url: Type.String(),
+  events: Type.Array(Type.String()),
+  enabled: Type.Boolean(),
+  failingSince: Type.Union([Timestamp, Type.Null()], { description: 'First failed attempt since the last success; null while deliveries succeed' }),
+  disabledAt: Type.Union([Timestamp, Type.Null()]),
+  disabledReason: Type.Union([Type.String(), Type.Null()]),
+  createdAt: Timestamp,
+  updatedAt: Timestamp,
+});
+export type WebhookEndpoint = Static<typeof WebhookEndpointSchema>;
+
+export const CreatedWebhookEndpointSchema = Type.Object({
+  ...WebhookEndpointSchema.properties,
+  secret: Type.String({ description: 'Signs every delivery (Engine-Room-Signature); shown only in this answer' }),
+});
+
+export const DeliveryAttemptSchema = Type.Object({
+  id: Type.String(),
+  eventId: Type.String(),
+  eventType: Type.String(),
+  attempt: Type.Integer({ description: 'Counts the attempts at delivering this event to this endpoint, from 1, redeliveries included' }),
+  succeeded: Type.Boolean(),
+  statusCode: Type.Union([Type.Integer(), Type.Null()], { description: "The receiver's status; null when it did not answer (timeout, network error)" }),
+  error: Type.Union([Type.String(), Type.Null()]),
+  durationMs: Type.Integer(),
+  startedAt: Timestamp,
+  finishedAt: Timestamp,
+});
+export type DeliveryAttempt = Static<typeof DeliveryAttemptSchema>;
+
+const signatureDoc = [
+  'Each delivery is a POST of `{ id, type, createdAt, data }` (id: the event id, the same on every retry; receivers dedupe on it)',
+  'with `Engine-Room-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<raw body>" under the secret>` and `Engine-Room-Event-Id`.',
+  'A 2xx answer is success. Anything else, a redirect (never followed), a timeout or a network error is retried with exponential backoff;',
+  'an endpoint whose deliveries keep failing for days is disabled, with the reason shown.',
+].join(' ');
+
+export const createWebhookEndpoint = endpoint({
+  method: 'POST', url: '/v1/webhook-endpoints', access: admin, tags, idempotencyKey: 'optional',
+  summary: 'Register a webhook endpoint; its signing secret is shown only in this answer',
+  description: signatureDoc,
+  body: Type.Object({ url: Url, events: Events }, { additionalProperties: false }),
+  response: { 201: CreatedWebhookEndpointSchema },
+});
+
+export const listWebhookEndpoints = endpoint({
+  method: 'GET', url: '/v1/webhook-endpoints', access: admin, tags,
+  summary: 'Webhook endpoints, newest first (never their secrets)',
+  querystring: PageQuery,
+  response: { 200: Page(WebhookEndpointSchema) },
+});
+
+export const getWebhookEndpoint = endpoint({
+  method: 'GET', url: '/v1/webhook-endpoints/:id', access: admin, tags,
+  summary: 'One webhook endpoint (never its secret)',
+  params: IdParams,
+  response: { 200: WebhookEndpointSchema },
+});
+
+export const updateWebhookEndpoint = endpoint({
+  method: 'PATCH', url: '/v1/webhook-endpoints/:id', access: admin, tags,
+  summary: 'Change the URL or events of an endpoint, or disable or re-enable it',
+  description: 'Re-enabling clears the disabled reason and the failure streak. Events that happened while an endpoint was disabled are not sent to it; redeliver them one by one if needed.',
+  params: IdParams,
+  body: Type.Object({ url: Type.Optional(Url), events: Type.Optional(Events), enabled: Type.Optional(Type.Boolean()) }, { additionalProperties: false, minProperties: 1 }),
+  response: { 200: WebhookEndpointSchema },
+});
+
+export const deleteWebhookEndpoint = endpoint({
+  method: 'DELETE', url: '/v1/webhook-endpoints/:id', access: admin, tags,
+  summary: 'Delete an endpoint, its pending deliveries and its delivery log',
+  params: IdParams,
+  response: { 204: Type.Null() },
+});
+
+export const listDeliveryAttempts = endpoint({
+  method: 'GET', url: '/v1/webhook-endpoints/:id/deliveries', access: admin, tags,
+  summary: 'Every attempt to deliver an event to this endpoint, newest first',
+  params: IdParams,
+  querystring: Type.Object({ ...PageQuery.properties, eventId: Type.Optional(Type.String({ minLength: 1, maxLength: 64, description: 'Only the attempts for this event' })) }, { additionalProperties: false }),
+  response: { 200: Page(DeliveryAttemptSchema) },
+});
+
+export const RedeliverySchema = Type.Object({
+  endpointId: Type.String(),
+  eventId: Type.String(),
+  eventType: Type.String(),
+  status: Type.Literal('pending'),
+  attempts: Type.Integer({ description: 'Attempts made so far for this event and endpoint' }),
+});
+
+export const redeliverEvent = endpoint({
+  method: 'POST', url: '/v1/webhook-endpoints/:id/deliveries/:eventId/redeliver', access: admin, tags, idempotencyKey: 'optional',
+  summary: 'Send an event to this endpoint again, now, with the same event id',
+  description: 'Allowed for an event the endpoint was sent before or is subscribed to. A delivery still being retried is replaced by this one. 409 invalid_state for a disabled endpoint.',
+  params: Type.Object({ id: IdParams.properties.id, eventId: Type.String({ minLength: 1, maxLength: 64 }) }),
+  response: { 202: RedeliverySchema },
+});

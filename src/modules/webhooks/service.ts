@@ -1,0 +1,119 @@
+// Webhook endpoints as admins manage them, the delivery log, and manual redelivery. Sending lives
+// in delivery.ts.
+import { randomBytes } from 'node:crypto';
+import type { Queryable, Tx } from '../../platform/db.js';
+import { newId } from '../../platform/ids.js';
+import { findEvent } from '../../platform/events.js';
+import { enqueue } from '../../platform/queue.js';
+import { AppError } from '../../errors.js';
+import * as repo from './repo.js';
+import { allEvents, webhookEventTypes, type DeliveryAttempt, type WebhookEndpoint } from './schemas.js';
+
+export const deliverQueue = 'webhooks.deliver';
+
+/** What a delivery job carries: the delivery, and the round it was made for. */
+export interface DeliverJob { endpointId: string; eventId: string; round: number }
+
+/** Only these types are ever sent; other events (internal ones, say) never leave. */
+export function isWebhookEventType(type: string): boolean {
+  return (webhookEventTypes as readonly string[]).includes(type);
+}
+
+export function endpointView(row: repo.EndpointRow): WebhookEndpoint {
+  return {
+    id: row.id,
+    url: row.url,
+    events: row.events,
+    enabled: row.enabled,
+    failingSince: row.failing_since?.toISOString() ?? null,
+    disabledAt: row.disabled_at?.toISOString() ?? null,
+    disabledReason: row.disabled_reason,
+    createdAt: row.created_at.toISOString(),
+    updatedAt: row.updated_at.toISOString(),
+  };
+}
+
+export function attemptView(row: repo.AttemptRow): DeliveryAttempt {
+  return {
+    id: row.id,
+    eventId: row.event_id,
+    eventType: row.event_type,
+    attempt: row.attempt,
+    succeeded: row.succeeded,
+    statusCode: row.status_code,
+    error: row.error,
+    durationMs: row.duration_ms,
+    startedAt: row.started_at.toISOString(),
+    finishedAt: row.finished_at.toISOString(),
+  };
+}
+
+/** http(s) only; the schema has already bounded the length. */
+function checkUrl(url: string): void {
+  let parsed: URL | undefined;
+  try {
+    parsed = new URL(url);
+  } catch {
+    parsed = undefined;
+  }
+  if (!parsed || (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') || parsed.hostname === '') {
+    throw new AppError('validation_failed', 'The URL must be an absolute http:// or https:// URL', { errors: [{ path: '/url', message: 'must be an http:// or https:// URL' }] });
+  }
+}
+
+function checkEvents(events: string[]): void {
+  if (events.includes(allEvents) && events.length > 1) {
+    throw new AppError('validation_failed', `"${allEvents}" stands for every event type and must be alone`, { errors: [{ path: '/events', message: `"${allEvents}" must be the only item` }] });
+  }
+}
+
+export async function createEndpoint(db: Queryable, input: { url: string; events: string[] }): Promise<WebhookEndpoint & { secret: string }> {
+  checkUrl(input.url);
+  checkEvents(input.events);
+  const secret = `whsec_${randomBytes(32).toString('base64url')}`;
+  const row = await repo.insertEndpoint(db, { id: newId('whe'), url: input.url, events: input.events, secret });
+  return { ...endpointView(row), secret };
+}
+
+export async function getEndpoint(db: Queryable, id: string): Promise<WebhookEndpoint> {
+  const row = await repo.findEndpoint(db, id);
+  if (!row) throw new AppError('not_found', 'No such webhook endpoint');
+  return endpointView(row);
+}
+
+export async function updateEndpoint(db: Queryable, id: string, change: { url?: string; events?: string[]; enabled?: boolean }): Promise<WebhookEndpoint> {
+  if (change.url !== undefined) checkUrl(change.url);
+  if (change.events !== undefined) checkEvents(change.events);
+  const row = await repo.updateEndpoint(db, id, change);
+  if (!row) throw new AppError('not_found', 'No such webhook endpoint');
+  return endpointView(row);
+}
+
+export async function deleteEndpoint(db: Queryable, id: string): Promise<void> {
+  if (!(await repo.deleteEndpoint(db, id))) throw new AppError('not_found', 'No such webhook endpoint');
+}
+
+export async function listAttempts(db: Queryable, endpointId: string, opts: { eventId: string | null; after: string | null; limit: number }): Promise<repo.AttemptRow[]> {
+  if (!(await repo.findEndpoint(db, endpointId))) throw new AppError('not_found', 'No such webhook endpoint');
+  return repo.listAttempts(db, endpointId, opts);
+}
+
+/**
+ * Enqueues a fresh delivery of the event to the endpoint, in the caller's transaction. It starts a
+ * new round, so a delivery of the same event still waiting for its next retry stands down: the
+ * receiver gets the event once more now, not twice.
+ */
+export async function redeliver(tx: Tx, endpointId: string, eventId: string) {
+  const endpoint = await repo.findEndpoint(tx, endpointId);
+  if (!endpoint) throw new AppError('not_found', 'No such webhook endpoint');
+  const event = await findEvent(tx, eventId);
+  if (!event) throw new AppError('not_found', 'No such event');
+  const subscribed = endpoint.events.includes(event.type) || (endpoint.events.includes(allEvents) && isWebhookEventType(event.type));
+  if (!subscribed && !(await repo.hasDelivery(tx, endpointId, eventId))) {
+    throw new AppError('not_found', `This endpoint neither received nor subscribes to ${event.type} events`);
+  }
+  if (!endpoint.enabled) throw new AppError('invalid_state', 'The endpoint is disabled; enable it before redelivering');
+  const { round, attempts } = await repo.startNewRound(tx, endpointId, eventId);
+  await enqueue(tx, deliverQueue, { endpointId, eventId, round } satisfies DeliverJob);
+  return { endpointId, eventId, eventType: event.type, status: 'pending' as const, attempts };
+}

@@ -1,0 +1,66 @@
+// The job workers: every queue the engine uses, and the handler of each, wired explicitly. They
+// run inside `start` by default (WORKERS=inline) and in `engine-room worker` processes, as many as
+// you like against one PostgreSQL.
+import type { pino } from 'pino';
+import type { Config } from './config.js';
+import type { Db } from './platform/db.js';
+import { declareQueues, schedule, startQueue, work, type Queue, type QueueSpec } from './platform/queue.js';
+import { eventQueues } from './platform/events.js';
+import { purgeIdempotencyKeys } from './platform/idempotency.js';
+import { createPaymentProvider } from './modules/payments/providers/select.js';
+import { chargeQueue, refundQueue } from './modules/payments/outbox.js';
+import { chargeOnce, refundOnce } from './modules/payments/service.js';
+import { expireUnpaidOrders } from './modules/orders/service.js';
+import { registerWebhookWorkers, webhookQueuesFor, type WebhookOptions } from './modules/webhooks/delivery.js';
+
+const expireQueue = 'orders.expire-unpaid';
+const purgeQueue = 'maintenance.purge-idempotency-keys';
+
+function webhookOptions(config: Readonly<Config>): WebhookOptions {
+  return { timeoutMs: config.webhookTimeoutMs, disableAfterSeconds: config.webhookDisableAfterSeconds, retryDelaySeconds: config.webhookRetryBaseSeconds };
+}
+
+export function queueSpecs(config: Readonly<Config>): QueueSpec[] {
+  // The lease must outlast the slowest processor call, or a running charge would be retried
+  // while still in flight (harmless, the key dedupes it, but wasteful).
+  const paymentLease = Math.max(60, Math.ceil(config.stripeTimeoutMs / 1000) + 30);
+  return [
+    ...eventQueues,
+    // About 10 retries from 1 s doubling: a processor outage of up to ~30 minutes is ridden out.
+    { name: chargeQueue, retryLimit: 10, retryDelaySeconds: 1, leaseSeconds: paymentLease },
+    { name: refundQueue, retryLimit: 12, retryDelaySeconds: 2, leaseSeconds: paymentLease },
+    { name: expireQueue, retryLimit: 2, retryDelaySeconds: 5, leaseSeconds: 300 },
+    { name: purgeQueue, retryLimit: 2, retryDelaySeconds: 5, leaseSeconds: 300 },
+    ...webhookQueuesFor(webhookOptions(config)),
+  ];
+}
+
+/** Every process that enqueues must declare the queues first; safe from many processes at once. */
+export function declareAllQueues(db: Db, config: Readonly<Config>): Promise<void> {
+  return declareQueues(db, queueSpecs(config));
+}
+
+export async function startWorkers(db: Db, config: Readonly<Config>, log: pino.Logger): Promise<Queue> {
+  const queue = await startQueue(db, {
+    pollingIntervalSeconds: config.workerPollIntervalMs / 1000,
+    onError: (err) => log.error({ err }, 'job queue error'),
+  });
+  const provider = createPaymentProvider(config, db);
+  const concurrency = config.workerConcurrency;
+
+  work<{ paymentId: string }>(queue, chargeQueue, (job) => chargeOnce(db, provider, job.data.paymentId), { concurrency });
+  work<{ refundId: string }>(queue, refundQueue, (job) => refundOnce(db, provider, job.data.refundId), { concurrency });
+  work(queue, expireQueue, async () => {
+    const n = await expireUnpaidOrders(db, config.orderPaymentTimeoutSeconds);
+    if (n > 0) log.info({ cancelled: n }, 'cancelled unpaid orders past their payment timeout');
+  });
+  work(queue, purgeQueue, async () => {
+    const n = await purgeIdempotencyKeys(db, config.idempotencyRetentionHours);
+    if (n > 0) log.info({ purged: n }, 'purged old idempotency keys');
+  });
+  registerWebhookWorkers(queue, db, webhookOptions(config));
+
+  await schedule(queue, expireQueue, '* * * * *');
+  await schedule(queue, purgeQueue, '17 * * * *');
+  return queue;
+}

@@ -1,0 +1,79 @@
+// Each audit check is a query that can find a violation: plant that violation (inside a
+// transaction that is rolled back afterwards) and the check, and only it, must fail.
+import { it } from 'node:test';
+import assert from 'node:assert/strict';
+import { forEachEngine } from './support/app.js';
+import { endpoints } from '../src/client.js';
+import { auditCheckNames, runAudit } from '../src/modules/ledger/audit.js';
+import { chargeOnce } from '../src/modules/payments/service.js';
+import { createSandboxProvider } from '../src/modules/payments/providers/sandbox.js';
+import type { Tx } from '../src/platform/db.js';
+
+class Rollback extends Error {}
+
+forEachEngine('the audit', (env) => {
+  let paidOrder = '';
+
+  it('passes on healthy books, over HTTP too (admin only)', async () => {
+    const e = env();
+    await e.product([{ sku: 'AUD', stock: 50, amount: 700 }]);
+    const c = await e.customer();
+    const o = await e.client.ok(endpoints.placeOrder, { token: c.token, idempotencyKey: 'aud-1', body: { lines: [{ sku: 'AUD', quantity: 2 }], payment: { method: 'card', token: 'tok_ok' } } });
+    const [p] = await e.database.db.query<{ id: string }>('SELECT id FROM payments WHERE order_id = $1', [o.id]);
+    await chargeOnce(e.database.db, createSandboxProvider(e.database.db), p!.id);
+    paidOrder = o.id;
+    await e.client.ok(endpoints.placeOrder, { token: c.token, idempotencyKey: 'aud-2', body: { lines: [{ sku: 'AUD', quantity: 1 }], payment: { method: 'card', token: 'tok_ok' } } });
+    const res = await e.client.ok(endpoints.audit, { token: e.adminToken });
+    assert.equal(res.ok, true, JSON.stringify(res.checks.filter((x) => !x.ok)));
+    assert.deepEqual(res.checks.map((x) => x.name), auditCheckNames);
+    assert.ok(auditCheckNames.length >= 7);
+    assert.equal((await e.client.call(endpoints.audit, { token: c.token })).status, 403);
+  });
+
+  const plants: [string, (tx: Tx) => Promise<void>][] = [
+    ['ledger transactions balance per currency', async (tx) => {
+      await tx.exec('ALTER TABLE ledger_entries DISABLE TRIGGER USER');
+      const [t] = await tx.query<{ id: string }>('SELECT id FROM ledger_transactions LIMIT 1');
+      await tx.query("INSERT INTO ledger_entries (transaction_id, account, currency, debit) VALUES ($1, 'sales', 'EUR', 1)", [t!.id]);
+    }],
+    ['every paid order was charged exactly its total, once', async (tx) => {
+      await tx.query('UPDATE orders SET total_amount = total_amount + 1 WHERE id = $1', [paidOrder]);
+    }],
+    ['every captured payment of a cancelled order was refunded exactly once, and nothing else was', async (tx) => {
+      await tx.query("UPDATE payments SET status = 'refunded' WHERE order_id = $1", [paidOrder]);
+      await tx.query("UPDATE orders SET status = 'cancelled' WHERE id = $1", [paidOrder]);
+    }],
+    ['no stock level is negative or reserved beyond what is on hand', async (tx) => {
+      await tx.exec('ALTER TABLE stock_levels DROP CONSTRAINT stock_reserved_within_on_hand');
+      await tx.query("UPDATE stock_levels SET reserved = on_hand + 1 WHERE sku = 'AUD'");
+      await tx.query("INSERT INTO stock_movements (sku, kind, on_hand_delta, reserved_delta) SELECT 'AUD', 'reservation', 0, on_hand + 1 - reserved FROM stock_levels WHERE false");
+    }],
+    ['reserved equals the sum of open reservations', async (tx) => {
+      await tx.query("UPDATE stock_levels SET reserved = reserved + 1 WHERE sku = 'AUD'");
+      await tx.query("INSERT INTO stock_movements (sku, kind, on_hand_delta, reserved_delta) VALUES ('AUD', 'reservation', 0, 1)");
+    }],
+    ['onHand equals starting stock plus adjustments minus sales', async (tx) => {
+      await tx.query("UPDATE stock_levels SET on_hand = on_hand + 5 WHERE sku = 'AUD'");
+    }],
+    ['what the processor charged equals what the ledger captured (sandbox provider)', async (tx) => {
+      await tx.query("INSERT INTO sandbox_charges (id, idempotency_key, order_id, amount, currency, token, status) VALUES ('sch_planted', 'planted', $1, 700, 'EUR', 'tok_ok', 'succeeded')", [paidOrder]);
+    }],
+  ];
+
+  for (const [name, plant] of plants) {
+    it(`finds a planted violation: ${name}`, async () => {
+      const { database } = env();
+      await assert.rejects(database.db.transaction(async (tx) => {
+        await plant(tx);
+        const result = await runAudit(tx);
+        const failed = result.checks.filter((c) => !c.ok).map((c) => c.name);
+        assert.equal(result.ok, false);
+        assert.ok(failed.includes(name), `expected "${name}" to fail; failed: ${failed.join('; ')}`);
+        const check = result.checks.find((c) => c.name === name)!;
+        assert.ok(check.violations.length > 0);
+        throw new Rollback();
+      }), Rollback);
+      assert.equal((await runAudit(database.db)).ok, true, 'the planted violation is gone again');
+    });
+  }
+});
