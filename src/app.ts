@@ -18,6 +18,8 @@ import { accountsRoutes } from './modules/accounts/routes.js';
 import { resolveToken } from './modules/accounts/service.js';
 import { catalogRoutes } from './modules/catalog/routes.js';
 import { ordersRoutes } from './modules/orders/routes.js';
+import type { Queue } from './platform/queue.js';
+import { chargeQueue } from './modules/payments/outbox.js';
 import { webhooksRoutes } from './modules/webhooks/routes.js';
 import { paymentsRoutes } from './modules/payments/routes.js';
 import { sandboxRoutes } from './modules/payments/sandbox-routes.js';
@@ -29,6 +31,8 @@ export const version: string = JSON.parse(readFileSync(join(packageRoot, 'packag
 export interface BuildOptions {
   /** Where log lines go (standard output by default); tests read them from here. */
   logStream?: { write(line: string): void };
+  /** The workers running in this process, if any: woken right after a commit that gave them work. */
+  queue?: Queue;
 }
 
 export async function buildApp(config: Readonly<Config>, db: Db, options: BuildOptions = {}): Promise<FastifyInstance> {
@@ -50,7 +54,8 @@ export async function buildApp(config: Readonly<Config>, db: Db, options: BuildO
   operationsRoutes(app, { db, migrations: await loadMigrations(), metrics });
   accountsRoutes(app, { db, config });
   catalogRoutes(app, { db });
-  ordersRoutes(app, { db });
+  // An in-process worker starts on a new charge at once instead of at its next poll.
+  ordersRoutes(app, { db, onCharge: () => options.queue?.wake(chargeQueue) });
   webhooksRoutes(app, { db });
   paymentsRoutes(app, { db });
   sandboxRoutes(app, { db });

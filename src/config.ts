@@ -49,6 +49,15 @@ export interface Config {
   webhookDisableAfterSeconds: number;
   /** Base of the exponential backoff between webhook delivery attempts. */
   webhookRetryBaseSeconds: number;
+  /** How long a payment job may run before it is presumed dead and retried (default: Stripe timeout + 30 s, at least 60). */
+  paymentJobLeaseSeconds: number;
+  /** How often jobs whose lease ran out are failed over for retry (in whichever process gets there first). */
+  queueMaintenanceIntervalSeconds: number;
+  /**
+   * Test-only: a named point where the process stops and waits to be killed (ENGINE_ROOM_FAILPOINT),
+   * so crash tests can SIGKILL it exactly there. Unset in production.
+   */
+  failpoint: string | undefined;
 }
 
 export class ConfigError extends Error {}
@@ -131,5 +140,8 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     webhookTimeoutMs: intVar(env, 'WEBHOOK_TIMEOUT_MS', 10_000, 100, 120_000),
     webhookDisableAfterSeconds: intVar(env, 'WEBHOOK_DISABLE_AFTER_SECONDS', 3 * 24 * 3600, 1, 365 * 24 * 3600),
     webhookRetryBaseSeconds: intVar(env, 'WEBHOOK_RETRY_DELAY_SECONDS', 60, 1, 3600),
+    paymentJobLeaseSeconds: intVar(env, 'PAYMENT_JOB_LEASE_SECONDS', Math.max(60, Math.ceil(intVar(env, 'STRIPE_TIMEOUT_MS', 30_000, 100, 600_000) / 1000) + 30), 1, 3600),
+    queueMaintenanceIntervalSeconds: intVar(env, 'QUEUE_MAINTENANCE_INTERVAL_SECONDS', 30, 1, 3600),
+    failpoint: env.ENGINE_ROOM_FAILPOINT?.trim() || undefined,
   });
 }

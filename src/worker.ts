@@ -9,7 +9,7 @@ import { eventQueues } from './platform/events.js';
 import { purgeIdempotencyKeys } from './platform/idempotency.js';
 import { createPaymentProvider } from './modules/payments/providers/select.js';
 import { chargeQueue, refundQueue } from './modules/payments/outbox.js';
-import { chargeOnce, refundOnce } from './modules/payments/service.js';
+import { chargeOnce, refundOnce, type ChargeHooks } from './modules/payments/service.js';
 import { expireUnpaidOrders } from './modules/orders/service.js';
 import { registerWebhookWorkers, webhookQueuesFor, type WebhookOptions } from './modules/webhooks/delivery.js';
 
@@ -21,9 +21,9 @@ function webhookOptions(config: Readonly<Config>): WebhookOptions {
 }
 
 export function queueSpecs(config: Readonly<Config>): QueueSpec[] {
-  // The lease must outlast the slowest processor call, or a running charge would be retried
+  // The lease should outlast the slowest processor call, or a running charge would be retried
   // while still in flight (harmless, the key dedupes it, but wasteful).
-  const paymentLease = Math.max(60, Math.ceil(config.stripeTimeoutMs / 1000) + 30);
+  const paymentLease = config.paymentJobLeaseSeconds;
   return [
     ...eventQueues,
     // About 10 retries from 1 s doubling: a processor outage of up to ~30 minutes is ridden out.
@@ -40,15 +40,33 @@ export function declareAllQueues(db: Db, config: Readonly<Config>): Promise<void
   return declareQueues(db, queueSpecs(config));
 }
 
+/**
+ * Test-only fault injection: at the named point the process says so on stderr and waits, so a
+ * crash test can SIGKILL it exactly there (see test/worker-crash.test.ts).
+ */
+function failpointHooks(failpoint: string | undefined, log: pino.Logger): ChargeHooks {
+  if (!failpoint) return {};
+  const stopHere = (name: string) => async () => {
+    if (failpoint !== name) return;
+    log.warn({ failpoint: name }, 'failpoint reached; waiting to be killed');
+    process.stderr.write(`failpoint reached: ${name}\n`);
+    await new Promise(() => {});
+  };
+  return { beforeCharge: stopHere('charge:before-provider'), afterCharge: stopHere('charge:after-provider') };
+}
+
 export async function startWorkers(db: Db, config: Readonly<Config>, log: pino.Logger): Promise<Queue> {
   const queue = await startQueue(db, {
     pollingIntervalSeconds: config.workerPollIntervalMs / 1000,
+    maintenanceIntervalSeconds: config.queueMaintenanceIntervalSeconds,
+    stopTimeoutSeconds: config.shutdownTimeoutSeconds,
     onError: (err) => log.error({ err }, 'job queue error'),
   });
   const provider = createPaymentProvider(config, db);
   const concurrency = config.workerConcurrency;
 
-  work<{ paymentId: string }>(queue, chargeQueue, (job) => chargeOnce(db, provider, job.data.paymentId), { concurrency });
+  const hooks = failpointHooks(config.failpoint, log);
+  work<{ paymentId: string }>(queue, chargeQueue, (job) => chargeOnce(db, provider, job.data.paymentId, hooks), { concurrency });
   work<{ refundId: string }>(queue, refundQueue, (job) => refundOnce(db, provider, job.data.refundId), { concurrency });
   work(queue, expireQueue, async () => {
     const n = await expireUnpaidOrders(db, config.orderPaymentTimeoutSeconds);

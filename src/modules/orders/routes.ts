@@ -8,14 +8,17 @@ import { decodeCursor } from '../../platform/pagination.js';
 import * as s from './schemas.js';
 import * as orders from './service.js';
 
-export function ordersRoutes(app: FastifyInstance, { db }: { db: Db }): void {
+export function ordersRoutes(app: FastifyInstance, { db, onCharge }: { db: Db; onCharge?: () => void }): void {
   const r = app.withTypeProvider<TypeBoxTypeProvider>();
 
   r.route({
     ...routeOf(s.placeOrder),
-    handler: (request, reply) => idempotent(db, request, reply, { required: true }, async (tx) => ({
-      status: 201, body: await orders.placeOrder(tx, principalOf(request), request.body),
-    })),
+    handler: async (request, reply) => {
+      await idempotent(db, request, reply, { required: true }, async (tx) => ({
+        status: 201, body: await orders.placeOrder(tx, principalOf(request), request.body),
+      }));
+      if (reply.statusCode === 201) onCharge?.();
+    },
   });
 
   r.route({

@@ -26,7 +26,10 @@ export function refundKey(refundId: string): string {
   return `refund_${refundId}`;
 }
 
-export async function chargeOnce(db: Db, provider: PaymentProvider, paymentId: string): Promise<void> {
+/** Points around the processor call; only crash tests use them (see failpoints in src/worker.ts). */
+export interface ChargeHooks { beforeCharge?: () => Promise<void>; afterCharge?: () => Promise<void> }
+
+export async function chargeOnce(db: Db, provider: PaymentProvider, paymentId: string, hooks: ChargeHooks = {}): Promise<void> {
   const payment = await repo.findPayment(db, paymentId);
   if (!payment || payment.status !== 'pending') return; // settled already: this run is a repeat
   const order = await orders.findOrder(db, payment.order_id);
@@ -43,6 +46,7 @@ export async function chargeOnce(db: Db, provider: PaymentProvider, paymentId: s
   // Counted before the call: after a crash, attempts > 0 says the processor may have charged, so
   // the next run asks it again (same key) instead of assuming nothing happened.
   await repo.countChargeAttempt(db, paymentId, provider.name);
+  await hooks.beforeCharge?.();
   const result = await provider.charge({
     idempotencyKey: chargeKey(paymentId),
     amount: { amount: payment.amount, currency: payment.currency },
@@ -50,6 +54,7 @@ export async function chargeOnce(db: Db, provider: PaymentProvider, paymentId: s
     orderId: order.id,
     description: `Engine Room order ${order.id}`,
   });
+  await hooks.afterCharge?.();
   if (result.status === 'retryable') throw new RetryLater(`charge of ${paymentId}: ${result.reason}`);
   if (result.status === 'succeeded') await db.transaction((tx) => recordCapture(tx, payment.order_id, paymentId, result.providerRef));
   else await db.transaction((tx) => recordDecline(tx, payment.order_id, paymentId, result.reason));
