@@ -6,13 +6,22 @@ const tags = ['webhooks'] as const;
 const admin = ['admin'] as const;
 
 /** The event types an endpoint can subscribe to (the contract's list). */
+// (Keep in step with EventType below, which TypeBox needs spelled out to type it.)
 export const webhookEventTypes = ['order.created', 'order.paid', 'order.payment_failed', 'order.cancelled', 'order.fulfilled', 'message.created'] as const;
 export type WebhookEventType = (typeof webhookEventTypes)[number];
 /** Subscribes to every type, including types added later. */
-export const allEvents = '*';
+export const allEvents = '*' as const;
 
 const Url = Type.String({ minLength: 1, maxLength: 2048, description: 'An http:// or https:// URL that accepts POST' });
-const Events = Type.Array(Type.Union([...webhookEventTypes.map((t) => Type.Literal(t)), Type.Literal(allEvents)]), {
+const EventType = Type.Union([
+  Type.Literal('order.created'), Type.Literal('order.paid'), Type.Literal('order.payment_failed'), Type.Literal('order.cancelled'),
+  Type.Literal('order.fulfilled'), Type.Literal('message.created'), Type.Literal(allEvents),
+]);
+// Fails to compile when the list and the schema differ.
+type Listed = WebhookEventType | typeof allEvents;
+type InSchema = Static<typeof EventType>;
+export const eventTypesMatchSchema: [Listed] extends [InSchema] ? ([InSchema] extends [Listed] ? true : never) : never = true;
+const Events = Type.Array(EventType, {
   minItems: 1, maxItems: webhookEventTypes.length, uniqueItems: true,
   description: `Event types to receive, or ["${allEvents}"] (alone) for every type, including types added later.`,
 });
