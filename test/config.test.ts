@@ -1,0 +1,168 @@
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { ConfigError, loadConfig } from '../src/config.js';
+import { packageRoot } from '../src/platform/paths.js';
+
+/** Asserts that the value is refused with a ConfigError of one line that names the variable. */
+function refuses(env: Record<string, string>, variable: string): void {
+  assert.throws(() => loadConfig(env), (err: unknown) => {
+    assert.ok(err instanceof ConfigError, `${JSON.stringify(env)} throws a ConfigError, not ${String(err)}`);
+    assert.ok(err.message.includes(variable), `"${err.message}" names ${variable}`);
+    assert.ok(!err.message.includes('\n'), `"${err.message}" is one line`);
+    return true;
+  }, `${JSON.stringify(env)} is refused`);
+}
+
+/** The settings of the foundation (server, database, accounts) and their defaults. */
+const foundationDefaults = {
+  port: 3000,
+  host: '127.0.0.1',
+  databaseUrl: undefined,
+  dataDir: './.engine-room',
+  databasePoolSize: 10,
+  adminEmail: undefined,
+  adminPassword: undefined,
+  logLevel: 'info',
+  corsOrigins: [],
+  sessionTtlSeconds: 7 * 24 * 3600,
+  loginMaxFailuresPerAccount: 10,
+  loginMaxFailuresPerClient: 50,
+  loginWindowSeconds: 15 * 60,
+  trustProxy: false,
+  shutdownTimeoutSeconds: 10,
+  secureCookies: true,
+};
+
+function pick(config: object, keys: string[]): Record<string, unknown> {
+  return Object.fromEntries(keys.map((k) => [k, (config as Record<string, unknown>)[k]]));
+}
+
+describe('configuration from the environment', () => {
+  it('has working defaults for everything: embedded database, port 3000, local host, CORS off', () => {
+    const config = loadConfig({});
+    assert.deepEqual(pick(config, Object.keys(foundationDefaults)), foundationDefaults);
+    // Every setting has a value (or is deliberately unset) without a single variable.
+    for (const [key, value] of Object.entries(config)) {
+      assert.ok(value !== null && !Number.isNaN(value), `${key} has a default`);
+    }
+  });
+
+  it('treats an empty variable as unset', () => {
+    const config = loadConfig({ PORT: '', LOG_LEVEL: '', DATABASE_URL: '', ADMIN_EMAIL: '', ADMIN_PASSWORD: '', TRUST_PROXY: '', CORS_ORIGINS: '' });
+    assert.equal(config.port, 3000);
+    assert.equal(config.logLevel, 'info');
+    assert.equal(config.databaseUrl, undefined);
+    assert.equal(config.adminEmail, undefined);
+    assert.equal(config.adminPassword, undefined);
+    assert.equal(config.trustProxy, false);
+    assert.deepEqual(config.corsOrigins, []);
+  });
+
+  it('reads every variable it is given', () => {
+    const config = loadConfig({
+      PORT: '0', HOST: '0.0.0.0', DATABASE_URL: 'postgresql://u@db.internal:5432/shop', DATA_DIR: '/var/lib/er',
+      DATABASE_POOL_SIZE: '4', ADMIN_EMAIL: 'ops@shop.example', ADMIN_PASSWORD: 'a long admin secret', LOG_LEVEL: 'warn',
+      CORS_ORIGINS: 'https://shop.example, http://localhost:5173', SESSION_TTL_SECONDS: '3600',
+      LOGIN_MAX_FAILURES_PER_ACCOUNT: '5', LOGIN_MAX_FAILURES_PER_CLIENT: '20', LOGIN_WINDOW_SECONDS: '60',
+      TRUST_PROXY: 'yes', SHUTDOWN_TIMEOUT_SECONDS: '0', SECURE_COOKIES: 'off',
+    });
+    assert.deepEqual(pick(config, Object.keys(foundationDefaults)), {
+      port: 0,
+      host: '0.0.0.0',
+      databaseUrl: 'postgresql://u@db.internal:5432/shop',
+      dataDir: '/var/lib/er',
+      databasePoolSize: 4,
+      adminEmail: 'ops@shop.example',
+      adminPassword: 'a long admin secret',
+      logLevel: 'warn',
+      corsOrigins: ['https://shop.example', 'http://localhost:5173'],
+      sessionTtlSeconds: 3600,
+      loginMaxFailuresPerAccount: 5,
+      loginMaxFailuresPerClient: 20,
+      loginWindowSeconds: 60,
+      trustProxy: true,
+      shutdownTimeoutSeconds: 0,
+      secureCookies: false,
+    });
+  });
+
+  it('accepts the usual spellings of booleans', () => {
+    for (const yes of ['1', 'true', 'TRUE', 'yes', 'on']) assert.equal(loadConfig({ TRUST_PROXY: yes }).trustProxy, true, yes);
+    for (const no of ['0', 'false', 'No', 'off']) assert.equal(loadConfig({ TRUST_PROXY: no }).trustProxy, false, no);
+  });
+
+  it('refuses a PORT that is not a whole number from 0 to 65535', () => {
+    for (const bad of ['abc', '-1', '65536', '3000.5', '3e3', '80 80', '0x50']) refuses({ PORT: bad }, 'PORT');
+  });
+
+  it('refuses an unknown LOG_LEVEL', () => {
+    for (const bad of ['verbose', 'INFO ', 'warning']) refuses({ LOG_LEVEL: bad }, 'LOG_LEVEL');
+  });
+
+  it('refuses a DATABASE_URL that is not a postgres URL', () => {
+    for (const bad of ['mysql://root@localhost/shop', 'localhost:5432', 'file:./db']) refuses({ DATABASE_URL: bad }, 'DATABASE_URL');
+  });
+
+  it('refuses an ADMIN_EMAIL that is not an email address', () => {
+    for (const bad of ['admin', 'admin@', '@example.com', 'two words@example.com']) refuses({ ADMIN_EMAIL: bad }, 'ADMIN_EMAIL');
+  });
+
+  it('refuses an ADMIN_PASSWORD shorter than 8 or longer than 256 characters, without echoing it', () => {
+    refuses({ ADMIN_PASSWORD: 'short12' }, 'ADMIN_PASSWORD');
+    refuses({ ADMIN_PASSWORD: 'x'.repeat(257) }, 'ADMIN_PASSWORD');
+    assert.throws(() => loadConfig({ ADMIN_PASSWORD: 'secret7' }), (err: Error) => !err.message.includes('secret7'));
+  });
+
+  it('refuses CORS_ORIGINS entries that are not origins', () => {
+    for (const bad of ['shop.example', 'https://shop.example/', 'https://shop.example/path', 'ftp://shop.example', 'https://ok.example,nope']) {
+      refuses({ CORS_ORIGINS: bad }, 'CORS_ORIGINS');
+    }
+  });
+
+  it('refuses a boolean that is neither true nor false', () => {
+    refuses({ TRUST_PROXY: 'maybe' }, 'TRUST_PROXY');
+    refuses({ SECURE_COOKIES: 'nah' }, 'SECURE_COOKIES');
+  });
+
+  it('refuses numbers out of range for the other numeric settings', () => {
+    refuses({ DATABASE_POOL_SIZE: '0' }, 'DATABASE_POOL_SIZE');
+    refuses({ SESSION_TTL_SECONDS: '59' }, 'SESSION_TTL_SECONDS');
+    refuses({ LOGIN_MAX_FAILURES_PER_ACCOUNT: '0' }, 'LOGIN_MAX_FAILURES_PER_ACCOUNT');
+    refuses({ LOGIN_MAX_FAILURES_PER_CLIENT: 'many' }, 'LOGIN_MAX_FAILURES_PER_CLIENT');
+    refuses({ LOGIN_WINDOW_SECONDS: '86401' }, 'LOGIN_WINDOW_SECONDS');
+    refuses({ SHUTDOWN_TIMEOUT_SECONDS: '601' }, 'SHUTDOWN_TIMEOUT_SECONDS');
+  });
+
+  it('refuses a non-number, a negative or a huge number for every numeric variable, naming it', () => {
+    // Read from the source, so a variable added later is covered without a new line here.
+    const source = readFileSync(join(packageRoot, 'src', 'config.ts'), 'utf8');
+    const numeric = new Set([...source.matchAll(/intVar\(env, '([A-Z0-9_]+)'/g)].map((m) => m[1]!));
+    assert.ok(numeric.has('PORT') && numeric.size >= 8, `found only ${[...numeric].join(', ')}`);
+    for (const name of numeric) {
+      refuses({ [name]: 'lots' }, name);
+      refuses({ [name]: '-1' }, name);
+      refuses({ [name]: '99999999999' }, name);
+    }
+    const booleans = [...source.matchAll(/boolVar\(env, '([A-Z0-9_]+)'/g)].map((m) => m[1]!);
+    assert.ok(booleans.includes('TRUST_PROXY'));
+    for (const name of booleans) refuses({ [name]: 'perhaps' }, name);
+  });
+
+  it('documents every variable it reads in the README configuration table', () => {
+    const source = readFileSync(join(packageRoot, 'src', 'config.ts'), 'utf8');
+    const readme = readFileSync(join(packageRoot, 'README.md'), 'utf8');
+    const names = new Set([...source.matchAll(/env\.([A-Z][A-Z0-9_]+)|Var\(env, '([A-Z][A-Z0-9_]+)'/g)].map((m) => (m[1] ?? m[2])!));
+    assert.ok(names.has('PORT') && names.has('DATABASE_URL'), [...names].join(', '));
+    const missing = [...names].filter((name) => !readme.includes(`| \`${name}\` |`));
+    assert.deepEqual(missing, [], 'variables without a row in the README table');
+  });
+
+  it('answers a frozen object that nothing can change afterwards', () => {
+    const config = loadConfig({ PORT: '4000' });
+    assert.ok(Object.isFrozen(config));
+    assert.throws(() => { (config as { port: number }).port = 1; }, TypeError);
+    assert.equal(config.port, 4000);
+  });
+});
