@@ -15,14 +15,14 @@ export interface PublishedEvent { id: string; type: string; createdAt: string; d
 
 export async function publishEvent(tx: Tx, type: string, data: object, audience: string[] = []): Promise<PublishedEvent> {
   const id = newId('evt');
+  // The NOTIFY wakes live-stream listeners in every process once this transaction commits
+  // (PostgreSQL delivers it only at commit, and never for a rolled-back transaction).
   const [row] = await tx.query<{ created_at: Date }>(
-    'INSERT INTO events (id, type, audience, data) VALUES ($1, $2, $3, $4) RETURNING created_at',
+    `WITH e AS (INSERT INTO events (id, type, audience, data) VALUES ($1, $2, $3, $4) RETURNING created_at)
+     SELECT created_at, pg_notify('engine_room_events', $1) FROM e`,
     [id, type, audience, JSON.stringify(data)],
   );
   await enqueue(tx, eventFanoutQueue, { eventId: id });
-  // Wakes live-stream listeners in every process once this transaction commits (PostgreSQL
-  // delivers NOTIFY only at commit, and never for a rolled-back transaction).
-  await tx.query('SELECT pg_notify($1, $2)', ['engine_room_events', id]);
   return { id, type, createdAt: row!.created_at.toISOString(), data };
 }
 

@@ -42,34 +42,45 @@ export async function createStock(tx: Tx, levels: StockRequest[], actorId: strin
   await recordMovements(tx, 'initial', levels.map((l) => ({ sku: l.sku, onHand: l.quantity, reserved: 0 })), { actorId, reason: 'initial stock' });
 }
 
-/**
- * Reserves every line or none. Locks the rows in SKU order, checks availability under the locks,
- * then reserves. Lines must name distinct SKUs (the caller merges duplicates).
- */
-export async function reserveStock(tx: Tx, orderId: string, lines: StockRequest[]): Promise<void> {
-  const sorted = bySku(lines);
-  const locked = await tx.query<LevelRow>(
-    'SELECT sku, on_hand, reserved FROM stock_levels WHERE sku = ANY($1::text[]) ORDER BY sku FOR UPDATE',
-    [sorted.map((l) => l.sku)],
-  );
-  const levels = new Map(locked.map((row) => [row.sku, row]));
-  const short = sorted.flatMap((line, i) => {
-    const level = levels.get(line.sku);
-    const available = level ? level.on_hand - level.reserved : 0;
-    return available < line.quantity ? [{ line, i, available }] : [];
+/** The out_of_stock error for the lines that are short, with each one's path in the request. */
+export function outOfStock(short: { sku: string; quantity: number; available: number; index: number }[]): AppError {
+  const first = short[0]!;
+  return new AppError('out_of_stock', `SKU ${first.sku} has ${Math.max(0, first.available)} available, ${first.quantity} requested`, {
+    errors: short.map((s) => ({ path: `/lines/${s.index}/quantity`, message: `only ${Math.max(0, s.available)} available` })),
   });
-  if (short.length > 0) {
-    const first = short[0]!;
-    throw new AppError('out_of_stock', `SKU ${first.line.sku} has ${first.available} available, ${first.line.quantity} requested`, {
-      errors: short.map((s) => ({ path: `/lines/${lines.indexOf(s.line)}/quantity`, message: `only ${s.available} available` })),
-    });
-  }
-  await tx.query(
-    `UPDATE stock_levels s SET reserved = s.reserved + r.quantity
-       FROM unnest($1::text[], $2::int[]) AS r(sku, quantity) WHERE s.sku = r.sku`,
-    [sorted.map((l) => l.sku), sorted.map((l) => l.quantity)],
+}
+
+/**
+ * Reserves every line or throws out_of_stock. One conditional UPDATE reserves the lines that fit
+ * and records their movements; if any line does not fit, the caller's transaction (or savepoint)
+ * must roll back, which the AppError makes every caller do. With several SKUs the rows are first
+ * locked in SKU order, so two orders crossing the same SKUs wait instead of deadlocking (a single
+ * row needs no such care). Lines must name distinct SKUs (the caller merges duplicates).
+ *
+ * Call it last in the transaction: the row lock on a hot SKU is then held only until the commit.
+ */
+export async function reserveStock(tx: Tx, orderId: string, lines: (StockRequest & { index: number })[]): Promise<void> {
+  const sorted = bySku(lines);
+  if (sorted.length > 1) await lockInSkuOrder(tx, sorted);
+  const reserved = await tx.query<{ sku: string }>(
+    `WITH wanted AS (SELECT * FROM unnest($1::text[], $2::int[]) AS w(sku, quantity)),
+     reserved AS (
+       UPDATE stock_levels s SET reserved = s.reserved + w.quantity FROM wanted w
+        WHERE s.sku = w.sku AND s.on_hand - s.reserved >= w.quantity
+       RETURNING s.sku, w.quantity),
+     moved AS (
+       INSERT INTO stock_movements (sku, kind, on_hand_delta, reserved_delta, order_id)
+       SELECT sku, 'reservation', 0, quantity, $3 FROM reserved)
+     SELECT sku FROM reserved`,
+    [sorted.map((l) => l.sku), sorted.map((l) => l.quantity), orderId],
   );
-  await recordMovements(tx, 'reservation', sorted.map((l) => ({ sku: l.sku, onHand: 0, reserved: l.quantity })), { orderId });
+  if (reserved.length === sorted.length) return;
+  const done = new Set(reserved.map((r) => r.sku));
+  const levels = new Map((await tx.query<LevelRow>('SELECT sku, on_hand, reserved FROM stock_levels WHERE sku = ANY($1::text[])', [sorted.map((l) => l.sku)])).map((r) => [r.sku, r]));
+  throw outOfStock(lines.filter((l) => !done.has(l.sku)).map((l) => {
+    const level = levels.get(l.sku);
+    return { ...l, available: level ? level.on_hand - level.reserved : 0 };
+  }));
 }
 
 async function settle(tx: Tx, orderId: string, lines: StockRequest[], kind: 'release' | 'sale'): Promise<void> {

@@ -6,7 +6,7 @@ import { staffOrAbove } from '../../platform/auth.js';
 import { newId } from '../../platform/ids.js';
 import { AppError, type FieldError } from '../../errors.js';
 import { pricesOf } from '../catalog/repo.js';
-import { releaseReservation, reserveStock } from '../catalog/inventory.js';
+import { outOfStock, releaseReservation, reserveStock } from '../catalog/inventory.js';
 import * as repo from './repo.js';
 import { limits, type Order } from './schemas.js';
 import { orderView } from './view.js';
@@ -48,8 +48,13 @@ export async function placeOrder(tx: Tx, principal: Principal, input: PlaceOrder
   const currencies = new Set(lines.map((l) => prices.get(l.sku)!.currency));
   if (currencies.size > 1) throw new AppError('currency_mismatch', `The lines are priced in ${[...currencies].sort().join(' and ')}; an order has one currency`);
 
+  // Fail fast on what is plainly not there, before writing anything (a hint, read without locks).
+  const plainlyShort = lines.filter((l) => prices.get(l.sku)!.available < l.quantity);
+  if (plainlyShort.length > 0) {
+    throw outOfStock(plainlyShort.map((l) => ({ sku: l.sku, quantity: l.quantity, available: prices.get(l.sku)!.available, index: l.firstIndex })));
+  }
+
   const orderId = newId('ord');
-  await reserveStock(tx, orderId, lines);
   const priced = lines.map((l) => ({ sku: l.sku, quantity: l.quantity, unitAmount: prices.get(l.sku)!.price_amount }));
   const total = priced.reduce((sum, l) => sum + l.unitAmount * l.quantity, 0);
   const created = await repo.insertOrder(tx, {
@@ -58,6 +63,9 @@ export async function placeOrder(tx: Tx, principal: Principal, input: PlaceOrder
   // The charge is enqueued in this transaction: committed with the order, or not at all.
   await requestCharge(tx, created.order);
   await publishOrderEvent(tx, 'order.created', created.order, created.lines);
+  // Last: the stock rows stay locked only from here to the commit, which is what bounds the
+  // orders per second of a hot SKU. Short stock throws, and everything above rolls back with it.
+  await reserveStock(tx, orderId, lines.map((l) => ({ sku: l.sku, quantity: l.quantity, index: l.firstIndex })));
   return orderView(created.order, created.lines);
 }
 
