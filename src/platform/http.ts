@@ -101,6 +101,8 @@ export async function registerHttpPlatform(app: FastifyInstance, options: HttpPl
         imgSrc: ["'self'", 'data:'],
         connectSrc: ["'self'"],
         frameAncestors: ["'none'"],
+        // Served over plain http in development; upgrading /docs' assets to https would break it.
+        upgradeInsecureRequests: null,
       },
     },
   });
