@@ -25,6 +25,7 @@ import { paymentsRoutes } from './modules/payments/routes.js';
 import { sandboxRoutes } from './modules/payments/sandbox-routes.js';
 import { ledgerRoutes } from './modules/ledger/routes.js';
 import { operationsAdminRoutes } from './modules/operations/routes.js';
+import { messagingRoutes } from './modules/messaging/routes.js';
 
 export const version: string = JSON.parse(readFileSync(join(packageRoot, 'package.json'), 'utf8')).version;
 
@@ -61,6 +62,7 @@ export async function buildApp(config: Readonly<Config>, db: Db, options: BuildO
   sandboxRoutes(app, { db });
   ledgerRoutes(app, { db });
   operationsAdminRoutes(app, { db });
+  messagingRoutes(app, { db, config });
 
   await app.ready();
   return app;

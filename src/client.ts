@@ -15,6 +15,8 @@ import * as payments from './modules/payments/schemas.js';
 import * as sandbox from './modules/payments/providers/schemas.js';
 import * as ledger from './modules/ledger/schemas.js';
 import * as operations from './modules/operations/schemas.js';
+import * as webhooks from './modules/webhooks/schemas.js';
+import * as messaging from './modules/messaging/schemas.js';
 
 export const endpoints = {
   signup: accounts.signup,
@@ -43,6 +45,21 @@ export const endpoints = {
   audit: ledger.audit,
   listFailedJobs: operations.listFailedJobs,
   retryFailedJob: operations.retryFailedJob,
+  createWebhookEndpoint: webhooks.createWebhookEndpoint,
+  listWebhookEndpoints: webhooks.listWebhookEndpoints,
+  getWebhookEndpoint: webhooks.getWebhookEndpoint,
+  updateWebhookEndpoint: webhooks.updateWebhookEndpoint,
+  deleteWebhookEndpoint: webhooks.deleteWebhookEndpoint,
+  listDeliveryAttempts: webhooks.listDeliveryAttempts,
+  redeliverEvent: webhooks.redeliverEvent,
+  openConversation: messaging.openConversation,
+  listConversations: messaging.listConversations,
+  getConversation: messaging.getConversation,
+  listMessages: messaging.listMessages,
+  postMessage: messaging.postMessage,
+  markConversationRead: messaging.markRead,
+  eventStream: messaging.eventStream,
+  listMailbox: messaging.listMailbox,
 } as const;
 
 export interface RawRequest { method: string; url: string; headers: Record<string, string>; body?: string }

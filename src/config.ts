@@ -49,6 +49,16 @@ export interface Config {
   webhookDisableAfterSeconds: number;
   /** Base of the exponential backoff between webhook delivery attempts. */
   webhookRetryBaseSeconds: number;
+  /** Messages one user may post per messageRateWindowSeconds (opening a conversation counts as one). */
+  messageRateLimit: number;
+  messageRateWindowSeconds: number;
+  /** Mail goes out over SMTP when set (smtp:// or smtps://); otherwise into the dev mailbox, GET /v1/dev/mailbox. */
+  smtpUrl: string | undefined;
+  mailFrom: string;
+  /** An idle live event stream gets a ": ping" comment this often (keeps proxies from closing it). */
+  eventStreamHeartbeatSeconds: number;
+  /** How far back a stream that reconnects with Last-Event-ID is replayed. */
+  eventStreamRetentionHours: number;
   /** How long a payment job may run before it is presumed dead and retried (default: Stripe timeout + 30 s, at least 60). */
   paymentJobLeaseSeconds: number;
   /** How often jobs whose lease ran out are failed over for retry (in whichever process gets there first). */
@@ -110,6 +120,10 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
   if (paymentProvider !== 'sandbox' && paymentProvider !== 'stripe') throw new ConfigError(`PAYMENT_PROVIDER must be sandbox or stripe (got "${env.PAYMENT_PROVIDER}")`);
   const stripeSecretKey = env.STRIPE_SECRET_KEY?.trim() || undefined;
   if (paymentProvider === 'stripe' && !stripeSecretKey) throw new ConfigError('STRIPE_SECRET_KEY must be set when PAYMENT_PROVIDER is stripe');
+  const smtpUrl = env.SMTP_URL?.trim() || undefined;
+  if (smtpUrl !== undefined && !/^smtps?:\/\/[^\s]+$/.test(smtpUrl)) throw new ConfigError('SMTP_URL must be an smtp:// or smtps:// URL');
+  const mailFrom = env.MAIL_FROM?.trim() || 'Engine Room <no-reply@engine-room.local>';
+  if (/[\r\n]/.test(mailFrom) || !/@/.test(mailFrom)) throw new ConfigError('MAIL_FROM must be one email address, like "Shop <no-reply@shop.example>"');
   return Object.freeze({
     port: intVar(env, 'PORT', 3000, 0, 65535),
     host: env.HOST?.trim() || '127.0.0.1',
@@ -140,6 +154,12 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     webhookTimeoutMs: intVar(env, 'WEBHOOK_TIMEOUT_MS', 10_000, 100, 120_000),
     webhookDisableAfterSeconds: intVar(env, 'WEBHOOK_DISABLE_AFTER_SECONDS', 3 * 24 * 3600, 1, 365 * 24 * 3600),
     webhookRetryBaseSeconds: intVar(env, 'WEBHOOK_RETRY_DELAY_SECONDS', 60, 1, 3600),
+    messageRateLimit: intVar(env, 'MESSAGE_RATE_LIMIT', 30, 1, 1_000_000),
+    messageRateWindowSeconds: intVar(env, 'MESSAGE_RATE_WINDOW_SECONDS', 60, 1, 24 * 3600),
+    smtpUrl,
+    mailFrom,
+    eventStreamHeartbeatSeconds: intVar(env, 'EVENT_STREAM_HEARTBEAT_SECONDS', 15, 1, 3600),
+    eventStreamRetentionHours: intVar(env, 'EVENT_STREAM_RETENTION_HOURS', 24, 1, 24 * 365),
     paymentJobLeaseSeconds: intVar(env, 'PAYMENT_JOB_LEASE_SECONDS', Math.max(60, Math.ceil(intVar(env, 'STRIPE_TIMEOUT_MS', 30_000, 100, 600_000) / 1000) + 30), 1, 3600),
     queueMaintenanceIntervalSeconds: intVar(env, 'QUEUE_MAINTENANCE_INTERVAL_SECONDS', 30, 1, 3600),
     failpoint: env.ENGINE_ROOM_FAILPOINT?.trim() || undefined,

@@ -12,6 +12,7 @@ import { chargeQueue, refundQueue } from './modules/payments/outbox.js';
 import { chargeOnce, refundOnce, type ChargeHooks } from './modules/payments/service.js';
 import { expireUnpaidOrders } from './modules/orders/service.js';
 import { registerWebhookWorkers, webhookQueuesFor, type WebhookOptions } from './modules/webhooks/delivery.js';
+import { messagingQueues, registerMessagingWorkers } from './modules/messaging/notifications.js';
 
 const expireQueue = 'orders.expire-unpaid';
 const purgeQueue = 'maintenance.purge-idempotency-keys';
@@ -32,6 +33,7 @@ export function queueSpecs(config: Readonly<Config>): QueueSpec[] {
     { name: expireQueue, retryLimit: 2, retryDelaySeconds: 5, leaseSeconds: 300 },
     { name: purgeQueue, retryLimit: 2, retryDelaySeconds: 5, leaseSeconds: 300 },
     ...webhookQueuesFor(webhookOptions(config)),
+    ...messagingQueues,
   ];
 }
 
@@ -77,6 +79,7 @@ export async function startWorkers(db: Db, config: Readonly<Config>, log: pino.L
     if (n > 0) log.info({ purged: n }, 'purged old idempotency keys');
   });
   registerWebhookWorkers(queue, db, webhookOptions(config));
+  registerMessagingWorkers(queue, db, config);
 
   await schedule(queue, expireQueue, '* * * * *');
   await schedule(queue, purgeQueue, '17 * * * *');

@@ -54,7 +54,8 @@ export interface TestOptions {
 
 export async function startTestEnv(engine: Engine, env: Record<string, string> = {}, options: TestOptions = {}): Promise<TestEnv> {
   const database = await freshDatabase(engine);
-  const config = loadConfig({ LOG_LEVEL: 'info', SECURE_COOKIES: 'false', WORKER_POLL_INTERVAL_MS: '100', SANDBOX_SLOW_DELAY_MS: '300', ...env });
+  // DATABASE_URL lets the live event stream LISTEN on its own connection, as in production.
+  const config = loadConfig({ LOG_LEVEL: 'info', SECURE_COOKIES: 'false', WORKER_POLL_INTERVAL_MS: '100', SANDBOX_SLOW_DELAY_MS: '300', ...(database.url ? { DATABASE_URL: database.url } : {}), ...env });
   const logs: string[] = [];
   const logStream = { write: (line: string) => { logs.push(line); } };
   await ensureAdmin(database.db, { email: adminEmail, password: adminPassword });

@@ -1,0 +1,40 @@
+// Where mail goes: over SMTP (nodemailer) when SMTP_URL is set, or into the dev mailbox (the
+// emails table itself, read through GET /v1/dev/mailbox) when it is not.
+import nodemailer from 'nodemailer';
+
+export interface OutgoingMail { messageId: string; to: string; subject: string; text: string; html: string }
+
+export type Mailer =
+  | { kind: 'mailbox' }
+  | { kind: 'smtp'; send(mail: OutgoingMail): Promise<void> };
+
+export interface MailerConfig { smtpUrl: string | undefined; mailFrom: string }
+
+/** Longest an SMTP conversation may take; the claim on an email outlasts it. */
+export const smtpTimeoutMs = 30_000;
+
+export function createMailer(config: MailerConfig): Mailer {
+  if (!config.smtpUrl) return { kind: 'mailbox' };
+  // A connection per message: mail is rare next to requests, and nothing is left open to close.
+  const transport = nodemailer.createTransport({
+    url: config.smtpUrl,
+    connectionTimeout: 10_000,
+    greetingTimeout: 10_000,
+    socketTimeout: smtpTimeoutMs,
+  } as Parameters<typeof nodemailer.createTransport>[0]);
+  return {
+    kind: 'smtp',
+    async send(mail) {
+      await transport.sendMail({
+        from: config.mailFrom,
+        to: mail.to,
+        subject: mail.subject,
+        text: mail.text,
+        html: mail.html,
+        // Stable per email: a receiver can drop the copy that a crash between "sent" and
+        // "recorded as sent" would make.
+        messageId: mail.messageId,
+      });
+    },
+  };
+}

@@ -1,0 +1,145 @@
+// Email notifications, sent by jobs of the durable queue:
+// - order.paid: an order confirmation to the customer; order.payment_failed: a notice to them;
+// - message.created: a notice to each participant other than the author who has no live event
+//   stream open (and has not read the message already). The participants are the conversation's
+//   customer and the staff who have written in it; a conversation that no staff member has
+//   answered yet reaches staff through their event streams and the unread counts, not by email.
+//
+// The job is enqueued in the transaction that publishes the event (requestEventEmails), so it
+// exists exactly when the event does. It may run more than once; exactly one email per (event,
+// recipient, kind) comes out of it all the same:
+// 1. each email is first recorded in `emails`, whose unique (event_id, recipient_id, kind) makes a
+//    second run record nothing new;
+// 2. an email is sent only by the worker that claimed it (a conditional UPDATE, with a lease in
+//    case that worker dies), and marked sent afterwards. Into the dev mailbox, claim and delivery
+//    are one statement. A run that finds an email claimed by another worker fails, so the job is
+//    retried and completes only once every email of its event is sent; an SMTP failure releases
+//    the claim and fails the job too: retried with backoff, nothing lost.
+// The one gap SMTP leaves: a worker that dies after the server accepted a message and before it
+// was marked sent sends it again when its claim expires. The Message-ID is the email's id, the
+// same on both copies, so a receiving system can tell.
+import type { Db, Queryable, Tx } from '../../platform/db.js';
+import { findEvent, type PublishedEvent } from '../../platform/events.js';
+import { hasLiveStream } from '../../platform/event-stream.js';
+import { newId } from '../../platform/ids.js';
+import { enqueue, work, type Queue, type QueueSpec } from '../../platform/queue.js';
+import { findUserById } from '../accounts/repo.js';
+import { createMailer, smtpTimeoutMs, type Mailer, type MailerConfig } from './mailer.js';
+import * as repo from './repo.js';
+import { newMessage, orderConfirmation, paymentFailed, type OrderData, type RenderedEmail } from './templates.js';
+import type { Message } from './schemas.js';
+
+export const emailQueue = 'notifications.email';
+
+// 15 retries from 2 s doubling (pg-boss jitters each wait between d * 2^(n-1) and d * 2^n): the
+// last attempt comes 18 to 36 hours after the first, so an SMTP outage of most of a day is ridden
+// out; after that the job waits in the dead-letter queue (engine-room jobs list / retry).
+export const messagingQueues: QueueSpec[] = [
+  { name: emailQueue, retryLimit: 15, retryDelaySeconds: 2, leaseSeconds: Math.ceil(smtpTimeoutMs / 1000) * 3 + 60 },
+];
+
+/** How long a worker holds an email it is sending before another may take it over. */
+const claimSeconds = Math.ceil(smtpTimeoutMs / 1000) * 3 + 30;
+
+export type EmailKind = 'order_confirmation' | 'payment_failed' | 'new_message';
+
+export interface EmailJob { eventId: string }
+
+/** Enqueues the emails of an event, in the transaction that publishes it. */
+export async function requestEventEmails(tx: Tx, eventId: string): Promise<void> {
+  await enqueue(tx, emailQueue, { eventId } satisfies EmailJob, { dedupeKey: eventId });
+}
+
+interface PlannedEmail { recipientId: string; kind: EmailKind; to: string; email: RenderedEmail }
+
+export interface MessageEventData {
+  message: Message;
+  conversation: { id: string; subject: string; customerId: string; orderId: string | null };
+}
+
+async function planOrderEmail(db: Queryable, event: PublishedEvent): Promise<PlannedEmail[]> {
+  const order = (event.data as { order: OrderData & { customerId: string } }).order;
+  const customer = await findUserById(db, order.customerId);
+  if (!customer) return []; // placed with an API key: nobody to write to
+  const paid = event.type === 'order.paid';
+  return [{
+    recipientId: customer.id,
+    kind: paid ? 'order_confirmation' : 'payment_failed',
+    to: customer.email,
+    email: (paid ? orderConfirmation : paymentFailed)({ name: customer.name, order }),
+  }];
+}
+
+async function planMessageEmails(db: Queryable, event: PublishedEvent, heartbeatSeconds: number): Promise<PlannedEmail[]> {
+  const { message, conversation } = event.data as MessageEventData;
+  const recipients = new Set<string>([conversation.customerId, ...await repo.staffParticipants(db, conversation.id)]);
+  recipients.delete(message.authorId);
+  const author = message.fromStaff ? 'The Engine Room team' : ((await findUserById(db, message.authorId))?.name ?? 'The customer');
+  const planned: PlannedEmail[] = [];
+  for (const recipientId of recipients) {
+    // Watching live, or read it already: the stream told them; an email would only repeat it.
+    if (await hasLiveStream(db, recipientId, heartbeatSeconds)) continue;
+    if (await repo.hasRead(db, conversation.id, recipientId, message.id)) continue;
+    const user = await findUserById(db, recipientId);
+    if (!user) continue;
+    planned.push({
+      recipientId, kind: 'new_message', to: user.email,
+      email: newMessage({ name: user.name, author, subject: conversation.subject, body: message.body, conversationId: conversation.id }),
+    });
+  }
+  return planned;
+}
+
+type Delivery = 'sent' | 'busy';
+
+async function deliver(db: Db, mailer: Mailer, email: repo.EmailRow): Promise<Delivery> {
+  if (mailer.kind === 'mailbox') {
+    if (await repo.deliverToMailbox(db, email.id)) return 'sent';
+    return (await repo.emailStatus(db, email.id)) === 'sent' ? 'sent' : 'busy';
+  }
+  const claimed = await repo.claimEmail(db, email.id, claimSeconds);
+  if (!claimed) return (await repo.emailStatus(db, email.id)) === 'sent' ? 'sent' : 'busy';
+  try {
+    await mailer.send({
+      messageId: `<${claimed.id}@engine-room.local>`,
+      to: claimed.to_address, subject: claimed.subject, text: claimed.text_body, html: claimed.html_body,
+    });
+  } catch (err) {
+    await repo.releaseEmail(db, claimed.id, (err as Error).message ?? String(err));
+    throw err;
+  }
+  await repo.markEmailSent(db, claimed.id);
+  return 'sent';
+}
+
+/** The job: records the event's emails (once) and sends those not sent yet. Idempotent. */
+export async function sendEventEmails(db: Db, mailer: Mailer, options: { heartbeatSeconds: number }, eventId: string): Promise<void> {
+  const event = await findEvent(db, eventId);
+  if (!event) return;
+  let planned: PlannedEmail[] = [];
+  if (event.type === 'order.paid' || event.type === 'order.payment_failed') planned = await planOrderEmail(db, event);
+  else if (event.type === 'message.created') planned = await planMessageEmails(db, event, options.heartbeatSeconds);
+  for (const p of planned) {
+    await repo.insertEmail(db, { id: newId('eml'), eventId, recipientId: p.recipientId, kind: p.kind, to: p.to, ...p.email });
+  }
+  const failures: string[] = [];
+  for (const email of await repo.unsentEmailsOf(db, eventId)) {
+    try {
+      if ((await deliver(db, mailer, email)) === 'busy') failures.push(`${email.id} is being sent by another worker`);
+    } catch (err) {
+      failures.push(`${email.id} to ${email.to_address}: ${(err as Error).message}`);
+    }
+  }
+  if (failures.length > 0) throw new Error(`emails of ${eventId} not sent yet: ${failures.join('; ')}`);
+}
+
+export interface MessagingWorkerConfig extends MailerConfig {
+  eventStreamHeartbeatSeconds: number;
+  workerConcurrency: number;
+}
+
+export function registerMessagingWorkers(queue: Queue, db: Db, config: MessagingWorkerConfig): void {
+  const mailer = createMailer(config);
+  const options = { heartbeatSeconds: config.eventStreamHeartbeatSeconds };
+  work<EmailJob>(queue, emailQueue, (job) => sendEventEmails(db, mailer, options, job.data.eventId), { concurrency: config.workerConcurrency });
+}

@@ -1,0 +1,133 @@
+import type { FastifyInstance, FastifyReply } from 'fastify';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import type { Db } from '../../platform/db.js';
+import { routeOf } from '../../platform/endpoint.js';
+import { principalOf } from '../../platform/auth.js';
+import { idempotent } from '../../platform/idempotency.js';
+import { decodeCursor, pageOf } from '../../platform/pagination.js';
+import { audienceKeysOf, createEventHub, listenerFor } from '../../platform/event-stream.js';
+import * as s from './schemas.js';
+import * as messaging from './service.js';
+import { listMailbox, type EmailRow } from './repo.js';
+
+export interface MessagingDeps {
+  db: Db;
+  config: messaging.MessagingConfig & {
+    databaseUrl: string | undefined;
+    eventStreamHeartbeatSeconds: number;
+    eventStreamRetentionHours: number;
+  };
+}
+
+function emailView(e: EmailRow) {
+  return {
+    id: e.id, eventId: e.event_id, kind: e.kind, to: e.to_address, subject: e.subject, text: e.text_body, html: e.html_body,
+    createdAt: e.created_at.toISOString(), sentAt: e.sent_at ? e.sent_at.toISOString() : null,
+  };
+}
+
+/** The headers Fastify would have sent (request id, security headers, CORS), for a hijacked reply. */
+function headersOf(reply: FastifyReply): Record<string, string | number | string[]> {
+  const out: Record<string, string | number | string[]> = {};
+  for (const [name, value] of Object.entries(reply.getHeaders())) if (value !== undefined) out[name] = value;
+  return out;
+}
+
+export function messagingRoutes(app: FastifyInstance, { db, config }: MessagingDeps): void {
+  const r = app.withTypeProvider<TypeBoxTypeProvider>();
+
+  // One hub per process: one listening connection and one outbox read per wake-up, for all streams.
+  const hub = createEventHub(db, {
+    heartbeatSeconds: config.eventStreamHeartbeatSeconds,
+    retentionHours: config.eventStreamRetentionHours,
+    listen: listenerFor(db, config.databaseUrl),
+    log: app.log,
+  });
+  // Streams never finish by themselves: end them before the server waits for open requests, so
+  // that close is not held up (their clients reconnect, to another process, with Last-Event-ID).
+  app.addHook('preClose', async () => { hub.endAll(); });
+  app.addHook('onClose', async () => { await hub.close(); });
+
+  r.route({
+    ...routeOf(s.openConversation),
+    handler: async (request, reply) => {
+      const principal = principalOf(request);
+      await messaging.enforceSendRate(db, principal, config);
+      return idempotent(db, request, reply, { required: false }, async (tx) => ({
+        status: 201, body: await messaging.openConversation(tx, principal, request.body),
+      }));
+    },
+  });
+
+  r.route({
+    ...routeOf(s.listConversations),
+    handler: async (request) => {
+      const { limit, cursor } = request.query;
+      return messaging.listConversations(db, principalOf(request), { after: decodeCursor(cursor), limit });
+    },
+  });
+
+  r.route({
+    ...routeOf(s.getConversation),
+    handler: async (request) => messaging.getConversation(db, principalOf(request), request.params.id),
+  });
+
+  r.route({
+    ...routeOf(s.listMessages),
+    handler: async (request) => {
+      const { limit, cursor } = request.query;
+      return messaging.listMessages(db, principalOf(request), request.params.id, { after: decodeCursor(cursor), limit });
+    },
+  });
+
+  r.route({
+    ...routeOf(s.postMessage),
+    handler: async (request, reply) => {
+      const principal = principalOf(request);
+      await messaging.enforceSendRate(db, principal, config);
+      return idempotent(db, request, reply, { required: false }, async (tx) => ({
+        status: 201, body: await messaging.postMessage(tx, principal, request.params.id, request.body.body),
+      }));
+    },
+  });
+
+  r.route({
+    ...routeOf(s.markRead),
+    // The body is optional: a bare POST marks everything read.
+    preValidation: async (request) => { request.body ??= {}; },
+    handler: (request, reply) => idempotent(db, request, reply, { required: false }, async (tx) => ({
+      status: 200, body: await messaging.markRead(tx, principalOf(request), request.params.id, request.body.messageId),
+    })),
+  });
+
+  r.route({
+    ...routeOf(s.eventStream),
+    handler: async (request, reply) => {
+      const principal = principalOf(request);
+      const header = request.headers['last-event-id'];
+      const lastEventId = (typeof header === 'string' && header.trim() !== '' ? header.trim() : undefined) ?? request.query.lastEventId;
+      reply.hijack();
+      reply.raw.writeHead(200, {
+        ...headersOf(reply),
+        'content-type': 'text/event-stream; charset=utf-8',
+        'cache-control': 'no-cache, no-transform',
+        connection: 'keep-alive',
+        // nginx and friends: pass each frame on at once.
+        'x-accel-buffering': 'no',
+      });
+      request.raw.socket?.setNoDelay(true);
+      const openedAt = Date.now();
+      reply.raw.once('close', () => request.log.info({ streamedMs: Date.now() - openedAt }, 'event stream closed'));
+      await hub.open(reply.raw, { userId: principal.userId, keys: audienceKeysOf(principal) }, lastEventId);
+    },
+  });
+
+  r.route({
+    ...routeOf(s.listMailbox),
+    handler: async (request) => {
+      const { limit, cursor } = request.query;
+      const page = pageOf(await listMailbox(db, decodeCursor(cursor), limit), limit, (e) => e.id);
+      return { data: page.data.map(emailView), nextCursor: page.nextCursor };
+    },
+  });
+}

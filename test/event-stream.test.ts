@@ -1,0 +1,334 @@
+import { it } from 'node:test';
+import assert from 'node:assert/strict';
+import { EventEmitter } from 'node:events';
+import type { FastifyInstance } from 'fastify';
+import { forEachEngine, type TestEnv } from './support/app.js';
+import { waitFor } from './support/wait.js';
+import { endpoints } from '../src/client.js';
+import { buildApp } from '../src/app.js';
+import { loadConfig } from '../src/config.js';
+import { openPostgres, type Db } from '../src/platform/db.js';
+import { publishEvent } from '../src/platform/events.js';
+import { newId } from '../src/platform/ids.js';
+import { createEventHub, listenerFor, type StreamSink } from '../src/platform/event-stream.js';
+import { openEventStream, type EventStreamReader, type SseEvent } from '../src/modules/messaging/event-source.js';
+
+const quiet = { logStream: { write: () => {} } };
+const testEnv = { LOG_LEVEL: 'info', SECURE_COOKIES: 'false', WORKER_POLL_INTERVAL_MS: '100', EVENT_STREAM_HEARTBEAT_SECONDS: '1' };
+
+interface Payload { id: string; type: string; createdAt: string; data: Record<string, unknown> & { message?: { id: string; body: string; conversationId: string }; order?: { id: string; status: string } } }
+
+function payload(e: SseEvent): Payload {
+  return JSON.parse(e.data) as Payload;
+}
+
+const isType = (type: string, extra: (p: Payload) => boolean = () => true) => (e: SseEvent) => e.event === type && extra(payload(e));
+const isMessage = (body: string) => isType('message.created', (p) => p.data.message?.body === body);
+
+/** Opens /v1/events and waits for its `ready` frame, so that what follows is live. */
+async function stream(base: string, token: string, headers: Record<string, string> = {}): Promise<{ reader: EventStreamReader; ready: { resumed: boolean; replayed: number }; before: SseEvent[] }> {
+  const reader = await openEventStream(`${base}/v1/events`, { authorization: `Bearer ${token}`, ...headers });
+  assert.equal(reader.status, 200);
+  const readyFrame = await reader.next((e) => e.event === 'ready');
+  const before = reader.events.slice(0, reader.events.indexOf(readyFrame));
+  return { reader, ready: JSON.parse(readyFrame.data), before };
+}
+
+function staffPost(e: TestEnv, conversationId: string, body: string) {
+  return e.client.ok(endpoints.postMessage, { token: e.adminToken, params: { id: conversationId }, body: { body } });
+}
+
+/**
+ * Waits until the event is below the horizon (every transaction older than it has ended), so a
+ * stream that connects now replays it rather than receiving it live. The horizon is cluster-wide:
+ * another test's transaction in flight holds it back for a moment.
+ */
+async function settled(db: Db, eventId: string): Promise<void> {
+  await waitFor(`${eventId} to settle`, async () => {
+    const [row] = await db.query<{ below: boolean }>('SELECT tx < pg_snapshot_xmin(pg_current_snapshot()) AS below FROM events WHERE id = $1', [eventId]);
+    return row?.below ? true : undefined;
+  });
+}
+
+async function eventIdOfMessage(db: Db, messageId: string): Promise<string> {
+  const [row] = await db.query<{ id: string }>("SELECT id FROM events WHERE type = 'message.created' AND data->'message'->>'id' = $1", [messageId]);
+  return row!.id;
+}
+
+async function presenceOf(db: Db, userId: string): Promise<number> {
+  const [row] = await db.query<{ n: number }>('SELECT count(*)::int AS n FROM event_stream_connections WHERE user_id = $1', [userId]);
+  return row!.n;
+}
+
+forEachEngine('the live event stream (GET /v1/events)', (env) => {
+  let base: string | undefined;
+  const readers: EventStreamReader[] = [];
+  const url = async () => (base ??= await env().app.listen({ port: 0, host: '127.0.0.1' }));
+  const track = <T extends { reader: EventStreamReader }>(s: T): T => { readers.push(s.reader); return s; };
+
+  it('answers 401 without a signed-in user, and streams text/event-stream with one', async () => {
+    const e = env();
+    const anonymous = await fetch(`${await url()}/v1/events`);
+    assert.equal(anonymous.status, 401);
+    assert.match(String(anonymous.headers.get('content-type')), /^application\/problem\+json/);
+    const alice = await e.customer();
+    const s = track(await stream(await url(), alice.token));
+    assert.match(s.reader.contentType, /^text\/event-stream/);
+    assert.deepEqual(s.ready, { resumed: false, replayed: 0 });
+    s.reader.close();
+  });
+
+  it('works with the session cookie (EventSource cannot send headers)', async () => {
+    const e = env();
+    const c = await e.customer();
+    const login = await e.client.call(endpoints.login, { body: { email: c.email, password: 'correct horse battery staple' } });
+    const cookie = /er_session=[^;]+/.exec(String(login.headers['set-cookie']))![0];
+    const reader = await openEventStream(`${await url()}/v1/events`, { cookie });
+    readers.push(reader);
+    assert.equal(reader.status, 200);
+    await reader.next((x) => x.event === 'ready');
+    reader.close();
+  });
+
+  it("delivers the customer's order.created and then order.paid once the worker charges it", async () => {
+    const e = env();
+    await e.product([{ sku: 'SSE-1', stock: 100, amount: 1500 }]);
+    const alice = await e.customer();
+    const s = track(await stream(await url(), alice.token));
+    const order = await e.client.ok(endpoints.placeOrder, { token: alice.token, idempotencyKey: 'sse-order-1', body: { lines: [{ sku: 'SSE-1', quantity: 2 }], payment: { method: 'card', token: 'tok_ok' } } });
+    const paid = await s.reader.next(isType('order.paid', (p) => p.data.order?.id === order.id));
+    const p = payload(paid);
+    assert.equal(paid.id, p.id, 'the SSE id is the event id');
+    assert.match(p.id, /^evt_[0-9a-z]{26}$/);
+    assert.equal(p.data.order!.status, 'paid');
+    const types = s.reader.events.filter((x) => x.event.startsWith('order.')).map((x) => x.event);
+    assert.deepEqual(types, ['order.created', 'order.paid']);
+    s.reader.close();
+  });
+
+  it('delivers messages: staff replies to the customer, customer messages to staff, and nothing to anyone else', async () => {
+    const e = env();
+    const alice = await e.customer();
+    const mallory = await e.customer();
+    const a = track(await stream(await url(), alice.token));
+    const staff = track(await stream(await url(), e.adminToken));
+    const m = track(await stream(await url(), mallory.token));
+
+    const c = await e.client.ok(endpoints.openConversation, { token: alice.token, body: { subject: 'Help', body: 'hello from alice' } });
+    const toStaff = payload(await staff.reader.next(isMessage('hello from alice')));
+    assert.equal(toStaff.data.message!.conversationId, c.id);
+    await staffPost(e, c.id, 'hello from the shop <b>&</b>');
+    const toAlice = payload(await a.reader.next(isMessage('hello from the shop <b>&</b>')));
+    assert.equal(toAlice.type, 'message.created');
+    assert.equal((toAlice.data.message as unknown as { fromStaff: boolean }).fromStaff, true);
+
+    // Mallory's own event comes after Alice's in the outbox, so by the time it arrives, Alice's
+    // would have, had it been sent to her.
+    await e.client.ok(endpoints.openConversation, { token: mallory.token, body: { subject: 'Mine', body: 'mallory marker' } });
+    await m.reader.next(isMessage('mallory marker'));
+    assert.deepEqual(m.reader.events.filter((x) => x.event === 'message.created').map((x) => payload(x).data.message!.body), ['mallory marker']);
+    for (const s of [a, staff, m]) s.reader.close();
+  });
+
+  it('a rolled-back event is never sent', async () => {
+    const e = env();
+    const alice = await e.customer();
+    const s = track(await stream(await url(), alice.token));
+    await assert.rejects(e.database.db.transaction(async (tx) => {
+      await publishEvent(tx, 'test.rolled_back', { n: 1 }, [alice.id]);
+      throw new Error('roll it back');
+    }));
+    await e.database.db.transaction((tx) => publishEvent(tx, 'test.committed', { n: 2 }, [alice.id]));
+    await s.reader.next(isType('test.committed'));
+    assert.deepEqual(s.reader.events.map((x) => x.event), ['ready', 'test.committed']);
+    s.reader.close();
+  });
+
+  it('reconnecting with Last-Event-ID replays exactly the missed events, then goes live', async () => {
+    const e = env();
+    const alice = await e.customer();
+    const bob = await e.customer();
+    const c = await e.client.ok(endpoints.openConversation, { token: alice.token, body: { subject: 'Replay', body: 'start' } });
+    const first = track(await stream(await url(), alice.token));
+    await staffPost(e, c.id, 'm1');
+    const seen = await first.reader.next(isMessage('m1'));
+    first.reader.close();
+    await first.reader.ended;
+
+    await staffPost(e, c.id, 'm2');
+    await e.client.ok(endpoints.openConversation, { token: bob.token, body: { subject: 'Not hers', body: 'bob' } });
+    const m3 = await staffPost(e, c.id, 'm3');
+    await settled(e.database.db, await eventIdOfMessage(e.database.db, m3.id));
+
+    const second = track(await stream(await url(), alice.token, { 'last-event-id': seen.id! }));
+    assert.deepEqual(second.ready, { resumed: true, replayed: 2 });
+    assert.deepEqual(second.before.map((x) => payload(x).data.message!.body), ['m2', 'm3']);
+    await staffPost(e, c.id, 'm4');
+    await second.reader.next(isMessage('m4'));
+    assert.deepEqual(second.reader.events.filter((x) => x.event === 'message.created').map((x) => payload(x).data.message!.body), ['m2', 'm3', 'm4'], 'no duplicate between replay and live');
+    const last = second.reader.lastEventId!;
+    second.reader.close();
+
+    // Nothing missed since: nothing replayed (the query parameter works as the header does).
+    const third = track(await stream(await url(), alice.token, {}));
+    third.reader.close();
+    const fourth = await openEventStream(`${await url()}/v1/events?lastEventId=${last}`, { authorization: `Bearer ${alice.token}` });
+    readers.push(fourth);
+    assert.deepEqual(JSON.parse((await fourth.next((x) => x.event === 'ready')).data), { resumed: true, replayed: 0 });
+    fourth.close();
+  });
+
+  it('says resumed: false when Last-Event-ID is unknown or older than the retention window', async () => {
+    const e = env();
+    const alice = await e.customer();
+    for (const id of ['evt_00000000000000000000000000', 'not-an-id']) {
+      const s = track(await stream(await url(), alice.token, { 'last-event-id': id }));
+      assert.deepEqual(s.ready, { resumed: false, replayed: 0 });
+      s.reader.close();
+    }
+    const old = await e.database.db.transaction((tx) => publishEvent(tx, 'test.old', {}, [alice.id]));
+    await e.database.db.query("UPDATE events SET created_at = now() - interval '25 hours' WHERE id = $1", [old.id]);
+    const s = track(await stream(await url(), alice.token, { 'last-event-id': old.id }));
+    assert.deepEqual(s.ready, { resumed: false, replayed: 0 });
+    s.reader.close();
+  });
+
+  it('a long replay waits for the reader rather than buffering it all, or dropping it', async () => {
+    const e = env();
+    const reader = await e.customer();
+    const first = await e.database.db.transaction((tx) => publishEvent(tx, 'test.start', {}, [reader.id]));
+    // 8 MB of missed events: more than the socket buffers and the 1 MiB bound together.
+    const ids = Array.from({ length: 4000 }, () => newId('evt'));
+    await e.database.db.query(
+      "INSERT INTO events (id, type, audience, data) SELECT id, 'test.bulk', ARRAY[$2], jsonb_build_object('pad', repeat('x', 2000)) FROM unnest($1::text[]) AS id",
+      [ids, reader.id],
+    );
+    await settled(e.database.db, ids[ids.length - 1]!);
+    const s = track(await stream(await url(), reader.token, { 'last-event-id': first.id }));
+    assert.deepEqual(s.ready, { resumed: true, replayed: ids.length });
+    assert.deepEqual(s.before.map((x) => x.id), ids);
+    s.reader.close();
+  });
+
+  it('sends heartbeats on an idle stream', async () => {
+    const e = env();
+    const s = track(await stream(await url(), (await e.customer()).token));
+    await waitFor('a heartbeat comment', async () => (s.reader.comments.includes('ping') ? true : undefined), 10_000);
+    s.reader.close();
+  });
+
+  it('records presence while a stream is open and forgets it on disconnect', async () => {
+    const e = env();
+    const alice = await e.customer();
+    const s = track(await stream(await url(), alice.token));
+    assert.equal(await presenceOf(e.database.db, alice.id), 1);
+    s.reader.close();
+    await waitFor('the presence row to go', async () => ((await presenceOf(e.database.db, alice.id)) === 0 ? true : undefined));
+  });
+
+  it('closing the app ends its streams instead of waiting for them', async () => {
+    const e = env();
+    const alice = await e.customer();
+    const app = await buildApp(e.config, e.database.db, quiet);
+    const address = await app.listen({ port: 0, host: '127.0.0.1' });
+    const s = await stream(address, alice.token);
+    await app.close();
+    await s.reader.ended;
+    assert.equal(await presenceOf(e.database.db, alice.id), 0);
+  });
+
+  it('drops a client that does not read instead of buffering for it', async () => {
+    const e = env();
+    const sink = new EventEmitter() as EventEmitter & StreamSink & { buffered: number; destroyed: boolean };
+    sink.buffered = 0;
+    sink.destroyed = false;
+    Object.defineProperty(sink, 'writableLength', { get: () => sink.buffered });
+    sink.write = (chunk: string) => { sink.buffered += Buffer.byteLength(chunk); return false; };
+    sink.end = () => { sink.emit('close'); };
+    sink.destroy = () => { sink.destroyed = true; sink.emit('close'); };
+    const hub = createEventHub(e.database.db, {
+      heartbeatSeconds: 60, retentionHours: 24, listen: listenerFor(e.database.db, undefined), pollIntervalMs: 50, maxBufferedBytes: 20_000,
+    });
+    const userId = `usr_slow${Date.now()}`;
+    try {
+      await hub.open(sink, { userId, keys: [userId] });
+      for (let i = 0; i < 40 && !sink.destroyed; i++) {
+        await e.database.db.transaction((tx) => publishEvent(tx, 'test.bulk', { n: i, pad: 'x'.repeat(1000) }, [userId]));
+      }
+      await waitFor('the slow stream to be dropped', async () => (sink.destroyed ? true : undefined));
+      assert.ok(sink.buffered < 20_000 + 2000, `stopped buffering at the bound (${sink.buffered} bytes)`);
+      assert.equal(hub.openStreams, 0);
+    } finally {
+      await hub.close();
+    }
+  });
+
+  it('on PostgreSQL, an event waits for older transactions, so it never overtakes one that commits later', async (t) => {
+    const e = env();
+    if (e.engine !== 'postgres') return t.skip('concurrent transactions need PostgreSQL');
+    const alice = await e.customer();
+    const s = track(await stream(await url(), alice.token));
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => { release = resolve; });
+    let started!: (id: string) => void;
+    const slowId = new Promise<string>((resolve) => { started = resolve; });
+    const slow = e.database.db.transaction(async (tx) => {
+      started((await publishEvent(tx, 'test.slow', {}, [alice.id])).id);
+      await gate;
+    });
+    try {
+      const slowEvent = await slowId;
+      const fast = await e.database.db.transaction((tx) => publishEvent(tx, 'test.fast', {}, [alice.id]));
+      assert.ok(slowEvent < fast.id, 'the slow event has the smaller id');
+      // Time for the hub to read the outbox a few times over (it polls every 250 ms here): the
+      // committed event must still wait, or the slow one would arrive after it, id order broken.
+      await new Promise((resolve) => setTimeout(resolve, 1500));
+      assert.deepEqual(s.reader.events.map((x) => x.event), ['ready'], 'nothing overtakes a transaction still running');
+    } finally {
+      release();
+      await slow;
+    }
+    await s.reader.next(isType('test.fast'));
+    assert.deepEqual(s.reader.events.map((x) => x.event), ['ready', 'test.slow', 'test.fast']);
+    s.reader.close();
+  });
+
+  it('on PostgreSQL, a message posted to one app instance reaches a stream on another', async (t) => {
+    const e = env();
+    if (e.engine !== 'postgres') return t.skip('the embedded database is one process');
+    const alice = await e.customer();
+    const db2 = openPostgres(e.database.url!, 5);
+    let app2: FastifyInstance | undefined;
+    try {
+      // A second process in all but name: its own pool, its own listening connection (the test app
+      // of instance one has DATABASE_URL too, so it listens as well).
+      app2 = await buildApp(loadConfig({ ...testEnv, DATABASE_URL: e.database.url! }), db2, quiet);
+      const base2 = await app2.listen({ port: 0, host: '127.0.0.1' });
+      const c = await e.client.ok(endpoints.openConversation, { token: alice.token, body: { subject: 'Two', body: 'hi' } });
+      const onTwo = track(await stream(base2, alice.token));
+      const staffOnOne = track(await stream(await url(), e.adminToken));
+      const [listeners] = await e.database.db.query<{ n: number }>(
+        "SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND query = 'LISTEN engine_room_events'",
+      );
+      assert.equal(listeners!.n, 2, 'each instance listens on one dedicated connection, however many streams it serves');
+
+      await staffPost(e, c.id, 'posted to instance one');
+      assert.equal(payload(await onTwo.reader.next(isMessage('posted to instance one'))).data.message!.conversationId, c.id);
+
+      const res = await app2.inject({ method: 'POST', url: `/v1/conversations/${c.id}/messages`, headers: { authorization: `Bearer ${alice.token}`, 'content-type': 'application/json' }, payload: { body: 'posted to instance two' } });
+      assert.equal(res.statusCode, 201);
+      await staffOnOne.reader.next(isMessage('posted to instance two'));
+      await onTwo.reader.next(isMessage('posted to instance two'));
+      onTwo.reader.close();
+      staffOnOne.reader.close();
+    } finally {
+      await app2?.close();
+      await db2.close();
+    }
+  });
+
+  it('cleans up: no stream outlives the suite', async () => {
+    for (const r of readers) r.close();
+    await Promise.all(readers.map((r) => r.ended));
+  });
+}, testEnv, { workers: true });
