@@ -66,6 +66,11 @@ export function openPostgres(url: string, poolSize: number, onError: (err: Error
     transaction: <T>(fn: (tx: Tx) => Promise<T>) => withRetry(async () => {
       const client = await pool.connect();
       let broken = false;
+      // Between two statements of a transaction the client is checked out and idle: an error the
+      // server sends then (it restarts, an admin ends the session) is emitted on the client, and
+      // without a listener it would crash the process. The transaction fails with it instead.
+      const onClientError = (err: Error) => { broken = true; onError(err); };
+      client.on('error', onClientError);
       try {
         await client.query('BEGIN');
         const result = await fn(wrap(client));
@@ -75,6 +80,7 @@ export function openPostgres(url: string, poolSize: number, onError: (err: Error
         try { await client.query('ROLLBACK'); } catch { broken = true; }
         throw err;
       } finally {
+        client.off('error', onClientError);
         client.release(broken);
       }
     }),
