@@ -1,0 +1,156 @@
+// The database alone: the order transaction driven by pgbench (bench/pgbench/*.sql) on a scratch
+// database migrated and seeded exactly like the server's, on the same PostgreSQL server. The bench
+// divides its HTTP orders/s by this.
+import { spawn } from 'node:child_process';
+import { readFile, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pg from 'pg';
+import { packageRoot } from '../../src/platform/paths.js';
+import { openPostgres } from '../../src/platform/db.js';
+import { migrate } from '../../src/platform/migrate.js';
+import { loadConfig } from '../../src/config.js';
+import { declareAllQueues } from '../../src/worker.js';
+import { createScratch, type Scratch } from './engine.js';
+import { analyzeSeeded, seedBySql, type SeedOptions } from './seed.js';
+
+export const pgbenchScripts = {
+  steady: 'order.sql',
+  hot: 'order-hot.sql',
+  hotStockLast: 'order-hot-stock-last.sql',
+} as const;
+
+export interface PgbenchResult {
+  script: string;
+  /** What was changed from the script, for the what-if runs. */
+  variant?: string;
+  clients: number;
+  seconds: number;
+  tps: number;
+  transactions: number;
+  failed: number;
+  latencyMs: number;
+  command: string;
+  /** CPU time per transaction, in ms: PostgreSQL's backends and pgbench itself (when measured). */
+  cpuPerTx?: { postgres: number; pgbench: number };
+}
+
+export function pgbenchPath(): string {
+  return process.env.PGBENCH ?? 'pgbench';
+}
+
+/** A migrated scratch database with the bench's shop, queues declared, statistics of the seeded tables. */
+export async function preparePgbenchDatabase(baseUrl: string, seed: SeedOptions): Promise<Scratch> {
+  const scratch = await createScratch(baseUrl, 'pgbench');
+  const db = openPostgres(scratch.url, 2);
+  try {
+    await migrate(db);
+    await declareAllQueues(db, loadConfig({ DATABASE_URL: scratch.url }));
+    await seedBySql(db, seed);
+    await analyzeSeeded(db);
+  } catch (err) {
+    await db.close();
+    await scratch.drop().catch(() => {});
+    throw err;
+  } finally {
+    await db.close().catch(() => {});
+  }
+  return scratch;
+}
+
+export async function runPgbench(o: {
+  url: string; script: keyof typeof pgbenchScripts; clients: number; seconds: number; vars: Record<string, string | number>;
+  /** Run a derived copy of the script instead (what-if), with extra environment (PGOPTIONS). */
+  variant?: { name: string; file?: string; env?: Record<string, string> };
+  onPid?: (pid: number) => void;
+}): Promise<PgbenchResult> {
+  const file = o.variant?.file ?? join(packageRoot, 'bench', 'pgbench', pgbenchScripts[o.script]);
+  const args = [
+    '-n', '-M', 'extended', '-c', String(o.clients), '-j', String(Math.min(2, o.clients)), '-T', String(o.seconds),
+    ...Object.entries(o.vars).flatMap(([k, v]) => ['-D', `${k}=${v}`]),
+    '-f', file, o.url,
+  ];
+  const child = spawn(pgbenchPath(), args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...o.variant?.env } });
+  if (child.pid) o.onPid?.(child.pid);
+  let out = '';
+  child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
+  child.stderr.on('data', (d: Buffer) => { out += d.toString(); });
+  const code = await new Promise<number | null>((resolve, reject) => {
+    child.on('error', reject);
+    child.on('exit', resolve);
+  });
+  const num = (re: RegExp) => Number(re.exec(out)?.[1] ?? NaN);
+  const tps = num(/tps = ([\d.]+) \(without initial connection time\)/);
+  if (code !== 0 || !Number.isFinite(tps)) throw new Error(`pgbench failed (exit ${code}):\n${out.slice(-3000)}`);
+  return {
+    script: `bench/pgbench/${pgbenchScripts[o.script]}`,
+    ...(o.variant ? { variant: o.variant.name } : {}),
+    clients: o.clients,
+    seconds: o.seconds,
+    tps,
+    transactions: num(/number of transactions actually processed: (\d+)/),
+    failed: num(/number of failed transactions: (\d+)/) || 0,
+    latencyMs: num(/latency average = ([\d.]+) ms/),
+    command: `pgbench ${args.slice(0, -1).map((a) => (a.includes('/') ? a.replace(packageRoot + '/', '') : a)).join(' ')} <url>`,
+  };
+}
+
+/**
+ * What the database alone would do with one thing changed, derived from order.sql: without the
+ * NOTIFY (whose commit-time lock serializes every notifying transaction, WAL flush included),
+ * without the two pg-boss job inserts as well, and unchanged but with synchronous_commit off.
+ */
+export async function whatIfVariants(): Promise<{ name: string; file?: string; env?: Record<string, string> }[]> {
+  const sql = await readFile(join(packageRoot, 'bench', 'pgbench', pgbenchScripts.steady), 'utf8');
+  const statements = sql.split(/;\n/);
+  const write = async (name: string, keep: (statement: string) => boolean) => {
+    const file = join(tmpdir(), `er-pgbench-${name}-${process.pid}.sql`);
+    await writeFile(file, statements.filter(keep).join(';\n'));
+    return file;
+  };
+  const notify = (st: string) => st.includes('pg_notify(');
+  const job = (st: string) => /^(--.*\n)*INSERT INTO pgboss\.job/m.test(st.trim());
+  return [
+    { name: 'without the pg_notify', file: await write('no-notify', (st) => !notify(st)) },
+    { name: 'without the pg_notify and the 2 job inserts', file: await write('no-notify-no-jobs', (st) => !notify(st) && !job(st)) },
+    { name: 'unchanged, synchronous_commit = off', env: { PGOPTIONS: '-c synchronous_commit=off' } },
+  ];
+}
+
+/**
+ * What the backends of one database wait on, sampled from pg_stat_activity every 100 ms while a
+ * run goes ("CPU" when active and waiting on nothing; idle backends are left out).
+ */
+export function waitEventSampler(serverUrl: string, database: string) {
+  const counts = new Map<string, number>();
+  let samples = 0;
+  let timer: NodeJS.Timeout | undefined;
+  const client = new pg.Client({ connectionString: serverUrl });
+  client.on('error', () => {});
+  const ready = client.connect().catch(() => undefined);
+  let busy = false;
+  return {
+    start(): void {
+      counts.clear();
+      samples = 0;
+      timer = setInterval(() => {
+        if (busy) return;
+        busy = true;
+        void ready.then(() => client.query<{ w: string }>(
+          `SELECT CASE WHEN wait_event IS NULL THEN 'CPU' ELSE wait_event_type || ':' || wait_event END AS w
+             FROM pg_stat_activity WHERE datname = $1 AND state <> 'idle' AND pid <> pg_backend_pid()`, [database],
+        )).then((r) => {
+          samples++;
+          for (const { w } of r?.rows ?? []) counts.set(w, (counts.get(w) ?? 0) + 1);
+        }, () => {}).finally(() => { busy = false; });
+      }, 100);
+    },
+    /** Each wait event's share of the backend samples, biggest first. */
+    stop(): { event: string; share: number; perSample: number }[] {
+      clearInterval(timer);
+      const total = [...counts.values()].reduce((a, b) => a + b, 0);
+      return [...counts].sort((a, b) => b[1] - a[1]).map(([event, n]) => ({ event, share: total ? n / total : 0, perSample: samples ? n / samples : 0 }));
+    },
+    close: () => client.end().catch(() => {}),
+  };
+}
