@@ -22,3 +22,16 @@ it('a connection ended by the server between two statements of a transaction fai
     await database.drop();
   }
 });
+
+it('a lost database connection answers 503 unavailable with Retry-After, not a bare 500', async () => {
+  const { toProblem } = await import('../src/platform/http.js');
+  const log = { warn: () => {}, error: () => {} } as never;
+  for (const err of [Object.assign(new Error('terminating connection due to administrator command'), { code: '57P01' }), new Error('Connection terminated unexpectedly'), Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' })]) {
+    const { body, headers } = toProblem(err, log);
+    assert.equal(body.status, 503);
+    assert.equal(body.code, 'unavailable');
+    assert.equal(headers['retry-after'], '1');
+    assert.doesNotMatch(JSON.stringify(body), /terminat|ECONN/);
+  }
+  assert.equal(toProblem(new Error('something else'), log).body.status, 500);
+});

@@ -66,9 +66,23 @@ export function toProblem(err: FastifyError | AppError | Error, log: FastifyRequ
   if (err instanceof SyntaxError && fe.statusCode === 400) return { body: problem('bad_request', 'The body is not valid JSON'), headers: {} };
   if (fe.statusCode === 404) return { body: problem('not_found'), headers: {} };
   if (fe.statusCode && fe.statusCode >= 400 && fe.statusCode < 500) return { body: problem('bad_request', 'The request is malformed'), headers: {} };
+  if (databaseUnavailable(err)) {
+    // The database went away (restart, failover): a fault of ours, but a passing one; say so.
+    log.warn({ err }, 'database unavailable');
+    return { body: problem('unavailable', 'The database is not reachable right now; retry shortly'), headers: { 'retry-after': '1' } };
+  }
   // A fault of ours: the client learns only that; the log gets the whole error with its stack.
   log.error({ err }, 'unhandled error');
   return { body: problem('internal', 'Something went wrong on our side; the request id identifies it in our logs'), headers: {} };
+}
+
+// Connection-level failures: the server shutting down or restarting (57P01-57P03), a connection
+// that broke or could not be made (08xxx), and the socket errors behind them.
+const unavailableCodes = new Set(['57P01', '57P02', '57P03', '08000', '08001', '08003', '08004', '08006', 'ECONNREFUSED', 'ECONNRESET', 'EPIPE']);
+
+export function databaseUnavailable(err: unknown): boolean {
+  const e = err as { code?: string; message?: string };
+  return unavailableCodes.has(e?.code ?? '') || /^Connection terminated/.test(e?.message ?? '');
 }
 
 /** Route patterns to a RegExp, for telling 405 from 404. */
