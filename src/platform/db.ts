@@ -54,6 +54,8 @@ export function openPostgres(url: string, poolSize: number, onError: (err: Error
   const pool = new pg.Pool({ connectionString: url, max: poolSize, connectionTimeoutMillis: 10_000 });
   // An idle client that loses its server emits here; without a listener the process would crash.
   pool.on('error', onError);
+  const guarded = new WeakSet<pg.PoolClient>();
+  const failed = new WeakSet<pg.PoolClient>();
   const wrap = (client: pg.PoolClient): Tx => ({
     inTransaction: true,
     query: async <T>(text: string, params?: readonly unknown[]) => (await client.query(text, params as unknown[])).rows as T[],
@@ -68,9 +70,12 @@ export function openPostgres(url: string, poolSize: number, onError: (err: Error
       let broken = false;
       // Between two statements of a transaction the client is checked out and idle: an error the
       // server sends then (it restarts, an admin ends the session) is emitted on the client, and
-      // without a listener it would crash the process. The transaction fails with it instead.
-      const onClientError = (err: Error) => { broken = true; onError(err); };
-      client.on('error', onClientError);
+      // without a listener it would crash the process. The listener stays for the client's life,
+      // because a second error (the socket closing) can follow after the transaction has ended.
+      if (!guarded.has(client)) {
+        guarded.add(client);
+        client.on('error', (err: Error) => { failed.add(client); onError(err); });
+      }
       try {
         await client.query('BEGIN');
         const result = await fn(wrap(client));
@@ -80,8 +85,7 @@ export function openPostgres(url: string, poolSize: number, onError: (err: Error
         try { await client.query('ROLLBACK'); } catch { broken = true; }
         throw err;
       } finally {
-        client.off('error', onClientError);
-        client.release(broken);
+        client.release(broken || failed.has(client));
       }
     }),
     close: () => pool.end(),
