@@ -21,6 +21,9 @@ import { cpuMeter, loadAverage, memorySampler } from './lib/proc.js';
 import { fmtInt, fmtMb, fmtMs, fmtPct, fmtSeconds, progressLine, table, type Percentiles } from './lib/stats.js';
 import { httpClient, jsonOf } from './lib/http.js';
 import { formatSummary, profilesIn, summarize } from './profile-summary.js';
+import { generateScripts } from './lib/capture.js';
+import { readFile } from 'node:fs/promises';
+import { packageRoot } from '../src/platform/paths.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 
@@ -71,6 +74,9 @@ Load:
 Output:
   --no-pgbench           skip the database-alone reference
   --pgbench-seconds S    seconds of each pgbench run (default: --seconds)
+  --write-pgbench        only write the pgbench scripts, generated from the server's statements,
+                         into bench/pgbench/ and exit (the bench always runs freshly generated ones
+                         and says when the committed copies are out of date)
   --what-if              with steady: also run pgbench on variants of the transaction (without its
                          NOTIFY; without the job inserts too; with synchronous_commit off)
   --drain-seconds S      longest wait after each scenario for the payment workers to catch up (default 120)
@@ -93,7 +99,7 @@ interface Options {
   databaseUrl: string; embedded: boolean; url: string | undefined; adminEmail: string; adminPassword: string;
   apiProcesses: number; workerProcesses: number; noWorkers: boolean; poolSize: number; env: Record<string, string>;
   skus: number; hotStock: number; timeoutMs: number;
-  pgbench: boolean; pgbenchSeconds: number; drainSeconds: number; whatIf: boolean;
+  pgbench: boolean; pgbenchSeconds: number; drainSeconds: number; whatIf: boolean; writePgbench: boolean;
   json: string | undefined; cpuProf: string | undefined; keep: boolean;
 }
 
@@ -122,6 +128,7 @@ function parseOptions(argv: string[]): Options {
       'no-pgbench': { type: 'boolean', default: false },
       'pgbench-seconds': { type: 'string' },
       'what-if': { type: 'boolean', default: false },
+      'write-pgbench': { type: 'boolean', default: false },
       'drain-seconds': { type: 'string', default: '120' },
       json: { type: 'string' },
       'cpu-prof': { type: 'string' },
@@ -169,6 +176,7 @@ function parseOptions(argv: string[]): Options {
     pgbenchSeconds: int('pgbench-seconds', values['pgbench-seconds'] ?? values.seconds, 1, 3600),
     drainSeconds: int('drain-seconds', values['drain-seconds'], 0, 3600),
     whatIf: values['what-if']!,
+    writePgbench: values['write-pgbench']!,
     json: values.json,
     cpuProf: values['cpu-prof'] ? resolve(values['cpu-prof']) : undefined,
     keep: values.keep!,
@@ -219,7 +227,34 @@ interface Setup {
   dataDir: string | undefined;
   seeded: Seeded;
   pgbenchDb: Scratch | undefined;
+  /** The pgbench scripts to run: generated from the server's own statements for this run. */
+  pgbench: { files: Record<keyof typeof pgbenchScripts, string>; steadyText: string; statements: number; drifted: string[] } | undefined;
   salt: string;
+}
+
+/** Generates the pgbench scripts from the order path as it is, and compares them with the committed ones. */
+async function pgbenchScriptsFor(o: Options, pgbenchDb: Scratch, salt: string, log: (line: string) => void): Promise<NonNullable<Setup['pgbench']>> {
+  const generated = await generateScripts(pgbenchDb.url, salt);
+  const dir = await mkdtemp(join(tmpdir(), 'er-pgbench-'));
+  cleanups.push(() => rm(dir, { recursive: true, force: true }));
+  const files = {} as Record<keyof typeof pgbenchScripts, string>;
+  const drifted: string[] = [];
+  for (const name of Object.keys(pgbenchScripts) as (keyof typeof pgbenchScripts)[]) {
+    const committed = join(packageRoot, 'bench', 'pgbench', pgbenchScripts[name]);
+    const text = generated[name];
+    if ((await readFile(committed, 'utf8').catch(() => '')) !== text) {
+      if (o.writePgbench) {
+        await writeFile(committed, text);
+        log(`wrote ${pgbenchScripts[name]} (generated from the server's statements)`);
+      } else {
+        drifted.push(pgbenchScripts[name]);
+      }
+    }
+    files[name] = join(dir, pgbenchScripts[name]);
+    await writeFile(files[name], text);
+  }
+  if (drifted.length) log(`note: bench/pgbench/${drifted.join(', ')} differ from what the server sends now; running freshly generated copies (update them with --write-pgbench)`);
+  return { files, steadyText: generated.steady, statements: generated.statements, drifted };
 }
 
 async function setUp(o: Options, log: (line: string) => void): Promise<Setup> {
@@ -232,7 +267,8 @@ async function setUp(o: Options, log: (line: string) => void): Promise<Setup> {
     const pgbenchDb = o.pgbench && process.argv.some((a) => a.startsWith('--database-url'))
       ? await preparePgbenchDatabase(o.databaseUrl, { ...seed, hotStock: 1_000_000_000 }) : undefined;
     if (pgbenchDb) cleanups.push(pgbenchDb.drop);
-    return { mode: 'url', apiUrls: [o.url], processes: [], db: undefined, scratch: undefined, dataDir: undefined, seeded, pgbenchDb, salt };
+    const pgbench = pgbenchDb ? await pgbenchScriptsFor(o, pgbenchDb, salt, log) : undefined;
+    return { mode: 'url', apiUrls: [o.url], processes: [], db: undefined, scratch: undefined, dataDir: undefined, seeded, pgbenchDb, pgbench, salt };
   }
 
   let db: Db;
@@ -262,6 +298,7 @@ async function setUp(o: Options, log: (line: string) => void): Promise<Setup> {
 
   const pgbenchDb = !o.embedded && o.pgbench ? await preparePgbenchDatabase(o.databaseUrl, { ...seed, hotStock: 1_000_000_000 }) : undefined;
   if (pgbenchDb) cleanups.push(pgbenchDb.drop);
+  const pgbench = pgbenchDb ? await pgbenchScriptsFor(o, pgbenchDb, salt, log) : undefined;
 
   const common = {
     ...dbEnv,
@@ -294,7 +331,7 @@ async function setUp(o: Options, log: (line: string) => void): Promise<Setup> {
   return {
     mode: o.embedded ? 'embedded' : 'postgres',
     apiUrls: processes.filter((p) => p.spec.role === 'api').map((p) => p.baseUrl!),
-    processes, db: o.embedded ? undefined : db, scratch, dataDir, seeded, pgbenchDb, salt,
+    processes, db: o.embedded ? undefined : db, scratch, dataDir, seeded, pgbenchDb, pgbench, salt,
   };
 }
 
@@ -360,8 +397,12 @@ async function lagOf(db: Db, from: string, to: string): Promise<Lag> {
   return { paid: Number(row!.paid), p50: Number(row!.p50), p95: Number(row!.p95), p99: Number(row!.p99), max: Number(row!.max) };
 }
 
-async function ordersBetween(db: Db, from: string, to: string): Promise<number> {
-  const [row] = await db.query<{ n: number }>('SELECT count(*)::int AS n FROM orders WHERE created_at >= $1 AND created_at <= $2', [from, to]);
+/** Orders placed under keys of one scenario (each order is the stored answer of exactly one key). */
+async function ordersUnderKeys(db: Db, keyPrefix: string): Promise<number> {
+  const [row] = await db.query<{ n: number }>(
+    `SELECT count(*)::int AS n FROM idempotency_keys WHERE key LIKE $1 AND status_code = 201`,
+    [keyPrefix.replace(/[%_\\]/g, '\\$&') + '%'],
+  );
   return Number(row!.n);
 }
 
@@ -388,6 +429,15 @@ async function main(): Promise<number> {
   const o = parseOptions(process.argv.slice(2));
   const out = (s: string) => process.stdout.write(s);
   const log = (line: string) => process.stderr.write(`${line}\n`);
+  if (o.writePgbench) {
+    const salt = randomBytes(6).toString('hex');
+    const db = await preparePgbenchDatabase(o.databaseUrl, { customers: 1, skus: o.skus, stock: 100_000_000, hotStock: 1_000_000_000, salt });
+    cleanups.push(db.drop);
+    const generated = await pgbenchScriptsFor(o, db, salt, log);
+    log(`${generated.statements} statements per order; bench/pgbench/ is current`);
+    await cleanUp();
+    return 0;
+  }
   const startedAt = new Date();
   const loadStart = loadAverage();
   const s = await setUp(o, log);
@@ -418,9 +468,9 @@ async function main(): Promise<number> {
       const report: Partial<ScenarioReport> & { scenario: Scenario; checks: ScenarioReport['checks'] } = { scenario, checks: [], pgbench: [], waits: { http: [], pgbench: {} } };
       // 1. The database alone, with the server idle.
       const runs: { script: keyof typeof pgbenchScripts; variant?: Awaited<ReturnType<typeof whatIfVariants>>[number] }[] = pgbenchFor[scenario].map((script) => ({ script }));
-      if (scenario === 'steady' && o.whatIf) runs.push(...(await whatIfVariants()).map((variant) => ({ script: 'steady' as const, variant })));
+      if (scenario === 'steady' && o.whatIf && s.pgbench) runs.push(...(await whatIfVariants(s.pgbench.steadyText)).map((variant) => ({ script: 'steady' as const, variant })));
       for (const { script, variant } of runs) {
-        if (!s.pgbenchDb) break;
+        if (!s.pgbenchDb || !s.pgbench) break;
         const cacheKey = `${script}/${variant?.name ?? ''}`;
         let cached = pgbenchCache.get(cacheKey);
         if (!cached) {
@@ -434,7 +484,8 @@ async function main(): Promise<number> {
           let result: PgbenchResult;
           try {
             result = await runPgbench({
-              url: s.pgbenchDb.url, script, clients: o.clients, seconds: o.pgbenchSeconds, vars: { nskus: o.skus, salt: s.salt }, ...(variant ? { variant } : {}),
+              url: s.pgbenchDb.url, script, file: s.pgbench.files[script], clients: o.clients, seconds: o.pgbenchSeconds,
+              vars: script === 'steady' ? { nskus: o.skus, salt: s.salt } : { salt: s.salt }, ...(variant ? { variant } : {}),
               onPid: (pid) => { pgbenchPid = pid; },
             });
           } finally {
@@ -529,7 +580,7 @@ async function main(): Promise<number> {
       if (scenario === 'retry-storm') {
         report.checks.push({ name: 'retries of one key answered one order', ok: load.idMismatches === 0, detail: `${fmtInt(load.replays)} replays, ${fmtInt(load.abandoned)} requests abandoned and resent` });
         if (s.db) {
-          const placed = await ordersBetween(s.db, load.startedAt, new Date(Date.parse(load.endedAt) + 1000).toISOString());
+          const placed = await ordersUnderKeys(s.db, `${spec.tag}-`);
           report.checks.push({ name: 'orders in the database = orders acknowledged', ok: placed === load.ackedOrders, detail: `${fmtInt(placed)} in the database, ${fmtInt(load.ackedOrders)} acknowledged` });
         }
       }
@@ -566,7 +617,7 @@ async function main(): Promise<number> {
     for (const r of reports) {
       if (!o.noWorkers) r.lag = await lagOf(lagDb, r.load.measuredFrom, r.load.measuredTo);
       if (s.mode === 'embedded' && r.scenario === 'retry-storm') {
-        const placed = await ordersBetween(lagDb, r.load.startedAt, new Date(Date.parse(r.load.endedAt) + 1000).toISOString());
+        const placed = await ordersUnderKeys(lagDb, `${tag}-retry-storm-`);
         r.checks.push({ name: 'orders in the database = orders acknowledged', ok: placed === r.load.ackedOrders, detail: `${fmtInt(placed)} in the database, ${fmtInt(r.load.ackedOrders)} acknowledged` });
         if (placed !== r.load.ackedOrders) failed = true;
       }
@@ -584,7 +635,9 @@ async function main(): Promise<number> {
   const where = s.mode === 'url' ? `the Engine Room at ${o.url}` : s.mode === 'embedded' ? 'the embedded database (PGlite), one start process with its workers'
     : `PostgreSQL ${postgresVersion}, ${o.apiProcesses} API process${o.apiProcesses > 1 ? 'es' : ''}${o.noWorkers ? ' and no job workers (WORKERS=off)' : o.workerProcesses ? ` (WORKERS=off) + ${o.workerProcesses} worker process${o.workerProcesses > 1 ? 'es' : ''}` : ' with inline workers'}, pool ${o.poolSize}`;
   out(`\nEngine Room bench: ${o.clients} clients, ${o.seconds} s per scenario (after ${o.warmup} s warm-up)${o.rate ? `, paced at ${fmtInt(o.rate)}/s` : ''}\n`);
-  out(`${where}; ${cpus().length} CPUs, load average ${loadStart} at the start\n\n`);
+  out(`${where}; ${cpus().length} CPUs, load average ${loadStart} at the start\n`);
+  if (s.pgbench) out(`pgbench reference: the ${s.pgbench.statements} statements the server sent for one order in this run (authentication lookup, BEGIN ... COMMIT)${s.pgbench.drifted.length ? `; the committed bench/pgbench/${s.pgbench.drifted.join(', ')} are out of date (--write-pgbench)` : ''}\n`);
+  out('\n');
   for (const r of reports) out(scenarioBlock(r, o) + '\n');
   out(summaryTable(reports));
   if (s.mode !== 'url') out('\n' + targetsTable(reports, o));
@@ -601,7 +654,7 @@ async function main(): Promise<number> {
       startedAt: startedAt.toISOString(), endedAt: new Date().toISOString(),
       machine: { cpus: cpus().length, node: process.version, database: postgresVersion, loadAverageAtStart: loadStart, loadAverageAtEnd: loadAverage() },
       options: { ...o, adminPassword: undefined },
-      setup: { mode: s.mode, processes: s.processes.map((p) => p.spec.label), apiUrls: s.apiUrls },
+      setup: { mode: s.mode, processes: s.processes.map((p) => p.spec.label), apiUrls: s.apiUrls, pgbenchStatements: s.pgbench?.statements, pgbenchDrifted: s.pgbench?.drifted },
       scenarios: reports, audit, profiles,
     }, null, 2) + '\n');
     log(`results written to ${o.json}`);

@@ -1,7 +1,8 @@
 // npm run chaos: Engine Room as several processes on one PostgreSQL (API processes with
 // WORKERS=off, and worker processes), under load from clients that retry with the same
 // Idempotency-Key as real clients do, while a random process is SIGKILLed every few seconds and
-// started again, and PostgreSQL itself is restarted once. Then it lets the workers drain and checks
+// started again, every database session is cut now and then (pg_terminate_backend, our database
+// only), and PostgreSQL itself is restarted once. Then it lets the workers drain and checks
 // the promises: every acknowledged order exists, no order exists that no client asked for, every
 // paid order was charged exactly once, stock is conserved and never went negative, the ledger
 // balances, the audit passes, and no process died on its own. Exit status 1 on any violation.
@@ -17,7 +18,7 @@ import { randomBytes } from 'node:crypto';
 import { openPostgres, type Db } from '../src/platform/db.js';
 import { migrate } from '../src/platform/migrate.js';
 import { stockDiscrepancies } from '../src/modules/catalog/inventory.js';
-import { createScratch, defaultDatabaseUrl, freePort, startEngineProcess, type EngineProcess, type EngineSpec, type Scratch } from './lib/engine.js';
+import { createScratch, defaultDatabaseUrl, freePort, startEngineProcess, withClient, type EngineProcess, type EngineSpec, type Scratch } from './lib/engine.js';
 import { analyzeSeeded, adminLogin, hotSku, seedAdmin, seedBySql, type Seeded } from './lib/seed.js';
 import { httpClient, jsonOf, type HttpClient, type Reply } from './lib/http.js';
 import { fmtInt, fmtSeconds, progressLine, table } from './lib/stats.js';
@@ -31,8 +32,9 @@ API processes (WORKERS=off, each on its own port) and worker processes, with sho
 Clients place and cancel orders with a mix of sandbox tokens (tok_ok, tok_flaky, tok_lost_response,
 tok_declined), retrying with the same Idempotency-Key on errors, timeouts and reset connections,
 alternating between the API processes. Meanwhile a random process is killed with SIGKILL every few
-seconds and started again, and PostgreSQL itself is restarted once (pg_ctlcluster; needs root and
-a local cluster). Then it stops the chaos, lets the workers drain, checks, and prints a table.
+seconds and started again, every session of the scratch database is ended now and then (as a
+failover would), and PostgreSQL itself is restarted once (pg_ctlcluster; needs root and a local
+cluster). Then it stops the chaos, lets the workers drain, checks, and prints a table.
 Exit status: 0 when every check holds, 1 on any violation, 2 on a usage error.
 
 Options:
@@ -43,6 +45,9 @@ Options:
   --kill-every S         mean seconds between two kills (default 3)
   --no-db-restart        do not restart PostgreSQL (for runs that share the server with others,
                          like the test suite)
+  --terminate-every S    mean seconds between two cuts of every session of the scratch database
+                         (pg_terminate_backend: lost connections, without touching the server or
+                         its other databases; default 2, 0 for none)
   --pg-cluster V/NAME    the cluster to restart (default: the local one listening on the URL's port)
   --drain-seconds S      longest wait for the workers to settle every payment and refund (default 120)
   --database-url URL     the PostgreSQL server (default DATABASE_URL, else ${defaultDatabaseUrl})
@@ -54,7 +59,7 @@ Options:
 
 interface Options {
   seconds: number; clients: number; apiProcesses: number; workerProcesses: number; killEvery: number;
-  restartDb: boolean; pgCluster: string | undefined; drainSeconds: number; databaseUrl: string;
+  restartDb: boolean; terminateEvery: number; pgCluster: string | undefined; drainSeconds: number; databaseUrl: string;
   json: string | undefined; keep: boolean; nodeArgs: string[];
 }
 
@@ -73,6 +78,7 @@ function parseOptions(argv: string[]): Options {
       'worker-processes': { type: 'string', default: '2' },
       'kill-every': { type: 'string', default: '3' },
       'no-db-restart': { type: 'boolean', default: false },
+      'terminate-every': { type: 'string', default: '2' },
       'pg-cluster': { type: 'string' },
       'drain-seconds': { type: 'string', default: '120' },
       'database-url': { type: 'string' },
@@ -98,6 +104,7 @@ function parseOptions(argv: string[]): Options {
     workerProcesses: Math.round(num('worker-processes', values['worker-processes'], 2, 16)),
     killEvery: num('kill-every', values['kill-every'], 0.5, 600),
     restartDb: !values['no-db-restart'],
+    terminateEvery: num('terminate-every', values['terminate-every'], 0, 600),
     pgCluster: values['pg-cluster'],
     drainSeconds: num('drain-seconds', values['drain-seconds'], 5, 3600),
     databaseUrl: values['database-url'] ?? process.env.DATABASE_URL ?? defaultDatabaseUrl,
@@ -516,20 +523,34 @@ async function main(): Promise<number> {
     await f.startAll();
     const apiSlots = f.slots.filter((s) => s.spec.role === 'api');
     const apis = apiSlots.map((s) => httpClient(`http://127.0.0.1:${s.spec.port}`));
-    log(`chaos: ${specs.map((s) => s.label).join(', ')} on ${scratch.name}; ${o.clients} clients for ${o.seconds} s, a SIGKILL every ~${o.killEvery} s${cluster ? `, PostgreSQL ${cluster} restarted once` : ''}`);
+    log(`chaos: ${specs.map((s) => s.label).join(', ')} on ${scratch.name}; ${o.clients} clients for ${o.seconds} s, a SIGKILL every ~${o.killEvery} s${o.terminateEvery > 0 ? `, every database session cut every ~${o.terminateEvery} s` : ''}${cluster ? `, PostgreSQL ${cluster} restarted once` : ''}`);
 
     // The load, and the killing.
     const l = load(seeded, () => apis, o.clients);
     l.start();
     const end = t0 + o.seconds * 1000;
     const kills: { label: string; atSecond: number }[] = [];
+    const terminations: { atSecond: number; sessions: number }[] = [];
     let dbRestart: { atSecond: number; seconds: number } | { atSecond: number; error: string } | undefined;
     const restartAt = t0 + o.seconds * 400;
     const progress = progressLine(process.stderr, 5000);
     const ticker = setInterval(() => {
       const acked = l.acked.size;
-      progress.update(`chaos ${((Date.now() - t0) / 1000).toFixed(0).padStart(4)} s  ${fmtInt(acked)} orders acknowledged  ${fmtInt(l.stats.requests)} requests  ${fmtInt(l.stats.retries)} retries  ${kills.length} kills${dbRestart ? '  db restarted' : ''}  ${f!.crashes.length} crashes`);
+      progress.update(`chaos ${((Date.now() - t0) / 1000).toFixed(0).padStart(4)} s  ${fmtInt(acked)} orders acknowledged  ${fmtInt(l.stats.requests)} requests  ${fmtInt(l.stats.retries)} retries  ${kills.length} kills  ${terminations.length} connection cuts${dbRestart ? '  db restarted' : ''}  ${f!.crashes.length} crashes`);
     }, 500);
+    // Every session of our database ends at once, now and then, as on a failover or an admin's
+    // pg_terminate_backend; other databases on the server are not touched.
+    const cutting = (async () => {
+      while (o.terminateEvery > 0) {
+        await sleep(o.terminateEvery * 1000 * (0.5 + Math.random()));
+        if (Date.now() >= end) return;
+        const at = (Date.now() - t0) / 1000;
+        const ended = await withClient(o.databaseUrl, (c) => c.query<{ n: number }>(
+          'SELECT count(pg_terminate_backend(pid))::int AS n FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()', [scratch.name],
+        )).then((r) => r.rows[0]!.n, () => 0);
+        terminations.push({ atSecond: at, sessions: ended });
+      }
+    })();
     while (Date.now() < end) {
       await sleep(o.killEvery * 1000 * (0.5 + Math.random()));
       if (Date.now() >= end) break;
@@ -546,6 +567,7 @@ async function main(): Promise<number> {
       kills.push({ label: slot.spec.label, atSecond: (Date.now() - t0) / 1000 });
       await f.killAndRestart(slot).catch((err: Error) => log(`chaos: could not restart ${slot.spec.label}: ${err.message}`));
     }
+    await cutting;
     clearInterval(ticker);
     progress.done();
 
@@ -593,6 +615,7 @@ async function main(): Promise<number> {
     out(table([
       ['what happened', ''],
       ['processes killed (SIGKILL) and restarted', `${kills.length} (${Object.entries(killsBy).map(([k, n]) => `${k} ${n}`).join(', ')})`],
+      ['database sessions ended (pg_terminate_backend)', o.terminateEvery === 0 ? 'no (--terminate-every 0)' : `${terminations.length} times (${terminations.reduce((n, t) => n + t.sessions, 0)} sessions)`],
       ['PostgreSQL restarted', !o.restartDb ? 'no (--no-db-restart)' : !dbRestart ? (cluster ? 'no (the run ended first)' : 'no (no local cluster)') : 'error' in dbRestart ? `FAILED at ${fmtSeconds(dbRestart.atSecond)}: ${dbRestart.error}` : `at ${fmtSeconds(dbRestart.atSecond)}, took ${fmtSeconds(dbRestart.seconds)}`],
       ...(f.stoppedFromOutside.length ? [['stopped by a signal from outside this run', f.stoppedFromOutside.map((c) => `${c.label} at ${fmtSeconds(c.atSecond)}`).join(', ')]] : []),
       ['starts that failed and were retried', `${f.startFailures.length}${f.startFailures.length ? ` (${[...new Set(f.startFailures.map((s) => s.reason))].slice(0, 2).join('; ')})` : ''}`],
@@ -613,7 +636,7 @@ async function main(): Promise<number> {
 
     if (o.json) {
       await writeFile(o.json, JSON.stringify({
-        options: o, database: scratch.name, kills, dbRestart, startFailures: f.startFailures, crashes, stoppedFromOutside: f.stoppedFromOutside,
+        options: o, database: scratch.name, kills, terminations, dbRestart, startFailures: f.startFailures, crashes, stoppedFromOutside: f.stoppedFromOutside,
         requests: l.stats.requests, retries: l.stats.retries, statuses: l.stats.statuses, resolution, drainSeconds, orders: counts, stops,
         checks: results, ok: !failed,
       }, null, 2) + '\n');

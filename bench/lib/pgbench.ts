@@ -2,7 +2,7 @@
 // database migrated and seeded exactly like the server's, on the same PostgreSQL server. The bench
 // divides its HTTP orders/s by this.
 import { spawn } from 'node:child_process';
-import { readFile, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
@@ -13,6 +13,7 @@ import { loadConfig } from '../../src/config.js';
 import { declareAllQueues } from '../../src/worker.js';
 import { createScratch, type Scratch } from './engine.js';
 import { analyzeSeeded, seedBySql, type SeedOptions } from './seed.js';
+import { withoutNotify } from './capture.js';
 
 export const pgbenchScripts = {
   steady: 'order.sql',
@@ -60,11 +61,13 @@ export async function preparePgbenchDatabase(baseUrl: string, seed: SeedOptions)
 
 export async function runPgbench(o: {
   url: string; script: keyof typeof pgbenchScripts; clients: number; seconds: number; vars: Record<string, string | number>;
-  /** Run a derived copy of the script instead (what-if), with extra environment (PGOPTIONS). */
+  /** The script file to run (default: the committed one). */
+  file?: string;
+  /** A what-if: a derived copy of the script and/or extra environment (PGOPTIONS). */
   variant?: { name: string; file?: string; env?: Record<string, string> };
   onPid?: (pid: number) => void;
 }): Promise<PgbenchResult> {
-  const file = o.variant?.file ?? join(packageRoot, 'bench', 'pgbench', pgbenchScripts[o.script]);
+  const file = o.variant?.file ?? o.file ?? join(packageRoot, 'bench', 'pgbench', pgbenchScripts[o.script]);
   const args = [
     '-n', '-M', 'extended', '-c', String(o.clients), '-j', String(Math.min(2, o.clients)), '-T', String(o.seconds),
     ...Object.entries(o.vars).flatMap(([k, v]) => ['-D', `${k}=${v}`]),
@@ -96,23 +99,21 @@ export async function runPgbench(o: {
 }
 
 /**
- * What the database alone would do with one thing changed, derived from order.sql: without the
- * NOTIFY (whose commit-time lock serializes every notifying transaction, WAL flush included),
- * without the two pg-boss job inserts as well, and unchanged but with synchronous_commit off.
+ * What the database alone would do with one thing changed, derived from the steady script: without
+ * the NOTIFY (whose commit-time lock serializes every notifying transaction, WAL flush included),
+ * without the pg-boss job inserts as well, and unchanged but with synchronous_commit off.
  */
-export async function whatIfVariants(): Promise<{ name: string; file?: string; env?: Record<string, string> }[]> {
-  const sql = await readFile(join(packageRoot, 'bench', 'pgbench', pgbenchScripts.steady), 'utf8');
-  const statements = sql.split(/;\n/);
-  const write = async (name: string, keep: (statement: string) => boolean) => {
+export async function whatIfVariants(steadyScript: string): Promise<{ name: string; file?: string; env?: Record<string, string> }[]> {
+  const lines = steadyScript.split('\n');
+  const write = async (name: string, edit: (line: string) => string | null) => {
     const file = join(tmpdir(), `er-pgbench-${name}-${process.pid}.sql`);
-    await writeFile(file, statements.filter(keep).join(';\n'));
+    await writeFile(file, lines.map((l) => (l.startsWith('--') || l.startsWith('\\') ? l : edit(l))).filter((l) => l !== null).join('\n'));
     return file;
   };
-  const notify = (st: string) => st.includes('pg_notify(');
-  const job = (st: string) => /^(--.*\n)*INSERT INTO pgboss\.job/m.test(st.trim());
+  const isJob = (l: string) => /^INSERT INTO pgboss\.job\b/.test(l.trim());
   return [
-    { name: 'without the pg_notify', file: await write('no-notify', (st) => !notify(st)) },
-    { name: 'without the pg_notify and the 2 job inserts', file: await write('no-notify-no-jobs', (st) => !notify(st) && !job(st)) },
+    { name: 'without the pg_notify', file: await write('no-notify', (l) => withoutNotify(l)) },
+    { name: 'without the pg_notify and the job inserts', file: await write('no-notify-no-jobs', (l) => (isJob(l) ? null : withoutNotify(l))) },
     { name: 'unchanged, synchronous_commit = off', env: { PGOPTIONS: '-c synchronous_commit=off' } },
   ];
 }
