@@ -17,7 +17,7 @@ import { createScratch, defaultDatabaseUrl, freePort, startEngineProcess, type E
 import { analyzeSeeded, adminLogin, seedAdmin, seedByApi, seedBySql, type SeedOptions, type Seeded } from './lib/seed.js';
 import { scenarios, type LoadResult, type RunSpec, type Scenario } from './lib/loadgen.js';
 import { preparePgbenchDatabase, runPgbench, waitEventSampler, whatIfVariants, type PgbenchResult, pgbenchScripts } from './lib/pgbench.js';
-import { cpuMeter, loadAverage, memorySampler } from './lib/proc.js';
+import { cpuMeter, loadAverage, memorySampler, schedSeconds } from './lib/proc.js';
 import { fmtInt, fmtMb, fmtMs, fmtPct, fmtSeconds, progressLine, table, type Percentiles } from './lib/stats.js';
 import { httpClient, jsonOf } from './lib/http.js';
 import { formatSummary, profilesIn, summarize } from './profile-summary.js';
@@ -205,10 +205,16 @@ interface ScenarioReport {
   shareOfDatabase: number | null;
   reference: string | null;
   lag: Lag | null;
+  /** Seconds after the load until no payment was pending (null: not within the bound, or no workers). */
   drainSeconds: number | null;
   drained: boolean;
+  /** Seconds until every queue was empty (event fan-out, e-mails), and the jobs still waiting if not. */
+  queuesDrainSeconds: number | null;
+  queueBacklog: number | null;
   peakRss: Record<string, number>;
   cpu: { wallSeconds: number; server: number | null; postgres: number | null; loadgen: number | null; machineBusy: number | null; other: number | null };
+  /** Per API process: the share of the window its JavaScript thread ran, and waited runnable for a core. */
+  mainThread: Record<string, { onCpu: number; waiting: number }>;
   /** CPU ms per order acknowledged in the window, by process group (server includes its inline workers). */
   cpuPerOrder: { server: number | null; postgres: number | null; loadgen: number | null };
   checks: { name: string; ok: boolean; detail: string }[];
@@ -370,15 +376,28 @@ async function pendingOrders(apiUrl: string, adminToken: string): Promise<number
   }
 }
 
-async function waitForDrain(s: Setup, adminToken: string, boundSeconds: number): Promise<{ seconds: number; drained: boolean }> {
+/**
+ * Waits (bounded) until no payment is pending, then until no job of any queue waits or runs (the
+ * event fan-out and e-mails come after the payment): the next scenario should not pay for this
+ * one's backlog. Answers when each happened, in seconds after the load stopped.
+ */
+async function waitForDrain(s: Setup, adminToken: string, boundSeconds: number): Promise<{ payments: number | null; queues: number | null; backlog: number | null }> {
   const started = Date.now();
+  const seconds = () => (Date.now() - started) / 1000;
+  let payments: number;
   for (;;) {
     const pending = s.db
       ? Number((await s.db.query<{ n: number }>("SELECT count(*)::int AS n FROM payments WHERE status = 'pending'"))[0]!.n)
       : await pendingOrders(s.apiUrls[0]!, adminToken);
-    const seconds = (Date.now() - started) / 1000;
-    if (pending === 0) return { seconds, drained: true };
-    if (seconds >= boundSeconds) return { seconds, drained: false };
+    if (pending === 0) { payments = seconds(); break; }
+    if (seconds() >= boundSeconds) return { payments: null, queues: null, backlog: null };
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  if (!s.db) return { payments, queues: null, backlog: null };
+  for (;;) {
+    const [row] = await s.db.query<{ n: number }>("SELECT count(*)::int AS n FROM pgboss.job WHERE state IN ('created', 'retry', 'active') AND start_after <= now()");
+    if (Number(row!.n) === 0) return { payments, queues: seconds(), backlog: 0 };
+    if (seconds() >= boundSeconds) return { payments, queues: null, backlog: Number(row!.n) };
     await new Promise((r) => setTimeout(r, 250));
   }
 }
@@ -511,6 +530,7 @@ async function main(): Promise<number> {
       let last = { t: 0, orders: 0 };
       let rate = 0;
       let measuring = false;
+      let schedStart = new Map<string, { at: number; onCpu?: number; waiting?: number }>();
       const sampler = setInterval(() => { void meter.sample(); }, 1000);
       const httpWaits = s.scratch ? waitEventSampler(o.databaseUrl, s.scratch.name) : undefined;
       const spec: RunSpec = {
@@ -526,6 +546,7 @@ async function main(): Promise<number> {
         load = await runOnLoadgen(loadgen, spec, (p) => {
           if (p.phase === 'measuring' && !measuring) {
             measuring = true;
+            schedStart = new Map(s.processes.map((proc) => [proc.spec.label, { at: Date.now(), ...schedSeconds(proc.pid) }]));
             httpWaits?.start();
             memory.reset();
             void meter.sample().then(() => meter.reset());
@@ -545,6 +566,14 @@ async function main(): Promise<number> {
       }
       await meter.sample();
       const cpu = meter.report();
+      report.mainThread = {};
+      for (const proc of s.processes) {
+        const before = schedStart.get(proc.spec.label);
+        const now = schedSeconds(proc.pid);
+        if (!before || before.onCpu === undefined || !now) continue;
+        const wall = (Date.now() - before.at) / 1000;
+        report.mainThread[proc.spec.label] = { onCpu: (now.onCpu - before.onCpu) / wall, waiting: (now.waiting - before.waiting!) / wall };
+      }
       report.peakRss = memory.peaks();
       windows.set(scenario, load);
       report.load = load;
@@ -570,11 +599,15 @@ async function main(): Promise<number> {
       if (o.noWorkers) {
         report.drainSeconds = null;
         report.drained = false;
+        report.queuesDrainSeconds = null;
+        report.queueBacklog = null;
       } else {
-        log(`${scenario}: ${fmtInt(load.orders)} orders in ${o.seconds} s; waiting for the payment workers (at most ${o.drainSeconds} s)`);
+        log(`${scenario}: ${fmtInt(load.orders)} orders in ${o.seconds} s; waiting for the workers to empty the queues (at most ${o.drainSeconds} s)`);
         const drain = await waitForDrain(s, adminToken, o.drainSeconds);
-        report.drainSeconds = drain.seconds;
-        report.drained = drain.drained;
+        report.drainSeconds = drain.payments;
+        report.drained = drain.payments !== null;
+        report.queuesDrainSeconds = drain.queues;
+        report.queueBacklog = drain.backlog;
       }
       if (load.idMismatches > 0) report.checks.push({ name: 'retries of one key answered one order', ok: false, detail: `${load.idMismatches} answers named another order` });
       if (scenario === 'retry-storm') {
@@ -695,10 +728,13 @@ function scenarioBlock(r: ScenarioReport, o: Options): string {
     for (const [op, st] of Object.entries(l.ops)) row(`  ${op}`, `${fmtInt(st.count)} requests, p50 ${fmtMs(st.latency.p50)} ms, p99 ${fmtMs(st.latency.p99)} ms`);
   }
   if (r.lag) row('queue lag', `placed -> paid p50 ${fmtSeconds(r.lag.p50 / 1000)}  p95 ${fmtSeconds(r.lag.p95 / 1000)}  p99 ${fmtSeconds(r.lag.p99 / 1000)}  max ${fmtSeconds(r.lag.max / 1000)}  (${fmtInt(r.lag.paid)} paid orders)`);
-  row('workers drained', r.drainSeconds === null ? 'n/a (no workers)' : r.drained ? `${fmtSeconds(r.drainSeconds)} after the load stopped` : `NOT within ${o.drainSeconds} s`);
+  row('workers drained', o.noWorkers ? 'n/a (no workers)' : !r.drained ? `payments NOT within ${o.drainSeconds} s`
+    : `payments ${fmtSeconds(r.drainSeconds!)} after the load stopped${r.queuesDrainSeconds !== null ? `, every queue (event fan-out, e-mail) ${fmtSeconds(r.queuesDrainSeconds)}` : r.queueBacklog !== null ? `; ${fmtInt(r.queueBacklog)} jobs still waiting after ${o.drainSeconds} s` : ''}`);
   row('peak RSS', Object.entries(r.peakRss).map(([k, v]) => `${k} ${fmtMb(v)}`).join(', ') || 'n/a');
   const c = r.cpu;
   row('CPU (1 core = 100%)', `server ${fmtPct(c.server)}, postgres backends ${fmtPct(c.postgres)}, load generator ${fmtPct(c.loadgen)}, rest of the machine ${fmtPct(c.other)} (busy ${fmtPct(c.machineBusy)} of ${cpus().length * 100}%)`);
+  const threads = Object.entries(r.mainThread ?? {});
+  if (threads.length) row('JS thread', threads.map(([label, t]) => `${label} on a CPU ${fmtPct(t.onCpu)} of the time, runnable but waiting for one ${fmtPct(t.waiting)}`).join('; '));
   const ms = (x: number | null | undefined) => (x === null || x === undefined ? 'n/a' : `${x.toFixed(2)} ms`);
   if (r.scenario !== 'mixed') row('CPU per order', `server ${ms(r.cpuPerOrder.server)}, postgres ${ms(r.cpuPerOrder.postgres)}, load generator ${ms(r.cpuPerOrder.loadgen)}${r.cpuPerOrder.server !== null && !o.noWorkers ? ' (server and postgres include the payment work done meanwhile)' : ''}`);
   for (const p of r.pgbench) if (p.cpuPerTx) row('', `pgbench ${p.script.replace('bench/pgbench/', '')}${p.variant ? ` ${p.variant}` : ''}: postgres ${ms(p.cpuPerTx.postgres)}, pgbench ${ms(p.cpuPerTx.pgbench)} per transaction`);

@@ -505,7 +505,8 @@ async function main(): Promise<number> {
   let f: ReturnType<typeof fleet> | undefined;
   try {
     await migrate(db);
-    const seeded = await seedBySql(db, { customers: o.clients, skus: 20, stock: 400, hotStock: 100, salt: randomBytes(6).toString('hex') });
+    // Enough stock that most orders find some for the whole run, and a hot SKU that sells out early.
+    const seeded = await seedBySql(db, { customers: o.clients, skus: 20, stock: Math.max(400, Math.round(12 * o.seconds)), hotStock: 100, salt: randomBytes(6).toString('hex') });
     await seedAdmin(db, admin.email, admin.password);
     await analyzeSeeded(db);
 

@@ -27,6 +27,19 @@ export function cpuSeconds(pid: number): number | undefined {
   }
 }
 
+/**
+ * Seconds the process's main thread (the JavaScript thread) has spent on a CPU, and runnable but
+ * waiting for one (Linux schedstat), so far.
+ */
+export function schedSeconds(pid: number): { onCpu: number; waiting: number } | undefined {
+  try {
+    const [run, wait] = readFileSync(`/proc/${pid}/schedstat`, 'utf8').trim().split(/\s+/).map(Number);
+    return { onCpu: run! / 1e9, waiting: wait! / 1e9 };
+  } catch {
+    return undefined;
+  }
+}
+
 /** Busy and total CPU seconds of the whole machine (all cores) since boot. */
 export function machineCpu(): { busy: number; total: number } | undefined {
   try {
