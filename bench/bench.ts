@@ -77,8 +77,8 @@ Output:
   --write-pgbench        only write the pgbench scripts, generated from the server's statements,
                          into bench/pgbench/ and exit (the bench always runs freshly generated ones
                          and says when the committed copies are out of date)
-  --what-if              with steady: also run pgbench on variants of the transaction (without its
-                         NOTIFY; without the job inserts too; with synchronous_commit off)
+  --what-if              with steady: also run pgbench on variants of the transaction (without the
+                         job inserts; with synchronous_commit off)
   --drain-seconds S      longest wait after each scenario for the payment workers to catch up (default 120)
   --json FILE            write every figure as JSON
   --cpu-prof DIR         start the server processes with node --cpu-prof, write the profiles to DIR

@@ -1,6 +1,6 @@
 import { it } from 'node:test';
 import assert from 'node:assert/strict';
-import { freshDatabase, postgresUrl } from './support/database.js';
+import { engines, freshDatabase, postgresUrl } from './support/database.js';
 
 it('a connection ended by the server between two statements of a transaction fails that transaction, not the process', { skip: postgresUrl ? false : 'needs TEST_DATABASE_URL' }, async () => {
   const database = await freshDatabase('postgres', 2);
@@ -34,4 +34,53 @@ it('a lost database connection answers 503 unavailable with Retry-After, not a b
     assert.doesNotMatch(JSON.stringify(body), /terminat|ECONN/);
   }
   assert.equal(toProblem(new Error('something else'), log).body.status, 500);
+});
+
+for (const engine of engines()) {
+  it(`[${engine}] afterCommit runs once the transaction is durable, and never after a rollback`, async () => {
+    const database = await freshDatabase(engine, 2);
+    try {
+      const db = database.db;
+      await db.exec('CREATE TABLE after_commit_probe (n int)');
+      const seen: number[] = [];
+      const visibleThen = new Promise<number>((resolve) => {
+        void db.transaction(async (tx) => {
+          await tx.query('INSERT INTO after_commit_probe (n) VALUES ($1)', [1]);
+          tx.afterCommit(async (after) => {
+            // Runs on the database, outside the transaction: the row must already be visible.
+            const [row] = await after.query<{ n: number }>('SELECT count(*)::int AS n FROM after_commit_probe WHERE n = $1', [1]);
+            resolve(row!.n);
+          });
+          seen.push(1);
+        });
+      });
+      assert.equal(await visibleThen, 1);
+      await assert.rejects(db.transaction(async (tx) => {
+        await tx.query('INSERT INTO after_commit_probe (n) VALUES ($1)', [2]);
+        tx.afterCommit(() => { seen.push(2); });
+        throw new Error('roll back');
+      }), /roll back/);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      assert.deepEqual(seen, [1], 'the callback of the rolled-back transaction did not run');
+    } finally {
+      await database.drop();
+    }
+  });
+}
+
+it('parameterised statements run as prepared statements, one per text and connection', { skip: postgresUrl ? false : 'needs TEST_DATABASE_URL' }, async () => {
+  const database = await freshDatabase('postgres', 1);
+  try {
+    const text = 'SELECT $1::int + 1 AS n';
+    for (const x of [1, 2, 3]) assert.deepEqual(await database.db.query(text, [x]), [{ n: x + 1 }]);
+    const prepared = await database.db.query<{ name: string }>('SELECT name FROM pg_prepared_statements WHERE statement = $1', [text]);
+    assert.equal(prepared.length, 1, 'the one pooled connection prepared the text once');
+    assert.match(prepared[0]!.name, /^er_/);
+    // Without parameters (scripts, DDL) nothing is prepared.
+    await database.db.query('SELECT 41 AS n');
+    const unnamed = await database.db.query('SELECT name FROM pg_prepared_statements WHERE statement = $1', ['SELECT 41 AS n']);
+    assert.deepEqual(unnamed, []);
+  } finally {
+    await database.drop();
+  }
 });

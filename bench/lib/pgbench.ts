@@ -13,7 +13,6 @@ import { loadConfig } from '../../src/config.js';
 import { declareAllQueues } from '../../src/worker.js';
 import { createScratch, type Scratch } from './engine.js';
 import { analyzeSeeded, seedBySql, type SeedOptions } from './seed.js';
-import { withoutNotify } from './capture.js';
 
 export const pgbenchScripts = {
   steady: 'order.sql',
@@ -69,7 +68,7 @@ export async function runPgbench(o: {
 }): Promise<PgbenchResult> {
   const file = o.variant?.file ?? o.file ?? join(packageRoot, 'bench', 'pgbench', pgbenchScripts[o.script]);
   const args = [
-    '-n', '-M', 'extended', '-c', String(o.clients), '-j', String(Math.min(2, o.clients)), '-T', String(o.seconds),
+    '-n', '-M', 'prepared', '-c', String(o.clients), '-j', String(Math.min(2, o.clients)), '-T', String(o.seconds),
     ...Object.entries(o.vars).flatMap(([k, v]) => ['-D', `${k}=${v}`]),
     '-f', file, o.url,
   ];
@@ -100,8 +99,7 @@ export async function runPgbench(o: {
 
 /**
  * What the database alone would do with one thing changed, derived from the steady script: without
- * the NOTIFY (whose commit-time lock serializes every notifying transaction, WAL flush included),
- * without the pg-boss job inserts as well, and unchanged but with synchronous_commit off.
+ * the pg-boss job inserts, and unchanged but with synchronous_commit off.
  */
 export async function whatIfVariants(steadyScript: string): Promise<{ name: string; file?: string; env?: Record<string, string> }[]> {
   const lines = steadyScript.split('\n');
@@ -112,8 +110,7 @@ export async function whatIfVariants(steadyScript: string): Promise<{ name: stri
   };
   const isJob = (l: string) => /^INSERT INTO pgboss\.job\b/.test(l.trim());
   return [
-    { name: 'without the pg_notify', file: await write('no-notify', (l) => withoutNotify(l)) },
-    { name: 'without the pg_notify and the job inserts', file: await write('no-notify-no-jobs', (l) => (isJob(l) ? null : withoutNotify(l))) },
+    { name: 'without the job inserts', file: await write('no-jobs', (l) => (isJob(l) ? null : l)) },
     { name: 'unchanged, synchronous_commit = off', env: { PGOPTIONS: '-c synchronous_commit=off' } },
   ];
 }

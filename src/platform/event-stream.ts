@@ -3,10 +3,10 @@
 // shares a key with the stream's keys (the user's id, and `role:<role>` groups).
 //
 // How an event reaches a browser:
-// 1. publishEvent inserts the row and calls pg_notify('engine_room_events', id) in the business
-//    transaction; PostgreSQL delivers the notification at commit, to every listening process, and
-//    never for a rollback. Each process listens on one dedicated connection (not from the pool);
-//    on PGlite, through its own listen API.
+// 1. publishEvent inserts the row in the business transaction; after the commit, the process sends
+//    NOTIFY engine_room_events (coalesced: one in flight per process, see platform/events.ts), which
+//    PostgreSQL delivers to every listening process. Each process listens on one dedicated
+//    connection (not from the pool); on PGlite, through its own listen API.
 // 2. A notification only wakes the process's hub. The hub then reads the outbox in (tx, id) order
 //    up to the horizon (see migration 0009: every event below pg_snapshot_xmin is committed for
 //    good, so nothing can later appear behind the hub's position), and hands each event to the
@@ -31,8 +31,8 @@ import pg from 'pg';
 import type { PGlite } from '@electric-sql/pglite';
 import type { Db, Queryable } from './db.js';
 import { pgliteOf } from './db.js';
+import { eventChannel } from './events.js';
 
-export const eventChannel = 'engine_room_events';
 
 /** The audience key of every staff and admin user (a module adds it to an event staff should see). */
 export const staffAudience = 'role:staff';
