@@ -19,9 +19,16 @@ function bySku(lines: StockRequest[]): StockRequest[] {
   return [...lines].sort((a, b) => (a.sku < b.sku ? -1 : a.sku > b.sku ? 1 : 0));
 }
 
-/** Row locks in SKU order, before any UPDATE whose join order PostgreSQL chooses itself. */
+/**
+ * Row locks in SKU order, before any UPDATE whose join order PostgreSQL chooses itself: a CTE for
+ * the statement that updates, joined by it. However the planner joins it, the first read of the
+ * CTE locks its rows in its ORDER BY (a later read only finds them locked already); being in the
+ * same statement saves a round trip. $1 is the SKUs.
+ */
+const lockedInSkuOrder = 'locked AS MATERIALIZED (SELECT sku FROM stock_levels WHERE sku = ANY($1::text[]) ORDER BY sku FOR UPDATE)';
+
 async function lockInSkuOrder(tx: Tx, sorted: StockRequest[]): Promise<void> {
-  await tx.query('SELECT 1 FROM stock_levels WHERE sku = ANY($1::text[]) ORDER BY sku FOR UPDATE', [sorted.map((l) => l.sku)]);
+  await tx.query(`WITH ${lockedInSkuOrder} SELECT count(*) FROM locked`, [sorted.map((l) => l.sku)]);
 }
 
 async function recordMovements(tx: Tx, kind: 'initial' | 'adjustment' | 'reservation' | 'release' | 'sale', rows: { sku: string; onHand: number; reserved: number }[], extra: { orderId?: string; reason?: string; actorId?: string }): Promise<void> {
@@ -50,6 +57,21 @@ export function outOfStock(short: { sku: string; quantity: number; available: nu
   });
 }
 
+// One statement: (lock the rows in SKU order,) reserve what fits, record the movements. A single
+// row needs no ordering, and locking it first would cost the hot SKU of a flash sale a write.
+const reserveSql = (lock: boolean) => `WITH ${lock ? `${lockedInSkuOrder},` : ''}
+  wanted AS (SELECT * FROM unnest($1::text[], $2::int[]) AS w(sku, quantity)),
+  reserved AS (
+    UPDATE stock_levels s SET reserved = s.reserved + w.quantity FROM wanted w ${lock ? 'JOIN locked l ON l.sku = w.sku' : ''}
+     WHERE s.sku = w.sku AND s.on_hand - s.reserved >= w.quantity
+    RETURNING s.sku, w.quantity),
+  moved AS (
+    INSERT INTO stock_movements (sku, kind, on_hand_delta, reserved_delta, order_id)
+    SELECT sku, 'reservation', 0, quantity, $3 FROM reserved)
+  SELECT sku FROM reserved`;
+const reserveOne = reserveSql(false);
+const reserveMany = reserveSql(true);
+
 /**
  * Reserves every line or throws out_of_stock. One conditional UPDATE reserves the lines that fit
  * and records their movements; if any line does not fit, the caller's transaction (or savepoint)
@@ -61,19 +83,7 @@ export function outOfStock(short: { sku: string; quantity: number; available: nu
  */
 export async function reserveStock(tx: Tx, orderId: string, lines: (StockRequest & { index: number })[]): Promise<void> {
   const sorted = bySku(lines);
-  if (sorted.length > 1) await lockInSkuOrder(tx, sorted);
-  const reserved = await tx.query<{ sku: string }>(
-    `WITH wanted AS (SELECT * FROM unnest($1::text[], $2::int[]) AS w(sku, quantity)),
-     reserved AS (
-       UPDATE stock_levels s SET reserved = s.reserved + w.quantity FROM wanted w
-        WHERE s.sku = w.sku AND s.on_hand - s.reserved >= w.quantity
-       RETURNING s.sku, w.quantity),
-     moved AS (
-       INSERT INTO stock_movements (sku, kind, on_hand_delta, reserved_delta, order_id)
-       SELECT sku, 'reservation', 0, quantity, $3 FROM reserved)
-     SELECT sku FROM reserved`,
-    [sorted.map((l) => l.sku), sorted.map((l) => l.quantity), orderId],
-  );
+  const reserved = await tx.query<{ sku: string }>(sorted.length > 1 ? reserveMany : reserveOne, [sorted.map((l) => l.sku), sorted.map((l) => l.quantity), orderId]);
   if (reserved.length === sorted.length) return;
   const done = new Set(reserved.map((r) => r.sku));
   const levels = new Map((await tx.query<LevelRow>('SELECT sku, on_hand, reserved FROM stock_levels WHERE sku = ANY($1::text[])', [sorted.map((l) => l.sku)])).map((r) => [r.sku, r]));
@@ -86,13 +96,17 @@ export async function reserveStock(tx: Tx, orderId: string, lines: (StockRequest
 async function settle(tx: Tx, orderId: string, lines: StockRequest[], kind: 'release' | 'sale'): Promise<void> {
   const sorted = bySku(lines);
   const onHandSign = kind === 'sale' ? -1 : 0;
-  await lockInSkuOrder(tx, sorted);
   await tx.query(
-    `UPDATE stock_levels s SET reserved = s.reserved - r.quantity, on_hand = s.on_hand + $3 * r.quantity
-       FROM unnest($1::text[], $2::int[]) AS r(sku, quantity) WHERE s.sku = r.sku`,
-    [sorted.map((l) => l.sku), sorted.map((l) => l.quantity), onHandSign],
+    `WITH ${lockedInSkuOrder},
+     settled AS (
+       UPDATE stock_levels s SET reserved = s.reserved - r.quantity, on_hand = s.on_hand + $3 * r.quantity
+         FROM unnest($1::text[], $2::int[]) AS r(sku, quantity) JOIN locked l ON l.sku = r.sku
+        WHERE s.sku = r.sku
+       RETURNING s.sku, r.quantity)
+     INSERT INTO stock_movements (sku, kind, on_hand_delta, reserved_delta, order_id)
+     SELECT sku, $4, $3 * quantity, -quantity, $5 FROM settled`,
+    [sorted.map((l) => l.sku), sorted.map((l) => l.quantity), onHandSign, kind, orderId],
   );
-  await recordMovements(tx, kind, sorted.map((l) => ({ sku: l.sku, onHand: onHandSign * l.quantity, reserved: -l.quantity })), { orderId });
 }
 
 /** Gives an order's reservation back (cancelled, or payment failed). */
