@@ -38,14 +38,14 @@ export async function countChargeAttempt(db: Queryable, id: string, provider: st
   await db.query(`UPDATE payments SET attempts = attempts + 1, provider = $2, updated_at = now() WHERE id = $1 AND status = 'pending'`, [id, provider]);
 }
 
-/** Settles a pending payment; answers false when it was settled before (a job that ran twice). */
-export async function settlePayment(tx: Tx, id: string, to: 'succeeded' | 'failed', detail: { providerRef?: string; failure?: string }): Promise<boolean> {
-  const rows = await tx.query(
+/** Settles a pending payment and answers it; undefined when it was settled before (a job that ran twice). */
+export async function settlePayment(tx: Tx, id: string, to: 'succeeded' | 'failed', detail: { providerRef?: string; failure?: string }): Promise<PaymentRow | undefined> {
+  const [row] = await tx.query<PaymentRow>(
     `UPDATE payments SET status = $2, provider_ref = coalesce($3, provider_ref), failure = $4, updated_at = now()
-      WHERE id = $1 AND status = 'pending' RETURNING id`,
+      WHERE id = $1 AND status = 'pending' RETURNING *`,
     [id, to, detail.providerRef ?? null, detail.failure ?? null],
   );
-  return rows.length > 0;
+  return row;
 }
 
 export async function markRefunded(tx: Tx, id: string): Promise<void> {

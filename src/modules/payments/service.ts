@@ -64,8 +64,8 @@ async function recordCapture(tx: Tx, orderId: string, paymentId: string, provide
   // The order first, then its payment: the same lock order as cancelling, so the two never deadlock
   // and whichever comes second sees what the first did.
   const current = await orders.lockOrder(tx, orderId);
-  if (!(await repo.settlePayment(tx, paymentId, 'succeeded', { providerRef }))) return;
-  const payment = (await repo.findPayment(tx, paymentId))!;
+  const payment = await repo.settlePayment(tx, paymentId, 'succeeded', { providerRef });
+  if (!payment) return;
   if (payment.amount > 0) await postCapture(tx, { orderId: payment.order_id, paymentId, amount: payment.amount, currency: payment.currency });
   const lines = await orders.linesOf(tx, [payment.order_id]);
   if (current?.status === 'pending_payment') {
