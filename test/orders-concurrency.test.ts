@@ -24,6 +24,15 @@ forEachEngine('orders under concurrency', (env) => {
     assert.deepEqual(await client.ok(endpoints.getStock, { token: adminToken, params: { sku: 'HOT' } }), { sku: 'HOT', onHand: 10, reserved: 10, available: 0 });
     const [orders] = await database.db.query<{ n: number }>("SELECT count(*)::int AS n FROM order_lines WHERE sku = 'HOT'");
     assert.equal(orders!.n, 10);
+    // Each answer was stored with its key, the 409s too (most of them lost the race only at the
+    // reservation, the last step, after the 201 had been written and was undone): a resend of any
+    // request answers what it answered first and changes nothing.
+    const again = await Promise.all(buyers.map((b, i) => client.call(endpoints.placeOrder, {
+      token: b.token, idempotencyKey: `hot-${i}`, body: { lines: [{ sku: 'HOT', quantity: 1 }], payment: card },
+    })));
+    assert.deepEqual(again.map((r) => [r.status, r.body]), results.map((r) => [r.status, r.body]));
+    const [after] = await database.db.query<{ n: number }>("SELECT count(*)::int AS n FROM order_lines WHERE sku = 'HOT'");
+    assert.equal(after!.n, 10);
     await assertStockExplained(database.db);
   });
 

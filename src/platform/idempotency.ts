@@ -14,7 +14,17 @@ import { principalOf } from './auth.js';
 import { idempotencyKeyPattern } from './schemas.js';
 import { sendProblem } from './http.js';
 
-export interface Outcome { status: number; body: unknown }
+export interface Outcome {
+  status: number;
+  body: unknown;
+  /**
+   * Work that must come last before the commit because it takes a contended row lock (a hot SKU's
+   * stock): it runs after the outcome is stored, so the lock is held for one statement and the
+   * commit, not also for the response's UPDATE. An AppError from it undoes the work and stores
+   * the error instead, like one from the work itself.
+   */
+  lastStep?: () => Promise<void>;
+}
 
 /** Objects with their keys sorted, so a retry whose JSON orders keys differently is the same request. */
 function canonical(value: unknown): unknown {
@@ -58,7 +68,13 @@ export async function idempotent(
   work: (tx: Tx) => Promise<Outcome>,
 ): Promise<void> {
   const key = keyOf(request, options.required);
-  if (key === undefined) return send(reply, await db.transaction(work));
+  if (key === undefined) {
+    return send(reply, await db.transaction(async (tx) => {
+      const outcome = await work(tx);
+      await outcome.lastStep?.();
+      return outcome;
+    }));
+  }
   const principal = principalOf(request);
   const path = request.url.split('?')[0] ?? request.url;
   const hash = requestHash(request.method, path, request.body);
@@ -82,19 +98,33 @@ export async function idempotent(
       return { outcome: { status: prior.status_code, body: JSON.parse(prior.response_body) } as Outcome, replayed: true };
     }
     await tx.query('SAVEPOINT idempotent_work');
+    const store = (o: Outcome) => tx.query(
+      'UPDATE idempotency_keys SET status_code = $3, response_body = $4 WHERE principal_id = $1 AND key = $2',
+      [principal.userId, key, o.status, JSON.stringify(o.body)],
+    );
+    const failed = async (err: unknown): Promise<Outcome> => {
+      if (!(err instanceof AppError)) throw err; // a fault: roll everything back, store nothing
+      // Undoes the work, and the stored success if lastStep failed after it was written.
+      await tx.query('ROLLBACK TO SAVEPOINT idempotent_work');
+      const body = problem(err.code, err.message, err.extra.errors);
+      const outcome = { status: body.status, body };
+      await store(outcome);
+      return outcome;
+    };
     let outcome: Outcome;
     try {
       outcome = await work(tx);
     } catch (err) {
-      if (!(err instanceof AppError)) throw err; // a fault: roll everything back, store nothing
-      await tx.query('ROLLBACK TO SAVEPOINT idempotent_work');
-      const body = problem(err.code, err.message, err.extra.errors);
-      outcome = { status: body.status, body };
+      return { outcome: await failed(err), replayed: false };
     }
-    await tx.query(
-      'UPDATE idempotency_keys SET status_code = $3, response_body = $4 WHERE principal_id = $1 AND key = $2',
-      [principal.userId, key, outcome.status, JSON.stringify(outcome.body)],
-    );
+    await store(outcome);
+    if (outcome.lastStep) {
+      try {
+        await outcome.lastStep();
+      } catch (err) {
+        return { outcome: await failed(err), replayed: false };
+      }
+    }
     return { outcome, replayed: false };
   });
   if (replayed) reply.header('idempotent-replayed', 'true');

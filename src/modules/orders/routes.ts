@@ -14,9 +14,10 @@ export function ordersRoutes(app: FastifyInstance, { db, onCharge }: { db: Db; o
   r.route({
     ...routeOf(s.placeOrder),
     handler: async (request, reply) => {
-      await idempotent(db, request, reply, { required: true }, async (tx) => ({
-        status: 201, body: await orders.placeOrder(tx, principalOf(request), request.body),
-      }));
+      await idempotent(db, request, reply, { required: true }, async (tx) => {
+        const placed = await orders.placeOrder(tx, principalOf(request), request.body);
+        return { status: 201, body: placed.order, lastStep: placed.reserveStock };
+      });
       if (reply.statusCode === 201) onCharge?.();
     },
   });

@@ -31,7 +31,13 @@ export function mergeLines(lines: { sku: string; quantity: number }[]): { sku: s
   return [...merged.values()];
 }
 
-export async function placeOrder(tx: Tx, principal: Principal, input: PlaceOrderInput): Promise<Order> {
+/**
+ * Creates the order, its payment request and its event, and answers it with reserveStock, the step
+ * the caller must run last in the transaction (it may throw out_of_stock, which rolls the rest
+ * back): the stock rows stay locked only from there to the commit, and that span bounds the
+ * orders per second of a hot SKU.
+ */
+export async function placeOrder(tx: Tx, principal: Principal, input: PlaceOrderInput): Promise<{ order: Order; reserveStock: () => Promise<void> }> {
   const lines = mergeLines(input.lines);
   if (lines.length > limits.linesPerOrder) {
     throw new AppError('limit_exceeded', `An order may name at most ${limits.linesPerOrder} SKUs`, { errors: [{ path: '/lines', message: `at most ${limits.linesPerOrder} distinct SKUs` }] });
@@ -63,10 +69,10 @@ export async function placeOrder(tx: Tx, principal: Principal, input: PlaceOrder
   // The charge is enqueued in this transaction: committed with the order, or not at all.
   await requestCharge(tx, created.order);
   await publishOrderEvent(tx, 'order.created', created.order, created.lines);
-  // Last: the stock rows stay locked only from here to the commit, which is what bounds the
-  // orders per second of a hot SKU. Short stock throws, and everything above rolls back with it.
-  await reserveStock(tx, orderId, lines.map((l) => ({ sku: l.sku, quantity: l.quantity, index: l.firstIndex })));
-  return orderView(created.order, created.lines);
+  return {
+    order: orderView(created.order, created.lines),
+    reserveStock: () => reserveStock(tx, orderId, lines.map((l) => ({ sku: l.sku, quantity: l.quantity, index: l.firstIndex }))),
+  };
 }
 
 /** The owner sees their order, staff see every order; anyone else gets 404, as for a missing one. */
