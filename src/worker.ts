@@ -5,7 +5,6 @@ import type { pino } from 'pino';
 import type { Config } from './config.js';
 import type { Db } from './platform/db.js';
 import { declareQueues, schedule, startQueue, work, type Queue, type QueueSpec } from './platform/queue.js';
-import { eventQueues } from './platform/events.js';
 import { purgeIdempotencyKeys } from './platform/idempotency.js';
 import { createPaymentProvider } from './modules/payments/providers/select.js';
 import { chargeQueue, refundQueue } from './modules/payments/outbox.js';
@@ -26,7 +25,6 @@ export function queueSpecs(config: Readonly<Config>): QueueSpec[] {
   // while still in flight (harmless, the key dedupes it, but wasteful).
   const paymentLease = config.paymentJobLeaseSeconds;
   return [
-    ...eventQueues,
     // About 10 retries from 1 s doubling: a processor outage of up to ~30 minutes is ridden out.
     { name: chargeQueue, retryLimit: 10, retryDelaySeconds: 1, leaseSeconds: paymentLease },
     { name: refundQueue, retryLimit: 12, retryDelaySeconds: 2, leaseSeconds: paymentLease },

@@ -1,19 +1,24 @@
 // Webhooks on both engines, through the HTTP API, the real queue and a real receiver over HTTP:
 // endpoints and their validation, signed deliveries that verify with the secret, retries that end
-// in the same event id, a fan-out that runs twice making one delivery, redirects and timeouts as
-// failures, an endpoint disabled after failing past the window, and manual redelivery.
+// in the same event id, a dispatcher that reads the same events twice making one delivery,
+// redirects and timeouts as failures, an endpoint disabled after failing past the window, and
+// manual redelivery. Then the dispatcher on its own: an endpoint gets only the events published
+// after it existed; events committed out of id order, and events read by dispatchers running at
+// once, are each fanned out exactly once; a failing dispatcher reports and carries on.
 import { describe, it, before, after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { setTimeout as delay } from 'node:timers/promises';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import { engines } from './support/database.js';
+import { engines, freshDatabase, type TestDatabase } from './support/database.js';
 import { startTestEnv, type TestEnv } from './support/app.js';
 import { startWebhookReceiver, type ReceivedRequest, type WebhookReceiver } from './support/webhook-receiver.js';
-import { eventFanoutQueue, eventQueues, publishEvent } from '../src/platform/events.js';
-import { declareQueues, enqueue, startQueue, type Queue } from '../src/platform/queue.js';
-import { deliver, deliverQueue, fanOutToWebhooks, registerWebhookWorkers, webhookQueuesFor, type WebhookOptions } from '../src/modules/webhooks/delivery.js';
+import { publishEvent, type PublishedEvent } from '../src/platform/events.js';
+import { declareQueues, startQueue, type Queue } from '../src/platform/queue.js';
+import type { Db, Queryable } from '../src/platform/db.js';
+import { deliver, deliverQueue, dispatchWebhookEvents, registerWebhookWorkers, webhookQueuesFor, type WebhookOptions } from '../src/modules/webhooks/delivery.js';
+import { createEndpoint as createEndpointRow } from '../src/modules/webhooks/service.js';
 import * as s from '../src/modules/webhooks/schemas.js';
 
 // Short timeout and backoff, so that a retry comes within seconds; the disabling window stays the
@@ -41,6 +46,20 @@ function verify(request: ReceivedRequest, secret: string): { timestamp: number }
   return { timestamp: Number(parts.t) };
 }
 
+/** Whether the dispatcher's position has passed this event. */
+async function dispatched(db: Queryable, eventId: string): Promise<boolean> {
+  const [row] = await db.query<{ passed: boolean }>(
+    'SELECT (c.tx, c.id) >= (e.tx, e.id) AS passed FROM webhook_dispatch_cursor c, events e WHERE e.id = $1', [eventId]);
+  return row?.passed ?? false;
+}
+
+/** The delivery jobs enqueued, as "endpoint event round" strings, sorted. */
+async function deliveryJobs(db: Queryable): Promise<string[]> {
+  const rows = await db.query<{ job: string }>(
+    `SELECT concat_ws(' ', data->>'endpointId', data->>'eventId', data->>'round') AS job FROM pgboss.job WHERE name = $1 ORDER BY 1`, [deliverQueue]);
+  return rows.map((r) => r.job);
+}
+
 /** A full garbage collection, on demand (what --expose-gc gives, without the flag). */
 function collectGarbage(): void {
   setFlagsFromString('--expose-gc');
@@ -56,7 +75,7 @@ for (const engine of engines()) {
     before(async () => {
       env = await startTestEnv(engine);
       const db = env.database.db;
-      await declareQueues(db, [...eventQueues, ...webhookQueuesFor(options)]);
+      await declareQueues(db, webhookQueuesFor(options));
       queue = await startQueue(db, { pollingIntervalSeconds: 0.05, maintain: false, runSchedules: false });
       registerWebhookWorkers(queue, db, options);
     });
@@ -88,17 +107,15 @@ for (const engine of engines()) {
     const attemptsOf = async (id: string, eventId?: string) =>
       (await env.client.ok(s.listDeliveryAttempts, { token: env.adminToken, params: { id }, query: { limit: 100, ...(eventId ? { eventId } : {}) } })).data;
 
-    const publish = async (type: string, data: object = { order: { id: 'ord_test' } }) => {
-      const event = await env.database.db.transaction((tx) => publishEvent(tx, type, data, []));
-      queue.wake(eventFanoutQueue);
-      return event;
-    };
+    // The commit wakes this process's dispatcher (no queue.wake needed).
+    const publish = (type: string, data: object = { order: { id: 'ord_test' } }) =>
+      env.database.db.transaction((tx) => publishEvent(tx, type, data, []));
     const jobStates = async (name: string, eventId: string, endpointId?: string) =>
       (await env.database.db.query<{ state: string }>(
         `SELECT state::text FROM pgboss.job WHERE name = $1 AND data->>'eventId' = $2 AND ($3::text IS NULL OR data->>'endpointId' = $3)`,
         [name, eventId, endpointId ?? null],
       )).map((r) => r.state);
-    const fannedOut = (eventId: string) => waitFor(`the fan-out of ${eventId}`, async () => (await jobStates(eventFanoutQueue, eventId)).includes('completed'));
+    const fannedOut = (eventId: string) => waitFor(`the dispatcher to pass ${eventId}`, () => dispatched(env.database.db, eventId));
     const deliveriesOf = async (eventId: string) =>
       env.database.db.query<{ endpoint_id: string; status: string }>('SELECT endpoint_id, status FROM webhook_deliveries WHERE event_id = $1 ORDER BY endpoint_id', [eventId]);
 
@@ -255,22 +272,22 @@ for (const engine of engines()) {
       await waitFor('the delivery job to complete', async () => (await jobStates(deliverQueue, event.id)).join() === 'completed');
     });
 
-    it('fanning the same event out twice makes one delivery and one request', async () => {
+    it('the dispatcher reading the same event again makes no second delivery and no second request', async () => {
       const r = await receiver();
       const endpoint = await createEndpoint(r.url, ['order.created']);
       const event = await publish('order.created');
       await r.waitForRequests(1);
       await fannedOut(event.id);
 
-      // The fan-out job delivered again (a retry after a lost acknowledgement, say) ...
-      const again = await env.database.db.transaction((tx) => enqueue(tx, eventFanoutQueue, { eventId: event.id }));
-      queue.wake(eventFanoutQueue);
-      await waitFor('the second fan-out', async () => {
-        const [row] = await env.database.db.query<{ state: string }>('SELECT state::text FROM pgboss.job WHERE name = $1 AND id = $2', [eventFanoutQueue, again]);
-        return row?.state === 'completed';
-      });
-      // ... and run a third time by hand.
-      assert.equal(await env.database.db.transaction((tx) => fanOutToWebhooks(tx, event.id)), 0);
+      // The position moved back before the event (as if its move had been lost) ...
+      await env.database.db.query(`UPDATE webhook_dispatch_cursor SET tx = (SELECT tx FROM events WHERE id = $1), id = ''`, [event.id]);
+      queue.wake('webhooks.dispatch');
+      await fannedOut(event.id);
+      // ... and the dispatcher run once more by hand over it.
+      await env.database.db.query(`UPDATE webhook_dispatch_cursor SET tx = (SELECT tx FROM events WHERE id = $1), id = ''`, [event.id]);
+      const again = await dispatchWebhookEvents(env.database.db, 1000);
+      assert.equal(again.deliveries, 0);
+      await fannedOut(event.id);
 
       assert.deepEqual(await deliveriesOf(event.id), [{ endpoint_id: endpoint.id, status: 'succeeded' }]);
       assert.equal((await jobStates(deliverQueue, event.id)).length, 1, 'one delivery job');
@@ -424,6 +441,197 @@ for (const engine of engines()) {
       await waitFor('both delivery jobs to complete', async () => { const st = await jobStates(deliverQueue, event.id); return st.length === 2 && st.every((x) => x === 'completed'); });
       assert.equal(r.requests.length, 2);
       assert.deepEqual((await attemptsOf(endpoint.id)).map((a) => [a.attempt, a.succeeded]), [[2, true], [1, false]]);
+    });
+
+    it('two processes\' dispatchers running at once send each event once', async () => {
+      const db = env.database.db;
+      const r = await receiver();
+      const endpoint = await createEndpoint(r.url, ['order.paid']);
+      // A second worker process, as far as the database can tell: its own queue, dispatcher and delivery workers.
+      const second = await startQueue(db, { pollingIntervalSeconds: 0.05, maintain: false, runSchedules: false });
+      registerWebhookWorkers(second, db, options);
+      try {
+        const events = await Promise.all(Array.from({ length: 20 }, (_, i) => publish('order.paid', { order: { id: `ord_${i}` } })));
+        await r.waitForRequests(events.length);
+        await waitFor('both dispatchers to pass every event', async () => (await Promise.all(events.map((e) => dispatched(db, e.id)))).every(Boolean));
+        await delay(300); // time for a duplicate to show, if there were one
+        const ids = events.map((e) => e.id).sort();
+        assert.deepEqual(r.requests.map((q) => JSON.parse(q.body).id).sort(), ids);
+        const rows = await db.query<{ event_id: string }>('SELECT event_id FROM webhook_deliveries WHERE endpoint_id = $1 ORDER BY event_id', [endpoint.id]);
+        assert.deepEqual(rows.map((d) => d.event_id), ids);
+        assert.deepEqual((await deliveryJobs(db)).filter((j) => j.startsWith(`${endpoint.id} `)), ids.map((id) => `${endpoint.id} ${id} 1`));
+      } finally {
+        await second.stop();
+      }
+    });
+  });
+
+  describe(`webhook dispatcher [${engine}]`, () => {
+    let database: TestDatabase;
+    let db: Db;
+
+    before(async () => {
+      database = await freshDatabase(engine);
+      db = database.db;
+      await declareQueues(db, webhookQueuesFor(options));
+    });
+    after(async () => { await database?.drop(); });
+    afterEach(async () => {
+      await db.query('DELETE FROM webhook_endpoints');
+      await db.query('DELETE FROM pgboss.job WHERE name = $1', [deliverQueue]);
+    });
+
+    const publish = (type: string, data: object = {}) => db.transaction((tx) => publishEvent(tx, type, data));
+    const endpoint = async (events: string[]) => (await createEndpointRow(db, { url: 'http://127.0.0.1:9/hooks', events })).id;
+    const deliveries = async () => (await db.query<{ d: string }>(`SELECT endpoint_id || ' ' || event_id AS d FROM webhook_deliveries ORDER BY 1`)).map((r) => r.d);
+    const position = async () => (await db.query<{ tx: string; id: string }>('SELECT tx::text AS tx, id FROM webhook_dispatch_cursor'))[0];
+    const positionOf = async (eventId: string) => (await db.query<{ tx: string; id: string }>('SELECT tx::text AS tx, id FROM events WHERE id = $1', [eventId]))[0];
+    // On PostgreSQL the horizon is the server's: a transaction of another test file can hold it
+    // back for a moment. These wait for it rather than assume it.
+    const settled = () => waitFor('every event to be below the horizon', async () =>
+      (await db.query<{ settled: boolean }>('SELECT NOT EXISTS (SELECT 1 FROM events WHERE tx >= pg_snapshot_xmin(pg_current_snapshot())) AS settled'))[0]!.settled);
+    /** Runs the dispatcher until its position has passed every event; answers what it read and made. */
+    const drain = async (limit = 1000) => {
+      const total = { events: 0, deliveries: 0 };
+      await waitFor('the dispatcher to pass every event', async () => {
+        const r = await dispatchWebhookEvents(db, limit);
+        total.events += r.events;
+        total.deliveries += r.deliveries;
+        if (r.events > 0) return false;
+        return (await db.query<{ done: boolean }>('SELECT NOT EXISTS (SELECT 1 FROM events e, webhook_dispatch_cursor c WHERE (e.tx, e.id) > (c.tx, c.id)) AS done'))[0]!.done;
+      });
+      return total;
+    };
+
+    it('reads every event in batches, makes one delivery and one job per enabled endpoint subscribed to a webhook type, and moves its position to the last event read', async () => {
+      await drain();
+      const paid = await endpoint(['order.paid']);
+      const all = await endpoint(['*']);
+      const off = await endpoint(['*']);
+      await db.query('UPDATE webhook_endpoints SET enabled = false, disabled_at = now() WHERE id = $1', [off]);
+      const e1 = await publish('order.paid');
+      const e2 = await publish('order.internal_note');
+      const e3 = await publish('order.created');
+      const e4 = await publish('order.paid');
+      const e5 = await publish('message.created');
+      await settled();
+
+      assert.deepEqual(await dispatchWebhookEvents(db, 2), { events: 2, deliveries: 2 });
+      assert.deepEqual(await position(), await positionOf(e2.id));
+      assert.deepEqual(await dispatchWebhookEvents(db, 2), { events: 2, deliveries: 3 });
+      assert.deepEqual(await dispatchWebhookEvents(db, 2), { events: 1, deliveries: 1 });
+      assert.deepEqual(await position(), await positionOf(e5.id));
+      assert.deepEqual(await dispatchWebhookEvents(db, 2), { events: 0, deliveries: 0 });
+
+      const expected = [[paid, e1], [all, e1], [all, e3], [paid, e4], [all, e4], [all, e5]].map(([w, e]) => `${w as string} ${(e as PublishedEvent).id}`).sort();
+      assert.deepEqual(await deliveries(), expected);
+      assert.deepEqual(await deliveryJobs(db), expected.map((d) => `${d} 1`));
+    });
+
+    it('an event published before an endpoint existed is not delivered to it, whether or not the dispatcher had read it yet', async () => {
+      await drain();
+      await publish('order.paid');
+      await drain(); // read, with no endpoint to deliver to
+      const first = await endpoint(['order.paid']);
+      const unread = await publish('order.paid'); // not read yet when the second endpoint comes
+      const second = await endpoint(['*']);
+      const later = await publish('order.paid');
+      assert.deepEqual(await drain(), { events: 2, deliveries: 3 });
+      assert.deepEqual(await deliveries(), [`${first} ${unread.id}`, `${first} ${later.id}`, `${second} ${later.id}`].sort());
+    });
+
+    it('events committed out of id order, from many transactions at once, are each fanned out once: none skipped, none twice', async () => {
+      await drain();
+      const all = await endpoint(['*']);
+      const published: PublishedEvent[] = [];
+      if (engine === 'postgres') {
+        // An event whose transaction stays open while a later one commits and the dispatcher runs.
+        let release!: () => void;
+        const gate = new Promise<void>((resolve) => { release = resolve; });
+        let opened!: (e: PublishedEvent) => void;
+        const firstPublished = new Promise<PublishedEvent>((resolve) => { opened = resolve; });
+        const first = db.transaction(async (tx) => {
+          const e = await publishEvent(tx, 'order.paid', { n: 'first' });
+          opened(e);
+          await gate;
+          return e;
+        });
+        const early = await firstPublished;
+        const later = await publish('order.paid', { n: 'later' });
+        assert.ok(early.id < later.id, 'the open transaction holds the smaller id');
+        // Committed, but behind the open transaction's horizon: not read, so not passed either.
+        assert.deepEqual(await dispatchWebhookEvents(db, 100), { events: 0, deliveries: 0 });
+        assert.deepEqual(await deliveries(), []);
+        release();
+        published.push(await first, later);
+        assert.deepEqual(await drain(), { events: 2, deliveries: 2 });
+        assert.deepEqual(await deliveries(), [`${all} ${early.id}`, `${all} ${later.id}`].sort());
+      }
+
+      // Thirty transactions at once, of one to three events each, committing in whatever order,
+      // while a dispatcher reads small batches.
+      let publishing = true;
+      const dispatching = (async () => {
+        while (publishing) {
+          await dispatchWebhookEvents(db, 3);
+          await delay(2);
+        }
+      })();
+      const batches = await Promise.all(Array.from({ length: 30 }, (_, i) => db.transaction(async (tx) => {
+        const events: PublishedEvent[] = [];
+        for (let k = 0; k <= i % 3; k++) {
+          events.push(await publishEvent(tx, 'order.paid', { i, k }));
+          await delay(Math.random() * 5);
+        }
+        return events;
+      })));
+      publishing = false;
+      await dispatching;
+      published.push(...batches.flat());
+      await drain(3);
+
+      const expected = published.map((e) => `${all} ${e.id}`).sort();
+      assert.equal(new Set(expected).size, published.length);
+      assert.deepEqual(await deliveries(), expected);
+      assert.deepEqual(await deliveryJobs(db), expected.map((d) => `${d} 1`));
+    });
+
+    it('two dispatchers running at once read each event once and make each delivery once', async () => {
+      await drain();
+      const paid = await endpoint(['order.paid']);
+      const all = await endpoint(['*']);
+      const events = await Promise.all(Array.from({ length: 40 }, (_, i) => publish(i % 4 === 0 ? 'order.created' : 'order.paid', { i })));
+      await settled();
+      const [a, b] = await Promise.all([drain(5), drain(5)]);
+      assert.equal(a.events + b.events, events.length, 'every event read by exactly one of them');
+      const expected = events.flatMap((e) => (e.type === 'order.paid' ? [paid, all] : [all]).map((w) => `${w} ${e.id}`)).sort();
+      assert.equal(a.deliveries + b.deliveries, expected.length);
+      assert.deepEqual(await deliveries(), expected);
+      assert.deepEqual(await deliveryJobs(db), expected.map((d) => `${d} 1`));
+    });
+
+    it('a dispatcher that fails reports it through onError and goes on once the database is back; stop() waits for it', async () => {
+      await drain();
+      const all = await endpoint(['*']);
+      const errors: Error[] = [];
+      const q = await startQueue(db, { pollingIntervalSeconds: 0.05, maintain: false, runSchedules: false, onError: (err) => errors.push(err) });
+      registerWebhookWorkers(q, db, options);
+      let event: PublishedEvent;
+      try {
+        await db.query('ALTER TABLE webhook_dispatch_cursor RENAME TO webhook_dispatch_cursor_away');
+        event = await publish('order.paid');
+        await waitFor('the failure to be reported', () => errors.length > 0);
+        assert.match(errors[0]!.message, /webhook_dispatch_cursor/);
+        await db.query('ALTER TABLE webhook_dispatch_cursor_away RENAME TO webhook_dispatch_cursor');
+        await waitFor('the delivery once the table is back', async () => (await deliveries()).includes(`${all} ${event.id}`));
+      } finally {
+        await db.query('ALTER TABLE IF EXISTS webhook_dispatch_cursor_away RENAME TO webhook_dispatch_cursor');
+        await q.stop();
+      }
+      // Stopped: a new event is left for the next dispatcher.
+      const after = await publish('order.paid');
+      await delay(200);
+      assert.ok(!(await deliveries()).includes(`${all} ${after.id}`));
     });
   });
 }

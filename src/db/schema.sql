@@ -484,6 +484,18 @@ CREATE TABLE public.webhook_delivery_attempts (
 );
 
 --
+-- Name: webhook_dispatch_cursor; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.webhook_dispatch_cursor (
+    singleton boolean DEFAULT true NOT NULL,
+    tx xid8 NOT NULL,
+    id text NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT webhook_dispatch_cursor_singleton_check CHECK (singleton)
+);
+
+--
 -- Name: webhook_endpoints; Type: TABLE; Schema: public; Owner: -
 --
 
@@ -747,6 +759,13 @@ ALTER TABLE ONLY public.webhook_deliveries
 
 ALTER TABLE ONLY public.webhook_delivery_attempts
     ADD CONSTRAINT webhook_delivery_attempts_pkey PRIMARY KEY (id);
+
+--
+-- Name: webhook_dispatch_cursor webhook_dispatch_cursor_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.webhook_dispatch_cursor
+    ADD CONSTRAINT webhook_dispatch_cursor_pkey PRIMARY KEY (singleton);
 
 --
 -- Name: webhook_endpoints webhook_endpoints_pkey; Type: CONSTRAINT; Schema: public; Owner: -

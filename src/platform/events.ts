@@ -1,15 +1,9 @@
-// Publishing an event: one row in the events outbox and one job to fan it out, both in the
-// caller's transaction. Who listens (webhooks, the live stream) is wired at start-up; this file
-// knows no event types.
+// Publishing an event: one row in the events outbox, in the caller's transaction, and nothing
+// else in it. Readers of the outbox (the webhook dispatcher, the live stream) read the rows on
+// their own, in (tx, id) order up to the horizon (migration 0009); they are wired at start-up, and
+// this file knows no event types.
 import type { Queryable, Tx } from './db.js';
 import { newId } from './ids.js';
-import { enqueue, type QueueSpec } from './queue.js';
-
-export const eventFanoutQueue = 'events.fanout';
-
-export const eventQueues: QueueSpec[] = [
-  { name: eventFanoutQueue, retryLimit: 20, retryDelaySeconds: 1, leaseSeconds: 60 },
-];
 
 export interface PublishedEvent { id: string; type: string; createdAt: string; data: unknown }
 
@@ -19,14 +13,46 @@ export async function publishEvent(tx: Tx, type: string, data: object, audience:
     'INSERT INTO events (id, type, audience, data) VALUES ($1, $2, $3, $4) RETURNING created_at',
     [id, type, audience, JSON.stringify(data)],
   );
-  await enqueue(tx, eventFanoutQueue, { eventId: id });
   tx.afterCommit(announceNewEvents);
+  tx.afterCommit(wakeLocalReaders);
   return { id, type, createdAt: row!.created_at.toISOString(), data };
+}
+
+/** publishEvent for several events at once (a batch of placed orders): one statement. */
+export async function publishEvents(tx: Tx, events: { type: string; data: object; audience: string[] }[]): Promise<PublishedEvent[]> {
+  if (events.length === 0) return [];
+  const ids = events.map(() => newId('evt'));
+  // Arrays of arrays do not travel as parameters: each audience goes as a JSON text.
+  const rows = await tx.query<{ id: string; created_at: Date }>(
+    `INSERT INTO events (id, type, audience, data)
+     SELECT id, type, ARRAY(SELECT jsonb_array_elements_text(audience)), data
+       FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::jsonb[]) AS e(id, type, audience, data)
+     RETURNING id, created_at`,
+    [ids, events.map((e) => e.type), events.map((e) => JSON.stringify(e.audience)), events.map((e) => JSON.stringify(e.data))],
+  );
+  tx.afterCommit(announceNewEvents);
+  tx.afterCommit(wakeLocalReaders);
+  const createdAt = new Map(rows.map((r) => [r.id, r.created_at]));
+  return events.map((e, i) => ({ id: ids[i]!, type: e.type, createdAt: createdAt.get(ids[i]!)!.toISOString(), data: e.data }));
 }
 
 export async function findEvent(db: Tx | { query: Tx['query'] }, id: string): Promise<PublishedEvent | undefined> {
   const [row] = await db.query<{ id: string; type: string; data: unknown; created_at: Date }>('SELECT id, type, data, created_at FROM events WHERE id = $1', [id]);
   return row && { id: row.id, type: row.type, createdAt: row.created_at.toISOString(), data: row.data };
+}
+
+// Readers of the outbox in this process (the webhook dispatcher) hear of a local commit at once,
+// without waiting for their next poll. A listener must be cheap and must not throw.
+const localReaders = new Set<() => void>();
+
+/** Calls fn after every commit of this process that published an event; answers the function that stops it. */
+export function onLocalPublish(fn: () => void): () => void {
+  localReaders.add(fn);
+  return () => { localReaders.delete(fn); };
+}
+
+function wakeLocalReaders(): void {
+  for (const fn of localReaders) fn();
 }
 
 // Live streams in every process learn of new events by a NOTIFY on this channel (the payload is

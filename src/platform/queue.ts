@@ -174,6 +174,24 @@ export async function enqueue(tx: Tx, name: string, data: object, options: Enque
   return null;
 }
 
+/** Queues seen declared by this process: enqueueMany checks each name once. */
+const declaredQueues = new Set<string>();
+
+/**
+ * Inserts one job per item into queue `name`, in one statement in the caller's transaction (as
+ * enqueue does for one; dedupeKey as there). pg-boss's batch insert answers nothing, and skips
+ * jobs of a queue that does not exist, so the queue is checked (once per process and name).
+ */
+export async function enqueueMany(tx: Tx, name: string, jobs: readonly { data: object; dedupeKey?: string }[]): Promise<void> {
+  if (jobs.length === 0) return;
+  if (!declaredQueues.has(name)) {
+    const [queue] = await tx.query(`SELECT 1 FROM ${schema}.queue WHERE name = $1`, [name]);
+    if (!queue) throw new Error(`queue "${name}" is not declared (declareQueues at start)`);
+    declaredQueues.add(name);
+  }
+  await senderBoss().insert(jobs.map((j) => ({ name, data: j.data, ...(j.dedupeKey !== undefined ? { id: dedupeId(name, j.dedupeKey) } : {}) })), { db: executorIn(tx) });
+}
+
 // ---------------------------------------------------------------------------------------------
 // Workers
 
@@ -353,10 +371,10 @@ async function workLoop(state: QueueState, name: string, handler: Handler<unknow
   }
 }
 
-function sleep(state: QueueState, name: string): Promise<void> {
+function sleep(state: QueueState, name: string, ms = state.pollingMs): Promise<void> {
   return new Promise((resolve) => {
     const sleeper = { name, wake: () => { clearTimeout(timer); state.sleepers.delete(sleeper); resolve(); } };
-    const timer = setTimeout(sleeper.wake, state.pollingMs);
+    const timer = setTimeout(sleeper.wake, ms);
     state.sleepers.add(sleeper);
   });
 }
@@ -398,6 +416,127 @@ async function runJob(state: QueueState, name: string, handler: Handler<unknown>
 function errorOutput(err: unknown): object {
   if (err instanceof Error) return { name: err.name, message: err.message, stack: err.stack };
   return { message: String(err) };
+}
+
+/**
+ * Handles a batch of jobs of one queue; answers the error of each job whose attempt failed (by job
+ * id); the others are completed. Throwing fails them all. Must be idempotent, as a Handler.
+ */
+export type BatchHandler<T> = (jobs: Job<T>[]) => Promise<Map<string, Error>>;
+
+/**
+ * Registers handler for the jobs of queue `name`, given to it up to batchSize at a time (whatever
+ * is waiting when a batch starts; one job when the queue is quiet), with up to `concurrency`
+ * batches at once. For work whose cost is mostly per batch (one transaction to record them all).
+ */
+export function workInBatches<T = unknown>(queue: Queue, name: string, handler: BatchHandler<T>, options: { batchSize: number; concurrency?: number }): void {
+  const state = states.get(queue);
+  if (!state) throw new Error('workInBatches() needs a queue from startQueue()');
+  if (state.stopping) throw new Error('the queue is stopping');
+  const loop = batchLoop(state, name, handler as BatchHandler<unknown>, Math.max(1, options.batchSize), Math.max(1, options.concurrency ?? 1))
+    .catch((err: Error) => state.onError(err));
+  state.loops.add(loop);
+  void loop.finally(() => state.loops.delete(loop));
+}
+
+async function batchLoop(state: QueueState, name: string, handler: BatchHandler<unknown>, batchSize: number, concurrency: number): Promise<void> {
+  const mine = new Set<Promise<void>>();
+  while (!state.stopping) {
+    if (mine.size >= concurrency) {
+      await Promise.race([...mine, state.stopRequested]);
+      continue;
+    }
+    let jobs: PgBoss.JobWithMetadata<unknown>[] = [];
+    try {
+      jobs = await state.boss.fetch<unknown>(name, { batchSize, includeMetadata: true });
+    } catch (err) {
+      state.onError(err as Error);
+    }
+    if (jobs.length === 0) {
+      await sleep(state, name);
+      continue;
+    }
+    const done = runBatch(state, name, handler, jobs);
+    mine.add(done);
+    void done.finally(() => mine.delete(done));
+  }
+}
+
+async function runBatch(state: QueueState, name: string, handler: BatchHandler<unknown>, jobs: PgBoss.JobWithMetadata<unknown>[]): Promise<void> {
+  // One lease for the batch: the shortest of its jobs'.
+  const controller = new AbortController();
+  const leaseMs = Math.min(...jobs.map((job) => Number(job.expireInSeconds) * 1000));
+  let resolveDone!: () => void;
+  const done = new Promise<void>((r) => { resolveDone = r; });
+  const entries: Running[] = jobs.map((job) => ({ name, id: job.id, controller, abandoned: false, done }));
+  for (const entry of entries) state.running.add(entry);
+  let failures: Map<string, unknown>;
+  const lease = setTimeout(() => controller.abort(new Error(`the batch ran longer than its lease of ${leaseMs / 1000}s`)), leaseMs);
+  try {
+    const aborted = new Promise<never>((_, reject) => controller.signal.addEventListener('abort', () => reject(controller.signal.reason), { once: true }));
+    aborted.catch(() => {});
+    failures = await Promise.race([
+      handler(jobs.map((job) => ({ id: job.id, name, data: job.data, attempt: job.retryCount + 1, signal: controller.signal }))),
+      aborted,
+    ]);
+  } catch (err) {
+    failures = new Map(jobs.map((job) => [job.id, err]));
+  } finally {
+    clearTimeout(lease);
+  }
+  try {
+    // stop() has already failed abandoned jobs; a late outcome must not touch them again.
+    const live = entries.filter((e) => !e.abandoned);
+    const completed = live.filter((e) => !failures.has(e.id)).map((e) => e.id);
+    // If this fails (database gone), the jobs stay active and are retried once their lease runs out.
+    if (completed.length > 0) await state.boss.complete(name, completed);
+    for (const e of live) if (failures.has(e.id)) await state.boss.fail(name, e.id, errorOutput(failures.get(e.id)));
+  } catch (err) {
+    state.onError(err as Error);
+  } finally {
+    for (const entry of entries) state.running.delete(entry);
+    resolveDone();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Loops that are not jobs
+
+const longestErrorPauseMs = 30_000;
+
+/**
+ * Runs step over and over in this process until the queue stops, for work that is not a job (a
+ * reader of an outbox, say): at once again while it answers true (there is more to do), otherwise
+ * after the polling interval, or sooner on queue.wake(name). A step that throws is reported to
+ * onError, and the loop goes on after a pause that doubles from the polling interval up to 30 s
+ * while it keeps failing. stop() waits for the step in progress. Answers a promise that settles
+ * when the loop has ended.
+ */
+export function poll(queue: Queue, name: string, step: () => Promise<boolean>): Promise<void> {
+  const state = states.get(queue);
+  if (!state) throw new Error('poll() needs a queue from startQueue()');
+  if (state.stopping) throw new Error('the queue is stopping');
+  const loop = (async () => {
+    let pauseMs = state.pollingMs;
+    while (!state.stopping) {
+      let more: boolean;
+      try {
+        more = await step();
+        pauseMs = state.pollingMs;
+      } catch (err) {
+        state.onError(err as Error);
+        if (state.stopping) break;
+        await sleep(state, name, pauseMs);
+        pauseMs = Math.min(longestErrorPauseMs, pauseMs * 2);
+        continue;
+      }
+      // stop() wakes sleepers once: a loop that would start sleeping after that must not.
+      if (!more && !state.stopping) await sleep(state, name);
+    }
+  })();
+  state.loops.add(loop);
+  void loop.finally(() => state.loops.delete(loop));
+  return loop;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,9 +1,15 @@
-// Sending webhooks, through the durable queue in two steps:
+// Sending webhooks in two steps:
 //
-// 1. 'events.fanout' (one job per published event, see platform/events.ts): one delivery row per
-//    enabled endpoint subscribed to the event's type, and one 'webhooks.deliver' job per row, in one
-//    transaction. The row's unique key (endpoint, event) makes a second run of the same fan-out
-//    create nothing, so the job is idempotent.
+// 1. The dispatcher (dispatchWebhookEvents, run in a loop by every worker process) reads the events
+//    outbox itself, in batches, from a durable position (the one row of webhook_dispatch_cursor):
+//    in (tx, id) order and only up to the horizon, pg_snapshot_xmin, below which every event is
+//    committed or gone for good (migration 0009), so no event can appear behind the position later
+//    and none is skipped. In one transaction it makes one delivery row per event of a webhook type
+//    and enabled endpoint subscribed to it, one 'webhooks.deliver' job per row, and moves the
+//    position past the batch. The row's unique key (endpoint, event) makes a second read of the
+//    same events create nothing; dispatchers in several processes take turns on the position's
+//    lock. Publishing an event costs the business transaction one row and no job, and when no
+//    endpoint exists the dispatcher only moves its position, once per batch.
 // 2. 'webhooks.deliver': one signed POST. Each attempt is written to the delivery log; a failure
 //    throws, and the queue retries it with exponential backoff. A delivery that has succeeded is not
 //    sent again by a duplicate of its job (at least once, not "as often as the queue likes").
@@ -24,12 +30,13 @@
 // Requests never follow redirects (a 3xx is a failure: the URL registered is the only place an
 // event goes), have a timeout, and are made outside any database transaction.
 import { createHmac } from 'node:crypto';
-import type { Db, Tx } from '../../platform/db.js';
+import type { Db } from '../../platform/db.js';
 import { newId } from '../../platform/ids.js';
-import { eventFanoutQueue, findEvent } from '../../platform/events.js';
-import { enqueue, work, type Job, type Queue, type QueueSpec } from '../../platform/queue.js';
+import { onLocalPublish } from '../../platform/events.js';
+import { enqueueMany, poll, work, type Job, type Queue, type QueueSpec } from '../../platform/queue.js';
 import * as repo from './repo.js';
-import { deliverQueue, isWebhookEventType, type DeliverJob } from './service.js';
+import { deliverQueue, type DeliverJob } from './service.js';
+import { webhookEventTypes } from './schemas.js';
 
 export { deliverQueue };
 
@@ -69,15 +76,36 @@ export function webhookQueuesFor(options: WebhookOptions = {}): QueueSpec[] {
 export const webhookQueues: QueueSpec[] = webhookQueuesFor();
 
 // ---------------------------------------------------------------------------------------------
-// Fan-out
+// Dispatch
 
-/** Makes the deliveries of one event and enqueues their jobs, in the caller's transaction. Answers how many. */
-export async function fanOutToWebhooks(tx: Tx, eventId: string): Promise<number> {
-  const event = await findEvent(tx, eventId);
-  if (!event || !isWebhookEventType(event.type)) return 0;
-  const made = await repo.insertDeliveriesFor(tx, event);
-  for (const d of made) await enqueue(tx, deliverQueue, { endpointId: d.endpoint_id, eventId, round: d.round } satisfies DeliverJob);
-  return made.length;
+/** Events one dispatcher transaction reads at most. */
+export const dispatchBatchSize = 200;
+
+export interface Dispatched {
+  /** Events read and passed, of every type. */
+  events: number;
+  /** Deliveries made (each with its job). */
+  deliveries: number;
+}
+
+/**
+ * Reads up to `limit` events after the dispatcher's position and below the horizon, makes their
+ * deliveries and jobs, and moves the position past them, in one transaction. When another
+ * dispatcher holds the position it answers { events: 0, deliveries: 0 } at once rather than
+ * waiting: that one is doing the work.
+ */
+export async function dispatchWebhookEvents(db: Db, limit: number = dispatchBatchSize): Promise<Dispatched> {
+  // Idle most of the time: a read without a lock or a transaction id says whether to go on.
+  if (!(await repo.dispatchPending(db))) return { events: 0, deliveries: 0 };
+  return db.transaction(async (tx) => {
+    const from = await repo.lockDispatchPosition(tx);
+    if (!from) return { events: 0, deliveries: 0 };
+    const batch = await repo.readAndMakeDeliveries(tx, from, limit, webhookEventTypes);
+    if (batch.events === 0) return { events: 0, deliveries: 0 };
+    await enqueueMany(tx, deliverQueue, (batch.made satisfies DeliverJob[]).map((data) => ({ data })));
+    await repo.moveDispatchPosition(tx, { tx: batch.last_tx!, id: batch.last_id! });
+    return { events: batch.events, deliveries: batch.made.length };
+  });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -210,15 +238,42 @@ export async function deliver(db: Db, job: Job<DeliverJob>, options: WebhookOpti
   if (retry) throw new Error(`webhook delivery of ${eventId} to ${endpointId} failed (attempt ${job.attempt}): ${outcome.error ?? `HTTP ${outcome.statusCode}`}`);
 }
 
+// The loop's name, for queue.wake(); it is not a pg-boss queue.
+const dispatchLoop = 'webhooks.dispatch';
+// A local publish wakes the dispatcher at most this often: under load it then reads one batch per
+// pause rather than running once per order.
+const wakeGapMs = 50;
+
 /**
- * Works the fan-out of published events and the deliveries in this process. The queues
- * (eventQueues and webhookQueuesFor(options)) must be declared.
+ * Runs the dispatcher and works the deliveries in this process. The deliveries' queue
+ * (webhookQueuesFor(options)) must be declared. The dispatcher runs again at once while it reads
+ * full batches, otherwise after the queue's polling interval, or sooner when this process has
+ * published an event; its errors (database down) go to the queue's onError, and it stops with the
+ * queue.
  */
 export function registerWebhookWorkers(queue: Queue, db: Db, options: WebhookOptions = {}): void {
   const o = resolved(options);
-  work<{ eventId: string }>(queue, eventFanoutQueue, async (job) => {
-    const made = await db.transaction((tx) => fanOutToWebhooks(tx, job.data.eventId));
-    if (made > 0) queue.wake(deliverQueue);
+  let lastWake = 0;
+  let pending: NodeJS.Timeout | undefined;
+  const wake = () => {
+    pending = undefined;
+    lastWake = Date.now();
+    queue.wake(dispatchLoop);
+  };
+  const stopListening = onLocalPublish(() => {
+    if (pending) return;
+    const wait = lastWake + wakeGapMs - Date.now();
+    if (wait <= 0) return wake();
+    pending = setTimeout(wake, wait);
+    pending.unref();
+  });
+  void poll(queue, dispatchLoop, async () => {
+    const { events, deliveries } = await dispatchWebhookEvents(db, dispatchBatchSize);
+    if (deliveries > 0) queue.wake(deliverQueue);
+    return events === dispatchBatchSize;
+  }).finally(() => {
+    stopListening();
+    clearTimeout(pending);
   });
   work<DeliverJob>(queue, deliverQueue, (job) => deliver(db, job, o), { concurrency: o.concurrency });
 }

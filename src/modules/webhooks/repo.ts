@@ -69,21 +69,79 @@ export function listAttempts(db: Queryable, endpointId: string, opts: { eventId:
 }
 
 // ---------------------------------------------------------------------------------------------
-// Fan-out and delivery
+// Dispatch (the outbox reader) and delivery
+
+export interface DispatchPosition { tx: string; id: string }
+
+/** Another dispatcher holds the position: undefined (it is working; no need to wait for it). */
+export async function lockDispatchPosition(tx: Tx): Promise<DispatchPosition | undefined> {
+  const [row] = await tx.query<DispatchPosition>('SELECT tx::text AS tx, id FROM webhook_dispatch_cursor FOR UPDATE SKIP LOCKED');
+  return row;
+}
 
 /**
- * One delivery per enabled endpoint subscribed to the type, unless it exists already (a second
- * fan-out of the same event makes none). Answers the deliveries made.
+ * Whether an event waits for the dispatcher: one after its position and below the horizon (see
+ * readAndMakeDeliveries). Takes no lock and no transaction id, so an idle poll writes nothing.
  */
-export function insertDeliveriesFor(tx: Tx, event: { id: string; type: string }): Promise<{ endpoint_id: string; round: number }[]> {
-  return tx.query<{ endpoint_id: string; round: number }>(
-    `INSERT INTO webhook_deliveries (endpoint_id, event_id)
-     SELECT id, $1 FROM webhook_endpoints WHERE enabled AND (events @> ARRAY[$2::text] OR events @> ARRAY['*'])
-     ORDER BY id
-     ON CONFLICT (endpoint_id, event_id) DO NOTHING
-     RETURNING endpoint_id, round`,
-    [event.id, event.type],
+export async function dispatchPending(db: Queryable): Promise<boolean> {
+  const [row] = await db.query<{ pending: boolean }>(
+    `SELECT EXISTS (
+       SELECT 1 FROM webhook_dispatch_cursor c, LATERAL (
+         SELECT 1 FROM events e
+          WHERE (e.tx, e.id) > (c.tx, c.id) AND e.tx < pg_snapshot_xmin(pg_current_snapshot())
+          ORDER BY e.tx, e.id LIMIT 1
+       ) next
+     ) AS pending`,
   );
+  return row?.pending ?? false;
+}
+
+export interface DispatchedBatch {
+  /** Events read (every type), and the position of the last one (null when none). */
+  events: number; last_tx: string | null; last_id: string | null;
+  /** The deliveries made, in event order. */
+  made: { endpointId: string; eventId: string; round: number }[];
+}
+
+/**
+ * Reads up to `limit` events after the position, in (tx, id) order and only below the horizon
+ * (pg_snapshot_xmin: every event of an older transaction is committed or gone for good, so none
+ * can appear behind the position later; migration 0009), and makes one delivery per event of a
+ * webhook type and enabled endpoint subscribed to it (by name, or '*'), unless it exists already:
+ * the unique key (endpoint, event) makes a second read of the same event make nothing, and a
+ * manual redelivery made first keeps its round. An endpoint gets only the events published after
+ * it was created (by their created_at), however late the dispatcher reads them.
+ */
+export async function readAndMakeDeliveries(tx: Tx, from: DispatchPosition, limit: number, types: readonly string[]): Promise<DispatchedBatch> {
+  const [row] = await tx.query<DispatchedBatch>(
+    `WITH batch AS (
+       SELECT tx, id, type, created_at FROM events
+        WHERE (tx, id) > ($1::xid8, $2::text) AND tx < pg_snapshot_xmin(pg_current_snapshot())
+        ORDER BY tx, id LIMIT $3
+     ), made AS (
+       INSERT INTO webhook_deliveries (endpoint_id, event_id)
+       SELECT w.id, b.id FROM batch b
+         JOIN webhook_endpoints w ON w.enabled AND (w.events @> ARRAY[b.type] OR w.events @> ARRAY['*']) AND w.created_at <= b.created_at
+        WHERE b.type = ANY($4::text[])
+        ORDER BY b.tx, b.id, w.id
+       ON CONFLICT (endpoint_id, event_id) DO NOTHING
+       RETURNING endpoint_id, event_id, round
+     ), last AS (
+       SELECT tx, id FROM batch ORDER BY tx DESC, id DESC LIMIT 1
+     )
+     SELECT (SELECT count(*)::int FROM batch) AS events,
+            (SELECT tx::text FROM last) AS last_tx,
+            (SELECT id FROM last) AS last_id,
+            COALESCE((SELECT json_agg(json_build_object('endpointId', m.endpoint_id, 'eventId', m.event_id, 'round', m.round)
+                                      ORDER BY e.tx, e.id, m.endpoint_id)
+                        FROM made m JOIN batch e ON e.id = m.event_id), '[]'::json) AS made`,
+    [from.tx, from.id, limit, types],
+  );
+  return row!;
+}
+
+export async function moveDispatchPosition(tx: Tx, to: DispatchPosition): Promise<void> {
+  await tx.query('UPDATE webhook_dispatch_cursor SET tx = $1::xid8, id = $2, updated_at = now()', [to.tx, to.id]);
 }
 
 /**
