@@ -84,3 +84,22 @@ it('parameterised statements run as prepared statements, one per text and connec
     await database.drop();
   }
 });
+
+it('a NUL character that reaches the database (no schema excluded it) answers 400, not 500', async () => {
+  const { toProblem } = await import('../src/platform/http.js');
+  const log = { warn: () => {}, error: () => { throw new Error('logged as a fault'); } } as never;
+  // The errors PostgreSQL raises for a NUL in text and for \u0000 in jsonb.
+  for (const code of ['22021', '22P05']) {
+    const { body } = toProblem(Object.assign(new Error('invalid byte sequence for encoding "UTF8": 0x00'), { code }), log);
+    assert.equal(body.status, 400);
+    assert.equal(body.code, 'validation_failed');
+  }
+  const database = await freshDatabase(engines()[engines().length - 1]!, 1);
+  try {
+    // The real error, from whichever engine this run has: its code is one of the two above.
+    const err = await database.db.query('SELECT $1::text AS t', ['a\u0000b']).then(() => null, (e: { code?: string }) => e);
+    assert.ok(err && ['22021', '22P05'].includes(err.code ?? ''), `got ${JSON.stringify(err)}`);
+  } finally {
+    await database.drop();
+  }
+});

@@ -86,7 +86,9 @@ forEachEngine('orders', (env) => {
     const lines = Array.from({ length: limits.linesPerOrder + 1 }, (_, i) => ({ sku: `SKU-${i}`, quantity: 1 }));
     const tooMany = await client.call(endpoints.placeOrder, { token: c.token, idempotencyKey: key(), body: { lines, payment: card } });
     assert.equal(tooMany.status, 422);
-    for (const body of [{ lines: [], payment: card }, { lines: [{ sku: 'MUG', quantity: 0 }], payment: card }, { lines: [{ sku: 'MUG', quantity: 1 }], payment: { method: 'cash', token: 'x' } }]) {
+    for (const body of [{ lines: [], payment: card }, { lines: [{ sku: 'MUG', quantity: 0 }], payment: card }, { lines: [{ sku: 'MUG', quantity: 1 }], payment: { method: 'cash', token: 'x' } },
+      // A NUL cannot be stored in PostgreSQL text: refused up front, not a 500 from the insert.
+      { lines: [{ sku: 'MUG', quantity: 1 }], payment: { method: 'card', token: 'tok_\u0000' } }, { lines: [{ sku: 'MUG', quantity: 1 }], payment: { method: 'card', token: 'tok ok' } }]) {
       const res = await client.call(endpoints.placeOrder, { token: c.token, idempotencyKey: key(), body: body as never });
       assert.equal(res.status, 400, JSON.stringify(body));
       assert.equal(res.body.code, 'validation_failed');

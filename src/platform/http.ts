@@ -66,6 +66,11 @@ export function toProblem(err: FastifyError | AppError | Error, log: FastifyRequ
   if (err instanceof SyntaxError && fe.statusCode === 400) return { body: problem('bad_request', 'The body is not valid JSON'), headers: {} };
   if (fe.statusCode === 404) return { body: problem('not_found'), headers: {} };
   if (fe.statusCode && fe.statusCode >= 400 && fe.statusCode < 500) return { body: problem('bad_request', 'The request is malformed'), headers: {} };
+  if (unstorableText(err)) {
+    // A NUL character (text cannot hold it, jsonb refuses \u0000) in a field no schema pattern
+    // excluded: bad input, not our fault.
+    return { body: problem('validation_failed', 'The request contains a NUL character (\\u0000), which cannot be stored'), headers: {} };
+  }
   if (databaseUnavailable(err)) {
     // The database went away (restart, failover): a fault of ours, but a passing one; say so.
     log.warn({ err }, 'database unavailable');
@@ -74,6 +79,12 @@ export function toProblem(err: FastifyError | AppError | Error, log: FastifyRequ
   // A fault of ours: the client learns only that; the log gets the whole error with its stack.
   log.error({ err }, 'unhandled error');
   return { body: problem('internal', 'Something went wrong on our side; the request id identifies it in our logs'), headers: {} };
+}
+
+// 22021: invalid byte sequence (a NUL in text); 22P05: untranslatable character (\u0000 in jsonb).
+function unstorableText(err: unknown): boolean {
+  const code = (err as { code?: string })?.code;
+  return code === '22021' || code === '22P05';
 }
 
 // Connection-level failures: the server shutting down or restarting (57P01-57P03), a connection

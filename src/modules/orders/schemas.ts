@@ -36,7 +36,7 @@ export const placeOrder = endpoint({
   ].join('\n\n'),
   body: Type.Object({
     lines: Type.Array(Type.Object({ sku: Sku, quantity: Type.Integer({ minimum: 1, maximum: 1_000_000 }) }, { additionalProperties: false }), { minItems: 1, maxItems: 1000 }),
-    payment: Type.Object({ method: Type.Literal('card'), token: Type.String({ minLength: 1, maxLength: 255 }) }, { additionalProperties: false }),
+    payment: Type.Object({ method: Type.Literal('card'), token: Type.String({ minLength: 1, maxLength: 255, pattern: '^[\\x21-\\x7e]+$', description: 'The card token from the payment processor (printable ASCII, no spaces)' }) }, { additionalProperties: false }),
   }, { additionalProperties: false }),
   response: { 201: OrderSchema },
 });
