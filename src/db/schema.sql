@@ -510,6 +510,7 @@ CREATE TABLE public.webhook_endpoints (
     disabled_reason text,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    created_tx xid8 DEFAULT pg_current_xact_id() NOT NULL,
     CONSTRAINT webhook_endpoints_check CHECK ((enabled = (disabled_at IS NULL))),
     CONSTRAINT webhook_endpoints_events_check CHECK ((cardinality(events) > 0)),
     CONSTRAINT webhook_endpoints_url_check CHECK ((url ~ '^https?://'::text))

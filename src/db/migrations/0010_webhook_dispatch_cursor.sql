@@ -17,6 +17,11 @@ INSERT INTO webhook_dispatch_cursor (tx, id)
 SELECT COALESCE((SELECT tx FROM events ORDER BY tx DESC, id DESC LIMIT 1), '0'::xid8),
        COALESCE((SELECT id FROM events ORDER BY tx DESC, id DESC LIMIT 1), '');
 
+-- An endpoint receives the events of transactions that began writing after the one that created
+-- it (transaction ids are handed out in that order): a strict order even when both happen within
+-- one tick of the clock, which created_at is not. Endpoints that exist now get every later event.
+ALTER TABLE webhook_endpoints ADD COLUMN created_tx xid8 NOT NULL DEFAULT pg_current_xact_id();
+
 -- The 'events.fanout' queue is no longer declared or worked. pg-boss keeps a queue's row and its
 -- job partition until the queue is deleted, so delete it: its jobs first (a queue with jobs cannot
 -- be deleted), then the queue, then its dead-letter queue (which the queue's row names). Nothing

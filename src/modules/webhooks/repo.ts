@@ -110,18 +110,19 @@ export interface DispatchedBatch {
  * webhook type and enabled endpoint subscribed to it (by name, or '*'), unless it exists already:
  * the unique key (endpoint, event) makes a second read of the same event make nothing, and a
  * manual redelivery made first keeps its round. An endpoint gets only the events published after
- * it was created (by their created_at), however late the dispatcher reads them.
+ * it was created (events of transactions that began writing after the one that created it, by
+ * transaction id: strict, where created_at can tie), however late the dispatcher reads them.
  */
 export async function readAndMakeDeliveries(tx: Tx, from: DispatchPosition, limit: number, types: readonly string[]): Promise<DispatchedBatch> {
   const [row] = await tx.query<DispatchedBatch>(
     `WITH batch AS (
-       SELECT tx, id, type, created_at FROM events
+       SELECT tx, id, type FROM events
         WHERE (tx, id) > ($1::xid8, $2::text) AND tx < pg_snapshot_xmin(pg_current_snapshot())
         ORDER BY tx, id LIMIT $3
      ), made AS (
        INSERT INTO webhook_deliveries (endpoint_id, event_id)
        SELECT w.id, b.id FROM batch b
-         JOIN webhook_endpoints w ON w.enabled AND (w.events @> ARRAY[b.type] OR w.events @> ARRAY['*']) AND w.created_at <= b.created_at
+         JOIN webhook_endpoints w ON w.enabled AND (w.events @> ARRAY[b.type] OR w.events @> ARRAY['*']) AND w.created_tx < b.tx
         WHERE b.type = ANY($4::text[])
         ORDER BY b.tx, b.id, w.id
        ON CONFLICT (endpoint_id, event_id) DO NOTHING
