@@ -208,7 +208,7 @@ interface ScenarioReport {
   /** Seconds after the load until no payment was pending (null: not within the bound, or no workers). */
   drainSeconds: number | null;
   drained: boolean;
-  /** Seconds until every queue was empty (event fan-out, e-mails), and the jobs still waiting if not. */
+  /** Seconds until every queue was empty (e-mails, webhook deliveries), and the jobs still waiting if not. */
   queuesDrainSeconds: number | null;
   queueBacklog: number | null;
   peakRss: Record<string, number>;
@@ -378,7 +378,7 @@ async function pendingOrders(apiUrl: string, adminToken: string): Promise<number
 
 /**
  * Waits (bounded) until no payment is pending, then until no job of any queue waits or runs (the
- * event fan-out and e-mails come after the payment): the next scenario should not pay for this
+ * e-mails come after the payment): the next scenario should not pay for this
  * one's backlog. Answers when each happened, in seconds after the load stopped.
  */
 async function waitForDrain(s: Setup, adminToken: string, boundSeconds: number): Promise<{ payments: number | null; queues: number | null; backlog: number | null }> {
@@ -729,7 +729,7 @@ function scenarioBlock(r: ScenarioReport, o: Options): string {
   }
   if (r.lag) row('queue lag', `placed -> paid p50 ${fmtSeconds(r.lag.p50 / 1000)}  p95 ${fmtSeconds(r.lag.p95 / 1000)}  p99 ${fmtSeconds(r.lag.p99 / 1000)}  max ${fmtSeconds(r.lag.max / 1000)}  (${fmtInt(r.lag.paid)} paid orders)`);
   row('workers drained', o.noWorkers ? 'n/a (no workers)' : !r.drained ? `payments NOT within ${o.drainSeconds} s`
-    : `payments ${fmtSeconds(r.drainSeconds!)} after the load stopped${r.queuesDrainSeconds !== null ? `, every queue (event fan-out, e-mail) ${fmtSeconds(r.queuesDrainSeconds)}` : r.queueBacklog !== null ? `; ${fmtInt(r.queueBacklog)} jobs still waiting after ${o.drainSeconds} s` : ''}`);
+    : `payments ${fmtSeconds(r.drainSeconds!)} after the load stopped${r.queuesDrainSeconds !== null ? `, every queue (e-mail, webhooks) ${fmtSeconds(r.queuesDrainSeconds)}` : r.queueBacklog !== null ? `; ${fmtInt(r.queueBacklog)} jobs still waiting after ${o.drainSeconds} s` : ''}`);
   row('peak RSS', Object.entries(r.peakRss).map(([k, v]) => `${k} ${fmtMb(v)}`).join(', ') || 'n/a');
   const c = r.cpu;
   row('CPU (1 core = 100%)', `server ${fmtPct(c.server)}, postgres backends ${fmtPct(c.postgres)}, load generator ${fmtPct(c.loadgen)}, rest of the machine ${fmtPct(c.other)} (busy ${fmtPct(c.machineBusy)} of ${cpus().length * 100}%)`);

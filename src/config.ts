@@ -31,6 +31,7 @@ export interface Config {
   inlineWorkers: boolean;
   /** Jobs of each queue one process handles at once. */
   workerConcurrency: number;
+  chargeBatchSize: number;
   /** How often an idle worker looks for jobs. */
   workerPollIntervalMs: number;
   paymentProvider: 'sandbox' | 'stripe';
@@ -143,6 +144,7 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     secureCookies: boolVar(env, 'SECURE_COOKIES', true),
     inlineWorkers: parseWorkers(env),
     workerConcurrency: intVar(env, 'WORKER_CONCURRENCY', 8, 1, 1000),
+    chargeBatchSize: intVar(env, 'CHARGE_BATCH_SIZE', 32, 1, 500),
     workerPollIntervalMs: intVar(env, 'WORKER_POLL_INTERVAL_MS', 500, 50, 60_000),
     paymentProvider,
     stripeSecretKey,

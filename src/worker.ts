@@ -4,11 +4,11 @@
 import type { pino } from 'pino';
 import type { Config } from './config.js';
 import type { Db } from './platform/db.js';
-import { declareQueues, schedule, startQueue, work, type Queue, type QueueSpec } from './platform/queue.js';
+import { declareQueues, schedule, startQueue, work, workInBatches, type Queue, type QueueSpec } from './platform/queue.js';
 import { purgeIdempotencyKeys } from './platform/idempotency.js';
 import { createPaymentProvider } from './modules/payments/providers/select.js';
 import { chargeQueue, refundQueue } from './modules/payments/outbox.js';
-import { chargeOnce, refundOnce, type ChargeHooks } from './modules/payments/service.js';
+import { chargeMany, refundOnce, type ChargeHooks } from './modules/payments/service.js';
 import { expireUnpaidOrders } from './modules/orders/service.js';
 import { registerWebhookWorkers, webhookQueuesFor, type WebhookOptions } from './modules/webhooks/delivery.js';
 import { messagingQueues, registerMessagingWorkers } from './modules/messaging/notifications.js';
@@ -66,7 +66,12 @@ export async function startWorkers(db: Db, config: Readonly<Config>, log: pino.L
   const concurrency = config.workerConcurrency;
 
   const hooks = failpointHooks(config.failpoint, log);
-  work<{ paymentId: string }>(queue, chargeQueue, (job) => chargeOnce(db, provider, job.data.paymentId, hooks), { concurrency });
+  // Charges in batches: the processor calls of a batch run side by side and one transaction
+  // records all their outcomes (a flash sale's hot SKU row is then written once per batch).
+  workInBatches<{ paymentId: string }>(queue, chargeQueue, async (jobs) => {
+    const retry = await chargeMany(db, provider, jobs.map((job) => job.data.paymentId), hooks);
+    return new Map(jobs.flatMap((job) => { const err = retry.get(job.data.paymentId); return err ? [[job.id, err] as const] : []; }));
+  }, { batchSize: config.chargeBatchSize, concurrency: 2 });
   work<{ refundId: string }>(queue, refundQueue, (job) => refundOnce(db, provider, job.data.refundId), { concurrency });
   work(queue, expireQueue, async () => {
     const n = await expireUnpaidOrders(db, config.orderPaymentTimeoutSeconds);

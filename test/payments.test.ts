@@ -5,7 +5,8 @@ import { endpoints } from '../src/client.js';
 import { assertStockExplained } from './support/stock.js';
 import { waitFor } from './support/wait.js';
 import { runAudit } from '../src/modules/ledger/audit.js';
-import { chargeOnce } from '../src/modules/payments/service.js';
+import { chargeMany, chargeOnce } from '../src/modules/payments/service.js';
+import type { Db, Tx } from '../src/platform/db.js';
 import { createSandboxProvider } from '../src/modules/payments/providers/sandbox.js';
 import { expireUnpaidOrders } from '../src/modules/orders/service.js';
 
@@ -163,5 +164,80 @@ forEachEngine('a charge job delivered twice', (env) => {
     assert.equal(charges.length, 1);
     assert.equal((await e.database.db.query("SELECT 1 FROM ledger_transactions WHERE order_id = $1 AND kind = 'capture'", [o.id])).length, 1);
     assert.equal((await runAudit(e.database.db)).ok, true);
+  });
+});
+
+forEachEngine('charge jobs worked in a batch', (env) => {
+  async function paymentOf(e: TestEnv, orderId: string): Promise<string> {
+    const [p] = await e.database.db.query<{ id: string }>('SELECT id FROM payments WHERE order_id = $1', [orderId]);
+    return p!.id;
+  }
+
+  it('one batch pays some orders and fails others, each settled as if alone, the shared SKU written once', async () => {
+    const e = env();
+    await e.product([{ sku: 'BATCH-PAY', stock: 50, amount: 700 }, { sku: 'BATCH-PAY-2', stock: 50, amount: 300 }]);
+    const placed = [
+      await order(e, 'tok_ok', 'BATCH-PAY', 2),
+      await order(e, 'tok_declined', 'BATCH-PAY', 3),
+      await order(e, 'tok_ok', 'BATCH-PAY', 1),
+      await order(e, 'tok_ok', 'BATCH-PAY-2', 4),
+    ];
+    // Cancelled before its charge: the batch must not charge it.
+    const cancelled = await order(e, 'tok_ok', 'BATCH-PAY', 5);
+    await e.client.ok(endpoints.cancelOrder, { token: cancelled.customer.token, idempotencyKey: `cancel-${++n}`, params: { id: cancelled.order.id } });
+    const ids = [...placed, cancelled].map((p) => p.order.id);
+    const payments = await Promise.all(ids.map((id) => paymentOf(e, id)));
+    const [movementsBefore] = await e.database.db.query<{ n: number }>("SELECT count(*)::int AS n FROM stock_movements WHERE sku = 'BATCH-PAY'");
+
+    const retry = await chargeMany(e.database.db, createSandboxProvider(e.database.db), payments);
+    assert.deepEqual([...retry.keys()], []);
+    const statuses = await Promise.all(ids.map(async (id, i) => (await e.client.ok(endpoints.getOrder, { token: [...placed, cancelled][i]!.customer.token, params: { id } })).status));
+    assert.deepEqual(statuses, ['paid', 'payment_failed', 'paid', 'paid', 'cancelled']);
+    assert.deepEqual(await e.client.ok(endpoints.getStock, { token: e.adminToken, params: { sku: 'BATCH-PAY' } }), { sku: 'BATCH-PAY', onHand: 47, reserved: 0, available: 47 });
+    assert.deepEqual(await e.client.ok(endpoints.getStock, { token: e.adminToken, params: { sku: 'BATCH-PAY-2' } }), { sku: 'BATCH-PAY-2', onHand: 46, reserved: 0, available: 46 });
+    // One movement per order that was settled (two sales, one release) on the shared SKU.
+    const [movementsAfter] = await e.database.db.query<{ n: number }>("SELECT count(*)::int AS n FROM stock_movements WHERE sku = 'BATCH-PAY'");
+    assert.equal(movementsAfter!.n - movementsBefore!.n, 3);
+    assert.equal((await sandboxChargesFor(e, cancelled.order.id)).length, 0, 'the cancelled order was never charged');
+    const [events] = await e.database.db.query<{ paid: number; failed: number }>(
+      `SELECT count(*) FILTER (WHERE type = 'order.paid')::int AS paid, count(*) FILTER (WHERE type = 'order.payment_failed')::int AS failed
+         FROM events WHERE data->'order'->>'id' = ANY($1::text[])`, [ids],
+    );
+    assert.deepEqual(events, { paid: 3, failed: 1 });
+
+    // The same batch again (jobs delivered twice): nothing changes, nothing is charged again.
+    assert.deepEqual([...(await chargeMany(e.database.db, createSandboxProvider(e.database.db), payments)).keys()], []);
+    for (const p of placed) assert.ok((await sandboxChargesFor(e, p.order.id)).every((c) => c.attempts === 1));
+    const [captures] = await e.database.db.query<{ n: number }>("SELECT count(*)::int AS n FROM ledger_transactions WHERE kind = 'capture' AND order_id = ANY($1::text[])", [ids]);
+    assert.equal(captures!.n, 3);
+    await assertBooksBalance(e);
+  });
+
+  it('a payment whose outcome cannot be recorded is retried alone; the rest of its batch is recorded', async () => {
+    const e = env();
+    await e.product([{ sku: 'BATCH-FAULT', stock: 20 }]);
+    const placed = [await order(e, 'tok_ok', 'BATCH-FAULT'), await order(e, 'tok_ok', 'BATCH-FAULT'), await order(e, 'tok_ok', 'BATCH-FAULT')];
+    const payments = await Promise.all(placed.map((p) => paymentOf(e, p.order.id)));
+    const poison = payments[1]!;
+    // Every statement of a recording transaction that names the poisoned payment fails.
+    const db: Db = {
+      ...e.database.db,
+      transaction: (fn) => e.database.db.transaction((tx) => fn({
+        ...tx,
+        query: async <T>(text: string, params?: readonly unknown[]) => {
+          if (/UPDATE payments p SET status/.test(text) && JSON.stringify(params).includes(poison)) throw new Error('injected fault');
+          return tx.query<T>(text, params);
+        },
+      } as Tx)),
+    };
+    const retry = await chargeMany(db, createSandboxProvider(e.database.db), payments);
+    assert.deepEqual([...retry.keys()], [poison]);
+    const statuses = await Promise.all(placed.map(async (p) => (await e.client.ok(endpoints.getOrder, { token: p.customer.token, params: { id: p.order.id } })).status));
+    assert.deepEqual(statuses, ['paid', 'pending_payment', 'paid']);
+    // Its retry (the fault gone) pays it, with the charge the processor already made.
+    assert.deepEqual([...(await chargeMany(e.database.db, createSandboxProvider(e.database.db), [poison])).keys()], []);
+    assert.equal((await e.client.ok(endpoints.getOrder, { token: placed[1]!.customer.token, params: { id: placed[1]!.order.id } })).status, 'paid');
+    assert.deepEqual((await sandboxChargesFor(e, placed[1]!.order.id)).map((c) => c.status), ['succeeded']);
+    await assertBooksBalance(e);
   });
 });

@@ -14,17 +14,7 @@ import { principalOf } from './auth.js';
 import { idempotencyKeyPattern } from './schemas.js';
 import { sendProblem } from './http.js';
 
-export interface Outcome {
-  status: number;
-  body: unknown;
-  /**
-   * Work that must come last before the commit because it takes a contended row lock (a hot SKU's
-   * stock): it runs after the outcome is stored, so the lock is held for one statement and the
-   * commit, not also for the response's UPDATE. An AppError from it undoes the work and stores
-   * the error instead, like one from the work itself.
-   */
-  lastStep?: () => Promise<void>;
-}
+export interface Outcome { status: number; body: unknown }
 
 /** Objects with their keys sorted, so a retry whose JSON orders keys differently is the same request. */
 function canonical(value: unknown): unknown {
@@ -51,9 +41,74 @@ function keyOf(request: FastifyRequest, required: boolean): string | undefined {
   return raw;
 }
 
-function send(reply: FastifyReply, outcome: Outcome): void {
+/** Sends an outcome: a problem+json for a status >= 400, and the replay header when it is one. */
+export function sendOutcome(reply: FastifyReply, outcome: Outcome, replayed = false): void {
+  if (replayed) reply.header('idempotent-replayed', 'true');
   if (outcome.status >= 400) sendProblem(reply, outcome.body as never);
   else reply.code(outcome.status).send(outcome.body);
+}
+
+/** Who asks, under which key, for what (the hash of method, path and body). */
+export interface KeyedRequest { principalId: string; key: string; hash: Buffer }
+
+/** The request's Idempotency-Key with its principal and request hash; undefined when it has none (and none is required). */
+export function keyedRequestOf(request: FastifyRequest, options: { required: boolean }): KeyedRequest | undefined {
+  const key = keyOf(request, options.required);
+  if (key === undefined) return undefined;
+  const path = request.url.split('?')[0] ?? request.url;
+  return { principalId: principalOf(request).userId, key, hash: requestHash(request.method, path, request.body) };
+}
+
+/**
+ * Claims the keys in one statement; answers, per request, whether it was claimed (false: the key
+ * is taken, see priorOutcomes). A key held by a running transaction makes this wait for it. The
+ * requests must name distinct (principal, key) pairs.
+ */
+export async function claimKeys(tx: Tx, requests: KeyedRequest[]): Promise<boolean[]> {
+  const claimed = await tx.query<{ principal_id: string; key: string }>(
+    `INSERT INTO idempotency_keys (principal_id, key, request_hash)
+     SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[])
+     ON CONFLICT (principal_id, key) DO NOTHING RETURNING principal_id, key`,
+    [requests.map((r) => r.principalId), requests.map((r) => r.key), requests.map((r) => r.hash)],
+  );
+  const got = new Set(claimed.map((c) => `${c.principal_id}\0${c.key}`));
+  return requests.map((r) => got.has(`${r.principalId}\0${r.key}`));
+}
+
+/** For requests whose key was taken: the stored outcome to replay, or the error to answer. */
+export async function priorOutcomes(tx: Tx, requests: KeyedRequest[]): Promise<(Outcome | AppError)[]> {
+  if (requests.length === 0) return [];
+  const rows = await tx.query<{ principal_id: string; key: string; request_hash: Buffer; status_code: number | null; response_body: string | null }>(
+    `SELECT k.principal_id, k.key, k.request_hash, k.status_code, k.response_body
+       FROM idempotency_keys k JOIN unnest($1::text[], $2::text[]) AS r(principal_id, key)
+         ON k.principal_id = r.principal_id AND k.key = r.key`,
+    [requests.map((r) => r.principalId), requests.map((r) => r.key)],
+  );
+  const byKey = new Map(rows.map((row) => [`${row.principal_id}\0${row.key}`, row]));
+  return requests.map((r) => {
+    const prior = byKey.get(`${r.principalId}\0${r.key}`);
+    // Gone (purged between the two statements) or not finished: the first request is still running.
+    if (!prior || prior.status_code === null) return new AppError('idempotency_key_in_use', 'The first request with this key is still running; retry shortly');
+    if (!Buffer.from(prior.request_hash).equals(r.hash)) return new AppError('idempotency_key_reused', 'This Idempotency-Key was used for a different request');
+    return { status: prior.status_code, body: JSON.parse(prior.response_body!) } as Outcome;
+  });
+}
+
+/** Stores the outcome of each claimed request, to be replayed for its key. */
+export async function storeOutcomes(tx: Tx, entries: { request: KeyedRequest; outcome: Outcome }[]): Promise<void> {
+  if (entries.length === 0) return;
+  await tx.query(
+    `UPDATE idempotency_keys k SET status_code = o.status_code, response_body = o.response_body
+       FROM unnest($1::text[], $2::text[], $3::int[], $4::text[]) AS o(principal_id, key, status_code, response_body)
+      WHERE k.principal_id = o.principal_id AND k.key = o.key`,
+    [entries.map((e) => e.request.principalId), entries.map((e) => e.request.key), entries.map((e) => e.outcome.status), entries.map((e) => JSON.stringify(e.outcome.body))],
+  );
+}
+
+/** The stored outcome of a business failure. */
+export function failureOutcome(err: AppError): Outcome {
+  const body = problem(err.code, err.message, err.extra.errors);
+  return { status: body.status, body };
 }
 
 /**
@@ -67,68 +122,29 @@ export async function idempotent(
   options: { required: boolean },
   work: (tx: Tx) => Promise<Outcome>,
 ): Promise<void> {
-  const key = keyOf(request, options.required);
-  if (key === undefined) {
-    return send(reply, await db.transaction(async (tx) => {
-      const outcome = await work(tx);
-      await outcome.lastStep?.();
-      return outcome;
-    }));
-  }
-  const principal = principalOf(request);
-  const path = request.url.split('?')[0] ?? request.url;
-  const hash = requestHash(request.method, path, request.body);
-
+  const keyed = keyedRequestOf(request, options);
+  if (keyed === undefined) return sendOutcome(reply, await db.transaction(work));
   const { outcome, replayed } = await db.transaction(async (tx) => {
-    const claimed = await tx.query(
-      `INSERT INTO idempotency_keys (principal_id, key, request_hash) VALUES ($1, $2, $3)
-       ON CONFLICT (principal_id, key) DO NOTHING RETURNING 1`,
-      [principal.userId, key, hash],
-    );
-    if (claimed.length === 0) {
+    const [claimed] = await claimKeys(tx, [keyed]);
+    if (!claimed) {
       // Someone finished first (the INSERT waited for them): this is a replay, or a misuse of the key.
-      const [prior] = await tx.query<{ request_hash: Buffer; status_code: number; response_body: string }>(
-        'SELECT request_hash, status_code, response_body FROM idempotency_keys WHERE principal_id = $1 AND key = $2',
-        [principal.userId, key],
-      );
-      if (!prior) throw new AppError('idempotency_key_in_use', 'The first request with this key is still running; retry shortly');
-      if (!Buffer.from(prior.request_hash).equals(hash)) {
-        throw new AppError('idempotency_key_reused', 'This Idempotency-Key was used for a different request');
-      }
-      return { outcome: { status: prior.status_code, body: JSON.parse(prior.response_body) } as Outcome, replayed: true };
+      const [prior] = await priorOutcomes(tx, [keyed]);
+      if (prior instanceof AppError) throw prior;
+      return { outcome: prior!, replayed: true };
     }
     await tx.query('SAVEPOINT idempotent_work');
-    const store = (o: Outcome) => tx.query(
-      'UPDATE idempotency_keys SET status_code = $3, response_body = $4 WHERE principal_id = $1 AND key = $2',
-      [principal.userId, key, o.status, JSON.stringify(o.body)],
-    );
-    const failed = async (err: unknown): Promise<Outcome> => {
-      if (!(err instanceof AppError)) throw err; // a fault: roll everything back, store nothing
-      // Undoes the work, and the stored success if lastStep failed after it was written.
-      await tx.query('ROLLBACK TO SAVEPOINT idempotent_work');
-      const body = problem(err.code, err.message, err.extra.errors);
-      const outcome = { status: body.status, body };
-      await store(outcome);
-      return outcome;
-    };
     let outcome: Outcome;
     try {
       outcome = await work(tx);
     } catch (err) {
-      return { outcome: await failed(err), replayed: false };
+      if (!(err instanceof AppError)) throw err; // a fault: roll everything back, store nothing
+      await tx.query('ROLLBACK TO SAVEPOINT idempotent_work');
+      outcome = failureOutcome(err);
     }
-    await store(outcome);
-    if (outcome.lastStep) {
-      try {
-        await outcome.lastStep();
-      } catch (err) {
-        return { outcome: await failed(err), replayed: false };
-      }
-    }
+    await storeOutcomes(tx, [{ request: keyed, outcome }]);
     return { outcome, replayed: false };
   });
-  if (replayed) reply.header('idempotent-replayed', 'true');
-  return send(reply, outcome);
+  return sendOutcome(reply, outcome, replayed);
 }
 
 /** Deletes keys older than the retention (at least 24 hours, as the contract promises). */

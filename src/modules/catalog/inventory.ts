@@ -57,40 +57,39 @@ export function outOfStock(short: { sku: string; quantity: number; available: nu
   });
 }
 
-// One statement: (lock the rows in SKU order,) reserve what fits, record the movements. A single
-// row needs no ordering, and locking it first would cost the hot SKU of a flash sale a write.
-const reserveSql = (lock: boolean) => `WITH ${lock ? `${lockedInSkuOrder},` : ''}
-  wanted AS (SELECT * FROM unnest($1::text[], $2::int[]) AS w(sku, quantity)),
-  reserved AS (
-    UPDATE stock_levels s SET reserved = s.reserved + w.quantity FROM wanted w ${lock ? 'JOIN locked l ON l.sku = w.sku' : ''}
-     WHERE s.sku = w.sku AND s.on_hand - s.reserved >= w.quantity
-    RETURNING s.sku, w.quantity),
-  moved AS (
-    INSERT INTO stock_movements (sku, kind, on_hand_delta, reserved_delta, order_id)
-    SELECT sku, 'reservation', 0, quantity, $3 FROM reserved)
-  SELECT sku FROM reserved`;
-const reserveOne = reserveSql(false);
-const reserveMany = reserveSql(true);
+/**
+ * Locks the stock rows of the SKUs, in SKU order, until the transaction ends, and answers what
+ * each has available. For a caller that decides several reservations at once (reserveForOrders).
+ */
+export async function lockStock(tx: Tx, skus: string[]): Promise<Map<string, number>> {
+  const rows = await tx.query<{ sku: string; available: number }>(
+    'SELECT sku, on_hand - reserved AS available FROM stock_levels WHERE sku = ANY($1::text[]) ORDER BY sku FOR UPDATE',
+    [[...new Set(skus)].sort()],
+  );
+  return new Map(rows.map((r) => [r.sku, r.available]));
+}
 
 /**
- * Reserves every line or throws out_of_stock. One conditional UPDATE reserves the lines that fit
- * and records their movements; if any line does not fit, the caller's transaction (or savepoint)
- * must roll back, which the AppError makes every caller do. With several SKUs the rows are first
- * locked in SKU order, so two orders crossing the same SKUs wait instead of deadlocking (a single
- * row needs no such care). Lines must name distinct SKUs (the caller merges duplicates).
- *
- * Call it last in the transaction: the row lock on a hot SKU is then held only until the commit.
+ * Reserves the lines of several orders in one statement, with one movement per order and SKU.
+ * The rows must be locked (lockStock) and the lines known to fit: the conditional UPDATE is the
+ * last word, and a line that no longer fits is a fault that rolls everything back.
  */
-export async function reserveStock(tx: Tx, orderId: string, lines: (StockRequest & { index: number })[]): Promise<void> {
-  const sorted = bySku(lines);
-  const reserved = await tx.query<{ sku: string }>(sorted.length > 1 ? reserveMany : reserveOne, [sorted.map((l) => l.sku), sorted.map((l) => l.quantity), orderId]);
-  if (reserved.length === sorted.length) return;
-  const done = new Set(reserved.map((r) => r.sku));
-  const levels = new Map((await tx.query<LevelRow>('SELECT sku, on_hand, reserved FROM stock_levels WHERE sku = ANY($1::text[])', [sorted.map((l) => l.sku)])).map((r) => [r.sku, r]));
-  throw outOfStock(lines.filter((l) => !done.has(l.sku)).map((l) => {
-    const level = levels.get(l.sku);
-    return { ...l, available: level ? level.on_hand - level.reserved : 0 };
-  }));
+export async function reserveForOrders(tx: Tx, lines: { orderId: string; sku: string; quantity: number }[]): Promise<void> {
+  if (lines.length === 0) return;
+  const [row] = await tx.query<{ skus: number; reserved: number }>(
+    `WITH m AS (SELECT * FROM unnest($1::text[], $2::text[], $3::int[]) AS m(order_id, sku, quantity)),
+     wanted AS (SELECT sku, sum(quantity)::int AS quantity FROM m GROUP BY sku),
+     reserved AS (
+       UPDATE stock_levels s SET reserved = s.reserved + w.quantity FROM wanted w
+        WHERE s.sku = w.sku AND s.on_hand - s.reserved >= w.quantity
+       RETURNING s.sku),
+     moved AS (
+       INSERT INTO stock_movements (sku, kind, on_hand_delta, reserved_delta, order_id)
+       SELECT sku, 'reservation', 0, quantity, order_id FROM m)
+     SELECT (SELECT count(*) FROM wanted)::int AS skus, (SELECT count(*) FROM reserved)::int AS reserved`,
+    [lines.map((l) => l.orderId), lines.map((l) => l.sku), lines.map((l) => l.quantity)],
+  );
+  if (row!.reserved !== row!.skus) throw new Error(`reserveForOrders: ${row!.skus - row!.reserved} SKUs no longer had the stock their locked rows showed`);
 }
 
 async function settle(tx: Tx, orderId: string, lines: StockRequest[], kind: 'release' | 'sale'): Promise<void> {
@@ -109,14 +108,34 @@ async function settle(tx: Tx, orderId: string, lines: StockRequest[], kind: 'rel
   );
 }
 
+/**
+ * Settles the reservations of several orders at once (a batch of payment outcomes): each line is
+ * sold (its units leave on-hand stock) or released. One statement, so the rows are locked once, in
+ * SKU order, for sales and releases together (two statements could each lock a part and wait for
+ * another batch holding the rest); each SKU is updated once by its totals, with one movement per
+ * order and SKU.
+ */
+export async function settleReservations(tx: Tx, lines: { orderId: string; sku: string; quantity: number; kind: 'sale' | 'release' }[]): Promise<void> {
+  if (lines.length === 0) return;
+  await tx.query(
+    `WITH ${lockedInSkuOrder},
+     m AS (
+       SELECT order_id, sku, quantity, kind, CASE kind WHEN 'sale' THEN -quantity ELSE 0 END AS on_hand_delta
+         FROM unnest($2::text[], $1::text[], $3::int[], $4::text[]) AS m(order_id, sku, quantity, kind)),
+     total AS (SELECT sku, sum(quantity)::int AS reserved, sum(on_hand_delta)::int AS on_hand FROM m GROUP BY sku),
+     settled AS (
+       UPDATE stock_levels s SET reserved = s.reserved - t.reserved, on_hand = s.on_hand + t.on_hand
+         FROM total t JOIN locked l ON l.sku = t.sku
+        WHERE s.sku = t.sku)
+     INSERT INTO stock_movements (sku, kind, on_hand_delta, reserved_delta, order_id)
+     SELECT sku, kind, on_hand_delta, -quantity, order_id FROM m`,
+    [lines.map((l) => l.sku), lines.map((l) => l.orderId), lines.map((l) => l.quantity), lines.map((l) => l.kind)],
+  );
+}
+
 /** Gives an order's reservation back (cancelled, or payment failed). */
 export function releaseReservation(tx: Tx, orderId: string, lines: StockRequest[]): Promise<void> {
   return settle(tx, orderId, lines, 'release');
-}
-
-/** Turns an order's reservation into a sale: the units leave on-hand stock. */
-export function convertReservationToSale(tx: Tx, orderId: string, lines: StockRequest[]): Promise<void> {
-  return settle(tx, orderId, lines, 'sale');
 }
 
 /** Puts the units of a cancelled paid order back on hand: the sale is reversed, not forgotten. */

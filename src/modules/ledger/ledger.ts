@@ -28,8 +28,24 @@ async function post(tx: Tx, p: Posting, debit: string, credit: string): Promise<
   return true;
 }
 
-export function postCapture(tx: Tx, p: Omit<Posting, 'kind'>): Promise<boolean> {
-  return post(tx, { ...p, kind: 'capture' }, accounts.clearing, accounts.sales);
+/**
+ * Posts the captures of several payments in one statement: one balanced transaction each, and none
+ * for a payment posted before (the unique (payment_id, kind) skips it with its entries).
+ */
+export async function postCaptures(tx: Tx, postings: Omit<Posting, 'kind'>[]): Promise<void> {
+  if (postings.length === 0) return;
+  await tx.query(
+    `WITH p AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[]) AS p(id, order_id, payment_id, amount, currency)),
+     t AS (
+       INSERT INTO ledger_transactions (id, kind, order_id, payment_id)
+       SELECT id, 'capture', order_id, payment_id FROM p
+       ON CONFLICT (payment_id, kind) DO NOTHING RETURNING id)
+     INSERT INTO ledger_entries (transaction_id, account, currency, debit, credit)
+     SELECT p.id, side.account, p.currency, side.debit * p.amount, side.credit * p.amount
+       FROM p JOIN t ON t.id = p.id
+      CROSS JOIN (VALUES ($6::text, 1, 0), ($7::text, 0, 1)) AS side(account, debit, credit)`,
+    [postings.map(() => newId('txn')), postings.map((p) => p.orderId), postings.map((p) => p.paymentId), postings.map((p) => p.amount), postings.map((p) => p.currency), accounts.clearing, accounts.sales],
+  );
 }
 
 export function postRefund(tx: Tx, p: Omit<Posting, 'kind'>): Promise<boolean> {

@@ -22,7 +22,7 @@ import type { Db, Queryable, Tx } from '../../platform/db.js';
 import { findEvent, type PublishedEvent } from '../../platform/events.js';
 import { hasLiveStream } from '../../platform/event-stream.js';
 import { newId } from '../../platform/ids.js';
-import { enqueue, work, type Queue, type QueueSpec } from '../../platform/queue.js';
+import { enqueue, enqueueMany, work, type Queue, type QueueSpec } from '../../platform/queue.js';
 import { findUserById } from '../accounts/repo.js';
 import { createMailer, smtpTimeoutMs, type Mailer, type MailerConfig } from './mailer.js';
 import * as repo from './repo.js';
@@ -48,6 +48,11 @@ export interface EmailJob { eventId: string }
 /** Enqueues the emails of an event, in the transaction that publishes it. */
 export async function requestEventEmails(tx: Tx, eventId: string): Promise<void> {
   await enqueue(tx, emailQueue, { eventId } satisfies EmailJob, { dedupeKey: eventId });
+}
+
+/** requestEventEmails for several events, in one statement. */
+export async function requestEventEmailsMany(tx: Tx, eventIds: string[]): Promise<void> {
+  await enqueueMany(tx, emailQueue, eventIds.map((eventId) => ({ data: { eventId } satisfies EmailJob, dedupeKey: eventId })));
 }
 
 interface PlannedEmail { recipientId: string; kind: EmailKind; to: string; email: RenderedEmail }

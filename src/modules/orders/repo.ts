@@ -29,6 +29,41 @@ export async function insertOrder(tx: Tx, o: { id: string; customerId: string; c
   return { order, lines: row!.lines };
 }
 
+export interface NewOrder { id: string; customerId: string; currency: string; total: number; paymentToken: string; lines: { sku: string; quantity: number; unitAmount: number }[] }
+
+/** Several orders and their lines in one statement (a batch of placed orders); answers the rows. */
+export async function insertOrders(tx: Tx, orders: NewOrder[]): Promise<{ order: OrderRow; lines: LineRow[] }[]> {
+  if (orders.length === 0) return [];
+  const lines = orders.flatMap((o) => o.lines.map((l, i) => ({ orderId: o.id, lineNo: i + 1, ...l })));
+  const stamps = await tx.query<{ id: string; created_at: Date; updated_at: Date }>(
+    `WITH o AS (
+       INSERT INTO orders (id, customer_id, status, currency, total_amount, payment_method, payment_token)
+       SELECT id, customer_id, 'pending_payment', currency, total_amount, 'card', payment_token
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[]) AS o(id, customer_id, currency, total_amount, payment_token)
+       RETURNING id, created_at, updated_at),
+     l AS (
+       INSERT INTO order_lines (order_id, line_no, sku, quantity, unit_amount, total_amount)
+       SELECT order_id, line_no, sku, quantity, unit_amount, unit_amount * quantity
+         FROM unnest($6::text[], $7::int[], $8::text[], $9::int[], $10::bigint[]) AS l(order_id, line_no, sku, quantity, unit_amount))
+     SELECT id, created_at, updated_at FROM o`,
+    [
+      orders.map((o) => o.id), orders.map((o) => o.customerId), orders.map((o) => o.currency), orders.map((o) => o.total), orders.map((o) => o.paymentToken),
+      lines.map((l) => l.orderId), lines.map((l) => l.lineNo), lines.map((l) => l.sku), lines.map((l) => l.quantity), lines.map((l) => l.unitAmount),
+    ],
+  );
+  const stampOf = new Map(stamps.map((s) => [s.id, s]));
+  return orders.map((o) => {
+    const stamp = stampOf.get(o.id)!;
+    return {
+      order: {
+        id: o.id, customer_id: o.customerId, status: 'pending_payment', currency: o.currency, total_amount: o.total,
+        payment_method: 'card', payment_token: o.paymentToken, created_at: stamp.created_at, updated_at: stamp.updated_at,
+      },
+      lines: o.lines.map((l, i) => ({ order_id: o.id, line_no: i + 1, sku: l.sku, quantity: l.quantity, unit_amount: l.unitAmount, total_amount: l.unitAmount * l.quantity })),
+    };
+  });
+}
+
 export async function findOrder(db: Queryable, id: string): Promise<OrderRow | undefined> {
   const [row] = await db.query<OrderRow>('SELECT * FROM orders WHERE id = $1', [id]);
   return row;
@@ -38,6 +73,23 @@ export async function findOrder(db: Queryable, id: string): Promise<OrderRow | u
 export async function lockOrder(tx: Tx, id: string): Promise<OrderRow | undefined> {
   const [row] = await tx.query<OrderRow>('SELECT * FROM orders WHERE id = $1 FOR UPDATE', [id]);
   return row;
+}
+
+/** Several orders, locked in id order (so two batches never wait for each other in a circle). */
+export function lockOrders(tx: Tx, ids: string[]): Promise<OrderRow[]> {
+  return tx.query<OrderRow>('SELECT * FROM orders WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE', [ids]);
+}
+
+/**
+ * transitionOrder for several orders the caller has locked: those in a state that leads to `to`
+ * move; answers the moved rows (the others are left as they are).
+ */
+export function transitionOrders(tx: Tx, ids: string[], to: Status): Promise<OrderRow[]> {
+  if (ids.length === 0) return Promise.resolve([]);
+  return tx.query<OrderRow>(
+    'UPDATE orders SET status = $2, updated_at = now() WHERE id = ANY($1::text[]) AND status = ANY($3::text[]) RETURNING *',
+    [ids, to, statesLeadingTo(to)],
+  );
 }
 
 export function linesOf(db: Queryable, orderIds: string[]): Promise<LineRow[]> {

@@ -3,22 +3,23 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { Db } from '../../platform/db.js';
 import { routeOf } from '../../platform/endpoint.js';
 import { principalOf } from '../../platform/auth.js';
-import { idempotent } from '../../platform/idempotency.js';
+import { idempotent, keyedRequestOf, sendOutcome } from '../../platform/idempotency.js';
 import { decodeCursor } from '../../platform/pagination.js';
 import * as s from './schemas.js';
 import * as orders from './service.js';
+import { orderPlacer } from './place.js';
 
 export function ordersRoutes(app: FastifyInstance, { db, onCharge }: { db: Db; onCharge?: () => void }): void {
   const r = app.withTypeProvider<TypeBoxTypeProvider>();
+  // Orders are written in batches (place.ts). A few batches at once keep PostgreSQL's cores busy
+  // while leaving the pool to other requests; PGlite runs one transaction at a time anyway.
+  const placer = orderPlacer(db, { concurrency: db.engine === 'pglite' ? 1 : 3, maxBatch: 64, onPlaced: onCharge });
 
   r.route({
     ...routeOf(s.placeOrder),
     handler: async (request, reply) => {
-      await idempotent(db, request, reply, { required: true }, async (tx) => {
-        const placed = await orders.placeOrder(tx, principalOf(request), request.body);
-        return { status: 201, body: placed.order, lastStep: placed.reserveStock };
-      });
-      if (reply.statusCode === 201) onCharge?.();
+      const { outcome, replayed } = await placer.place({ keyed: keyedRequestOf(request, { required: true })!, principal: principalOf(request), input: request.body });
+      sendOutcome(reply, outcome, replayed);
     },
   });
 

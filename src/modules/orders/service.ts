@@ -1,79 +1,17 @@
-// Orders: placing one reserves its stock in the same transaction that creates it; cancelling
-// releases it. The charge and the refund happen later, through the payments module.
+// Orders after they are placed (placing them: place.ts): reading, cancelling (which releases or
+// returns the stock and requests the refund), fulfilling. The charge and the refund happen later,
+// through the payments module.
 import type { Db, Queryable, Tx } from '../../platform/db.js';
 import type { Principal } from '../../platform/auth.js';
 import { staffOrAbove } from '../../platform/auth.js';
-import { newId } from '../../platform/ids.js';
-import { AppError, type FieldError } from '../../errors.js';
-import { pricesOf } from '../catalog/repo.js';
-import { outOfStock, releaseReservation, reserveStock } from '../catalog/inventory.js';
+import { AppError } from '../../errors.js';
+import { releaseReservation, returnSoldStock } from '../catalog/inventory.js';
 import * as repo from './repo.js';
-import { limits, type Order } from './schemas.js';
+import type { Order } from './schemas.js';
 import { orderView } from './view.js';
 import { publishOrderEvent } from './events.js';
-import { requestCharge, requestRefund } from '../payments/outbox.js';
-import { returnSoldStock } from '../catalog/inventory.js';
+import { requestRefund } from '../payments/outbox.js';
 import type { Status } from './state-machine.js';
-
-export interface PlaceOrderInput {
-  lines: { sku: string; quantity: number }[];
-  payment: { method: 'card'; token: string };
-}
-
-/** Lines naming the same SKU become one line with the summed quantity, in first-seen order. */
-export function mergeLines(lines: { sku: string; quantity: number }[]): { sku: string; quantity: number; firstIndex: number }[] {
-  const merged = new Map<string, { sku: string; quantity: number; firstIndex: number }>();
-  lines.forEach((line, i) => {
-    const seen = merged.get(line.sku);
-    if (seen) seen.quantity += line.quantity;
-    else merged.set(line.sku, { ...line, firstIndex: i });
-  });
-  return [...merged.values()];
-}
-
-/**
- * Creates the order, its payment request and its event, and answers it with reserveStock, the step
- * the caller must run last in the transaction (it may throw out_of_stock, which rolls the rest
- * back): the stock rows stay locked only from there to the commit, and that span bounds the
- * orders per second of a hot SKU.
- */
-export async function placeOrder(tx: Tx, principal: Principal, input: PlaceOrderInput): Promise<{ order: Order; reserveStock: () => Promise<void> }> {
-  const lines = mergeLines(input.lines);
-  if (lines.length > limits.linesPerOrder) {
-    throw new AppError('limit_exceeded', `An order may name at most ${limits.linesPerOrder} SKUs`, { errors: [{ path: '/lines', message: `at most ${limits.linesPerOrder} distinct SKUs` }] });
-  }
-  const tooMany = lines.filter((l) => l.quantity > limits.quantityPerLine);
-  if (tooMany.length > 0) {
-    throw new AppError('limit_exceeded', `At most ${limits.quantityPerLine} units of one SKU per order`, { errors: tooMany.map((l) => ({ path: `/lines/${l.firstIndex}/quantity`, message: `at most ${limits.quantityPerLine}` })) });
-  }
-
-  // Prices are read in the order's transaction and frozen on its lines.
-  const prices = new Map((await pricesOf(tx, lines.map((l) => l.sku))).map((p) => [p.sku, p]));
-  const unknown: FieldError[] = lines.filter((l) => !prices.get(l.sku)?.active).map((l) => ({ path: `/lines/${l.firstIndex}/sku`, message: `unknown SKU ${l.sku}` }));
-  if (unknown.length > 0) throw new AppError('unknown_sku', unknown.map((u) => u.message).join('; '), { errors: unknown });
-  const currencies = new Set(lines.map((l) => prices.get(l.sku)!.currency));
-  if (currencies.size > 1) throw new AppError('currency_mismatch', `The lines are priced in ${[...currencies].sort().join(' and ')}; an order has one currency`);
-
-  // Fail fast on what is plainly not there, before writing anything (a hint, read without locks).
-  const plainlyShort = lines.filter((l) => prices.get(l.sku)!.available < l.quantity);
-  if (plainlyShort.length > 0) {
-    throw outOfStock(plainlyShort.map((l) => ({ sku: l.sku, quantity: l.quantity, available: prices.get(l.sku)!.available, index: l.firstIndex })));
-  }
-
-  const orderId = newId('ord');
-  const priced = lines.map((l) => ({ sku: l.sku, quantity: l.quantity, unitAmount: prices.get(l.sku)!.price_amount }));
-  const total = priced.reduce((sum, l) => sum + l.unitAmount * l.quantity, 0);
-  const created = await repo.insertOrder(tx, {
-    id: orderId, customerId: principal.userId, currency: [...currencies][0]!, total, paymentToken: input.payment.token,
-  }, priced);
-  // The charge is enqueued in this transaction: committed with the order, or not at all.
-  await requestCharge(tx, created.order);
-  await publishOrderEvent(tx, 'order.created', created.order, created.lines);
-  return {
-    order: orderView(created.order, created.lines),
-    reserveStock: () => reserveStock(tx, orderId, lines.map((l) => ({ sku: l.sku, quantity: l.quantity, index: l.firstIndex }))),
-  };
-}
 
 /** The owner sees their order, staff see every order; anyone else gets 404, as for a missing one. */
 function ownerFilter(principal: Principal): string | null {

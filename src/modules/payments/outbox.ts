@@ -3,7 +3,7 @@
 // the order change or not at all (the outbox), and the unique indexes make a second request a no-op.
 import type { Tx } from '../../platform/db.js';
 import { newId } from '../../platform/ids.js';
-import { enqueue } from '../../platform/queue.js';
+import { enqueue, enqueueMany } from '../../platform/queue.js';
 import * as repo from './repo.js';
 
 export const chargeQueue = 'payments.charge';
@@ -14,6 +14,14 @@ export async function requestCharge(tx: Tx, order: { id: string; total_amount: n
   await repo.insertPayment(tx, { id: paymentId, orderId: order.id, amount: order.total_amount, currency: order.currency });
   await enqueue(tx, chargeQueue, { paymentId }, { dedupeKey: paymentId });
   return paymentId;
+}
+
+/** requestCharge for several orders at once: one statement for the payments, one for their jobs. */
+export async function requestCharges(tx: Tx, orders: { id: string; total_amount: number; currency: string }[]): Promise<string[]> {
+  const payments = orders.map((o) => ({ id: newId('pay'), orderId: o.id, amount: o.total_amount, currency: o.currency }));
+  await repo.insertPayments(tx, payments);
+  await enqueueMany(tx, chargeQueue, payments.map((p) => ({ data: { paymentId: p.id }, dedupeKey: p.id })));
+  return payments.map((p) => p.id);
 }
 
 /** Requests a full refund of the order's captured payment (none when it was never captured). */

@@ -19,9 +19,14 @@ export async function insertPayment(tx: Tx, p: { id: string; orderId: string; am
   );
 }
 
-export async function findPayment(db: Queryable, id: string): Promise<PaymentRow | undefined> {
-  const [row] = await db.query<PaymentRow>('SELECT * FROM payments WHERE id = $1', [id]);
-  return row;
+/** Several pending payments in one statement (a batch of placed orders). */
+export async function insertPayments(tx: Tx, payments: { id: string; orderId: string; amount: number; currency: string }[]): Promise<void> {
+  if (payments.length === 0) return;
+  await tx.query(
+    `INSERT INTO payments (id, order_id, amount, currency, status)
+     SELECT id, order_id, amount, currency, 'pending' FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[]) AS p(id, order_id, amount, currency)`,
+    [payments.map((p) => p.id), payments.map((p) => p.orderId), payments.map((p) => p.amount), payments.map((p) => p.currency)],
+  );
 }
 
 export function paymentsOfOrder(db: Queryable, orderId: string): Promise<PaymentRow[]> {
@@ -33,19 +38,34 @@ export async function paymentOfOrder(tx: Tx, orderId: string): Promise<PaymentRo
   return row;
 }
 
-/** Counts an attempt before calling the processor, so "might have charged" is known after a crash. */
-export async function countChargeAttempt(db: Queryable, id: string, provider: string): Promise<void> {
-  await db.query(`UPDATE payments SET attempts = attempts + 1, provider = $2, updated_at = now() WHERE id = $1 AND status = 'pending'`, [id, provider]);
+export interface PaymentToCharge extends PaymentRow { order_status: string; payment_token: string }
+
+/** Several payments with what charging them needs from their orders (unlocked: a first look). */
+export function paymentsToCharge(db: Queryable, ids: string[]): Promise<PaymentToCharge[]> {
+  return db.query<PaymentToCharge>(
+    'SELECT p.*, o.status AS order_status, o.payment_token FROM payments p JOIN orders o ON o.id = p.order_id WHERE p.id = ANY($1::text[])',
+    [ids],
+  );
 }
 
-/** Settles a pending payment and answers it; undefined when it was settled before (a job that ran twice). */
-export async function settlePayment(tx: Tx, id: string, to: 'succeeded' | 'failed', detail: { providerRef?: string; failure?: string }): Promise<PaymentRow | undefined> {
-  const [row] = await tx.query<PaymentRow>(
-    `UPDATE payments SET status = $2, provider_ref = coalesce($3, provider_ref), failure = $4, updated_at = now()
-      WHERE id = $1 AND status = 'pending' RETURNING *`,
-    [id, to, detail.providerRef ?? null, detail.failure ?? null],
+/**
+ * Counts an attempt on each payment before calling the processor, so "might have charged" is
+ * known after a crash.
+ */
+export async function countChargeAttempts(db: Queryable, ids: string[], provider: string): Promise<void> {
+  if (ids.length === 0) return;
+  await db.query(`UPDATE payments SET attempts = attempts + 1, provider = $2, updated_at = now() WHERE id = ANY($1::text[]) AND status = 'pending'`, [ids, provider]);
+}
+
+/** Settles pending payments; answers the rows it settled (not those settled before: a job that ran twice). */
+export function settlePayments(tx: Tx, outcomes: { id: string; to: 'succeeded' | 'failed'; providerRef?: string; failure?: string }[]): Promise<PaymentRow[]> {
+  if (outcomes.length === 0) return Promise.resolve([]);
+  return tx.query<PaymentRow>(
+    `UPDATE payments p SET status = o.status, provider_ref = coalesce(o.provider_ref, p.provider_ref), failure = o.failure, updated_at = now()
+       FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS o(id, status, provider_ref, failure)
+      WHERE p.id = o.id AND p.status = 'pending' RETURNING p.*`,
+    [outcomes.map((o) => o.id), outcomes.map((o) => o.to), outcomes.map((o) => o.providerRef ?? null), outcomes.map((o) => o.failure ?? null)],
   );
-  return row;
 }
 
 export async function markRefunded(tx: Tx, id: string): Promise<void> {

@@ -1,0 +1,202 @@
+// Placing orders, together: the orders that arrive while earlier ones are being written share one
+// transaction (group commit in the application). A hot SKU's row lock and a commit's WAL flush are
+// then paid once per batch, not once per order, and each statement carries the whole batch, so
+// the database does a handful of round trips for 30 orders instead of a dozen per order.
+//
+// Each request still gets its own answer, stored under its own Idempotency-Key in the same
+// transaction: a batch is only a way of writing, never a way of deciding. Orders are decided one by
+// one, in arrival order, against stock rows locked for the whole batch; one that does not fit is
+// refused (409 out_of_stock) without touching the others. A fault (not a business refusal) rolls the
+// batch back, and its requests are then run one by one, so one bad request cannot fail the rest.
+//
+// With little load a batch is one order and nothing waits: a request starts at once while fewer
+// than `concurrency` batches are running, and only waits when all are.
+import type { Db, Tx } from '../../platform/db.js';
+import type { Principal } from '../../platform/auth.js';
+import { newId } from '../../platform/ids.js';
+import { claimKeys, failureOutcome, priorOutcomes, storeOutcomes, type KeyedRequest, type Outcome } from '../../platform/idempotency.js';
+import { AppError, type FieldError } from '../../errors.js';
+import { pricesOf, type PricedSku } from '../catalog/repo.js';
+import { lockStock, outOfStock, reserveForOrders } from '../catalog/inventory.js';
+import { requestCharges } from '../payments/outbox.js';
+import { publishOrderEvents } from './events.js';
+import * as repo from './repo.js';
+import { limits } from './schemas.js';
+import { orderView } from './view.js';
+
+export interface PlaceOrderInput {
+  lines: { sku: string; quantity: number }[];
+  payment: { method: 'card'; token: string };
+}
+
+export interface OrderRequest { keyed: KeyedRequest; principal: Principal; input: PlaceOrderInput }
+
+export interface Answer { outcome: Outcome; replayed: boolean }
+
+interface MergedLine { sku: string; quantity: number; firstIndex: number }
+
+/** Lines naming the same SKU become one line with the summed quantity, in first-seen order. */
+export function mergeLines(lines: { sku: string; quantity: number }[]): MergedLine[] {
+  const merged = new Map<string, MergedLine>();
+  lines.forEach((line, i) => {
+    const seen = merged.get(line.sku);
+    if (seen) seen.quantity += line.quantity;
+    else merged.set(line.sku, { ...line, firstIndex: i });
+  });
+  return [...merged.values()];
+}
+
+function checkLimits(lines: MergedLine[]): AppError | null {
+  if (lines.length > limits.linesPerOrder) {
+    return new AppError('limit_exceeded', `An order may name at most ${limits.linesPerOrder} SKUs`, { errors: [{ path: '/lines', message: `at most ${limits.linesPerOrder} distinct SKUs` }] });
+  }
+  const tooMany = lines.filter((l) => l.quantity > limits.quantityPerLine);
+  if (tooMany.length > 0) {
+    return new AppError('limit_exceeded', `At most ${limits.quantityPerLine} units of one SKU per order`, { errors: tooMany.map((l) => ({ path: `/lines/${l.firstIndex}/quantity`, message: `at most ${limits.quantityPerLine}` })) });
+  }
+  return null;
+}
+
+/** The order against the catalog: unknown SKUs, mixed currencies, or plainly short stock refuse it. */
+function checkAgainstCatalog(lines: MergedLine[], prices: Map<string, PricedSku>): AppError | null {
+  const unknown: FieldError[] = lines.filter((l) => !prices.get(l.sku)?.active).map((l) => ({ path: `/lines/${l.firstIndex}/sku`, message: `unknown SKU ${l.sku}` }));
+  if (unknown.length > 0) return new AppError('unknown_sku', unknown.map((u) => u.message).join('; '), { errors: unknown });
+  const currencies = new Set(lines.map((l) => prices.get(l.sku)!.currency));
+  if (currencies.size > 1) return new AppError('currency_mismatch', `The lines are priced in ${[...currencies].sort().join(' and ')}; an order has one currency`);
+  // What is plainly not there is refused before any lock (the figure was read without one).
+  const short = lines.filter((l) => prices.get(l.sku)!.available < l.quantity);
+  if (short.length > 0) return outOfStock(short.map((l) => ({ sku: l.sku, quantity: l.quantity, available: prices.get(l.sku)!.available, index: l.firstIndex })));
+  return null;
+}
+
+/**
+ * Places a batch of orders in the caller's transaction and answers each request. The requests
+ * must name distinct (principal, key) pairs. Business refusals are answers (stored under their
+ * keys); anything thrown is a fault, and the transaction must roll back.
+ */
+export async function placeOrders(tx: Tx, requests: OrderRequest[]): Promise<Answer[]> {
+  const answers: Answer[] = new Array(requests.length);
+  const stored: { request: KeyedRequest; outcome: Outcome }[] = [];
+  const refuse = (i: number, err: AppError) => {
+    answers[i] = { outcome: failureOutcome(err), replayed: false };
+    stored.push({ request: requests[i]!.keyed, outcome: answers[i].outcome });
+  };
+
+  // 1. Keys: a key already used answers what it answered then (or why it cannot).
+  const claimed = await claimKeys(tx, requests.map((r) => r.keyed));
+  const taken = requests.flatMap((r, i) => (claimed[i] ? [] : [i]));
+  (await priorOutcomes(tx, taken.map((i) => requests[i]!.keyed))).forEach((prior, n) => {
+    answers[taken[n]!] = prior instanceof AppError ? { outcome: failureOutcome(prior), replayed: false } : { outcome: prior, replayed: true };
+  });
+
+  // 2. Each new order against the limits and the catalog (prices are frozen on its lines).
+  let pending = requests.flatMap((r, i) => (claimed[i] ? [{ i, request: r, lines: mergeLines(r.input.lines) }] : []));
+  pending = pending.filter((p) => {
+    const refused = checkLimits(p.lines);
+    if (refused) refuse(p.i, refused);
+    return !refused;
+  });
+  const prices = new Map((pending.length ? await pricesOf(tx, [...new Set(pending.flatMap((p) => p.lines.map((l) => l.sku)))]) : []).map((p) => [p.sku, p]));
+  pending = pending.filter((p) => {
+    const refused = checkAgainstCatalog(p.lines, prices);
+    if (refused) refuse(p.i, refused);
+    return !refused;
+  });
+
+  // 3. Stock: the rows of every SKU in the batch stay locked from here to the commit; the orders
+  // take what they need in arrival order, all of an order's lines or none.
+  const available = pending.length ? await lockStock(tx, pending.flatMap((p) => p.lines.map((l) => l.sku))) : new Map<string, number>();
+  pending = pending.filter((p) => {
+    const short = p.lines.filter((l) => (available.get(l.sku) ?? 0) < l.quantity);
+    if (short.length > 0) {
+      refuse(p.i, outOfStock(short.map((l) => ({ sku: l.sku, quantity: l.quantity, available: available.get(l.sku) ?? 0, index: l.firstIndex }))));
+      return false;
+    }
+    for (const l of p.lines) available.set(l.sku, available.get(l.sku)! - l.quantity);
+    return true;
+  });
+
+  // 4. The writes, one statement each for the whole batch: orders and lines, payments and their
+  // charge jobs, events, reservations; then every answer under its key.
+  const placed = await repo.insertOrders(tx, pending.map((p) => {
+    const lines = p.lines.map((l) => ({ sku: l.sku, quantity: l.quantity, unitAmount: prices.get(l.sku)!.price_amount }));
+    return {
+      id: newId('ord'), customerId: p.request.principal.userId, currency: prices.get(p.lines[0]!.sku)!.currency,
+      total: lines.reduce((sum, l) => sum + l.unitAmount * l.quantity, 0), paymentToken: p.request.input.payment.token, lines,
+    };
+  }));
+  await requestCharges(tx, placed.map((p) => p.order));
+  await publishOrderEvents(tx, 'order.created', placed);
+  await reserveForOrders(tx, placed.flatMap((p) => p.lines.map((l) => ({ orderId: p.order.id, sku: l.sku, quantity: l.quantity }))));
+  placed.forEach((p, n) => {
+    const i = pending[n]!.i;
+    answers[i] = { outcome: { status: 201, body: orderView(p.order, p.lines) }, replayed: false };
+    stored.push({ request: requests[i]!.keyed, outcome: answers[i].outcome });
+  });
+  await storeOutcomes(tx, stored);
+  return answers;
+}
+
+interface Waiting { request: OrderRequest; resolve: (answer: Answer) => void; reject: (err: unknown) => void }
+
+export interface OrderPlacer {
+  /** Places the order (with whatever else is waiting) and answers it. */
+  place(request: OrderRequest): Promise<Answer>;
+}
+
+/**
+ * The batcher in front of placeOrders. concurrency: batches running at once (each holds a pooled
+ * connection); maxBatch: orders per transaction. onPlaced runs after a commit that placed orders
+ * (to wake the payment workers).
+ */
+export function orderPlacer(db: Db, options: { concurrency: number; maxBatch: number; onPlaced?: () => void }): OrderPlacer {
+  const waiting: Waiting[] = [];
+  let running = 0;
+
+  // Up to maxBatch waiting requests in arrival order; a second request with a key already in the
+  // batch waits for the next one, where it finds the first one's stored answer.
+  const takeBatch = (): Waiting[] => {
+    const batch: Waiting[] = [];
+    const keys = new Set<string>();
+    for (let i = 0; i < waiting.length && batch.length < options.maxBatch;) {
+      const w = waiting[i]!;
+      const key = `${w.request.keyed.principalId}\0${w.request.keyed.key}`;
+      if (keys.has(key)) { i++; continue; }
+      keys.add(key);
+      batch.push(w);
+      waiting.splice(i, 1);
+    }
+    return batch;
+  };
+
+  const run = async (batch: Waiting[]): Promise<void> => {
+    let answers: Answer[];
+    try {
+      answers = await db.transaction((tx) => placeOrders(tx, batch.map((w) => w.request)));
+    } catch (err) {
+      if (batch.length === 1) return batch[0]!.reject(err);
+      await Promise.all(batch.map((w) => run([w])));
+      return;
+    }
+    batch.forEach((w, i) => w.resolve(answers[i]!));
+    if (answers.some((a) => a.outcome.status === 201 && !a.replayed)) options.onPlaced?.();
+  };
+
+  const pump = () => {
+    while (running < options.concurrency && waiting.length > 0) {
+      const batch = takeBatch();
+      running++;
+      void run(batch).finally(() => {
+        running--;
+        pump();
+      });
+    }
+  };
+
+  return {
+    place: (request) => new Promise<Answer>((resolve, reject) => {
+      waiting.push({ request, resolve, reject });
+      pump();
+    }),
+  };
+}

@@ -1,0 +1,127 @@
+// Orders are written in batches (src/modules/orders/place.ts). These tests drive the batcher
+// directly, on the real database, with a Db that counts transactions and can make one request's
+// statement fail, to check that a batch really groups requests and that grouping never changes an
+// answer: each request is decided on its own, a duplicate key replays, and a fault in one request
+// does not fail the others.
+import { it } from 'node:test';
+import assert from 'node:assert/strict';
+import { forEachEngine } from './support/app.js';
+import { orderPlacer, type Answer, type OrderRequest } from '../src/modules/orders/place.js';
+import { requestHash } from '../src/platform/idempotency.js';
+import type { Db, Tx } from '../src/platform/db.js';
+import { assertStockExplained } from './support/stock.js';
+
+/** db, counting transactions, with every statement that carries `poison` in a parameter failing. */
+function instrumented(db: Db, poison: string) {
+  const counts = { transactions: 0 };
+  const carriesPoison = (params?: readonly unknown[]) => JSON.stringify(params ?? []).includes(poison);
+  const wrapped: Db = {
+    ...db,
+    transaction: (fn) => {
+      counts.transactions++;
+      return db.transaction((tx) => fn({
+        ...tx,
+        query: async <T>(text: string, params?: readonly unknown[]) => {
+          if (carriesPoison(params)) throw new Error('injected fault');
+          return tx.query<T>(text, params);
+        },
+      } as Tx));
+    },
+  };
+  return { db: wrapped, counts };
+}
+
+function request(customer: { id: string }, key: string, lines: { sku: string; quantity: number }[], token = 'tok_ok'): OrderRequest {
+  const input = { lines, payment: { method: 'card' as const, token } };
+  return {
+    keyed: { principalId: customer.id, key, hash: requestHash('POST', '/v1/orders', input) },
+    principal: { userId: customer.id, role: 'customer', via: 'session', credentialId: 'ses_test' },
+    input,
+  };
+}
+
+const settled = <T>(promises: Promise<T>[]) => Promise.allSettled(promises);
+
+forEachEngine('orders are placed in batches', (env) => {
+  it('requests that wait while a batch runs go together in the next one, each with its own answer', async () => {
+    const { database, customers } = env();
+    await env().product([{ sku: 'BATCH-A', stock: 3 }, { sku: 'BATCH-B', stock: 100 }]);
+    const [c1, c2, c3, c4] = await customers(4);
+    const { db, counts } = instrumented(database.db, 'never');
+    const placer = orderPlacer(db, { concurrency: 1, maxBatch: 64 });
+    // The first runs alone at once; the next four wait for it and then share one transaction.
+    const answers = await Promise.all([
+      placer.place(request(c1!, 'k1', [{ sku: 'BATCH-A', quantity: 1 }])),
+      placer.place(request(c2!, 'k2', [{ sku: 'BATCH-A', quantity: 2 }, { sku: 'BATCH-B', quantity: 1 }])),
+      placer.place(request(c3!, 'k3', [{ sku: 'BATCH-A', quantity: 1 }])), // nothing left of A: refused alone
+      placer.place(request(c4!, 'k4', [{ sku: 'NO-SUCH-SKU', quantity: 1 }])),
+      placer.place(request(c4!, 'k5', [{ sku: 'BATCH-B', quantity: 5 }])),
+    ]);
+    assert.equal(counts.transactions, 2);
+    assert.deepEqual(answers.map((a) => a.outcome.status), [201, 201, 409, 422, 201]);
+    assert.equal((answers[2]!.outcome.body as { code: string }).code, 'out_of_stock');
+    assert.equal((answers[3]!.outcome.body as { code: string }).code, 'unknown_sku');
+    const [stock] = await database.db.query<{ a: number; b: number }>(
+      "SELECT (SELECT reserved FROM stock_levels WHERE sku = 'BATCH-A') AS a, (SELECT reserved FROM stock_levels WHERE sku = 'BATCH-B') AS b",
+    );
+    assert.deepEqual(stock, { a: 3, b: 6 });
+    // Every answer, refusals included, is stored under its key.
+    const stored = await database.db.query<{ key: string; status_code: number }>(
+      "SELECT key, status_code FROM idempotency_keys WHERE key = ANY($1::text[]) ORDER BY key", [['k1', 'k2', 'k3', 'k4', 'k5']],
+    );
+    assert.deepEqual(stored.map((s) => s.status_code), [201, 201, 409, 422, 201]);
+    // One payment and one charge job per placed order.
+    const [jobs] = await database.db.query<{ payments: number; jobs: number }>(
+      `SELECT (SELECT count(*)::int FROM payments p JOIN orders o ON o.id = p.order_id WHERE o.customer_id = ANY($1::text[])) AS payments,
+              (SELECT count(*)::int FROM pgboss.job j JOIN payments p ON p.id = j.data->>'paymentId' JOIN orders o ON o.id = p.order_id
+                WHERE j.name = 'payments.charge' AND o.customer_id = ANY($1::text[])) AS jobs`,
+      [[c1!.id, c2!.id, c3!.id, c4!.id]],
+    );
+    assert.deepEqual(jobs, { payments: 3, jobs: 3 });
+    await assertStockExplained(database.db);
+  });
+
+  it('a second request with a key already in the batch waits for the next one and replays the first answer', async () => {
+    const { database, customers } = env();
+    await env().product([{ sku: 'BATCH-DUP', stock: 10 }]);
+    const [c] = await customers(1);
+    const { db, counts } = instrumented(database.db, 'never');
+    const placer = orderPlacer(db, { concurrency: 1, maxBatch: 64 });
+    const first = placer.place(request(c!, 'warm-up', [{ sku: 'BATCH-DUP', quantity: 1 }]));
+    const twice = [placer.place(request(c!, 'dup', [{ sku: 'BATCH-DUP', quantity: 1 }])), placer.place(request(c!, 'dup', [{ sku: 'BATCH-DUP', quantity: 1 }]))];
+    const [a, b] = await Promise.all(twice);
+    await first;
+    assert.equal(counts.transactions, 3);
+    assert.equal(a!.outcome.status, 201);
+    assert.equal(a!.replayed, false);
+    assert.deepEqual(b, { outcome: a!.outcome, replayed: true } satisfies Answer);
+    const [n] = await database.db.query<{ n: number }>("SELECT count(*)::int AS n FROM order_lines WHERE sku = 'BATCH-DUP'");
+    assert.equal(n!.n, 2);
+  });
+
+  it('a fault in one request of a batch fails that request only: the others are placed on their own', async () => {
+    const { database, customers } = env();
+    await env().product([{ sku: 'BATCH-F', stock: 10 }]);
+    const [c1, c2, c3] = await customers(3);
+    const { db, counts } = instrumented(database.db, 'tok_poison');
+    const placer = orderPlacer(db, { concurrency: 1, maxBatch: 64 });
+    const results = await settled([
+      placer.place(request(c1!, 'f0', [{ sku: 'BATCH-F', quantity: 1 }])),
+      placer.place(request(c1!, 'f1', [{ sku: 'BATCH-F', quantity: 1 }])),
+      placer.place(request(c2!, 'f2', [{ sku: 'BATCH-F', quantity: 1 }], 'tok_poison')),
+      placer.place(request(c3!, 'f3', [{ sku: 'BATCH-F', quantity: 1 }])),
+    ]);
+    // f0 alone; f1-f3 together, which fails; then f1, f2, f3 one by one.
+    assert.equal(counts.transactions, 1 + 1 + 3);
+    assert.deepEqual(results.map((r) => r.status), ['fulfilled', 'fulfilled', 'rejected', 'fulfilled']);
+    assert.deepEqual(results.filter((r) => r.status === 'fulfilled').map((r) => (r as PromiseFulfilledResult<Answer>).value.outcome.status), [201, 201, 201]);
+    // Nothing of the failed request was kept, not even its key: a retry runs it again.
+    const [left] = await database.db.query<{ orders: number; keys: number; reserved: number }>(
+      `SELECT (SELECT count(*)::int FROM order_lines WHERE sku = 'BATCH-F') AS orders,
+              (SELECT count(*)::int FROM idempotency_keys WHERE key = 'f2') AS keys,
+              (SELECT reserved FROM stock_levels WHERE sku = 'BATCH-F') AS reserved`,
+    );
+    assert.deepEqual(left, { orders: 3, keys: 0, reserved: 3 });
+    await assertStockExplained(database.db);
+  });
+});
