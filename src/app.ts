@@ -15,7 +15,7 @@ import { loggerOptions } from './platform/log.js';
 import { loadMigrations } from './platform/migrate.js';
 import { packageRoot } from './platform/paths.js';
 import { accountsRoutes } from './modules/accounts/routes.js';
-import { resolveToken } from './modules/accounts/service.js';
+import { tokenResolver } from './modules/accounts/service.js';
 import { catalogRoutes } from './modules/catalog/routes.js';
 import { ordersRoutes } from './modules/orders/routes.js';
 import type { Queue } from './platform/queue.js';
@@ -48,7 +48,7 @@ export async function buildApp(config: Readonly<Config>, db: Db, options: BuildO
 
   await registerHttpPlatform(app, { corsOrigins: config.corsOrigins });
   await app.register(cookie);
-  registerAuth(app, (token) => resolveToken(db, token));
+  registerAuth(app, tokenResolver(db));
   const metrics = registerMetrics(app);
   await registerOpenApi(app, version);
 

@@ -29,6 +29,10 @@ export async function findUserById(db: Queryable, id: string): Promise<UserRow |
   return row;
 }
 
+export function findUsersByIds(db: Queryable, ids: string[]): Promise<UserRow[]> {
+  return db.query<UserRow>('SELECT * FROM users WHERE id = ANY($1::text[])', [ids]);
+}
+
 export async function setUserRole(db: Queryable, id: string, role: Role): Promise<UserRow | undefined> {
   const [row] = await db.query<UserRow>('UPDATE users SET role = $2, updated_at = now() WHERE id = $1 RETURNING *', [id, role]);
   return row;
@@ -60,6 +64,16 @@ export async function principalBySessionHash(db: Queryable, tokenHash: Buffer): 
     [tokenHash],
   );
   return row ? { userId: row.user_id, role: row.role, via: 'session', credentialId: row.id } : null;
+}
+
+/** principalBySessionHash for several tokens in one query; answers them by the hash in hex. */
+export async function principalsBySessionHashes(db: Queryable, tokenHashes: Buffer[]): Promise<Map<string, Principal>> {
+  const rows = await db.query<{ token_hash: Buffer; id: string; user_id: string; role: Role }>(
+    `SELECT s.token_hash, s.id, s.user_id, u.role FROM sessions s JOIN users u ON u.id = s.user_id
+      WHERE s.token_hash = ANY($1::bytea[]) AND s.revoked_at IS NULL AND s.expires_at > now()`,
+    [tokenHashes],
+  );
+  return new Map(rows.map((row) => [Buffer.from(row.token_hash).toString('hex'), { userId: row.user_id, role: row.role, via: 'session', credentialId: row.id } satisfies Principal]));
 }
 
 export interface ApiKeyRow { id: string; name: string; role: Role; created_at: Date; revoked_at: Date | null }
