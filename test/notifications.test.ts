@@ -6,7 +6,7 @@ import { startSmtpServer, type ReceivedMail } from './support/smtp.js';
 import { endpoints } from '../src/client.js';
 import type { Db } from '../src/platform/db.js';
 import { createMailer } from '../src/modules/messaging/mailer.js';
-import { emailQueue, sendEventEmails } from '../src/modules/messaging/notifications.js';
+import { emailQueue, sendEventEmails, sendEventsEmails } from '../src/modules/messaging/notifications.js';
 import { escapeHtml, formatMoney, html, oneLine } from '../src/modules/messaging/templates.js';
 import { openEventStream } from '../src/modules/messaging/event-source.js';
 
@@ -114,7 +114,7 @@ forEachEngine('email notifications over SMTP, through the queue', (env) => {
     const eventId = await eventOf(e.database.db, 'order.paid', "data->'order'->>'id'", o.id);
     await jobCompleted(e.database.db, eventId);
     const mailer = createMailer({ smtpUrl: smtp.url, mailFrom: 'Engine Room <no-reply@engine-room.local>' });
-    const options = { heartbeatSeconds: 15 };
+    const options = { heartbeatSeconds: 15, smtpConcurrency: 4 };
     await sendEventEmails(e.database.db, mailer, options, eventId);
     await Promise.all([sendEventEmails(e.database.db, mailer, options, eventId), sendEventEmails(e.database.db, mailer, options, eventId)]);
     assert.equal(smtp.to(bob.email).length, 1, 'a job run again sends nothing again');
@@ -133,6 +133,22 @@ forEachEngine('email notifications over SMTP, through the queue', (env) => {
     assert.equal(smtp.to(amy.email).length, 1);
     const [row] = await e.database.db.query<{ n: number }>('SELECT count(*)::int AS n FROM emails WHERE event_id = $1', [raceId]);
     assert.equal(row!.n, 1);
+  });
+
+  it('the emails of several events worked as one batch: one email each, and a batch run again sends nothing', async () => {
+    const e = env();
+    const people = [await customer(e, 'Batch Bea'), await customer(e, 'Batch Ben'), await customer(e, 'Batch Bo')];
+    const orders = await Promise.all(people.map((p) => order(e, p.token, 'tok_ok')));
+    for (const p of people) await mailTo(p.email);
+    const eventIds = await Promise.all(orders.map((o) => eventOf(e.database.db, 'order.paid', "data->'order'->>'id'", o.id)));
+    for (const id of eventIds) await jobCompleted(e.database.db, id);
+    const mailer = createMailer({ smtpUrl: smtp.url, mailFrom: 'Engine Room <no-reply@engine-room.local>' });
+    // The three again, one twice, and an event that does not exist: nothing to send, nothing failed.
+    const failed = await sendEventsEmails(e.database.db, mailer, { heartbeatSeconds: 15, smtpConcurrency: 2 }, [...eventIds, eventIds[0]!, 'evt_00000000000000000000000000']);
+    assert.deepEqual([...failed.keys()], []);
+    for (const p of people) assert.equal(smtp.to(p.email).length, 1, p.email);
+    const [row] = await e.database.db.query<{ n: number }>('SELECT count(*)::int AS n FROM emails WHERE event_id = ANY($1::text[])', [eventIds]);
+    assert.equal(row!.n, 3);
   });
 
   it('an SMTP server that is down makes the job retry, and nothing is lost', async () => {
@@ -182,7 +198,7 @@ forEachEngine('email notifications without SMTP: the dev mailbox', (env) => {
 
     await jobCompleted(e.database.db, found.eventId);
     const mailer = createMailer({ smtpUrl: undefined, mailFrom: 'x <x@example.com>' });
-    await Promise.all([1, 2, 3].map(() => sendEventEmails(e.database.db, mailer, { heartbeatSeconds: 15 }, found.eventId)));
+    await Promise.all([1, 2, 3].map(() => sendEventEmails(e.database.db, mailer, { heartbeatSeconds: 15, smtpConcurrency: 4 }, found.eventId)));
     const box = await e.client.ok(endpoints.listMailbox, { token: e.adminToken, query: { limit: 100 } });
     assert.equal(box.data.filter((m) => m.eventId === found.eventId).length, 1);
     assert.equal((await e.client.call(endpoints.listMailbox, { token: bob.token })).status, 403);

@@ -41,6 +41,11 @@ export async function findEvent(db: Tx | { query: Tx['query'] }, id: string): Pr
   return row && { id: row.id, type: row.type, createdAt: row.created_at.toISOString(), data: row.data };
 }
 
+export async function findEvents(db: Tx | { query: Tx['query'] }, ids: string[]): Promise<PublishedEvent[]> {
+  const rows = await db.query<{ id: string; type: string; data: unknown; created_at: Date }>('SELECT id, type, data, created_at FROM events WHERE id = ANY($1::text[])', [ids]);
+  return rows.map((row) => ({ id: row.id, type: row.type, createdAt: row.created_at.toISOString(), data: row.data }));
+}
+
 // Readers of the outbox in this process (the webhook dispatcher) hear of a local commit at once,
 // without waiting for their next poll. A listener must be cheap and must not throw.
 const localReaders = new Set<() => void>();

@@ -19,11 +19,11 @@
 // was marked sent sends it again when its claim expires. The Message-ID is the email's id, the
 // same on both copies, so a receiving system can tell.
 import type { Db, Queryable, Tx } from '../../platform/db.js';
-import { findEvent, type PublishedEvent } from '../../platform/events.js';
+import { findEvents, type PublishedEvent } from '../../platform/events.js';
 import { hasLiveStream } from '../../platform/event-stream.js';
 import { newId } from '../../platform/ids.js';
-import { enqueue, enqueueMany, work, type Queue, type QueueSpec } from '../../platform/queue.js';
-import { findUserById } from '../accounts/repo.js';
+import { enqueue, enqueueMany, workInBatches, type Queue, type QueueSpec } from '../../platform/queue.js';
+import { findUserById, findUsersByIds } from '../accounts/repo.js';
 import { createMailer, smtpTimeoutMs, type Mailer, type MailerConfig } from './mailer.js';
 import * as repo from './repo.js';
 import { newMessage, orderConfirmation, paymentFailed, type OrderData, type RenderedEmail } from './templates.js';
@@ -62,17 +62,24 @@ export interface MessageEventData {
   conversation: { id: string; subject: string; customerId: string; orderId: string | null };
 }
 
-async function planOrderEmail(db: Queryable, event: PublishedEvent): Promise<PlannedEmail[]> {
-  const order = (event.data as { order: OrderData & { customerId: string } }).order;
-  const customer = await findUserById(db, order.customerId);
-  if (!customer) return []; // placed with an API key: nobody to write to
-  const paid = event.type === 'order.paid';
-  return [{
-    recipientId: customer.id,
-    kind: paid ? 'order_confirmation' : 'payment_failed',
-    to: customer.email,
-    email: (paid ? orderConfirmation : paymentFailed)({ name: customer.name, order }),
-  }];
+/** The emails of order events (a confirmation, a failed payment), their customers read in one query. */
+async function planOrderEmails(db: Queryable, events: PublishedEvent[]): Promise<(PlannedEmail & { eventId: string })[]> {
+  if (events.length === 0) return [];
+  const orderOf = (event: PublishedEvent) => (event.data as { order: OrderData & { customerId: string } }).order;
+  const customers = new Map((await findUsersByIds(db, [...new Set(events.map((e) => orderOf(e).customerId))])).map((u) => [u.id, u]));
+  return events.flatMap((event) => {
+    const order = orderOf(event);
+    const customer = customers.get(order.customerId);
+    if (!customer) return []; // placed with an API key: nobody to write to
+    const paid = event.type === 'order.paid';
+    return [{
+      eventId: event.id,
+      recipientId: customer.id,
+      kind: paid ? 'order_confirmation' as const : 'payment_failed' as const,
+      to: customer.email,
+      email: (paid ? orderConfirmation : paymentFailed)({ name: customer.name, order }),
+    }];
+  });
 }
 
 async function planMessageEmails(db: Queryable, event: PublishedEvent, heartbeatSeconds: number): Promise<PlannedEmail[]> {
@@ -117,25 +124,53 @@ async function deliver(db: Db, mailer: Mailer, email: repo.EmailRow): Promise<De
   return 'sent';
 }
 
-/** The job: records the event's emails (once) and sends those not sent yet. Idempotent. */
-export async function sendEventEmails(db: Db, mailer: Mailer, options: { heartbeatSeconds: number }, eventId: string): Promise<void> {
-  const event = await findEvent(db, eventId);
-  if (!event) return;
-  let planned: PlannedEmail[] = [];
-  if (event.type === 'order.paid' || event.type === 'order.payment_failed') planned = await planOrderEmail(db, event);
-  else if (event.type === 'message.created') planned = await planMessageEmails(db, event, options.heartbeatSeconds);
-  for (const p of planned) {
-    await repo.insertEmail(db, { id: newId('eml'), eventId, recipientId: p.recipientId, kind: p.kind, to: p.to, ...p.email });
+export interface EmailOptions {
+  /** A user whose stream was seen within two heartbeats is watching (no email about a new message). */
+  heartbeatSeconds: number;
+  /** SMTP conversations one batch holds at once. */
+  smtpConcurrency: number;
+}
+
+/** The job for one event: records its emails (once) and sends those not sent yet. Idempotent. */
+export async function sendEventEmails(db: Db, mailer: Mailer, options: EmailOptions, eventId: string): Promise<void> {
+  const failure = (await sendEventsEmails(db, mailer, options, [eventId])).get(eventId);
+  if (failure) throw failure;
+}
+
+/**
+ * The jobs of several events (worked in a batch): their emails recorded in one statement and, into
+ * the dev mailbox, delivered in one; over SMTP each email is claimed, sent and marked on its own.
+ * Answers, per event whose emails are not all sent, why (its job is retried). Idempotent.
+ */
+export async function sendEventsEmails(db: Db, mailer: Mailer, options: EmailOptions, eventIds: string[]): Promise<Map<string, Error>> {
+  const events = await findEvents(db, eventIds);
+  const planned = await planOrderEmails(db, events.filter((e) => e.type === 'order.paid' || e.type === 'order.payment_failed'));
+  for (const event of events.filter((e) => e.type === 'message.created')) {
+    planned.push(...(await planMessageEmails(db, event, options.heartbeatSeconds)).map((p) => ({ ...p, eventId: event.id })));
   }
-  const failures: string[] = [];
-  for (const email of await repo.unsentEmailsOf(db, eventId)) {
-    try {
-      if ((await deliver(db, mailer, email)) === 'busy') failures.push(`${email.id} is being sent by another worker`);
-    } catch (err) {
-      failures.push(`${email.id} to ${email.to_address}: ${(err as Error).message}`);
+  await repo.insertEmails(db, planned.map((p) => ({ id: newId('eml'), eventId: p.eventId, recipientId: p.recipientId, kind: p.kind, to: p.to, ...p.email })));
+
+  const failures = new Map<string, string[]>();
+  const fail = (email: repo.EmailRow, why: string) => failures.set(email.event_id, [...(failures.get(email.event_id) ?? []), why]);
+  const unsent = await repo.unsentEmailsOfEvents(db, events.map((e) => e.id));
+  if (mailer.kind === 'mailbox') {
+    const delivered = await repo.deliverAllToMailbox(db, unsent.map((e) => e.id));
+    for (const email of unsent.filter((e) => !delivered.has(e.id))) {
+      if ((await repo.emailStatus(db, email.id)) !== 'sent') fail(email, `${email.id} is being sent by another worker`);
+    }
+  } else {
+    // A few SMTP conversations at once, as many as the queue's concurrency allows.
+    for (let i = 0; i < unsent.length; i += options.smtpConcurrency) {
+      await Promise.all(unsent.slice(i, i + options.smtpConcurrency).map(async (email) => {
+        try {
+          if ((await deliver(db, mailer, email)) === 'busy') fail(email, `${email.id} is being sent by another worker`);
+        } catch (err) {
+          fail(email, `${email.id} to ${email.to_address}: ${(err as Error).message}`);
+        }
+      }));
     }
   }
-  if (failures.length > 0) throw new Error(`emails of ${eventId} not sent yet: ${failures.join('; ')}`);
+  return new Map([...failures].map(([eventId, why]) => [eventId, new Error(`emails of ${eventId} not sent yet: ${why.join('; ')}`)]));
 }
 
 export interface MessagingWorkerConfig extends MailerConfig {
@@ -145,6 +180,11 @@ export interface MessagingWorkerConfig extends MailerConfig {
 
 export function registerMessagingWorkers(queue: Queue, db: Db, config: MessagingWorkerConfig): void {
   const mailer = createMailer(config);
-  const options = { heartbeatSeconds: config.eventStreamHeartbeatSeconds };
-  work<EmailJob>(queue, emailQueue, (job) => sendEventEmails(db, mailer, options, job.data.eventId), { concurrency: config.workerConcurrency });
+  const options: EmailOptions = { heartbeatSeconds: config.eventStreamHeartbeatSeconds, smtpConcurrency: config.workerConcurrency };
+  // In batches: the emails of many events (an order confirmation per paid order) are recorded, and
+  // into the dev mailbox delivered, with one statement each.
+  workInBatches<EmailJob>(queue, emailQueue, async (jobs) => {
+    const failed = await sendEventsEmails(db, mailer, options, [...new Set(jobs.map((job) => job.data.eventId))]);
+    return new Map(jobs.flatMap((job) => { const err = failed.get(job.data.eventId); return err ? [[job.id, err] as const] : []; }));
+  }, { batchSize: Math.max(32, config.workerConcurrency), concurrency: 2 });
 }

@@ -141,6 +141,34 @@ export async function insertEmail(db: Queryable, e: { id: string; eventId: strin
   );
 }
 
+/** insertEmail for several, in one statement. */
+export async function insertEmails(db: Queryable, emails: { id: string; eventId: string; recipientId: string; kind: string; to: string; subject: string; text: string; html: string }[]): Promise<void> {
+  if (emails.length === 0) return;
+  const col = <K extends keyof (typeof emails)[number]>(k: K) => emails.map((e) => e[k]);
+  await db.query(
+    `INSERT INTO emails (id, event_id, recipient_id, kind, to_address, subject, text_body, html_body)
+     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[])
+     ON CONFLICT (event_id, recipient_id, kind) DO NOTHING`,
+    [col('id'), col('eventId'), col('recipientId'), col('kind'), col('to'), col('subject'), col('text'), col('html')],
+  );
+}
+
+export function unsentEmailsOfEvents(db: Queryable, eventIds: string[]): Promise<EmailRow[]> {
+  return db.query<EmailRow>("SELECT * FROM emails WHERE event_id = ANY($1::text[]) AND status <> 'sent' ORDER BY id", [eventIds]);
+}
+
+/** deliverToMailbox for several; answers the ids delivered now. */
+export async function deliverAllToMailbox(db: Queryable, ids: string[]): Promise<Set<string>> {
+  if (ids.length === 0) return new Set();
+  const rows = await db.query<{ id: string }>(
+    `UPDATE emails SET status = 'sent', transport = 'mailbox', sent_at = now(), attempts = attempts + 1, claimed_until = NULL
+      WHERE id = ANY($1::text[]) AND (status = 'pending' OR (status = 'sending' AND claimed_until < now()))
+      RETURNING id`,
+    [ids],
+  );
+  return new Set(rows.map((r) => r.id));
+}
+
 export function unsentEmailsOf(db: Queryable, eventId: string): Promise<EmailRow[]> {
   return db.query<EmailRow>("SELECT * FROM emails WHERE event_id = $1 AND status <> 'sent' ORDER BY id", [eventId]);
 }
