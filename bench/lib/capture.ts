@@ -158,8 +158,11 @@ export async function generateScripts(url: string, salt: string): Promise<Genera
   const render = async (statements: Statement[], key: string, extraTokens: Token[]) => {
     const types = await parameterTypes(url, statements);
     const tokenHash = `\\x${createHash('sha256').update(sessionToken(0, salt)).digest('hex')}`;
+    const hashExpr = "sha256(convert_to('ers_bench_' || :client_id || '_' || :salt, 'UTF8'))";
     const tokens: Token[] = [
-      { value: tokenHash, expr: "sha256(convert_to('ers_bench_' || :client_id || '_' || :salt, 'UTF8'))" },
+      { value: tokenHash, expr: hashExpr },
+      // The session lookup takes an array of hashes (lookups coalesce): as pg writes a bytea[] of one.
+      { value: `{\\${tokenHash}}`, expr: `ARRAY[${hashExpr}]` },
       { value: key, expr: "'pgb-' || :n" },
       { value: customerId(0), expr: "'usr_bench_' || :client_id" },
       ...extraTokens,
