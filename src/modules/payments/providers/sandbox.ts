@@ -102,6 +102,20 @@ export function createSandboxProvider(db: Db, options: SandboxOptions = {}): Pay
     // would stall every other request (on PGlite, the whole database).
     if (request.token === 'tok_slow') await sleep(slowDelayMs);
 
+    // The common case, a key never seen: decided and recorded by one statement, no transaction.
+    const first = decide(request.token, 1);
+    const [created] = await db.query<{ id: string }>(
+      `INSERT INTO sandbox_charges (id, idempotency_key, order_id, amount, currency, token, description, status, decline_reason)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+       ON CONFLICT (idempotency_key) DO NOTHING RETURNING id`,
+      [processorId('sch'), request.idempotencyKey, request.orderId, request.amount.amount, request.amount.currency, request.token, request.description ?? null,
+        first.status === 'retryable' ? 'pending' : first.status, first.status === 'declined' ? first.reason : null],
+    );
+    if (created) {
+      if (first.status === 'succeeded') return request.token === 'tok_lost_response' ? { status: 'retryable', reason: 'timeout: no answer from the processor' } : { status: 'succeeded', providerRef: created.id };
+      return first;
+    }
+
     const outcome = await db.transaction<{ result: ProviderResult; answerLost: boolean }>(async (tx) => {
       // Creates the charge, or counts one more request for it; either way the row is now locked
       // until commit, so requests with one key are decided one after another.
