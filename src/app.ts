@@ -56,7 +56,7 @@ export async function buildApp(config: Readonly<Config>, db: Db, options: BuildO
   accountsRoutes(app, { db, config });
   catalogRoutes(app, { db });
   // An in-process worker starts on a new charge at once instead of at its next poll.
-  ordersRoutes(app, { db, onCharge: () => options.queue?.wake(chargeQueue) });
+  ordersRoutes(app, { db, batchConcurrency: config.orderBatchConcurrency, onCharge: () => options.queue?.wake(chargeQueue) });
   webhooksRoutes(app, { db });
   paymentsRoutes(app, { db });
   sandboxRoutes(app, { db });

@@ -32,6 +32,8 @@ export interface Config {
   /** Jobs of each queue one process handles at once. */
   workerConcurrency: number;
   chargeBatchSize: number;
+  /** Order batches one process writes at once (orders/place.ts). */
+  orderBatchConcurrency: number;
   /** How often an idle worker looks for jobs. */
   workerPollIntervalMs: number;
   paymentProvider: 'sandbox' | 'stripe';
@@ -145,6 +147,7 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     inlineWorkers: parseWorkers(env),
     workerConcurrency: intVar(env, 'WORKER_CONCURRENCY', 8, 1, 1000),
     chargeBatchSize: intVar(env, 'CHARGE_BATCH_SIZE', 32, 1, 500),
+    orderBatchConcurrency: intVar(env, 'ORDER_BATCH_CONCURRENCY', 1, 1, 64),
     workerPollIntervalMs: intVar(env, 'WORKER_POLL_INTERVAL_MS', 500, 50, 60_000),
     paymentProvider,
     stripeSecretKey,

@@ -9,11 +9,11 @@ import * as s from './schemas.js';
 import * as orders from './service.js';
 import { orderPlacer } from './place.js';
 
-export function ordersRoutes(app: FastifyInstance, { db, onCharge }: { db: Db; onCharge?: () => void }): void {
+export function ordersRoutes(app: FastifyInstance, { db, batchConcurrency, onCharge }: { db: Db; batchConcurrency: number; onCharge?: () => void }): void {
   const r = app.withTypeProvider<TypeBoxTypeProvider>();
-  // Orders are written in batches (place.ts). A few batches at once keep PostgreSQL's cores busy
-  // while leaving the pool to other requests; PGlite runs one transaction at a time anyway.
-  const placer = orderPlacer(db, { concurrency: db.engine === 'pglite' ? 1 : 3, maxBatch: 64, onPlaced: onCharge });
+  // Orders are written in batches (place.ts), batchConcurrency at a time (PGlite runs one
+  // transaction at a time anyway).
+  const placer = orderPlacer(db, { concurrency: db.engine === 'pglite' ? 1 : batchConcurrency, maxBatch: 64, onPlaced: onCharge });
 
   r.route({
     ...routeOf(s.placeOrder),
