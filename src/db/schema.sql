@@ -824,6 +824,12 @@ CREATE INDEX idempotency_keys_created_at ON public.idempotency_keys USING btree 
 CREATE INDEX ledger_entries_transaction_id ON public.ledger_entries USING btree (transaction_id);
 
 --
+-- Name: ledger_transactions_order_id; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX ledger_transactions_order_id ON public.ledger_transactions USING btree (order_id, kind);
+
+--
 -- Name: messages_conversation_id; Type: INDEX; Schema: public; Owner: -
 --
 
