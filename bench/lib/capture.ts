@@ -177,6 +177,18 @@ export async function generateScripts(url: string, salt: string): Promise<Genera
       }
     }
     for (const [value, expr] of ids) tokens.push({ value, expr });
+    // UUIDs inside a text (a job id derived from a payment id, within the JSON of a batch insert)
+    // differ per transaction too; left constant, every pgbench job after the first would be a
+    // conflict that inserts nothing.
+    const uuidsInText = new Map<string, string>();
+    for (const s of statements) {
+      for (const p of s.params) {
+        for (const m of (paramText(p) ?? '').matchAll(/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/gi)) {
+          if (!uuidsInText.has(m[0])) uuidsInText.set(m[0], `md5(:n::text || '-t${uuidsInText.size}')::uuid::text`);
+        }
+      }
+    }
+    for (const [value, expr] of uuidsInText) tokens.push({ value, expr });
     let uuids = 0;
     return statements.map((s, i) => inline(s, types[i]!, tokens, () => `md5(:n::text || '-${uuids++}')::uuid`) + ';');
   };
