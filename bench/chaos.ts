@@ -480,7 +480,12 @@ async function checks(db: Db, l: ReturnType<typeof load>, extra: { pendingAfterD
   add('the audit passes (GET /v1/admin/audit)', extra.audit ? extra.audit.checks.filter((c) => !c.ok) : [{ problem: 'the audit did not answer' }],
     extra.audit ? `${extra.audit.checks.filter((c) => c.ok).length}/${extra.audit.checks.length} checks ok` : 'not run');
 
-  // 10. Processes die only when we kill them.
+  // 10. A lost database or a killed peer is a 503 (retry shortly), never a 500 (our fault).
+  const faults = Object.entries(l.stats.statuses).filter(([k]) => k.startsWith('500'));
+  add('no request was answered 500 (a lost database answers 503)', faults.map(([status, n]) => ({ status, n })),
+    faults.length ? `${faults.reduce((sum, [, n]) => sum + n, 0)} answered 500: see "unhandled error" in the process logs (--keep)` : 'none');
+
+  // 11. Processes die only when we kill them.
   add('no process exited on its own', extra.crashes.map((c) => ({ process: c.label, code: c.code, signal: c.signal, atSecond: Number(c.atSecond.toFixed(1)), log: c.logFile, stderr: c.stderr })),
     extra.crashes.length ? `${extra.crashes.length} exited unexpectedly` : 'none');
   return out;

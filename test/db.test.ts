@@ -26,7 +26,7 @@ it('a connection ended by the server between two statements of a transaction fai
 it('a lost database connection answers 503 unavailable with Retry-After, not a bare 500', async () => {
   const { toProblem } = await import('../src/platform/http.js');
   const log = { warn: () => {}, error: () => {} } as never;
-  for (const err of [Object.assign(new Error('terminating connection due to administrator command'), { code: '57P01' }), new Error('Connection terminated unexpectedly'), Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' })]) {
+  for (const err of [Object.assign(new Error('terminating connection due to administrator command'), { code: '57P01' }), new Error('Connection terminated unexpectedly'), new Error('Client has encountered a connection error and is not queryable'), Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' })]) {
     const { body, headers } = toProblem(err, log);
     assert.equal(body.status, 503);
     assert.equal(body.code, 'unavailable');

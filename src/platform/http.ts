@@ -93,7 +93,8 @@ const unavailableCodes = new Set(['57P01', '57P02', '57P03', '08000', '08001', '
 
 export function databaseUnavailable(err: unknown): boolean {
   const e = err as { code?: string; message?: string };
-  return unavailableCodes.has(e?.code ?? '') || /^Connection terminated/.test(e?.message ?? '');
+  // pg's own words for a connection that broke: while in use, or before it was used again.
+  return unavailableCodes.has(e?.code ?? '') || /^Connection terminated|has encountered a connection error and is not queryable/.test(e?.message ?? '');
 }
 
 /** Route patterns to a RegExp, for telling 405 from 404. */
