@@ -286,3 +286,27 @@ for (const engine of engines()) {
     }
   });
 }
+
+it('job tables with many dead rows are vacuumed, so fetching the next job does not read them all', { skip: engines().includes('postgres') ? false : 'needs TEST_DATABASE_URL' }, async () => {
+  const { vacuumJobTables, enqueueMany } = await import('../src/platform/queue.js');
+  const database = await freshDatabase('postgres', 2);
+  try {
+    const db = database.db;
+    await declareQueues(db, [{ name: 't-churn', retryLimit: 0, retryDelaySeconds: 1, leaseSeconds: 30 }]);
+    await db.transaction((tx) => enqueueMany(tx, 't-churn', Array.from({ length: 1500 }, (_, i) => ({ data: { i } }))));
+    // Every job taken and completed: two dead versions each.
+    await db.query("UPDATE pgboss.job SET state = 'active', started_on = now() WHERE name = $1", ['t-churn']);
+    await db.query("UPDATE pgboss.job SET state = 'completed', completed_on = now() WHERE name = $1", ['t-churn']);
+    const [table] = await db.query<{ name: string }>('SELECT partition_name AS name FROM pgboss.queue WHERE name = $1', ['t-churn']);
+    const dead = async () => Number((await db.query<{ n: number }>('SELECT n_dead_tup::int AS n FROM pg_stat_user_tables WHERE schemaname = $1 AND relname = $2', ['pgboss', table!.name]))[0]?.n ?? 0);
+    // The statistics arrive a moment after the statements.
+    await waitFor('the dead rows to be counted', async () => (await dead()) >= 1000);
+    const vacuumed = await vacuumJobTables(db);
+    assert.ok(vacuumed.some((t) => t.endsWith(table!.name)), `vacuumed ${vacuumed.join(', ')}`);
+    assert.ok((await dead()) < 1000);
+    // A table with few dead rows is left alone.
+    assert.ok(!(await vacuumJobTables(db)).some((t) => t.endsWith(table!.name)));
+  } finally {
+    await database.drop();
+  }
+});
