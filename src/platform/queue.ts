@@ -376,17 +376,26 @@ export function work<T = unknown>(queue: Queue, name: string, handler: Handler<T
 // free slots, starts them, fetches again at once while it finds jobs, and waits when the queue is
 // empty. (pg-boss's own work() waits a whole polling interval after every batch and completes or
 // fails a batch as a whole, so it is not used.)
-async function workLoop(state: QueueState, name: string, handler: Handler<unknown>, concurrency: number): Promise<void> {
+function workLoop(state: QueueState, name: string, handler: Handler<unknown>, concurrency: number): Promise<void> {
+  return fetchLoop(state, name, concurrency, (running) => concurrency - running, (jobs) => jobs.map((job) => runJob(state, name, handler, job)));
+}
+
+/**
+ * The loop under work() and workInBatches(): while fewer than `slots` tasks run, fetch up to
+ * fetchSize(running) jobs and start them as tasks (start answers one promise per task); when the
+ * queue is empty, sleep until the next poll or a wake().
+ */
+async function fetchLoop(state: QueueState, name: string, slots: number, fetchSize: (running: number) => number, start: (jobs: PgBoss.JobWithMetadata<unknown>[]) => Promise<void>[]): Promise<void> {
   const mine = new Set<Promise<void>>();
   while (!state.stopping) {
-    if (mine.size >= concurrency) {
+    if (mine.size >= slots) {
       await Promise.race([...mine, state.stopRequested]);
       continue;
     }
     let jobs: PgBoss.JobWithMetadata<unknown>[] = [];
     try {
       // pg-boss's fetch answers [] on a database error; the next poll tries again.
-      jobs = await state.boss.fetch<unknown>(name, { batchSize: concurrency - mine.size, includeMetadata: true });
+      jobs = await state.boss.fetch<unknown>(name, { batchSize: fetchSize(mine.size), includeMetadata: true });
     } catch (err) {
       state.onError(err as Error);
     }
@@ -395,8 +404,7 @@ async function workLoop(state: QueueState, name: string, handler: Handler<unknow
       await sleep(state, name);
       continue;
     }
-    for (const job of jobs) {
-      const done = runJob(state, name, handler, job);
+    for (const done of start(jobs)) {
       mine.add(done);
       void done.finally(() => mine.delete(done));
     }
@@ -471,27 +479,8 @@ export function workInBatches<T = unknown>(queue: Queue, name: string, handler: 
   void loop.finally(() => state.loops.delete(loop));
 }
 
-async function batchLoop(state: QueueState, name: string, handler: BatchHandler<unknown>, batchSize: number, concurrency: number): Promise<void> {
-  const mine = new Set<Promise<void>>();
-  while (!state.stopping) {
-    if (mine.size >= concurrency) {
-      await Promise.race([...mine, state.stopRequested]);
-      continue;
-    }
-    let jobs: PgBoss.JobWithMetadata<unknown>[] = [];
-    try {
-      jobs = await state.boss.fetch<unknown>(name, { batchSize, includeMetadata: true });
-    } catch (err) {
-      state.onError(err as Error);
-    }
-    if (jobs.length === 0) {
-      await sleep(state, name);
-      continue;
-    }
-    const done = runBatch(state, name, handler, jobs);
-    mine.add(done);
-    void done.finally(() => mine.delete(done));
-  }
+function batchLoop(state: QueueState, name: string, handler: BatchHandler<unknown>, batchSize: number, concurrency: number): Promise<void> {
+  return fetchLoop(state, name, concurrency, () => batchSize, (jobs) => [runBatch(state, name, handler, jobs)]);
 }
 
 async function runBatch(state: QueueState, name: string, handler: BatchHandler<unknown>, jobs: PgBoss.JobWithMetadata<unknown>[]): Promise<void> {
