@@ -103,3 +103,25 @@ it('a NUL character that reaches the database (no schema excluded it) answers 40
     await database.drop();
   }
 });
+
+it('tables that grew are analyzed (new ones at once, then each time they double), others are left alone', { skip: postgresUrl ? false : 'needs TEST_DATABASE_URL' }, async () => {
+  const { analyzeChangedTables } = await import('../src/platform/upkeep.js');
+  const database = await freshDatabase('postgres', 2);
+  try {
+    const db = database.db;
+    await db.exec('CREATE TABLE upkeep_probe (n int)');
+    await db.query('INSERT INTO upkeep_probe SELECT generate_series(1, $1::int)', [1500]);
+    const changes = async () => Number((await db.query<{ n: number }>("SELECT n_mod_since_analyze::int AS n FROM pg_stat_user_tables WHERE relname = 'upkeep_probe'"))[0]?.n ?? 0);
+    // The statistics arrive a moment after the statements.
+    for (let i = 0; i < 100 && (await changes()) < 1500; i++) await new Promise((r) => setTimeout(r, 100));
+    assert.deepEqual(await analyzeChangedTables(db, ['public']), ['upkeep_probe']);
+    const [stats] = await db.query<{ reltuples: number }>("SELECT reltuples::int AS reltuples FROM pg_class WHERE relname = 'upkeep_probe'");
+    assert.equal(stats!.reltuples, 1500);
+    // 1,000 more rows: changed by less than its size, so not yet.
+    await db.query('INSERT INTO upkeep_probe SELECT generate_series(1, $1::int)', [1000]);
+    for (let i = 0; i < 100 && (await changes()) < 1000; i++) await new Promise((r) => setTimeout(r, 100));
+    assert.deepEqual(await analyzeChangedTables(db, ['public']), []);
+  } finally {
+    await database.drop();
+  }
+});

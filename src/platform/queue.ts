@@ -32,6 +32,7 @@
 import PgBoss from 'pg-boss';
 import { createHash } from 'node:crypto';
 import type { Db, Queryable, Tx } from './db.js';
+import { analyzeChangedTables } from './upkeep.js';
 
 const schema = 'pgboss';
 
@@ -350,12 +351,15 @@ export async function vacuumJobTables(db: Db, minDeadRows = deadRowsWorthAVacuum
   return tables.map((t) => t.name);
 }
 
+// The same processes keep the planner's statistics fresh (platform/upkeep.ts): the job tables and
+// the business tables grow fastest right after an install, before autovacuum has analyzed them.
 function keepJobTablesLean(queue: Queue, db: Db): void {
   let last = Date.now();
   void poll(queue, 'queue.vacuum', async () => {
     if (Date.now() - last >= vacuumEveryMs) {
       last = Date.now();
       await vacuumJobTables(db);
+      await analyzeChangedTables(db, ['public', schema]);
     }
     return false;
   });
