@@ -91,7 +91,9 @@ export async function freshDatabase(engine: Engine, poolSize = 20): Promise<Test
     return {
       db, engine, url,
       drop: async () => {
-        await db.close();
+        // A test may have closed the pool already (to free its connections): a second close
+        // throws, and must not keep the database from being dropped.
+        await db.close().catch(() => {});
         const c = new pg.Client({ connectionString: postgresUrl });
         await c.connect();
         await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
