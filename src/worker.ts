@@ -6,6 +6,7 @@ import type { Config } from './config.js';
 import type { Db } from './platform/db.js';
 import { declareQueues, schedule, startQueue, work, workInBatches, type Queue, type QueueSpec } from './platform/queue.js';
 import { purgeIdempotencyKeys } from './platform/idempotency.js';
+import { startUpkeep } from './platform/upkeep.js';
 import { createPaymentProvider } from './modules/payments/providers/select.js';
 import { chargeQueue, refundQueue } from './modules/payments/outbox.js';
 import { chargeMany, refundOnce, type ChargeHooks } from './modules/payments/service.js';
@@ -62,6 +63,7 @@ export async function startWorkers(db: Db, config: Readonly<Config>, log: pino.L
     stopTimeoutSeconds: config.shutdownTimeoutSeconds,
     onError: (err) => log.error({ err }, 'job queue error'),
   });
+  if (db.engine === 'postgres') startUpkeep(queue, db);
   const provider = createPaymentProvider(config, db);
   const concurrency = config.workerConcurrency;
 

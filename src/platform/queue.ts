@@ -32,7 +32,6 @@
 import PgBoss from 'pg-boss';
 import { createHash } from 'node:crypto';
 import type { Db, Queryable, Tx } from './db.js';
-import { analyzeChangedTables } from './upkeep.js';
 
 const schema = 'pgboss';
 
@@ -327,20 +326,18 @@ export async function startQueue(db: Db, options: QueueOptions = {}): Promise<Qu
     },
   };
   states.set(queue, state);
-  if ((options.maintain ?? true) && db.engine === 'postgres') keepJobTablesLean(queue, db);
   return queue;
 }
 
-// A job row is written three times (created, active, completed), and each version stays in the
-// fetch index until VACUUM removes it: under load the fetch of the next job read tens of thousands
-// of dead entries (9 ms and growing, found in the bench: the placed -> paid lag crept up over a
-// minute) while autovacuum, at most once a minute, had not come by. So the processes that maintain
-// the queue vacuum its tables themselves when they have enough dead rows: a few tens of ms each.
-// SKIP_LOCKED: a table another process is vacuuming is left to it.
-const vacuumEveryMs = 10_000;
 const deadRowsWorthAVacuum = 1_000;
 
-/** VACUUMs the job tables with at least minDeadRows dead rows; answers the tables vacuumed. */
+/**
+ * VACUUMs the job tables with at least minDeadRows dead rows; answers the tables vacuumed. A job
+ * row is written three times (created, active, completed), and each dead version stays in the
+ * fetch index until VACUUM: under load the fetch of the next job read tens of thousands of dead
+ * entries while autovacuum, at most once a minute, had not come by (platform/upkeep.ts runs this).
+ * SKIP_LOCKED: a table another process is vacuuming is left to it.
+ */
 export async function vacuumJobTables(db: Db, minDeadRows = deadRowsWorthAVacuum): Promise<string[]> {
   const tables = await db.query<{ name: string }>(
     'SELECT relid::regclass::text AS name FROM pg_stat_user_tables WHERE schemaname = $1 AND n_dead_tup >= $2 ORDER BY n_dead_tup DESC',
@@ -351,19 +348,6 @@ export async function vacuumJobTables(db: Db, minDeadRows = deadRowsWorthAVacuum
   return tables.map((t) => t.name);
 }
 
-// The same processes keep the planner's statistics fresh (platform/upkeep.ts): the job tables and
-// the business tables grow fastest right after an install, before autovacuum has analyzed them.
-function keepJobTablesLean(queue: Queue, db: Db): void {
-  let last = Date.now();
-  void poll(queue, 'queue.vacuum', async () => {
-    if (Date.now() - last >= vacuumEveryMs) {
-      last = Date.now();
-      await vacuumJobTables(db);
-      await analyzeChangedTables(db, ['public', schema]);
-    }
-    return false;
-  });
-}
 
 /** Registers handler for the jobs of queue `name` in this process. The queue must be declared. */
 export function work<T = unknown>(queue: Queue, name: string, handler: Handler<T>, options: WorkOptions = {}): void {

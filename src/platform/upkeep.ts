@@ -1,9 +1,16 @@
+// Upkeep of the tables that grow and churn fastest, from the processes that run the workers, on
+// PostgreSQL only (on the embedded database a VACUUM would hold its one connection, and every request
+// with it):
+// every 10 s, VACUUM of the job tables with many dead rows (queue.ts: vacuumJobTables) and ANALYZE
+// of the tables that grew.
+//
 // Statistics for the planner. A table that grows from empty (every table of a new install) is
 // planned with default guesses until it is analyzed, and autovacuum comes by at most once a
 // minute: meanwhile `order_id = ANY($1)` over 40 ids was a sequential scan of order_lines (a guess
 // of 2,700 rows), and pg-boss's completion of a batch of jobs scanned the whole queue table (68 ms
 // instead of 1 ms). Found with pg_stat_statements during the bench; see docs/PERFORMANCE.md.
 import type { Db } from './db.js';
+import { poll, vacuumJobTables, type Queue } from './queue.js';
 
 /**
  * ANALYZEs the tables (of the given schemas) changed by at least minChanges rows, and by at least
@@ -21,4 +28,19 @@ export async function analyzeChangedTables(db: Db, schemas: string[], minChanges
   // The names come from the catalog, quoted by regclass.
   for (const t of tables) await db.exec(`ANALYZE ${t.name}`);
   return tables.map((t) => t.name);
+}
+
+const upkeepEveryMs = 10_000;
+
+/** Runs the upkeep every 10 s until the queue stops. */
+export function startUpkeep(queue: Queue, db: Db): void {
+  let last = Date.now();
+  void poll(queue, 'upkeep', async () => {
+    if (Date.now() - last >= upkeepEveryMs) {
+      last = Date.now();
+      await vacuumJobTables(db);
+      await analyzeChangedTables(db, ['public', 'pgboss']);
+    }
+    return false;
+  });
 }
