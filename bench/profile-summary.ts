@@ -66,7 +66,7 @@ const stageMatchers: { name: string; match: (fn: string, url: string) => boolean
   { name: 'helmet / cors / cookie plugins', match: (_fn, url) => /node_modules\/(@fastify\/(helmet|cors|cookie)|helmet)\//.test(url) },
   { name: 'idempotency (src/platform/idempotency.ts)', match: (_fn, url) => /platform\/idempotency\.js/.test(url) },
   { name: 'placing orders in batches (src/modules/orders/place.ts)', match: (_fn, url) => /orders\/place\.js/.test(url) },
-  { name: 'auth hook (token -> principal)', match: (fn, url) => /platform\/auth\.js/.test(url) || fn === 'resolveToken' },
+  { name: 'auth hook (token -> principal)', match: (_fn, url) => /platform\/(auth|coalesce)\.js/.test(url) },
   { name: 'payment jobs (chargeMany, refundOnce)', match: (fn) => fn === 'chargeMany' || fn === 'recordCharges' || fn === 'refundOnce' },
   { name: 'sandbox processor', match: (_fn, url) => /payments\/providers\/sandbox\.js/.test(url) },
   { name: 'HTTP parsing and sockets (node:_http_*, net, stream)', match: (_fn, url) => /^node:(_http_|http|net|stream|internal\/streams|internal\/stream_base)/.test(url) },

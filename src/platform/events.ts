@@ -8,14 +8,8 @@ import { newId } from './ids.js';
 export interface PublishedEvent { id: string; type: string; createdAt: string; data: unknown }
 
 export async function publishEvent(tx: Tx, type: string, data: object, audience: string[] = []): Promise<PublishedEvent> {
-  const id = newId('evt');
-  const [row] = await tx.query<{ created_at: Date }>(
-    'INSERT INTO events (id, type, audience, data) VALUES ($1, $2, $3, $4) RETURNING created_at',
-    [id, type, audience, JSON.stringify(data)],
-  );
-  tx.afterCommit(announceNewEvents);
-  tx.afterCommit(wakeLocalReaders);
-  return { id, type, createdAt: row!.created_at.toISOString(), data };
+  const [event] = await publishEvents(tx, [{ type, data, audience }]);
+  return event!;
 }
 
 /** publishEvent for several events at once (a batch of placed orders): one statement. */
@@ -37,8 +31,7 @@ export async function publishEvents(tx: Tx, events: { type: string; data: object
 }
 
 export async function findEvent(db: Tx | { query: Tx['query'] }, id: string): Promise<PublishedEvent | undefined> {
-  const [row] = await db.query<{ id: string; type: string; data: unknown; created_at: Date }>('SELECT id, type, data, created_at FROM events WHERE id = $1', [id]);
-  return row && { id: row.id, type: row.type, createdAt: row.created_at.toISOString(), data: row.data };
+  return (await findEvents(db, [id]))[0];
 }
 
 export async function findEvents(db: Tx | { query: Tx['query'] }, ids: string[]): Promise<PublishedEvent[]> {

@@ -57,16 +57,7 @@ export async function revokeSession(db: Queryable, id: string): Promise<void> {
 }
 
 /** The principal behind a session token hash: live session, current role of its user. */
-export async function principalBySessionHash(db: Queryable, tokenHash: Buffer): Promise<Principal | null> {
-  const [row] = await db.query<{ id: string; user_id: string; role: Role }>(
-    `SELECT s.id, s.user_id, u.role FROM sessions s JOIN users u ON u.id = s.user_id
-      WHERE s.token_hash = $1 AND s.revoked_at IS NULL AND s.expires_at > now()`,
-    [tokenHash],
-  );
-  return row ? { userId: row.user_id, role: row.role, via: 'session', credentialId: row.id } : null;
-}
-
-/** principalBySessionHash for several tokens in one query; answers them by the hash in hex. */
+/** The principals of the live sessions among these token hashes, by the hash in hex (one query). */
 export async function principalsBySessionHashes(db: Queryable, tokenHashes: Buffer[]): Promise<Map<string, Principal>> {
   const rows = await db.query<{ token_hash: Buffer; id: string; user_id: string; role: Role }>(
     `SELECT s.token_hash, s.id, s.user_id, u.role FROM sessions s JOIN users u ON u.id = s.user_id

@@ -87,15 +87,9 @@ export async function logout(db: Db, principal: Principal): Promise<void> {
   await repo.revokeSession(db, principal.credentialId);
 }
 
-export async function resolveToken(db: Db, token: string): Promise<Principal | null> {
-  if (token.startsWith(sessionPrefix)) return repo.principalBySessionHash(db, hashSecret(token));
-  if (token.startsWith(apiKeyPrefix)) return repo.principalByApiKeyHash(db, hashSecret(token));
-  return null;
-}
-
 /**
- * resolveToken for a server: session lookups that arrive while others run go together, as one
- * query (every request starts with one, so under load this saves a round trip per request). A
+ * The principal behind a bearer token, or null. Session lookups that arrive while others run go
+ * together, as one query (every request starts with one, so under load this saves a round trip per request). A
  * lookup always starts after its request arrived, so a logout committed before is always seen.
  */
 export function tokenResolver(db: Db): (token: string) => Promise<Principal | null> {
@@ -105,7 +99,8 @@ export function tokenResolver(db: Db): (token: string) => Promise<Principal | nu
   );
   return async (token) => {
     if (token.startsWith(sessionPrefix)) return (await sessions(hashSecret(token).toString('hex'))) ?? null;
-    return resolveToken(db, token);
+    if (token.startsWith(apiKeyPrefix)) return repo.principalByApiKeyHash(db, hashSecret(token));
+    return null;
   };
 }
 

@@ -92,22 +92,6 @@ export async function reserveForOrders(tx: Tx, lines: { orderId: string; sku: st
   if (row!.reserved !== row!.skus) throw new Error(`reserveForOrders: ${row!.skus - row!.reserved} SKUs no longer had the stock their locked rows showed`);
 }
 
-async function settle(tx: Tx, orderId: string, lines: StockRequest[], kind: 'release' | 'sale'): Promise<void> {
-  const sorted = bySku(lines);
-  const onHandSign = kind === 'sale' ? -1 : 0;
-  await tx.query(
-    `WITH ${lockedInSkuOrder},
-     settled AS (
-       UPDATE stock_levels s SET reserved = s.reserved - r.quantity, on_hand = s.on_hand + $3 * r.quantity
-         FROM unnest($1::text[], $2::int[]) AS r(sku, quantity) JOIN locked l ON l.sku = r.sku
-        WHERE s.sku = r.sku
-       RETURNING s.sku, r.quantity)
-     INSERT INTO stock_movements (sku, kind, on_hand_delta, reserved_delta, order_id)
-     SELECT sku, $4, $3 * quantity, -quantity, $5 FROM settled`,
-    [sorted.map((l) => l.sku), sorted.map((l) => l.quantity), onHandSign, kind, orderId],
-  );
-}
-
 /**
  * Settles the reservations of several orders at once (a batch of payment outcomes): each line is
  * sold (its units leave on-hand stock) or released. One statement, so the rows are locked once, in
@@ -135,7 +119,7 @@ export async function settleReservations(tx: Tx, lines: { orderId: string; sku: 
 
 /** Gives an order's reservation back (cancelled, or payment failed). */
 export function releaseReservation(tx: Tx, orderId: string, lines: StockRequest[]): Promise<void> {
-  return settle(tx, orderId, lines, 'release');
+  return settleReservations(tx, lines.map((l) => ({ orderId, sku: l.sku, quantity: l.quantity, kind: 'release' })));
 }
 
 /** Puts the units of a cancelled paid order back on hand: the sale is reversed, not forgotten. */

@@ -104,11 +104,8 @@ async function planMessageEmails(db: Queryable, event: PublishedEvent, heartbeat
 
 type Delivery = 'sent' | 'busy';
 
-async function deliver(db: Db, mailer: Mailer, email: repo.EmailRow): Promise<Delivery> {
-  if (mailer.kind === 'mailbox') {
-    if (await repo.deliverToMailbox(db, email.id)) return 'sent';
-    return (await repo.emailStatus(db, email.id)) === 'sent' ? 'sent' : 'busy';
-  }
+/** Over SMTP: claim, send, mark sent (the dev mailbox is delivered in bulk by sendEventsEmails). */
+async function deliverBySmtp(db: Db, mailer: Extract<Mailer, { kind: 'smtp' }>, email: repo.EmailRow): Promise<Delivery> {
   const claimed = await repo.claimEmail(db, email.id, claimSeconds);
   if (!claimed) return (await repo.emailStatus(db, email.id)) === 'sent' ? 'sent' : 'busy';
   try {
@@ -163,7 +160,7 @@ export async function sendEventsEmails(db: Db, mailer: Mailer, options: EmailOpt
     for (let i = 0; i < unsent.length; i += options.smtpConcurrency) {
       await Promise.all(unsent.slice(i, i + options.smtpConcurrency).map(async (email) => {
         try {
-          if ((await deliver(db, mailer, email)) === 'busy') fail(email, `${email.id} is being sent by another worker`);
+          if ((await deliverBySmtp(db, mailer, email)) === 'busy') fail(email, `${email.id} is being sent by another worker`);
         } catch (err) {
           fail(email, `${email.id} to ${email.to_address}: ${(err as Error).message}`);
         }

@@ -132,16 +132,7 @@ export interface EmailRow {
 }
 
 /** Records the email unless this (event, recipient, kind) has one already: the dedupe. */
-export async function insertEmail(db: Queryable, e: { id: string; eventId: string; recipientId: string; kind: string; to: string; subject: string; text: string; html: string }): Promise<void> {
-  await db.query(
-    `INSERT INTO emails (id, event_id, recipient_id, kind, to_address, subject, text_body, html_body)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-     ON CONFLICT (event_id, recipient_id, kind) DO NOTHING`,
-    [e.id, e.eventId, e.recipientId, e.kind, e.to, e.subject, e.text, e.html],
-  );
-}
-
-/** insertEmail for several, in one statement. */
+/** Records emails (one statement); one per (event, recipient, kind): a second run records nothing. */
 export async function insertEmails(db: Queryable, emails: { id: string; eventId: string; recipientId: string; kind: string; to: string; subject: string; text: string; html: string }[]): Promise<void> {
   if (emails.length === 0) return;
   const col = <K extends keyof (typeof emails)[number]>(k: K) => emails.map((e) => e[k]);
@@ -157,7 +148,7 @@ export function unsentEmailsOfEvents(db: Queryable, eventIds: string[]): Promise
   return db.query<EmailRow>("SELECT * FROM emails WHERE event_id = ANY($1::text[]) AND status <> 'sent' ORDER BY id", [eventIds]);
 }
 
-/** deliverToMailbox for several; answers the ids delivered now. */
+/** Delivers emails into the dev mailbox (one statement); answers the ids delivered now. */
 export async function deliverAllToMailbox(db: Queryable, ids: string[]): Promise<Set<string>> {
   if (ids.length === 0) return new Set();
   const rows = await db.query<{ id: string }>(

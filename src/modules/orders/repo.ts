@@ -9,26 +9,6 @@ export interface OrderRow {
 }
 export interface LineRow { order_id: string; line_no: number; sku: string; quantity: number; unit_amount: number; total_amount: number }
 
-export async function insertOrder(tx: Tx, o: { id: string; customerId: string; currency: string; total: number; paymentToken: string }, lines: { sku: string; quantity: number; unitAmount: number }[]): Promise<{ order: OrderRow; lines: LineRow[] }> {
-  // One statement for the order and its lines: one round trip inside the order's transaction.
-  const [row] = await tx.query<{ order: OrderRow; lines: LineRow[] }>(
-    `WITH o AS (
-       INSERT INTO orders (id, customer_id, status, currency, total_amount, payment_method, payment_token)
-       VALUES ($1, $2, 'pending_payment', $3, $4, 'card', $5) RETURNING *),
-     l AS (
-       INSERT INTO order_lines (order_id, line_no, sku, quantity, unit_amount, total_amount)
-       SELECT $1, line_no, sku, quantity, unit_amount, unit_amount * quantity
-         FROM unnest($6::text[], $7::int[], $8::bigint[]) WITH ORDINALITY AS l(sku, quantity, unit_amount, line_no)
-       RETURNING *)
-     SELECT (SELECT row_to_json(o) FROM o) AS order,
-            (SELECT json_agg(l ORDER BY line_no) FROM l) AS lines`,
-    [o.id, o.customerId, o.currency, o.total, o.paymentToken, lines.map((l) => l.sku), lines.map((l) => l.quantity), lines.map((l) => l.unitAmount)],
-  );
-  // Through JSON, timestamps arrive as text and bigints as numbers.
-  const order = { ...row!.order, created_at: new Date(row!.order.created_at), updated_at: new Date(row!.order.updated_at) };
-  return { order, lines: row!.lines };
-}
-
 export interface NewOrder { id: string; customerId: string; currency: string; total: number; paymentToken: string; lines: { sku: string; quantity: number; unitAmount: number }[] }
 
 /** Several orders and their lines in one statement (a batch of placed orders); answers the rows. */

@@ -9,14 +9,7 @@ import * as repo from './repo.js';
 export const chargeQueue = 'payments.charge';
 export const refundQueue = 'payments.refund';
 
-export async function requestCharge(tx: Tx, order: { id: string; total_amount: number; currency: string }): Promise<string> {
-  const paymentId = newId('pay');
-  await repo.insertPayment(tx, { id: paymentId, orderId: order.id, amount: order.total_amount, currency: order.currency });
-  await enqueue(tx, chargeQueue, { paymentId }, { dedupeKey: paymentId });
-  return paymentId;
-}
-
-/** requestCharge for several orders at once: one statement for the payments, one for their jobs. */
+/** A pending payment and the job that will charge it, per order: one statement each for the batch. */
 export async function requestCharges(tx: Tx, orders: { id: string; total_amount: number; currency: string }[]): Promise<string[]> {
   const payments = orders.map((o) => ({ id: newId('pay'), orderId: o.id, amount: o.total_amount, currency: o.currency }));
   await repo.insertPayments(tx, payments);

@@ -12,13 +12,6 @@ export interface RefundRow {
   attempts: number; provider_ref: string | null; failure: string | null;
 }
 
-export async function insertPayment(tx: Tx, p: { id: string; orderId: string; amount: number; currency: string }): Promise<void> {
-  await tx.query(
-    `INSERT INTO payments (id, order_id, amount, currency, status) VALUES ($1, $2, $3, $4, 'pending')`,
-    [p.id, p.orderId, p.amount, p.currency],
-  );
-}
-
 /** Several pending payments in one statement (a batch of placed orders). */
 export async function insertPayments(tx: Tx, payments: { id: string; orderId: string; amount: number; currency: string }[]): Promise<void> {
   if (payments.length === 0) return;
