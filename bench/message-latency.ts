@@ -11,15 +11,15 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { parseArgs } from 'node:util';
 import { once } from 'node:events';
-import pg from 'pg';
 import { createClient, endpoints, fetchTransport } from '../src/client.js';
 import { openEventStream } from '../src/modules/messaging/event-source.js';
+import { createScratch, defaultDatabaseUrl } from './lib/engine.js';
 
 const { values } = parseArgs({
   options: {
     messages: { type: 'string', default: '200' },
     warmup: { type: 'string', default: '20' },
-    'database-url': { type: 'string', default: process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test' },
+    'database-url': { type: 'string', default: process.env.DATABASE_URL ?? defaultDatabaseUrl },
     help: { type: 'boolean', short: 'h' },
   },
 });
@@ -30,30 +30,17 @@ if (values.help) {
 const messages = Number(values.messages);
 const warmup = Number(values.warmup);
 const baseUrl = values['database-url']!;
-const dbName = `er_bench_msg_${Date.now().toString(36)}`;
 const adminEmail = 'bench-admin@example.com';
 const adminPassword = 'bench-admin-password';
-
-function urlFor(database: string): string {
-  const u = new URL(baseUrl);
-  u.pathname = '/' + database;
-  return u.toString();
-}
-
-async function admin<T>(fn: (c: pg.Client) => Promise<T>): Promise<T> {
-  const c = new pg.Client({ connectionString: baseUrl });
-  await c.connect();
-  try { return await fn(c); } finally { await c.end(); }
-}
 
 function percentile(sorted: number[], p: number): number {
   return sorted.length === 0 ? 0 : sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
 }
 
-async function startProcess(port: number): Promise<ChildProcess> {
+async function startProcess(databaseUrl: string, port: number): Promise<ChildProcess> {
   const child = spawn(process.execPath, ['dist/src/cli.js', 'start'], {
     env: {
-      ...process.env, DATABASE_URL: urlFor(dbName), PORT: String(port), LOG_LEVEL: 'warn', WORKERS: 'off',
+      ...process.env, DATABASE_URL: databaseUrl, PORT: String(port), LOG_LEVEL: 'warn', WORKERS: 'off',
       ADMIN_EMAIL: adminEmail, ADMIN_PASSWORD: adminPassword, MESSAGE_RATE_LIMIT: '1000000',
     },
     stdio: ['ignore', 'inherit', 'pipe'],
@@ -68,14 +55,14 @@ async function startProcess(port: number): Promise<ChildProcess> {
 }
 
 async function main() {
-  await admin((c) => c.query(`CREATE DATABASE ${dbName}`));
+  const scratch = await createScratch(baseUrl, 'bench_msg');
   const portA = 3900 + Math.floor(Math.random() * 40);
   const portB = portA + 50;
   const children: ChildProcess[] = [];
   try {
     // One after the other: the first applies the migrations.
-    children.push(await startProcess(portA));
-    children.push(await startProcess(portB));
+    children.push(await startProcess(scratch.url, portA));
+    children.push(await startProcess(scratch.url, portB));
     const a = createClient(fetchTransport(`http://127.0.0.1:${portA}`));
     const { token: staffToken } = await a.ok(endpoints.login, { body: { email: adminEmail, password: adminPassword } });
     const { token: customerToken } = await a.ok(endpoints.signup, { body: { email: 'bench-customer@example.com', password: 'bench password 123', name: 'Bench Customer' } });
@@ -114,7 +101,7 @@ async function main() {
   } finally {
     for (const child of children) child.kill('SIGTERM');
     await Promise.all(children.map((child) => (child.exitCode === null ? once(child, 'exit') : undefined)));
-    await admin((c) => c.query(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`));
+    await scratch.drop();
   }
 }
 
