@@ -50,3 +50,32 @@ forEachEngine('login throttling', (env) => {
     assert.equal((await client.call(endpoints.login, { body: { email: 'target@example.com', password } })).status, 200);
   });
 }, { LOGIN_MAX_FAILURES_PER_ACCOUNT: '3', LOGIN_MAX_FAILURES_PER_CLIENT: '5', LOGIN_WINDOW_SECONDS: '600' });
+
+forEachEngine('login throttling under a parallel burst', (env) => {
+  it('500 parallel guesses at one account, through two processes: at most the limit reach the password check, and the right password sent last is refused', async () => {
+    const { client, database, config, app } = env();
+    await client.ok(endpoints.signup, { body: { email: 'burst@example.com', password, name: 'B' } });
+    const other = await buildApp(config, database.db, { logStream: { write: () => {} } });
+    try {
+      const guess = (i: number) => (i % 2 === 0 ? app : other).inject({ method: 'POST', url: '/v1/auth/login', remoteAddress: '203.0.113.50', payload: { email: 'burst@example.com', password: `wrong guess ${i}` } });
+      const codes = (await Promise.all(Array.from({ length: 500 }, (_, i) => guess(i)))).map((r) => r.statusCode);
+      const checked = codes.filter((c) => c === 401).length;
+      assert.equal(codes.filter((c) => c !== 401 && c !== 429).length, 0, `unexpected statuses: ${[...new Set(codes)]}`);
+      // Only an attempt that was counted within the limit gets a password check (and a 401).
+      assert.ok(checked >= 1 && checked <= 10, `${checked} guesses reached the password check`);
+      const right = await other.inject({ method: 'POST', url: '/v1/auth/login', remoteAddress: '203.0.113.50', payload: { email: 'burst@example.com', password } });
+      assert.equal(right.statusCode, 429);
+    } finally {
+      await other.close();
+    }
+  });
+
+  it('a successful login does not use up the allowance of its client address', async () => {
+    const { client, app } = env();
+    await client.ok(endpoints.signup, { body: { email: 'often@example.com', password, name: 'O' } });
+    for (let i = 0; i < 60; i++) {
+      const res = await app.inject({ method: 'POST', url: '/v1/auth/login', remoteAddress: '203.0.113.51', payload: { email: 'often@example.com', password } });
+      assert.equal(res.statusCode, 200, `login ${i + 1}`);
+    }
+  });
+}, { LOGIN_MAX_FAILURES_PER_ACCOUNT: '10', LOGIN_MAX_FAILURES_PER_CLIENT: '50', LOGIN_WINDOW_SECONDS: '600' });

@@ -1,33 +1,42 @@
 // Fixed-window counters kept in the database, so a limit holds across every API process (an
 // in-memory limiter would give each process its own allowance). @fastify/rate-limit keeps state in
 // memory or Redis only, hence this small table-backed version.
+//
+// A limit is enforced by counting first and deciding on the count the database answers: one
+// INSERT ... ON CONFLICT DO UPDATE ... RETURNING per attempt, atomic on both engines and across
+// processes. Reading the counter, doing the work and counting afterwards would let every request
+// of a parallel burst read the same count and pass (500 parallel login guesses all reached the
+// password check that way).
+//
+// Each statement touches one counter row and commits at once: two statements that each locked
+// two rows could lock them in opposite orders and deadlock under a burst.
 import type { Queryable } from './db.js';
 
 export interface WindowState { hits: number; retryAfterSeconds: number }
 
-/** Adds one hit to each bucket in the current window and answers the buckets' new counts. */
-export async function addHits(db: Queryable, buckets: string[], windowSeconds: number): Promise<WindowState[]> {
-  const rows = await db.query<{ hits: number; retry_after: number }>(
+/** Adds one hit to the bucket's current window and answers its new count. */
+export async function addHit(db: Queryable, bucket: string, windowSeconds: number): Promise<WindowState> {
+  const [row] = await db.query<{ hits: number; retry_after: number }>(
     `INSERT INTO rate_limit_hits (bucket, window_start, hits)
-     SELECT b, to_timestamp(floor(extract(epoch FROM now()) / $2) * $2), 1 FROM unnest($1::text[]) AS b
+     VALUES ($1, to_timestamp(floor(extract(epoch FROM now()) / $2) * $2), 1)
      ON CONFLICT (bucket) DO UPDATE
        SET hits = CASE WHEN rate_limit_hits.window_start = excluded.window_start THEN rate_limit_hits.hits + 1 ELSE 1 END,
            window_start = excluded.window_start
      RETURNING hits, extract(epoch FROM window_start + make_interval(secs => $2) - now())::float8 AS retry_after`,
-    [buckets, windowSeconds],
+    [bucket, windowSeconds],
   );
-  return rows.map((r) => ({ hits: r.hits, retryAfterSeconds: r.retry_after }));
+  return { hits: row!.hits, retryAfterSeconds: row!.retry_after };
 }
 
-/** The highest count among the buckets in their current window, without adding a hit. */
-export async function peekHits(db: Queryable, buckets: string[], windowSeconds: number): Promise<WindowState> {
-  const [row] = await db.query<{ hits: number | null; retry_after: number | null }>(
-    `SELECT max(hits)::int AS hits, max(extract(epoch FROM window_start + make_interval(secs => $2) - now()))::float8 AS retry_after
-       FROM rate_limit_hits
-      WHERE bucket = ANY($1::text[]) AND window_start = to_timestamp(floor(extract(epoch FROM now()) / $2) * $2)`,
-    [buckets, windowSeconds],
+/** Takes back one hit of the bucket's current window (an attempt that turned out not to count). */
+export async function removeHit(db: Queryable, bucket: string, windowSeconds: number): Promise<void> {
+  // A counter is never zero (a CHECK): its last hit goes with the row.
+  await db.query(
+    `WITH w AS (SELECT to_timestamp(floor(extract(epoch FROM now()) / $2) * $2) AS start),
+     gone AS (DELETE FROM rate_limit_hits r USING w WHERE r.bucket = $1 AND r.window_start = w.start AND r.hits <= 1)
+     UPDATE rate_limit_hits r SET hits = r.hits - 1 FROM w WHERE r.bucket = $1 AND r.window_start = w.start AND r.hits > 1`,
+    [bucket, windowSeconds],
   );
-  return { hits: row?.hits ?? 0, retryAfterSeconds: row?.retry_after ?? 0 };
 }
 
 export async function clearHits(db: Queryable, buckets: string[]): Promise<void> {

@@ -5,7 +5,7 @@ import { coalesce } from '../../platform/coalesce.js';
 import type { Principal, Role } from '../../platform/auth.js';
 import { newId } from '../../platform/ids.js';
 import { AppError } from '../../errors.js';
-import { addHits, clearHits, peekHits } from '../../platform/rate-limit.js';
+import { addHit, clearHits, removeHit } from '../../platform/rate-limit.js';
 import { decoyHash, hashPassword, isCommonPassword, verifyPassword } from './passwords.js';
 import * as repo from './repo.js';
 import type { User } from './schemas.js';
@@ -62,23 +62,27 @@ export async function signup(db: Db, config: AccountsConfig, input: { email: str
 
 export async function login(db: Db, config: AccountsConfig, input: { email: string; password: string }, clientAddress: string) {
   const email = input.email.trim().toLowerCase();
-  const buckets = [`login:account:${email}`, `login:client:${clientAddress}`];
-  // Throttle before any password work: a blocked guesser gets no answer about the password at all.
-  const [account, client] = await Promise.all([
-    peekHits(db, buckets.slice(0, 1), config.loginWindowSeconds),
-    peekHits(db, buckets.slice(1), config.loginWindowSeconds),
-  ]);
-  for (const [state, max] of [[account, config.loginMaxFailuresPerAccount], [client, config.loginMaxFailuresPerClient]] as const) {
-    if (state.hits >= max) throw new AppError('rate_limited', 'Too many failed logins; try again later', { retryAfterSeconds: state.retryAfterSeconds });
+  const accountBucket = `login:account:${email}`;
+  const clientBucket = `login:client:${clientAddress}`;
+  // Every attempt is counted before any password work, by one atomic statement per counter, and
+  // decided on the counts those statements answer: a parallel burst cannot all read "under the limit" and pass, and
+  // a blocked guesser gets no answer about the password at all. An attempt that succeeds is taken
+  // back, as is one refused here, so only failures (and attempts still in flight) use up the
+  // allowance: a refused attempt can only take back its own hit, so however they interleave, no
+  // more than the limit are ever let through to the password check.
+  const window = config.loginWindowSeconds;
+  const [account, client] = await Promise.all([addHit(db, accountBucket, window), addHit(db, clientBucket, window)]);
+  const over = [account.hits > config.loginMaxFailuresPerAccount ? account : null, client.hits > config.loginMaxFailuresPerClient ? client : null].filter((s) => s !== null);
+  if (over.length > 0) {
+    await Promise.all([removeHit(db, accountBucket, window), removeHit(db, clientBucket, window)]);
+    throw new AppError('rate_limited', 'Too many failed logins; try again later', { retryAfterSeconds: Math.max(...over.map((s) => s.retryAfterSeconds)) });
   }
   const user = await repo.findUserByEmail(db, email);
   // An unknown email is checked against a decoy hash, so it costs the same time as a wrong password.
   const ok = await verifyPassword(user?.password_hash ?? await decoyHash(), input.password);
-  if (!user || !ok) {
-    await addHits(db, buckets, config.loginWindowSeconds);
-    throw new AppError('invalid_credentials', 'The email or password is wrong');
-  }
-  await clearHits(db, buckets.slice(0, 1));
+  if (!user || !ok) throw new AppError('invalid_credentials', 'The email or password is wrong');
+  await clearHits(db, [accountBucket]);
+  await removeHit(db, clientBucket, window);
   return { user: userView(user), ...(await startSession(db, user.id, config.sessionTtlSeconds)) };
 }
 

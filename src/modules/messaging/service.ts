@@ -9,7 +9,7 @@ import { staffOrAbove, type Principal } from '../../platform/auth.js';
 import { newId } from '../../platform/ids.js';
 import { publishEvent } from '../../platform/events.js';
 import { staffAudience } from '../../platform/event-stream.js';
-import { addHits } from '../../platform/rate-limit.js';
+import { addHit } from '../../platform/rate-limit.js';
 import { pageOf } from '../../platform/pagination.js';
 import { findOrder } from '../orders/repo.js';
 import * as repo from './repo.js';
@@ -67,7 +67,7 @@ function checkText(value: string, path: string): void {
  * refused request stores nothing, not even its idempotency key.
  */
 export async function enforceSendRate(db: Queryable, principal: Principal, config: MessagingConfig): Promise<void> {
-  const [state] = await addHits(db, [`messages:${principal.userId}`], config.messageRateWindowSeconds);
+  const state = await addHit(db, `messages:${principal.userId}`, config.messageRateWindowSeconds);
   if (state && state.hits > config.messageRateLimit) {
     throw new AppError('rate_limited', `At most ${config.messageRateLimit} messages per ${config.messageRateWindowSeconds} seconds; try again later`, { retryAfterSeconds: state.retryAfterSeconds });
   }
