@@ -11,19 +11,19 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { randomBytes } from 'node:crypto';
-import { openPglite, openPostgres, type Db } from '../src/platform/db.js';
-import { migrate } from '../src/platform/migrate.js';
-import { createScratch, defaultDatabaseUrl, freePort, startEngineProcess, type EngineProcess, type Scratch } from './lib/engine.js';
-import { analyzeSeeded, adminLogin, seedAdmin, seedByApi, seedBySql, type SeedOptions, type Seeded } from './lib/seed.js';
-import { scenarios, type LoadResult, type RunSpec, type Scenario } from './lib/loadgen.js';
-import { preparePgbenchDatabase, runPgbench, waitEventSampler, whatIfVariants, type PgbenchResult, pgbenchScripts } from './lib/pgbench.js';
-import { cpuMeter, loadAverage, memorySampler, schedSeconds } from './lib/proc.js';
-import { fmtInt, fmtMb, fmtMs, fmtPct, fmtSeconds, progressLine, table, type Percentiles } from './lib/stats.js';
-import { httpClient, jsonOf } from './lib/http.js';
-import { formatSummary, profilesIn, summarize } from './profile-summary.js';
-import { generateScripts } from './lib/capture.js';
+import { openPglite, openPostgres, type Db } from '../src/platform/db.ts';
+import { migrate } from '../src/platform/migrate.ts';
+import { createScratch, defaultDatabaseUrl, freePort, startEngineProcess, type EngineProcess, type Scratch } from './lib/engine.ts';
+import { analyzeSeeded, adminLogin, seedAdmin, seedByApi, seedBySql, type SeedOptions, type Seeded } from './lib/seed.ts';
+import { scenarios, type LoadResult, type RunSpec, type Scenario } from './lib/loadgen.ts';
+import { preparePgbenchDatabase, runPgbench, waitEventSampler, whatIfVariants, type PgbenchResult, pgbenchScripts } from './lib/pgbench.ts';
+import { cpuMeter, loadAverage, memorySampler, schedSeconds } from './lib/proc.ts';
+import { fmtInt, fmtMb, fmtMs, fmtPct, fmtSeconds, progressLine, table, type Percentiles } from './lib/stats.ts';
+import { httpClient, jsonOf } from './lib/http.ts';
+import { formatSummary, profilesIn, summarize } from './profile-summary.ts';
+import { generateScripts } from './lib/capture.ts';
 import { readFile } from 'node:fs/promises';
-import { packageRoot } from '../src/platform/paths.js';
+import { packageRoot } from '../src/platform/paths.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));
 
@@ -33,7 +33,7 @@ async function cleanUp(): Promise<void> {
   for (const c of cleanups.splice(0).reverse()) await c().catch(() => {});
 }
 
-const help = `npm run bench -- [options]       (or: node dist/bench/bench.js [options])
+const help = `npm run bench -- [options]       (or: node bench/bench.ts [options])
 
 Drives Engine Room's HTTP API with concurrent virtual customers and prints, per scenario, orders/s,
 latency percentiles, status codes, queue lag (placed -> paid), peak memory of the server processes
@@ -344,7 +344,7 @@ async function setUp(o: Options, log: (line: string) => void): Promise<Setup> {
 // ---------------------------------------------------------------------------------------------
 
 function startLoadgen(): ChildProcess {
-  return fork(join(here, 'lib', 'loadgen.js'), ['--loadgen-child'], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  return fork(join(here, 'lib', 'loadgen.ts'), ['--loadgen-child'], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
 }
 
 function runOnLoadgen(child: ChildProcess, spec: RunSpec, onProgress: (p: { elapsed: number; phase: string; orders: number; errors: number; requests: number }) => void): Promise<LoadResult> {

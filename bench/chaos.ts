@@ -15,17 +15,17 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { promisify } from 'node:util';
 import { randomBytes } from 'node:crypto';
-import { openPostgres, type Db } from '../src/platform/db.js';
-import { migrate } from '../src/platform/migrate.js';
-import { stockDiscrepancies } from '../src/modules/catalog/inventory.js';
-import { createScratch, defaultDatabaseUrl, freePort, startEngineProcess, withClient, type EngineProcess, type EngineSpec, type Scratch } from './lib/engine.js';
-import { analyzeSeeded, adminLogin, hotSku, seedAdmin, seedBySql, type Seeded } from './lib/seed.js';
-import { httpClient, jsonOf, type HttpClient, type Reply } from './lib/http.js';
-import { fmtInt, fmtSeconds, progressLine, table } from './lib/stats.js';
+import { openPostgres, type Db } from '../src/platform/db.ts';
+import { migrate } from '../src/platform/migrate.ts';
+import { stockDiscrepancies } from '../src/modules/catalog/inventory.ts';
+import { createScratch, defaultDatabaseUrl, freePort, startEngineProcess, withClient, type EngineProcess, type EngineSpec, type Scratch } from './lib/engine.ts';
+import { analyzeSeeded, adminLogin, hotSku, seedAdmin, seedBySql, type Seeded } from './lib/seed.ts';
+import { httpClient, jsonOf, type HttpClient, type Reply } from './lib/http.ts';
+import { fmtInt, fmtSeconds, progressLine, table } from './lib/stats.ts';
 
 const run = promisify(execFile);
 
-const help = `npm run chaos -- [options]       (or: node dist/bench/chaos.js [options])
+const help = `npm run chaos -- [options]       (or: node bench/chaos.ts [options])
 
 Runs Engine Room as several processes on one PostgreSQL (a scratch database, created and dropped):
 API processes (WORKERS=off, each on its own port) and worker processes, with short job leases.

@@ -2,7 +2,7 @@
 // held open on another process (PostgreSQL LISTEN/NOTIFY between them). A benchmark, not a test:
 // it asserts nothing.
 //
-//   npm run build && node dist/bench/message-latency.js [--messages 200] [--warmup 20] [--database-url postgres://...]
+//   node bench/message-latency.ts [--messages 200] [--warmup 20] [--database-url postgres://...]
 //
 // It creates a scratch database next to the given one, starts `engine-room start` on it twice as
 // child processes (WORKERS=off in both: message events need no job worker, they come straight from
@@ -11,9 +11,11 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { parseArgs } from 'node:util';
 import { once } from 'node:events';
-import { createClient, endpoints, fetchTransport } from '../src/client.js';
-import { openEventStream } from '../src/modules/messaging/event-source.js';
-import { createScratch, defaultDatabaseUrl } from './lib/engine.js';
+import { createClient, endpoints, fetchTransport } from '../src/client.ts';
+import { openEventStream } from '../src/modules/messaging/event-source.ts';
+import { createScratch, defaultDatabaseUrl } from './lib/engine.ts';
+import { join } from 'node:path';
+import { packageRoot } from '../src/platform/paths.ts';
 
 const { values } = parseArgs({
   options: {
@@ -24,7 +26,7 @@ const { values } = parseArgs({
   },
 });
 if (values.help) {
-  process.stdout.write('usage: node dist/bench/message-latency.js [--messages 200] [--warmup 20] [--database-url URL]\n');
+  process.stdout.write('usage: node bench/message-latency.ts [--messages 200] [--warmup 20] [--database-url URL]\n');
   process.exit(0);
 }
 const messages = Number(values.messages);
@@ -38,7 +40,7 @@ function percentile(sorted: number[], p: number): number {
 }
 
 async function startProcess(databaseUrl: string, port: number): Promise<ChildProcess> {
-  const child = spawn(process.execPath, ['dist/src/cli.js', 'start'], {
+  const child = spawn(process.execPath, [join(packageRoot, 'src', 'cli.ts'), 'start'], {
     env: {
       ...process.env, DATABASE_URL: databaseUrl, PORT: String(port), LOG_LEVEL: 'warn', WORKERS: 'off',
       ADMIN_EMAIL: adminEmail, ADMIN_PASSWORD: adminPassword, MESSAGE_RATE_LIMIT: '1000000',

@@ -3,15 +3,15 @@
 // default, --embedded for PGlite), places orders one after another at a steady pace, and reads the
 // server's own timestamps of each order (created_at, and updated_at when it became paid).
 //
-//   npm run build && node dist/bench/order-to-paid.js [--orders 300] [--rate 50] [--embedded]
+//   node bench/order-to-paid.ts [--orders 300] [--rate 50] [--embedded]
 import { parseArgs } from 'node:util';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
-import { createClient, endpoints, fetchTransport } from '../src/client.js';
-import { startEngine } from '../test/support/engine-process.js';
-import { openPglite } from '../src/platform/db.js';
+import { createClient, endpoints, fetchTransport } from '../src/client.ts';
+import { startEngine } from '../test/support/engine-process.ts';
+import { openPglite } from '../src/platform/db.ts';
 
 const { values } = parseArgs({ options: {
   orders: { type: 'string', default: '300' },

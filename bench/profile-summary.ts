@@ -3,7 +3,7 @@
 // (our src/, each node_modules package, node's internals, GC), and the inclusive time of the
 // stages of a request that we care about.
 //
-//   node dist/bench/profile-summary.js <file.cpuprofile | directory> [--top 25] [--json]
+//   node bench/profile-summary.ts <file.cpuprofile | directory> [--top 25] [--json]
 import { readFileSync, readdirSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -183,7 +183,7 @@ export function profilesIn(path: string): string[] {
 if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
   const { values, positionals } = parseArgs({ allowPositionals: true, options: { top: { type: 'string', default: '25' }, json: { type: 'boolean', default: false }, help: { type: 'boolean', short: 'h' } } });
   if (values.help || positionals.length === 0) {
-    process.stdout.write('usage: node dist/bench/profile-summary.js <file.cpuprofile | directory> [--top 25] [--json]\n');
+    process.stdout.write('usage: node bench/profile-summary.ts <file.cpuprofile | directory> [--top 25] [--json]\n');
     process.exit(values.help ? 0 : 2);
   }
   const summaries = positionals.flatMap(profilesIn).map((f) => summarize(f, Number(values.top)));

@@ -2,7 +2,7 @@
 // schema change shows up in review as a readable diff. test/schema.test.ts fails when the file
 // is out of date. Needs PostgreSQL (TEST_DATABASE_URL or DATABASE_URL) and pg_dump.
 //
-//   npm run build && TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/test node scripts/dump-schema.js [--check]
+//   TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/test node scripts/dump-schema.js [--check]
 import { execFileSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import pg from 'pg';
@@ -12,8 +12,8 @@ if (!base) {
   console.error('set TEST_DATABASE_URL (or DATABASE_URL) to a PostgreSQL server');
   process.exit(2);
 }
-const { openPostgres } = await import('../dist/src/platform/db.js');
-const { migrate } = await import('../dist/src/platform/migrate.js');
+const { openPostgres } = await import('../src/platform/db.ts');
+const { migrate } = await import('../src/platform/migrate.ts');
 
 export async function dumpSchema() {
   const name = `er_schema_${Date.now().toString(36)}`;

@@ -1,7 +1,7 @@
 // Measures what a newcomer feels: how long `engine-room start` takes until /healthz answers, how
 // much memory the process holds once started, and how long one login takes. Run after a build:
 //
-//   npm run build && node scripts/measure-start.js
+//   node scripts/measure-start.js
 //   DATABASE_URL=postgres://postgres@127.0.0.1:5432/test node scripts/measure-start.js
 //
 // On the embedded database it starts on a fresh DATA_DIR (initdb and migrations), then again on the
@@ -21,14 +21,14 @@ import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const cli = join(root, 'dist', 'src', 'cli.js');
+const cli = join(root, 'src', 'cli.ts');
 const logins = 20;
 const adminEmail = 'measure@engine-room.local';
 const adminPassword = 'measure-' + randomBytes(12).toString('hex');
 const agent = new http.Agent({ keepAlive: true });
 
 if (!existsSync(cli)) {
-  console.error(`${cli} is missing: run npm run build first`);
+  console.error(`${cli} is missing`);
   process.exit(1);
 }
 

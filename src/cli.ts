@@ -3,12 +3,12 @@
 // environment (see the README) and is validated before anything starts.
 import { parseArgs } from 'node:util';
 import { pino } from 'pino';
-import { ConfigError, loadConfig, type Config } from './config.js';
-import { StartError, openAndMigrate, startServer, startWorkerProcess } from './server.js';
-import { runAudit as audit } from './modules/ledger/audit.js';
-import { listFailedJobs, retryJob } from './platform/queue.js';
-import { loggerOptions } from './platform/log.js';
-import { version } from './app.js';
+import { ConfigError, loadConfig, type Config } from './config.ts';
+import { StartError, openAndMigrate, startServer, startWorkerProcess } from './server.ts';
+import { runAudit as audit } from './modules/ledger/audit.ts';
+import { listFailedJobs, retryJob } from './platform/queue.ts';
+import { loggerOptions } from './platform/log.ts';
+import { version } from './app.ts';
 
 const help = `engine-room ${version}: an order and payment backend on PostgreSQL
 

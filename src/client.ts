@@ -6,17 +6,17 @@
 //   const { token } = await api.ok(endpoints.login, { body: { email, password } });
 //   const me = await api.ok(endpoints.me, { token });
 import type { Static, TSchema } from 'typebox';
-import type { Endpoint } from './platform/endpoint.js';
-import type { Problem } from './errors.js';
-import * as accounts from './modules/accounts/schemas.js';
-import * as catalog from './modules/catalog/schemas.js';
-import * as orders from './modules/orders/schemas.js';
-import * as payments from './modules/payments/schemas.js';
-import * as sandbox from './modules/payments/providers/schemas.js';
-import * as ledger from './modules/ledger/schemas.js';
-import * as operations from './modules/operations/schemas.js';
-import * as webhooks from './modules/webhooks/schemas.js';
-import * as messaging from './modules/messaging/schemas.js';
+import type { Endpoint } from './platform/endpoint.ts';
+import type { Problem } from './errors.ts';
+import * as accounts from './modules/accounts/schemas.ts';
+import * as catalog from './modules/catalog/schemas.ts';
+import * as orders from './modules/orders/schemas.ts';
+import * as payments from './modules/payments/schemas.ts';
+import * as sandbox from './modules/payments/providers/schemas.ts';
+import * as ledger from './modules/ledger/schemas.ts';
+import * as operations from './modules/operations/schemas.ts';
+import * as webhooks from './modules/webhooks/schemas.ts';
+import * as messaging from './modules/messaging/schemas.ts';
 
 export const endpoints = {
   signup: accounts.signup,
@@ -84,8 +84,12 @@ type Success<E extends Endpoint> = {
 export type Result<E extends Endpoint> = Success<E> | { status: number; ok: false; body: Problem; headers: Record<string, string> };
 
 export class ApiError extends Error {
-  constructor(readonly status: number, readonly problem: Problem) {
+  readonly status: number;
+  readonly problem: Problem;
+  constructor(status: number, problem: Problem) {
     super(`${status} ${problem.code}: ${problem.detail ?? problem.title}`);
+    this.status = status;
+    this.problem = problem;
   }
 }
 

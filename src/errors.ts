@@ -32,14 +32,16 @@ export type ErrorCode = keyof typeof errorCatalog;
 
 export interface FieldError { path: string; message: string }
 
+export interface ErrorExtra { errors?: FieldError[]; retryAfterSeconds?: number; headers?: Record<string, string> }
+
 export class AppError extends Error {
   readonly status: number;
-  constructor(
-    readonly code: ErrorCode,
-    detail?: string,
-    readonly extra: { errors?: FieldError[]; retryAfterSeconds?: number; headers?: Record<string, string> } = {},
-  ) {
+  readonly code: ErrorCode;
+  readonly extra: ErrorExtra;
+  constructor(code: ErrorCode, detail?: string, extra: ErrorExtra = {}) {
     super(detail ?? errorCatalog[code].title);
+    this.code = code;
+    this.extra = extra;
     this.status = errorCatalog[code].status;
   }
 }

@@ -4,14 +4,14 @@ import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import type { FastifyInstance } from 'fastify';
-import type { Config } from './config.js';
-import { openDatabase, type Db } from './platform/db.js';
-import { migrate, MigrationError } from './platform/migrate.js';
-import { loggerOptions } from './platform/log.js';
-import { buildApp } from './app.js';
-import { ensureAdmin } from './modules/accounts/service.js';
-import { declareAllQueues, startWorkers } from './worker.js';
-import type { Queue } from './platform/queue.js';
+import type { Config } from './config.ts';
+import { openDatabase, type Db } from './platform/db.ts';
+import { migrate, MigrationError } from './platform/migrate.ts';
+import { loggerOptions } from './platform/log.ts';
+import { buildApp } from './app.ts';
+import { ensureAdmin } from './modules/accounts/service.ts';
+import { declareAllQueues, startWorkers } from './worker.ts';
+import type { Queue } from './platform/queue.ts';
 
 export class StartError extends Error {}
 

@@ -2,17 +2,17 @@
 // run inside `start` by default (WORKERS=inline) and in `engine-room worker` processes, as many as
 // you like against one PostgreSQL.
 import type { pino } from 'pino';
-import type { Config } from './config.js';
-import type { Db } from './platform/db.js';
-import { declareQueues, schedule, startQueue, work, workInBatches, type Queue, type QueueSpec } from './platform/queue.js';
-import { purgeIdempotencyKeys } from './platform/idempotency.js';
-import { startUpkeep } from './platform/upkeep.js';
-import { createPaymentProvider } from './modules/payments/providers/select.js';
-import { chargeQueue, refundQueue } from './modules/payments/outbox.js';
-import { chargeMany, refundOnce, type ChargeHooks } from './modules/payments/service.js';
-import { expireUnpaidOrders } from './modules/orders/service.js';
-import { registerWebhookWorkers, webhookQueuesFor, type WebhookOptions } from './modules/webhooks/delivery.js';
-import { messagingQueues, registerMessagingWorkers } from './modules/messaging/notifications.js';
+import type { Config } from './config.ts';
+import type { Db } from './platform/db.ts';
+import { declareQueues, schedule, startQueue, work, workInBatches, type Queue, type QueueSpec } from './platform/queue.ts';
+import { purgeIdempotencyKeys } from './platform/idempotency.ts';
+import { startUpkeep } from './platform/upkeep.ts';
+import { createPaymentProvider } from './modules/payments/providers/select.ts';
+import { chargeQueue, refundQueue } from './modules/payments/outbox.ts';
+import { chargeMany, refundOnce, type ChargeHooks } from './modules/payments/service.ts';
+import { expireUnpaidOrders } from './modules/orders/service.ts';
+import { registerWebhookWorkers, webhookQueuesFor, type WebhookOptions } from './modules/webhooks/delivery.ts';
+import { messagingQueues, registerMessagingWorkers } from './modules/messaging/notifications.ts';
 
 const expireQueue = 'orders.expire-unpaid';
 const purgeQueue = 'maintenance.purge-idempotency-keys';

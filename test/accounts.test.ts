@@ -1,8 +1,8 @@
 import { it } from 'node:test';
 import assert from 'node:assert/strict';
-import { forEachEngine, adminEmail } from './support/app.js';
-import { endpoints, ApiError } from '../src/client.js';
-import { csrfTokenFor } from '../src/platform/auth.js';
+import { forEachEngine, adminEmail } from './support/app.ts';
+import { endpoints, ApiError } from '../src/client.ts';
+import { csrfTokenFor } from '../src/platform/auth.ts';
 
 const password = 'correct horse battery staple';
 

@@ -2,13 +2,13 @@
 // processes start at the same moment against one PostgreSQL.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { buildApp } from '../src/app.js';
-import { loadConfig } from '../src/config.js';
-import { createClient, endpoints, type Client } from '../src/client.js';
-import { openPostgres, type Db } from '../src/platform/db.js';
-import { ensureAdmin } from '../src/modules/accounts/service.js';
-import { engines, freshDatabase, type TestDatabase } from './support/database.js';
-import { injectTransport } from './support/app.js';
+import { buildApp } from '../src/app.ts';
+import { loadConfig } from '../src/config.ts';
+import { createClient, endpoints, type Client } from '../src/client.ts';
+import { openPostgres, type Db } from '../src/platform/db.ts';
+import { ensureAdmin } from '../src/modules/accounts/service.ts';
+import { engines, freshDatabase, type TestDatabase } from './support/database.ts';
+import { injectTransport } from './support/app.ts';
 import type { FastifyInstance } from 'fastify';
 
 async function users(db: Db): Promise<{ email: string; role: string; password_hash: string }[]> {

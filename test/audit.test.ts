@@ -2,12 +2,12 @@
 // transaction that is rolled back afterwards) and the check, and only it, must fail.
 import { it } from 'node:test';
 import assert from 'node:assert/strict';
-import { forEachEngine } from './support/app.js';
-import { endpoints } from '../src/client.js';
-import { auditCheckNames, runAudit } from '../src/modules/ledger/audit.js';
-import { chargeOnce } from '../src/modules/payments/service.js';
-import { createSandboxProvider } from '../src/modules/payments/providers/sandbox.js';
-import type { Tx } from '../src/platform/db.js';
+import { forEachEngine } from './support/app.ts';
+import { endpoints } from '../src/client.ts';
+import { auditCheckNames, runAudit } from '../src/modules/ledger/audit.ts';
+import { chargeOnce } from '../src/modules/payments/service.ts';
+import { createSandboxProvider } from '../src/modules/payments/providers/sandbox.ts';
+import type { Tx } from '../src/platform/db.ts';
 
 class Rollback extends Error {}
 

@@ -1,8 +1,8 @@
 import { it } from 'node:test';
 import assert from 'node:assert/strict';
-import { forEachEngine } from './support/app.js';
-import { endpoints } from '../src/client.js';
-import { assertStockExplained } from './support/stock.js';
+import { forEachEngine } from './support/app.ts';
+import { endpoints } from '../src/client.ts';
+import { assertStockExplained } from './support/stock.ts';
 
 forEachEngine('catalog and inventory', (env) => {
   it('lets staff create a product with variants; anyone can read it with what is available', async () => {

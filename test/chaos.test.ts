@@ -6,8 +6,8 @@ import { it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
-import { packageRoot } from '../src/platform/paths.js';
-import { postgresUrl } from './support/database.js';
+import { packageRoot } from '../src/platform/paths.ts';
+import { postgresUrl } from './support/database.ts';
 
 const checks = [
   'every order acknowledged with 201 exists',
@@ -28,7 +28,7 @@ it('chaos: processes SIGKILLed under retrying load lose, duplicate, double-charg
     return;
   }
   const child = spawn(process.execPath, [
-    join(packageRoot, 'dist', 'bench', 'chaos.js'),
+    join(packageRoot, 'bench', 'chaos.ts'),
     '--seconds', '30', '--clients', '8', '--no-db-restart', '--database-url', postgresUrl,
   ], { stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';

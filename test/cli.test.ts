@@ -10,12 +10,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
-import { packageRoot } from '../src/platform/paths.js';
-import { loadMigrations, migrate, MigrationError, type Migration } from '../src/platform/migrate.js';
-import { openPglite, openPostgres, type Db } from '../src/platform/db.js';
-import { engines, postgresUrl } from './support/database.js';
+import { packageRoot } from '../src/platform/paths.ts';
+import { loadMigrations, migrate, MigrationError, type Migration } from '../src/platform/migrate.ts';
+import { openPglite, openPostgres, type Db } from '../src/platform/db.ts';
+import { engines, postgresUrl } from './support/database.ts';
 
-const cli = join(packageRoot, 'dist', 'src', 'cli.js');
+const cli = join(packageRoot, 'src', 'cli.ts');
 const waitLimitMs = 60_000;
 
 /** A clean environment: nothing of the caller's (DATABASE_URL, PORT, ADMIN_*) leaks into the child. */

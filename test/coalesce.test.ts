@@ -1,6 +1,6 @@
 import { it } from 'node:test';
 import assert from 'node:assert/strict';
-import { coalesce } from '../src/platform/coalesce.js';
+import { coalesce } from '../src/platform/coalesce.ts';
 
 /** A load that records its batches and finishes when told to. */
 function controlledLoad(values: Record<string, number>) {

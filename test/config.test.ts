@@ -2,8 +2,8 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ConfigError, loadConfig } from '../src/config.js';
-import { packageRoot } from '../src/platform/paths.js';
+import { ConfigError, loadConfig } from '../src/config.ts';
+import { packageRoot } from '../src/platform/paths.ts';
 
 /** Asserts that the value is refused with a ConfigError of one line that names the variable. */
 function refuses(env: Record<string, string>, variable: string): void {

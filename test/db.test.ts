@@ -1,6 +1,6 @@
 import { it } from 'node:test';
 import assert from 'node:assert/strict';
-import { engines, freshDatabase, postgresUrl } from './support/database.js';
+import { engines, freshDatabase, postgresUrl } from './support/database.ts';
 
 it('a connection ended by the server between two statements of a transaction fails that transaction, not the process', { skip: postgresUrl ? false : 'needs TEST_DATABASE_URL' }, async () => {
   const database = await freshDatabase('postgres', 2);
@@ -24,7 +24,7 @@ it('a connection ended by the server between two statements of a transaction fai
 });
 
 it('a lost database connection answers 503 unavailable with Retry-After, not a bare 500', async () => {
-  const { toProblem } = await import('../src/platform/http.js');
+  const { toProblem } = await import('../src/platform/http.ts');
   const log = { warn: () => {}, error: () => {} } as never;
   for (const err of [Object.assign(new Error('terminating connection due to administrator command'), { code: '57P01' }), new Error('Connection terminated unexpectedly'), new Error('Client has encountered a connection error and is not queryable'), Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' })]) {
     const { body, headers } = toProblem(err, log);
@@ -86,7 +86,7 @@ it('parameterised statements run as prepared statements, one per text and connec
 });
 
 it('a NUL character that reaches the database (no schema excluded it) answers 400, not 500', async () => {
-  const { toProblem } = await import('../src/platform/http.js');
+  const { toProblem } = await import('../src/platform/http.ts');
   const log = { warn: () => {}, error: () => { throw new Error('logged as a fault'); } } as never;
   // The errors PostgreSQL raises for a NUL in text and for \u0000 in jsonb.
   for (const code of ['22021', '22P05']) {
@@ -105,7 +105,7 @@ it('a NUL character that reaches the database (no schema excluded it) answers 40
 });
 
 it('tables that grew are analyzed (new ones at once, then each time they double), others are left alone', { skip: postgresUrl ? false : 'needs TEST_DATABASE_URL' }, async () => {
-  const { analyzeChangedTables } = await import('../src/platform/upkeep.js');
+  const { analyzeChangedTables } = await import('../src/platform/upkeep.ts');
   const database = await freshDatabase('postgres', 2);
   try {
     const db = database.db;

@@ -1,7 +1,7 @@
 import { it } from 'node:test';
 import assert from 'node:assert/strict';
-import { forEachEngine } from './support/app.js';
-import { endpoints } from '../src/client.js';
+import { forEachEngine } from './support/app.ts';
+import { endpoints } from '../src/client.ts';
 
 forEachEngine('HTTP conventions', (env) => {
   it('echoes a valid X-Request-Id and puts it on every log line of that request', async () => {

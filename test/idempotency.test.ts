@@ -1,8 +1,8 @@
 import { it } from 'node:test';
 import assert from 'node:assert/strict';
-import { forEachEngine } from './support/app.js';
-import { endpoints } from '../src/client.js';
-import { purgeIdempotencyKeys } from '../src/platform/idempotency.js';
+import { forEachEngine } from './support/app.ts';
+import { endpoints } from '../src/client.ts';
+import { purgeIdempotencyKeys } from '../src/platform/idempotency.ts';
 
 const card = { method: 'card' as const, token: 'tok_ok' };
 

@@ -1,9 +1,9 @@
 import { it } from 'node:test';
 import assert from 'node:assert/strict';
-import { forEachEngine } from './support/app.js';
-import { buildApp } from '../src/app.js';
-import { createClient, endpoints } from '../src/client.js';
-import { injectTransport } from './support/app.js';
+import { forEachEngine } from './support/app.ts';
+import { buildApp } from '../src/app.ts';
+import { createClient, endpoints } from '../src/client.ts';
+import { injectTransport } from './support/app.ts';
 
 const password = 'correct horse battery staple';
 

@@ -1,9 +1,9 @@
 import { it } from 'node:test';
 import assert from 'node:assert/strict';
-import { forEachEngine, injectTransport, type TestEnv } from './support/app.js';
-import { createClient, endpoints } from '../src/client.js';
-import { buildApp } from '../src/app.js';
-import { newId } from '../src/platform/ids.js';
+import { forEachEngine, injectTransport, type TestEnv } from './support/app.ts';
+import { createClient, endpoints } from '../src/client.ts';
+import { buildApp } from '../src/app.ts';
+import { newId } from '../src/platform/ids.ts';
 
 let keys = 0;
 

@@ -1,14 +1,14 @@
 import { it, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { forEachEngine, type TestEnv } from './support/app.js';
-import { waitFor } from './support/wait.js';
-import { startSmtpServer, type ReceivedMail } from './support/smtp.js';
-import { endpoints } from '../src/client.js';
-import type { Db } from '../src/platform/db.js';
-import { createMailer } from '../src/modules/messaging/mailer.js';
-import { emailQueue, sendEventEmails, sendEventsEmails } from '../src/modules/messaging/notifications.js';
-import { escapeHtml, formatMoney, html, oneLine } from '../src/modules/messaging/templates.js';
-import { openEventStream } from '../src/modules/messaging/event-source.js';
+import { forEachEngine, type TestEnv } from './support/app.ts';
+import { waitFor } from './support/wait.ts';
+import { startSmtpServer, type ReceivedMail } from './support/smtp.ts';
+import { endpoints } from '../src/client.ts';
+import type { Db } from '../src/platform/db.ts';
+import { createMailer } from '../src/modules/messaging/mailer.ts';
+import { emailQueue, sendEventEmails, sendEventsEmails } from '../src/modules/messaging/notifications.ts';
+import { escapeHtml, formatMoney, html, oneLine } from '../src/modules/messaging/templates.ts';
+import { openEventStream } from '../src/modules/messaging/event-source.ts';
 
 const smtp = await startSmtpServer();
 after(() => smtp.stop());

@@ -1,6 +1,6 @@
 import { it } from 'node:test';
 import assert from 'node:assert/strict';
-import { forEachEngine } from './support/app.js';
+import { forEachEngine } from './support/app.ts';
 
 forEachEngine('operations endpoints', (env) => {
   it('healthz says the process is alive', async () => {

@@ -5,11 +5,11 @@
 // does not fail the others.
 import { it } from 'node:test';
 import assert from 'node:assert/strict';
-import { forEachEngine } from './support/app.js';
-import { orderPlacer, type Answer, type OrderRequest } from '../src/modules/orders/place.js';
-import { requestHash } from '../src/platform/idempotency.js';
-import type { Db, Tx } from '../src/platform/db.js';
-import { assertStockExplained } from './support/stock.js';
+import { forEachEngine } from './support/app.ts';
+import { orderPlacer, type Answer, type OrderRequest } from '../src/modules/orders/place.ts';
+import { requestHash } from '../src/platform/idempotency.ts';
+import type { Db, Tx } from '../src/platform/db.ts';
+import { assertStockExplained } from './support/stock.ts';
 
 /** db, counting transactions, with every statement that carries `poison` in a parameter failing. */
 function instrumented(db: Db, poison: string) {

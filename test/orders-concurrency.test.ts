@@ -3,9 +3,9 @@
 // the same invariants must hold).
 import { it } from 'node:test';
 import assert from 'node:assert/strict';
-import { forEachEngine } from './support/app.js';
-import { endpoints } from '../src/client.js';
-import { assertStockExplained } from './support/stock.js';
+import { forEachEngine } from './support/app.ts';
+import { endpoints } from '../src/client.ts';
+import { assertStockExplained } from './support/stock.ts';
 
 const card = { method: 'card' as const, token: 'tok_ok' };
 

@@ -1,9 +1,9 @@
 import { it } from 'node:test';
 import assert from 'node:assert/strict';
-import { forEachEngine } from './support/app.js';
-import { endpoints } from '../src/client.js';
-import { assertStockExplained } from './support/stock.js';
-import { limits } from '../src/modules/orders/schemas.js';
+import { forEachEngine } from './support/app.ts';
+import { endpoints } from '../src/client.ts';
+import { assertStockExplained } from './support/stock.ts';
+import { limits } from '../src/modules/orders/schemas.ts';
 
 const card = { method: 'card' as const, token: 'tok_ok' };
 let keys = 0;

@@ -1,14 +1,14 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import Fastify, { type FastifyInstance } from 'fastify';
-import { engines, freshDatabase, type TestDatabase } from './support/database.js';
-import { startFakeStripe, type FakeStripe } from './support/fake-stripe.js';
-import { createSandboxProvider } from '../src/modules/payments/providers/sandbox.js';
-import { createStripeProvider } from '../src/modules/payments/providers/stripe.js';
-import type { ChargeRequest, PaymentProvider, ProviderResult } from '../src/modules/payments/providers/provider.js';
-import { sandboxRoutes } from '../src/modules/payments/sandbox-routes.js';
-import { registerHttpPlatform } from '../src/platform/http.js';
-import { registerAuth, type Principal } from '../src/platform/auth.js';
+import { engines, freshDatabase, type TestDatabase } from './support/database.ts';
+import { startFakeStripe, type FakeStripe } from './support/fake-stripe.ts';
+import { createSandboxProvider } from '../src/modules/payments/providers/sandbox.ts';
+import { createStripeProvider } from '../src/modules/payments/providers/stripe.ts';
+import type { ChargeRequest, PaymentProvider, ProviderResult } from '../src/modules/payments/providers/provider.ts';
+import { sandboxRoutes } from '../src/modules/payments/sandbox-routes.ts';
+import { registerHttpPlatform } from '../src/platform/http.ts';
+import { registerAuth, type Principal } from '../src/platform/auth.ts';
 
 let counter = 0;
 /** A key no other test uses: every test works on its own charges in the shared database. */

@@ -1,14 +1,14 @@
 import { it } from 'node:test';
 import assert from 'node:assert/strict';
-import { forEachEngine, type TestEnv } from './support/app.js';
-import { endpoints } from '../src/client.js';
-import { assertStockExplained } from './support/stock.js';
-import { waitFor } from './support/wait.js';
-import { runAudit } from '../src/modules/ledger/audit.js';
-import { chargeMany, chargeOnce } from '../src/modules/payments/service.js';
-import type { Db, Tx } from '../src/platform/db.js';
-import { createSandboxProvider } from '../src/modules/payments/providers/sandbox.js';
-import { expireUnpaidOrders } from '../src/modules/orders/service.js';
+import { forEachEngine, type TestEnv } from './support/app.ts';
+import { endpoints } from '../src/client.ts';
+import { assertStockExplained } from './support/stock.ts';
+import { waitFor } from './support/wait.ts';
+import { runAudit } from '../src/modules/ledger/audit.ts';
+import { chargeMany, chargeOnce } from '../src/modules/payments/service.ts';
+import type { Db, Tx } from '../src/platform/db.ts';
+import { createSandboxProvider } from '../src/modules/payments/providers/sandbox.ts';
+import { expireUnpaidOrders } from '../src/modules/orders/service.ts';
 
 let n = 0;
 

@@ -7,13 +7,13 @@ import assert from 'node:assert/strict';
 import { setTimeout as delay } from 'node:timers/promises';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
-import { packageRoot } from '../src/platform/paths.js';
-import { engines, freshDatabase, type TestDatabase } from './support/database.js';
-import { openPostgres, type Db } from '../src/platform/db.js';
+import { packageRoot } from '../src/platform/paths.ts';
+import { engines, freshDatabase, type TestDatabase } from './support/database.ts';
+import { openPostgres, type Db } from '../src/platform/db.ts';
 import {
   declareQueues, deadLetterQueueOf, enqueue, listFailedJobs, retryJob, schedule, startQueue, work,
   type Queue, type QueueOptions, type QueueSpec,
-} from '../src/platform/queue.js';
+} from '../src/platform/queue.ts';
 
 const specs: QueueSpec[] = [
   { name: 't-outbox', retryLimit: 2, retryDelaySeconds: 1, leaseSeconds: 30 },
@@ -288,7 +288,7 @@ for (const engine of engines()) {
 }
 
 it('job tables with many dead rows are vacuumed, so fetching the next job does not read them all', { skip: engines().includes('postgres') ? false : 'needs TEST_DATABASE_URL' }, async () => {
-  const { vacuumJobTables, enqueueMany } = await import('../src/platform/queue.js');
+  const { vacuumJobTables, enqueueMany } = await import('../src/platform/queue.ts');
   const database = await freshDatabase('postgres', 2);
   try {
     const db = database.db;

@@ -4,8 +4,8 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import Fastify from 'fastify';
-import { forEachEngine } from './support/app.js';
-import { registerAuth, roles, type DeclaredRoute } from '../src/platform/auth.js';
+import { forEachEngine } from './support/app.ts';
+import { registerAuth, roles, type DeclaredRoute } from '../src/platform/auth.ts';
 
 /** One request per method of a route, with ':param' and '*' filled in by dummies. */
 function requestsFor(route: DeclaredRoute): { method: string; url: string; payload?: object }[] {

@@ -11,15 +11,15 @@ import { createHmac, timingSafeEqual } from 'node:crypto';
 import { setTimeout as delay } from 'node:timers/promises';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import { engines, freshDatabase, type TestDatabase } from './support/database.js';
-import { startTestEnv, type TestEnv } from './support/app.js';
-import { startWebhookReceiver, type ReceivedRequest, type WebhookReceiver } from './support/webhook-receiver.js';
-import { publishEvent, type PublishedEvent } from '../src/platform/events.js';
-import { declareQueues, startQueue, type Queue } from '../src/platform/queue.js';
-import type { Db, Queryable } from '../src/platform/db.js';
-import { deliver, deliverQueue, dispatchWebhookEvents, registerWebhookWorkers, webhookQueuesFor, type WebhookOptions } from '../src/modules/webhooks/delivery.js';
-import { createEndpoint as createEndpointRow } from '../src/modules/webhooks/service.js';
-import * as s from '../src/modules/webhooks/schemas.js';
+import { engines, freshDatabase, type TestDatabase } from './support/database.ts';
+import { startTestEnv, type TestEnv } from './support/app.ts';
+import { startWebhookReceiver, type ReceivedRequest, type WebhookReceiver } from './support/webhook-receiver.ts';
+import { publishEvent, type PublishedEvent } from '../src/platform/events.ts';
+import { declareQueues, startQueue, type Queue } from '../src/platform/queue.ts';
+import type { Db, Queryable } from '../src/platform/db.ts';
+import { deliver, deliverQueue, dispatchWebhookEvents, registerWebhookWorkers, webhookQueuesFor, type WebhookOptions } from '../src/modules/webhooks/delivery.ts';
+import { createEndpoint as createEndpointRow } from '../src/modules/webhooks/service.ts';
+import * as s from '../src/modules/webhooks/schemas.ts';
 
 // Short timeout and backoff, so that a retry comes within seconds; the disabling window stays the
 // default (3 days) and the test moves the failure streak's start back instead of waiting.

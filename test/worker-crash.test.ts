@@ -6,10 +6,10 @@ import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { engines, freshDatabase, type TestDatabase } from './support/database.js';
-import { startEngine } from './support/engine-process.js';
-import { createClient, endpoints, fetchTransport } from '../src/client.js';
-import { waitFor } from './support/wait.js';
+import { engines, freshDatabase, type TestDatabase } from './support/database.ts';
+import { startEngine } from './support/engine-process.ts';
+import { createClient, endpoints, fetchTransport } from '../src/client.ts';
+import { waitFor } from './support/wait.ts';
 
 const admin = { email: 'crash-admin@example.com', password: 'crash-admin-password' };
 

@@ -10,10 +10,10 @@
 import { createRequire } from 'node:module';
 import { createHash } from 'node:crypto';
 import pg from 'pg';
-import { buildApp } from '../../src/app.js';
-import { loadConfig } from '../../src/config.js';
-import { openPostgres, type Db, type Tx } from '../../src/platform/db.js';
-import { customerId, hotSku, sessionToken, skuName } from './seed.js';
+import { buildApp } from '../../src/app.ts';
+import { loadConfig } from '../../src/config.ts';
+import { openPostgres, type Db, type Tx } from '../../src/platform/db.ts';
+import { customerId, hotSku, sessionToken, skuName } from './seed.ts';
 
 const require = createRequire(import.meta.url);
 const { prepareValue } = require('pg/lib/utils.js') as { prepareValue(v: unknown): unknown };

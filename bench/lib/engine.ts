@@ -7,7 +7,7 @@ import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
-import { packageRoot } from '../../src/platform/paths.js';
+import { packageRoot } from '../../src/platform/paths.ts';
 
 export const defaultDatabaseUrl = 'postgres://postgres@127.0.0.1:5432/test';
 
@@ -94,7 +94,7 @@ const readyText: Record<Role, RegExp> = {
 };
 
 export function startEngineProcess(spec: EngineSpec, generation = 1, readyTimeoutMs = 60_000): EngineProcess {
-  const args = [...(spec.nodeArgs ?? []), join(packageRoot, 'dist', 'src', 'cli.js'), spec.role === 'api' ? 'start' : 'worker'];
+  const args = [...(spec.nodeArgs ?? []), join(packageRoot, 'src', 'cli.ts'), spec.role === 'api' ? 'start' : 'worker'];
   const env: Record<string, string> = {
     PATH: process.env.PATH ?? '',
     LOG_LEVEL: 'warn',

@@ -5,9 +5,9 @@
 // Messages: the bench sends { type: 'run', spec } and { type: 'exit' }; this process answers
 // { type: 'progress', ... } about twice a second and { type: 'done', result } at the end of a run.
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
-import { httpClient, jsonOf, type HttpClient, type Reply } from './http.js';
-import { latencyRecorder, type Percentiles } from './stats.js';
-import type { Customer } from './seed.js';
+import { httpClient, jsonOf, type HttpClient, type Reply } from './http.ts';
+import { latencyRecorder, type Percentiles } from './stats.ts';
+import type { Customer } from './seed.ts';
 
 export const scenarios = ['steady', 'flash-sale', 'retry-storm', 'mixed'] as const;
 export type Scenario = (typeof scenarios)[number];

@@ -6,13 +6,13 @@ import { writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
-import { packageRoot } from '../../src/platform/paths.js';
-import { openPostgres } from '../../src/platform/db.js';
-import { migrate } from '../../src/platform/migrate.js';
-import { loadConfig } from '../../src/config.js';
-import { declareAllQueues } from '../../src/worker.js';
-import { createScratch, type Scratch } from './engine.js';
-import { analyzeSeeded, seedBySql, type SeedOptions } from './seed.js';
+import { packageRoot } from '../../src/platform/paths.ts';
+import { openPostgres } from '../../src/platform/db.ts';
+import { migrate } from '../../src/platform/migrate.ts';
+import { loadConfig } from '../../src/config.ts';
+import { declareAllQueues } from '../../src/worker.ts';
+import { createScratch, type Scratch } from './engine.ts';
+import { analyzeSeeded, seedBySql, type SeedOptions } from './seed.ts';
 
 export const pgbenchScripts = {
   steady: 'order.sql',

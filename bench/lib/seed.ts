@@ -5,9 +5,9 @@
 // The same rows seed the pgbench database, so its script can name them: customer i is
 // usr_bench_<i> with the session token ers_bench_<i>_<salt>, SKU i is B<i, 5 digits>.
 import { createHash } from 'node:crypto';
-import type { Queryable } from '../../src/platform/db.js';
-import { hashPassword } from '../../src/modules/accounts/passwords.js';
-import { httpClient, jsonOf } from './http.js';
+import type { Queryable } from '../../src/platform/db.ts';
+import { hashPassword } from '../../src/modules/accounts/passwords.ts';
+import { httpClient, jsonOf } from './http.ts';
 
 export interface SeedOptions {
   customers: number;

@@ -4,7 +4,7 @@
 // wiring time; this file knows nothing of how tokens are stored.
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { FastifyInstance, FastifyRequest, RouteOptions } from 'fastify';
-import { AppError } from '../errors.js';
+import { AppError } from '../errors.ts';
 
 export const roles = ['customer', 'staff', 'admin'] as const;
 export type Role = (typeof roles)[number];

@@ -2,7 +2,7 @@
 // is registered from it (validation, serialization, OpenAPI), and the typed client in src/client.ts
 // derives its types from the very same object, so server and client cannot drift apart.
 import type { TSchema } from 'typebox';
-import type { Access } from './auth.js';
+import type { Access } from './auth.ts';
 
 export interface Endpoint {
   method: 'GET' | 'POST' | 'PATCH' | 'PUT' | 'DELETE';

@@ -29,9 +29,9 @@
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
 import type { PGlite } from '@electric-sql/pglite';
-import type { Db, Queryable } from './db.js';
-import { pgliteOf } from './db.js';
-import { eventChannel } from './events.js';
+import type { Db, Queryable } from './db.ts';
+import { pgliteOf } from './db.ts';
+import { eventChannel } from './events.ts';
 
 
 /** The audience key of every staff and admin user (a module adds it to an event staff should see). */

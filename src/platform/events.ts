@@ -2,8 +2,8 @@
 // else in it. Readers of the outbox (the webhook dispatcher, the live stream) read the rows on
 // their own, in (tx, id) order up to the horizon (migration 0009); they are wired at start-up, and
 // this file knows no event types.
-import type { Queryable, Tx } from './db.js';
-import { newId } from './ids.js';
+import type { Queryable, Tx } from './db.ts';
+import { newId } from './ids.ts';
 
 export interface PublishedEvent { id: string; type: string; createdAt: string; data: unknown }
 

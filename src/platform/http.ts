@@ -6,7 +6,7 @@ import { Ajv } from 'ajv';
 import addFormatsModule from 'ajv-formats';
 import helmet from '@fastify/helmet';
 import cors from '@fastify/cors';
-import { AppError, problem, type ErrorCode, type FieldError, type Problem } from '../errors.js';
+import { AppError, problem, type ErrorCode, type FieldError, type Problem } from '../errors.ts';
 
 const requestIdPattern = /^[A-Za-z0-9._:-]{1,128}$/;
 

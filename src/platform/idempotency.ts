@@ -8,11 +8,11 @@
 // Business failures (AppError) roll back to a savepoint and are stored as the response.
 import { createHash } from 'node:crypto';
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import { AppError, problem } from '../errors.js';
-import type { Db, Tx } from './db.js';
-import { principalOf } from './auth.js';
-import { idempotencyKeyPattern } from './schemas.js';
-import { sendProblem } from './http.js';
+import { AppError, problem } from '../errors.ts';
+import type { Db, Tx } from './db.ts';
+import { principalOf } from './auth.ts';
+import { idempotencyKeyPattern } from './schemas.ts';
+import { sendProblem } from './http.ts';
 
 export interface Outcome { status: number; body: unknown }
 

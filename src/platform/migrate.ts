@@ -3,14 +3,16 @@
 // was. An advisory lock lets several processes start at once against one PostgreSQL.
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { packageRoot } from './paths.js';
-import type { Db } from './db.js';
+import { packageRoot } from './paths.ts';
+import type { Db } from './db.ts';
 
 export interface Migration { version: number; name: string; sql: string }
 
 export class MigrationError extends Error {
-  constructor(readonly migration: string, failure: unknown) {
+  readonly migration: string;
+  constructor(migration: string, failure: unknown) {
     super(`migration ${migration} failed: ${(failure as Error)?.message ?? String(failure)}`, { cause: failure });
+    this.migration = migration;
   }
 }
 

@@ -1,10 +1,10 @@
 // Health, readiness, metrics and the OpenAPI document: what an operator and a load balancer need.
 import type { FastifyInstance } from 'fastify';
 import type { Registry } from 'prom-client';
-import type { Db } from './db.js';
-import { migrationsCurrent, type Migration } from './migrate.js';
-import { problem } from '../errors.js';
-import { sendProblem } from './http.js';
+import type { Db } from './db.ts';
+import { migrationsCurrent, type Migration } from './migrate.ts';
+import { problem } from '../errors.ts';
+import { sendProblem } from './http.ts';
 
 export function operationsRoutes(app: FastifyInstance, deps: { db: Db; migrations: Migration[]; metrics: Registry }): void {
   const config = { access: 'public' as const };

@@ -1,6 +1,6 @@
 // Keyset pagination over ids, which sort by creation time: a page never repeats or skips an item
 // while newer items are being added, unlike OFFSET. The cursor is opaque to clients.
-import { AppError } from '../errors.js';
+import { AppError } from '../errors.ts';
 
 export function decodeCursor(cursor: string | undefined): string | null {
   if (cursor === undefined) return null;

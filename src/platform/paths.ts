@@ -2,8 +2,8 @@ import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-// The same code runs from src/ (type-checked sources) and from dist/src/ (compiled): find the
-// package root by its package.json rather than by a fixed number of "..".
+// Find the package root by its package.json rather than by a fixed number of "..", so any file
+// (src/, test/, bench/) can ask for it.
 function findRoot(start: string): string {
   let dir = start;
   while (!existsSync(join(dir, 'package.json'))) {

@@ -31,7 +31,7 @@
 // and never through db, so it cannot wait on the transaction it is part of.
 import PgBoss from 'pg-boss';
 import { createHash } from 'node:crypto';
-import type { Db, Queryable, Tx } from './db.js';
+import type { Db, Queryable, Tx } from './db.ts';
 
 const schema = 'pgboss';
 

@@ -10,7 +10,7 @@
 //
 // Each statement touches one counter row and commits at once: two statements that each locked
 // two rows could lock them in opposite orders and deadlock under a burst.
-import type { Queryable } from './db.js';
+import type { Queryable } from './db.ts';
 
 export interface WindowState { hits: number; retryAfterSeconds: number }
 

@@ -9,8 +9,8 @@
 // minute: meanwhile `order_id = ANY($1)` over 40 ids was a sequential scan of order_lines (a guess
 // of 2,700 rows), and pg-boss's completion of a batch of jobs scanned the whole queue table (68 ms
 // instead of 1 ms). Found with pg_stat_statements during the bench; see docs/PERFORMANCE.md.
-import type { Db } from './db.js';
-import { poll, vacuumJobTables, type Queue } from './queue.js';
+import type { Db } from './db.ts';
+import { poll, vacuumJobTables, type Queue } from './queue.ts';
 
 /**
  * ANALYZEs the tables (of the given schemas) changed by at least minChanges rows, and by at least

@@ -1,17 +1,17 @@
 // Builds the real app on a fresh database and a typed client that talks to it through inject.
 import { describe, before, after } from 'node:test';
 import type { FastifyInstance } from 'fastify';
-import { buildApp } from '../../src/app.js';
-import { loadConfig, type Config } from '../../src/config.js';
-import { createClient, endpoints, type Client, type Transport } from '../../src/client.js';
-import { engines, freshDatabase, type Engine, type TestDatabase } from './database.js';
-import { ensureAdmin, hashSecret } from '../../src/modules/accounts/service.js';
-import { newId } from '../../src/platform/ids.js';
+import { buildApp } from '../../src/app.ts';
+import { loadConfig, type Config } from '../../src/config.ts';
+import { createClient, endpoints, type Client, type Transport } from '../../src/client.ts';
+import { engines, freshDatabase, type Engine, type TestDatabase } from './database.ts';
+import { ensureAdmin, hashSecret } from '../../src/modules/accounts/service.ts';
+import { newId } from '../../src/platform/ids.ts';
 import { randomBytes } from 'node:crypto';
-import type { Product } from '../../src/modules/catalog/schemas.js';
+import type { Product } from '../../src/modules/catalog/schemas.ts';
 import { pino } from 'pino';
-import { declareAllQueues, startWorkers } from '../../src/worker.js';
-import type { Queue } from '../../src/platform/queue.js';
+import { declareAllQueues, startWorkers } from '../../src/worker.ts';
+import type { Queue } from '../../src/platform/queue.ts';
 
 export const adminEmail = 'admin@test.example';
 export const adminPassword = 'admin-test-password-1';

@@ -7,8 +7,8 @@ import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
-import { openPglite, openPostgres, pgliteOf, type Db } from '../../src/platform/db.js';
-import { loadMigrations, migrate } from '../../src/platform/migrate.js';
+import { openPglite, openPostgres, pgliteOf, type Db } from '../../src/platform/db.ts';
+import { loadMigrations, migrate } from '../../src/platform/migrate.ts';
 
 export type Engine = 'pglite' | 'postgres';
 

@@ -2,7 +2,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { join } from 'node:path';
-import { packageRoot } from '../../src/platform/paths.js';
+import { packageRoot } from '../../src/platform/paths.ts';
 
 export interface EngineProcess {
   child: ChildProcess;
@@ -14,7 +14,7 @@ export interface EngineProcess {
 }
 
 export function spawnEngine(args: string[], env: Record<string, string>): EngineProcess {
-  const child = spawn(process.execPath, [join(packageRoot, 'dist', 'src', 'cli.js'), ...args], {
+  const child = spawn(process.execPath, [join(packageRoot, 'src', 'cli.ts'), ...args], {
     env: { PATH: process.env.PATH ?? '', LOG_LEVEL: 'warn', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

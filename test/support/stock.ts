@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
-import type { Queryable } from '../../src/platform/db.js';
-import { stockDiscrepancies } from '../../src/modules/catalog/inventory.js';
+import type { Queryable } from '../../src/platform/db.ts';
+import { stockDiscrepancies } from '../../src/modules/catalog/inventory.ts';
 
 /** Every stock level equals what its movement history adds up to, and none is negative. */
 export async function assertStockExplained(db: Queryable): Promise<void> {

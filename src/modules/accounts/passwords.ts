@@ -2,7 +2,7 @@
 // the refusal of passwords that every credential-stuffing list starts with.
 import { hash, verify } from '@node-rs/argon2';
 import { randomBytes } from 'node:crypto';
-import { commonPasswords } from './common-passwords.js';
+import { commonPasswords } from './common-passwords.ts';
 
 // Algorithm 2 is Argon2id; the const enum of the package can't be imported under isolated modules.
 const options = { algorithm: 2, memoryCost: 19456, timeCost: 2, parallelism: 1 } as const;

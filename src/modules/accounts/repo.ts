@@ -1,6 +1,6 @@
 // SQL of the accounts module. Every function takes the connection or transaction to run on.
-import type { Queryable } from '../../platform/db.js';
-import type { Principal, Role } from '../../platform/auth.js';
+import type { Queryable } from '../../platform/db.ts';
+import type { Principal, Role } from '../../platform/auth.ts';
 
 export interface UserRow {
   id: string;

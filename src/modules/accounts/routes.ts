@@ -1,12 +1,12 @@
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
-import type { Db } from '../../platform/db.js';
-import { routeOf } from '../../platform/endpoint.js';
-import { csrfTokenFor, principalOf, sessionCookie } from '../../platform/auth.js';
-import { decodeCursor, pageOf } from '../../platform/pagination.js';
-import * as s from './schemas.js';
-import * as accounts from './service.js';
-import { listApiKeys } from './repo.js';
+import type { Db } from '../../platform/db.ts';
+import { routeOf } from '../../platform/endpoint.ts';
+import { csrfTokenFor, principalOf, sessionCookie } from '../../platform/auth.ts';
+import { decodeCursor, pageOf } from '../../platform/pagination.ts';
+import * as s from './schemas.ts';
+import * as accounts from './service.ts';
+import { listApiKeys } from './repo.ts';
 
 export interface AccountsDeps {
   db: Db;

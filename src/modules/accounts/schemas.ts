@@ -1,7 +1,7 @@
 import { Type, type Static } from 'typebox';
-import { endpoint } from '../../platform/endpoint.js';
-import { roles } from '../../platform/auth.js';
-import { IdParams, Page, PageQuery, Timestamp } from '../../platform/schemas.js';
+import { endpoint } from '../../platform/endpoint.ts';
+import { roles } from '../../platform/auth.ts';
+import { IdParams, Page, PageQuery, Timestamp } from '../../platform/schemas.ts';
 
 const tags = ['accounts'] as const;
 

@@ -1,14 +1,14 @@
 // Accounts: signup, login with throttling, sessions, API keys, roles, and the first admin.
 import { createHash, randomBytes } from 'node:crypto';
-import type { Db, Queryable } from '../../platform/db.js';
-import { coalesce } from '../../platform/coalesce.js';
-import type { Principal, Role } from '../../platform/auth.js';
-import { newId } from '../../platform/ids.js';
-import { AppError } from '../../errors.js';
-import { addHit, clearHits, removeHit } from '../../platform/rate-limit.js';
-import { decoyHash, hashPassword, isCommonPassword, verifyPassword } from './passwords.js';
-import * as repo from './repo.js';
-import type { User } from './schemas.js';
+import type { Db, Queryable } from '../../platform/db.ts';
+import { coalesce } from '../../platform/coalesce.ts';
+import type { Principal, Role } from '../../platform/auth.ts';
+import { newId } from '../../platform/ids.ts';
+import { AppError } from '../../errors.ts';
+import { addHit, clearHits, removeHit } from '../../platform/rate-limit.ts';
+import { decoyHash, hashPassword, isCommonPassword, verifyPassword } from './passwords.ts';
+import * as repo from './repo.ts';
+import type { User } from './schemas.ts';
 
 export interface AccountsConfig {
   sessionTtlSeconds: number;

@@ -3,9 +3,9 @@
 //
 // Rows are always locked in SKU order: two orders crossing the same SKUs (A,B) and (B,A) then wait
 // for each other instead of deadlocking. The CHECK constraints of stock_levels stay the last word.
-import type { Queryable, Tx } from '../../platform/db.js';
-import { AppError } from '../../errors.js';
-import type { StockLevel } from './schemas.js';
+import type { Queryable, Tx } from '../../platform/db.ts';
+import { AppError } from '../../errors.ts';
+import type { StockLevel } from './schemas.ts';
 
 export interface StockRequest { sku: string; quantity: number }
 

@@ -1,5 +1,5 @@
 // SQL of products and variants.
-import type { Queryable, Tx } from '../../platform/db.js';
+import type { Queryable, Tx } from '../../platform/db.ts';
 
 export interface ProductRow { id: string; name: string; description: string; active: boolean; created_at: Date; updated_at: Date }
 export interface VariantRow { id: string; product_id: string; sku: string; name: string; price_amount: number; currency: string; on_hand: number; reserved: number }

@@ -1,14 +1,14 @@
 import type { FastifyInstance } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
-import type { Db } from '../../platform/db.js';
-import { routeOf } from '../../platform/endpoint.js';
-import { principalOf } from '../../platform/auth.js';
-import { idempotent } from '../../platform/idempotency.js';
-import { decodeCursor } from '../../platform/pagination.js';
-import { AppError } from '../../errors.js';
-import * as s from './schemas.js';
-import * as catalog from './service.js';
-import * as inventory from './inventory.js';
+import type { Db } from '../../platform/db.ts';
+import { routeOf } from '../../platform/endpoint.ts';
+import { principalOf } from '../../platform/auth.ts';
+import { idempotent } from '../../platform/idempotency.ts';
+import { decodeCursor } from '../../platform/pagination.ts';
+import { AppError } from '../../errors.ts';
+import * as s from './schemas.ts';
+import * as catalog from './service.ts';
+import * as inventory from './inventory.ts';
 
 function decodeMovementCursor(cursor: string | undefined): number | null {
   if (cursor === undefined) return null;

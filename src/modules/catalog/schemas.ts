@@ -1,6 +1,6 @@
 import { Type, type Static } from 'typebox';
-import { endpoint } from '../../platform/endpoint.js';
-import { IdParams, MoneySchema, Page, PageQuery, Timestamp } from '../../platform/schemas.js';
+import { endpoint } from '../../platform/endpoint.ts';
+import { IdParams, MoneySchema, Page, PageQuery, Timestamp } from '../../platform/schemas.ts';
 
 const tags = ['catalog'] as const;
 const staff = ['staff', 'admin'] as const;

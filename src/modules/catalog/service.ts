@@ -1,13 +1,13 @@
 // The catalog: products with variants, read by anyone, written by staff.
-import type { Db, Queryable } from '../../platform/db.js';
-import { newId } from '../../platform/ids.js';
-import { AppError } from '../../errors.js';
-import type { Principal } from '../../platform/auth.js';
-import { staffOrAbove } from '../../platform/auth.js';
-import type { Tx } from '../../platform/db.js';
-import * as repo from './repo.js';
-import { createStock } from './inventory.js';
-import type { Product } from './schemas.js';
+import type { Db, Queryable } from '../../platform/db.ts';
+import { newId } from '../../platform/ids.ts';
+import { AppError } from '../../errors.ts';
+import type { Principal } from '../../platform/auth.ts';
+import { staffOrAbove } from '../../platform/auth.ts';
+import type { Tx } from '../../platform/db.ts';
+import * as repo from './repo.ts';
+import { createStock } from './inventory.ts';
+import type { Product } from './schemas.ts';
 
 export interface NewProduct {
   name: string;

@@ -1,8 +1,8 @@
 // The audit: queries that look for a violation of what Engine Room promises. Each answers the
 // offending rows, so a failing check says exactly where the books are wrong. Run by
 // GET /v1/admin/audit and `engine-room audit` (non-zero exit on a failure, for cron and CI).
-import type { Queryable } from '../../platform/db.js';
-import { stockDiscrepancies } from '../catalog/inventory.js';
+import type { Queryable } from '../../platform/db.ts';
+import { stockDiscrepancies } from '../catalog/inventory.ts';
 
 export interface CheckResult { name: string; ok: boolean; violations: unknown[] }
 export interface AuditResult { ok: boolean; checks: CheckResult[] }

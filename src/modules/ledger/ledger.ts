@@ -4,8 +4,8 @@
 //
 // Accounts: a capture moves money from the customer into `processor_clearing` (what the processor
 // holds for us) against `sales`; a refund moves it back out against `refunds`.
-import type { Queryable, Tx } from '../../platform/db.js';
-import { newId } from '../../platform/ids.js';
+import type { Queryable, Tx } from '../../platform/db.ts';
+import { newId } from '../../platform/ids.ts';
 
 export const accounts = { clearing: 'processor_clearing', sales: 'sales', refunds: 'refunds' } as const;
 

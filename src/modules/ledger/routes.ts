@@ -1,10 +1,10 @@
 import type { FastifyInstance } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
-import type { Db } from '../../platform/db.js';
-import { routeOf } from '../../platform/endpoint.js';
-import * as s from './schemas.js';
-import { balances } from './ledger.js';
-import { runAudit } from './audit.js';
+import type { Db } from '../../platform/db.ts';
+import { routeOf } from '../../platform/endpoint.ts';
+import * as s from './schemas.ts';
+import { balances } from './ledger.ts';
+import { runAudit } from './audit.ts';
 
 export function ledgerRoutes(app: FastifyInstance, { db }: { db: Db }): void {
   const r = app.withTypeProvider<TypeBoxTypeProvider>();

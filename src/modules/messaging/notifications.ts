@@ -18,16 +18,16 @@
 // The one gap SMTP leaves: a worker that dies after the server accepted a message and before it
 // was marked sent sends it again when its claim expires. The Message-ID is the email's id, the
 // same on both copies, so a receiving system can tell.
-import type { Db, Queryable, Tx } from '../../platform/db.js';
-import { findEvents, type PublishedEvent } from '../../platform/events.js';
-import { hasLiveStream } from '../../platform/event-stream.js';
-import { newId } from '../../platform/ids.js';
-import { enqueue, enqueueMany, workInBatches, type Queue, type QueueSpec } from '../../platform/queue.js';
-import { findUserById, findUsersByIds } from '../accounts/repo.js';
-import { createMailer, smtpTimeoutMs, type Mailer, type MailerConfig } from './mailer.js';
-import * as repo from './repo.js';
-import { newMessage, orderConfirmation, paymentFailed, type OrderData, type RenderedEmail } from './templates.js';
-import type { Message } from './schemas.js';
+import type { Db, Queryable, Tx } from '../../platform/db.ts';
+import { findEvents, type PublishedEvent } from '../../platform/events.ts';
+import { hasLiveStream } from '../../platform/event-stream.ts';
+import { newId } from '../../platform/ids.ts';
+import { enqueue, enqueueMany, workInBatches, type Queue, type QueueSpec } from '../../platform/queue.ts';
+import { findUserById, findUsersByIds } from '../accounts/repo.ts';
+import { createMailer, smtpTimeoutMs, type Mailer, type MailerConfig } from './mailer.ts';
+import * as repo from './repo.ts';
+import { newMessage, orderConfirmation, paymentFailed, type OrderData, type RenderedEmail } from './templates.ts';
+import type { Message } from './schemas.ts';
 
 export const emailQueue = 'notifications.email';
 

@@ -1,5 +1,5 @@
 // SQL of messaging: conversations, messages, read positions, and the notification emails.
-import type { Queryable, Tx } from '../../platform/db.js';
+import type { Queryable, Tx } from '../../platform/db.ts';
 
 export interface ConversationRow {
   id: string; customer_id: string; order_id: string | null; subject: string;

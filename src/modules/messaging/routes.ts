@@ -1,14 +1,14 @@
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
-import type { Db } from '../../platform/db.js';
-import { routeOf } from '../../platform/endpoint.js';
-import { principalOf } from '../../platform/auth.js';
-import { idempotent } from '../../platform/idempotency.js';
-import { decodeCursor, pageOf } from '../../platform/pagination.js';
-import { audienceKeysOf, createEventHub, listenerFor } from '../../platform/event-stream.js';
-import * as s from './schemas.js';
-import * as messaging from './service.js';
-import { listMailbox, type EmailRow } from './repo.js';
+import type { Db } from '../../platform/db.ts';
+import { routeOf } from '../../platform/endpoint.ts';
+import { principalOf } from '../../platform/auth.ts';
+import { idempotent } from '../../platform/idempotency.ts';
+import { decodeCursor, pageOf } from '../../platform/pagination.ts';
+import { audienceKeysOf, createEventHub, listenerFor } from '../../platform/event-stream.ts';
+import * as s from './schemas.ts';
+import * as messaging from './service.ts';
+import { listMailbox, type EmailRow } from './repo.ts';
 
 export interface MessagingDeps {
   db: Db;

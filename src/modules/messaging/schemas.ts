@@ -1,6 +1,6 @@
 import { Type, type Static } from 'typebox';
-import { endpoint } from '../../platform/endpoint.js';
-import { IdParams, Page, PageQuery, Timestamp } from '../../platform/schemas.js';
+import { endpoint } from '../../platform/endpoint.ts';
+import { IdParams, Page, PageQuery, Timestamp } from '../../platform/schemas.ts';
 
 const tags = ['messaging'] as const;
 const anyone = ['customer', 'staff', 'admin'] as const;

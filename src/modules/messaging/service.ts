@@ -3,18 +3,18 @@
 // an id that was never made). Messages are plain text, stored and returned exactly as written.
 // Every message publishes message.created (to the customer's stream and to every staff stream,
 // and to webhooks) and enqueues its email notifications, in the transaction that writes it.
-import { AppError } from '../../errors.js';
-import type { Queryable, Tx } from '../../platform/db.js';
-import { staffOrAbove, type Principal } from '../../platform/auth.js';
-import { newId } from '../../platform/ids.js';
-import { publishEvent } from '../../platform/events.js';
-import { staffAudience } from '../../platform/event-stream.js';
-import { addHit } from '../../platform/rate-limit.js';
-import { pageOf } from '../../platform/pagination.js';
-import { findOrder } from '../orders/repo.js';
-import * as repo from './repo.js';
-import { requestEventEmails, type MessageEventData } from './notifications.js';
-import type { Conversation, Message } from './schemas.js';
+import { AppError } from '../../errors.ts';
+import type { Queryable, Tx } from '../../platform/db.ts';
+import { staffOrAbove, type Principal } from '../../platform/auth.ts';
+import { newId } from '../../platform/ids.ts';
+import { publishEvent } from '../../platform/events.ts';
+import { staffAudience } from '../../platform/event-stream.ts';
+import { addHit } from '../../platform/rate-limit.ts';
+import { pageOf } from '../../platform/pagination.ts';
+import { findOrder } from '../orders/repo.ts';
+import * as repo from './repo.ts';
+import { requestEventEmails, type MessageEventData } from './notifications.ts';
+import type { Conversation, Message } from './schemas.ts';
 
 export interface MessagingConfig { messageRateLimit: number; messageRateWindowSeconds: number }
 

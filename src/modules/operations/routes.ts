@@ -1,11 +1,11 @@
 // Operator endpoints for the job queue: see what is dead-lettered, send it back.
 import type { FastifyInstance } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
-import type { Db } from '../../platform/db.js';
-import { routeOf } from '../../platform/endpoint.js';
-import { listFailedJobs, retryJob } from '../../platform/queue.js';
-import { AppError } from '../../errors.js';
-import * as s from './schemas.js';
+import type { Db } from '../../platform/db.ts';
+import { routeOf } from '../../platform/endpoint.ts';
+import { listFailedJobs, retryJob } from '../../platform/queue.ts';
+import { AppError } from '../../errors.ts';
+import * as s from './schemas.ts';
 
 export function operationsAdminRoutes(app: FastifyInstance, { db }: { db: Db }): void {
   const r = app.withTypeProvider<TypeBoxTypeProvider>();

@@ -1,5 +1,5 @@
 import { Type } from 'typebox';
-import { endpoint } from '../../platform/endpoint.js';
+import { endpoint } from '../../platform/endpoint.ts';
 
 const tags = ['operations'] as const;
 

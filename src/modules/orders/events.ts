@@ -1,9 +1,9 @@
 // Order events for webhooks and the live stream, published in the transaction of the change.
-import type { Tx } from '../../platform/db.js';
-import { publishEvent, publishEvents } from '../../platform/events.js';
-import { requestEventEmails, requestEventEmailsMany } from '../messaging/notifications.js';
-import type { LineRow, OrderRow } from './repo.js';
-import { orderView } from './view.js';
+import type { Tx } from '../../platform/db.ts';
+import { publishEvent, publishEvents } from '../../platform/events.ts';
+import { requestEventEmails, requestEventEmailsMany } from '../messaging/notifications.ts';
+import type { LineRow, OrderRow } from './repo.ts';
+import { orderView } from './view.ts';
 
 export type OrderEventType = 'order.created' | 'order.paid' | 'order.payment_failed' | 'order.cancelled' | 'order.fulfilled';
 

@@ -11,18 +11,18 @@
 //
 // With little load a batch is one order and nothing waits: a request starts at once while fewer
 // than `concurrency` batches are running, and only waits when all are.
-import type { Db, Tx } from '../../platform/db.js';
-import type { Principal } from '../../platform/auth.js';
-import { newId } from '../../platform/ids.js';
-import { claimKeys, failureOutcome, priorOutcomes, storeOutcomes, type KeyedRequest, type Outcome } from '../../platform/idempotency.js';
-import { AppError, type FieldError } from '../../errors.js';
-import { pricesOf, type PricedSku } from '../catalog/repo.js';
-import { lockStock, outOfStock, reserveForOrders } from '../catalog/inventory.js';
-import { requestCharges } from '../payments/outbox.js';
-import { publishOrderEvents } from './events.js';
-import * as repo from './repo.js';
-import { limits } from './schemas.js';
-import { orderView } from './view.js';
+import type { Db, Tx } from '../../platform/db.ts';
+import type { Principal } from '../../platform/auth.ts';
+import { newId } from '../../platform/ids.ts';
+import { claimKeys, failureOutcome, priorOutcomes, storeOutcomes, type KeyedRequest, type Outcome } from '../../platform/idempotency.ts';
+import { AppError, type FieldError } from '../../errors.ts';
+import { pricesOf, type PricedSku } from '../catalog/repo.ts';
+import { lockStock, outOfStock, reserveForOrders } from '../catalog/inventory.ts';
+import { requestCharges } from '../payments/outbox.ts';
+import { publishOrderEvents } from './events.ts';
+import * as repo from './repo.ts';
+import { limits } from './schemas.ts';
+import { orderView } from './view.ts';
 
 export interface PlaceOrderInput {
   lines: { sku: string; quantity: number }[];

@@ -1,7 +1,7 @@
 // SQL of orders.
-import type { Queryable, Tx } from '../../platform/db.js';
-import { AppError } from '../../errors.js';
-import { statesLeadingTo, type Status } from './state-machine.js';
+import type { Queryable, Tx } from '../../platform/db.ts';
+import { AppError } from '../../errors.ts';
+import { statesLeadingTo, type Status } from './state-machine.ts';
 
 export interface OrderRow {
   id: string; customer_id: string; status: Status; currency: string; total_amount: number;

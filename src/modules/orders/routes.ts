@@ -1,13 +1,13 @@
 import type { FastifyInstance } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
-import type { Db } from '../../platform/db.js';
-import { routeOf } from '../../platform/endpoint.js';
-import { principalOf } from '../../platform/auth.js';
-import { idempotent, keyedRequestOf, sendOutcome } from '../../platform/idempotency.js';
-import { decodeCursor } from '../../platform/pagination.js';
-import * as s from './schemas.js';
-import * as orders from './service.js';
-import { orderPlacer } from './place.js';
+import type { Db } from '../../platform/db.ts';
+import { routeOf } from '../../platform/endpoint.ts';
+import { principalOf } from '../../platform/auth.ts';
+import { idempotent, keyedRequestOf, sendOutcome } from '../../platform/idempotency.ts';
+import { decodeCursor } from '../../platform/pagination.ts';
+import * as s from './schemas.ts';
+import * as orders from './service.ts';
+import { orderPlacer } from './place.ts';
 
 export function ordersRoutes(app: FastifyInstance, { db, batchConcurrency, onCharge }: { db: Db; batchConcurrency: number; onCharge?: () => void }): void {
   const r = app.withTypeProvider<TypeBoxTypeProvider>();

@@ -1,7 +1,7 @@
 import { Type, type Static } from 'typebox';
-import { endpoint } from '../../platform/endpoint.js';
-import { IdParams, MoneySchema, Page, PageQuery, Timestamp } from '../../platform/schemas.js';
-import { Sku } from '../catalog/schemas.js';
+import { endpoint } from '../../platform/endpoint.ts';
+import { IdParams, MoneySchema, Page, PageQuery, Timestamp } from '../../platform/schemas.ts';
+import { Sku } from '../catalog/schemas.ts';
 
 
 const tags = ['orders'] as const;

@@ -1,17 +1,17 @@
 // Orders after they are placed (placing them: place.ts): reading, cancelling (which releases or
 // returns the stock and requests the refund), fulfilling. The charge and the refund happen later,
 // through the payments module.
-import type { Db, Queryable, Tx } from '../../platform/db.js';
-import type { Principal } from '../../platform/auth.js';
-import { staffOrAbove } from '../../platform/auth.js';
-import { AppError } from '../../errors.js';
-import { releaseReservation, returnSoldStock } from '../catalog/inventory.js';
-import * as repo from './repo.js';
-import type { Order } from './schemas.js';
-import { orderView } from './view.js';
-import { publishOrderEvent } from './events.js';
-import { requestRefund } from '../payments/outbox.js';
-import type { Status } from './state-machine.js';
+import type { Db, Queryable, Tx } from '../../platform/db.ts';
+import type { Principal } from '../../platform/auth.ts';
+import { staffOrAbove } from '../../platform/auth.ts';
+import { AppError } from '../../errors.ts';
+import { releaseReservation, returnSoldStock } from '../catalog/inventory.ts';
+import * as repo from './repo.ts';
+import type { Order } from './schemas.ts';
+import { orderView } from './view.ts';
+import { publishOrderEvent } from './events.ts';
+import { requestRefund } from '../payments/outbox.ts';
+import type { Status } from './state-machine.ts';
 
 /** The owner sees their order, staff see every order; anyone else gets 404, as for a missing one. */
 function ownerFilter(principal: Principal): string | null {

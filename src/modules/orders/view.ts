@@ -1,5 +1,5 @@
-import type { LineRow, OrderRow } from './repo.js';
-import type { Order } from './schemas.js';
+import type { LineRow, OrderRow } from './repo.ts';
+import type { Order } from './schemas.ts';
 
 export function orderView(order: OrderRow, lines: LineRow[]): Order {
   const money = (amount: number) => ({ amount, currency: order.currency });

@@ -1,10 +1,10 @@
 // What the orders module asks of payments, inside the order's own transaction: a payment row and
 // the job that will charge it, or a refund row and the job that will refund it. Both commit with
 // the order change or not at all (the outbox), and the unique indexes make a second request a no-op.
-import type { Tx } from '../../platform/db.js';
-import { newId } from '../../platform/ids.js';
-import { enqueue, enqueueMany } from '../../platform/queue.js';
-import * as repo from './repo.js';
+import type { Tx } from '../../platform/db.ts';
+import { newId } from '../../platform/ids.ts';
+import { enqueue, enqueueMany } from '../../platform/queue.ts';
+import * as repo from './repo.ts';
 
 export const chargeQueue = 'payments.charge';
 export const refundQueue = 'payments.refund';

@@ -1,5 +1,5 @@
 // SQL of payments and refunds.
-import type { Queryable, Tx } from '../../platform/db.js';
+import type { Queryable, Tx } from '../../platform/db.ts';
 
 export interface PaymentRow {
   id: string; order_id: string; provider: string | null; amount: number; currency: string;

@@ -1,12 +1,12 @@
 import type { FastifyInstance } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
-import type { Db } from '../../platform/db.js';
-import { routeOf } from '../../platform/endpoint.js';
-import { principalOf } from '../../platform/auth.js';
-import { getOrder } from '../orders/service.js';
-import * as s from './schemas.js';
-import { paymentsOfOrder } from './repo.js';
-import { paymentView } from './service.js';
+import type { Db } from '../../platform/db.ts';
+import { routeOf } from '../../platform/endpoint.ts';
+import { principalOf } from '../../platform/auth.ts';
+import { getOrder } from '../orders/service.ts';
+import * as s from './schemas.ts';
+import { paymentsOfOrder } from './repo.ts';
+import { paymentView } from './service.ts';
 
 export function paymentsRoutes(app: FastifyInstance, { db }: { db: Db }): void {
   const r = app.withTypeProvider<TypeBoxTypeProvider>();

@@ -1,6 +1,6 @@
 import { Type } from 'typebox';
-import { endpoint } from '../../platform/endpoint.js';
-import { IdParams, MoneySchema, Timestamp } from '../../platform/schemas.js';
+import { endpoint } from '../../platform/endpoint.ts';
+import { IdParams, MoneySchema, Timestamp } from '../../platform/schemas.ts';
 
 export const PaymentSchema = Type.Object({
   id: Type.String(),

@@ -7,14 +7,14 @@
 // died mid-charge, a lost answer, two workers holding the same job after a lease ran out). And the
 // outcome is recorded by conditional updates (`WHERE status = 'pending'`) plus a unique ledger
 // posting per payment, so recording it twice changes nothing.
-import type { Db, Tx } from '../../platform/db.js';
-import type { PaymentProvider } from './providers/provider.js';
-import { settleReservations } from '../catalog/inventory.js';
-import * as orders from '../orders/repo.js';
-import { publishOrderEvents } from '../orders/events.js';
-import { postCaptures, postRefund } from '../ledger/ledger.js';
-import { requestRefund } from './outbox.js';
-import * as repo from './repo.js';
+import type { Db, Tx } from '../../platform/db.ts';
+import type { PaymentProvider } from './providers/provider.ts';
+import { settleReservations } from '../catalog/inventory.ts';
+import * as orders from '../orders/repo.ts';
+import { publishOrderEvents } from '../orders/events.ts';
+import { postCaptures, postRefund } from '../ledger/ledger.ts';
+import { requestRefund } from './outbox.ts';
+import * as repo from './repo.ts';
 
 /** A failure worth another attempt later (the queue retries with backoff). */
 export class RetryLater extends Error {}

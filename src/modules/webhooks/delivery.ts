@@ -30,13 +30,13 @@
 // Requests never follow redirects (a 3xx is a failure: the URL registered is the only place an
 // event goes), have a timeout, and are made outside any database transaction.
 import { createHmac } from 'node:crypto';
-import type { Db } from '../../platform/db.js';
-import { newId } from '../../platform/ids.js';
-import { onLocalPublish } from '../../platform/events.js';
-import { enqueueMany, poll, work, type Job, type Queue, type QueueSpec } from '../../platform/queue.js';
-import * as repo from './repo.js';
-import { deliverQueue, type DeliverJob } from './service.js';
-import { webhookEventTypes } from './schemas.js';
+import type { Db } from '../../platform/db.ts';
+import { newId } from '../../platform/ids.ts';
+import { onLocalPublish } from '../../platform/events.ts';
+import { enqueueMany, poll, work, type Job, type Queue, type QueueSpec } from '../../platform/queue.ts';
+import * as repo from './repo.ts';
+import { deliverQueue, type DeliverJob } from './service.ts';
+import { webhookEventTypes } from './schemas.ts';
 
 export { deliverQueue };
 

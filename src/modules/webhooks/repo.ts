@@ -1,5 +1,5 @@
 // SQL of webhooks: endpoints, deliveries (one per endpoint and event) and their attempts.
-import type { Queryable, Tx } from '../../platform/db.js';
+import type { Queryable, Tx } from '../../platform/db.ts';
 
 export interface EndpointRow {
   id: string; url: string; events: string[]; secret: string; enabled: boolean;

@@ -1,12 +1,12 @@
 import type { FastifyInstance } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
-import type { Db } from '../../platform/db.js';
-import { routeOf } from '../../platform/endpoint.js';
-import { idempotent } from '../../platform/idempotency.js';
-import { decodeCursor, pageOf } from '../../platform/pagination.js';
-import * as s from './schemas.js';
-import * as webhooks from './service.js';
-import { listEndpoints } from './repo.js';
+import type { Db } from '../../platform/db.ts';
+import { routeOf } from '../../platform/endpoint.ts';
+import { idempotent } from '../../platform/idempotency.ts';
+import { decodeCursor, pageOf } from '../../platform/pagination.ts';
+import * as s from './schemas.ts';
+import * as webhooks from './service.ts';
+import { listEndpoints } from './repo.ts';
 
 export function webhooksRoutes(app: FastifyInstance, { db }: { db: Db }): void {
   const r = app.withTypeProvider<TypeBoxTypeProvider>();

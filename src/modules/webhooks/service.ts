@@ -1,13 +1,13 @@
 // Webhook endpoints as admins manage them, the delivery log, and manual redelivery. Sending lives
 // in delivery.ts.
 import { randomBytes } from 'node:crypto';
-import type { Queryable, Tx } from '../../platform/db.js';
-import { newId } from '../../platform/ids.js';
-import { findEvent } from '../../platform/events.js';
-import { enqueue } from '../../platform/queue.js';
-import { AppError } from '../../errors.js';
-import * as repo from './repo.js';
-import { allEvents, webhookEventTypes, type DeliveryAttempt, type WebhookEndpoint } from './schemas.js';
+import type { Queryable, Tx } from '../../platform/db.ts';
+import { newId } from '../../platform/ids.ts';
+import { findEvent } from '../../platform/events.ts';
+import { enqueue } from '../../platform/queue.ts';
+import { AppError } from '../../errors.ts';
+import * as repo from './repo.ts';
+import { allEvents, webhookEventTypes, type DeliveryAttempt, type WebhookEndpoint } from './schemas.ts';
 
 export const deliverQueue = 'webhooks.deliver';
 

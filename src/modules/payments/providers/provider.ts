@@ -12,7 +12,7 @@
 //
 // Call an adapter outside any database transaction: it may wait seconds on the network, and the
 // sandbox opens transactions of its own (on PGlite, one connection, that would wait forever).
-import type { Money } from '../../../platform/schemas.js';
+import type { Money } from '../../../platform/schemas.ts';
 
 export interface ChargeRequest {
   /** Stable for one payment: the same on every retry, so the processor charges at most once. */

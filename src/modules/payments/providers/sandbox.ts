@@ -13,10 +13,10 @@
 // charges on the first request and then loses the answer (the caller sees a timeout), so only the
 // retry with the same key hears "succeeded"; tok_slow succeeds after slowDelayMs (2 s). Any other
 // token is declined.
-import type { Db, Queryable } from '../../../platform/db.js';
-import { newId } from '../../../platform/ids.js';
-import type { Money } from '../../../platform/schemas.js';
-import { idempotencyKeyReused, type ChargeRequest, type PaymentProvider, type ProviderResult, type RefundRequest } from './provider.js';
+import type { Db, Queryable } from '../../../platform/db.ts';
+import { newId } from '../../../platform/ids.ts';
+import type { Money } from '../../../platform/schemas.ts';
+import { idempotencyKeyReused, type ChargeRequest, type PaymentProvider, type ProviderResult, type RefundRequest } from './provider.ts';
 
 export interface SandboxOptions {
   /** How long tok_slow takes to answer, in milliseconds: 2000 as the contract says; tests pass less. */

@@ -1,8 +1,8 @@
 // The sandbox processor's one endpoint: what it actually charged and refunded, so anyone can
 // reconcile it against orders and the ledger. Stripe has its own dashboard; this is ours.
 import { Type } from 'typebox';
-import { endpoint } from '../../../platform/endpoint.js';
-import { MoneySchema, Page, PageQuery, Timestamp } from '../../../platform/schemas.js';
+import { endpoint } from '../../../platform/endpoint.ts';
+import { MoneySchema, Page, PageQuery, Timestamp } from '../../../platform/schemas.ts';
 
 const tags = ['sandbox'] as const;
 

@@ -1,8 +1,8 @@
 // The provider the configuration names: the sandbox processor unless Stripe is chosen.
-import type { Db } from '../../../platform/db.js';
-import type { PaymentProvider } from './provider.js';
-import { createSandboxProvider } from './sandbox.js';
-import { createStripeProvider } from './stripe.js';
+import type { Db } from '../../../platform/db.ts';
+import type { PaymentProvider } from './provider.ts';
+import { createSandboxProvider } from './sandbox.ts';
+import { createStripeProvider } from './stripe.ts';
 
 export interface PaymentProviderConfig {
   paymentProvider: 'sandbox' | 'stripe';

@@ -10,7 +10,7 @@
 // key is replayed to every retry with that key (the job then ends in the dead letter, for a person
 // to reconcile in the Stripe dashboard).
 import Stripe from 'stripe';
-import { idempotencyKeyReused, type ChargeRequest, type PaymentProvider, type ProviderResult, type RefundRequest } from './provider.js';
+import { idempotencyKeyReused, type ChargeRequest, type PaymentProvider, type ProviderResult, type RefundRequest } from './provider.ts';
 
 export interface StripeOptions {
   /** The secret key (sk_live_... or sk_test_...). */
