@@ -5,14 +5,33 @@ import type { Db } from './db.ts';
 import { migrationsCurrent, type Migration } from './migrate.ts';
 import { problem } from '../errors.ts';
 import { sendProblem } from './http.ts';
+import { Type } from 'typebox';
+import { ProblemSchema } from './schemas.ts';
 
 export function operationsRoutes(app: FastifyInstance, deps: { db: Db; migrations: Migration[]; metrics: Registry }): void {
   const config = { access: 'public' as const };
   const tags = ['operations'];
 
-  app.get('/healthz', { config, schema: { tags, summary: 'The process is alive' } }, async () => ({ status: 'ok' }));
+  app.get('/healthz', {
+    config,
+    schema: {
+      operationId: 'healthz', tags, summary: 'The process is alive',
+      description: 'Answers 200 as long as the process serves HTTP, without touching the database: for a liveness probe.',
+      response: { 200: Type.Object({ status: Type.Literal('ok') }) },
+    },
+  }, async () => ({ status: 'ok' as const }));
 
-  app.get('/readyz', { config, schema: { tags, summary: 'The database answers and its migrations are current' } }, async (request, reply) => {
+  app.get('/readyz', {
+    config,
+    schema: {
+      operationId: 'readyz', tags, summary: 'The database answers and its migrations are current',
+      description: 'For a readiness probe: 503 unavailable while the database does not answer or migrations are pending.',
+      response: {
+        200: Type.Object({ status: Type.Literal('ready') }),
+        503: { description: 'Not ready', content: { 'application/problem+json': { schema: ProblemSchema } } },
+      },
+    },
+  }, async (request, reply) => {
     try {
       if (!(await migrationsCurrent(deps.db, deps.migrations))) {
         return sendProblem(reply, problem('unavailable', 'Migrations are pending; run engine-room migrate'));
@@ -21,7 +40,7 @@ export function operationsRoutes(app: FastifyInstance, deps: { db: Db; migration
       request.log.warn({ err }, 'readiness check failed');
       return sendProblem(reply, problem('unavailable', 'The database does not answer'));
     }
-    return { status: 'ready' };
+    return { status: 'ready' as const };
   });
 
   app.get('/metrics', { config, schema: { tags, summary: 'Prometheus metrics', hide: true } }, async (_request, reply) => {

@@ -13,7 +13,7 @@ export const ProblemSchema = Type.Object({
 
 export const MoneySchema = Type.Object({
   amount: Type.Integer({ minimum: 0, maximum: 1e12, description: 'Integer count of minor units (cents)' }),
-  currency: Type.String({ pattern: '^[A-Z]{3}$', description: 'ISO 4217 code' }),
+  currency: Type.String({ pattern: '^[A-Z]{3}$', maxLength: 3, description: 'ISO 4217 code' }),
 }, { additionalProperties: false });
 export type Money = Static<typeof MoneySchema>;
 

@@ -27,6 +27,8 @@ const AuthResult = Type.Object({
 });
 
 export const signup = endpoint({
+  operationId: 'signup', errors: ['email_taken'],
+  example: { body: { email: 'ada@example.com', password: 'correct horse battery staple', name: 'Ada Lovelace' } },
   method: 'POST', url: '/v1/auth/signup', access: 'public', tags,
   summary: 'Create a customer account and sign in',
   body: Type.Object({ email: Email, password: Password, name: Type.String({ minLength: 1, maxLength: 200 }) }, { additionalProperties: false }),
@@ -34,6 +36,8 @@ export const signup = endpoint({
 });
 
 export const login = endpoint({
+  operationId: 'login', errors: ['invalid_credentials'],
+  example: { body: { email: 'ada@example.com', password: 'correct horse battery staple' } },
   method: 'POST', url: '/v1/auth/login', access: 'public', tags,
   summary: 'Sign in with email and password',
   description: 'Repeated failures for one account or from one client address answer 429 with Retry-After before the password is checked.',
@@ -42,12 +46,14 @@ export const login = endpoint({
 });
 
 export const logout = endpoint({
+  operationId: 'logout', errors: ['bad_request'],
   method: 'POST', url: '/v1/auth/logout', access: roles, tags,
   summary: 'Revoke the session token used for this request',
   response: { 204: Type.Null() },
 });
 
 export const me = endpoint({
+  operationId: 'me', errors: [],
   method: 'GET', url: '/v1/me', access: roles, tags,
   summary: 'The signed-in user (for an API key: the key, with email null)',
   response: { 200: Type.Object({ id: Type.String(), email: Type.Union([Type.String(), Type.Null()]), name: Type.String(), role: RoleSchema, createdAt: Timestamp }) },
@@ -56,6 +62,8 @@ export const me = endpoint({
 const ApiKeySchema = Type.Object({ id: Type.String(), name: Type.String(), role: RoleSchema, createdAt: Timestamp, revokedAt: Type.Union([Timestamp, Type.Null()]) });
 
 export const createApiKey = endpoint({
+  operationId: 'createApiKey', errors: [],
+  example: { body: { name: 'storefront', role: 'staff' } },
   method: 'POST', url: '/v1/api-keys', access: ['admin'], tags, idempotencyKey: 'optional',
   summary: 'Create an API key; the key is shown only in this answer',
   body: Type.Object({ name: Type.String({ minLength: 1, maxLength: 200 }), role: RoleSchema }, { additionalProperties: false }),
@@ -63,6 +71,7 @@ export const createApiKey = endpoint({
 });
 
 export const listApiKeys = endpoint({
+  operationId: 'listApiKeys', errors: [],
   method: 'GET', url: '/v1/api-keys', access: ['admin'], tags,
   summary: 'API keys, newest first (never the keys themselves)',
   querystring: PageQuery,
@@ -70,6 +79,8 @@ export const listApiKeys = endpoint({
 });
 
 export const revokeApiKey = endpoint({
+  operationId: 'revokeApiKey', errors: [],
+  example: { params: { id: 'key_01m8hm26xcycv09qxv6cysjef0' } },
   method: 'DELETE', url: '/v1/api-keys/:id', access: ['admin'], tags,
   summary: 'Revoke an API key at once',
   params: IdParams,
@@ -77,6 +88,8 @@ export const revokeApiKey = endpoint({
 });
 
 export const updateUser = endpoint({
+  operationId: 'updateUser', errors: [],
+  example: { params: { id: 'usr_01m8hkah7yxckqqy3g57wfhh3b' }, body: { role: 'staff' } },
   method: 'PATCH', url: '/v1/users/:id', access: ['admin'], tags,
   summary: "Change a user's role",
   params: IdParams,

@@ -13,6 +13,7 @@ const FailedJobSchema = Type.Object({
 });
 
 export const listFailedJobs = endpoint({
+  operationId: 'listFailedJobs', errors: [],
   method: 'GET', url: '/v1/admin/jobs', access: ['admin'], tags,
   summary: 'Dead-lettered jobs: those that kept failing after every retry',
   querystring: Type.Object({ limit: Type.Integer({ minimum: 1, maximum: 100, default: 20 }), queue: Type.Optional(Type.String({ maxLength: 100 })) }, { additionalProperties: false }),
@@ -20,6 +21,7 @@ export const listFailedJobs = endpoint({
 });
 
 export const retryFailedJob = endpoint({
+  operationId: 'retryFailedJob', errors: [],
   method: 'POST', url: '/v1/admin/jobs/:id/retry', access: ['admin'], tags, idempotencyKey: 'optional',
   summary: 'Send a dead-lettered job back to its queue',
   params: Type.Object({ id: Type.String({ minLength: 1, maxLength: 64 }) }),

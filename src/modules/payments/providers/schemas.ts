@@ -34,6 +34,7 @@ export const SandboxChargeSchema = Type.Object({
 }, { title: 'SandboxCharge' });
 
 export const listSandboxCharges = endpoint({
+  operationId: 'listSandboxCharges', errors: [],
   method: 'GET', url: '/v1/sandbox/charges', access: ['admin'], tags,
   summary: 'What the sandbox processor charged and refunded, newest first',
   description: 'One item per idempotency key the processor received, with its refunds. Only the sandbox provider keeps this record.',
