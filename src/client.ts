@@ -8,6 +8,7 @@
 //   const { token } = await api.ok(endpoints.login, { body: { email, password } });
 //   const me = await api.ok(endpoints.me, { token });
 import type { Static, TSchema } from 'typebox';
+import type { FastifyInstance } from 'fastify';
 import type { Endpoint } from './platform/endpoint.ts';
 import type { Problem } from './errors.ts';
 import { createCore, type Call, type Transport } from '../packages/client/src/core.ts';
@@ -114,3 +115,13 @@ export function createClient(transport: Transport) {
 }
 
 export type Client = ReturnType<typeof createClient>;
+
+/** Sends requests into an app in this process (Fastify's inject): the tests, and `engine-room seed`. */
+export function injectTransport(app: FastifyInstance): Transport {
+  return async (request) => {
+    const res = await app.inject({ method: request.method as 'GET', url: request.url, headers: request.headers, ...(request.body !== undefined ? { payload: request.body } : {}) });
+    const headers: Record<string, string> = {};
+    for (const [k, v] of Object.entries(res.headers)) if (v !== undefined) headers[k] = Array.isArray(v) ? v.join(', ') : String(v);
+    return { status: res.statusCode, headers, body: res.body };
+  };
+}
