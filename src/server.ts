@@ -10,7 +10,7 @@ import type { Config } from './config.ts';
 import { openDatabase, type Db } from './platform/db.ts';
 import { migrate, MigrationError } from './platform/migrate.ts';
 import { loggerOptions } from './platform/log.ts';
-import { buildApp } from './app.ts';
+import { buildApp, type BuildOptions } from './app.ts';
 import { ensureAdmin } from './modules/accounts/service.ts';
 import { findUserByEmail } from './modules/accounts/repo.ts';
 import { verifyPassword } from './modules/accounts/passwords.ts';
@@ -178,10 +178,14 @@ export async function startServer(config: Readonly<Config>): Promise<{ app: Fast
     admin = await ensureAdmin(db, { email: config.adminEmail, password: config.adminPassword });
     if (!admin) ignored = await ignoredAdminSettings(db, config);
     await declareAllQueues(db, config);
-    // Workers in this process unless WORKERS=off (then `engine-room worker` processes do the jobs).
-    if (config.inlineWorkers) queue = await startWorkers(db, config, log);
-    app = await buildApp(config, db, queue ? { queue } : {});
+    // Serve first, then start the workers (pg-boss's supervisor and timekeeper take a few hundred
+    // ms): jobs enqueued meanwhile wait in the queue. The app reads options.queue when it has a job
+    // to wake a worker for, so setting it afterwards is enough.
+    const options: BuildOptions = {};
+    app = await buildApp(config, db, options);
     address = await app.listen({ port: config.port, host: config.host });
+    // Workers in this process unless WORKERS=off (then `engine-room worker` processes do the jobs).
+    if (config.inlineWorkers) options.queue = queue = await startWorkers(db, config, log);
   } catch (err) {
     // The admin may exist already: its generated password must still be shown, or it is lost for good.
     if (admin) process.stderr.write(adminLines(admin).join('\n') + '\n');
