@@ -580,6 +580,13 @@ ALTER TABLE ONLY public.idempotency_keys
     ADD CONSTRAINT idempotency_keys_pkey PRIMARY KEY (principal_id, key);
 
 --
+-- Name: ledger_entries ledger_entries_amount_exact; Type: CHECK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE public.ledger_entries
+    ADD CONSTRAINT ledger_entries_amount_exact CHECK (((debit <= '9007199254740991'::bigint) AND (credit <= '9007199254740991'::bigint))) NOT VALID;
+
+--
 -- Name: ledger_entries ledger_entries_pkey; Type: CONSTRAINT; Schema: public; Owner: -
 --
 
@@ -615,11 +622,32 @@ ALTER TABLE ONLY public.order_lines
     ADD CONSTRAINT order_lines_pkey PRIMARY KEY (order_id, line_no);
 
 --
+-- Name: order_lines order_lines_total_amount_exact; Type: CHECK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE public.order_lines
+    ADD CONSTRAINT order_lines_total_amount_exact CHECK ((total_amount <= '9007199254740991'::bigint)) NOT VALID;
+
+--
 -- Name: orders orders_pkey; Type: CONSTRAINT; Schema: public; Owner: -
 --
 
 ALTER TABLE ONLY public.orders
     ADD CONSTRAINT orders_pkey PRIMARY KEY (id);
+
+--
+-- Name: orders orders_total_amount_exact; Type: CHECK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE public.orders
+    ADD CONSTRAINT orders_total_amount_exact CHECK ((total_amount <= '9007199254740991'::bigint)) NOT VALID;
+
+--
+-- Name: payments payments_amount_exact; Type: CHECK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE public.payments
+    ADD CONSTRAINT payments_amount_exact CHECK ((amount <= '9007199254740991'::bigint)) NOT VALID;
 
 --
 -- Name: payments payments_order_id_key; Type: CONSTRAINT; Schema: public; Owner: -
@@ -648,6 +676,13 @@ ALTER TABLE ONLY public.products
 
 ALTER TABLE ONLY public.rate_limit_hits
     ADD CONSTRAINT rate_limit_hits_pkey PRIMARY KEY (bucket);
+
+--
+-- Name: refunds refunds_amount_exact; Type: CHECK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE public.refunds
+    ADD CONSTRAINT refunds_amount_exact CHECK ((amount <= '9007199254740991'::bigint)) NOT VALID;
 
 --
 -- Name: refunds refunds_payment_id_key; Type: CONSTRAINT; Schema: public; Owner: -
@@ -739,6 +774,13 @@ ALTER TABLE ONLY public.users
 
 ALTER TABLE ONLY public.variants
     ADD CONSTRAINT variants_pkey PRIMARY KEY (id);
+
+--
+-- Name: variants variants_price_amount_exact; Type: CHECK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE public.variants
+    ADD CONSTRAINT variants_price_amount_exact CHECK ((price_amount <= '9007199254740991'::bigint)) NOT VALID;
 
 --
 -- Name: variants variants_sku_key; Type: CONSTRAINT; Schema: public; Owner: -
