@@ -256,6 +256,8 @@ CREATE TABLE public.payments (
     failure text,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    processor_message text,
+    review_reason text,
     CONSTRAINT payments_amount_check CHECK ((amount >= 0)),
     CONSTRAINT payments_currency_check CHECK ((currency ~ '^[A-Z]{3}$'::text)),
     CONSTRAINT payments_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'succeeded'::text, 'failed'::text, 'refunded'::text])))
@@ -888,6 +890,12 @@ CREATE INDEX orders_customer_id ON public.orders USING btree (customer_id, id DE
 --
 
 CREATE INDEX orders_status ON public.orders USING btree (status, id DESC);
+
+--
+-- Name: payments_review; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX payments_review ON public.payments USING btree (id) WHERE (review_reason IS NOT NULL);
 
 --
 -- Name: sandbox_charges_status; Type: INDEX; Schema: public; Owner: -
