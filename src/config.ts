@@ -52,6 +52,8 @@ export interface Config {
   webhookDisableAfterSeconds: number;
   /** Base of the exponential backoff between webhook delivery attempts. */
   webhookRetryBaseSeconds: number;
+  /** Lets webhook URLs point at private, loopback and link-local addresses (local development only). */
+  webhookAllowPrivateUrls: boolean;
   /** Messages one user may post per messageRateWindowSeconds (opening a conversation counts as one). */
   messageRateLimit: number;
   messageRateWindowSeconds: number;
@@ -159,6 +161,7 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     webhookTimeoutMs: intVar(env, 'WEBHOOK_TIMEOUT_MS', 10_000, 100, 120_000),
     webhookDisableAfterSeconds: intVar(env, 'WEBHOOK_DISABLE_AFTER_SECONDS', 3 * 24 * 3600, 1, 365 * 24 * 3600),
     webhookRetryBaseSeconds: intVar(env, 'WEBHOOK_RETRY_DELAY_SECONDS', 60, 1, 3600),
+    webhookAllowPrivateUrls: boolVar(env, 'WEBHOOK_ALLOW_PRIVATE_URLS', false),
     messageRateLimit: intVar(env, 'MESSAGE_RATE_LIMIT', 30, 1, 1_000_000),
     messageRateWindowSeconds: intVar(env, 'MESSAGE_RATE_WINDOW_SECONDS', 60, 1, 24 * 3600),
     smtpUrl,
