@@ -64,6 +64,10 @@ export interface Config {
   eventStreamHeartbeatSeconds: number;
   /** How far back a stream that reconnects with Last-Event-ID is replayed. */
   eventStreamRetentionHours: number;
+  /** Live event streams one process holds open at most: each costs a file descriptor for as long as it lasts. */
+  eventStreamMaxPerProcess: number;
+  /** Live event streams one user may hold open in one process. */
+  eventStreamMaxPerUser: number;
   /** How long a payment job may run before it is presumed dead and retried (default: Stripe timeout + 30 s, at least 60). */
   paymentJobLeaseSeconds: number;
   /** How often jobs whose lease ran out are failed over for retry (in whichever process gets there first). */
@@ -168,6 +172,8 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     mailFrom,
     eventStreamHeartbeatSeconds: intVar(env, 'EVENT_STREAM_HEARTBEAT_SECONDS', 15, 1, 3600),
     eventStreamRetentionHours: intVar(env, 'EVENT_STREAM_RETENTION_HOURS', 24, 1, 24 * 365),
+    eventStreamMaxPerProcess: intVar(env, 'EVENT_STREAM_MAX_PER_PROCESS', 500, 1, 1_000_000),
+    eventStreamMaxPerUser: intVar(env, 'EVENT_STREAM_MAX_PER_USER', 10, 1, 1_000_000),
     paymentJobLeaseSeconds: intVar(env, 'PAYMENT_JOB_LEASE_SECONDS', Math.max(60, Math.ceil(intVar(env, 'STRIPE_TIMEOUT_MS', 30_000, 100, 600_000) / 1000) + 30), 1, 3600),
     queueMaintenanceIntervalSeconds: intVar(env, 'QUEUE_MAINTENANCE_INTERVAL_SECONDS', 30, 1, 3600),
     failpoint: env.ENGINE_ROOM_FAILPOINT?.trim() || undefined,

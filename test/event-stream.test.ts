@@ -1,4 +1,4 @@
-import { it } from 'node:test';
+import { it, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { EventEmitter } from 'node:events';
 import type { FastifyInstance } from 'fastify';
@@ -325,6 +325,91 @@ forEachEngine('the live event stream (GET /v1/events)', (env) => {
       await app2?.close();
       await db2.close();
     }
+  });
+
+  it("the ready frame's id is the newest of the user's own events, never another user's; none when the user has none", async () => {
+    const e = env();
+    const alice = await e.customer();
+    const bob = await e.customer();
+    const carol = await e.customer();
+    const hers = await e.database.db.transaction((tx) => publishEvent(tx, 'test.hers', {}, [alice.id]));
+    const his = await e.database.db.transaction((tx) => publishEvent(tx, 'test.his', {}, [bob.id]));
+    await settled(e.database.db, his.id);
+    for (const [user, expected] of [[alice, hers.id], [bob, his.id], [carol, undefined]] as const) {
+      const reader = await openEventStream(`${await url()}/v1/events`, { authorization: `Bearer ${user.token}` });
+      readers.push(reader);
+      assert.equal((await reader.next((x) => x.event === 'ready')).id, expected);
+      reader.close();
+    }
+  });
+
+  it('HEAD /v1/events answers the stream\'s headers, without a body, and ends', async () => {
+    const e = env();
+    const alice = await e.customer();
+    // Bounded, so that a HEAD that never ends fails here instead of hanging the suite.
+    const res = await fetch(`${await url()}/v1/events`, { method: 'HEAD', headers: { authorization: `Bearer ${alice.token}` }, signal: AbortSignal.timeout(15_000) });
+    assert.equal(res.status, 200);
+    assert.match(String(res.headers.get('content-type')), /^text\/event-stream/);
+    assert.equal(await res.text(), '');
+    assert.equal(await presenceOf(e.database.db, alice.id), 0, 'no stream was opened');
+    assert.equal((await fetch(`${await url()}/v1/events`, { method: 'HEAD', signal: AbortSignal.timeout(15_000) })).status, 401);
+  });
+
+  describe('limits: EVENT_STREAM_MAX_PER_USER=2, EVENT_STREAM_MAX_PER_PROCESS=4', () => {
+    let limited: FastifyInstance | undefined;
+    let base2: string;
+    before(async () => {
+      const e = env();
+      const config = loadConfig({ ...testEnv, ...(e.database.url ? { DATABASE_URL: e.database.url } : {}), EVENT_STREAM_MAX_PER_USER: '2', EVENT_STREAM_MAX_PER_PROCESS: '4' });
+      limited = await buildApp(config, e.database.db, quiet);
+      base2 = await limited.listen({ port: 0, host: '127.0.0.1' });
+    });
+    after(async () => { await limited?.close(); });
+
+    const refusal = async (token: string, method = 'GET') => {
+      const res = await fetch(`${base2}/v1/events`, { method, headers: { authorization: `Bearer ${token}` } });
+      assert.equal(res.status, 429);
+      assert.match(String(res.headers.get('content-type')), /^application\/problem\+json/);
+      assert.equal(res.headers.get('retry-after'), '10');
+      return method === 'HEAD' ? undefined : (await res.json()) as { code: string; detail: string };
+    };
+
+    it("a user's third stream gets 429 rate_limited with Retry-After while another user still connects; closing one frees a place; the process's fifth gets 429 too", async () => {
+      const e = env();
+      const [alice, bob, carol, dave] = await e.customers(4);
+      const a1 = track(await stream(base2, alice!.token));
+      const a2 = track(await stream(base2, alice!.token));
+      const third = await refusal(alice!.token);
+      assert.equal(third!.code, 'rate_limited');
+      assert.match(third!.detail, /You have 2 live event streams open/);
+      await refusal(alice!.token, 'HEAD');
+      const b1 = track(await stream(base2, bob!.token));
+
+      a1.reader.close();
+      await waitFor("alice's closed stream to be gone", async () => ((await presenceOf(e.database.db, alice!.id)) === 1 ? true : undefined));
+      const a3 = track(await stream(base2, alice!.token));
+
+      const c1 = track(await stream(base2, carol!.token)); // the fourth stream of the process
+      const fifth = await refusal(dave!.token);
+      assert.match(fifth!.detail, /This server holds as many live event streams as it may/);
+      c1.reader.close();
+      await waitFor("carol's stream to be gone", async () => ((await presenceOf(e.database.db, carol!.id)) === 0 ? true : undefined));
+      const d1 = track(await stream(base2, dave!.token));
+      for (const x of [a2, a3, b1, d1]) x.reader.close();
+      await waitFor('every stream to be gone', async () => {
+        const [row] = await e.database.db.query<{ n: number }>('SELECT count(*)::int AS n FROM event_stream_connections WHERE user_id = ANY($1)', [[alice!.id, bob!.id, dave!.id]]);
+        return row!.n === 0 ? true : undefined;
+      });
+    });
+
+    it("a user's streams opened all at once cannot all pass the limit: 2 of 20 are admitted", async () => {
+      const e = env();
+      const [erin] = await e.customers(1);
+      const opened = await Promise.all(Array.from({ length: 20 }, () => openEventStream(`${base2}/v1/events`, { authorization: `Bearer ${erin!.token}` })));
+      readers.push(...opened);
+      assert.deepEqual(opened.map((r) => r.status).sort(), [...Array(2).fill(200), ...Array(18).fill(429)]);
+      for (const r of opened) r.close();
+    });
   });
 
   it('cleans up: no stream outlives the suite', async () => {
