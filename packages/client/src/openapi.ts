@@ -9,8 +9,8 @@ export interface paths {
             cookie?: never;
         };
         /**
-         * The process is alive
-         * @description Answers 200 as long as the process serves HTTP, without touching the database: for a liveness probe.
+         * The process is alive: 503 when a restart is the cure (its embedded database fails)
+         * @description For a liveness probe: answers without waiting on a busy database.
          */
         get: operations["healthz"];
         put?: never;
@@ -30,7 +30,7 @@ export interface paths {
         };
         /**
          * The database answers and its migrations are current
-         * @description For a readiness probe: 503 unavailable while the database does not answer or migrations are pending.
+         * @description For a readiness probe: 503 unavailable while the database does not answer (within 2000 ms) or migrations are pending.
          */
         get: operations["readyz"];
         put?: never;
@@ -255,7 +255,7 @@ export interface paths {
         put?: never;
         /**
          * Add or remove stock on hand, with a reason
-         * @description An adjustment that would take onHand below reserved answers 409 insufficient_stock.
+         * @description An adjustment that would take onHand below reserved answers 409 insufficient_stock; one that would take it above 1000000000 answers 422 limit_exceeded.
          *
          *     Roles: staff, admin.
          */
@@ -551,7 +551,9 @@ export interface paths {
         };
         /**
          * Checks that the books add up: ledger, payments, refunds, stock, processor
-         * @description Roles: admin.
+         * @description A check of one payment provider's books runs only when that provider is configured; otherwise it is listed with ok: true and `skipped` saying why.
+         *
+         *     Roles: admin.
          */
         get: operations["audit"];
         put?: never;
@@ -727,6 +729,8 @@ export interface paths {
          *
          *     Authenticate with Authorization: Bearer, or with the session cookie (EventSource cannot set headers).
          *
+         *     A user may hold EVENT_STREAM_MAX_PER_USER (10) streams open at once on one server, and a server EVENT_STREAM_MAX_PER_PROCESS (500); past either, 429 rate_limited with Retry-After. HEAD answers the headers and ends.
+         *
          *     Roles: customer, staff, admin.
          */
         get: operations["eventStream"];
@@ -808,6 +812,26 @@ export interface operations {
                     };
                 };
             };
+            /** @description Unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        type: string;
+                        title: string;
+                        status: number;
+                        /** @description Stable, machine-readable error code */
+                        code: string;
+                        detail?: string;
+                        errors?: {
+                            path: string;
+                            message: string;
+                        }[];
+                    };
+                };
+            };
         };
     };
     readyz: {
@@ -831,7 +855,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Not ready */
+            /** @description Unavailable */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -3403,7 +3427,7 @@ export interface operations {
                  *     }
                  */
                 "application/json": {
-                    /** @description An http:// or https:// URL that accepts POST */
+                    /** @description An http:// or https:// URL that accepts POST, on a public address (loopback, private, link-local and other non-public addresses are refused unless WEBHOOK_ALLOW_PRIVATE_URLS is on) */
                     url: string;
                     /** @description Event types to receive, or ["*"] (alone) for every type, including types added later. */
                     events: ("order.created" | "order.paid" | "order.payment_failed" | "order.cancelled" | "order.fulfilled" | "message.created" | "*")[];
@@ -3740,7 +3764,7 @@ export interface operations {
                  *     }
                  */
                 "application/json": {
-                    /** @description An http:// or https:// URL that accepts POST */
+                    /** @description An http:// or https:// URL that accepts POST, on a public address (loopback, private, link-local and other non-public addresses are refused unless WEBHOOK_ALLOW_PRIVATE_URLS is on) */
                     url?: string;
                     /** @description Event types to receive, or ["*"] (alone) for every type, including types added later. */
                     events?: ("order.created" | "order.paid" | "order.payment_failed" | "order.cancelled" | "order.fulfilled" | "message.created" | "*")[];
@@ -4126,8 +4150,12 @@ export interface operations {
                             /** @description Charge requests sent to the processor so far */
                             attempts: number;
                             provider: string | null;
-                            /** @description Why the payment failed, when it did */
+                            /** @description Why the payment failed, when it did: a short code in our own words (card_declined, insufficient_funds, charge_unconfirmed, ...) */
                             failure: string | null;
+                            /** @description Staff only: the processor's own message about a failure, as it sent it (untrusted text) */
+                            processorMessage?: string | null;
+                            /** @description Staff only: why an operator must look at this payment (the audit lists it until cleared); null when nothing is wrong */
+                            review?: string | null;
                             /** Format: date-time */
                             createdAt: string;
                             /** Format: date-time */
@@ -4422,6 +4450,8 @@ export interface operations {
                         checks: {
                             name: string;
                             ok: boolean;
+                            /** @description Why this check did not run */
+                            skipped?: string;
                             violations: {
                                 [key: string]: unknown;
                             }[];
