@@ -97,9 +97,10 @@ for (const engine of engines()) {
         resumed.push(e);
         if (resumed.some((r) => r.event === 'ready') && resumed.some((r) => r.event === 'message.created')) second.abort();
       }
-      const replay = resumed.find((e) => e.event === 'message.created')!;
-      assert.match(JSON.stringify(replay.data), /Missed while away/);
-      assert.deepEqual(resumed.find((e) => e.event === 'ready')!.data, { resumed: true, replayed: 1 });
+      const missed = resumed.find((e) => e.event === 'message.created')!;
+      assert.match(JSON.stringify(missed.data), /Missed while away/);
+      // Replayed before ready, or (PostgreSQL, while an older transaction holds the horizon back) live after it.
+      assert.equal((resumed.find((e) => e.event === 'ready')!.data as { resumed: boolean }).resumed, true);
     });
 
     it('npm pack builds a package that an application installs and calls, with its types', async () => {

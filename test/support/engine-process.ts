@@ -5,7 +5,8 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { packageRoot } from '../../src/platform/paths.ts';
-import { freshDatabase, type Engine } from './database.ts';
+import { freshDatabase, pgliteTemplate, type Engine } from './database.ts';
+import { openPglite } from '../../src/platform/db.ts';
 
 export interface EngineProcess {
   child: ChildProcess;
@@ -63,14 +64,18 @@ export interface RunningServer {
 }
 
 /**
- * `engine-room start` as a real process on fresh data: a new DATA_DIR for PGlite, a new database
- * (cloned from the migrated template) for PostgreSQL. env adds to what it is started with.
+ * `engine-room start` as a real process on fresh data: a new DATA_DIR (restored from the migrated
+ * template) for PGlite, a new database (cloned from the migrated template) for PostgreSQL. env adds
+ * to what it is started with.
  */
 export async function startFreshServer(engine: Engine, env: Record<string, string> = {}): Promise<RunningServer> {
   let data: Record<string, string>;
   let dropData: () => Promise<void>;
   if (engine === 'pglite') {
+    // Restored from the migrated template rather than made by initdb, which takes seconds (and far
+    // more on a busy machine); the first start's own initdb is tested in test/cli.test.ts.
     const dir = await mkdtemp(join(tmpdir(), 'er-server-'));
+    await (await openPglite({ dataDir: dir, loadDataDir: await pgliteTemplate() })).close();
     data = { DATA_DIR: dir };
     dropData = () => rm(dir, { recursive: true, force: true });
   } else {
