@@ -79,3 +79,31 @@ forEachEngine('login throttling under a parallel burst', (env) => {
     }
   });
 }, { LOGIN_MAX_FAILURES_PER_ACCOUNT: '10', LOGIN_MAX_FAILURES_PER_CLIENT: '50', LOGIN_WINDOW_SECONDS: '600' });
+
+forEachEngine('the client address behind a proxy (TRUST_PROXY)', (env) => {
+  // The proxy at 10.0.0.2 appends the address it saw to whatever X-Forwarded-For the client sent.
+  const login = (from: string, forwardedFor: string, i: number) => env().app.inject({
+    method: 'POST', url: '/v1/auth/login', remoteAddress: from,
+    headers: { 'x-forwarded-for': forwardedFor }, payload: { email: `proxied${i}@example.com`, password: 'guess' },
+  });
+  const codes = async (n: number, attempt: (i: number) => ReturnType<typeof login>) => {
+    const seen: number[] = [];
+    for (let i = 0; i < n; i++) seen.push((await attempt(i)).statusCode);
+    return seen;
+  };
+
+  it('a forged left-most X-Forwarded-For does not make a new client: throttling counts the address the proxy saw', async () => {
+    assert.deepEqual(await codes(4, (i) => login('10.0.0.2', `198.18.0.${i}, 203.0.113.77`, i)), [401, 401, 401, 429]);
+    // Another real client behind the same proxy is not affected.
+    assert.equal((await login('10.0.0.2', '198.18.0.1, 203.0.113.78', 9)).statusCode, 401);
+  });
+
+  it('skips every listed proxy from the right, and believes nothing a direct client sends', async () => {
+    assert.deepEqual(await codes(4, (i) => login('10.0.0.2', `198.18.1.${i}, 203.0.113.79, 10.0.0.3`, i)), [401, 401, 401, 429]);
+    assert.deepEqual(await codes(4, (i) => login('203.0.113.80', `198.18.2.${i}`, i)), [401, 401, 401, 429]);
+  });
+
+  it('counts an IPv6 client by its /64, where it can pick any address', async () => {
+    assert.deepEqual(await codes(4, (i) => login('10.0.0.2', `2001:db8:5:6::${i + 1}`, i)), [401, 401, 401, 429]);
+  });
+}, { TRUST_PROXY: '10.0.0.0/8', LOGIN_MAX_FAILURES_PER_CLIENT: '3', LOGIN_WINDOW_SECONDS: '600' });

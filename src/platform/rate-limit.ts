@@ -10,7 +10,26 @@
 //
 // Each statement touches one counter row and commits at once: two statements that each locked
 // two rows could lock them in opposite orders and deadlock under a burst.
+import { isIPv4, isIPv6 } from 'node:net';
 import type { Queryable } from './db.ts';
+
+/**
+ * The key a client address is counted under. An IPv6 client usually holds a whole /64 (it picks
+ * any address in it at will), so it is counted by that /64, or one host could make its own fresh
+ * client for every attempt; an IPv4 address mapped into IPv6 is counted as the IPv4 address.
+ */
+export function clientKey(address: string): string {
+  const bare = address.replace(/%.*$/, '').toLowerCase();
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/.exec(bare);
+  if (mapped && isIPv4(mapped[1]!)) return mapped[1]!;
+  if (!isIPv6(bare)) return bare;
+  // The first four groups: expand "::" enough to know them (a trailing dotted IPv4 is two groups).
+  const [head = '', tail] = bare.split('::');
+  const groups = (part: string) => (part === '' ? [] : part.split(':')).flatMap((g) => (g.includes('.') ? ['0', '0'] : [g]));
+  const left = groups(head);
+  const full = tail === undefined ? left : [...left, ...Array<string>(8 - left.length - groups(tail).length).fill('0'), ...groups(tail)];
+  return `${full.slice(0, 4).map((g) => parseInt(g, 16).toString(16)).join(':')}::/64`;
+}
 
 export interface WindowState { hits: number; retryAfterSeconds: number }
 

@@ -5,7 +5,7 @@ import { coalesce } from '../../platform/coalesce.ts';
 import type { Principal, Role } from '../../platform/auth.ts';
 import { newId } from '../../platform/ids.ts';
 import { AppError } from '../../errors.ts';
-import { addHit, clearHits, removeHit } from '../../platform/rate-limit.ts';
+import { addHit, clearHits, clientKey, removeHit } from '../../platform/rate-limit.ts';
 import { decoyHash, hashPassword, isCommonPassword, verifyPassword } from './passwords.ts';
 import * as repo from './repo.ts';
 import type { User } from './schemas.ts';
@@ -63,7 +63,7 @@ export async function signup(db: Db, config: AccountsConfig, input: { email: str
 export async function login(db: Db, config: AccountsConfig, input: { email: string; password: string }, clientAddress: string) {
   const email = input.email.trim().toLowerCase();
   const accountBucket = `login:account:${email}`;
-  const clientBucket = `login:client:${clientAddress}`;
+  const clientBucket = `login:client:${clientKey(clientAddress)}`;
   // Every attempt is counted before any password work, by one atomic statement per counter, and
   // decided on the counts those statements answer: a parallel burst cannot all read "under the limit" and pass, and
   // a blocked guesser gets no answer about the password at all. An attempt that succeeds is taken
