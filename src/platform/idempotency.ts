@@ -16,17 +16,39 @@ import { sendProblem } from './http.ts';
 
 export interface Outcome { status: number; body: unknown }
 
-/** Objects with their keys sorted, so a retry whose JSON orders keys differently is the same request. */
-function canonical(value: unknown): unknown {
-  if (Array.isArray(value)) return value.map(canonical);
-  if (value && typeof value === 'object') {
-    return Object.fromEntries(Object.keys(value).sort().map((k) => [k, canonical((value as Record<string, unknown>)[k])]));
+/**
+ * The body as JSON with every object's keys sorted, so a retry whose JSON orders keys differently is
+ * the same request. Written with an explicit stack, not recursion: no depth of input can overflow it.
+ */
+export function canonicalJson(value: unknown): string {
+  let out = '';
+  // What is still to write, last first: values, and the punctuation between them.
+  const steps: ({ text: string } | { value: unknown })[] = [{ value }];
+  while (steps.length > 0) {
+    const step = steps.pop()!;
+    if ('text' in step) {
+      out += step.text;
+      continue;
+    }
+    const v = step.value;
+    if (Array.isArray(v)) {
+      steps.push({ text: ']' });
+      for (let i = v.length - 1; i >= 0; i--) steps.push({ value: v[i] }, { text: i > 0 ? ',' : '' });
+      steps.push({ text: '[' });
+    } else if (v !== null && typeof v === 'object') {
+      const keys = Object.keys(v).sort();
+      steps.push({ text: '}' });
+      for (let i = keys.length - 1; i >= 0; i--) steps.push({ value: (v as Record<string, unknown>)[keys[i]!] }, { text: `${i > 0 ? ',' : ''}${JSON.stringify(keys[i])}:` });
+      steps.push({ text: '{' });
+    } else {
+      out += JSON.stringify(v) ?? 'null';
+    }
   }
-  return value;
+  return out;
 }
 
 export function requestHash(method: string, path: string, body: unknown): Buffer {
-  return createHash('sha256').update(`${method} ${path}\n${JSON.stringify(canonical(body ?? null))}`).digest();
+  return createHash('sha256').update(`${method} ${path}\n${canonicalJson(body ?? null)}`).digest();
 }
 
 function keyOf(request: FastifyRequest, required: boolean): string | undefined {
@@ -56,7 +78,9 @@ export function keyedRequestOf(request: FastifyRequest, options: { required: boo
   const key = keyOf(request, options.required);
   if (key === undefined) return undefined;
   const path = request.url.split('?')[0] ?? request.url;
-  return { principalId: principalOf(request).userId, key, hash: requestHash(request.method, path, request.body) };
+  // A route without a body schema takes no body (http.ts refuses one), so {} and none are the same request.
+  const body = request.routeOptions.schema?.body ? request.body : null;
+  return { principalId: principalOf(request).userId, key, hash: requestHash(request.method, path, body) };
 }
 
 /**
