@@ -27,6 +27,10 @@ export interface Config {
    * false (nobody's: the peer is the client) or the addresses and CIDR ranges of the proxies.
    */
   trustProxy: false | string[];
+  /** A request (headers and body) not received in full within this is answered 408 and its connection closed. */
+  requestTimeoutSeconds: number;
+  /** An idle keep-alive connection is closed after this (keep it above a load balancer's idle timeout). */
+  keepAliveTimeoutSeconds: number;
   /** Seconds to let in-flight requests finish on SIGTERM before closing anyway. */
   shutdownTimeoutSeconds: number;
   /** Cookie "Secure" flag; off only for plain-http local development. */
@@ -175,6 +179,8 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     loginMaxFailuresPerClient: intVar(env, 'LOGIN_MAX_FAILURES_PER_CLIENT', 50, 1, 1_000_000),
     loginWindowSeconds: intVar(env, 'LOGIN_WINDOW_SECONDS', 15 * 60, 1, 24 * 3600),
     trustProxy: parseTrustProxy(env),
+    requestTimeoutSeconds: intVar(env, 'REQUEST_TIMEOUT_SECONDS', 30, 1, 3600),
+    keepAliveTimeoutSeconds: intVar(env, 'KEEP_ALIVE_TIMEOUT_SECONDS', 72, 1, 3600),
     shutdownTimeoutSeconds: intVar(env, 'SHUTDOWN_TIMEOUT_SECONDS', 10, 0, 600),
     secureCookies: boolVar(env, 'SECURE_COOKIES', true),
     inlineWorkers: parseWorkers(env),
