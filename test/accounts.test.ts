@@ -175,3 +175,22 @@ forEachEngine('API keys and roles', (env) => {
     assert.ok(adminEmail);
   });
 });
+
+forEachEngine('responses that carry secrets', (env) => {
+  it('are marked Cache-Control: no-store: signup, login, a new API key, a new webhook endpoint', async () => {
+    const { client, adminToken } = env();
+    const results = {
+      signup: await client.call(endpoints.signup, { body: { email: 'nocache@example.com', password, name: 'N' } }),
+      login: await client.call(endpoints.login, { body: { email: 'nocache@example.com', password } }),
+      apiKey: await client.call(endpoints.createApiKey, { token: adminToken, body: { name: 'cached?', role: 'staff' } }),
+      webhook: await client.call(endpoints.createWebhookEndpoint, { token: adminToken, body: { url: 'https://hooks.example/cache', events: ['order.paid'] } }),
+    };
+    for (const [name, res] of Object.entries(results)) {
+      assert.ok(res.status === 200 || res.status === 201, `${name}: ${res.status}`);
+      assert.equal(res.headers['cache-control'], 'no-store', name);
+    }
+    // A failed login says nothing secret, but it is the same route: no cache keeps it either.
+    assert.equal((await client.call(endpoints.login, { body: { email: 'nocache@example.com', password: 'wrong password' } })).headers['cache-control'], 'no-store');
+    assert.equal((await client.call(endpoints.me, { token: adminToken })).headers['cache-control'], undefined, 'only where declared');
+  });
+});

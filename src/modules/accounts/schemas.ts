@@ -27,14 +27,14 @@ const AuthResult = Type.Object({
 });
 
 export const signup = endpoint({
-  method: 'POST', url: '/v1/auth/signup', access: 'public', tags,
+  method: 'POST', url: '/v1/auth/signup', access: 'public', tags, returnsSecret: true,
   summary: 'Create a customer account and sign in',
   body: Type.Object({ email: Email, password: Password, name: Type.String({ minLength: 1, maxLength: 200 }) }, { additionalProperties: false }),
   response: { 201: AuthResult },
 });
 
 export const login = endpoint({
-  method: 'POST', url: '/v1/auth/login', access: 'public', tags,
+  method: 'POST', url: '/v1/auth/login', access: 'public', tags, returnsSecret: true,
   summary: 'Sign in with email and password',
   description: 'Repeated failures for one account or from one client address answer 429 with Retry-After before the password is checked.',
   body: Type.Object({ email: Type.String({ minLength: 1, maxLength: 254 }), password: Type.String({ minLength: 1, maxLength: 256 }) }, { additionalProperties: false }),
@@ -56,7 +56,7 @@ export const me = endpoint({
 const ApiKeySchema = Type.Object({ id: Type.String(), name: Type.String(), role: RoleSchema, createdAt: Timestamp, revokedAt: Type.Union([Timestamp, Type.Null()]) });
 
 export const createApiKey = endpoint({
-  method: 'POST', url: '/v1/api-keys', access: ['admin'], tags, idempotencyKey: 'optional',
+  method: 'POST', url: '/v1/api-keys', access: ['admin'], tags, idempotencyKey: 'optional', returnsSecret: true,
   summary: 'Create an API key; the key is shown only in this answer',
   body: Type.Object({ name: Type.String({ minLength: 1, maxLength: 200 }), role: RoleSchema }, { additionalProperties: false }),
   response: { 201: Type.Object({ id: Type.String(), name: Type.String(), role: RoleSchema, key: Type.String(), createdAt: Timestamp }) },
