@@ -194,3 +194,71 @@ forEachEngine('responses that carry secrets', (env) => {
     assert.equal((await client.call(endpoints.me, { token: adminToken })).headers['cache-control'], undefined, 'only where declared');
   });
 });
+
+forEachEngine('Idempotency-Key on API key creation and signup', (env) => {
+  it('answers a retried API key creation with the same key, once, and stores neither the key nor the Idempotency-Key in the clear', async () => {
+    const { client, adminToken, database } = env();
+    const idempotencyKey = 'b6f4a0a2-3c7e-4f5e-9a51-0d9c2f1e8a77';
+    const body = { name: 'retried', role: 'staff' as const };
+    const first = await client.call(endpoints.createApiKey, { token: adminToken, idempotencyKey, body });
+    const retry = await client.call(endpoints.createApiKey, { token: adminToken, idempotencyKey, body });
+    assert.equal(first.status, 201);
+    assert.equal(retry.status, 201);
+    assert.deepEqual(retry.body, first.body);
+    assert.equal(retry.headers['idempotent-replayed'], 'true');
+    assert.equal(retry.headers['cache-control'], 'no-store');
+    const live = await database.db.query("SELECT id FROM api_keys WHERE name = 'retried' AND revoked_at IS NULL");
+    assert.equal(live.length, 1, 'one live key');
+    const other = await client.call(endpoints.createApiKey, { token: adminToken, idempotencyKey, body: { name: 'retried', role: 'admin' } });
+    assert.equal(other.status, 422);
+    assert.equal(other.body.code, 'idempotency_key_reused');
+    // What the database holds is of no use without the Idempotency-Key.
+    const stored = await database.db.query<{ row: string }>("SELECT row_to_json(k)::text AS row FROM idempotency_keys k");
+    const text = stored.map((r) => r.row).join('\n');
+    assert.ok(first.ok && !text.includes(first.body.key.slice(4)), 'the API key is not stored in the clear');
+    assert.ok(!text.includes(idempotencyKey), 'nor is the Idempotency-Key');
+  });
+
+  it('replays a retried signup as 201 for the same account, with a new session, and refuses another request under the key', async () => {
+    const { client } = env();
+    const idempotencyKey = '5f0d7c1e-signup';
+    const body = { email: 'Retry@Example.com', password, name: 'Retry' };
+    const first = await client.call(endpoints.signup, { idempotencyKey, body });
+    const retry = await client.call(endpoints.signup, { idempotencyKey, body });
+    assert.equal(first.status, 201);
+    assert.equal(retry.status, 201, JSON.stringify(retry.body));
+    assert.ok(first.ok && retry.ok);
+    assert.equal(retry.headers['idempotent-replayed'], 'true');
+    assert.deepEqual(retry.body.user, first.body.user);
+    // Tokens are never stored, so the retry gets a session of its own; both work.
+    assert.notEqual(retry.body.token, first.body.token);
+    assert.equal((await client.ok(endpoints.me, { token: retry.body.token })).id, first.body.user.id);
+    assert.equal((await client.ok(endpoints.me, { token: first.body.token })).id, first.body.user.id);
+
+    for (const changed of [{ ...body, name: 'Someone else' }, { ...body, password: 'another long password' }]) {
+      const res = await client.call(endpoints.signup, { idempotencyKey, body: changed });
+      assert.equal(res.status, 422, JSON.stringify(changed));
+      assert.equal(res.body.code, 'idempotency_key_reused');
+    }
+    // Without the key, or with another one, the email is taken, as the contract says.
+    assert.equal((await client.call(endpoints.signup, { body })).status, 409);
+    assert.equal((await client.call(endpoints.signup, { idempotencyKey: 'another-key', body })).status, 409);
+  });
+
+  it('keeps signup keys per account: the same key for another email is another request', async () => {
+    const { client } = env();
+    const res = await client.call(endpoints.signup, { idempotencyKey: '5f0d7c1e-signup', body: { email: 'second@example.com', password, name: 'Retry' } });
+    assert.equal(res.status, 201);
+    assert.equal(res.headers['idempotent-replayed'], undefined);
+  });
+
+  it('replays email_taken for a retried signup that was refused', async () => {
+    const { client } = env();
+    const body = { email: 'retry@example.com', password: 'yet another passphrase', name: 'Late' };
+    const first = await client.call(endpoints.signup, { idempotencyKey: 'late-1', body });
+    const retry = await client.call(endpoints.signup, { idempotencyKey: 'late-1', body });
+    assert.equal(first.status, 409);
+    assert.equal(retry.status, 409);
+    assert.equal(retry.headers['idempotent-replayed'], 'true');
+  });
+});

@@ -27,8 +27,9 @@ const AuthResult = Type.Object({
 });
 
 export const signup = endpoint({
-  method: 'POST', url: '/v1/auth/signup', access: 'public', tags, returnsSecret: true,
+  method: 'POST', url: '/v1/auth/signup', access: 'public', tags, returnsSecret: true, idempotencyKey: 'optional',
   summary: 'Create a customer account and sign in',
+  description: 'A retry with the same Idempotency-Key and body answers 201 for the same account, with a new session token (tokens are never stored; the retry proves the password again, as a login does). Signups from one client address are limited per window (429 with Retry-After).',
   body: Type.Object({ email: Email, password: Password, name: Type.String({ minLength: 1, maxLength: 200 }) }, { additionalProperties: false }),
   response: { 201: AuthResult },
 });

@@ -9,6 +9,7 @@ import { addHit, clearHits, clientKey, removeHit } from '../../platform/rate-lim
 import { decoyHash, hashPassword, isCommonPassword, verifyPassword } from './passwords.ts';
 import * as repo from './repo.ts';
 import type { User } from './schemas.ts';
+import { runIdempotent, type KeyedRequest, type Outcome } from '../../platform/idempotency.ts';
 
 export interface AccountsConfig {
   sessionTtlSeconds: number;
@@ -44,18 +45,40 @@ async function startSession(db: Queryable, userId: string, ttlSeconds: number) {
   return { token, expiresAt: expiresAt.toISOString() };
 }
 
-export async function signup(db: Db, config: AccountsConfig, input: { email: string; password: string; name: string }) {
+/** Whose Idempotency-Keys a signup's are: it has no principal, so the account it is for (one client cannot replay another's). */
+export function signupNamespace(email: string): string {
+  return `signup:${email.trim().toLowerCase()}`;
+}
+
+/**
+ * Creates a customer and a session. Under an Idempotency-Key (see signupNamespace), a retry of a
+ * signup that succeeded gets the same account with a new session: tokens are never stored, not even
+ * sealed, so the retry proves the password again, as a login does (and is throttled as one); the
+ * password is also left out of the request hash, which is a fast hash.
+ */
+export async function signup(db: Db, config: AccountsConfig, input: { email: string; password: string; name: string }, clientAddress: string, keyed?: KeyedRequest): Promise<{ outcome: Outcome; replayed: boolean }> {
   if (isCommonPassword(input.password)) {
     throw new AppError('validation_failed', 'The password is too common', { errors: [{ path: '/password', message: 'is one of the most common passwords' }] });
   }
   const passwordHash = await hashPassword(input.password);
+  let session: { token: string; expiresAt: string } | undefined;
+  const { outcome, replayed } = await runIdempotent(db, keyed, async (tx) => {
+    let user: repo.UserRow;
+    try {
+      user = await repo.insertUser(tx, { id: newId('usr'), email: input.email.trim(), name: input.name.trim(), role: 'customer', passwordHash });
+    } catch (err) {
+      if (isUniqueViolation(err, 'users_email_unique')) throw new AppError('email_taken', 'An account with this email exists');
+      throw err;
+    }
+    session = await startSession(tx, user.id, config.sessionTtlSeconds);
+    return { status: 201, body: { user: userView(user) } };
+  });
+  if (outcome.status !== 201) return { outcome, replayed };
+  if (!replayed) return { outcome: { status: 201, body: { ...(outcome.body as { user: User }), ...session! } }, replayed };
   try {
-    return await db.transaction(async (tx) => {
-      const user = await repo.insertUser(tx, { id: newId('usr'), email: input.email.trim(), name: input.name.trim(), role: 'customer', passwordHash });
-      return { user: userView(user), ...(await startSession(tx, user.id, config.sessionTtlSeconds)) };
-    });
+    return { outcome: { status: 201, body: await login(db, config, input, clientAddress) }, replayed };
   } catch (err) {
-    if (isUniqueViolation(err, 'users_email_unique')) throw new AppError('email_taken', 'An account with this email exists');
+    if (err instanceof AppError && err.code === 'invalid_credentials') throw new AppError('idempotency_key_reused', 'This Idempotency-Key was used for a different request');
     throw err;
   }
 }
