@@ -54,7 +54,11 @@ export const me = endpoint({
   response: { 200: Type.Object({ id: Type.String(), email: Type.Union([Type.String(), Type.Null()]), name: Type.String(), role: RoleSchema, createdAt: Timestamp }) },
 });
 
-const ApiKeySchema = Type.Object({ id: Type.String(), name: Type.String(), role: RoleSchema, createdAt: Timestamp, revokedAt: Type.Union([Timestamp, Type.Null()]) });
+const ApiKeySchema = Type.Object({
+  id: Type.String(), name: Type.String(), role: RoleSchema,
+  createdBy: Type.Union([Type.String(), Type.Null()], { description: 'The user accountable for the key: the admin who created it, directly or with an API key they created. Lowering that user\'s role revokes their keys above the new role.' }),
+  createdAt: Timestamp, revokedAt: Type.Union([Timestamp, Type.Null()]),
+});
 
 export const createApiKey = endpoint({
   method: 'POST', url: '/v1/api-keys', access: ['admin'], tags, idempotencyKey: 'optional', returnsSecret: true,
@@ -80,6 +84,7 @@ export const revokeApiKey = endpoint({
 export const updateUser = endpoint({
   method: 'PATCH', url: '/v1/users/:id', access: ['admin'], tags,
   summary: "Change a user's role",
+  description: 'Lowering a role revokes, at once, the API keys that user is accountable for whose role is above the new one. Demoting the only admin answers 409 invalid_state.',
   params: IdParams,
   body: Type.Object({ role: RoleSchema }, { additionalProperties: false }),
   response: { 200: UserSchema },

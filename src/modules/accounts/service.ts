@@ -1,6 +1,6 @@
 // Accounts: signup, login with throttling, sessions, API keys, roles, and the first admin.
 import { createHash, randomBytes } from 'node:crypto';
-import type { Db, Queryable } from '../../platform/db.ts';
+import type { Db, Queryable, Tx } from '../../platform/db.ts';
 import { coalesce } from '../../platform/coalesce.ts';
 import type { Principal, Role } from '../../platform/auth.ts';
 import { newId } from '../../platform/ids.ts';
@@ -142,27 +142,47 @@ export async function me(db: Db, principal: Principal) {
   return userView(user);
 }
 
-export async function createApiKey(db: Queryable, principal: Principal, input: { name: string; role: Role }) {
+/**
+ * Creates an API key. Its createdBy is the user accountable for it: the admin who made it, or for a
+ * key made with an API key, that key's own createdBy, so that demoting the admin revokes every key
+ * that descends from their authority (changeRole). That user's row is locked (FOR SHARE) and their
+ * role checked again: a demotion that commits first makes this fail, and one that comes later waits
+ * for this key and then revokes it.
+ */
+export async function createApiKey(tx: Tx, principal: Principal, input: { name: string; role: Role }) {
+  const accountable = principal.via === 'session' ? principal.userId : (await repo.findApiKey(tx, principal.credentialId))?.created_by ?? null;
+  if (accountable !== null && (await repo.lockRole(tx, accountable)) !== 'admin') throw new AppError('forbidden', 'Your role may not do this');
   const key = newSecret(apiKeyPrefix);
-  const row = await repo.insertApiKey(db, {
-    id: newId('key'), name: input.name, role: input.role, keyHash: hashSecret(key),
-    createdBy: principal.via === 'session' ? principal.userId : null,
-  });
+  const row = await repo.insertApiKey(tx, { id: newId('key'), name: input.name, role: input.role, keyHash: hashSecret(key), createdBy: accountable });
   return { id: row.id, name: row.name, role: row.role, key, createdAt: row.created_at.toISOString() };
 }
 
 export function apiKeyView(row: repo.ApiKeyRow) {
-  return { id: row.id, name: row.name, role: row.role, createdAt: row.created_at.toISOString(), revokedAt: row.revoked_at?.toISOString() ?? null };
+  return { id: row.id, name: row.name, role: row.role, createdBy: row.created_by, createdAt: row.created_at.toISOString(), revokedAt: row.revoked_at?.toISOString() ?? null };
 }
 
 export async function revokeApiKey(db: Db, id: string): Promise<void> {
   if (!(await repo.revokeApiKey(db, id))) throw new AppError('not_found', 'No such API key');
 }
 
+/**
+ * Changes a user's role. Lowering it revokes, in the same transaction, the API keys they are
+ * accountable for whose role is now above theirs: a key is only as good as the authority that made
+ * it (capping them instead would leave keys that act with a role their maker never chose for them).
+ * The last admin cannot be demoted, or no one could manage roles and keys any more: the admins' rows
+ * are locked first, so two admins demoting each other at once take turns and the second is refused.
+ */
 export async function changeRole(db: Db, id: string, role: Role): Promise<User> {
-  const row = await repo.setUserRole(db, id, role);
-  if (!row) throw new AppError('not_found', 'No such user');
-  return userView(row);
+  return db.transaction(async (tx) => {
+    if (role !== 'admin') {
+      const admins = await repo.lockAdmins(tx);
+      if (admins.length === 1 && admins[0] === id) throw new AppError('invalid_state', 'This is the only admin: make another user admin first');
+    }
+    const row = await repo.setUserRole(tx, id, role);
+    if (!row) throw new AppError('not_found', 'No such user');
+    await repo.revokeApiKeysAbove(tx, id, role);
+    return userView(row);
+  });
 }
 
 /**
