@@ -18,10 +18,18 @@ export interface Config {
   /** Allowed CORS origins; empty means CORS is off. */
   corsOrigins: string[];
   sessionTtlSeconds: number;
-  /** Failed logins allowed per account, and per client address, within loginWindowSeconds. */
+  /**
+   * Failed logins allowed within loginWindowSeconds: for one account from one client address
+   * (tight), for one account from anywhere (a ceiling for distributed guessing), and from one
+   * client address over all accounts.
+   */
+  loginMaxFailuresPerAccountAndClient: number;
   loginMaxFailuresPerAccount: number;
   loginMaxFailuresPerClient: number;
   loginWindowSeconds: number;
+  /** Signups allowed from one client address within signupWindowSeconds (slows email probing). */
+  signupMaxPerClient: number;
+  signupWindowSeconds: number;
   /**
    * Whose X-Forwarded-For to believe, to find the real client address (login throttling needs it):
    * false (nobody's: the peer is the client) or the addresses and CIDR ranges of the proxies.
@@ -175,9 +183,12 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     logLevel,
     corsOrigins,
     sessionTtlSeconds: intVar(env, 'SESSION_TTL_SECONDS', 7 * 24 * 3600, 60, 365 * 24 * 3600),
-    loginMaxFailuresPerAccount: intVar(env, 'LOGIN_MAX_FAILURES_PER_ACCOUNT', 10, 1, 1_000_000),
+    loginMaxFailuresPerAccountAndClient: intVar(env, 'LOGIN_MAX_FAILURES_PER_ACCOUNT_AND_CLIENT', 10, 1, 1_000_000),
+    loginMaxFailuresPerAccount: intVar(env, 'LOGIN_MAX_FAILURES_PER_ACCOUNT', 100, 1, 1_000_000),
     loginMaxFailuresPerClient: intVar(env, 'LOGIN_MAX_FAILURES_PER_CLIENT', 50, 1, 1_000_000),
     loginWindowSeconds: intVar(env, 'LOGIN_WINDOW_SECONDS', 15 * 60, 1, 24 * 3600),
+    signupMaxPerClient: intVar(env, 'SIGNUP_MAX_PER_CLIENT', 20, 1, 1_000_000),
+    signupWindowSeconds: intVar(env, 'SIGNUP_WINDOW_SECONDS', 3600, 1, 24 * 3600),
     trustProxy: parseTrustProxy(env),
     requestTimeoutSeconds: intVar(env, 'REQUEST_TIMEOUT_SECONDS', 30, 1, 3600),
     keepAliveTimeoutSeconds: intVar(env, 'KEEP_ALIVE_TIMEOUT_SECONDS', 72, 1, 3600),

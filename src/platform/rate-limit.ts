@@ -12,6 +12,7 @@
 // two rows could lock them in opposite orders and deadlock under a burst.
 import { isIPv4, isIPv6 } from 'node:net';
 import type { Queryable } from './db.ts';
+import { AppError } from '../errors.ts';
 
 /**
  * The key a client address is counted under. An IPv6 client usually holds a whole /64 (it picks
@@ -60,4 +61,19 @@ export async function removeHit(db: Queryable, bucket: string, windowSeconds: nu
 
 export async function clearHits(db: Queryable, buckets: string[]): Promise<void> {
   await db.query('DELETE FROM rate_limit_hits WHERE bucket = ANY($1::text[])', [buckets]);
+}
+
+export interface Limit { bucket: string; max: number }
+
+/**
+ * Counts one attempt against every limit, and when any is over, takes the hits back and throws 429
+ * rate_limited with the longest Retry-After. A refused attempt takes back only its own hits, so
+ * however a parallel burst interleaves, no more than max attempts per bucket get through.
+ */
+export async function takeAttempt(db: Queryable, limits: Limit[], windowSeconds: number, detail: string): Promise<void> {
+  const states = await Promise.all(limits.map((l) => addHit(db, l.bucket, windowSeconds)));
+  const over = states.filter((state, i) => state.hits > limits[i]!.max);
+  if (over.length === 0) return;
+  await Promise.all(limits.map((l) => removeHit(db, l.bucket, windowSeconds)));
+  throw new AppError('rate_limited', detail, { retryAfterSeconds: Math.max(...over.map((s) => s.retryAfterSeconds)) });
 }

@@ -37,7 +37,7 @@ export const signup = endpoint({
 export const login = endpoint({
   method: 'POST', url: '/v1/auth/login', access: 'public', tags, returnsSecret: true,
   summary: 'Sign in with email and password',
-  description: 'Repeated failures for one account or from one client address answer 429 with Retry-After before the password is checked.',
+  description: 'Repeated failures answer 429 with Retry-After before the password is checked: for one account from one client address (tightly), for one account from all addresses together (a much higher ceiling), and from one client address over all accounts.',
   body: Type.Object({ email: Type.String({ minLength: 1, maxLength: 254 }), password: Type.String({ minLength: 1, maxLength: 256 }) }, { additionalProperties: false }),
   response: { 200: AuthResult },
 });

@@ -5,7 +5,7 @@ import { coalesce } from '../../platform/coalesce.ts';
 import type { Principal, Role } from '../../platform/auth.ts';
 import { newId } from '../../platform/ids.ts';
 import { AppError } from '../../errors.ts';
-import { addHit, clearHits, clientKey, removeHit } from '../../platform/rate-limit.ts';
+import { clearHits, clientKey, removeHit, takeAttempt } from '../../platform/rate-limit.ts';
 import { decoyHash, hashPassword, isCommonPassword, verifyPassword } from './passwords.ts';
 import * as repo from './repo.ts';
 import type { User } from './schemas.ts';
@@ -13,9 +13,12 @@ import { runIdempotent, type KeyedRequest, type Outcome } from '../../platform/i
 
 export interface AccountsConfig {
   sessionTtlSeconds: number;
+  loginMaxFailuresPerAccountAndClient: number;
   loginMaxFailuresPerAccount: number;
   loginMaxFailuresPerClient: number;
   loginWindowSeconds: number;
+  signupMaxPerClient: number;
+  signupWindowSeconds: number;
 }
 
 // Prefixes tell the two kinds of secret apart at a glance (and let secret scanners find leaks).
@@ -60,6 +63,10 @@ export async function signup(db: Db, config: AccountsConfig, input: { email: str
   if (isCommonPassword(input.password)) {
     throw new AppError('validation_failed', 'The password is too common', { errors: [{ path: '/password', message: 'is one of the most common passwords' }] });
   }
+  // Every signup from one address counts, before the Argon2 work: taken emails cannot be probed
+  // at will (the contract wants 409 email_taken), and nor can accounts be mass-created.
+  const perClient = { bucket: `signup:client:${clientKey(clientAddress)}`, max: config.signupMaxPerClient };
+  await takeAttempt(db, [perClient], config.signupWindowSeconds, 'Too many signups from this address; try again later');
   const passwordHash = await hashPassword(input.password);
   let session: { token: string; expiresAt: string } | undefined;
   const { outcome, replayed } = await runIdempotent(db, keyed, async (tx) => {
@@ -83,29 +90,31 @@ export async function signup(db: Db, config: AccountsConfig, input: { email: str
   }
 }
 
+/**
+ * Signs in. Failures are throttled three ways, each counted before any password work (takeAttempt):
+ * - per account and client address, tightly: a guesser at one address is stopped after a few
+ *   tries, and that alone does not lock the owner out, who logs in from elsewhere;
+ * - per account, from anywhere, with a much higher ceiling: a guesser spread over many addresses
+ *   is still capped, at the price of locking the owner out too once it is reached;
+ * - per client address, over all accounts: one address spraying many accounts.
+ * A successful login takes its own hits back and forgives that client's failures for the account;
+ * it does not reset the account's ceiling, or the owner logging in would refill a distributed
+ * guesser's allowance.
+ */
 export async function login(db: Db, config: AccountsConfig, input: { email: string; password: string }, clientAddress: string) {
   const email = input.email.trim().toLowerCase();
-  const accountBucket = `login:account:${email}`;
-  const clientBucket = `login:client:${clientKey(clientAddress)}`;
-  // Every attempt is counted before any password work, by one atomic statement per counter, and
-  // decided on the counts those statements answer: a parallel burst cannot all read "under the limit" and pass, and
-  // a blocked guesser gets no answer about the password at all. An attempt that succeeds is taken
-  // back, as is one refused here, so only failures (and attempts still in flight) use up the
-  // allowance: a refused attempt can only take back its own hit, so however they interleave, no
-  // more than the limit are ever let through to the password check.
+  const client = clientKey(clientAddress);
   const window = config.loginWindowSeconds;
-  const [account, client] = await Promise.all([addHit(db, accountBucket, window), addHit(db, clientBucket, window)]);
-  const over = [account.hits > config.loginMaxFailuresPerAccount ? account : null, client.hits > config.loginMaxFailuresPerClient ? client : null].filter((s) => s !== null);
-  if (over.length > 0) {
-    await Promise.all([removeHit(db, accountBucket, window), removeHit(db, clientBucket, window)]);
-    throw new AppError('rate_limited', 'Too many failed logins; try again later', { retryAfterSeconds: Math.max(...over.map((s) => s.retryAfterSeconds)) });
-  }
+  // The client key comes first and has no space in it, so no email can make its pair collide with another's.
+  const pair = { bucket: `login:pair:${client} ${email}`, max: config.loginMaxFailuresPerAccountAndClient };
+  const account = { bucket: `login:account:${email}`, max: config.loginMaxFailuresPerAccount };
+  const perClient = { bucket: `login:client:${client}`, max: config.loginMaxFailuresPerClient };
+  await takeAttempt(db, [pair, account, perClient], window, 'Too many failed logins; try again later');
   const user = await repo.findUserByEmail(db, email);
   // An unknown email is checked against a decoy hash, so it costs the same time as a wrong password.
   const ok = await verifyPassword(user?.password_hash ?? await decoyHash(), input.password);
   if (!user || !ok) throw new AppError('invalid_credentials', 'The email or password is wrong');
-  await clearHits(db, [accountBucket]);
-  await removeHit(db, clientBucket, window);
+  await Promise.all([clearHits(db, [pair.bucket]), removeHit(db, account.bucket, window), removeHit(db, perClient.bucket, window)]);
   return { user: userView(user), ...(await startSession(db, user.id, config.sessionTtlSeconds)) };
 }
 
