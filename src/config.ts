@@ -7,6 +7,8 @@ export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' |
 export interface Config {
   port: number;
   host: string;
+  /** NODE_ENV=production: the start warns when it runs on the embedded database (which never fsyncs). */
+  production: boolean;
   /** Real PostgreSQL when set; the embedded PGlite database under dataDir otherwise. */
   databaseUrl: string | undefined;
   dataDir: string;
@@ -175,6 +177,7 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
   return Object.freeze({
     port: intVar(env, 'PORT', 3000, 0, 65535),
     host: env.HOST?.trim() || '127.0.0.1',
+    production: env.NODE_ENV?.trim() === 'production',
     databaseUrl,
     dataDir: env.DATA_DIR?.trim() || './.engine-room',
     databasePoolSize: intVar(env, 'DATABASE_POOL_SIZE', 10, 1, 1000),
