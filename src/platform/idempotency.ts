@@ -15,7 +15,7 @@
 import { createCipheriv, createDecipheriv, createHash, hkdfSync, randomBytes } from 'node:crypto';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { AppError, problem } from '../errors.ts';
-import type { Db, Tx } from './db.ts';
+import type { Db, Queryable, Tx } from './db.ts';
 import { principalOf } from './auth.ts';
 import { idempotencyKeyPattern } from './schemas.ts';
 import { sendProblem } from './http.ts';
@@ -97,23 +97,31 @@ export function keyedRequestOf(request: FastifyRequest, options: KeyOptions): Ke
   return { principalId: options.namespace ?? principalOf(request).userId, key, hash: requestHash(request.method, path, body) };
 }
 
-function keyHash(r: KeyedRequest): Buffer {
+/** A key in its namespace: enough to find its row and open its answer. */
+type Key = Pick<KeyedRequest, 'principalId' | 'key'>;
+
+function keyHash(r: Key): Buffer {
   return createHash('sha256').update(r.key).digest();
 }
 
-function sealingKey(r: KeyedRequest): Buffer {
+function sealingKey(r: Key): Buffer {
   return Buffer.from(hkdfSync('sha256', r.key, r.principalId, 'engine-room idempotent response', 32));
 }
 
 /** iv (12 bytes), tag (16), ciphertext. */
-function seal(r: KeyedRequest, body: unknown): Buffer {
+function seal(r: Key, body: unknown): Buffer {
   const iv = randomBytes(12);
   const cipher = createCipheriv('aes-256-gcm', sealingKey(r), iv);
   const sealed = Buffer.concat([cipher.update(JSON.stringify(body), 'utf8'), cipher.final()]);
   return Buffer.concat([iv, cipher.getAuthTag(), sealed]);
 }
 
-function unseal(r: KeyedRequest, sealed: Buffer): unknown {
+/** A stored answer: sealed, or in plain text in a row from before answers were sealed (migration 0012). */
+function storedBody(key: Key, row: { response_body: string; response_sealed: Buffer | null }): unknown {
+  return row.response_sealed ? unseal(key, Buffer.from(row.response_sealed)) : JSON.parse(row.response_body);
+}
+
+function unseal(r: Key, sealed: Buffer): unknown {
   const decipher = createDecipheriv('aes-256-gcm', sealingKey(r), sealed.subarray(0, 12));
   decipher.setAuthTag(sealed.subarray(12, 28));
   return JSON.parse(Buffer.concat([decipher.update(sealed.subarray(28)), decipher.final()]).toString('utf8'));
@@ -152,10 +160,28 @@ export async function priorOutcomes(tx: Tx, requests: KeyedRequest[]): Promise<(
     // Gone (purged between the two statements) or not finished: the first request is still running.
     if (!prior || prior.status_code === null) return new AppError('idempotency_key_in_use', 'The first request with this key is still running; retry shortly');
     if (!Buffer.from(prior.request_hash).equals(r.hash)) return new AppError('idempotency_key_reused', 'This Idempotency-Key was used for a different request');
-    // A row from before answers were sealed has its answer in plain text.
-    const body = prior.response_sealed ? unseal(r, Buffer.from(prior.response_sealed)) : JSON.parse(prior.response_body);
-    return { status: prior.status_code, body } as Outcome;
+    return { status: prior.status_code, body: storedBody(r, prior) } as Outcome;
   });
+}
+
+/**
+ * The stored outcomes of these keys (undefined where none is stored), read with the raw keys: for
+ * tools that hold them, such as the chaos run, which checks every order against its key's answer.
+ */
+export async function readOutcomes(db: Queryable, keys: Key[]): Promise<(Outcome | undefined)[]> {
+  const hashes = keys.map(keyHash);
+  const rows = await db.query<{ i: number; status_code: number; response_body: string; response_sealed: Buffer | null }>(
+    `SELECT r.i::int AS i, k.status_code, k.response_body, k.response_sealed
+       FROM unnest($1::text[], $2::bytea[]) WITH ORDINALITY AS r(principal_id, key_hash, i)
+       JOIN idempotency_keys k ON k.principal_id = r.principal_id AND k.key_hash = r.key_hash`,
+    [keys.map((k) => k.principalId), hashes],
+  );
+  const out: (Outcome | undefined)[] = new Array(keys.length).fill(undefined);
+  for (const row of rows) {
+    const key = keys[row.i - 1]!;
+    out[row.i - 1] = { status: row.status_code, body: storedBody(key, row) };
+  }
+  return out;
 }
 
 /** Stores the outcome of each claimed request, sealed, to be replayed for its key. */
