@@ -75,7 +75,7 @@ export async function buildApp(config: Readonly<Config>, db: Db, options: BuildO
   catalogRoutes(app, { db });
   // An in-process worker starts on a new charge at once instead of at its next poll.
   ordersRoutes(app, { db, batchConcurrency: config.orderBatchConcurrency, onCharge: () => options.queue?.wake(chargeQueue) });
-  webhooksRoutes(app, { db });
+  webhooksRoutes(app, { db, policy: { allowPrivateUrls: config.webhookAllowPrivateUrls } });
   paymentsRoutes(app, { db });
   sandboxRoutes(app, { db });
   ledgerRoutes(app, { db });

@@ -18,7 +18,10 @@ const expireQueue = 'orders.expire-unpaid';
 const purgeQueue = 'maintenance.purge-idempotency-keys';
 
 function webhookOptions(config: Readonly<Config>): WebhookOptions {
-  return { timeoutMs: config.webhookTimeoutMs, disableAfterSeconds: config.webhookDisableAfterSeconds, retryDelaySeconds: config.webhookRetryBaseSeconds };
+  return {
+    timeoutMs: config.webhookTimeoutMs, disableAfterSeconds: config.webhookDisableAfterSeconds, retryDelaySeconds: config.webhookRetryBaseSeconds,
+    allowPrivateUrls: config.webhookAllowPrivateUrls,
+  };
 }
 
 export function queueSpecs(config: Readonly<Config>): QueueSpec[] {
