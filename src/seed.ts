@@ -60,7 +60,7 @@ export async function seedDemo(config: Readonly<Config>, options: { force: boole
     const api = createClient(injectTransport(app));
     // The seed acts as the first admin, through a key of its own that it revokes when done.
     const [adminUser] = await db.query<{ id: string }>(`SELECT id FROM users WHERE role = 'admin' ORDER BY created_at LIMIT 1`);
-    const key = await createApiKey(db, { userId: adminUser!.id, role: 'admin', via: 'session', credentialId: 'seed' }, { name: 'engine-room seed --demo', role: 'admin' });
+    const key = await db.transaction((tx) => createApiKey(tx, { userId: adminUser!.id, role: 'admin', via: 'session', credentialId: 'seed' }, { name: 'engine-room seed --demo', role: 'admin' }));
     const admin = key.key;
     try {
       // A second seed (--force) cannot reuse SKUs or emails: they get a suffix.

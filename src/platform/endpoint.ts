@@ -24,6 +24,8 @@ export interface Endpoint {
   response: Readonly<Record<number, TSchema>>;
   /** Whether Idempotency-Key is required; every POST accepts one. */
   idempotencyKey?: 'required' | 'optional';
+  /** The response carries a secret (a token, a key): no cache may keep it (Cache-Control: no-store). */
+  returnsSecret?: true;
   /**
    * The error codes of this endpoint's own rules (out_of_stock, email_taken...). The ones that follow
    * from the declaration itself are added by errorsOf and need not be listed: validation_failed when
@@ -68,7 +70,7 @@ export function routeOf<const E extends Endpoint>(e: E) {
   return {
     method: e.method,
     url: e.url,
-    config: { access: e.access, endpoint: e as Endpoint },
+    config: { access: e.access, returnsSecret: e.returnsSecret === true, endpoint: e as Endpoint },
     schema: {
       operationId: e.operationId,
       summary: e.summary,

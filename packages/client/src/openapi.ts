@@ -50,7 +50,10 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Create a customer account and sign in */
+        /**
+         * Create a customer account and sign in
+         * @description A retry with the same Idempotency-Key and body answers 201 for the same account, with a new session token (tokens are never stored; the retry proves the password again, as a login does). Signups from one client address are limited per window (429 with Retry-After).
+         */
         post: operations["signup"];
         delete?: never;
         options?: never;
@@ -69,7 +72,7 @@ export interface paths {
         put?: never;
         /**
          * Sign in with email and password
-         * @description Repeated failures for one account or from one client address answer 429 with Retry-After before the password is checked.
+         * @description Repeated failures answer 429 with Retry-After before the password is checked: for one account from one client address (tightly), for one account from all addresses together (a much higher ceiling), and from one client address over all accounts.
          */
         post: operations["login"];
         delete?: never;
@@ -177,7 +180,9 @@ export interface paths {
         head?: never;
         /**
          * Change a user's role
-         * @description Roles: admin.
+         * @description Lowering a role revokes, at once, the API keys that user is accountable for whose role is above the new one. Demoting the only admin answers 409 invalid_state.
+         *
+         *     Roles: admin.
          */
         patch: operations["updateUser"];
         trace?: never;
@@ -880,7 +885,13 @@ export interface operations {
     signup: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /**
+                 * @description A key of your choosing, unique per intended operation (a UUID). Retrying with the same key and the same request replays the first answer (Idempotent-Replayed: true) and never repeats the effect; kept at least 24 hours.
+                 * @example 0b9c6a52-3e58-4b0e-9f0e-5a3c2d1e4f60
+                 */
+                "Idempotency-Key"?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -935,7 +946,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Conflict: `email_taken` */
+            /** @description Conflict: `idempotency_key_in_use`, `email_taken` */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -955,6 +966,15 @@ export interface operations {
             };
             /** @description Unsupported media type: `unsupported_media_type` */
             415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable content: `idempotency_key_reused` */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1276,6 +1296,8 @@ export interface operations {
                             id: string;
                             name: string;
                             role: "customer" | "staff" | "admin";
+                            /** @description The user accountable for the key: the admin who created it, directly or with an API key they created. Lowering that user's role revokes their keys above the new role. */
+                            createdBy: string | null;
                             /** Format: date-time */
                             createdAt: string;
                             revokedAt: string | null;

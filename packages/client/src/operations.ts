@@ -12,7 +12,7 @@ export interface OperationSpec {
 export const operations = {
   healthz: { method: 'GET', path: '/healthz' },
   readyz: { method: 'GET', path: '/readyz' },
-  signup: { method: 'POST', path: '/v1/auth/signup' },
+  signup: { method: 'POST', path: '/v1/auth/signup', idempotencyKey: 'optional' },
   login: { method: 'POST', path: '/v1/auth/login' },
   logout: { method: 'POST', path: '/v1/auth/logout' },
   me: { method: 'GET', path: '/v1/me' },

@@ -68,7 +68,7 @@ const signatureDoc = [
 export const createWebhookEndpoint = endpoint({
   operationId: 'createWebhookEndpoint', errors: [],
   example: { body: { url: 'https://shop.example/hooks/engine-room', events: ['order.paid', 'order.cancelled'] } },
-  method: 'POST', url: '/v1/webhook-endpoints', access: admin, tags, idempotencyKey: 'optional',
+  method: 'POST', url: '/v1/webhook-endpoints', access: admin, tags, idempotencyKey: 'optional', returnsSecret: true,
   summary: 'Register a webhook endpoint; its signing secret is shown only in this answer',
   description: signatureDoc,
   body: Type.Object({ url: Url, events: Events }, { additionalProperties: false }),
