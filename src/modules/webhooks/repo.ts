@@ -4,6 +4,7 @@ import type { Queryable, Tx } from '../../platform/db.ts';
 export interface EndpointRow {
   id: string; url: string; events: string[]; secret: string; enabled: boolean;
   failing_since: Date | null; disabled_at: Date | null; disabled_reason: string | null;
+  previous_secret: string | null; previous_secret_expires_at: Date | null; secret_rotated_at: Date | null;
   created_at: Date; updated_at: Date;
 }
 
@@ -53,6 +54,28 @@ export async function updateEndpoint(db: Queryable, id: string, change: { url?: 
     [id, change.url ?? null, change.events ?? null, change.enabled ?? null],
   );
   return row;
+}
+
+/**
+ * Replaces the endpoint's secret with `secret`. With a grace period, the secret it replaces keeps
+ * signing (as previous_secret) until then; with none, every old secret ends now. Refused (answers
+ * { rotated: false } with the row) while an earlier rotation's grace period runs, unless the grace
+ * period is 0: one statement, under the row's lock, so of two rotations at once the second sees
+ * the first's grace period and is refused, and nobody is handed a secret that was already replaced.
+ */
+export async function rotateSecret(tx: Tx, id: string, secret: string, gracePeriodSeconds: number): Promise<{ rotated: boolean; row: EndpointRow } | undefined> {
+  const [rotated] = await tx.query<EndpointRow>(
+    `UPDATE webhook_endpoints SET
+        previous_secret = CASE WHEN $3::int > 0 THEN secret END,
+        previous_secret_expires_at = CASE WHEN $3::int > 0 THEN now() + make_interval(secs => $3::int) END,
+        secret = $2, secret_rotated_at = now(), updated_at = now()
+      WHERE id = $1 AND ($3::int = 0 OR previous_secret_expires_at IS NULL OR previous_secret_expires_at <= now())
+      RETURNING *`,
+    [id, secret, gracePeriodSeconds],
+  );
+  if (rotated) return { rotated: true, row: rotated };
+  const row = await findEndpoint(tx, id);
+  return row && { rotated: false, row };
 }
 
 export async function deleteEndpoint(db: Queryable, id: string): Promise<boolean> {
@@ -165,7 +188,8 @@ export async function hasDelivery(db: Queryable, endpointId: string, eventId: st
 
 export interface DeliveryToSend {
   status: DeliveryStatus; round: number;
-  url: string; secret: string; enabled: boolean;
+  /** previous_secret only while its grace period runs (by the database's clock), else null. */
+  url: string; secret: string; previous_secret: string | null; enabled: boolean;
   event_id: string; event_type: string; event_data: unknown; event_created_at: Date;
 }
 
@@ -173,6 +197,7 @@ export interface DeliveryToSend {
 export async function findDeliveryToSend(db: Queryable, endpointId: string, eventId: string): Promise<DeliveryToSend | undefined> {
   const [row] = await db.query<DeliveryToSend>(
     `SELECT d.status, d.round, e.url, e.secret, e.enabled,
+            CASE WHEN e.previous_secret_expires_at > now() THEN e.previous_secret END AS previous_secret,
             ev.id AS event_id, ev.type AS event_type, ev.data AS event_data, ev.created_at AS event_created_at
        FROM webhook_deliveries d
        JOIN webhook_endpoints e ON e.id = d.endpoint_id
