@@ -72,6 +72,18 @@ export interface Config {
   paymentJobLeaseSeconds: number;
   /** How often jobs whose lease ran out are failed over for retry (in whichever process gets there first). */
   queueMaintenanceIntervalSeconds: number;
+  /** Events (the outbox) are kept this long, and longer while a reader or a delivery still needs them. */
+  eventRetentionDays: number;
+  /** Webhook delivery attempts (the delivery log) are kept this long. */
+  webhookAttemptRetentionDays: number;
+  /** Emails (sent mail and the dev mailbox) are kept this long. */
+  emailRetentionDays: number;
+  /** Sessions are kept this long after they expire. */
+  sessionRetentionDays: number;
+  /** Finished jobs (pg-boss's archive) are kept this long. */
+  jobRetentionDays: number;
+  /** Rows one statement of the retention job deletes at most (each its own short transaction). */
+  retentionBatchSize: number;
   /**
    * Test-only: a named point where the process stops and waits to be killed (ENGINE_ROOM_FAILPOINT),
    * so crash tests can SIGKILL it exactly there. Unset in production.
@@ -104,6 +116,22 @@ function parseWorkers(env: Env): boolean {
   const raw = env.WORKERS?.trim() || 'inline';
   if (raw !== 'inline' && raw !== 'off') throw new ConfigError(`WORKERS must be inline or off (got "${raw}")`);
   return raw === 'inline';
+}
+
+function retentionSettings(env: Env) {
+  const eventRetentionDays = intVar(env, 'EVENT_RETENTION_DAYS', 30, 1, 3650);
+  const replayHours = intVar(env, 'EVENT_STREAM_RETENTION_HOURS', 24, 1, 24 * 365);
+  // A stream that reconnects is replayed from the outbox: the events must still be there.
+  if (eventRetentionDays * 24 < replayHours) throw new ConfigError(`EVENT_RETENTION_DAYS (${eventRetentionDays}) must cover EVENT_STREAM_RETENTION_HOURS (${replayHours} h)`);
+  return {
+    eventRetentionDays,
+    webhookAttemptRetentionDays: intVar(env, 'WEBHOOK_ATTEMPT_RETENTION_DAYS', 30, 1, 3650),
+    // At least the notification jobs' retry window (18-36 h): a row stops a second send.
+    emailRetentionDays: intVar(env, 'EMAIL_RETENTION_DAYS', 30, 3, 3650),
+    sessionRetentionDays: intVar(env, 'SESSION_RETENTION_DAYS', 30, 0, 3650),
+    jobRetentionDays: intVar(env, 'JOB_RETENTION_DAYS', 7, 1, 365),
+    retentionBatchSize: intVar(env, 'RETENTION_BATCH_SIZE', 1000, 10, 100_000),
+  };
 }
 
 const logLevels: LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
@@ -177,5 +205,6 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     paymentJobLeaseSeconds: intVar(env, 'PAYMENT_JOB_LEASE_SECONDS', Math.max(60, Math.ceil(intVar(env, 'STRIPE_TIMEOUT_MS', 30_000, 100, 600_000) / 1000) + 30), 1, 3600),
     queueMaintenanceIntervalSeconds: intVar(env, 'QUEUE_MAINTENANCE_INTERVAL_SECONDS', 30, 1, 3600),
     failpoint: env.ENGINE_ROOM_FAILPOINT?.trim() || undefined,
+    ...retentionSettings(env),
   });
 }

@@ -852,6 +852,12 @@ CREATE INDEX orders_customer_id ON public.orders USING btree (customer_id, id DE
 CREATE INDEX orders_status ON public.orders USING btree (status, id DESC);
 
 --
+-- Name: rate_limit_hits_window_start; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX rate_limit_hits_window_start ON public.rate_limit_hits USING btree (window_start);
+
+--
 -- Name: sandbox_charges_status; Type: INDEX; Schema: public; Owner: -
 --
 
@@ -862,6 +868,12 @@ CREATE INDEX sandbox_charges_status ON public.sandbox_charges USING btree (statu
 --
 
 CREATE INDEX sandbox_refunds_charge_id ON public.sandbox_refunds USING btree (charge_id);
+
+--
+-- Name: sessions_expires_at; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX sessions_expires_at ON public.sessions USING btree (expires_at);
 
 --
 -- Name: sessions_user_id; Type: INDEX; Schema: public; Owner: -

@@ -213,6 +213,11 @@ export interface QueueOptions {
   stopTimeoutSeconds?: number;
   /** Errors that are not a job's own failure (a lost database connection, pg-boss's timers). */
   onError?: (err: Error) => void;
+  /**
+   * How long finished jobs stay in pg-boss's archive (default 7 days); they move there 12 h after
+   * they finish. pg-boss's maintenance deletes them, each run what aged past this since the last.
+   */
+  finishedJobRetentionDays?: number;
 }
 
 export interface Job<T> {
@@ -274,6 +279,7 @@ export async function startQueue(db: Db, options: QueueOptions = {}): Promise<Qu
     schedule: options.runSchedules ?? true,
     cronMonitorIntervalSeconds: scheduleInterval,
     cronWorkerIntervalSeconds: Math.min(scheduleInterval, 5),
+    deleteAfterDays: options.finishedJobRetentionDays ?? 7,
   });
   boss.on('error', (err: Error) => onError(err));
   try {
