@@ -10,7 +10,7 @@ import { startTestEnv, type TestEnv } from './support/app.ts';
 import { waitFor } from './support/wait.ts';
 import { endpoints } from '../src/client.ts';
 import type { Queryable } from '../src/platform/db.ts';
-import { firstIdAt, newId } from '../src/platform/ids.ts';
+import { firstIdAt } from '../src/platform/ids.ts';
 import { publishEvent } from '../src/platform/events.ts';
 import { pruneOldRows } from '../src/modules/retention/service.ts';
 
