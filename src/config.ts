@@ -1,5 +1,6 @@
 // Configuration is read from the environment once, validated, and frozen. Nothing else in the code
 // reads process.env (a lint rule holds the line), so every knob is listed here and in the README.
+import type { TracingSettings } from './platform/tracing.ts';
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
 
@@ -84,6 +85,8 @@ export interface Config {
   jobRetentionDays: number;
   /** Rows one statement of the retention job deletes at most (each its own short transaction). */
   retentionBatchSize: number;
+  /** OpenTelemetry traces, exported over OTLP/HTTP; undefined (off) unless an OTLP endpoint is set. */
+  tracing: TracingSettings | undefined;
   /**
    * Test-only: a named point where the process stops and waits to be killed (ENGINE_ROOM_FAILPOINT),
    * so crash tests can SIGKILL it exactly there. Unset in production.
@@ -131,6 +134,44 @@ function retentionSettings(env: Env) {
     sessionRetentionDays: intVar(env, 'SESSION_RETENTION_DAYS', 30, 0, 3650),
     jobRetentionDays: intVar(env, 'JOB_RETENTION_DAYS', 7, 1, 365),
     retentionBatchSize: intVar(env, 'RETENTION_BATCH_SIZE', 1000, 10, 100_000),
+  };
+}
+
+// The standard OpenTelemetry variables (https://opentelemetry.io/docs/specs/otel/configuration/sdk-environment-variables/)
+// that Engine Room honours, read here like every other setting and handed to the SDK.
+const samplers = ['always_on', 'always_off', 'traceidratio', 'parentbased_always_on', 'parentbased_always_off', 'parentbased_traceidratio'];
+
+function tracingSettings(env: Env): TracingSettings | undefined {
+  const base = env.OTEL_EXPORTER_OTLP_ENDPOINT?.trim() || undefined;
+  const traces = env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT?.trim() || undefined;
+  if (boolVar(env, 'OTEL_SDK_DISABLED', false) || (!base && !traces)) return undefined;
+  for (const [name, url] of [['OTEL_EXPORTER_OTLP_ENDPOINT', base], ['OTEL_EXPORTER_OTLP_TRACES_ENDPOINT', traces]] as const) {
+    if (url !== undefined && !/^https?:\/\/[^\s]+$/.test(url)) throw new ConfigError(`${name} must be an http:// or https:// URL (got "${url}")`);
+  }
+  const protocol = env.OTEL_EXPORTER_OTLP_PROTOCOL?.trim() || 'http/protobuf';
+  if (protocol !== 'http/protobuf') throw new ConfigError(`OTEL_EXPORTER_OTLP_PROTOCOL must be http/protobuf, the one protocol Engine Room exports (got "${protocol}")`);
+  const headers: Record<string, string> = {};
+  for (const pair of (env.OTEL_EXPORTER_OTLP_HEADERS ?? '').split(',').map((p) => p.trim()).filter(Boolean)) {
+    const at = pair.indexOf('=');
+    if (at <= 0) throw new ConfigError('OTEL_EXPORTER_OTLP_HEADERS must be name=value pairs separated by commas');
+    try {
+      headers[decodeURIComponent(pair.slice(0, at).trim())] = decodeURIComponent(pair.slice(at + 1).trim());
+    } catch {
+      throw new ConfigError('OTEL_EXPORTER_OTLP_HEADERS must be name=value pairs separated by commas, percent-encoded');
+    }
+  }
+  const sampler = env.OTEL_TRACES_SAMPLER?.trim() || 'parentbased_always_on';
+  if (!samplers.includes(sampler)) throw new ConfigError(`OTEL_TRACES_SAMPLER must be one of ${samplers.join(', ')} (got "${sampler}")`);
+  const ratioText = env.OTEL_TRACES_SAMPLER_ARG?.trim() || '1';
+  const samplerRatio = Number(ratioText);
+  if (!/^\d*\.?\d+$/.test(ratioText) || samplerRatio > 1) throw new ConfigError(`OTEL_TRACES_SAMPLER_ARG must be a number from 0 to 1 (got "${ratioText}")`);
+  return {
+    // The base endpoint gets the signal's path; the traces endpoint is used as it is (the specification's rule).
+    tracesUrl: traces ?? `${base!.replace(/\/+$/, '')}/v1/traces`,
+    headers,
+    serviceName: env.OTEL_SERVICE_NAME?.trim() || 'engine-room',
+    sampler,
+    samplerRatio,
   };
 }
 
@@ -206,5 +247,6 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     queueMaintenanceIntervalSeconds: intVar(env, 'QUEUE_MAINTENANCE_INTERVAL_SECONDS', 30, 1, 3600),
     failpoint: env.ENGINE_ROOM_FAILPOINT?.trim() || undefined,
     ...retentionSettings(env),
+    tracing: tracingSettings(env),
   });
 }

@@ -8,6 +8,7 @@ import type { Config } from './config.ts';
 import { openDatabase, type Db } from './platform/db.ts';
 import { migrate, MigrationError } from './platform/migrate.ts';
 import { loggerOptions } from './platform/log.ts';
+import { startTracing } from './platform/tracing.ts';
 import { buildApp } from './app.ts';
 import { ensureAdmin } from './modules/accounts/service.ts';
 import { declareAllQueues, startWorkers } from './worker.ts';
@@ -79,6 +80,8 @@ function adminLines(admin: { email: string; generatedPassword: string | null }):
 }
 
 export async function startServer(config: Readonly<Config>): Promise<{ app: FastifyInstance; db: Db; stop: () => Promise<void> }> {
+  // Before the logger and the database, which trace themselves when it is on.
+  const stopTracing = await startTracing(config.tracing);
   const log = pino(loggerOptions(config.logLevel));
   const db = await openAndMigrate(config, log);
   let app: FastifyInstance | undefined;
@@ -130,6 +133,7 @@ export async function startServer(config: Readonly<Config>): Promise<{ app: Fast
         clearTimeout(timer);
         // PGlite must be closed cleanly, or its files may be left half-written.
         await db.close();
+        await stopTracing?.().catch((err: Error) => log.warn({ err }, 'could not export the last spans'));
         log.info('stopped');
       }
     })();
@@ -143,6 +147,7 @@ export async function startWorkerProcess(config: Readonly<Config>): Promise<{ st
   if (!config.databaseUrl) {
     throw new StartError('a separate worker needs DATABASE_URL: the embedded database belongs to one process, whose start runs the workers itself');
   }
+  const stopTracing = await startTracing(config.tracing);
   const log = pino(loggerOptions(config.logLevel));
   const db = await openAndMigrate(config, log);
   await declareAllQueues(db, config);
@@ -152,7 +157,11 @@ export async function startWorkerProcess(config: Readonly<Config>): Promise<{ st
   return {
     stop: () => {
       stopping ??= (async () => {
-        try { await queue.stop(); } finally { await db.close(); log.info('worker stopped'); }
+        try { await queue.stop(); } finally {
+          await db.close();
+          await stopTracing?.().catch((err: Error) => log.warn({ err }, 'could not export the last spans'));
+          log.info('worker stopped');
+        }
       })();
       return stopping;
     },
