@@ -8,6 +8,7 @@ import { InMemorySpanExporter, SimpleSpanProcessor, type ReadableSpan } from '@o
 import { engines } from './support/database.ts';
 import { startTestEnv, type TestEnv } from './support/app.ts';
 import { waitFor } from './support/wait.ts';
+import { startWebhookReceiver, type WebhookReceiver } from './support/webhook-receiver.ts';
 import { endpoints } from '../src/client.ts';
 import { startTracing } from '../src/platform/tracing.ts';
 import { ConfigError, loadConfig } from '../src/config.ts';
@@ -35,11 +36,19 @@ function descendsFrom(span: ReadableSpan, ancestor: ReadableSpan, spans: Readabl
 for (const engine of engines()) {
   describe(`tracing [${engine}]`, () => {
     let env: TestEnv;
-    before(async () => { env = await startTestEnv(engine, {}, { workers: true }); });
-    after(async () => { await env?.close(); });
+    let receiver: WebhookReceiver;
+    before(async () => {
+      env = await startTestEnv(engine, { WEBHOOK_ALLOW_PRIVATE_URLS: 'true' }, { workers: true });
+      receiver = await startWebhookReceiver();
+    });
+    after(async () => {
+      await env?.close();
+      await receiver?.close();
+    });
 
-    it("connects one order's spans: its request, the SQL of its transaction, and the job that charges it", async () => {
+    it("connects one order's spans: its request, the SQL of its transaction, the job that charges it, and its webhook delivery", async () => {
       const sku = `TRACE-${engine}`;
+      await env.client.ok(endpoints.createWebhookEndpoint, { token: env.adminToken, body: { url: receiver.url, events: ['order.created'] } });
       await env.product([{ sku, stock: 5 }]);
       const buyer = await env.customer();
       exporter.reset(); // the spans of this engine's order only
@@ -77,6 +86,11 @@ for (const engine of engines()) {
         const o = await env.client.ok(endpoints.getOrder, { token: buyer.token, params: { id: order.id } });
         return o.status === 'paid' ? true : undefined;
       });
+
+      // The webhook delivery of its order.created event, made later by the dispatcher, joins it too.
+      const delivery = await waitFor('the delivery span', async () => exporter.getFinishedSpans().find((s) => s.name === 'process webhooks.deliver' && traceOf(s) === trace));
+      assert.equal(delivery.kind, CONSUMER);
+      await receiver.waitForRequests(1);
 
       // The request's log lines name its trace.
       const lines = env.logs.map((l) => JSON.parse(l) as { trace_id?: string; msg?: string });

@@ -131,7 +131,8 @@ CREATE TABLE public.events (
     audience text[] DEFAULT '{}'::text[] NOT NULL,
     data jsonb NOT NULL,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
-    tx xid8 DEFAULT pg_current_xact_id() NOT NULL
+    tx xid8 DEFAULT pg_current_xact_id() NOT NULL,
+    traceparent text
 );
 
 --

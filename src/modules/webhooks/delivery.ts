@@ -114,7 +114,8 @@ export async function dispatchWebhookEvents(db: Db, limit: number = dispatchBatc
     if (!from) return { events: 0, deliveries: 0 };
     const batch = await repo.readAndMakeDeliveries(tx, from, limit, webhookEventTypes);
     if (batch.events === 0) return { events: 0, deliveries: 0 };
-    await enqueueMany(tx, deliverQueue, (batch.made satisfies DeliverJob[]).map((data) => ({ data })));
+    // Each delivery job joins the trace that published its event (tracing on).
+    await enqueueMany(tx, deliverQueue, batch.made.map(({ traceparent, ...data }) => ({ data: data satisfies DeliverJob, traceparent: traceparent ?? undefined })));
     await repo.moveDispatchPosition(tx, { tx: batch.last_tx!, id: batch.last_id! });
     return { events: batch.events, deliveries: batch.made.length };
   });

@@ -122,8 +122,8 @@ export async function dispatchPending(db: Queryable): Promise<boolean> {
 export interface DispatchedBatch {
   /** Events read (every type), and the position of the last one (null when none). */
   events: number; last_tx: string | null; last_id: string | null;
-  /** The deliveries made, in event order. */
-  made: { endpointId: string; eventId: string; round: number }[];
+  /** The deliveries made, in event order, with the trace of their event (tracing on). */
+  made: { endpointId: string; eventId: string; round: number; traceparent: string | null }[];
 }
 
 /**
@@ -139,7 +139,7 @@ export interface DispatchedBatch {
 export async function readAndMakeDeliveries(tx: Tx, from: DispatchPosition, limit: number, types: readonly string[]): Promise<DispatchedBatch> {
   const [row] = await tx.query<DispatchedBatch>(
     `WITH batch AS (
-       SELECT tx, id, type FROM events
+       SELECT tx, id, type, traceparent FROM events
         WHERE (tx, id) > ($1::xid8, $2::text) AND tx < pg_snapshot_xmin(pg_current_snapshot())
         ORDER BY tx, id LIMIT $3
      ), made AS (
@@ -156,7 +156,7 @@ export async function readAndMakeDeliveries(tx: Tx, from: DispatchPosition, limi
      SELECT (SELECT count(*)::int FROM batch) AS events,
             (SELECT tx::text FROM last) AS last_tx,
             (SELECT id FROM last) AS last_id,
-            COALESCE((SELECT json_agg(json_build_object('endpointId', m.endpoint_id, 'eventId', m.event_id, 'round', m.round)
+            COALESCE((SELECT json_agg(json_build_object('endpointId', m.endpoint_id, 'eventId', m.event_id, 'round', m.round, 'traceparent', e.traceparent)
                                       ORDER BY e.tx, e.id, m.endpoint_id)
                         FROM made m JOIN batch e ON e.id = m.event_id), '[]'::json) AS made`,
     [from.tx, from.id, limit, types],
