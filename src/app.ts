@@ -63,7 +63,7 @@ export async function buildApp(config: Readonly<Config>, db: Db, options: BuildO
   webhooksRoutes(app, { db, policy: { allowPrivateUrls: config.webhookAllowPrivateUrls } });
   paymentsRoutes(app, { db });
   sandboxRoutes(app, { db });
-  ledgerRoutes(app, { db });
+  ledgerRoutes(app, { db, paymentProvider: config.paymentProvider });
   operationsAdminRoutes(app, { db });
   messagingRoutes(app, { db, config });
 

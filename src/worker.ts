@@ -77,12 +77,12 @@ export async function startWorkers(db: Db, config: Readonly<Config>, log: pino.L
   // Charges in batches: the processor calls of a batch run side by side and one transaction
   // records all their outcomes (a flash sale's hot SKU row is then written once per batch).
   workInBatches<{ paymentId: string }>(queue, chargeQueue, async (jobs) => {
-    const retry = await chargeMany(db, provider, jobs.map((job) => job.data.paymentId), hooks);
+    const retry = await chargeMany(db, provider, jobs.map((job) => job.data.paymentId), { ...hooks, log });
     return new Map(jobs.flatMap((job) => { const err = retry.get(job.data.paymentId); return err ? [[job.id, err] as const] : []; }));
   }, { batchSize: config.chargeBatchSize, concurrency: 2 });
-  work<{ refundId: string }>(queue, refundQueue, (job) => refundOnce(db, provider, job.data.refundId), { concurrency });
+  work<{ refundId: string }>(queue, refundQueue, (job) => refundOnce(db, provider, job.data.refundId, { log }), { concurrency });
   work(queue, expireQueue, async () => {
-    const n = await expireUnpaidOrders(db, config.orderPaymentTimeoutSeconds);
+    const n = await expireUnpaidOrders(db, config.orderPaymentTimeoutSeconds, { log });
     if (n > 0) log.info({ cancelled: n }, 'cancelled unpaid orders past their payment timeout');
   });
   // Within the lease (300 s): a run that has more to do leaves it to the next one.

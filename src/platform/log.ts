@@ -1,6 +1,6 @@
 // Logger options shared by the HTTP server and the command line: JSON lines (pino), secrets
 // redacted by path, the request id on every line written while serving a request, and the trace.
-import type { LoggerOptions } from 'pino';
+import type { BaseLogger, LoggerOptions } from 'pino';
 import { traceLogFields, tracingEnabled } from './tracing.ts';
 
 export function loggerOptions(level: string): LoggerOptions {
@@ -14,3 +14,6 @@ export function loggerOptions(level: string): LoggerOptions {
     ...(tracingEnabled() ? { mixin: traceLogFields } : {}),
   };
 }
+
+/** What a job needs of a logger (pino's, or a test's). */
+export type JobLog = Pick<BaseLogger, 'error' | 'warn' | 'info'>;
