@@ -63,8 +63,8 @@ for (const engine of engines()) {
       }
       // Idempotency keys, sessions, rate-limit counters, stream presence, webhook secrets.
       await db.query(
-        `INSERT INTO idempotency_keys (principal_id, key, request_hash, created_at)
-         VALUES ($1, 'ret-old', '\\x00', now() - interval '25 hours'), ($1, 'ret-new', '\\x00', now() - interval '23 hours')`, [user.id]);
+        `INSERT INTO idempotency_keys (principal_id, key_hash, request_hash, created_at)
+         VALUES ($1, sha256('ret-old'), '\\x00', now() - interval '25 hours'), ($1, sha256('ret-new'), '\\x00', now() - interval '23 hours')`, [user.id]);
       await db.query(
         `INSERT INTO sessions (id, user_id, token_hash, expires_at)
          VALUES ('ses_ret_old', $1, '\\x01', now() - interval '31 days'), ('ses_ret_expired', $1, '\\x02', now() - interval '29 days')`, [user.id]);
@@ -90,7 +90,7 @@ for (const engine of engines()) {
       assert.deepEqual(await ids(db, "SELECT event_id AS id FROM webhook_deliveries WHERE endpoint_id = 'whe_ret'"), [oldPending, recent].sort(), 'its delivery went with it');
       assert.deepEqual(await ids(db, "SELECT id FROM webhook_delivery_attempts WHERE endpoint_id = 'whe_ret'"), [newAttempt]);
       assert.deepEqual(await ids(db, `SELECT id FROM emails WHERE id IN ('${oldEmail}', '${newEmail}')`), [newEmail]);
-      assert.deepEqual(await ids(db, "SELECT key AS id FROM idempotency_keys WHERE key LIKE 'ret-%'"), ['ret-new']);
+      assert.deepEqual(await ids(db, "SELECT 'ret-new' AS id FROM idempotency_keys WHERE key_hash = sha256('ret-new') UNION ALL SELECT 'ret-old' FROM idempotency_keys WHERE key_hash = sha256('ret-old')"), ['ret-new']);
       assert.deepEqual(await ids(db, "SELECT id FROM sessions WHERE id LIKE 'ses_ret_%'"), ['ses_ret_expired']);
       assert.deepEqual(await ids(db, "SELECT bucket AS id FROM rate_limit_hits WHERE bucket LIKE 'ret:%'"), ['ret:new']);
       assert.deepEqual(await ids(db, "SELECT id FROM event_stream_connections WHERE id LIKE 'esc_ret_%'"), ['esc_ret_new']);
@@ -112,8 +112,8 @@ for (const engine of engines()) {
       await env.product([{ sku, stock: 10 }]);
       const buyer = await env.customer();
       await db.query(
-        `INSERT INTO idempotency_keys (principal_id, key, request_hash, created_at)
-         SELECT $1, 'ret-batch-' || g, '\\x00', now() - interval '2 days' FROM generate_series(1, 5) g`, [buyer.id]);
+        `INSERT INTO idempotency_keys (principal_id, key_hash, request_hash, created_at)
+         SELECT $1, sha256(convert_to('ret-batch-' || g, 'UTF8')), '\\x00', now() - interval '2 days' FROM generate_series(1, 5) g`, [buyer.id]);
       let placed = 0;
       const removed = await pruneOldRows(db, settings, {
         batchSize: 2,
@@ -144,8 +144,8 @@ for (const engine of engines()) {
             `INSERT INTO events (id, type, data, created_at)
              SELECT 'evt_0000old' || lpad(g::text, 8, '0'), 'order.created', '{}', now() - interval '40 days' FROM generate_series(1, 20000) g`);
           await tx.query(
-            `INSERT INTO idempotency_keys (principal_id, key, request_hash, created_at)
-             SELECT $1, 'ret-many-' || g, '\\x00', now() - interval '2 days' FROM generate_series(1, 20000) g`, [buyers[0]!.id]);
+            `INSERT INTO idempotency_keys (principal_id, key_hash, request_hash, created_at)
+             SELECT $1, sha256(convert_to('ret-many-' || g, 'UTF8')), '\\x00', now() - interval '2 days' FROM generate_series(1, 20000) g`, [buyers[0]!.id]);
         });
         await db.query("UPDATE webhook_dispatch_cursor SET (tx, id) = (SELECT tx, id FROM events ORDER BY tx DESC, id DESC LIMIT 1)");
         const before = await db.query<{ n: number }>('SELECT count(*)::int AS n FROM events WHERE created_at > now() - interval \'1 day\'');

@@ -39,13 +39,11 @@ export function webhooksRoutes(app: FastifyInstance, { db, policy }: { db: Db; p
 
   r.route({
     ...routeOf(s.rotateWebhookSecret),
-    handler: (request, reply) => {
-      // The answer carries a secret: no browser or proxy cache may keep it (replays included).
-      reply.header('cache-control', 'no-store');
-      return idempotent(db, request, reply, { required: false }, async (tx) => ({
-        status: 200, body: await webhooks.rotateSecret(tx, request.params.id, request.body.gracePeriodSeconds ?? 86_400),
-      }));
-    },
+    // Its answer carries the new secret: stored under the Idempotency-Key sealed by that key
+    // (idempotency.ts), and sent with Cache-Control: no-store (returnsSecret), replays included.
+    handler: (request, reply) => idempotent(db, request, reply, { required: false }, async (tx) => ({
+      status: 200, body: await webhooks.rotateSecret(tx, request.params.id, request.body.gracePeriodSeconds ?? 86_400),
+    })),
   });
 
   r.route({

@@ -49,7 +49,7 @@ export const CreatedWebhookEndpointSchema = Type.Object({
 });
 
 export const rotateWebhookSecret = endpoint({
-  method: 'POST', url: '/v1/webhook-endpoints/:id/rotate-secret', access: admin, tags, idempotencyKey: 'optional',
+  method: 'POST', url: '/v1/webhook-endpoints/:id/rotate-secret', access: admin, tags, idempotencyKey: 'optional', returnsSecret: true,
   summary: 'Give an endpoint a new signing secret; the old one keeps signing for a grace period',
   description: [
     'Answers the new secret, shown only in this answer (Cache-Control: no-store). Until `previousSecretExpiresAt`, every delivery is signed',
@@ -95,7 +95,7 @@ const signatureDoc = [
 ].join(' ');
 
 export const createWebhookEndpoint = endpoint({
-  method: 'POST', url: '/v1/webhook-endpoints', access: admin, tags, idempotencyKey: 'optional',
+  method: 'POST', url: '/v1/webhook-endpoints', access: admin, tags, idempotencyKey: 'optional', returnsSecret: true,
   summary: 'Register a webhook endpoint; its signing secret is shown only in this answer',
   description: signatureDoc,
   body: Type.Object({ url: Url, events: Events }, { additionalProperties: false }),
