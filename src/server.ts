@@ -10,6 +10,7 @@ import type { Config } from './config.ts';
 import { openDatabase, type Db } from './platform/db.ts';
 import { migrate, MigrationError } from './platform/migrate.ts';
 import { loggerOptions } from './platform/log.ts';
+import { startTracing } from './platform/tracing.ts';
 import { buildApp, type BuildOptions } from './app.ts';
 import { ensureAdmin } from './modules/accounts/service.ts';
 import { findUserByEmail } from './modules/accounts/repo.ts';
@@ -170,6 +171,8 @@ export function adminLines(admin: { email: string; generatedPassword: string | n
 const embeddedInProduction = 'NODE_ENV is production but DATABASE_URL is not set: the embedded database never flushes to disk (no fsync), so an OS crash or power loss can lose orders and payments already acknowledged; use PostgreSQL (DATABASE_URL) in production';
 
 export async function startServer(config: Readonly<Config>): Promise<{ app: FastifyInstance; db: Db; stop: () => Promise<void> }> {
+  // Before the logger and the database, which trace themselves when it is on.
+  const stopTracing = await startTracing(config.tracing);
   const log = pino(loggerOptions(config.logLevel));
   await checkPortFree(config.host, config.port);
   if (config.production && !config.databaseUrl) {
@@ -231,6 +234,7 @@ export async function startServer(config: Readonly<Config>): Promise<{ app: Fast
         clearTimeout(timer);
         // PGlite must be closed cleanly, or its files may be left half-written.
         await db.close();
+        await stopTracing?.().catch((err: Error) => log.warn({ err }, 'could not export the last spans'));
         log.info('stopped');
       }
     })();
@@ -244,6 +248,7 @@ export async function startWorkerProcess(config: Readonly<Config>): Promise<{ st
   if (!config.databaseUrl) {
     throw new StartError('a separate worker needs DATABASE_URL: the embedded database belongs to one process, whose start runs the workers itself');
   }
+  const stopTracing = await startTracing(config.tracing);
   const log = pino(loggerOptions(config.logLevel));
   const db = await openAndMigrate(config, log);
   await declareAllQueues(db, config);
@@ -253,7 +258,11 @@ export async function startWorkerProcess(config: Readonly<Config>): Promise<{ st
   return {
     stop: () => {
       stopping ??= (async () => {
-        try { await queue.stop(); } finally { await db.close(); log.info('worker stopped'); }
+        try { await queue.stop(); } finally {
+          await db.close();
+          await stopTracing?.().catch((err: Error) => log.warn({ err }, 'could not export the last spans'));
+          log.info('worker stopped');
+        }
       })();
       return stopping;
     },

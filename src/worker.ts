@@ -4,8 +4,7 @@
 import type { pino } from 'pino';
 import type { Config } from './config.ts';
 import type { Db } from './platform/db.ts';
-import { declareQueues, schedule, startQueue, work, workInBatches, type Queue, type QueueSpec } from './platform/queue.ts';
-import { purgeIdempotencyKeys } from './platform/idempotency.ts';
+import { declareQueues, schedule, startQueue, unschedule, work, workInBatches, type Queue, type QueueSpec } from './platform/queue.ts';
 import { startUpkeep } from './platform/upkeep.ts';
 import { createPaymentProvider } from './modules/payments/providers/select.ts';
 import { chargeQueue, refundQueue } from './modules/payments/outbox.ts';
@@ -13,9 +12,12 @@ import { chargeMany, refundOnce, type ChargeHooks } from './modules/payments/ser
 import { expireUnpaidOrders } from './modules/orders/service.ts';
 import { registerWebhookWorkers, webhookQueuesFor, type WebhookOptions } from './modules/webhooks/delivery.ts';
 import { messagingQueues, registerMessagingWorkers } from './modules/messaging/notifications.ts';
+import { pruneOldRows } from './modules/retention/service.ts';
 
 const expireQueue = 'orders.expire-unpaid';
-const purgeQueue = 'maintenance.purge-idempotency-keys';
+const retentionQueue = 'maintenance.retention';
+// Its hourly purge of idempotency keys is now one of the retention rules.
+const retiredPurgeQueue = 'maintenance.purge-idempotency-keys';
 
 function webhookOptions(config: Readonly<Config>): WebhookOptions {
   return {
@@ -33,7 +35,7 @@ export function queueSpecs(config: Readonly<Config>): QueueSpec[] {
     { name: chargeQueue, retryLimit: 10, retryDelaySeconds: 1, leaseSeconds: paymentLease },
     { name: refundQueue, retryLimit: 12, retryDelaySeconds: 2, leaseSeconds: paymentLease },
     { name: expireQueue, retryLimit: 2, retryDelaySeconds: 5, leaseSeconds: 300 },
-    { name: purgeQueue, retryLimit: 2, retryDelaySeconds: 5, leaseSeconds: 300 },
+    { name: retentionQueue, retryLimit: 2, retryDelaySeconds: 5, leaseSeconds: 300 },
     ...webhookQueuesFor(webhookOptions(config)),
     ...messagingQueues,
   ];
@@ -65,6 +67,7 @@ export async function startWorkers(db: Db, config: Readonly<Config>, log: pino.L
     maintenanceIntervalSeconds: config.queueMaintenanceIntervalSeconds,
     stopTimeoutSeconds: config.shutdownTimeoutSeconds,
     onError: (err) => log.error({ err }, 'job queue error'),
+    finishedJobRetentionDays: config.jobRetentionDays,
   });
   if (db.engine === 'postgres') startUpkeep(queue, db);
   const provider = createPaymentProvider(config, db);
@@ -82,14 +85,16 @@ export async function startWorkers(db: Db, config: Readonly<Config>, log: pino.L
     const n = await expireUnpaidOrders(db, config.orderPaymentTimeoutSeconds, { log });
     if (n > 0) log.info({ cancelled: n }, 'cancelled unpaid orders past their payment timeout');
   });
-  work(queue, purgeQueue, async () => {
-    const n = await purgeIdempotencyKeys(db, config.idempotencyRetentionHours);
-    if (n > 0) log.info({ purged: n }, 'purged old idempotency keys');
+  // Within the lease (300 s): a run that has more to do leaves it to the next one.
+  work(queue, retentionQueue, async (job) => {
+    const removed = await pruneOldRows(db, config, { batchSize: config.retentionBatchSize, budgetMs: 240_000, signal: job.signal });
+    if (Object.keys(removed).length > 0) log.info({ removed }, 'removed rows past their retention');
   });
   registerWebhookWorkers(queue, db, webhookOptions(config));
   registerMessagingWorkers(queue, db, config);
 
   await schedule(queue, expireQueue, '* * * * *');
-  await schedule(queue, purgeQueue, '17 * * * *');
+  await schedule(queue, retentionQueue, '*/10 * * * *');
+  await unschedule(queue, retiredPurgeQueue);
   return queue;
 }

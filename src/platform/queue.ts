@@ -32,6 +32,7 @@
 import PgBoss from 'pg-boss';
 import { createHash } from 'node:crypto';
 import type { Db, Queryable, Tx } from './db.ts';
+import { inJobSpan, withJobTrace } from './tracing.ts';
 
 const schema = 'pgboss';
 
@@ -175,7 +176,8 @@ function dedupeId(name: string, key: string): string {
  * processes). Answers the job id, or null when dedupeKey matched a job already there.
  */
 export async function enqueue(tx: Tx, name: string, data: object, options: EnqueueOptions = {}): Promise<string | null> {
-  const id = await senderBoss().send(name, data, {
+  // With tracing on, the job carries the trace it was enqueued from (tracing.ts).
+  const id = await senderBoss().send(name, withJobTrace(data), {
     db: executorIn(tx),
     ...(options.dedupeKey !== undefined ? { id: dedupeId(name, options.dedupeKey) } : {}),
     ...(options.startAfter !== undefined ? { startAfter: options.startAfter } : {}),
@@ -194,17 +196,18 @@ const declaredQueues = new Set<string>();
 
 /**
  * Inserts one job per item into queue `name`, in one statement in the caller's transaction (as
- * enqueue does for one; dedupeKey as there). pg-boss's batch insert answers nothing, and skips
+ * enqueue does for one; dedupeKey as there; traceparent: the trace each job belongs to, when not the
+ * current one, see tracing.ts). pg-boss's batch insert answers nothing, and skips
  * jobs of a queue that does not exist, so the queue is checked (once per process and name).
  */
-export async function enqueueMany(tx: Tx, name: string, jobs: readonly { data: object; dedupeKey?: string }[]): Promise<void> {
+export async function enqueueMany(tx: Tx, name: string, jobs: readonly { data: object; dedupeKey?: string; traceparent?: string }[]): Promise<void> {
   if (jobs.length === 0) return;
   if (!declaredQueues.has(name)) {
     const [queue] = await tx.query(`SELECT 1 FROM ${schema}.queue WHERE name = $1`, [name]);
     if (!queue) throw new Error(`queue "${name}" is not declared (declareQueues at start)`);
     declaredQueues.add(name);
   }
-  await senderBoss().insert(jobs.map((j) => ({ name, data: j.data, ...(j.dedupeKey !== undefined ? { id: dedupeId(name, j.dedupeKey) } : {}) })), { db: executorIn(tx) });
+  await senderBoss().insert(jobs.map((j) => ({ name, data: withJobTrace(j.data, j.traceparent), ...(j.dedupeKey !== undefined ? { id: dedupeId(name, j.dedupeKey) } : {}) })), { db: executorIn(tx) });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -228,6 +231,11 @@ export interface QueueOptions {
   stopTimeoutSeconds?: number;
   /** Errors that are not a job's own failure (a lost database connection, pg-boss's timers). */
   onError?: (err: Error) => void;
+  /**
+   * How long finished jobs stay in pg-boss's archive (default 7 days); they move there 12 h after
+   * they finish. pg-boss's maintenance deletes them, each run what aged past this since the last.
+   */
+  finishedJobRetentionDays?: number;
 }
 
 export interface Job<T> {
@@ -289,6 +297,7 @@ export async function startQueue(db: Db, options: QueueOptions = {}): Promise<Qu
     schedule: options.runSchedules ?? true,
     cronMonitorIntervalSeconds: scheduleInterval,
     cronWorkerIntervalSeconds: Math.min(scheduleInterval, 5),
+    deleteAfterDays: options.finishedJobRetentionDays ?? 7,
   });
   boss.on('error', (err: Error) => onError(err));
   try {
@@ -434,7 +443,7 @@ async function runJob(state: QueueState, name: string, handler: Handler<unknown>
   try {
     const aborted = new Promise<never>((_, reject) => controller.signal.addEventListener('abort', () => reject(controller.signal.reason), { once: true }));
     aborted.catch(() => {});
-    await Promise.race([handler({ id: job.id, name, data: job.data, attempt: job.retryCount + 1, signal: controller.signal }), aborted]);
+    await Promise.race([inJobSpan(name, [job], () => handler({ id: job.id, name, data: job.data, attempt: job.retryCount + 1, signal: controller.signal })), aborted]);
     ok = true;
   } catch (err) {
     failure = err;
@@ -500,7 +509,7 @@ async function runBatch(state: QueueState, name: string, handler: BatchHandler<u
     const aborted = new Promise<never>((_, reject) => controller.signal.addEventListener('abort', () => reject(controller.signal.reason), { once: true }));
     aborted.catch(() => {});
     failures = await Promise.race([
-      handler(jobs.map((job) => ({ id: job.id, name, data: job.data, attempt: job.retryCount + 1, signal: controller.signal }))),
+      inJobSpan(name, jobs, () => handler(jobs.map((job) => ({ id: job.id, name, data: job.data, attempt: job.retryCount + 1, signal: controller.signal })))),
       aborted,
     ]);
   } catch (err) {

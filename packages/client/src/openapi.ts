@@ -400,7 +400,7 @@ export interface paths {
         put?: never;
         /**
          * Register a webhook endpoint; its signing secret is shown only in this answer
-         * @description Each delivery is a POST of `{ id, type, createdAt, data }` (id: the event id, the same on every retry; receivers dedupe on it) with `Engine-Room-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<raw body>" under the secret>` and `Engine-Room-Event-Id`. A 2xx answer is success. Anything else, a redirect (never followed), a timeout or a network error is retried with exponential backoff; an endpoint whose deliveries keep failing for days is disabled, with the reason shown.
+         * @description Each delivery is a POST of `{ id, type, createdAt, data }` (id: the event id, the same on every retry; receivers dedupe on it), signed by the Standard Webhooks specification (https://www.standardwebhooks.com): `webhook-id` (the event id), `webhook-timestamp`, `webhook-signature: v1,<base64 HMAC-SHA256 of "<id>.<timestamp>.<raw body>">`, keyed by the base64-decoded part of the secret after `whsec_`. The deprecated `Engine-Room-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<raw body>" keyed by the whole secret string>` is sent too (see docs/WEBHOOKS.md). A 2xx answer is success. Anything else, a redirect (never followed), a timeout or a network error is retried with exponential backoff; an endpoint whose deliveries keep failing for days is disabled, with the reason shown.
          *
          *     Roles: admin.
          */
@@ -439,6 +439,28 @@ export interface paths {
          *     Roles: admin.
          */
         patch: operations["updateWebhookEndpoint"];
+        trace?: never;
+    };
+    "/v1/webhook-endpoints/{id}/rotate-secret": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Give an endpoint a new signing secret; the old one keeps signing for a grace period
+         * @description Answers the new secret, shown only in this answer (Cache-Control: no-store). Until `previousSecretExpiresAt`, every delivery is signed with both secrets (two `v1,` entries in `webhook-signature`, two `v1=` in `Engine-Room-Signature`), so the receiver can switch to the new secret whenever it likes within the grace period without failing a delivery. `gracePeriodSeconds: 0` ends the old secret (and any older one) at once, for a secret that leaked. While an earlier rotation's grace period runs, another rotation answers 409 invalid_state unless its grace period is 0, so two rotations at once never hand out a secret that is already replaced. Send an Idempotency-Key: a retry then answers the same secret rather than rotating again.
+         *
+         *     Roles: admin.
+         */
+        post: operations["rotateWebhookSecret"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
         trace?: never;
     };
     "/v1/webhook-endpoints/{id}/deliveries": {
@@ -3355,6 +3377,10 @@ export interface operations {
                             failingSince: string | null;
                             disabledAt: string | null;
                             disabledReason: string | null;
+                            /** @description When the secret was last rotated; null if never */
+                            secretRotatedAt: string | null;
+                            /** @description While a rotation's grace period runs: when the secret it replaced stops signing deliveries (until then each delivery carries a signature by each secret). Null otherwise. */
+                            previousSecretExpiresAt: string | null;
                             /** Format: date-time */
                             createdAt: string;
                             /** Format: date-time */
@@ -3472,11 +3498,15 @@ export interface operations {
                         failingSince: string | null;
                         disabledAt: string | null;
                         disabledReason: string | null;
+                        /** @description When the secret was last rotated; null if never */
+                        secretRotatedAt: string | null;
+                        /** @description While a rotation's grace period runs: when the secret it replaced stops signing deliveries (until then each delivery carries a signature by each secret). Null otherwise. */
+                        previousSecretExpiresAt: string | null;
                         /** Format: date-time */
                         createdAt: string;
                         /** Format: date-time */
                         updatedAt: string;
-                        /** @description Signs every delivery (Engine-Room-Signature); shown only in this answer */
+                        /** @description Signs every delivery (webhook-signature, and the deprecated Engine-Room-Signature); shown only in this answer */
                         secret: string;
                     };
                 };
@@ -3604,6 +3634,10 @@ export interface operations {
                         failingSince: string | null;
                         disabledAt: string | null;
                         disabledReason: string | null;
+                        /** @description When the secret was last rotated; null if never */
+                        secretRotatedAt: string | null;
+                        /** @description While a rotation's grace period runs: when the secret it replaced stops signing deliveries (until then each delivery carries a signature by each secret). Null otherwise. */
+                        previousSecretExpiresAt: string | null;
                         /** Format: date-time */
                         createdAt: string;
                         /** Format: date-time */
@@ -3810,6 +3844,10 @@ export interface operations {
                         failingSince: string | null;
                         disabledAt: string | null;
                         disabledReason: string | null;
+                        /** @description When the secret was last rotated; null if never */
+                        secretRotatedAt: string | null;
+                        /** @description While a rotation's grace period runs: when the secret it replaced stops signing deliveries (until then each delivery carries a signature by each secret). Null otherwise. */
+                        previousSecretExpiresAt: string | null;
                         /** Format: date-time */
                         createdAt: string;
                         /** Format: date-time */
@@ -3864,6 +3902,160 @@ export interface operations {
             };
             /** @description Unsupported media type: `unsupported_media_type` */
             415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too many requests: `rate_limited` */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Internal server error: `internal` */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Service unavailable: `unavailable` */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    rotateWebhookSecret: {
+        parameters: {
+            query?: never;
+            header?: {
+                /**
+                 * @description A key of your choosing, unique per intended operation (a UUID). Retrying with the same key and the same request replays the first answer (Idempotent-Replayed: true) and never repeats the effect; kept at least 24 hours.
+                 * @example 0b9c6a52-3e58-4b0e-9f0e-5a3c2d1e4f60
+                 */
+                "Idempotency-Key"?: string;
+            };
+            path: {
+                /** @example whe_01m8hm26xcycv09qxv6cysjef0 */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                /**
+                 * @example {
+                 *       "gracePeriodSeconds": 86400
+                 *     }
+                 */
+                "application/json": {
+                    /**
+                     * Format: int32
+                     * @description How long the old secret keeps signing deliveries (0 to 7 days; default 1 day)
+                     * @default 86400
+                     */
+                    gracePeriodSeconds?: number;
+                };
+            };
+        };
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        id: string;
+                        /** @description The new signing secret, `whsec_` and base64 (Standard Webhooks form); shown only in this answer */
+                        secret: string;
+                        /** @description When the old secret stops signing deliveries; null when it already has (gracePeriodSeconds 0) */
+                        previousSecretExpiresAt: string | null;
+                    };
+                };
+            };
+            /** @description Bad request: `validation_failed` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unauthenticated: `unauthenticated` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden: `forbidden` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not found: `not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflict: `idempotency_key_in_use`, `invalid_state` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Payload too large: `payload_too_large` */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unsupported media type: `unsupported_media_type` */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable content: `idempotency_key_reused` */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -37,6 +37,7 @@ export const operations = {
   getWebhookEndpoint: { method: 'GET', path: '/v1/webhook-endpoints/{id}' },
   updateWebhookEndpoint: { method: 'PATCH', path: '/v1/webhook-endpoints/{id}' },
   deleteWebhookEndpoint: { method: 'DELETE', path: '/v1/webhook-endpoints/{id}' },
+  rotateWebhookSecret: { method: 'POST', path: '/v1/webhook-endpoints/{id}/rotate-secret', idempotencyKey: 'optional' },
   listDeliveryAttempts: { method: 'GET', path: '/v1/webhook-endpoints/{id}/deliveries' },
   redeliverEvent: { method: 'POST', path: '/v1/webhook-endpoints/{id}/deliveries/{eventId}/redeliver', idempotencyKey: 'optional' },
   listOrderPayments: { method: 'GET', path: '/v1/orders/{id}/payments' },
