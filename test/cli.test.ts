@@ -70,9 +70,9 @@ function run(args: string[], env: Record<string, string>): Running {
 }
 
 /** Runs a command to its end. */
-async function complete(args: string[], env: Record<string, string> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+async function complete(args: string[], env: Record<string, string> = {}, limitMs = waitLimitMs): Promise<{ code: number | null; stdout: string; stderr: string }> {
   const running = run(args, env);
-  const timer = setTimeout(() => running.child.kill('SIGKILL'), waitLimitMs);
+  const timer = setTimeout(() => running.child.kill('SIGKILL'), limitMs);
   const { code } = await running.exited;
   clearTimeout(timer);
   return { code, stdout: running.stdout(), stderr: running.stderr() };
@@ -201,7 +201,9 @@ describe('engine-room seed --demo', () => {
         drop = async () => { await database.drop(); await rm(dataDir, { recursive: true, force: true }); };
       }
       try {
-        const first = await complete(['seed', '--demo'], { ...env, ADMIN_PASSWORD: 'seed-admin-password' });
+        // initdb, the demo shop and its payments in one process: on a busy machine, minutes.
+        const seedLimitMs = 240_000;
+        const first = await complete(['seed', '--demo'], { ...env, ADMIN_PASSWORD: 'seed-admin-password' }, seedLimitMs);
         assert.equal(first.code, 0, first.stderr);
         assert.match(first.stderr, /seed: 4 products/);
         assert.match(first.stderr, /seed: done/);
@@ -216,7 +218,7 @@ describe('engine-room seed --demo', () => {
         const again = await complete(['seed', '--demo'], env);
         assert.equal(again.code, 1);
         assert.match(again.stderr, /has 5 order\(s\).*--force/);
-        const forced = await complete(['seed', '--demo', '--force'], env);
+        const forced = await complete(['seed', '--demo', '--force'], env, seedLimitMs);
         assert.equal(forced.code, 0, forced.stderr);
         const audit = await complete(['audit'], env);
         assert.equal(audit.code, 0, audit.stdout);
