@@ -7,9 +7,8 @@ import assert from 'node:assert/strict';
 import { forEachEngine, type TestEnv } from './support/app.ts';
 import { endpoints } from '../src/client.ts';
 import { limits, maxOrderTotal, maxUnitPrice } from '../src/modules/orders/limits.ts';
-import { chargeMany, chargeOnce } from '../src/modules/payments/service.ts';
+import { chargeMany, chargeOnce, expireUnpaidOrders } from '../src/modules/orders/lifecycle.ts';
 import { createSandboxProvider } from '../src/modules/payments/providers/sandbox.ts';
-import { expireUnpaidOrders } from '../src/modules/orders/service.ts';
 import { runAudit } from '../src/modules/ledger/audit.ts';
 import { assertStockExplained } from './support/stock.ts';
 
