@@ -39,7 +39,7 @@ export interface Db extends Queryable {
 /**
  * int8 (counts, sums, money) as a JS number, the same on both engines (pg answers a string by
  * default, PGlite a BigInt above 2^53). Every amount we accept is bounded so that it, and every
- * sum made of it, is exact in a number (see src/modules/orders/limits.ts); a value beyond that
+ * sum made of it, is exact in a number (see src/limits.ts); a value beyond that
  * is refused here, loudly, rather than rounded to a neighbour.
  */
 export function parseInt8(value: string): number {

@@ -2,7 +2,7 @@ import { Type, type Static } from 'typebox';
 import { endpoint } from '../../platform/endpoint.ts';
 import { IdParams, MoneySchema, Page, PageQuery, Timestamp } from '../../platform/schemas.ts';
 import { Sku } from '../catalog/schemas.ts';
-import { limits } from './limits.ts';
+import { limits } from '../../limits.ts';
 
 export { limits };
 
