@@ -561,10 +561,6 @@ export async function schedule(queue: Queue, name: string, cron: string, data: o
   await queue.boss.schedule(name, cron, data, { tz: 'UTC' });
 }
 
-export async function unschedule(queue: Queue, name: string): Promise<void> {
-  await queue.boss.unschedule(name);
-}
-
 // ---------------------------------------------------------------------------------------------
 // Operator functions
 

@@ -20,7 +20,6 @@ export const OrderSchema = Type.Object({
   updatedAt: Timestamp,
 });
 export type Order = Static<typeof OrderSchema>;
-export type OrderStatus = Order['status'];
 
 export const placeOrder = endpoint({
   method: 'POST', url: '/v1/orders', access: anyone, tags, idempotencyKey: 'required',
