@@ -20,8 +20,7 @@ import { releaseReservation, returnSoldStock, settleReservations } from '../cata
 import { postCaptures, postRefund } from '../ledger/ledger.ts';
 import { requestRefund } from '../payments/outbox.ts';
 import type { PaymentProvider } from '../payments/providers/provider.ts';
-import type { PaymentRow } from '../payments/repo.ts';
-import { flagForReview } from '../payments/repo.ts';
+import { flagForReview, type PaymentRow } from '../payments/repo.ts';
 import { chargePayments, sendRefund, settleCharges, settleRefund, type ChargeOptions, type ChargeVerdict } from '../payments/service.ts';
 import { publishOrderEvent, publishOrderEvents } from './events.ts';
 import * as repo from './repo.ts';
