@@ -19,10 +19,10 @@ import { accountsRoutes } from './modules/accounts/routes.ts';
 import { tokenResolver } from './modules/accounts/service.ts';
 import { catalogRoutes } from './modules/catalog/routes.ts';
 import { ordersRoutes } from './modules/orders/routes.ts';
+import { customerOfOrder } from './modules/orders/service.ts';
 import type { Queue } from './platform/queue.ts';
 import { chargeQueue } from './modules/payments/outbox.ts';
 import { webhooksRoutes } from './modules/webhooks/routes.ts';
-import { paymentsRoutes } from './modules/payments/routes.ts';
 import { sandboxRoutes } from './modules/payments/sandbox-routes.ts';
 import { ledgerRoutes } from './modules/ledger/routes.ts';
 import { operationsAdminRoutes } from './modules/operations/routes.ts';
@@ -79,11 +79,11 @@ export async function buildApp(config: Readonly<Config>, db: Db, options: BuildO
   // An in-process worker starts on a new charge at once instead of at its next poll.
   ordersRoutes(app, { db, batchConcurrency: config.orderBatchConcurrency, onCharge: () => options.queue?.wake(chargeQueue) });
   webhooksRoutes(app, { db, policy: { allowPrivateUrls: config.webhookAllowPrivateUrls } });
-  paymentsRoutes(app, { db });
   sandboxRoutes(app, { db });
   ledgerRoutes(app, { db, paymentProvider: config.paymentProvider });
   operationsAdminRoutes(app, { db });
-  messagingRoutes(app, { db, config });
+  // Messaging checks an order a customer cites with a function of orders, not an import (see docs/ARCHITECTURE.md).
+  messagingRoutes(app, { db, config, customerOfOrder });
 
   await app.ready();
   return app;

@@ -67,7 +67,7 @@ export const endpoints = {
   listMailbox: messaging.listMailbox,
 } as const;
 
-export type { RawRequest, RawResponse, Transport } from '../packages/client/src/core.ts';
+export type { Transport } from '../packages/client/src/core.ts';
 export { ApiError, fetchTransport } from '../packages/client/src/core.ts';
 
 type Part<S, Key extends string, Optional extends boolean = false> = S extends TSchema

@@ -7,6 +7,7 @@ import { join, resolve } from 'node:path';
 import { pino } from 'pino';
 import type { FastifyInstance } from 'fastify';
 import type { Config } from './config.ts';
+import { traceDb } from './platform/tracing.ts';
 import { openDatabase, type Db } from './platform/db.ts';
 import { migrate, MigrationError } from './platform/migrate.ts';
 import { loggerOptions } from './platform/log.ts';
@@ -115,7 +116,8 @@ export async function openAndMigrate(config: Readonly<Config>, log: pino.Logger)
   });
   let opened: Db;
   try {
-    opened = await openDatabase(config, (err) => log.error({ err }, 'idle database connection failed'));
+    // With tracing on (platform/tracing.ts), its statements and transactions make spans.
+    opened = traceDb(await openDatabase(config, (err) => log.error({ err }, 'idle database connection failed')));
   } catch (err) {
     await unlock();
     throw new StartError(`cannot open ${where}: ${(err as Error).message}`);

@@ -8,8 +8,8 @@ import { declareQueues, schedule, startQueue, unschedule, work, workInBatches, t
 import { startUpkeep } from './platform/upkeep.ts';
 import { createPaymentProvider } from './modules/payments/providers/select.ts';
 import { chargeQueue, refundQueue } from './modules/payments/outbox.ts';
-import { chargeMany, refundOnce, type ChargeHooks } from './modules/payments/service.ts';
-import { expireUnpaidOrders } from './modules/orders/service.ts';
+import type { ChargeHooks } from './modules/payments/service.ts';
+import { chargeMany, expireUnpaidOrders, refundOnce } from './modules/orders/lifecycle.ts';
 import { registerWebhookWorkers, webhookQueuesFor, type WebhookOptions } from './modules/webhooks/delivery.ts';
 import { messagingQueues, registerMessagingWorkers } from './modules/messaging/notifications.ts';
 import { pruneOldRows } from './modules/retention/service.ts';

@@ -5,10 +5,10 @@ import assert from 'node:assert/strict';
 import { forEachEngine } from './support/app.ts';
 import { endpoints } from '../src/client.ts';
 import { auditCheckNames, runAudit } from '../src/modules/ledger/audit.ts';
-import { chargeOnce } from '../src/modules/payments/service.ts';
+import { chargeOnce } from '../src/modules/orders/lifecycle.ts';
 import { createSandboxProvider } from '../src/modules/payments/providers/sandbox.ts';
 import type { Tx } from '../src/platform/db.ts';
-import { maxUnitPrice } from '../src/modules/orders/limits.ts';
+import { maxUnitPrice } from '../src/limits.ts';
 
 class Rollback extends Error {}
 

@@ -4,7 +4,7 @@ import { forEachEngine } from './support/app.ts';
 import { endpoints } from '../src/client.ts';
 import { assertStockExplained } from './support/stock.ts';
 import { maxOnHand } from '../src/modules/catalog/schemas.ts';
-import { chargeOnce } from '../src/modules/payments/service.ts';
+import { chargeOnce } from '../src/modules/orders/lifecycle.ts';
 import { createSandboxProvider } from '../src/modules/payments/providers/sandbox.ts';
 
 forEachEngine('catalog and inventory', (env) => {

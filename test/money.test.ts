@@ -1,15 +1,14 @@
 // Money stays exact end to end: amounts are integers in JS numbers, exact only below 2^53. The
-// bounds on prices and order sizes keep every total below that (src/modules/orders/limits.ts); a
+// bounds on prices and order sizes keep every total below that (src/limits.ts); a
 // value beyond it, from before the bounds, is refused where it is read rather than rounded, and
 // one such order or payment cannot hold up a job's other work.
 import { it } from 'node:test';
 import assert from 'node:assert/strict';
 import { forEachEngine, type TestEnv } from './support/app.ts';
 import { endpoints } from '../src/client.ts';
-import { limits, maxOrderTotal, maxUnitPrice } from '../src/modules/orders/limits.ts';
-import { chargeMany, chargeOnce } from '../src/modules/payments/service.ts';
+import { limits, maxOrderTotal, maxUnitPrice } from '../src/limits.ts';
+import { chargeMany, chargeOnce, expireUnpaidOrders } from '../src/modules/orders/lifecycle.ts';
 import { createSandboxProvider } from '../src/modules/payments/providers/sandbox.ts';
-import { expireUnpaidOrders } from '../src/modules/orders/service.ts';
 import { runAudit } from '../src/modules/ledger/audit.ts';
 import { assertStockExplained } from './support/stock.ts';
 

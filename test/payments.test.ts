@@ -5,11 +5,10 @@ import { endpoints } from '../src/client.ts';
 import { assertStockExplained } from './support/stock.ts';
 import { waitFor } from './support/wait.ts';
 import { runAudit } from '../src/modules/ledger/audit.ts';
-import { chargeMany, chargeOnce, refundOnce } from '../src/modules/payments/service.ts';
+import { chargeMany, chargeOnce, expireUnpaidOrders, refundOnce } from '../src/modules/orders/lifecycle.ts';
 import type { PaymentProvider } from '../src/modules/payments/providers/provider.ts';
 import type { Db, Tx } from '../src/platform/db.ts';
 import { createSandboxProvider } from '../src/modules/payments/providers/sandbox.ts';
-import { expireUnpaidOrders } from '../src/modules/orders/service.ts';
 
 let n = 0;
 

@@ -5,7 +5,6 @@ import pg from 'pg';
 import { mkdir } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import type { PGlite as PGliteType } from '@electric-sql/pglite';
-import { traceDb } from './tracing.ts';
 
 export type Row = Record<string, unknown>;
 
@@ -40,7 +39,7 @@ export interface Db extends Queryable {
 /**
  * int8 (counts, sums, money) as a JS number, the same on both engines (pg answers a string by
  * default, PGlite a BigInt above 2^53). Every amount we accept is bounded so that it, and every
- * sum made of it, is exact in a number (see src/modules/orders/limits.ts); a value beyond that
+ * sum made of it, is exact in a number (see src/limits.ts); a value beyond that
  * is refused here, loudly, rather than rounded to a neighbour.
  */
 export function parseInt8(value: string): number {
@@ -176,10 +175,7 @@ export function pgliteOf(db: Db): PGliteType | undefined {
   return (db as unknown as { pglite?: PGliteType }).pglite;
 }
 
-/**
- * Opens the database the configuration names: PostgreSQL when a URL is given, else PGlite. With
- * tracing on (platform/tracing.ts), its statements and transactions make spans.
- */
+/** Opens the database the configuration names: PostgreSQL when a URL is given, else PGlite. */
 export async function openDatabase(config: { databaseUrl: string | undefined; dataDir: string; databasePoolSize: number }, onError?: (err: Error) => void): Promise<Db> {
-  return traceDb(config.databaseUrl ? openPostgres(config.databaseUrl, config.databasePoolSize, onError) : await openPglite({ dataDir: config.dataDir }));
+  return config.databaseUrl ? openPostgres(config.databaseUrl, config.databasePoolSize, onError) : openPglite({ dataDir: config.dataDir });
 }

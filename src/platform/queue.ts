@@ -585,6 +585,7 @@ export async function schedule(queue: Queue, name: string, cron: string, data: o
   await queue.boss.schedule(name, cron, data, { tz: 'UTC' });
 }
 
+/** Removes the schedule of queue `name` (a schedule retired by a newer release, say). */
 export async function unschedule(queue: Queue, name: string): Promise<void> {
   await queue.boss.unschedule(name);
 }

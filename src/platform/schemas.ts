@@ -13,7 +13,7 @@ export const ProblemSchema = Type.Object({
 
 /**
  * Money of at most `maximum` minor units. Answers use the default, what a JS number holds
- * exactly; inputs pass the bound their domain derives (a price: src/modules/orders/limits.ts).
+ * exactly; inputs pass the bound their domain derives (a price: src/limits.ts).
  */
 export function moneyUpTo(maximum = Number.MAX_SAFE_INTEGER) {
   return Type.Object({

@@ -385,6 +385,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/orders/{id}/payments": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * An order's payments (owner or staff; another customer's order is 404)
+         * @description Roles: customer, staff, admin.
+         */
+        get: operations["listOrderPayments"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/webhook-endpoints": {
         parameters: {
             query?: never;
@@ -499,26 +519,6 @@ export interface paths {
          *     Roles: admin.
          */
         post: operations["redeliverEvent"];
-        delete?: never;
-        options?: never;
-        head?: never;
-        patch?: never;
-        trace?: never;
-    };
-    "/v1/orders/{id}/payments": {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        /**
-         * An order's payments (owner or staff; another customer's order is 404)
-         * @description Roles: customer, staff, admin.
-         */
-        get: operations["listOrderPayments"];
-        put?: never;
-        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -3349,6 +3349,111 @@ export interface operations {
             };
         };
     };
+    listOrderPayments: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @example ord_01m8hm273n16kqkhdbgxrwqnng */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        data: {
+                            id: string;
+                            status: "pending" | "succeeded" | "failed" | "refunded";
+                            amount: {
+                                /** @description Integer count of minor units (cents) */
+                                amount: number;
+                                /** @description ISO 4217 code */
+                                currency: string;
+                            };
+                            /** @description Charge requests sent to the processor so far */
+                            attempts: number;
+                            provider: string | null;
+                            /** @description Why the payment failed, when it did: a short code in our own words (card_declined, insufficient_funds, charge_unconfirmed, ...) */
+                            failure: string | null;
+                            /** @description Staff only: the processor's own message about a failure, as it sent it (untrusted text) */
+                            processorMessage?: string | null;
+                            /** @description Staff only: why an operator must look at this payment (the audit lists it until cleared); null when nothing is wrong */
+                            review?: string | null;
+                            /** Format: date-time */
+                            createdAt: string;
+                            /** Format: date-time */
+                            updatedAt: string;
+                        }[];
+                    };
+                };
+            };
+            /** @description Bad request: `validation_failed` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unauthenticated: `unauthenticated` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not found: `not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too many requests: `rate_limited` */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Internal server error: `internal` */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Service unavailable: `unavailable` */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
     listWebhookEndpoints: {
         parameters: {
             query?: {
@@ -4293,111 +4398,6 @@ export interface operations {
             };
             /** @description Unprocessable content: `idempotency_key_reused` */
             422: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description Too many requests: `rate_limited` */
-            429: {
-                headers: {
-                    /** @description Seconds to wait before trying again */
-                    "Retry-After"?: number;
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description Internal server error: `internal` */
-            500: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description Service unavailable: `unavailable` */
-            503: {
-                headers: {
-                    /** @description Seconds to wait before trying again */
-                    "Retry-After"?: number;
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-        };
-    };
-    listOrderPayments: {
-        parameters: {
-            query?: never;
-            header?: never;
-            path: {
-                /** @example ord_01m8hm273n16kqkhdbgxrwqnng */
-                id: string;
-            };
-            cookie?: never;
-        };
-        requestBody?: never;
-        responses: {
-            /** @description Default Response */
-            200: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": {
-                        data: {
-                            id: string;
-                            status: "pending" | "succeeded" | "failed" | "refunded";
-                            amount: {
-                                /** @description Integer count of minor units (cents) */
-                                amount: number;
-                                /** @description ISO 4217 code */
-                                currency: string;
-                            };
-                            /** @description Charge requests sent to the processor so far */
-                            attempts: number;
-                            provider: string | null;
-                            /** @description Why the payment failed, when it did: a short code in our own words (card_declined, insufficient_funds, charge_unconfirmed, ...) */
-                            failure: string | null;
-                            /** @description Staff only: the processor's own message about a failure, as it sent it (untrusted text) */
-                            processorMessage?: string | null;
-                            /** @description Staff only: why an operator must look at this payment (the audit lists it until cleared); null when nothing is wrong */
-                            review?: string | null;
-                            /** Format: date-time */
-                            createdAt: string;
-                            /** Format: date-time */
-                            updatedAt: string;
-                        }[];
-                    };
-                };
-            };
-            /** @description Bad request: `validation_failed` */
-            400: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description Unauthenticated: `unauthenticated` */
-            401: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description Not found: `not_found` */
-            404: {
                 headers: {
                     [name: string]: unknown;
                 };

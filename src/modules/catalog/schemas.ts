@@ -1,7 +1,7 @@
 import { Type, type Static } from 'typebox';
 import { endpoint } from '../../platform/endpoint.ts';
 import { IdParams, MoneySchema, moneyUpTo, Page, PageQuery, Timestamp } from '../../platform/schemas.ts';
-import { maxUnitPrice } from '../orders/limits.ts';
+import { maxUnitPrice } from '../../limits.ts';
 
 const tags = ['catalog'] as const;
 const staff = ['staff', 'admin'] as const;

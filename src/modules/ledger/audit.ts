@@ -3,7 +3,7 @@
 // GET /v1/admin/audit and `engine-room audit` (non-zero exit on a failure, for cron and CI).
 import type { Queryable } from '../../platform/db.ts';
 import { stockDiscrepancies } from '../catalog/inventory.ts';
-import { maxOrderTotal, maxUnitPrice } from '../orders/limits.ts';
+import { maxOrderTotal, maxUnitPrice } from '../../limits.ts';
 
 export interface CheckResult { name: string; ok: boolean; violations: unknown[]; skipped?: string }
 export interface AuditResult { ok: boolean; checks: CheckResult[] }

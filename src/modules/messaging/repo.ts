@@ -160,10 +160,6 @@ export async function deliverAllToMailbox(db: Queryable, ids: string[]): Promise
   return new Set(rows.map((r) => r.id));
 }
 
-export function unsentEmailsOf(db: Queryable, eventId: string): Promise<EmailRow[]> {
-  return db.query<EmailRow>("SELECT * FROM emails WHERE event_id = $1 AND status <> 'sent' ORDER BY id", [eventId]);
-}
-
 /**
  * Claims the email for one sender until the lease runs out: only a pending email, or one whose
  * sender's lease ran out (it died mid-send), can be claimed, so two workers never send it at once.
@@ -176,17 +172,6 @@ export async function claimEmail(db: Queryable, id: string, leaseSeconds: number
     [id, leaseSeconds],
   );
   return row;
-}
-
-/** Keeps the email in the dev mailbox: delivered in one conditional statement, so exactly once. */
-export async function deliverToMailbox(db: Queryable, id: string): Promise<boolean> {
-  const rows = await db.query(
-    `UPDATE emails SET status = 'sent', transport = 'mailbox', sent_at = now(), attempts = attempts + 1, claimed_until = NULL
-      WHERE id = $1 AND (status = 'pending' OR (status = 'sending' AND claimed_until < now()))
-      RETURNING 1`,
-    [id],
-  );
-  return rows.length > 0;
 }
 
 export async function markEmailSent(db: Queryable, id: string): Promise<void> {

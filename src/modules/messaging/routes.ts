@@ -12,6 +12,8 @@ import { listMailbox, type EmailRow } from './repo.ts';
 
 export interface MessagingDeps {
   db: Db;
+  /** Who placed an order: how a conversation's cited order is checked (the orders module's, handed in by app.ts). */
+  customerOfOrder: messaging.CustomerOfOrder;
   config: messaging.MessagingConfig & {
     databaseUrl: string | undefined;
     eventStreamHeartbeatSeconds: number;
@@ -42,7 +44,7 @@ const streamHeaders = {
   'x-accel-buffering': 'no',
 };
 
-export function messagingRoutes(app: FastifyInstance, { db, config }: MessagingDeps): void {
+export function messagingRoutes(app: FastifyInstance, { db, config, customerOfOrder }: MessagingDeps): void {
   const r = app.withTypeProvider<TypeBoxTypeProvider>();
 
   // One hub per process: one listening connection and one outbox read per wake-up, for all streams.
@@ -65,7 +67,7 @@ export function messagingRoutes(app: FastifyInstance, { db, config }: MessagingD
       const principal = principalOf(request);
       await messaging.enforceSendRate(db, principal, config);
       return idempotent(db, request, reply, { required: false }, async (tx) => ({
-        status: 201, body: await messaging.openConversation(tx, principal, request.body),
+        status: 201, body: await messaging.openConversation(tx, principal, request.body, customerOfOrder),
       }));
     },
   });

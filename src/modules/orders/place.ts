@@ -22,7 +22,7 @@ import { lockStock, outOfStock, reserveForOrders } from '../catalog/inventory.ts
 import { requestCharges } from '../payments/outbox.ts';
 import { publishOrderEvents } from './events.ts';
 import * as repo from './repo.ts';
-import { limits, maxOrderTotal } from './limits.ts';
+import { limits, maxOrderTotal } from '../../limits.ts';
 import { orderView } from './view.ts';
 
 export interface PlaceOrderInput {
@@ -64,7 +64,7 @@ function checkLimits(lines: MergedLine[]): AppError | null {
 
 /**
  * The order's total in minor units. Within the limits every product and partial sum is an integer
- * of at most maxOrderTotal < 2^53, hence exact (limits.ts). A price stored before those bounds could
+ * of at most maxOrderTotal < 2^53, hence exact (src/limits.ts). A price stored before those bounds could
  * take a total past them; rounding is monotonic, so such a total still compares as too large.
  */
 function orderTotal(lines: MergedLine[], prices: Map<string, PricedSku>): number {

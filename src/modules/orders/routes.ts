@@ -2,12 +2,16 @@ import type { FastifyInstance } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { Db } from '../../platform/db.ts';
 import { routeOf } from '../../platform/endpoint.ts';
-import { principalOf } from '../../platform/auth.ts';
+import { principalOf, staffOrAbove } from '../../platform/auth.ts';
 import { idempotent, keyedRequestOf, sendOutcome } from '../../platform/idempotency.ts';
 import { decodeCursor } from '../../platform/pagination.ts';
 import { currentTraceparent } from '../../platform/tracing.ts';
+import { listOrderPayments } from '../payments/schemas.ts';
+import { paymentsOfOrder } from '../payments/repo.ts';
+import { paymentView } from '../payments/service.ts';
 import * as s from './schemas.ts';
 import * as orders from './service.ts';
+import * as lifecycle from './lifecycle.ts';
 import { orderPlacer } from './place.ts';
 
 export function ordersRoutes(app: FastifyInstance, { db, batchConcurrency, onCharge }: { db: Db; batchConcurrency: number; onCharge?: () => void }): void {
@@ -42,14 +46,25 @@ export function ordersRoutes(app: FastifyInstance, { db, batchConcurrency, onCha
   r.route({
     ...routeOf(s.cancelOrder),
     handler: (request, reply) => idempotent(db, request, reply, { required: true }, async (tx) => ({
-      status: 200, body: await orders.cancelOrder(tx, principalOf(request), request.params.id),
+      status: 200, body: await lifecycle.cancelOrder(tx, principalOf(request), request.params.id),
     })),
   });
 
   r.route({
     ...routeOf(s.fulfilOrder),
     handler: (request, reply) => idempotent(db, request, reply, { required: false }, async (tx) => ({
-      status: 200, body: await orders.fulfilOrder(tx, request.params.id),
+      status: 200, body: await lifecycle.fulfilOrder(tx, request.params.id),
     })),
+  });
+
+  r.route({
+    ...routeOf(listOrderPayments),
+    handler: async (request) => {
+      // getOrder answers 404 for an order this principal may not see.
+      const principal = principalOf(request);
+      const order = await orders.getOrder(db, principal, request.params.id);
+      const staff = staffOrAbove(principal.role);
+      return { data: (await paymentsOfOrder(db, order.id)).map((p) => paymentView(p, staff)) };
+    },
   });
 }

@@ -2,7 +2,7 @@ import { Type, type Static } from 'typebox';
 import { endpoint } from '../../platform/endpoint.ts';
 import { IdParams, MoneySchema, Page, PageQuery, Timestamp } from '../../platform/schemas.ts';
 import { Sku } from '../catalog/schemas.ts';
-import { limits } from './limits.ts';
+import { limits } from '../../limits.ts';
 
 export { limits };
 
@@ -20,7 +20,6 @@ export const OrderSchema = Type.Object({
   updatedAt: Timestamp,
 });
 export type Order = Static<typeof OrderSchema>;
-export type OrderStatus = Order['status'];
 
 export const placeOrder = endpoint({
   operationId: 'placeOrder', errors: ['out_of_stock', 'unknown_sku', 'currency_mismatch', 'limit_exceeded'],

@@ -1,21 +1,16 @@
-// Orders after they are placed (placing them: place.ts): reading, cancelling (which releases or
-// returns the stock and requests the refund), fulfilling. The charge and the refund happen later,
-// through the payments module.
-import type { Db, Queryable, Tx } from '../../platform/db.ts';
-import type { JobLog } from '../../platform/log.ts';
+// Reading orders: who may see which. Placing them is place.ts; every later change of status, and
+// what goes with it, is lifecycle.ts.
+import type { Queryable } from '../../platform/db.ts';
 import type { Principal } from '../../platform/auth.ts';
 import { staffOrAbove } from '../../platform/auth.ts';
 import { AppError } from '../../errors.ts';
-import { releaseReservation, returnSoldStock } from '../catalog/inventory.ts';
 import * as repo from './repo.ts';
 import type { Order } from './schemas.ts';
 import { orderView } from './view.ts';
-import { publishOrderEvent } from './events.ts';
-import { requestRefund } from '../payments/outbox.ts';
 import type { Status } from './state-machine.ts';
 
 /** The owner sees their order, staff see every order; anyone else gets 404, as for a missing one. */
-function ownerFilter(principal: Principal): string | null {
+export function ownerFilter(principal: Principal): string | null {
   return staffOrAbove(principal.role) ? null : principal.userId;
 }
 
@@ -37,61 +32,10 @@ export async function listOrders(db: Queryable, principal: Principal, opts: { st
   };
 }
 
-export async function cancelOrder(tx: Tx, principal: Principal, id: string): Promise<Order> {
-  const { order, from } = await repo.transitionOrder(tx, id, 'cancelled', ownerFilter(principal));
-  const lines = await repo.linesOf(tx, [id]);
-  if (from === 'pending_payment') {
-    await releaseReservation(tx, id, lines);
-  } else {
-    // A paid order: its units come back to stock and its payment is refunded in full, once.
-    await returnSoldStock(tx, id, lines);
-    await requestRefund(tx, id);
-  }
-  await publishOrderEvent(tx, 'order.cancelled', order, lines);
-  return orderView(order, lines);
-}
-
-export async function fulfilOrder(tx: Tx, id: string): Promise<Order> {
-  const { order } = await repo.transitionOrder(tx, id, 'fulfilled');
-  const lines = await repo.linesOf(tx, [id]);
-  await publishOrderEvent(tx, 'order.fulfilled', order, lines);
-  return orderView(order, lines);
-}
-
 /**
- * Cancels orders left in pending_payment longer than the timeout and releases their stock, each in
- * a transaction of its own (a conditional transition, so a payment that lands meanwhile wins or
- * loses cleanly). An order that cannot be cancelled (a fault: say, an amount from before the money
- * bounds that cannot be read exactly) is logged and skipped, and the run goes on past it, page by
- * page in id order, so that no such order can hold up the others. Answers how many it cancelled.
+ * Who placed the order (undefined: no such order). app.ts hands it to the messaging module, which
+ * checks the order a customer cites in a conversation with it, and so imports nothing of orders.
  */
-export async function expireUnpaidOrders(db: Db, timeoutSeconds: number, options: { batch?: number; log?: JobLog } = {}): Promise<number> {
-  const batch = options.batch ?? 500;
-  let cancelled = 0;
-  let after = '';
-  for (;;) {
-    const stale = await db.query<{ id: string }>(
-      `SELECT id FROM orders WHERE status = 'pending_payment' AND created_at < now() - make_interval(secs => $1) AND id > $3 ORDER BY id LIMIT $2`,
-      [timeoutSeconds, batch, after],
-    );
-    for (const { id } of stale) {
-      try {
-        if (await db.transaction((tx) => expireOrder(tx, id))) cancelled++;
-      } catch (err) {
-        options.log?.error({ err, orderId: id }, 'could not cancel an unpaid order past its timeout; skipped');
-      }
-    }
-    if (stale.length < batch) return cancelled;
-    after = stale[stale.length - 1]!.id;
-  }
-}
-
-async function expireOrder(tx: Tx, id: string): Promise<boolean> {
-  const order = await repo.lockOrder(tx, id);
-  if (order?.status !== 'pending_payment') return false;
-  const { order: updated } = await repo.transitionOrder(tx, id, 'cancelled');
-  const lines = await repo.linesOf(tx, [id]);
-  await releaseReservation(tx, id, lines);
-  await publishOrderEvent(tx, 'order.cancelled', updated, lines);
-  return true;
+export async function customerOfOrder(db: Queryable, id: string): Promise<string | undefined> {
+  return (await repo.findOrder(db, id))?.customer_id;
 }

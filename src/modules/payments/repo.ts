@@ -88,8 +88,11 @@ export async function insertRefund(tx: Tx, r: { id: string; paymentId: string; a
   return rows[0]?.id ?? null;
 }
 
-export async function findRefund(db: Queryable, id: string): Promise<(RefundRow & { order_id: string; payment_provider_ref: string | null }) | undefined> {
-  const [row] = await db.query<RefundRow & { order_id: string; payment_provider_ref: string | null }>(
+/** A refund with what sending it and recording it need from its payment. */
+export interface RefundToSend extends RefundRow { order_id: string; payment_provider_ref: string | null }
+
+export async function findRefund(db: Queryable, id: string): Promise<RefundToSend | undefined> {
+  const [row] = await db.query<RefundToSend>(
     `SELECT r.*, p.order_id, p.provider_ref AS payment_provider_ref FROM refunds r JOIN payments p ON p.id = r.payment_id WHERE r.id = $1`,
     [id],
   );

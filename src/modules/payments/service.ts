@@ -1,20 +1,18 @@
-// The payment jobs. They run outside any transaction while they talk to the processor, then
-// record the outcome in one transaction: payment, order, stock, ledger and events together. Charge
-// jobs are worked in batches (chargeMany): one transaction records the outcomes of all of them.
+// The payment side of the payment jobs: reading the payments, counting the attempts, calling the
+// processor outside any transaction and checking what it answers, and writing the payment and
+// refund rows. What an outcome means for the order, its stock and the books is not decided here:
+// each answer is handed over as a verdict (charged as asked, declined, charged but not as asked) to
+// the order lifecycle (modules/orders/lifecycle.ts), which records it with these rows in one
+// transaction. This module imports no other.
 //
 // Why this cannot charge twice: the charge job's idempotency key is the payment id, the same on
 // every attempt, so the processor charges at most once however often the job runs (a worker that
 // died mid-charge, a lost answer, two workers holding the same job after a lease ran out). And the
-// outcome is recorded by conditional updates (`WHERE status = 'pending'`) plus a unique ledger
-// posting per payment, so recording it twice changes nothing.
+// payment is settled by a conditional update (`WHERE status = 'pending'`), so recording an outcome
+// twice changes nothing (lifecycle.ts: the ledger posting is unique per payment too).
 import type { Db, Tx } from '../../platform/db.ts';
 import type { JobLog } from '../../platform/log.ts';
-import type { ChargeResult, PaymentProvider } from './providers/provider.ts';
-import { settleReservations } from '../catalog/inventory.ts';
-import * as orders from '../orders/repo.ts';
-import { publishOrderEvents } from '../orders/events.ts';
-import { postCaptures, postRefund } from '../ledger/ledger.ts';
-import { requestRefund } from './outbox.ts';
+import type { ChargeResult, PaymentProvider, RefundResult } from './providers/provider.ts';
 import * as repo from './repo.ts';
 
 /** A failure worth another attempt later (the queue retries with backoff). */
@@ -36,22 +34,13 @@ export interface ChargeOptions extends ChargeHooks {
   log?: JobLog;
 }
 
-/**
- * Charges one payment (chargeMany for one); throws when it must be tried again later. */
-export async function chargeOnce(db: Db, provider: PaymentProvider, paymentId: string, options: ChargeOptions = {}): Promise<void> {
-  const retry = await chargeMany(db, provider, [paymentId], options);
-  const err = retry.get(paymentId);
-  if (err) throw err;
-}
-
-type Outcome =
+export type ChargeOutcome =
   | { status: 'succeeded'; providerRef: string }
   | { status: 'declined'; reason: string; detail?: string }
   /** The processor said "succeeded" for something other than what we asked: not a success. */
   | { status: 'mismatch'; providerRef: string; detail: string };
-type Verdict = { payment: repo.PaymentToCharge; result: Outcome };
-/** A payment an operator must look at, and why. */
-interface Review { paymentId: string; orderId: string; reason: string }
+/** A charge's outcome, handed to the order lifecycle to record. */
+export type ChargeVerdict = { payment: repo.PaymentToCharge; result: ChargeOutcome };
 
 /** What a customer is told of a charge the processor did not confirm as asked (the details are for staff). */
 const unconfirmed = 'charge_unconfirmed';
@@ -75,12 +64,12 @@ function chargeMismatch(payment: repo.PaymentToCharge, result: Extract<ChargeRes
 
 /**
  * Charges a batch of payments (the charge jobs fetched together): the processor calls run side
- * by side, each with its payment's own key, and every outcome is recorded in one transaction.
- * Answers, per payment that must be tried again later, why (the others are done: charged,
- * declined, or settled before by another run). One payment that cannot be read, charged or
- * recorded (a fault) fails alone and is logged; the rest of the batch goes on.
+ * by side, each with its payment's own key. Answers the verdicts to record (lifecycle.ts) and, per
+ * payment that must be tried again later, why (the others are done, or were settled before by
+ * another run). One payment that cannot be read or charged (a fault) fails alone and is logged;
+ * the rest of the batch goes on.
  */
-export async function chargeMany(db: Db, provider: PaymentProvider, paymentIds: string[], options: ChargeOptions = {}): Promise<Map<string, Error>> {
+export async function chargePayments(db: Db, provider: PaymentProvider, paymentIds: string[], options: ChargeOptions = {}): Promise<{ verdicts: ChargeVerdict[]; retry: Map<string, Error> }> {
   const retry = new Map<string, Error>();
   const fault = (paymentId: string, err: unknown, what: string) => {
     retry.set(paymentId, asError(err));
@@ -88,7 +77,7 @@ export async function chargeMany(db: Db, provider: PaymentProvider, paymentIds: 
   };
   // A payment settled already: this run is a repeat, nothing to do.
   const payments = (await readPayments(db, paymentIds, fault)).filter((p) => p.status === 'pending');
-  const verdicts: Verdict[] = [];
+  const verdicts: ChargeVerdict[] = [];
   const toCharge: repo.PaymentToCharge[] = [];
   for (const payment of payments) {
     // Cancelled (or expired) before any charge was tried: nothing to charge, nothing to refund.
@@ -120,27 +109,7 @@ export async function chargeMany(db: Db, provider: PaymentProvider, paymentIds: 
       }
     });
   }
-  if (verdicts.length > 0) {
-    let reviews: Review[] = [];
-    try {
-      reviews = await db.transaction((tx) => recordCharges(tx, verdicts));
-    } catch (err) {
-      // A fault: so that one bad payment cannot hold up the others, each is recorded on its own
-      // (the processor calls are done and keyed, so only the recording is repeated).
-      if (verdicts.length === 1) fault(verdicts[0]!.payment.id, err, 'could not record the outcome of a charge');
-      else {
-        for (const verdict of verdicts) {
-          try {
-            reviews.push(...await db.transaction((tx) => recordCharges(tx, [verdict])));
-          } catch (e) {
-            fault(verdict.payment.id, e, 'could not record the outcome of a charge');
-          }
-        }
-      }
-    }
-    for (const r of reviews) options.log?.error({ paymentId: r.paymentId, orderId: r.orderId, reason: r.reason }, 'a payment needs an operator\'s review');
-  }
-  return retry;
+  return { verdicts, retry };
 }
 
 /** The payments of a batch; when that read fails (one row no number can hold), each is read alone, so only that one fails. */
@@ -160,7 +129,7 @@ async function readPayments(db: Db, ids: string[], fault: (id: string, err: unkn
   }
 }
 
-function settlementOf({ payment, result }: Verdict): repo.Settlement {
+function settlementOf({ payment, result }: ChargeVerdict): repo.Settlement {
   switch (result.status) {
     case 'succeeded': return { id: payment.id, to: 'succeeded', providerRef: result.providerRef };
     case 'declined': return { id: payment.id, to: 'failed', failure: result.reason, ...(result.detail ? { processorMessage: clip(result.detail) } : {}) };
@@ -169,52 +138,27 @@ function settlementOf({ payment, result }: Verdict): repo.Settlement {
 }
 
 /**
- * Records the outcomes of a batch of charges. The orders are locked first, in id order (the same
- * order-then-payment order as cancelling, so the two never deadlock and whichever comes second sees
- * what the first did); a payment settled before is skipped. A capture posts to the ledger and pays
- * its order, or, when the order was cancelled while the charge was in flight, is refunded (the books
- * balance whichever came first). A decline, or an answer that does not match the charge, fails its
- * order and releases its stock (the latter is also left for an operator, with nothing posted). The
- * stock rows, which a flash sale's orders all share, are settled last and once for the whole batch.
- * Answers the payments that need an operator's review.
+ * Settles the payments of the verdicts, in the caller's transaction (the lifecycle's, with their
+ * orders locked first); answers the rows it settled, not those settled before (a job that ran twice).
  */
-async function recordCharges(tx: Tx, verdicts: Verdict[]): Promise<Review[]> {
-  const current = new Map((await orders.lockOrders(tx, [...new Set(verdicts.map((v) => v.payment.order_id))])).map((o) => [o.id, o]));
-  const settled = await repo.settlePayments(tx, verdicts.map(settlementOf));
-  if (settled.length === 0) return [];
-  const captured = settled.filter((p) => p.status === 'succeeded');
-  await postCaptures(tx, captured.filter((p) => p.amount > 0).map((p) => ({ orderId: p.order_id, paymentId: p.id, amount: p.amount, currency: p.currency })));
-
-  const orderStatus = (p: repo.PaymentRow) => current.get(p.order_id)?.status;
-  const wasPending = (p: repo.PaymentRow) => orderStatus(p) === 'pending_payment';
-  const paid = await orders.transitionOrders(tx, captured.filter(wasPending).map((p) => p.order_id), 'paid');
-  const failed = await orders.transitionOrders(tx, settled.filter((p) => p.status === 'failed' && wasPending(p)).map((p) => p.order_id), 'payment_failed');
-  const lines = await orders.linesOf(tx, [...paid, ...failed].map((o) => o.id));
-  const linesOf = (orderId: string) => lines.filter((l) => l.order_id === orderId);
-  await publishOrderEvents(tx, 'order.paid', paid.map((order) => ({ order, lines: linesOf(order.id) })));
-  await publishOrderEvents(tx, 'order.payment_failed', failed.map((order) => ({ order, lines: linesOf(order.id) })));
-  // Cancelled while the charge was in flight (the cancel released the stock): refunded in full.
-  for (const p of captured.filter((c) => orderStatus(c) === 'cancelled')) await requestRefund(tx, p.order_id);
-  // A capture for an order in any other state (paid, failed or fulfilled already: no path of ours
-  // leads here) is recorded as what happened, and left to an operator rather than refunded: a
-  // refund could return the money of an order that was paid and shipped.
-  const unexpected = captured.filter((c) => !wasPending(c) && orderStatus(c) !== 'cancelled')
-    .map((p) => ({ paymentId: p.id, orderId: p.order_id, reason: `captured while its order was ${orderStatus(p) ?? 'missing'}` }));
-  await repo.flagForReview(tx, unexpected.map((r) => ({ id: r.paymentId, reason: r.reason })));
-  await settleReservations(tx, [
-    ...paid.flatMap((o) => linesOf(o.id).map((l) => ({ orderId: o.id, sku: l.sku, quantity: l.quantity, kind: 'sale' as const }))),
-    ...failed.flatMap((o) => linesOf(o.id).map((l) => ({ orderId: o.id, sku: l.sku, quantity: l.quantity, kind: 'release' as const }))),
-  ]);
-  const mismatched = new Map(verdicts.flatMap(({ payment, result }) => (result.status === 'mismatch' ? [[payment.id, result.detail] as const] : [])));
-  return [
-    ...settled.filter((p) => mismatched.has(p.id)).map((p) => ({ paymentId: p.id, orderId: p.order_id, reason: mismatched.get(p.id)! })),
-    ...unexpected,
-  ];
+export function settleCharges(tx: Tx, verdicts: ChargeVerdict[]): Promise<repo.PaymentRow[]> {
+  return repo.settlePayments(tx, verdicts.map(settlementOf));
 }
 
-export async function refundOnce(db: Db, provider: PaymentProvider, refundId: string, options: { log?: JobLog } = {}): Promise<void> {
+/** A refund's outcome, handed to the order lifecycle to record; `mismatch` says why a success is not one. */
+export interface RefundVerdict {
+  refund: repo.RefundToSend;
+  result: Exclude<RefundResult, { status: 'retryable' }>;
+  mismatch: string | null;
+}
+
+/**
+ * Sends a pending refund to the processor, with its own key; answers the verdict to record
+ * (lifecycle.ts), or null when it was settled before (a repeat). Throws when it must be tried again later.
+ */
+export async function sendRefund(db: Db, provider: PaymentProvider, refundId: string): Promise<RefundVerdict | null> {
   const refund = await repo.findRefund(db, refundId);
-  if (!refund || refund.status !== 'pending') return;
+  if (!refund || refund.status !== 'pending') return null;
   await repo.countRefundAttempt(db, refundId);
   const result = await provider.refund({
     idempotencyKey: refundKey(refundId),
@@ -225,21 +169,26 @@ export async function refundOnce(db: Db, provider: PaymentProvider, refundId: st
   const mismatch = result.status === 'succeeded' && (result.refunded.amount !== refund.amount || result.refunded.currency !== refund.currency)
     ? clip(`the processor answered refunded (${String(result.providerRef)}) but ${String(result.refunded.amount)} ${String(result.refunded.currency)} instead of ${refund.amount} ${refund.currency}`)
     : null;
-  await db.transaction(async (tx) => {
-    if (result.status === 'declined' || mismatch) {
-      // Money we owe back and could not return (or cannot tell we did): left visible (refund
-      // failed, payment succeeded) for an operator, and the audit reports the cancelled order as
-      // not refunded.
-      await repo.settleRefund(tx, refundId, 'failed', { failure: result.status === 'declined' ? result.reason : 'refund_unconfirmed' });
-      if (mismatch) await repo.flagForReview(tx, [{ id: refund.payment_id, reason: mismatch }]);
-      return;
-    }
-    if (!(await repo.settleRefund(tx, refundId, 'succeeded', { providerRef: result.providerRef }))) return;
-    await repo.markRefunded(tx, refund.payment_id);
-    await postRefund(tx, { orderId: refund.order_id, paymentId: refund.payment_id, amount: refund.amount, currency: refund.currency });
-  });
-  if (mismatch) options.log?.error({ refundId, paymentId: refund.payment_id, reason: mismatch }, 'a payment needs an operator\'s review');
-  else if (result.status === 'declined') options.log?.warn({ refundId, paymentId: refund.payment_id, reason: result.reason, detail: result.detail }, 'the processor declined a refund');
+  return { refund, result, mismatch };
+}
+
+/**
+ * Settles the refund of the verdict, and its payment when the money went back, in the caller's
+ * transaction. Answers whether the money went back now (not before: a job that ran twice), which
+ * is when the lifecycle posts the refund to the ledger.
+ */
+export async function settleRefund(tx: Tx, { refund, result, mismatch }: RefundVerdict): Promise<boolean> {
+  if (result.status === 'declined' || mismatch) {
+    // Money we owe back and could not return (or cannot tell we did): left visible (refund
+    // failed, payment succeeded) for an operator, and the audit reports the cancelled order as
+    // not refunded.
+    await repo.settleRefund(tx, refund.id, 'failed', { failure: result.status === 'declined' ? result.reason : 'refund_unconfirmed' });
+    if (mismatch) await repo.flagForReview(tx, [{ id: refund.payment_id, reason: mismatch }]);
+    return false;
+  }
+  if (!(await repo.settleRefund(tx, refund.id, 'succeeded', { providerRef: result.providerRef }))) return false;
+  await repo.markRefunded(tx, refund.payment_id);
+  return true;
 }
 
 /** A payment as shown: the processor's own words and an operator's flag only to staff. */

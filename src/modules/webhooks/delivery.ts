@@ -85,8 +85,6 @@ export function webhookQueuesFor(options: WebhookOptions = {}): QueueSpec[] {
   return [{ name: deliverQueue, retryLimit: o.retryLimit, retryDelaySeconds: o.retryDelaySeconds, leaseSeconds: Math.ceil(o.timeoutMs / 1000) + 60 }];
 }
 
-export const webhookQueues: QueueSpec[] = webhookQueuesFor();
-
 // ---------------------------------------------------------------------------------------------
 // Dispatch
 

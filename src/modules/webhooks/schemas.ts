@@ -20,7 +20,7 @@ const EventType = Type.Union([
 // Fails to compile when the list and the schema differ.
 type Listed = WebhookEventType | typeof allEvents;
 type InSchema = Static<typeof EventType>;
-export const eventTypesMatchSchema: [Listed] extends [InSchema] ? ([InSchema] extends [Listed] ? true : never) : never = true;
+const _eventTypesMatchSchema: [Listed] extends [InSchema] ? ([InSchema] extends [Listed] ? true : never) : never = true;
 const Events = Type.Array(EventType, {
   minItems: 1, maxItems: webhookEventTypes.length, uniqueItems: true,
   description: `Event types to receive, or ["${allEvents}"] (alone) for every type, including types added later.`,

@@ -1,7 +1,8 @@
 // The one interface every payment provider's adapter implements: the sandbox processor
 // (sandbox.ts) and Stripe (stripe.ts). An adapter speaks to the processor and answers what happened;
 // it never touches our business tables and never decides an order's fate: the payments service
-// owns the transition and the ledger.
+// checks its answers and the order lifecycle (modules/orders/lifecycle.ts) owns the transition and
+// the ledger.
 //
 // Expected outcomes are results, not exceptions: a decline is an answer, and so is "could not tell"
 // (a timeout, a lost answer, a 5xx, a rate limit), which is `retryable`: the caller must ask again

@@ -23,8 +23,6 @@ export interface SandboxOptions {
   slowDelayMs?: number;
 }
 
-export const sandboxTokens = ['tok_ok', 'tok_declined', 'tok_flaky', 'tok_lost_response', 'tok_slow'] as const;
-
 /** Requests for one tok_flaky key that fail before one succeeds. */
 const flakyFailures = 2;
 

@@ -9,6 +9,9 @@
 // a unit price of a billion in a two-decimal currency; the largest power of ten that keeps a full
 // order below 2^53. Sums over many orders (ledger balances) are made in SQL; reading one beyond
 // 2^53 fails loudly (src/platform/db.ts) rather than rounding.
+//
+// Outside every module, like errors.ts, because three hold to it: the catalog (prices), orders
+// (their size) and the audit (every stored amount).
 export const limits = { linesPerOrder: 50, quantityPerLine: 1000 } as const;
 
 /** The largest unit price the catalog accepts, in minor units. */
