@@ -53,6 +53,16 @@ export function accountsRoutes(app: FastifyInstance, { db, config }: AccountsDep
   });
 
   r.route({
+    ...routeOf(s.session),
+    handler: async (request) => {
+      const principal = principalOf(request);
+      const bearer = /^Bearer\s+(\S+)$/i.exec(request.headers.authorization ?? '')?.[1];
+      const token = bearer ?? request.cookies?.[sessionCookie];
+      return { user: await accounts.me(db, principal), csrfToken: principal.via === 'session' && token ? csrfTokenFor(token) : null };
+    },
+  });
+
+  r.route({
     ...routeOf(s.createApiKey),
     handler: async (request, reply) => reply.code(201).send(await accounts.createApiKey(db, principalOf(request), request.body)),
   });

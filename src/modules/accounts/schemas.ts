@@ -53,6 +53,13 @@ export const me = endpoint({
   response: { 200: Type.Object({ id: Type.String(), email: Type.Union([Type.String(), Type.Null()]), name: Type.String(), role: RoleSchema, createdAt: Timestamp }) },
 });
 
+export const session = endpoint({
+  method: 'GET', url: '/v1/auth/session', access: roles, tags,
+  summary: 'The signed-in user and the CSRF token of this session',
+  description: 'For a browser page that signed in earlier: the session cookie is HttpOnly, so after a reload the page asks here for the X-CSRF-Token its unsafe requests need. csrfToken is null for an API key (which needs none).',
+  response: { 200: Type.Object({ user: me.response[200], csrfToken: Type.Union([Type.String(), Type.Null()]) }) },
+});
+
 const ApiKeySchema = Type.Object({ id: Type.String(), name: Type.String(), role: RoleSchema, createdAt: Timestamp, revokedAt: Type.Union([Timestamp, Type.Null()]) });
 
 export const createApiKey = endpoint({

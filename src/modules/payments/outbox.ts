@@ -5,15 +5,16 @@ import type { Tx } from '../../platform/db.ts';
 import { newId } from '../../platform/ids.ts';
 import { enqueue, enqueueMany } from '../../platform/queue.ts';
 import * as repo from './repo.ts';
+import { drillRetryBudget } from './providers/sandbox.ts';
 
 export const chargeQueue = 'payments.charge';
 export const refundQueue = 'payments.refund';
 
 /** A pending payment and the job that will charge it, per order: one statement each for the batch. */
-export async function requestCharges(tx: Tx, orders: { id: string; total_amount: number; currency: string }[]): Promise<string[]> {
+export async function requestCharges(tx: Tx, orders: { id: string; total_amount: number; currency: string; payment_token?: string }[]): Promise<string[]> {
   const payments = orders.map((o) => ({ id: newId('pay'), orderId: o.id, amount: o.total_amount, currency: o.currency }));
   await repo.insertPayments(tx, payments);
-  await enqueueMany(tx, chargeQueue, payments.map((p) => ({ data: { paymentId: p.id }, dedupeKey: p.id })));
+  await enqueueMany(tx, chargeQueue, payments.map((p, i) => ({ data: { paymentId: p.id }, dedupeKey: p.id, ...drillRetryBudget(orders[i]!.payment_token) })));
   return payments.map((p) => p.id);
 }
 
