@@ -38,7 +38,11 @@ export const routes = {
 
 export type Body<E extends Endpoint> = Extract<Result<E>, { ok: true }>['body'];
 export type Overview = Body<typeof operations.operationsOverview>;
-export type SessionInfo = Body<typeof accounts.session>;
+/** A signed-in session: its user and CSRF token. */
+export type SessionInfo = { user: NonNullable<Body<typeof accounts.session>['user']>; csrfToken: string | null };
+export type FailedJob = Body<typeof operations.listFailedJobs>['data'][number];
+export type AuditRun = Body<typeof operations.runAudit>;
+export type LedgerBalance = Body<typeof ledger.ledgerBalances>['data'][number];
 
 export class ApiError extends Error {
   readonly status: number;

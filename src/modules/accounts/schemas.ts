@@ -54,10 +54,10 @@ export const me = endpoint({
 });
 
 export const session = endpoint({
-  method: 'GET', url: '/v1/auth/session', access: roles, tags,
-  summary: 'The signed-in user and the CSRF token of this session',
-  description: 'For a browser page that signed in earlier: the session cookie is HttpOnly, so after a reload the page asks here for the X-CSRF-Token its unsafe requests need. csrfToken is null for an API key (which needs none).',
-  response: { 200: Type.Object({ user: me.response[200], csrfToken: Type.Union([Type.String(), Type.Null()]) }) },
+  method: 'GET', url: '/v1/auth/session', access: 'public', tags,
+  summary: 'Who is signed in, and the CSRF token of this session',
+  description: 'For a browser page: the session cookie is HttpOnly, so after a reload the page asks here who is signed in and for the X-CSRF-Token its unsafe requests need. Anyone may ask: without a valid session (or token) the answer is 200 with user null, so a page can tell "signed out" without provoking an error. csrfToken is null for an API key, which needs none.',
+  response: { 200: Type.Object({ user: Type.Union([me.response[200], Type.Null()]), csrfToken: Type.Union([Type.String(), Type.Null()]) }) },
 });
 
 const ApiKeySchema = Type.Object({ id: Type.String(), name: Type.String(), role: RoleSchema, createdAt: Timestamp, revokedAt: Type.Union([Timestamp, Type.Null()]) });

@@ -50,7 +50,7 @@ export function queueCounts(db: Queryable) {
             count(j.id) FILTER (WHERE j.state = 'retry')::int AS retrying,
             extract(epoch FROM now() - min(j.start_after) FILTER (WHERE j.state = 'created' AND j.start_after <= now()))::float8 AS lag_seconds
        FROM pgboss.queue q LEFT JOIN pgboss.job j ON j.name = q.name AND j.state < 'active'
-      WHERE q.name NOT LIKE '\_\_pgboss%'
+      WHERE q.name NOT LIKE '\\_\\_pgboss%'
       GROUP BY q.name ORDER BY q.name`,
   );
 }

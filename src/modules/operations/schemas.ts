@@ -134,6 +134,8 @@ export const OverviewSchema = Type.Object({
     lagSeconds: Type.Number({ description: 'Age of the oldest job that may run now; 0 when none waits' }),
   })),
   webhooks: Type.Object({
+    succeededPerMinute: Series('Delivery attempts that succeeded, per minute'),
+    failedPerMinute: Series('Delivery attempts that failed (to be retried, or out of attempts), per minute'),
     succeeded: Type.Integer({ description: 'Delivery attempts that succeeded in the window' }),
     failed: Type.Integer({ description: 'Delivery attempts that failed and will be retried' }),
     deadLettered: Type.Integer({ description: 'Deliveries that ran out of attempts' }),

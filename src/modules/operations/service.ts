@@ -213,6 +213,8 @@ export async function overview(db: Db, options: OverviewOptions): Promise<Overvi
     },
     queues: queueList,
     webhooks: {
+      succeededPerMinute: seriesOf([`jobs\t${deliverQueue}\tcompleted`], minutes),
+      failedPerMinute: seriesOf([`jobs\t${deliverQueue}\tfailed`, `jobs\t${deliverQueue}\tdead_lettered`], minutes),
       succeeded: totalOf([`jobs\t${deliverQueue}\tcompleted`]),
       failed: totalOf([`jobs\t${deliverQueue}\tfailed`]),
       deadLettered: totalOf([`jobs\t${deliverQueue}\tdead_lettered`]),
