@@ -328,11 +328,14 @@ function Audit({ data, admin }: { data: Overview; admin: boolean }) {
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState<unknown>(null);
   const loadBalances = () => ok(routes.ledgerBalances, {}).then((b) => setBalances(b.data), setError);
+  // A run recorded elsewhere (the schedule, another operator, the drill) is fetched when the
+  // overview shows it, with its violations.
+  const latest = data.audit?.ranAt;
   useEffect(() => {
     if (!admin) return;
     void ok(routes.lastAudit, {}).then(setRun, () => {});
     void loadBalances();
-  }, [admin]);
+  }, [admin, latest]);
   const runNow = async () => {
     setBusy(true);
     setError(null);
@@ -345,7 +348,7 @@ function Audit({ data, admin }: { data: Overview; admin: boolean }) {
       setBusy(false);
     }
   };
-  const summary = run ?? (data.audit ? { ...data.audit, checks: data.audit.checks.map((c) => ({ ...c, violations: [] as Record<string, unknown>[], count: c.violations })) } : null);
+  const summary = run && (!latest || Date.parse(run.ranAt) >= Date.parse(latest)) ? run : (data.audit ? { ...data.audit, checks: data.audit.checks.map((c) => ({ ...c, violations: [] as Record<string, unknown>[], count: c.violations })) } : null);
   return (
     <Section id="audit" title="Audit and ledger" actions={admin ? <button type="button" class="primary" disabled={busy} onClick={() => void runNow()}>{busy ? 'Running the audit…' : 'Run the audit now'}</button> : null}>
       <ErrorNote error={error} />
