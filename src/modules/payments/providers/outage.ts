@@ -1,7 +1,7 @@
 // An outage of the sandbox processor, for drills: an admin sets a window (PUT /v1/sandbox/outage),
 // and until it ends the sandbox answers every charge request "processor unavailable" (retryable)
 // without touching its books, as a real processor that is down. The window is a row, so every
-// worker process sees it; each reads it at most once a second while it charges.
+// worker process sees it.
 import type { Queryable } from '../../../platform/db.ts';
 
 export async function outageUntil(db: Queryable): Promise<Date | null> {
@@ -23,18 +23,15 @@ export async function endOutage(db: Queryable): Promise<void> {
   await db.query('DELETE FROM sandbox_outage');
 }
 
-const freshForMs = 1_000;
-
-/** outageUntil, read at most once per freshForMs by this process: the charge path pays for it once a second, not per charge. */
+/**
+ * Whether the sandbox is down now. The charges of one batch ask at the same moment and share one
+ * read, so the sandbox pays one query per batch (and a real processor's adapter none at all).
+ */
 export function outageCheck(db: Queryable): () => Promise<boolean> {
-  let readAt = 0;
-  let until: Date | null = null;
-  let reading: Promise<void> | undefined;
+  let reading: Promise<Date | null> | undefined;
   return async () => {
-    if (Date.now() - readAt >= freshForMs) {
-      reading ??= outageUntil(db).then((u) => { until = u; readAt = Date.now(); }).finally(() => { reading = undefined; });
-      await reading;
-    }
+    reading ??= outageUntil(db).finally(() => { reading = undefined; });
+    const until = await reading;
     return until !== null && until.getTime() > Date.now();
   };
 }
