@@ -333,7 +333,7 @@ function Audit({ data, admin }: { data: Overview; admin: boolean }) {
   const latest = data.audit?.ranAt;
   useEffect(() => {
     if (!admin) return;
-    void ok(routes.lastAudit, {}).then(setRun, () => {});
+    if (latest) void ok(routes.lastAudit, {}).then(setRun, () => {});
     void loadBalances();
   }, [admin, latest]);
   const runNow = async () => {
