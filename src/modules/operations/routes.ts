@@ -34,14 +34,27 @@ function decodeCursor(cursor: string | undefined): FailedJobPosition | undefined
   throw new AppError('validation_failed', 'The cursor is not one this API gave out', { errors: [{ path: '/query/cursor', message: 'is invalid' }] });
 }
 
+const overviewShareMs = 1_500;
+
 export function operationsAdminRoutes(app: FastifyInstance, deps: OperationsDeps): void {
   const { db } = deps;
   const r = app.withTypeProvider<TypeBoxTypeProvider>();
   const streamFreshSeconds = deps.eventStreamHeartbeatSeconds * 2 + 5;
 
+  // Every open console page asks every few seconds, and the answer is the same for all of them
+  // (it depends on the window, not on who asks): pages that ask within a second or two share one.
+  const recent = new Map<number, { at: number; answer: Promise<s.Overview> }>();
   r.route({
     ...routeOf(s.operationsOverview),
-    handler: async (request) => overview(db, { windowSeconds: request.query.window, streamFreshSeconds, sandbox: deps.sandbox }),
+    handler: async (request) => {
+      const window = request.query.window;
+      const hit = recent.get(window);
+      if (hit && Date.now() - hit.at < overviewShareMs) return hit.answer;
+      const answer = overview(db, { windowSeconds: window, streamFreshSeconds, sandbox: deps.sandbox });
+      recent.set(window, { at: Date.now(), answer });
+      answer.catch(() => recent.delete(window));
+      return answer;
+    },
   });
 
   r.route({
