@@ -62,11 +62,11 @@ export async function buildApp(config: Readonly<Config>, db: Db, options: BuildO
   catalogRoutes(app, { db });
   // An in-process worker starts on a new charge at once instead of at its next poll.
   ordersRoutes(app, { db, batchConcurrency: config.orderBatchConcurrency, onCharge: () => options.queue?.wake(chargeQueue) });
-  webhooksRoutes(app, { db });
+  webhooksRoutes(app, { db, policy: { allowPrivateUrls: config.webhookAllowPrivateUrls } });
   paymentsRoutes(app, { db });
   sandboxRoutes(app, { db });
-  ledgerRoutes(app, { db });
-  operationsAdminRoutes(app, { db, eventStreamHeartbeatSeconds: config.eventStreamHeartbeatSeconds, sandbox: config.paymentProvider === 'sandbox' });
+  ledgerRoutes(app, { db, paymentProvider: config.paymentProvider });
+  operationsAdminRoutes(app, { db, eventStreamHeartbeatSeconds: config.eventStreamHeartbeatSeconds, paymentProvider: config.paymentProvider });
   // The drill's outage control exists only where the sandbox is the processor.
   if (config.paymentProvider === 'sandbox') sandboxOutageRoutes(app, { db });
   messagingRoutes(app, { db, config });

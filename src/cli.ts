@@ -67,11 +67,12 @@ async function runMigrate(config: Readonly<Config>): Promise<void> {
 async function runAudit(config: Readonly<Config>, json: boolean): Promise<number> {
   const db = await openAndMigrate(config, pino(loggerOptions('warn')));
   try {
-    const result = await audit(db);
+    const result = await audit(db, { paymentProvider: config.paymentProvider });
     if (json) process.stdout.write(JSON.stringify(result, null, 2) + '\n');
     else {
       for (const check of result.checks) {
-        process.stdout.write(`${check.ok ? 'ok  ' : 'FAIL'}  ${check.name}${check.ok ? '' : ` (${check.violations.length} shown)`}\n`);
+        const outcome = check.skipped ? check.skipped : check.ok ? '' : `${check.violations.length} shown`;
+        process.stdout.write(`${check.skipped ? 'skip' : check.ok ? 'ok  ' : 'FAIL'}  ${check.name}${outcome ? ` (${outcome})` : ''}\n`);
         for (const v of check.violations) process.stdout.write(`        ${JSON.stringify(v)}\n`);
       }
       process.stdout.write(result.ok ? 'audit passed\n' : 'audit FAILED\n');

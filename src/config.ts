@@ -52,6 +52,8 @@ export interface Config {
   webhookDisableAfterSeconds: number;
   /** Base of the exponential backoff between webhook delivery attempts. */
   webhookRetryBaseSeconds: number;
+  /** Lets webhook URLs point at private, loopback and link-local addresses (local development only). */
+  webhookAllowPrivateUrls: boolean;
   /** Messages one user may post per messageRateWindowSeconds (opening a conversation counts as one). */
   messageRateLimit: number;
   messageRateWindowSeconds: number;
@@ -62,6 +64,10 @@ export interface Config {
   eventStreamHeartbeatSeconds: number;
   /** How far back a stream that reconnects with Last-Event-ID is replayed. */
   eventStreamRetentionHours: number;
+  /** Live event streams one process holds open at most: each costs a file descriptor for as long as it lasts. */
+  eventStreamMaxPerProcess: number;
+  /** Live event streams one user may hold open in one process. */
+  eventStreamMaxPerUser: number;
   /** How long a payment job may run before it is presumed dead and retried (default: Stripe timeout + 30 s, at least 60). */
   paymentJobLeaseSeconds: number;
   /** How often jobs whose lease ran out are failed over for retry (in whichever process gets there first). */
@@ -159,12 +165,15 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     webhookTimeoutMs: intVar(env, 'WEBHOOK_TIMEOUT_MS', 10_000, 100, 120_000),
     webhookDisableAfterSeconds: intVar(env, 'WEBHOOK_DISABLE_AFTER_SECONDS', 3 * 24 * 3600, 1, 365 * 24 * 3600),
     webhookRetryBaseSeconds: intVar(env, 'WEBHOOK_RETRY_DELAY_SECONDS', 60, 1, 3600),
+    webhookAllowPrivateUrls: boolVar(env, 'WEBHOOK_ALLOW_PRIVATE_URLS', false),
     messageRateLimit: intVar(env, 'MESSAGE_RATE_LIMIT', 30, 1, 1_000_000),
     messageRateWindowSeconds: intVar(env, 'MESSAGE_RATE_WINDOW_SECONDS', 60, 1, 24 * 3600),
     smtpUrl,
     mailFrom,
     eventStreamHeartbeatSeconds: intVar(env, 'EVENT_STREAM_HEARTBEAT_SECONDS', 15, 1, 3600),
     eventStreamRetentionHours: intVar(env, 'EVENT_STREAM_RETENTION_HOURS', 24, 1, 24 * 365),
+    eventStreamMaxPerProcess: intVar(env, 'EVENT_STREAM_MAX_PER_PROCESS', 500, 1, 1_000_000),
+    eventStreamMaxPerUser: intVar(env, 'EVENT_STREAM_MAX_PER_USER', 10, 1, 1_000_000),
     paymentJobLeaseSeconds: intVar(env, 'PAYMENT_JOB_LEASE_SECONDS', Math.max(60, Math.ceil(intVar(env, 'STRIPE_TIMEOUT_MS', 30_000, 100, 600_000) / 1000) + 30), 1, 3600),
     queueMaintenanceIntervalSeconds: intVar(env, 'QUEUE_MAINTENANCE_INTERVAL_SECONDS', 30, 1, 3600),
     failpoint: env.ENGINE_ROOM_FAILPOINT?.trim() || undefined,

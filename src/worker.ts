@@ -25,7 +25,10 @@ const purgeQueue = 'maintenance.purge-idempotency-keys';
 const auditQueue = 'operations.audit';
 
 function webhookOptions(config: Readonly<Config>): WebhookOptions {
-  return { timeoutMs: config.webhookTimeoutMs, disableAfterSeconds: config.webhookDisableAfterSeconds, retryDelaySeconds: config.webhookRetryBaseSeconds };
+  return {
+    timeoutMs: config.webhookTimeoutMs, disableAfterSeconds: config.webhookDisableAfterSeconds, retryDelaySeconds: config.webhookRetryBaseSeconds,
+    allowPrivateUrls: config.webhookAllowPrivateUrls,
+  };
 }
 
 export function queueSpecs(config: Readonly<Config>): QueueSpec[] {
@@ -97,12 +100,12 @@ export async function startWorkers(db: Db, config: Readonly<Config>, log: pino.L
   // Charges in batches: the processor calls of a batch run side by side and one transaction
   // records all their outcomes (a flash sale's hot SKU row is then written once per batch).
   workInBatches<{ paymentId: string }>(queue, chargeQueue, async (jobs) => {
-    const retry = await chargeMany(db, provider, jobs.map((job) => job.data.paymentId), hooks);
+    const retry = await chargeMany(db, provider, jobs.map((job) => job.data.paymentId), { ...hooks, log });
     return new Map(jobs.flatMap((job) => { const err = retry.get(job.data.paymentId); return err ? [[job.id, err] as const] : []; }));
   }, { batchSize: config.chargeBatchSize, concurrency: 2 });
-  work<{ refundId: string }>(queue, refundQueue, (job) => refundOnce(db, provider, job.data.refundId), { concurrency });
+  work<{ refundId: string }>(queue, refundQueue, (job) => refundOnce(db, provider, job.data.refundId, { log }), { concurrency });
   work(queue, expireQueue, async () => {
-    const n = await expireUnpaidOrders(db, config.orderPaymentTimeoutSeconds);
+    const n = await expireUnpaidOrders(db, config.orderPaymentTimeoutSeconds, { log });
     if (n > 0) log.info({ cancelled: n }, 'cancelled unpaid orders past their payment timeout');
   });
   work(queue, purgeQueue, async () => {
@@ -112,7 +115,7 @@ export async function startWorkers(db: Db, config: Readonly<Config>, log: pino.L
   registerWebhookWorkers(queue, db, webhookOptions(config));
   registerMessagingWorkers(queue, db, config);
   work(queue, auditQueue, async () => {
-    const run = await runAndRecordAudit(db);
+    const run = await runAndRecordAudit(db, { paymentProvider: config.paymentProvider });
     if (!run.ok) log.error({ checks: run.checks.filter((c) => !c.ok).map((c) => c.name) }, 'the scheduled audit found violations');
   });
 

@@ -8,6 +8,7 @@ import { auditCheckNames, runAudit } from '../src/modules/ledger/audit.ts';
 import { chargeOnce } from '../src/modules/payments/service.ts';
 import { createSandboxProvider } from '../src/modules/payments/providers/sandbox.ts';
 import type { Tx } from '../src/platform/db.ts';
+import { maxUnitPrice } from '../src/modules/orders/limits.ts';
 
 class Rollback extends Error {}
 
@@ -55,17 +56,41 @@ forEachEngine('the audit', (env) => {
     ['onHand equals starting stock plus adjustments minus sales', async (tx) => {
       await tx.query("UPDATE stock_levels SET on_hand = on_hand + 5 WHERE sku = 'AUD'");
     }],
+    ["every order's total is the sum of its lines", async (tx) => {
+      await tx.query(`UPDATE orders SET total_amount = total_amount + 1 WHERE status = 'pending_payment'`);
+    }],
+    ['every amount is within the bounds the API accepts (prices, and totals a number holds exactly)', async (tx) => {
+      await tx.query(`UPDATE variants SET price_amount = $1 WHERE sku = 'AUD'`, [maxUnitPrice + 1]);
+    }],
+    ["no payment awaits an operator's review", async (tx) => {
+      await tx.query(`UPDATE payments SET review_reason = 'planted' WHERE order_id = $1`, [paidOrder]);
+    }],
     ['what the processor charged equals what the ledger captured (sandbox provider)', async (tx) => {
       await tx.query("INSERT INTO sandbox_charges (id, idempotency_key, order_id, amount, currency, token, status) VALUES ('sch_planted', 'planted', $1, 700, 'EUR', 'tok_ok', 'succeeded')", [paidOrder]);
     }],
   ];
+
+  it('runs a check of the sandbox processor\'s books only with the sandbox provider, and says why it skipped it', async () => {
+    const { database } = env();
+    const sandboxCheck = 'what the processor charged equals what the ledger captured (sandbox provider)';
+    await assert.rejects(database.db.transaction(async (tx) => {
+      await plants.find(([name]) => name === sandboxCheck)![1](tx);
+      assert.equal((await runAudit(tx, { paymentProvider: 'sandbox' })).ok, false);
+      const underStripe = await runAudit(tx, { paymentProvider: 'stripe' });
+      assert.equal(underStripe.ok, true);
+      const skipped = underStripe.checks.filter((c) => c.skipped);
+      assert.deepEqual(skipped.map((c) => [c.name, c.ok, c.violations]), [[sandboxCheck, true, []]]);
+      assert.match(skipped[0]!.skipped!, /sandbox.*stripe/);
+      throw new Rollback();
+    }), Rollback);
+  });
 
   for (const [name, plant] of plants) {
     it(`finds a planted violation: ${name}`, async () => {
       const { database } = env();
       await assert.rejects(database.db.transaction(async (tx) => {
         await plant(tx);
-        const result = await runAudit(tx);
+        const result = await runAudit(tx, { paymentProvider: 'sandbox' });
         const failed = result.checks.filter((c) => !c.ok).map((c) => c.name);
         assert.equal(result.ok, false);
         assert.ok(failed.includes(name), `expected "${name}" to fail; failed: ${failed.join('; ')}`);
@@ -73,7 +98,7 @@ forEachEngine('the audit', (env) => {
         assert.ok(check.violations.length > 0);
         throw new Rollback();
       }), Rollback);
-      assert.equal((await runAudit(database.db)).ok, true, 'the planted violation is gone again');
+      assert.equal((await runAudit(database.db, { paymentProvider: 'sandbox' })).ok, true, 'the planted violation is gone again');
     });
   }
 });

@@ -3,6 +3,9 @@ import assert from 'node:assert/strict';
 import { forEachEngine } from './support/app.ts';
 import { endpoints } from '../src/client.ts';
 import { assertStockExplained } from './support/stock.ts';
+import { maxOnHand } from '../src/modules/catalog/schemas.ts';
+import { chargeOnce } from '../src/modules/payments/service.ts';
+import { createSandboxProvider } from '../src/modules/payments/providers/sandbox.ts';
 
 forEachEngine('catalog and inventory', (env) => {
   it('lets staff create a product with variants; anyone can read it with what is available', async () => {
@@ -103,6 +106,46 @@ forEachEngine('catalog and inventory', (env) => {
     assert.equal(unknown.status, 404);
     const zero = await client.call(endpoints.adjustStock, { token: adminToken, idempotencyKey: 'adj-zero', params: { sku: 'TEE-M' }, body: { delta: 0, reason: 'x' } });
     assert.equal(zero.status, 400);
+  });
+
+  it('keeps onHand within its bound: more stock is 400, an adjustment past it 422, and none overflows the column', async () => {
+    const { client, adminToken, database } = env();
+    const created = await client.call(endpoints.createProduct, { token: adminToken, body: { name: 'Too many', variants: [{ sku: 'BULK-X', price: { amount: 1, currency: 'EUR' }, stock: maxOnHand + 1 }] } });
+    assert.equal(created.status, 400);
+    await env().product([{ sku: 'BULK', stock: maxOnHand }]);
+    const adjust = (n: number, delta: number) => client.call(endpoints.adjustStock, { token: adminToken, idempotencyKey: `bulk-${n}`, params: { sku: 'BULK' }, body: { delta, reason: 'count' } });
+    assert.equal((await adjust(1, maxOnHand + 1)).status, 400);
+    // The finding: stock of 1e9 plus adjustments of 1e9 ran past 2^31 - 1, a 500 "integer out of range".
+    for (const [n, delta] of [[2, 1], [3, maxOnHand], [4, maxOnHand]] as const) {
+      const over = await adjust(n, delta);
+      assert.equal(over.status, 422, JSON.stringify(over.body));
+      assert.equal(over.body.code, 'limit_exceeded');
+      assert.deepEqual(over.body.errors, [{ path: '/delta', message: 'at most 0 allowed' }]);
+    }
+    assert.deepEqual((await adjust(5, -maxOnHand)).body, { sku: 'BULK', onHand: 0, reserved: 0, available: 0 });
+    assert.equal((await adjust(6, maxOnHand)).status, 201);
+    assert.equal((await adjust(7, 1)).status, 422);
+    assert.deepEqual(await client.ok(endpoints.getStock, { token: adminToken, params: { sku: 'BULK' } }), { sku: 'BULK', onHand: maxOnHand, reserved: 0, available: maxOnHand });
+    await assertStockExplained(database.db);
+  });
+
+  it('a change that would still take a stock column past its range answers 422, not 500', async () => {
+    const { client, database } = env();
+    await env().product([{ sku: 'EDGE', stock: 10 }]);
+    const c = await env().customer();
+    const order = await client.ok(endpoints.placeOrder, { token: c.token, idempotencyKey: 'edge-order', body: { lines: [{ sku: 'EDGE', quantity: 5 }], payment: { method: 'card', token: 'tok_ok' } } });
+    const [payment] = await database.db.query<{ id: string }>('SELECT id FROM payments WHERE order_id = $1', [order.id]);
+    await chargeOnce(database.db, createSandboxProvider(database.db), payment!.id);
+    // At the very top of the column (as many cancelled sales could bring it): returning the 5
+    // units of the paid order would pass 2^31 - 1.
+    await database.db.query(`UPDATE stock_levels SET on_hand = 2147483647 WHERE sku = 'EDGE'`);
+    await database.db.query(`INSERT INTO stock_movements (sku, kind, on_hand_delta, reserved_delta, reason) VALUES ('EDGE', 'adjustment', 2147483642, 0, 'planted')`);
+    const cancel = await client.call(endpoints.cancelOrder, { token: c.token, idempotencyKey: 'edge-cancel', params: { id: order.id } });
+    assert.equal(cancel.status, 422);
+    assert.equal(cancel.body.code, 'limit_exceeded');
+    assert.doesNotMatch(JSON.stringify(cancel.body), /integer|out of range/);
+    assert.equal((await client.ok(endpoints.getOrder, { token: c.token, params: { id: order.id } })).status, 'paid', 'nothing changed');
+    await assertStockExplained(database.db);
   });
 
   it('refuses negative stock in the database itself, whatever the code does', async () => {

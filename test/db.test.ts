@@ -36,7 +36,33 @@ it('a lost database connection answers 503 unavailable with Retry-After, not a b
   assert.equal(toProblem(new Error('something else'), log).body.status, 500);
 });
 
+it('a number a column cannot hold (22003) answers 422 limit_exceeded, not a 500 with the database\'s words', async () => {
+  const { toProblem } = await import('../src/platform/http.ts');
+  const log = { warn: () => {}, error: () => {} } as never;
+  const { body } = toProblem(Object.assign(new Error('integer out of range'), { code: '22003' }), log);
+  assert.equal(body.status, 422);
+  assert.equal(body.code, 'limit_exceeded');
+  assert.doesNotMatch(JSON.stringify(body), /integer out of range/);
+});
+
 for (const engine of engines()) {
+  it(`[${engine}] int8 arrives as an exact number; one beyond 2^53 is refused, never rounded`, async () => {
+    const database = await freshDatabase(engine, 2);
+    try {
+      const { db } = database;
+      assert.deepEqual(
+        await db.query('SELECT 9007199254740991::int8 AS max, (-9007199254740991)::int8 AS min, count(*) AS n FROM (VALUES (1), (2)) v'),
+        [{ max: 9007199254740991, min: -9007199254740991, n: 2 }],
+      );
+      // pg's default would round 2^53 + 1 to 2^53; PGlite's would answer a BigInt.
+      await assert.rejects(db.query('SELECT 9007199254740993::int8 AS n'), /beyond what a JavaScript number holds exactly/);
+      await assert.rejects(db.transaction((tx) => tx.query('SELECT $1::int8 AS n', ['9007199254740992'])), /beyond what a JavaScript number holds exactly/);
+      assert.deepEqual(await db.query('SELECT 1::int8 AS n'), [{ n: 1 }], 'the connection is usable after the refusal');
+    } finally {
+      await database.drop();
+    }
+  });
+
   it(`[${engine}] afterCommit runs once the transaction is durable, and never after a rollback`, async () => {
     const database = await freshDatabase(engine, 2);
     try {

@@ -1,4 +1,4 @@
-import { it } from 'node:test';
+import { it, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { EventEmitter } from 'node:events';
 import type { FastifyInstance } from 'fastify';
@@ -58,6 +58,58 @@ async function eventIdOfMessage(db: Db, messageId: string): Promise<string> {
 async function presenceOf(db: Db, userId: string): Promise<number> {
   const [row] = await db.query<{ n: number }>('SELECT count(*)::int AS n FROM event_stream_connections WHERE user_id = $1', [userId]);
   return row!.n;
+}
+
+/** A sink in memory, for a hub driven directly: it keeps what was written; `reads: false` makes it a client that never reads. */
+function memorySink(options: { reads: boolean } = { reads: true }) {
+  const sink = new EventEmitter() as EventEmitter & StreamSink & { text: string; buffered: number; destroyed: boolean };
+  sink.text = '';
+  sink.buffered = 0;
+  sink.destroyed = false;
+  Object.defineProperty(sink, 'writableLength', { get: () => sink.buffered });
+  sink.write = (chunk: string) => {
+    sink.text += chunk;
+    if (options.reads) return true;
+    sink.buffered += Buffer.byteLength(chunk);
+    return false;
+  };
+  sink.end = () => { sink.emit('close'); };
+  sink.destroy = () => { sink.destroyed = true; sink.emit('close'); };
+  return sink;
+}
+
+/** The frames a sink received, as "<event> <id>" (no id: just the event), comments left out. */
+function framesOf(text: string): string[] {
+  return text.split('\n\n').flatMap((frame) => {
+    const event = /^event: (.*)$/m.exec(frame)?.[1];
+    if (!event) return [];
+    const id = /^id: (.*)$/m.exec(frame)?.[1];
+    return [id ? `${event} ${id}` : event];
+  });
+}
+
+/**
+ * The database as an event hub sees it, counting the hub's reads of the outbox (its one query per
+ * wake-up, told apart by its text) and whether the last one found events still waiting above the
+ * horizon. A test waits on these instead of waiting "long enough" for the hub to have read.
+ */
+function watchOutboxReads(db: Db) {
+  const reads = { started: 0, finished: 0, lastWaiting: false };
+  const watched: Db = {
+    ...db,
+    query: async <T>(text: string, params?: readonly unknown[]): Promise<T[]> => {
+      if (!text.includes('AS waiting')) return db.query<T>(text, params);
+      reads.started++;
+      try {
+        const rows = await db.query<T & { waiting: boolean }>(text, params);
+        reads.lastWaiting = rows[0]?.waiting === true;
+        return rows;
+      } finally {
+        reads.finished++;
+      }
+    },
+  };
+  return { db: watched, reads };
 }
 
 forEachEngine('the live event stream (GET /v1/events)', (env) => {
@@ -239,13 +291,7 @@ forEachEngine('the live event stream (GET /v1/events)', (env) => {
 
   it('drops a client that does not read instead of buffering for it', async () => {
     const e = env();
-    const sink = new EventEmitter() as EventEmitter & StreamSink & { buffered: number; destroyed: boolean };
-    sink.buffered = 0;
-    sink.destroyed = false;
-    Object.defineProperty(sink, 'writableLength', { get: () => sink.buffered });
-    sink.write = (chunk: string) => { sink.buffered += Buffer.byteLength(chunk); return false; };
-    sink.end = () => { sink.emit('close'); };
-    sink.destroy = () => { sink.destroyed = true; sink.emit('close'); };
+    const sink = memorySink({ reads: false });
     const hub = createEventHub(e.database.db, {
       heartbeatSeconds: 60, retentionHours: 24, listen: listenerFor(e.database.db, undefined), pollIntervalMs: 50, maxBufferedBytes: 20_000,
     });
@@ -267,30 +313,38 @@ forEachEngine('the live event stream (GET /v1/events)', (env) => {
     const e = env();
     if (e.engine !== 'postgres') return t.skip('concurrent transactions need PostgreSQL');
     const alice = await e.customer();
-    const s = track(await stream(await url(), alice.token));
-    let release!: () => void;
-    const gate = new Promise<void>((resolve) => { release = resolve; });
-    let started!: (id: string) => void;
-    const slowId = new Promise<string>((resolve) => { started = resolve; });
-    const slow = e.database.db.transaction(async (tx) => {
-      started((await publishEvent(tx, 'test.slow', {}, [alice.id])).id);
-      await gate;
-    });
+    // An app whose hub's reads of the outbox the test can count.
+    const watched = watchOutboxReads(e.database.db);
+    const app = await buildApp(e.config, watched.db, quiet);
     try {
-      const slowEvent = await slowId;
-      const fast = await e.database.db.transaction((tx) => publishEvent(tx, 'test.fast', {}, [alice.id]));
-      assert.ok(slowEvent < fast.id, 'the slow event has the smaller id');
-      // Time for the hub to read the outbox a few times over (it polls every 250 ms here): the
-      // committed event must still wait, or the slow one would arrive after it, id order broken.
-      await new Promise((resolve) => setTimeout(resolve, 1500));
-      assert.deepEqual(s.reader.events.map((x) => x.event), ['ready'], 'nothing overtakes a transaction still running');
+      const s = await stream(await app.listen({ port: 0, host: '127.0.0.1' }), alice.token);
+      let release!: () => void;
+      const gate = new Promise<void>((resolve) => { release = resolve; });
+      let started!: (id: string) => void;
+      const slowId = new Promise<string>((resolve) => { started = resolve; });
+      const slow = e.database.db.transaction(async (tx) => {
+        started((await publishEvent(tx, 'test.slow', {}, [alice.id])).id);
+        await gate;
+      });
+      try {
+        const slowEvent = await slowId;
+        const fast = await e.database.db.transaction((tx) => publishEvent(tx, 'test.fast', {}, [alice.id]));
+        assert.ok(slowEvent < fast.id, 'the slow event has the smaller id');
+        // Two reads that began after the fast event committed (a read in flight then may finish
+        // first; the next begins after it): the hub has seen the committed event, and held it back.
+        const seen = watched.reads.finished + 2;
+        await waitFor('the hub to read the outbox twice since', async () => (watched.reads.finished >= seen ? true : undefined));
+        assert.deepEqual(s.reader.events.map((x) => x.event), ['ready'], 'nothing overtakes a transaction still running');
+      } finally {
+        release();
+        await slow;
+      }
+      await s.reader.next(isType('test.fast'));
+      assert.deepEqual(s.reader.events.map((x) => x.event), ['ready', 'test.slow', 'test.fast']);
+      s.reader.close();
     } finally {
-      release();
-      await slow;
+      await app.close();
     }
-    await s.reader.next(isType('test.fast'));
-    assert.deepEqual(s.reader.events.map((x) => x.event), ['ready', 'test.slow', 'test.fast']);
-    s.reader.close();
   });
 
   it('on PostgreSQL, a message posted to one app instance reaches a stream on another', async (t) => {
@@ -324,6 +378,133 @@ forEachEngine('the live event stream (GET /v1/events)', (env) => {
     } finally {
       await app2?.close();
       await db2.close();
+    }
+  });
+
+  it("the ready frame's id is the newest of the user's own events, never another user's; none when the user has none", async () => {
+    const e = env();
+    const alice = await e.customer();
+    const bob = await e.customer();
+    const carol = await e.customer();
+    const hers = await e.database.db.transaction((tx) => publishEvent(tx, 'test.hers', {}, [alice.id]));
+    const his = await e.database.db.transaction((tx) => publishEvent(tx, 'test.his', {}, [bob.id]));
+    await settled(e.database.db, his.id);
+    for (const [user, expected] of [[alice, hers.id], [bob, his.id], [carol, undefined]] as const) {
+      const reader = await openEventStream(`${await url()}/v1/events`, { authorization: `Bearer ${user.token}` });
+      readers.push(reader);
+      assert.equal((await reader.next((x) => x.event === 'ready')).id, expected);
+      reader.close();
+    }
+  });
+
+  it('HEAD /v1/events answers the stream\'s headers, without a body, and ends', async () => {
+    const e = env();
+    const alice = await e.customer();
+    // Bounded, so that a HEAD that never ends fails here instead of hanging the suite.
+    const res = await fetch(`${await url()}/v1/events`, { method: 'HEAD', headers: { authorization: `Bearer ${alice.token}` }, signal: AbortSignal.timeout(15_000) });
+    assert.equal(res.status, 200);
+    assert.match(String(res.headers.get('content-type')), /^text\/event-stream/);
+    assert.equal(await res.text(), '');
+    assert.equal(await presenceOf(e.database.db, alice.id), 0, 'no stream was opened');
+    assert.equal((await fetch(`${await url()}/v1/events`, { method: 'HEAD', signal: AbortSignal.timeout(15_000) })).status, 401);
+  });
+
+  describe('limits: EVENT_STREAM_MAX_PER_USER=2, EVENT_STREAM_MAX_PER_PROCESS=4', () => {
+    let limited: FastifyInstance | undefined;
+    let base2: string;
+    before(async () => {
+      const e = env();
+      const config = loadConfig({ ...testEnv, ...(e.database.url ? { DATABASE_URL: e.database.url } : {}), EVENT_STREAM_MAX_PER_USER: '2', EVENT_STREAM_MAX_PER_PROCESS: '4' });
+      limited = await buildApp(config, e.database.db, quiet);
+      base2 = await limited.listen({ port: 0, host: '127.0.0.1' });
+    });
+    after(async () => { await limited?.close(); });
+
+    const refusal = async (token: string, method = 'GET') => {
+      const res = await fetch(`${base2}/v1/events`, { method, headers: { authorization: `Bearer ${token}` } });
+      assert.equal(res.status, 429);
+      assert.match(String(res.headers.get('content-type')), /^application\/problem\+json/);
+      assert.equal(res.headers.get('retry-after'), '10');
+      return method === 'HEAD' ? undefined : (await res.json()) as { code: string; detail: string };
+    };
+
+    it("a user's third stream gets 429 rate_limited with Retry-After while another user still connects; closing one frees a place; the process's fifth gets 429 too", async () => {
+      const e = env();
+      const [alice, bob, carol, dave] = await e.customers(4);
+      const a1 = track(await stream(base2, alice!.token));
+      const a2 = track(await stream(base2, alice!.token));
+      const third = await refusal(alice!.token);
+      assert.equal(third!.code, 'rate_limited');
+      assert.match(third!.detail, /You have 2 live event streams open/);
+      await refusal(alice!.token, 'HEAD');
+      const b1 = track(await stream(base2, bob!.token));
+
+      a1.reader.close();
+      await waitFor("alice's closed stream to be gone", async () => ((await presenceOf(e.database.db, alice!.id)) === 1 ? true : undefined));
+      const a3 = track(await stream(base2, alice!.token));
+
+      const c1 = track(await stream(base2, carol!.token)); // the fourth stream of the process
+      const fifth = await refusal(dave!.token);
+      assert.match(fifth!.detail, /This server holds as many live event streams as it may/);
+      c1.reader.close();
+      await waitFor("carol's stream to be gone", async () => ((await presenceOf(e.database.db, carol!.id)) === 0 ? true : undefined));
+      const d1 = track(await stream(base2, dave!.token));
+      for (const x of [a2, a3, b1, d1]) x.reader.close();
+      await waitFor('every stream to be gone', async () => {
+        const [row] = await e.database.db.query<{ n: number }>('SELECT count(*)::int AS n FROM event_stream_connections WHERE user_id = ANY($1)', [[alice!.id, bob!.id, dave!.id]]);
+        return row!.n === 0 ? true : undefined;
+      });
+    });
+
+    it("a user's streams opened all at once cannot all pass the limit: 2 of 20 are admitted", async () => {
+      const e = env();
+      const [erin] = await e.customers(1);
+      const opened = await Promise.all(Array.from({ length: 20 }, () => openEventStream(`${base2}/v1/events`, { authorization: `Bearer ${erin!.token}` })));
+      readers.push(...opened);
+      assert.deepEqual(opened.map((r) => r.status).sort(), [...Array(2).fill(200), ...Array(18).fill(429)]);
+      for (const r of opened) r.close();
+    });
+  });
+
+  it('a stream that joins while the hub lags behind the horizon gets each event once: replayed or live, never both, none skipped', async () => {
+    const e = env();
+    const watched = watchOutboxReads(e.database.db);
+    // Wake-ups come only when the test says so (no listener, and a poll that never comes), so the
+    // hub reads the outbox only when a stream joins or the test wakes it.
+    let wakeHub = () => {};
+    const hub = createEventHub(watched.db, {
+      heartbeatSeconds: 3600, retentionHours: 24, pollIntervalMs: 3_600_000,
+      listen: async (onNotify) => { wakeHub = onNotify; return async () => {}; },
+    });
+    const watcher = `usr_watcher${Date.now()}`;
+    const reader = `usr_reader${Date.now()}`;
+    const publish = (userId: string, n: number) => e.database.db.transaction((tx) => publishEvent(tx, 'test.n', { n }, [userId]));
+    try {
+      const seenBefore = await publish(reader, 0);
+      // Another user's stream keeps the hub's position; once its read is done and found nothing
+      // waiting, the hub sits still until woken.
+      await hub.open(memorySink(), { userId: watcher, keys: [watcher] });
+      await waitFor('the hub to be idle', async () => (watched.reads.finished >= 1 && watched.reads.started === watched.reads.finished && !watched.reads.lastWaiting ? true : undefined));
+      const readsBefore = watched.reads.started;
+      // Committed after the hub's last read: the hub is behind them when the reader joins.
+      const missed = [await publish(reader, 1), await publish(reader, 2), await publish(reader, 3)];
+      await settled(e.database.db, missed[2]!.id);
+      assert.equal(watched.reads.started, readsBefore, 'the hub has not read them');
+
+      const sink = memorySink();
+      await hub.open(sink, { userId: reader, keys: [reader] }, seenBefore.id);
+      // The hub now reads from its old position: the three events again, which this stream's
+      // replay has sent already. Then one more, live.
+      await waitFor('the hub to catch up', async () => (watched.reads.finished > readsBefore && !watched.reads.lastWaiting ? true : undefined));
+      const live = await publish(reader, 4);
+      await settled(e.database.db, live.id);
+      wakeHub();
+      await waitFor('the live event', async () => (sink.text.includes(live.id) ? true : undefined));
+      const frames = framesOf(sink.text);
+      assert.deepEqual(frames.slice(0, 4), [...missed.map((m) => `test.n ${m.id}`), `ready ${missed[2]!.id}`]);
+      assert.deepEqual(frames, [...missed.map((m) => `test.n ${m.id}`), `ready ${missed[2]!.id}`, `test.n ${live.id}`], 'each event once, in order');
+    } finally {
+      await hub.close();
     }
   });
 

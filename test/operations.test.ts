@@ -1,6 +1,11 @@
 import { it } from 'node:test';
 import assert from 'node:assert/strict';
 import { forEachEngine } from './support/app.ts';
+import { freshDatabase } from './support/database.ts';
+import { buildApp } from '../src/app.ts';
+import type { Db } from '../src/platform/db.ts';
+
+const quiet = { logStream: { write: () => {} } };
 
 forEachEngine('operations endpoints', (env) => {
   it('healthz says the process is alive', async () => {
@@ -20,6 +25,44 @@ forEachEngine('operations endpoints', (env) => {
       assert.equal(res.json().code, 'unavailable');
     } finally {
       await database.db.query('INSERT INTO schema_migrations (version, name) VALUES ($1, $2)', [last!.version, last!.name]);
+    }
+  });
+
+  // Liveness fails only where a restart is the cure: the embedded database lives in the process. A
+  // PostgreSQL that is down is not cured by restarting every API process.
+  const livenessWhenBroken = (engine: string) => (engine === 'pglite' ? 503 : 200);
+
+  it('when every query fails, readiness answers 503, and liveness too on the embedded database', async () => {
+    const { engine, database, config } = env();
+    // As a PGlite that had run out of file descriptors: every query failed until a restart.
+    const fail = async (): Promise<never> => { throw new Error('could not open file "base/5/1259": Too many open files'); };
+    const broken: Db = { ...database.db, query: fail, exec: fail, transaction: fail };
+    const app = await buildApp(config, broken, quiet);
+    try {
+      const ready = await app.inject({ method: 'GET', url: '/readyz' });
+      assert.equal(ready.statusCode, 503);
+      assert.equal(ready.json().code, 'unavailable');
+      const live = await app.inject({ method: 'GET', url: '/healthz' });
+      assert.equal(live.statusCode, livenessWhenBroken(engine));
+      if (live.statusCode === 503) assert.match(live.json().detail, /restart/);
+    } finally {
+      await app.close();
+    }
+  });
+
+  it('a closed database (an embedded one, or a pool) makes readiness fail, and liveness on the embedded one', async () => {
+    const { engine, config } = env();
+    const database = await freshDatabase(engine);
+    const app = await buildApp(config, database.db, quiet);
+    try {
+      assert.equal((await app.inject({ method: 'GET', url: '/readyz' })).statusCode, 200);
+      assert.equal((await app.inject({ method: 'GET', url: '/healthz' })).statusCode, 200);
+      await database.db.close();
+      assert.equal((await app.inject({ method: 'GET', url: '/readyz' })).statusCode, 503);
+      assert.equal((await app.inject({ method: 'GET', url: '/healthz' })).statusCode, livenessWhenBroken(engine));
+    } finally {
+      await app.close();
+      await database.drop().catch(() => {});
     }
   });
 

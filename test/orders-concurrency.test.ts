@@ -1,9 +1,10 @@
 // Real concurrency: many requests in flight at once through the real app, against a pool of real
 // PostgreSQL connections (on PGlite the same requests are serialized by its single connection, and
 // the same invariants must hold).
-import { it } from 'node:test';
+import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { forEachEngine } from './support/app.ts';
+import { forEachEngine, startTestEnv, type TestEnv } from './support/app.ts';
+import { postgresUrl } from './support/database.ts';
 import { endpoints } from '../src/client.ts';
 import { assertStockExplained } from './support/stock.ts';
 
@@ -85,6 +86,58 @@ forEachEngine('orders under concurrency', (env) => {
     const lateOk = outcomes.slice(60).filter((r) => r.status === 201).length;
     const level = await client.ok(endpoints.getStock, { token: adminToken, params: { sku: 'CHURN' } });
     assert.equal(level.reserved, lateOk);
+    await assertStockExplained(database.db);
+  });
+});
+
+// The suites above place one order transaction at a time (ORDER_BATCH_CONCURRENCY defaults to 1), so
+// the stock row locks never meet a second placing transaction. Here eight run at once on a pool of
+// real PostgreSQL connections (PGlite, one connection, cannot run two).
+describe('orders placed by concurrent transactions [postgres]', { skip: postgresUrl ? false : 'needs TEST_DATABASE_URL' }, () => {
+  let env: TestEnv;
+  before(async () => { env = await startTestEnv('postgres', { ORDER_BATCH_CONCURRENCY: '8' }); });
+  after(async () => { await env?.close(); });
+
+  it('many buyers of a few units across several SKUs, multi-line orders in both SKU orders: no oversell, every acknowledged order kept', async () => {
+    const { client, customers, database } = env;
+    const stock: Record<string, number> = { 'OS-A': 7, 'OS-B': 5, 'OS-C': 6, 'OS-D': 4 };
+    await env.product(Object.entries(stock).map(([sku, n]) => ({ sku, stock: n })));
+    // Each shape names its SKUs in a different order; some take two units of one.
+    const shapes = [
+      [['OS-A', 1], ['OS-B', 1]],
+      [['OS-B', 1], ['OS-A', 1]],
+      [['OS-C', 2], ['OS-D', 1]],
+      [['OS-D', 1], ['OS-C', 1], ['OS-A', 1]],
+      [['OS-B', 2]],
+      [['OS-D', 1], ['OS-B', 1]],
+    ] as const;
+    const buyers = await customers(240);
+    const requests = buyers.map((b, i) => ({ token: b.token, lines: shapes[i % shapes.length]!.map(([sku, quantity]) => ({ sku, quantity })) }));
+    const results = await Promise.all(requests.map((r, i) => client.call(endpoints.placeOrder, {
+      token: r.token, idempotencyKey: `oversell-${i}`, body: { lines: r.lines, payment: card },
+    })));
+
+    // Every answer is an order or a clean refusal: a lost race is never a fault.
+    assert.deepEqual(results.filter((r) => r.status !== 201 && !(r.status === 409 && (r.body as { code: string }).code === 'out_of_stock')).map((r) => [r.status, r.body]), []);
+    const placed = results.flatMap((r) => (r.ok ? [r.body] : []));
+    assert.ok(placed.length > 0);
+
+    // Every acknowledged order is there, as answered, with its payment; and nothing else is.
+    const rows = await database.db.query<{ id: string; status: string; lines: string; payments: number }>(
+      `SELECT o.id, o.status, (SELECT string_agg(sku || ':' || quantity, ',' ORDER BY line_no) FROM order_lines WHERE order_id = o.id) AS lines,
+              (SELECT count(*)::int FROM payments WHERE order_id = o.id) AS payments
+         FROM orders o WHERE o.id IN (SELECT order_id FROM order_lines WHERE sku LIKE 'OS-%') ORDER BY o.id`,
+    );
+    assert.deepEqual(rows, placed.map((o) => ({ id: o.id, status: 'pending_payment', lines: o.lines.map((l) => `${l.sku}:${l.quantity}`).join(','), payments: 1 })).sort((a, b) => (a.id < b.id ? -1 : 1)));
+
+    // No SKU sold more than it had; what is reserved is exactly what the acknowledged orders took.
+    const levels = await database.db.query<{ sku: string; on_hand: number; reserved: number }>("SELECT sku, on_hand, reserved FROM stock_levels WHERE sku LIKE 'OS-%' ORDER BY sku");
+    for (const level of levels) {
+      const taken = placed.flatMap((o) => o.lines).filter((l) => l.sku === level.sku).reduce((sum, l) => sum + l.quantity, 0);
+      assert.deepEqual(level, { sku: level.sku, on_hand: stock[level.sku], reserved: taken });
+      assert.ok(taken <= stock[level.sku]!, `${level.sku} oversold`);
+    }
+    assert.ok(levels.some((l) => l.reserved === l.on_hand), 'the buyers ran some SKU out: the race was real');
     await assertStockExplained(database.db);
   });
 });

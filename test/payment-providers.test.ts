@@ -4,7 +4,7 @@ import Fastify, { type FastifyInstance } from 'fastify';
 import { engines, freshDatabase, type TestDatabase } from './support/database.ts';
 import { startFakeStripe, type FakeStripe } from './support/fake-stripe.ts';
 import { createSandboxProvider } from '../src/modules/payments/providers/sandbox.ts';
-import { createStripeProvider } from '../src/modules/payments/providers/stripe.ts';
+import { createStripeProvider, maxResponseBytes } from '../src/modules/payments/providers/stripe.ts';
 import type { ChargeRequest, PaymentProvider, ProviderResult } from '../src/modules/payments/providers/provider.ts';
 import { sandboxRoutes } from '../src/modules/payments/sandbox-routes.ts';
 import { registerHttpPlatform } from '../src/platform/http.ts';
@@ -47,7 +47,9 @@ for (const engine of engines()) {
 
     it('tok_ok succeeds and records exactly one charge of that amount, whose id is the providerRef', async () => {
       const request = chargeOf('tok_ok');
-      const ref = refOf(await sandbox.charge(request));
+      const result = await sandbox.charge(request);
+      const ref = refOf(result);
+      assert.deepEqual(result, { status: 'succeeded', providerRef: ref, charged: request.amount, orderId: request.orderId }, 'it says what it charged, for which order');
       const rows = await rowsFor(request.idempotencyKey);
       assert.equal(rows.length, 1);
       assert.deepEqual({ ...rows[0] }, { id: ref, status: 'succeeded', attempts: 1, amount: 1999, currency: 'EUR', order_id: request.orderId, refunded_amount: 0 });
@@ -338,9 +340,37 @@ describe('Stripe adapter against a local fake of Stripe', () => {
     const request = chargeOf('pm_card_visa');
     fake.declineNext();
     const result = await stripe.charge(request);
-    assert.deepEqual(result, { status: 'declined', reason: 'insufficient_funds' });
+    assert.deepEqual(result, { status: 'declined', reason: 'insufficient_funds', detail: 'Your card has insufficient funds.' });
     assert.deepEqual(await stripe.charge(request), result);
     assert.equal(intentsFor(request.orderId).filter((i) => i.status === 'succeeded').length, 0);
+  });
+
+  it('a success says what Stripe reports it charged and for which order, even when that is not what was asked', async () => {
+    const request = chargeOf('pm_card_visa', newKey('stripe-told'), 4999);
+    const told = await stripe.charge(request);
+    assert.deepEqual(told, { status: 'succeeded', providerRef: refOf(told), charged: { amount: 4999, currency: 'EUR' }, orderId: request.orderId });
+    fake.tamperNext({ amount: 1, currency: 'usd', metadata: {} });
+    const tampered = chargeOf('pm_card_visa', newKey('stripe-tampered'), 4999);
+    const result = await stripe.charge(tampered);
+    assert.equal(result.status, 'succeeded');
+    assert.deepEqual({ charged: (result as { charged: unknown }).charged, orderId: (result as { orderId: unknown }).orderId }, { charged: { amount: 1, currency: 'USD' }, orderId: null });
+  });
+
+  it(`refuses to read an answer over ${maxResponseBytes} bytes: the outcome is unknown (retryable), and the retry with the key reads the stored one`, async () => {
+    const request = chargeOf('pm_card_visa');
+    fake.hugeNext(maxResponseBytes);
+    const first = await stripe.charge(request);
+    assert.equal(first.status, 'retryable');
+    assert.match((first as { reason: string }).reason, /larger than/);
+    refOf(await stripe.charge(request));
+    assert.equal(intentsFor(request.orderId).length, 1);
+  });
+
+  it("keeps Stripe's words out of a decline's reason (they go in its detail): a code passes only when it is a plain identifier", async () => {
+    fake.errorNext(402, { type: 'card_error', code: 'card_declined', decline_code: '<b>no</b>', message: '<script>x</script>' });
+    assert.deepEqual(await stripe.charge(chargeOf('pm_card_visa')), { status: 'declined', reason: 'card_declined', detail: '<script>x</script>' });
+    fake.errorNext(400, { type: 'invalid_request_error', code: 'amount_too_small', message: 'Amount must be at least <i>50</i> cents' });
+    assert.deepEqual(await stripe.charge(chargeOf('pm_card_visa')), { status: 'declined', reason: 'refused_by_processor: amount_too_small', detail: 'Amount must be at least <i>50</i> cents' });
   });
 
   it('a 500 is retryable, is not retried by the package, and the retry with the key charges once', async () => {

@@ -5,7 +5,8 @@ import { endpoints } from '../src/client.ts';
 import { assertStockExplained } from './support/stock.ts';
 import { waitFor } from './support/wait.ts';
 import { runAudit } from '../src/modules/ledger/audit.ts';
-import { chargeMany, chargeOnce } from '../src/modules/payments/service.ts';
+import { chargeMany, chargeOnce, refundOnce } from '../src/modules/payments/service.ts';
+import type { PaymentProvider } from '../src/modules/payments/providers/provider.ts';
 import type { Db, Tx } from '../src/platform/db.ts';
 import { createSandboxProvider } from '../src/modules/payments/providers/sandbox.ts';
 import { expireUnpaidOrders } from '../src/modules/orders/service.ts';
@@ -25,7 +26,7 @@ async function settled(env: TestEnv, customerToken: string, orderId: string, sta
 }
 
 async function assertBooksBalance(env: TestEnv) {
-  const audit = await runAudit(env.database.db);
+  const audit = await runAudit(env.database.db, env.config);
   assert.deepEqual(audit.checks.filter((c) => !c.ok), [], 'the audit passes');
   await assertStockExplained(env.database.db);
 }
@@ -163,7 +164,7 @@ forEachEngine('a charge job delivered twice', (env) => {
     const charges = await sandboxChargesFor(e, o.id);
     assert.equal(charges.length, 1);
     assert.equal((await e.database.db.query("SELECT 1 FROM ledger_transactions WHERE order_id = $1 AND kind = 'capture'", [o.id])).length, 1);
-    assert.equal((await runAudit(e.database.db)).ok, true);
+    assert.equal((await runAudit(e.database.db, e.config)).ok, true);
   });
 });
 
@@ -239,5 +240,119 @@ forEachEngine('charge jobs worked in a batch', (env) => {
     assert.equal((await e.client.ok(endpoints.getOrder, { token: placed[1]!.customer.token, params: { id: placed[1]!.order.id } })).status, 'paid');
     assert.deepEqual((await sandboxChargesFor(e, placed[1]!.order.id)).map((c) => c.status), ['succeeded']);
     await assertBooksBalance(e);
+  });
+});
+
+/** The sandbox, with the charge held at a gate until the test opens it (to shape a race exactly). */
+function gatedProvider(db: Db) {
+  const sandbox = createSandboxProvider(db);
+  let open!: () => void;
+  const gate = new Promise<void>((resolve) => { open = resolve; });
+  let calls = 0;
+  let called!: () => void;
+  const reached = new Promise<void>((resolve) => { called = resolve; });
+  const provider: PaymentProvider = {
+    name: sandbox.name,
+    refund: (r) => sandbox.refund(r),
+    charge: async (r) => {
+      const result = await sandbox.charge(r);
+      calls++;
+      called();
+      await gate;
+      return result;
+    },
+  };
+  return { provider, open, reached, calls: () => calls };
+}
+
+async function paymentRow(e: TestEnv, orderId: string) {
+  const [p] = await e.database.db.query<{ id: string; status: string; review_reason: string | null }>('SELECT id, status, review_reason FROM payments WHERE order_id = $1', [orderId]);
+  return p!;
+}
+
+forEachEngine('recording a charge', (env) => {
+  it('two runs of one charge that both reach the processor record one capture: no second recording, no refund, no flag', async () => {
+    const e = env();
+    await e.product([{ sku: 'REC', stock: 100, amount: 900 }]);
+    const { customer, order: o } = await order(e, 'tok_ok', 'REC');
+    const payment = await paymentRow(e, o.id);
+    // Both runs read the payment as pending and call the processor before either records.
+    const gated = gatedProvider(e.database.db);
+    const runs = [chargeOnce(e.database.db, gated.provider, payment.id), chargeOnce(e.database.db, gated.provider, payment.id)];
+    await waitFor('both runs to call the processor', async () => (gated.calls() === 2 ? true : undefined));
+    gated.open();
+    await Promise.all(runs);
+    assert.equal((await e.client.ok(endpoints.getOrder, { token: customer.token, params: { id: o.id } })).status, 'paid');
+    assert.deepEqual(await paymentRow(e, o.id), { ...payment, status: 'succeeded', review_reason: null });
+    assert.equal((await e.database.db.query('SELECT 1 FROM refunds WHERE payment_id = $1', [payment.id])).length, 0, 'a paid order is never refunded');
+    const [events] = await e.database.db.query<{ n: number }>("SELECT count(*)::int AS n FROM events WHERE type = 'order.paid' AND data->'order'->>'id' = $1", [o.id]);
+    assert.equal(events!.n, 1);
+    await assertBooksBalance(e);
+  });
+
+  for (const state of ['paid', 'fulfilled'] as const) {
+    it(`a capture landing on an order already ${state} is recorded and flagged for an operator, never refunded`, async () => {
+      const e = env();
+      const { customer, order: o } = await order(e, 'tok_ok', 'REC');
+      const payment = await paymentRow(e, o.id);
+      await chargeOnce(e.database.db, createSandboxProvider(e.database.db), payment.id);
+      if (state === 'fulfilled') await e.client.ok(endpoints.fulfilOrder, { token: e.adminToken, params: { id: o.id } });
+      // The books say the payment is still pending (as a lost recording, or a bug, could leave
+      // them): the processor answers the capture again.
+      await e.database.db.query("UPDATE payments SET status = 'pending' WHERE id = $1", [payment.id]);
+      await chargeOnce(e.database.db, createSandboxProvider(e.database.db), payment.id);
+      assert.equal((await e.client.ok(endpoints.getOrder, { token: customer.token, params: { id: o.id } })).status, state);
+      const after = await paymentRow(e, o.id);
+      assert.equal(after.status, 'succeeded');
+      assert.match(after.review_reason ?? '', new RegExp(`captured while its order was ${state}`));
+      assert.equal((await e.database.db.query('SELECT 1 FROM refunds WHERE payment_id = $1', [payment.id])).length, 0, 'no refund');
+      const audit = await runAudit(e.database.db, e.config);
+      assert.deepEqual(audit.checks.filter((c) => !c.ok).map((c) => c.name), ["no payment awaits an operator's review"]);
+      await e.database.db.query('UPDATE payments SET review_reason = NULL WHERE id = $1', [payment.id]);
+    });
+  }
+
+  it('a capture for an order cancelled while the charge was in flight is refunded in full, once', async () => {
+    const e = env();
+    const { customer, order: o } = await order(e, 'tok_ok', 'REC', 2);
+    const payment = await paymentRow(e, o.id);
+    const gated = gatedProvider(e.database.db);
+    const run = chargeOnce(e.database.db, gated.provider, payment.id);
+    await gated.reached;
+    await e.client.ok(endpoints.cancelOrder, { token: customer.token, idempotencyKey: `inflight-${o.id}`, params: { id: o.id } });
+    gated.open();
+    await run;
+    assert.equal((await paymentRow(e, o.id)).review_reason, null);
+    const [refund] = await e.database.db.query<{ id: string }>("SELECT id FROM refunds WHERE payment_id = $1 AND status = 'pending'", [payment.id]);
+    assert.ok(refund, 'a refund is requested');
+    await refundOnce(e.database.db, createSandboxProvider(e.database.db), refund.id);
+    assert.equal((await paymentRow(e, o.id)).status, 'refunded');
+    const [charge] = await sandboxChargesFor(e, o.id);
+    assert.equal(charge!.refunded_amount, charge!.amount);
+    await assertBooksBalance(e);
+  });
+
+  it('a refund the processor confirms for another amount is not recorded as done: no ledger refund, flagged for an operator', async () => {
+    const e = env();
+    const { customer, order: o } = await order(e, 'tok_ok', 'REC');
+    const payment = await paymentRow(e, o.id);
+    const sandbox = createSandboxProvider(e.database.db);
+    await chargeOnce(e.database.db, sandbox, payment.id);
+    await e.client.ok(endpoints.cancelOrder, { token: customer.token, idempotencyKey: `short-refund-${o.id}`, params: { id: o.id } });
+    const [refund] = await e.database.db.query<{ id: string }>('SELECT id FROM refunds WHERE payment_id = $1', [payment.id]);
+    const shortChanging: PaymentProvider = {
+      ...sandbox,
+      refund: async (r) => {
+        const result = await sandbox.refund(r);
+        return result.status === 'succeeded' ? { ...result, refunded: { amount: 1, currency: r.amount.currency } } : result;
+      },
+    };
+    await refundOnce(e.database.db, shortChanging, refund!.id);
+    const [row] = await e.database.db.query<{ status: string; failure: string }>('SELECT status, failure FROM refunds WHERE id = $1', [refund!.id]);
+    assert.deepEqual(row, { status: 'failed', failure: 'refund_unconfirmed' });
+    assert.equal((await paymentRow(e, o.id)).status, 'succeeded');
+    assert.match((await paymentRow(e, o.id)).review_reason ?? '', /refunded .*1 EUR instead of 900 EUR/);
+    assert.equal((await e.database.db.query("SELECT 1 FROM ledger_transactions WHERE payment_id = $1 AND kind = 'refund'", [payment.id])).length, 0);
+    await e.database.db.query('UPDATE payments SET review_reason = NULL WHERE id = $1', [payment.id]);
   });
 });

@@ -15,15 +15,19 @@ import { engines, freshDatabase, type TestDatabase } from './support/database.ts
 import { startTestEnv, type TestEnv } from './support/app.ts';
 import { startWebhookReceiver, type ReceivedRequest, type WebhookReceiver } from './support/webhook-receiver.ts';
 import { publishEvent, type PublishedEvent } from '../src/platform/events.ts';
-import { declareQueues, startQueue, type Queue } from '../src/platform/queue.ts';
+import { declareQueues, startQueue, type Job, type Queue } from '../src/platform/queue.ts';
 import type { Db, Queryable } from '../src/platform/db.ts';
 import { deliver, deliverQueue, dispatchWebhookEvents, registerWebhookWorkers, webhookQueuesFor, type WebhookOptions } from '../src/modules/webhooks/delivery.ts';
-import { createEndpoint as createEndpointRow } from '../src/modules/webhooks/service.ts';
+import { createEndpoint as createEndpointRow, type DeliverJob } from '../src/modules/webhooks/service.ts';
+import type { Resolve } from '../src/modules/webhooks/destination.ts';
 import * as s from '../src/modules/webhooks/schemas.ts';
 
-// Short timeout and backoff, so that a retry comes within seconds; the disabling window stays the
-// default (3 days) and the test moves the failure streak's start back instead of waiting.
-const options: WebhookOptions = { timeoutMs: 500, retryDelaySeconds: 1, retryLimit: 3, concurrency: 4 };
+// A short backoff, so that a retry comes within seconds; the disabling window stays the default
+// (3 days) and the test moves the failure streak's start back instead of waiting. The request
+// timeout stays the default (10 s) too: a short one made an answer that a busy machine was slow to
+// read count as a failure. The receivers listen on 127.0.0.1, hence allowPrivateUrls.
+const options: WebhookOptions = { retryDelaySeconds: 1, retryLimit: 3, concurrency: 4, allowPrivateUrls: true };
+const allowPrivate = { WEBHOOK_ALLOW_PRIVATE_URLS: 'true' };
 
 async function waitFor<T>(what: string, probe: () => Promise<T | undefined | false | null> | T | undefined | false | null, timeoutMs = 30_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
@@ -60,6 +64,13 @@ async function deliveryJobs(db: Queryable): Promise<string[]> {
   return rows.map((r) => r.job);
 }
 
+/** The delivery job made for an event (one endpoint), to run by hand with deliver(). */
+async function deliveryJobOf(db: Queryable, eventId: string): Promise<Job<DeliverJob>> {
+  const [job] = await db.query<{ id: string; data: DeliverJob }>('SELECT id, data FROM pgboss.job WHERE name = $1 AND data->>\'eventId\' = $2', [deliverQueue, eventId]);
+  assert.ok(job, `no delivery job for ${eventId}`);
+  return { id: job.id, name: deliverQueue, data: job.data, attempt: 1, signal: new AbortController().signal };
+}
+
 /** A full garbage collection, on demand (what --expose-gc gives, without the flag). */
 function collectGarbage(): void {
   setFlagsFromString('--expose-gc');
@@ -73,7 +84,7 @@ for (const engine of engines()) {
     const receivers: WebhookReceiver[] = [];
 
     before(async () => {
-      env = await startTestEnv(engine);
+      env = await startTestEnv(engine, allowPrivate);
       const db = env.database.db;
       await declareQueues(db, webhookQueuesFor(options));
       queue = await startQueue(db, { pollingIntervalSeconds: 0.05, maintain: false, runSchedules: false });
@@ -302,9 +313,8 @@ for (const engine of engines()) {
       await r.waitForRequests(1);
       await waitFor('the delivery to succeed', async () => (await deliveriesOf(event.id))[0]?.status === 'succeeded');
       // The same job once more, as the queue may hand it out again (a lease that ran out, say).
-      const [job] = await env.database.db.query<{ id: string; data: { endpointId: string; eventId: string; round: number } }>(
-        'SELECT id, data FROM pgboss.job WHERE name = $1 AND data->>\'eventId\' = $2', [deliverQueue, event.id]);
-      await deliver(env.database.db, { id: job!.id, name: deliverQueue, data: job!.data, attempt: 2, signal: new AbortController().signal }, options);
+      const job = await deliveryJobOf(env.database.db, event.id);
+      await deliver(env.database.db, { ...job, attempt: 2 }, options);
       assert.equal(r.requests.length, 1);
       assert.equal((await attemptsOf(endpoint.id)).length, 1);
     });
@@ -346,22 +356,6 @@ for (const engine of engines()) {
       assert.equal(target.requests.length, 0);
       assert.ok(r.requests.length >= 2);
       assert.ok((await getEndpoint(endpoint.id)).failingSince, 'the failure streak started');
-    });
-
-    it('a receiver that does not answer within the timeout is a failed attempt, retried (garbage collections meanwhile included)', async () => {
-      const r = await receiver();
-      r.hangNext(1);
-      const endpoint = await createEndpoint(r.url, ['order.fulfilled']);
-      // A timeout signal that only the garbage collector holds would never fire: collect often.
-      const collector = setInterval(collectGarbage, 20);
-      const event = await publish('order.fulfilled');
-      const attempts = await waitFor('a timeout, then a success', async () => { const a = await attemptsOf(endpoint.id); return a.length === 2 && a; })
-        .finally(() => clearInterval(collector));
-      assert.deepEqual(
-        attempts.map((a) => [a.attempt, a.succeeded, a.statusCode, a.error]),
-        [[2, true, 200, null], [1, false, null, `no answer within ${options.timeoutMs} ms`]],
-      );
-      assert.deepEqual(r.requests.map((q) => JSON.parse(q.body).id), [event.id, event.id]);
     });
 
     it('an endpoint that keeps failing past the window is disabled with the reason; its deliveries stop; re-enabling clears the reason', async () => {
@@ -454,7 +448,12 @@ for (const engine of engines()) {
         const events = await Promise.all(Array.from({ length: 20 }, (_, i) => publish('order.paid', { order: { id: `ord_${i}` } })));
         await r.waitForRequests(events.length);
         await waitFor('both dispatchers to pass every event', async () => (await Promise.all(events.map((e) => dispatched(db, e.id)))).every(Boolean));
-        await delay(300); // time for a duplicate to show, if there were one
+        // Every event passed, so no delivery can be made any more; once each delivery's job has
+        // completed, no request can come any more either: a duplicate would have arrived by now.
+        await waitFor('every delivery job to complete', async () => {
+          const states = await db.query<{ state: string }>(`SELECT state::text FROM pgboss.job WHERE name = $1 AND data->>'endpointId' = $2`, [deliverQueue, endpoint.id]);
+          return states.length === events.length && states.every((j) => j.state === 'completed');
+        });
         const ids = events.map((e) => e.id).sort();
         assert.deepEqual(r.requests.map((q) => JSON.parse(q.body).id).sort(), ids);
         const rows = await db.query<{ event_id: string }>('SELECT event_id FROM webhook_deliveries WHERE endpoint_id = $1 ORDER BY event_id', [endpoint.id]);
@@ -482,9 +481,12 @@ for (const engine of engines()) {
     });
 
     const publish = (type: string, data: object = {}) => db.transaction((tx) => publishEvent(tx, type, data));
-    const endpoint = async (events: string[]) => (await createEndpointRow(db, { url: 'http://127.0.0.1:9/hooks', events })).id;
+    const endpoint = async (events: string[]) => (await createEndpointRow(db, { url: 'http://127.0.0.1:9/hooks', events }, { allowPrivateUrls: true })).id;
     const deliveries = async () => (await db.query<{ d: string }>(`SELECT endpoint_id || ' ' || event_id AS d FROM webhook_deliveries ORDER BY 1`)).map((r) => r.d);
     const position = async () => (await db.query<{ tx: string; id: string }>('SELECT tx::text AS tx, id FROM webhook_dispatch_cursor'))[0];
+    const jobOf = (eventId: string) => deliveryJobOf(db, eventId);
+    const attemptsOf = async (endpointId: string) => (await db.query<{ attempt: number; succeeded: boolean; status_code: number | null; error: string | null }>(
+      'SELECT attempt, succeeded, status_code, error FROM webhook_delivery_attempts WHERE endpoint_id = $1 ORDER BY id DESC', [endpointId])).map((a) => [a.attempt, a.succeeded, a.status_code, a.error]);
     const positionOf = async (eventId: string) => (await db.query<{ tx: string; id: string }>('SELECT tx::text AS tx, id FROM events WHERE id = $1', [eventId]))[0];
     // On PostgreSQL the horizon is the server's: a transaction of another test file can hold it
     // back for a moment. These wait for it rather than assume it.
@@ -628,10 +630,148 @@ for (const engine of engines()) {
         await db.query('ALTER TABLE IF EXISTS webhook_dispatch_cursor_away RENAME TO webhook_dispatch_cursor');
         await q.stop();
       }
-      // Stopped: a new event is left for the next dispatcher.
+      // Stopped: a new event is left for the next dispatcher. The one run here by hand is the one
+      // that reads it, so the stopped one did not (and cannot any more: the delivery exists once).
+      const reported = errors.length;
       const after = await publish('order.paid');
-      await delay(200);
-      assert.ok(!(await deliveries()).includes(`${all} ${after.id}`));
+      await settled();
+      assert.deepEqual(await dispatchWebhookEvents(db), { events: 1, deliveries: 1 });
+      assert.ok((await deliveries()).includes(`${all} ${after.id}`));
+      assert.equal(errors.length, reported, 'nothing ran after stop()');
+    });
+
+    it('a receiver that does not answer within the timeout is a failed attempt, and the next attempt delivers (garbage collections meanwhile included)', async () => {
+      await drain();
+      const r = await startWebhookReceiver();
+      try {
+        r.hangNext(1);
+        const id = (await createEndpointRow(db, { url: r.url, events: ['order.fulfilled'] }, { allowPrivateUrls: true })).id;
+        const event = await publish('order.fulfilled');
+        await drain();
+        const job = await jobOf(event.id);
+        // A timeout signal that only the garbage collector holds would never fire: collect often.
+        const collector = setInterval(collectGarbage, 20);
+        try {
+          await assert.rejects(deliver(db, { ...job, attempt: 1 }, { ...options, timeoutMs: 200 }), /no answer within 200 ms/);
+        } finally {
+          clearInterval(collector);
+        }
+        await deliver(db, { ...job, attempt: 2 }, options);
+        assert.deepEqual(await attemptsOf(id), [[2, true, 200, null], [1, false, null, 'no answer within 200 ms']]);
+        assert.deepEqual(r.requests.map((q) => JSON.parse(q.body).id), [event.id, event.id]);
+      } finally {
+        await r.close();
+      }
+    });
+  });
+
+  // With WEBHOOK_ALLOW_PRIVATE_URLS off, as in production. No workers run here: the tests make the
+  // deliveries and run their jobs by hand, with a resolver of their own where a name must resolve
+  // to a chosen address.
+  describe(`webhook destinations, private addresses refused [${engine}]`, () => {
+    let env: TestEnv;
+    const strict: WebhookOptions = { ...options, allowPrivateUrls: false, timeoutMs: 2000 };
+
+    before(async () => { env = await startTestEnv(engine); });
+    after(async () => { await env?.close(); });
+    afterEach(async () => { await env.database.db.query('DELETE FROM webhook_endpoints'); });
+
+    const inject = async (method: 'POST' | 'PATCH', url: string, body: object) => {
+      const res = await env.app.inject({ method, url, headers: { authorization: `Bearer ${env.adminToken}` }, payload: body });
+      return { status: res.statusCode, body: res.json() };
+    };
+    const publish = () => env.database.db.transaction((tx) => publishEvent(tx, 'order.paid', { order: { id: 'ord_dest' } }, []));
+    /** Runs the dispatcher until it has made the event's deliveries; answers the event's delivery job. */
+    const deliveryJob = async (eventId: string) => {
+      await waitFor(`the dispatcher to pass ${eventId}`, async () => { await dispatchWebhookEvents(env.database.db); return dispatched(env.database.db, eventId); });
+      return deliveryJobOf(env.database.db, eventId);
+    };
+    const attemptsOf = async (id: string) =>
+      (await env.client.ok(s.listDeliveryAttempts, { token: env.adminToken, params: { id }, query: { limit: 100 } })).data.map((a) => [a.attempt, a.succeeded, a.statusCode, a.error]);
+    /** A resolver that knows a few names, as a DNS server (or an attacker's) might answer them. */
+    const resolver = (names: Record<string, string[]>): Resolve => async (hostname) => {
+      const addresses = names[hostname];
+      if (!addresses) throw Object.assign(new Error(`unknown name ${hostname}`), { code: 'ENOTFOUND' });
+      return addresses.map((address) => ({ address, family: address.includes(':') ? 6 : 4 }));
+    };
+
+    it('every spelling of a loopback, private, link-local, metadata or otherwise non-public address is refused at creation and update: 400 validation_failed', async () => {
+      const refused = [
+        'http://127.0.0.1/hooks', 'http://localhost/hooks', 'http://2130706433/hooks', 'http://0x7f.0.0.1/hooks', 'http://[::1]/hooks',
+        'http://[::ffff:127.0.0.1]/hooks', 'http://0.0.0.0/hooks', 'http://169.254.169.254/latest/meta-data/',
+        'http://127.1:8080/', 'http://017700000001/', 'http://0/', 'https://LOCALHOST./hooks', 'http://shop.localhost/hooks',
+        'http://10.0.0.7/', 'http://172.16.5.4/', 'http://192.168.1.1/', 'http://100.64.0.1/', 'http://100.100.100.200/',
+        'http://192.0.0.192/', 'http://224.0.0.1/', 'http://255.255.255.255/', 'http://[::]/', 'http://[fc00::1]/',
+        'http://[fd00:ec2::254]/', 'http://[fe80::1]/', 'http://[ff02::1]/', 'http://[64:ff9b::7f00:1]/', 'http://[::127.0.0.1]/',
+        'http://[2002:7f00:1::]/', 'http://[2001:db8::1]/',
+      ];
+      for (const url of refused) {
+        const res = await inject('POST', '/v1/webhook-endpoints', { url, events: ['order.paid'] });
+        assert.equal(res.status, 400, url);
+        assert.equal(res.body.code, 'validation_failed', url);
+        assert.match(res.body.detail, /public addresses only/, url);
+        assert.equal(res.body.errors[0].path, '/url', url);
+      }
+      const accepted = ['https://hooks.example.com/x', 'http://8.8.8.8:8443/x', 'https://[2606:4700::1]/x', 'https://[::ffff:8.8.8.8]/x', 'https://[64:ff9b::808:808]/x'];
+      for (const url of accepted) assert.equal((await inject('POST', '/v1/webhook-endpoints', { url, events: ['order.paid'] })).status, 201, url);
+
+      const { id } = await env.client.ok(s.createWebhookEndpoint, { token: env.adminToken, body: { url: 'https://hooks.example.com/y', events: ['order.paid'] } });
+      for (const url of ['http://[::ffff:127.0.0.1]/', 'http://169.254.169.254/']) {
+        const res = await inject('PATCH', `/v1/webhook-endpoints/${id}`, { url });
+        assert.equal(res.status, 400, url);
+        assert.equal(res.body.code, 'validation_failed');
+      }
+      assert.equal((await env.client.ok(s.getWebhookEndpoint, { token: env.adminToken, params: { id } })).url, 'https://hooks.example.com/y');
+    });
+
+    it('a name that resolves to a private address is refused at delivery: a failed attempt that says why, and no connection; allowed, it is delivered', async () => {
+      const r = await startWebhookReceiver();
+      try {
+        const port = new URL(r.url).port;
+        const resolve = resolver({ 'hooks.internal.test': ['127.0.0.1'], 'mixed.internal.test': ['93.184.216.34', '127.0.0.1'] });
+        const inside = await env.client.ok(s.createWebhookEndpoint, { token: env.adminToken, body: { url: `http://hooks.internal.test:${port}/hooks`, events: ['order.paid'] } });
+        const event = await publish();
+        const job = await deliveryJob(event.id);
+        await assert.rejects(deliver(env.database.db, job, { ...strict, resolve }), /refused: hooks\.internal\.test resolves to 127\.0\.0\.1/);
+        assert.deepEqual(await attemptsOf(inside.id), [[1, false, null, 'refused: hooks.internal.test resolves to 127.0.0.1, a loopback address (WEBHOOK_ALLOW_PRIVATE_URLS is off)']]);
+        assert.equal(r.connections, 0, 'no connection was made');
+
+        // A name with a public and a private address is refused as a whole: the connection could go to either.
+        await env.client.ok(s.updateWebhookEndpoint, { token: env.adminToken, params: { id: inside.id }, body: { url: `http://mixed.internal.test:${port}/hooks` } });
+        await assert.rejects(deliver(env.database.db, { ...job, attempt: 2 }, { ...strict, resolve }), /refused: mixed\.internal\.test resolves to 127\.0\.0\.1/);
+        assert.equal(r.connections, 0, 'no connection was made');
+
+        // With the setting on (local development), the same name is delivered to, through the same resolver.
+        await env.client.ok(s.updateWebhookEndpoint, { token: env.adminToken, params: { id: inside.id }, body: { url: `http://hooks.internal.test:${port}/hooks` } });
+        await deliver(env.database.db, { ...job, attempt: 3 }, { ...strict, resolve, allowPrivateUrls: true });
+        assert.equal(r.requests.length, 1);
+        assert.equal(JSON.parse(r.requests[0]!.body).id, event.id);
+        assert.deepEqual((await attemptsOf(inside.id)).map((a) => a.slice(0, 2)), [[3, true], [2, false], [1, false]]);
+      } finally {
+        await r.close();
+      }
+    });
+
+    it('an endpoint registered while private URLs were allowed is refused at delivery once they are not: by address, and by localhost through the system resolver', async () => {
+      const r = await startWebhookReceiver();
+      try {
+        const port = new URL(r.url).port;
+        for (const [url, error] of [
+          [r.url, /^refused: 127\.0\.0\.1 is a loopback address/],
+          [`http://[::ffff:127.0.0.1]:${port}/hooks`, /^refused: ::ffff:7f00:1 is a loopback address/],
+          [`http://localhost:${port}/hooks`, /^refused: localhost resolves to (127\.0\.0\.1|::1), a loopback address/],
+        ] as const) {
+          const endpoint = await createEndpointRow(env.database.db, { url, events: ['order.paid'] }, { allowPrivateUrls: true });
+          const event = await publish();
+          await assert.rejects(deliver(env.database.db, await deliveryJob(event.id), strict), /refused/);
+          const [attempt] = await attemptsOf(endpoint.id);
+          assert.match(String(attempt![3]), error, url);
+          await env.database.db.query('DELETE FROM webhook_endpoints');
+        }
+        assert.equal(r.connections, 0, 'no connection was made');
+      } finally {
+        await r.close();
+      }
     });
   });
 }

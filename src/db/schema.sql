@@ -349,6 +349,8 @@ CREATE TABLE public.payments (
     failure text,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    processor_message text,
+    review_reason text,
     CONSTRAINT payments_amount_check CHECK ((amount >= 0)),
     CONSTRAINT payments_currency_check CHECK ((currency ~ '^[A-Z]{3}$'::text)),
     CONSTRAINT payments_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'succeeded'::text, 'failed'::text, 'refunded'::text])))
@@ -685,6 +687,13 @@ ALTER TABLE ONLY public.idempotency_keys
     ADD CONSTRAINT idempotency_keys_pkey PRIMARY KEY (principal_id, key);
 
 --
+-- Name: ledger_entries ledger_entries_amount_exact; Type: CHECK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE public.ledger_entries
+    ADD CONSTRAINT ledger_entries_amount_exact CHECK (((debit <= '9007199254740991'::bigint) AND (credit <= '9007199254740991'::bigint))) NOT VALID;
+
+--
 -- Name: ledger_entries ledger_entries_pkey; Type: CONSTRAINT; Schema: public; Owner: -
 --
 
@@ -755,11 +764,32 @@ ALTER TABLE ONLY public.order_lines
     ADD CONSTRAINT order_lines_pkey PRIMARY KEY (order_id, line_no);
 
 --
+-- Name: order_lines order_lines_total_amount_exact; Type: CHECK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE public.order_lines
+    ADD CONSTRAINT order_lines_total_amount_exact CHECK ((total_amount <= '9007199254740991'::bigint)) NOT VALID;
+
+--
 -- Name: orders orders_pkey; Type: CONSTRAINT; Schema: public; Owner: -
 --
 
 ALTER TABLE ONLY public.orders
     ADD CONSTRAINT orders_pkey PRIMARY KEY (id);
+
+--
+-- Name: orders orders_total_amount_exact; Type: CHECK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE public.orders
+    ADD CONSTRAINT orders_total_amount_exact CHECK ((total_amount <= '9007199254740991'::bigint)) NOT VALID;
+
+--
+-- Name: payments payments_amount_exact; Type: CHECK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE public.payments
+    ADD CONSTRAINT payments_amount_exact CHECK ((amount <= '9007199254740991'::bigint)) NOT VALID;
 
 --
 -- Name: payments payments_order_id_key; Type: CONSTRAINT; Schema: public; Owner: -
@@ -788,6 +818,13 @@ ALTER TABLE ONLY public.products
 
 ALTER TABLE ONLY public.rate_limit_hits
     ADD CONSTRAINT rate_limit_hits_pkey PRIMARY KEY (bucket);
+
+--
+-- Name: refunds refunds_amount_exact; Type: CHECK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE public.refunds
+    ADD CONSTRAINT refunds_amount_exact CHECK ((amount <= '9007199254740991'::bigint)) NOT VALID;
 
 --
 -- Name: refunds refunds_payment_id_key; Type: CONSTRAINT; Schema: public; Owner: -
@@ -886,6 +923,13 @@ ALTER TABLE ONLY public.users
 
 ALTER TABLE ONLY public.variants
     ADD CONSTRAINT variants_pkey PRIMARY KEY (id);
+
+--
+-- Name: variants variants_price_amount_exact; Type: CHECK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE public.variants
+    ADD CONSTRAINT variants_price_amount_exact CHECK ((price_amount <= '9007199254740991'::bigint)) NOT VALID;
 
 --
 -- Name: variants variants_sku_key; Type: CONSTRAINT; Schema: public; Owner: -
@@ -1005,6 +1049,12 @@ CREATE INDEX orders_customer_id ON public.orders USING btree (customer_id, id DE
 --
 
 CREATE INDEX orders_status ON public.orders USING btree (status, id DESC);
+
+--
+-- Name: payments_review; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX payments_review ON public.payments USING btree (id) WHERE (review_reason IS NOT NULL);
 
 --
 -- Name: sandbox_charges_status; Type: INDEX; Schema: public; Owner: -

@@ -40,8 +40,20 @@ export interface Db extends Queryable {
 
 export interface PoolStats { size: number; inUse: number; waiting: number }
 
-// int8 (counts, sums, money) as a JS number: every amount we store is far below 2^53.
-pg.types.setTypeParser(20, (value) => Number(value));
+/**
+ * int8 (counts, sums, money) as a JS number, the same on both engines (pg answers a string by
+ * default, PGlite a BigInt above 2^53). Every amount we accept is bounded so that it, and every
+ * sum made of it, is exact in a number (see src/modules/orders/limits.ts); a value beyond that
+ * is refused here, loudly, rather than rounded to a neighbour.
+ */
+export function parseInt8(value: string): number {
+  const n = Number(value);
+  if (!Number.isSafeInteger(n)) throw new RangeError(`int8 value ${value} is beyond what a JavaScript number holds exactly (2^53 - 1)`);
+  return n;
+}
+
+const int8 = 20;
+pg.types.setTypeParser(int8, parseInt8);
 
 const retryableCodes = new Set(['40001', '40P01']);
 const maxAttempts = 5;
@@ -139,7 +151,7 @@ function runAfterCommit(callbacks: ((db: Queryable) => unknown)[], db: Queryable
 export async function openPglite(options: { dataDir?: string; loadDataDir?: Blob }): Promise<Db> {
   const { PGlite } = await import('@electric-sql/pglite');
   if (options.dataDir) await mkdir(options.dataDir, { recursive: true });
-  const pglite: PGliteType = await PGlite.create({ dataDir: options.dataDir, loadDataDir: options.loadDataDir });
+  const pglite: PGliteType = await PGlite.create({ dataDir: options.dataDir, loadDataDir: options.loadDataDir, parsers: { [int8]: parseInt8 } });
   // PGlite is one connection: its transaction() holds an exclusive lock, so transactions run one at
   // a time and a query outside one waits for it to finish.
   const db: Db = {

@@ -18,7 +18,7 @@
 //    event's position, as long as that event is within the retention window; the replay goes up
 //    to the horizon at the moment the stream joins the hub, and live delivery sends only what lies
 //    beyond it, so there is neither a gap nor a duplicate between the two. Then comes
-//    `event: ready` (its id: the newest event up to there), with `resumed` false when a
+//    `event: ready` (its id: the newest of the stream's own events up to there, if any), with `resumed` false when a
 //    Last-Event-ID could not be honoured (unknown, or older than the window): the client should
 //    refetch its state through the API.
 // 4. Heartbeats: a `: ping` comment every heartbeatSeconds. A slow reader cannot make the server
@@ -26,12 +26,18 @@
 //    the connection (the client comes back with Last-Event-ID), and a replay waits for 'drain'.
 // 5. Presence: each open stream has a row in event_stream_connections, refreshed at every
 //    heartbeat, so other processes (the email jobs) can tell whether a user is watching.
+// 6. Limits: every stream holds a socket (a file descriptor) for as long as it lasts, so a process
+//    admits at most maxStreams of them, and at most maxStreamsPerUser for one user; past either,
+//    admit() throws rate_limited before anything is written. A process that ran out of file
+//    descriptors broke its embedded database for good (3,000 streams of one customer did it). The
+//    counts are this process's own: the resource they protect is too.
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
 import type { PGlite } from '@electric-sql/pglite';
 import type { Db, Queryable } from './db.ts';
 import { pgliteOf } from './db.ts';
 import { eventChannel } from './events.ts';
+import { AppError } from '../errors.ts';
 
 
 /** The audience key of every staff and admin user (a module adds it to an event staff should see). */
@@ -68,13 +74,34 @@ export interface EventHubOptions {
   maxBufferedBytes?: number;
   /** Events read per query (default 500). */
   batchSize?: number;
+  /** Streams this process holds open at most (default: no limit). */
+  maxStreams?: number;
+  /** Streams one user may hold open in this process at most (default: no limit). */
+  maxStreamsPerUser?: number;
   log?: { warn(obj: object, msg: string): void };
 }
 
 export interface StreamOwner { userId: string; keys: string[] }
 
+/** A place for one stream, taken by admit(): open the stream on it, or give it back. */
+export interface Admission {
+  /** Runs the stream on the sink until it closes (which gives the place back); answers once it is live. */
+  open(sink: StreamSink, lastEventId?: string): Promise<void>;
+  /** Gives the place back without opening a stream. */
+  release(): void;
+}
+
+/** How long a client refused for want of a place is told to wait (Retry-After). */
+export const admissionRetryAfterSeconds = 10;
+
 export interface EventHub {
-  /** Runs one stream on the sink until it closes; answers once the stream is live (replay done). */
+  /**
+   * Takes a place for one more stream of the owner, or throws AppError rate_limited when the user
+   * or the process has none left. Synchronous, so that the check and the taking are one step:
+   * parallel requests cannot all see the same free place.
+   */
+  admit(owner: StreamOwner): Admission;
+  /** admit(owner).open(sink, lastEventId). */
   open(sink: StreamSink, owner: StreamOwner, lastEventId?: string): Promise<void>;
   /** Ends every open stream (their clients reconnect, elsewhere if need be, with Last-Event-ID). */
   endAll(): void;
@@ -98,6 +125,8 @@ interface Stream {
   pending: string[];
   pendingBytes: number;
   closed: boolean;
+  /** Gives its admission's place back. */
+  leave: () => void;
 }
 
 function isAfter(a: Position, b: Position): boolean {
@@ -117,6 +146,10 @@ export function createEventHub(db: Db, options: EventHubOptions): EventHub {
   const batchSize = options.batchSize ?? 500;
   const pollMs = options.pollIntervalMs ?? (options.listen ? 5000 : 250);
   const log = options.log ?? { warn: () => {} };
+  const maxStreams = options.maxStreams ?? Infinity;
+  const maxStreamsPerUser = options.maxStreamsPerUser ?? Infinity;
+  let admitted = 0;
+  const admittedPerUser = new Map<string, number>();
   const streams = new Set<Stream>(); // joined the hub
   const byKey = new Map<string, Set<Stream>>(); // the joined streams of each audience key
   const opened = new Set<Stream>(); // every open one, joined or not yet
@@ -166,6 +199,7 @@ export function createEventHub(db: Db, options: EventHubOptions): EventHub {
   function release(s: Stream): void {
     if (s.closed) return;
     s.closed = true;
+    s.leave();
     opened.delete(s);
     if (streams.delete(s)) {
       for (const key of s.keys) {
@@ -321,21 +355,53 @@ export function createEventHub(db: Db, options: EventHubOptions): EventHub {
     }
   }
 
-  /** The newest event at or before the position: the stream's resumption point for its `ready` frame. */
-  async function newestUpTo(upTo: Position): Promise<string | undefined> {
+  /**
+   * The stream's resumption point for its `ready` frame: the newest event of its own audience at or
+   * before the position, within the retention window (an older one could not be resumed from).
+   * Never another user's event: its id would tell when they last bought or wrote.
+   */
+  async function newestUpTo(s: Stream, upTo: Position): Promise<string | undefined> {
     const [row] = await db.query<{ id: string }>(
-      'SELECT id FROM events WHERE (tx, id) <= ($1::xid8, $2::text) ORDER BY tx DESC, id DESC LIMIT 1',
-      [upTo.tx.toString(), upTo.id],
+      `SELECT id FROM events
+        WHERE audience && $1::text[] AND (tx, id) <= ($2::xid8, $3::text) AND created_at > now() - make_interval(hours => $4)
+        ORDER BY tx DESC, id DESC LIMIT 1`,
+      [[...s.keys], upTo.tx.toString(), upTo.id, options.retentionHours],
     );
     return row?.id;
   }
 
-  async function open(sink: StreamSink, owner: StreamOwner, lastEventId?: string): Promise<void> {
+  function admit(owner: StreamOwner): Admission {
+    const mine = admittedPerUser.get(owner.userId) ?? 0;
+    // Connection: close, so that a client hammering the endpoint does not keep the refused
+    // connections (and their file descriptors) alive either.
+    const refusal = { retryAfterSeconds: admissionRetryAfterSeconds, headers: { connection: 'close' } };
+    if (mine >= maxStreamsPerUser) {
+      throw new AppError('rate_limited', `You have ${mine} live event streams open, the most one user may have; close one before opening another`, refusal);
+    }
+    if (admitted >= maxStreams) {
+      throw new AppError('rate_limited', 'This server holds as many live event streams as it may; retry shortly', refusal);
+    }
+    admitted++;
+    admittedPerUser.set(owner.userId, mine + 1);
+    let held = true;
+    const release = () => {
+      if (!held) return;
+      held = false;
+      admitted--;
+      const left = admittedPerUser.get(owner.userId)! - 1;
+      if (left === 0) admittedPerUser.delete(owner.userId);
+      else admittedPerUser.set(owner.userId, left);
+    };
+    return { open: (sink, lastEventId) => open(sink, owner, lastEventId, release), release };
+  }
+
+  async function open(sink: StreamSink, owner: StreamOwner, lastEventId: string | undefined, leave: () => void): Promise<void> {
     if (closed) {
+      leave();
       sink.end();
       return;
     }
-    const s: Stream = { id: randomUUID(), owner, keys: new Set(owner.keys), sink, live: false, upTo: null, pending: [], pendingBytes: 0, closed: false };
+    const s: Stream = { id: randomUUID(), owner, keys: new Set(owner.keys), sink, live: false, upTo: null, pending: [], pendingBytes: 0, closed: false, leave };
     opened.add(s);
     sink.once('close', () => release(s));
     // Reconnect after 3 s when the connection drops; the first bytes also flush the headers.
@@ -370,7 +436,7 @@ export function createEventHub(db: Db, options: EventHubOptions): EventHub {
       if (s.closed || upTo === null) return;
       const replayed = from ? await replay(s, from, upTo) : 0;
       if (s.closed) return;
-      const readyId = await newestUpTo(upTo);
+      const readyId = await newestUpTo(s, upTo);
       const ready = { resumed: lastEventId === undefined ? false : from !== null, replayed };
       send(s, `${readyId ? `id: ${readyId}\n` : ''}event: ready\ndata: ${JSON.stringify(ready)}\n\n`);
       s.live = true;
@@ -390,7 +456,8 @@ export function createEventHub(db: Db, options: EventHubOptions): EventHub {
   }
 
   return {
-    open,
+    admit,
+    open: (sink, owner, lastEventId) => admit(owner).open(sink, lastEventId),
     endAll() {
       for (const s of [...opened]) {
         s.sink.end();

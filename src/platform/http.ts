@@ -71,6 +71,12 @@ export function toProblem(err: FastifyError | AppError | Error, log: FastifyRequ
     // excluded: bad input, not our fault.
     return { body: problem('validation_failed', 'The request contains a NUL character (\\u0000), which cannot be stored'), headers: {} };
   }
+  if ((err as { code?: string })?.code === '22003') {
+    // numeric_value_out_of_range: a number the schemas let through but a column cannot hold (the
+    // schemas bound what each request may add; a rare sum of many can still reach the edge).
+    log.warn({ err }, 'numeric value out of range');
+    return { body: problem('limit_exceeded', 'A quantity or amount would be beyond what can be stored'), headers: {} };
+  }
   if (databaseUnavailable(err)) {
     // The database went away (restart, failover): a fault of ours, but a passing one; say so.
     log.warn({ err }, 'database unavailable');

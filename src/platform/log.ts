@@ -1,6 +1,6 @@
 // Logger options shared by the HTTP server and the command line: JSON lines (pino), secrets
 // redacted by path, and the request id on every line written while serving a request.
-import type { LoggerOptions } from 'pino';
+import type { BaseLogger, LoggerOptions } from 'pino';
 
 export function loggerOptions(level: string): LoggerOptions {
   return {
@@ -11,3 +11,6 @@ export function loggerOptions(level: string): LoggerOptions {
     },
   };
 }
+
+/** What a job needs of a logger (pino's, or a test's). */
+export type JobLog = Pick<BaseLogger, 'error' | 'warn' | 'info'>;

@@ -1,4 +1,13 @@
 // Health, readiness, metrics and the OpenAPI document: what an operator and a load balancer need.
+//
+// Liveness and readiness answer different questions, because their failures have different cures.
+// Readiness (/readyz): can this process serve now? It fails while the database does not answer,
+// or lacks a migration, and the load balancer sends traffic elsewhere meanwhile. Liveness
+// (/healthz): would a restart help? Only when the database is the embedded one, which lives inside
+// this process: when its queries fail (a PGlite that ran out of file descriptors stayed broken until
+// the process restarted), a restart is the cure. PostgreSQL is another system: restarting every
+// API process because it is down cures nothing and turns its outage into a restart loop, so
+// liveness does not touch it.
 import type { FastifyInstance } from 'fastify';
 import type { Registry } from 'prom-client';
 import type { Db } from './db.ts';
@@ -6,19 +15,51 @@ import { migrationsCurrent, type Migration } from './migrate.ts';
 import { problem } from '../errors.ts';
 import { sendProblem } from './http.ts';
 
+// How long each probe waits for the database. Liveness answers within the usual 1 s probe timeout
+// even when the answer is slow to come (a busy database is not a broken one); readiness waits longer
+// but not for ever (a pool that cannot connect would hold the request for its 10 s timeout).
+const livenessWaitMs = 500;
+const readinessWaitMs = 2000;
+
+type Probe = { outcome: 'current' | 'pending' | 'slow' } | { outcome: 'failed'; err: unknown };
+
+/** Asks the database for its migrations, waiting at most waitMs for the answer. */
+async function probe(db: Db, migrations: Migration[], waitMs: number): Promise<Probe> {
+  let timer: NodeJS.Timeout | undefined;
+  const slow = new Promise<Probe>((resolve) => { timer = setTimeout(() => resolve({ outcome: 'slow' }), waitMs); });
+  const answer = migrationsCurrent(db, migrations).then(
+    (current): Probe => ({ outcome: current ? 'current' : 'pending' }),
+    (err: unknown): Probe => ({ outcome: 'failed', err }),
+  );
+  try {
+    return await Promise.race([answer, slow]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 export function operationsRoutes(app: FastifyInstance, deps: { db: Db; migrations: Migration[]; metrics: Registry }): void {
   const config = { access: 'public' as const };
   const tags = ['operations'];
 
-  app.get('/healthz', { config, schema: { tags, summary: 'The process is alive' } }, async () => ({ status: 'ok' }));
+  app.get('/healthz', { config, schema: { tags, summary: 'The process is alive: 503 when a restart is the cure (its embedded database fails)' } }, async (request, reply) => {
+    if (deps.db.engine === 'pglite') {
+      // A slow answer is a busy database (one connection, a long transaction), not a broken one.
+      const p = await probe(deps.db, deps.migrations, livenessWaitMs);
+      if (p.outcome === 'failed') {
+        request.log.error({ err: p.err }, 'liveness check failed: the embedded database fails its queries');
+        return sendProblem(reply, problem('unavailable', 'The embedded database fails its queries; restart the process'));
+      }
+    }
+    return { status: 'ok' };
+  });
 
   app.get('/readyz', { config, schema: { tags, summary: 'The database answers and its migrations are current' } }, async (request, reply) => {
-    try {
-      if (!(await migrationsCurrent(deps.db, deps.migrations))) {
-        return sendProblem(reply, problem('unavailable', 'Migrations are pending; run engine-room migrate'));
-      }
-    } catch (err) {
-      request.log.warn({ err }, 'readiness check failed');
+    const p = await probe(deps.db, deps.migrations, readinessWaitMs);
+    if (p.outcome === 'pending') return sendProblem(reply, problem('unavailable', 'Migrations are pending; run engine-room migrate'));
+    if (p.outcome === 'slow') return sendProblem(reply, problem('unavailable', `The database did not answer within ${readinessWaitMs} ms`));
+    if (p.outcome === 'failed') {
+      request.log.warn({ err: p.err }, 'readiness check failed');
       return sendProblem(reply, problem('unavailable', 'The database does not answer'));
     }
     return { status: 'ready' };

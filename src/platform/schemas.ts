@@ -11,10 +11,18 @@ export const ProblemSchema = Type.Object({
   errors: Type.Optional(Type.Array(Type.Object({ path: Type.String(), message: Type.String() }))),
 }, { title: 'Problem' });
 
-export const MoneySchema = Type.Object({
-  amount: Type.Integer({ minimum: 0, maximum: 1e12, description: 'Integer count of minor units (cents)' }),
-  currency: Type.String({ pattern: '^[A-Z]{3}$', description: 'ISO 4217 code' }),
-}, { additionalProperties: false });
+/**
+ * Money of at most `maximum` minor units. Answers use the default, what a JS number holds
+ * exactly; inputs pass the bound their domain derives (a price: src/modules/orders/limits.ts).
+ */
+export function moneyUpTo(maximum = Number.MAX_SAFE_INTEGER) {
+  return Type.Object({
+    amount: Type.Integer({ minimum: 0, maximum, description: 'Integer count of minor units (cents)' }),
+    currency: Type.String({ pattern: '^[A-Z]{3}$', description: 'ISO 4217 code' }),
+  }, { additionalProperties: false });
+}
+
+export const MoneySchema = moneyUpTo();
 export type Money = Static<typeof MoneySchema>;
 
 export const Timestamp = Type.String({ format: 'date-time' });

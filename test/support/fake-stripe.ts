@@ -3,7 +3,8 @@
 // documents it (the same key with the same request answers the stored response, with
 // Idempotent-Replayed; with another request, 400 idempotency_error), records every request it
 // received, and has switches that shape the next call: a card decline, a 500, an answer that
-// hangs past the client's timeout, or an intent left "processing".
+// hangs past the client's timeout, an intent left "processing", and the answers of a Stripe that
+// cannot be trusted: an intent charged otherwise than asked, an error of its choosing, a huge body.
 //
 // It is a fake, not Stripe: it checks only what the adapter sends and answers only the fields the
 // adapter reads. Passing against it proves our wiring and our error mapping, not Stripe's behaviour.
@@ -42,7 +43,10 @@ export interface FakeRefund {
   status: 'succeeded';
 }
 
-type NextCall = 'decline' | 'server_error' | 'hang' | 'processing';
+type NextCall = 'decline' | 'server_error' | 'hang' | 'processing'
+  | { tamper: Partial<Pick<FakeIntent, 'amount' | 'currency' | 'metadata' | 'status'>> }
+  | { error: { status: number; body: Record<string, unknown> } }
+  | { hugeBytes: number };
 
 export interface FakeStripe {
   /** http://127.0.0.1:port, for the adapter's apiBase. */
@@ -61,6 +65,12 @@ export interface FakeStripe {
   /** The next payment intent is created "processing"; settle() later makes it succeed. */
   processingNext(): void;
   settle(intentId: string): void;
+  /** The next payment intent is created as asked but recorded, and answered, with these fields instead. */
+  tamperNext(fields: Partial<Pick<FakeIntent, 'amount' | 'currency' | 'metadata' | 'status'>>): void;
+  /** The next POST answers this error (stored under its key, as Stripe stores a 4xx). */
+  errorNext(status: number, error: Record<string, unknown>): void;
+  /** The next POST is carried out and stored, and answered with its object padded to this many bytes. */
+  hugeNext(bytes: number): void;
   close(): Promise<void>;
 }
 
@@ -117,6 +127,7 @@ export async function startFakeStripe(secretKey = 'sk_test_fake_engine_room'): P
       description: typeof body.description === 'string' ? body.description : null,
       last_payment_error: mode === 'decline' ? { code: 'card_declined', decline_code: 'insufficient_funds' } : null,
     };
+    if (typeof mode === 'object' && 'tamper' in mode) Object.assign(intent, mode.tamper);
     intents.set(intent.id, intent);
     if (mode === 'decline') {
       return error(402, 'card_error', 'Your card has insufficient funds.', { code: 'card_declined', decline_code: 'insufficient_funds', payment_intent: intent });
@@ -175,13 +186,21 @@ export async function startFakeStripe(secretKey = 'sk_test_fake_engine_room'): P
       record.replayed = true;
       answer = stored;
     } else {
-      answer = handler(body, mode);
+      answer = typeof mode === 'object' && 'error' in mode ? mode.error : handler(body, mode);
       // A snapshot, as Stripe keeps the response it sent, not the object as it is later.
       if (idempotencyKey !== undefined) byKey.set(idempotencyKey, { fingerprint, status: answer.status, body: JSON.parse(JSON.stringify(answer.body)) });
     }
     // Done and stored, but the answer is lost on the way back: the client times out.
     if (mode === 'hang') {
       held.add(res);
+      return;
+    }
+    if (typeof mode === 'object' && 'hugeBytes' in mode) {
+      // Streamed in pieces with no Content-Length, so only counting what arrives can stop it.
+      const text = JSON.stringify({ ...(answer.body as object), padding: 'x'.repeat(mode.hugeBytes) });
+      res.writeHead(answer.status, { 'content-type': 'application/json', 'request-id': `req_fake_${++counter}` });
+      for (let at = 0; at < text.length; at += 64 * 1024) res.write(text.slice(at, at + 64 * 1024));
+      res.end();
       return;
     }
     send(res, answer.status, answer.body, record.replayed ? { 'idempotent-replayed': 'true' } : {});
@@ -200,6 +219,9 @@ export async function startFakeStripe(secretKey = 'sk_test_fake_engine_room'): P
     failNext: () => { next.push('server_error'); },
     hangNext: () => { next.push('hang'); },
     processingNext: () => { next.push('processing'); },
+    tamperNext: (fields) => { next.push({ tamper: fields }); },
+    errorNext: (status, error) => { next.push({ error: { status, body: { error } } }); },
+    hugeNext: (bytes) => { next.push({ hugeBytes: bytes }); },
     settle(intentId) {
       const intent = intents.get(intentId);
       if (!intent) throw new Error(`no intent ${intentId}`);

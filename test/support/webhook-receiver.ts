@@ -13,6 +13,8 @@ export interface WebhookReceiver {
   /** The URL to register: http://127.0.0.1:<port>/hooks */
   readonly url: string;
   readonly requests: ReceivedRequest[];
+  /** TCP connections accepted so far (a refused destination must make none). */
+  readonly connections: number;
   /** The next n requests answer this status (500 by default). */
   failNext(n: number, status?: number): void;
   /** The next n requests get no answer until the receiver closes. */
@@ -50,6 +52,8 @@ export async function startWebhookReceiver(): Promise<WebhookReceiver> {
       res.writeHead(answer.status, { 'content-type': 'text/plain' }).end(answer.status < 300 ? 'ok' : 'nope');
     });
   });
+  let connections = 0;
+  server.on('connection', () => { connections++; });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address() as AddressInfo;
 
@@ -57,6 +61,7 @@ export async function startWebhookReceiver(): Promise<WebhookReceiver> {
   return {
     url: `http://127.0.0.1:${port}/hooks`,
     requests,
+    get connections() { return connections; },
     failNext: (n, status = 500) => push(n, { kind: 'status', status }),
     hangNext: (n) => push(n, { kind: 'hang' }),
     redirectNext: (n, location, status = 302) => push(n, { kind: 'redirect', location, status }),

@@ -363,7 +363,7 @@ function Audit({ data, admin }: { data: Overview; admin: boolean }) {
               const count = 'count' in c ? c.count as number : c.violations.length;
               return (
                 <li key={c.name}>
-                  <Badge tone={c.ok ? 'ok' : 'bad'}>{c.ok ? 'ok' : `${count} violation${count === 1 ? '' : 's'}`}</Badge> {c.name}
+                  <Badge tone={c.ok ? 'ok' : 'bad'}>{'skipped' in c && c.skipped ? 'skipped' : c.ok ? 'ok' : `${count} violation${count === 1 ? '' : 's'}`}</Badge> {c.name}
                   {!c.ok && c.violations.length > 0 ? (
                     <details><summary>Show the offending rows</summary><pre>{c.violations.map((v) => JSON.stringify(v)).join('\n')}</pre></details>
                   ) : null}

@@ -5,7 +5,7 @@
 // for each other instead of deadlocking. The CHECK constraints of stock_levels stay the last word.
 import type { Queryable, Tx } from '../../platform/db.ts';
 import { AppError } from '../../errors.ts';
-import type { StockLevel } from './schemas.ts';
+import { maxOnHand, type StockLevel } from './schemas.ts';
 
 export interface StockRequest { sku: string; quantity: number }
 
@@ -135,15 +135,22 @@ export async function returnSoldStock(tx: Tx, orderId: string, lines: StockReque
 }
 
 export async function adjustStock(tx: Tx, sku: string, delta: number, reason: string, actorId: string): Promise<StockLevel> {
-  // A conditional update: the rule (onHand never below reserved) is checked by the row it changes.
+  // A conditional update: the rules (onHand never below reserved, nor above maxOnHand) are checked
+  // by the row it changes. The sum is made in bigint, so a large delta is refused, not overflowed.
   const [row] = await tx.query<LevelRow>(
-    `UPDATE stock_levels SET on_hand = on_hand + $2 WHERE sku = $1 AND on_hand + $2 >= reserved
+    `UPDATE stock_levels SET on_hand = on_hand + $2::int
+      WHERE sku = $1 AND on_hand::bigint + $2::int >= reserved AND ($2::int < 0 OR on_hand::bigint + $2::int <= $3)
      RETURNING sku, on_hand, reserved`,
-    [sku, delta],
+    [sku, delta, maxOnHand],
   );
   if (!row) {
     const current = await getStockLevel(tx, sku);
     if (!current) throw new AppError('not_found', `No SKU ${sku}`);
+    if (delta > 0) {
+      throw new AppError('limit_exceeded', `SKU ${sku} has ${current.onHand} on hand; at most ${maxOnHand} may be`, {
+        errors: [{ path: '/delta', message: `at most ${maxOnHand - current.onHand} allowed` }],
+      });
+    }
     throw new AppError('insufficient_stock', `SKU ${sku} has ${current.onHand} on hand and ${current.reserved} reserved; cannot remove ${-delta}`, {
       errors: [{ path: '/delta', message: `at least ${current.reserved - current.onHand} allowed` }],
     });
@@ -170,7 +177,7 @@ export function listMovements(db: Queryable, sku: string, beforeId: number | nul
 /** SKUs whose level differs from what its movements add up to (empty when the books agree). */
 export async function stockDiscrepancies(db: Queryable): Promise<{ sku: string; on_hand: number; reserved: number; moved_on_hand: number; moved_reserved: number }[]> {
   return db.query(
-    `SELECT s.sku, s.on_hand, s.reserved, coalesce(m.on_hand, 0)::int AS moved_on_hand, coalesce(m.reserved, 0)::int AS moved_reserved
+    `SELECT s.sku, s.on_hand, s.reserved, coalesce(m.on_hand, 0)::bigint AS moved_on_hand, coalesce(m.reserved, 0)::bigint AS moved_reserved
        FROM stock_levels s
        LEFT JOIN (SELECT sku, sum(on_hand_delta) AS on_hand, sum(reserved_delta) AS reserved FROM stock_movements GROUP BY sku) m USING (sku)
       WHERE s.on_hand <> coalesce(m.on_hand, 0) OR s.reserved <> coalesce(m.reserved, 0)`,

@@ -1,9 +1,20 @@
 import { Type, type Static } from 'typebox';
 import { endpoint } from '../../platform/endpoint.ts';
-import { IdParams, MoneySchema, Page, PageQuery, Timestamp } from '../../platform/schemas.ts';
+import { IdParams, MoneySchema, moneyUpTo, Page, PageQuery, Timestamp } from '../../platform/schemas.ts';
+import { maxUnitPrice } from '../orders/limits.ts';
 
 const tags = ['catalog'] as const;
 const staff = ['staff', 'admin'] as const;
+
+/**
+ * The most units of one SKU on hand. Stock columns are 32-bit (at most 2,147,483,647): stock
+ * starts at most here, an adjustment may not take it past here, and the headroom above it takes
+ * the units that cancelled paid orders bring back (an order returns at most what it took).
+ */
+export const maxOnHand = 1_000_000_000;
+
+/** A price: bounded so that no order within the limits can total more than a JS number holds exactly. */
+export const PriceSchema = moneyUpTo(maxUnitPrice);
 
 export const Sku = Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$', description: 'Letters, digits, dot, dash and underscore; up to 64' });
 
@@ -44,8 +55,8 @@ export const createProduct = endpoint({
     variants: Type.Array(Type.Object({
       sku: Sku,
       name: Type.Optional(Type.String({ maxLength: 200 })),
-      price: MoneySchema,
-      stock: Type.Integer({ minimum: 0, maximum: 1_000_000_000 }),
+      price: PriceSchema,
+      stock: Type.Integer({ minimum: 0, maximum: maxOnHand }),
     }, { additionalProperties: false }), { minItems: 1, maxItems: 100 }),
   }, { additionalProperties: false }),
   response: { 201: ProductSchema },
@@ -76,7 +87,7 @@ export const updateProduct = endpoint({
     name: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
     description: Type.Optional(Type.String({ maxLength: 5000 })),
     active: Type.Optional(Type.Boolean()),
-    variants: Type.Optional(Type.Array(Type.Object({ sku: Sku, price: MoneySchema }, { additionalProperties: false }), { maxItems: 100 })),
+    variants: Type.Optional(Type.Array(Type.Object({ sku: Sku, price: PriceSchema }, { additionalProperties: false }), { maxItems: 100 })),
   }, { additionalProperties: false }),
   response: { 200: ProductSchema },
 });
@@ -91,10 +102,10 @@ export const getStock = endpoint({
 export const adjustStock = endpoint({
   method: 'POST', url: '/v1/inventory/:sku/adjustments', access: staff, tags, idempotencyKey: 'required',
   summary: 'Add or remove stock on hand, with a reason',
-  description: 'An adjustment that would take onHand below reserved answers 409 insufficient_stock.',
+  description: `An adjustment that would take onHand below reserved answers 409 insufficient_stock; one that would take it above ${maxOnHand} answers 422 limit_exceeded.`,
   params: Type.Object({ sku: Sku }),
   body: Type.Object({
-    delta: Type.Integer({ minimum: -1_000_000_000, maximum: 1_000_000_000, not: { const: 0 } }),
+    delta: Type.Integer({ minimum: -maxOnHand, maximum: maxOnHand, not: { const: 0 } }),
     reason: Type.String({ minLength: 1, maxLength: 500 }),
   }, { additionalProperties: false }),
   response: { 201: StockLevelSchema },

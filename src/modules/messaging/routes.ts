@@ -16,6 +16,8 @@ export interface MessagingDeps {
     databaseUrl: string | undefined;
     eventStreamHeartbeatSeconds: number;
     eventStreamRetentionHours: number;
+    eventStreamMaxPerProcess: number;
+    eventStreamMaxPerUser: number;
   };
 }
 
@@ -33,6 +35,13 @@ function headersOf(reply: FastifyReply): Record<string, string | number | string
   return out;
 }
 
+const streamHeaders = {
+  'content-type': 'text/event-stream; charset=utf-8',
+  'cache-control': 'no-cache, no-transform',
+  // nginx and friends: pass each frame on at once.
+  'x-accel-buffering': 'no',
+};
+
 export function messagingRoutes(app: FastifyInstance, { db, config }: MessagingDeps): void {
   const r = app.withTypeProvider<TypeBoxTypeProvider>();
 
@@ -41,6 +50,8 @@ export function messagingRoutes(app: FastifyInstance, { db, config }: MessagingD
     heartbeatSeconds: config.eventStreamHeartbeatSeconds,
     retentionHours: config.eventStreamRetentionHours,
     listen: listenerFor(db, config.databaseUrl),
+    maxStreams: config.eventStreamMaxPerProcess,
+    maxStreamsPerUser: config.eventStreamMaxPerUser,
     log: app.log,
   });
   // Streams never finish by themselves: end them before the server waits for open requests, so
@@ -106,19 +117,19 @@ export function messagingRoutes(app: FastifyInstance, { db, config }: MessagingD
       const principal = principalOf(request);
       const header = request.headers['last-event-id'];
       const lastEventId = (typeof header === 'string' && header.trim() !== '' ? header.trim() : undefined) ?? request.query.lastEventId;
+      // Past the user's or the process's limit this throws 429, while the reply is still Fastify's.
+      const admission = hub.admit({ userId: principal.userId, keys: audienceKeysOf(principal) });
+      // HEAD (Fastify answers it with this handler): what GET would answer, without a stream.
+      if (request.method === 'HEAD') {
+        admission.release();
+        return reply.headers(streamHeaders).send('');
+      }
       reply.hijack();
-      reply.raw.writeHead(200, {
-        ...headersOf(reply),
-        'content-type': 'text/event-stream; charset=utf-8',
-        'cache-control': 'no-cache, no-transform',
-        connection: 'keep-alive',
-        // nginx and friends: pass each frame on at once.
-        'x-accel-buffering': 'no',
-      });
+      reply.raw.writeHead(200, { ...headersOf(reply), ...streamHeaders, connection: 'keep-alive' });
       request.raw.socket?.setNoDelay(true);
       const openedAt = Date.now();
       reply.raw.once('close', () => request.log.info({ streamedMs: Date.now() - openedAt }, 'event stream closed'));
-      await hub.open(reply.raw, { userId: principal.userId, keys: audienceKeysOf(principal) }, lastEventId);
+      await admission.open(reply.raw, lastEventId);
     },
   });
 

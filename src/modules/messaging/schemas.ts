@@ -135,6 +135,7 @@ export const eventStream = endpoint({
     'Reconnecting with the Last-Event-ID header (EventSource sends it by itself) or ?lastEventId= replays what was missed, for events up to EVENT_STREAM_RETENTION_HOURS (24) old. Each connection starts with `event: ready`, data `{ resumed, replayed }`: resumed is false when a Last-Event-ID was given but could not be honoured (refetch through the API).',
     'A `: ping` comment comes every EVENT_STREAM_HEARTBEAT_SECONDS (15). A client that does not read is disconnected rather than buffered for; it resumes with Last-Event-ID.',
     'Authenticate with Authorization: Bearer, or with the session cookie (EventSource cannot set headers).',
+    'A user may hold EVENT_STREAM_MAX_PER_USER (10) streams open at once on one server, and a server EVENT_STREAM_MAX_PER_PROCESS (500); past either, 429 rate_limited with Retry-After. HEAD answers the headers and ends.',
   ].join('\n\n'),
   querystring: Type.Object({
     lastEventId: Type.Optional(Type.String({ maxLength: 64, description: 'Instead of the Last-Event-ID header' })),

@@ -129,7 +129,7 @@ export async function databaseFigures(db: Queryable, engine: 'postgres' | 'pglit
   return { size_bytes: size.bytes, connections: sessions?.connections ?? null, active: sessions?.active ?? null };
 }
 
-export interface AuditRunRow { id: number; ran_at: Date; ok: boolean; checks: { name: string; ok: boolean; violations: unknown[] }[]; duration_ms: number }
+export interface AuditRunRow { id: number; ran_at: Date; ok: boolean; checks: { name: string; ok: boolean; skipped?: string; violations: unknown[] }[]; duration_ms: number }
 
 export async function lastAuditRun(db: Queryable): Promise<AuditRunRow | undefined> {
   const [row] = await db.query<AuditRunRow>('SELECT * FROM ops_audit_runs ORDER BY id DESC LIMIT 1');

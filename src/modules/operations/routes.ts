@@ -16,7 +16,7 @@ export interface OperationsDeps {
   db: Db;
   /** Live streams refresh their row every heartbeat: a row fresher than two of them is an open stream. */
   eventStreamHeartbeatSeconds: number;
-  sandbox: boolean;
+  paymentProvider: 'sandbox' | 'stripe';
 }
 
 function encodeCursor(position: FailedJobPosition): string {
@@ -50,7 +50,7 @@ export function operationsAdminRoutes(app: FastifyInstance, deps: OperationsDeps
       const window = request.query.window;
       const hit = recent.get(window);
       if (hit && Date.now() - hit.at < overviewShareMs) return hit.answer;
-      const answer = overview(db, { windowSeconds: window, streamFreshSeconds, sandbox: deps.sandbox });
+      const answer = overview(db, { windowSeconds: window, streamFreshSeconds, sandbox: deps.paymentProvider === 'sandbox' });
       recent.set(window, { at: Date.now(), answer });
       answer.catch(() => recent.delete(window));
       return answer;
@@ -102,7 +102,7 @@ export function operationsAdminRoutes(app: FastifyInstance, deps: OperationsDeps
     ...routeOf(s.runAudit),
     // Not under the Idempotency-Key's transaction: the audit reads the whole database, and a run
     // is harmless to repeat.
-    handler: async (_request, reply) => reply.code(201).send(auditRunView(await runAndRecordAudit(db))),
+    handler: async (_request, reply) => reply.code(201).send(auditRunView(await runAndRecordAudit(db, { paymentProvider: deps.paymentProvider }))),
   });
 
   r.route({

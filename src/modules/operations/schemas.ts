@@ -64,6 +64,7 @@ export const retryAllFailedJobs = endpoint({
 const AuditCheckSchema = Type.Object({
   name: Type.String(),
   ok: Type.Boolean(),
+  skipped: Type.Optional(Type.String({ description: 'Why the check did not run (it reads books this deployment does not keep)' })),
   violations: Type.Array(Type.Object({}, { additionalProperties: true }), { description: 'The offending rows (at most 20 per check)' }),
 });
 

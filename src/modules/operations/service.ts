@@ -4,7 +4,7 @@
 import type { Db } from '../../platform/db.ts';
 import { latencyBucketsMs } from '../../platform/metrics.ts';
 import { deadLetterQueueOf } from '../../platform/queue.ts';
-import { runAudit } from '../ledger/audit.ts';
+import { runAudit, type AuditOptions } from '../ledger/audit.ts';
 import { chargeQueue } from '../payments/outbox.ts';
 import { outageUntil } from '../payments/providers/outage.ts';
 import { deliverQueue } from '../webhooks/service.ts';
@@ -249,13 +249,13 @@ export async function overview(db: Db, options: OverviewOptions): Promise<Overvi
 export function auditRunView(run: repo.AuditRunRow) {
   return {
     id: run.id, ranAt: run.ran_at.toISOString(), ok: run.ok, durationMs: run.duration_ms,
-    checks: run.checks.map((c) => ({ name: c.name, ok: c.ok, violations: c.violations as Record<string, unknown>[] })),
+    checks: run.checks.map((c) => ({ name: c.name, ok: c.ok, ...(c.skipped ? { skipped: c.skipped } : {}), violations: c.violations as Record<string, unknown>[] })),
   };
 }
 
 /** Runs the audit and records its verdict (ops_audit_runs), for the overview and /metrics/system. */
-export async function runAndRecordAudit(db: Db): Promise<repo.AuditRunRow> {
+export async function runAndRecordAudit(db: Db, options: AuditOptions): Promise<repo.AuditRunRow> {
   const started = performance.now();
-  const result = await runAudit(db);
+  const result = await runAudit(db, options);
   return repo.insertAuditRun(db, { ok: result.ok, checks: result.checks, durationMs: Math.round(performance.now() - started) });
 }

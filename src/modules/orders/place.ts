@@ -21,7 +21,7 @@ import { lockStock, outOfStock, reserveForOrders } from '../catalog/inventory.ts
 import { requestCharges } from '../payments/outbox.ts';
 import { publishOrderEvents } from './events.ts';
 import * as repo from './repo.ts';
-import { limits } from './schemas.ts';
+import { limits, maxOrderTotal } from './limits.ts';
 import { orderView } from './view.ts';
 
 export interface PlaceOrderInput {
@@ -57,12 +57,22 @@ function checkLimits(lines: MergedLine[]): AppError | null {
   return null;
 }
 
-/** The order against the catalog: unknown SKUs, mixed currencies, or plainly short stock refuse it. */
+/**
+ * The order's total in minor units. Within the limits every product and partial sum is an integer
+ * of at most maxOrderTotal < 2^53, hence exact (limits.ts). A price stored before those bounds could
+ * take a total past them; rounding is monotonic, so such a total still compares as too large.
+ */
+function orderTotal(lines: MergedLine[], prices: Map<string, PricedSku>): number {
+  return lines.reduce((sum, l) => sum + prices.get(l.sku)!.price_amount * l.quantity, 0);
+}
+
+/** The order against the catalog: unknown SKUs, mixed currencies, a total beyond bounds, or plainly short stock refuse it. */
 function checkAgainstCatalog(lines: MergedLine[], prices: Map<string, PricedSku>): AppError | null {
   const unknown: FieldError[] = lines.filter((l) => !prices.get(l.sku)?.active).map((l) => ({ path: `/lines/${l.firstIndex}/sku`, message: `unknown SKU ${l.sku}` }));
   if (unknown.length > 0) return new AppError('unknown_sku', unknown.map((u) => u.message).join('; '), { errors: unknown });
   const currencies = new Set(lines.map((l) => prices.get(l.sku)!.currency));
   if (currencies.size > 1) return new AppError('currency_mismatch', `The lines are priced in ${[...currencies].sort().join(' and ')}; an order has one currency`);
+  if (orderTotal(lines, prices) > maxOrderTotal) return new AppError('limit_exceeded', `An order may total at most ${maxOrderTotal} minor units`);
   // What is plainly not there is refused before any lock (the figure was read without one).
   const short = lines.filter((l) => prices.get(l.sku)!.available < l.quantity);
   if (short.length > 0) return outOfStock(short.map((l) => ({ sku: l.sku, quantity: l.quantity, available: prices.get(l.sku)!.available, index: l.firstIndex })));
@@ -120,9 +130,12 @@ export async function placeOrders(tx: Tx, requests: OrderRequest[]): Promise<Ans
   // charge jobs, events, reservations; then every answer under its key.
   const placed = await repo.insertOrders(tx, pending.map((p) => {
     const lines = p.lines.map((l) => ({ sku: l.sku, quantity: l.quantity, unitAmount: prices.get(l.sku)!.price_amount }));
+    const total = orderTotal(p.lines, prices);
+    // Checked above; asserted where the sum is made, so a change of the bounds cannot round silently.
+    if (!Number.isSafeInteger(total) || total > maxOrderTotal) throw new Error(`order total ${total} is beyond ${maxOrderTotal}`);
     return {
       id: newId('ord'), customerId: p.request.principal.userId, currency: prices.get(p.lines[0]!.sku)!.currency,
-      total: lines.reduce((sum, l) => sum + l.unitAmount * l.quantity, 0), paymentToken: p.request.input.payment.token, lines,
+      total, paymentToken: p.request.input.payment.token, lines,
     };
   }));
   await requestCharges(tx, placed.map((p) => p.order));

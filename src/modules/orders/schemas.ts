@@ -2,14 +2,12 @@ import { Type, type Static } from 'typebox';
 import { endpoint } from '../../platform/endpoint.ts';
 import { IdParams, MoneySchema, Page, PageQuery, Timestamp } from '../../platform/schemas.ts';
 import { Sku } from '../catalog/schemas.ts';
+import { limits } from './limits.ts';
 
+export { limits };
 
 const tags = ['orders'] as const;
 const anyone = ['customer', 'staff', 'admin'] as const;
-
-export const limits = { linesPerOrder: 50, quantityPerLine: 1000 } as const;
-
-
 
 export const OrderSchema = Type.Object({
   id: Type.String(),

@@ -2,6 +2,7 @@
 // returns the stock and requests the refund), fulfilling. The charge and the refund happen later,
 // through the payments module.
 import type { Db, Queryable, Tx } from '../../platform/db.ts';
+import type { JobLog } from '../../platform/log.ts';
 import type { Principal } from '../../platform/auth.ts';
 import { staffOrAbove } from '../../platform/auth.ts';
 import { AppError } from '../../errors.ts';
@@ -60,25 +61,37 @@ export async function fulfilOrder(tx: Tx, id: string): Promise<Order> {
 /**
  * Cancels orders left in pending_payment longer than the timeout and releases their stock, each in
  * a transaction of its own (a conditional transition, so a payment that lands meanwhile wins or
- * loses cleanly). Answers how many it cancelled.
+ * loses cleanly). An order that cannot be cancelled (a fault: say, an amount from before the money
+ * bounds that cannot be read exactly) is logged and skipped, and the run goes on past it, page by
+ * page in id order, so that no such order can hold up the others. Answers how many it cancelled.
  */
-export async function expireUnpaidOrders(db: Db, timeoutSeconds: number, batch = 500): Promise<number> {
-  const stale = await db.query<{ id: string }>(
-    `SELECT id FROM orders WHERE status = 'pending_payment' AND created_at < now() - make_interval(secs => $1) ORDER BY id LIMIT $2`,
-    [timeoutSeconds, batch],
-  );
+export async function expireUnpaidOrders(db: Db, timeoutSeconds: number, options: { batch?: number; log?: JobLog } = {}): Promise<number> {
+  const batch = options.batch ?? 500;
   let cancelled = 0;
-  for (const { id } of stale) {
-    const done = await db.transaction(async (tx) => {
-      const order = await repo.lockOrder(tx, id);
-      if (order?.status !== 'pending_payment') return false;
-      const { order: updated } = await repo.transitionOrder(tx, id, 'cancelled');
-      const lines = await repo.linesOf(tx, [id]);
-      await releaseReservation(tx, id, lines);
-      await publishOrderEvent(tx, 'order.cancelled', updated, lines);
-      return true;
-    });
-    if (done) cancelled++;
+  let after = '';
+  for (;;) {
+    const stale = await db.query<{ id: string }>(
+      `SELECT id FROM orders WHERE status = 'pending_payment' AND created_at < now() - make_interval(secs => $1) AND id > $3 ORDER BY id LIMIT $2`,
+      [timeoutSeconds, batch, after],
+    );
+    for (const { id } of stale) {
+      try {
+        if (await db.transaction((tx) => expireOrder(tx, id))) cancelled++;
+      } catch (err) {
+        options.log?.error({ err, orderId: id }, 'could not cancel an unpaid order past its timeout; skipped');
+      }
+    }
+    if (stale.length < batch) return cancelled;
+    after = stale[stale.length - 1]!.id;
   }
-  return cancelled;
+}
+
+async function expireOrder(tx: Tx, id: string): Promise<boolean> {
+  const order = await repo.lockOrder(tx, id);
+  if (order?.status !== 'pending_payment') return false;
+  const { order: updated } = await repo.transitionOrder(tx, id, 'cancelled');
+  const lines = await repo.linesOf(tx, [id]);
+  await releaseReservation(tx, id, lines);
+  await publishOrderEvent(tx, 'order.cancelled', updated, lines);
+  return true;
 }

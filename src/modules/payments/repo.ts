@@ -4,7 +4,7 @@ import type { Queryable, Tx } from '../../platform/db.ts';
 export interface PaymentRow {
   id: string; order_id: string; provider: string | null; amount: number; currency: string;
   status: 'pending' | 'succeeded' | 'failed' | 'refunded'; attempts: number; provider_ref: string | null;
-  failure: string | null; created_at: Date; updated_at: Date;
+  failure: string | null; processor_message: string | null; review_reason: string | null; created_at: Date; updated_at: Date;
 }
 
 export interface RefundRow {
@@ -50,14 +50,27 @@ export async function countChargeAttempts(db: Queryable, ids: string[], provider
   await db.query(`UPDATE payments SET attempts = attempts + 1, provider = $2, updated_at = now() WHERE id = ANY($1::text[]) AND status = 'pending'`, [ids, provider]);
 }
 
+export interface Settlement { id: string; to: 'succeeded' | 'failed'; providerRef?: string; failure?: string; processorMessage?: string; review?: string }
+
 /** Settles pending payments; answers the rows it settled (not those settled before: a job that ran twice). */
-export function settlePayments(tx: Tx, outcomes: { id: string; to: 'succeeded' | 'failed'; providerRef?: string; failure?: string }[]): Promise<PaymentRow[]> {
+export function settlePayments(tx: Tx, outcomes: Settlement[]): Promise<PaymentRow[]> {
   if (outcomes.length === 0) return Promise.resolve([]);
   return tx.query<PaymentRow>(
-    `UPDATE payments p SET status = o.status, provider_ref = coalesce(o.provider_ref, p.provider_ref), failure = o.failure, updated_at = now()
-       FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS o(id, status, provider_ref, failure)
+    `UPDATE payments p SET status = o.status, provider_ref = coalesce(o.provider_ref, p.provider_ref), failure = o.failure,
+            processor_message = o.processor_message, review_reason = coalesce(o.review_reason, p.review_reason), updated_at = now()
+       FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[]) AS o(id, status, provider_ref, failure, processor_message, review_reason)
       WHERE p.id = o.id AND p.status = 'pending' RETURNING p.*`,
-    [outcomes.map((o) => o.id), outcomes.map((o) => o.to), outcomes.map((o) => o.providerRef ?? null), outcomes.map((o) => o.failure ?? null)],
+    [outcomes.map((o) => o.id), outcomes.map((o) => o.to), outcomes.map((o) => o.providerRef ?? null), outcomes.map((o) => o.failure ?? null),
+      outcomes.map((o) => o.processorMessage ?? null), outcomes.map((o) => o.review ?? null)],
+  );
+}
+
+/** Marks payments for an operator's review, with why (the audit lists them until cleared). */
+export async function flagForReview(tx: Tx, flags: { id: string; reason: string }[]): Promise<void> {
+  if (flags.length === 0) return;
+  await tx.query(
+    `UPDATE payments p SET review_reason = f.reason, updated_at = now() FROM unnest($1::text[], $2::text[]) AS f(id, reason) WHERE p.id = f.id`,
+    [flags.map((f) => f.id), flags.map((f) => f.reason)],
   );
 }
 

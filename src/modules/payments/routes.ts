@@ -2,7 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { Db } from '../../platform/db.ts';
 import { routeOf } from '../../platform/endpoint.ts';
-import { principalOf } from '../../platform/auth.ts';
+import { principalOf, staffOrAbove } from '../../platform/auth.ts';
 import { getOrder } from '../orders/service.ts';
 import * as s from './schemas.ts';
 import { paymentsOfOrder } from './repo.ts';
@@ -14,8 +14,10 @@ export function paymentsRoutes(app: FastifyInstance, { db }: { db: Db }): void {
     ...routeOf(s.listOrderPayments),
     handler: async (request) => {
       // getOrder answers 404 for an order this principal may not see.
-      const order = await getOrder(db, principalOf(request), request.params.id);
-      return { data: (await paymentsOfOrder(db, order.id)).map(paymentView) };
+      const principal = principalOf(request);
+      const order = await getOrder(db, principal, request.params.id);
+      const staff = staffOrAbove(principal.role);
+      return { data: (await paymentsOfOrder(db, order.id)).map((p) => paymentView(p, staff)) };
     },
   });
 }

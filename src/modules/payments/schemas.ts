@@ -8,7 +8,9 @@ export const PaymentSchema = Type.Object({
   amount: MoneySchema,
   attempts: Type.Integer({ description: 'Charge requests sent to the processor so far' }),
   provider: Type.Union([Type.String(), Type.Null()]),
-  failure: Type.Union([Type.String(), Type.Null()], { description: 'Why the payment failed, when it did' }),
+  failure: Type.Union([Type.String(), Type.Null()], { description: 'Why the payment failed, when it did: a short code in our own words (card_declined, insufficient_funds, charge_unconfirmed, ...)' }),
+  processorMessage: Type.Optional(Type.Union([Type.String(), Type.Null()], { description: "Staff only: the processor's own message about a failure, as it sent it (untrusted text)" })),
+  review: Type.Optional(Type.Union([Type.String(), Type.Null()], { description: 'Staff only: why an operator must look at this payment (the audit lists it until cleared); null when nothing is wrong' })),
   createdAt: Timestamp,
   updatedAt: Timestamp,
 });

@@ -28,8 +28,12 @@
 // an endpoint by themselves; an endpoint that fails everything it is sent for 3 days is disabled.
 //
 // Requests never follow redirects (a 3xx is a failure: the URL registered is the only place an
-// event goes), have a timeout, and are made outside any database transaction.
+// event goes), have a timeout, and are made outside any database transaction. They go only to
+// public addresses unless allowPrivateUrls (destination.ts): checked on the very address each
+// connection is made to, after DNS; a refused destination is a failed attempt that connected nowhere.
 import { createHmac } from 'node:crypto';
+import http from 'node:http';
+import https from 'node:https';
 import type { Db } from '../../platform/db.ts';
 import { newId } from '../../platform/ids.ts';
 import { onLocalPublish } from '../../platform/events.ts';
@@ -37,6 +41,7 @@ import { enqueueMany, poll, work, type Job, type Queue, type QueueSpec } from '.
 import * as repo from './repo.ts';
 import { deliverQueue, type DeliverJob } from './service.ts';
 import { webhookEventTypes } from './schemas.ts';
+import { destinationLookup, literalRefusal, RefusedDestination, systemResolve, type Resolve } from './destination.ts';
 
 export { deliverQueue };
 
@@ -51,6 +56,10 @@ export interface WebhookOptions {
   retryLimit?: number;
   /** Deliveries sent at once by one process. WEBHOOK_CONCURRENCY, default 5. */
   concurrency?: number;
+  /** Send to loopback, private and other non-public addresses too. WEBHOOK_ALLOW_PRIVATE_URLS, default false. */
+  allowPrivateUrls?: boolean;
+  /** How names are resolved (the system's resolver; tests pass their own). */
+  resolve?: Resolve;
 }
 
 export const webhookDefaults: Readonly<Required<WebhookOptions>> = Object.freeze({
@@ -59,6 +68,8 @@ export const webhookDefaults: Readonly<Required<WebhookOptions>> = Object.freeze
   retryDelaySeconds: 60,
   retryLimit: 11,
   concurrency: 5,
+  allowPrivateUrls: false,
+  resolve: systemResolve,
 });
 
 function resolved(options: WebhookOptions): Required<WebhookOptions> {
@@ -117,14 +128,24 @@ export function signatureHeader(secret: string, timestamp: number, rawBody: stri
   return `t=${timestamp},v1=${v1}`;
 }
 
+/** The headers of one delivery attempt: who it is from, which event, and the signature(s). */
+export function deliveryHeaders(secret: string, eventId: string, rawBody: string, now: Date = new Date()): Record<string, string> {
+  return {
+    'content-type': 'application/json',
+    'user-agent': 'Engine-Room-Webhooks/1',
+    'engine-room-event-id': eventId,
+    'engine-room-signature': signatureHeader(secret, Math.floor(now.getTime() / 1000), rawBody),
+  };
+}
+
 interface Outcome { succeeded: boolean; statusCode: number | null; error: string | null; startedAt: Date; finishedAt: Date; durationMs: number }
 
 function failureOf(err: unknown, timeoutMs: number, jobSignal: AbortSignal): string {
-  const e = err as { name?: string; message?: string; cause?: { code?: string; message?: string } };
+  const e = err as { name?: string; message?: string; code?: string };
   if (e?.name === 'TimeoutError') return `no answer within ${timeoutMs} ms`;
   if (jobSignal.aborted) return `the worker gave up: ${(jobSignal.reason as Error)?.message ?? 'aborted'}`;
-  // fetch reports connection failures as TypeError('fetch failed') with the system error as cause.
-  if (e?.cause) return `network error: ${e.cause.code ?? e.cause.message ?? 'unknown'}`;
+  if (err instanceof RefusedDestination) return err.message;
+  if (e?.code) return `network error: ${e.code}`;
   return `request failed: ${e?.message ?? String(err)}`;
 }
 
@@ -133,7 +154,7 @@ function failureOf(err: unknown, timeoutMs: number, jobSignal: AbortSignal): str
  * AbortSignal.any([AbortSignal.timeout(ms), jobSignal]): on Node 20 a garbage collection between
  * the request and the timeout loses that signal, and a receiver that never answers then holds the
  * request forever (reproduced with --expose-gc). A controller kept alive by its own timer is not
- * collected, and the race in post() returns even if fetch missed the abort.
+ * collected, and the race in post() returns even if the request missed the abort.
  */
 function requestAbort(timeoutMs: number, jobSignal: AbortSignal) {
   const controller = new AbortController();
@@ -160,32 +181,65 @@ function requestAbort(timeoutMs: number, jobSignal: AbortSignal) {
   };
 }
 
-async function post(url: string, secret: string, eventId: string, body: string, timeoutMs: number, jobSignal: AbortSignal): Promise<Outcome> {
+interface Agents { 'http:': http.Agent; 'https:': https.Agent }
+
+// Keep-alive connections per destination policy (one pair in production), as fetch would keep them.
+const agentsByPolicy = new Map<Resolve, Map<boolean, Agents>>();
+
+function agentsFor(resolve: Resolve, allowPrivate: boolean): Agents {
+  const byFlag = agentsByPolicy.get(resolve) ?? new Map<boolean, Agents>();
+  agentsByPolicy.set(resolve, byFlag);
+  let agents = byFlag.get(allowPrivate);
+  if (!agents) {
+    // The agents' connections resolve names through the destination check (net.connect's lookup).
+    const options = { keepAlive: true, scheduling: 'lifo' as const, timeout: 5000, lookup: destinationLookup(resolve, allowPrivate) };
+    agents = { 'http:': new http.Agent(options), 'https:': new https.Agent(options) };
+    byFlag.set(allowPrivate, agents);
+  }
+  return agents;
+}
+
+/** What a receiver may answer in a body that nobody reads; past it, the connection is dropped rather than drained. */
+const maxDiscardedBytes = 64 * 1024;
+
+/** Sends the POST and answers the status once the receiver's headers have arrived; the body is discarded. */
+function send(target: URL, headers: Record<string, string>, body: string, o: Required<WebhookOptions>, signal: AbortSignal): Promise<number> {
+  const refused = o.allowPrivateUrls ? null : literalRefusal(target); // an address is not looked up
+  if (refused) return Promise.reject(refused);
+  const protocol = target.protocol === 'https:' ? 'https:' : 'http:';
+  const agent = agentsFor(o.resolve, o.allowPrivateUrls)[protocol];
+  return new Promise((resolve, reject) => {
+    const request = (protocol === 'https:' ? https : http).request(target, {
+      method: 'POST', agent, signal, headers: { ...headers, 'content-length': String(Buffer.byteLength(body)) },
+    }, (res) => {
+      resolve(res.statusCode ?? 0);
+      // Read the (usually tiny) answer so that its connection can serve the next delivery, within bounds.
+      let received = 0;
+      const cutOff = setTimeout(() => res.destroy(), o.timeoutMs);
+      cutOff.unref();
+      res.on('data', (chunk: Buffer) => { received += chunk.length; if (received > maxDiscardedBytes) res.destroy(); });
+      res.on('close', () => clearTimeout(cutOff));
+      res.on('error', () => {});
+    });
+    request.on('error', reject);
+    request.end(body);
+  });
+}
+
+async function post(url: string, headers: Record<string, string>, body: string, o: Required<WebhookOptions>, jobSignal: AbortSignal): Promise<Outcome> {
   const startedAt = new Date();
   const t0 = performance.now();
   let statusCode: number | null = null;
   let error: string | null = null;
-  const abort = requestAbort(timeoutMs, jobSignal);
+  const abort = requestAbort(o.timeoutMs, jobSignal);
   try {
-    const request = fetch(url, {
-      method: 'POST',
-      headers: {
-        'content-type': 'application/json',
-        'user-agent': 'Engine-Room-Webhooks/1',
-        'engine-room-event-id': eventId,
-        'engine-room-signature': signatureHeader(secret, Math.floor(Date.now() / 1000), body),
-      },
-      body,
-      redirect: 'manual',
-      signal: abort.signal,
-    });
-    // Should the race be lost to the abort, an answer arriving later is dropped.
-    request.then((res) => res.body?.cancel(), () => {}).catch(() => {});
-    const res = await Promise.race([request, abort.aborted]);
-    statusCode = res.status;
+    const request = send(new URL(url), headers, body, o, abort.signal);
+    request.catch(() => {}); // should the race be lost to the abort
+    statusCode = await Promise.race([request, abort.aborted]);
+    // Redirects are never followed: a 3xx is a failed attempt.
     if (statusCode >= 300 && statusCode < 400) error = 'redirects are not followed';
   } catch (err) {
-    error = failureOf(err, timeoutMs, jobSignal);
+    error = failureOf(err, o.timeoutMs, jobSignal);
   } finally {
     abort.release();
   }
@@ -213,7 +267,7 @@ export async function deliver(db: Db, job: Job<DeliverJob>, options: WebhookOpti
   }
 
   const body = JSON.stringify({ id: d.event_id, type: d.event_type, createdAt: d.event_created_at.toISOString(), data: d.event_data });
-  const outcome = await post(d.url, d.secret, d.event_id, body, o.timeoutMs, job.signal);
+  const outcome = await post(d.url, deliveryHeaders(d.secret, d.event_id, body), body, o, job.signal);
 
   const retry = await db.transaction(async (tx) => {
     const attempt = await repo.countAttempt(tx, endpointId, eventId, round, outcome.succeeded);

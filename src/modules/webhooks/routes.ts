@@ -8,13 +8,13 @@ import * as s from './schemas.ts';
 import * as webhooks from './service.ts';
 import { listEndpoints } from './repo.ts';
 
-export function webhooksRoutes(app: FastifyInstance, { db }: { db: Db }): void {
+export function webhooksRoutes(app: FastifyInstance, { db, policy }: { db: Db; policy: webhooks.UrlPolicy }): void {
   const r = app.withTypeProvider<TypeBoxTypeProvider>();
 
   r.route({
     ...routeOf(s.createWebhookEndpoint),
     handler: (request, reply) => idempotent(db, request, reply, { required: false }, async (tx) => ({
-      status: 201, body: await webhooks.createEndpoint(tx, request.body),
+      status: 201, body: await webhooks.createEndpoint(tx, request.body, policy),
     })),
   });
 
@@ -34,7 +34,7 @@ export function webhooksRoutes(app: FastifyInstance, { db }: { db: Db }): void {
 
   r.route({
     ...routeOf(s.updateWebhookEndpoint),
-    handler: async (request) => webhooks.updateEndpoint(db, request.params.id, request.body),
+    handler: async (request) => webhooks.updateEndpoint(db, request.params.id, request.body, policy),
   });
 
   r.route({

@@ -12,7 +12,7 @@ export type WebhookEventType = (typeof webhookEventTypes)[number];
 /** Subscribes to every type, including types added later. */
 export const allEvents = '*' as const;
 
-const Url = Type.String({ minLength: 1, maxLength: 2048, description: 'An http:// or https:// URL that accepts POST' });
+const Url = Type.String({ minLength: 1, maxLength: 2048, description: 'An http:// or https:// URL that accepts POST, on a public address (loopback, private, link-local and other non-public addresses are refused unless WEBHOOK_ALLOW_PRIVATE_URLS is on)' });
 const EventType = Type.Union([
   Type.Literal('order.created'), Type.Literal('order.paid'), Type.Literal('order.payment_failed'), Type.Literal('order.cancelled'),
   Type.Literal('order.fulfilled'), Type.Literal('message.created'), Type.Literal(allEvents),

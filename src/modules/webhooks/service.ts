@@ -7,6 +7,7 @@ import { findEvent } from '../../platform/events.ts';
 import { enqueue } from '../../platform/queue.ts';
 import { AppError } from '../../errors.ts';
 import * as repo from './repo.ts';
+import { urlProblem } from './destination.ts';
 import { allEvents, webhookEventTypes, type DeliveryAttempt, type WebhookEndpoint } from './schemas.ts';
 
 export const deliverQueue = 'webhooks.deliver';
@@ -48,17 +49,13 @@ export function attemptView(row: repo.AttemptRow): DeliveryAttempt {
   };
 }
 
-/** http(s) only; the schema has already bounded the length. */
-function checkUrl(url: string): void {
-  let parsed: URL | undefined;
-  try {
-    parsed = new URL(url);
-  } catch {
-    parsed = undefined;
-  }
-  if (!parsed || (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') || parsed.hostname === '') {
-    throw new AppError('validation_failed', 'The URL must be an absolute http:// or https:// URL', { errors: [{ path: '/url', message: 'must be an http:// or https:// URL' }] });
-  }
+/** Where deliveries may go: only to public addresses, unless WEBHOOK_ALLOW_PRIVATE_URLS is on. */
+export interface UrlPolicy { allowPrivateUrls: boolean }
+
+/** http(s) only, and not at a private address (destination.ts); the schema has already bounded the length. */
+function checkUrl(url: string, policy: UrlPolicy): void {
+  const problem = urlProblem(url, policy.allowPrivateUrls);
+  if (problem) throw new AppError('validation_failed', `The URL ${problem}`, { errors: [{ path: '/url', message: problem }] });
 }
 
 function checkEvents(events: string[]): void {
@@ -67,8 +64,8 @@ function checkEvents(events: string[]): void {
   }
 }
 
-export async function createEndpoint(db: Queryable, input: { url: string; events: string[] }): Promise<WebhookEndpoint & { secret: string }> {
-  checkUrl(input.url);
+export async function createEndpoint(db: Queryable, input: { url: string; events: string[] }, policy: UrlPolicy): Promise<WebhookEndpoint & { secret: string }> {
+  checkUrl(input.url, policy);
   checkEvents(input.events);
   const secret = `whsec_${randomBytes(32).toString('base64url')}`;
   const row = await repo.insertEndpoint(db, { id: newId('whe'), url: input.url, events: input.events, secret });
@@ -81,8 +78,8 @@ export async function getEndpoint(db: Queryable, id: string): Promise<WebhookEnd
   return endpointView(row);
 }
 
-export async function updateEndpoint(db: Queryable, id: string, change: { url?: string; events?: string[]; enabled?: boolean }): Promise<WebhookEndpoint> {
-  if (change.url !== undefined) checkUrl(change.url);
+export async function updateEndpoint(db: Queryable, id: string, change: { url?: string; events?: string[]; enabled?: boolean }, policy: UrlPolicy): Promise<WebhookEndpoint> {
+  if (change.url !== undefined) checkUrl(change.url, policy);
   if (change.events !== undefined) checkEvents(change.events);
   const row = await repo.updateEndpoint(db, id, change);
   if (!row) throw new AppError('not_found', 'No such webhook endpoint');

@@ -33,16 +33,35 @@ export interface RefundRequest {
   amount: Money;
 }
 
-export type ProviderResult =
+/**
+ * What a processor answered. A decline's `reason` is in our own words (a code of our vocabulary,
+ * or the processor's code when it is a plain identifier, see processorCode): it is shown to the
+ * customer. The processor's own text goes in `detail`, for staff and logs only: it is free text
+ * from outside (it may carry markup, or anything else) and is never shown to a customer.
+ */
+export type ProviderResult<Done = object> =
   /** Done. providerRef is the processor's id of the charge (or of the refund). */
-  | { status: 'succeeded'; providerRef: string }
+  | ({ status: 'succeeded'; providerRef: string } & Done)
   /** Refused for good: asking again with the same key answers the same. */
-  | { status: 'declined'; reason: string }
+  | { status: 'declined'; reason: string; detail?: string }
   /** Unknown or transient: ask again later with the same key. */
   | { status: 'retryable'; reason: string };
 
-export type ChargeResult = ProviderResult;
-export type RefundResult = ProviderResult;
+/**
+ * A success says what the processor reports it charged, and for which order (the reference we
+ * sent it): the payments service checks both against what it asked before it records anything.
+ */
+export type ChargeResult = ProviderResult<{ charged: Money; orderId: string | null }>;
+/** A success says what the processor reports it refunded, checked likewise. */
+export type RefundResult = ProviderResult<{ refunded: Money }>;
+
+/**
+ * A processor's code (a decline code, an error code) when it is a plain identifier, else null:
+ * what passes can be shown as it is; free text and markup cannot pass.
+ */
+export function processorCode(value: unknown): string | null {
+  return typeof value === 'string' && /^[a-z0-9_]{1,64}$/.test(value) ? value : null;
+}
 
 export interface PaymentProvider {
   /** Which processor this is, as recorded next to a payment. */

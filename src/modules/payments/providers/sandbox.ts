@@ -18,7 +18,7 @@ import type { Db, Queryable } from '../../../platform/db.ts';
 import { newId } from '../../../platform/ids.ts';
 import type { Money } from '../../../platform/schemas.ts';
 import type { RetryBudget } from '../../../platform/queue.ts';
-import { idempotencyKeyReused, type ChargeRequest, type PaymentProvider, type ProviderResult, type RefundRequest } from './provider.ts';
+import { idempotencyKeyReused, type ChargeRequest, type ChargeResult, type PaymentProvider, type RefundRequest, type RefundResult } from './provider.ts';
 import { outageCheck } from './outage.ts';
 
 export interface SandboxOptions {
@@ -108,7 +108,7 @@ export function createSandboxProvider(db: Db, options: SandboxOptions = {}): Pay
   const slowDelayMs = options.slowDelayMs ?? 2000;
   const inOutage = outageCheck(db);
 
-  async function charge(request: ChargeRequest): Promise<ProviderResult> {
+  async function charge(request: ChargeRequest): Promise<ChargeResult> {
     checkKey(request.idempotencyKey);
     const invalid = invalidAmount(request.amount);
     if (invalid) return { status: 'declined', reason: invalid };
@@ -128,11 +128,15 @@ export function createSandboxProvider(db: Db, options: SandboxOptions = {}): Pay
         first.status === 'retryable' ? 'pending' : first.status, first.status === 'declined' ? first.reason : null],
     );
     if (created) {
-      if (first.status === 'succeeded') return request.token === 'tok_lost_response' ? { status: 'retryable', reason: 'timeout: no answer from the processor' } : { status: 'succeeded', providerRef: created.id };
+      if (first.status === 'succeeded') {
+        return request.token === 'tok_lost_response'
+          ? { status: 'retryable', reason: 'timeout: no answer from the processor' }
+          : { status: 'succeeded', providerRef: created.id, charged: request.amount, orderId: request.orderId };
+      }
       return first;
     }
 
-    const outcome = await db.transaction<{ result: ProviderResult; answerLost: boolean }>(async (tx) => {
+    const outcome = await db.transaction<{ result: ChargeResult; answerLost: boolean }>(async (tx) => {
       // Creates the charge, or counts one more request for it; either way the row is now locked
       // until commit, so requests with one key are decided one after another.
       const [row] = await tx.query<ChargeRow>(
@@ -147,7 +151,8 @@ export function createSandboxProvider(db: Db, options: SandboxOptions = {}): Pay
         throw idempotencyKeyReused(request.idempotencyKey, `charge ${row.id} is ${row.amount} ${row.currency} with ${row.token} for ${row.order_id}`);
       }
       // Decided by an earlier request: answer the original result, and do nothing again.
-      if (row.status === 'succeeded') return { result: { status: 'succeeded', providerRef: row.id }, answerLost: false };
+      const succeeded = { status: 'succeeded', providerRef: row.id, charged: { amount: row.amount, currency: row.currency }, orderId: row.order_id } as const;
+      if (row.status === 'succeeded') return { result: succeeded, answerLost: false };
       if (row.status === 'declined') return { result: { status: 'declined', reason: row.decline_reason ?? 'declined' }, answerLost: false };
 
       const verdict = decide(row.token, row.attempts);
@@ -158,7 +163,7 @@ export function createSandboxProvider(db: Db, options: SandboxOptions = {}): Pay
         [row.id, verdict.status, verdict.status === 'declined' ? verdict.reason : null],
       );
       return {
-        result: verdict.status === 'succeeded' ? { status: 'succeeded', providerRef: row.id } : verdict,
+        result: verdict.status === 'succeeded' ? succeeded : verdict,
         answerLost: row.token === 'tok_lost_response' && row.attempts === 1,
       };
     });
@@ -168,12 +173,12 @@ export function createSandboxProvider(db: Db, options: SandboxOptions = {}): Pay
     return outcome.result;
   }
 
-  async function refund(request: RefundRequest): Promise<ProviderResult> {
+  async function refund(request: RefundRequest): Promise<RefundResult> {
     checkKey(request.idempotencyKey);
     const invalid = invalidAmount(request.amount);
     if (invalid) return { status: 'declined', reason: invalid };
 
-    return db.transaction<ProviderResult>(async (tx) => {
+    return db.transaction<RefundResult>(async (tx) => {
       // The charge's row lock queues every refund of one charge (whatever its key), so the sum
       // of refunds is checked against a total that cannot move underneath.
       const [charged] = await tx.query<{ amount: number; currency: string; status: SandboxChargeStatus; refunded_amount: number }>(
@@ -207,7 +212,7 @@ export function createSandboxProvider(db: Db, options: SandboxOptions = {}): Pay
           throw idempotencyKeyReused(request.idempotencyKey, `refund ${earlier.id} is ${earlier.amount} ${earlier.currency} of ${earlier.charge_id}`);
         }
         return earlier.status === 'succeeded'
-          ? { status: 'succeeded', providerRef: earlier.id }
+          ? { status: 'succeeded', providerRef: earlier.id, refunded: { amount: earlier.amount, currency: earlier.currency } }
           : { status: 'declined', reason: earlier.decline_reason ?? 'declined' };
       }
       if (declineReason) return { status: 'declined', reason: declineReason };
@@ -215,7 +220,7 @@ export function createSandboxProvider(db: Db, options: SandboxOptions = {}): Pay
         'UPDATE sandbox_charges SET refunded_amount = refunded_amount + $2, updated_at = now() WHERE id = $1',
         [request.providerRef, request.amount.amount],
       );
-      return { status: 'succeeded', providerRef: inserted.id };
+      return { status: 'succeeded', providerRef: inserted.id, refunded: request.amount };
     });
   }
 

@@ -10,7 +10,7 @@
 // key is replayed to every retry with that key (the job then ends in the dead letter, for a person
 // to reconcile in the Stripe dashboard).
 import Stripe from 'stripe';
-import { idempotencyKeyReused, type ChargeRequest, type PaymentProvider, type ProviderResult, type RefundRequest } from './provider.ts';
+import { idempotencyKeyReused, processorCode, type ChargeRequest, type ChargeResult, type PaymentProvider, type ProviderResult, type RefundRequest, type RefundResult } from './provider.ts';
 
 export interface StripeOptions {
   /** The secret key (sk_live_... or sk_test_...). */
@@ -22,6 +22,45 @@ export interface StripeOptions {
    * than the queue's job lease, so a job never outlives its lease waiting on Stripe.
    */
   timeoutMs?: number;
+}
+
+/**
+ * The largest answer read from Stripe. Its objects are a few kilobytes; a bigger answer is not
+ * Stripe's (a proxy's error page, something answering in its place) and is not buffered further.
+ */
+export const maxResponseBytes = 256 * 1024;
+
+/**
+ * fetch, with the answer's body read here and refused past maxBytes, so nothing on the other end
+ * can make us buffer without limit. The refusal reaches the adapter as a connection error: the
+ * outcome is unknown and the charge is asked again with its key (or ends in the dead letter).
+ */
+export function fetchWithBodyCap(maxBytes: number, fetchFn: typeof fetch = globalThis.fetch): typeof fetch {
+  return async (input, init) => {
+    const res = await fetchFn(input, init);
+    const tooLarge = () => new Error(`the answer is larger than ${maxBytes} bytes`);
+    if (Number(res.headers.get('content-length')) > maxBytes) {
+      await res.body?.cancel();
+      throw tooLarge();
+    }
+    const chunks: Uint8Array[] = [];
+    let size = 0;
+    if (res.body) {
+      const reader = res.body.getReader();
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        size += value.byteLength;
+        if (size > maxBytes) {
+          await reader.cancel();
+          throw tooLarge();
+        }
+        chunks.push(value);
+      }
+    }
+    const noBody = res.status === 204 || res.status === 205 || res.status === 304;
+    return new Response(noBody ? null : Buffer.concat(chunks), { status: res.status, statusText: res.statusText, headers: res.headers });
+  };
 }
 
 const { StripeCardError, StripeConnectionError, StripeRateLimitError, StripeIdempotencyError, StripeInvalidRequestError, StripeAPIError, StripeError } = Stripe.errors;
@@ -40,9 +79,10 @@ export function createStripeProvider(options: StripeOptions): PaymentProvider {
     maxNetworkRetries: 0,
     timeout: options.timeoutMs ?? 30_000,
     telemetry: false,
+    httpClient: Stripe.createFetchHttpClient(fetchWithBodyCap(maxResponseBytes)),
   });
 
-  async function charge(request: ChargeRequest): Promise<ProviderResult> {
+  async function charge(request: ChargeRequest): Promise<ChargeResult> {
     try {
       let intent = await stripe.paymentIntents.create({
         amount: request.amount.amount,
@@ -61,9 +101,18 @@ export function createStripeProvider(options: StripeOptions): PaymentProvider {
       if (intent.status !== 'succeeded' && intent.status !== 'requires_payment_method' && intent.status !== 'canceled') {
         intent = await stripe.paymentIntents.retrieve(intent.id);
       }
-      if (intent.status === 'succeeded') return { status: 'succeeded', providerRef: intent.id };
+      if (intent.status === 'succeeded') {
+        // What Stripe says it charged, and for which order: the payments service checks both
+        // against the request before it records anything (a success for another amount is not one).
+        return {
+          status: 'succeeded', providerRef: intent.id,
+          charged: { amount: intent.amount, currency: String(intent.currency ?? '').toUpperCase() },
+          orderId: typeof intent.metadata?.orderId === 'string' ? intent.metadata.orderId : null,
+        };
+      }
       if (intent.status === 'requires_payment_method' || intent.status === 'canceled') {
-        return { status: 'declined', reason: intent.last_payment_error?.decline_code ?? intent.last_payment_error?.code ?? intent.status };
+        const error = intent.last_payment_error;
+        return { status: 'declined', reason: processorCode(error?.decline_code) ?? processorCode(error?.code) ?? (intent.status === 'canceled' ? 'canceled' : 'card_declined'), ...(error?.message ? { detail: error.message } : {}) };
       }
       return { status: 'retryable', reason: `payment intent ${intent.id} is ${intent.status}` };
     } catch (err) {
@@ -71,15 +120,17 @@ export function createStripeProvider(options: StripeOptions): PaymentProvider {
     }
   }
 
-  async function refund(request: RefundRequest): Promise<ProviderResult> {
+  async function refund(request: RefundRequest): Promise<RefundResult> {
     try {
       const refund = await stripe.refunds.create(
         { payment_intent: request.providerRef, amount: request.amount.amount },
         { idempotencyKey: request.idempotencyKey },
       );
       // pending: Stripe accepted it and will not do it twice; cards settle it without us.
-      if (refund.status === 'succeeded' || refund.status === 'pending') return { status: 'succeeded', providerRef: refund.id };
-      if (refund.status === 'failed' || refund.status === 'canceled') return { status: 'declined', reason: refund.failure_reason ?? refund.status };
+      if (refund.status === 'succeeded' || refund.status === 'pending') {
+        return { status: 'succeeded', providerRef: refund.id, refunded: { amount: refund.amount, currency: String(refund.currency ?? '').toUpperCase() } };
+      }
+      if (refund.status === 'failed' || refund.status === 'canceled') return { status: 'declined', reason: processorCode(refund.failure_reason) ?? 'refund_failed' };
       return { status: 'retryable', reason: `refund ${refund.id} is ${refund.status}` };
     } catch (err) {
       return failure(err, request.idempotencyKey);
@@ -89,13 +140,21 @@ export function createStripeProvider(options: StripeOptions): PaymentProvider {
   return { name: 'stripe', charge, refund };
 }
 
-/** Stripe's errors as outcomes; what no retry can fix and is no verdict on the payment is thrown. */
-function failure(err: unknown, idempotencyKey: string): ProviderResult {
+/**
+ * Stripe's errors as outcomes; what no retry can fix and is no verdict on the payment is thrown.
+ * A decline's reason is a code (Stripe's, when it is a plain identifier); Stripe's message, free
+ * text from outside, goes only in `detail` (staff and logs), never to the customer.
+ */
+function failure(err: unknown, idempotencyKey: string): ProviderResult<never> {
   if (!(err instanceof StripeError)) throw err;
+  const detail = err.message ? { detail: err.message } : {};
   // The bank said no (or the card wants an authentication we cannot ask for).
-  if (err instanceof StripeCardError) return { status: 'declined', reason: err.decline_code ?? err.code ?? 'card_declined' };
+  if (err instanceof StripeCardError) return { status: 'declined', reason: processorCode(err.decline_code) ?? processorCode(err.code) ?? 'card_declined', ...detail };
   // A timeout or a broken connection: Stripe may or may not have done it; the same key will tell.
-  if (err instanceof StripeConnectionError) return { status: 'retryable', reason: `no answer from Stripe: ${err.message}` };
+  if (err instanceof StripeConnectionError) {
+    const cause = (err as { detail?: unknown }).detail;
+    return { status: 'retryable', reason: `no answer from Stripe: ${err.message}${cause instanceof Error ? ` (${cause.message})` : ''}` };
+  }
   if (err instanceof StripeRateLimitError) return { status: 'retryable', reason: 'rate_limited by Stripe' };
   // 400 idempotency_error: this key came before with other parameters. A bug of ours.
   if (err instanceof StripeIdempotencyError) throw idempotencyKeyReused(idempotencyKey, err.message);
@@ -106,7 +165,7 @@ function failure(err: unknown, idempotencyKey: string): ProviderResult {
   }
   // A request Stripe refuses for this payment (an unknown payment method, an amount below the
   // minimum, a refund larger than what is left): the same request would be refused again.
-  if (err instanceof StripeInvalidRequestError) return { status: 'declined', reason: `${err.code ?? 'invalid_request'}: ${err.message}` };
+  if (err instanceof StripeInvalidRequestError) return { status: 'declined', reason: `refused_by_processor${processorCode(err.code) ? `: ${err.code}` : ''}`, ...detail };
   // 401/403 and the like: our configuration is wrong. Fail the job loudly; no order is declined.
   throw new Error(`Stripe refused our request (${err.type}, status ${err.statusCode ?? 'none'}): ${err.message}`, { cause: err });
 }
