@@ -8,7 +8,9 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { packageRoot } from '../src/platform/paths.ts';
-import { startEngine, type EngineProcess } from './support/engine-process.ts';
+import type { EngineProcess } from './support/engine-process.ts';
+import { freshDatabase, postgresUrl, type TestDatabase } from './support/database.ts';
+import { startOwnEngine } from './support/own-engine.ts';
 
 const admin = { ADMIN_EMAIL: 'drill-admin@example.com', ADMIN_PASSWORD: 'drill-admin-password' };
 
@@ -21,18 +23,30 @@ function drill(args: string[], env: Record<string, string> = {}) {
 describe('engine-room drill', () => {
   let server: EngineProcess;
   let baseUrl: string;
-  let dataDir: string;
+  let dataDir: string | undefined;
+  let database: TestDatabase | undefined;
 
   before(async () => {
-    dataDir = await mkdtemp(join(tmpdir(), 'er-drill-'));
+    // The drill sees the engine only through its API: one engine is enough, PostgreSQL when there
+    // is one (no initdb to wait for), the embedded database otherwise.
+    const where: Record<string, string> = {};
+    if (postgresUrl) {
+      database = await freshDatabase('postgres', 1);
+      await database.db.close();
+      where.DATABASE_URL = database.url!;
+    } else {
+      dataDir = await mkdtemp(join(tmpdir(), 'er-drill-'));
+      where.DATA_DIR = dataDir;
+    }
     // Webhook retries a second apart, so that recovery takes seconds rather than minutes; the
     // drill's receiver is on 127.0.0.1.
-    ({ engine: server, baseUrl } = await startEngine({ ...admin, DATA_DIR: dataDir, WORKER_POLL_INTERVAL_MS: '100', WEBHOOK_RETRY_DELAY_SECONDS: '1', WEBHOOK_ALLOW_PRIVATE_URLS: 'true' }));
+    ({ server, baseUrl } = await startOwnEngine({ ...admin, ...where, WORKER_POLL_INTERVAL_MS: '100', WEBHOOK_RETRY_DELAY_SECONDS: '1', WEBHOOK_ALLOW_PRIVATE_URLS: 'true' }));
   });
 
   after(async () => {
     await server?.kill('SIGTERM');
-    await rm(dataDir, { recursive: true, force: true });
+    if (dataDir) await rm(dataDir, { recursive: true, force: true });
+    await database?.drop();
   });
 
   it('stages an outage that dead-letters real charges, recovers, and keeps the audit clean', () => {

@@ -6,7 +6,8 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createClient, endpoints, fetchTransport, type Client } from '../src/client.ts';
 import { freshDatabase, postgresUrl, type TestDatabase } from './support/database.ts';
-import { spawnEngine, startEngine, type EngineProcess } from './support/engine-process.ts';
+import { spawnEngine, type EngineProcess } from './support/engine-process.ts';
+import { startOwnEngine } from './support/own-engine.ts';
 import { waitFor } from './support/wait.ts';
 
 describe('two API and two worker processes on PostgreSQL', { skip: postgresUrl ? false : 'needs TEST_DATABASE_URL' }, () => {
@@ -21,9 +22,10 @@ describe('two API and two worker processes on PostgreSQL', { skip: postgresUrl ?
     await database.db.close();
     const env = { DATABASE_URL: database.url!, ADMIN_EMAIL: admin.email, ADMIN_PASSWORD: admin.password, WORKER_POLL_INTERVAL_MS: '100', DATABASE_POOL_SIZE: '4' };
     // The first alone: it declares the queues (processes declaring them at once can deadlock).
-    const first = await startEngine({ ...env, WORKERS: 'off' });
-    const second = await startEngine({ ...env, WORKERS: 'off' });
-    processes.push(first.engine, second.engine);
+    const first = await startOwnEngine({ ...env, WORKERS: 'off' });
+    processes.push(first.server);
+    const second = await startOwnEngine({ ...env, WORKERS: 'off' });
+    processes.push(second.server);
     urls.push(first.baseUrl, second.baseUrl);
     api.push(createClient(fetchTransport(first.baseUrl)), createClient(fetchTransport(second.baseUrl)));
     for (let i = 0; i < 2; i++) {
