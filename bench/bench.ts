@@ -10,7 +10,7 @@ import { tmpdir, cpus } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { openPglite, openPostgres, type Db } from '../src/platform/db.ts';
 import { migrate } from '../src/platform/migrate.ts';
 import { createScratch, defaultDatabaseUrl, freePort, startEngineProcess, type EngineProcess, type Scratch } from './lib/engine.ts';
@@ -417,10 +417,11 @@ async function lagOf(db: Db, from: string, to: string): Promise<Lag> {
 }
 
 /** Orders placed under keys of one scenario (each order is the stored answer of exactly one key). */
-async function ordersUnderKeys(db: Db, keyPrefix: string): Promise<number> {
+async function ordersUnderKeys(db: Db, tag: string, keysPerClient: number[]): Promise<number> {
+  const hashes = keysPerClient.flatMap((count, c) => Array.from({ length: count }, (_, n) => createHash('sha256').update(`${tag}-${c}-${n}`).digest()));
   const [row] = await db.query<{ n: number }>(
-    `SELECT count(*)::int AS n FROM idempotency_keys WHERE key LIKE $1 AND status_code = 201`,
-    [keyPrefix.replace(/[%_\\]/g, '\\$&') + '%'],
+    'SELECT count(*)::int AS n FROM idempotency_keys WHERE key_hash = ANY($1::bytea[]) AND status_code = 201',
+    [hashes],
   );
   return Number(row!.n);
 }
@@ -613,7 +614,7 @@ async function main(): Promise<number> {
       if (scenario === 'retry-storm') {
         report.checks.push({ name: 'retries of one key answered one order', ok: load.idMismatches === 0, detail: `${fmtInt(load.replays)} replays, ${fmtInt(load.abandoned)} requests abandoned and resent` });
         if (s.db) {
-          const placed = await ordersUnderKeys(s.db, `${spec.tag}-`);
+          const placed = await ordersUnderKeys(s.db, spec.tag, load.keysPerClient);
           report.checks.push({ name: 'orders in the database = orders acknowledged', ok: placed === load.ackedOrders, detail: `${fmtInt(placed)} in the database, ${fmtInt(load.ackedOrders)} acknowledged` });
         }
       }
@@ -650,7 +651,7 @@ async function main(): Promise<number> {
     for (const r of reports) {
       if (!o.noWorkers) r.lag = await lagOf(lagDb, r.load.measuredFrom, r.load.measuredTo);
       if (s.mode === 'embedded' && r.scenario === 'retry-storm') {
-        const placed = await ordersUnderKeys(lagDb, `${tag}-retry-storm-`);
+        const placed = await ordersUnderKeys(lagDb, `${tag}-retry-storm`, r.load.keysPerClient);
         r.checks.push({ name: 'orders in the database = orders acknowledged', ok: placed === r.load.ackedOrders, detail: `${fmtInt(placed)} in the database, ${fmtInt(r.load.ackedOrders)} acknowledged` });
         if (placed !== r.load.ackedOrders) failed = true;
       }

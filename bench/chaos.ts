@@ -18,6 +18,7 @@ import { randomBytes } from 'node:crypto';
 import { openPostgres, type Db } from '../src/platform/db.ts';
 import { migrate } from '../src/platform/migrate.ts';
 import { stockDiscrepancies } from '../src/modules/catalog/inventory.ts';
+import { readOutcomes } from '../src/platform/idempotency.ts';
 import { createScratch, defaultDatabaseUrl, freePort, startEngineProcess, withClient, type EngineProcess, type EngineSpec, type Scratch } from './lib/engine.ts';
 import { analyzeSeeded, adminLogin, hotSku, seedAdmin, seedBySql, type Seeded } from './lib/seed.ts';
 import { httpClient, jsonOf, type HttpClient, type Reply } from './lib/http.ts';
@@ -380,25 +381,27 @@ async function checks(db: Db, l: ReturnType<typeof load>, extra: { pendingAfterD
   add('every retry of a key answered the same order', l.stats.idMismatches, `${fmtInt(l.stats.retries)} retries, ${fmtInt(l.stats.idMismatches.length)} answered another order`);
 
   // 3. No order that no client asked for: each order is the stored answer of an order key that a
-  // client sent (found through the idempotency record written in the order's own transaction),
-  // and was acknowledged to that client (every key was resolved before this check).
-  const rows = await db.query<{ id: string; customer_id: string; principal_id: string | null; key: string | null }>(
-    `SELECT o.id, o.customer_id, k.principal_id, k.key
-       FROM orders o
-       LEFT JOIN idempotency_keys k ON k.status_code = 201 AND k.key LIKE 'chaos-ord-%' AND (k.response_body::jsonb ->> 'id') = o.id`,
-  );
+  // client sent (read back from the idempotency record written in the order's own transaction,
+  // which only the raw key opens), and was acknowledged to that client (every key was resolved
+  // before this check).
+  const orderKeys = [...l.keys.values()].filter((r) => r.kind === 'order');
+  const answers = await readOutcomes(db, orderKeys.map((r) => ({ principalId: r.userId, key: r.key })));
+  const answeredBy = new Map<string, KeyRecord[]>();
+  answers.forEach((answer, i) => {
+    const id = answer?.status === 201 ? (answer.body as { id?: string }).id : undefined;
+    if (id) answeredBy.set(id, [...(answeredBy.get(id) ?? []), orderKeys[i]!]);
+  });
+  const orders = await db.query<{ id: string; customer_id: string }>('SELECT id, customer_id FROM orders');
   const orphans: unknown[] = [];
-  const perOrder = new Map<string, number>();
-  for (const r of rows) {
-    perOrder.set(r.id, (perOrder.get(r.id) ?? 0) + 1);
-    if (!r.key) { orphans.push({ order: r.id, problem: 'no idempotency key answered it' }); continue; }
-    const sent = l.keys.get(`${r.principal_id}\0${r.key}`);
-    if (!sent) orphans.push({ order: r.id, key: r.key, problem: 'its key was never sent by a client' });
-    else if (r.principal_id !== r.customer_id) orphans.push({ order: r.id, key: r.key, problem: 'placed for another customer' });
-    else if (sent.final?.orderId !== r.id) orphans.push({ order: r.id, key: r.key, problem: `the client's answer for this key was ${sent.final ? `${sent.final.status} ${sent.final.orderId ?? sent.final.code ?? ''}` : 'never received'}` });
+  for (const o of orders) {
+    const recs = answeredBy.get(o.id) ?? [];
+    if (recs.length === 0) { orphans.push({ order: o.id, problem: 'no idempotency key a client sent answered it' }); continue; }
+    if (recs.length > 1) orphans.push({ order: o.id, problem: `${recs.length} keys answered it` });
+    const sent = recs[0]!;
+    if (sent.userId !== o.customer_id) orphans.push({ order: o.id, key: sent.key, problem: 'placed for another customer' });
+    else if (sent.final?.orderId !== o.id) orphans.push({ order: o.id, key: sent.key, problem: `the client's answer for this key was ${sent.final ? `${sent.final.status} ${sent.final.orderId ?? sent.final.code ?? ''}` : 'never received'}` });
   }
-  for (const [id, n] of perOrder) if (n > 1) orphans.push({ order: id, problem: `${n} keys answered it` });
-  add('no order exists that no client asked for', orphans, `${fmtInt(perOrder.size)} orders in the database, each the answer to one client's key`);
+  add('no order exists that no client asked for', orphans, `${fmtInt(orders.length)} orders in the database, each the answer to one client's key`);
 
   // 4. Charged exactly once by the sandbox processor.
   const charges = await db.query<{ id: string; status: string; payment_status: string | null; charged: number; requests: number }>(

@@ -39,12 +39,30 @@ export interface BuildOptions {
   queue?: Queue;
 }
 
+/**
+ * Node's HTTP server, as Fastify sets it up, waits for a request body forever (requestTimeout 0):
+ * a client trickling a byte now and then holds a connection, and a body parser, for as long as it
+ * likes. requestTimeout bounds receiving the whole request (headers included), and only that: a
+ * response that streams for hours (GET /v1/events) is not cut. No socket idle timeout
+ * (connectionTimeout): the event stream is quiet between heartbeats. Node checks the deadlines
+ * every connectionsCheckingInterval, so a request is cut off within about 1.5 times the timeout.
+ */
+function serverTimeouts(config: Readonly<Config>) {
+  const requestTimeout = config.requestTimeoutSeconds * 1000;
+  return {
+    requestTimeout,
+    keepAliveTimeout: config.keepAliveTimeoutSeconds * 1000,
+    http: { requestTimeout, headersTimeout: requestTimeout, connectionsCheckingInterval: Math.min(5000, requestTimeout / 2) },
+  };
+}
+
 export async function buildApp(config: Readonly<Config>, db: Db, options: BuildOptions = {}): Promise<FastifyInstance> {
   const app = Fastify({
     logger: { ...loggerOptions(config.logLevel), ...(options.logStream ? { stream: options.logStream } : {}) },
     genReqId: requestIdFor,
     trustProxy: config.trustProxy,
     bodyLimit: 1024 * 1024,
+    ...serverTimeouts(config),
     // Answer the same for /v1/me and /v1/me/ rather than a confusing 404.
     routerOptions: { ignoreTrailingSlash: true },
   });

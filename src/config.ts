@@ -1,11 +1,14 @@
 // Configuration is read from the environment once, validated, and frozen. Nothing else in the code
 // reads process.env (a lint rule holds the line), so every knob is listed here and in the README.
+import { isIP } from 'node:net';
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
 
 export interface Config {
   port: number;
   host: string;
+  /** NODE_ENV=production: the start warns when it runs on the embedded database (which never fsyncs). */
+  production: boolean;
   /** Real PostgreSQL when set; the embedded PGlite database under dataDir otherwise. */
   databaseUrl: string | undefined;
   dataDir: string;
@@ -17,12 +20,27 @@ export interface Config {
   /** Allowed CORS origins; empty means CORS is off. */
   corsOrigins: string[];
   sessionTtlSeconds: number;
-  /** Failed logins allowed per account, and per client address, within loginWindowSeconds. */
+  /**
+   * Failed logins allowed within loginWindowSeconds: for one account from one client address
+   * (tight), for one account from anywhere (a ceiling for distributed guessing), and from one
+   * client address over all accounts.
+   */
+  loginMaxFailuresPerAccountAndClient: number;
   loginMaxFailuresPerAccount: number;
   loginMaxFailuresPerClient: number;
   loginWindowSeconds: number;
-  /** Trust X-Forwarded-For from a proxy in front (needed to throttle by the real client address). */
-  trustProxy: boolean;
+  /** Signups allowed from one client address within signupWindowSeconds (slows email probing). */
+  signupMaxPerClient: number;
+  signupWindowSeconds: number;
+  /**
+   * Whose X-Forwarded-For to believe, to find the real client address (login throttling needs it):
+   * false (nobody's: the peer is the client) or the addresses and CIDR ranges of the proxies.
+   */
+  trustProxy: false | string[];
+  /** A request (headers and body) not received in full within this is answered 408 and its connection closed. */
+  requestTimeoutSeconds: number;
+  /** An idle keep-alive connection is closed after this (keep it above a load balancer's idle timeout). */
+  keepAliveTimeoutSeconds: number;
   /** Seconds to let in-flight requests finish on SIGTERM before closing anyway. */
   shutdownTimeoutSeconds: number;
   /** Cookie "Secure" flag; off only for plain-http local development. */
@@ -100,6 +118,35 @@ function boolVar(env: Env, name: string, fallback: boolean): boolean {
   throw new ConfigError(`${name} must be true or false (got "${raw}")`);
 }
 
+const proxyNames = new Set(['loopback', 'linklocal', 'uniquelocal']);
+
+function isAddressOrRange(entry: string): boolean {
+  if (proxyNames.has(entry)) return true;
+  const [address = '', prefix, ...rest] = entry.split('/');
+  const family = isIP(address);
+  if (family === 0 || rest.length > 0) return false;
+  return prefix === undefined || (/^\d{1,3}$/.test(prefix) && Number(prefix) <= (family === 4 ? 32 : 128));
+}
+
+// Only proxies named by address are believed. Fastify's trustProxy=true takes the left-most
+// X-Forwarded-For entry, which any client writes when the proxy appends to the header (nginx's
+// $proxy_add_x_forwarded_for, most load balancers); a hop count (Fastify 5.12 disabled it) trusts
+// whoever connects, so a client that reaches the service directly picks its own address. With
+// addresses, the client is the right-most entry that is not a listed proxy, whatever it sent.
+function parseTrustProxy(env: Env): false | string[] {
+  const raw = env.TRUST_PROXY?.trim() ?? '';
+  if (raw === '' || /^(0|false|no|off)$/i.test(raw)) return false;
+  if (/^(true|yes|on|\d+)$/i.test(raw)) {
+    throw new ConfigError(`TRUST_PROXY=${raw} would believe an X-Forwarded-For that a client wrote; list the addresses or ranges your proxies connect from instead (e.g. TRUST_PROXY=10.0.0.0/8, or loopback,uniquelocal)`);
+  }
+  const entries = raw.split(',').map((s) => s.trim()).filter(Boolean);
+  const bad = entries.find((entry) => !isAddressOrRange(entry));
+  if (bad !== undefined || entries.length === 0) {
+    throw new ConfigError(`TRUST_PROXY must be false or the addresses and CIDR ranges of your proxies, like 10.0.0.0/8,127.0.0.1 (got "${bad ?? raw}")`);
+  }
+  return entries;
+}
+
 function parseWorkers(env: Env): boolean {
   const raw = env.WORKERS?.trim() || 'inline';
   if (raw !== 'inline' && raw !== 'off') throw new ConfigError(`WORKERS must be inline or off (got "${raw}")`);
@@ -136,6 +183,7 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
   return Object.freeze({
     port: intVar(env, 'PORT', 3000, 0, 65535),
     host: env.HOST?.trim() || '127.0.0.1',
+    production: env.NODE_ENV?.trim() === 'production',
     databaseUrl,
     dataDir: env.DATA_DIR?.trim() || './.engine-room',
     databasePoolSize: intVar(env, 'DATABASE_POOL_SIZE', 10, 1, 1000),
@@ -144,10 +192,15 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     logLevel,
     corsOrigins,
     sessionTtlSeconds: intVar(env, 'SESSION_TTL_SECONDS', 7 * 24 * 3600, 60, 365 * 24 * 3600),
-    loginMaxFailuresPerAccount: intVar(env, 'LOGIN_MAX_FAILURES_PER_ACCOUNT', 10, 1, 1_000_000),
+    loginMaxFailuresPerAccountAndClient: intVar(env, 'LOGIN_MAX_FAILURES_PER_ACCOUNT_AND_CLIENT', 10, 1, 1_000_000),
+    loginMaxFailuresPerAccount: intVar(env, 'LOGIN_MAX_FAILURES_PER_ACCOUNT', 100, 1, 1_000_000),
     loginMaxFailuresPerClient: intVar(env, 'LOGIN_MAX_FAILURES_PER_CLIENT', 50, 1, 1_000_000),
     loginWindowSeconds: intVar(env, 'LOGIN_WINDOW_SECONDS', 15 * 60, 1, 24 * 3600),
-    trustProxy: boolVar(env, 'TRUST_PROXY', false),
+    signupMaxPerClient: intVar(env, 'SIGNUP_MAX_PER_CLIENT', 20, 1, 1_000_000),
+    signupWindowSeconds: intVar(env, 'SIGNUP_WINDOW_SECONDS', 3600, 1, 24 * 3600),
+    trustProxy: parseTrustProxy(env),
+    requestTimeoutSeconds: intVar(env, 'REQUEST_TIMEOUT_SECONDS', 30, 1, 3600),
+    keepAliveTimeoutSeconds: intVar(env, 'KEEP_ALIVE_TIMEOUT_SECONDS', 72, 1, 3600),
     shutdownTimeoutSeconds: intVar(env, 'SHUTDOWN_TIMEOUT_SECONDS', 10, 0, 600),
     secureCookies: boolVar(env, 'SECURE_COOKIES', true),
     inlineWorkers: parseWorkers(env),

@@ -78,8 +78,16 @@ function adminLines(admin: { email: string; generatedPassword: string | null }):
   return lines;
 }
 
+// PGlite runs PostgreSQL with fsync off (-F) and its Node file system has no fsync: a commit
+// survives the process being killed, not the machine crashing or losing power.
+const embeddedInProduction = 'NODE_ENV is production but DATABASE_URL is not set: the embedded database never flushes to disk (no fsync), so an OS crash or power loss can lose orders and payments already acknowledged; use PostgreSQL (DATABASE_URL) in production';
+
 export async function startServer(config: Readonly<Config>): Promise<{ app: FastifyInstance; db: Db; stop: () => Promise<void> }> {
   const log = pino(loggerOptions(config.logLevel));
+  if (config.production && !config.databaseUrl) {
+    log.warn(embeddedInProduction);
+    process.stderr.write(`Warning: ${embeddedInProduction}\n`);
+  }
   const db = await openAndMigrate(config, log);
   let app: FastifyInstance | undefined;
   let queue: Queue | undefined;

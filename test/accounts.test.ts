@@ -1,6 +1,6 @@
 import { it } from 'node:test';
 import assert from 'node:assert/strict';
-import { forEachEngine, adminEmail } from './support/app.ts';
+import { forEachEngine, adminEmail, type TestEnv } from './support/app.ts';
 import { endpoints, ApiError } from '../src/client.ts';
 import { csrfTokenFor } from '../src/platform/auth.ts';
 
@@ -173,5 +173,187 @@ forEachEngine('API keys and roles', (env) => {
     const { client } = env();
     await assert.rejects(client.ok(endpoints.me, { token: 'erk_nope' }), (err: unknown) => err instanceof ApiError && err.status === 401);
     assert.ok(adminEmail);
+  });
+});
+
+forEachEngine('responses that carry secrets', (env) => {
+  it('are marked Cache-Control: no-store: signup, login, a new API key, a new webhook endpoint', async () => {
+    const { client, adminToken } = env();
+    const results = {
+      signup: await client.call(endpoints.signup, { body: { email: 'nocache@example.com', password, name: 'N' } }),
+      login: await client.call(endpoints.login, { body: { email: 'nocache@example.com', password } }),
+      apiKey: await client.call(endpoints.createApiKey, { token: adminToken, body: { name: 'cached?', role: 'staff' } }),
+      webhook: await client.call(endpoints.createWebhookEndpoint, { token: adminToken, body: { url: 'https://hooks.example/cache', events: ['order.paid'] } }),
+    };
+    for (const [name, res] of Object.entries(results)) {
+      assert.ok(res.status === 200 || res.status === 201, `${name}: ${res.status}`);
+      assert.equal(res.headers['cache-control'], 'no-store', name);
+    }
+    // A failed login says nothing secret, but it is the same route: no cache keeps it either.
+    assert.equal((await client.call(endpoints.login, { body: { email: 'nocache@example.com', password: 'wrong password' } })).headers['cache-control'], 'no-store');
+    assert.equal((await client.call(endpoints.me, { token: adminToken })).headers['cache-control'], undefined, 'only where declared');
+  });
+});
+
+forEachEngine('Idempotency-Key on API key creation and signup', (env) => {
+  it('answers a retried API key creation with the same key, once, and stores neither the key nor the Idempotency-Key in the clear', async () => {
+    const { client, adminToken, database } = env();
+    const idempotencyKey = 'b6f4a0a2-3c7e-4f5e-9a51-0d9c2f1e8a77';
+    const body = { name: 'retried', role: 'staff' as const };
+    const first = await client.call(endpoints.createApiKey, { token: adminToken, idempotencyKey, body });
+    const retry = await client.call(endpoints.createApiKey, { token: adminToken, idempotencyKey, body });
+    assert.equal(first.status, 201);
+    assert.equal(retry.status, 201);
+    assert.deepEqual(retry.body, first.body);
+    assert.equal(retry.headers['idempotent-replayed'], 'true');
+    assert.equal(retry.headers['cache-control'], 'no-store');
+    const live = await database.db.query("SELECT id FROM api_keys WHERE name = 'retried' AND revoked_at IS NULL");
+    assert.equal(live.length, 1, 'one live key');
+    const other = await client.call(endpoints.createApiKey, { token: adminToken, idempotencyKey, body: { name: 'retried', role: 'admin' } });
+    assert.equal(other.status, 422);
+    assert.equal(other.body.code, 'idempotency_key_reused');
+    // What the database holds is of no use without the Idempotency-Key.
+    const stored = await database.db.query<{ row: string }>("SELECT row_to_json(k)::text AS row FROM idempotency_keys k");
+    const text = stored.map((r) => r.row).join('\n');
+    assert.ok(first.ok && !text.includes(first.body.key.slice(4)), 'the API key is not stored in the clear');
+    assert.ok(!text.includes(idempotencyKey), 'nor is the Idempotency-Key');
+  });
+
+  it('replays a retried signup as 201 for the same account, with a new session, and refuses another request under the key', async () => {
+    const { client } = env();
+    const idempotencyKey = '5f0d7c1e-signup';
+    const body = { email: 'Retry@Example.com', password, name: 'Retry' };
+    const first = await client.call(endpoints.signup, { idempotencyKey, body });
+    const retry = await client.call(endpoints.signup, { idempotencyKey, body });
+    assert.equal(first.status, 201);
+    assert.equal(retry.status, 201, JSON.stringify(retry.body));
+    assert.ok(first.ok && retry.ok);
+    assert.equal(retry.headers['idempotent-replayed'], 'true');
+    assert.deepEqual(retry.body.user, first.body.user);
+    // Tokens are never stored, so the retry gets a session of its own; both work.
+    assert.notEqual(retry.body.token, first.body.token);
+    assert.equal((await client.ok(endpoints.me, { token: retry.body.token })).id, first.body.user.id);
+    assert.equal((await client.ok(endpoints.me, { token: first.body.token })).id, first.body.user.id);
+
+    for (const changed of [{ ...body, name: 'Someone else' }, { ...body, password: 'another long password' }]) {
+      const res = await client.call(endpoints.signup, { idempotencyKey, body: changed });
+      assert.equal(res.status, 422, JSON.stringify(changed));
+      assert.equal(res.body.code, 'idempotency_key_reused');
+    }
+    // Without the key, or with another one, the email is taken, as the contract says.
+    assert.equal((await client.call(endpoints.signup, { body })).status, 409);
+    assert.equal((await client.call(endpoints.signup, { idempotencyKey: 'another-key', body })).status, 409);
+  });
+
+  it('keeps signup keys per account: the same key for another email is another request', async () => {
+    const { client } = env();
+    const res = await client.call(endpoints.signup, { idempotencyKey: '5f0d7c1e-signup', body: { email: 'second@example.com', password, name: 'Retry' } });
+    assert.equal(res.status, 201);
+    assert.equal(res.headers['idempotent-replayed'], undefined);
+  });
+
+  it('replays email_taken for a retried signup that was refused', async () => {
+    const { client } = env();
+    const body = { email: 'retry@example.com', password: 'yet another passphrase', name: 'Late' };
+    const first = await client.call(endpoints.signup, { idempotencyKey: 'late-1', body });
+    const retry = await client.call(endpoints.signup, { idempotencyKey: 'late-1', body });
+    assert.equal(first.status, 409);
+    assert.equal(retry.status, 409);
+    assert.equal(retry.headers['idempotent-replayed'], 'true');
+  });
+});
+
+forEachEngine('demoting an admin', (env) => {
+  /** A new user made admin by the bootstrap admin: its id and session token. */
+  async function newAdmin() {
+    const { client, adminToken, customer } = env();
+    const u = await customer('Admin Too');
+    await client.ok(endpoints.updateUser, { token: adminToken, params: { id: u.id }, body: { role: 'admin' } });
+    return u;
+  }
+
+  it('revokes, at once, the API keys they are accountable for whose role is above their new one, keys made with their keys included', async () => {
+    const { client, adminToken } = env();
+    const x = await newAdmin();
+    const mk = (token: string, name: string, role: 'admin' | 'staff' | 'customer') => client.ok(endpoints.createApiKey, { token, body: { name, role } });
+    const adminKey = await mk(x.token, 'x-admin', 'admin');
+    const staffKey = await mk(x.token, 'x-staff', 'staff');
+    const grandchild = await mk(adminKey.key, 'x-admin-made-by-key', 'admin');
+    const othersKey = await mk(adminToken, 'not-x', 'admin');
+
+    const listed = await client.ok(endpoints.listApiKeys, { token: adminToken, query: { limit: 100 } });
+    const createdBy = Object.fromEntries(listed.data.map((k) => [k.name, k.createdBy]));
+    assert.deepEqual([createdBy['x-admin'], createdBy['x-staff'], createdBy['x-admin-made-by-key']], [x.id, x.id, x.id]);
+    assert.notEqual(createdBy['not-x'], x.id);
+
+    await client.ok(endpoints.updateUser, { token: adminToken, params: { id: x.id }, body: { role: 'staff' } });
+    const status = async (key: string) => (await client.call(endpoints.me, { token: key })).status;
+    assert.equal(await status(adminKey.key), 401, 'an admin key of the demoted admin is revoked');
+    assert.equal(await status(grandchild.key), 401, 'and so is one made with it');
+    assert.equal(await status(staffKey.key), 200, 'a key within the new role stays');
+    assert.equal(await status(othersKey.key), 200, "another admin's key stays");
+  });
+
+  it('refuses to demote the only admin with 409 invalid_state', async () => {
+    const { client, adminToken } = env();
+    const me = await client.ok(endpoints.me, { token: adminToken });
+    // Leave the bootstrap admin as the only one.
+    const listed = await env().database.db.query<{ id: string }>("SELECT id FROM users WHERE role = 'admin' AND id <> $1", [me.id]);
+    for (const { id } of listed) await client.ok(endpoints.updateUser, { token: adminToken, params: { id }, body: { role: 'customer' } });
+    const res = await client.call(endpoints.updateUser, { token: adminToken, params: { id: me.id }, body: { role: 'staff' } });
+    assert.equal(res.status, 409);
+    assert.equal(res.body.code, 'invalid_state');
+    assert.equal((await client.ok(endpoints.me, { token: adminToken })).role, 'admin');
+  });
+});
+
+/** The ids of the users who are admins now. */
+async function adminIds(env: () => TestEnv): Promise<string[]> {
+  return (await env().database.db.query<{ id: string }>("SELECT id FROM users WHERE role = 'admin' ORDER BY id")).map((r) => r.id);
+}
+
+forEachEngine('demotions racing', (env) => {
+  it('two admins demoting each other at the same moment leave one admin, round after round', async () => {
+    const { client, adminToken, customer } = env();
+    const boot = await client.ok(endpoints.me, { token: adminToken });
+    const a = await customer('A');
+    const b = await customer('B');
+    await client.ok(endpoints.updateUser, { token: adminToken, params: { id: a.id }, body: { role: 'admin' } });
+    await client.ok(endpoints.updateUser, { token: a.token, params: { id: boot.id }, body: { role: 'customer' } });
+    for (let round = 0; round < 15; round++) {
+      // Whoever is left promotes the other, then both demote each other at once.
+      const [survivor] = await adminIds(env);
+      const other = survivor === a.id ? b : a;
+      const self = survivor === a.id ? a : b;
+      await client.ok(endpoints.updateUser, { token: self.token, params: { id: other.id }, body: { role: 'admin' } });
+      const results = await Promise.all([
+        client.call(endpoints.updateUser, { token: a.token, params: { id: b.id }, body: { role: 'customer' } }),
+        client.call(endpoints.updateUser, { token: b.token, params: { id: a.id }, body: { role: 'customer' } }),
+      ]);
+      const statuses = results.map((r) => r.status).sort();
+      // The loser is refused as the last admin (409), or was demoted before its request was authorized (403).
+      assert.ok(statuses[0] === 200 && (statuses[1] === 409 || statuses[1] === 403), `round ${round}: ${statuses}`);
+      assert.equal((await adminIds(env)).length, 1, `round ${round}: one admin left`);
+    }
+  });
+
+  it('an admin demoted while creating keys keeps no admin key', async () => {
+    const { client, adminToken, customer, database } = env();
+    const boot = await client.ok(endpoints.me, { token: adminToken });
+    // Give the bootstrap admin its role back (the race above took it); it demotes X, round after round.
+    await database.db.query("UPDATE users SET role = 'admin' WHERE id = $1", [boot.id]);
+    const x = await customer('X');
+    for (let round = 0; round < 8; round++) {
+      await client.ok(endpoints.updateUser, { token: adminToken, params: { id: x.id }, body: { role: 'admin' } });
+      const create = (i: number) => client.call(endpoints.createApiKey, { token: x.token, body: { name: `race-${round}-${i}`, role: 'admin' } });
+      const results = await Promise.all([
+        ...Array.from({ length: 20 }, (_, i) => create(i)),
+        client.call(endpoints.updateUser, { token: adminToken, params: { id: x.id }, body: { role: 'customer' } }),
+        ...Array.from({ length: 20 }, (_, i) => create(20 + i)),
+      ]);
+      assert.equal(results[20]!.status, 200);
+      const live = await database.db.query("SELECT id FROM api_keys WHERE created_by = $1 AND role = 'admin' AND revoked_at IS NULL", [x.id]);
+      assert.deepEqual(live, [], `round ${round}: every admin key made by the demoted admin is revoked or was never made`);
+    }
   });
 });

@@ -128,6 +128,7 @@ describe('engine-room start on the embedded database', () => {
     const [, base, port] = await server.waitForStderr(/listening on (http:\/\/127\.0\.0\.1:(\d+))/);
     assert.notEqual(Number(port), 0, 'the real port is printed, not the 0 that was asked for');
     assert.match(server.stderr(), new RegExp(`API reference: ${base}/docs`));
+    assert.doesNotMatch(server.stderr(), /fsync/, 'no durability warning outside production');
     const [, email, password] = await server.waitForStderr(/Created the admin account (\S+) with password (\S+)/);
     adminEmail = email!;
     adminPassword = password!;
@@ -158,8 +159,10 @@ describe('engine-room start on the embedded database', () => {
 
   it('restarts on the same DATA_DIR with its data, and does not create or print an admin again', async () => {
     assert.ok(adminPassword, 'the first start ran');
-    const server = run(['start'], { PORT: '0', DATA_DIR: dataDir, LOG_LEVEL: 'warn' });
+    // In production too, where the embedded database gets a warning: it never fsyncs.
+    const server = run(['start'], { PORT: '0', DATA_DIR: dataDir, LOG_LEVEL: 'warn', NODE_ENV: 'production' });
     const [, base] = await server.waitForStderr(/listening on (http:\/\/127\.0\.0\.1:\d+)/);
+    assert.match(server.stderr(), /^Warning: NODE_ENV is production but DATABASE_URL is not set: .*fsync.*power loss/m);
     assert.equal((await fetch(`${base}/readyz`)).status, 200);
     // The admin made by the first start is still there, with the password printed then.
     assert.equal(await login(base!, adminEmail, adminPassword), 200);
@@ -167,6 +170,8 @@ describe('engine-room start on the embedded database', () => {
     const { code } = await server.exited;
     assert.equal(code, 0);
     assert.doesNotMatch(server.stderr(), /admin account/);
+    const warned = server.stdout().trim().split('\n').filter(Boolean).map((line) => JSON.parse(line)).find((line) => /fsync/.test(line.msg));
+    assert.equal(warned?.level, 40, 'the warning is logged too, at level warn');
   });
 });
 

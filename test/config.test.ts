@@ -27,9 +27,14 @@ const foundationDefaults = {
   logLevel: 'info',
   corsOrigins: [],
   sessionTtlSeconds: 7 * 24 * 3600,
-  loginMaxFailuresPerAccount: 10,
+  loginMaxFailuresPerAccountAndClient: 10,
+  loginMaxFailuresPerAccount: 100,
   loginMaxFailuresPerClient: 50,
   loginWindowSeconds: 15 * 60,
+  signupMaxPerClient: 20,
+  signupWindowSeconds: 3600,
+  requestTimeoutSeconds: 30,
+  keepAliveTimeoutSeconds: 72,
   trustProxy: false,
   shutdownTimeoutSeconds: 10,
   secureCookies: true,
@@ -65,8 +70,9 @@ describe('configuration from the environment', () => {
       PORT: '0', HOST: '0.0.0.0', DATABASE_URL: 'postgresql://u@db.internal:5432/shop', DATA_DIR: '/var/lib/er',
       DATABASE_POOL_SIZE: '4', ADMIN_EMAIL: 'ops@shop.example', ADMIN_PASSWORD: 'a long admin secret', LOG_LEVEL: 'warn',
       CORS_ORIGINS: 'https://shop.example, http://localhost:5173', SESSION_TTL_SECONDS: '3600',
-      LOGIN_MAX_FAILURES_PER_ACCOUNT: '5', LOGIN_MAX_FAILURES_PER_CLIENT: '20', LOGIN_WINDOW_SECONDS: '60',
-      TRUST_PROXY: 'yes', SHUTDOWN_TIMEOUT_SECONDS: '0', SECURE_COOKIES: 'off',
+      LOGIN_MAX_FAILURES_PER_ACCOUNT_AND_CLIENT: '4', LOGIN_MAX_FAILURES_PER_ACCOUNT: '5', LOGIN_MAX_FAILURES_PER_CLIENT: '20', LOGIN_WINDOW_SECONDS: '60',
+      SIGNUP_MAX_PER_CLIENT: '7', SIGNUP_WINDOW_SECONDS: '120', REQUEST_TIMEOUT_SECONDS: '15', KEEP_ALIVE_TIMEOUT_SECONDS: '65',
+      TRUST_PROXY: '10.0.0.0/8', SHUTDOWN_TIMEOUT_SECONDS: '0', SECURE_COOKIES: 'off',
     });
     assert.deepEqual(pick(config, Object.keys(foundationDefaults)), {
       port: 0,
@@ -79,18 +85,34 @@ describe('configuration from the environment', () => {
       logLevel: 'warn',
       corsOrigins: ['https://shop.example', 'http://localhost:5173'],
       sessionTtlSeconds: 3600,
+      loginMaxFailuresPerAccountAndClient: 4,
       loginMaxFailuresPerAccount: 5,
       loginMaxFailuresPerClient: 20,
       loginWindowSeconds: 60,
-      trustProxy: true,
+      signupMaxPerClient: 7,
+      signupWindowSeconds: 120,
+      requestTimeoutSeconds: 15,
+      keepAliveTimeoutSeconds: 65,
+      trustProxy: ['10.0.0.0/8'],
       shutdownTimeoutSeconds: 0,
       secureCookies: false,
     });
   });
 
   it('accepts the usual spellings of booleans', () => {
-    for (const yes of ['1', 'true', 'TRUE', 'yes', 'on']) assert.equal(loadConfig({ TRUST_PROXY: yes }).trustProxy, true, yes);
-    for (const no of ['0', 'false', 'No', 'off']) assert.equal(loadConfig({ TRUST_PROXY: no }).trustProxy, false, no);
+    for (const yes of ['1', 'true', 'TRUE', 'yes', 'on']) assert.equal(loadConfig({ SECURE_COOKIES: yes }).secureCookies, true, yes);
+    for (const no of ['0', 'false', 'No', 'off']) assert.equal(loadConfig({ SECURE_COOKIES: no }).secureCookies, false, no);
+  });
+
+  it('takes TRUST_PROXY as the addresses and ranges of the proxies, and refuses "true" and hop counts', () => {
+    for (const no of ['0', 'false', 'off']) assert.equal(loadConfig({ TRUST_PROXY: no }).trustProxy, false, no);
+    assert.deepEqual(loadConfig({ TRUST_PROXY: '10.0.0.0/8, 127.0.0.1,::1,fd00::/8,loopback,uniquelocal' }).trustProxy, ['10.0.0.0/8', '127.0.0.1', '::1', 'fd00::/8', 'loopback', 'uniquelocal']);
+    // Both would believe an X-Forwarded-For that a client wrote: refused, naming the form to use.
+    for (const unsafe of ['true', 'yes', 'on', '1', '2']) {
+      refuses({ TRUST_PROXY: unsafe }, 'TRUST_PROXY');
+      assert.throws(() => loadConfig({ TRUST_PROXY: unsafe }), /10\.0\.0\.0\/8/);
+    }
+    for (const bad of ['10.0.0.0/33', '10.0.0.300', 'proxy.internal', '10.0.0.1/8/9', '::1/129', ',', 'maybe']) refuses({ TRUST_PROXY: bad }, 'TRUST_PROXY');
   });
 
   it('refuses a PORT that is not a whole number from 0 to 65535', () => {
@@ -122,7 +144,6 @@ describe('configuration from the environment', () => {
   });
 
   it('refuses a boolean that is neither true nor false', () => {
-    refuses({ TRUST_PROXY: 'maybe' }, 'TRUST_PROXY');
     refuses({ SECURE_COOKIES: 'nah' }, 'SECURE_COOKIES');
   });
 
@@ -146,7 +167,7 @@ describe('configuration from the environment', () => {
       refuses({ [name]: '99999999999' }, name);
     }
     const booleans = [...source.matchAll(/boolVar\(env, '([A-Z0-9_]+)'/g)].map((m) => m[1]!);
-    assert.ok(booleans.includes('TRUST_PROXY'));
+    assert.ok(booleans.includes('SECURE_COOKIES'));
     for (const name of booleans) refuses({ [name]: 'perhaps' }, name);
   });
 

@@ -2,7 +2,7 @@ import { it } from 'node:test';
 import assert from 'node:assert/strict';
 import { forEachEngine } from './support/app.ts';
 import { endpoints } from '../src/client.ts';
-import { purgeIdempotencyKeys } from '../src/platform/idempotency.ts';
+import { purgeIdempotencyKeys, requestHash } from '../src/platform/idempotency.ts';
 
 const card = { method: 'card' as const, token: 'tok_ok' };
 
@@ -77,7 +77,7 @@ forEachEngine('Idempotency-Key', (env) => {
     assert.equal(invalid.status, 400);
     const anon = await client.call(endpoints.placeOrder, { idempotencyKey: 'k-early', body: { lines: [{ sku: 'IDEM', quantity: 1 }], payment: card } });
     assert.equal(anon.status, 401);
-    const stored = await database.db.query("SELECT 1 FROM idempotency_keys WHERE key = 'k-early'");
+    const stored = await database.db.query("SELECT 1 FROM idempotency_keys WHERE key_hash = sha256('k-early')");
     assert.equal(stored.length, 0);
     // The key is still free for a valid request.
     assert.equal((await client.call(endpoints.placeOrder, { token: c.token, idempotencyKey: 'k-early', body: { lines: [{ sku: 'IDEM', quantity: 1 }], payment: card } })).status, 201);
@@ -110,10 +110,28 @@ forEachEngine('Idempotency-Key', (env) => {
 
   it('purges keys older than the retention, never younger than 24 hours', async () => {
     const { database } = env();
-    await database.db.query("UPDATE idempotency_keys SET created_at = now() - interval '25 hours' WHERE key = 'k-1'");
-    await database.db.query("UPDATE idempotency_keys SET created_at = now() - interval '23 hours' WHERE key = 'k-2'");
+    await database.db.query("UPDATE idempotency_keys SET created_at = now() - interval '25 hours' WHERE key_hash = sha256('k-1')");
+    await database.db.query("UPDATE idempotency_keys SET created_at = now() - interval '23 hours' WHERE key_hash = sha256('k-2')");
     assert.equal(await purgeIdempotencyKeys(database.db, 1), 1, 'a retention under 24 hours is raised to 24');
-    const left = await database.db.query<{ key: string }>("SELECT key FROM idempotency_keys WHERE key IN ('k-1', 'k-2')");
+    const left = await database.db.query<{ key: string }>("SELECT CASE key_hash WHEN sha256('k-1') THEN 'k-1' ELSE 'k-2' END AS key FROM idempotency_keys WHERE key_hash IN (sha256('k-1'), sha256('k-2'))");
     assert.deepEqual(left.map((r) => r.key), ['k-2']);
+  });
+});
+
+forEachEngine('Idempotency-Key answers stored before they were sealed', (env) => {
+  it('still replays an answer kept in plain text by an earlier release (until it is purged)', async () => {
+    const { client, adminToken, database } = env();
+    const admin = await client.ok(endpoints.me, { token: adminToken });
+    const body = { name: 'legacy', role: 'customer' as const };
+    const answer = { id: 'key_legacy', name: 'legacy', role: 'customer', key: 'erk_legacy', createdAt: new Date().toISOString() };
+    await database.db.query(
+      `INSERT INTO idempotency_keys (principal_id, key_hash, request_hash, status_code, response_body)
+       VALUES ($1, sha256('legacy-key'), $2, 201, $3)`,
+      [admin.id, requestHash('POST', '/v1/api-keys', body), JSON.stringify(answer)],
+    );
+    const res = await client.call(endpoints.createApiKey, { token: adminToken, idempotencyKey: 'legacy-key', body });
+    assert.equal(res.status, 201);
+    assert.deepEqual(res.body, answer);
+    assert.equal(res.headers['idempotent-replayed'], 'true');
   });
 });

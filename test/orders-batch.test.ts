@@ -67,7 +67,8 @@ forEachEngine('orders are placed in batches', (env) => {
     assert.deepEqual(stock, { a: 3, b: 6 });
     // Every answer, refusals included, is stored under its key.
     const stored = await database.db.query<{ key: string; status_code: number }>(
-      "SELECT key, status_code FROM idempotency_keys WHERE key = ANY($1::text[]) ORDER BY key", [['k1', 'k2', 'k3', 'k4', 'k5']],
+      `SELECT k.key, i.status_code FROM unnest($1::text[]) WITH ORDINALITY AS k(key, n)
+         JOIN idempotency_keys i ON i.key_hash = sha256(convert_to(k.key, 'UTF8')) ORDER BY k.n`, [['k1', 'k2', 'k3', 'k4', 'k5']],
     );
     assert.deepEqual(stored.map((s) => s.status_code), [201, 201, 409, 422, 201]);
     // One payment and one charge job per placed order.
@@ -118,7 +119,7 @@ forEachEngine('orders are placed in batches', (env) => {
     // Nothing of the failed request was kept, not even its key: a retry runs it again.
     const [left] = await database.db.query<{ orders: number; keys: number; reserved: number }>(
       `SELECT (SELECT count(*)::int FROM order_lines WHERE sku = 'BATCH-F') AS orders,
-              (SELECT count(*)::int FROM idempotency_keys WHERE key = 'f2') AS keys,
+              (SELECT count(*)::int FROM idempotency_keys WHERE key_hash = sha256('f2')) AS keys,
               (SELECT reserved FROM stock_levels WHERE sku = 'BATCH-F') AS reserved`,
     );
     assert.deepEqual(left, { orders: 3, keys: 0, reserved: 3 });

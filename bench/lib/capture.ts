@@ -164,9 +164,17 @@ export async function generateScripts(url: string, salt: string): Promise<Genera
       // The session lookup takes an array of hashes (lookups coalesce): as pg writes a bytea[] of one.
       { value: `{\\${tokenHash}}`, expr: `ARRAY[${hashExpr}]` },
       { value: key, expr: "'pgb-' || :n" },
+      // Idempotency keys are stored as their SHA-256 (a bytea[] of one, as the session hashes).
+      { value: `{\\\\x${createHash('sha256').update(key).digest('hex')}}`, expr: "ARRAY[sha256(convert_to('pgb-' || :n, 'UTF8'))]" },
       { value: customerId(0), expr: "'usr_bench_' || :client_id" },
       ...extraTokens,
     ];
+    // A sealed idempotent answer is random bytes (a fresh IV each time): zeros of its length, so the
+    // script is stable (storeOutcomes' fourth parameter).
+    for (const s of statements) {
+      const sealed = /^UPDATE idempotency_keys/.test(s.text.trim()) ? paramText(s.params[3]) : null;
+      if (sealed) tokens.push({ value: sealed, expr: `ARRAY[decode(repeat('00', ${(sealed.length - 5) / 2}), 'hex')]` });
+    }
     // Every generated id (ord_..., pay_..., evt_...) becomes one unique per transaction.
     const ids = new Map<string, string>();
     for (const s of statements) {

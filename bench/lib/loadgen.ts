@@ -53,6 +53,8 @@ export interface LoadResult {
   ops: Record<string, OpStats>;
   /** Distinct order ids acknowledged during the whole run (warm-up and the tail included). */
   ackedOrders: number;
+  /** Keys each client made, `<tag>-<client>-<n>` for n below it (the database keeps only their SHA-256). */
+  keysPerClient: number[];
   /** A retry with one key answered a different order than an earlier answer with that key (must be 0). */
   idMismatches: number;
   replays: number;
@@ -85,6 +87,7 @@ export async function runLoad(spec: RunSpec, onProgress: (p: { elapsed: number; 
   const ops = new Map<string, ReturnType<typeof latencyRecorder>>();
   const statuses: Record<string, number> = {};
   const keyToOrder = new Map<string, string>();
+  const keysPerClient: number[] = Array(spec.clients).fill(0);
   const acked = new Set<string>();
   const notes: string[] = [];
   let requests = 0, orders = 0, errors = 0, replays = 0, abandoned = 0, idMismatches = 0;
@@ -217,6 +220,7 @@ export async function runLoad(spec: RunSpec, onProgress: (p: { elapsed: number; 
         if (Date.now() >= measureTo) break;
       }
       const key = `${spec.tag}-${c}-${n++}`;
+      keysPerClient[c] = n;
       switch (spec.scenario) {
         case 'steady':
           await steadyOrder(http, customer, key, false);
@@ -310,6 +314,7 @@ export async function runLoad(spec: RunSpec, onProgress: (p: { elapsed: number; 
     statuses,
     ops: Object.fromEntries([...ops].map(([name, r]) => [name, { count: r.count, latency: r.summary() }])),
     ackedOrders: acked.size,
+    keysPerClient,
     idMismatches, replays, abandoned, soldOutAt,
     startedAt: new Date(t0).toISOString(),
     measuredFrom: new Date(measureFrom).toISOString(),

@@ -140,11 +140,12 @@ CREATE TABLE public.events (
 
 CREATE TABLE public.idempotency_keys (
     principal_id text NOT NULL,
-    key text NOT NULL,
+    key_hash bytea NOT NULL,
     request_hash bytea NOT NULL,
     status_code integer DEFAULT 0 NOT NULL,
     response_body text DEFAULT ''::text NOT NULL,
-    created_at timestamp with time zone DEFAULT now() NOT NULL
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    response_sealed bytea
 );
 
 --
@@ -684,7 +685,7 @@ ALTER TABLE ONLY public.events
 --
 
 ALTER TABLE ONLY public.idempotency_keys
-    ADD CONSTRAINT idempotency_keys_pkey PRIMARY KEY (principal_id, key);
+    ADD CONSTRAINT idempotency_keys_pkey PRIMARY KEY (principal_id, key_hash);
 
 --
 -- Name: ledger_entries ledger_entries_amount_exact; Type: CHECK CONSTRAINT; Schema: public; Owner: -

@@ -18,6 +18,8 @@ export interface Endpoint {
   response: Readonly<Record<number, TSchema>>;
   /** Whether Idempotency-Key is required; every POST accepts one. */
   idempotencyKey?: 'required' | 'optional';
+  /** The response carries a secret (a token, a key): no cache may keep it (Cache-Control: no-store). */
+  returnsSecret?: true;
 }
 
 export function endpoint<const E extends Endpoint>(e: E): E {
@@ -29,7 +31,7 @@ export function routeOf<const E extends Endpoint>(e: E) {
   return {
     method: e.method,
     url: e.url,
-    config: { access: e.access },
+    config: { access: e.access, returnsSecret: e.returnsSecret === true },
     schema: {
       summary: e.summary,
       tags: [...e.tags],

@@ -8,6 +8,10 @@ import helmet from '@fastify/helmet';
 import cors from '@fastify/cors';
 import { AppError, problem, type ErrorCode, type FieldError, type Problem } from '../errors.ts';
 
+declare module 'fastify' {
+  interface FastifyContextConfig { returnsSecret?: boolean }
+}
+
 const requestIdPattern = /^[A-Za-z0-9._:-]{1,128}$/;
 
 /** A valid incoming X-Request-Id is kept (so a trace crosses services); anything else is replaced. */
@@ -103,6 +107,27 @@ export function databaseUnavailable(err: unknown): boolean {
   return unavailableCodes.has(e?.code ?? '') || /^Connection terminated|has encountered a connection error and is not queryable/.test(e?.message ?? '');
 }
 
+// A route that declares no body takes none, as a route with a schema refuses unknown fields: the
+// body would be unvalidated input that reaches code (the idempotency request hash) of unbounded
+// depth. An empty object is allowed, for clients that always send one.
+async function refuseBody(request: FastifyRequest): Promise<void> {
+  const body = request.body;
+  if (body === undefined || body === null) return;
+  if (typeof body === 'object' && !Array.isArray(body) && Object.keys(body).length === 0) return;
+  throw new AppError('validation_failed', 'This endpoint takes no body', { errors: [{ path: '/', message: 'must be empty: this endpoint takes no body' }] });
+}
+
+// A response with a secret in it must not stay in a browser's or a proxy's cache. Set per route,
+// from the endpoint declaration, so other routes pay nothing for it.
+async function noStore(_request: FastifyRequest, reply: FastifyReply, payload: unknown): Promise<unknown> {
+  reply.header('cache-control', 'no-store');
+  return payload;
+}
+
+function hooksOf<T>(hooks: T | T[] | undefined): T[] {
+  return hooks === undefined ? [] : Array.isArray(hooks) ? hooks : [hooks];
+}
+
 /** Route patterns to a RegExp, for telling 405 from 404. */
 function patternOf(url: string): RegExp {
   const escaped = url.split('/').map((part) => (part.startsWith(':') ? '[^/]+' : part === '*' ? '.*' : part.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'))).join('/');
@@ -150,6 +175,8 @@ export async function registerHttpPlatform(app: FastifyInstance, options: HttpPl
   app.addHook('onRoute', (route) => {
     const methods = Array.isArray(route.method) ? route.method : [route.method];
     for (const method of methods) routes.push({ method, pattern: patternOf(route.url) });
+    if (!route.schema?.body && methods.some((m) => m !== 'GET' && m !== 'HEAD')) route.preValidation = [...hooksOf(route.preValidation), refuseBody];
+    if (route.config?.returnsSecret) route.onSend = [...hooksOf(route.onSend), noStore];
   });
 
   app.setNotFoundHandler((request, reply) => {

@@ -8,24 +8,53 @@
 // of a parallel burst read the same count and pass (500 parallel login guesses all reached the
 // password check that way).
 //
-// Each statement touches one counter row and commits at once: two statements that each locked
-// two rows could lock them in opposite orders and deadlock under a burst.
+// An attempt that counts against several limits (a login: account and client, account, client)
+// adds to all its counters in one statement, which locks their rows in bucket order and holds them
+// to its end: attempts that share counters are counted in the same order in each, so a burst is
+// decided consistently (exactly the first `max` get through, none refused by one counter while
+// another let it in), and no two statements lock rows in opposite orders. Taking hits back touches
+// one row per statement, so it never waits while holding a lock.
+import { isIPv4, isIPv6 } from 'node:net';
 import type { Queryable } from './db.ts';
+import { AppError } from '../errors.ts';
+
+/**
+ * The key a client address is counted under. An IPv6 client usually holds a whole /64 (it picks
+ * any address in it at will), so it is counted by that /64, or one host could make its own fresh
+ * client for every attempt; an IPv4 address mapped into IPv6 is counted as the IPv4 address.
+ */
+export function clientKey(address: string): string {
+  const bare = address.replace(/%.*$/, '').toLowerCase();
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/.exec(bare);
+  if (mapped && isIPv4(mapped[1]!)) return mapped[1]!;
+  if (!isIPv6(bare)) return bare;
+  // The first four groups: expand "::" enough to know them (a trailing dotted IPv4 is two groups).
+  const [head = '', tail] = bare.split('::');
+  const groups = (part: string) => (part === '' ? [] : part.split(':')).flatMap((g) => (g.includes('.') ? ['0', '0'] : [g]));
+  const left = groups(head);
+  const full = tail === undefined ? left : [...left, ...Array<string>(8 - left.length - groups(tail).length).fill('0'), ...groups(tail)];
+  return `${full.slice(0, 4).map((g) => parseInt(g, 16).toString(16)).join(':')}::/64`;
+}
 
 export interface WindowState { hits: number; retryAfterSeconds: number }
 
 /** Adds one hit to the bucket's current window and answers its new count. */
 export async function addHit(db: Queryable, bucket: string, windowSeconds: number): Promise<WindowState> {
-  const [row] = await db.query<{ hits: number; retry_after: number }>(
+  return (await addHits(db, [bucket], windowSeconds)).get(bucket)!;
+}
+
+/** Adds one hit to each bucket's current window, in one statement (rows locked in bucket order); answers the new counts. */
+export async function addHits(db: Queryable, buckets: string[], windowSeconds: number): Promise<Map<string, WindowState>> {
+  const rows = await db.query<{ bucket: string; hits: number; retry_after: number }>(
     `INSERT INTO rate_limit_hits (bucket, window_start, hits)
-     VALUES ($1, to_timestamp(floor(extract(epoch FROM now()) / $2) * $2), 1)
+     SELECT b, to_timestamp(floor(extract(epoch FROM now()) / $2) * $2), 1 FROM unnest($1::text[]) AS b ORDER BY b
      ON CONFLICT (bucket) DO UPDATE
        SET hits = CASE WHEN rate_limit_hits.window_start = excluded.window_start THEN rate_limit_hits.hits + 1 ELSE 1 END,
            window_start = excluded.window_start
-     RETURNING hits, extract(epoch FROM window_start + make_interval(secs => $2) - now())::float8 AS retry_after`,
-    [bucket, windowSeconds],
+     RETURNING bucket, hits, extract(epoch FROM window_start + make_interval(secs => $2) - now())::float8 AS retry_after`,
+    [buckets, windowSeconds],
   );
-  return { hits: row!.hits, retryAfterSeconds: row!.retry_after };
+  return new Map(rows.map((row) => [row.bucket, { hits: row.hits, retryAfterSeconds: row.retry_after }]));
 }
 
 /** Takes back one hit of the bucket's current window (an attempt that turned out not to count). */
@@ -41,4 +70,19 @@ export async function removeHit(db: Queryable, bucket: string, windowSeconds: nu
 
 export async function clearHits(db: Queryable, buckets: string[]): Promise<void> {
   await db.query('DELETE FROM rate_limit_hits WHERE bucket = ANY($1::text[])', [buckets]);
+}
+
+export interface Limit { bucket: string; max: number }
+
+/**
+ * Counts one attempt against every limit, and when any is over, takes the hits back and throws 429
+ * rate_limited with the longest Retry-After. A refused attempt takes back only its own hits, so
+ * however a parallel burst interleaves, no more than max attempts per bucket get through.
+ */
+export async function takeAttempt(db: Queryable, limits: Limit[], windowSeconds: number, detail: string): Promise<void> {
+  const states = await addHits(db, limits.map((l) => l.bucket), windowSeconds);
+  const over = limits.map((l) => states.get(l.bucket)!).filter((state, i) => state.hits > limits[i]!.max);
+  if (over.length === 0) return;
+  await Promise.all(limits.map((l) => removeHit(db, l.bucket, windowSeconds)));
+  throw new AppError('rate_limited', detail, { retryAfterSeconds: Math.max(...over.map((s) => s.retryAfterSeconds)) });
 }

@@ -55,7 +55,8 @@ export interface TestOptions {
 export async function startTestEnv(engine: Engine, env: Record<string, string> = {}, options: TestOptions = {}): Promise<TestEnv> {
   const database = await freshDatabase(engine);
   // DATABASE_URL lets the live event stream LISTEN on its own connection, as in production.
-  const config = loadConfig({ LOG_LEVEL: 'info', SECURE_COOKIES: 'false', WORKER_POLL_INTERVAL_MS: '100', SANDBOX_SLOW_DELAY_MS: '300', ...(database.url ? { DATABASE_URL: database.url } : {}), ...env });
+  // Every test client signs up from one address: the signup throttle is off unless a suite sets it.
+  const config = loadConfig({ LOG_LEVEL: 'info', SECURE_COOKIES: 'false', WORKER_POLL_INTERVAL_MS: '100', SANDBOX_SLOW_DELAY_MS: '300', SIGNUP_MAX_PER_CLIENT: '1000000', ...(database.url ? { DATABASE_URL: database.url } : {}), ...env });
   const logs: string[] = [];
   const logStream = { write: (line: string) => { logs.push(line); } };
   await ensureAdmin(database.db, { email: adminEmail, password: adminPassword });

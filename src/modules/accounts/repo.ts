@@ -1,5 +1,5 @@
 // SQL of the accounts module. Every function takes the connection or transaction to run on.
-import type { Queryable } from '../../platform/db.ts';
+import type { Queryable, Tx } from '../../platform/db.ts';
 import type { Principal, Role } from '../../platform/auth.ts';
 
 export interface UserRow {
@@ -31,6 +31,18 @@ export async function findUserById(db: Queryable, id: string): Promise<UserRow |
 
 export function findUsersByIds(db: Queryable, ids: string[]): Promise<UserRow[]> {
   return db.query<UserRow>('SELECT * FROM users WHERE id = ANY($1::text[])', [ids]);
+}
+
+/** Locks every admin's row, in id order (so two transactions doing this never deadlock), and answers their ids. */
+export async function lockAdmins(tx: Tx): Promise<string[]> {
+  const rows = await tx.query<{ id: string }>("SELECT id FROM users WHERE role = 'admin' ORDER BY id FOR UPDATE");
+  return rows.map((r) => r.id);
+}
+
+/** A user's current role, with their row locked against a role change until the transaction ends. */
+export async function lockRole(tx: Tx, id: string): Promise<Role | undefined> {
+  const [row] = await tx.query<{ role: Role }>('SELECT role FROM users WHERE id = $1 FOR SHARE', [id]);
+  return row?.role;
 }
 
 export async function setUserRole(db: Queryable, id: string, role: Role): Promise<UserRow | undefined> {
@@ -67,12 +79,13 @@ export async function principalsBySessionHashes(db: Queryable, tokenHashes: Buff
   return new Map(rows.map((row) => [Buffer.from(row.token_hash).toString('hex'), { userId: row.user_id, role: row.role, via: 'session', credentialId: row.id } satisfies Principal]));
 }
 
-export interface ApiKeyRow { id: string; name: string; role: Role; created_at: Date; revoked_at: Date | null }
+export interface ApiKeyRow { id: string; name: string; role: Role; created_by: string | null; created_at: Date; revoked_at: Date | null }
+
+const apiKeyColumns = 'id, name, role, created_by, created_at, revoked_at';
 
 export async function insertApiKey(db: Queryable, k: { id: string; name: string; role: Role; keyHash: Buffer; createdBy: string | null }): Promise<ApiKeyRow> {
   const [row] = await db.query<ApiKeyRow>(
-    `INSERT INTO api_keys (id, name, role, key_hash, created_by) VALUES ($1, $2, $3, $4, $5)
-     RETURNING id, name, role, created_at, revoked_at`,
+    `INSERT INTO api_keys (id, name, role, key_hash, created_by) VALUES ($1, $2, $3, $4, $5) RETURNING ${apiKeyColumns}`,
     [k.id, k.name, k.role, k.keyHash, k.createdBy],
   );
   return row!;
@@ -80,15 +93,26 @@ export async function insertApiKey(db: Queryable, k: { id: string; name: string;
 
 export async function listApiKeys(db: Queryable, after: string | null, limit: number): Promise<ApiKeyRow[]> {
   return db.query<ApiKeyRow>(
-    `SELECT id, name, role, created_at, revoked_at FROM api_keys
-      WHERE ($1::text IS NULL OR id < $1) ORDER BY id DESC LIMIT $2`,
+    `SELECT ${apiKeyColumns} FROM api_keys WHERE ($1::text IS NULL OR id < $1) ORDER BY id DESC LIMIT $2`,
     [after, limit + 1],
   );
 }
 
 export async function findApiKey(db: Queryable, id: string): Promise<ApiKeyRow | undefined> {
-  const [row] = await db.query<ApiKeyRow>('SELECT id, name, role, created_at, revoked_at FROM api_keys WHERE id = $1', [id]);
+  const [row] = await db.query<ApiKeyRow>(`SELECT ${apiKeyColumns} FROM api_keys WHERE id = $1`, [id]);
   return row;
+}
+
+/** Revokes the live keys a user is accountable for whose role is above the given one; answers their ids. */
+export async function revokeApiKeysAbove(tx: Tx, userId: string, role: Role): Promise<string[]> {
+  const rows = await tx.query<{ id: string }>(
+    `UPDATE api_keys SET revoked_at = now()
+      WHERE created_by = $1 AND revoked_at IS NULL
+        AND array_position(ARRAY['customer', 'staff', 'admin'], role) > array_position(ARRAY['customer', 'staff', 'admin'], $2)
+      RETURNING id`,
+    [userId, role],
+  );
+  return rows.map((r) => r.id);
 }
 
 /** Answers false when no such key exists (an already revoked one still counts as found). */

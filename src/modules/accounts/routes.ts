@@ -4,6 +4,7 @@ import type { Db } from '../../platform/db.ts';
 import { routeOf } from '../../platform/endpoint.ts';
 import { csrfTokenFor, principalOf, sessionCookie } from '../../platform/auth.ts';
 import { decodeCursor, pageOf } from '../../platform/pagination.ts';
+import { idempotent, keyedRequestOf, sendOutcome } from '../../platform/idempotency.ts';
 import * as s from './schemas.ts';
 import * as accounts from './service.ts';
 import { listApiKeys } from './repo.ts';
@@ -23,9 +24,13 @@ export function accountsRoutes(app: FastifyInstance, { db, config }: AccountsDep
   r.route({
     ...routeOf(s.signup),
     handler: async (request, reply) => {
-      const result = await accounts.signup(db, config, request.body);
+      const { email, name } = request.body;
+      const keyed = keyedRequestOf(request, { required: false, namespace: accounts.signupNamespace(email), hashed: { email: email.trim().toLowerCase(), name } });
+      const { outcome, replayed } = await accounts.signup(db, config, request.body, request.ip, keyed);
+      if (outcome.status !== 201) return sendOutcome(reply, outcome, replayed);
+      const result = outcome.body as Awaited<ReturnType<typeof accounts.login>>;
       setSessionCookie(reply, result.token, result.expiresAt, config.secureCookies);
-      return reply.code(201).send({ ...result, csrfToken: csrfTokenFor(result.token) });
+      return sendOutcome(reply, { status: 201, body: { ...result, csrfToken: csrfTokenFor(result.token) } }, replayed);
     },
   });
 
@@ -65,7 +70,9 @@ export function accountsRoutes(app: FastifyInstance, { db, config }: AccountsDep
 
   r.route({
     ...routeOf(s.createApiKey),
-    handler: async (request, reply) => reply.code(201).send(await accounts.createApiKey(db, principalOf(request), request.body)),
+    handler: (request, reply) => idempotent(db, request, reply, { required: false }, async (tx) => ({
+      status: 201, body: await accounts.createApiKey(tx, principalOf(request), request.body),
+    })),
   });
 
   r.route({

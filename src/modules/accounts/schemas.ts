@@ -27,16 +27,17 @@ const AuthResult = Type.Object({
 });
 
 export const signup = endpoint({
-  method: 'POST', url: '/v1/auth/signup', access: 'public', tags,
+  method: 'POST', url: '/v1/auth/signup', access: 'public', tags, returnsSecret: true, idempotencyKey: 'optional',
   summary: 'Create a customer account and sign in',
+  description: 'A retry with the same Idempotency-Key and body answers 201 for the same account, with a new session token (tokens are never stored; the retry proves the password again, as a login does). Signups from one client address are limited per window (429 with Retry-After).',
   body: Type.Object({ email: Email, password: Password, name: Type.String({ minLength: 1, maxLength: 200 }) }, { additionalProperties: false }),
   response: { 201: AuthResult },
 });
 
 export const login = endpoint({
-  method: 'POST', url: '/v1/auth/login', access: 'public', tags,
+  method: 'POST', url: '/v1/auth/login', access: 'public', tags, returnsSecret: true,
   summary: 'Sign in with email and password',
-  description: 'Repeated failures for one account or from one client address answer 429 with Retry-After before the password is checked.',
+  description: 'Repeated failures answer 429 with Retry-After before the password is checked: for one account from one client address (tightly), for one account from all addresses together (a much higher ceiling), and from one client address over all accounts.',
   body: Type.Object({ email: Type.String({ minLength: 1, maxLength: 254 }), password: Type.String({ minLength: 1, maxLength: 256 }) }, { additionalProperties: false }),
   response: { 200: AuthResult },
 });
@@ -54,16 +55,20 @@ export const me = endpoint({
 });
 
 export const session = endpoint({
-  method: 'GET', url: '/v1/auth/session', access: 'public', tags,
+  method: 'GET', url: '/v1/auth/session', access: 'public', tags, returnsSecret: true,
   summary: 'Who is signed in, and the CSRF token of this session',
   description: 'For a browser page: the session cookie is HttpOnly, so after a reload the page asks here who is signed in and for the X-CSRF-Token its unsafe requests need. Anyone may ask: without a valid session (or token) the answer is 200 with user null, so a page can tell "signed out" without provoking an error. csrfToken is null for an API key, which needs none.',
   response: { 200: Type.Object({ user: Type.Union([me.response[200], Type.Null()]), csrfToken: Type.Union([Type.String(), Type.Null()]) }) },
 });
 
-const ApiKeySchema = Type.Object({ id: Type.String(), name: Type.String(), role: RoleSchema, createdAt: Timestamp, revokedAt: Type.Union([Timestamp, Type.Null()]) });
+const ApiKeySchema = Type.Object({
+  id: Type.String(), name: Type.String(), role: RoleSchema,
+  createdBy: Type.Union([Type.String(), Type.Null()], { description: 'The user accountable for the key: the admin who created it, directly or with an API key they created. Lowering that user\'s role revokes their keys above the new role.' }),
+  createdAt: Timestamp, revokedAt: Type.Union([Timestamp, Type.Null()]),
+});
 
 export const createApiKey = endpoint({
-  method: 'POST', url: '/v1/api-keys', access: ['admin'], tags, idempotencyKey: 'optional',
+  method: 'POST', url: '/v1/api-keys', access: ['admin'], tags, idempotencyKey: 'optional', returnsSecret: true,
   summary: 'Create an API key; the key is shown only in this answer',
   body: Type.Object({ name: Type.String({ minLength: 1, maxLength: 200 }), role: RoleSchema }, { additionalProperties: false }),
   response: { 201: Type.Object({ id: Type.String(), name: Type.String(), role: RoleSchema, key: Type.String(), createdAt: Timestamp }) },
@@ -86,6 +91,7 @@ export const revokeApiKey = endpoint({
 export const updateUser = endpoint({
   method: 'PATCH', url: '/v1/users/:id', access: ['admin'], tags,
   summary: "Change a user's role",
+  description: 'Lowering a role revokes, at once, the API keys that user is accountable for whose role is above the new one. Demoting the only admin answers 409 invalid_state.',
   params: IdParams,
   body: Type.Object({ role: RoleSchema }, { additionalProperties: false }),
   response: { 200: UserSchema },

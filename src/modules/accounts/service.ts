@@ -1,20 +1,24 @@
 // Accounts: signup, login with throttling, sessions, API keys, roles, and the first admin.
 import { createHash, randomBytes } from 'node:crypto';
-import type { Db, Queryable } from '../../platform/db.ts';
+import type { Db, Queryable, Tx } from '../../platform/db.ts';
 import { coalesce } from '../../platform/coalesce.ts';
 import type { Principal, Role } from '../../platform/auth.ts';
 import { newId } from '../../platform/ids.ts';
 import { AppError } from '../../errors.ts';
-import { addHit, clearHits, removeHit } from '../../platform/rate-limit.ts';
+import { clearHits, clientKey, removeHit, takeAttempt } from '../../platform/rate-limit.ts';
 import { decoyHash, hashPassword, isCommonPassword, verifyPassword } from './passwords.ts';
 import * as repo from './repo.ts';
 import type { User } from './schemas.ts';
+import { runIdempotent, type KeyedRequest, type Outcome } from '../../platform/idempotency.ts';
 
 export interface AccountsConfig {
   sessionTtlSeconds: number;
+  loginMaxFailuresPerAccountAndClient: number;
   loginMaxFailuresPerAccount: number;
   loginMaxFailuresPerClient: number;
   loginWindowSeconds: number;
+  signupMaxPerClient: number;
+  signupWindowSeconds: number;
 }
 
 // Prefixes tell the two kinds of secret apart at a glance (and let secret scanners find leaks).
@@ -44,45 +48,73 @@ async function startSession(db: Queryable, userId: string, ttlSeconds: number) {
   return { token, expiresAt: expiresAt.toISOString() };
 }
 
-export async function signup(db: Db, config: AccountsConfig, input: { email: string; password: string; name: string }) {
+/** Whose Idempotency-Keys a signup's are: it has no principal, so the account it is for (one client cannot replay another's). */
+export function signupNamespace(email: string): string {
+  return `signup:${email.trim().toLowerCase()}`;
+}
+
+/**
+ * Creates a customer and a session. Under an Idempotency-Key (see signupNamespace), a retry of a
+ * signup that succeeded gets the same account with a new session: tokens are never stored, not even
+ * sealed, so the retry proves the password again, as a login does (and is throttled as one); the
+ * password is also left out of the request hash, which is a fast hash.
+ */
+export async function signup(db: Db, config: AccountsConfig, input: { email: string; password: string; name: string }, clientAddress: string, keyed?: KeyedRequest): Promise<{ outcome: Outcome; replayed: boolean }> {
   if (isCommonPassword(input.password)) {
     throw new AppError('validation_failed', 'The password is too common', { errors: [{ path: '/password', message: 'is one of the most common passwords' }] });
   }
+  // Every signup from one address counts, before the Argon2 work: taken emails cannot be probed
+  // at will (the contract wants 409 email_taken), and nor can accounts be mass-created.
+  const perClient = { bucket: `signup:client:${clientKey(clientAddress)}`, max: config.signupMaxPerClient };
+  await takeAttempt(db, [perClient], config.signupWindowSeconds, 'Too many signups from this address; try again later');
   const passwordHash = await hashPassword(input.password);
+  let session: { token: string; expiresAt: string } | undefined;
+  const { outcome, replayed } = await runIdempotent(db, keyed, async (tx) => {
+    let user: repo.UserRow;
+    try {
+      user = await repo.insertUser(tx, { id: newId('usr'), email: input.email.trim(), name: input.name.trim(), role: 'customer', passwordHash });
+    } catch (err) {
+      if (isUniqueViolation(err, 'users_email_unique')) throw new AppError('email_taken', 'An account with this email exists');
+      throw err;
+    }
+    session = await startSession(tx, user.id, config.sessionTtlSeconds);
+    return { status: 201, body: { user: userView(user) } };
+  });
+  if (outcome.status !== 201) return { outcome, replayed };
+  if (!replayed) return { outcome: { status: 201, body: { ...(outcome.body as { user: User }), ...session! } }, replayed };
   try {
-    return await db.transaction(async (tx) => {
-      const user = await repo.insertUser(tx, { id: newId('usr'), email: input.email.trim(), name: input.name.trim(), role: 'customer', passwordHash });
-      return { user: userView(user), ...(await startSession(tx, user.id, config.sessionTtlSeconds)) };
-    });
+    return { outcome: { status: 201, body: await login(db, config, input, clientAddress) }, replayed };
   } catch (err) {
-    if (isUniqueViolation(err, 'users_email_unique')) throw new AppError('email_taken', 'An account with this email exists');
+    if (err instanceof AppError && err.code === 'invalid_credentials') throw new AppError('idempotency_key_reused', 'This Idempotency-Key was used for a different request');
     throw err;
   }
 }
 
+/**
+ * Signs in. Failures are throttled three ways, each counted before any password work (takeAttempt):
+ * - per account and client address, tightly: a guesser at one address is stopped after a few
+ *   tries, and that alone does not lock the owner out, who logs in from elsewhere;
+ * - per account, from anywhere, with a much higher ceiling: a guesser spread over many addresses
+ *   is still capped, at the price of locking the owner out too once it is reached;
+ * - per client address, over all accounts: one address spraying many accounts.
+ * A successful login takes its own hits back and forgives that client's failures for the account;
+ * it does not reset the account's ceiling, or the owner logging in would refill a distributed
+ * guesser's allowance.
+ */
 export async function login(db: Db, config: AccountsConfig, input: { email: string; password: string }, clientAddress: string) {
   const email = input.email.trim().toLowerCase();
-  const accountBucket = `login:account:${email}`;
-  const clientBucket = `login:client:${clientAddress}`;
-  // Every attempt is counted before any password work, by one atomic statement per counter, and
-  // decided on the counts those statements answer: a parallel burst cannot all read "under the limit" and pass, and
-  // a blocked guesser gets no answer about the password at all. An attempt that succeeds is taken
-  // back, as is one refused here, so only failures (and attempts still in flight) use up the
-  // allowance: a refused attempt can only take back its own hit, so however they interleave, no
-  // more than the limit are ever let through to the password check.
+  const client = clientKey(clientAddress);
   const window = config.loginWindowSeconds;
-  const [account, client] = await Promise.all([addHit(db, accountBucket, window), addHit(db, clientBucket, window)]);
-  const over = [account.hits > config.loginMaxFailuresPerAccount ? account : null, client.hits > config.loginMaxFailuresPerClient ? client : null].filter((s) => s !== null);
-  if (over.length > 0) {
-    await Promise.all([removeHit(db, accountBucket, window), removeHit(db, clientBucket, window)]);
-    throw new AppError('rate_limited', 'Too many failed logins; try again later', { retryAfterSeconds: Math.max(...over.map((s) => s.retryAfterSeconds)) });
-  }
+  // The client key comes first and has no space in it, so no email can make its pair collide with another's.
+  const pair = { bucket: `login:pair:${client} ${email}`, max: config.loginMaxFailuresPerAccountAndClient };
+  const account = { bucket: `login:account:${email}`, max: config.loginMaxFailuresPerAccount };
+  const perClient = { bucket: `login:client:${client}`, max: config.loginMaxFailuresPerClient };
+  await takeAttempt(db, [pair, account, perClient], window, 'Too many failed logins; try again later');
   const user = await repo.findUserByEmail(db, email);
   // An unknown email is checked against a decoy hash, so it costs the same time as a wrong password.
   const ok = await verifyPassword(user?.password_hash ?? await decoyHash(), input.password);
   if (!user || !ok) throw new AppError('invalid_credentials', 'The email or password is wrong');
-  await clearHits(db, [accountBucket]);
-  await removeHit(db, clientBucket, window);
+  await Promise.all([clearHits(db, [pair.bucket]), removeHit(db, account.bucket, window), removeHit(db, perClient.bucket, window)]);
   return { user: userView(user), ...(await startSession(db, user.id, config.sessionTtlSeconds)) };
 }
 
@@ -119,27 +151,47 @@ export async function me(db: Db, principal: Principal) {
   return userView(user);
 }
 
-export async function createApiKey(db: Queryable, principal: Principal, input: { name: string; role: Role }) {
+/**
+ * Creates an API key. Its createdBy is the user accountable for it: the admin who made it, or for a
+ * key made with an API key, that key's own createdBy, so that demoting the admin revokes every key
+ * that descends from their authority (changeRole). That user's row is locked (FOR SHARE) and their
+ * role checked again: a demotion that commits first makes this fail, and one that comes later waits
+ * for this key and then revokes it.
+ */
+export async function createApiKey(tx: Tx, principal: Principal, input: { name: string; role: Role }) {
+  const accountable = principal.via === 'session' ? principal.userId : (await repo.findApiKey(tx, principal.credentialId))?.created_by ?? null;
+  if (accountable !== null && (await repo.lockRole(tx, accountable)) !== 'admin') throw new AppError('forbidden', 'Your role may not do this');
   const key = newSecret(apiKeyPrefix);
-  const row = await repo.insertApiKey(db, {
-    id: newId('key'), name: input.name, role: input.role, keyHash: hashSecret(key),
-    createdBy: principal.via === 'session' ? principal.userId : null,
-  });
+  const row = await repo.insertApiKey(tx, { id: newId('key'), name: input.name, role: input.role, keyHash: hashSecret(key), createdBy: accountable });
   return { id: row.id, name: row.name, role: row.role, key, createdAt: row.created_at.toISOString() };
 }
 
 export function apiKeyView(row: repo.ApiKeyRow) {
-  return { id: row.id, name: row.name, role: row.role, createdAt: row.created_at.toISOString(), revokedAt: row.revoked_at?.toISOString() ?? null };
+  return { id: row.id, name: row.name, role: row.role, createdBy: row.created_by, createdAt: row.created_at.toISOString(), revokedAt: row.revoked_at?.toISOString() ?? null };
 }
 
 export async function revokeApiKey(db: Db, id: string): Promise<void> {
   if (!(await repo.revokeApiKey(db, id))) throw new AppError('not_found', 'No such API key');
 }
 
+/**
+ * Changes a user's role. Lowering it revokes, in the same transaction, the API keys they are
+ * accountable for whose role is now above theirs: a key is only as good as the authority that made
+ * it (capping them instead would leave keys that act with a role their maker never chose for them).
+ * The last admin cannot be demoted, or no one could manage roles and keys any more: the admins' rows
+ * are locked first, so two admins demoting each other at once take turns and the second is refused.
+ */
 export async function changeRole(db: Db, id: string, role: Role): Promise<User> {
-  const row = await repo.setUserRole(db, id, role);
-  if (!row) throw new AppError('not_found', 'No such user');
-  return userView(row);
+  return db.transaction(async (tx) => {
+    if (role !== 'admin') {
+      const admins = await repo.lockAdmins(tx);
+      if (admins.length === 1 && admins[0] === id) throw new AppError('invalid_state', 'This is the only admin: make another user admin first');
+    }
+    const row = await repo.setUserRole(tx, id, role);
+    if (!row) throw new AppError('not_found', 'No such user');
+    await repo.revokeApiKeysAbove(tx, id, role);
+    return userView(row);
+  });
 }
 
 /**

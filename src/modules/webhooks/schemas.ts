@@ -66,7 +66,7 @@ const signatureDoc = [
 ].join(' ');
 
 export const createWebhookEndpoint = endpoint({
-  method: 'POST', url: '/v1/webhook-endpoints', access: admin, tags, idempotencyKey: 'optional',
+  method: 'POST', url: '/v1/webhook-endpoints', access: admin, tags, idempotencyKey: 'optional', returnsSecret: true,
   summary: 'Register a webhook endpoint; its signing secret is shown only in this answer',
   description: signatureDoc,
   body: Type.Object({ url: Url, events: Events }, { additionalProperties: false }),
