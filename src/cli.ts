@@ -127,7 +127,8 @@ Options:
   --email E              an admin's email (default ADMIN_EMAIL)
   --password P           its password (default ADMIN_PASSWORD; prefer the variable)
   --orders N             orders in the burst (default 40)
-  --outage-seconds S     how long the processor is down (default 40)
+  --outage-seconds S     how long the processor is down, from the start and again from the end
+                         of the burst (default 40)
   --auto-retry           retry the dead letters without waiting for you
   --wait S               how long to wait for you to retry them (default 300)
   -h, --help             this help

@@ -25,7 +25,7 @@ export interface DrillOptions {
   password: string;
   /** Orders of the burst. */
   orders: number;
-  /** How long the processor is down. */
+  /** How long the processor is down (counted again from the end of the burst). */
   outageSeconds: number;
   /** Retry the dead letters without waiting for an operator. */
   autoRetry: boolean;
@@ -173,7 +173,7 @@ export async function runDrill(options: DrillOptions): Promise<number> {
     await progress('calm');
 
     // 2. The incident.
-    const down = await api.ok(endpoints.startSandboxOutage, { token, body: { seconds: options.outageSeconds } });
+    let down = await api.ok(endpoints.startSandboxOutage, { token, body: { seconds: options.outageSeconds } });
     if (endpointId) await receiver.down();
     say(`2/3 incident: the payment processor is down until ${down.until ? new Date(down.until).toLocaleTimeString() : '?'} (${options.outageSeconds} s)${endpointId ? ', and the webhook receiver went away' : ''}`);
     say(`    a burst of ${options.orders} orders: half with the drill card (3 attempts, then dead letters), half with tok_ok (full retry budget)`);
@@ -182,6 +182,10 @@ export async function runDrill(options: DrillOptions): Promise<number> {
       if (i % 2 === 0) drillOrders.push(id);
       await sleep(Math.max(50, Math.floor(8000 / options.orders)));
     }
+    // The outage lasts its length after the last order of the burst too, however long the burst
+    // took (a busy engine answers slowly): every drill charge meets it for all its attempts.
+    down = await api.ok(endpoints.startSandboxOutage, { token, body: { seconds: options.outageSeconds } });
+    say(`    the burst is in (${placed} orders so far); the processor stays down until ${down.until ? new Date(down.until).toLocaleTimeString() : '?'}`);
     const expectedDead = drillOrders.length;
     let worst = await progress('incident');
     while (Date.now() < Date.parse(down.until ?? '') && worst.dead < expectedDead) {

@@ -55,7 +55,8 @@ forEachEngine('the operations API', (env) => {
     const after = await waitFor('the orders to show in the overview', async () => {
       const o = await overview(e);
       return o.orders.placed - before.orders.placed >= 4 && o.orders.paid - before.orders.paid >= 3 && o.orders.paymentFailed - before.orders.paymentFailed >= 1
-        && o.charges.succeeded - before.charges.succeeded >= 3 && o.traffic.requests > before.traffic.requests ? o : undefined;
+        && o.charges.succeeded - before.charges.succeeded >= 3 && o.charges.declined - before.charges.declined >= 1
+        && o.traffic.requests > before.traffic.requests ? o : undefined;
     });
     assert.equal(after.orders.placed - before.orders.placed, 4);
     assert.equal(after.charges.declined - before.charges.declined, 1);
