@@ -129,7 +129,8 @@ forEachEngine('the operations API', (env) => {
     await e.product([{ sku: 'OPS-ALL', stock: 50 }]);
     const buyer = await e.customer();
     await e.client.ok(endpoints.startSandboxOutage, { token: e.adminToken, body: { seconds: 120 } });
-    for (let i = 0; i < 3; i++) await placeOrder(e, buyer.token, 'OPS-ALL', 'tok_drill');
+    const orders = [];
+    for (let i = 0; i < 3; i++) orders.push(await placeOrder(e, buyer.token, 'OPS-ALL', 'tok_drill'));
     await waitFor('three dead letters', async () => {
       const page = await e.client.ok(endpoints.listFailedJobs, { token: e.adminToken, query: { queue: 'payments.charge', limit: 100 } });
       return page.data.length >= 3 ? true : undefined;
@@ -154,6 +155,11 @@ forEachEngine('the operations API', (env) => {
     assert.ok((a.body as { retried: number }).retried >= 3);
     const left = await e.client.ok(endpoints.listFailedJobs, { token: e.adminToken, query: { queue: 'payments.charge' } });
     assert.equal(left.data.length, 0);
+    // Sent back once: each order is paid, by one charge.
+    e.queue?.wake('payments.charge');
+    for (const order of orders) {
+      await waitFor('the order to be paid', async () => ((await e.client.ok(endpoints.getOrder, { token: buyer.token, params: { id: order.id } })).status === 'paid' ? true : undefined));
+    }
   });
 
   it('records audit runs; /metrics/system shows the domain series once for the whole system', async () => {
