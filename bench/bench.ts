@@ -24,6 +24,7 @@ import { formatSummary, profilesIn, summarize } from './profile-summary.ts';
 import { generateScripts } from './lib/capture.ts';
 import { readFile } from 'node:fs/promises';
 import { packageRoot } from '../src/platform/paths.ts';
+import { startOtlpSink, type OtlpSink } from './lib/otlp-sink.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));
 
@@ -61,6 +62,8 @@ Where it runs:
                          alone, as pgbench's reference is; nothing gets paid, so no queue lag
   --pool-size N          DATABASE_POOL_SIZE of each process (default 10, the product's default)
   --env KEY=VALUE        extra environment for the server processes (repeatable)
+  --trace                tracing on: the server processes export every span (OTLP/HTTP) to a sink
+                         in the bench that accepts and discards them (compare with a run without)
 
 Load:
   --clients N            concurrent virtual customers (default 32)
@@ -80,6 +83,9 @@ Output:
   --what-if              with steady: also run pgbench on variants of the transaction (without the
                          job inserts; with synchronous_commit off)
   --drain-seconds S      longest wait after each scenario for the payment workers to catch up (default 120)
+  --db-cost              per scenario, what the database kept per order: WAL bytes and the growth of
+                         each table with its indexes (PostgreSQL; WAL is the whole server's, so run
+                         it on a server nobody else writes to)
   --json FILE            write every figure as JSON
   --cpu-prof DIR         start the server processes with node --cpu-prof, write the profiles to DIR
                          and summarize them at the end
@@ -101,6 +107,7 @@ interface Options {
   skus: number; hotStock: number; timeoutMs: number;
   pgbench: boolean; pgbenchSeconds: number; drainSeconds: number; whatIf: boolean; writePgbench: boolean;
   json: string | undefined; cpuProf: string | undefined; keep: boolean;
+  trace: boolean; dbCost: boolean;
 }
 
 function parseOptions(argv: string[]): Options {
@@ -133,6 +140,8 @@ function parseOptions(argv: string[]): Options {
       json: { type: 'string' },
       'cpu-prof': { type: 'string' },
       keep: { type: 'boolean', default: false },
+      trace: { type: 'boolean', default: false },
+      'db-cost': { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -180,7 +189,11 @@ function parseOptions(argv: string[]): Options {
     json: values.json,
     cpuProf: values['cpu-prof'] ? resolve(values['cpu-prof']) : undefined,
     keep: values.keep!,
+    trace: values.trace!,
+    dbCost: values['db-cost']!,
   };
+  if (o.trace && o.url) usage('--trace starts the server processes with tracing on: not with --url');
+  if (o.dbCost && (o.url || o.embedded)) usage('--db-cost measures a PostgreSQL scratch database: not with --url or --embedded');
   if (o.url && o.embedded) usage('--url and --embedded exclude each other');
   if (o.url && (!values['admin-email'] || !values['admin-password'])) usage('--url needs --admin-email and --admin-password');
   if (o.noWorkers && o.workerProcesses > 0) usage('--no-workers and --worker-processes exclude each other');
@@ -220,6 +233,36 @@ interface ScenarioReport {
   checks: { name: string; ok: boolean; detail: string }[];
   /** What PostgreSQL's backends waited on (share of samples), during the HTTP run and each pgbench run. */
   waits: { http: WaitShare[]; pgbench: Record<string, WaitShare[]> };
+  /** With --trace: the exports the sink received during the scenario. */
+  traces: { requests: number; bytes: number } | null;
+  /** With --db-cost: what the database kept per order placed during the scenario (its drain included). */
+  dbCost: DbCost | null;
+}
+
+interface DbCost { orders: number; walBytesPerOrder: number; tables: { table: string; bytesPerOrder: number; rowsPerOrder: number }[] }
+
+type DbSnapshot = { wal: string; orders: number; tables: Map<string, { bytes: number; rows: number }> };
+
+/** The server's WAL position, the orders, and every table's size with its indexes and TOAST, and rows. */
+async function dbSnapshot(db: Db): Promise<DbSnapshot> {
+  // A CHECKPOINT first would not change the WAL written; sizes are taken after the drain.
+  const [pos] = await db.query<{ wal: string; orders: number }>('SELECT pg_current_wal_lsn()::text AS wal, (SELECT count(*)::int FROM orders) AS orders');
+  const rows = await db.query<{ name: string; bytes: number; rows: number }>(
+    `SELECT c.oid::regclass::text AS name, pg_total_relation_size(c.oid)::bigint AS bytes, coalesce(s.n_live_tup, 0)::bigint AS rows
+       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
+      WHERE c.relkind IN ('r', 'p') AND n.nspname IN ('public', 'pgboss')`);
+  return { wal: pos!.wal, orders: pos!.orders, tables: new Map(rows.map((r) => [r.name, { bytes: Number(r.bytes), rows: Number(r.rows) }])) };
+}
+
+async function dbCostBetween(db: Db, before: DbSnapshot, after: DbSnapshot): Promise<DbCost | null> {
+  const orders = after.orders - before.orders;
+  if (orders <= 0) return null;
+  const [wal] = await db.query<{ bytes: number }>('SELECT pg_wal_lsn_diff($1::pg_lsn, $2::pg_lsn)::bigint AS bytes', [after.wal, before.wal]);
+  const tables = [...after.tables].map(([table, a]) => {
+    const b = before.tables.get(table) ?? { bytes: 0, rows: 0 };
+    return { table, bytesPerOrder: (a.bytes - b.bytes) / orders, rowsPerOrder: (a.rows - b.rows) / orders };
+  }).filter((t) => t.bytesPerOrder !== 0 || t.rowsPerOrder !== 0).sort((x, y) => y.bytesPerOrder - x.bytesPerOrder);
+  return { orders, walBytesPerOrder: Number(wal!.bytes) / orders, tables };
 }
 
 type WaitShare = { event: string; share: number; perSample: number };
@@ -236,6 +279,8 @@ interface Setup {
   /** The pgbench scripts to run: generated from the server's own statements for this run. */
   pgbench: { files: Record<keyof typeof pgbenchScripts, string>; steadyText: string; statements: number; drifted: string[] } | undefined;
   salt: string;
+  /** With --trace: where the server processes export their spans. */
+  sink?: OtlpSink | undefined;
 }
 
 /** Generates the pgbench scripts from the order path as it is, and compares them with the committed ones. */
@@ -306,8 +351,11 @@ async function setUp(o: Options, log: (line: string) => void): Promise<Setup> {
   if (pgbenchDb) cleanups.push(pgbenchDb.drop);
   const pgbench = pgbenchDb ? await pgbenchScriptsFor(o, pgbenchDb, salt, log) : undefined;
 
+  const sink = o.trace ? await startOtlpSink() : undefined;
+  if (sink) cleanups.push(() => sink.close());
   const common = {
     ...dbEnv,
+    ...(sink ? { OTEL_EXPORTER_OTLP_ENDPOINT: sink.url, OTEL_SERVICE_NAME: 'engine-room-bench' } : {}),
     ADMIN_EMAIL: o.adminEmail, ADMIN_PASSWORD: o.adminPassword,
     LOG_LEVEL: 'warn',
     ...(o.workerProcesses > 0 || o.noWorkers ? { WORKERS: 'off' } : {}),
@@ -337,7 +385,7 @@ async function setUp(o: Options, log: (line: string) => void): Promise<Setup> {
   return {
     mode: o.embedded ? 'embedded' : 'postgres',
     apiUrls: processes.filter((p) => p.spec.role === 'api').map((p) => p.baseUrl!),
-    processes, db: o.embedded ? undefined : db, scratch, dataDir, seeded, pgbenchDb, pgbench, salt,
+    processes, db: o.embedded ? undefined : db, scratch, dataDir, seeded, pgbenchDb, pgbench, salt, sink,
   };
 }
 
@@ -521,7 +569,9 @@ async function main(): Promise<number> {
         report.waits!.pgbench[`${cached.result.script}${variant ? ` (${variant.name})` : ''}`] = cached.waits;
       }
 
-      // 2. The HTTP run.
+      // 2. The HTTP run (and what the database and the trace sink hold before it).
+      const dbBefore = o.dbCost && s.db ? await dbSnapshot(s.db) : undefined;
+      const tracesBefore = s.sink?.exports();
       const meter = cpuMeter({
         server: () => s.processes.filter((p) => p.running()).map((p) => p.pid),
         postgres: () => backendPids(s.db, scratchName),
@@ -610,6 +660,9 @@ async function main(): Promise<number> {
         report.queuesDrainSeconds = drain.queues;
         report.queueBacklog = drain.backlog;
       }
+      report.dbCost = dbBefore && s.db ? await dbCostBetween(s.db, dbBefore, await dbSnapshot(s.db)) : null;
+      const tracesAfter = s.sink?.exports();
+      report.traces = tracesBefore && tracesAfter ? { requests: tracesAfter.requests - tracesBefore.requests, bytes: tracesAfter.bytes - tracesBefore.bytes } : null;
       if (load.idMismatches > 0) report.checks.push({ name: 'retries of one key answered one order', ok: false, detail: `${load.idMismatches} answers named another order` });
       if (scenario === 'retry-storm') {
         report.checks.push({ name: 'retries of one key answered one order', ok: load.idMismatches === 0, detail: `${fmtInt(load.replays)} replays, ${fmtInt(load.abandoned)} requests abandoned and resent` });
@@ -746,6 +799,13 @@ function scenarioBlock(r: ScenarioReport, o: Options): string {
   const lgBusy = lg.cpuSeconds / lg.wallSeconds;
   row('load generator', `${fmtPct(lgBusy)} of a core, event loop ${fmtPct(lg.eventLoopUtilization)} busy, delay p99 ${fmtMs(lg.eventLoopDelayP99Ms)} ms${lg.eventLoopUtilization > 0.8 ? '  <- near saturation: the figures may be the generator\'s limit' : ' (not the bottleneck)'}`);
   if (c.other !== null && c.other > 0.15) row('warning', `${fmtPct(c.other)} of a core went to other work on this machine: figures are lower than on a quiet one`);
+  if (r.traces) row('traces', `${fmtInt(r.traces.requests)} OTLP exports, ${fmtMb(r.traces.bytes)} to the sink${l.orders > 0 ? ` (${fmtInt(r.traces.bytes / l.orders)} bytes per order)` : ''}`);
+  if (r.dbCost) {
+    const d = r.dbCost;
+    const kb = (b: number) => `${(b / 1024).toFixed(2)} KB`;
+    row('database per order', `WAL ${kb(d.walBytesPerOrder)}; tables with indexes grew ${kb(d.tables.reduce((sum, t) => sum + Math.max(0, t.bytesPerOrder), 0))} (${fmtInt(d.orders)} orders, drain included)`);
+    for (const t of d.tables.slice(0, 14)) row('', `${t.table.padEnd(34)} ${kb(t.bytesPerOrder).padStart(10)}  ${t.rowsPerOrder.toFixed(2).padStart(6)} rows`);
+  }
   for (const check of r.checks) row(check.ok ? 'check ok' : 'check FAILED', `${check.name}: ${check.detail}`);
   for (const note of l.notes) row('note', note);
   return lines.join('\n') + '\n';

@@ -12,6 +12,7 @@ import { createCounters, registerMetrics } from './platform/metrics.ts';
 import { registerOpenApi } from './platform/openapi.ts';
 import { operationsRoutes } from './platform/operations.ts';
 import { loggerOptions } from './platform/log.ts';
+import { registerHttpTracing } from './platform/tracing.ts';
 import { loadMigrations } from './platform/migrate.ts';
 import { packageRoot } from './platform/paths.ts';
 import { accountsRoutes } from './modules/accounts/routes.ts';
@@ -67,6 +68,8 @@ export async function buildApp(config: Readonly<Config>, db: Db, options: BuildO
     routerOptions: { ignoreTrailingSlash: true },
   });
 
+  // First, so that every other hook runs inside the request's span (nothing when tracing is off).
+  registerHttpTracing(app);
   await registerHttpPlatform(app, { corsOrigins: config.corsOrigins });
   await app.register(cookie);
   registerAuth(app, tokenResolver(db));

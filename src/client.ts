@@ -61,6 +61,7 @@ export const endpoints = {
   deleteWebhookEndpoint: webhooks.deleteWebhookEndpoint,
   listDeliveryAttempts: webhooks.listDeliveryAttempts,
   redeliverEvent: webhooks.redeliverEvent,
+  rotateWebhookSecret: webhooks.rotateWebhookSecret,
   openConversation: messaging.openConversation,
   listConversations: messaging.listConversations,
   getConversation: messaging.getConversation,

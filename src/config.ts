@@ -1,6 +1,7 @@
 // Configuration is read from the environment once, validated, and frozen. Nothing else in the code
 // reads process.env (a lint rule holds the line), so every knob is listed here and in the README.
 import { isIP } from 'node:net';
+import type { TracingSettings } from './platform/tracing.ts';
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
 
@@ -90,6 +91,20 @@ export interface Config {
   paymentJobLeaseSeconds: number;
   /** How often jobs whose lease ran out are failed over for retry (in whichever process gets there first). */
   queueMaintenanceIntervalSeconds: number;
+  /** Events (the outbox) are kept this long, and longer while a reader or a delivery still needs them. */
+  eventRetentionDays: number;
+  /** Webhook delivery attempts (the delivery log) are kept this long. */
+  webhookAttemptRetentionDays: number;
+  /** Emails (sent mail and the dev mailbox) are kept this long. */
+  emailRetentionDays: number;
+  /** Sessions are kept this long after they expire. */
+  sessionRetentionDays: number;
+  /** Finished jobs (pg-boss's archive) are kept this long. */
+  jobRetentionDays: number;
+  /** Rows one statement of the retention job deletes at most (each its own short transaction). */
+  retentionBatchSize: number;
+  /** OpenTelemetry traces, exported over OTLP/HTTP; undefined (off) unless an OTLP endpoint is set. */
+  tracing: TracingSettings | undefined;
   /**
    * Test-only: a named point where the process stops and waits to be killed (ENGINE_ROOM_FAILPOINT),
    * so crash tests can SIGKILL it exactly there. Unset in production.
@@ -151,6 +166,60 @@ function parseWorkers(env: Env): boolean {
   const raw = env.WORKERS?.trim() || 'inline';
   if (raw !== 'inline' && raw !== 'off') throw new ConfigError(`WORKERS must be inline or off (got "${raw}")`);
   return raw === 'inline';
+}
+
+function retentionSettings(env: Env) {
+  const eventRetentionDays = intVar(env, 'EVENT_RETENTION_DAYS', 30, 1, 3650);
+  const replayHours = intVar(env, 'EVENT_STREAM_RETENTION_HOURS', 24, 1, 24 * 365);
+  // A stream that reconnects is replayed from the outbox: the events must still be there.
+  if (eventRetentionDays * 24 < replayHours) throw new ConfigError(`EVENT_RETENTION_DAYS (${eventRetentionDays}) must cover EVENT_STREAM_RETENTION_HOURS (${replayHours} h)`);
+  return {
+    eventRetentionDays,
+    webhookAttemptRetentionDays: intVar(env, 'WEBHOOK_ATTEMPT_RETENTION_DAYS', 30, 1, 3650),
+    // At least the notification jobs' retry window (18-36 h): a row stops a second send.
+    emailRetentionDays: intVar(env, 'EMAIL_RETENTION_DAYS', 30, 3, 3650),
+    sessionRetentionDays: intVar(env, 'SESSION_RETENTION_DAYS', 30, 0, 3650),
+    jobRetentionDays: intVar(env, 'JOB_RETENTION_DAYS', 7, 1, 365),
+    retentionBatchSize: intVar(env, 'RETENTION_BATCH_SIZE', 1000, 10, 100_000),
+  };
+}
+
+// The standard OpenTelemetry variables (https://opentelemetry.io/docs/specs/otel/configuration/sdk-environment-variables/)
+// that Engine Room honours, read here like every other setting and handed to the SDK.
+const samplers = ['always_on', 'always_off', 'traceidratio', 'parentbased_always_on', 'parentbased_always_off', 'parentbased_traceidratio'];
+
+function tracingSettings(env: Env): TracingSettings | undefined {
+  const base = env.OTEL_EXPORTER_OTLP_ENDPOINT?.trim() || undefined;
+  const traces = env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT?.trim() || undefined;
+  if (boolVar(env, 'OTEL_SDK_DISABLED', false) || (!base && !traces)) return undefined;
+  for (const [name, url] of [['OTEL_EXPORTER_OTLP_ENDPOINT', base], ['OTEL_EXPORTER_OTLP_TRACES_ENDPOINT', traces]] as const) {
+    if (url !== undefined && !/^https?:\/\/[^\s]+$/.test(url)) throw new ConfigError(`${name} must be an http:// or https:// URL (got "${url}")`);
+  }
+  const protocol = env.OTEL_EXPORTER_OTLP_PROTOCOL?.trim() || 'http/protobuf';
+  if (protocol !== 'http/protobuf') throw new ConfigError(`OTEL_EXPORTER_OTLP_PROTOCOL must be http/protobuf, the one protocol Engine Room exports (got "${protocol}")`);
+  const headers: Record<string, string> = {};
+  for (const pair of (env.OTEL_EXPORTER_OTLP_HEADERS ?? '').split(',').map((p) => p.trim()).filter(Boolean)) {
+    const at = pair.indexOf('=');
+    if (at <= 0) throw new ConfigError('OTEL_EXPORTER_OTLP_HEADERS must be name=value pairs separated by commas');
+    try {
+      headers[decodeURIComponent(pair.slice(0, at).trim())] = decodeURIComponent(pair.slice(at + 1).trim());
+    } catch {
+      throw new ConfigError('OTEL_EXPORTER_OTLP_HEADERS must be name=value pairs separated by commas, percent-encoded');
+    }
+  }
+  const sampler = env.OTEL_TRACES_SAMPLER?.trim() || 'parentbased_always_on';
+  if (!samplers.includes(sampler)) throw new ConfigError(`OTEL_TRACES_SAMPLER must be one of ${samplers.join(', ')} (got "${sampler}")`);
+  const ratioText = env.OTEL_TRACES_SAMPLER_ARG?.trim() || '1';
+  const samplerRatio = Number(ratioText);
+  if (!/^\d*\.?\d+$/.test(ratioText) || samplerRatio > 1) throw new ConfigError(`OTEL_TRACES_SAMPLER_ARG must be a number from 0 to 1 (got "${ratioText}")`);
+  return {
+    // The base endpoint gets the signal's path; the traces endpoint is used as it is (the specification's rule).
+    tracesUrl: traces ?? `${base!.replace(/\/+$/, '')}/v1/traces`,
+    headers,
+    serviceName: env.OTEL_SERVICE_NAME?.trim() || 'engine-room',
+    sampler,
+    samplerRatio,
+  };
 }
 
 const logLevels: LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
@@ -230,5 +299,7 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     paymentJobLeaseSeconds: intVar(env, 'PAYMENT_JOB_LEASE_SECONDS', Math.max(60, Math.ceil(intVar(env, 'STRIPE_TIMEOUT_MS', 30_000, 100, 600_000) / 1000) + 30), 1, 3600),
     queueMaintenanceIntervalSeconds: intVar(env, 'QUEUE_MAINTENANCE_INTERVAL_SECONDS', 30, 1, 3600),
     failpoint: env.ENGINE_ROOM_FAILPOINT?.trim() || undefined,
+    ...retentionSettings(env),
+    tracing: tracingSettings(env),
   });
 }

@@ -8,6 +8,7 @@ import type { Config } from './config.ts';
 import { openDatabase, type Db } from './platform/db.ts';
 import { migrate, MigrationError } from './platform/migrate.ts';
 import { loggerOptions } from './platform/log.ts';
+import { startTracing } from './platform/tracing.ts';
 import { buildApp } from './app.ts';
 import { ensureAdmin } from './modules/accounts/service.ts';
 import { declareAllQueues, startWorkers } from './worker.ts';
@@ -83,6 +84,8 @@ function adminLines(admin: { email: string; generatedPassword: string | null }):
 const embeddedInProduction = 'NODE_ENV is production but DATABASE_URL is not set: the embedded database never flushes to disk (no fsync), so an OS crash or power loss can lose orders and payments already acknowledged; use PostgreSQL (DATABASE_URL) in production';
 
 export async function startServer(config: Readonly<Config>): Promise<{ app: FastifyInstance; db: Db; stop: () => Promise<void> }> {
+  // Before the logger and the database, which trace themselves when it is on.
+  const stopTracing = await startTracing(config.tracing);
   const log = pino(loggerOptions(config.logLevel));
   if (config.production && !config.databaseUrl) {
     log.warn(embeddedInProduction);
@@ -138,6 +141,7 @@ export async function startServer(config: Readonly<Config>): Promise<{ app: Fast
         clearTimeout(timer);
         // PGlite must be closed cleanly, or its files may be left half-written.
         await db.close();
+        await stopTracing?.().catch((err: Error) => log.warn({ err }, 'could not export the last spans'));
         log.info('stopped');
       }
     })();
@@ -151,6 +155,7 @@ export async function startWorkerProcess(config: Readonly<Config>): Promise<{ st
   if (!config.databaseUrl) {
     throw new StartError('a separate worker needs DATABASE_URL: the embedded database belongs to one process, whose start runs the workers itself');
   }
+  const stopTracing = await startTracing(config.tracing);
   const log = pino(loggerOptions(config.logLevel));
   const db = await openAndMigrate(config, log);
   await declareAllQueues(db, config);
@@ -160,7 +165,11 @@ export async function startWorkerProcess(config: Readonly<Config>): Promise<{ st
   return {
     stop: () => {
       stopping ??= (async () => {
-        try { await queue.stop(); } finally { await db.close(); log.info('worker stopped'); }
+        try { await queue.stop(); } finally {
+          await db.close();
+          await stopTracing?.().catch((err: Error) => log.warn({ err }, 'could not export the last spans'));
+          log.info('worker stopped');
+        }
       })();
       return stopping;
     },

@@ -4,9 +4,8 @@
 import type { pino } from 'pino';
 import type { Config } from './config.ts';
 import type { Db } from './platform/db.ts';
-import { declareQueues, onStop, schedule, startQueue, work, workInBatches, type Queue, type QueueSpec } from './platform/queue.ts';
+import { declareQueues, onStop, schedule, startQueue, unschedule, work, workInBatches, type Queue, type QueueSpec } from './platform/queue.ts';
 import { createCounters, type Counters } from './platform/metrics.ts';
-import { purgeIdempotencyKeys } from './platform/idempotency.ts';
 import { startUpkeep } from './platform/upkeep.ts';
 import { createPaymentProvider } from './modules/payments/providers/select.ts';
 import { chargeQueue, refundQueue } from './modules/payments/outbox.ts';
@@ -19,9 +18,12 @@ import { startTelemetry } from './modules/operations/telemetry.ts';
 import { startOrderStats } from './modules/operations/order-stats.ts';
 import { runAndRecordAudit } from './modules/operations/service.ts';
 import { version } from './app.ts';
+import { pruneOldRows } from './modules/retention/service.ts';
 
 const expireQueue = 'orders.expire-unpaid';
-const purgeQueue = 'maintenance.purge-idempotency-keys';
+const retentionQueue = 'maintenance.retention';
+// Its hourly purge of idempotency keys is now one of the retention rules.
+const retiredPurgeQueue = 'maintenance.purge-idempotency-keys';
 const auditQueue = 'operations.audit';
 
 function webhookOptions(config: Readonly<Config>): WebhookOptions {
@@ -40,7 +42,7 @@ export function queueSpecs(config: Readonly<Config>): QueueSpec[] {
     { name: chargeQueue, retryLimit: 10, retryDelaySeconds: 1, leaseSeconds: paymentLease },
     { name: refundQueue, retryLimit: 12, retryDelaySeconds: 2, leaseSeconds: paymentLease },
     { name: expireQueue, retryLimit: 2, retryDelaySeconds: 5, leaseSeconds: 300 },
-    { name: purgeQueue, retryLimit: 2, retryDelaySeconds: 5, leaseSeconds: 300 },
+    { name: retentionQueue, retryLimit: 2, retryDelaySeconds: 5, leaseSeconds: 300 },
     { name: auditQueue, retryLimit: 1, retryDelaySeconds: 30, leaseSeconds: 900 },
     ...webhookQueuesFor(webhookOptions(config)),
     ...messagingQueues,
@@ -91,6 +93,7 @@ export async function startWorkers(db: Db, config: Readonly<Config>, log: pino.L
     stopTimeoutSeconds: config.shutdownTimeoutSeconds,
     onError: (err) => log.error({ err }, 'job queue error'),
     onOutcome: (name, outcome) => counters.add('jobs', `${name}\t${outcome}`),
+    finishedJobRetentionDays: config.jobRetentionDays,
   });
   if (db.engine === 'postgres') startUpkeep(queue, db);
   const provider = countingProvider(createPaymentProvider(config, db), counters);
@@ -108,9 +111,10 @@ export async function startWorkers(db: Db, config: Readonly<Config>, log: pino.L
     const n = await expireUnpaidOrders(db, config.orderPaymentTimeoutSeconds, { log });
     if (n > 0) log.info({ cancelled: n }, 'cancelled unpaid orders past their payment timeout');
   });
-  work(queue, purgeQueue, async () => {
-    const n = await purgeIdempotencyKeys(db, config.idempotencyRetentionHours);
-    if (n > 0) log.info({ purged: n }, 'purged old idempotency keys');
+  // Within the lease (300 s): a run that has more to do leaves it to the next one.
+  work(queue, retentionQueue, async (job) => {
+    const removed = await pruneOldRows(db, config, { batchSize: config.retentionBatchSize, budgetMs: 240_000, signal: job.signal });
+    if (Object.keys(removed).length > 0) log.info({ removed }, 'removed rows past their retention');
   });
   registerWebhookWorkers(queue, db, webhookOptions(config));
   registerMessagingWorkers(queue, db, config);
@@ -129,7 +133,8 @@ export async function startWorkers(db: Db, config: Readonly<Config>, log: pino.L
   });
 
   await schedule(queue, expireQueue, '* * * * *');
-  await schedule(queue, purgeQueue, '17 * * * *');
+  await schedule(queue, retentionQueue, '*/10 * * * *');
+  await unschedule(queue, retiredPurgeQueue);
   await schedule(queue, auditQueue, '*/10 * * * *');
   return queue;
 }

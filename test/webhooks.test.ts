@@ -133,7 +133,7 @@ for (const engine of engines()) {
     it('an admin registers, reads, lists, changes and deletes an endpoint; the secret is shown only at creation and never logged', async () => {
       const created = await createEndpoint('https://hooks.example.com/engine-room', ['order.paid', 'order.cancelled']);
       assert.match(created.id, /^whe_[0-9a-z]{26}$/);
-      assert.match(created.secret, /^whsec_[A-Za-z0-9_-]{43}$/);
+      assert.match(created.secret, /^whsec_[A-Za-z0-9+/]{43}=$/);
       assert.deepEqual(
         { url: created.url, events: created.events, enabled: created.enabled, disabledReason: created.disabledReason, disabledAt: created.disabledAt, failingSince: created.failingSince },
         { url: 'https://hooks.example.com/engine-room', events: ['order.paid', 'order.cancelled'], enabled: true, disabledReason: null, disabledAt: null, failingSince: null },

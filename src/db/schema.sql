@@ -131,7 +131,8 @@ CREATE TABLE public.events (
     audience text[] DEFAULT '{}'::text[] NOT NULL,
     data jsonb NOT NULL,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
-    tx xid8 DEFAULT pg_current_xact_id() NOT NULL
+    tx xid8 DEFAULT pg_current_xact_id() NOT NULL,
+    traceparent text
 );
 
 --
@@ -619,8 +620,12 @@ CREATE TABLE public.webhook_endpoints (
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
     created_tx xid8 DEFAULT pg_current_xact_id() NOT NULL,
+    previous_secret text,
+    previous_secret_expires_at timestamp with time zone,
+    secret_rotated_at timestamp with time zone,
     CONSTRAINT webhook_endpoints_check CHECK ((enabled = (disabled_at IS NULL))),
     CONSTRAINT webhook_endpoints_events_check CHECK ((cardinality(events) > 0)),
+    CONSTRAINT webhook_endpoints_previous_secret CHECK (((previous_secret IS NULL) = (previous_secret_expires_at IS NULL))),
     CONSTRAINT webhook_endpoints_url_check CHECK ((url ~ '^https?://'::text))
 );
 
@@ -1058,6 +1063,12 @@ CREATE INDEX orders_status ON public.orders USING btree (status, id DESC);
 CREATE INDEX payments_review ON public.payments USING btree (id) WHERE (review_reason IS NOT NULL);
 
 --
+-- Name: rate_limit_hits_window_start; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX rate_limit_hits_window_start ON public.rate_limit_hits USING btree (window_start);
+
+--
 -- Name: sandbox_charges_status; Type: INDEX; Schema: public; Owner: -
 --
 
@@ -1068,6 +1079,12 @@ CREATE INDEX sandbox_charges_status ON public.sandbox_charges USING btree (statu
 --
 
 CREATE INDEX sandbox_refunds_charge_id ON public.sandbox_refunds USING btree (charge_id);
+
+--
+-- Name: sessions_expires_at; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX sessions_expires_at ON public.sessions USING btree (expires_at);
 
 --
 -- Name: sessions_user_id; Type: INDEX; Schema: public; Owner: -

@@ -5,6 +5,7 @@ import pg from 'pg';
 import { mkdir } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import type { PGlite as PGliteType } from '@electric-sql/pglite';
+import { traceDb } from './tracing.ts';
 
 export type Row = Record<string, unknown>;
 
@@ -180,9 +181,10 @@ export function pgliteOf(db: Db): PGliteType | undefined {
   return (db as unknown as { pglite?: PGliteType }).pglite;
 }
 
-/** Opens the database the configuration names: PostgreSQL when a URL is given, else PGlite. */
-export function openDatabase(config: { databaseUrl: string | undefined; dataDir: string; databasePoolSize: number }, onError?: (err: Error) => void): Promise<Db> {
-  return config.databaseUrl
-    ? Promise.resolve(openPostgres(config.databaseUrl, config.databasePoolSize, onError))
-    : openPglite({ dataDir: config.dataDir });
+/**
+ * Opens the database the configuration names: PostgreSQL when a URL is given, else PGlite. With
+ * tracing on (platform/tracing.ts), its statements and transactions make spans.
+ */
+export async function openDatabase(config: { databaseUrl: string | undefined; dataDir: string; databasePoolSize: number }, onError?: (err: Error) => void): Promise<Db> {
+  return traceDb(config.databaseUrl ? openPostgres(config.databaseUrl, config.databasePoolSize, onError) : await openPglite({ dataDir: config.dataDir }));
 }

@@ -4,6 +4,7 @@
 // this file knows no event types.
 import type { Queryable, Tx } from './db.ts';
 import { newId } from './ids.ts';
+import { currentTraceparent } from './tracing.ts';
 
 export interface PublishedEvent { id: string; type: string; createdAt: string; data: unknown }
 
@@ -16,13 +17,16 @@ export async function publishEvent(tx: Tx, type: string, data: object, audience:
 export async function publishEvents(tx: Tx, events: { type: string; data: object; audience: string[] }[]): Promise<PublishedEvent[]> {
   if (events.length === 0) return [];
   const ids = events.map(() => newId('evt'));
+  // With tracing on, the events keep the trace that published them (webhook deliveries join it).
+  // Off, the array is empty and unnest pads the column with NULLs.
+  const traceparent = currentTraceparent();
   // Arrays of arrays do not travel as parameters: each audience goes as a JSON text.
   const rows = await tx.query<{ id: string; created_at: Date }>(
-    `INSERT INTO events (id, type, audience, data)
-     SELECT id, type, ARRAY(SELECT jsonb_array_elements_text(audience)), data
-       FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::jsonb[]) AS e(id, type, audience, data)
+    `INSERT INTO events (id, type, audience, data, traceparent)
+     SELECT id, type, ARRAY(SELECT jsonb_array_elements_text(audience)), data, traceparent
+       FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::jsonb[], $5::text[]) AS e(id, type, audience, data, traceparent)
      RETURNING id, created_at`,
-    [ids, events.map((e) => e.type), events.map((e) => JSON.stringify(e.audience)), events.map((e) => JSON.stringify(e.data))],
+    [ids, events.map((e) => e.type), events.map((e) => JSON.stringify(e.audience)), events.map((e) => JSON.stringify(e.data)), traceparent ? ids.map(() => traceparent) : []],
   );
   tx.afterCommit(announceNewEvents);
   tx.afterCommit(wakeLocalReaders);

@@ -32,3 +32,12 @@ export function newId(prefix: IdPrefix, now = Date.now()): string {
   lastRandom = random;
   return `${prefix}_${encode(BigInt(now), 10)}${encode(random, 16)}`;
 }
+
+/**
+ * The lowest id of this prefix that a process could make at time `ms`: every id made earlier sorts
+ * below it. So "made before t" is a range of the primary key (`id < firstIdAt(prefix, t)`), with no
+ * index on a time column (the retention job prunes by it).
+ */
+export function firstIdAt(prefix: IdPrefix, ms: number): string {
+  return `${prefix}_${encode(BigInt(Math.max(0, Math.floor(ms))), 10)}${'0'.repeat(16)}`;
+}

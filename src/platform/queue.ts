@@ -32,6 +32,7 @@
 import PgBoss from 'pg-boss';
 import { createHash } from 'node:crypto';
 import type { Db, Queryable, Tx } from './db.ts';
+import { inJobSpan, withJobTrace } from './tracing.ts';
 
 const schema = 'pgboss';
 
@@ -160,7 +161,8 @@ function dedupeId(name: string, key: string): string {
  * processes). Answers the job id, or null when dedupeKey matched a job already there.
  */
 export async function enqueue(tx: Tx, name: string, data: object, options: EnqueueOptions = {}): Promise<string | null> {
-  const id = await senderBoss().send(name, data, {
+  // With tracing on, the job carries the trace it was enqueued from (tracing.ts).
+  const id = await senderBoss().send(name, withJobTrace(data), {
     db: executorIn(tx),
     ...(options.dedupeKey !== undefined ? { id: dedupeId(name, options.dedupeKey) } : {}),
     ...(options.startAfter !== undefined ? { startAfter: options.startAfter } : {}),
@@ -185,10 +187,11 @@ const declaredQueues = new Set<string>();
 
 /**
  * Inserts one job per item into queue `name`, in one statement in the caller's transaction (as
- * enqueue does for one; dedupeKey as there). pg-boss's batch insert answers nothing, and skips
+ * enqueue does for one; dedupeKey as there; traceparent: the trace each job belongs to, when not the
+ * current one, see tracing.ts). pg-boss's batch insert answers nothing, and skips
  * jobs of a queue that does not exist, so the queue is checked (once per process and name).
  */
-export async function enqueueMany(tx: Tx, name: string, jobs: readonly ({ data: object; dedupeKey?: string } & RetryBudget)[]): Promise<void> {
+export async function enqueueMany(tx: Tx, name: string, jobs: readonly ({ data: object; dedupeKey?: string; traceparent?: string } & RetryBudget)[]): Promise<void> {
   if (jobs.length === 0) return;
   if (!declaredQueues.has(name)) {
     const [queue] = await tx.query(`SELECT 1 FROM ${schema}.queue WHERE name = $1`, [name]);
@@ -196,7 +199,7 @@ export async function enqueueMany(tx: Tx, name: string, jobs: readonly ({ data: 
     declaredQueues.add(name);
   }
   await senderBoss().insert(jobs.map((j) => ({
-    name, data: j.data,
+    name, data: withJobTrace(j.data, j.traceparent),
     ...(j.dedupeKey !== undefined ? { id: dedupeId(name, j.dedupeKey) } : {}),
     ...(j.retryLimit !== undefined ? { retryLimit: j.retryLimit } : {}),
     ...(j.retryDelaySeconds !== undefined ? { retryDelay: j.retryDelaySeconds } : {}),
@@ -226,6 +229,11 @@ export interface QueueOptions {
   onError?: (err: Error) => void;
   /** Told of each job this process finishes: completed, failed (to be retried), or dead-lettered (out of attempts). */
   onOutcome?: (queue: string, outcome: JobOutcome) => void;
+  /**
+   * How long finished jobs stay in pg-boss's archive (default 7 days); they move there 12 h after
+   * they finish. pg-boss's maintenance deletes them, each run what aged past this since the last.
+   */
+  finishedJobRetentionDays?: number;
 }
 
 export type JobOutcome = 'completed' | 'failed' | 'dead_lettered';
@@ -294,6 +302,7 @@ export async function startQueue(db: Db, options: QueueOptions = {}): Promise<Qu
     schedule: options.runSchedules ?? true,
     cronMonitorIntervalSeconds: scheduleInterval,
     cronWorkerIntervalSeconds: Math.min(scheduleInterval, 5),
+    deleteAfterDays: options.finishedJobRetentionDays ?? 7,
   });
   boss.on('error', (err: Error) => onError(err));
   try {
@@ -457,7 +466,7 @@ async function runJob(state: QueueState, name: string, handler: Handler<unknown>
   try {
     const aborted = new Promise<never>((_, reject) => controller.signal.addEventListener('abort', () => reject(controller.signal.reason), { once: true }));
     aborted.catch(() => {});
-    await Promise.race([handler({ id: job.id, name, data: job.data, attempt: job.retryCount + 1, signal: controller.signal }), aborted]);
+    await Promise.race([inJobSpan(name, [job], () => handler({ id: job.id, name, data: job.data, attempt: job.retryCount + 1, signal: controller.signal })), aborted]);
     ok = true;
   } catch (err) {
     failure = err;
@@ -530,7 +539,7 @@ async function runBatch(state: QueueState, name: string, handler: BatchHandler<u
     const aborted = new Promise<never>((_, reject) => controller.signal.addEventListener('abort', () => reject(controller.signal.reason), { once: true }));
     aborted.catch(() => {});
     failures = await Promise.race([
-      handler(jobs.map((job) => ({ id: job.id, name, data: job.data, attempt: job.retryCount + 1, signal: controller.signal }))),
+      inJobSpan(name, jobs, () => handler(jobs.map((job) => ({ id: job.id, name, data: job.data, attempt: job.retryCount + 1, signal: controller.signal })))),
       aborted,
     ]);
   } catch (err) {

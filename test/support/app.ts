@@ -12,6 +12,7 @@ import type { Product } from '../../src/modules/catalog/schemas.ts';
 import { pino } from 'pino';
 import { declareAllQueues, startWorkers } from '../../src/worker.ts';
 import type { Queue } from '../../src/platform/queue.ts';
+import { traceDb } from '../../src/platform/tracing.ts';
 
 export const adminEmail = 'admin@test.example';
 export const adminPassword = 'admin-test-password-1';
@@ -61,8 +62,10 @@ export async function startTestEnv(engine: Engine, env: Record<string, string> =
   const logStream = { write: (line: string) => { logs.push(line); } };
   await ensureAdmin(database.db, { email: adminEmail, password: adminPassword });
   await declareAllQueues(database.db, config);
-  const app = await buildApp(config, database.db, { logStream });
-  const queue = options.workers ? await startWorkers(database.db, config, pino({ level: 'info' }, logStream)) : undefined;
+  // As openDatabase does: the same db when tracing is off (every suite but the tracing one).
+  const db = traceDb(database.db);
+  const app = await buildApp(config, db, { logStream });
+  const queue = options.workers ? await startWorkers(db, config, pino({ level: 'info' }, logStream)) : undefined;
   const client = createClient(injectTransport(app));
   const { token: adminToken } = await client.ok(endpoints.login, { body: { email: adminEmail, password: adminPassword } });
   return {

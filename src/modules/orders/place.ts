@@ -14,6 +14,7 @@
 import type { Db, Tx } from '../../platform/db.ts';
 import type { Principal } from '../../platform/auth.ts';
 import { newId } from '../../platform/ids.ts';
+import { inBatchSpan } from '../../platform/tracing.ts';
 import { claimKeys, failureOutcome, priorOutcomes, storeOutcomes, type KeyedRequest, type Outcome } from '../../platform/idempotency.ts';
 import { AppError, type FieldError } from '../../errors.ts';
 import { pricesOf, type PricedSku } from '../catalog/repo.ts';
@@ -29,7 +30,11 @@ export interface PlaceOrderInput {
   payment: { method: 'card'; token: string };
 }
 
-export interface OrderRequest { keyed: KeyedRequest; principal: Principal; input: PlaceOrderInput }
+export interface OrderRequest {
+  keyed: KeyedRequest; principal: Principal; input: PlaceOrderInput;
+  /** The request's trace (tracing on): its order's charge job joins it. */
+  traceparent?: string | undefined;
+}
 
 export interface Answer { outcome: Outcome; replayed: boolean }
 
@@ -138,7 +143,7 @@ export async function placeOrders(tx: Tx, requests: OrderRequest[]): Promise<Ans
       total, paymentToken: p.request.input.payment.token, lines,
     };
   }));
-  await requestCharges(tx, placed.map((p) => p.order));
+  await requestCharges(tx, placed.map((p, n) => ({ ...p.order, traceparent: pending[n]!.request.traceparent })));
   await publishOrderEvents(tx, 'order.created', placed);
   await reserveForOrders(tx, placed.flatMap((p) => p.lines.map((l) => ({ orderId: p.order.id, sku: l.sku, quantity: l.quantity }))));
   placed.forEach((p, n) => {
@@ -185,7 +190,8 @@ export function orderPlacer(db: Db, options: { concurrency: number; maxBatch: nu
   const run = async (batch: Waiting[]): Promise<void> => {
     let answers: Answer[];
     try {
-      answers = await db.transaction((tx) => placeOrders(tx, batch.map((w) => w.request)));
+      // One span for the shared transaction (tracing on): a child of the first request, linked to the others.
+      answers = await inBatchSpan('place orders', batch.map((w) => w.request.traceparent), () => db.transaction((tx) => placeOrders(tx, batch.map((w) => w.request))));
     } catch (err) {
       if (batch.length === 1) return batch[0]!.reject(err);
       await Promise.all(batch.map((w) => run([w])));

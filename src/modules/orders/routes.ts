@@ -5,6 +5,7 @@ import { routeOf } from '../../platform/endpoint.ts';
 import { principalOf } from '../../platform/auth.ts';
 import { idempotent, keyedRequestOf, sendOutcome } from '../../platform/idempotency.ts';
 import { decodeCursor } from '../../platform/pagination.ts';
+import { currentTraceparent } from '../../platform/tracing.ts';
 import * as s from './schemas.ts';
 import * as orders from './service.ts';
 import { orderPlacer } from './place.ts';
@@ -18,7 +19,9 @@ export function ordersRoutes(app: FastifyInstance, { db, batchConcurrency, onCha
   r.route({
     ...routeOf(s.placeOrder),
     handler: async (request, reply) => {
-      const { outcome, replayed } = await placer.place({ keyed: keyedRequestOf(request, { required: true })!, principal: principalOf(request), input: request.body });
+      const { outcome, replayed } = await placer.place({
+        keyed: keyedRequestOf(request, { required: true })!, principal: principalOf(request), input: request.body, traceparent: currentTraceparent(),
+      });
       sendOutcome(reply, outcome, replayed);
     },
   });

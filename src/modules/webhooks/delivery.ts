@@ -10,7 +10,8 @@
 //    same events create nothing; dispatchers in several processes take turns on the position's
 //    lock. Publishing an event costs the business transaction one row and no job, and when no
 //    endpoint exists the dispatcher only moves its position, once per batch.
-// 2. 'webhooks.deliver': one signed POST. Each attempt is written to the delivery log; a failure
+// 2. 'webhooks.deliver': one signed POST (signing.ts: Standard Webhooks, and the deprecated
+//    Engine-Room-Signature; by the previous secret too while a rotation's grace period runs). Each attempt is written to the delivery log; a failure
 //    throws, and the queue retries it with exponential backoff. A delivery that has succeeded is not
 //    sent again by a duplicate of its job (at least once, not "as often as the queue likes").
 //
@@ -31,7 +32,6 @@
 // event goes), have a timeout, and are made outside any database transaction. They go only to
 // public addresses unless allowPrivateUrls (destination.ts): checked on the very address each
 // connection is made to, after DNS; a refused destination is a failed attempt that connected nowhere.
-import { createHmac } from 'node:crypto';
 import http from 'node:http';
 import https from 'node:https';
 import type { Db } from '../../platform/db.ts';
@@ -41,6 +41,7 @@ import { enqueueMany, poll, work, type Job, type Queue, type QueueSpec } from '.
 import * as repo from './repo.ts';
 import { deliverQueue, type DeliverJob } from './service.ts';
 import { webhookEventTypes } from './schemas.ts';
+import { deliveryHeaders } from './signing.ts';
 import { destinationLookup, literalRefusal, RefusedDestination, systemResolve, type Resolve } from './destination.ts';
 
 export { deliverQueue };
@@ -113,30 +114,15 @@ export async function dispatchWebhookEvents(db: Db, limit: number = dispatchBatc
     if (!from) return { events: 0, deliveries: 0 };
     const batch = await repo.readAndMakeDeliveries(tx, from, limit, webhookEventTypes);
     if (batch.events === 0) return { events: 0, deliveries: 0 };
-    await enqueueMany(tx, deliverQueue, (batch.made satisfies DeliverJob[]).map((data) => ({ data })));
+    // Each delivery job joins the trace that published its event (tracing on).
+    await enqueueMany(tx, deliverQueue, batch.made.map(({ traceparent, ...data }) => ({ data: data satisfies DeliverJob, traceparent: traceparent ?? undefined })));
     await repo.moveDispatchPosition(tx, { tx: batch.last_tx!, id: batch.last_id! });
     return { events: batch.events, deliveries: batch.made.length };
   });
 }
 
 // ---------------------------------------------------------------------------------------------
-// Signing and sending
-
-/** `t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<raw body>">`, keyed by the secret string as shown at creation. */
-export function signatureHeader(secret: string, timestamp: number, rawBody: string): string {
-  const v1 = createHmac('sha256', secret).update(`${timestamp}.${rawBody}`).digest('hex');
-  return `t=${timestamp},v1=${v1}`;
-}
-
-/** The headers of one delivery attempt: who it is from, which event, and the signature(s). */
-export function deliveryHeaders(secret: string, eventId: string, rawBody: string, now: Date = new Date()): Record<string, string> {
-  return {
-    'content-type': 'application/json',
-    'user-agent': 'Engine-Room-Webhooks/1',
-    'engine-room-event-id': eventId,
-    'engine-room-signature': signatureHeader(secret, Math.floor(now.getTime() / 1000), rawBody),
-  };
-}
+// Sending (signing.ts signs)
 
 interface Outcome { succeeded: boolean; statusCode: number | null; error: string | null; startedAt: Date; finishedAt: Date; durationMs: number }
 
@@ -267,7 +253,7 @@ export async function deliver(db: Db, job: Job<DeliverJob>, options: WebhookOpti
   }
 
   const body = JSON.stringify({ id: d.event_id, type: d.event_type, createdAt: d.event_created_at.toISOString(), data: d.event_data });
-  const outcome = await post(d.url, deliveryHeaders(d.secret, d.event_id, body), body, o, job.signal);
+  const outcome = await post(d.url, deliveryHeaders({ current: d.secret, previous: d.previous_secret }, d.event_id, body), body, o, job.signal);
 
   const retry = await db.transaction(async (tx) => {
     const attempt = await repo.countAttempt(tx, endpointId, eventId, round, outcome.succeeded);

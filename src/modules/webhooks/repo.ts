@@ -4,6 +4,7 @@ import type { Queryable, Tx } from '../../platform/db.ts';
 export interface EndpointRow {
   id: string; url: string; events: string[]; secret: string; enabled: boolean;
   failing_since: Date | null; disabled_at: Date | null; disabled_reason: string | null;
+  previous_secret: string | null; previous_secret_expires_at: Date | null; secret_rotated_at: Date | null;
   created_at: Date; updated_at: Date;
 }
 
@@ -55,6 +56,28 @@ export async function updateEndpoint(db: Queryable, id: string, change: { url?: 
   return row;
 }
 
+/**
+ * Replaces the endpoint's secret with `secret`. With a grace period, the secret it replaces keeps
+ * signing (as previous_secret) until then; with none, every old secret ends now. Refused (answers
+ * { rotated: false } with the row) while an earlier rotation's grace period runs, unless the grace
+ * period is 0: one statement, under the row's lock, so of two rotations at once the second sees
+ * the first's grace period and is refused, and nobody is handed a secret that was already replaced.
+ */
+export async function rotateSecret(tx: Tx, id: string, secret: string, gracePeriodSeconds: number): Promise<{ rotated: boolean; row: EndpointRow } | undefined> {
+  const [rotated] = await tx.query<EndpointRow>(
+    `UPDATE webhook_endpoints SET
+        previous_secret = CASE WHEN $3::int > 0 THEN secret END,
+        previous_secret_expires_at = CASE WHEN $3::int > 0 THEN now() + make_interval(secs => $3::int) END,
+        secret = $2, secret_rotated_at = now(), updated_at = now()
+      WHERE id = $1 AND ($3::int = 0 OR previous_secret_expires_at IS NULL OR previous_secret_expires_at <= now())
+      RETURNING *`,
+    [id, secret, gracePeriodSeconds],
+  );
+  if (rotated) return { rotated: true, row: rotated };
+  const row = await findEndpoint(tx, id);
+  return row && { rotated: false, row };
+}
+
 export async function deleteEndpoint(db: Queryable, id: string): Promise<boolean> {
   return (await db.query('DELETE FROM webhook_endpoints WHERE id = $1 RETURNING 1', [id])).length > 0;
 }
@@ -99,8 +122,8 @@ export async function dispatchPending(db: Queryable): Promise<boolean> {
 export interface DispatchedBatch {
   /** Events read (every type), and the position of the last one (null when none). */
   events: number; last_tx: string | null; last_id: string | null;
-  /** The deliveries made, in event order. */
-  made: { endpointId: string; eventId: string; round: number }[];
+  /** The deliveries made, in event order, with the trace of their event (tracing on). */
+  made: { endpointId: string; eventId: string; round: number; traceparent: string | null }[];
 }
 
 /**
@@ -116,7 +139,7 @@ export interface DispatchedBatch {
 export async function readAndMakeDeliveries(tx: Tx, from: DispatchPosition, limit: number, types: readonly string[]): Promise<DispatchedBatch> {
   const [row] = await tx.query<DispatchedBatch>(
     `WITH batch AS (
-       SELECT tx, id, type FROM events
+       SELECT tx, id, type, traceparent FROM events
         WHERE (tx, id) > ($1::xid8, $2::text) AND tx < pg_snapshot_xmin(pg_current_snapshot())
         ORDER BY tx, id LIMIT $3
      ), made AS (
@@ -133,7 +156,7 @@ export async function readAndMakeDeliveries(tx: Tx, from: DispatchPosition, limi
      SELECT (SELECT count(*)::int FROM batch) AS events,
             (SELECT tx::text FROM last) AS last_tx,
             (SELECT id FROM last) AS last_id,
-            COALESCE((SELECT json_agg(json_build_object('endpointId', m.endpoint_id, 'eventId', m.event_id, 'round', m.round)
+            COALESCE((SELECT json_agg(json_build_object('endpointId', m.endpoint_id, 'eventId', m.event_id, 'round', m.round, 'traceparent', e.traceparent)
                                       ORDER BY e.tx, e.id, m.endpoint_id)
                         FROM made m JOIN batch e ON e.id = m.event_id), '[]'::json) AS made`,
     [from.tx, from.id, limit, types],
@@ -165,7 +188,8 @@ export async function hasDelivery(db: Queryable, endpointId: string, eventId: st
 
 export interface DeliveryToSend {
   status: DeliveryStatus; round: number;
-  url: string; secret: string; enabled: boolean;
+  /** previous_secret only while its grace period runs (by the database's clock), else null. */
+  url: string; secret: string; previous_secret: string | null; enabled: boolean;
   event_id: string; event_type: string; event_data: unknown; event_created_at: Date;
 }
 
@@ -173,6 +197,7 @@ export interface DeliveryToSend {
 export async function findDeliveryToSend(db: Queryable, endpointId: string, eventId: string): Promise<DeliveryToSend | undefined> {
   const [row] = await db.query<DeliveryToSend>(
     `SELECT d.status, d.round, e.url, e.secret, e.enabled,
+            CASE WHEN e.previous_secret_expires_at > now() THEN e.previous_secret END AS previous_secret,
             ev.id AS event_id, ev.type AS event_type, ev.data AS event_data, ev.created_at AS event_created_at
        FROM webhook_deliveries d
        JOIN webhook_endpoints e ON e.id = d.endpoint_id

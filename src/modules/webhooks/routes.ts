@@ -23,7 +23,7 @@ export function webhooksRoutes(app: FastifyInstance, { db, policy }: { db: Db; p
     handler: async (request) => {
       const { limit, cursor } = request.query;
       const page = pageOf(await listEndpoints(db, decodeCursor(cursor), limit), limit, (row) => row.id);
-      return { data: page.data.map(webhooks.endpointView), nextCursor: page.nextCursor };
+      return { data: page.data.map((row) => webhooks.endpointView(row)), nextCursor: page.nextCursor };
     },
   });
 
@@ -35,6 +35,15 @@ export function webhooksRoutes(app: FastifyInstance, { db, policy }: { db: Db; p
   r.route({
     ...routeOf(s.updateWebhookEndpoint),
     handler: async (request) => webhooks.updateEndpoint(db, request.params.id, request.body, policy),
+  });
+
+  r.route({
+    ...routeOf(s.rotateWebhookSecret),
+    // Its answer carries the new secret: stored under the Idempotency-Key sealed by that key
+    // (idempotency.ts), and sent with Cache-Control: no-store (returnsSecret), replays included.
+    handler: (request, reply) => idempotent(db, request, reply, { required: false }, async (tx) => ({
+      status: 200, body: await webhooks.rotateSecret(tx, request.params.id, request.body.gracePeriodSeconds ?? 86_400),
+    })),
   });
 
   r.route({

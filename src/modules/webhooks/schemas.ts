@@ -34,6 +34,10 @@ export const WebhookEndpointSchema = Type.Object({
   failingSince: Type.Union([Timestamp, Type.Null()], { description: 'First failed attempt since the last success; null while deliveries succeed' }),
   disabledAt: Type.Union([Timestamp, Type.Null()]),
   disabledReason: Type.Union([Type.String(), Type.Null()]),
+  secretRotatedAt: Type.Union([Timestamp, Type.Null()], { description: 'When the secret was last rotated; null if never' }),
+  previousSecretExpiresAt: Type.Union([Timestamp, Type.Null()], {
+    description: 'While a rotation\'s grace period runs: when the secret it replaced stops signing deliveries (until then each delivery carries a signature by each secret). Null otherwise.',
+  }),
   createdAt: Timestamp,
   updatedAt: Timestamp,
 });
@@ -41,7 +45,30 @@ export type WebhookEndpoint = Static<typeof WebhookEndpointSchema>;
 
 export const CreatedWebhookEndpointSchema = Type.Object({
   ...WebhookEndpointSchema.properties,
-  secret: Type.String({ description: 'Signs every delivery (Engine-Room-Signature); shown only in this answer' }),
+  secret: Type.String({ description: 'Signs every delivery (webhook-signature, and the deprecated Engine-Room-Signature); shown only in this answer' }),
+});
+
+export const rotateWebhookSecret = endpoint({
+  method: 'POST', url: '/v1/webhook-endpoints/:id/rotate-secret', access: admin, tags, idempotencyKey: 'optional', returnsSecret: true,
+  summary: 'Give an endpoint a new signing secret; the old one keeps signing for a grace period',
+  description: [
+    'Answers the new secret, shown only in this answer (Cache-Control: no-store). Until `previousSecretExpiresAt`, every delivery is signed',
+    'with both secrets (two `v1,` entries in `webhook-signature`, two `v1=` in `Engine-Room-Signature`), so the receiver can switch to the new secret',
+    'whenever it likes within the grace period without failing a delivery. `gracePeriodSeconds: 0` ends the old secret (and any older one) at once,',
+    'for a secret that leaked. While an earlier rotation\'s grace period runs, another rotation answers 409 invalid_state unless its grace period is 0,',
+    'so two rotations at once never hand out a secret that is already replaced. Send an Idempotency-Key: a retry then answers the same secret rather than rotating again.',
+  ].join(' '),
+  params: IdParams,
+  body: Type.Object({
+    gracePeriodSeconds: Type.Optional(Type.Integer({ minimum: 0, maximum: 604_800, default: 86_400, description: 'How long the old secret keeps signing deliveries (0 to 7 days; default 1 day)' })),
+  }, { additionalProperties: false }),
+  response: {
+    200: Type.Object({
+      id: Type.String(),
+      secret: Type.String({ description: 'The new signing secret, `whsec_` and base64 (Standard Webhooks form); shown only in this answer' }),
+      previousSecretExpiresAt: Type.Union([Timestamp, Type.Null()], { description: 'When the old secret stops signing deliveries; null when it already has (gracePeriodSeconds 0)' }),
+    }),
+  },
 });
 
 export const DeliveryAttemptSchema = Type.Object({
@@ -59,8 +86,10 @@ export const DeliveryAttemptSchema = Type.Object({
 export type DeliveryAttempt = Static<typeof DeliveryAttemptSchema>;
 
 const signatureDoc = [
-  'Each delivery is a POST of `{ id, type, createdAt, data }` (id: the event id, the same on every retry; receivers dedupe on it)',
-  'with `Engine-Room-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<raw body>" under the secret>` and `Engine-Room-Event-Id`.',
+  'Each delivery is a POST of `{ id, type, createdAt, data }` (id: the event id, the same on every retry; receivers dedupe on it),',
+  'signed by the Standard Webhooks specification (https://www.standardwebhooks.com): `webhook-id` (the event id), `webhook-timestamp`,',
+  '`webhook-signature: v1,<base64 HMAC-SHA256 of "<id>.<timestamp>.<raw body>">`, keyed by the base64-decoded part of the secret after `whsec_`.',
+  'The deprecated `Engine-Room-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<raw body>" keyed by the whole secret string>` is sent too (see docs/WEBHOOKS.md).',
   'A 2xx answer is success. Anything else, a redirect (never followed), a timeout or a network error is retried with exponential backoff;',
   'an endpoint whose deliveries keep failing for days is disabled, with the reason shown.',
 ].join(' ');

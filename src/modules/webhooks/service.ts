@@ -20,7 +20,17 @@ export function isWebhookEventType(type: string): boolean {
   return (webhookEventTypes as readonly string[]).includes(type);
 }
 
-export function endpointView(row: repo.EndpointRow): WebhookEndpoint {
+/**
+ * A new signing secret: `whsec_` and 32 random bytes in standard base64, the Standard Webhooks
+ * form (its key is those bytes). The Engine-Room-Signature header keys its HMAC with the whole
+ * string instead, so the same secret verifies both headers (signing.ts).
+ */
+export function newSecret(): string {
+  return `whsec_${randomBytes(32).toString('base64')}`;
+}
+
+export function endpointView(row: repo.EndpointRow, now: Date = new Date()): WebhookEndpoint {
+  const inGrace = row.previous_secret_expires_at !== null && row.previous_secret_expires_at > now;
   return {
     id: row.id,
     url: row.url,
@@ -29,6 +39,8 @@ export function endpointView(row: repo.EndpointRow): WebhookEndpoint {
     failingSince: row.failing_since?.toISOString() ?? null,
     disabledAt: row.disabled_at?.toISOString() ?? null,
     disabledReason: row.disabled_reason,
+    secretRotatedAt: row.secret_rotated_at?.toISOString() ?? null,
+    previousSecretExpiresAt: inGrace ? row.previous_secret_expires_at!.toISOString() : null,
     createdAt: row.created_at.toISOString(),
     updatedAt: row.updated_at.toISOString(),
   };
@@ -67,7 +79,7 @@ function checkEvents(events: string[]): void {
 export async function createEndpoint(db: Queryable, input: { url: string; events: string[] }, policy: UrlPolicy): Promise<WebhookEndpoint & { secret: string }> {
   checkUrl(input.url, policy);
   checkEvents(input.events);
-  const secret = `whsec_${randomBytes(32).toString('base64url')}`;
+  const secret = newSecret();
   const row = await repo.insertEndpoint(db, { id: newId('whe'), url: input.url, events: input.events, secret });
   return { ...endpointView(row), secret };
 }
@@ -84,6 +96,23 @@ export async function updateEndpoint(db: Queryable, id: string, change: { url?: 
   const row = await repo.updateEndpoint(db, id, change);
   if (!row) throw new AppError('not_found', 'No such webhook endpoint');
   return endpointView(row);
+}
+
+/**
+ * Gives the endpoint a new secret; the old one keeps signing deliveries, next to the new one, for
+ * gracePeriodSeconds (0: it ends now, and so does any older one still in a grace period). Refused
+ * with invalid_state while an earlier rotation's grace period runs, unless gracePeriodSeconds is 0.
+ */
+export async function rotateSecret(tx: Tx, id: string, gracePeriodSeconds: number): Promise<{ id: string; secret: string; previousSecretExpiresAt: string | null }> {
+  const secret = newSecret();
+  const result = await repo.rotateSecret(tx, id, secret, gracePeriodSeconds);
+  if (!result) throw new AppError('not_found', 'No such webhook endpoint');
+  if (!result.rotated) {
+    const { secret_rotated_at: at, previous_secret_expires_at: until } = result.row;
+    throw new AppError('invalid_state', `The secret was rotated at ${at?.toISOString()} and the one before it still signs deliveries until ${until?.toISOString()}. `
+      + 'Rotate again after that, or with gracePeriodSeconds 0 to end every old secret now.');
+  }
+  return { id, secret, previousSecretExpiresAt: result.row.previous_secret_expires_at?.toISOString() ?? null };
 }
 
 export async function deleteEndpoint(db: Queryable, id: string): Promise<void> {
