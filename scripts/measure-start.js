@@ -1,12 +1,16 @@
 // Measures what a newcomer feels: how long `engine-room start` takes until /healthz answers, how
-// much memory the process holds once started, and how long one login takes. Run after a build:
+// much memory the process holds once started, and how long one login takes. Two situations, each
+// on the embedded database and, with DATABASE_URL, on PostgreSQL:
 //
-//   node scripts/measure-start.js
+// - the first start after `npm install`: an empty compile cache (Node's cache of compiled,
+//   type-stripped modules) and no data yet (initdb and every migration on PGlite; on PostgreSQL an
+//   empty scratch database that it creates on that server and drops afterwards);
+// - a warm start: the cache and the data of the start before, nothing changed.
+//
+//   node scripts/measure-start.js [--runs 5]
 //   DATABASE_URL=postgres://postgres@127.0.0.1:5432/test node scripts/measure-start.js
 //
-// On the embedded database it starts on a fresh DATA_DIR (initdb and migrations), then again on the
-// same, existing one. With DATABASE_URL it does the same on a scratch database that it creates on
-// that server and drops afterwards, so the numbers do not depend on what the database holds.
+// Each figure is the median of --runs starts (the first start's of 3), with the slowest beside it.
 import { Buffer } from 'node:buffer';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -18,11 +22,15 @@ import { dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
 import pg from 'pg';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const cli = join(root, 'src', 'cli.ts');
 const logins = 20;
+const { values: args } = parseArgs({ options: { runs: { type: 'string', default: '5' } } });
+const warmRuns = Math.max(1, Number(args.runs));
+const firstRuns = Math.min(3, warmRuns);
 const adminEmail = 'measure@engine-room.local';
 const adminPassword = 'measure-' + randomBytes(12).toString('hex');
 const agent = new http.Agent({ keepAlive: true });
@@ -123,32 +131,46 @@ async function scratchPostgres(url) {
   };
 }
 
+/** A fresh place for the data and a fresh compile cache, each dropped after `use`. */
+async function fresh(engine, use) {
+  const cache = await mkdtemp(join(tmpdir(), 'er-measure-cache-'));
+  const dataDir = await mkdtemp(join(tmpdir(), 'er-measure-'));
+  const scratch = engine === 'PostgreSQL' ? await scratchPostgres(process.env.DATABASE_URL) : undefined;
+  try {
+    return await use({ NODE_COMPILE_CACHE: cache, ...(scratch ? { DATABASE_URL: scratch.url } : { DATA_DIR: dataDir }) });
+  } finally {
+    await scratch?.drop();
+    await rm(dataDir, { recursive: true, force: true });
+    await rm(cache, { recursive: true, force: true });
+  }
+}
+
 const rows = [];
 const fmt = (n, digits = 0) => (n === undefined ? 'n/a' : n.toFixed(digits));
-function record(engine, situation, r) {
-  rows.push([engine, situation, fmt(r.startMs), fmt(r.rssMb), fmt(r.loginMs, 1), r.createdAdmin ? 'yes' : 'no']);
+function record(engine, situation, results) {
+  const starts = results.map((r) => r.startMs);
+  rows.push([engine, situation, String(results.length), fmt(median(starts)), fmt(Math.max(...starts)), fmt(median(results.map((r) => r.rssMb ?? NaN))), fmt(median(results.map((r) => r.loginMs)), 1)]);
 }
 
-const dataDir = await mkdtemp(join(tmpdir(), 'er-measure-'));
-try {
-  record('PGlite', 'fresh DATA_DIR', await measure({ DATA_DIR: dataDir }));
-  record('PGlite', 'existing DATA_DIR', await measure({ DATA_DIR: dataDir }));
-} finally {
-  await rm(dataDir, { recursive: true, force: true });
-}
-
-if (process.env.DATABASE_URL) {
-  const scratch = await scratchPostgres(process.env.DATABASE_URL);
-  try {
-    record('PostgreSQL', 'fresh database', await measure({ DATABASE_URL: scratch.url }));
-    record('PostgreSQL', 'existing database', await measure({ DATABASE_URL: scratch.url }));
-  } finally {
-    await scratch.drop();
+for (const engine of ['PGlite', ...(process.env.DATABASE_URL ? ['PostgreSQL'] : [])]) {
+  const first = [];
+  let warm = [];
+  for (let i = 0; i < firstRuns; i++) {
+    await fresh(engine, async (env) => {
+      const r = await measure(env);
+      if (!r.createdAdmin) throw new Error('the first start did not create the admin: the data was not fresh');
+      first.push(r);
+      // The warm starts reuse the last first start's cache and data.
+      if (i === firstRuns - 1) for (let j = 0; j < warmRuns; j++) warm.push(await measure(env));
+    });
   }
+  record(engine, 'first start after npm install', first);
+  record(engine, 'warm start', warm);
+  warm = [];
 }
 agent.destroy();
 
-const header = ['engine', 'start', 'start to /healthz (ms)', 'RSS after start (MB)', `login, median of ${logins} (ms)`, 'admin created'];
+const header = ['engine', 'start', 'runs', 'start to /healthz, median (ms)', 'slowest (ms)', 'RSS after start (MB)', `login, median of ${logins} (ms)`];
 const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
 const line = (cells) => '| ' + cells.map((c, i) => (i < 2 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join(' | ') + ' |';
 console.log(`node ${process.version}, ${process.platform} ${process.arch}`);

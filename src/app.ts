@@ -36,7 +36,7 @@ export const version: string = JSON.parse(readFileSync(join(packageRoot, 'packag
 export interface BuildOptions {
   /** Where log lines go (standard output by default); tests read them from here. */
   logStream?: { write(line: string): void };
-  /** The workers running in this process, if any: woken right after a commit that gave them work. */
+  /** The workers running in this process, if any: woken right after a commit that gave them work (read at that moment, so it may be set after the build). */
   queue?: Queue;
 }
 

@@ -1,13 +1,17 @@
-// A typed client for the Engine Room API, derived from the same endpoint declarations the server
-// registers (src/modules/*/schemas.ts): a request's params, query and body and each status's body are
-// typed from the schemas, so a change to an endpoint breaks its callers at compile time.
+// The server's own typed client, derived from the endpoint declarations it registers
+// (src/modules/*/schemas.ts): a request's params, query and body and each status's body are typed
+// from the schemas, so a change to an endpoint breaks its callers at compile time. The requests are
+// built and sent by the runtime of the published client (packages/client/src/core.ts); applications
+// use that package (@engine-room/client), which is typed from the OpenAPI document instead.
 //
 //   const api = createClient(fetchTransport('http://127.0.0.1:3000'));
 //   const { token } = await api.ok(endpoints.login, { body: { email, password } });
 //   const me = await api.ok(endpoints.me, { token });
 import type { Static, TSchema } from 'typebox';
+import type { FastifyInstance } from 'fastify';
 import type { Endpoint } from './platform/endpoint.ts';
 import type { Problem } from './errors.ts';
+import { createCore, type Call, type Transport } from '../packages/client/src/core.ts';
 import * as accounts from './modules/accounts/schemas.ts';
 import * as catalog from './modules/catalog/schemas.ts';
 import * as orders from './modules/orders/schemas.ts';
@@ -72,9 +76,8 @@ export const endpoints = {
   listMailbox: messaging.listMailbox,
 } as const;
 
-export interface RawRequest { method: string; url: string; headers: Record<string, string>; body?: string }
-export interface RawResponse { status: number; headers: Record<string, string>; body: string }
-export type Transport = (request: RawRequest) => Promise<RawResponse>;
+export type { RawRequest, RawResponse, Transport } from '../packages/client/src/core.ts';
+export { ApiError, fetchTransport } from '../packages/client/src/core.ts';
 
 type Part<S, Key extends string, Optional extends boolean = false> = S extends TSchema
   ? (Optional extends true ? { [K in Key]?: Partial<Static<S>> } : { [K in Key]: Static<S> })
@@ -93,41 +96,29 @@ type Success<E extends Endpoint> = {
 
 export type Result<E extends Endpoint> = Success<E> | { status: number; ok: false; body: Problem; headers: Record<string, string> };
 
-export class ApiError extends Error {
-  readonly status: number;
-  readonly problem: Problem;
-  constructor(status: number, problem: Problem) {
-    super(`${status} ${problem.code}: ${problem.detail ?? problem.title}`);
-    this.status = status;
-    this.problem = problem;
-  }
-}
-
-function pathOf(url: string, params: Record<string, unknown> | undefined): string {
-  return url.replace(/:(\w+)/g, (_, name: string) => encodeURIComponent(String(params?.[name] ?? '')));
-}
-
+/**
+ * The client over a transport (fetch, or Fastify's inject in the tests): exactly the requests the
+ * caller describes. Unlike the package's createClient, it sends an Idempotency-Key only when given
+ * one and never retries, so that tests see each answer as the server gave it.
+ */
 export function createClient(transport: Transport) {
-  async function call<const E extends Endpoint>(e: E, input: Input<E>): Promise<Result<E>> {
+  const core = createCore({ transport, retry: false, idempotencyKeys: false });
+  const callOf = (e: Endpoint, input: Input<Endpoint>): Call => {
     const { params, body, query, token, idempotencyKey, headers } = input as { params?: Record<string, unknown>; body?: unknown; query?: Record<string, unknown>; token?: string; idempotencyKey?: string; headers?: Record<string, string> };
-    let url = pathOf(e.url, params);
-    const search = new URLSearchParams();
-    for (const [k, v] of Object.entries(query ?? {})) if (v !== undefined) search.set(k, String(v));
-    if ([...search].length > 0) url += `?${search}`;
-    const sent: Record<string, string> = { accept: 'application/json', ...headers };
-    if (token) sent.authorization = `Bearer ${token}`;
-    if (idempotencyKey) sent['idempotency-key'] = idempotencyKey;
-    if (body !== undefined) sent['content-type'] = 'application/json';
-    const res = await transport({ method: e.method, url, headers: sent, ...(body !== undefined ? { body: JSON.stringify(body) } : {}) });
-    const parsed = res.body.length > 0 && /json/.test(res.headers['content-type'] ?? '') ? JSON.parse(res.body) : null;
-    return { status: res.status, ok: res.status < 400, body: parsed, headers: res.headers } as Result<E>;
+    return {
+      method: e.method, path: e.url,
+      ...(params ? { params } : {}), ...(query ? { query } : {}), ...(body !== undefined ? { body } : {}),
+      ...(token ? { token } : {}), ...(idempotencyKey ? { key: idempotencyKey } : {}), ...(headers ? { headers } : {}),
+    };
+  };
+
+  async function call<const E extends Endpoint>(e: E, input: Input<E>): Promise<Result<E>> {
+    return (await core.send(callOf(e, input as Input<Endpoint>))) as Result<E>;
   }
 
   /** Calls and answers the body of a success; throws ApiError with the problem otherwise. */
   async function ok<const E extends Endpoint>(e: E, input: Input<E>): Promise<Success<E>['body']> {
-    const result = await call(e, input);
-    if (!result.ok) throw new ApiError(result.status, result.body as Problem);
-    return result.body as Success<E>['body'];
+    return (await core.ok(callOf(e, input as Input<Endpoint>))) as Success<E>['body'];
   }
 
   return { call, ok };
@@ -135,12 +126,12 @@ export function createClient(transport: Transport) {
 
 export type Client = ReturnType<typeof createClient>;
 
-/** Sends requests over HTTP with fetch (Node 20+ and browsers). */
-export function fetchTransport(baseUrl: string): Transport {
+/** Sends requests into an app in this process (Fastify's inject): the tests, and `engine-room seed`. */
+export function injectTransport(app: FastifyInstance): Transport {
   return async (request) => {
-    const res = await fetch(baseUrl.replace(/\/$/, '') + request.url, { method: request.method, headers: request.headers, body: request.body ?? null });
+    const res = await app.inject({ method: request.method as 'GET', url: request.url, headers: request.headers, ...(request.body !== undefined ? { payload: request.body } : {}) });
     const headers: Record<string, string> = {};
-    res.headers.forEach((value, key) => { headers[key] = value; });
-    return { status: res.status, headers, body: await res.text() };
+    for (const [k, v] of Object.entries(res.headers)) if (v !== undefined) headers[k] = Array.isArray(v) ? v.join(', ') : String(v);
+    return { status: res.statusCode, headers, body: res.body };
   };
 }

@@ -1,7 +1,9 @@
 // Starting and stopping the engine: open the database, migrate, create the first admin, listen,
 // and on SIGTERM/SIGINT stop accepting, let requests in flight finish (bounded), close the database.
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { constants } from 'node:fs';
+import { access, mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import net from 'node:net';
+import { join, resolve } from 'node:path';
 import { pino } from 'pino';
 import type { FastifyInstance } from 'fastify';
 import type { Config } from './config.ts';
@@ -9,19 +11,77 @@ import { openDatabase, type Db } from './platform/db.ts';
 import { migrate, MigrationError } from './platform/migrate.ts';
 import { loggerOptions } from './platform/log.ts';
 import { startTracing } from './platform/tracing.ts';
-import { buildApp } from './app.ts';
+import { buildApp, type BuildOptions } from './app.ts';
 import { ensureAdmin } from './modules/accounts/service.ts';
+import { findUserByEmail } from './modules/accounts/repo.ts';
+import { verifyPassword } from './modules/accounts/passwords.ts';
 import { declareAllQueues, startWorkers } from './worker.ts';
 import type { Queue } from './platform/queue.ts';
 
+/** A start-up failure the person starting can fix: its message is one line saying what to change. */
 export class StartError extends Error {}
+
+/** DATA_DIR must be a directory this process can read and write; checked before PGlite opens it. */
+async function checkDataDir(dataDir: string): Promise<void> {
+  const where = `DATA_DIR ${resolve(dataDir)}`;
+  const info = await stat(dataDir).catch((err: NodeJS.ErrnoException) => {
+    if (err.code === 'ENOENT') return null;
+    if (err.code === 'ENOTDIR') throw new StartError(`${where} is inside a file, not a directory: set DATA_DIR to a directory`);
+    if (err.code === 'EACCES' || err.code === 'EPERM') throw new StartError(`${where} cannot be reached by this user (permission denied): set DATA_DIR to a directory it may read and write`);
+    throw err;
+  });
+  if (info && !info.isDirectory()) throw new StartError(`${where} is a file, not a directory: set DATA_DIR to a directory (or move the file away)`);
+  try {
+    if (info) await access(dataDir, constants.R_OK | constants.W_OK | constants.X_OK);
+    else await mkdir(dataDir, { recursive: true });
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EACCES' || code === 'EPERM' || code === 'EROFS') {
+      throw new StartError(`${where} is not ${info ? 'readable and writable' : 'creatable'} by this user (${code}): set DATA_DIR to a directory it may read and write, or fix its permissions`);
+    }
+    if (code === 'ENOTDIR' || code === 'EEXIST') throw new StartError(`${where} is inside a file, not a directory: set DATA_DIR to a directory`);
+    throw err;
+  }
+}
+
+/** The one line that says why PostgreSQL refused, and what to change. */
+export function postgresProblem(err: unknown, url: string): string {
+  const u = new URL(url);
+  const server = `PostgreSQL at ${u.hostname}:${u.port || 5432}`;
+  const e = err as { code?: string; message?: string };
+  switch (e.code) {
+    case 'ECONNREFUSED': return `${server} refused the connection: start PostgreSQL, or fix the host and port in DATABASE_URL`;
+    case 'ENOTFOUND': case 'EAI_AGAIN': return `the host of DATABASE_URL, ${u.hostname}, is not known: fix the host in DATABASE_URL`;
+    case 'ETIMEDOUT': case 'EHOSTUNREACH': case 'ENETUNREACH': return `${server} cannot be reached (${e.code}): check the host in DATABASE_URL and the network`;
+    case '28P01': case '28000': return `${server} refused user "${decodeURIComponent(u.username) || 'none given'}" (${e.message}): fix the user or password in DATABASE_URL`;
+    case '3D000': return `${server} has no database "${decodeURIComponent(u.pathname.slice(1))}": create it (createdb), or fix the database name in DATABASE_URL`;
+    default: return `cannot use ${server}: ${e.message ?? String(err)}`;
+  }
+}
+
+/** The port must be free before the slow work starts (opening and migrating the database). */
+async function checkPortFree(host: string, port: number): Promise<void> {
+  if (port === 0) return;
+  await new Promise<void>((resolvePromise, reject) => {
+    const probe = net.createServer();
+    probe.once('error', (err: NodeJS.ErrnoException) => reject(new StartError(listenProblem(host, port, err.code))));
+    probe.listen({ port, host, exclusive: true }, () => probe.close(() => resolvePromise()));
+  });
+}
+
+function listenProblem(host: string, port: number, code: string | undefined): string {
+  if (code === 'EADDRINUSE') return `port ${port} on ${host} is in use by another process: set PORT to a free one (PORT=0 picks one)`;
+  if (code === 'EACCES') return `this user may not listen on port ${port}: set PORT to 1024 or above`;
+  if (code === 'EADDRNOTAVAIL' || code === 'ENOTFOUND') return `${host} is not an address of this machine: set HOST (127.0.0.1, or 0.0.0.0 for every interface)`;
+  return `cannot listen on ${host}:${port} (${code}): set PORT or HOST`;
+}
 
 // The embedded database is one process's: a second PGlite on the same files (a second `start`, or
 // `migrate` while the server runs) would corrupt them, and PGlite does not stop it by itself. A
 // pid file in DATA_DIR does; a stale one (its process is gone, or it was ours, as in a container
 // where the engine is always pid 1) is taken over.
 async function lockDataDir(dataDir: string): Promise<() => Promise<void>> {
-  await mkdir(dataDir, { recursive: true });
+  await checkDataDir(dataDir);
   const lockPath = join(dataDir, 'engine-room.pid');
   for (let attempt = 0; ; attempt++) {
     try {
@@ -60,6 +120,15 @@ export async function openAndMigrate(config: Readonly<Config>, log: pino.Logger)
     await unlock();
     throw new StartError(`cannot open ${where}: ${(err as Error).message}`);
   }
+  if (config.databaseUrl) {
+    // A refused connection or login is said in one line before anything else is tried.
+    try {
+      await opened.query('SELECT 1');
+    } catch (err) {
+      await opened.close().catch(() => {});
+      throw new StartError(postgresProblem(err, config.databaseUrl));
+    }
+  }
   // Closing the database also gives up the data directory.
   const db: Db = { ...opened, close: async () => { try { await opened.close(); } finally { await unlock(); } } };
   try {
@@ -73,7 +142,25 @@ export async function openAndMigrate(config: Readonly<Config>, log: pino.Logger)
   return db;
 }
 
-function adminLines(admin: { email: string; generatedPassword: string | null }): string[] {
+/**
+ * ADMIN_EMAIL and ADMIN_PASSWORD only create the first admin, on an empty database. Set on one that
+ * has users, they would be ignored without a word, and the person would wonder why the password
+ * they set does not work: say so, unless they match the account that exists.
+ */
+async function ignoredAdminSettings(db: Db, config: Readonly<Config>): Promise<string | undefined> {
+  if (config.adminEmail === undefined && config.adminPassword === undefined) return undefined;
+  const email = config.adminEmail ?? 'admin@engine-room.local';
+  const user = await findUserByEmail(db, email);
+  const unset = [config.adminEmail !== undefined ? 'ADMIN_EMAIL' : '', config.adminPassword !== undefined ? 'ADMIN_PASSWORD' : ''].filter(Boolean).join(' and ');
+  const why = !user ? `there is no account ${email}`
+    : user.role !== 'admin' ? `${email} is a ${user.role}, not an admin`
+    : config.adminPassword !== undefined && !(await verifyPassword(user.password_hash, config.adminPassword)) ? `${email} has another password`
+    : undefined;
+  if (!why) return undefined;
+  return `warning: ${unset} ignored: ADMIN_EMAIL and ADMIN_PASSWORD only create the first admin on an empty database, and this one has users (${why}); sign in with an existing admin (PATCH /v1/users/{id} makes another one), or unset ${unset}`;
+}
+
+export function adminLines(admin: { email: string; generatedPassword: string | null }): string[] {
   const lines = [`  Created the admin account ${admin.email}` + (admin.generatedPassword ? ` with password ${admin.generatedPassword}` : ' with ADMIN_PASSWORD')];
   if (admin.generatedPassword) lines.push('  (shown this once: write it down, or set ADMIN_PASSWORD before the first start)');
   return lines;
@@ -87,6 +174,7 @@ export async function startServer(config: Readonly<Config>): Promise<{ app: Fast
   // Before the logger and the database, which trace themselves when it is on.
   const stopTracing = await startTracing(config.tracing);
   const log = pino(loggerOptions(config.logLevel));
+  await checkPortFree(config.host, config.port);
   if (config.production && !config.databaseUrl) {
     log.warn(embeddedInProduction);
     process.stderr.write(`Warning: ${embeddedInProduction}\n`);
@@ -95,14 +183,20 @@ export async function startServer(config: Readonly<Config>): Promise<{ app: Fast
   let app: FastifyInstance | undefined;
   let queue: Queue | undefined;
   let admin: Awaited<ReturnType<typeof ensureAdmin>> = null;
+  let ignored: string | undefined;
   let address: string;
   try {
     admin = await ensureAdmin(db, { email: config.adminEmail, password: config.adminPassword });
+    if (!admin) ignored = await ignoredAdminSettings(db, config);
     await declareAllQueues(db, config);
-    // Workers in this process unless WORKERS=off (then `engine-room worker` processes do the jobs).
-    if (config.inlineWorkers) queue = await startWorkers(db, config, log);
-    app = await buildApp(config, db, queue ? { queue } : {});
+    // Serve first, then start the workers (pg-boss's supervisor and timekeeper take a few hundred
+    // ms): jobs enqueued meanwhile wait in the queue. The app reads options.queue when it has a job
+    // to wake a worker for, so setting it afterwards is enough.
+    const options: BuildOptions = {};
+    app = await buildApp(config, db, options);
     address = await app.listen({ port: config.port, host: config.host });
+    // Workers in this process unless WORKERS=off (then `engine-room worker` processes do the jobs).
+    if (config.inlineWorkers) options.queue = queue = await startWorkers(db, config, log);
   } catch (err) {
     // The admin may exist already: its generated password must still be shown, or it is lost for good.
     if (admin) process.stderr.write(adminLines(admin).join('\n') + '\n');
@@ -110,9 +204,7 @@ export async function startServer(config: Readonly<Config>): Promise<{ app: Fast
     await queue?.stop().catch(() => {});
     await db.close().catch(() => {});
     const e = err as NodeJS.ErrnoException;
-    if (e.code === 'EADDRINUSE' || e.code === 'EACCES' || e.code === 'EADDRNOTAVAIL') {
-      throw new StartError(`cannot listen on ${config.host}:${config.port} (${e.code}); set PORT or HOST`);
-    }
+    if (e.code === 'EADDRINUSE' || e.code === 'EACCES' || e.code === 'EADDRNOTAVAIL') throw new StartError(listenProblem(config.host, config.port, e.code));
     throw err;
   }
 
@@ -123,6 +215,7 @@ export async function startServer(config: Readonly<Config>): Promise<{ app: Fast
     `  Job workers: ${queue ? 'running in this process' : 'off here (WORKERS=off): run engine-room worker'}`,
   ];
   if (admin) lines.push(...adminLines(admin));
+  if (ignored) lines.push(ignored);
   process.stderr.write(lines.join('\n') + '\n');
 
   let stopping: Promise<void> | undefined;

@@ -4,7 +4,9 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,7 +15,7 @@ import pg from 'pg';
 import { packageRoot } from '../src/platform/paths.ts';
 import { loadMigrations, migrate, MigrationError, type Migration } from '../src/platform/migrate.ts';
 import { openPglite, openPostgres, type Db } from '../src/platform/db.ts';
-import { engines, postgresUrl } from './support/database.ts';
+import { engines, freshDatabase, postgresUrl } from './support/database.ts';
 
 const cli = join(packageRoot, 'src', 'cli.ts');
 const waitLimitMs = 60_000;
@@ -68,9 +70,9 @@ function run(args: string[], env: Record<string, string>): Running {
 }
 
 /** Runs a command to its end. */
-async function complete(args: string[], env: Record<string, string> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+async function complete(args: string[], env: Record<string, string> = {}, limitMs = waitLimitMs): Promise<{ code: number | null; stdout: string; stderr: string }> {
   const running = run(args, env);
-  const timer = setTimeout(() => running.child.kill('SIGKILL'), waitLimitMs);
+  const timer = setTimeout(() => running.child.kill('SIGKILL'), limitMs);
   const { code } = await running.exited;
   clearTimeout(timer);
   return { code, stdout: running.stdout(), stderr: running.stderr() };
@@ -86,6 +88,18 @@ describe('the engine-room command', () => {
     assert.equal(code, 0);
     assert.match(stdout, /^\s+start\s/m);
     assert.match(stdout, /^\s+migrate\s/m);
+  });
+
+  it('--help after a command, or help <command>, shows that command\'s usage; --version the version', async () => {
+    for (const args of [['start', '--help'], ['jobs', '--help'], ['seed', '-h'], ['help', 'audit'], ['migrate', '--help'], ['worker', '--help']]) {
+      const { code, stdout } = await complete(args);
+      assert.equal(code, 0, args.join(' '));
+      const command = args[0] === 'help' ? args[1] : args[0];
+      assert.match(stdout, new RegExp(`^Usage: engine-room ${command}`), args.join(' '));
+    }
+    const { code, stdout } = await complete(['--version']);
+    assert.equal(code, 0);
+    assert.equal(stdout.trim(), JSON.parse(readFileSync(join(packageRoot, 'package.json'), 'utf8')).version);
   });
 
   it('an unknown command or option exits 2 and says what was wrong', async () => {
@@ -108,6 +122,111 @@ describe('the engine-room command', () => {
     assert.equal(stdout, '');
     assert.equal(existsSync(dataDir), false, 'the data directory was not even created');
   });
+});
+
+describe('engine-room start fails in one line that says what to change', () => {
+  /** Exit 1, and one line on stderr (the JSON log lines go to stdout). */
+  async function failsWith(env: Record<string, string>, pattern: RegExp): Promise<void> {
+    const { code, stderr } = await complete(['start'], { PORT: '0', ...env });
+    assert.equal(code, 1, stderr);
+    const lines = stderr.trim().split('\n');
+    assert.equal(lines.length, 1, `one line, not:\n${stderr}`);
+    assert.match(lines[0]!, /^engine-room: cannot start: /);
+    assert.match(lines[0]!, pattern);
+  }
+
+  it('a port in use, before the database is opened or created', async () => {
+    const holder = net.createServer().listen(0, '127.0.0.1');
+    await new Promise((resolve) => holder.once('listening', resolve));
+    const dataDir = join(tmpdir(), `er-cli-port-${randomBytes(4).toString('hex')}`);
+    try {
+      await failsWith({ PORT: String((holder.address() as AddressInfo).port), DATA_DIR: dataDir }, /port \d+ on 127\.0\.0\.1 is in use.*set PORT/);
+      assert.equal(existsSync(dataDir), false, 'the data directory was not even created');
+    } finally {
+      holder.close();
+    }
+  });
+
+  it('a DATA_DIR that is a file, or inside one', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'er-cli-file-'));
+    try {
+      const file = join(dir, 'not-a-directory');
+      writeFileSync(file, 'x');
+      await failsWith({ DATA_DIR: file }, /DATA_DIR .*not-a-directory is a file, not a directory: set DATA_DIR/);
+      await failsWith({ DATA_DIR: join(file, 'below') }, /DATA_DIR .*below is inside a file, not a directory: set DATA_DIR/);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('a DATA_DIR this user may not write', { skip: process.getuid?.() === 0 && 'root may write anywhere' }, async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'er-cli-ro-'));
+    try {
+      await (await import('node:fs/promises')).chmod(dir, 0o500);
+      await failsWith({ DATA_DIR: dir }, /is not readable and writable by this user.*set DATA_DIR/);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('a DATABASE_URL where nothing listens', async () => {
+    const probe = net.createServer().listen(0, '127.0.0.1');
+    await new Promise((resolve) => probe.once('listening', resolve));
+    const port = (probe.address() as AddressInfo).port;
+    await new Promise((resolve) => probe.close(resolve));
+    await failsWith({ DATABASE_URL: `postgres://postgres@127.0.0.1:${port}/none` }, new RegExp(`PostgreSQL at 127\\.0\\.0\\.1:${port} refused the connection: .*DATABASE_URL`));
+  });
+
+  it('a DATABASE_URL whose user or database PostgreSQL refuses', { skip: !postgresUrl && 'TEST_DATABASE_URL is not set' }, async () => {
+    const url = new URL(postgresUrl!);
+    url.username = 'no_such_user_er';
+    url.password = 'wrong';
+    await failsWith({ DATABASE_URL: url.toString() }, /refused user "no_such_user_er" .*fix the user or password in DATABASE_URL/);
+    const missing = new URL(postgresUrl!);
+    missing.pathname = '/no_such_database_er';
+    await failsWith({ DATABASE_URL: missing.toString() }, /has no database "no_such_database_er": create it/);
+  });
+});
+
+describe('engine-room seed --demo', () => {
+  for (const engine of engines()) {
+    it(`fills an empty database with a shop whose orders are in every status, and refuses a second time without --force [${engine}]`, async () => {
+      const dataDir = await mkdtemp(join(tmpdir(), 'er-cli-seed-'));
+      let env: Record<string, string> = { DATA_DIR: dataDir };
+      let drop = () => rm(dataDir, { recursive: true, force: true });
+      if (engine === 'postgres') {
+        const database = await freshDatabase('postgres', 1);
+        await database.db.close();
+        env = { DATABASE_URL: database.url! };
+        drop = async () => { await database.drop(); await rm(dataDir, { recursive: true, force: true }); };
+      }
+      try {
+        // initdb, the demo shop and its payments in one process: on a busy machine, minutes.
+        const seedLimitMs = 240_000;
+        const first = await complete(['seed', '--demo'], { ...env, ADMIN_PASSWORD: 'seed-admin-password' }, seedLimitMs);
+        assert.equal(first.code, 0, first.stderr);
+        assert.match(first.stderr, /seed: 4 products/);
+        assert.match(first.stderr, /seed: done/);
+        const db = engine === 'pglite' ? await openPglite({ dataDir }) : openPostgres(env.DATABASE_URL!, 1);
+        try {
+          const statuses = (await db.query<{ status: string }>('SELECT DISTINCT status FROM orders ORDER BY status')).map((r) => r.status);
+          assert.deepEqual(statuses, ['cancelled', 'fulfilled', 'paid', 'payment_failed', 'pending_payment']);
+          assert.deepEqual(await db.query('SELECT count(*)::int AS n FROM api_keys WHERE revoked_at IS NULL'), [{ n: 0 }], 'the seed revoked its key');
+        } finally {
+          await db.close();
+        }
+        const again = await complete(['seed', '--demo'], env);
+        assert.equal(again.code, 1);
+        assert.match(again.stderr, /has 5 order\(s\).*--force/);
+        const forced = await complete(['seed', '--demo', '--force'], env, seedLimitMs);
+        assert.equal(forced.code, 0, forced.stderr);
+        const audit = await complete(['audit'], env);
+        assert.equal(audit.code, 0, audit.stdout);
+      } finally {
+        await drop();
+      }
+    });
+  }
 });
 
 describe('engine-room start on the embedded database', () => {
@@ -159,10 +278,12 @@ describe('engine-room start on the embedded database', () => {
 
   it('restarts on the same DATA_DIR with its data, and does not create or print an admin again', async () => {
     assert.ok(adminPassword, 'the first start ran');
-    // In production too, where the embedded database gets a warning: it never fsyncs.
-    const server = run(['start'], { PORT: '0', DATA_DIR: dataDir, LOG_LEVEL: 'warn', NODE_ENV: 'production' });
+    // In production too, where the embedded database gets a warning: it never fsyncs. And an
+    // ADMIN_PASSWORD set now is not applied (the admin exists): the start says so.
+    const server = run(['start'], { PORT: '0', DATA_DIR: dataDir, LOG_LEVEL: 'warn', NODE_ENV: 'production', ADMIN_PASSWORD: 'a-new-password-that-is-ignored' });
     const [, base] = await server.waitForStderr(/listening on (http:\/\/127\.0\.0\.1:\d+)/);
     assert.match(server.stderr(), /^Warning: NODE_ENV is production but DATABASE_URL is not set: .*fsync.*power loss/m);
+    await server.waitForStderr(/warning: ADMIN_PASSWORD ignored: .*has another password.*unset ADMIN_PASSWORD/);
     assert.equal((await fetch(`${base}/readyz`)).status, 200);
     // The admin made by the first start is still there, with the password printed then.
     assert.equal(await login(base!, adminEmail, adminPassword), 200);

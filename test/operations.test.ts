@@ -86,9 +86,10 @@ forEachEngine('operations endpoints', (env) => {
     const signup = doc.paths['/v1/auth/signup'].post;
     assert.deepEqual(signup.requestBody.content['application/json'].schema.required.sort(), ['email', 'name', 'password']);
     assert.ok(signup.responses['201']);
-    assert.ok(signup.responses['4XX'].content['application/problem+json']);
+    assert.ok(signup.responses['400'].content['application/problem+json']);
+    assert.ok(signup.responses['409'].content['application/problem+json'].examples.email_taken);
     assert.deepEqual(doc.paths['/v1/me'].get.security, [{ bearerAuth: [] }, { sessionCookie: [] }]);
-    assert.equal(doc.paths['/v1/auth/login'].post.security, undefined);
+    assert.deepEqual(doc.paths['/v1/auth/login'].post.security, [], 'public: no credential needed');
   });
 
   it('renders a readable reference at /docs from local files', async () => {

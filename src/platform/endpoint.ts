@@ -3,11 +3,17 @@
 // derives its types from the very same object, so server and client cannot drift apart.
 import type { TSchema } from 'typebox';
 import type { Access } from './auth.ts';
+import type { ErrorCode } from '../errors.ts';
 
 export interface Endpoint {
   method: 'GET' | 'POST' | 'PATCH' | 'PUT' | 'DELETE';
   url: string;
   access: Access;
+  /**
+   * The operation's name in the OpenAPI document and in generated clients (packages/client):
+   * camelCase, unique across the API. Renaming it is a breaking change for those clients.
+   */
+  operationId: string;
   summary: string;
   tags: readonly string[];
   description?: string;
@@ -20,10 +26,43 @@ export interface Endpoint {
   idempotencyKey?: 'required' | 'optional';
   /** The response carries a secret (a token, a key): no cache may keep it (Cache-Control: no-store). */
   returnsSecret?: true;
+  /**
+   * The error codes of this endpoint's own rules (out_of_stock, email_taken...). The ones that follow
+   * from the declaration itself are added by errorsOf and need not be listed: validation_failed when
+   * it takes input, not_found when its path names something, unauthenticated and forbidden from
+   * its access, the idempotency codes, rate_limited and the 5xx. An empty list says "none".
+   */
+  errors: readonly ErrorCode[];
+  /** An example request, shown in /docs ("Try it out" starts from it); the OpenAPI lint checks it against the schemas. */
+  example?: { body?: unknown; params?: Record<string, unknown>; query?: Record<string, unknown> };
+}
+
+declare module 'fastify' {
+  interface FastifyContextConfig { endpoint?: Endpoint }
 }
 
 export function endpoint<const E extends Endpoint>(e: E): E {
   return e;
+}
+
+/** Every error code an endpoint can answer: its declared ones plus those its declaration implies. */
+export function errorsOf(e: Endpoint): ErrorCode[] {
+  const codes: ErrorCode[] = [];
+  if (e.params || e.querystring || e.body) codes.push('validation_failed');
+  if (e.body) codes.push('payload_too_large', 'unsupported_media_type');
+  if (e.params) codes.push('not_found');
+  if (e.access !== 'public') {
+    codes.push('unauthenticated');
+    // A role outside the list, or an unsafe request made with the session cookie but no CSRF token.
+    if (e.access.length < 3 || e.method !== 'GET') codes.push('forbidden');
+  }
+  if (e.idempotencyKey) {
+    // A malformed key is a validation failure, even on an endpoint that takes no other input.
+    codes.push('validation_failed', 'idempotency_key_reused', 'idempotency_key_in_use');
+    if (e.idempotencyKey === 'required') codes.push('idempotency_key_required');
+  }
+  codes.push(...e.errors, 'rate_limited', 'internal', 'unavailable');
+  return [...new Set(codes)];
 }
 
 /** The Fastify route options of an endpoint: schema and access, ready to spread into app.route. */
@@ -31,8 +70,9 @@ export function routeOf<const E extends Endpoint>(e: E) {
   return {
     method: e.method,
     url: e.url,
-    config: { access: e.access, returnsSecret: e.returnsSecret === true },
+    config: { access: e.access, returnsSecret: e.returnsSecret === true, endpoint: e as Endpoint },
     schema: {
+      operationId: e.operationId,
       summary: e.summary,
       tags: [...e.tags],
       ...(e.description ? { description: e.description } : {}),

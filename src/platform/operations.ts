@@ -14,6 +14,8 @@ import type { Db } from './db.ts';
 import { migrationsCurrent, type Migration } from './migrate.ts';
 import { problem } from '../errors.ts';
 import { sendProblem } from './http.ts';
+import { Type } from 'typebox';
+import { ProblemSchema } from './schemas.ts';
 
 // How long each probe waits for the database. Liveness answers within the usual 1 s probe timeout
 // even when the answer is slow to come (a busy database is not a broken one); readiness waits longer
@@ -42,7 +44,15 @@ export function operationsRoutes(app: FastifyInstance, deps: { db: Db; migration
   const config = { access: 'public' as const };
   const tags = ['operations'];
 
-  app.get('/healthz', { config, schema: { tags, summary: 'The process is alive: 503 when a restart is the cure (its embedded database fails)' } }, async (request, reply) => {
+  const notReady = { description: 'Unavailable', content: { 'application/problem+json': { schema: ProblemSchema } } };
+  app.get('/healthz', {
+    config,
+    schema: {
+      operationId: 'healthz', tags, summary: 'The process is alive: 503 when a restart is the cure (its embedded database fails)',
+      description: 'For a liveness probe: answers without waiting on a busy database.',
+      response: { 200: Type.Object({ status: Type.Literal('ok') }), 503: notReady },
+    },
+  }, async (request, reply) => {
     if (deps.db.engine === 'pglite') {
       // A slow answer is a busy database (one connection, a long transaction), not a broken one.
       const p = await probe(deps.db, deps.migrations, livenessWaitMs);
@@ -51,10 +61,17 @@ export function operationsRoutes(app: FastifyInstance, deps: { db: Db; migration
         return sendProblem(reply, problem('unavailable', 'The embedded database fails its queries; restart the process'));
       }
     }
-    return { status: 'ok' };
+    return { status: 'ok' as const };
   });
 
-  app.get('/readyz', { config, schema: { tags, summary: 'The database answers and its migrations are current' } }, async (request, reply) => {
+  app.get('/readyz', {
+    config,
+    schema: {
+      operationId: 'readyz', tags, summary: 'The database answers and its migrations are current',
+      description: `For a readiness probe: 503 unavailable while the database does not answer (within ${readinessWaitMs} ms) or migrations are pending.`,
+      response: { 200: Type.Object({ status: Type.Literal('ready') }), 503: notReady },
+    },
+  }, async (request, reply) => {
     const p = await probe(deps.db, deps.migrations, readinessWaitMs);
     if (p.outcome === 'pending') return sendProblem(reply, problem('unavailable', 'Migrations are pending; run engine-room migrate'));
     if (p.outcome === 'slow') return sendProblem(reply, problem('unavailable', `The database did not answer within ${readinessWaitMs} ms`));
@@ -62,7 +79,7 @@ export function operationsRoutes(app: FastifyInstance, deps: { db: Db; migration
       request.log.warn({ err: p.err }, 'readiness check failed');
       return sendProblem(reply, problem('unavailable', 'The database does not answer'));
     }
-    return { status: 'ready' };
+    return { status: 'ready' as const };
   });
 
   app.get('/metrics', { config, schema: { tags, summary: 'Prometheus metrics', hide: true } }, async (_request, reply) => {

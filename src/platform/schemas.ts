@@ -18,7 +18,7 @@ export const ProblemSchema = Type.Object({
 export function moneyUpTo(maximum = Number.MAX_SAFE_INTEGER) {
   return Type.Object({
     amount: Type.Integer({ minimum: 0, maximum, description: 'Integer count of minor units (cents)' }),
-    currency: Type.String({ pattern: '^[A-Z]{3}$', description: 'ISO 4217 code' }),
+    currency: Type.String({ pattern: '^[A-Z]{3}$', maxLength: 3, description: 'ISO 4217 code' }),
   }, { additionalProperties: false });
 }
 

@@ -3,7 +3,7 @@ import { describe, before, after } from 'node:test';
 import type { FastifyInstance } from 'fastify';
 import { buildApp } from '../../src/app.ts';
 import { loadConfig, type Config } from '../../src/config.ts';
-import { createClient, endpoints, type Client, type Transport } from '../../src/client.ts';
+import { createClient, endpoints, injectTransport, type Client } from '../../src/client.ts';
 import { engines, freshDatabase, type Engine, type TestDatabase } from './database.ts';
 import { ensureAdmin, hashSecret } from '../../src/modules/accounts/service.ts';
 import { newId } from '../../src/platform/ids.ts';
@@ -17,14 +17,7 @@ import { traceDb } from '../../src/platform/tracing.ts';
 export const adminEmail = 'admin@test.example';
 export const adminPassword = 'admin-test-password-1';
 
-export function injectTransport(app: FastifyInstance): Transport {
-  return async (request) => {
-    const res = await app.inject({ method: request.method as 'GET', url: request.url, headers: request.headers, ...(request.body !== undefined ? { payload: request.body } : {}) });
-    const headers: Record<string, string> = {};
-    for (const [k, v] of Object.entries(res.headers)) if (v !== undefined) headers[k] = Array.isArray(v) ? v.join(', ') : String(v);
-    return { status: res.statusCode, headers, body: res.body };
-  };
-}
+export { injectTransport };
 
 export interface TestEnv {
   engine: Engine;

@@ -25,7 +25,8 @@ async function migrationsHash(): Promise<string> {
   return hash.digest('hex').slice(0, 12);
 }
 
-async function pgliteTemplate(): Promise<Blob> {
+/** A migrated, empty embedded database, as a dump (built once per set of migrations, kept in the temp directory). */
+export async function pgliteTemplate(): Promise<Blob> {
   const dir = join(tmpdir(), 'engine-room-test');
   const file = join(dir, `template-${await migrationsHash()}.tar`);
   try {

@@ -1,8 +1,12 @@
 // Runs the real `engine-room` command as a child process, for tests that kill and restart it.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { packageRoot } from '../../src/platform/paths.ts';
+import { freshDatabase, pgliteTemplate, type Engine } from './database.ts';
+import { openPglite } from '../../src/platform/db.ts';
 
 export interface EngineProcess {
   child: ChildProcess;
@@ -48,4 +52,50 @@ export async function startEngine(env: Record<string, string>): Promise<{ engine
   const engine = spawnEngine(['start'], { PORT: '0', HOST: '127.0.0.1', ...env });
   const line = await engine.waitFor(/listening on http:\/\/[\d.]+:\d+/, 60_000);
   return { engine, baseUrl: line.replace('listening on ', '') };
+}
+
+export interface RunningServer {
+  engine: EngineProcess;
+  baseUrl: string;
+  /** The environment it was started with (DATA_DIR or DATABASE_URL among it), for other commands on the same data. */
+  env: Record<string, string>;
+  /** SIGTERM, wait for the exit, and drop its data. */
+  stop(): Promise<void>;
+}
+
+/**
+ * `engine-room start` as a real process on fresh data: a new DATA_DIR (restored from the migrated
+ * template) for PGlite, a new database (cloned from the migrated template) for PostgreSQL. env adds
+ * to what it is started with.
+ */
+export async function startFreshServer(engine: Engine, env: Record<string, string> = {}): Promise<RunningServer> {
+  let data: Record<string, string>;
+  let dropData: () => Promise<void>;
+  if (engine === 'pglite') {
+    // Restored from the migrated template rather than made by initdb, which takes seconds (and far
+    // more on a busy machine); the first start's own initdb is tested in test/cli.test.ts.
+    const dir = await mkdtemp(join(tmpdir(), 'er-server-'));
+    await (await openPglite({ dataDir: dir, loadDataDir: await pgliteTemplate() })).close();
+    data = { DATA_DIR: dir };
+    dropData = () => rm(dir, { recursive: true, force: true });
+  } else {
+    const database = await freshDatabase('postgres', 2);
+    await database.db.close();
+    data = { DATABASE_URL: database.url! };
+    dropData = () => database.drop().catch(() => {});
+  }
+  const fullEnv = { ...data, ...env };
+  try {
+    const { engine: process, baseUrl } = await startEngine(fullEnv);
+    return {
+      engine: process, baseUrl, env: fullEnv,
+      async stop() {
+        await process.kill('SIGTERM');
+        await dropData();
+      },
+    };
+  } catch (err) {
+    await dropData();
+    throw err;
+  }
 }

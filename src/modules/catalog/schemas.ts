@@ -16,7 +16,7 @@ export const maxOnHand = 1_000_000_000;
 /** A price: bounded so that no order within the limits can total more than a JS number holds exactly. */
 export const PriceSchema = moneyUpTo(maxUnitPrice);
 
-export const Sku = Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$', description: 'Letters, digits, dot, dash and underscore; up to 64' });
+export const Sku = Type.String({ maxLength: 64, pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$', description: 'Letters, digits, dot, dash and underscore; up to 64' });
 
 export const VariantSchema = Type.Object({
   id: Type.String(),
@@ -46,6 +46,8 @@ export const StockLevelSchema = Type.Object({
 export type StockLevel = Static<typeof StockLevelSchema>;
 
 export const createProduct = endpoint({
+  operationId: 'createProduct', errors: ['sku_taken'],
+  example: { body: { name: 'T-shirt', variants: [{ sku: 'TEE-M', name: 'Medium', price: { amount: 1999, currency: 'EUR' }, stock: 10 }] } },
   method: 'POST', url: '/v1/products', access: staff, tags, idempotencyKey: 'optional',
   summary: 'Create a product with its variants and their starting stock',
   body: Type.Object({
@@ -63,6 +65,7 @@ export const createProduct = endpoint({
 });
 
 export const listProducts = endpoint({
+  operationId: 'listProducts', errors: [],
   method: 'GET', url: '/v1/products', access: 'public', tags,
   summary: 'Products, newest first; staff may include inactive ones',
   querystring: Type.Object({
@@ -73,6 +76,7 @@ export const listProducts = endpoint({
 });
 
 export const getProduct = endpoint({
+  operationId: 'getProduct', errors: [],
   method: 'GET', url: '/v1/products/:id', access: 'public', tags,
   summary: 'One product; an inactive one is 404 except to staff',
   params: IdParams,
@@ -80,6 +84,8 @@ export const getProduct = endpoint({
 });
 
 export const updateProduct = endpoint({
+  operationId: 'updateProduct', errors: ['unknown_sku'],
+  example: { params: { id: 'prd_01m8hm26xcycv09qxv6cysjef0' }, body: { variants: [{ sku: 'TEE-M', price: { amount: 2499, currency: 'EUR' } }] } },
   method: 'PATCH', url: '/v1/products/:id', access: staff, tags,
   summary: 'Change name, description, active, and variant prices',
   params: IdParams,
@@ -93,6 +99,8 @@ export const updateProduct = endpoint({
 });
 
 export const getStock = endpoint({
+  operationId: 'getStock', errors: [],
+  example: { params: { sku: 'TEE-M' } },
   method: 'GET', url: '/v1/inventory/:sku', access: staff, tags,
   summary: 'Stock level of one SKU',
   params: Type.Object({ sku: Sku }),
@@ -100,6 +108,8 @@ export const getStock = endpoint({
 });
 
 export const adjustStock = endpoint({
+  operationId: 'adjustStock', errors: ['insufficient_stock'],
+  example: { params: { sku: 'TEE-M' }, body: { delta: 5, reason: 'Delivery from the supplier' } },
   method: 'POST', url: '/v1/inventory/:sku/adjustments', access: staff, tags, idempotencyKey: 'required',
   summary: 'Add or remove stock on hand, with a reason',
   description: `An adjustment that would take onHand below reserved answers 409 insufficient_stock; one that would take it above ${maxOnHand} answers 422 limit_exceeded.`,
@@ -121,6 +131,8 @@ export const StockMovementSchema = Type.Object({
 });
 
 export const listStockMovements = endpoint({
+  operationId: 'listStockMovements', errors: [],
+  example: { params: { sku: 'TEE-M' } },
   method: 'GET', url: '/v1/inventory/:sku/movements', access: staff, tags,
   summary: 'The history that explains a stock level, newest first',
   params: Type.Object({ sku: Sku }),

@@ -4,6 +4,7 @@ import { endpoint } from '../../platform/endpoint.ts';
 const tags = ['ledger'] as const;
 
 export const ledgerBalances = endpoint({
+  operationId: 'ledgerBalances', errors: [],
   method: 'GET', url: '/v1/ledger/balances', access: ['admin'], tags,
   summary: 'Balances of the ledger accounts, per currency (integer minor units)',
   description: 'A capture debits processor_clearing and credits sales; a refund debits refunds and credits processor_clearing. balance = debits - credits.',
@@ -15,6 +16,7 @@ export const ledgerBalances = endpoint({
 });
 
 export const audit = endpoint({
+  operationId: 'audit', errors: [],
   method: 'GET', url: '/v1/admin/audit', access: ['admin'], tags,
   summary: 'Checks that the books add up: ledger, payments, refunds, stock, processor',
   description: "A check of one payment provider's books runs only when that provider is configured; otherwise it is listed with ok: true and `skipped` saying why.",

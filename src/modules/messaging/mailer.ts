@@ -1,6 +1,6 @@
 // Where mail goes: over SMTP (nodemailer) when SMTP_URL is set, or into the dev mailbox (the
 // emails table itself, read through GET /v1/dev/mailbox) when it is not.
-import nodemailer from 'nodemailer';
+import type nodemailer from 'nodemailer';
 
 export interface OutgoingMail { messageId: string; to: string; subject: string; text: string; html: string }
 
@@ -16,16 +16,19 @@ export const smtpTimeoutMs = 30_000;
 export function createMailer(config: MailerConfig): Mailer {
   if (!config.smtpUrl) return { kind: 'mailbox' };
   // A connection per message: mail is rare next to requests, and nothing is left open to close.
-  const transport = nodemailer.createTransport({
-    url: config.smtpUrl,
+  // nodemailer is loaded on first use, not by every start (most send nothing, or to the mailbox).
+  const smtpUrl = config.smtpUrl;
+  let transport: Promise<ReturnType<typeof nodemailer.createTransport>> | undefined;
+  const connect = () => (transport ??= import('nodemailer').then(({ default: mailer }) => mailer.createTransport({
+    url: smtpUrl,
     connectionTimeout: 10_000,
     greetingTimeout: 10_000,
     socketTimeout: smtpTimeoutMs,
-  } as Parameters<typeof nodemailer.createTransport>[0]);
+  } as Parameters<typeof nodemailer.createTransport>[0])));
   return {
     kind: 'smtp',
     async send(mail) {
-      await transport.sendMail({
+      await (await connect()).sendMail({
         from: config.mailFrom,
         to: mail.to,
         subject: mail.subject,

@@ -63,6 +63,8 @@ export const EmailSchema = Type.Object({
 const rateNote = 'Posting is rate limited per user (MESSAGE_RATE_LIMIT per MESSAGE_RATE_WINDOW_SECONDS, 30 per 60 s by default): beyond it, 429 rate_limited with Retry-After.';
 
 export const openConversation = endpoint({
+  operationId: 'openConversation', errors: ['not_found'],
+  example: { body: { subject: 'Where is my parcel?', body: 'I ordered on Monday.' } },
   method: 'POST', url: '/v1/conversations', access: ['customer'], tags, idempotencyKey: 'optional',
   summary: 'Open a conversation with the store, with its first message',
   description: [
@@ -79,6 +81,7 @@ export const openConversation = endpoint({
 });
 
 export const listConversations = endpoint({
+  operationId: 'listConversations', errors: [],
   method: 'GET', url: '/v1/conversations', access: anyone, tags,
   summary: 'Conversations, newest first: a customer sees their own, staff see all',
   description: 'Each carries the caller\'s own unread count and the last message.',
@@ -87,6 +90,8 @@ export const listConversations = endpoint({
 });
 
 export const getConversation = endpoint({
+  operationId: 'getConversation', errors: [],
+  example: { params: { id: 'cnv_01m8hpnn5c8cb1zbx5pmvq1m8x' } },
   method: 'GET', url: '/v1/conversations/:id', access: anyone, tags,
   summary: "One conversation; another customer's is 404, exactly like one that does not exist",
   params: IdParams,
@@ -94,6 +99,8 @@ export const getConversation = endpoint({
 });
 
 export const listMessages = endpoint({
+  operationId: 'listMessages', errors: [],
+  example: { params: { id: 'cnv_01m8hpnn5c8cb1zbx5pmvq1m8x' } },
   method: 'GET', url: '/v1/conversations/:id/messages', access: anyone, tags,
   summary: 'The messages of a conversation, oldest first',
   params: IdParams,
@@ -102,6 +109,8 @@ export const listMessages = endpoint({
 });
 
 export const postMessage = endpoint({
+  operationId: 'postMessage', errors: [],
+  example: { params: { id: 'cnv_01m8hpnn5c8cb1zbx5pmvq1m8x' }, body: { body: 'It ships today.' } },
   method: 'POST', url: '/v1/conversations/:id/messages', access: anyone, tags, idempotencyKey: 'optional',
   summary: 'Post a message (the customer of the conversation, or staff)',
   description: [
@@ -116,6 +125,8 @@ export const postMessage = endpoint({
 });
 
 export const markRead = endpoint({
+  operationId: 'markConversationRead', errors: [],
+  example: { params: { id: 'cnv_01m8hpnn5c8cb1zbx5pmvq1m8x' }, body: {} },
   method: 'POST', url: '/v1/conversations/:id/read', access: anyone, tags, idempotencyKey: 'optional',
   summary: 'Mark the conversation read for the caller, up to a message or to the latest',
   description: 'Read state is per participant: each staff member has their own. It never moves backwards. The body may be left out (everything read).',
@@ -127,6 +138,7 @@ export const markRead = endpoint({
 });
 
 export const eventStream = endpoint({
+  operationId: 'eventStream', errors: [],
   method: 'GET', url: '/v1/events', access: anyone, tags,
   summary: 'Live events for the signed-in user, as Server-Sent Events (text/event-stream)',
   description: [
@@ -144,6 +156,7 @@ export const eventStream = endpoint({
 });
 
 export const listMailbox = endpoint({
+  operationId: 'listMailbox', errors: [],
   method: 'GET', url: '/v1/dev/mailbox', access: staff, tags,
   summary: 'The dev mailbox: the emails kept here instead of sent, while SMTP_URL is not set; newest first',
   querystring: PageQuery,

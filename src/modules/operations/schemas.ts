@@ -15,6 +15,7 @@ const FailedJobSchema = Type.Object({
 });
 
 export const listFailedJobs = endpoint({
+  operationId: 'listFailedJobs', errors: [],
   method: 'GET', url: '/v1/admin/jobs', access: ['admin'], tags,
   summary: 'Dead-lettered jobs: those that kept failing after every retry, latest first',
   querystring: Type.Object({
@@ -26,6 +27,7 @@ export const listFailedJobs = endpoint({
 });
 
 export const retryFailedJob = endpoint({
+  operationId: 'retryFailedJob', errors: [],
   method: 'POST', url: '/v1/admin/jobs/:id/retry', access: ['admin'], tags, idempotencyKey: 'optional',
   summary: 'Send a dead-lettered job back to its queue',
   description: 'The job goes back with its queue\'s full retry budget. With an Idempotency-Key, a repeat answers the first outcome; without one, a second retry of the same job is 404 (it is no longer dead-lettered).',
@@ -34,6 +36,7 @@ export const retryFailedJob = endpoint({
 });
 
 export const getJob = endpoint({
+  operationId: 'getJob', errors: [],
   method: 'GET', url: '/v1/admin/jobs/:id', access: ['admin'], tags,
   summary: 'One job of any queue: its state and attempts',
   description: 'For following a job sent back from the dead letters until the queue has done its part. Jobs finished more than a few days ago are gone (404).',
@@ -55,6 +58,7 @@ export const getJob = endpoint({
 });
 
 export const retryAllFailedJobs = endpoint({
+  operationId: 'retryAllFailedJobs', errors: [],
   method: 'POST', url: '/v1/admin/jobs/retry', access: ['admin'], tags, idempotencyKey: 'required',
   summary: 'Send every dead-lettered job of one queue back to it',
   body: Type.Object({ queue: Type.String({ minLength: 1, maxLength: 100 }) }, { additionalProperties: false }),
@@ -77,6 +81,7 @@ export const AuditRunSchema = Type.Object({
 }, { title: 'AuditRun' });
 
 export const runAudit = endpoint({
+  operationId: 'runAudit', errors: [],
   method: 'POST', url: '/v1/admin/audit-runs', access: ['admin'], tags,
   summary: 'Run the audit now and record its verdict',
   description: 'The same checks as GET /v1/admin/audit. The verdict is kept: the operations overview and /metrics/system show the latest run (the workers also run the audit every 10 minutes).',
@@ -84,6 +89,7 @@ export const runAudit = endpoint({
 });
 
 export const lastAuditRun = endpoint({
+  operationId: 'lastAuditRun', errors: [],
   method: 'GET', url: '/v1/admin/audit-runs/latest', access: ['admin'], tags,
   summary: 'The latest recorded audit run, with its violations',
   response: { 200: AuditRunSchema },
@@ -178,6 +184,7 @@ export const OverviewSchema = Type.Object({
 export type Overview = Static<typeof OverviewSchema>;
 
 export const operationsOverview = endpoint({
+  operationId: 'operationsOverview', errors: [],
   method: 'GET', url: '/v1/admin/operations', access: staffOrAdmin, tags,
   summary: 'The whole system at a glance: traffic, orders, money, queues, webhooks, processes',
   description: 'Figures of every API and worker process on this database, for the window asked (15 minutes by default, at most 24 hours). Processes write their counters every 5 seconds, so the last seconds may be missing.',

@@ -144,11 +144,15 @@ export function startTelemetry(options: TelemetryOptions): Telemetry {
       stopped = true;
       clearTimeout(timer);
       await flush();
-      await db.transaction(async (tx) => {
-        const api = options.role === 'api';
-        await tx.query('UPDATE ops_processes SET serves_http = serves_http AND NOT $2, runs_workers = runs_workers AND $2 WHERE id = $1', [thisProcess.id, api]);
-        await tx.query('DELETE FROM ops_processes WHERE id = $1 AND NOT serves_http AND NOT runs_workers', [thisProcess.id]);
-      }).catch((err: Error) => onError(err));
+      try {
+        await db.transaction(async (tx) => {
+          const api = options.role === 'api';
+          await tx.query('UPDATE ops_processes SET serves_http = serves_http AND NOT $2, runs_workers = runs_workers AND $2 WHERE id = $1', [thisProcess.id, api]);
+          await tx.query('DELETE FROM ops_processes WHERE id = $1 AND NOT serves_http AND NOT runs_workers', [thisProcess.id]);
+        });
+      } catch (err) {
+        onError(err as Error);
+      }
     },
   };
 }

@@ -23,6 +23,8 @@ export type Order = Static<typeof OrderSchema>;
 export type OrderStatus = Order['status'];
 
 export const placeOrder = endpoint({
+  operationId: 'placeOrder', errors: ['out_of_stock', 'unknown_sku', 'currency_mismatch', 'limit_exceeded'],
+  example: { body: { lines: [{ sku: 'TEE-M', quantity: 2 }], payment: { method: 'card', token: 'tok_ok' } } },
   method: 'POST', url: '/v1/orders', access: anyone, tags, idempotencyKey: 'required',
   summary: 'Place an order: reserves stock for every line, or none',
   description: [
@@ -40,6 +42,7 @@ export const placeOrder = endpoint({
 });
 
 export const listOrders = endpoint({
+  operationId: 'listOrders', errors: [],
   method: 'GET', url: '/v1/orders', access: anyone, tags,
   summary: 'Orders, newest first: a customer sees their own, staff see all',
   querystring: Type.Object({ ...PageQuery.properties, status: Type.Optional(OrderSchema.properties.status) }, { additionalProperties: false }),
@@ -47,6 +50,8 @@ export const listOrders = endpoint({
 });
 
 export const getOrder = endpoint({
+  operationId: 'getOrder', errors: [],
+  example: { params: { id: 'ord_01m8hm273n16kqkhdbgxrwqnng' } },
   method: 'GET', url: '/v1/orders/:id', access: anyone, tags,
   summary: "One order; another customer's order is 404",
   params: IdParams,
@@ -54,6 +59,8 @@ export const getOrder = endpoint({
 });
 
 export const cancelOrder = endpoint({
+  operationId: 'cancelOrder', errors: ['invalid_state'],
+  example: { params: { id: 'ord_01m8hm273n16kqkhdbgxrwqnng' } },
   method: 'POST', url: '/v1/orders/:id/cancel', access: anyone, tags, idempotencyKey: 'required',
   summary: 'Cancel an order (owner or staff): releases its reservation, or refunds a paid order',
   params: IdParams,
@@ -61,6 +68,8 @@ export const cancelOrder = endpoint({
 });
 
 export const fulfilOrder = endpoint({
+  operationId: 'fulfilOrder', errors: ['invalid_state'],
+  example: { params: { id: 'ord_01m8hm273n16kqkhdbgxrwqnng' } },
   method: 'POST', url: '/v1/orders/:id/fulfil', access: ['staff', 'admin'], tags, idempotencyKey: 'optional',
   summary: 'Mark a paid order fulfilled',
   params: IdParams,

@@ -16,6 +16,8 @@ export const PaymentSchema = Type.Object({
 });
 
 export const listOrderPayments = endpoint({
+  operationId: 'listOrderPayments', errors: [],
+  example: { params: { id: 'ord_01m8hm273n16kqkhdbgxrwqnng' } },
   method: 'GET', url: '/v1/orders/:id/payments', access: ['customer', 'staff', 'admin'], tags: ['orders'],
   summary: "An order's payments (owner or staff; another customer's order is 404)",
   params: IdParams,

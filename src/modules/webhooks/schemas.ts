@@ -49,6 +49,8 @@ export const CreatedWebhookEndpointSchema = Type.Object({
 });
 
 export const rotateWebhookSecret = endpoint({
+  operationId: 'rotateWebhookSecret', errors: ['invalid_state'],
+  example: { params: { id: 'whe_01m8hm26xcycv09qxv6cysjef0' }, body: { gracePeriodSeconds: 86400 } },
   method: 'POST', url: '/v1/webhook-endpoints/:id/rotate-secret', access: admin, tags, idempotencyKey: 'optional', returnsSecret: true,
   summary: 'Give an endpoint a new signing secret; the old one keeps signing for a grace period',
   description: [
@@ -95,6 +97,8 @@ const signatureDoc = [
 ].join(' ');
 
 export const createWebhookEndpoint = endpoint({
+  operationId: 'createWebhookEndpoint', errors: [],
+  example: { body: { url: 'https://shop.example/hooks/engine-room', events: ['order.paid', 'order.cancelled'] } },
   method: 'POST', url: '/v1/webhook-endpoints', access: admin, tags, idempotencyKey: 'optional', returnsSecret: true,
   summary: 'Register a webhook endpoint; its signing secret is shown only in this answer',
   description: signatureDoc,
@@ -103,6 +107,7 @@ export const createWebhookEndpoint = endpoint({
 });
 
 export const listWebhookEndpoints = endpoint({
+  operationId: 'listWebhookEndpoints', errors: [],
   method: 'GET', url: '/v1/webhook-endpoints', access: admin, tags,
   summary: 'Webhook endpoints, newest first (never their secrets)',
   querystring: PageQuery,
@@ -110,6 +115,8 @@ export const listWebhookEndpoints = endpoint({
 });
 
 export const getWebhookEndpoint = endpoint({
+  operationId: 'getWebhookEndpoint', errors: [],
+  example: { params: { id: 'whe_01m8hm26xcycv09qxv6cysjef0' } },
   method: 'GET', url: '/v1/webhook-endpoints/:id', access: admin, tags,
   summary: 'One webhook endpoint (never its secret)',
   params: IdParams,
@@ -117,6 +124,8 @@ export const getWebhookEndpoint = endpoint({
 });
 
 export const updateWebhookEndpoint = endpoint({
+  operationId: 'updateWebhookEndpoint', errors: [],
+  example: { params: { id: 'whe_01m8hm26xcycv09qxv6cysjef0' }, body: { enabled: false } },
   method: 'PATCH', url: '/v1/webhook-endpoints/:id', access: admin, tags,
   summary: 'Change the URL or events of an endpoint, or disable or re-enable it',
   description: 'Re-enabling clears the disabled reason and the failure streak. Events that happened while an endpoint was disabled are not sent to it; redeliver them one by one if needed.',
@@ -126,6 +135,8 @@ export const updateWebhookEndpoint = endpoint({
 });
 
 export const deleteWebhookEndpoint = endpoint({
+  operationId: 'deleteWebhookEndpoint', errors: [],
+  example: { params: { id: 'whe_01m8hm26xcycv09qxv6cysjef0' } },
   method: 'DELETE', url: '/v1/webhook-endpoints/:id', access: admin, tags,
   summary: 'Delete an endpoint, its pending deliveries and its delivery log',
   params: IdParams,
@@ -133,6 +144,8 @@ export const deleteWebhookEndpoint = endpoint({
 });
 
 export const listDeliveryAttempts = endpoint({
+  operationId: 'listDeliveryAttempts', errors: [],
+  example: { params: { id: 'whe_01m8hm26xcycv09qxv6cysjef0' } },
   method: 'GET', url: '/v1/webhook-endpoints/:id/deliveries', access: admin, tags,
   summary: 'Every attempt to deliver an event to this endpoint, newest first',
   params: IdParams,
@@ -149,6 +162,8 @@ export const RedeliverySchema = Type.Object({
 });
 
 export const redeliverEvent = endpoint({
+  operationId: 'redeliverEvent', errors: ['invalid_state'],
+  example: { params: { id: 'whe_01m8hm26xcycv09qxv6cysjef0', eventId: 'evt_01m8hpnn5sr93dv2h948ef0b2j' } },
   method: 'POST', url: '/v1/webhook-endpoints/:id/deliveries/:eventId/redeliver', access: admin, tags, idempotencyKey: 'optional',
   summary: 'Send an event to this endpoint again, now, with the same event id',
   description: 'Allowed for an event the endpoint was sent before or is subscribed to. A delivery still being retried is replaced by this one. 409 invalid_state for a disabled endpoint.',

@@ -34,6 +34,7 @@ export const SandboxChargeSchema = Type.Object({
 }, { title: 'SandboxCharge' });
 
 export const listSandboxCharges = endpoint({
+  operationId: 'listSandboxCharges', errors: [],
   method: 'GET', url: '/v1/sandbox/charges', access: ['admin'], tags,
   summary: 'What the sandbox processor charged and refunded, newest first',
   description: 'One item per idempotency key the processor received, with its refunds. Only the sandbox provider keeps this record.',
@@ -49,12 +50,14 @@ const OutageSchema = Type.Object({
 }, { title: 'SandboxOutage' });
 
 export const getSandboxOutage = endpoint({
+  operationId: 'getSandboxOutage', errors: [],
   method: 'GET', url: '/v1/sandbox/outage', access: ['staff', 'admin'], tags,
   summary: 'Whether the sandbox processor is in an outage (a drill), and until when',
   response: { 200: OutageSchema },
 });
 
 export const startSandboxOutage = endpoint({
+  operationId: 'startSandboxOutage', errors: [],
   method: 'PUT', url: '/v1/sandbox/outage', access: ['admin'], tags,
   summary: 'Take the sandbox processor down for a while (a drill)',
   description: 'Until it ends, every charge request answers "processor unavailable", a transient failure that the charge jobs retry with backoff, as a real processor outage. Only with the sandbox provider; a new outage replaces the one that is on.',
@@ -63,6 +66,7 @@ export const startSandboxOutage = endpoint({
 });
 
 export const endSandboxOutage = endpoint({
+  operationId: 'endSandboxOutage', errors: [],
   method: 'DELETE', url: '/v1/sandbox/outage', access: ['admin'], tags,
   summary: 'End the sandbox outage now',
   response: { 200: OutageSchema },
