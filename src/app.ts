@@ -8,7 +8,7 @@ import type { Config } from './config.ts';
 import type { Db } from './platform/db.ts';
 import { registerHttpPlatform, requestIdFor } from './platform/http.ts';
 import { registerAuth } from './platform/auth.ts';
-import { registerMetrics } from './platform/metrics.ts';
+import { createCounters, registerMetrics } from './platform/metrics.ts';
 import { registerOpenApi } from './platform/openapi.ts';
 import { operationsRoutes } from './platform/operations.ts';
 import { loggerOptions } from './platform/log.ts';
@@ -27,6 +27,9 @@ import { sandboxRoutes } from './modules/payments/sandbox-routes.ts';
 import { ledgerRoutes } from './modules/ledger/routes.ts';
 import { operationsAdminRoutes } from './modules/operations/routes.ts';
 import { messagingRoutes } from './modules/messaging/routes.ts';
+import { sandboxOutageRoutes } from './modules/payments/outage-routes.ts';
+import { startTelemetry } from './modules/operations/telemetry.ts';
+import { consoleRoutes } from './modules/console/routes.ts';
 
 export const version: string = JSON.parse(readFileSync(join(packageRoot, 'package.json'), 'utf8')).version;
 
@@ -70,7 +73,9 @@ export async function buildApp(config: Readonly<Config>, db: Db, options: BuildO
   await registerHttpPlatform(app, { corsOrigins: config.corsOrigins });
   await app.register(cookie);
   registerAuth(app, tokenResolver(db));
-  const metrics = registerMetrics(app);
+  // Counted in memory, written for the console every few seconds (modules/operations/telemetry.ts).
+  const counters = createCounters();
+  const metrics = registerMetrics(app, { counters, db });
   await registerOpenApi(app, version);
 
   operationsRoutes(app, { db, migrations: await loadMigrations(), metrics });
@@ -81,9 +86,15 @@ export async function buildApp(config: Readonly<Config>, db: Db, options: BuildO
   webhooksRoutes(app, { db, policy: { allowPrivateUrls: config.webhookAllowPrivateUrls } });
   sandboxRoutes(app, { db });
   ledgerRoutes(app, { db, paymentProvider: config.paymentProvider });
-  operationsAdminRoutes(app, { db });
+  operationsAdminRoutes(app, { db, eventStreamHeartbeatSeconds: config.eventStreamHeartbeatSeconds, paymentProvider: config.paymentProvider });
+  // The drill's outage control exists only where the sandbox is the processor.
+  if (config.paymentProvider === 'sandbox') sandboxOutageRoutes(app, { db });
   // Messaging checks an order a customer cites with a function of orders, not an import (see docs/ARCHITECTURE.md).
   messagingRoutes(app, { db, config, customerOfOrder });
+  await consoleRoutes(app);
+
+  const telemetry = startTelemetry({ db, version, role: 'api', counters, onError: (err) => app.log.warn({ err }, 'could not write the operations figures') });
+  app.addHook('onClose', () => telemetry.stop());
 
   await app.ready();
   return app;

@@ -35,6 +35,8 @@ Commands:
   jobs list [--queue Q] [--limit N]
                         Show dead-lettered jobs (those that failed every retry)
   jobs retry <id>       Send a dead-lettered job back to its queue
+  drill [--url U]       Stage a short incident against a running engine (sandbox processor), to
+                        watch on the console; see engine-room drill --help
   help [command]        Show this help, or a command's
 
 Options:
@@ -180,7 +182,71 @@ async function runJobs(config: Readonly<Config>, args: string[], options: { json
   }
 }
 
+const drillHelp = `engine-room drill: a scripted incident against a running engine, to watch on /console
+
+Usage: engine-room drill [options]
+
+A burst of orders while the sandbox processor is down and a webhook receiver (run by the drill)
+has gone away; charges run out of attempts and become dead letters, which you retry from the
+console; then everything recovers. Takes 2 to 5 minutes. Needs the sandbox payment processor.
+
+Options:
+  --url URL              the engine (default http://127.0.0.1:3000)
+  --email E              an admin's email (default ADMIN_EMAIL)
+  --password P           its password (default ADMIN_PASSWORD; prefer the variable)
+  --orders N             orders in the burst (default 40)
+  --outage-seconds S     how long the processor is down, from the start and again from the end
+                         of the burst (default 40)
+  --auto-retry           retry the dead letters without waiting for you
+  --wait S               how long to wait for you to retry them (default 300)
+  -h, --help             this help
+`;
+
+commandHelp.drill = drillHelp;
+
+async function runDrillCommand(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      url: { type: 'string', default: 'http://127.0.0.1:3000' },
+      email: { type: 'string' },
+      password: { type: 'string' },
+      orders: { type: 'string', default: '40' },
+      'outage-seconds': { type: 'string', default: '40' },
+      'auto-retry': { type: 'boolean', default: false },
+      wait: { type: 'string', default: '300' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help) {
+    process.stdout.write(drillHelp);
+    return 0;
+  }
+  const int = (name: string, raw: string, min: number, max: number): number | null => {
+    const n = Number(raw);
+    if (Number.isInteger(n) && n >= min && n <= max) return n;
+    process.stderr.write(`engine-room drill: --${name} must be a whole number from ${min} to ${max}\n`);
+    return null;
+  };
+  const orders = int('orders', values.orders, 2, 1000);
+  const outageSeconds = int('outage-seconds', values['outage-seconds'], 5, 3600);
+  const waitSeconds = int('wait', values.wait, 0, 3600);
+  if (orders === null || outageSeconds === null || waitSeconds === null) return 2;
+  // The admin credentials the engine was started with are the natural default.
+  const config = loadConfig();
+  const email = values.email ?? config.adminEmail;
+  const password = values.password ?? config.adminPassword;
+  if (!email || !password) {
+    process.stderr.write('engine-room drill: give an admin account with --email and --password, or ADMIN_EMAIL and ADMIN_PASSWORD\n');
+    return 2;
+  }
+  const { runDrill } = await import('./drill.ts');
+  return runDrill({ url: values.url, email, password, orders, outageSeconds, waitSeconds, autoRetry: values['auto-retry'], out: (line) => process.stdout.write(line + '\n') });
+}
+
 async function main(argv: string[]): Promise<number> {
+  // The drill has options of its own: it parses them itself.
+  if (argv[0] === 'drill') return runDrillCommand(argv.slice(1));
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,

@@ -103,6 +103,10 @@ export interface Config {
   jobRetentionDays: number;
   /** Rows one statement of the retention job deletes at most (each its own short transaction). */
   retentionBatchSize: number;
+  /** The operations figures (per-flush counters, order figures by 10 s) are kept this long: at least the console's longest window, 24 h. */
+  opsFiguresRetentionHours: number;
+  /** Audit runs (scheduled, from the console, from the command line) are kept this long. */
+  auditRunRetentionDays: number;
   /** OpenTelemetry traces, exported over OTLP/HTTP; undefined (off) unless an OTLP endpoint is set. */
   tracing: TracingSettings | undefined;
   /**
@@ -181,6 +185,9 @@ function retentionSettings(env: Env) {
     sessionRetentionDays: intVar(env, 'SESSION_RETENTION_DAYS', 30, 0, 3650),
     jobRetentionDays: intVar(env, 'JOB_RETENTION_DAYS', 7, 1, 365),
     retentionBatchSize: intVar(env, 'RETENTION_BATCH_SIZE', 1000, 10, 100_000),
+    // The console's window goes up to 24 hours, so its figures are kept at least that long.
+    opsFiguresRetentionHours: intVar(env, 'OPS_FIGURES_RETENTION_HOURS', 25, 24, 24 * 365),
+    auditRunRetentionDays: intVar(env, 'AUDIT_RUN_RETENTION_DAYS', 30, 1, 3650),
   };
 }
 

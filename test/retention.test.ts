@@ -15,7 +15,14 @@ import { publishEvent } from '../src/platform/events.ts';
 import { pruneOldRows } from '../src/modules/retention/service.ts';
 
 const day = 24 * 3600 * 1000;
-const settings = { eventRetentionDays: 30, webhookAttemptRetentionDays: 30, emailRetentionDays: 30, sessionRetentionDays: 30, idempotencyRetentionHours: 24 };
+const settings = { eventRetentionDays: 30, webhookAttemptRetentionDays: 30, emailRetentionDays: 30, sessionRetentionDays: 30, idempotencyRetentionHours: 24, opsFiguresRetentionHours: 25, auditRunRetentionDays: 30 };
+
+/** Moves every outbox reader (the webhook dispatcher, the operations figures) to the event. */
+async function readersPassed(db: Queryable, eventId: string): Promise<void> {
+  for (const table of ['webhook_dispatch_cursor', 'ops_outbox_cursor']) {
+    await db.query(`UPDATE ${table} SET tx = e.tx, id = e.id FROM events e WHERE e.id = $1`, [eventId]);
+  }
+}
 
 /** An id of this prefix made `ago` ms ago. */
 function idMadeAgo(prefix: 'eml' | 'whd', ago: number): string {
@@ -39,7 +46,7 @@ for (const engine of engines()) {
       // Events: old and read, old and read but with a pending delivery, old and read but with an
       // email, recent, and old but not yet read by the dispatcher.
       const [oldRead, oldPending, oldMailed, recent] = [await ev('order.created'), await ev('order.paid'), await ev('order.paid'), await ev('order.created')];
-      await db.query("UPDATE webhook_dispatch_cursor SET tx = e.tx, id = e.id FROM events e WHERE e.id = $1", [recent]);
+      await readersPassed(db, recent);
       const unread = await ev('order.created');
       await db.query("UPDATE events SET created_at = now() - interval '31 days' WHERE id = ANY($1)", [[oldRead, oldPending, oldMailed, unread]]);
       await db.query("INSERT INTO webhook_endpoints (id, url, events, secret) VALUES ('whe_ret', 'https://hooks.example/x', '{*}', 's')");
@@ -78,12 +85,22 @@ for (const engine of engines()) {
         `INSERT INTO webhook_endpoints (id, url, events, secret, previous_secret, previous_secret_expires_at)
          VALUES ('whe_ret_expired', 'https://hooks.example/y', '{*}', 's', 'old', now() - interval '1 second'),
                 ('whe_ret_grace', 'https://hooks.example/z', '{*}', 's', 'old', now() + interval '1 hour')`);
+      // The operations figures: per-flush rollups, order figures, process heartbeats, audit runs.
+      await db.query(`INSERT INTO ops_rollups (at, process_id, counters, latency) VALUES (now() - interval '26 hours', 'p-ret', '{}', '{}'), (now() - interval '23 hours', 'p-ret', '{}', '{}')`);
+      await db.query(`INSERT INTO ops_order_stats (bucket, type, currency, count, amount) VALUES (now() - interval '26 hours', 'ret.old', 'EUR', 1, 1), (now() - interval '23 hours', 'ret.new', 'EUR', 1, 1)`);
+      await db.query(`INSERT INTO ops_processes (id, host, pid, version, started_at, seen_at) VALUES ('p-ret-gone', 'h', 1, 'v', now() - interval '3 days', now() - interval '25 hours'), ('p-ret-alive', 'h', 2, 'v', now(), now())`);
+      await db.query(`INSERT INTO ops_audit_runs (ran_at, ok, checks, duration_ms) VALUES (now() - interval '31 days', true, '[]', 1), (now() - interval '29 days', true, '[]', 1)`);
 
       const removed = await pruneOldRows(db, settings, { batchSize: 1 });
       assert.deepEqual(removed, {
         emails: 1, webhook_delivery_attempts: 1, events: 1, idempotency_keys: 1, sessions: 1, rate_limit_hits: 1,
         event_stream_connections: 1, 'webhook_endpoints (expired previous secrets)': 1,
+        ops_rollups: 1, ops_order_stats: 1, ops_processes: 1, ops_audit_runs: 1,
       });
+      assert.equal((await db.query<{ n: number }>("SELECT count(*)::int AS n FROM ops_rollups WHERE process_id = 'p-ret'"))[0]!.n, 1);
+      assert.deepEqual(await ids(db, "SELECT type AS id FROM ops_order_stats WHERE type LIKE 'ret.%'"), ['ret.new']);
+      assert.deepEqual(await ids(db, "SELECT id FROM ops_processes WHERE id LIKE 'p-ret-%'"), ['p-ret-alive']);
+      assert.equal((await db.query<{ n: number }>("SELECT count(*)::int AS n FROM ops_audit_runs WHERE ran_at < now() - interval '20 days'"))[0]!.n, 1);
 
       assert.deepEqual(await ids(db, `SELECT id FROM events WHERE id IN ('${[oldRead, oldPending, oldMailed, recent, unread].join("','")}')`),
         [oldPending, oldMailed, recent, unread].sort(), 'only the old event that was read and needed by nothing went');
@@ -96,11 +113,14 @@ for (const engine of engines()) {
       assert.deepEqual(await ids(db, "SELECT id FROM event_stream_connections WHERE id LIKE 'esc_ret_%'"), ['esc_ret_new']);
       assert.deepEqual(await ids(db, "SELECT id FROM webhook_endpoints WHERE previous_secret IS NOT NULL"), ['whe_ret_grace']);
 
-      // Once the dispatcher has passed it and its email is gone, the unread event goes too; the
-      // event whose delivery is still pending stays until that delivery ends.
+      // Once every reader has passed it and its email is gone, the unread event goes too; the
+      // event whose delivery is still pending stays until that delivery ends. The webhook
+      // dispatcher alone having passed it is not enough: the operations figures count it too.
       await db.query("UPDATE webhook_dispatch_cursor SET tx = e.tx, id = e.id FROM events e WHERE e.id = $1", [unread]);
       await db.query('DELETE FROM emails WHERE id = $1', [newEmail]);
-      assert.deepEqual(await pruneOldRows(db, settings, { batchSize: 100 }), { events: 2 });
+      assert.deepEqual(await pruneOldRows(db, settings, { batchSize: 100 }), { events: 1 }, 'the operations reader has not passed the unread event');
+      await readersPassed(db, unread);
+      assert.deepEqual(await pruneOldRows(db, settings, { batchSize: 100 }), { events: 1 });
       await db.query("UPDATE webhook_deliveries SET status = 'failed' WHERE event_id = $1", [oldPending]);
       assert.deepEqual(await pruneOldRows(db, settings, { batchSize: 100 }), { events: 1 });
       await db.query("DELETE FROM webhook_endpoints WHERE id LIKE 'whe_ret%'");
@@ -147,7 +167,9 @@ for (const engine of engines()) {
             `INSERT INTO idempotency_keys (principal_id, key_hash, request_hash, created_at)
              SELECT $1, sha256(convert_to('ret-many-' || g, 'UTF8')), '\\x00', now() - interval '2 days' FROM generate_series(1, 20000) g`, [buyers[0]!.id]);
         });
-        await db.query("UPDATE webhook_dispatch_cursor SET (tx, id) = (SELECT tx, id FROM events ORDER BY tx DESC, id DESC LIMIT 1)");
+        for (const table of ['webhook_dispatch_cursor', 'ops_outbox_cursor']) {
+          await db.query(`UPDATE ${table} SET (tx, id) = (SELECT tx, id FROM events ORDER BY tx DESC, id DESC LIMIT 1)`);
+        }
         const before = await db.query<{ n: number }>('SELECT count(*)::int AS n FROM events WHERE created_at > now() - interval \'1 day\'');
 
         let pruneDone = false;

@@ -208,6 +208,99 @@ CREATE TABLE public.messages (
 );
 
 --
+-- Name: ops_audit_runs; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.ops_audit_runs (
+    id bigint NOT NULL,
+    ran_at timestamp with time zone DEFAULT now() NOT NULL,
+    ok boolean NOT NULL,
+    checks jsonb NOT NULL,
+    duration_ms integer NOT NULL
+);
+
+--
+-- Name: ops_audit_runs_id_seq; Type: SEQUENCE; Schema: public; Owner: -
+--
+
+ALTER TABLE public.ops_audit_runs ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME public.ops_audit_runs_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+--
+-- Name: ops_order_stats; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.ops_order_stats (
+    bucket timestamp with time zone NOT NULL,
+    type text NOT NULL,
+    currency text NOT NULL,
+    count bigint NOT NULL,
+    amount bigint NOT NULL
+);
+
+--
+-- Name: ops_outbox_cursor; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.ops_outbox_cursor (
+    singleton boolean DEFAULT true NOT NULL,
+    tx xid8 NOT NULL,
+    id text NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT ops_outbox_cursor_singleton_check CHECK (singleton)
+);
+
+--
+-- Name: ops_processes; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.ops_processes (
+    id text NOT NULL,
+    host text NOT NULL,
+    pid integer NOT NULL,
+    version text NOT NULL,
+    serves_http boolean DEFAULT false NOT NULL,
+    runs_workers boolean DEFAULT false NOT NULL,
+    started_at timestamp with time zone NOT NULL,
+    seen_at timestamp with time zone DEFAULT now() NOT NULL,
+    rss_bytes bigint DEFAULT 0 NOT NULL,
+    heap_used_bytes bigint DEFAULT 0 NOT NULL,
+    loop_lag_p99_ms real DEFAULT 0 NOT NULL,
+    pool_size integer,
+    pool_in_use integer,
+    pool_waiting integer,
+    running_jobs jsonb DEFAULT '{}'::jsonb NOT NULL
+);
+
+--
+-- Name: ops_rollups; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.ops_rollups (
+    at timestamp with time zone NOT NULL,
+    process_id text NOT NULL,
+    counters jsonb NOT NULL,
+    latency integer[] NOT NULL
+);
+
+--
+-- Name: ops_totals; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.ops_totals (
+    metric text NOT NULL,
+    label text NOT NULL,
+    count bigint DEFAULT 0 NOT NULL,
+    sum bigint DEFAULT 0 NOT NULL
+);
+
+--
 -- Name: order_lines; Type: TABLE; Schema: public; Owner: -
 --
 
@@ -332,6 +425,18 @@ CREATE TABLE public.sandbox_charges (
     CONSTRAINT sandbox_charges_check1 CHECK (((refunded_amount = 0) OR (status = 'succeeded'::text))),
     CONSTRAINT sandbox_charges_currency_check CHECK ((currency ~ '^[A-Z]{3}$'::text)),
     CONSTRAINT sandbox_charges_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'succeeded'::text, 'declined'::text])))
+);
+
+--
+-- Name: sandbox_outage; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.sandbox_outage (
+    singleton boolean DEFAULT true NOT NULL,
+    until timestamp with time zone NOT NULL,
+    started_by text NOT NULL,
+    started_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT sandbox_outage_singleton_check CHECK (singleton)
 );
 
 --
@@ -623,6 +728,41 @@ ALTER TABLE ONLY public.messages
     ADD CONSTRAINT messages_pkey PRIMARY KEY (id);
 
 --
+-- Name: ops_audit_runs ops_audit_runs_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.ops_audit_runs
+    ADD CONSTRAINT ops_audit_runs_pkey PRIMARY KEY (id);
+
+--
+-- Name: ops_order_stats ops_order_stats_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.ops_order_stats
+    ADD CONSTRAINT ops_order_stats_pkey PRIMARY KEY (bucket, type, currency);
+
+--
+-- Name: ops_outbox_cursor ops_outbox_cursor_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.ops_outbox_cursor
+    ADD CONSTRAINT ops_outbox_cursor_pkey PRIMARY KEY (singleton);
+
+--
+-- Name: ops_processes ops_processes_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.ops_processes
+    ADD CONSTRAINT ops_processes_pkey PRIMARY KEY (id);
+
+--
+-- Name: ops_totals ops_totals_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.ops_totals
+    ADD CONSTRAINT ops_totals_pkey PRIMARY KEY (metric, label);
+
+--
 -- Name: order_lines order_lines_pkey; Type: CONSTRAINT; Schema: public; Owner: -
 --
 
@@ -719,6 +859,13 @@ ALTER TABLE ONLY public.sandbox_charges
 
 ALTER TABLE ONLY public.sandbox_charges
     ADD CONSTRAINT sandbox_charges_pkey PRIMARY KEY (id);
+
+--
+-- Name: sandbox_outage sandbox_outage_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.sandbox_outage
+    ADD CONSTRAINT sandbox_outage_pkey PRIMARY KEY (singleton);
 
 --
 -- Name: sandbox_refunds sandbox_refunds_idempotency_key_key; Type: CONSTRAINT; Schema: public; Owner: -
@@ -884,6 +1031,18 @@ CREATE INDEX ledger_transactions_order_id ON public.ledger_transactions USING bt
 --
 
 CREATE INDEX messages_conversation_id ON public.messages USING btree (conversation_id, id);
+
+--
+-- Name: ops_processes_seen_at; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX ops_processes_seen_at ON public.ops_processes USING btree (seen_at);
+
+--
+-- Name: ops_rollups_at; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX ops_rollups_at ON public.ops_rollups USING btree (at);
 
 --
 -- Name: orders_customer_id; Type: INDEX; Schema: public; Owner: -

@@ -34,7 +34,11 @@ export interface Db extends Queryable {
    */
   transaction<T>(fn: (tx: Tx) => Promise<T>): Promise<T>;
   close(): Promise<void>;
+  /** The pool's connections now (PostgreSQL); undefined for the embedded database's one connection. */
+  poolStats?(): PoolStats;
 }
+
+export interface PoolStats { size: number; inUse: number; waiting: number }
 
 /**
  * int8 (counts, sums, money) as a JS number, the same on both engines (pg answers a string by
@@ -129,6 +133,7 @@ export function openPostgres(url: string, poolSize: number, onError: (err: Error
       }
     }),
     close: () => pool.end(),
+    poolStats: () => ({ size: pool.totalCount, inUse: pool.totalCount - pool.idleCount, waiting: pool.waitingCount }),
   };
   return db;
 }

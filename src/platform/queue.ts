@@ -191,6 +191,12 @@ export async function enqueue(tx: Tx, name: string, data: object, options: Enque
   return null;
 }
 
+/**
+ * A retry budget of one job other than its queue's (the sandbox's drill card uses a short one, so
+ * that a drill's charges run out of attempts in seconds rather than half an hour).
+ */
+export interface RetryBudget { retryLimit?: number; retryDelaySeconds?: number }
+
 /** Queues seen declared by this process: enqueueMany checks each name once. */
 const declaredQueues = new Set<string>();
 
@@ -200,14 +206,19 @@ const declaredQueues = new Set<string>();
  * current one, see tracing.ts). pg-boss's batch insert answers nothing, and skips
  * jobs of a queue that does not exist, so the queue is checked (once per process and name).
  */
-export async function enqueueMany(tx: Tx, name: string, jobs: readonly { data: object; dedupeKey?: string; traceparent?: string }[]): Promise<void> {
+export async function enqueueMany(tx: Tx, name: string, jobs: readonly ({ data: object; dedupeKey?: string; traceparent?: string } & RetryBudget)[]): Promise<void> {
   if (jobs.length === 0) return;
   if (!declaredQueues.has(name)) {
     const [queue] = await tx.query(`SELECT 1 FROM ${schema}.queue WHERE name = $1`, [name]);
     if (!queue) throw new Error(`queue "${name}" is not declared (declareQueues at start)`);
     declaredQueues.add(name);
   }
-  await senderBoss().insert(jobs.map((j) => ({ name, data: withJobTrace(j.data, j.traceparent), ...(j.dedupeKey !== undefined ? { id: dedupeId(name, j.dedupeKey) } : {}) })), { db: executorIn(tx) });
+  await senderBoss().insert(jobs.map((j) => ({
+    name, data: withJobTrace(j.data, j.traceparent),
+    ...(j.dedupeKey !== undefined ? { id: dedupeId(name, j.dedupeKey) } : {}),
+    ...(j.retryLimit !== undefined ? { retryLimit: j.retryLimit } : {}),
+    ...(j.retryDelaySeconds !== undefined ? { retryDelay: j.retryDelaySeconds } : {}),
+  })), { db: executorIn(tx) });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -231,12 +242,16 @@ export interface QueueOptions {
   stopTimeoutSeconds?: number;
   /** Errors that are not a job's own failure (a lost database connection, pg-boss's timers). */
   onError?: (err: Error) => void;
+  /** Told of each job this process finishes: completed, failed (to be retried), or dead-lettered (out of attempts). */
+  onOutcome?: (queue: string, outcome: JobOutcome) => void;
   /**
    * How long finished jobs stay in pg-boss's archive (default 7 days); they move there 12 h after
    * they finish. pg-boss's maintenance deletes them, each run what aged past this since the last.
    */
   finishedJobRetentionDays?: number;
 }
+
+export type JobOutcome = 'completed' | 'failed' | 'dead_lettered';
 
 export interface Job<T> {
   id: string;
@@ -261,6 +276,8 @@ export interface Queue {
   readonly boss: PgBoss;
   /** Skips the polling wait of this process's workers for queue `name` (or all): call after committing an enqueue. */
   wake(name?: string): void;
+  /** Jobs this process is running now, by queue. */
+  runningJobs(): Record<string, number>;
   /**
    * Stops fetching, lets running jobs finish for up to stopTimeoutSeconds, then fails those still
    * running (they are retried at once rather than after their lease) and stops pg-boss. Does not
@@ -280,7 +297,10 @@ interface QueueState {
   sleepers: Set<{ name: string; wake: () => void }>;
   /** Settles when stop() begins, so that a loop waiting for a free slot stops waiting. */
   stopRequested: Promise<void>;
+  /** Run by stop() once the jobs are done, before pg-boss stops (see onStop). */
+  beforeStop: (() => Promise<void>)[];
   onError: (err: Error) => void;
+  onOutcome: (queue: string, outcome: JobOutcome) => void;
 }
 
 const states = new WeakMap<Queue, QueueState>();
@@ -312,8 +332,10 @@ export async function startQueue(db: Db, options: QueueOptions = {}): Promise<Qu
   let requestStop!: () => void;
   const state: QueueState = {
     boss, onError,
+    onOutcome: options.onOutcome ?? (() => {}),
     stopRequested: new Promise((resolve) => { requestStop = resolve; }),
     pollingMs: Math.max(50, (options.pollingIntervalSeconds ?? 1) * 1000),
+    beforeStop: [],
     stopping: false,
     loops: new Set(),
     running: new Set(),
@@ -325,6 +347,11 @@ export async function startQueue(db: Db, options: QueueOptions = {}): Promise<Qu
     boss,
     wake(name) {
       for (const s of state.sleepers) if (name === undefined || s.name === name) s.wake();
+    },
+    runningJobs() {
+      const counts: Record<string, number> = {};
+      for (const r of state.running) counts[r.name] = (counts[r.name] ?? 0) + 1;
+      return counts;
     },
     stop() {
       stopped ??= (async () => {
@@ -344,6 +371,7 @@ export async function startQueue(db: Db, options: QueueOptions = {}): Promise<Qu
           r.controller.abort(new Error('the queue stopped before the job finished'));
           await boss.fail(r.name, r.id, { message: 'the worker stopped before the job finished' }).catch(onError);
         }
+        for (const fn of state.beforeStop) await fn().catch(onError);
         await boss.stop({ graceful: true, close: false, wait: true, timeout: 1000 });
       })();
       return stopped;
@@ -372,6 +400,16 @@ export async function vacuumJobTables(db: Db, minDeadRows = deadRowsWorthAVacuum
   return tables.map((t) => t.name);
 }
 
+
+/**
+ * Runs fn when the queue stops, after its jobs and loops have finished and before it lets go of the
+ * database: for what runs alongside the workers and has a last word to write (their metrics).
+ */
+export function onStop(queue: Queue, fn: () => Promise<void>): void {
+  const state = states.get(queue);
+  if (!state) throw new Error('onStop() needs a queue from startQueue()');
+  state.beforeStop.push(fn);
+}
 
 /** Registers handler for the jobs of queue `name` in this process. The queue must be declared. */
 export function work<T = unknown>(queue: Queue, name: string, handler: Handler<T>, options: WorkOptions = {}): void {
@@ -456,6 +494,7 @@ async function runJob(state: QueueState, name: string, handler: Handler<unknown>
       // If this fails (database gone), the job stays active and is retried once its lease runs out.
       if (ok) await state.boss.complete(name, job.id);
       else await state.boss.fail(name, job.id, errorOutput(failure));
+      state.onOutcome(name, outcomeOf(ok, job));
     }
   } catch (err) {
     state.onError(err as Error);
@@ -463,6 +502,12 @@ async function runJob(state: QueueState, name: string, handler: Handler<unknown>
     state.running.delete(entry);
     resolveDone();
   }
+}
+
+/** A failed attempt that was the job's last one sends it to the dead-letter queue. */
+function outcomeOf(ok: boolean, job: PgBoss.JobWithMetadata<unknown>): JobOutcome {
+  if (ok) return 'completed';
+  return job.retryCount >= job.retryLimit ? 'dead_lettered' : 'failed';
 }
 
 function errorOutput(err: unknown): object {
@@ -524,6 +569,8 @@ async function runBatch(state: QueueState, name: string, handler: BatchHandler<u
     // If this fails (database gone), the jobs stay active and are retried once their lease runs out.
     if (completed.length > 0) await state.boss.complete(name, completed);
     for (const e of live) if (failures.has(e.id)) await state.boss.fail(name, e.id, errorOutput(failures.get(e.id)));
+    const byId = new Map(jobs.map((job) => [job.id, job]));
+    for (const e of live) state.onOutcome(name, outcomeOf(!failures.has(e.id), byId.get(e.id)!));
   } catch (err) {
     state.onError(err as Error);
   } finally {
@@ -605,20 +652,31 @@ export interface FailedJob {
   failedAt: Date;
 }
 
-/** The jobs that ran out of attempts and wait in a dead-letter queue, latest first. */
-export async function listFailedJobs(db: Queryable, options: { limit: number; queue?: string }): Promise<FailedJob[]> {
-  const rows = await db.query<{ id: string; queue: string; data: unknown; error: string | null; attempts: number; failed_at: Date }>(
+/** Where a page of dead letters ends: the (failed at, id) of its last job, as the database printed them. */
+export interface FailedJobPosition { failedAt: string; id: string }
+
+/**
+ * The jobs that ran out of attempts and wait in a dead-letter queue, latest first, up to limit,
+ * after `after` (the position of the last job of an earlier page; each job answers its own).
+ */
+export async function listFailedJobs(db: Queryable, options: { limit: number; queue?: string; after?: FailedJobPosition }): Promise<(FailedJob & { position: FailedJobPosition })[]> {
+  const after = options.after && uuidPattern.test(options.after.id) && !Number.isNaN(Date.parse(options.after.failedAt)) ? options.after : null;
+  const rows = await db.query<{ id: string; queue: string; data: unknown; error: string | null; attempts: number; failed_at: Date; failed_at_text: string }>(
     `SELECT d.id, q.name AS queue, d.data,
             COALESCE(d.output->>'message', d.output->'value'->>'message', d.output::text) AS error,
-            d.retry_limit + 1 AS attempts, d.created_on AS failed_at
+            d.retry_limit + 1 AS attempts, d.created_on AS failed_at, d.created_on::text AS failed_at_text
        FROM ${schema}.queue q
        JOIN ${schema}.job d ON d.name = q.dead_letter
       WHERE d.state < 'active' AND ($2::text IS NULL OR q.name = $2)
+        AND ($3::timestamptz IS NULL OR (d.created_on, d.id) < ($3::timestamptz, $4::uuid))
       ORDER BY d.created_on DESC, d.id DESC
       LIMIT $1`,
-    [options.limit, options.queue ?? null],
+    [options.limit, options.queue ?? null, after?.failedAt ?? null, after?.id ?? null],
   );
-  return rows.map((r) => ({ id: r.id, queue: r.queue, data: r.data, error: r.error ?? '', attempts: Number(r.attempts), failedAt: r.failed_at }));
+  return rows.map((r) => ({
+    id: r.id, queue: r.queue, data: r.data, error: r.error ?? '', attempts: Number(r.attempts), failedAt: r.failed_at,
+    position: { failedAt: r.failed_at_text, id: r.id },
+  }));
 }
 
 const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -631,21 +689,59 @@ const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{1
  */
 export async function retryJob(db: Db, id: string): Promise<string | null> {
   if (!uuidPattern.test(id)) return null;
-  return db.transaction(async (tx) => {
-    const [dead] = await tx.query<{ queue: string; dead_letter: string; data: object }>(
-      `SELECT q.name AS queue, d.name AS dead_letter, d.data
-         FROM ${schema}.job d JOIN ${schema}.queue q ON q.dead_letter = d.name
-        WHERE d.id = $1 AND d.state < 'active'
-        FOR UPDATE OF d`,
-      [id],
-    );
-    if (!dead) return null;
-    const newId = await enqueue(tx, dead.queue, dead.data ?? {});
+  return db.transaction(async (tx) => (await retryDeadLetters(tx, { id }))[0] ?? null);
+}
+
+/**
+ * retryJob for one dead letter (`id`) or every dead letter of one queue (`queue`), in the caller's
+ * transaction: the new jobs and the dead letters' completion commit together or not at all. The
+ * dead letters are locked, so two retries at once send each job back once. Answers the new ids.
+ */
+export async function retryDeadLetters(tx: Tx, which: { id: string } | { queue: string }): Promise<string[]> {
+  if ('id' in which && !uuidPattern.test(which.id)) return [];
+  const dead = await tx.query<{ id: string; queue: string; dead_letter: string; data: object }>(
+    `SELECT d.id, q.name AS queue, d.name AS dead_letter, d.data
+       FROM ${schema}.job d JOIN ${schema}.queue q ON q.dead_letter = d.name
+      WHERE d.state < 'active' AND ($1::uuid IS NULL OR d.id = $1) AND ($2::text IS NULL OR q.name = $2)
+      ORDER BY d.created_on, d.id
+      FOR UPDATE OF d`,
+    ['id' in which ? which.id : null, 'queue' in which ? which.queue : null],
+  );
+  const sent: string[] = [];
+  for (const job of dead) {
+    const newId = await enqueue(tx, job.queue, job.data ?? {});
     await tx.query(
       `UPDATE ${schema}.job SET state = 'completed', completed_on = now(), output = COALESCE(output, '{}'::jsonb) || jsonb_build_object('retriedAs', $3::text)
         WHERE name = $1 AND id = $2`,
-      [dead.dead_letter, id, newId],
+      [job.dead_letter, job.id, newId],
     );
-    return newId;
-  });
+    if (newId) sent.push(newId);
+  }
+  return sent;
+}
+
+export type JobState = 'waiting' | 'retrying' | 'running' | 'completed' | 'failed' | 'cancelled';
+
+const stateNames: Record<string, JobState> = { created: 'waiting', retry: 'retrying', active: 'running', completed: 'completed', failed: 'failed', cancelled: 'cancelled' };
+
+/**
+ * One job, live or archived (pg-boss archives finished jobs after 12 h and deletes them after 7
+ * days). Give its queue when known: the job tables are keyed by (queue, id).
+ */
+export async function findJob(db: Queryable, id: string, queue?: string): Promise<{ id: string; queue: string; state: JobState; attempts: number; createdAt: Date; finishedAt: Date | null; error: string | null } | undefined> {
+  if (!uuidPattern.test(id)) return undefined;
+  const where = queue === undefined ? 'id = $1' : 'name = $2 AND id = $1';
+  const columns = `id, name, state::text AS state, retry_count, created_on, completed_on,
+            CASE WHEN state IN ('failed', 'retry') THEN COALESCE(output->>'message', output::text) END AS error`;
+  const [row] = await db.query<{ id: string; name: string; state: string; retry_count: number; created_on: Date; completed_on: Date | null; error: string | null }>(
+    `SELECT ${columns} FROM ${schema}.job WHERE ${where}
+     UNION ALL
+     SELECT ${columns} FROM ${schema}.archive WHERE ${where}
+     LIMIT 1`,
+    queue === undefined ? [id] : [id, queue],
+  );
+  if (!row) return undefined;
+  // An attempt counts when it starts: a job waiting again after failures has made retry_count of them.
+  const attempts = row.state === 'created' || row.state === 'retry' ? row.retry_count : row.retry_count + 1;
+  return { id: row.id, queue: row.name, state: stateNames[row.state] ?? 'waiting', attempts, createdAt: row.created_on, finishedAt: row.completed_on, error: row.error };
 }

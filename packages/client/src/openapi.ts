@@ -121,6 +121,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/auth/session": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Who is signed in, and the CSRF token of this session
+         * @description For a browser page: the session cookie is HttpOnly, so after a reload the page asks here who is signed in and for the X-CSRF-Token its unsafe requests need. Anyone may ask: without a valid session (or token) the answer is 200 with user null, so a page can tell "signed out" without provoking an error. csrfToken is null for an API key, which needs none.
+         */
+        get: operations["session"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/api-keys": {
         parameters: {
             query?: never;
@@ -591,6 +611,28 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/admin/operations": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The whole system at a glance: traffic, orders, money, queues, webhooks, processes
+         * @description Figures of every API and worker process on this database, for the window asked (15 minutes by default, at most 24 hours). Processes write their counters every 5 seconds, so the last seconds may be missing.
+         *
+         *     Roles: staff, admin.
+         */
+        get: operations["operationsOverview"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/admin/jobs": {
         parameters: {
             query?: never;
@@ -599,10 +641,32 @@ export interface paths {
             cookie?: never;
         };
         /**
-         * Dead-lettered jobs: those that kept failing after every retry
+         * Dead-lettered jobs: those that kept failing after every retry, latest first
          * @description Roles: admin.
          */
         get: operations["listFailedJobs"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/admin/jobs/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * One job of any queue: its state and attempts
+         * @description For following a job sent back from the dead letters until the queue has done its part. Jobs finished more than a few days ago are gone (404).
+         *
+         *     Roles: admin.
+         */
+        get: operations["getJob"];
         put?: never;
         post?: never;
         delete?: never;
@@ -622,10 +686,104 @@ export interface paths {
         put?: never;
         /**
          * Send a dead-lettered job back to its queue
-         * @description Roles: admin.
+         * @description The job goes back with its queue's full retry budget. With an Idempotency-Key, a repeat answers the first outcome; without one, a second retry of the same job is 404 (it is no longer dead-lettered).
+         *
+         *     Roles: admin.
          */
         post: operations["retryFailedJob"];
         delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/admin/jobs/retry": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Send every dead-lettered job of one queue back to it
+         * @description Roles: admin.
+         */
+        post: operations["retryAllFailedJobs"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/admin/audit-runs": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Run the audit now and record its verdict
+         * @description The same checks as GET /v1/admin/audit. The verdict is kept: the operations overview and /metrics/system show the latest run (the workers also run the audit every 10 minutes).
+         *
+         *     Roles: admin.
+         */
+        post: operations["runAudit"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/admin/audit-runs/latest": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The latest recorded audit run, with its violations
+         * @description Roles: admin.
+         */
+        get: operations["lastAuditRun"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/sandbox/outage": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Whether the sandbox processor is in an outage (a drill), and until when
+         * @description Roles: staff, admin.
+         */
+        get: operations["getSandboxOutage"];
+        /**
+         * Take the sandbox processor down for a while (a drill)
+         * @description Until it ends, every charge request answers "processor unavailable", a transient failure that the charge jobs retry with backoff, as a real processor outage. Only with the sandbox provider; a new outage replaces the one that is on.
+         *
+         *     Roles: admin.
+         */
+        put: operations["startSandboxOutage"];
+        post?: never;
+        /**
+         * End the sandbox outage now
+         * @description Roles: admin.
+         */
+        delete: operations["endSandboxOutage"];
         options?: never;
         head?: never;
         patch?: never;
@@ -1260,6 +1418,67 @@ export interface operations {
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too many requests: `rate_limited` */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Internal server error: `internal` */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Service unavailable: `unavailable` */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    session: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        user: {
+                            id: string;
+                            email: string | null;
+                            name: string;
+                            role: "customer" | "staff" | "admin";
+                            /** Format: date-time */
+                            createdAt: string;
+                        } | null;
+                        csrfToken: string | null;
+                    };
                 };
             };
             /** @description Too many requests: `rate_limited` */
@@ -4724,11 +4943,257 @@ export interface operations {
             };
         };
     };
+    operationsOverview: {
+        parameters: {
+            query?: {
+                /** @description Seconds back from now */
+                window?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        window: {
+                            seconds: number;
+                            /** @description Width of one point of every series */
+                            stepSeconds: number;
+                            /** Format: date-time */
+                            from: string;
+                            /** Format: date-time */
+                            to: string;
+                            /** @description Start of each point, in Unix seconds; every series has one value per time */
+                            times: number[];
+                        };
+                        traffic: {
+                            /** @description Requests answered per second, all processes */
+                            requestsPerSecond: number[];
+                            /** @description 5xx answers per second */
+                            errors5xxPerSecond: number[];
+                            /** @description 4xx answers per second */
+                            errors4xxPerSecond: number[];
+                            requests: number;
+                            errors5xx: number;
+                            errors4xx: number;
+                            /** @description Share of requests answered 5xx in the window (0 to 1) */
+                            errorRate5xx: number;
+                            errorRate4xx: number;
+                            latencyMs: {
+                                p50: number | null;
+                                p95: number | null;
+                                p99: number | null;
+                            };
+                            topErrors: {
+                                route: string;
+                                status: number;
+                                code: string;
+                                count: number;
+                            }[];
+                        };
+                        orders: {
+                            /** @description order.created events per minute */
+                            placedPerMinute: number[];
+                            /** @description order.paid per minute */
+                            paidPerMinute: number[];
+                            /** @description order.payment_failed per minute */
+                            paymentFailedPerMinute: number[];
+                            /** @description order.cancelled per minute */
+                            cancelledPerMinute: number[];
+                            placed: number;
+                            paid: number;
+                            paymentFailed: number;
+                            cancelled: number;
+                            /** @description Total of the orders paid in the window, per currency */
+                            paidAmounts: {
+                                /** @description Integer count of minor units (cents) */
+                                amount: number;
+                                /** @description ISO 4217 code */
+                                currency: string;
+                            }[];
+                        };
+                        charges: {
+                            /** @description Charges the processor accepted, per minute */
+                            succeededPerMinute: number[];
+                            /** @description Charges declined for good */
+                            declinedPerMinute: number[];
+                            /** @description Charge attempts that failed transiently and will be retried */
+                            retriedPerMinute: number[];
+                            /** @description Charge jobs that ran out of attempts (dead-lettered) */
+                            failedPerMinute: number[];
+                            succeeded: number;
+                            declined: number;
+                            retried: number;
+                            failed: number;
+                        };
+                        refunds: {
+                            succeeded: number;
+                            declined: number;
+                            retried: number;
+                            /** @description Refunded in the window, per currency */
+                            amounts: {
+                                /** @description Integer count of minor units (cents) */
+                                amount: number;
+                                /** @description ISO 4217 code */
+                                currency: string;
+                            }[];
+                        };
+                        queues: {
+                            name: string;
+                            waiting: number;
+                            running: number;
+                            retrying: number;
+                            deadLetters: number;
+                            /** @description Age of the oldest job that may run now; 0 when none waits */
+                            lagSeconds: number;
+                        }[];
+                        webhooks: {
+                            /** @description Delivery attempts that succeeded, per minute */
+                            succeededPerMinute: number[];
+                            /** @description Delivery attempts that failed (to be retried, or out of attempts), per minute */
+                            failedPerMinute: number[];
+                            /** @description Delivery attempts that succeeded in the window */
+                            succeeded: number;
+                            /** @description Delivery attempts that failed and will be retried */
+                            failed: number;
+                            /** @description Deliveries that ran out of attempts */
+                            deadLettered: number;
+                            endpoints: number;
+                            failingEndpoints: number;
+                            disabledEndpoints: number;
+                            problems: {
+                                id: string;
+                                /** @description The URL's host only: its path and query may hold a secret */
+                                host: string;
+                                enabled: boolean;
+                                failingSince: string | null;
+                                disabledReason: string | null;
+                                lastError: string | null;
+                                lastAttemptAt: string | null;
+                            }[];
+                        };
+                        processes: {
+                            id: string;
+                            host: string;
+                            pid: number;
+                            version: string;
+                            roles: ("api" | "worker")[];
+                            /** Format: date-time */
+                            startedAt: string;
+                            /** Format: date-time */
+                            seenAt: string;
+                            rssBytes: number;
+                            heapUsedBytes: number;
+                            eventLoopLagMs: number;
+                            pool: {
+                                size: number;
+                                inUse: number;
+                                waiting: number;
+                            } | null;
+                            runningJobs: number;
+                        }[];
+                        database: {
+                            engine: "postgres" | "pglite";
+                            sizeBytes: number;
+                            /** @description Connections in the pools of the live processes */
+                            poolSize: number;
+                            poolInUse: number;
+                            poolWaiting: number;
+                            connections: number | null;
+                            activeConnections: number | null;
+                        };
+                        /** @description Live /v1/events streams open, all processes */
+                        eventStreams: number;
+                        audit: {
+                            /** Format: date-time */
+                            ranAt: string;
+                            ok: boolean;
+                            checks: {
+                                name: string;
+                                ok: boolean;
+                                violations: number;
+                            }[];
+                        } | null;
+                        sandbox: {
+                            outageUntil: string | null;
+                        } | null;
+                    };
+                };
+            };
+            /** @description Bad request: `validation_failed` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unauthenticated: `unauthenticated` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden: `forbidden` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too many requests: `rate_limited` */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Internal server error: `internal` */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Service unavailable: `unavailable` */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
     listFailedJobs: {
         parameters: {
             query?: {
                 limit?: number;
                 queue?: string;
+                /** @description The nextCursor of the page before */
+                cursor?: string;
             };
             header?: never;
             path?: never;
@@ -4754,6 +5219,7 @@ export interface operations {
                             /** Format: date-time */
                             failedAt: string;
                         }[];
+                        nextCursor: string | null;
                     };
                 };
             };
@@ -4777,6 +5243,110 @@ export interface operations {
             };
             /** @description Forbidden: `forbidden` */
             403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too many requests: `rate_limited` */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Internal server error: `internal` */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Service unavailable: `unavailable` */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    getJob: {
+        parameters: {
+            query?: {
+                /** @description Its queue, when known: a faster lookup */
+                queue?: string;
+            };
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        id: string;
+                        queue: string;
+                        /** @description waiting: to run; retrying: waiting for its next attempt; failed: out of attempts (it was dead-lettered) */
+                        state: "waiting" | "retrying" | "running" | "completed" | "failed" | "cancelled";
+                        /** @description Attempts made so far */
+                        attempts: number;
+                        /** Format: date-time */
+                        createdAt: string;
+                        finishedAt: string | null;
+                        /** @description The error of its last failed attempt */
+                        error: string | null;
+                    };
+                };
+            };
+            /** @description Bad request: `validation_failed` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unauthenticated: `unauthenticated` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden: `forbidden` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not found: `not_found` */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4893,6 +5463,562 @@ export interface operations {
             };
             /** @description Unprocessable content: `idempotency_key_reused` */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too many requests: `rate_limited` */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Internal server error: `internal` */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Service unavailable: `unavailable` */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    retryAllFailedJobs: {
+        parameters: {
+            query?: never;
+            header: {
+                /**
+                 * @description A key of your choosing, unique per intended operation (a UUID). Retrying with the same key and the same request replays the first answer (Idempotent-Replayed: true) and never repeats the effect; kept at least 24 hours.
+                 * @example 0b9c6a52-3e58-4b0e-9f0e-5a3c2d1e4f60
+                 */
+                "Idempotency-Key": string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    queue: string;
+                };
+            };
+        };
+        responses: {
+            /** @description Default Response */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description Jobs sent back */
+                        retried: number;
+                        ids: string[];
+                    };
+                };
+            };
+            /** @description Bad request: `validation_failed`, `idempotency_key_required` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unauthenticated: `unauthenticated` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden: `forbidden` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflict: `idempotency_key_in_use` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Payload too large: `payload_too_large` */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unsupported media type: `unsupported_media_type` */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable content: `idempotency_key_reused` */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too many requests: `rate_limited` */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Internal server error: `internal` */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Service unavailable: `unavailable` */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    runAudit: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        id: number;
+                        /** Format: date-time */
+                        ranAt: string;
+                        ok: boolean;
+                        durationMs: number;
+                        checks: {
+                            name: string;
+                            ok: boolean;
+                            /** @description Why the check did not run (it reads books this deployment does not keep) */
+                            skipped?: string;
+                            /** @description The offending rows (at most 20 per check) */
+                            violations: {
+                                [key: string]: unknown;
+                            }[];
+                        }[];
+                    };
+                };
+            };
+            /** @description Unauthenticated: `unauthenticated` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden: `forbidden` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too many requests: `rate_limited` */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Internal server error: `internal` */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Service unavailable: `unavailable` */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    lastAuditRun: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        id: number;
+                        /** Format: date-time */
+                        ranAt: string;
+                        ok: boolean;
+                        durationMs: number;
+                        checks: {
+                            name: string;
+                            ok: boolean;
+                            /** @description Why the check did not run (it reads books this deployment does not keep) */
+                            skipped?: string;
+                            /** @description The offending rows (at most 20 per check) */
+                            violations: {
+                                [key: string]: unknown;
+                            }[];
+                        }[];
+                    };
+                };
+            };
+            /** @description Unauthenticated: `unauthenticated` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden: `forbidden` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too many requests: `rate_limited` */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Internal server error: `internal` */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Service unavailable: `unavailable` */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    getSandboxOutage: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        active: boolean;
+                        /** @description When the outage ends; null when none is on */
+                        until: string | null;
+                    };
+                };
+            };
+            /** @description Unauthenticated: `unauthenticated` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden: `forbidden` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too many requests: `rate_limited` */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Internal server error: `internal` */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Service unavailable: `unavailable` */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    startSandboxOutage: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /**
+                     * Format: int32
+                     * @description How long it lasts
+                     */
+                    seconds: number;
+                };
+            };
+        };
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        active: boolean;
+                        /** @description When the outage ends; null when none is on */
+                        until: string | null;
+                    };
+                };
+            };
+            /** @description Bad request: `validation_failed` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unauthenticated: `unauthenticated` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden: `forbidden` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Payload too large: `payload_too_large` */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unsupported media type: `unsupported_media_type` */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too many requests: `rate_limited` */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Internal server error: `internal` */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Service unavailable: `unavailable` */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    endSandboxOutage: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        active: boolean;
+                        /** @description When the outage ends; null when none is on */
+                        until: string | null;
+                    };
+                };
+            };
+            /** @description Unauthenticated: `unauthenticated` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden: `forbidden` */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -58,6 +58,17 @@ export function accountsRoutes(app: FastifyInstance, { db, config }: AccountsDep
   });
 
   r.route({
+    ...routeOf(s.session),
+    handler: async (request) => {
+      const principal = request.principal;
+      if (!principal) return { user: null, csrfToken: null };
+      const bearer = /^Bearer\s+(\S+)$/i.exec(request.headers.authorization ?? '')?.[1];
+      const token = bearer ?? request.cookies?.[sessionCookie];
+      return { user: await accounts.me(db, principal), csrfToken: principal.via === 'session' && token ? csrfTokenFor(token) : null };
+    },
+  });
+
+  r.route({
     ...routeOf(s.createApiKey),
     handler: (request, reply) => idempotent(db, request, reply, { required: false }, async (tx) => ({
       status: 201, body: await accounts.createApiKey(tx, principalOf(request), request.body),

@@ -60,6 +60,14 @@ export const me = endpoint({
   response: { 200: Type.Object({ id: Type.String(), email: Type.Union([Type.String(), Type.Null()]), name: Type.String(), role: RoleSchema, createdAt: Timestamp }) },
 });
 
+export const session = endpoint({
+  operationId: 'session', errors: [],
+  method: 'GET', url: '/v1/auth/session', access: 'public', tags, returnsSecret: true,
+  summary: 'Who is signed in, and the CSRF token of this session',
+  description: 'For a browser page: the session cookie is HttpOnly, so after a reload the page asks here who is signed in and for the X-CSRF-Token its unsafe requests need. Anyone may ask: without a valid session (or token) the answer is 200 with user null, so a page can tell "signed out" without provoking an error. csrfToken is null for an API key, which needs none.',
+  response: { 200: Type.Object({ user: Type.Union([me.response[200], Type.Null()]), csrfToken: Type.Union([Type.String(), Type.Null()]) }) },
+});
+
 const ApiKeySchema = Type.Object({
   id: Type.String(), name: Type.String(), role: RoleSchema,
   createdBy: Type.Union([Type.String(), Type.Null()], { description: 'The user accountable for the key: the admin who created it, directly or with an API key they created. Lowering that user\'s role revokes their keys above the new role.' }),

@@ -1,27 +1,121 @@
-// Operator endpoints for the job queue: see what is dead-lettered, send it back.
+// Operator endpoints: the operations overview, the dead-lettered jobs (see them, send them back),
+// recorded audit runs, and /metrics/system.
 import type { FastifyInstance } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { Db } from '../../platform/db.ts';
 import { routeOf } from '../../platform/endpoint.ts';
-import { listFailedJobs, retryJob } from '../../platform/queue.ts';
+import { idempotent } from '../../platform/idempotency.ts';
+import { findJob, listFailedJobs, retryDeadLetters, type FailedJobPosition } from '../../platform/queue.ts';
 import { AppError } from '../../errors.ts';
 import * as s from './schemas.ts';
+import { auditRunView, overview, runAndRecordAudit } from './service.ts';
+import { lastAuditRun } from './repo.ts';
+import { systemMetrics } from './system-metrics.ts';
 
-export function operationsAdminRoutes(app: FastifyInstance, { db }: { db: Db }): void {
+export interface OperationsDeps {
+  db: Db;
+  /** Live streams refresh their row every heartbeat: a row fresher than two of them is an open stream. */
+  eventStreamHeartbeatSeconds: number;
+  paymentProvider: 'sandbox' | 'stripe';
+}
+
+function encodeCursor(position: FailedJobPosition): string {
+  return Buffer.from(JSON.stringify([position.failedAt, position.id])).toString('base64url');
+}
+
+function decodeCursor(cursor: string | undefined): FailedJobPosition | undefined {
+  if (cursor === undefined) return undefined;
+  try {
+    const [failedAt, id] = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as unknown[];
+    if (typeof failedAt === 'string' && typeof id === 'string' && !Number.isNaN(Date.parse(failedAt)) && /^[0-9a-f-]{36}$/i.test(id)) return { failedAt, id };
+  } catch {
+    // answered below
+  }
+  throw new AppError('validation_failed', 'The cursor is not one this API gave out', { errors: [{ path: '/query/cursor', message: 'is invalid' }] });
+}
+
+const overviewShareMs = 1_500;
+
+export function operationsAdminRoutes(app: FastifyInstance, deps: OperationsDeps): void {
+  const { db } = deps;
   const r = app.withTypeProvider<TypeBoxTypeProvider>();
+  const streamFreshSeconds = deps.eventStreamHeartbeatSeconds * 2 + 5;
+
+  // Every open console page asks every few seconds, and the answer is the same for all of them
+  // (it depends on the window, not on who asks): pages that ask within a second or two share one.
+  const recent = new Map<number, { at: number; answer: Promise<s.Overview> }>();
   r.route({
-    ...routeOf(s.listFailedJobs),
-    handler: async (request) => ({
-      data: (await listFailedJobs(db, { limit: request.query.limit, ...(request.query.queue ? { queue: request.query.queue } : {}) }))
-        .map((j) => ({ ...j, failedAt: j.failedAt.toISOString() })),
-    }),
-  });
-  r.route({
-    ...routeOf(s.retryFailedJob),
-    handler: async (request, reply) => {
-      const id = await retryJob(db, request.params.id);
-      if (!id) throw new AppError('not_found', 'No dead-lettered job with this id');
-      return reply.code(202).send({ id });
+    ...routeOf(s.operationsOverview),
+    handler: async (request) => {
+      const window = request.query.window;
+      const hit = recent.get(window);
+      if (hit && Date.now() - hit.at < overviewShareMs) return hit.answer;
+      const answer = overview(db, { windowSeconds: window, streamFreshSeconds, sandbox: deps.paymentProvider === 'sandbox' });
+      recent.set(window, { at: Date.now(), answer });
+      answer.catch(() => recent.delete(window));
+      return answer;
     },
   });
+
+  r.route({
+    ...routeOf(s.listFailedJobs),
+    handler: async (request) => {
+      const { limit, queue, cursor } = request.query;
+      const after = decodeCursor(cursor);
+      const rows = await listFailedJobs(db, { limit: limit + 1, ...(queue ? { queue } : {}), ...(after ? { after } : {}) });
+      const page = rows.slice(0, limit);
+      const last = page[page.length - 1];
+      return {
+        data: page.map(({ position: _, ...j }) => ({ ...j, failedAt: j.failedAt.toISOString() })),
+        nextCursor: rows.length > limit && last ? encodeCursor(last.position) : null,
+      };
+    },
+  });
+
+  r.route({
+    ...routeOf(s.getJob),
+    handler: async (request) => {
+      const job = await findJob(db, request.params.id, request.query.queue);
+      if (!job) throw new AppError('not_found', 'No job with this id');
+      return { ...job, createdAt: job.createdAt.toISOString(), finishedAt: job.finishedAt?.toISOString() ?? null };
+    },
+  });
+
+  r.route({
+    ...routeOf(s.retryFailedJob),
+    handler: (request, reply) => idempotent(db, request, reply, { required: false }, async (tx) => {
+      const [id] = await retryDeadLetters(tx, { id: request.params.id });
+      if (!id) throw new AppError('not_found', 'No dead-lettered job with this id');
+      return { status: 202, body: { id } };
+    }),
+  });
+
+  r.route({
+    ...routeOf(s.retryAllFailedJobs),
+    handler: (request, reply) => idempotent(db, request, reply, { required: true }, async (tx) => {
+      const ids = await retryDeadLetters(tx, { queue: request.body.queue });
+      return { status: 202, body: { retried: ids.length, ids } };
+    }),
+  });
+
+  r.route({
+    ...routeOf(s.runAudit),
+    // Not under the Idempotency-Key's transaction: the audit reads the whole database, and a run
+    // is harmless to repeat.
+    handler: async (_request, reply) => reply.code(201).send(auditRunView(await runAndRecordAudit(db, { paymentProvider: deps.paymentProvider }))),
+  });
+
+  r.route({
+    ...routeOf(s.lastAuditRun),
+    handler: async () => {
+      const run = await lastAuditRun(db);
+      if (!run) throw new AppError('not_found', 'The audit has not run yet');
+      return auditRunView(run);
+    },
+  });
+
+  app.get('/metrics/system', {
+    config: { access: 'public' },
+    schema: { tags: ['operations'], summary: 'Prometheus metrics of the whole system (every process), from the database', hide: true },
+  }, async (_request, reply) => reply.type('text/plain; version=0.0.4; charset=utf-8').send(await systemMetrics(db, { streamFreshSeconds })));
 }

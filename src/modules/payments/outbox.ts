@@ -5,16 +5,18 @@ import type { Tx } from '../../platform/db.ts';
 import { newId } from '../../platform/ids.ts';
 import { enqueue, enqueueMany } from '../../platform/queue.ts';
 import * as repo from './repo.ts';
+import { drillRetryBudget } from './providers/sandbox.ts';
 
 export const chargeQueue = 'payments.charge';
 export const refundQueue = 'payments.refund';
 
 /** A pending payment and the job that will charge it, per order: one statement each for the batch. */
-export async function requestCharges(tx: Tx, orders: { id: string; total_amount: number; currency: string; traceparent?: string | undefined }[]): Promise<string[]> {
+export async function requestCharges(tx: Tx, orders: { id: string; total_amount: number; currency: string; payment_token?: string; traceparent?: string | undefined }[]): Promise<string[]> {
   const payments = orders.map((o) => ({ id: newId('pay'), orderId: o.id, amount: o.total_amount, currency: o.currency }));
   await repo.insertPayments(tx, payments);
-  // Each charge job joins the trace of the request that placed its order (tracing on).
-  await enqueueMany(tx, chargeQueue, payments.map((p, i) => ({ data: { paymentId: p.id }, dedupeKey: p.id, traceparent: orders[i]!.traceparent })));
+  // Each charge job joins the trace of the request that placed its order (tracing on); the drill
+  // card's has a short retry budget.
+  await enqueueMany(tx, chargeQueue, payments.map((p, i) => ({ data: { paymentId: p.id }, dedupeKey: p.id, traceparent: orders[i]!.traceparent, ...drillRetryBudget(orders[i]!.payment_token) })));
   return payments.map((p) => p.id);
 }
 

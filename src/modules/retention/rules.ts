@@ -16,7 +16,7 @@ import type { Queryable } from '../../platform/db.ts';
 import { firstIdAt } from '../../platform/ids.ts';
 import type { Config } from '../../config.ts';
 
-export type RetentionSettings = Pick<Config, 'eventRetentionDays' | 'webhookAttemptRetentionDays' | 'emailRetentionDays' | 'sessionRetentionDays' | 'idempotencyRetentionHours'>;
+export type RetentionSettings = Pick<Config, 'eventRetentionDays' | 'webhookAttemptRetentionDays' | 'emailRetentionDays' | 'sessionRetentionDays' | 'idempotencyRetentionHours' | 'opsFiguresRetentionHours' | 'auditRunRetentionDays'>;
 
 export interface RetentionRule {
   /** The table, as logs and docs name it. */
@@ -36,7 +36,7 @@ async function deleted(db: Queryable, sql: string, params: unknown[]): Promise<n
  * The readers of the events outbox that keep a position (tx, id): an event is deleted only once
  * every one of them has passed it. A new reader with a cursor table adds it here.
  */
-export const outboxReaderPositions = ['webhook_dispatch_cursor'] as const;
+export const outboxReaderPositions = ['webhook_dispatch_cursor', 'ops_outbox_cursor'] as const;
 
 export const retentionRules: readonly RetentionRule[] = [
   {
@@ -104,6 +104,38 @@ export const retentionRules: readonly RetentionRule[] = [
       `DELETE FROM event_stream_connections WHERE id IN (
          SELECT id FROM event_stream_connections WHERE seen_at < now() - interval '1 hour' LIMIT $1 FOR UPDATE SKIP LOCKED)`,
       [limit]),
+  },
+  {
+    // The operations page's figures: one row per process and flush, and the order figures per
+    // 10 s; nothing reads them past the page's longest window (24 h).
+    table: 'ops_rollups',
+    prune: (db, limit, s) => deleted(db,
+      `DELETE FROM ops_rollups WHERE ctid IN (
+         SELECT ctid FROM ops_rollups WHERE at < now() - make_interval(hours => $2) ORDER BY at LIMIT $1 FOR UPDATE SKIP LOCKED)`,
+      [limit, s.opsFiguresRetentionHours]),
+  },
+  {
+    table: 'ops_order_stats',
+    prune: (db, limit, s) => deleted(db,
+      `DELETE FROM ops_order_stats WHERE ctid IN (
+         SELECT ctid FROM ops_order_stats WHERE bucket < now() - make_interval(hours => $2) ORDER BY bucket LIMIT $1 FOR UPDATE SKIP LOCKED)`,
+      [limit, s.opsFiguresRetentionHours]),
+  },
+  {
+    // A process that has not written its heartbeat for a day is gone (a live one writes every few
+    // seconds). No setting.
+    table: 'ops_processes',
+    prune: (db, limit) => deleted(db,
+      `DELETE FROM ops_processes WHERE id IN (
+         SELECT id FROM ops_processes WHERE seen_at < now() - interval '1 day' LIMIT $1 FOR UPDATE SKIP LOCKED)`,
+      [limit]),
+  },
+  {
+    table: 'ops_audit_runs',
+    prune: (db, limit, s) => deleted(db,
+      `DELETE FROM ops_audit_runs WHERE id IN (
+         SELECT id FROM ops_audit_runs WHERE ran_at < now() - make_interval(days => $2) ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)`,
+      [limit, s.auditRunRetentionDays]),
   },
   {
     // A rotated webhook secret whose grace period is over signs nothing more: it is cleared

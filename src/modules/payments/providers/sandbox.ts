@@ -11,16 +11,28 @@
 // Test tokens (the contract's table): tok_ok succeeds; tok_declined is declined for good;
 // tok_flaky fails transiently on the first two requests for a key, then succeeds; tok_lost_response
 // charges on the first request and then loses the answer (the caller sees a timeout), so only the
-// retry with the same key hears "succeeded"; tok_slow succeeds after slowDelayMs (2 s). Any other
-// token is declined.
+// retry with the same key hears "succeeded"; tok_slow succeeds after slowDelayMs (2 s); tok_drill
+// succeeds, but its charge job has a short retry budget (drills: see drillRetryBudget). Any other
+// token is declined. During an outage an admin started (outage.ts), every charge answers retryable.
 import type { Db, Queryable } from '../../../platform/db.ts';
 import { newId } from '../../../platform/ids.ts';
 import type { Money } from '../../../platform/schemas.ts';
+import type { RetryBudget } from '../../../platform/queue.ts';
 import { idempotencyKeyReused, type ChargeRequest, type ChargeResult, type PaymentProvider, type RefundRequest, type RefundResult } from './provider.ts';
+import { outageCheck } from './outage.ts';
 
 export interface SandboxOptions {
   /** How long tok_slow takes to answer, in milliseconds: 2000 as the contract says; tests pass less. */
   slowDelayMs?: number;
+}
+
+/**
+ * The charge job of an order paid with tok_drill gives up after 3 attempts (1 s, then 2 s apart)
+ * instead of the queue's 11 over half an hour: a drill's charges that meet an outage are
+ * dead-lettered for real within seconds. Only the drill card: other orders keep the full budget.
+ */
+export function drillRetryBudget(token: string | undefined): RetryBudget {
+  return token === 'tok_drill' ? { retryLimit: 2, retryDelaySeconds: 1 } : {};
 }
 
 /** Requests for one tok_flaky key that fail before one succeeds. */
@@ -75,6 +87,7 @@ type Verdict = { status: 'succeeded' } | { status: 'declined'; reason: string } 
 function decide(token: string, attempt: number): Verdict {
   switch (token) {
     case 'tok_ok':
+    case 'tok_drill':
     case 'tok_slow':
     case 'tok_lost_response':
       return { status: 'succeeded' };
@@ -91,11 +104,14 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 export function createSandboxProvider(db: Db, options: SandboxOptions = {}): PaymentProvider {
   const slowDelayMs = options.slowDelayMs ?? 2000;
+  const inOutage = outageCheck(db);
 
   async function charge(request: ChargeRequest): Promise<ChargeResult> {
     checkKey(request.idempotencyKey);
     const invalid = invalidAmount(request.amount);
     if (invalid) return { status: 'declined', reason: invalid };
+    // Down: no answer about this charge, and nothing recorded (a retry with the key will tell).
+    if (await inOutage()) return { status: 'retryable', reason: 'processor_unavailable: the sandbox processor is in an outage (a drill)' };
     // The slow part happens before the books are touched: a transaction held open for seconds
     // would stall every other request (on PGlite, the whole database).
     if (request.token === 'tok_slow') await sleep(slowDelayMs);

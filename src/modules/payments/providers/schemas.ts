@@ -41,3 +41,33 @@ export const listSandboxCharges = endpoint({
   querystring: Type.Object({ ...PageQuery.properties, status: Type.Optional(ChargeStatus) }, { additionalProperties: false }),
   response: { 200: Page(SandboxChargeSchema) },
 });
+
+// The outage control, for drills (`engine-room drill`): registered only with the sandbox provider,
+// so it cannot exist in a deployment that takes real payments.
+const OutageSchema = Type.Object({
+  active: Type.Boolean(),
+  until: Type.Union([Type.String({ format: 'date-time' }), Type.Null()], { description: 'When the outage ends; null when none is on' }),
+}, { title: 'SandboxOutage' });
+
+export const getSandboxOutage = endpoint({
+  operationId: 'getSandboxOutage', errors: [],
+  method: 'GET', url: '/v1/sandbox/outage', access: ['staff', 'admin'], tags,
+  summary: 'Whether the sandbox processor is in an outage (a drill), and until when',
+  response: { 200: OutageSchema },
+});
+
+export const startSandboxOutage = endpoint({
+  operationId: 'startSandboxOutage', errors: [],
+  method: 'PUT', url: '/v1/sandbox/outage', access: ['admin'], tags,
+  summary: 'Take the sandbox processor down for a while (a drill)',
+  description: 'Until it ends, every charge request answers "processor unavailable", a transient failure that the charge jobs retry with backoff, as a real processor outage. Only with the sandbox provider; a new outage replaces the one that is on.',
+  body: Type.Object({ seconds: Type.Integer({ minimum: 1, maximum: 3600, description: 'How long it lasts' }) }, { additionalProperties: false }),
+  response: { 200: OutageSchema },
+});
+
+export const endSandboxOutage = endpoint({
+  operationId: 'endSandboxOutage', errors: [],
+  method: 'DELETE', url: '/v1/sandbox/outage', access: ['admin'], tags,
+  summary: 'End the sandbox outage now',
+  response: { 200: OutageSchema },
+});

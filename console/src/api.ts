@@ -1,0 +1,104 @@
+// The console's one door to Engine Room: every request the pages make goes through call() with a
+// route from `routes` below. Types come from the server's own endpoint declarations
+// (src/modules/*/schemas.ts) through the typed client's Input/Result (src/client.ts), imported as
+// types only, so esbuild erases them and no server code reaches the bundle. Each route restates
+// its method and path, and the compiler checks both against the declaration. When the client
+// package lands, this file is the seam to move onto it.
+//
+// Authentication is the session cookie (HttpOnly, set by login), plus X-CSRF-Token on unsafe
+// requests: login answers the CSRF token, and GET /v1/auth/session answers it again after a reload.
+import type { Endpoint } from '../../src/platform/endpoint.ts';
+import type { Input, Result } from '../../src/client.ts';
+import type { Problem } from '../../src/errors.ts';
+import type * as accounts from '../../src/modules/accounts/schemas.ts';
+import type * as operations from '../../src/modules/operations/schemas.ts';
+import type * as ledger from '../../src/modules/ledger/schemas.ts';
+import type * as sandbox from '../../src/modules/payments/providers/schemas.ts';
+
+export interface Route<E extends Endpoint> { method: E['method']; url: E['url']; readonly endpoint?: E }
+
+function route<E extends Endpoint>(method: E['method'], url: E['url']): Route<E> {
+  return { method, url };
+}
+
+export const routes = {
+  login: route<typeof accounts.login>('POST', '/v1/auth/login'),
+  logout: route<typeof accounts.logout>('POST', '/v1/auth/logout'),
+  session: route<typeof accounts.session>('GET', '/v1/auth/session'),
+  overview: route<typeof operations.operationsOverview>('GET', '/v1/admin/operations'),
+  failedJobs: route<typeof operations.listFailedJobs>('GET', '/v1/admin/jobs'),
+  job: route<typeof operations.getJob>('GET', '/v1/admin/jobs/:id'),
+  retryJob: route<typeof operations.retryFailedJob>('POST', '/v1/admin/jobs/:id/retry'),
+  retryQueue: route<typeof operations.retryAllFailedJobs>('POST', '/v1/admin/jobs/retry'),
+  runAudit: route<typeof operations.runAudit>('POST', '/v1/admin/audit-runs'),
+  lastAudit: route<typeof operations.lastAuditRun>('GET', '/v1/admin/audit-runs/latest'),
+  ledgerBalances: route<typeof ledger.ledgerBalances>('GET', '/v1/ledger/balances'),
+  sandboxOutage: route<typeof sandbox.getSandboxOutage>('GET', '/v1/sandbox/outage'),
+} as const;
+
+export type Body<E extends Endpoint> = Extract<Result<E>, { ok: true }>['body'];
+export type Overview = Body<typeof operations.operationsOverview>;
+/** A signed-in session: its user and CSRF token. */
+export type SessionInfo = { user: NonNullable<Body<typeof accounts.session>['user']>; csrfToken: string | null };
+export type FailedJob = Body<typeof operations.listFailedJobs>['data'][number];
+export type AuditRun = Body<typeof operations.runAudit>;
+export type LedgerBalance = Body<typeof ledger.ledgerBalances>['data'][number];
+
+export class ApiError extends Error {
+  readonly status: number;
+  readonly problem: Problem;
+  constructor(status: number, problem: Problem) {
+    super(problem.detail ?? problem.title);
+    this.status = status;
+    this.problem = problem;
+  }
+}
+
+let csrfToken: string | null = null;
+const unauthenticated = new Set<() => void>();
+
+/** Remembers the CSRF token of the session (from login or GET /v1/auth/session). */
+export function useCsrfToken(token: string | null): void {
+  csrfToken = token;
+}
+
+/** Calls fn whenever the server answers 401: the session expired or was revoked. */
+export function onUnauthenticated(fn: () => void): () => void {
+  unauthenticated.add(fn);
+  return () => unauthenticated.delete(fn);
+}
+
+const unsafe = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
+
+/** Sends one request; answers the result, errors included (a problem+json body). */
+export async function call<E extends Endpoint>(r: Route<E>, input: Input<E>, signal?: AbortSignal): Promise<Result<E>> {
+  const { params, body, query, idempotencyKey } = input as { params?: Record<string, unknown>; body?: unknown; query?: Record<string, unknown>; idempotencyKey?: string };
+  let url: string = r.url.replace(/:(\w+)/g, (_, name: string) => encodeURIComponent(String(params?.[name] ?? '')));
+  const search = new URLSearchParams();
+  for (const [k, v] of Object.entries(query ?? {})) if (v !== undefined && v !== null) search.set(k, String(v));
+  if (search.size > 0) url += `?${search}`;
+  const headers: Record<string, string> = { accept: 'application/json' };
+  if (body !== undefined) headers['content-type'] = 'application/json';
+  if (idempotencyKey) headers['idempotency-key'] = idempotencyKey;
+  if (unsafe.has(r.method) && csrfToken) headers['x-csrf-token'] = csrfToken;
+  const res = await fetch(url, { method: r.method, headers, credentials: 'same-origin', ...(body !== undefined ? { body: JSON.stringify(body) } : {}), ...(signal ? { signal } : {}) });
+  const text = await res.text();
+  const parsed: unknown = text.length > 0 && /json/.test(res.headers.get('content-type') ?? '') ? JSON.parse(text) : null;
+  if (res.status === 401 && r !== (routes.login as unknown)) for (const fn of unauthenticated) fn();
+  return { status: res.status, ok: res.ok, body: parsed, headers: Object.fromEntries(res.headers) } as Result<E>;
+}
+
+/** call(), answering the body of a success and throwing ApiError otherwise. */
+export async function ok<E extends Endpoint>(r: Route<E>, input: Input<E>, signal?: AbortSignal): Promise<Body<E>> {
+  const result = await call(r, input, signal);
+  if (!result.ok) {
+    const problem = (result.body as Problem | null) ?? { type: 'about:blank', title: `HTTP ${result.status}`, status: result.status, code: 'internal' } as Problem;
+    throw new ApiError(result.status, problem);
+  }
+  return result.body as Body<E>;
+}
+
+/** A fresh Idempotency-Key: made once per action the operator confirms, and reused if that action is sent again. */
+export function newIdempotencyKey(): string {
+  return `console-${crypto.randomUUID()}`;
+}

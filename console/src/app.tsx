@@ -1,0 +1,90 @@
+// The console's frame: who is signed in (the session cookie, checked through the API), the layout
+// with its navigation, and the page the path names. Pages are listed once, in `pages`; the next
+// ones (orders, catalog, customers, support, webhooks, keys and staff, jobs) are added there.
+import type { ComponentType } from 'preact';
+import { useEffect, useState } from 'preact/hooks';
+import { call, ok, onUnauthenticated, routes, useCsrfToken, type SessionInfo } from './api.ts';
+import { linkTo, usePath } from './router.ts';
+import { LoginPage } from './pages/Login.tsx';
+import { OperationsPage } from './pages/Operations.tsx';
+
+export interface PageProps { session: SessionInfo }
+
+interface PageEntry { path: string; title: string; component: ComponentType<PageProps> }
+
+const pages: PageEntry[] = [
+  { path: '/', title: 'Operations', component: OperationsPage },
+];
+
+type Auth = { state: 'loading' } | { state: 'signed-out'; notice?: string } | { state: 'signed-in'; session: SessionInfo };
+
+export function App() {
+  const [auth, setAuth] = useState<Auth>({ state: 'loading' });
+
+  useEffect(() => {
+    void call(routes.session, {}).then((res) => {
+      const user = res.ok ? res.body.user : null;
+      if (res.ok && user) {
+        useCsrfToken(res.body.csrfToken);
+        setAuth({ state: 'signed-in', session: { user, csrfToken: res.body.csrfToken } });
+      } else setAuth({ state: 'signed-out' });
+    }, () => setAuth({ state: 'signed-out', notice: 'Engine Room did not answer. Is it running?' }));
+    return onUnauthenticated(() => {
+      useCsrfToken(null);
+      setAuth({ state: 'signed-out', notice: 'Your session has ended: sign in again.' });
+    });
+  }, []);
+
+  if (auth.state === 'loading') return <main id="main" class="centered"><p role="status">Loading…</p></main>;
+  if (auth.state === 'signed-out') {
+    return <LoginPage notice={auth.notice} onSignedIn={(session) => { useCsrfToken(session.csrfToken); setAuth({ state: 'signed-in', session }); }} />;
+  }
+  const signOut = async () => {
+    await ok(routes.logout, {}).catch(() => {});
+    useCsrfToken(null);
+    setAuth({ state: 'signed-out', notice: 'You have signed out.' });
+  };
+  if (auth.session.user.role === 'customer') return <NotAllowed session={auth.session} onSignOut={signOut} />;
+  return <Layout session={auth.session} onSignOut={signOut} />;
+}
+
+function Layout({ session, onSignOut }: { session: SessionInfo; onSignOut: () => void }) {
+  const path = usePath();
+  const page = pages.find((p) => p.path === path);
+  useEffect(() => { document.title = `${page?.title ?? 'Not found'} · Engine Room console`; }, [page]);
+  const Page = page?.component;
+  return (
+    <>
+      <a class="skip" href="#main">Skip to the content</a>
+      <header class="top">
+        <div class="brand">Engine Room <span>console</span></div>
+        <nav aria-label="Console">
+          <ul>
+            {pages.map((p) => <li key={p.path}><a {...linkTo(p.path)} aria-current={p.path === path ? 'page' : undefined}>{p.title}</a></li>)}
+            <li><a href="/docs">API reference</a></li>
+          </ul>
+        </nav>
+        <div class="who">
+          <span>{session.user.name} <span class="role">({session.user.role})</span></span>
+          <button type="button" class="secondary" onClick={onSignOut}>Sign out</button>
+        </div>
+      </header>
+      <main id="main" tabIndex={-1}>
+        {Page ? <Page session={session} /> : <><h1>Not found</h1><p>The console has no page at this address. <a {...linkTo('/')}>Go to Operations</a>.</p></>}
+      </main>
+    </>
+  );
+}
+
+function NotAllowed({ session, onSignOut }: { session: SessionInfo; onSignOut: () => void }) {
+  useEffect(() => { document.title = 'Not allowed · Engine Room console'; }, []);
+  return (
+    <main id="main" class="centered">
+      <div class="card">
+        <h1>Not allowed</h1>
+        <p>The console is for the shop's staff and admins. You are signed in as {session.user.email ?? session.user.name}, a customer account.</p>
+        <button type="button" class="primary" onClick={onSignOut}>Sign out</button>
+      </div>
+    </main>
+  );
+}
