@@ -361,10 +361,13 @@ forEachEngine('the live event stream (GET /v1/events)', (env) => {
       const c = await e.client.ok(endpoints.openConversation, { token: alice.token, body: { subject: 'Two', body: 'hi' } });
       const onTwo = track(await stream(base2, alice.token));
       const staffOnOne = track(await stream(await url(), e.adminToken));
-      const [listeners] = await e.database.db.query<{ n: number }>(
+      // Each listener connects in the background (a slow machine may not have it yet): wait for
+      // both, then check that opening streams added none.
+      const listeners = async () => (await e.database.db.query<{ n: number }>(
         "SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND query = 'LISTEN engine_room_events'",
-      );
-      assert.equal(listeners!.n, 2, 'each instance listens on one dedicated connection, however many streams it serves');
+      ))[0]!.n;
+      await waitFor('both instances to listen', async () => ((await listeners()) >= 2 ? true : undefined));
+      assert.equal(await listeners(), 2, 'each instance listens on one dedicated connection, however many streams it serves');
 
       await staffPost(e, c.id, 'posted to instance one');
       assert.equal(payload(await onTwo.reader.next(isMessage('posted to instance one'))).data.message!.conversationId, c.id);
