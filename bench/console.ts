@@ -22,6 +22,7 @@ import { packageRoot } from '../src/platform/paths.ts';
 import { createScratch, freePort, startEngineProcess, type Scratch } from './lib/engine.ts';
 import { cpuSeconds, loadAverage } from './lib/proc.ts';
 import { percentiles, table } from './lib/stats.ts';
+import { chromiumArgs } from '../test/support/console-browser.ts';
 
 const { values } = parseArgs({
   options: {
@@ -35,7 +36,6 @@ const { values } = parseArgs({
 const seconds = Number(values.seconds);
 const pageCount = Number(values.pages);
 const runs = Number(values.runs);
-const chromiumArgs = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
 const admin = { email: 'bench-admin@example.com', password: 'bench-admin-password' };
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const log = (s: string) => process.stderr.write(s + '\n');

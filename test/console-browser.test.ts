@@ -9,81 +9,30 @@
 // the embedded-database run: `npm run screenshots`.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
-import { AxeBuilder } from '@axe-core/playwright';
-import { createClient, endpoints, fetchTransport, type Client } from '../src/client.ts';
+import type { Page } from 'playwright-core';
+import { endpoints, type Client } from '../src/client.ts';
 import { packageRoot } from '../src/platform/paths.ts';
-import { engines, freshDatabase, type TestDatabase } from './support/database.ts';
-import type { EngineProcess } from './support/engine-process.ts';
-import { startOwnEngine } from './support/own-engine.ts';
+import { engines } from './support/database.ts';
+import { accessibilityProblems, needsChromium, noSidewaysScroll, signIn, startConsoleRig, type ConsoleRig } from './support/console-browser.ts';
 import { waitFor } from './support/wait.ts';
 
-const chromiumPath = '/usr/bin/chromium';
-export const chromiumArgs = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
-const admin = { email: 'console-admin@example.com', password: 'console-admin-password' };
 const screenshots = process.env.CONSOLE_SCREENSHOTS ? join(packageRoot, 'docs', 'images') : null;
 
-/** Serious and critical axe violations of the page as it is now, as readable lines. */
-async function accessibilityProblems(page: Page): Promise<string[]> {
-  const result = await new AxeBuilder({ page }).withTags(['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'best-practice']).analyze();
-  return result.violations
-    .filter((v) => v.impact === 'serious' || v.impact === 'critical')
-    .map((v) => `${v.impact} ${v.id}: ${v.help} (${v.nodes.map((n) => n.target.join(' ')).slice(0, 3).join(', ')})`);
-}
-
-async function noSidewaysScroll(page: Page): Promise<void> {
-  // Evaluated in the page (a string: this file is type-checked without the DOM's types).
-  const { scroll, width } = await page.evaluate<{ scroll: number; width: number }>('({ scroll: document.documentElement.scrollWidth, width: window.innerWidth })');
-  assert.ok(scroll <= width, `the page is ${scroll} px wide in a ${width} px window`);
-}
-
-async function signIn(page: Page, baseUrl: string, who: { email: string; password: string }): Promise<void> {
-  await page.goto(`${baseUrl}/console`);
-  await page.getByLabel('Email').fill(who.email);
-  await page.getByLabel('Password').fill(who.password);
-  await page.getByRole('button', { name: 'Sign in' }).click();
-}
-
 for (const engine of engines()) {
-  describe(`the console in a browser [${engine}]`, { skip: existsSync(chromiumPath) ? false : `needs Chromium at ${chromiumPath} (apt-get install chromium)` }, () => {
-    let server: EngineProcess;
+  describe(`the console in a browser [${engine}]`, { skip: needsChromium }, () => {
+    let rig: ConsoleRig;
     let baseUrl: string;
-    let database: TestDatabase | undefined;
-    let dataDir: string | undefined;
-    let browser: Browser;
     let api: Client;
     let adminToken: string;
+    let admin: { email: string; password: string };
     let customer: { token: string; email: string; password: string };
-    const consoleErrors: string[] = [];
-    const contexts: BrowserContext[] = [];
-
-    async function newPage(width = 1280, height = 900): Promise<Page> {
-      const context = await browser.newContext({ viewport: { width, height } });
-      contexts.push(context);
-      const page = await context.newPage();
-      page.on('console', (message) => { if (message.type() === 'error') consoleErrors.push(`${message.text()} (${message.location().url})`); });
-      page.on('pageerror', (err) => consoleErrors.push(`uncaught: ${err.message}`));
-      return page;
-    }
+    const newPage = (width?: number, height?: number): Promise<Page> => rig.newPage(width, height);
 
     before(async () => {
-      const env: Record<string, string> = { ADMIN_EMAIL: admin.email, ADMIN_PASSWORD: admin.password, WORKER_POLL_INTERVAL_MS: '100', LOG_LEVEL: 'warn' };
-      if (engine === 'postgres') {
-        database = await freshDatabase('postgres', 2);
-        env.DATABASE_URL = database.url!;
-        await database.db.close();
-      } else {
-        dataDir = await mkdtemp(join(tmpdir(), 'er-console-'));
-        env.DATA_DIR = dataDir;
-      }
-      ({ server, baseUrl } = await startOwnEngine(env));
-      browser = await chromium.launch({ executablePath: chromiumPath, args: chromiumArgs });
-      api = createClient(fetchTransport(baseUrl));
-      adminToken = (await api.ok(endpoints.login, { body: admin })).token;
+      rig = await startConsoleRig(engine);
+      ({ baseUrl, api, adminToken, admin } = rig);
       await api.ok(endpoints.createProduct, { token: adminToken, body: { name: 'Console tee', variants: [{ sku: 'CONSOLE-TEE', price: { amount: 2500, currency: 'EUR' }, stock: 500 }] } });
       const password = 'correct horse battery staple';
       const email = `console-customer-${Date.now()}@example.com`;
@@ -91,11 +40,7 @@ for (const engine of engines()) {
     });
 
     after(async () => {
-      for (const context of contexts) await context.close().catch(() => {});
-      await browser?.close();
-      await server?.kill('SIGTERM');
-      if (dataDir) await rm(dataDir, { recursive: true, force: true });
-      await database?.drop().catch(() => {});
+      await rig?.close();
     });
 
     let orderKey = 0;
@@ -206,7 +151,7 @@ for (const engine of engines()) {
     });
 
     it('wrote no error to the browser console on any page', () => {
-      assert.deepEqual(consoleErrors, []);
+      assert.deepEqual(rig.consoleErrors, []);
     });
   });
 }
