@@ -8,13 +8,46 @@ import { linkTo, usePath } from './router.ts';
 import { LoginPage } from './pages/Login.tsx';
 import { OperationsPage } from './pages/Operations.tsx';
 
-export interface PageProps { session: SessionInfo }
+export interface PageProps {
+  session: SessionInfo;
+  /** The path's parameters, by the names in the entry's pattern (`/orders/:id` gives `params.id`). */
+  params: Record<string, string>;
+}
 
-interface PageEntry { path: string; title: string; component: ComponentType<PageProps> }
+interface PageEntry {
+  /** A path, with `:name` for a segment that is a parameter. */
+  path: string;
+  title: string;
+  component: ComponentType<PageProps>;
+  /** Listed in the navigation (a detail page, reached by a link, is not). */
+  nav?: boolean;
+  /** Only admins see it in the navigation; the API refuses staff anyway. */
+  adminOnly?: boolean;
+}
 
 const pages: PageEntry[] = [
-  { path: '/', title: 'Operations', component: OperationsPage },
+  { path: '/', title: 'Operations', component: OperationsPage, nav: true },
 ];
+
+/** The entry whose pattern matches path, with the parameters it names. */
+function matchPage(path: string): { page: PageEntry; params: Record<string, string> } | undefined {
+  const parts = path.split('/');
+  for (const page of pages) {
+    const pattern = page.path.split('/');
+    if (pattern.length !== parts.length) continue;
+    const params: Record<string, string> = {};
+    const matches = pattern.every((seg, i) => {
+      if (seg.startsWith(':')) {
+        if (!parts[i]) return false;
+        params[seg.slice(1)] = decodeURIComponent(parts[i]!);
+        return true;
+      }
+      return seg === parts[i];
+    });
+    if (matches) return { page, params };
+  }
+  return undefined;
+}
 
 type Auth = { state: 'loading' } | { state: 'signed-out'; notice?: string } | { state: 'signed-in'; session: SessionInfo };
 
@@ -50,7 +83,8 @@ export function App() {
 
 function Layout({ session, onSignOut }: { session: SessionInfo; onSignOut: () => void }) {
   const path = usePath();
-  const page = pages.find((p) => p.path === path);
+  const found = matchPage(path);
+  const page = found?.page;
   useEffect(() => { document.title = `${page?.title ?? 'Not found'} · Engine Room console`; }, [page]);
   const Page = page?.component;
   return (
@@ -60,7 +94,7 @@ function Layout({ session, onSignOut }: { session: SessionInfo; onSignOut: () =>
         <div class="brand">Engine Room <span>console</span></div>
         <nav aria-label="Console">
           <ul>
-            {pages.map((p) => <li key={p.path}><a {...linkTo(p.path)} aria-current={p.path === path ? 'page' : undefined}>{p.title}</a></li>)}
+            {pages.filter((p) => p.nav && (!p.adminOnly || session.user.role === 'admin')).map((p) => <li key={p.path}><a {...linkTo(p.path)} aria-current={p.path === path ? 'page' : undefined}>{p.title}</a></li>)}
             <li><a href="/docs">API reference</a></li>
           </ul>
         </nav>
@@ -70,7 +104,7 @@ function Layout({ session, onSignOut }: { session: SessionInfo; onSignOut: () =>
         </div>
       </header>
       <main id="main" tabIndex={-1}>
-        {Page ? <Page session={session} /> : <><h1>Not found</h1><p>The console has no page at this address. <a {...linkTo('/')}>Go to Operations</a>.</p></>}
+        {Page && found ? <Page session={session} params={found.params} /> : <><h1>Not found</h1><p>The console has no page at this address. <a {...linkTo('/')}>Go to Operations</a>.</p></>}
       </main>
     </>
   );
