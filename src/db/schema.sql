@@ -587,6 +587,9 @@ CREATE TABLE public.webhook_delivery_attempts (
     duration_ms integer NOT NULL,
     started_at timestamp with time zone NOT NULL,
     finished_at timestamp with time zone NOT NULL,
+    request_headers jsonb,
+    response_excerpt text,
+    response_truncated boolean DEFAULT false NOT NULL,
     CONSTRAINT webhook_delivery_attempts_attempt_check CHECK ((attempt > 0)),
     CONSTRAINT webhook_delivery_attempts_check CHECK ((succeeded = COALESCE(((status_code >= 200) AND (status_code <= 299)), false))),
     CONSTRAINT webhook_delivery_attempts_duration_ms_check CHECK ((duration_ms >= 0))
@@ -623,6 +626,8 @@ CREATE TABLE public.webhook_endpoints (
     previous_secret text,
     previous_secret_expires_at timestamp with time zone,
     secret_rotated_at timestamp with time zone,
+    last_success_at timestamp with time zone,
+    last_failure_at timestamp with time zone,
     CONSTRAINT webhook_endpoints_check CHECK ((enabled = (disabled_at IS NULL))),
     CONSTRAINT webhook_endpoints_events_check CHECK ((cardinality(events) > 0)),
     CONSTRAINT webhook_endpoints_previous_secret CHECK (((previous_secret IS NULL) = (previous_secret_expires_at IS NULL))),
@@ -1121,6 +1126,12 @@ CREATE INDEX variants_product_id ON public.variants USING btree (product_id, "po
 --
 
 CREATE INDEX webhook_deliveries_event_id ON public.webhook_deliveries USING btree (event_id);
+
+--
+-- Name: webhook_deliveries_failing; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX webhook_deliveries_failing ON public.webhook_deliveries USING btree (endpoint_id) WHERE ((status <> 'succeeded'::text) AND (attempts > 0));
 
 --
 -- Name: webhook_delivery_attempts_delivery; Type: INDEX; Schema: public; Owner: -

@@ -728,12 +728,12 @@ const stateNames: Record<string, JobState> = { created: 'waiting', retry: 'retry
  * One job, live or archived (pg-boss archives finished jobs after 12 h and deletes them after 7
  * days). Give its queue when known: the job tables are keyed by (queue, id).
  */
-export async function findJob(db: Queryable, id: string, queue?: string): Promise<{ id: string; queue: string; state: JobState; attempts: number; createdAt: Date; finishedAt: Date | null; error: string | null } | undefined> {
+export async function findJob(db: Queryable, id: string, queue?: string): Promise<{ id: string; queue: string; state: JobState; data: unknown; attempts: number; createdAt: Date; finishedAt: Date | null; error: string | null } | undefined> {
   if (!uuidPattern.test(id)) return undefined;
   const where = queue === undefined ? 'id = $1' : 'name = $2 AND id = $1';
-  const columns = `id, name, state::text AS state, retry_count, created_on, completed_on,
+  const columns = `id, name, state::text AS state, data, retry_count, created_on, completed_on,
             CASE WHEN state IN ('failed', 'retry') THEN COALESCE(output->>'message', output::text) END AS error`;
-  const [row] = await db.query<{ id: string; name: string; state: string; retry_count: number; created_on: Date; completed_on: Date | null; error: string | null }>(
+  const [row] = await db.query<{ id: string; name: string; state: string; data: unknown; retry_count: number; created_on: Date; completed_on: Date | null; error: string | null }>(
     `SELECT ${columns} FROM ${schema}.job WHERE ${where}
      UNION ALL
      SELECT ${columns} FROM ${schema}.archive WHERE ${where}
@@ -743,5 +743,59 @@ export async function findJob(db: Queryable, id: string, queue?: string): Promis
   if (!row) return undefined;
   // An attempt counts when it starts: a job waiting again after failures has made retry_count of them.
   const attempts = row.state === 'created' || row.state === 'retry' ? row.retry_count : row.retry_count + 1;
-  return { id: row.id, queue: row.name, state: stateNames[row.state] ?? 'waiting', attempts, createdAt: row.created_on, finishedAt: row.completed_on, error: row.error };
+  return { id: row.id, queue: row.name, state: stateNames[row.state] ?? 'waiting', data: row.data, attempts, createdAt: row.created_on, finishedAt: row.completed_on, error: row.error };
+}
+
+const stateOfName: Record<JobState, string> = { waiting: 'created', retrying: 'retry', running: 'active', completed: 'completed', failed: 'failed', cancelled: 'cancelled' };
+
+export interface ListedJob {
+  id: string; queue: string; state: JobState; data: unknown;
+  attempts: number; createdAt: Date; startAfter: Date; startedAt: Date | null; finishedAt: Date | null;
+  /** The error of its last failed attempt (failed and retrying jobs). */
+  error: string | null;
+}
+
+/** Where a page of jobs ends: the (created_on, id) of its last job, as the database printed them. */
+export interface JobPosition { createdAt: string; id: string }
+
+/**
+ * One queue's jobs in one state, newest first, after `after` (the position of the last job of an
+ * earlier page). Jobs pg-boss has archived (finished more than its archive delay ago) are not
+ * listed. Served by the index job_by_state (migration 0042): (name, state, created_on, id).
+ */
+export async function listJobs(db: Queryable, options: { queue: string; state: JobState; limit: number; after?: JobPosition }): Promise<(ListedJob & { position: JobPosition })[]> {
+  const after = options.after && uuidPattern.test(options.after.id) && !Number.isNaN(Date.parse(options.after.createdAt)) ? options.after : null;
+  const rows = await db.query<{ id: string; name: string; state: string; data: unknown; retry_count: number; created_on: Date; created_on_text: string; start_after: Date; started_on: Date | null; completed_on: Date | null; error: string | null }>(
+    `SELECT id, name, state::text AS state, data, retry_count, created_on, created_on::text AS created_on_text, start_after, started_on, completed_on,
+            CASE WHEN state IN ('failed', 'retry') THEN COALESCE(output->>'message', output->'value'->>'message', output::text) END AS error
+       FROM ${schema}.job
+      WHERE name = $1 AND state = $2::${schema}.job_state
+        AND ($4::timestamptz IS NULL OR (created_on, id) < ($4::timestamptz, $5::uuid))
+      ORDER BY created_on DESC, id DESC
+      LIMIT $3`,
+    [options.queue, stateOfName[options.state], options.limit, after?.createdAt ?? null, after?.id ?? null],
+  );
+  return rows.map((r) => ({
+    id: r.id, queue: r.name, state: stateNames[r.state] ?? 'waiting', data: r.data,
+    attempts: r.state === 'created' || r.state === 'retry' ? r.retry_count : r.retry_count + 1,
+    createdAt: r.created_on, startAfter: r.start_after, startedAt: r.started_on, finishedAt: r.completed_on, error: r.error,
+    position: { createdAt: r.created_on_text, id: r.id },
+  }));
+}
+
+/**
+ * When the next attempt of a job of `queue` whose data contains `data` is due (waiting or
+ * retrying), or null when none waits. Reads only the queue's waiting jobs (pg-boss's own partial
+ * index, state < 'active').
+ */
+export async function nextStartOf(db: Queryable, queue: string, data: object): Promise<Date | null> {
+  const [row] = await db.query<{ start_after: Date | null }>(
+    `SELECT min(start_after) AS start_after FROM ${schema}.job WHERE name = $1 AND state < 'active' AND data @> $2::jsonb`,
+    [queue, JSON.stringify(data)],
+  );
+  return row?.start_after ?? null;
+}
+
+export async function queueExists(db: Queryable, name: string): Promise<boolean> {
+  return (await db.query(`SELECT 1 FROM ${schema}.queue WHERE name = $1`, [name])).length > 0;
 }

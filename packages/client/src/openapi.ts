@@ -523,6 +523,28 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/webhook-endpoints/{id}/deliveries/{eventId}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * One delivery of an event to this endpoint: its state, attempts, next retry and the payload sent
+         * @description The headers and answers of its attempts are in GET /v1/webhook-endpoints/{id}/deliveries?eventId=.
+         *
+         *     Roles: admin.
+         */
+        get: operations["getWebhookDelivery"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/webhook-endpoints/{id}/deliveries/{eventId}/redeliver": {
         parameters: {
             query?: never;
@@ -675,6 +697,30 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/admin/queues/{queue}/jobs": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * One queue's jobs in one state, newest first
+         * @description Jobs finished more than pg-boss's archive delay ago (12 hours) are archived and no longer listed. The dead letters of a queue are the waiting jobs of `<queue>.dead-letter`, or GET /v1/admin/jobs?queue=.
+         *
+         *     Unknown queues answer 404.
+         *
+         *     Roles: admin.
+         */
+        get: operations["listQueueJobs"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/admin/jobs/{id}/retry": {
         parameters: {
             query?: never;
@@ -799,6 +845,8 @@ export interface paths {
         /**
          * Conversations, newest first: a customer sees their own, staff see all
          * @description Each carries the caller's own unread count and the last message.
+         *
+         *     With `unread=true`, only those with messages by others that the caller has not marked read (an inbox lists these first, then the rest).
          *
          *     Roles: customer, staff, admin.
          */
@@ -3705,6 +3753,12 @@ export interface operations {
                             secretRotatedAt: string | null;
                             /** @description While a rotation's grace period runs: when the secret it replaced stops signing deliveries (until then each delivery carries a signature by each secret). Null otherwise. */
                             previousSecretExpiresAt: string | null;
+                            /** @description When a delivery to it last succeeded (to the second); null if none has */
+                            lastSuccessAt: string | null;
+                            /** @description When a delivery attempt to it last failed; null if none has */
+                            lastFailureAt: string | null;
+                            /** @description Deliveries tried and not succeeded: being retried, or out of attempts */
+                            failingDeliveries: number;
                             /** Format: date-time */
                             createdAt: string;
                             /** Format: date-time */
@@ -3826,6 +3880,12 @@ export interface operations {
                         secretRotatedAt: string | null;
                         /** @description While a rotation's grace period runs: when the secret it replaced stops signing deliveries (until then each delivery carries a signature by each secret). Null otherwise. */
                         previousSecretExpiresAt: string | null;
+                        /** @description When a delivery to it last succeeded (to the second); null if none has */
+                        lastSuccessAt: string | null;
+                        /** @description When a delivery attempt to it last failed; null if none has */
+                        lastFailureAt: string | null;
+                        /** @description Deliveries tried and not succeeded: being retried, or out of attempts */
+                        failingDeliveries: number;
                         /** Format: date-time */
                         createdAt: string;
                         /** Format: date-time */
@@ -3962,6 +4022,12 @@ export interface operations {
                         secretRotatedAt: string | null;
                         /** @description While a rotation's grace period runs: when the secret it replaced stops signing deliveries (until then each delivery carries a signature by each secret). Null otherwise. */
                         previousSecretExpiresAt: string | null;
+                        /** @description When a delivery to it last succeeded (to the second); null if none has */
+                        lastSuccessAt: string | null;
+                        /** @description When a delivery attempt to it last failed; null if none has */
+                        lastFailureAt: string | null;
+                        /** @description Deliveries tried and not succeeded: being retried, or out of attempts */
+                        failingDeliveries: number;
                         /** Format: date-time */
                         createdAt: string;
                         /** Format: date-time */
@@ -4172,6 +4238,12 @@ export interface operations {
                         secretRotatedAt: string | null;
                         /** @description While a rotation's grace period runs: when the secret it replaced stops signing deliveries (until then each delivery carries a signature by each secret). Null otherwise. */
                         previousSecretExpiresAt: string | null;
+                        /** @description When a delivery to it last succeeded (to the second); null if none has */
+                        lastSuccessAt: string | null;
+                        /** @description When a delivery attempt to it last failed; null if none has */
+                        lastFailureAt: string | null;
+                        /** @description Deliveries tried and not succeeded: being retried, or out of attempts */
+                        failingDeliveries: number;
                         /** Format: date-time */
                         createdAt: string;
                         /** Format: date-time */
@@ -4459,8 +4531,124 @@ export interface operations {
                             startedAt: string;
                             /** Format: date-time */
                             finishedAt: string;
+                            /** @description The headers sent, the signatures left out ("(not kept)"); null for attempts logged before this was kept */
+                            requestHeaders: {
+                                [key: string]: string;
+                            } | null;
+                            /** @description The first 2 KiB of the receiver's answer, as UTF-8 text (null when it did not answer). Untrusted: show it as text, never as HTML. */
+                            responseBodyExcerpt: string | null;
+                            /** @description The answer was longer than the excerpt */
+                            responseBodyTruncated: boolean;
                         }[];
                         nextCursor: string | null;
+                    };
+                };
+            };
+            /** @description Bad request: `validation_failed` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unauthenticated: `unauthenticated` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden: `forbidden` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not found: `not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too many requests: `rate_limited` */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Internal server error: `internal` */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Service unavailable: `unavailable` */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    getWebhookDelivery: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @example whe_01m8hm26xcycv09qxv6cysjef0 */
+                id: string;
+                /** @example evt_01m8hpnn5sr93dv2h948ef0b2j */
+                eventId: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        endpointId: string;
+                        eventId: string;
+                        eventType: string;
+                        /** @description pending: to be sent or retried; failed: out of attempts, or the endpoint was disabled (redeliver to try again) */
+                        status: "pending" | "succeeded" | "failed";
+                        /** @description Attempts made so far, redeliveries included */
+                        attempts: number;
+                        /** @description When the queue sends it next; null unless pending */
+                        nextAttemptAt: string | null;
+                        /** @description The exact request body every attempt sends (JSON text), which the signatures cover */
+                        payload: string;
+                        /** Format: date-time */
+                        createdAt: string;
+                        /** Format: date-time */
+                        updatedAt: string;
                     };
                 };
             };
@@ -5212,6 +5400,7 @@ export interface operations {
                             id: string;
                             /** @description The queue the job failed in */
                             queue: string;
+                            /** @description Values under names that suggest a secret (token, secret, password, key, card, authorization…) are replaced by "[redacted]". */
                             data: unknown;
                             /** @description The error of its last attempt */
                             error: string;
@@ -5308,6 +5497,8 @@ export interface operations {
                         queue: string;
                         /** @description waiting: to run; retrying: waiting for its next attempt; failed: out of attempts (it was dead-lettered) */
                         state: "waiting" | "retrying" | "running" | "completed" | "failed" | "cancelled";
+                        /** @description Values under names that suggest a secret (token, secret, password, key, card, authorization…) are replaced by "[redacted]". */
+                        data: unknown;
                         /** @description Attempts made so far */
                         attempts: number;
                         /** Format: date-time */
@@ -5315,6 +5506,128 @@ export interface operations {
                         finishedAt: string | null;
                         /** @description The error of its last failed attempt */
                         error: string | null;
+                    };
+                };
+            };
+            /** @description Bad request: `validation_failed` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unauthenticated: `unauthenticated` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden: `forbidden` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not found: `not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too many requests: `rate_limited` */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Internal server error: `internal` */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Service unavailable: `unavailable` */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    listQueueJobs: {
+        parameters: {
+            query: {
+                /**
+                 * @description waiting: to run; retrying: waiting for its next attempt; failed: out of attempts (it was dead-lettered)
+                 * @example retrying
+                 */
+                state: "waiting" | "retrying" | "running" | "completed" | "failed" | "cancelled";
+                limit?: number;
+                /** @description The nextCursor of the page before */
+                cursor?: string;
+            };
+            header?: never;
+            path: {
+                /** @example payments.charge */
+                queue: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        data: {
+                            id: string;
+                            queue: string;
+                            /** @description waiting: to run; retrying: waiting for its next attempt; failed: out of attempts (it was dead-lettered) */
+                            state: "waiting" | "retrying" | "running" | "completed" | "failed" | "cancelled";
+                            /** @description Values under names that suggest a secret (token, secret, password, key, card, authorization…) are replaced by "[redacted]". */
+                            data: unknown;
+                            /** @description Attempts made so far */
+                            attempts: number;
+                            /** Format: date-time */
+                            createdAt: string;
+                            /**
+                             * Format: date-time
+                             * @description When it may run (for a retrying job: its next attempt)
+                             */
+                            startAfter: string;
+                            startedAt: string | null;
+                            finishedAt: string | null;
+                            /** @description The error of its last failed attempt (retrying and failed jobs) */
+                            error: string | null;
+                        }[];
+                        nextCursor: string | null;
                     };
                 };
             };
@@ -6064,6 +6377,8 @@ export interface operations {
             query?: {
                 limit?: number;
                 cursor?: string;
+                /** @description Only conversations with messages the caller has not read */
+                unread?: boolean;
             };
             header?: never;
             path?: never;

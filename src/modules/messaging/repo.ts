@@ -37,16 +37,22 @@ const listColumns = `c.*,
     WHERE u.conversation_id = c.id AND u.author_id <> $1 AND u.id > COALESCE(r.last_read_message_id, '')) AS unread,
   m.id AS m_id, m.author_id AS m_author_id, m.author_role AS m_author_role, m.body AS m_body, m.created_at AS m_created_at`;
 
-/** Conversations newest first, each with `reader`'s unread count; customerId null: all of them. */
-export function listConversations(db: Queryable, opts: { reader: string; customerId: string | null; after: string | null; limit: number }): Promise<ConversationListRow[]> {
+/**
+ * Conversations newest first, each with `reader`'s unread count; customerId null: all of them.
+ * unreadOnly: only those with a message by someone else after the reader's read position (one
+ * probe of messages_conversation_id per conversation passed, newest first, until the page is full).
+ */
+export function listConversations(db: Queryable, opts: { reader: string; customerId: string | null; after: string | null; limit: number; unreadOnly: boolean }): Promise<ConversationListRow[]> {
   return db.query<ConversationListRow>(
     `SELECT ${listColumns}
        FROM conversations c
        LEFT JOIN conversation_reads r ON r.conversation_id = c.id AND r.user_id = $1
        LEFT JOIN messages m ON m.id = c.last_message_id
       WHERE ($2::text IS NULL OR c.customer_id = $2) AND ($3::text IS NULL OR c.id < $3)
+        AND (NOT $5::boolean OR EXISTS (
+          SELECT 1 FROM messages u WHERE u.conversation_id = c.id AND u.author_id <> $1 AND u.id > COALESCE(r.last_read_message_id, '')))
       ORDER BY c.id DESC LIMIT $4`,
-    [opts.reader, opts.customerId, opts.after, opts.limit + 1],
+    [opts.reader, opts.customerId, opts.after, opts.limit + 1, opts.unreadOnly],
   );
 }
 

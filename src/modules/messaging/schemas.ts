@@ -84,8 +84,14 @@ export const listConversations = endpoint({
   operationId: 'listConversations', errors: [],
   method: 'GET', url: '/v1/conversations', access: anyone, tags,
   summary: 'Conversations, newest first: a customer sees their own, staff see all',
-  description: 'Each carries the caller\'s own unread count and the last message.',
-  querystring: PageQuery,
+  description: [
+    'Each carries the caller\'s own unread count and the last message.',
+    'With `unread=true`, only those with messages by others that the caller has not marked read (an inbox lists these first, then the rest).',
+  ].join('\n\n'),
+  querystring: Type.Object({
+    ...PageQuery.properties,
+    unread: Type.Optional(Type.Boolean({ description: 'Only conversations with messages the caller has not read' })),
+  }, { additionalProperties: false }),
   response: { 200: Page(ConversationSchema) },
 });
 

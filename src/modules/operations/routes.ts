@@ -5,12 +5,13 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { Db } from '../../platform/db.ts';
 import { routeOf } from '../../platform/endpoint.ts';
 import { idempotent } from '../../platform/idempotency.ts';
-import { findJob, listFailedJobs, retryDeadLetters, type FailedJobPosition } from '../../platform/queue.ts';
+import { findJob, listFailedJobs, listJobs, queueExists, retryDeadLetters, type FailedJobPosition, type JobPosition } from '../../platform/queue.ts';
 import { AppError } from '../../errors.ts';
 import * as s from './schemas.ts';
 import { auditRunView, overview, runAndRecordAudit } from './service.ts';
 import { lastAuditRun } from './repo.ts';
 import { systemMetrics } from './system-metrics.ts';
+import { redactedJobData } from './job-data.ts';
 
 export interface OperationsDeps {
   db: Db;
@@ -23,6 +24,7 @@ function encodeCursor(position: FailedJobPosition): string {
   return Buffer.from(JSON.stringify([position.failedAt, position.id])).toString('base64url');
 }
 
+// Both lists page by (a timestamp as the database printed it, a job id): the cursor carries the pair.
 function decodeCursor(cursor: string | undefined): FailedJobPosition | undefined {
   if (cursor === undefined) return undefined;
   try {
@@ -66,7 +68,7 @@ export function operationsAdminRoutes(app: FastifyInstance, deps: OperationsDeps
       const page = rows.slice(0, limit);
       const last = page[page.length - 1];
       return {
-        data: page.map(({ position: _, ...j }) => ({ ...j, failedAt: j.failedAt.toISOString() })),
+        data: page.map(({ position: _, ...j }) => ({ ...j, data: redactedJobData(j.data), failedAt: j.failedAt.toISOString() })),
         nextCursor: rows.length > limit && last ? encodeCursor(last.position) : null,
       };
     },
@@ -77,7 +79,28 @@ export function operationsAdminRoutes(app: FastifyInstance, deps: OperationsDeps
     handler: async (request) => {
       const job = await findJob(db, request.params.id, request.query.queue);
       if (!job) throw new AppError('not_found', 'No job with this id');
-      return { ...job, createdAt: job.createdAt.toISOString(), finishedAt: job.finishedAt?.toISOString() ?? null };
+      return { ...job, data: redactedJobData(job.data), createdAt: job.createdAt.toISOString(), finishedAt: job.finishedAt?.toISOString() ?? null };
+    },
+  });
+
+  r.route({
+    ...routeOf(s.listQueueJobs),
+    handler: async (request) => {
+      const { queue } = request.params;
+      const { state, limit, cursor } = request.query;
+      const position = decodeCursor(cursor);
+      const after: JobPosition | undefined = position && { createdAt: position.failedAt, id: position.id };
+      if (!(await queueExists(db, queue))) throw new AppError('not_found', 'No queue of this name');
+      const rows = await listJobs(db, { queue, state, limit: limit + 1, ...(after ? { after } : {}) });
+      const page = rows.slice(0, limit);
+      const last = page[page.length - 1];
+      return {
+        data: page.map(({ position: _, ...j }) => ({
+          ...j, data: redactedJobData(j.data), createdAt: j.createdAt.toISOString(), startAfter: j.startAfter.toISOString(),
+          startedAt: j.startedAt?.toISOString() ?? null, finishedAt: j.finishedAt?.toISOString() ?? null,
+        })),
+        nextCursor: rows.length > limit && last ? encodeCursor({ failedAt: last.position.createdAt, id: last.position.id }) : null,
+      };
     },
   });
 

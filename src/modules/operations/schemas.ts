@@ -5,10 +5,12 @@ import { MoneySchema } from '../../platform/schemas.ts';
 const tags = ['operations'] as const;
 const staffOrAdmin = ['staff', 'admin'] as const;
 
+const jobDataNote = 'Values under names that suggest a secret (token, secret, password, key, card, authorization…) are replaced by "[redacted]".';
+
 const FailedJobSchema = Type.Object({
   id: Type.String(),
   queue: Type.String({ description: 'The queue the job failed in' }),
-  data: Type.Unknown(),
+  data: Type.Unknown({ description: jobDataNote }),
   error: Type.String({ description: 'The error of its last attempt' }),
   attempts: Type.Integer(),
   failedAt: Type.String({ format: 'date-time' }),
@@ -24,6 +26,41 @@ export const listFailedJobs = endpoint({
     cursor: Type.Optional(Type.String({ maxLength: 200, description: 'The nextCursor of the page before' })),
   }, { additionalProperties: false }),
   response: { 200: Type.Object({ data: Type.Array(FailedJobSchema), nextCursor: Type.Union([Type.String(), Type.Null()]) }) },
+});
+
+const JobStateSchema = Type.Union([Type.Literal('waiting'), Type.Literal('retrying'), Type.Literal('running'), Type.Literal('completed'), Type.Literal('failed'), Type.Literal('cancelled')], {
+  description: 'waiting: to run; retrying: waiting for its next attempt; failed: out of attempts (it was dead-lettered)',
+});
+
+const ListedJobSchema = Type.Object({
+  id: Type.String(),
+  queue: Type.String(),
+  state: JobStateSchema,
+  data: Type.Unknown({ description: jobDataNote }),
+  attempts: Type.Integer({ description: 'Attempts made so far' }),
+  createdAt: Type.String({ format: 'date-time' }),
+  startAfter: Type.String({ format: 'date-time', description: 'When it may run (for a retrying job: its next attempt)' }),
+  startedAt: Type.Union([Type.String({ format: 'date-time' }), Type.Null()]),
+  finishedAt: Type.Union([Type.String({ format: 'date-time' }), Type.Null()]),
+  error: Type.Union([Type.String(), Type.Null()], { description: 'The error of its last failed attempt (retrying and failed jobs)' }),
+}, { title: 'Job' });
+
+export const listQueueJobs = endpoint({
+  operationId: 'listQueueJobs', errors: [],
+  example: { params: { queue: 'payments.charge' }, query: { state: 'retrying' } },
+  method: 'GET', url: '/v1/admin/queues/:queue/jobs', access: ['admin'], tags,
+  summary: 'One queue\'s jobs in one state, newest first',
+  description: [
+    'Jobs finished more than pg-boss\'s archive delay ago (12 hours) are archived and no longer listed. The dead letters of a queue are the waiting jobs of `<queue>.dead-letter`, or GET /v1/admin/jobs?queue=.',
+    'Unknown queues answer 404.',
+  ].join('\n\n'),
+  params: Type.Object({ queue: Type.String({ minLength: 1, maxLength: 100 }) }),
+  querystring: Type.Object({
+    state: JobStateSchema,
+    limit: Type.Integer({ minimum: 1, maximum: 100, default: 20 }),
+    cursor: Type.Optional(Type.String({ maxLength: 200, description: 'The nextCursor of the page before' })),
+  }, { additionalProperties: false }),
+  response: { 200: Type.Object({ data: Type.Array(ListedJobSchema), nextCursor: Type.Union([Type.String(), Type.Null()]) }) },
 });
 
 export const retryFailedJob = endpoint({
@@ -46,9 +83,8 @@ export const getJob = endpoint({
     200: Type.Object({
       id: Type.String(),
       queue: Type.String(),
-      state: Type.Union([Type.Literal('waiting'), Type.Literal('retrying'), Type.Literal('running'), Type.Literal('completed'), Type.Literal('failed'), Type.Literal('cancelled')], {
-        description: 'waiting: to run; retrying: waiting for its next attempt; failed: out of attempts (it was dead-lettered)',
-      }),
+      state: JobStateSchema,
+      data: Type.Unknown({ description: jobDataNote }),
       attempts: Type.Integer({ description: 'Attempts made so far' }),
       createdAt: Type.String({ format: 'date-time' }),
       finishedAt: Type.Union([Type.String({ format: 'date-time' }), Type.Null()]),

@@ -39,7 +39,7 @@ import { newId } from '../../platform/ids.ts';
 import { onLocalPublish } from '../../platform/events.ts';
 import { enqueueMany, poll, work, type Job, type Queue, type QueueSpec } from '../../platform/queue.ts';
 import * as repo from './repo.ts';
-import { deliverQueue, type DeliverJob } from './service.ts';
+import { deliverQueue, payloadOf, type DeliverJob } from './service.ts';
 import { webhookEventTypes } from './schemas.ts';
 import { deliveryHeaders } from './signing.ts';
 import { destinationLookup, literalRefusal, RefusedDestination, systemResolve, type Resolve } from './destination.ts';
@@ -122,7 +122,7 @@ export async function dispatchWebhookEvents(db: Db, limit: number = dispatchBatc
 // ---------------------------------------------------------------------------------------------
 // Sending (signing.ts signs)
 
-interface Outcome { succeeded: boolean; statusCode: number | null; error: string | null; startedAt: Date; finishedAt: Date; durationMs: number }
+interface Outcome { succeeded: boolean; statusCode: number | null; error: string | null; excerpt: string | null; truncated: boolean; startedAt: Date; finishedAt: Date; durationMs: number }
 
 function failureOf(err: unknown, timeoutMs: number, jobSignal: AbortSignal): string {
   const e = err as { name?: string; message?: string; code?: string };
@@ -183,11 +183,26 @@ function agentsFor(resolve: Resolve, allowPrivate: boolean): Agents {
   return agents;
 }
 
-/** What a receiver may answer in a body that nobody reads; past it, the connection is dropped rather than drained. */
+/** What a receiver may answer in a body; past it, the connection is dropped rather than drained. */
 const maxDiscardedBytes = 64 * 1024;
+/** The first bytes of the answer kept in the delivery log (response_excerpt). */
+export const responseExcerptBytes = 2048;
+/** How long to wait for those bytes once the status has come: a slow body does not hold the attempt. */
+const excerptWaitMs = 1000;
 
-/** Sends the POST and answers the status once the receiver's headers have arrived; the body is discarded. */
-function send(target: URL, headers: Record<string, string>, body: string, o: Required<WebhookOptions>, signal: AbortSignal): Promise<number> {
+interface Answered { statusCode: number; excerpt: string; truncated: boolean }
+
+/** Bytes as text for the log: UTF-8 (invalid sequences replaced) without NUL, which PostgreSQL text cannot hold. */
+function excerptOf(chunks: Buffer[], total: number): { excerpt: string; truncated: boolean } {
+  const bytes = Buffer.concat(chunks).subarray(0, responseExcerptBytes);
+  return { excerpt: bytes.toString('utf8').replaceAll('\0', '\uFFFD'), truncated: total > responseExcerptBytes };
+}
+
+/**
+ * Sends the POST and answers the status and the first bytes of the answer's body, once those have
+ * come (or the body ended, or excerptWaitMs passed after the headers). The rest is read and dropped.
+ */
+function send(target: URL, headers: Record<string, string>, body: string, o: Required<WebhookOptions>, signal: AbortSignal): Promise<Answered> {
   const refused = o.allowPrivateUrls ? null : literalRefusal(target); // an address is not looked up
   if (refused) return Promise.reject(refused);
   const protocol = target.protocol === 'https:' ? 'https:' : 'http:';
@@ -196,13 +211,28 @@ function send(target: URL, headers: Record<string, string>, body: string, o: Req
     const request = (protocol === 'https:' ? https : http).request(target, {
       method: 'POST', agent, signal, headers: { ...headers, 'content-length': String(Buffer.byteLength(body)) },
     }, (res) => {
-      resolve(res.statusCode ?? 0);
-      // Read the (usually tiny) answer so that its connection can serve the next delivery, within bounds.
+      const statusCode = res.statusCode ?? 0;
+      const kept: Buffer[] = [];
       let received = 0;
+      let answered = false;
+      const answer = () => {
+        if (answered) return;
+        answered = true;
+        clearTimeout(excerptWait);
+        resolve({ statusCode, ...excerptOf(kept, received) });
+      };
+      const excerptWait = setTimeout(answer, excerptWaitMs);
+      // Read the (usually tiny) answer so that its connection can serve the next delivery, within bounds.
       const cutOff = setTimeout(() => res.destroy(), o.timeoutMs);
       cutOff.unref();
-      res.on('data', (chunk: Buffer) => { received += chunk.length; if (received > maxDiscardedBytes) res.destroy(); });
-      res.on('close', () => clearTimeout(cutOff));
+      res.on('data', (chunk: Buffer) => {
+        if (received < responseExcerptBytes) kept.push(chunk);
+        received += chunk.length;
+        if (received > responseExcerptBytes) answer();
+        if (received > maxDiscardedBytes) res.destroy();
+      });
+      res.on('end', answer);
+      res.on('close', () => { clearTimeout(cutOff); answer(); });
       res.on('error', () => {});
     });
     request.on('error', reject);
@@ -210,16 +240,26 @@ function send(target: URL, headers: Record<string, string>, body: string, o: Req
   });
 }
 
+/** The request's headers as the log keeps them: the signatures are left out (they prove nothing to a reader and are no one's business). */
+function loggedHeaders(headers: Record<string, string>): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [name, value] of Object.entries(headers)) out[name] = /signature/i.test(name) ? '(not kept)' : value;
+  return out;
+}
+
 async function post(url: string, headers: Record<string, string>, body: string, o: Required<WebhookOptions>, jobSignal: AbortSignal): Promise<Outcome> {
   const startedAt = new Date();
   const t0 = performance.now();
   let statusCode: number | null = null;
   let error: string | null = null;
+  let excerpt: string | null = null;
+  let truncated = false;
   const abort = requestAbort(o.timeoutMs, jobSignal);
   try {
     const request = send(new URL(url), headers, body, o, abort.signal);
     request.catch(() => {}); // should the race be lost to the abort
-    statusCode = await Promise.race([request, abort.aborted]);
+    const answered = await Promise.race([request, abort.aborted]);
+    ({ statusCode, excerpt, truncated } = answered);
     // Redirects are never followed: a 3xx is a failed attempt.
     if (statusCode >= 300 && statusCode < 400) error = 'redirects are not followed';
   } catch (err) {
@@ -229,7 +269,7 @@ async function post(url: string, headers: Record<string, string>, body: string, 
   }
   const finishedAt = new Date();
   const succeeded = statusCode !== null && statusCode >= 200 && statusCode < 300;
-  return { succeeded, statusCode, error, startedAt, finishedAt, durationMs: Math.max(0, Math.round(performance.now() - t0)) };
+  return { succeeded, statusCode, error, excerpt, truncated, startedAt, finishedAt, durationMs: Math.max(0, Math.round(performance.now() - t0)) };
 }
 
 function duration(seconds: number): string {
@@ -250,8 +290,9 @@ export async function deliver(db: Db, job: Job<DeliverJob>, options: WebhookOpti
     return;
   }
 
-  const body = JSON.stringify({ id: d.event_id, type: d.event_type, createdAt: d.event_created_at.toISOString(), data: d.event_data });
-  const outcome = await post(d.url, deliveryHeaders({ current: d.secret, previous: d.previous_secret }, d.event_id, body), body, o, job.signal);
+  const body = payloadOf({ id: d.event_id, type: d.event_type, createdAt: d.event_created_at, data: d.event_data });
+  const headers = deliveryHeaders({ current: d.secret, previous: d.previous_secret }, d.event_id, body);
+  const outcome = await post(d.url, headers, body, o, job.signal);
 
   const retry = await db.transaction(async (tx) => {
     const attempt = await repo.countAttempt(tx, endpointId, eventId, round, outcome.succeeded);
@@ -260,6 +301,7 @@ export async function deliver(db: Db, job: Job<DeliverJob>, options: WebhookOpti
       id: newId('whd'), endpoint_id: endpointId, event_id: d.event_id, event_type: d.event_type, attempt,
       succeeded: outcome.succeeded, status_code: outcome.statusCode, error: outcome.error,
       duration_ms: outcome.durationMs, started_at: outcome.startedAt, finished_at: outcome.finishedAt,
+      request_headers: loggedHeaders(headers), response_excerpt: outcome.excerpt, response_truncated: outcome.truncated,
     });
     if (outcome.succeeded) {
       await repo.clearFailureStreak(tx, endpointId);

@@ -5,12 +5,22 @@ export interface EndpointRow {
   id: string; url: string; events: string[]; secret: string; enabled: boolean;
   failing_since: Date | null; disabled_at: Date | null; disabled_reason: string | null;
   previous_secret: string | null; previous_secret_expires_at: Date | null; secret_rotated_at: Date | null;
+  last_success_at: Date | null; last_failure_at: Date | null;
   created_at: Date; updated_at: Date;
 }
+
+/** An endpoint with the count of deliveries it is failing (tried, not succeeded). */
+export interface EndpointHealthRow extends EndpointRow { failing_deliveries: number }
+
+// Served by the partial index webhook_deliveries_failing (migration 0042).
+const failingDeliveries = `(SELECT count(*)::int FROM webhook_deliveries d
+    WHERE d.endpoint_id = w.id AND d.status <> 'succeeded' AND d.attempts > 0) AS failing_deliveries`;
 
 export interface AttemptRow {
   id: string; endpoint_id: string; event_id: string; event_type: string; attempt: number; succeeded: boolean;
   status_code: number | null; error: string | null; duration_ms: number; started_at: Date; finished_at: Date;
+  /** Null on attempts logged before migration 0042. */
+  request_headers: Record<string, string> | null; response_excerpt: string | null; response_truncated: boolean;
 }
 
 export type DeliveryStatus = 'pending' | 'succeeded' | 'failed';
@@ -28,9 +38,15 @@ export async function findEndpoint(db: Queryable, id: string): Promise<EndpointR
   return row;
 }
 
-export function listEndpoints(db: Queryable, after: string | null, limit: number): Promise<EndpointRow[]> {
-  return db.query<EndpointRow>(
-    'SELECT * FROM webhook_endpoints WHERE ($1::text IS NULL OR id < $1) ORDER BY id DESC LIMIT $2',
+export async function findEndpointHealth(db: Queryable, id: string): Promise<EndpointHealthRow | undefined> {
+  const [row] = await db.query<EndpointHealthRow>(`SELECT w.*, ${failingDeliveries} FROM webhook_endpoints w WHERE w.id = $1`, [id]);
+  return row;
+}
+
+export function listEndpoints(db: Queryable, after: string | null, limit: number): Promise<EndpointHealthRow[]> {
+  return db.query<EndpointHealthRow>(
+    `SELECT w.*, ${failingDeliveries} FROM webhook_endpoints w
+      WHERE ($1::text IS NULL OR w.id < $1) ORDER BY w.id DESC LIMIT $2`,
     [after, limit + 1],
   );
 }
@@ -235,16 +251,26 @@ export async function countAttempt(tx: Tx, endpointId: string, eventId: string, 
   return row?.attempts;
 }
 
-export async function insertAttempt(tx: Tx, a: Omit<AttemptRow, 'started_at' | 'finished_at'> & { started_at: Date; finished_at: Date }): Promise<void> {
+export async function insertAttempt(tx: Tx, a: AttemptRow): Promise<void> {
   await tx.query(
-    `INSERT INTO webhook_delivery_attempts (id, endpoint_id, event_id, event_type, attempt, succeeded, status_code, error, duration_ms, started_at, finished_at)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
-    [a.id, a.endpoint_id, a.event_id, a.event_type, a.attempt, a.succeeded, a.status_code, a.error, a.duration_ms, a.started_at, a.finished_at],
+    `INSERT INTO webhook_delivery_attempts (id, endpoint_id, event_id, event_type, attempt, succeeded, status_code, error, duration_ms, started_at, finished_at,
+                                            request_headers, response_excerpt, response_truncated)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`,
+    [a.id, a.endpoint_id, a.event_id, a.event_type, a.attempt, a.succeeded, a.status_code, a.error, a.duration_ms, a.started_at, a.finished_at,
+      a.request_headers === null ? null : JSON.stringify(a.request_headers), a.response_excerpt, a.response_truncated],
   );
 }
 
+/**
+ * A success: ends the failure streak and records when. last_success_at is moved at most once a
+ * second: concurrent deliveries to one endpoint would otherwise queue on its row's lock.
+ */
 export async function clearFailureStreak(tx: Tx, endpointId: string): Promise<void> {
-  await tx.query('UPDATE webhook_endpoints SET failing_since = NULL WHERE id = $1 AND failing_since IS NOT NULL', [endpointId]);
+  await tx.query(
+    `UPDATE webhook_endpoints SET failing_since = NULL, last_success_at = now()
+      WHERE id = $1 AND (failing_since IS NOT NULL OR last_success_at IS NULL OR last_success_at < now() - interval '1 second')`,
+    [endpointId],
+  );
 }
 
 /**
@@ -254,7 +280,7 @@ export async function clearFailureStreak(tx: Tx, endpointId: string): Promise<vo
  */
 export async function recordFailure(tx: Tx, endpointId: string, disableAfterSeconds: number, reasonOf: (failingSince: Date) => string): Promise<boolean> {
   const [row] = await tx.query<{ enabled: boolean; failing_since: Date; overdue: boolean }>(
-    `UPDATE webhook_endpoints SET failing_since = COALESCE(failing_since, now())
+    `UPDATE webhook_endpoints SET failing_since = COALESCE(failing_since, now()), last_failure_at = now()
       WHERE id = $1
       RETURNING enabled, failing_since, failing_since < now() - make_interval(secs => $2) AS overdue`,
     [endpointId, disableAfterSeconds],
@@ -268,4 +294,16 @@ export async function recordFailure(tx: Tx, endpointId: string, disableAfterSeco
     [endpointId, reasonOf(row.failing_since)],
   );
   return true;
+}
+
+export interface DeliveryRow { endpoint_id: string; event_id: string; status: DeliveryStatus; round: number; attempts: number; created_at: Date; updated_at: Date }
+
+export async function findDelivery(db: Queryable, endpointId: string, eventId: string): Promise<(DeliveryRow & { event_type: string; event_data: unknown; event_created_at: Date }) | undefined> {
+  const [row] = await db.query<DeliveryRow & { event_type: string; event_data: unknown; event_created_at: Date }>(
+    `SELECT d.*, ev.type AS event_type, ev.data AS event_data, ev.created_at AS event_created_at
+       FROM webhook_deliveries d JOIN events ev ON ev.id = d.event_id
+      WHERE d.endpoint_id = $1 AND d.event_id = $2`,
+    [endpointId, eventId],
+  );
+  return row;
 }

@@ -65,6 +65,11 @@ export function webhooksRoutes(app: FastifyInstance, { db, policy }: { db: Db; p
   });
 
   r.route({
+    ...routeOf(s.getWebhookDelivery),
+    handler: async (request) => webhooks.getDelivery(db, request.params.id, request.params.eventId),
+  });
+
+  r.route({
     ...routeOf(s.redeliverEvent),
     handler: (request, reply) => idempotent(db, request, reply, { required: false }, async (tx) => ({
       status: 202, body: await webhooks.redeliver(tx, request.params.id, request.params.eventId),

@@ -38,6 +38,9 @@ export const WebhookEndpointSchema = Type.Object({
   previousSecretExpiresAt: Type.Union([Timestamp, Type.Null()], {
     description: 'While a rotation\'s grace period runs: when the secret it replaced stops signing deliveries (until then each delivery carries a signature by each secret). Null otherwise.',
   }),
+  lastSuccessAt: Type.Union([Timestamp, Type.Null()], { description: 'When a delivery to it last succeeded (to the second); null if none has' }),
+  lastFailureAt: Type.Union([Timestamp, Type.Null()], { description: 'When a delivery attempt to it last failed; null if none has' }),
+  failingDeliveries: Type.Integer({ minimum: 0, description: 'Deliveries tried and not succeeded: being retried, or out of attempts' }),
   createdAt: Timestamp,
   updatedAt: Timestamp,
 });
@@ -84,6 +87,13 @@ export const DeliveryAttemptSchema = Type.Object({
   durationMs: Type.Integer(),
   startedAt: Timestamp,
   finishedAt: Timestamp,
+  requestHeaders: Type.Union([Type.Record(Type.String(), Type.String()), Type.Null()], {
+    description: 'The headers sent, the signatures left out ("(not kept)"); null for attempts logged before this was kept',
+  }),
+  responseBodyExcerpt: Type.Union([Type.String(), Type.Null()], {
+    description: 'The first 2 KiB of the receiver\'s answer, as UTF-8 text (null when it did not answer). Untrusted: show it as text, never as HTML.',
+  }),
+  responseBodyTruncated: Type.Boolean({ description: 'The answer was longer than the excerpt' }),
 });
 export type DeliveryAttempt = Static<typeof DeliveryAttemptSchema>;
 
@@ -169,4 +179,29 @@ export const redeliverEvent = endpoint({
   description: 'Allowed for an event the endpoint was sent before or is subscribed to. A delivery still being retried is replaced by this one. 409 invalid_state for a disabled endpoint.',
   params: Type.Object({ id: IdParams.properties.id, eventId: Type.String({ minLength: 1, maxLength: 64 }) }),
   response: { 202: RedeliverySchema },
+});
+
+export const WebhookDeliverySchema = Type.Object({
+  endpointId: Type.String(),
+  eventId: Type.String(),
+  eventType: Type.String(),
+  status: Type.Union([Type.Literal('pending'), Type.Literal('succeeded'), Type.Literal('failed')], {
+    description: 'pending: to be sent or retried; failed: out of attempts, or the endpoint was disabled (redeliver to try again)',
+  }),
+  attempts: Type.Integer({ description: 'Attempts made so far, redeliveries included' }),
+  nextAttemptAt: Type.Union([Timestamp, Type.Null()], { description: 'When the queue sends it next; null unless pending' }),
+  payload: Type.String({ description: 'The exact request body every attempt sends (JSON text), which the signatures cover' }),
+  createdAt: Timestamp,
+  updatedAt: Timestamp,
+}, { title: 'WebhookDelivery' });
+export type WebhookDelivery = Static<typeof WebhookDeliverySchema>;
+
+export const getWebhookDelivery = endpoint({
+  operationId: 'getWebhookDelivery', errors: [],
+  example: { params: { id: 'whe_01m8hm26xcycv09qxv6cysjef0', eventId: 'evt_01m8hpnn5sr93dv2h948ef0b2j' } },
+  method: 'GET', url: '/v1/webhook-endpoints/:id/deliveries/:eventId', access: admin, tags,
+  summary: 'One delivery of an event to this endpoint: its state, attempts, next retry and the payload sent',
+  description: 'The headers and answers of its attempts are in GET /v1/webhook-endpoints/{id}/deliveries?eventId=.',
+  params: Type.Object({ id: IdParams.properties.id, eventId: Type.String({ minLength: 1, maxLength: 64 }) }),
+  response: { 200: WebhookDeliverySchema },
 });

@@ -4,11 +4,11 @@ import { randomBytes } from 'node:crypto';
 import type { Queryable, Tx } from '../../platform/db.ts';
 import { newId } from '../../platform/ids.ts';
 import { findEvent } from '../../platform/events.ts';
-import { enqueue } from '../../platform/queue.ts';
+import { enqueue, nextStartOf } from '../../platform/queue.ts';
 import { AppError } from '../../errors.ts';
 import * as repo from './repo.ts';
 import { urlProblem } from './destination.ts';
-import { allEvents, webhookEventTypes, type DeliveryAttempt, type WebhookEndpoint } from './schemas.ts';
+import { allEvents, webhookEventTypes, type DeliveryAttempt, type WebhookDelivery, type WebhookEndpoint } from './schemas.ts';
 
 export const deliverQueue = 'webhooks.deliver';
 
@@ -29,7 +29,12 @@ export function newSecret(): string {
   return `whsec_${randomBytes(32).toString('base64')}`;
 }
 
-export function endpointView(row: repo.EndpointRow, now: Date = new Date()): WebhookEndpoint {
+/** The exact body of a delivery of the event: the same bytes on every attempt, so the payload the log shows is what was sent. */
+export function payloadOf(event: { id: string; type: string; createdAt: Date; data: unknown }): string {
+  return JSON.stringify({ id: event.id, type: event.type, createdAt: event.createdAt.toISOString(), data: event.data });
+}
+
+export function endpointView(row: repo.EndpointHealthRow, now: Date = new Date()): WebhookEndpoint {
   const inGrace = row.previous_secret_expires_at !== null && row.previous_secret_expires_at > now;
   return {
     id: row.id,
@@ -41,6 +46,9 @@ export function endpointView(row: repo.EndpointRow, now: Date = new Date()): Web
     disabledReason: row.disabled_reason,
     secretRotatedAt: row.secret_rotated_at?.toISOString() ?? null,
     previousSecretExpiresAt: inGrace ? row.previous_secret_expires_at!.toISOString() : null,
+    lastSuccessAt: row.last_success_at?.toISOString() ?? null,
+    lastFailureAt: row.last_failure_at?.toISOString() ?? null,
+    failingDeliveries: row.failing_deliveries,
     createdAt: row.created_at.toISOString(),
     updatedAt: row.updated_at.toISOString(),
   };
@@ -58,6 +66,9 @@ export function attemptView(row: repo.AttemptRow): DeliveryAttempt {
     durationMs: row.duration_ms,
     startedAt: row.started_at.toISOString(),
     finishedAt: row.finished_at.toISOString(),
+    requestHeaders: row.request_headers,
+    responseBodyExcerpt: row.response_excerpt,
+    responseBodyTruncated: row.response_truncated,
   };
 }
 
@@ -81,11 +92,11 @@ export async function createEndpoint(db: Queryable, input: { url: string; events
   checkEvents(input.events);
   const secret = newSecret();
   const row = await repo.insertEndpoint(db, { id: newId('whe'), url: input.url, events: input.events, secret });
-  return { ...endpointView(row), secret };
+  return { ...endpointView({ ...row, failing_deliveries: 0 }), secret };
 }
 
 export async function getEndpoint(db: Queryable, id: string): Promise<WebhookEndpoint> {
-  const row = await repo.findEndpoint(db, id);
+  const row = await repo.findEndpointHealth(db, id);
   if (!row) throw new AppError('not_found', 'No such webhook endpoint');
   return endpointView(row);
 }
@@ -93,9 +104,8 @@ export async function getEndpoint(db: Queryable, id: string): Promise<WebhookEnd
 export async function updateEndpoint(db: Queryable, id: string, change: { url?: string; events?: string[]; enabled?: boolean }, policy: UrlPolicy): Promise<WebhookEndpoint> {
   if (change.url !== undefined) checkUrl(change.url, policy);
   if (change.events !== undefined) checkEvents(change.events);
-  const row = await repo.updateEndpoint(db, id, change);
-  if (!row) throw new AppError('not_found', 'No such webhook endpoint');
-  return endpointView(row);
+  if (!(await repo.updateEndpoint(db, id, change))) throw new AppError('not_found', 'No such webhook endpoint');
+  return getEndpoint(db, id);
 }
 
 /**
@@ -142,4 +152,20 @@ export async function redeliver(tx: Tx, endpointId: string, eventId: string) {
   const { round, attempts } = await repo.startNewRound(tx, endpointId, eventId);
   await enqueue(tx, deliverQueue, { endpointId, eventId, round } satisfies DeliverJob);
   return { endpointId, eventId, eventType: event.type, status: 'pending' as const, attempts };
+}
+
+/**
+ * One delivery (an event to an endpoint): its state, attempts, when the queue tries it next, and
+ * the exact payload it sends. The headers of each attempt are in the attempt log.
+ */
+export async function getDelivery(db: Queryable, endpointId: string, eventId: string): Promise<WebhookDelivery> {
+  const d = await repo.findDelivery(db, endpointId, eventId);
+  if (!d) throw new AppError('not_found', 'This endpoint has no delivery of this event');
+  const nextAttemptAt = d.status === 'pending' ? await nextStartOf(db, deliverQueue, { endpointId, eventId, round: d.round }) : null;
+  return {
+    endpointId, eventId, eventType: d.event_type, status: d.status, attempts: d.attempts,
+    nextAttemptAt: nextAttemptAt?.toISOString() ?? null,
+    payload: payloadOf({ id: eventId, type: d.event_type, createdAt: d.event_created_at, data: d.event_data }),
+    createdAt: d.created_at.toISOString(), updatedAt: d.updated_at.toISOString(),
+  };
 }
