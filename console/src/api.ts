@@ -14,6 +14,8 @@ import type * as accounts from '../../src/modules/accounts/schemas.ts';
 import type * as operations from '../../src/modules/operations/schemas.ts';
 import type * as ledger from '../../src/modules/ledger/schemas.ts';
 import type * as sandbox from '../../src/modules/payments/providers/schemas.ts';
+import type * as messaging from '../../src/modules/messaging/schemas.ts';
+import type * as webhooks from '../../src/modules/webhooks/schemas.ts';
 
 export interface Route<E extends Endpoint> { method: E['method']; url: E['url']; readonly endpoint?: E }
 
@@ -34,6 +36,19 @@ export const routes = {
   lastAudit: route<typeof operations.lastAuditRun>('GET', '/v1/admin/audit-runs/latest'),
   ledgerBalances: route<typeof ledger.ledgerBalances>('GET', '/v1/ledger/balances'),
   sandboxOutage: route<typeof sandbox.getSandboxOutage>('GET', '/v1/sandbox/outage'),
+  queueJobs: route<typeof operations.listQueueJobs>('GET', '/v1/admin/queues/:queue/jobs'),
+  conversations: route<typeof messaging.listConversations>('GET', '/v1/conversations'),
+  conversation: route<typeof messaging.getConversation>('GET', '/v1/conversations/:id'),
+  messages: route<typeof messaging.listMessages>('GET', '/v1/conversations/:id/messages'),
+  postMessage: route<typeof messaging.postMessage>('POST', '/v1/conversations/:id/messages'),
+  markRead: route<typeof messaging.markRead>('POST', '/v1/conversations/:id/read'),
+  webhookEndpoints: route<typeof webhooks.listWebhookEndpoints>('GET', '/v1/webhook-endpoints'),
+  webhookEndpoint: route<typeof webhooks.getWebhookEndpoint>('GET', '/v1/webhook-endpoints/:id'),
+  updateWebhookEndpoint: route<typeof webhooks.updateWebhookEndpoint>('PATCH', '/v1/webhook-endpoints/:id'),
+  rotateWebhookSecret: route<typeof webhooks.rotateWebhookSecret>('POST', '/v1/webhook-endpoints/:id/rotate-secret'),
+  deliveryAttempts: route<typeof webhooks.listDeliveryAttempts>('GET', '/v1/webhook-endpoints/:id/deliveries'),
+  webhookDelivery: route<typeof webhooks.getWebhookDelivery>('GET', '/v1/webhook-endpoints/:id/deliveries/:eventId'),
+  redeliver: route<typeof webhooks.redeliverEvent>('POST', '/v1/webhook-endpoints/:id/deliveries/:eventId/redeliver'),
 } as const;
 
 export type Body<E extends Endpoint> = Extract<Result<E>, { ok: true }>['body'];
@@ -43,6 +58,12 @@ export type SessionInfo = { user: NonNullable<Body<typeof accounts.session>['use
 export type FailedJob = Body<typeof operations.listFailedJobs>['data'][number];
 export type AuditRun = Body<typeof operations.runAudit>;
 export type LedgerBalance = Body<typeof ledger.ledgerBalances>['data'][number];
+export type QueueJob = Body<typeof operations.listQueueJobs>['data'][number];
+export type Conversation = Body<typeof messaging.getConversation>;
+export type Message = Body<typeof messaging.postMessage>;
+export type WebhookEndpoint = Body<typeof webhooks.getWebhookEndpoint>;
+export type DeliveryAttempt = Body<typeof webhooks.listDeliveryAttempts>['data'][number];
+export type WebhookDelivery = Body<typeof webhooks.getWebhookDelivery>;
 
 export class ApiError extends Error {
   readonly status: number;

@@ -7,6 +7,9 @@ import { call, ok, onUnauthenticated, routes, useCsrfToken, type SessionInfo } f
 import { linkTo, usePath } from './router.ts';
 import { LoginPage } from './pages/Login.tsx';
 import { OperationsPage } from './pages/Operations.tsx';
+import { SupportPage } from './pages/Support.tsx';
+import { WebhookPage, WebhooksPage } from './pages/Webhooks.tsx';
+import { JobsPage } from './pages/Jobs.tsx';
 
 export interface PageProps {
   session: SessionInfo;
@@ -27,6 +30,11 @@ interface PageEntry {
 
 const pages: PageEntry[] = [
   { path: '/', title: 'Operations', component: OperationsPage, nav: true },
+  { path: '/support', title: 'Support inbox', component: SupportPage, nav: true },
+  { path: '/support/:id', title: 'Support inbox', component: SupportPage },
+  { path: '/webhooks', title: 'Webhooks', component: WebhooksPage, nav: true, adminOnly: true },
+  { path: '/webhooks/:id', title: 'Webhook endpoint', component: WebhookPage, adminOnly: true },
+  { path: '/jobs', title: 'Jobs', component: JobsPage, nav: true, adminOnly: true },
 ];
 
 /** The entry whose pattern matches path, with the parameters it names. */
@@ -94,7 +102,7 @@ function Layout({ session, onSignOut }: { session: SessionInfo; onSignOut: () =>
         <div class="brand">Engine Room <span>console</span></div>
         <nav aria-label="Console">
           <ul>
-            {pages.filter((p) => p.nav && (!p.adminOnly || session.user.role === 'admin')).map((p) => <li key={p.path}><a {...linkTo(p.path)} aria-current={p.path === path ? 'page' : undefined}>{p.title}</a></li>)}
+            {pages.filter((p) => p.nav && (!p.adminOnly || session.user.role === 'admin')).map((p) => <li key={p.path}><a {...linkTo(p.path)} aria-current={p.path === path || (p.path !== '/' && path.startsWith(`${p.path}/`)) ? 'page' : undefined}>{p.title}</a></li>)}
             <li><a href="/docs">API reference</a></li>
           </ul>
         </nav>

@@ -2,12 +2,12 @@
 // (GET /v1/admin/operations) every few seconds feeds every figure; admins also see the dead
 // letters (and send them back), run the audit and read the ledger's balances.
 import { useEffect, useMemo, useRef, useState } from 'preact/hooks';
-import { ok, routes, type AuditRun, type FailedJob, type LedgerBalance, type Overview } from '../api.ts';
+import { ok, routes, type AuditRun, type LedgerBalance, type Overview } from '../api.ts';
 import type { PageProps } from '../app.tsx';
 import { Chart } from '../components/Chart.tsx';
 import { ConfirmAction } from '../components/ConfirmAction.tsx';
-import { DataTable, MoreButton, useCursorPages } from '../components/DataTable.tsx';
-import { Pending } from '../components/Pending.tsx';
+import { DataTable } from '../components/DataTable.tsx';
+import { DeadLetters, useDeadLetters, type Retried } from '../components/DeadLetters.tsx';
 import { AdminOnly, Badge, ErrorNote, Note, Section, Stat } from '../components/ui.tsx';
 import * as f from '../format.ts';
 
@@ -196,21 +196,17 @@ function Orders({ data }: { data: Overview }) {
   );
 }
 
-interface Retried { deadId: string; newId: string; queue: string }
-
 function Queues({ data, admin, refresh }: { data: Overview; admin: boolean; refresh: () => void }) {
   const deadLetters = data.queues.reduce((a, q) => a + q.deadLetters, 0);
-  const pages = useCursorPages<FailedJob>((cursor) => ok(routes.failedJobs, { query: { limit: 20, ...(cursor ? { cursor } : {}) } }), admin);
-  const [retried, setRetried] = useState<Retried[]>([]);
+  const list = useDeadLetters(undefined, admin);
   // The list follows the count the live overview shows.
   const seen = useRef(deadLetters);
   useEffect(() => {
-    if (admin && seen.current !== deadLetters) void pages.reload();
+    if (admin && seen.current !== deadLetters) void list.pages.reload();
     seen.current = deadLetters;
   }, [deadLetters]);
   const sentBack = (items: Retried[]) => {
-    setRetried((before) => [...items, ...before].slice(0, 50));
-    void pages.reload();
+    list.sentBack(items);
     refresh();
   };
 
@@ -241,52 +237,9 @@ function Queues({ data, admin, refresh }: { data: Overview; admin: boolean; refr
         rows={data.queues} keyOf={(q) => q.name} empty="No queues."
       />
       <h3>Dead letters</h3>
-      {!admin ? <AdminOnly what="Listing and retrying dead letters" /> : (
-        <>
-          <DataTable
-            caption="Jobs that ran out of attempts, latest first"
-            columns={[
-              { header: 'Queue', cell: (j) => <code>{j.queue}</code> },
-              { header: 'Error', cell: (j) => <span class="error-text">{j.error}</span> },
-              { header: 'Attempts', numeric: true, cell: (j) => j.attempts },
-              { header: 'Failed', cell: (j) => <time dateTime={j.failedAt} title={f.time(j.failedAt)}>{f.ago(j.failedAt)}</time> },
-              {
-                header: 'Action', cell: (j) => (
-                  <ConfirmAction
-                    label="Retry" accessibleLabel={`Retry job ${j.id.slice(0, 8)} of ${j.queue}`} tone="secondary"
-                    title="Send this job back to its queue?" confirmLabel="Retry"
-                    run={(idempotencyKey) => ok(routes.retryJob, { params: { id: j.id }, idempotencyKey })}
-                    onDone={(r) => sentBack([{ deadId: j.id, newId: r.id, queue: j.queue }])}
-                  >
-                    <p>Job <code>{j.id}</code> goes back to <code>{j.queue}</code> with a fresh retry budget. Its last error: {j.error}</p>
-                  </ConfirmAction>
-                ),
-              },
-            ]}
-            rows={pages.rows} keyOf={(j) => j.id} empty="No dead letters: every job finished or is still being retried."
-          />
-          <MoreButton pages={pages} label="More dead letters" />
-          {retried.length > 0 ? (
-            <div class="retried">
-              <h3>Sent back</h3>
-              <ul>
-                {retried.map((r) => (
-                  <li key={r.newId}><code>{r.queue}</code> job <code>{r.newId.slice(0, 8)}</code>: <Pending check={() => jobProgress(r)} /></li>
-                ))}
-              </ul>
-            </div>
-          ) : null}
-        </>
-      )}
+      {!admin ? <AdminOnly what="Listing and retrying dead letters" /> : <DeadLetters list={list} onSentBack={refresh} />}
     </Section>
   );
-}
-
-async function jobProgress(r: Retried) {
-  const job = await ok(routes.job, { params: { id: r.newId }, query: { queue: r.queue } });
-  if (job.state === 'completed') return { done: true as const, ok: true, label: `Done (attempt ${job.attempts})` };
-  if (job.state === 'failed' || job.state === 'cancelled') return { done: true as const, ok: false, label: `Failed again: ${job.error ?? job.state}` };
-  return { done: false as const, label: `${job.state === 'running' ? 'Running' : job.state === 'retrying' ? `Retrying (${job.attempts} attempts so far)` : 'Waiting for the queue'}…` };
 }
 
 function Webhooks({ data }: { data: Overview }) {

@@ -1,0 +1,190 @@
+// Webhooks (admins): every endpoint with its health, and one endpoint's deliveries: what each
+// attempt sent (headers without the signatures, the exact payload) and what came back (status and
+// the first 2 KiB of the body, untrusted: always shown as text), the attempts and the next retry.
+// Actions: redeliver, disable and enable, rotate the signing secret with a grace period (the new
+// secret is shown once).
+import { useEffect, useState } from 'preact/hooks';
+import { ok, routes, type DeliveryAttempt, type WebhookDelivery, type WebhookEndpoint } from '../api.ts';
+import type { PageProps } from '../app.tsx';
+import { ConfirmAction } from '../components/ConfirmAction.tsx';
+import { DataTable, MoreButton, useCursorPages } from '../components/DataTable.tsx';
+import { AdminOnly, Badge, ErrorNote, Note, Section } from '../components/ui.tsx';
+import { linkTo } from '../router.ts';
+import * as f from '../format.ts';
+
+function Health({ w }: { w: WebhookEndpoint }) {
+  if (!w.enabled) return <Badge tone="warn">Disabled</Badge>;
+  if (w.failingSince) return <Badge tone="bad">Failing since {f.ago(w.failingSince)}</Badge>;
+  return <Badge tone="ok">Delivering</Badge>;
+}
+
+const when = (iso: string | null) => (iso ? <time dateTime={iso} title={f.time(iso)}>{f.ago(iso)}</time> : '–');
+
+export function WebhooksPage({ session }: PageProps) {
+  const admin = session.user.role === 'admin';
+  const pages = useCursorPages<WebhookEndpoint>((cursor) => ok(routes.webhookEndpoints, { query: { limit: 20, ...(cursor ? { cursor } : {}) } }), admin);
+  return (
+    <>
+      <div class="page-head"><h1>Webhooks</h1></div>
+      {!admin ? <AdminOnly what="Webhook endpoints and their deliveries" /> : (
+        <>
+          <DataTable
+            caption="Webhook endpoints, newest first"
+            columns={[
+              { header: 'Endpoint', cell: (w) => <a {...linkTo(`/webhooks/${w.id}`)}><span class="url">{w.url}</span></a> },
+              { header: 'Events', cell: (w) => w.events.join(', ') },
+              { header: 'Health', cell: (w) => <Health w={w} /> },
+              { header: 'Failing deliveries', numeric: true, cell: (w) => w.failingDeliveries > 0 ? <Badge tone="bad">{w.failingDeliveries}</Badge> : '0' },
+              { header: 'Last success', cell: (w) => when(w.lastSuccessAt) },
+              { header: 'Last failure', cell: (w) => when(w.lastFailureAt) },
+            ]}
+            rows={pages.rows} keyOf={(w) => w.id} empty="No webhook endpoints. Create one with POST /v1/webhook-endpoints."
+          />
+          <MoreButton pages={pages} label="More endpoints" />
+        </>
+      )}
+    </>
+  );
+}
+
+export function WebhookPage({ session, params }: PageProps) {
+  const admin = session.user.role === 'admin';
+  const id = params.id!;
+  const [endpoint, setEndpoint] = useState<WebhookEndpoint | null>(null);
+  const [error, setError] = useState<unknown>(null);
+  const [secret, setSecret] = useState<{ secret: string; previousSecretExpiresAt: string | null } | null>(null);
+  const [grace, setGrace] = useState(86_400);
+  const attempts = useCursorPages<DeliveryAttempt>((cursor) => ok(routes.deliveryAttempts, { params: { id }, query: { limit: 20, ...(cursor ? { cursor } : {}) } }), admin);
+
+  const load = async () => {
+    try {
+      setEndpoint(await ok(routes.webhookEndpoint, { params: { id } }));
+      setError(null);
+    } catch (err) {
+      setError(err);
+    }
+  };
+  useEffect(() => { if (admin) void load(); }, [id, admin]);
+  const refresh = () => { void load(); void attempts.reload(); };
+
+  if (!admin) return <><div class="page-head"><h1>Webhook endpoint</h1></div><AdminOnly what="Webhook endpoints and their deliveries" /></>;
+  if (!endpoint) return <>{error ? <ErrorNote error={error} /> : <p role="status">Loading the endpoint…</p>}</>;
+  return (
+    <>
+      <div class="page-head">
+        <h1>Webhook endpoint</h1>
+        <div class="controls">
+          <a {...linkTo('/webhooks')}>All endpoints</a>
+          <button type="button" class="secondary" onClick={refresh}>Refresh</button>
+        </div>
+      </div>
+      <ErrorNote error={error} />
+      <dl class="facts">
+        <dt>URL</dt><dd class="url">{endpoint.url}</dd>
+        <dt>Id</dt><dd><code>{endpoint.id}</code></dd>
+        <dt>Events</dt><dd>{endpoint.events.join(', ')}</dd>
+        <dt>Health</dt><dd><Health w={endpoint} />{endpoint.disabledReason ? <> {endpoint.disabledReason}</> : null}</dd>
+        <dt>Failing deliveries</dt><dd>{endpoint.failingDeliveries}</dd>
+        <dt>Last success</dt><dd>{when(endpoint.lastSuccessAt)}</dd>
+        <dt>Last failure</dt><dd>{when(endpoint.lastFailureAt)}</dd>
+        <dt>Secret</dt><dd>{endpoint.secretRotatedAt ? <>rotated {when(endpoint.secretRotatedAt)}</> : 'never rotated'}{endpoint.previousSecretExpiresAt ? <>; the old one signs too until {f.time(endpoint.previousSecretExpiresAt)}</> : null}</dd>
+      </dl>
+      <div class="actions">
+        {endpoint.enabled ? (
+          <ConfirmAction label="Disable" title="Disable this endpoint?" confirmLabel="Disable" tone="danger"
+            run={() => ok(routes.updateWebhookEndpoint, { params: { id }, body: { enabled: false } })} onDone={(w) => setEndpoint(w)}>
+            <p>Nothing is sent to <span class="url">{endpoint.url}</span> while it is disabled, and events of that time are not sent later (redeliver them one by one).</p>
+          </ConfirmAction>
+        ) : (
+          <ConfirmAction label="Enable" title="Enable this endpoint?" confirmLabel="Enable"
+            run={() => ok(routes.updateWebhookEndpoint, { params: { id }, body: { enabled: true } })} onDone={(w) => setEndpoint(w)}>
+            <p>Deliveries start again with the next event; the failure streak starts afresh.</p>
+          </ConfirmAction>
+        )}
+        <ConfirmAction label="Rotate secret" title="Rotate the signing secret?" confirmLabel="Rotate" tone="secondary"
+          run={(idempotencyKey) => ok(routes.rotateWebhookSecret, { params: { id }, body: { gracePeriodSeconds: grace }, idempotencyKey })}
+          onDone={(r) => { setSecret(r); void load(); }}>
+          <p>The new secret is shown once. The old one keeps signing every delivery, next to the new, for the grace period, so the receiver can switch without failing one.</p>
+          <label for="grace">Grace period</label>
+          <select id="grace" value={grace} onChange={(e) => setGrace(Number(e.currentTarget.value))}>
+            <option value={0}>None: the old secret stops now (it leaked)</option>
+            <option value={3600}>1 hour</option>
+            <option value={86_400}>1 day</option>
+            <option value={3 * 86_400}>3 days</option>
+            <option value={7 * 86_400}>7 days</option>
+          </select>
+        </ConfirmAction>
+      </div>
+      {secret ? (
+        <div class="note tone-warn" role="status">
+          <p><strong>The new signing secret, shown only now:</strong> copy it to the receiver.</p>
+          <p><code class="secret" data-testid="new-secret">{secret.secret}</code></p>
+          <p>{secret.previousSecretExpiresAt ? `The old secret keeps signing until ${f.time(secret.previousSecretExpiresAt)}.` : 'The old secret no longer signs.'}</p>
+          <button type="button" class="secondary" onClick={() => setSecret(null)}>I have copied it</button>
+        </div>
+      ) : null}
+      <Section id="deliveries" title="Delivery attempts">
+        <DataTable
+          caption="Delivery attempts, newest first"
+          columns={[
+            { header: 'When', cell: (a) => when(a.startedAt) },
+            { header: 'Event', cell: (a) => <><code>{a.eventType}</code> <span class="muted">{a.eventId}</span></> },
+            { header: 'Attempt', numeric: true, cell: (a) => a.attempt },
+            { header: 'Result', cell: (a) => a.succeeded ? <Badge tone="ok">{a.statusCode}</Badge> : <Badge tone="bad">{a.statusCode ?? 'no answer'}</Badge> },
+            { header: 'Answer', cell: (a) => <span class="error-text">{a.error ?? ''}{a.error && a.responseBodyExcerpt ? ': ' : ''}{a.responseBodyExcerpt?.slice(0, 120) ?? ''}</span> },
+            { header: 'Details', cell: (a) => <DeliveryDetails endpointId={id} attempt={a} enabled={endpoint.enabled} onRedelivered={refresh} /> },
+          ]}
+          rows={attempts.rows} keyOf={(a) => a.id} empty="No delivery attempts yet."
+        />
+        <MoreButton pages={attempts} label="More attempts" />
+      </Section>
+    </>
+  );
+}
+
+/** An attempt's request and answer, and its delivery's state and next retry, fetched when opened. */
+function DeliveryDetails({ endpointId, attempt, enabled, onRedelivered }: { endpointId: string; attempt: DeliveryAttempt; enabled: boolean; onRedelivered: () => void }) {
+  const [delivery, setDelivery] = useState<WebhookDelivery | null>(null);
+  const [error, setError] = useState<unknown>(null);
+  const [redelivered, setRedelivered] = useState(false);
+  const open = async () => {
+    try {
+      setDelivery(await ok(routes.webhookDelivery, { params: { id: endpointId, eventId: attempt.eventId } }));
+    } catch (err) {
+      setError(err);
+    }
+  };
+  return (
+    <details onToggle={(e) => { if ((e.currentTarget as HTMLDetailsElement).open && !delivery) void open(); }}>
+      <summary>Attempt {attempt.attempt} of <span class="muted">{attempt.eventId}</span></summary>
+      <ErrorNote error={error} />
+      <h4>Request headers</h4>
+      {attempt.requestHeaders
+        ? <pre class="text">{Object.entries(attempt.requestHeaders).map(([k, v]) => `${k}: ${v}`).join('\n')}</pre>
+        : <p class="muted">Not kept for this attempt.</p>}
+      <h4>Answer {attempt.statusCode ?? '(none)'}{attempt.responseBodyTruncated ? ', first 2 KiB' : ''}</h4>
+      {attempt.error ? <p class="error-text">{attempt.error}</p> : null}
+      <pre class="text" data-testid="response-excerpt">{attempt.responseBodyExcerpt ?? ''}</pre>
+      {delivery ? (
+        <>
+          <h4>Delivery</h4>
+          <p>
+            <Badge tone={delivery.status === 'succeeded' ? 'ok' : delivery.status === 'failed' ? 'bad' : 'warn'}>{delivery.status}</Badge>{' '}
+            {delivery.attempts} attempt{delivery.attempts === 1 ? '' : 's'}
+            {delivery.nextAttemptAt ? <> · next retry {f.time(delivery.nextAttemptAt)}</> : null}
+          </p>
+          <h4>Payload</h4>
+          <pre class="text">{delivery.payload}</pre>
+        </>
+      ) : error ? null : <p role="status">Loading the delivery…</p>}
+      {redelivered ? <Note tone="ok">Sent again: the new attempt shows above when it is made.</Note> : null}
+      {!enabled ? <Note>Enable the endpoint to redeliver.</Note> : (
+        <ConfirmAction label="Redeliver" accessibleLabel={`Redeliver ${attempt.eventId}`} title="Send this event again, now?" confirmLabel="Redeliver" tone="secondary"
+          run={(idempotencyKey) => ok(routes.redeliver, { params: { id: endpointId, eventId: attempt.eventId }, idempotencyKey })}
+          onDone={() => { setRedelivered(true); onRedelivered(); }}>
+          <p>The receiver gets event <code>{attempt.eventId}</code> once more, with the same id (receivers dedupe on it); a retry still waiting is replaced by this one.</p>
+        </ConfirmAction>
+      )}
+    </details>
+  );
+}
