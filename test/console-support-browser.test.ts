@@ -120,17 +120,28 @@ for (const engine of engines()) {
     let endpointId: string;
     let firstSecret: string;
 
-    it('an admin sees a failing endpoint and redelivers the failed event to the receiver', async () => {
+    it('an admin registers an endpoint, sees it failing, and redelivers the failed event to the receiver', async () => {
       receiver.failNext(1);
-      const created = await api.ok(endpoints.createWebhookEndpoint, { token: adminToken, body: { url: receiver.url, events: ['message.created'] } });
-      endpointId = created.id;
-      firstSecret = created.secret;
-      await api.ok(endpoints.openConversation, { token: customer.token, body: { subject: 'Hooked', body: 'Ping' } });
-      await receiver.waitForRequests(1, 30_000);
-
       const page = await newPage();
       await signIn(page, rig.baseUrl, rig.admin);
       await page.getByRole('link', { name: 'Webhooks' }).click();
+      await page.getByRole('button', { name: 'New endpoint' }).click();
+      const register = page.getByRole('dialog', { name: 'Register a webhook endpoint' });
+      await register.getByLabel('URL').fill(receiver.url);
+      await register.getByLabel('Every event, including types added later').uncheck();
+      await register.getByLabel('message.created').check();
+      assert.deepEqual(await accessibilityProblems(page), []);
+      await register.getByRole('button', { name: 'Register' }).click();
+      firstSecret = (await page.getByTestId('new-secret').innerText()).trim();
+      assert.match(firstSecret, /^whsec_/);
+      await page.getByRole('button', { name: 'I have copied it' }).click();
+      const [created] = (await api.ok(endpoints.listWebhookEndpoints, { token: adminToken })).data;
+      assert.equal(created!.url, receiver.url);
+      assert.deepEqual(created!.events, ['message.created']);
+      endpointId = created!.id;
+
+      await api.ok(endpoints.openConversation, { token: customer.token, body: { subject: 'Hooked', body: 'Ping' } });
+      await receiver.waitForRequests(1, 30_000);
       const table = page.getByRole('table', { name: 'Webhook endpoints, newest first' });
       await waitFor('the endpoint to show as failing', async () => {
         await page.reload();

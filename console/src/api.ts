@@ -43,6 +43,7 @@ export const routes = {
   postMessage: route<typeof messaging.postMessage>('POST', '/v1/conversations/:id/messages'),
   markRead: route<typeof messaging.markRead>('POST', '/v1/conversations/:id/read'),
   webhookEndpoints: route<typeof webhooks.listWebhookEndpoints>('GET', '/v1/webhook-endpoints'),
+  createWebhookEndpoint: route<typeof webhooks.createWebhookEndpoint>('POST', '/v1/webhook-endpoints'),
   webhookEndpoint: route<typeof webhooks.getWebhookEndpoint>('GET', '/v1/webhook-endpoints/:id'),
   updateWebhookEndpoint: route<typeof webhooks.updateWebhookEndpoint>('PATCH', '/v1/webhook-endpoints/:id'),
   rotateWebhookSecret: route<typeof webhooks.rotateWebhookSecret>('POST', '/v1/webhook-endpoints/:id/rotate-secret'),

@@ -105,8 +105,8 @@ function Thread({ id, arrived, onChanged }: { id: string; arrived: Message | nul
   const [error, setError] = useState<unknown>(null);
   const [draft, setDraft] = useState('');
   const [sending, setSending] = useState(false);
-  // One key per reply: a retry after a network error never posts it twice.
-  const replyKey = useRef<string | null>(null);
+  // One key per reply: a retry after a network error never posts it twice; an edited draft is a new reply.
+  const replyKey = useRef<{ body: string; key: string } | null>(null);
 
   const load = async () => {
     try {
@@ -137,7 +137,8 @@ function Thread({ id, arrived, onChanged }: { id: string; arrived: Message | nul
     if (!/\S/.test(draft)) return;
     setSending(true);
     try {
-      const message = await ok(routes.postMessage, { params: { id }, body: { body: draft }, idempotencyKey: replyKey.current ??= newIdempotencyKey() });
+      if (replyKey.current?.body !== draft) replyKey.current = { body: draft, key: newIdempotencyKey() };
+      const message = await ok(routes.postMessage, { params: { id }, body: { body: draft }, idempotencyKey: replyKey.current.key });
       replyKey.current = null;
       setDraft('');
       setMessages((before) => (before.some((m) => m.id === message.id) ? before : [...before, message]));

@@ -3,8 +3,8 @@
 // the first 2 KiB of the body, untrusted: always shown as text), the attempts and the next retry.
 // Actions: redeliver, disable and enable, rotate the signing secret with a grace period (the new
 // secret is shown once).
-import { useEffect, useState } from 'preact/hooks';
-import { ok, routes, type DeliveryAttempt, type WebhookDelivery, type WebhookEndpoint } from '../api.ts';
+import { useEffect, useRef, useState } from 'preact/hooks';
+import { newIdempotencyKey, ok, routes, type DeliveryAttempt, type WebhookDelivery, type WebhookEndpoint } from '../api.ts';
 import type { PageProps } from '../app.tsx';
 import { ConfirmAction } from '../components/ConfirmAction.tsx';
 import { DataTable, MoreButton, useCursorPages } from '../components/DataTable.tsx';
@@ -20,12 +20,75 @@ function Health({ w }: { w: WebhookEndpoint }) {
 
 const when = (iso: string | null) => (iso ? <time dateTime={iso} title={f.time(iso)}>{f.ago(iso)}</time> : '–');
 
+const eventTypes = ['order.created', 'order.paid', 'order.payment_failed', 'order.cancelled', 'order.fulfilled', 'message.created'] as const;
+type EventChoice = (typeof eventTypes)[number] | '*';
+
+/**
+ * An Idempotency-Key per request body: a retry of the same request reuses its key (done at most
+ * once), while a request the admin changed after a refusal (another URL, another grace period)
+ * gets a new one, rather than a 422 for a key used with a different body.
+ */
+function useKeyPerBody() {
+  const last = useRef<{ body: string; key: string } | null>(null);
+  return {
+    keyFor(body: unknown): string {
+      const text = JSON.stringify(body);
+      if (last.current?.body !== text) last.current = { body: text, key: newIdempotencyKey() };
+      return last.current.key;
+    },
+    /** After a success: the next request is a new one, even with the same body. */
+    done() { last.current = null; },
+  };
+}
+
+/** The secret of a new endpoint, or a rotated one: shown this once, never again. */
+function SecretOnce({ secret, note, onDismiss }: { secret: string; note: string; onDismiss: () => void }) {
+  return (
+    <div class="note tone-warn" role="status">
+      <p><strong>The signing secret, shown only now:</strong> copy it to the receiver.</p>
+      <p><code class="secret" data-testid="new-secret">{secret}</code></p>
+      {note ? <p>{note}</p> : null}
+      <button type="button" class="secondary" onClick={onDismiss}>I have copied it</button>
+    </div>
+  );
+}
+
+function CreateEndpoint({ onCreated }: { onCreated: (created: { id: string; secret: string }) => void }) {
+  const [url, setUrl] = useState('');
+  const [events, setEvents] = useState<EventChoice[]>(['*']);
+  const key = useKeyPerBody();
+  const toggle = (type: EventChoice, on: boolean) => {
+    const others = events.filter((e) => e !== type && e !== '*');
+    setEvents(type === '*' ? (on ? ['*'] : []) : on ? [...others, type] : others);
+  };
+  return (
+    <ConfirmAction label="New endpoint" title="Register a webhook endpoint" confirmLabel="Register"
+      run={() => ok(routes.createWebhookEndpoint, { body: { url, events }, idempotencyKey: key.keyFor({ url, events }) })}
+      onDone={(created) => { key.done(); setUrl(''); onCreated(created); }}>
+      <label for="endpoint-url">URL</label>
+      <input id="endpoint-url" type="url" value={url} placeholder="https://shop.example/hooks" onInput={(e) => setUrl(e.currentTarget.value)} />
+      <fieldset>
+        <legend>Events</legend>
+        <label><input type="checkbox" checked={events.includes('*')} onChange={(e) => toggle('*', e.currentTarget.checked)} /> Every event, including types added later</label>
+        {eventTypes.map((t) => (
+          <label key={t}><input type="checkbox" checked={events.includes(t)} disabled={events.includes('*')} onChange={(e) => toggle(t, e.currentTarget.checked)} /> {t}</label>
+        ))}
+      </fieldset>
+    </ConfirmAction>
+  );
+}
+
 export function WebhooksPage({ session }: PageProps) {
   const admin = session.user.role === 'admin';
   const pages = useCursorPages<WebhookEndpoint>((cursor) => ok(routes.webhookEndpoints, { query: { limit: 20, ...(cursor ? { cursor } : {}) } }), admin);
+  const [created, setCreated] = useState<{ id: string; secret: string } | null>(null);
   return (
     <>
-      <div class="page-head"><h1>Webhooks</h1></div>
+      <div class="page-head">
+        <h1>Webhooks</h1>
+        {admin ? <div class="controls"><CreateEndpoint onCreated={(c) => { setCreated(c); void pages.reload(); }} /></div> : null}
+      </div>
+      {created ? <SecretOnce secret={created.secret} note={`For endpoint ${created.id}.`} onDismiss={() => setCreated(null)} /> : null}
       {!admin ? <AdminOnly what="Webhook endpoints and their deliveries" /> : (
         <>
           <DataTable
@@ -38,7 +101,7 @@ export function WebhooksPage({ session }: PageProps) {
               { header: 'Last success', cell: (w) => when(w.lastSuccessAt) },
               { header: 'Last failure', cell: (w) => when(w.lastFailureAt) },
             ]}
-            rows={pages.rows} keyOf={(w) => w.id} empty="No webhook endpoints. Create one with POST /v1/webhook-endpoints."
+            rows={pages.rows} keyOf={(w) => w.id} empty="No webhook endpoints yet."
           />
           <MoreButton pages={pages} label="More endpoints" />
         </>
@@ -54,6 +117,7 @@ export function WebhookPage({ session, params }: PageProps) {
   const [error, setError] = useState<unknown>(null);
   const [secret, setSecret] = useState<{ secret: string; previousSecretExpiresAt: string | null } | null>(null);
   const [grace, setGrace] = useState(86_400);
+  const rotateKey = useKeyPerBody();
   const attempts = useCursorPages<DeliveryAttempt>((cursor) => ok(routes.deliveryAttempts, { params: { id }, query: { limit: 20, ...(cursor ? { cursor } : {}) } }), admin);
 
   const load = async () => {
@@ -102,8 +166,8 @@ export function WebhookPage({ session, params }: PageProps) {
           </ConfirmAction>
         )}
         <ConfirmAction label="Rotate secret" title="Rotate the signing secret?" confirmLabel="Rotate" tone="secondary"
-          run={(idempotencyKey) => ok(routes.rotateWebhookSecret, { params: { id }, body: { gracePeriodSeconds: grace }, idempotencyKey })}
-          onDone={(r) => { setSecret(r); void load(); }}>
+          run={() => ok(routes.rotateWebhookSecret, { params: { id }, body: { gracePeriodSeconds: grace }, idempotencyKey: rotateKey.keyFor({ id, grace }) })}
+          onDone={(r) => { rotateKey.done(); setSecret(r); void load(); }}>
           <p>The new secret is shown once. The old one keeps signing every delivery, next to the new, for the grace period, so the receiver can switch without failing one.</p>
           <label for="grace">Grace period</label>
           <select id="grace" value={grace} onChange={(e) => setGrace(Number(e.currentTarget.value))}>
@@ -116,12 +180,8 @@ export function WebhookPage({ session, params }: PageProps) {
         </ConfirmAction>
       </div>
       {secret ? (
-        <div class="note tone-warn" role="status">
-          <p><strong>The new signing secret, shown only now:</strong> copy it to the receiver.</p>
-          <p><code class="secret" data-testid="new-secret">{secret.secret}</code></p>
-          <p>{secret.previousSecretExpiresAt ? `The old secret keeps signing until ${f.time(secret.previousSecretExpiresAt)}.` : 'The old secret no longer signs.'}</p>
-          <button type="button" class="secondary" onClick={() => setSecret(null)}>I have copied it</button>
-        </div>
+        <SecretOnce secret={secret.secret} onDismiss={() => setSecret(null)}
+          note={secret.previousSecretExpiresAt ? `The old secret keeps signing until ${f.time(secret.previousSecretExpiresAt)}.` : 'The old secret no longer signs.'} />
       ) : null}
       <Section id="deliveries" title="Delivery attempts">
         <DataTable
