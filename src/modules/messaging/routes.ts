@@ -75,8 +75,8 @@ export function messagingRoutes(app: FastifyInstance, { db, config, customerOfOr
   r.route({
     ...routeOf(s.listConversations),
     handler: async (request) => {
-      const { limit, cursor } = request.query;
-      return messaging.listConversations(db, principalOf(request), { after: decodeCursor(cursor), limit });
+      const { limit, cursor, customerId } = request.query;
+      return messaging.listConversations(db, principalOf(request), { after: decodeCursor(cursor), limit, customerId: customerId ?? null });
     },
   });
 

@@ -50,8 +50,8 @@ const ReadState = Type.Object({
 
 export const EmailSchema = Type.Object({
   id: Type.String(),
-  eventId: Type.String(),
-  kind: Type.String({ description: 'order_confirmation, payment_failed or new_message' }),
+  eventId: Type.Union([Type.String(), Type.Null()], { description: 'The event the mail is about; null for account mail (password reset, email verification)' }),
+  kind: Type.String({ description: 'order_confirmation, payment_failed, new_message, password_reset or email_verification' }),
   to: Type.String(),
   subject: Type.String(),
   text: Type.String(),
@@ -85,7 +85,10 @@ export const listConversations = endpoint({
   method: 'GET', url: '/v1/conversations', access: anyone, tags,
   summary: 'Conversations, newest first: a customer sees their own, staff see all',
   description: 'Each carries the caller\'s own unread count and the last message.',
-  querystring: PageQuery,
+  querystring: Type.Object({
+    ...PageQuery.properties,
+    customerId: Type.Optional(Type.String({ minLength: 1, maxLength: 64, description: "Staff: only this customer's conversations (a customer always sees only their own)" })),
+  }, { additionalProperties: false }),
   response: { 200: Page(ConversationSchema) },
 });
 
