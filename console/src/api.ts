@@ -14,6 +14,8 @@ import type * as accounts from '../../src/modules/accounts/schemas.ts';
 import type * as operations from '../../src/modules/operations/schemas.ts';
 import type * as ledger from '../../src/modules/ledger/schemas.ts';
 import type * as sandbox from '../../src/modules/payments/providers/schemas.ts';
+import type * as orders from '../../src/modules/orders/schemas.ts';
+import type * as messaging from '../../src/modules/messaging/schemas.ts';
 
 export interface Route<E extends Endpoint> { method: E['method']; url: E['url']; readonly endpoint?: E }
 
@@ -34,6 +36,18 @@ export const routes = {
   lastAudit: route<typeof operations.lastAuditRun>('GET', '/v1/admin/audit-runs/latest'),
   ledgerBalances: route<typeof ledger.ledgerBalances>('GET', '/v1/ledger/balances'),
   sandboxOutage: route<typeof sandbox.getSandboxOutage>('GET', '/v1/sandbox/outage'),
+  // Customers, API keys and staff (admin)
+  users: route<typeof accounts.listUsers>('GET', '/v1/users'),
+  user: route<typeof accounts.getUser>('GET', '/v1/users/:id'),
+  userSessions: route<typeof accounts.listUserSessions>('GET', '/v1/users/:id/sessions'),
+  disableUser: route<typeof accounts.disableUser>('POST', '/v1/users/:id/disable'),
+  enableUser: route<typeof accounts.enableUser>('POST', '/v1/users/:id/enable'),
+  updateUser: route<typeof accounts.updateUser>('PATCH', '/v1/users/:id'),
+  apiKeys: route<typeof accounts.listApiKeys>('GET', '/v1/api-keys'),
+  createApiKey: route<typeof accounts.createApiKey>('POST', '/v1/api-keys'),
+  revokeApiKey: route<typeof accounts.revokeApiKey>('DELETE', '/v1/api-keys/:id'),
+  customerOrders: route<typeof orders.listOrders>('GET', '/v1/orders'),
+  customerConversations: route<typeof messaging.listConversations>('GET', '/v1/conversations'),
 } as const;
 
 export type Body<E extends Endpoint> = Extract<Result<E>, { ok: true }>['body'];
@@ -43,6 +57,12 @@ export type SessionInfo = { user: NonNullable<Body<typeof accounts.session>['use
 export type FailedJob = Body<typeof operations.listFailedJobs>['data'][number];
 export type AuditRun = Body<typeof operations.runAudit>;
 export type LedgerBalance = Body<typeof ledger.ledgerBalances>['data'][number];
+export type UserInfo = Body<typeof accounts.getUser>;
+export type SessionRow = Body<typeof accounts.listUserSessions>['data'][number];
+export type ApiKeyInfo = Body<typeof accounts.listApiKeys>['data'][number];
+export type CreatedApiKey = Body<typeof accounts.createApiKey>;
+export type OrderSummary = Body<typeof orders.listOrders>['data'][number];
+export type ConversationSummary = Body<typeof messaging.listConversations>['data'][number];
 
 export class ApiError extends Error {
   readonly status: number;

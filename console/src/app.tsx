@@ -7,6 +7,8 @@ import { call, ok, onUnauthenticated, routes, useCsrfToken, type SessionInfo } f
 import { linkTo, usePath } from './router.ts';
 import { LoginPage } from './pages/Login.tsx';
 import { OperationsPage } from './pages/Operations.tsx';
+import { CustomerPage, CustomersPage } from './pages/Customers.tsx';
+import { AccessPage } from './pages/Access.tsx';
 
 export interface PageProps {
   session: SessionInfo;
@@ -27,6 +29,9 @@ interface PageEntry {
 
 const pages: PageEntry[] = [
   { path: '/', title: 'Operations', component: OperationsPage, nav: true },
+  { path: '/customers', title: 'Customers', component: CustomersPage, nav: true, adminOnly: true },
+  { path: '/customers/:id', title: 'Customer', component: CustomerPage, adminOnly: true },
+  { path: '/access', title: 'API keys and staff', component: AccessPage, nav: true, adminOnly: true },
 ];
 
 /** The entry whose pattern matches path, with the parameters it names. */
