@@ -1005,6 +1005,12 @@ ALTER TABLE ONLY public.webhook_endpoints
     ADD CONSTRAINT webhook_endpoints_pkey PRIMARY KEY (id);
 
 --
+-- Name: account_tokens_expires_at; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX account_tokens_expires_at ON public.account_tokens USING btree (expires_at);
+
+--
 -- Name: account_tokens_user_id; Type: INDEX; Schema: public; Owner: -
 --
 

@@ -24,6 +24,8 @@ CREATE TABLE account_tokens (
   used_at     timestamptz
 );
 CREATE INDEX account_tokens_user_id ON account_tokens (user_id, purpose);
+-- The retention job deletes expired tokens through this.
+CREATE INDEX account_tokens_expires_at ON account_tokens (expires_at);
 
 -- Account mail (a reset link, a verification link) is written by the job that asked for it, not
 -- planned from an event: no event_id, and the job's id as the dedupe, so a retried job writes one mail.
