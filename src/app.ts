@@ -16,7 +16,7 @@ import { registerHttpTracing } from './platform/tracing.ts';
 import { loadMigrations } from './platform/migrate.ts';
 import { packageRoot } from './platform/paths.ts';
 import { accountsRoutes } from './modules/accounts/routes.ts';
-import { tokenResolver } from './modules/accounts/service.ts';
+import { buyerCheck, tokenResolver } from './modules/accounts/service.ts';
 import { catalogRoutes } from './modules/catalog/routes.ts';
 import { ordersRoutes } from './modules/orders/routes.ts';
 import { customerOfOrder } from './modules/orders/service.ts';
@@ -82,7 +82,7 @@ export async function buildApp(config: Readonly<Config>, db: Db, options: BuildO
   accountsRoutes(app, { db, config });
   catalogRoutes(app, { db });
   // An in-process worker starts on a new charge at once instead of at its next poll.
-  ordersRoutes(app, { db, batchConcurrency: config.orderBatchConcurrency, onCharge: () => options.queue?.wake(chargeQueue) });
+  ordersRoutes(app, { db, batchConcurrency: config.orderBatchConcurrency, onCharge: () => options.queue?.wake(chargeQueue), checkBuyer: buyerCheck(config) });
   webhooksRoutes(app, { db, policy: { allowPrivateUrls: config.webhookAllowPrivateUrls } });
   sandboxRoutes(app, { db });
   ledgerRoutes(app, { db, paymentProvider: config.paymentProvider });

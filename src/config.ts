@@ -33,6 +33,12 @@ export interface Config {
   /** Signups allowed from one client address within signupWindowSeconds (slows email probing). */
   signupMaxPerClient: number;
   signupWindowSeconds: number;
+  /** EMAIL_VERIFICATION: signup mails a verification link, and unverified users may not place orders (off by default). */
+  emailVerification: boolean;
+  /** Password reset mails asked for one email address, and from one client address, within passwordResetWindowSeconds. */
+  passwordResetMaxPerEmail: number;
+  passwordResetMaxPerClient: number;
+  passwordResetWindowSeconds: number;
   /**
    * Whose X-Forwarded-For to believe, to find the real client address (login throttling needs it):
    * false (nobody's: the peer is the client) or the addresses and CIDR ranges of the proxies.
@@ -274,6 +280,10 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     loginWindowSeconds: intVar(env, 'LOGIN_WINDOW_SECONDS', 15 * 60, 1, 24 * 3600),
     signupMaxPerClient: intVar(env, 'SIGNUP_MAX_PER_CLIENT', 20, 1, 1_000_000),
     signupWindowSeconds: intVar(env, 'SIGNUP_WINDOW_SECONDS', 3600, 1, 24 * 3600),
+    emailVerification: boolVar(env, 'EMAIL_VERIFICATION', false),
+    passwordResetMaxPerEmail: intVar(env, 'PASSWORD_RESET_MAX_PER_EMAIL', 5, 1, 1_000_000),
+    passwordResetMaxPerClient: intVar(env, 'PASSWORD_RESET_MAX_PER_CLIENT', 20, 1, 1_000_000),
+    passwordResetWindowSeconds: intVar(env, 'PASSWORD_RESET_WINDOW_SECONDS', 3600, 1, 24 * 3600),
     trustProxy: parseTrustProxy(env),
     requestTimeoutSeconds: intVar(env, 'REQUEST_TIMEOUT_SECONDS', 30, 1, 3600),
     keepAliveTimeoutSeconds: intVar(env, 'KEEP_ALIVE_TIMEOUT_SECONDS', 72, 1, 3600),

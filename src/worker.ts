@@ -13,6 +13,8 @@ import type { ChargeHooks } from './modules/payments/service.ts';
 import { chargeMany, expireUnpaidOrders, refundOnce } from './modules/orders/lifecycle.ts';
 import { registerWebhookWorkers, webhookQueuesFor, type WebhookOptions } from './modules/webhooks/delivery.ts';
 import { messagingQueues, registerMessagingWorkers } from './modules/messaging/notifications.ts';
+import { accountMailQueues, registerAccountMailWorkers } from './modules/messaging/account-mail.ts';
+import { createMailer } from './modules/messaging/mailer.ts';
 import type { PaymentProvider } from './modules/payments/providers/provider.ts';
 import { startTelemetry } from './modules/operations/telemetry.ts';
 import { startOrderStats } from './modules/operations/order-stats.ts';
@@ -46,6 +48,7 @@ export function queueSpecs(config: Readonly<Config>): QueueSpec[] {
     { name: auditQueue, retryLimit: 1, retryDelaySeconds: 30, leaseSeconds: 900 },
     ...webhookQueuesFor(webhookOptions(config)),
     ...messagingQueues,
+    ...accountMailQueues,
   ];
 }
 
@@ -118,6 +121,7 @@ export async function startWorkers(db: Db, config: Readonly<Config>, log: pino.L
   });
   registerWebhookWorkers(queue, db, webhookOptions(config));
   registerMessagingWorkers(queue, db, config);
+  registerAccountMailWorkers(queue, db, createMailer(config), Math.min(4, config.workerConcurrency));
   work(queue, auditQueue, async () => {
     const run = await runAndRecordAudit(db, { paymentProvider: config.paymentProvider });
     if (!run.ok) log.error({ checks: run.checks.filter((c) => !c.ok).map((c) => c.name) }, 'the scheduled audit found violations');

@@ -196,9 +196,9 @@ forEachEngine('email notifications without SMTP: the dev mailbox', (env) => {
     assert.ok(found.html.includes('9.99 EUR') || found.html.includes('29.97 EUR'));
     assert.ok(found.sentAt);
 
-    await jobCompleted(e.database.db, found.eventId);
+    await jobCompleted(e.database.db, found.eventId!);
     const mailer = createMailer({ smtpUrl: undefined, mailFrom: 'x <x@example.com>' });
-    await Promise.all([1, 2, 3].map(() => sendEventEmails(e.database.db, mailer, { heartbeatSeconds: 15, smtpConcurrency: 4 }, found.eventId)));
+    await Promise.all([1, 2, 3].map(() => sendEventEmails(e.database.db, mailer, { heartbeatSeconds: 15, smtpConcurrency: 4 }, found.eventId!)));
     const box = await e.client.ok(endpoints.listMailbox, { token: e.adminToken, query: { limit: 100 } });
     assert.equal(box.data.filter((m) => m.eventId === found.eventId).length, 1);
     assert.equal((await e.client.call(endpoints.listMailbox, { token: bob.token })).status, 403);

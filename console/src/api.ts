@@ -16,6 +16,7 @@ import type * as ledger from '../../src/modules/ledger/schemas.ts';
 import type * as sandbox from '../../src/modules/payments/providers/schemas.ts';
 import type * as messaging from '../../src/modules/messaging/schemas.ts';
 import type * as webhooks from '../../src/modules/webhooks/schemas.ts';
+import type * as orders from '../../src/modules/orders/schemas.ts';
 
 export interface Route<E extends Endpoint> { method: E['method']; url: E['url']; readonly endpoint?: E }
 
@@ -50,6 +51,18 @@ export const routes = {
   deliveryAttempts: route<typeof webhooks.listDeliveryAttempts>('GET', '/v1/webhook-endpoints/:id/deliveries'),
   webhookDelivery: route<typeof webhooks.getWebhookDelivery>('GET', '/v1/webhook-endpoints/:id/deliveries/:eventId'),
   redeliver: route<typeof webhooks.redeliverEvent>('POST', '/v1/webhook-endpoints/:id/deliveries/:eventId/redeliver'),
+  // Customers, API keys and staff (admin)
+  users: route<typeof accounts.listUsers>('GET', '/v1/users'),
+  user: route<typeof accounts.getUser>('GET', '/v1/users/:id'),
+  userSessions: route<typeof accounts.listUserSessions>('GET', '/v1/users/:id/sessions'),
+  disableUser: route<typeof accounts.disableUser>('POST', '/v1/users/:id/disable'),
+  enableUser: route<typeof accounts.enableUser>('POST', '/v1/users/:id/enable'),
+  updateUser: route<typeof accounts.updateUser>('PATCH', '/v1/users/:id'),
+  apiKeys: route<typeof accounts.listApiKeys>('GET', '/v1/api-keys'),
+  createApiKey: route<typeof accounts.createApiKey>('POST', '/v1/api-keys'),
+  revokeApiKey: route<typeof accounts.revokeApiKey>('DELETE', '/v1/api-keys/:id'),
+  customerOrders: route<typeof orders.listOrders>('GET', '/v1/orders'),
+  customerConversations: route<typeof messaging.listConversations>('GET', '/v1/conversations'),
 } as const;
 
 export type Body<E extends Endpoint> = Extract<Result<E>, { ok: true }>['body'];
@@ -65,6 +78,12 @@ export type Message = Body<typeof messaging.postMessage>;
 export type WebhookEndpoint = Body<typeof webhooks.getWebhookEndpoint>;
 export type DeliveryAttempt = Body<typeof webhooks.listDeliveryAttempts>['data'][number];
 export type WebhookDelivery = Body<typeof webhooks.getWebhookDelivery>;
+export type UserInfo = Body<typeof accounts.getUser>;
+export type SessionRow = Body<typeof accounts.listUserSessions>['data'][number];
+export type ApiKeyInfo = Body<typeof accounts.listApiKeys>['data'][number];
+export type CreatedApiKey = Body<typeof accounts.createApiKey>;
+export type OrderSummary = Body<typeof orders.listOrders>['data'][number];
+export type ConversationSummary = Body<typeof messaging.listConversations>['data'][number];
 
 export class ApiError extends Error {
   readonly status: number;

@@ -10,6 +10,8 @@ import { OperationsPage } from './pages/Operations.tsx';
 import { SupportPage } from './pages/Support.tsx';
 import { WebhookPage, WebhooksPage } from './pages/Webhooks.tsx';
 import { JobsPage } from './pages/Jobs.tsx';
+import { CustomerPage, CustomersPage } from './pages/Customers.tsx';
+import { AccessPage } from './pages/Access.tsx';
 
 export interface PageProps {
   session: SessionInfo;
@@ -35,6 +37,9 @@ const pages: PageEntry[] = [
   { path: '/webhooks', title: 'Webhooks', component: WebhooksPage, nav: true, adminOnly: true },
   { path: '/webhooks/:id', title: 'Webhook endpoint', component: WebhookPage, adminOnly: true },
   { path: '/jobs', title: 'Jobs', component: JobsPage, nav: true, adminOnly: true },
+  { path: '/customers', title: 'Customers', component: CustomersPage, nav: true, adminOnly: true },
+  { path: '/customers/:id', title: 'Customer', component: CustomerPage, adminOnly: true },
+  { path: '/access', title: 'API keys and staff', component: AccessPage, nav: true, adminOnly: true },
 ];
 
 /** The entry whose pattern matches path, with the parameters it names. */

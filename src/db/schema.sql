@@ -46,6 +46,21 @@ BEGIN
 END $$;
 
 --
+-- Name: account_tokens; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.account_tokens (
+    id text NOT NULL,
+    user_id text NOT NULL,
+    purpose text NOT NULL,
+    token_hash bytea NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    expires_at timestamp with time zone NOT NULL,
+    used_at timestamp with time zone,
+    CONSTRAINT account_tokens_purpose_check CHECK ((purpose = ANY (ARRAY['password_reset'::text, 'email_verification'::text])))
+);
+
+--
 -- Name: api_keys; Type: TABLE; Schema: public; Owner: -
 --
 
@@ -92,7 +107,7 @@ CREATE TABLE public.conversations (
 
 CREATE TABLE public.emails (
     id text NOT NULL,
-    event_id text NOT NULL,
+    event_id text,
     recipient_id text NOT NULL,
     kind text NOT NULL,
     to_address text NOT NULL,
@@ -106,6 +121,7 @@ CREATE TABLE public.emails (
     claimed_until timestamp with time zone,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     sent_at timestamp with time zone,
+    job_id text,
     CONSTRAINT emails_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'sending'::text, 'sent'::text]))),
     CONSTRAINT emails_transport_check CHECK ((transport = ANY (ARRAY['smtp'::text, 'mailbox'::text])))
 );
@@ -535,6 +551,8 @@ CREATE TABLE public.users (
     password_hash text NOT NULL,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    disabled_at timestamp with time zone,
+    email_verified_at timestamp with time zone,
     CONSTRAINT users_role_check CHECK ((role = ANY (ARRAY['customer'::text, 'staff'::text, 'admin'::text])))
 );
 
@@ -633,6 +651,20 @@ CREATE TABLE public.webhook_endpoints (
     CONSTRAINT webhook_endpoints_previous_secret CHECK (((previous_secret IS NULL) = (previous_secret_expires_at IS NULL))),
     CONSTRAINT webhook_endpoints_url_check CHECK ((url ~ '^https?://'::text))
 );
+
+--
+-- Name: account_tokens account_tokens_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.account_tokens
+    ADD CONSTRAINT account_tokens_pkey PRIMARY KEY (id);
+
+--
+-- Name: account_tokens account_tokens_token_hash_key; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.account_tokens
+    ADD CONSTRAINT account_tokens_token_hash_key UNIQUE (token_hash);
 
 --
 -- Name: api_keys api_keys_key_hash_key; Type: CONSTRAINT; Schema: public; Owner: -
@@ -978,10 +1010,28 @@ ALTER TABLE ONLY public.webhook_endpoints
     ADD CONSTRAINT webhook_endpoints_pkey PRIMARY KEY (id);
 
 --
+-- Name: account_tokens_expires_at; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX account_tokens_expires_at ON public.account_tokens USING btree (expires_at);
+
+--
+-- Name: account_tokens_user_id; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX account_tokens_user_id ON public.account_tokens USING btree (user_id, purpose);
+
+--
 -- Name: conversations_customer_id; Type: INDEX; Schema: public; Owner: -
 --
 
 CREATE INDEX conversations_customer_id ON public.conversations USING btree (customer_id, id DESC);
+
+--
+-- Name: emails_job_id; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE UNIQUE INDEX emails_job_id ON public.emails USING btree (job_id) WHERE (job_id IS NOT NULL);
 
 --
 -- Name: emails_mailbox; Type: INDEX; Schema: public; Owner: -
@@ -1110,10 +1160,28 @@ CREATE INDEX stock_movements_order_id ON public.stock_movements USING btree (ord
 CREATE INDEX stock_movements_sku ON public.stock_movements USING btree (sku, id);
 
 --
+-- Name: users_email_prefix; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX users_email_prefix ON public.users USING btree (lower(email) text_pattern_ops);
+
+--
 -- Name: users_email_unique; Type: INDEX; Schema: public; Owner: -
 --
 
 CREATE UNIQUE INDEX users_email_unique ON public.users USING btree (lower(email));
+
+--
+-- Name: users_name_prefix; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX users_name_prefix ON public.users USING btree (lower(name) text_pattern_ops);
+
+--
+-- Name: users_staff; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX users_staff ON public.users USING btree (id) WHERE (role <> 'customer'::text);
 
 --
 -- Name: variants_product_id; Type: INDEX; Schema: public; Owner: -
@@ -1156,6 +1224,13 @@ CREATE TRIGGER ledger_entries_append_only BEFORE DELETE OR UPDATE ON public.ledg
 --
 
 CREATE CONSTRAINT TRIGGER ledger_entries_balanced AFTER INSERT OR UPDATE ON public.ledger_entries DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION public.ledger_check_balanced();
+
+--
+-- Name: account_tokens account_tokens_user_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.account_tokens
+    ADD CONSTRAINT account_tokens_user_id_fkey FOREIGN KEY (user_id) REFERENCES public.users(id) ON DELETE CASCADE;
 
 --
 -- Name: api_keys api_keys_created_by_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -

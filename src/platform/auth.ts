@@ -17,6 +17,8 @@ export interface Principal {
   via: 'session' | 'api_key';
   /** The session or API key id; a logout revokes exactly this one. */
   credentialId: string;
+  /** False for a user whose email is not verified; read with the session, at no extra cost. */
+  emailVerified?: boolean;
 }
 
 declare module 'fastify' {

@@ -7,7 +7,7 @@ import { decodeCursor, pageOf } from '../../platform/pagination.ts';
 import { idempotent, keyedRequestOf, sendOutcome } from '../../platform/idempotency.ts';
 import * as s from './schemas.ts';
 import * as accounts from './service.ts';
-import { listApiKeys } from './repo.ts';
+import { listApiKeys, listSessions, searchUsers } from './repo.ts';
 
 export interface AccountsDeps {
   db: Db;
@@ -78,8 +78,8 @@ export function accountsRoutes(app: FastifyInstance, { db, config }: AccountsDep
   r.route({
     ...routeOf(s.listApiKeys),
     handler: async (request) => {
-      const { limit, cursor } = request.query;
-      const rows = await listApiKeys(db, decodeCursor(cursor), limit);
+      const { limit, cursor, createdBy } = request.query;
+      const rows = await listApiKeys(db, decodeCursor(cursor), limit, createdBy ?? null);
       const page = pageOf(rows, limit, (row) => row.id);
       return { data: page.data.map(accounts.apiKeyView), nextCursor: page.nextCursor };
     },
@@ -96,5 +96,95 @@ export function accountsRoutes(app: FastifyInstance, { db, config }: AccountsDep
   r.route({
     ...routeOf(s.updateUser),
     handler: async (request) => accounts.changeRole(db, request.params.id, request.body.role),
+  });
+
+  r.route({
+    ...routeOf(s.changePassword),
+    handler: async (request, reply) => {
+      await accounts.changePassword(db, config, principalOf(request), request.body);
+      return reply.code(204).send(null);
+    },
+  });
+
+  r.route({
+    ...routeOf(s.logoutEverywhere),
+    handler: async (request, reply) => {
+      await accounts.logoutEverywhere(db, principalOf(request));
+      reply.clearCookie(sessionCookie, { path: '/' });
+      return reply.code(204).send(null);
+    },
+  });
+
+  r.route({
+    ...routeOf(s.requestPasswordReset),
+    handler: async (request, reply) => {
+      await accounts.requestPasswordReset(db, config, request.body.email, request.ip);
+      return reply.code(202).send({ status: 'accepted' as const });
+    },
+  });
+
+  r.route({
+    ...routeOf(s.resetPassword),
+    handler: async (request, reply) => {
+      await accounts.resetPassword(db, request.body);
+      return reply.code(204).send(null);
+    },
+  });
+
+  r.route({
+    ...routeOf(s.verifyEmail),
+    handler: async (request, reply) => {
+      await accounts.verifyEmail(db, request.body.token);
+      return reply.code(204).send(null);
+    },
+  });
+
+  r.route({
+    ...routeOf(s.resendVerification),
+    handler: async (request, reply) => {
+      await accounts.resendVerification(db, config, principalOf(request));
+      return reply.code(202).send({ status: 'accepted' as const });
+    },
+  });
+
+  r.route({
+    ...routeOf(s.listUsers),
+    handler: async (request) => {
+      const { limit, cursor, q, staff } = request.query;
+      const query = q?.trim() || null;
+      const rows = await searchUsers(db, { query, staff: staff === true, after: decodeCursor(cursor), limit });
+      const page = pageOf(rows, limit, (row) => row.id);
+      return { data: page.data.map(accounts.userView), nextCursor: page.nextCursor };
+    },
+  });
+
+  r.route({
+    ...routeOf(s.getUser),
+    handler: async (request) => accounts.getUser(db, request.params.id),
+  });
+
+  r.route({
+    ...routeOf(s.listUserSessions),
+    handler: async (request) => {
+      const { limit, cursor } = request.query;
+      await accounts.getUser(db, request.params.id); // 404 for no such user
+      const rows = await listSessions(db, request.params.id, decodeCursor(cursor), limit);
+      const page = pageOf(rows, limit, (row) => row.id);
+      return { data: page.data.map(accounts.sessionView), nextCursor: page.nextCursor };
+    },
+  });
+
+  r.route({
+    ...routeOf(s.disableUser),
+    handler: (request, reply) => idempotent(db, request, reply, { required: false }, async (tx) => ({
+      status: 200, body: await accounts.disableUser(tx, principalOf(request), request.params.id),
+    })),
+  });
+
+  r.route({
+    ...routeOf(s.enableUser),
+    handler: (request, reply) => idempotent(db, request, reply, { required: false }, async (tx) => ({
+      status: 200, body: await accounts.enableUser(tx, request.params.id),
+    })),
   });
 }

@@ -13,6 +13,8 @@ export const UserSchema = Type.Object({
   name: Type.String(),
   role: RoleSchema,
   createdAt: Timestamp,
+  emailVerified: Type.Boolean({ description: 'Whether the user proved the address (matters only when EMAIL_VERIFICATION is on)' }),
+  disabledAt: Type.Union([Timestamp, Type.Null()], { description: 'Set while the account is disabled: no login, no session, no API key of theirs works' }),
 });
 export type User = Static<typeof UserSchema>;
 
@@ -57,7 +59,7 @@ export const me = endpoint({
   operationId: 'me', errors: [],
   method: 'GET', url: '/v1/me', access: roles, tags,
   summary: 'The signed-in user (for an API key: the key, with email null)',
-  response: { 200: Type.Object({ id: Type.String(), email: Type.Union([Type.String(), Type.Null()]), name: Type.String(), role: RoleSchema, createdAt: Timestamp }) },
+  response: { 200: Type.Object({ ...UserSchema.properties, email: Type.Union([Type.String(), Type.Null()]) }) },
 });
 
 export const session = endpoint({
@@ -87,7 +89,7 @@ export const listApiKeys = endpoint({
   operationId: 'listApiKeys', errors: [],
   method: 'GET', url: '/v1/api-keys', access: ['admin'], tags,
   summary: 'API keys, newest first (never the keys themselves)',
-  querystring: PageQuery,
+  querystring: Type.Object({ ...PageQuery.properties, createdBy: Type.Optional(Type.String({ minLength: 1, maxLength: 64, description: 'Only the keys this user is accountable for' })) }, { additionalProperties: false }),
   response: { 200: Page(ApiKeySchema) },
 });
 
@@ -108,5 +110,127 @@ export const updateUser = endpoint({
   description: 'Lowering a role revokes, at once, the API keys that user is accountable for whose role is above the new one. Demoting the only admin answers 409 invalid_state.',
   params: IdParams,
   body: Type.Object({ role: RoleSchema }, { additionalProperties: false }),
+  response: { 200: UserSchema },
+});
+
+// ---------------------------------------------------------------------------------------------
+// Account recovery and control
+
+const resetThrottle = 'Requests are limited per email address and per client address (429 with Retry-After).';
+
+export const changePassword = endpoint({
+  operationId: 'changePassword', errors: ['invalid_credentials', 'bad_request'],
+  example: { body: { currentPassword: 'correct horse battery staple', newPassword: 'a new and longer passphrase' } },
+  method: 'POST', url: '/v1/auth/password', access: roles, tags,
+  summary: "Change the signed-in user's password",
+  description: 'The current password is required (wrong ones are throttled per account, as logins are). Every other session of the user ends at once; the session that made the change stays signed in. An API key answers 400 bad_request.',
+  body: Type.Object({ currentPassword: Type.String({ minLength: 1, maxLength: 256 }), newPassword: Password }, { additionalProperties: false }),
+  response: { 204: Type.Null() },
+});
+
+export const logoutEverywhere = endpoint({
+  operationId: 'logoutEverywhere', errors: ['bad_request'],
+  method: 'POST', url: '/v1/auth/logout-all', access: roles, tags,
+  summary: 'Sign out everywhere: revoke every session of the signed-in user, this one included',
+  description: 'Sessions are checked in the database on every request, so every process refuses them from the next request on.',
+  response: { 204: Type.Null() },
+});
+
+export const requestPasswordReset = endpoint({
+  operationId: 'requestPasswordReset', errors: [],
+  example: { body: { email: 'ada@example.com' } },
+  method: 'POST', url: '/v1/auth/password-reset', access: 'public', tags,
+  summary: 'Mail a password reset link to this address, if it has an account',
+  description: `Always 202 with the same body, whether or not the address has an account; the mail (a single-use token valid for an hour) goes out through the queue. ${resetThrottle}`,
+  body: Type.Object({ email: Type.String({ minLength: 1, maxLength: 254 }) }, { additionalProperties: false }),
+  response: { 202: Type.Object({ status: Type.Literal('accepted') }) },
+});
+
+const TokenString = Type.String({ minLength: 1, maxLength: 128, pattern: '^[A-Za-z0-9_-]+$' });
+
+export const resetPassword = endpoint({
+  operationId: 'resetPassword', errors: ['invalid_token'],
+  example: { body: { token: 'err_3q2b1o0w1XyZ', password: 'a new and longer passphrase' } },
+  method: 'POST', url: '/v1/auth/password-reset/confirm', access: 'public', tags,
+  summary: 'Set a new password with the token of a reset mail',
+  description: 'The token works once and for an hour; using it ends every session of the user (sign in again with the new password). 400 invalid_token for an unknown, used or expired token.',
+  body: Type.Object({ token: TokenString, password: Password }, { additionalProperties: false }),
+  response: { 204: Type.Null() },
+});
+
+export const verifyEmail = endpoint({
+  operationId: 'verifyEmail', errors: ['invalid_token'],
+  example: { body: { token: 'erv_3q2b1o0w1XyZ' } },
+  method: 'POST', url: '/v1/auth/verify-email', access: 'public', tags,
+  summary: 'Verify an email address with the token of a verification mail',
+  description: 'With EMAIL_VERIFICATION on, signup mails a single-use token valid for 7 days; until it is used, the user may not place orders (403 email_unverified).',
+  body: Type.Object({ token: TokenString }, { additionalProperties: false }),
+  response: { 204: Type.Null() },
+});
+
+export const resendVerification = endpoint({
+  operationId: 'resendVerification', errors: ['bad_request'],
+  method: 'POST', url: '/v1/auth/verify-email/resend', access: roles, tags,
+  summary: 'Mail the verification link again',
+  description: 'Nothing is sent to a user already verified. Limited per user (429 with Retry-After).',
+  response: { 202: Type.Object({ status: Type.Literal('accepted') }) },
+});
+
+const admin = ['admin'] as const;
+
+export const listUsers = endpoint({
+  operationId: 'listUsers', errors: [],
+  example: { query: { q: 'ada', limit: 20 } },
+  method: 'GET', url: '/v1/users', access: admin, tags,
+  summary: 'Users, newest first, searched by a prefix of the email or name',
+  description: 'q matches case-insensitively the start of the email or of the name (an index range scan at any size). staff=true keeps staff and admins only.',
+  querystring: Type.Object({
+    ...PageQuery.properties,
+    q: Type.Optional(Type.String({ minLength: 1, maxLength: 254 })),
+    staff: Type.Optional(Type.Boolean()),
+  }, { additionalProperties: false }),
+  response: { 200: Page(UserSchema) },
+});
+
+export const getUser = endpoint({
+  operationId: 'getUser', errors: [],
+  example: { params: { id: 'usr_01m8hkah7yxckqqy3g57wfhh3b' } },
+  method: 'GET', url: '/v1/users/:id', access: admin, tags,
+  summary: 'One user',
+  params: IdParams,
+  response: { 200: UserSchema },
+});
+
+const SessionSchema = Type.Object({
+  id: Type.String(), createdAt: Timestamp, expiresAt: Timestamp, revokedAt: Type.Union([Timestamp, Type.Null()]),
+  live: Type.Boolean({ description: 'Neither revoked nor expired' }),
+});
+
+export const listUserSessions = endpoint({
+  operationId: 'listUserSessions', errors: [],
+  example: { params: { id: 'usr_01m8hkah7yxckqqy3g57wfhh3b' } },
+  method: 'GET', url: '/v1/users/:id/sessions', access: admin, tags,
+  summary: "A user's sessions, newest first (never their tokens)",
+  params: IdParams,
+  querystring: PageQuery,
+  response: { 200: Page(SessionSchema) },
+});
+
+export const disableUser = endpoint({
+  operationId: 'disableUser', errors: ['invalid_state'],
+  example: { params: { id: 'usr_01m8hkah7yxckqqy3g57wfhh3b' } },
+  method: 'POST', url: '/v1/users/:id/disable', access: admin, tags, idempotencyKey: 'optional',
+  summary: 'Disable an account: end its sessions and revoke its API keys',
+  description: 'At once on every process. The user can no longer sign in (403 account_disabled) until enabled; their sessions and keys stay revoked after that. Disabling yourself or the only enabled admin answers 409 invalid_state.',
+  params: IdParams,
+  response: { 200: UserSchema },
+});
+
+export const enableUser = endpoint({
+  operationId: 'enableUser', errors: [],
+  example: { params: { id: 'usr_01m8hkah7yxckqqy3g57wfhh3b' } },
+  method: 'POST', url: '/v1/users/:id/enable', access: admin, tags, idempotencyKey: 'optional',
+  summary: 'Enable a disabled account again (the user signs in anew)',
+  params: IdParams,
   response: { 200: UserSchema },
 });

@@ -10,6 +10,7 @@ import { decoyHash, hashPassword, isCommonPassword, verifyPassword } from './pas
 import * as repo from './repo.ts';
 import type { User } from './schemas.ts';
 import { runIdempotent, type KeyedRequest, type Outcome } from '../../platform/idempotency.ts';
+import { enqueue } from '../../platform/queue.ts';
 
 export interface AccountsConfig {
   sessionTtlSeconds: number;
@@ -19,7 +20,23 @@ export interface AccountsConfig {
   loginWindowSeconds: number;
   signupMaxPerClient: number;
   signupWindowSeconds: number;
+  /** Signup sends a verification mail, and an unverified user may not place orders. */
+  emailVerification: boolean;
+  /** Reset requests per email address and per client address, within passwordResetWindowSeconds. */
+  passwordResetMaxPerEmail: number;
+  passwordResetMaxPerClient: number;
+  passwordResetWindowSeconds: number;
 }
+
+/**
+ * Account mail (a password reset, an email verification) is asked for by enqueuing a job on this
+ * queue; the messaging module's worker makes the token and writes the mail (account-mail.ts).
+ */
+export const accountMailQueue = 'accounts.mail';
+export type AccountMailJob = { purpose: 'password_reset'; email: string } | { purpose: 'email_verification'; userId: string };
+const resetTokenPrefix = 'err_';
+const verifyTokenPrefix = 'erv_';
+export const tokenTtlSeconds = { password_reset: 3600, email_verification: 7 * 24 * 3600 } as const;
 
 // Prefixes tell the two kinds of secret apart at a glance (and let secret scanners find leaks).
 const sessionPrefix = 'ers_';
@@ -34,7 +51,10 @@ export function hashSecret(secret: string): Buffer {
 }
 
 export function userView(row: repo.UserRow): User {
-  return { id: row.id, email: row.email, name: row.name, role: row.role, createdAt: row.created_at.toISOString() };
+  return {
+    id: row.id, email: row.email, name: row.name, role: row.role, createdAt: row.created_at.toISOString(),
+    emailVerified: row.email_verified_at !== null, disabledAt: row.disabled_at?.toISOString() ?? null,
+  };
 }
 
 function isUniqueViolation(err: unknown, constraint: string): boolean {
@@ -78,6 +98,7 @@ export async function signup(db: Db, config: AccountsConfig, input: { email: str
       throw err;
     }
     session = await startSession(tx, user.id, config.sessionTtlSeconds);
+    if (config.emailVerification) await enqueue(tx, accountMailQueue, { purpose: 'email_verification', userId: user.id } satisfies AccountMailJob);
     return { status: 201, body: { user: userView(user) } };
   });
   if (outcome.status !== 201) return { outcome, replayed };
@@ -114,6 +135,8 @@ export async function login(db: Db, config: AccountsConfig, input: { email: stri
   // An unknown email is checked against a decoy hash, so it costs the same time as a wrong password.
   const ok = await verifyPassword(user?.password_hash ?? await decoyHash(), input.password);
   if (!user || !ok) throw new AppError('invalid_credentials', 'The email or password is wrong');
+  // Said only to whoever knows the password: it tells them nothing they could not find out by owning it.
+  if (user.disabled_at) throw new AppError('account_disabled', 'This account is disabled; ask the shop to enable it');
   await Promise.all([clearHits(db, [pair.bucket]), removeHit(db, account.bucket, window), removeHit(db, perClient.bucket, window)]);
   return { user: userView(user), ...(await startSession(db, user.id, config.sessionTtlSeconds)) };
 }
@@ -144,7 +167,7 @@ export async function me(db: Db, principal: Principal) {
   if (principal.via === 'api_key') {
     const key = await repo.findApiKey(db, principal.credentialId);
     if (!key) throw new AppError('unauthenticated');
-    return { id: key.id, email: null, name: key.name, role: key.role, createdAt: key.created_at.toISOString() };
+    return { id: key.id, email: null, name: key.name, role: key.role, createdAt: key.created_at.toISOString(), emailVerified: true, disabledAt: null };
   }
   const user = await repo.findUserById(db, principal.userId);
   if (!user) throw new AppError('unauthenticated');
@@ -210,4 +233,153 @@ export async function ensureAdmin(db: Db, admin: { email: string | undefined; pa
     await repo.insertUser(tx, { id: newId('usr'), email, name: 'Administrator', role: 'admin', passwordHash });
     return { email, generatedPassword: admin.password ? null : password };
   });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Account recovery and control
+
+function sessionOnly(principal: Principal, what: string): string {
+  if (principal.via !== 'session') throw new AppError('bad_request', `An API key has no password or sessions: ${what} needs a signed-in user`);
+  return principal.userId;
+}
+
+async function acceptablePassword(password: string): Promise<string> {
+  if (isCommonPassword(password)) {
+    throw new AppError('validation_failed', 'The password is too common', { errors: [{ path: '/newPassword', message: 'is one of the most common passwords' }] });
+  }
+  return hashPassword(password);
+}
+
+/**
+ * Changes the password of the signed-in user, proving the current one first (throttled as logins
+ * are, per account: a stolen session cannot guess its way to the password). Every other session of
+ * the user ends; the one that made the change goes on (the user just proved the password with it).
+ */
+export async function changePassword(db: Db, config: AccountsConfig, principal: Principal, input: { currentPassword: string; newPassword: string }): Promise<void> {
+  const userId = sessionOnly(principal, 'changing a password');
+  const attempt = { bucket: `password-change:${userId}`, max: config.loginMaxFailuresPerAccountAndClient };
+  await takeAttempt(db, [attempt], config.loginWindowSeconds, 'Too many wrong passwords; try again later');
+  const user = await repo.findUserById(db, userId);
+  if (!user || !(await verifyPassword(user.password_hash, input.currentPassword))) {
+    throw new AppError('invalid_credentials', 'The current password is wrong');
+  }
+  await removeHit(db, attempt.bucket, config.loginWindowSeconds);
+  const passwordHash = await acceptablePassword(input.newPassword);
+  await db.transaction(async (tx) => {
+    await repo.setPasswordHash(tx, userId, passwordHash);
+    await repo.revokeSessionsOf(tx, userId, principal.credentialId);
+  });
+}
+
+/** Ends every session of the signed-in user, this one too, at once (sessions live only in the database). */
+export async function logoutEverywhere(db: Db, principal: Principal): Promise<number> {
+  return repo.revokeSessionsOf(db, sessionOnly(principal, 'signing out everywhere'), null);
+}
+
+/**
+ * Asks for a password reset mail. The answer and the work are the same whether or not the email
+ * has an account: count the attempt (per email address and per client), enqueue a job; the worker
+ * finds the user and writes the mail, so neither the answer nor its timing tells who has an account.
+ * The job carries only the address, never a token.
+ */
+export async function requestPasswordReset(db: Db, config: AccountsConfig, email: string, clientAddress: string): Promise<void> {
+  const address = email.trim().toLowerCase();
+  await takeAttempt(db, [
+    { bucket: `reset:client:${clientKey(clientAddress)}`, max: config.passwordResetMaxPerClient },
+    { bucket: `reset:email:${address}`, max: config.passwordResetMaxPerEmail },
+  ], config.passwordResetWindowSeconds, 'Too many password reset requests; try again later');
+  await db.transaction((tx) => enqueue(tx, accountMailQueue, { purpose: 'password_reset', email: address } satisfies AccountMailJob));
+}
+
+/** A new single-use token of the purpose for the user, stored as its SHA-256 only; answers the token (for the mail). */
+export async function issueAccountToken(tx: Tx, userId: string, purpose: repo.TokenPurpose): Promise<string> {
+  const token = newSecret(purpose === 'password_reset' ? resetTokenPrefix : verifyTokenPrefix);
+  await repo.insertAccountToken(tx, { id: newId('tok'), userId, purpose, tokenHash: hashSecret(token), ttlSeconds: tokenTtlSeconds[purpose] });
+  return token;
+}
+
+const invalidToken = () => new AppError('invalid_token', 'The token is unknown, used or expired; ask for a new one');
+
+/**
+ * Sets a new password with a reset token: the token is used (once: a conditional UPDATE, so of 200
+ * parallel resets with one token exactly one succeeds), every other reset token of the user too, and
+ * every session of the user ends. The token is looked up before the Argon2 work, so a stream of
+ * made-up tokens costs one index probe each.
+ */
+export async function resetPassword(db: Db, input: { token: string; password: string }): Promise<void> {
+  const tokenHash = hashSecret(input.token);
+  if (!(await repo.liveTokenUser(db, tokenHash, 'password_reset'))) throw invalidToken();
+  const passwordHash = await acceptablePassword(input.password);
+  await db.transaction(async (tx) => {
+    const userId = await repo.useToken(tx, tokenHash, 'password_reset');
+    if (!userId) throw invalidToken();
+    const user = await repo.lockUser(tx, userId);
+    if (!user || user.disabled_at) throw invalidToken();
+    await repo.setPasswordHash(tx, userId, passwordHash);
+    await repo.revokeSessionsOf(tx, userId, null);
+  });
+}
+
+export async function verifyEmail(db: Db, token: string): Promise<void> {
+  await db.transaction(async (tx) => {
+    const userId = await repo.useToken(tx, hashSecret(token), 'email_verification');
+    if (!userId) throw invalidToken();
+    await repo.markEmailVerified(tx, userId);
+  });
+}
+
+/** Sends the verification mail again (throttled per user); a verified user gets nothing new. */
+export async function resendVerification(db: Db, config: AccountsConfig, principal: Principal): Promise<void> {
+  const userId = sessionOnly(principal, 'verifying an email');
+  await takeAttempt(db, [{ bucket: `verify:user:${userId}`, max: config.passwordResetMaxPerEmail }], config.passwordResetWindowSeconds, 'Too many verification mails; try again later');
+  const user = await repo.findUserById(db, userId);
+  if (!user || user.email_verified_at) return;
+  await db.transaction((tx) => enqueue(tx, accountMailQueue, { purpose: 'email_verification', userId } satisfies AccountMailJob));
+}
+
+/** Refuses an unverified user when verification is on; app.ts hands this to the orders module. */
+export function buyerCheck(config: { emailVerification: boolean }): (principal: Principal) => void {
+  return (principal) => {
+    if (config.emailVerification && principal.emailVerified === false) {
+      throw new AppError('email_unverified', 'Verify your email address before placing orders (POST /v1/auth/verify-email/resend sends the mail again)');
+    }
+  };
+}
+
+export async function getUser(db: Db, id: string): Promise<User> {
+  const row = await repo.findUserById(db, id);
+  if (!row) throw new AppError('not_found', 'No such user');
+  return userView(row);
+}
+
+/**
+ * Disables an account: every session ends and every API key the user is accountable for is
+ * revoked, in one transaction; login answers 403 account_disabled from then on. Sessions and keys
+ * are looked up in the database on every request (tokenResolver caches nothing), so every process
+ * refuses them at the next request. An admin cannot disable themselves, nor the last enabled admin.
+ */
+export async function disableUser(tx: Tx, actor: Principal, id: string): Promise<User> {
+  const admins = await repo.lockAdmins(tx);
+  const user = await repo.lockUser(tx, id);
+  if (!user) throw new AppError('not_found', 'No such user');
+  if (actor.via === 'session' && actor.userId === id) throw new AppError('invalid_state', 'You cannot disable your own account');
+  if (user.role === 'admin' && !user.disabled_at && admins.length === 1 && admins[0] === id) {
+    throw new AppError('invalid_state', 'This is the only admin: make another user admin first');
+  }
+  const row = await repo.setDisabled(tx, id, true);
+  await repo.revokeSessionsOf(tx, id, null);
+  await repo.revokeApiKeysOf(tx, id);
+  return userView(row!);
+}
+
+/** Enables an account again; its revoked sessions and keys stay revoked (the user signs in anew). */
+export async function enableUser(db: Queryable, id: string): Promise<User> {
+  const row = await repo.setDisabled(db, id, false);
+  if (!row) throw new AppError('not_found', 'No such user');
+  return userView(row);
+}
+
+export function sessionView(row: repo.SessionRow) {
+  const live = row.revoked_at === null && row.expires_at.getTime() > Date.now();
+  return { id: row.id, createdAt: row.created_at.toISOString(), expiresAt: row.expires_at.toISOString(), revokedAt: row.revoked_at?.toISOString() ?? null, live };
 }

@@ -105,7 +105,7 @@ async function planMessageEmails(db: Queryable, event: PublishedEvent, heartbeat
 type Delivery = 'sent' | 'busy';
 
 /** Over SMTP: claim, send, mark sent (the dev mailbox is delivered in bulk by sendEventsEmails). */
-async function deliverBySmtp(db: Db, mailer: Extract<Mailer, { kind: 'smtp' }>, email: repo.EmailRow): Promise<Delivery> {
+export async function deliverBySmtp(db: Db, mailer: Extract<Mailer, { kind: 'smtp' }>, email: repo.EmailRow): Promise<Delivery> {
   const claimed = await repo.claimEmail(db, email.id, claimSeconds);
   if (!claimed) return (await repo.emailStatus(db, email.id)) === 'sent' ? 'sent' : 'busy';
   try {
@@ -148,7 +148,7 @@ export async function sendEventsEmails(db: Db, mailer: Mailer, options: EmailOpt
   await repo.insertEmails(db, planned.map((p) => ({ id: newId('eml'), eventId: p.eventId, recipientId: p.recipientId, kind: p.kind, to: p.to, ...p.email })));
 
   const failures = new Map<string, string[]>();
-  const fail = (email: repo.EmailRow, why: string) => failures.set(email.event_id, [...(failures.get(email.event_id) ?? []), why]);
+  const fail = (email: repo.EmailRow, why: string) => failures.set(email.event_id!, [...(failures.get(email.event_id!) ?? []), why]);
   const unsent = await repo.unsentEmailsOfEvents(db, events.map((e) => e.id));
   if (mailer.kind === 'mailbox') {
     const delivered = await repo.deliverAllToMailbox(db, unsent.map((e) => e.id));

@@ -131,7 +131,7 @@ export async function hasRead(db: Queryable, conversationId: string, userId: str
 // Emails
 
 export interface EmailRow {
-  id: string; event_id: string; recipient_id: string; kind: string; to_address: string;
+  id: string; event_id: string | null; recipient_id: string; kind: string; to_address: string;
   subject: string; text_body: string; html_body: string; status: 'pending' | 'sending' | 'sent';
   transport: 'smtp' | 'mailbox' | null; attempts: number; last_error: string | null;
   claimed_until: Date | null; created_at: Date; sent_at: Date | null;
@@ -204,4 +204,22 @@ export function listMailbox(db: Queryable, after: string | null, limit: number):
     "SELECT * FROM emails WHERE transport = 'mailbox' AND ($1::text IS NULL OR id < $1) ORDER BY id DESC LIMIT $2",
     [after, limit + 1],
   );
+}
+
+/** The account mail a job wrote (account-mail.ts), if it wrote one already. */
+export async function emailOfJob(db: Queryable, jobId: string): Promise<EmailRow | undefined> {
+  const [row] = await db.query<EmailRow>('SELECT * FROM emails WHERE job_id = $1', [jobId]);
+  return row;
+}
+
+export async function insertJobEmail(db: Queryable, e: { id: string; jobId: string; recipientId: string; kind: string; to: string; subject: string; text: string; html: string }): Promise<void> {
+  await db.query(
+    `INSERT INTO emails (id, job_id, recipient_id, kind, to_address, subject, text_body, html_body) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
+    [e.id, e.jobId, e.recipientId, e.kind, e.to, e.subject, e.text, e.html],
+  );
+}
+
+/** Replaces the body of a sent mail (one that held a token) with a note. */
+export async function forgetBody(db: Queryable, id: string, note: string): Promise<void> {
+  await db.query("UPDATE emails SET text_body = $2, html_body = $2 WHERE id = $1 AND status = 'sent'", [id, note]);
 }

@@ -75,8 +75,8 @@ export function messagingRoutes(app: FastifyInstance, { db, config, customerOfOr
   r.route({
     ...routeOf(s.listConversations),
     handler: async (request) => {
-      const { limit, cursor, unread } = request.query;
-      return messaging.listConversations(db, principalOf(request), { after: decodeCursor(cursor), limit, unreadOnly: unread === true });
+      const { limit, cursor, unread, customerId } = request.query;
+      return messaging.listConversations(db, principalOf(request), { after: decodeCursor(cursor), limit, unreadOnly: unread === true, customerId: customerId ?? null });
     },
   });
 

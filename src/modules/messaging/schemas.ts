@@ -50,8 +50,8 @@ const ReadState = Type.Object({
 
 export const EmailSchema = Type.Object({
   id: Type.String(),
-  eventId: Type.String(),
-  kind: Type.String({ description: 'order_confirmation, payment_failed or new_message' }),
+  eventId: Type.Union([Type.String(), Type.Null()], { description: 'The event the mail is about; null for account mail (password reset, email verification)' }),
+  kind: Type.String({ description: 'order_confirmation, payment_failed, new_message, password_reset or email_verification' }),
   to: Type.String(),
   subject: Type.String(),
   text: Type.String(),
@@ -91,6 +91,7 @@ export const listConversations = endpoint({
   querystring: Type.Object({
     ...PageQuery.properties,
     unread: Type.Optional(Type.Boolean({ description: 'Only conversations with messages the caller has not read' })),
+    customerId: Type.Optional(Type.String({ minLength: 1, maxLength: 64, description: "Staff: only this customer's conversations (a customer always sees only their own)" })),
   }, { additionalProperties: false }),
   response: { 200: Page(ConversationSchema) },
 });

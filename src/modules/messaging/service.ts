@@ -119,9 +119,9 @@ export async function getConversation(db: Queryable, principal: Principal, id: s
   return conversationView(row);
 }
 
-export async function listConversations(db: Queryable, principal: Principal, opts: { after: string | null; limit: number; unreadOnly: boolean }) {
+export async function listConversations(db: Queryable, principal: Principal, opts: { after: string | null; limit: number; unreadOnly: boolean; customerId?: string | null }) {
   const rows = await repo.listConversations(db, {
-    reader: principal.userId, customerId: staffOrAbove(principal.role) ? null : principal.userId, after: opts.after, limit: opts.limit, unreadOnly: opts.unreadOnly,
+    reader: principal.userId, customerId: staffOrAbove(principal.role) ? (opts.customerId ?? null) : principal.userId, after: opts.after, limit: opts.limit, unreadOnly: opts.unreadOnly,
   });
   const page = pageOf(rows, opts.limit, (r) => r.id);
   return { data: page.data.map(conversationView), nextCursor: page.nextCursor };

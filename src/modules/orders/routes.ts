@@ -2,7 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { Db } from '../../platform/db.ts';
 import { routeOf } from '../../platform/endpoint.ts';
-import { principalOf, staffOrAbove } from '../../platform/auth.ts';
+import { principalOf, staffOrAbove, type Principal } from '../../platform/auth.ts';
 import { idempotent, keyedRequestOf, sendOutcome } from '../../platform/idempotency.ts';
 import { decodeCursor } from '../../platform/pagination.ts';
 import { currentTraceparent } from '../../platform/tracing.ts';
@@ -14,7 +14,8 @@ import * as orders from './service.ts';
 import * as lifecycle from './lifecycle.ts';
 import { orderPlacer } from './place.ts';
 
-export function ordersRoutes(app: FastifyInstance, { db, batchConcurrency, onCharge }: { db: Db; batchConcurrency: number; onCharge?: () => void }): void {
+/** checkBuyer refuses a principal who may not place orders (accounts' email verification; app.ts wires it). */
+export function ordersRoutes(app: FastifyInstance, { db, batchConcurrency, onCharge, checkBuyer }: { db: Db; batchConcurrency: number; onCharge?: () => void; checkBuyer?: (principal: Principal) => void }): void {
   const r = app.withTypeProvider<TypeBoxTypeProvider>();
   // Orders are written in batches (place.ts), batchConcurrency at a time (PGlite runs one
   // transaction at a time anyway).
@@ -23,6 +24,7 @@ export function ordersRoutes(app: FastifyInstance, { db, batchConcurrency, onCha
   r.route({
     ...routeOf(s.placeOrder),
     handler: async (request, reply) => {
+      checkBuyer?.(principalOf(request));
       const { outcome, replayed } = await placer.place({
         keyed: keyedRequestOf(request, { required: true })!, principal: principalOf(request), input: request.body, traceparent: currentTraceparent(),
       });
@@ -33,8 +35,8 @@ export function ordersRoutes(app: FastifyInstance, { db, batchConcurrency, onCha
   r.route({
     ...routeOf(s.listOrders),
     handler: async (request) => {
-      const { limit, cursor, status } = request.query;
-      return orders.listOrders(db, principalOf(request), { limit, status: status ?? null, after: decodeCursor(cursor) });
+      const { limit, cursor, status, customerId } = request.query;
+      return orders.listOrders(db, principalOf(request), { limit, status: status ?? null, customerId: customerId ?? null, after: decodeCursor(cursor) });
     },
   });
 

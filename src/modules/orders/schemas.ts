@@ -22,7 +22,7 @@ export const OrderSchema = Type.Object({
 export type Order = Static<typeof OrderSchema>;
 
 export const placeOrder = endpoint({
-  operationId: 'placeOrder', errors: ['out_of_stock', 'unknown_sku', 'currency_mismatch', 'limit_exceeded'],
+  operationId: 'placeOrder', errors: ['out_of_stock', 'unknown_sku', 'currency_mismatch', 'limit_exceeded', 'email_unverified'],
   example: { body: { lines: [{ sku: 'TEE-M', quantity: 2 }], payment: { method: 'card', token: 'tok_ok' } } },
   method: 'POST', url: '/v1/orders', access: anyone, tags, idempotencyKey: 'required',
   summary: 'Place an order: reserves stock for every line, or none',
@@ -44,7 +44,11 @@ export const listOrders = endpoint({
   operationId: 'listOrders', errors: [],
   method: 'GET', url: '/v1/orders', access: anyone, tags,
   summary: 'Orders, newest first: a customer sees their own, staff see all',
-  querystring: Type.Object({ ...PageQuery.properties, status: Type.Optional(OrderSchema.properties.status) }, { additionalProperties: false }),
+  querystring: Type.Object({
+    ...PageQuery.properties,
+    status: Type.Optional(OrderSchema.properties.status),
+    customerId: Type.Optional(Type.String({ minLength: 1, maxLength: 64, description: "Staff: only this customer's orders (a customer always sees only their own)" })),
+  }, { additionalProperties: false }),
   response: { 200: Page(OrderSchema) },
 });
 

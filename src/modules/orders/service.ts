@@ -21,8 +21,9 @@ export async function getOrder(db: Queryable, principal: Principal, id: string):
   return orderView(order, await repo.linesOf(db, [id]));
 }
 
-export async function listOrders(db: Queryable, principal: Principal, opts: { status: Status | null; after: string | null; limit: number }) {
-  const rows = await repo.listOrders(db, { ...opts, customerId: ownerFilter(principal) });
+export async function listOrders(db: Queryable, principal: Principal, opts: { status: Status | null; customerId: string | null; after: string | null; limit: number }) {
+  // A customer's own id always wins over the filter: they see only their orders.
+  const rows = await repo.listOrders(db, { ...opts, customerId: ownerFilter(principal) ?? opts.customerId });
   const page = rows.slice(0, opts.limit);
   const lines = await repo.linesOf(db, page.map((o) => o.id));
   const last = page[page.length - 1];

@@ -87,6 +87,16 @@ export const retentionRules: readonly RetentionRule[] = [
       [limit, s.sessionRetentionDays]),
   },
   {
+    // Password reset and email verification tokens: useless once expired (an hour, a week); kept a
+    // day more so that "expired" can be told from "unknown" while someone looks into a complaint.
+    table: 'account_tokens',
+    prune: (db, limit) => deleted(db,
+      `DELETE FROM account_tokens WHERE id IN (
+         SELECT id FROM account_tokens WHERE expires_at < now() - interval '1 day'
+          ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED)`,
+      [limit]),
+  },
+  {
     // A counter whose window started more than a day ago counts nothing (every window is at most
     // a day long: config.ts), so no setting: it is kept an hour past that.
     table: 'rate_limit_hits',

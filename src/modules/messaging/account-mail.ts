@@ -1,0 +1,94 @@
+// Account mail: a password reset link, an email verification link. The accounts module asks for one
+// by enqueuing a job (accounts/service.ts, accountMailQueue) that carries no secret: an email address
+// or a user id. This worker finds the user, makes the single-use token (only its hash is stored) and
+// writes the mail in one transaction, keyed by the job's id, so a retried job writes one mail and one
+// token; then it delivers the mail as every other (the dev mailbox or SMTP).
+//
+// The token is in the mail's body until it is sent; once sent over SMTP the body is replaced by a
+// note, so the emails table does not keep a working link. The dev mailbox is the delivery, so there
+// the body stays (development only: SMTP_URL unset).
+import type { Db } from '../../platform/db.ts';
+import { newId } from '../../platform/ids.ts';
+import { work, type Queue, type QueueSpec } from '../../platform/queue.ts';
+import { accountMailQueue, issueAccountToken, tokenTtlSeconds, type AccountMailJob } from '../accounts/service.ts';
+import { findUserByEmail, findUserById, type UserRow } from '../accounts/repo.ts';
+import type { Mailer } from './mailer.ts';
+import { deliverBySmtp } from './notifications.ts';
+import * as repo from './repo.ts';
+import { html, oneLine, type RenderedEmail } from './templates.ts';
+
+// A few retries: a reset link that arrives a day late is no use.
+export const accountMailQueues: QueueSpec[] = [{ name: accountMailQueue, retryLimit: 5, retryDelaySeconds: 2, leaseSeconds: 150 }];
+
+const page = (title: string, content: ReturnType<typeof html>) => html`<!doctype html>
+<html><head><meta charset="utf-8"><title>${title}</title></head>
+<body style="font-family: sans-serif; line-height: 1.5; color: #222">
+${content}
+<p style="color: #777; font-size: 12px">Engine Room</p>
+</body></html>
+`.safeHtml;
+
+function resetMail(name: string, token: string): RenderedEmail {
+  const minutes = tokenTtlSeconds.password_reset / 60;
+  return {
+    subject: oneLine('Reset your password'),
+    text: [
+      `Hello ${name},`, '',
+      `someone (we hope you) asked to reset the password of this account. Your reset token, valid for ${minutes} minutes and once:`, '',
+      `  ${token}`, '',
+      'Send it with your new password to POST /v1/auth/password-reset/confirm. Every session of the account ends when you do.',
+      'If it was not you, ignore this mail: your password stays as it is.', '',
+    ].join('\n'),
+    html: page('Reset your password', html`
+<p>Hello ${name},</p>
+<p>someone (we hope you) asked to reset the password of this account. Your reset token, valid for ${minutes} minutes and once:</p>
+<p><code>${token}</code></p>
+<p>Send it with your new password to <code>POST /v1/auth/password-reset/confirm</code>. Every session of the account ends when you do.</p>
+<p>If it was not you, ignore this mail: your password stays as it is.</p>`),
+  };
+}
+
+function verificationMail(name: string, token: string): RenderedEmail {
+  return {
+    subject: oneLine('Verify your email address'),
+    text: [
+      `Hello ${name},`, '',
+      'please confirm this address by sending this token to POST /v1/auth/verify-email (valid for 7 days, once):', '',
+      `  ${token}`, '',
+    ].join('\n'),
+    html: page('Verify your email address', html`
+<p>Hello ${name},</p>
+<p>please confirm this address by sending this token to <code>POST /v1/auth/verify-email</code> (valid for 7 days, once):</p>
+<p><code>${token}</code></p>`),
+  };
+}
+
+const sentNote = '(This mail held a single-use token; its body is not kept once sent.)';
+
+/** One job: write its mail (once per job id) and deliver it. Idempotent. */
+export async function sendAccountMail(db: Db, mailer: Mailer, jobId: string, job: AccountMailJob): Promise<void> {
+  let user: UserRow | undefined;
+  if (job.purpose === 'password_reset') user = await findUserByEmail(db, job.email);
+  else user = await findUserById(db, job.userId);
+  // No account (the requester learns nothing of it), a disabled one, or verified already: no mail.
+  if (!user || user.disabled_at || (job.purpose === 'email_verification' && user.email_verified_at)) return;
+  const recipient = user;
+  await db.transaction(async (tx) => {
+    if (await repo.emailOfJob(tx, jobId)) return; // a retry: the mail and its token exist already
+    const token = await issueAccountToken(tx, recipient.id, job.purpose);
+    const mail = job.purpose === 'password_reset' ? resetMail(recipient.name, token) : verificationMail(recipient.name, token);
+    await repo.insertJobEmail(tx, { id: newId('eml'), jobId, recipientId: recipient.id, kind: job.purpose, to: recipient.email, ...mail });
+  });
+  const email = await repo.emailOfJob(db, jobId);
+  if (!email || email.status === 'sent') return;
+  if (mailer.kind === 'mailbox') {
+    await repo.deliverAllToMailbox(db, [email.id]);
+    return;
+  }
+  if ((await deliverBySmtp(db, mailer, email)) === 'busy') throw new Error(`${email.id} is being sent by another worker`);
+  await repo.forgetBody(db, email.id, sentNote);
+}
+
+export function registerAccountMailWorkers(queue: Queue, db: Db, mailer: Mailer, concurrency: number): void {
+  work<AccountMailJob>(queue, accountMailQueue, (job) => sendAccountMail(db, mailer, job.id, job.data), { concurrency });
+}
