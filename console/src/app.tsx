@@ -7,6 +7,9 @@ import { call, ok, onUnauthenticated, routes, useCsrfToken, type SessionInfo } f
 import { linkTo, usePath } from './router.ts';
 import { LoginPage } from './pages/Login.tsx';
 import { OperationsPage } from './pages/Operations.tsx';
+import { OrderPage, OrdersPage } from './pages/Orders.tsx';
+import { CatalogPage } from './pages/Catalog.tsx';
+import { SkuPage, StockPage } from './pages/Stock.tsx';
 
 export interface PageProps {
   session: SessionInfo;
@@ -27,6 +30,11 @@ interface PageEntry {
 
 const pages: PageEntry[] = [
   { path: '/', title: 'Operations', component: OperationsPage, nav: true },
+  { path: '/orders', title: 'Orders', component: OrdersPage, nav: true },
+  { path: '/orders/:id', title: 'Order', component: OrderPage },
+  { path: '/catalog', title: 'Catalog', component: CatalogPage, nav: true },
+  { path: '/stock', title: 'Stock', component: StockPage, nav: true },
+  { path: '/stock/:sku', title: 'Stock of a SKU', component: SkuPage },
 ];
 
 /** The entry whose pattern matches path, with the parameters it names. */
