@@ -12,11 +12,12 @@
 // left pending, so nothing waits for the workers.
 import { pino } from 'pino';
 import type { Config } from './config.ts';
-import { openAndMigrate } from './server.ts';
+import { adminLines, openAndMigrate } from './server.ts';
 import { loggerOptions } from './platform/log.ts';
-import { newId } from './platform/ids.ts';
+import { firstIdAt, type IdPrefix } from './platform/ids.ts';
 import type { Tx } from './platform/db.ts';
 import { hashPassword } from './modules/accounts/passwords.ts';
+import { ensureAdmin } from './modules/accounts/service.ts';
 
 export const bulkCustomerPassword = 'bulk seed password';
 
@@ -40,6 +41,18 @@ function randomFrom(seed: number): () => number {
   };
 }
 
+const base32 = '0123456789abcdefghjkmnpqrstvwxyz';
+
+/**
+ * An id made at time t, in the past. Not newId: that one never goes back in time (its ids sort in
+ * the order they are made, and the admin's was made now), and these must sort as their times do.
+ */
+function idAt(prefix: IdPrefix, t: number, random: () => number): string {
+  let tail = '';
+  for (let i = 0; i < 16; i++) tail += base32[Math.floor(random() * 32)];
+  return firstIdAt(prefix, t).slice(0, -16) + tail;
+}
+
 type Status = 'paid' | 'fulfilled' | 'payment_failed' | 'cancelled';
 
 function statusFor(r: number): Status {
@@ -56,12 +69,15 @@ export async function seedBulk(config: Readonly<Config>, sizes: { orders: number
     const now = Date.now();
     const since = now - 365 * day;
 
+    const admin = await ensureAdmin(db, { email: config.adminEmail, password: config.adminPassword });
+    if (admin) process.stderr.write(adminLines(admin).join('\n') + '\n');
+
     // Customers first, made "before" the orders (their ids come earlier), with one password hash.
     const hash = await hashPassword(bulkCustomerPassword);
     const customerIds: string[] = [];
     for (let from = 0; from < sizes.customers; from += 10_000) {
       const n = Math.min(10_000, sizes.customers - from);
-      const ids = Array.from({ length: n }, (_, i) => newId('usr', since - day + Math.floor(((from + i) / sizes.customers) * day)));
+      const ids = Array.from({ length: n }, (_, i) => idAt('usr', since - day + Math.floor(((from + i) / sizes.customers) * day), random));
       customerIds.push(...ids);
       await db.query(
         `INSERT INTO users (id, email, name, role, password_hash, created_at, updated_at)
@@ -76,7 +92,7 @@ export async function seedBulk(config: Readonly<Config>, sizes: { orders: number
     const skus = Array.from({ length: skuCount }, (_, i) => `BULK-${tag}-${String(i + 1).padStart(3, '0')}`.toUpperCase());
     const prices = skus.map(() => 500 + Math.floor(random() * 95) * 100);
     await db.transaction(async (tx) => {
-      const productIds = Array.from({ length: skuCount / 2 }, () => newId('prd', since - day));
+      const productIds = Array.from({ length: skuCount / 2 }, () => idAt('prd', since - day, random));
       await tx.query(
         `INSERT INTO products (id, name, description, created_at, updated_at)
          SELECT id, 'Bulk product ' || n, 'Made by engine-room seed --orders', $2::timestamptz, $2::timestamptz FROM unnest($1::text[]) WITH ORDINALITY AS p(id, n)`,
@@ -86,7 +102,7 @@ export async function seedBulk(config: Readonly<Config>, sizes: { orders: number
         `INSERT INTO variants (id, product_id, sku, name, price_amount, currency, position)
          SELECT id, product_id, sku, CASE WHEN n % 2 = 1 THEN 'Small' ELSE 'Large' END, price, 'EUR', 2 - n % 2
            FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[]) WITH ORDINALITY AS v(id, product_id, sku, price, n)`,
-        [skus.map(() => newId('var', since - day)), skus.map((_, i) => productIds[Math.floor(i / 2)]), skus, prices],
+        [skus.map(() => idAt('var', since - day, random)), skus.map((_, i) => productIds[Math.floor(i / 2)]), skus, prices],
       );
       await tx.query(`INSERT INTO stock_levels (sku, on_hand) SELECT sku, 1000000 FROM unnest($1::text[]) AS s(sku)`, [skus]);
       await tx.query(
@@ -122,8 +138,8 @@ async function writeOrders(tx: Tx, times: number[], shop: { customerIds: string[
   const txn = { id: [] as string[], order: [] as string[], payment: [] as string[], amount: [] as number[], at: [] as Date[] };
 
   for (const t of times) {
-    const id = newId('ord', t);
-    const paymentId = newId('pay', t);
+    const id = idAt('ord', t, random);
+    const paymentId = idAt('pay', t, random);
     const status = statusFor(random());
     const created = new Date(t);
     const settledAt = new Date(Math.min(shop.now, t + (status === 'cancelled' ? 600_000 : 2_000)));
@@ -144,10 +160,10 @@ async function writeOrders(tx: Tx, times: number[], shop: { customerIds: string[
     const captured = status === 'paid' || status === 'fulfilled';
     p.id.push(paymentId); p.order.push(id); p.amount.push(total); p.at.push(created); p.settledAt.push(settledAt);
     p.status.push(captured ? 'succeeded' : 'failed');
-    p.ref.push(status === 'cancelled' ? null : `sch_${newId('ref', t).slice(4)}`);
+    p.ref.push(status === 'cancelled' ? null : `sch_${idAt('ref', t, random).slice(4)}`);
     p.failure.push(status === 'payment_failed' ? 'card_declined' : status === 'cancelled' ? 'order cancelled before the charge' : null);
     p.charged.push(captured ? 'succeeded' : status === 'payment_failed' ? 'declined' : 'none');
-    if (captured) { txn.id.push(newId('txn', t)); txn.order.push(id); txn.payment.push(paymentId); txn.amount.push(total); txn.at.push(settledAt); }
+    if (captured) { txn.id.push(idAt('txn', t, random)); txn.order.push(id); txn.payment.push(paymentId); txn.amount.push(total); txn.at.push(settledAt); }
 
     h.order.push(id); h.from.push(null); h.to.push('pending_payment'); h.at.push(created);
     h.order.push(id); h.from.push('pending_payment'); h.to.push(status === 'fulfilled' ? 'paid' : status); h.at.push(settledAt);

@@ -1083,12 +1083,6 @@ CREATE INDEX ops_rollups_at ON public.ops_rollups USING btree (at);
 CREATE INDEX order_status_changes_order_id ON public.order_status_changes USING btree (order_id, created_at, id);
 
 --
--- Name: orders_created_at; Type: INDEX; Schema: public; Owner: -
---
-
-CREATE INDEX orders_created_at ON public.orders USING btree (created_at);
-
---
 -- Name: orders_customer_id; Type: INDEX; Schema: public; Owner: -
 --
 

@@ -29,5 +29,3 @@ SELECT order_id, lag(to_status) OVER w, to_status, at
 WINDOW w AS (PARTITION BY order_id ORDER BY at, seq)
 ORDER BY order_id, at, seq;
 
--- The console's order list at size (docs/PERFORMANCE.md): orders by creation time for a date range.
-CREATE INDEX orders_created_at ON orders (created_at);

@@ -1,6 +1,7 @@
 // SQL of orders.
 import type { Queryable, Tx } from '../../platform/db.ts';
 import { AppError } from '../../errors.ts';
+import { firstIdAt } from '../../platform/ids.ts';
 import { statesLeadingTo, type Status } from './state-machine.ts';
 
 export interface OrderRow {
@@ -92,6 +93,8 @@ export function linesOf(db: Queryable, orderIds: string[]): Promise<LineRow[]> {
   return db.query<LineRow>('SELECT * FROM order_lines WHERE order_id = ANY($1::text[]) ORDER BY order_id, line_no', [orderIds]);
 }
 
+const clockSlackMs = 3_600_000;
+
 export interface OrderFilter {
   customerId: string | null; status: Status | null; id: string | null;
   createdFrom: Date | null; createdTo: Date | null; after: string | null; limit: number;
@@ -108,8 +111,12 @@ export function listOrders(db: Queryable, f: OrderFilter): Promise<OrderRow[]> {
   if (f.customerId !== null) add('customer_id = ?', f.customerId);
   if (f.status !== null) add('status = ?', f.status);
   if (f.id !== null) add('id = ?', f.id);
-  if (f.createdFrom !== null) add('created_at >= ?', f.createdFrom);
-  if (f.createdTo !== null) add('created_at < ?', f.createdTo);
+  // A date range is also a range of ids (they sort by time: platform/ids.ts), so it reads the
+  // primary key from where the range starts rather than every newer order. The ids are made by the
+  // application's clock and created_at by the database's: an hour of slack either way covers any
+  // difference between the two, and created_at decides.
+  if (f.createdFrom !== null) { add('created_at >= ?', f.createdFrom); add('id >= ?', firstIdAt('ord', f.createdFrom.getTime() - clockSlackMs)); }
+  if (f.createdTo !== null) { add('created_at < ?', f.createdTo); add('id < ?', firstIdAt('ord', f.createdTo.getTime() + clockSlackMs)); }
   if (f.after !== null) add('id < ?', f.after);
   params.push(f.limit + 1);
   return db.query<OrderRow>(
