@@ -19,7 +19,7 @@ import type { Tx } from './platform/db.ts';
 import { hashPassword } from './modules/accounts/passwords.ts';
 import { ensureAdmin } from './modules/accounts/service.ts';
 
-export const bulkCustomerPassword = 'bulk seed password';
+const bulkCustomerPassword = 'bulk seed password';
 
 const day = 86_400_000;
 const batchSize = 5_000;

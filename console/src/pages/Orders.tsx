@@ -23,7 +23,7 @@ const statuses: { value: OrderStatus; label: string }[] = [
 
 const statusTone: Record<OrderStatus, Tone> = { pending_payment: 'warn', paid: 'ok', payment_failed: 'bad', cancelled: 'neutral', fulfilled: 'ok' };
 
-export function StatusBadge({ status }: { status: OrderStatus }) {
+function StatusBadge({ status }: { status: OrderStatus }) {
   return <Badge tone={statusTone[status]}>{statuses.find((s) => s.value === status)?.label ?? status}</Badge>;
 }
 

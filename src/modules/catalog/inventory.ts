@@ -9,7 +9,7 @@ import { maxOnHand, type StockLevel } from './schemas.ts';
 
 export interface StockRequest { sku: string; quantity: number }
 
-export interface LevelRow { sku: string; on_hand: number; reserved: number }
+interface LevelRow { sku: string; on_hand: number; reserved: number }
 
 export function levelView(row: LevelRow): StockLevel {
   return { sku: row.sku, onHand: row.on_hand, reserved: row.reserved, available: row.on_hand - row.reserved };

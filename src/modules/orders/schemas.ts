@@ -87,7 +87,7 @@ export const fulfilOrder = endpoint({
   response: { 200: OrderSchema },
 });
 
-export const StatusChangeSchema = Type.Object({
+const StatusChangeSchema = Type.Object({
   from: Type.Union([OrderSchema.properties.status, Type.Null()], { description: 'null for the placing of the order' }),
   to: OrderSchema.properties.status,
   at: Timestamp,
@@ -103,7 +103,7 @@ export const listOrderHistory = endpoint({
   response: { 200: Type.Object({ data: Type.Array(StatusChangeSchema) }) },
 });
 
-export const LedgerEntrySchema = Type.Object({
+const LedgerEntrySchema = Type.Object({
   transactionId: Type.String(),
   kind: Type.Union([Type.Literal('capture'), Type.Literal('refund')]),
   paymentId: Type.String(),
