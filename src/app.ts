@@ -17,6 +17,7 @@ import { loadMigrations } from './platform/migrate.ts';
 import { packageRoot } from './platform/paths.ts';
 import { accountsRoutes } from './modules/accounts/routes.ts';
 import { buyerCheck, tokenResolver } from './modules/accounts/service.ts';
+import { findUserByEmail } from './modules/accounts/repo.ts';
 import { catalogRoutes } from './modules/catalog/routes.ts';
 import { ordersRoutes } from './modules/orders/routes.ts';
 import { customerOfOrder } from './modules/orders/service.ts';
@@ -82,7 +83,11 @@ export async function buildApp(config: Readonly<Config>, db: Db, options: BuildO
   accountsRoutes(app, { db, config });
   catalogRoutes(app, { db });
   // An in-process worker starts on a new charge at once instead of at its next poll.
-  ordersRoutes(app, { db, batchConcurrency: config.orderBatchConcurrency, onCharge: () => options.queue?.wake(chargeQueue), checkBuyer: buyerCheck(config) });
+  // Orders filter by a customer's email with a function of accounts, not an import (as messaging below).
+  ordersRoutes(app, {
+    db, batchConcurrency: config.orderBatchConcurrency, onCharge: () => options.queue?.wake(chargeQueue), checkBuyer: buyerCheck(config),
+    customerIdOfEmail: async (email) => (await findUserByEmail(db, email))?.id,
+  });
   webhooksRoutes(app, { db, policy: { allowPrivateUrls: config.webhookAllowPrivateUrls } });
   sandboxRoutes(app, { db });
   ledgerRoutes(app, { db, paymentProvider: config.paymentProvider });

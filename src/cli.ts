@@ -31,6 +31,8 @@ Commands:
   worker                Run only job workers (needs DATABASE_URL; run as many as you like)
   migrate               Apply pending database migrations and exit
   seed --demo [--force] Fill an empty database with a small demo shop
+  seed --orders N --customers M
+                        Add N orders of M new customers, fast (to measure at size)
   audit [--json]        Check that the books add up; exits 1 when a check fails
   jobs list [--queue Q] [--limit N]
                         Show dead-lettered jobs (those that failed every retry)
@@ -69,6 +71,7 @@ Applies the pending migrations in one transaction and exits: 0 when the database
 
 ${environment}`,
   seed: `Usage: engine-room seed --demo [--force]
+       engine-room seed --orders N [--customers M]
 
 Fills the database with a small demo shop, through the same service rules as the API: products
 with variants and stock, three customers, orders in every status (paid, fulfilled, payment failed,
@@ -76,8 +79,14 @@ cancelled and refunded, and one left pending payment, charged when the workers n
 conversations and a (disabled) webhook endpoint. Creates the first admin if the database has none.
 Refuses a database that has orders, unless --force. On the embedded database, stop the server first.
 
-  --demo    The demo shop (the only data set there is)
+  --demo    The demo shop
   --force   Add the demo shop even though the database has orders
+
+--orders N --customers M writes N orders (default 100000) of M new customers (default 10000),
+spread over the past year, with 500 new SKUs, set-based and in batches (progress is shown): paid,
+fulfilled, declined or cancelled, each with its payment, sandbox charge, ledger capture, stock
+movements and status history, so the audit passes. For measuring lists at size (npm run
+bench:lists); it adds to what is there.
 
 ${environment}`,
   audit: `Usage: engine-room audit [--json]
@@ -258,6 +267,8 @@ async function main(argv: string[]): Promise<number> {
       queue: { type: 'string' },
       demo: { type: 'boolean', default: false },
       force: { type: 'boolean', default: false },
+      orders: { type: 'string' },
+      customers: { type: 'string' },
     },
   });
   if (values.version) {
@@ -289,7 +300,17 @@ async function main(argv: string[]): Promise<number> {
       return -1;
     }
     case 'seed': {
-      if (!values.demo) throw new UsageError('seed needs --demo (the demo shop is the only data set)');
+      if (values.orders !== undefined || values.customers !== undefined) {
+        if (values.demo) throw new UsageError('seed takes --demo or --orders N --customers M, not both');
+        const size = (name: string, raw: string | undefined, fallback: number, min: number) => {
+          const n = Number(raw ?? fallback);
+          if (!Number.isInteger(n) || n < min || n > 10_000_000) throw new UsageError(`--${name} must be a whole number from ${min} to 10000000`);
+          return n;
+        };
+        const { seedBulk } = await import('./seed-bulk.ts');
+        return seedBulk(config, { orders: size('orders', values.orders, 100_000, 0), customers: size('customers', values.customers, 10_000, 1) });
+      }
+      if (!values.demo) throw new UsageError('seed needs --demo, or --orders N --customers M');
       const { seedDemo } = await import('./seed.ts');
       return seedDemo(config, { force: values.force ?? false });
     }

@@ -229,6 +229,50 @@ describe('engine-room seed --demo', () => {
   }
 });
 
+describe('engine-room seed --orders --customers', () => {
+  for (const engine of engines()) {
+    it(`writes orders of new customers in every final status, ids in time order, and the audit passes [${engine}]`, async () => {
+      const dataDir = await mkdtemp(join(tmpdir(), 'er-cli-bulk-'));
+      let env: Record<string, string> = { DATA_DIR: dataDir };
+      let drop = () => rm(dataDir, { recursive: true, force: true });
+      if (engine === 'postgres') {
+        const database = await freshDatabase('postgres', 1);
+        await database.db.close();
+        env = { DATABASE_URL: database.url! };
+        drop = async () => { await database.drop(); await rm(dataDir, { recursive: true, force: true }); };
+      }
+      try {
+        const seeded = await complete(['seed', '--orders', '6000', '--customers', '40'], { ...env, ADMIN_PASSWORD: 'bulk-admin-password' }, 240_000);
+        assert.equal(seeded.code, 0, seeded.stderr);
+        assert.match(seeded.stderr, /seed: 5000 \/ 6000 orders/, 'progress per batch');
+        assert.match(seeded.stderr, /seed: 6000 \/ 6000 orders/);
+        const db = engine === 'pglite' ? await openPglite({ dataDir }) : openPostgres(env.DATABASE_URL!, 1);
+        try {
+          assert.deepEqual(await db.query(`SELECT count(*)::int AS n FROM users WHERE role = 'customer'`), [{ n: 40 }]);
+          const statuses = (await db.query<{ status: string }>('SELECT DISTINCT status FROM orders ORDER BY status')).map((r) => r.status);
+          assert.deepEqual(statuses, ['cancelled', 'fulfilled', 'payment_failed', 'paid']);
+          // Newest first by id is newest first by time, and every order has its history.
+          assert.deepEqual(await db.query(
+            `SELECT count(*)::int AS n FROM (SELECT id, created_at, lag(created_at) OVER (ORDER BY id) AS before FROM orders) o WHERE created_at < before`,
+          ), [{ n: 0 }]);
+          assert.deepEqual(await db.query(
+            'SELECT count(*)::int AS n FROM orders o WHERE NOT EXISTS (SELECT 1 FROM order_status_changes h WHERE h.order_id = o.id AND h.to_status = o.status)',
+          ), [{ n: 0 }]);
+        } finally {
+          await db.close();
+        }
+        const audit = await complete(['audit'], env);
+        assert.equal(audit.code, 0, audit.stdout);
+        const bad = await complete(['seed', '--orders', 'many'], env);
+        assert.equal(bad.code, 2);
+        assert.match(bad.stderr, /--orders must be a whole number/);
+      } finally {
+        await drop();
+      }
+    });
+  }
+});
+
 describe('engine-room start on the embedded database', () => {
   let dataDir: string;
   let adminEmail: string;

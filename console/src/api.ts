@@ -17,6 +17,8 @@ import type * as sandbox from '../../src/modules/payments/providers/schemas.ts';
 import type * as messaging from '../../src/modules/messaging/schemas.ts';
 import type * as webhooks from '../../src/modules/webhooks/schemas.ts';
 import type * as orders from '../../src/modules/orders/schemas.ts';
+import type * as payments from '../../src/modules/payments/schemas.ts';
+import type * as catalog from '../../src/modules/catalog/schemas.ts';
 
 export interface Route<E extends Endpoint> { method: E['method']; url: E['url']; readonly endpoint?: E }
 
@@ -63,6 +65,22 @@ export const routes = {
   revokeApiKey: route<typeof accounts.revokeApiKey>('DELETE', '/v1/api-keys/:id'),
   customerOrders: route<typeof orders.listOrders>('GET', '/v1/orders'),
   customerConversations: route<typeof messaging.listConversations>('GET', '/v1/conversations'),
+  // Orders, catalog and stock (the Orders, Catalog and Stock pages).
+  orders: route<typeof orders.listOrders>('GET', '/v1/orders'),
+  order: route<typeof orders.getOrder>('GET', '/v1/orders/:id'),
+  orderHistory: route<typeof orders.listOrderHistory>('GET', '/v1/orders/:id/history'),
+  orderPayments: route<typeof payments.listOrderPayments>('GET', '/v1/orders/:id/payments'),
+  orderLedgerEntries: route<typeof orders.listOrderLedgerEntries>('GET', '/v1/orders/:id/ledger-entries'),
+  orderStockMovements: route<typeof orders.listOrderStockMovements>('GET', '/v1/orders/:id/stock-movements'),
+  cancelOrder: route<typeof orders.cancelOrder>('POST', '/v1/orders/:id/cancel'),
+  fulfilOrder: route<typeof orders.fulfilOrder>('POST', '/v1/orders/:id/fulfil'),
+  products: route<typeof catalog.listProducts>('GET', '/v1/products'),
+  createProduct: route<typeof catalog.createProduct>('POST', '/v1/products'),
+  updateProduct: route<typeof catalog.updateProduct>('PATCH', '/v1/products/:id'),
+  stockLevels: route<typeof catalog.listStock>('GET', '/v1/inventory'),
+  stockLevel: route<typeof catalog.getStock>('GET', '/v1/inventory/:sku'),
+  adjustStock: route<typeof catalog.adjustStock>('POST', '/v1/inventory/:sku/adjustments'),
+  stockMovements: route<typeof catalog.listStockMovements>('GET', '/v1/inventory/:sku/movements'),
 } as const;
 
 export type Body<E extends Endpoint> = Extract<Result<E>, { ok: true }>['body'];
@@ -84,6 +102,15 @@ export type ApiKeyInfo = Body<typeof accounts.listApiKeys>['data'][number];
 export type CreatedApiKey = Body<typeof accounts.createApiKey>;
 export type OrderSummary = Body<typeof orders.listOrders>['data'][number];
 export type ConversationSummary = Body<typeof messaging.listConversations>['data'][number];
+export type Order = Body<typeof orders.getOrder>;
+export type OrderStatus = Order['status'];
+export type StatusChange = Body<typeof orders.listOrderHistory>['data'][number];
+export type Payment = Body<typeof payments.listOrderPayments>['data'][number];
+export type LedgerEntry = Body<typeof orders.listOrderLedgerEntries>['data'][number];
+export type OrderStockMovement = Body<typeof orders.listOrderStockMovements>['data'][number];
+export type Product = Body<typeof catalog.getProduct>;
+export type StockLevel = Body<typeof catalog.getStock>;
+export type StockMovement = Body<typeof catalog.listStockMovements>['data'][number];
 
 export class ApiError extends Error {
   readonly status: number;

@@ -12,6 +12,9 @@ import { WebhookPage, WebhooksPage } from './pages/Webhooks.tsx';
 import { JobsPage } from './pages/Jobs.tsx';
 import { CustomerPage, CustomersPage } from './pages/Customers.tsx';
 import { AccessPage } from './pages/Access.tsx';
+import { OrderPage, OrdersPage } from './pages/Orders.tsx';
+import { CatalogPage } from './pages/Catalog.tsx';
+import { SkuPage, StockPage } from './pages/Stock.tsx';
 
 export interface PageProps {
   session: SessionInfo;
@@ -40,6 +43,11 @@ const pages: PageEntry[] = [
   { path: '/customers', title: 'Customers', component: CustomersPage, nav: true, adminOnly: true },
   { path: '/customers/:id', title: 'Customer', component: CustomerPage, adminOnly: true },
   { path: '/access', title: 'API keys and staff', component: AccessPage, nav: true, adminOnly: true },
+  { path: '/orders', title: 'Orders', component: OrdersPage, nav: true },
+  { path: '/orders/:id', title: 'Order', component: OrderPage },
+  { path: '/catalog', title: 'Catalog', component: CatalogPage, nav: true },
+  { path: '/stock', title: 'Stock', component: StockPage, nav: true },
+  { path: '/stock/:sku', title: 'Stock of a SKU', component: SkuPage },
 ];
 
 /** The entry whose pattern matches path, with the parameters it names. */

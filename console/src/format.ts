@@ -49,6 +49,28 @@ export function time(iso: string): string {
   return new Date(iso).toLocaleString('en-GB', { dateStyle: 'short', timeStyle: 'medium' });
 }
 
+function decimalsOf(currency: string): number {
+  try {
+    return new Intl.NumberFormat('en', { style: 'currency', currency }).resolvedOptions().maximumFractionDigits ?? 2;
+  } catch {
+    return 2;
+  }
+}
+
+/** A price typed as "19.99" in its currency, in minor units (1999); null when it is not one. */
+export function minorUnits(text: string, currency: string): number | null {
+  const digits = decimalsOf(currency);
+  const match = new RegExp(`^\\s*(\\d{1,12})(?:[.,](\\d{0,${digits}}))?\\s*$`).exec(text);
+  if (!match) return null;
+  return Number(match[1]) * 10 ** digits + Number((match[2] ?? '').padEnd(digits, '0') || 0);
+}
+
+/** Minor units as the number typed in a price field ("19.99"), without the currency sign. */
+export function majorUnits(amount: number, currency: string): string {
+  const digits = decimalsOf(currency);
+  return digits === 0 ? String(amount) : (amount / 10 ** digits).toFixed(digits);
+}
+
 /** Money in minor units, shown in its currency (ISO 4217 knows how many decimals each has). */
 export function money(amount: number, currency: string): string {
   try {

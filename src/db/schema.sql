@@ -333,6 +333,31 @@ CREATE TABLE public.order_lines (
 );
 
 --
+-- Name: order_status_changes; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.order_status_changes (
+    id bigint NOT NULL,
+    order_id text NOT NULL,
+    from_status text,
+    to_status text NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
+--
+-- Name: order_status_changes_id_seq; Type: SEQUENCE; Schema: public; Owner: -
+--
+
+ALTER TABLE public.order_status_changes ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME public.order_status_changes_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+--
 -- Name: orders; Type: TABLE; Schema: public; Owner: -
 --
 
@@ -814,6 +839,13 @@ ALTER TABLE public.order_lines
     ADD CONSTRAINT order_lines_total_amount_exact CHECK ((total_amount <= '9007199254740991'::bigint)) NOT VALID;
 
 --
+-- Name: order_status_changes order_status_changes_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.order_status_changes
+    ADD CONSTRAINT order_status_changes_pkey PRIMARY KEY (id);
+
+--
 -- Name: orders orders_pkey; Type: CONSTRAINT; Schema: public; Owner: -
 --
 
@@ -1100,6 +1132,12 @@ CREATE INDEX ops_processes_seen_at ON public.ops_processes USING btree (seen_at)
 CREATE INDEX ops_rollups_at ON public.ops_rollups USING btree (at);
 
 --
+-- Name: order_status_changes_order_id; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX order_status_changes_order_id ON public.order_status_changes USING btree (order_id, created_at, id);
+
+--
 -- Name: orders_customer_id; Type: INDEX; Schema: public; Owner: -
 --
 
@@ -1294,6 +1332,13 @@ ALTER TABLE ONLY public.messages
 
 ALTER TABLE ONLY public.order_lines
     ADD CONSTRAINT order_lines_order_id_fkey FOREIGN KEY (order_id) REFERENCES public.orders(id);
+
+--
+-- Name: order_status_changes order_status_changes_order_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.order_status_changes
+    ADD CONSTRAINT order_status_changes_order_id_fkey FOREIGN KEY (order_id) REFERENCES public.orders(id);
 
 --
 -- Name: payments payments_order_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -

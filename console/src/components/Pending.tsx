@@ -6,7 +6,7 @@ import { Badge } from './ui.tsx';
 
 export type PendingState = { done: false; label: string } | { done: true; ok: boolean; label: string };
 
-export function Pending({ check, intervalMs = 1000 }: { check: () => Promise<PendingState>; intervalMs?: number }) {
+export function Pending({ check, intervalMs = 1000, onDone }: { check: () => Promise<PendingState>; intervalMs?: number; onDone?: (state: PendingState) => void }) {
   const [state, setState] = useState<PendingState>({ done: false, label: 'Waiting for the queue…' });
   useEffect(() => {
     let stopped = false;
@@ -16,7 +16,10 @@ export function Pending({ check, intervalMs = 1000 }: { check: () => Promise<Pen
         const next = await check();
         if (stopped) return;
         setState(next);
-        if (next.done) return;
+        if (next.done) {
+          onDone?.(next);
+          return;
+        }
       } catch {
         // a failed check is asked again at the next tick
       }

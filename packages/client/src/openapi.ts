@@ -483,6 +483,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/inventory": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Stock levels of every SKU, in SKU order
+         * @description Roles: staff, admin.
+         */
+        get: operations["listStock"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/inventory/{sku}/adjustments": {
         parameters: {
             query?: never;
@@ -534,7 +554,13 @@ export interface paths {
         };
         /**
          * Orders, newest first: a customer sees their own, staff see all
-         * @description Roles: customer, staff, admin.
+         * @description Filters combine (all must match). A customer sees only their own orders whatever the filters say.
+         *
+         *     `customerEmail` matches the email of the account that placed the order exactly, ignoring case (an order placed with an API key has no email).
+         *
+         *     `createdFrom` is inclusive and `createdTo` exclusive. The cursor continues the same filtered list: send the same filters with it.
+         *
+         *     Roles: customer, staff, admin.
          */
         get: operations["listOrders"];
         put?: never;
@@ -631,6 +657,68 @@ export interface paths {
          * @description Roles: customer, staff, admin.
          */
         get: operations["listOrderPayments"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/orders/{id}/history": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Every change of an order's status with its time, oldest first (owner or staff)
+         * @description Kept as long as the order, unlike the events (which retention prunes). Orders from before this history was kept show their placing, the events that were left, and their current status at their last update.
+         *
+         *     Roles: customer, staff, admin.
+         */
+        get: operations["listOrderHistory"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/orders/{id}/ledger-entries": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * An order's ledger entries, oldest first: each capture and refund as its balanced debit and credit
+         * @description Roles: staff, admin.
+         */
+        get: operations["listOrderLedgerEntries"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/orders/{id}/stock-movements": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * An order's stock movements, oldest first: its reservation, and the sale or release that settled it
+         * @description Roles: staff, admin.
+         */
+        get: operations["listOrderStockMovements"];
         put?: never;
         post?: never;
         delete?: never;
@@ -3972,6 +4060,95 @@ export interface operations {
             };
         };
     };
+    listStock: {
+        parameters: {
+            query?: {
+                limit?: number;
+                cursor?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        data: {
+                            sku: string;
+                            onHand: number;
+                            reserved: number;
+                            available: number;
+                        }[];
+                        nextCursor: string | null;
+                    };
+                };
+            };
+            /** @description Bad request: `validation_failed` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unauthenticated: `unauthenticated` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden: `forbidden` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too many requests: `rate_limited` */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Internal server error: `internal` */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Service unavailable: `unavailable` */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
     adjustStock: {
         parameters: {
             query?: never;
@@ -4241,6 +4418,13 @@ export interface operations {
                 status?: "pending_payment" | "paid" | "payment_failed" | "cancelled" | "fulfilled";
                 /** @description Staff: only this customer's orders (a customer always sees only their own) */
                 customerId?: string;
+                customerEmail?: string;
+                /** @description Orders created at or after this time */
+                createdFrom?: string;
+                /** @description Orders created before this time */
+                createdTo?: string;
+                /** @description One order id: the page holds that order or nothing */
+                id?: string;
             };
             header?: never;
             path?: never;
@@ -4978,6 +5162,28 @@ export interface operations {
                             processorMessage?: string | null;
                             /** @description Staff only: why an operator must look at this payment (the audit lists it until cleared); null when nothing is wrong */
                             review?: string | null;
+                            /** @description Staff only: the processor's id for the charge (for the sandbox, the id in GET /v1/sandbox/charges) */
+                            providerRef?: string | null;
+                            /** @description Staff only: the refund of this payment (at most one: refunds are in full), null when none */
+                            refund?: {
+                                id: string;
+                                status: "pending" | "succeeded" | "failed";
+                                amount: {
+                                    /** @description Integer count of minor units (cents) */
+                                    amount: number;
+                                    /** @description ISO 4217 code */
+                                    currency: string;
+                                };
+                                /** @description Refund requests sent to the processor so far */
+                                attempts: number;
+                                /** @description The processor's id for the refund */
+                                providerRef: string | null;
+                                failure: string | null;
+                                /** Format: date-time */
+                                createdAt: string;
+                                /** Format: date-time */
+                                updatedAt: string;
+                            } | null;
                             /** Format: date-time */
                             createdAt: string;
                             /** Format: date-time */
@@ -4997,6 +5203,307 @@ export interface operations {
             };
             /** @description Unauthenticated: `unauthenticated` */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not found: `not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too many requests: `rate_limited` */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Internal server error: `internal` */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Service unavailable: `unavailable` */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    listOrderHistory: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @example ord_01m8hm273n16kqkhdbgxrwqnng */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        data: {
+                            /** @description null for the placing of the order */
+                            from: ("pending_payment" | "paid" | "payment_failed" | "cancelled" | "fulfilled") | null;
+                            to: "pending_payment" | "paid" | "payment_failed" | "cancelled" | "fulfilled";
+                            /** Format: date-time */
+                            at: string;
+                        }[];
+                    };
+                };
+            };
+            /** @description Bad request: `validation_failed` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unauthenticated: `unauthenticated` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not found: `not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too many requests: `rate_limited` */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Internal server error: `internal` */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Service unavailable: `unavailable` */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    listOrderLedgerEntries: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @example ord_01m8hm273n16kqkhdbgxrwqnng */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        data: {
+                            transactionId: string;
+                            kind: "capture" | "refund";
+                            paymentId: string;
+                            account: string;
+                            debit: {
+                                /** @description Integer count of minor units (cents) */
+                                amount: number;
+                                /** @description ISO 4217 code */
+                                currency: string;
+                            };
+                            credit: {
+                                /** @description Integer count of minor units (cents) */
+                                amount: number;
+                                /** @description ISO 4217 code */
+                                currency: string;
+                            };
+                            /** Format: date-time */
+                            createdAt: string;
+                        }[];
+                    };
+                };
+            };
+            /** @description Bad request: `validation_failed` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unauthenticated: `unauthenticated` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden: `forbidden` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not found: `not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too many requests: `rate_limited` */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Internal server error: `internal` */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Service unavailable: `unavailable` */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    listOrderStockMovements: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @example ord_01m8hm273n16kqkhdbgxrwqnng */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        data: {
+                            sku: string;
+                            kind: "initial" | "adjustment" | "reservation" | "release" | "sale";
+                            onHandDelta: number;
+                            reservedDelta: number;
+                            orderId: string | null;
+                            reason: string | null;
+                            /** Format: date-time */
+                            createdAt: string;
+                        }[];
+                    };
+                };
+            };
+            /** @description Bad request: `validation_failed` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unauthenticated: `unauthenticated` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden: `forbidden` */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };

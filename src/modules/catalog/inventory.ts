@@ -11,7 +11,7 @@ export interface StockRequest { sku: string; quantity: number }
 
 interface LevelRow { sku: string; on_hand: number; reserved: number }
 
-function levelView(row: LevelRow): StockLevel {
+export function levelView(row: LevelRow): StockLevel {
   return { sku: row.sku, onHand: row.on_hand, reserved: row.reserved, available: row.on_hand - row.reserved };
 }
 
@@ -171,6 +171,22 @@ export function listMovements(db: Queryable, sku: string, beforeId: number | nul
     `SELECT id, kind, on_hand_delta, reserved_delta, order_id, reason, created_at FROM stock_movements
       WHERE sku = $1 AND ($2::bigint IS NULL OR id < $2) ORDER BY id DESC LIMIT $3`,
     [sku, beforeId, limit + 1],
+  );
+}
+
+/** An order's movements, oldest first: its reservation and what settled it. */
+export function movementsOfOrder(db: Queryable, orderId: string): Promise<(MovementRow & { sku: string })[]> {
+  return db.query<MovementRow & { sku: string }>(
+    'SELECT id, sku, kind, on_hand_delta, reserved_delta, order_id, reason, created_at FROM stock_movements WHERE order_id = $1 ORDER BY id',
+    [orderId],
+  );
+}
+
+/** A page of stock levels in SKU order, after the SKU `after` (the primary key's order). */
+export async function listStockLevels(db: Queryable, opts: { after: string | null; limit: number }): Promise<LevelRow[]> {
+  return db.query<LevelRow>(
+    'SELECT sku, on_hand, reserved FROM stock_levels WHERE ($1::text IS NULL OR sku > $1) ORDER BY sku LIMIT $2',
+    [opts.after, opts.limit + 1],
   );
 }
 

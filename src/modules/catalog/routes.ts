@@ -4,11 +4,18 @@ import type { Db } from '../../platform/db.ts';
 import { routeOf } from '../../platform/endpoint.ts';
 import { principalOf } from '../../platform/auth.ts';
 import { idempotent } from '../../platform/idempotency.ts';
-import { decodeCursor } from '../../platform/pagination.ts';
+import { decodeCursor, pageOf } from '../../platform/pagination.ts';
 import { AppError } from '../../errors.ts';
 import * as s from './schemas.ts';
 import * as catalog from './service.ts';
 import * as inventory from './inventory.ts';
+
+function decodeSkuCursor(cursor: string | undefined): string | null {
+  if (cursor === undefined) return null;
+  const text = Buffer.from(cursor, 'base64url').toString('utf8');
+  if (!text.startsWith('sku:') || text.length > 68) throw new AppError('validation_failed', 'The cursor is not one this API gave out', { errors: [{ path: '/query/cursor', message: 'is invalid' }] });
+  return text.slice(4);
+}
 
 function decodeMovementCursor(cursor: string | undefined): number | null {
   if (cursor === undefined) return null;
@@ -53,6 +60,16 @@ export function catalogRoutes(app: FastifyInstance, { db }: { db: Db }): void {
       const level = await inventory.getStockLevel(db, request.params.sku);
       if (!level) throw new AppError('not_found', `No SKU ${request.params.sku}`);
       return level;
+    },
+  });
+
+  r.route({
+    ...routeOf(s.listStock),
+    handler: async (request) => {
+      const { limit, cursor } = request.query;
+      const rows = await inventory.listStockLevels(db, { after: decodeSkuCursor(cursor), limit });
+      const { data, nextCursor } = pageOf(rows, limit, (row) => `sku:${row.sku}`);
+      return { data: data.map(inventory.levelView), nextCursor };
     },
   });
 

@@ -107,6 +107,14 @@ export const getStock = endpoint({
   response: { 200: StockLevelSchema },
 });
 
+export const listStock = endpoint({
+  operationId: 'listStock', errors: [],
+  method: 'GET', url: '/v1/inventory', access: staff, tags,
+  summary: 'Stock levels of every SKU, in SKU order',
+  querystring: PageQuery,
+  response: { 200: Page(StockLevelSchema) },
+});
+
 export const adjustStock = endpoint({
   operationId: 'adjustStock', errors: ['insufficient_stock'],
   example: { params: { sku: 'TEE-M' }, body: { delta: 5, reason: 'Delivery from the supplier' } },

@@ -62,3 +62,15 @@ export async function balances(db: Queryable): Promise<Balance[]> {
   );
   return rows.map((r) => ({ ...r, balance: r.debits - r.credits }));
 }
+
+export interface OrderEntryRow { transaction_id: string; kind: 'capture' | 'refund'; payment_id: string; account: string; currency: string; debit: number; credit: number; created_at: Date }
+
+/** The entries of an order's ledger transactions, oldest first (ledger_transactions_order_id). */
+export function entriesOfOrder(db: Queryable, orderId: string): Promise<OrderEntryRow[]> {
+  return db.query<OrderEntryRow>(
+    `SELECT t.id AS transaction_id, t.kind, t.payment_id, e.account, e.currency, e.debit, e.credit, t.created_at
+       FROM ledger_transactions t JOIN ledger_entries e ON e.transaction_id = t.id
+      WHERE t.order_id = $1 ORDER BY t.created_at, t.id, e.id`,
+    [orderId],
+  );
+}

@@ -1,6 +1,7 @@
 // SQL of orders.
 import type { Queryable, Tx } from '../../platform/db.ts';
 import { AppError } from '../../errors.ts';
+import { firstIdAt } from '../../platform/ids.ts';
 import { statesLeadingTo, type Status } from './state-machine.ts';
 
 export interface OrderRow {
@@ -24,7 +25,8 @@ export async function insertOrders(tx: Tx, orders: NewOrder[]): Promise<{ order:
      l AS (
        INSERT INTO order_lines (order_id, line_no, sku, quantity, unit_amount, total_amount)
        SELECT order_id, line_no, sku, quantity, unit_amount, unit_amount * quantity
-         FROM unnest($6::text[], $7::int[], $8::text[], $9::int[], $10::bigint[]) AS l(order_id, line_no, sku, quantity, unit_amount))
+         FROM unnest($6::text[], $7::int[], $8::text[], $9::int[], $10::bigint[]) AS l(order_id, line_no, sku, quantity, unit_amount)),
+     h AS (INSERT INTO order_status_changes (order_id, from_status, to_status, created_at) SELECT id, NULL, 'pending_payment', created_at FROM o)
      SELECT id, created_at, updated_at FROM o`,
     [
       orders.map((o) => o.id), orders.map((o) => o.customerId), orders.map((o) => o.currency), orders.map((o) => o.total), orders.map((o) => o.paymentToken),
@@ -61,13 +63,28 @@ export function lockOrders(tx: Tx, ids: string[]): Promise<OrderRow[]> {
 }
 
 /**
+ * A CTE that records each row of `moved` (a transition's UPDATE ... RETURNING) in the status
+ * history, in the statement that changes the status: the history outlives the pruned events and
+ * cannot miss a change, whichever path made it.
+ */
+const recordedChanges = `logged AS (
+       INSERT INTO order_status_changes (order_id, from_status, to_status, created_at) SELECT id, from_status, status, updated_at FROM moved)`;
+
+/**
  * transitionOrder for several orders the caller has locked: those in a state that leads to `to`
  * move; answers the moved rows (the others are left as they are).
  */
 export function transitionOrders(tx: Tx, ids: string[], to: Status): Promise<OrderRow[]> {
   if (ids.length === 0) return Promise.resolve([]);
+  // The status history is written by the same statement (see recordedChanges).
   return tx.query<OrderRow>(
-    'UPDATE orders SET status = $2, updated_at = now() WHERE id = ANY($1::text[]) AND status = ANY($3::text[]) RETURNING *',
+    `WITH moved AS (
+       UPDATE orders o SET status = $2, updated_at = now()
+         FROM (SELECT id, status AS from_status FROM orders WHERE id = ANY($1::text[])) prev
+        WHERE o.id = prev.id AND o.status = ANY($3::text[])
+        RETURNING o.*, prev.from_status),
+     ${recordedChanges}
+     SELECT id, customer_id, status, currency, total_amount, payment_method, payment_token, created_at, updated_at FROM moved`,
     [ids, to, statesLeadingTo(to)],
   );
 }
@@ -76,12 +93,44 @@ export function linesOf(db: Queryable, orderIds: string[]): Promise<LineRow[]> {
   return db.query<LineRow>('SELECT * FROM order_lines WHERE order_id = ANY($1::text[]) ORDER BY order_id, line_no', [orderIds]);
 }
 
-export function listOrders(db: Queryable, opts: { customerId: string | null; status: Status | null; after: string | null; limit: number }): Promise<OrderRow[]> {
+const clockSlackMs = 3_600_000;
+
+export interface OrderFilter {
+  customerId: string | null; status: Status | null; id: string | null;
+  createdFrom: Date | null; createdTo: Date | null; after: string | null; limit: number;
+}
+
+/**
+ * A page of orders, newest first (ids sort by creation time). The WHERE is built from the filters
+ * given, so that each combination gets the plan of its own indexes (docs/PERFORMANCE.md).
+ */
+export function listOrders(db: Queryable, f: OrderFilter): Promise<OrderRow[]> {
+  const where: string[] = [];
+  const params: unknown[] = [];
+  const add = (clause: string, value: unknown) => { params.push(value); where.push(clause.replace('?', `$${params.length}`)); };
+  if (f.customerId !== null) add('customer_id = ?', f.customerId);
+  if (f.status !== null) add('status = ?', f.status);
+  if (f.id !== null) add('id = ?', f.id);
+  // A date range is also a range of ids (they sort by time: platform/ids.ts), so it reads the
+  // primary key from where the range starts rather than every newer order. The ids are made by the
+  // application's clock and created_at by the database's: an hour of slack either way covers any
+  // difference between the two, and created_at decides.
+  if (f.createdFrom !== null) { add('created_at >= ?', f.createdFrom); add('id >= ?', firstIdAt('ord', f.createdFrom.getTime() - clockSlackMs)); }
+  if (f.createdTo !== null) { add('created_at < ?', f.createdTo); add('id < ?', firstIdAt('ord', f.createdTo.getTime() + clockSlackMs)); }
+  if (f.after !== null) add('id < ?', f.after);
+  params.push(f.limit + 1);
   return db.query<OrderRow>(
-    `SELECT * FROM orders
-      WHERE ($1::text IS NULL OR customer_id = $1) AND ($2::text IS NULL OR status = $2) AND ($3::text IS NULL OR id < $3)
-      ORDER BY id DESC LIMIT $4`,
-    [opts.customerId, opts.status, opts.after, opts.limit + 1],
+    `SELECT * FROM orders ${where.length > 0 ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id DESC LIMIT $${params.length}`,
+    params,
+  );
+}
+
+export interface StatusChangeRow { from_status: Status | null; to_status: Status; created_at: Date }
+
+export function statusChangesOf(db: Queryable, orderId: string): Promise<StatusChangeRow[]> {
+  return db.query<StatusChangeRow>(
+    'SELECT from_status, to_status, created_at FROM order_status_changes WHERE order_id = $1 ORDER BY created_at, id',
+    [orderId],
   );
 }
 
@@ -92,10 +141,13 @@ export function listOrders(db: Queryable, opts: { customerId: string | null; sta
  */
 export async function transitionOrder(tx: Tx, id: string, to: Status, visibleTo: string | null = null): Promise<{ order: OrderRow; from: Status }> {
   const [row] = await tx.query<OrderRow & { from_status: Status }>(
-    `UPDATE orders o SET status = $2, updated_at = now()
-       FROM (SELECT id, status AS from_status FROM orders WHERE id = $1 FOR UPDATE) prev
-      WHERE o.id = prev.id AND o.status = ANY($3::text[]) AND ($4::text IS NULL OR o.customer_id = $4)
-      RETURNING o.*, prev.from_status`,
+    `WITH moved AS (
+       UPDATE orders o SET status = $2, updated_at = now()
+         FROM (SELECT id, status AS from_status FROM orders WHERE id = $1 FOR UPDATE) prev
+        WHERE o.id = prev.id AND o.status = ANY($3::text[]) AND ($4::text IS NULL OR o.customer_id = $4)
+        RETURNING o.*, prev.from_status),
+     ${recordedChanges}
+     SELECT * FROM moved`,
     [id, to, statesLeadingTo(to), visibleTo],
   );
   if (row) {

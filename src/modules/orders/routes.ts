@@ -7,7 +7,9 @@ import { idempotent, keyedRequestOf, sendOutcome } from '../../platform/idempote
 import { decodeCursor } from '../../platform/pagination.ts';
 import { currentTraceparent } from '../../platform/tracing.ts';
 import { listOrderPayments } from '../payments/schemas.ts';
-import { paymentsOfOrder } from '../payments/repo.ts';
+import { paymentsOfOrder, refundsOfPayments } from '../payments/repo.ts';
+import { entriesOfOrder } from '../ledger/ledger.ts';
+import { movementsOfOrder } from '../catalog/inventory.ts';
 import { paymentView } from '../payments/service.ts';
 import * as s from './schemas.ts';
 import * as orders from './service.ts';
@@ -15,7 +17,9 @@ import * as lifecycle from './lifecycle.ts';
 import { orderPlacer } from './place.ts';
 
 /** checkBuyer refuses a principal who may not place orders (accounts' email verification; app.ts wires it). */
-export function ordersRoutes(app: FastifyInstance, { db, batchConcurrency, onCharge, checkBuyer }: { db: Db; batchConcurrency: number; onCharge?: () => void; checkBuyer?: (principal: Principal) => void }): void {
+export function ordersRoutes(app: FastifyInstance, { db, batchConcurrency, onCharge, checkBuyer, customerIdOfEmail }: {
+  db: Db; batchConcurrency: number; onCharge?: () => void; checkBuyer?: (principal: Principal) => void; customerIdOfEmail: orders.CustomerIdOfEmail;
+}): void {
   const r = app.withTypeProvider<TypeBoxTypeProvider>();
   // Orders are written in batches (place.ts), batchConcurrency at a time (PGlite runs one
   // transaction at a time anyway).
@@ -35,8 +39,11 @@ export function ordersRoutes(app: FastifyInstance, { db, batchConcurrency, onCha
   r.route({
     ...routeOf(s.listOrders),
     handler: async (request) => {
-      const { limit, cursor, status, customerId } = request.query;
-      return orders.listOrders(db, principalOf(request), { limit, status: status ?? null, customerId: customerId ?? null, after: decodeCursor(cursor) });
+      const { limit, cursor, status, customerId, customerEmail, createdFrom, createdTo, id } = request.query;
+      return orders.listOrders(db, principalOf(request), {
+        limit, status: status ?? null, customerId: customerId ?? null, customerEmail: customerEmail ?? null, id: id ?? null, after: decodeCursor(cursor),
+        createdFrom: createdFrom === undefined ? null : new Date(createdFrom), createdTo: createdTo === undefined ? null : new Date(createdTo),
+      }, customerIdOfEmail);
     },
   });
 
@@ -66,7 +73,43 @@ export function ordersRoutes(app: FastifyInstance, { db, batchConcurrency, onCha
       const principal = principalOf(request);
       const order = await orders.getOrder(db, principal, request.params.id);
       const staff = staffOrAbove(principal.role);
-      return { data: (await paymentsOfOrder(db, order.id)).map((p) => paymentView(p, staff)) };
+      const payments = await paymentsOfOrder(db, order.id);
+      const refunds = staff ? await refundsOfPayments(db, payments.map((p) => p.id)) : [];
+      return { data: payments.map((p) => paymentView(p, staff, refunds.find((r) => r.payment_id === p.id) ?? null)) };
+    },
+  });
+
+  r.route({
+    ...routeOf(s.listOrderHistory),
+    handler: async (request) => ({ data: await orders.orderHistory(db, principalOf(request), request.params.id) }),
+  });
+
+  // The ledger's and the stock's view of one order live here, not in their modules: orders may
+  // import both (.dependency-cruiser.js), and the order's 404 is decided in one place.
+  r.route({
+    ...routeOf(s.listOrderLedgerEntries),
+    handler: async (request) => {
+      const order = await orders.getOrder(db, principalOf(request), request.params.id);
+      const entries = await entriesOfOrder(db, order.id);
+      return {
+        data: entries.map((e) => ({
+          transactionId: e.transaction_id, kind: e.kind, paymentId: e.payment_id, account: e.account,
+          debit: { amount: e.debit, currency: e.currency }, credit: { amount: e.credit, currency: e.currency }, createdAt: e.created_at.toISOString(),
+        })),
+      };
+    },
+  });
+
+  r.route({
+    ...routeOf(s.listOrderStockMovements),
+    handler: async (request) => {
+      const order = await orders.getOrder(db, principalOf(request), request.params.id);
+      const movements = await movementsOfOrder(db, order.id);
+      return {
+        data: movements.map((m) => ({
+          sku: m.sku, kind: m.kind, onHandDelta: m.on_hand_delta, reservedDelta: m.reserved_delta, orderId: m.order_id, reason: m.reason, createdAt: m.created_at.toISOString(),
+        })),
+      };
     },
   });
 }

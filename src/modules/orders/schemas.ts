@@ -1,7 +1,7 @@
 import { Type, type Static } from 'typebox';
 import { endpoint } from '../../platform/endpoint.ts';
 import { IdParams, MoneySchema, Page, PageQuery, Timestamp } from '../../platform/schemas.ts';
-import { Sku } from '../catalog/schemas.ts';
+import { Sku, StockMovementSchema } from '../catalog/schemas.ts';
 import { limits } from '../../limits.ts';
 
 export { limits };
@@ -44,10 +44,19 @@ export const listOrders = endpoint({
   operationId: 'listOrders', errors: [],
   method: 'GET', url: '/v1/orders', access: anyone, tags,
   summary: 'Orders, newest first: a customer sees their own, staff see all',
+  description: [
+    'Filters combine (all must match). A customer sees only their own orders whatever the filters say.',
+    '`customerEmail` matches the email of the account that placed the order exactly, ignoring case (an order placed with an API key has no email).',
+    '`createdFrom` is inclusive and `createdTo` exclusive. The cursor continues the same filtered list: send the same filters with it.',
+  ].join('\n\n'),
   querystring: Type.Object({
     ...PageQuery.properties,
     status: Type.Optional(OrderSchema.properties.status),
     customerId: Type.Optional(Type.String({ minLength: 1, maxLength: 64, description: "Staff: only this customer's orders (a customer always sees only their own)" })),
+    customerEmail: Type.Optional(Type.String({ minLength: 1, maxLength: 254 })),
+    createdFrom: Type.Optional(Type.String({ format: 'date-time', maxLength: 40, description: 'Orders created at or after this time' })),
+    createdTo: Type.Optional(Type.String({ format: 'date-time', maxLength: 40, description: 'Orders created before this time' })),
+    id: Type.Optional(Type.String({ minLength: 1, maxLength: 64, description: 'One order id: the page holds that order or nothing' })),
   }, { additionalProperties: false }),
   response: { 200: Page(OrderSchema) },
 });
@@ -77,4 +86,48 @@ export const fulfilOrder = endpoint({
   summary: 'Mark a paid order fulfilled',
   params: IdParams,
   response: { 200: OrderSchema },
+});
+
+const StatusChangeSchema = Type.Object({
+  from: Type.Union([OrderSchema.properties.status, Type.Null()], { description: 'null for the placing of the order' }),
+  to: OrderSchema.properties.status,
+  at: Timestamp,
+});
+
+export const listOrderHistory = endpoint({
+  operationId: 'listOrderHistory', errors: [],
+  example: { params: { id: 'ord_01m8hm273n16kqkhdbgxrwqnng' } },
+  method: 'GET', url: '/v1/orders/:id/history', access: anyone, tags,
+  summary: "Every change of an order's status with its time, oldest first (owner or staff)",
+  description: 'Kept as long as the order, unlike the events (which retention prunes). Orders from before this history was kept show their placing, the events that were left, and their current status at their last update.',
+  params: IdParams,
+  response: { 200: Type.Object({ data: Type.Array(StatusChangeSchema) }) },
+});
+
+const LedgerEntrySchema = Type.Object({
+  transactionId: Type.String(),
+  kind: Type.Union([Type.Literal('capture'), Type.Literal('refund')]),
+  paymentId: Type.String(),
+  account: Type.String(),
+  debit: MoneySchema,
+  credit: MoneySchema,
+  createdAt: Timestamp,
+});
+
+export const listOrderLedgerEntries = endpoint({
+  operationId: 'listOrderLedgerEntries', errors: [],
+  example: { params: { id: 'ord_01m8hm273n16kqkhdbgxrwqnng' } },
+  method: 'GET', url: '/v1/orders/:id/ledger-entries', access: ['staff', 'admin'], tags,
+  summary: "An order's ledger entries, oldest first: each capture and refund as its balanced debit and credit",
+  params: IdParams,
+  response: { 200: Type.Object({ data: Type.Array(LedgerEntrySchema) }) },
+});
+
+export const listOrderStockMovements = endpoint({
+  operationId: 'listOrderStockMovements', errors: [],
+  example: { params: { id: 'ord_01m8hm273n16kqkhdbgxrwqnng' } },
+  method: 'GET', url: '/v1/orders/:id/stock-movements', access: ['staff', 'admin'], tags,
+  summary: "An order's stock movements, oldest first: its reservation, and the sale or release that settled it",
+  params: IdParams,
+  response: { 200: Type.Object({ data: Type.Array(Type.Object({ sku: Type.String(), ...StockMovementSchema.properties })) }) },
 });

@@ -9,7 +9,7 @@ export interface PaymentRow {
 
 export interface RefundRow {
   id: string; payment_id: string; amount: number; currency: string; status: 'pending' | 'succeeded' | 'failed';
-  attempts: number; provider_ref: string | null; failure: string | null;
+  attempts: number; provider_ref: string | null; failure: string | null; created_at: Date; updated_at: Date;
 }
 
 /** Several pending payments in one statement (a batch of placed orders). */
@@ -24,6 +24,10 @@ export async function insertPayments(tx: Tx, payments: { id: string; orderId: st
 
 export function paymentsOfOrder(db: Queryable, orderId: string): Promise<PaymentRow[]> {
   return db.query<PaymentRow>('SELECT * FROM payments WHERE order_id = $1 ORDER BY id DESC', [orderId]);
+}
+
+export function refundsOfPayments(db: Queryable, paymentIds: string[]): Promise<RefundRow[]> {
+  return db.query<RefundRow>('SELECT * FROM refunds WHERE payment_id = ANY($1::text[])', [paymentIds]);
 }
 
 export async function paymentOfOrder(tx: Tx, orderId: string): Promise<PaymentRow | undefined> {

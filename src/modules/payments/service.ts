@@ -192,7 +192,8 @@ export async function settleRefund(tx: Tx, { refund, result, mismatch }: RefundV
 }
 
 /** A payment as shown: the processor's own words and an operator's flag only to staff. */
-export function paymentView(p: repo.PaymentRow, staff: boolean) {
+/** A payment as the API shows it; staff also see the processor's ids and the refund (pass it, or null). */
+export function paymentView(p: repo.PaymentRow, staff: boolean, refund: repo.RefundRow | null = null) {
   return {
     id: p.id,
     status: p.status,
@@ -200,7 +201,13 @@ export function paymentView(p: repo.PaymentRow, staff: boolean) {
     attempts: p.attempts,
     provider: p.provider,
     failure: p.failure,
-    ...(staff ? { processorMessage: p.processor_message, review: p.review_reason } : {}),
+    ...(staff ? {
+      processorMessage: p.processor_message, review: p.review_reason, providerRef: p.provider_ref,
+      refund: refund && {
+        id: refund.id, status: refund.status, amount: { amount: refund.amount, currency: refund.currency }, attempts: refund.attempts,
+        providerRef: refund.provider_ref, failure: refund.failure, createdAt: refund.created_at.toISOString(), updatedAt: refund.updated_at.toISOString(),
+      },
+    } : {}),
     createdAt: p.created_at.toISOString(),
     updatedAt: p.updated_at.toISOString(),
   };
