@@ -1096,6 +1096,16 @@ export interface operations {
             /** @description Default Response */
             201: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1120,6 +1130,16 @@ export interface operations {
             /** @description Bad request: `validation_failed` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1129,6 +1149,16 @@ export interface operations {
             /** @description Conflict: `idempotency_key_in_use`, `email_taken` */
             409: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1138,6 +1168,16 @@ export interface operations {
             /** @description Payload too large: `payload_too_large` */
             413: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1147,6 +1187,16 @@ export interface operations {
             /** @description Unsupported media type: `unsupported_media_type` */
             415: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1156,6 +1206,16 @@ export interface operations {
             /** @description Unprocessable content: `idempotency_key_reused` */
             422: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1165,6 +1225,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -1220,6 +1290,16 @@ export interface operations {
             /** @description Default Response */
             200: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1244,6 +1324,16 @@ export interface operations {
             /** @description Bad request: `validation_failed` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1253,6 +1343,16 @@ export interface operations {
             /** @description Unauthenticated: `invalid_credentials` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1262,6 +1362,16 @@ export interface operations {
             /** @description Payload too large: `payload_too_large` */
             413: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1271,6 +1381,16 @@ export interface operations {
             /** @description Unsupported media type: `unsupported_media_type` */
             415: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1280,6 +1400,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -1322,6 +1452,16 @@ export interface operations {
             /** @description Default Response */
             204: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content?: never;
@@ -1329,6 +1469,16 @@ export interface operations {
             /** @description Bad request: `bad_request` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1338,6 +1488,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1347,6 +1507,16 @@ export interface operations {
             /** @description Forbidden: `forbidden` */
             403: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1356,6 +1526,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -1398,6 +1578,16 @@ export interface operations {
             /** @description Default Response */
             200: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1414,6 +1604,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1423,6 +1623,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -1465,6 +1675,16 @@ export interface operations {
             /** @description Default Response */
             200: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1484,6 +1704,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -1529,6 +1759,16 @@ export interface operations {
             /** @description Default Response */
             200: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1550,6 +1790,16 @@ export interface operations {
             /** @description Bad request: `validation_failed` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1559,6 +1809,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1568,6 +1828,16 @@ export interface operations {
             /** @description Forbidden: `forbidden` */
             403: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1577,6 +1847,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -1638,6 +1918,16 @@ export interface operations {
             /** @description Default Response */
             201: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1654,6 +1944,16 @@ export interface operations {
             /** @description Bad request: `validation_failed` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1663,6 +1963,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1672,6 +1982,16 @@ export interface operations {
             /** @description Forbidden: `forbidden` */
             403: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1681,6 +2001,16 @@ export interface operations {
             /** @description Conflict: `idempotency_key_in_use` */
             409: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1690,6 +2020,16 @@ export interface operations {
             /** @description Payload too large: `payload_too_large` */
             413: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1699,6 +2039,16 @@ export interface operations {
             /** @description Unsupported media type: `unsupported_media_type` */
             415: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1708,6 +2058,16 @@ export interface operations {
             /** @description Unprocessable content: `idempotency_key_reused` */
             422: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1717,6 +2077,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -1762,6 +2132,16 @@ export interface operations {
             /** @description Default Response */
             204: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content?: never;
@@ -1769,6 +2149,16 @@ export interface operations {
             /** @description Bad request: `validation_failed` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1778,6 +2168,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1787,6 +2187,16 @@ export interface operations {
             /** @description Forbidden: `forbidden` */
             403: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1796,6 +2206,16 @@ export interface operations {
             /** @description Not found: `not_found` */
             404: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1805,6 +2225,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -1861,6 +2291,16 @@ export interface operations {
             /** @description Default Response */
             200: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1877,6 +2317,16 @@ export interface operations {
             /** @description Bad request: `validation_failed` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1886,6 +2336,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1895,6 +2355,16 @@ export interface operations {
             /** @description Forbidden: `forbidden` */
             403: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1904,6 +2374,16 @@ export interface operations {
             /** @description Not found: `not_found` */
             404: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1913,6 +2393,16 @@ export interface operations {
             /** @description Payload too large: `payload_too_large` */
             413: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1922,6 +2412,16 @@ export interface operations {
             /** @description Unsupported media type: `unsupported_media_type` */
             415: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1931,6 +2431,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -1978,6 +2488,16 @@ export interface operations {
             /** @description Default Response */
             200: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2013,6 +2533,16 @@ export interface operations {
             /** @description Bad request: `validation_failed` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2022,6 +2552,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -2110,6 +2650,16 @@ export interface operations {
             /** @description Default Response */
             201: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2142,6 +2692,16 @@ export interface operations {
             /** @description Bad request: `validation_failed` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2151,6 +2711,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2160,6 +2730,16 @@ export interface operations {
             /** @description Forbidden: `forbidden` */
             403: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2169,6 +2749,16 @@ export interface operations {
             /** @description Conflict: `idempotency_key_in_use`, `sku_taken` */
             409: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2178,6 +2768,16 @@ export interface operations {
             /** @description Payload too large: `payload_too_large` */
             413: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2187,6 +2787,16 @@ export interface operations {
             /** @description Unsupported media type: `unsupported_media_type` */
             415: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2196,6 +2806,16 @@ export interface operations {
             /** @description Unprocessable content: `idempotency_key_reused` */
             422: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2205,6 +2825,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -2249,6 +2879,16 @@ export interface operations {
             /** @description Default Response */
             200: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2281,6 +2921,16 @@ export interface operations {
             /** @description Bad request: `validation_failed` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2290,6 +2940,16 @@ export interface operations {
             /** @description Not found: `not_found` */
             404: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2299,6 +2959,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -2378,6 +3048,16 @@ export interface operations {
             /** @description Default Response */
             200: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2410,6 +3090,16 @@ export interface operations {
             /** @description Bad request: `validation_failed` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2419,6 +3109,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2428,6 +3128,16 @@ export interface operations {
             /** @description Forbidden: `forbidden` */
             403: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2437,6 +3147,16 @@ export interface operations {
             /** @description Not found: `not_found` */
             404: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2446,6 +3166,16 @@ export interface operations {
             /** @description Payload too large: `payload_too_large` */
             413: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2455,6 +3185,16 @@ export interface operations {
             /** @description Unsupported media type: `unsupported_media_type` */
             415: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2464,6 +3204,16 @@ export interface operations {
             /** @description Unprocessable content: `unknown_sku` */
             422: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2473,6 +3223,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -2521,6 +3281,16 @@ export interface operations {
             /** @description Default Response */
             200: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2535,6 +3305,16 @@ export interface operations {
             /** @description Bad request: `validation_failed` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2544,6 +3324,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2553,6 +3343,16 @@ export interface operations {
             /** @description Forbidden: `forbidden` */
             403: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2562,6 +3362,16 @@ export interface operations {
             /** @description Not found: `not_found` */
             404: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2571,6 +3381,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -2639,6 +3459,16 @@ export interface operations {
             /** @description Default Response */
             201: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2653,6 +3483,16 @@ export interface operations {
             /** @description Bad request: `validation_failed`, `idempotency_key_required` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2662,6 +3502,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2671,6 +3521,16 @@ export interface operations {
             /** @description Forbidden: `forbidden` */
             403: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2680,6 +3540,16 @@ export interface operations {
             /** @description Not found: `not_found` */
             404: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2689,6 +3559,16 @@ export interface operations {
             /** @description Conflict: `idempotency_key_in_use`, `insufficient_stock` */
             409: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2698,6 +3578,16 @@ export interface operations {
             /** @description Payload too large: `payload_too_large` */
             413: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2707,6 +3597,16 @@ export interface operations {
             /** @description Unsupported media type: `unsupported_media_type` */
             415: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2716,6 +3616,16 @@ export interface operations {
             /** @description Unprocessable content: `idempotency_key_reused` */
             422: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2725,6 +3635,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -2776,6 +3696,16 @@ export interface operations {
             /** @description Default Response */
             200: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2796,6 +3726,16 @@ export interface operations {
             /** @description Bad request: `validation_failed` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2805,6 +3745,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2814,6 +3764,16 @@ export interface operations {
             /** @description Forbidden: `forbidden` */
             403: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2823,6 +3783,16 @@ export interface operations {
             /** @description Not found: `not_found` */
             404: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2832,6 +3802,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -2878,6 +3858,16 @@ export interface operations {
             /** @description Default Response */
             200: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2924,6 +3914,16 @@ export interface operations {
             /** @description Bad request: `validation_failed` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2933,6 +3933,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2942,6 +3952,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -3021,6 +4041,16 @@ export interface operations {
             /** @description Default Response */
             201: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3064,6 +4094,16 @@ export interface operations {
             /** @description Bad request: `validation_failed`, `idempotency_key_required` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3073,6 +4113,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3082,6 +4132,16 @@ export interface operations {
             /** @description Forbidden: `forbidden` */
             403: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3091,6 +4151,16 @@ export interface operations {
             /** @description Conflict: `idempotency_key_in_use`, `out_of_stock` */
             409: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3100,6 +4170,16 @@ export interface operations {
             /** @description Payload too large: `payload_too_large` */
             413: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3109,6 +4189,16 @@ export interface operations {
             /** @description Unsupported media type: `unsupported_media_type` */
             415: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3118,6 +4208,16 @@ export interface operations {
             /** @description Unprocessable content: `idempotency_key_reused`, `unknown_sku`, `currency_mismatch`, `limit_exceeded` */
             422: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3127,6 +4227,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -3172,6 +4282,16 @@ export interface operations {
             /** @description Default Response */
             200: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3215,6 +4335,16 @@ export interface operations {
             /** @description Bad request: `validation_failed` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3224,6 +4354,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3233,6 +4373,16 @@ export interface operations {
             /** @description Not found: `not_found` */
             404: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3242,6 +4392,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -3293,6 +4453,16 @@ export interface operations {
             /** @description Default Response */
             200: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3336,6 +4506,16 @@ export interface operations {
             /** @description Bad request: `validation_failed`, `idempotency_key_required` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3345,6 +4525,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3354,6 +4544,16 @@ export interface operations {
             /** @description Forbidden: `forbidden` */
             403: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3363,6 +4563,16 @@ export interface operations {
             /** @description Not found: `not_found` */
             404: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3372,6 +4582,16 @@ export interface operations {
             /** @description Conflict: `idempotency_key_in_use`, `invalid_state` */
             409: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3381,6 +4601,16 @@ export interface operations {
             /** @description Unprocessable content: `idempotency_key_reused` */
             422: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3390,6 +4620,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -3441,6 +4681,16 @@ export interface operations {
             /** @description Default Response */
             200: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3484,6 +4734,16 @@ export interface operations {
             /** @description Bad request: `validation_failed` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3493,6 +4753,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3502,6 +4772,16 @@ export interface operations {
             /** @description Forbidden: `forbidden` */
             403: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3511,6 +4791,16 @@ export interface operations {
             /** @description Not found: `not_found` */
             404: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3520,6 +4810,16 @@ export interface operations {
             /** @description Conflict: `idempotency_key_in_use`, `invalid_state` */
             409: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3529,6 +4829,16 @@ export interface operations {
             /** @description Unprocessable content: `idempotency_key_reused` */
             422: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3538,6 +4848,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -3583,6 +4903,16 @@ export interface operations {
             /** @description Default Response */
             200: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3616,6 +4946,16 @@ export interface operations {
             /** @description Bad request: `validation_failed` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3625,6 +4965,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3634,6 +4984,16 @@ export interface operations {
             /** @description Not found: `not_found` */
             404: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3643,6 +5003,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -3688,6 +5058,16 @@ export interface operations {
             /** @description Default Response */
             200: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3717,6 +5097,16 @@ export interface operations {
             /** @description Bad request: `validation_failed` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3726,6 +5116,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3735,6 +5135,16 @@ export interface operations {
             /** @description Forbidden: `forbidden` */
             403: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3744,6 +5154,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -3810,6 +5230,16 @@ export interface operations {
             /** @description Default Response */
             201: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3838,6 +5268,16 @@ export interface operations {
             /** @description Bad request: `validation_failed` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3847,6 +5287,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3856,6 +5306,16 @@ export interface operations {
             /** @description Forbidden: `forbidden` */
             403: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3865,6 +5325,16 @@ export interface operations {
             /** @description Conflict: `idempotency_key_in_use` */
             409: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3874,6 +5344,16 @@ export interface operations {
             /** @description Payload too large: `payload_too_large` */
             413: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3883,6 +5363,16 @@ export interface operations {
             /** @description Unsupported media type: `unsupported_media_type` */
             415: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3892,6 +5382,16 @@ export interface operations {
             /** @description Unprocessable content: `idempotency_key_reused` */
             422: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3901,6 +5401,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -3946,6 +5456,16 @@ export interface operations {
             /** @description Default Response */
             200: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3972,6 +5492,16 @@ export interface operations {
             /** @description Bad request: `validation_failed` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3981,6 +5511,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3990,6 +5530,16 @@ export interface operations {
             /** @description Forbidden: `forbidden` */
             403: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3999,6 +5549,16 @@ export interface operations {
             /** @description Not found: `not_found` */
             404: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4008,6 +5568,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -4053,6 +5623,16 @@ export interface operations {
             /** @description Default Response */
             204: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content?: never;
@@ -4060,6 +5640,16 @@ export interface operations {
             /** @description Bad request: `validation_failed` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4069,6 +5659,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4078,6 +5678,16 @@ export interface operations {
             /** @description Forbidden: `forbidden` */
             403: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4087,6 +5697,16 @@ export interface operations {
             /** @description Not found: `not_found` */
             404: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4096,6 +5716,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -4156,6 +5786,16 @@ export interface operations {
             /** @description Default Response */
             200: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4182,6 +5822,16 @@ export interface operations {
             /** @description Bad request: `validation_failed` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4191,6 +5841,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4200,6 +5860,16 @@ export interface operations {
             /** @description Forbidden: `forbidden` */
             403: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4209,6 +5879,16 @@ export interface operations {
             /** @description Not found: `not_found` */
             404: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4218,6 +5898,16 @@ export interface operations {
             /** @description Payload too large: `payload_too_large` */
             413: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4227,6 +5917,16 @@ export interface operations {
             /** @description Unsupported media type: `unsupported_media_type` */
             415: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4236,6 +5936,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -4303,6 +6013,16 @@ export interface operations {
             /** @description Default Response */
             200: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4318,6 +6038,16 @@ export interface operations {
             /** @description Bad request: `validation_failed` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4327,6 +6057,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4336,6 +6076,16 @@ export interface operations {
             /** @description Forbidden: `forbidden` */
             403: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4345,6 +6095,16 @@ export interface operations {
             /** @description Not found: `not_found` */
             404: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4354,6 +6114,16 @@ export interface operations {
             /** @description Conflict: `idempotency_key_in_use`, `invalid_state` */
             409: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4363,6 +6133,16 @@ export interface operations {
             /** @description Payload too large: `payload_too_large` */
             413: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4372,6 +6152,16 @@ export interface operations {
             /** @description Unsupported media type: `unsupported_media_type` */
             415: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4381,6 +6171,16 @@ export interface operations {
             /** @description Unprocessable content: `idempotency_key_reused` */
             422: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4390,6 +6190,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -4440,6 +6250,16 @@ export interface operations {
             /** @description Default Response */
             200: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4467,6 +6287,16 @@ export interface operations {
             /** @description Bad request: `validation_failed` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4476,6 +6306,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4485,6 +6325,16 @@ export interface operations {
             /** @description Forbidden: `forbidden` */
             403: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4494,6 +6344,16 @@ export interface operations {
             /** @description Not found: `not_found` */
             404: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4503,6 +6363,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -4556,6 +6426,16 @@ export interface operations {
             /** @description Default Response */
             202: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4573,6 +6453,16 @@ export interface operations {
             /** @description Bad request: `validation_failed` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4582,6 +6472,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4591,6 +6491,16 @@ export interface operations {
             /** @description Forbidden: `forbidden` */
             403: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4600,6 +6510,16 @@ export interface operations {
             /** @description Not found: `not_found` */
             404: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4609,6 +6529,16 @@ export interface operations {
             /** @description Conflict: `idempotency_key_in_use`, `invalid_state` */
             409: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4618,6 +6548,16 @@ export interface operations {
             /** @description Unprocessable content: `idempotency_key_reused` */
             422: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4627,6 +6567,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -4674,6 +6624,16 @@ export interface operations {
             /** @description Default Response */
             200: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4729,6 +6689,16 @@ export interface operations {
             /** @description Bad request: `validation_failed` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4738,6 +6708,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4747,6 +6727,16 @@ export interface operations {
             /** @description Forbidden: `forbidden` */
             403: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4756,6 +6746,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -4798,6 +6798,16 @@ export interface operations {
             /** @description Default Response */
             200: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4815,6 +6825,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4824,6 +6844,16 @@ export interface operations {
             /** @description Forbidden: `forbidden` */
             403: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4833,6 +6863,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -4875,6 +6915,16 @@ export interface operations {
             /** @description Default Response */
             200: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4895,6 +6945,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4904,6 +6964,16 @@ export interface operations {
             /** @description Forbidden: `forbidden` */
             403: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4913,6 +6983,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -4958,6 +7038,16 @@ export interface operations {
             /** @description Default Response */
             200: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5130,6 +7220,16 @@ export interface operations {
             /** @description Bad request: `validation_failed` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5139,6 +7239,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5148,6 +7258,16 @@ export interface operations {
             /** @description Forbidden: `forbidden` */
             403: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5157,6 +7277,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -5204,6 +7334,16 @@ export interface operations {
             /** @description Default Response */
             200: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5226,6 +7366,16 @@ export interface operations {
             /** @description Bad request: `validation_failed` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5235,6 +7385,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5244,6 +7404,16 @@ export interface operations {
             /** @description Forbidden: `forbidden` */
             403: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5253,6 +7423,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -5300,6 +7480,16 @@ export interface operations {
             /** @description Default Response */
             200: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5321,6 +7511,16 @@ export interface operations {
             /** @description Bad request: `validation_failed` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5330,6 +7530,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5339,6 +7549,16 @@ export interface operations {
             /** @description Forbidden: `forbidden` */
             403: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5348,6 +7568,16 @@ export interface operations {
             /** @description Not found: `not_found` */
             404: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5357,6 +7587,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -5407,6 +7647,16 @@ export interface operations {
             /** @description Default Response */
             202: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5419,6 +7669,16 @@ export interface operations {
             /** @description Bad request: `validation_failed` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5428,6 +7688,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5437,6 +7707,16 @@ export interface operations {
             /** @description Forbidden: `forbidden` */
             403: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5446,6 +7726,16 @@ export interface operations {
             /** @description Not found: `not_found` */
             404: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5455,6 +7745,16 @@ export interface operations {
             /** @description Conflict: `idempotency_key_in_use` */
             409: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5464,6 +7764,16 @@ export interface operations {
             /** @description Unprocessable content: `idempotency_key_reused` */
             422: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5473,6 +7783,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -5527,6 +7847,16 @@ export interface operations {
             /** @description Default Response */
             202: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5540,6 +7870,16 @@ export interface operations {
             /** @description Bad request: `validation_failed`, `idempotency_key_required` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5549,6 +7889,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5558,6 +7908,16 @@ export interface operations {
             /** @description Forbidden: `forbidden` */
             403: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5567,6 +7927,16 @@ export interface operations {
             /** @description Conflict: `idempotency_key_in_use` */
             409: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5576,6 +7946,16 @@ export interface operations {
             /** @description Payload too large: `payload_too_large` */
             413: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5585,6 +7965,16 @@ export interface operations {
             /** @description Unsupported media type: `unsupported_media_type` */
             415: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5594,6 +7984,16 @@ export interface operations {
             /** @description Unprocessable content: `idempotency_key_reused` */
             422: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5603,6 +8003,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -5645,6 +8055,16 @@ export interface operations {
             /** @description Default Response */
             201: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5670,6 +8090,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5679,6 +8109,16 @@ export interface operations {
             /** @description Forbidden: `forbidden` */
             403: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5688,6 +8128,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -5730,6 +8180,16 @@ export interface operations {
             /** @description Default Response */
             200: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5755,6 +8215,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5764,6 +8234,16 @@ export interface operations {
             /** @description Forbidden: `forbidden` */
             403: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5773,6 +8253,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -5815,6 +8305,16 @@ export interface operations {
             /** @description Default Response */
             200: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5828,6 +8328,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5837,6 +8347,16 @@ export interface operations {
             /** @description Forbidden: `forbidden` */
             403: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5846,6 +8366,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -5898,6 +8428,16 @@ export interface operations {
             /** @description Default Response */
             200: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5911,6 +8451,16 @@ export interface operations {
             /** @description Bad request: `validation_failed` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5920,6 +8470,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5929,6 +8489,16 @@ export interface operations {
             /** @description Forbidden: `forbidden` */
             403: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5938,6 +8508,16 @@ export interface operations {
             /** @description Payload too large: `payload_too_large` */
             413: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5947,6 +8527,16 @@ export interface operations {
             /** @description Unsupported media type: `unsupported_media_type` */
             415: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5956,6 +8546,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -5998,6 +8598,16 @@ export interface operations {
             /** @description Default Response */
             200: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6011,6 +8621,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6020,6 +8640,16 @@ export interface operations {
             /** @description Forbidden: `forbidden` */
             403: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6029,6 +8659,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -6074,6 +8714,16 @@ export interface operations {
             /** @description Default Response */
             200: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6107,6 +8757,16 @@ export interface operations {
             /** @description Bad request: `validation_failed` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6116,6 +8776,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6125,6 +8795,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -6189,6 +8869,16 @@ export interface operations {
             /** @description Default Response */
             201: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6219,6 +8909,16 @@ export interface operations {
             /** @description Bad request: `validation_failed` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6228,6 +8928,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6237,6 +8947,16 @@ export interface operations {
             /** @description Forbidden: `forbidden` */
             403: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6246,6 +8966,16 @@ export interface operations {
             /** @description Not found: `not_found` */
             404: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6255,6 +8985,16 @@ export interface operations {
             /** @description Conflict: `idempotency_key_in_use` */
             409: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6264,6 +9004,16 @@ export interface operations {
             /** @description Payload too large: `payload_too_large` */
             413: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6273,6 +9023,16 @@ export interface operations {
             /** @description Unsupported media type: `unsupported_media_type` */
             415: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6282,6 +9042,16 @@ export interface operations {
             /** @description Unprocessable content: `idempotency_key_reused` */
             422: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6291,6 +9061,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -6336,6 +9116,16 @@ export interface operations {
             /** @description Default Response */
             200: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6366,6 +9156,16 @@ export interface operations {
             /** @description Bad request: `validation_failed` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6375,6 +9175,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6384,6 +9194,16 @@ export interface operations {
             /** @description Not found: `not_found` */
             404: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6393,6 +9213,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -6441,6 +9271,16 @@ export interface operations {
             /** @description Default Response */
             200: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6462,6 +9302,16 @@ export interface operations {
             /** @description Bad request: `validation_failed` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6471,6 +9321,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6480,6 +9340,16 @@ export interface operations {
             /** @description Not found: `not_found` */
             404: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6489,6 +9359,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -6552,6 +9432,16 @@ export interface operations {
             /** @description Default Response */
             201: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6570,6 +9460,16 @@ export interface operations {
             /** @description Bad request: `validation_failed` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6579,6 +9479,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6588,6 +9498,16 @@ export interface operations {
             /** @description Forbidden: `forbidden` */
             403: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6597,6 +9517,16 @@ export interface operations {
             /** @description Not found: `not_found` */
             404: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6606,6 +9536,16 @@ export interface operations {
             /** @description Conflict: `idempotency_key_in_use` */
             409: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6615,6 +9555,16 @@ export interface operations {
             /** @description Payload too large: `payload_too_large` */
             413: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6624,6 +9574,16 @@ export interface operations {
             /** @description Unsupported media type: `unsupported_media_type` */
             415: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6633,6 +9593,16 @@ export interface operations {
             /** @description Unprocessable content: `idempotency_key_reused` */
             422: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6642,6 +9612,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -6701,6 +9681,16 @@ export interface operations {
             /** @description Default Response */
             200: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6714,6 +9704,16 @@ export interface operations {
             /** @description Bad request: `validation_failed` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6723,6 +9723,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6732,6 +9742,16 @@ export interface operations {
             /** @description Forbidden: `forbidden` */
             403: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6741,6 +9761,16 @@ export interface operations {
             /** @description Not found: `not_found` */
             404: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6750,6 +9780,16 @@ export interface operations {
             /** @description Conflict: `idempotency_key_in_use` */
             409: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6759,6 +9799,16 @@ export interface operations {
             /** @description Payload too large: `payload_too_large` */
             413: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6768,6 +9818,16 @@ export interface operations {
             /** @description Unsupported media type: `unsupported_media_type` */
             415: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6777,6 +9837,16 @@ export interface operations {
             /** @description Unprocessable content: `idempotency_key_reused` */
             422: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6786,6 +9856,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -6831,6 +9911,16 @@ export interface operations {
             /** @description text/event-stream */
             200: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6840,6 +9930,16 @@ export interface operations {
             /** @description Bad request: `validation_failed` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6849,6 +9949,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6858,6 +9968,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -6903,6 +10023,16 @@ export interface operations {
             /** @description Default Response */
             200: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6927,6 +10057,16 @@ export interface operations {
             /** @description Bad request: `validation_failed` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6936,6 +10076,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6945,6 +10095,16 @@ export interface operations {
             /** @description Forbidden: `forbidden` */
             403: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6954,6 +10114,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;

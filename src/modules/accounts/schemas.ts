@@ -27,7 +27,7 @@ const AuthResult = Type.Object({
 });
 
 export const signup = endpoint({
-  operationId: 'signup', errors: ['email_taken'],
+  operationId: 'signup', errors: ['email_taken'], rateLimit: 'auth',
   example: { body: { email: 'ada@example.com', password: 'correct horse battery staple', name: 'Ada Lovelace' } },
   method: 'POST', url: '/v1/auth/signup', access: 'public', tags, returnsSecret: true, idempotencyKey: 'optional',
   summary: 'Create a customer account and sign in',
@@ -37,7 +37,7 @@ export const signup = endpoint({
 });
 
 export const login = endpoint({
-  operationId: 'login', errors: ['invalid_credentials'],
+  operationId: 'login', errors: ['invalid_credentials'], rateLimit: 'auth',
   example: { body: { email: 'ada@example.com', password: 'correct horse battery staple' } },
   method: 'POST', url: '/v1/auth/login', access: 'public', tags, returnsSecret: true,
   summary: 'Sign in with email and password',
