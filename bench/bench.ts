@@ -15,7 +15,7 @@ import { openPglite, openPostgres, type Db } from '../src/platform/db.ts';
 import { migrate } from '../src/platform/migrate.ts';
 import { createScratch, defaultDatabaseUrl, freePort, startEngineProcess, type EngineProcess, type Scratch } from './lib/engine.ts';
 import { analyzeSeeded, adminLogin, seedAdmin, seedByApi, seedBySql, type SeedOptions, type Seeded } from './lib/seed.ts';
-import { scenarios, type LoadResult, type RunSpec, type Scenario } from './lib/loadgen.ts';
+import { defaultScenarios, scenarios, type LoadResult, type RunSpec, type Scenario } from './lib/loadgen.ts';
 import { preparePgbenchDatabase, runPgbench, waitEventSampler, whatIfVariants, type PgbenchResult, pgbenchScripts } from './lib/pgbench.ts';
 import { cpuMeter, loadAverage, memorySampler, schedSeconds } from './lib/proc.ts';
 import { fmtInt, fmtMb, fmtMs, fmtPct, fmtSeconds, progressLine, table, type Percentiles } from './lib/stats.ts';
@@ -41,13 +41,16 @@ latency percentiles, status codes, queue lag (placed -> paid), peak memory of th
 and who used the CPU; next to it, pgbench running the same order transaction on the same PostgreSQL
 ("HTTP orders/s as a share of what the database alone does"). Then the audit's verdict.
 
-Scenarios (--scenarios, comma-separated; default all):
+Scenarios (--scenarios, comma-separated; default all but overload):
   steady        orders of two lines over many SKUs
   flash-sale    everyone buys the one hot SKU (limited stock: --hot-stock); oversell is checked
   retry-storm   clients give up on some requests at a random moment and resend them with the
                 same Idempotency-Key, and resend some answered ones; duplicates are checked
   mixed         browse, view, order, view order, cancel, message (left out while
                 /v1/conversations answers 404)
+  overload      the mixed traffic from 8 times --clients, more than the server can answer in
+                time: load shedding answers the excess 503 at once; reports the p99 of the
+                requests accepted and the share shed
 
 Where it runs:
   (default)              a scratch database on PostgreSQL (--database-url, else DATABASE_URL, else
@@ -62,6 +65,8 @@ Where it runs:
                          alone, as pgbench's reference is; nothing gets paid, so no queue lag
   --pool-size N          DATABASE_POOL_SIZE of each process (default 10, the product's default)
   --env KEY=VALUE        extra environment for the server processes (repeatable)
+  --no-rate-limits       RATE_LIMITS=off (by default the limits count, with maxima no bench reaches:
+                         compare the two for their cost; npm run bench:rate-limit measures it alone)
   --trace                tracing on: the server processes export every span (OTLP/HTTP) to a sink
                          in the bench that accepts and discards them (compare with a run without)
 
@@ -107,14 +112,14 @@ interface Options {
   skus: number; hotStock: number; timeoutMs: number;
   pgbench: boolean; pgbenchSeconds: number; drainSeconds: number; whatIf: boolean; writePgbench: boolean;
   json: string | undefined; cpuProf: string | undefined; keep: boolean;
-  trace: boolean; dbCost: boolean;
+  trace: boolean; dbCost: boolean; rateLimits: boolean;
 }
 
 function parseOptions(argv: string[]): Options {
   const { values } = parseArgs({
     args: argv,
     options: {
-      scenarios: { type: 'string', default: scenarios.join(',') },
+      scenarios: { type: 'string', default: defaultScenarios.join(',') },
       seconds: { type: 'string', default: '20' },
       warmup: { type: 'string', default: '3' },
       clients: { type: 'string', default: '32' },
@@ -141,6 +146,7 @@ function parseOptions(argv: string[]): Options {
       'cpu-prof': { type: 'string' },
       keep: { type: 'boolean', default: false },
       trace: { type: 'boolean', default: false },
+      'no-rate-limits': { type: 'boolean', default: false },
       'db-cost': { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h' },
     },
@@ -190,6 +196,7 @@ function parseOptions(argv: string[]): Options {
     cpuProf: values['cpu-prof'] ? resolve(values['cpu-prof']) : undefined,
     keep: values.keep!,
     trace: values.trace!,
+    rateLimits: !values['no-rate-limits'],
     dbCost: values['db-cost']!,
   };
   if (o.trace && o.url) usage('--trace starts the server processes with tracing on: not with --url');
@@ -358,6 +365,9 @@ async function setUp(o: Options, log: (line: string) => void): Promise<Setup> {
     ...(sink ? { OTEL_EXPORTER_OTLP_ENDPOINT: sink.url, OTEL_SERVICE_NAME: 'engine-room-bench' } : {}),
     ADMIN_EMAIL: o.adminEmail, ADMIN_PASSWORD: o.adminPassword,
     LOG_LEVEL: 'warn',
+    // Every client is one customer from one address: the rate limits count but never refuse
+    // (load shedding keeps its defaults: the overload scenario is about it).
+    ...(o.rateLimits ? { RATE_LIMIT_READ_MAX: '100000000', RATE_LIMIT_WRITE_MAX: '100000000', RATE_LIMIT_AUTH_MAX: '100000000' } : { RATE_LIMITS: 'off' }),
     ...(o.workerProcesses > 0 || o.noWorkers ? { WORKERS: 'off' } : {}),
     ...o.env,
   };
@@ -489,6 +499,7 @@ const pgbenchFor: Record<Scenario, (keyof typeof pgbenchScripts)[]> = {
   'flash-sale': ['hotStockLast', 'hot'],
   'retry-storm': ['steady'],
   mixed: [],
+  overload: [],
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -585,7 +596,7 @@ async function main(): Promise<number> {
       const sampler = setInterval(() => { void meter.sample(); }, 1000);
       const httpWaits = s.scratch ? waitEventSampler(o.databaseUrl, s.scratch.name) : undefined;
       const spec: RunSpec = {
-        scenario, targets: s.apiUrls, customers: s.seeded.customers, clients: o.clients,
+        scenario, targets: s.apiUrls, customers: s.seeded.customers, clients: scenario === 'overload' ? o.clients * 8 : o.clients,
         skus: s.seeded.skus, hotSku: s.seeded.hotSku, productIds: s.seeded.productIds,
         seconds: o.seconds, warmupSeconds: o.warmup, rate: o.rate, tag: `${tag}-${scenario}`,
         timeoutMs: o.timeoutMs, paymentToken: 'tok_ok',
@@ -778,7 +789,8 @@ function scenarioBlock(r: ScenarioReport, o: Options): string {
   if (r.shareOfDatabase !== null) row('HTTP / database', `${fmtPct(r.shareOfDatabase)} of what the database alone does (${r.reference})`);
   row('latency ms', `p50 ${fmtMs(l.latency.p50)}  p95 ${fmtMs(l.latency.p95)}  p99 ${fmtMs(l.latency.p99)}  max ${fmtMs(l.latency.max)}  (${fmtInt(l.latency.count)} answers)`);
   row('status codes', statusText(l.statuses));
-  if (r.scenario === 'mixed') {
+  if (r.scenario === 'overload') row('shed', `${fmtInt(l.shed)} requests answered 503 at once, ${fmtPct(l.shed / Math.max(1, l.shed + l.requests))} of those answered; the latency above is of the ${fmtInt(l.requests)} accepted`);
+  if (r.scenario === 'mixed' || r.scenario === 'overload') {
     for (const [op, st] of Object.entries(l.ops)) row(`  ${op}`, `${fmtInt(st.count)} requests, p50 ${fmtMs(st.latency.p50)} ms, p99 ${fmtMs(st.latency.p99)} ms`);
   }
   if (r.lag) row('queue lag', `placed -> paid p50 ${fmtSeconds(r.lag.p50 / 1000)}  p95 ${fmtSeconds(r.lag.p95 / 1000)}  p99 ${fmtSeconds(r.lag.p99 / 1000)}  max ${fmtSeconds(r.lag.max / 1000)}  (${fmtInt(r.lag.paid)} paid orders)`);

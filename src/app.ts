@@ -8,7 +8,9 @@ import type { Config } from './config.ts';
 import type { Db } from './platform/db.ts';
 import { registerHttpPlatform, requestIdFor } from './platform/http.ts';
 import { registerAuth } from './platform/auth.ts';
-import { createCounters, registerMetrics } from './platform/metrics.ts';
+import { createCounters, limitCounters, registerMetrics } from './platform/metrics.ts';
+import { registerLoadShedding } from './platform/load-shedding.ts';
+import { registerApiRateLimits } from './platform/api-rate-limit.ts';
 import { registerOpenApi } from './platform/openapi.ts';
 import { operationsRoutes } from './platform/operations.ts';
 import { loggerOptions } from './platform/log.ts';
@@ -73,10 +75,15 @@ export async function buildApp(config: Readonly<Config>, db: Db, options: BuildO
   registerHttpTracing(app);
   await registerHttpPlatform(app, { corsOrigins: config.corsOrigins });
   await app.register(cookie);
-  registerAuth(app, tokenResolver(db));
   // Counted in memory, written for the console every few seconds (modules/operations/telemetry.ts).
   const counters = createCounters();
   const metrics = registerMetrics(app, { counters, db });
+  const overloadCounters = limitCounters(metrics);
+  // onRequest hooks run in this order: shed an overload before any work, then authenticate, then
+  // count the request against its caller's rate limit (keyed by who authentication found).
+  registerLoadShedding(app, { db, settings: { eventLoopDelayMs: config.shedEventLoopDelayMs, dbWaiting: config.shedDbWaiting }, shed: overloadCounters.shed });
+  registerAuth(app, tokenResolver(db));
+  registerApiRateLimits(app, { db, settings: config.rateLimits, refused: overloadCounters.rateLimited });
   await registerOpenApi(app, version);
 
   operationsRoutes(app, { db, migrations: await loadMigrations(), metrics });

@@ -39,6 +39,11 @@ export interface Config {
   passwordResetMaxPerEmail: number;
   passwordResetMaxPerClient: number;
   passwordResetWindowSeconds: number;
+  /** The API-wide rate limits (src/platform/api-rate-limit.ts); off only for a bench that measures their cost. */
+  rateLimits: RateLimitSettings;
+  /** Load shedding (src/platform/load-shedding.ts): thresholds past which a request is answered 503 at once; 0 turns one off. */
+  shedEventLoopDelayMs: number;
+  shedDbWaiting: number;
   /**
    * Whose X-Forwarded-For to believe, to find the real client address (login throttling needs it):
    * false (nobody's: the peer is the client) or the addresses and CIDR ranges of the proxies.
@@ -120,6 +125,19 @@ export interface Config {
    * so crash tests can SIGKILL it exactly there. Unset in production.
    */
   failpoint: string | undefined;
+}
+
+export interface RateLimitSettings {
+  enabled: boolean;
+  windowSeconds: number;
+  /** Requests per window: reads (GET, HEAD) and writes per API key, user or anonymous client address; auth (signup, login, password reset) per client address. */
+  readMax: number;
+  writeMax: number;
+  authMax: number;
+  /** How often a process adds its local counts to the shared ones in the database. */
+  syncMs: number;
+  /** The share of a limit (percent) one process may admit before it must hear the shared count again: bounds the overshoot. */
+  localSharePercent: number;
 }
 
 export class ConfigError extends Error {}
@@ -284,6 +302,17 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     passwordResetMaxPerEmail: intVar(env, 'PASSWORD_RESET_MAX_PER_EMAIL', 5, 1, 1_000_000),
     passwordResetMaxPerClient: intVar(env, 'PASSWORD_RESET_MAX_PER_CLIENT', 20, 1, 1_000_000),
     passwordResetWindowSeconds: intVar(env, 'PASSWORD_RESET_WINDOW_SECONDS', 3600, 1, 24 * 3600),
+    rateLimits: {
+      enabled: boolVar(env, 'RATE_LIMITS', true),
+      windowSeconds: intVar(env, 'RATE_LIMIT_WINDOW_SECONDS', 60, 1, 3600),
+      readMax: intVar(env, 'RATE_LIMIT_READ_MAX', 1200, 1, 100_000_000),
+      writeMax: intVar(env, 'RATE_LIMIT_WRITE_MAX', 300, 1, 100_000_000),
+      authMax: intVar(env, 'RATE_LIMIT_AUTH_MAX', 30, 1, 100_000_000),
+      syncMs: intVar(env, 'RATE_LIMIT_SYNC_MS', 200, 10, 10_000),
+      localSharePercent: intVar(env, 'RATE_LIMIT_LOCAL_SHARE_PERCENT', 10, 1, 100),
+    },
+    shedEventLoopDelayMs: intVar(env, 'SHED_EVENT_LOOP_DELAY_MS', 200, 0, 60_000),
+    shedDbWaiting: intVar(env, 'SHED_DB_WAITING', 100, 0, 1_000_000),
     trustProxy: parseTrustProxy(env),
     requestTimeoutSeconds: intVar(env, 'REQUEST_TIMEOUT_SECONDS', 30, 1, 3600),
     keepAliveTimeoutSeconds: intVar(env, 'KEEP_ALIVE_TIMEOUT_SECONDS', 72, 1, 3600),

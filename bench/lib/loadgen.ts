@@ -9,8 +9,10 @@ import { httpClient, jsonOf, type HttpClient, type Reply } from './http.ts';
 import { latencyRecorder, type Percentiles } from './stats.ts';
 import type { Customer } from './seed.ts';
 
-export const scenarios = ['steady', 'flash-sale', 'retry-storm', 'mixed'] as const;
+export const scenarios = ['steady', 'flash-sale', 'retry-storm', 'mixed', 'overload'] as const;
 export type Scenario = (typeof scenarios)[number];
+/** What `npm run bench` runs without --scenarios: overload is asked for by name. */
+export const defaultScenarios: readonly Scenario[] = scenarios.filter((s) => s !== 'overload');
 
 export interface RunSpec {
   scenario: Scenario;
@@ -59,6 +61,8 @@ export interface LoadResult {
   idMismatches: number;
   replays: number;
   abandoned: number;
+  /** Requests answered 503 at once by load shedding (overload; not in requests nor latency). */
+  shed: number;
   /** Seconds into the measured window when the hot SKU first answered out_of_stock. */
   soldOutAt: number | null;
   startedAt: string;
@@ -90,7 +94,7 @@ export async function runLoad(spec: RunSpec, onProgress: (p: { elapsed: number; 
   const keysPerClient: number[] = Array(spec.clients).fill(0);
   const acked = new Set<string>();
   const notes: string[] = [];
-  let requests = 0, orders = 0, errors = 0, replays = 0, abandoned = 0, idMismatches = 0;
+  let requests = 0, orders = 0, errors = 0, replays = 0, abandoned = 0, idMismatches = 0, shed = 0;
   let soldOutAt: number | null = null;
 
   const t0 = Date.now();
@@ -128,6 +132,14 @@ export async function runLoad(spec: RunSpec, onProgress: (p: { elapsed: number; 
     const outcome: Outcome = reply.status >= 200 && reply.status < 300 ? 'ok' : expected(key) ? 'expected' : 'error';
     if (!inWindow(now)) return outcome;
     statuses[key] = (statuses[key] ?? 0) + 1;
+    if (spec.scenario === 'overload' && reply.status === 503) {
+      // Shed: counted apart, so that the latency figures are those of the requests accepted.
+      shed++;
+      let r = ops.get('shed (503)');
+      if (!r) ops.set('shed (503)', (r = latencyRecorder()));
+      r.add(reply.ms);
+      return 'expected';
+    }
     if (reply.error === 'abandoned') {
       abandoned++;
       return outcome;
@@ -234,6 +246,14 @@ export async function runLoad(spec: RunSpec, onProgress: (p: { elapsed: number; 
         case 'mixed':
           conversation = await mixedStep(http, customer, key, mine, conversation);
           break;
+        case 'overload': {
+          // The mixed traffic from many more clients than the server can answer in time; a client
+          // whose request was shed comes back soon (10 ms), as an impatient one would, not after Retry-After.
+          const shedBefore = shed;
+          conversation = await mixedStep(http, customer, key, mine, conversation);
+          if (shed > shedBefore) await sleep(10);
+          break;
+        }
       }
     }
   }
@@ -241,7 +261,7 @@ export async function runLoad(spec: RunSpec, onProgress: (p: { elapsed: number; 
   // Browse, look, order, check, cancel, write: the shape of a shop's traffic.
   const mixedWeights: [string, number][] = [['browse', 35], ['view product', 15], ['place order', 25], ['view order', 10], ['cancel order', 8], ['message', spec.messaging ? 7 : 0]];
   const mixedTotal = mixedWeights.reduce((s, [, w]) => s + w, 0);
-  if (!spec.messaging && spec.scenario === 'mixed') notes.push('messaging left out: /v1/conversations answers 404 (not built yet)');
+  if (!spec.messaging && (spec.scenario === 'mixed' || spec.scenario === 'overload')) notes.push('messaging left out: /v1/conversations answers 404 (not built yet)');
 
   async function mixedStep(http: HttpClient, customer: Customer, key: string, mine: string[], conversation: string | undefined): Promise<string | undefined> {
     let pick = rand(mixedTotal);
@@ -310,7 +330,8 @@ export async function runLoad(spec: RunSpec, onProgress: (p: { elapsed: number; 
     orders,
     ordersPerSecond: orders / measuredSeconds,
     requestsPerSecond: requests / measuredSeconds,
-    latency: (spec.scenario === 'mixed' ? latency : (ops.get('place order') ?? latency)).summary(),
+    latency: (spec.scenario === 'mixed' || spec.scenario === 'overload' ? latency : (ops.get('place order') ?? latency)).summary(),
+    shed,
     statuses,
     ops: Object.fromEntries([...ops].map(([name, r]) => [name, { count: r.count, latency: r.summary() }])),
     ackedOrders: acked.size,

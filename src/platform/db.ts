@@ -36,6 +36,8 @@ export interface Db extends Queryable {
   close(): Promise<void>;
   /** The pool's connections now (PostgreSQL); undefined for the embedded database's one connection. */
   poolStats?(): PoolStats;
+  /** Statements and transactions waiting for a connection now: the pg pool's waiting clients, or those queued behind PGlite's one connection. */
+  waiting(): number;
 }
 
 export interface PoolStats { size: number; inUse: number; waiting: number }
@@ -134,6 +136,7 @@ export function openPostgres(url: string, poolSize: number, onError: (err: Error
     }),
     close: () => pool.end(),
     poolStats: () => ({ size: pool.totalCount, inUse: pool.totalCount - pool.idleCount, waiting: pool.waitingCount }),
+    waiting: () => pool.waitingCount,
   };
   return db;
 }
@@ -153,12 +156,19 @@ export async function openPglite(options: { dataDir?: string; loadDataDir?: Blob
   if (options.dataDir) await mkdir(options.dataDir, { recursive: true });
   const pglite: PGliteType = await PGlite.create({ dataDir: options.dataDir, loadDataDir: options.loadDataDir, parsers: { [int8]: parseInt8 } });
   // PGlite is one connection: its transaction() holds an exclusive lock, so transactions run one at
-  // a time and a query outside one waits for it to finish.
+  // a time and a query outside one waits for it to finish. Those started and not finished, less
+  // the one running, are its queue (load shedding reads it).
+  let started = 0;
+  const counted = async <T>(run: () => Promise<T>): Promise<T> => {
+    started++;
+    try { return await run(); } finally { started--; }
+  };
   const db: Db = {
     engine: 'pglite',
-    query: async <T>(text: string, params?: readonly unknown[]) => (await pglite.query<T>(text, params as unknown[])).rows,
-    exec: async (sql: string) => { await pglite.exec(sql); },
-    transaction: <T>(fn: (tx: Tx) => Promise<T>) => withRetry(async () => {
+    query: <T>(text: string, params?: readonly unknown[]) => counted(async () => (await pglite.query<T>(text, params as unknown[])).rows),
+    exec: (sql: string) => counted(async () => { await pglite.exec(sql); }),
+    waiting: () => Math.max(0, started - 1),
+    transaction: <T>(fn: (tx: Tx) => Promise<T>) => counted(() => withRetry(async () => {
       const committed: ((db: Queryable) => unknown)[] = [];
       const result = await pglite.transaction((tx) => fn({
         inTransaction: true,
@@ -168,7 +178,7 @@ export async function openPglite(options: { dataDir?: string; loadDataDir?: Blob
       }));
       runAfterCommit(committed, db);
       return result;
-    }),
+    })),
     close: () => pglite.close(),
     // Exposed for the test template (dumpDataDir); not part of the port.
     ...({ pglite } as object),

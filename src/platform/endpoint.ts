@@ -24,6 +24,11 @@ export interface Endpoint {
   response: Readonly<Record<number, TSchema>>;
   /** Whether Idempotency-Key is required; every POST accepts one. */
   idempotencyKey?: 'required' | 'optional';
+  /**
+   * The rate limit it counts against: 'auth' (signup, login, password reset: per client address,
+   * tight); otherwise read (GET) or write by its method, per API key, user or client address.
+   */
+  rateLimit?: 'auth';
   /** The response carries a secret (a token, a key): no cache may keep it (Cache-Control: no-store). */
   returnsSecret?: true;
   /**
@@ -70,7 +75,7 @@ export function routeOf<const E extends Endpoint>(e: E) {
   return {
     method: e.method,
     url: e.url,
-    config: { access: e.access, returnsSecret: e.returnsSecret === true, endpoint: e as Endpoint },
+    config: { access: e.access, returnsSecret: e.returnsSecret === true, endpoint: e as Endpoint, ...(e.rateLimit ? { rateLimit: e.rateLimit } : {}) },
     schema: {
       operationId: e.operationId,
       summary: e.summary,

@@ -70,6 +70,14 @@ function problemCodeOf(payload: unknown): string {
   return /"code":"([a-z0-9_]{1,64})"/.exec(payload)?.[1] ?? '';
 }
 
+/** Requests refused at the door: shed under overload (503) and over a rate limit (429). */
+export function limitCounters(registry: Registry) {
+  return {
+    shed: new Counter({ name: 'engine_room_requests_shed_total', help: 'Requests answered 503 at once because the process was overloaded, by reason (event_loop, database)', labelNames: ['reason'] as const, registers: [registry] }),
+    rateLimited: new Counter({ name: 'engine_room_requests_rate_limited_total', help: 'Requests answered 429 by the API-wide rate limits, by policy (read, write, auth)', labelNames: ['policy'] as const, registers: [registry] }),
+  };
+}
+
 export function registerMetrics(app: FastifyInstance, options: { counters?: Counters; db?: Db } = {}): Registry {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });

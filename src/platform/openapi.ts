@@ -33,6 +33,18 @@ const retryAfter = {
   'Retry-After': { description: 'Seconds to wait before trying again', schema: { type: 'integer', format: 'int32', minimum: 0, maximum: 86_400 } },
 };
 
+// draft-ietf-httpapi-ratelimit-headers, on every answer of a limited operation (src/platform/api-rate-limit.ts).
+const rateLimitHeaders = {
+  RateLimit: {
+    description: 'What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`',
+    schema: { type: 'string', maxLength: 100 }, example: '"read";r=1187;t=42',
+  },
+  'RateLimit-Policy': {
+    description: 'The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)',
+    schema: { type: 'string', maxLength: 100 }, example: '"read";q=1200;w=60',
+  },
+};
+
 /** The error responses of an operation, one per status, listing its codes with an example of each. */
 export function errorResponses(codes: readonly ErrorCode[]): Json {
   const byStatus = new Map<number, ErrorCode[]>();
@@ -100,6 +112,9 @@ function completeOperation(operation: Json, e: Endpoint): void {
   delete responses['4XX'];
   delete responses['5XX'];
   Object.assign(responses, errorResponses(errorsOf(e)));
+  for (const [status, response] of Object.entries(responses) as [string, Json][]) {
+    if (/^[24]/.test(status)) response.headers = { ...rateLimitHeaders, ...(response.headers as Json | undefined) };
+  }
 }
 
 export async function registerOpenApi(app: FastifyInstance, version: string): Promise<void> {

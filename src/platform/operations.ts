@@ -41,7 +41,8 @@ async function probe(db: Db, migrations: Migration[], waitMs: number): Promise<P
 }
 
 export function operationsRoutes(app: FastifyInstance, deps: { db: Db; migrations: Migration[]; metrics: Registry }): void {
-  const config = { access: 'public' as const };
+  // Never rate limited nor shed: a probe must tell busy from broken, and an overload must be observable.
+  const config = { access: 'public' as const, rateLimit: false as const };
   const tags = ['operations'];
 
   const notReady = { description: 'Unavailable', content: { 'application/problem+json': { schema: ProblemSchema } } };
@@ -86,5 +87,5 @@ export function operationsRoutes(app: FastifyInstance, deps: { db: Db; migration
     return reply.type(deps.metrics.contentType).send(await deps.metrics.metrics());
   });
 
-  app.get('/openapi.json', { config, schema: { tags, summary: 'This API as an OpenAPI 3.1 document', hide: true } }, async () => app.swagger());
+  app.get('/openapi.json', { config: { access: 'public' }, schema: { tags, summary: 'This API as an OpenAPI 3.1 document', hide: true } }, async () => app.swagger());
 }

@@ -13,6 +13,7 @@ import { pino } from 'pino';
 import { declareAllQueues, startWorkers } from '../../src/worker.ts';
 import type { Queue } from '../../src/platform/queue.ts';
 import { traceDb } from '../../src/platform/tracing.ts';
+import { unthrottled } from './unthrottled.ts';
 
 export const adminEmail = 'admin@test.example';
 export const adminPassword = 'admin-test-password-1';
@@ -50,7 +51,12 @@ export async function startTestEnv(engine: Engine, env: Record<string, string> =
   const database = await freshDatabase(engine);
   // DATABASE_URL lets the live event stream LISTEN on its own connection, as in production.
   // Every test client signs up from one address: the signup throttle is off unless a suite sets it.
-  const config = loadConfig({ LOG_LEVEL: 'info', SECURE_COOKIES: 'false', WORKER_POLL_INTERVAL_MS: '100', SANDBOX_SLOW_DELAY_MS: '300', SIGNUP_MAX_PER_CLIENT: '1000000', ...(database.url ? { DATABASE_URL: database.url } : {}), ...env });
+  // The API-wide rate limits count (their code runs in every suite) but never refuse; load shedding
+  // is off (a loaded test machine delays the event loop): suites that test them set their own.
+  const config = loadConfig({
+    LOG_LEVEL: 'info', SECURE_COOKIES: 'false', WORKER_POLL_INTERVAL_MS: '100', SANDBOX_SLOW_DELAY_MS: '300', SIGNUP_MAX_PER_CLIENT: '1000000',
+    ...unthrottled, ...(database.url ? { DATABASE_URL: database.url } : {}), ...env,
+  });
   const logs: string[] = [];
   const logStream = { write: (line: string) => { logs.push(line); } };
   await ensureAdmin(database.db, { email: adminEmail, password: adminPassword });

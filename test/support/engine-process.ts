@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { packageRoot } from '../../src/platform/paths.ts';
 import { freshDatabase, pgliteTemplate, type Engine } from './database.ts';
 import { openPglite } from '../../src/platform/db.ts';
+import { unthrottled } from './unthrottled.ts';
 
 export interface EngineProcess {
   child: ChildProcess;
@@ -19,7 +20,7 @@ export interface EngineProcess {
 
 export function spawnEngine(args: string[], env: Record<string, string>): EngineProcess {
   const child = spawn(process.execPath, [join(packageRoot, 'src', 'cli.ts'), ...args], {
-    env: { PATH: process.env.PATH ?? '', LOG_LEVEL: 'warn', ...env },
+    env: { PATH: process.env.PATH ?? '', LOG_LEVEL: 'warn', ...unthrottled, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let err = '';

@@ -1446,6 +1446,16 @@ export interface operations {
             /** @description Default Response */
             201: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1474,6 +1484,16 @@ export interface operations {
             /** @description Bad request: `validation_failed` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1483,6 +1503,16 @@ export interface operations {
             /** @description Conflict: `idempotency_key_in_use`, `email_taken` */
             409: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1492,6 +1522,16 @@ export interface operations {
             /** @description Payload too large: `payload_too_large` */
             413: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1501,6 +1541,16 @@ export interface operations {
             /** @description Unsupported media type: `unsupported_media_type` */
             415: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1510,6 +1560,16 @@ export interface operations {
             /** @description Unprocessable content: `idempotency_key_reused` */
             422: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1519,6 +1579,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -1574,6 +1644,16 @@ export interface operations {
             /** @description Default Response */
             200: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1602,6 +1682,16 @@ export interface operations {
             /** @description Bad request: `validation_failed` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1611,6 +1701,16 @@ export interface operations {
             /** @description Unauthenticated: `invalid_credentials` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1620,6 +1720,16 @@ export interface operations {
             /** @description Payload too large: `payload_too_large` */
             413: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1629,6 +1739,16 @@ export interface operations {
             /** @description Unsupported media type: `unsupported_media_type` */
             415: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1638,6 +1758,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -1680,6 +1810,16 @@ export interface operations {
             /** @description Default Response */
             204: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content?: never;
@@ -1687,6 +1827,16 @@ export interface operations {
             /** @description Bad request: `bad_request` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1696,6 +1846,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1705,6 +1865,16 @@ export interface operations {
             /** @description Forbidden: `forbidden` */
             403: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1714,6 +1884,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -1756,6 +1936,16 @@ export interface operations {
             /** @description Default Response */
             200: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1776,6 +1966,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1785,6 +1985,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -1827,6 +2037,16 @@ export interface operations {
             /** @description Default Response */
             200: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1850,6 +2070,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -1897,6 +2127,16 @@ export interface operations {
             /** @description Default Response */
             200: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1918,6 +2158,16 @@ export interface operations {
             /** @description Bad request: `validation_failed` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1927,6 +2177,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1936,6 +2196,16 @@ export interface operations {
             /** @description Forbidden: `forbidden` */
             403: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1945,6 +2215,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -2006,6 +2286,16 @@ export interface operations {
             /** @description Default Response */
             201: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2022,6 +2312,16 @@ export interface operations {
             /** @description Bad request: `validation_failed` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2031,6 +2331,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2040,6 +2350,16 @@ export interface operations {
             /** @description Forbidden: `forbidden` */
             403: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2049,6 +2369,16 @@ export interface operations {
             /** @description Conflict: `idempotency_key_in_use` */
             409: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2058,6 +2388,16 @@ export interface operations {
             /** @description Payload too large: `payload_too_large` */
             413: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2067,6 +2407,16 @@ export interface operations {
             /** @description Unsupported media type: `unsupported_media_type` */
             415: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2076,6 +2426,16 @@ export interface operations {
             /** @description Unprocessable content: `idempotency_key_reused` */
             422: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2085,6 +2445,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -2130,6 +2500,16 @@ export interface operations {
             /** @description Default Response */
             204: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content?: never;
@@ -2137,6 +2517,16 @@ export interface operations {
             /** @description Bad request: `validation_failed` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2146,6 +2536,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2155,6 +2555,16 @@ export interface operations {
             /** @description Forbidden: `forbidden` */
             403: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2164,6 +2574,16 @@ export interface operations {
             /** @description Not found: `not_found` */
             404: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2173,6 +2593,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -2218,6 +2648,16 @@ export interface operations {
             /** @description Default Response */
             200: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2238,6 +2678,16 @@ export interface operations {
             /** @description Bad request: `validation_failed` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2247,6 +2697,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2256,6 +2716,16 @@ export interface operations {
             /** @description Forbidden: `forbidden` */
             403: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2265,6 +2735,16 @@ export interface operations {
             /** @description Not found: `not_found` */
             404: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2274,6 +2754,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -2330,6 +2820,16 @@ export interface operations {
             /** @description Default Response */
             200: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2350,6 +2850,16 @@ export interface operations {
             /** @description Bad request: `validation_failed` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2359,6 +2869,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2368,6 +2888,16 @@ export interface operations {
             /** @description Forbidden: `forbidden` */
             403: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2377,6 +2907,16 @@ export interface operations {
             /** @description Not found: `not_found` */
             404: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2386,6 +2926,16 @@ export interface operations {
             /** @description Payload too large: `payload_too_large` */
             413: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2395,6 +2945,16 @@ export interface operations {
             /** @description Unsupported media type: `unsupported_media_type` */
             415: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2404,6 +2964,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -2459,6 +3029,16 @@ export interface operations {
             /** @description Default Response */
             204: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content?: never;
@@ -2466,6 +3046,16 @@ export interface operations {
             /** @description Bad request: `validation_failed`, `bad_request` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2475,6 +3065,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated`, `invalid_credentials` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2484,6 +3084,16 @@ export interface operations {
             /** @description Forbidden: `forbidden` */
             403: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2493,6 +3103,16 @@ export interface operations {
             /** @description Payload too large: `payload_too_large` */
             413: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2502,6 +3122,16 @@ export interface operations {
             /** @description Unsupported media type: `unsupported_media_type` */
             415: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2511,6 +3141,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -2553,6 +3193,16 @@ export interface operations {
             /** @description Default Response */
             204: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content?: never;
@@ -2560,6 +3210,16 @@ export interface operations {
             /** @description Bad request: `bad_request` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2569,6 +3229,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2578,6 +3248,16 @@ export interface operations {
             /** @description Forbidden: `forbidden` */
             403: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2587,6 +3267,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -2640,6 +3330,16 @@ export interface operations {
             /** @description Default Response */
             202: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2652,6 +3352,16 @@ export interface operations {
             /** @description Bad request: `validation_failed` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2661,6 +3371,16 @@ export interface operations {
             /** @description Payload too large: `payload_too_large` */
             413: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2670,6 +3390,16 @@ export interface operations {
             /** @description Unsupported media type: `unsupported_media_type` */
             415: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2679,6 +3409,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -2734,6 +3474,16 @@ export interface operations {
             /** @description Default Response */
             204: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content?: never;
@@ -2741,6 +3491,16 @@ export interface operations {
             /** @description Bad request: `validation_failed`, `invalid_token` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2750,6 +3510,16 @@ export interface operations {
             /** @description Payload too large: `payload_too_large` */
             413: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2759,6 +3529,16 @@ export interface operations {
             /** @description Unsupported media type: `unsupported_media_type` */
             415: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2768,6 +3548,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -2821,6 +3611,16 @@ export interface operations {
             /** @description Default Response */
             204: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content?: never;
@@ -2828,6 +3628,16 @@ export interface operations {
             /** @description Bad request: `validation_failed`, `invalid_token` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2837,6 +3647,16 @@ export interface operations {
             /** @description Payload too large: `payload_too_large` */
             413: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2846,6 +3666,16 @@ export interface operations {
             /** @description Unsupported media type: `unsupported_media_type` */
             415: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2855,6 +3685,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -2897,6 +3737,16 @@ export interface operations {
             /** @description Default Response */
             202: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2909,6 +3759,16 @@ export interface operations {
             /** @description Bad request: `bad_request` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2918,6 +3778,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2927,6 +3797,16 @@ export interface operations {
             /** @description Forbidden: `forbidden` */
             403: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2936,6 +3816,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -2985,6 +3875,16 @@ export interface operations {
             /** @description Default Response */
             200: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3008,6 +3908,16 @@ export interface operations {
             /** @description Bad request: `validation_failed` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3017,6 +3927,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3026,6 +3946,16 @@ export interface operations {
             /** @description Forbidden: `forbidden` */
             403: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3035,6 +3965,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -3083,6 +4023,16 @@ export interface operations {
             /** @description Default Response */
             200: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3104,6 +4054,16 @@ export interface operations {
             /** @description Bad request: `validation_failed` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3113,6 +4073,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3122,6 +4092,16 @@ export interface operations {
             /** @description Forbidden: `forbidden` */
             403: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3131,6 +4111,16 @@ export interface operations {
             /** @description Not found: `not_found` */
             404: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3140,6 +4130,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -3191,6 +4191,16 @@ export interface operations {
             /** @description Default Response */
             200: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3211,6 +4221,16 @@ export interface operations {
             /** @description Bad request: `validation_failed` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3220,6 +4240,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3229,6 +4259,16 @@ export interface operations {
             /** @description Forbidden: `forbidden` */
             403: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3238,6 +4278,16 @@ export interface operations {
             /** @description Not found: `not_found` */
             404: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3247,6 +4297,16 @@ export interface operations {
             /** @description Conflict: `idempotency_key_in_use`, `invalid_state` */
             409: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3256,6 +4316,16 @@ export interface operations {
             /** @description Unprocessable content: `idempotency_key_reused` */
             422: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3265,6 +4335,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -3316,6 +4396,16 @@ export interface operations {
             /** @description Default Response */
             200: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3336,6 +4426,16 @@ export interface operations {
             /** @description Bad request: `validation_failed` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3345,6 +4445,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3354,6 +4464,16 @@ export interface operations {
             /** @description Forbidden: `forbidden` */
             403: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3363,6 +4483,16 @@ export interface operations {
             /** @description Not found: `not_found` */
             404: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3372,6 +4502,16 @@ export interface operations {
             /** @description Conflict: `idempotency_key_in_use` */
             409: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3381,6 +4521,16 @@ export interface operations {
             /** @description Unprocessable content: `idempotency_key_reused` */
             422: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3390,6 +4540,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -3437,6 +4597,16 @@ export interface operations {
             /** @description Default Response */
             200: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3472,6 +4642,16 @@ export interface operations {
             /** @description Bad request: `validation_failed` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3481,6 +4661,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -3569,6 +4759,16 @@ export interface operations {
             /** @description Default Response */
             201: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3601,6 +4801,16 @@ export interface operations {
             /** @description Bad request: `validation_failed` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3610,6 +4820,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3619,6 +4839,16 @@ export interface operations {
             /** @description Forbidden: `forbidden` */
             403: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3628,6 +4858,16 @@ export interface operations {
             /** @description Conflict: `idempotency_key_in_use`, `sku_taken` */
             409: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3637,6 +4877,16 @@ export interface operations {
             /** @description Payload too large: `payload_too_large` */
             413: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3646,6 +4896,16 @@ export interface operations {
             /** @description Unsupported media type: `unsupported_media_type` */
             415: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3655,6 +4915,16 @@ export interface operations {
             /** @description Unprocessable content: `idempotency_key_reused` */
             422: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3664,6 +4934,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -3708,6 +4988,16 @@ export interface operations {
             /** @description Default Response */
             200: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3740,6 +5030,16 @@ export interface operations {
             /** @description Bad request: `validation_failed` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3749,6 +5049,16 @@ export interface operations {
             /** @description Not found: `not_found` */
             404: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3758,6 +5068,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -3837,6 +5157,16 @@ export interface operations {
             /** @description Default Response */
             200: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3869,6 +5199,16 @@ export interface operations {
             /** @description Bad request: `validation_failed` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3878,6 +5218,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3887,6 +5237,16 @@ export interface operations {
             /** @description Forbidden: `forbidden` */
             403: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3896,6 +5256,16 @@ export interface operations {
             /** @description Not found: `not_found` */
             404: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3905,6 +5275,16 @@ export interface operations {
             /** @description Payload too large: `payload_too_large` */
             413: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3914,6 +5294,16 @@ export interface operations {
             /** @description Unsupported media type: `unsupported_media_type` */
             415: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3923,6 +5313,16 @@ export interface operations {
             /** @description Unprocessable content: `unknown_sku` */
             422: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3932,6 +5332,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -3980,6 +5390,16 @@ export interface operations {
             /** @description Default Response */
             200: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3994,6 +5414,16 @@ export interface operations {
             /** @description Bad request: `validation_failed` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4003,6 +5433,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4012,6 +5452,16 @@ export interface operations {
             /** @description Forbidden: `forbidden` */
             403: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4021,6 +5471,16 @@ export interface operations {
             /** @description Not found: `not_found` */
             404: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4030,6 +5490,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -4075,6 +5545,16 @@ export interface operations {
             /** @description Default Response */
             200: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4092,6 +5572,16 @@ export interface operations {
             /** @description Bad request: `validation_failed` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4101,6 +5591,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4110,6 +5610,16 @@ export interface operations {
             /** @description Forbidden: `forbidden` */
             403: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4119,6 +5629,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -4187,6 +5707,16 @@ export interface operations {
             /** @description Default Response */
             201: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4201,6 +5731,16 @@ export interface operations {
             /** @description Bad request: `validation_failed`, `idempotency_key_required` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4210,6 +5750,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4219,6 +5769,16 @@ export interface operations {
             /** @description Forbidden: `forbidden` */
             403: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4228,6 +5788,16 @@ export interface operations {
             /** @description Not found: `not_found` */
             404: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4237,6 +5807,16 @@ export interface operations {
             /** @description Conflict: `idempotency_key_in_use`, `insufficient_stock` */
             409: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4246,6 +5826,16 @@ export interface operations {
             /** @description Payload too large: `payload_too_large` */
             413: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4255,6 +5845,16 @@ export interface operations {
             /** @description Unsupported media type: `unsupported_media_type` */
             415: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4264,6 +5864,16 @@ export interface operations {
             /** @description Unprocessable content: `idempotency_key_reused` */
             422: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4273,6 +5883,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -4324,6 +5944,16 @@ export interface operations {
             /** @description Default Response */
             200: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4344,6 +5974,16 @@ export interface operations {
             /** @description Bad request: `validation_failed` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4353,6 +5993,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4362,6 +6012,16 @@ export interface operations {
             /** @description Forbidden: `forbidden` */
             403: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4371,6 +6031,16 @@ export interface operations {
             /** @description Not found: `not_found` */
             404: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4380,6 +6050,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -4435,6 +6115,16 @@ export interface operations {
             /** @description Default Response */
             200: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4481,6 +6171,16 @@ export interface operations {
             /** @description Bad request: `validation_failed` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4490,6 +6190,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4499,6 +6209,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -4578,6 +6298,16 @@ export interface operations {
             /** @description Default Response */
             201: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4621,6 +6351,16 @@ export interface operations {
             /** @description Bad request: `validation_failed`, `idempotency_key_required` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4630,6 +6370,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4639,6 +6389,16 @@ export interface operations {
             /** @description Forbidden: `forbidden`, `email_unverified` */
             403: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4648,6 +6408,16 @@ export interface operations {
             /** @description Conflict: `idempotency_key_in_use`, `out_of_stock` */
             409: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4657,6 +6427,16 @@ export interface operations {
             /** @description Payload too large: `payload_too_large` */
             413: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4666,6 +6446,16 @@ export interface operations {
             /** @description Unsupported media type: `unsupported_media_type` */
             415: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4675,6 +6465,16 @@ export interface operations {
             /** @description Unprocessable content: `idempotency_key_reused`, `unknown_sku`, `currency_mismatch`, `limit_exceeded` */
             422: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4684,6 +6484,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -4729,6 +6539,16 @@ export interface operations {
             /** @description Default Response */
             200: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4772,6 +6592,16 @@ export interface operations {
             /** @description Bad request: `validation_failed` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4781,6 +6611,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4790,6 +6630,16 @@ export interface operations {
             /** @description Not found: `not_found` */
             404: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4799,6 +6649,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -4850,6 +6710,16 @@ export interface operations {
             /** @description Default Response */
             200: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4893,6 +6763,16 @@ export interface operations {
             /** @description Bad request: `validation_failed`, `idempotency_key_required` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4902,6 +6782,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4911,6 +6801,16 @@ export interface operations {
             /** @description Forbidden: `forbidden` */
             403: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4920,6 +6820,16 @@ export interface operations {
             /** @description Not found: `not_found` */
             404: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4929,6 +6839,16 @@ export interface operations {
             /** @description Conflict: `idempotency_key_in_use`, `invalid_state` */
             409: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4938,6 +6858,16 @@ export interface operations {
             /** @description Unprocessable content: `idempotency_key_reused` */
             422: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4947,6 +6877,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -4998,6 +6938,16 @@ export interface operations {
             /** @description Default Response */
             200: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5041,6 +6991,16 @@ export interface operations {
             /** @description Bad request: `validation_failed` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5050,6 +7010,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5059,6 +7029,16 @@ export interface operations {
             /** @description Forbidden: `forbidden` */
             403: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5068,6 +7048,16 @@ export interface operations {
             /** @description Not found: `not_found` */
             404: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5077,6 +7067,16 @@ export interface operations {
             /** @description Conflict: `idempotency_key_in_use`, `invalid_state` */
             409: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5086,6 +7086,16 @@ export interface operations {
             /** @description Unprocessable content: `idempotency_key_reused` */
             422: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5095,6 +7105,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -5140,6 +7160,16 @@ export interface operations {
             /** @description Default Response */
             200: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5195,6 +7225,16 @@ export interface operations {
             /** @description Bad request: `validation_failed` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5204,6 +7244,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5213,6 +7263,16 @@ export interface operations {
             /** @description Not found: `not_found` */
             404: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5222,6 +7282,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -5267,6 +7337,16 @@ export interface operations {
             /** @description Default Response */
             200: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5284,6 +7364,16 @@ export interface operations {
             /** @description Bad request: `validation_failed` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5293,6 +7383,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5302,6 +7402,16 @@ export interface operations {
             /** @description Not found: `not_found` */
             404: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5311,6 +7421,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -5356,6 +7476,16 @@ export interface operations {
             /** @description Default Response */
             200: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5386,6 +7516,16 @@ export interface operations {
             /** @description Bad request: `validation_failed` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5395,6 +7535,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5404,6 +7554,16 @@ export interface operations {
             /** @description Forbidden: `forbidden` */
             403: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5413,6 +7573,16 @@ export interface operations {
             /** @description Not found: `not_found` */
             404: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5422,6 +7592,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -5467,6 +7647,16 @@ export interface operations {
             /** @description Default Response */
             200: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5487,6 +7677,16 @@ export interface operations {
             /** @description Bad request: `validation_failed` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5496,6 +7696,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5505,6 +7715,16 @@ export interface operations {
             /** @description Forbidden: `forbidden` */
             403: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5514,6 +7734,16 @@ export interface operations {
             /** @description Not found: `not_found` */
             404: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5523,6 +7753,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -5568,6 +7808,16 @@ export interface operations {
             /** @description Default Response */
             200: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5603,6 +7853,16 @@ export interface operations {
             /** @description Bad request: `validation_failed` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5612,6 +7872,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5621,6 +7891,16 @@ export interface operations {
             /** @description Forbidden: `forbidden` */
             403: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5630,6 +7910,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -5696,6 +7986,16 @@ export interface operations {
             /** @description Default Response */
             201: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5730,6 +8030,16 @@ export interface operations {
             /** @description Bad request: `validation_failed` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5739,6 +8049,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5748,6 +8068,16 @@ export interface operations {
             /** @description Forbidden: `forbidden` */
             403: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5757,6 +8087,16 @@ export interface operations {
             /** @description Conflict: `idempotency_key_in_use` */
             409: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5766,6 +8106,16 @@ export interface operations {
             /** @description Payload too large: `payload_too_large` */
             413: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5775,6 +8125,16 @@ export interface operations {
             /** @description Unsupported media type: `unsupported_media_type` */
             415: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5784,6 +8144,16 @@ export interface operations {
             /** @description Unprocessable content: `idempotency_key_reused` */
             422: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5793,6 +8163,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -5838,6 +8218,16 @@ export interface operations {
             /** @description Default Response */
             200: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5870,6 +8260,16 @@ export interface operations {
             /** @description Bad request: `validation_failed` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5879,6 +8279,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5888,6 +8298,16 @@ export interface operations {
             /** @description Forbidden: `forbidden` */
             403: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5897,6 +8317,16 @@ export interface operations {
             /** @description Not found: `not_found` */
             404: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5906,6 +8336,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -5951,6 +8391,16 @@ export interface operations {
             /** @description Default Response */
             204: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content?: never;
@@ -5958,6 +8408,16 @@ export interface operations {
             /** @description Bad request: `validation_failed` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5967,6 +8427,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5976,6 +8446,16 @@ export interface operations {
             /** @description Forbidden: `forbidden` */
             403: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5985,6 +8465,16 @@ export interface operations {
             /** @description Not found: `not_found` */
             404: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5994,6 +8484,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -6054,6 +8554,16 @@ export interface operations {
             /** @description Default Response */
             200: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6086,6 +8596,16 @@ export interface operations {
             /** @description Bad request: `validation_failed` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6095,6 +8615,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6104,6 +8634,16 @@ export interface operations {
             /** @description Forbidden: `forbidden` */
             403: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6113,6 +8653,16 @@ export interface operations {
             /** @description Not found: `not_found` */
             404: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6122,6 +8672,16 @@ export interface operations {
             /** @description Payload too large: `payload_too_large` */
             413: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6131,6 +8691,16 @@ export interface operations {
             /** @description Unsupported media type: `unsupported_media_type` */
             415: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6140,6 +8710,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -6207,6 +8787,16 @@ export interface operations {
             /** @description Default Response */
             200: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6222,6 +8812,16 @@ export interface operations {
             /** @description Bad request: `validation_failed` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6231,6 +8831,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6240,6 +8850,16 @@ export interface operations {
             /** @description Forbidden: `forbidden` */
             403: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6249,6 +8869,16 @@ export interface operations {
             /** @description Not found: `not_found` */
             404: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6258,6 +8888,16 @@ export interface operations {
             /** @description Conflict: `idempotency_key_in_use`, `invalid_state` */
             409: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6267,6 +8907,16 @@ export interface operations {
             /** @description Payload too large: `payload_too_large` */
             413: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6276,6 +8926,16 @@ export interface operations {
             /** @description Unsupported media type: `unsupported_media_type` */
             415: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6285,6 +8945,16 @@ export interface operations {
             /** @description Unprocessable content: `idempotency_key_reused` */
             422: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6294,6 +8964,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -6344,6 +9024,16 @@ export interface operations {
             /** @description Default Response */
             200: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6379,6 +9069,16 @@ export interface operations {
             /** @description Bad request: `validation_failed` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6388,6 +9088,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6397,6 +9107,16 @@ export interface operations {
             /** @description Forbidden: `forbidden` */
             403: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6406,6 +9126,16 @@ export interface operations {
             /** @description Not found: `not_found` */
             404: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6415,6 +9145,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -6462,6 +9202,16 @@ export interface operations {
             /** @description Default Response */
             200: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6487,6 +9237,16 @@ export interface operations {
             /** @description Bad request: `validation_failed` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6496,6 +9256,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6505,6 +9275,16 @@ export interface operations {
             /** @description Forbidden: `forbidden` */
             403: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6514,6 +9294,16 @@ export interface operations {
             /** @description Not found: `not_found` */
             404: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6523,6 +9313,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -6576,6 +9376,16 @@ export interface operations {
             /** @description Default Response */
             202: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6593,6 +9403,16 @@ export interface operations {
             /** @description Bad request: `validation_failed` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6602,6 +9422,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6611,6 +9441,16 @@ export interface operations {
             /** @description Forbidden: `forbidden` */
             403: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6620,6 +9460,16 @@ export interface operations {
             /** @description Not found: `not_found` */
             404: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6629,6 +9479,16 @@ export interface operations {
             /** @description Conflict: `idempotency_key_in_use`, `invalid_state` */
             409: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6638,6 +9498,16 @@ export interface operations {
             /** @description Unprocessable content: `idempotency_key_reused` */
             422: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6647,6 +9517,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -6694,6 +9574,16 @@ export interface operations {
             /** @description Default Response */
             200: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6749,6 +9639,16 @@ export interface operations {
             /** @description Bad request: `validation_failed` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6758,6 +9658,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6767,6 +9677,16 @@ export interface operations {
             /** @description Forbidden: `forbidden` */
             403: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6776,6 +9696,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -6818,6 +9748,16 @@ export interface operations {
             /** @description Default Response */
             200: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6835,6 +9775,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6844,6 +9794,16 @@ export interface operations {
             /** @description Forbidden: `forbidden` */
             403: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6853,6 +9813,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -6895,6 +9865,16 @@ export interface operations {
             /** @description Default Response */
             200: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6915,6 +9895,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6924,6 +9914,16 @@ export interface operations {
             /** @description Forbidden: `forbidden` */
             403: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6933,6 +9933,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -6978,6 +9988,16 @@ export interface operations {
             /** @description Default Response */
             200: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -7150,6 +10170,16 @@ export interface operations {
             /** @description Bad request: `validation_failed` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -7159,6 +10189,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -7168,6 +10208,16 @@ export interface operations {
             /** @description Forbidden: `forbidden` */
             403: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -7177,6 +10227,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -7224,6 +10284,16 @@ export interface operations {
             /** @description Default Response */
             200: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -7247,6 +10317,16 @@ export interface operations {
             /** @description Bad request: `validation_failed` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -7256,6 +10336,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -7265,6 +10355,16 @@ export interface operations {
             /** @description Forbidden: `forbidden` */
             403: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -7274,6 +10374,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -7321,6 +10431,16 @@ export interface operations {
             /** @description Default Response */
             200: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -7344,6 +10464,16 @@ export interface operations {
             /** @description Bad request: `validation_failed` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -7353,6 +10483,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -7362,6 +10502,16 @@ export interface operations {
             /** @description Forbidden: `forbidden` */
             403: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -7371,6 +10521,16 @@ export interface operations {
             /** @description Not found: `not_found` */
             404: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -7380,6 +10540,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -7434,6 +10604,16 @@ export interface operations {
             /** @description Default Response */
             200: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -7466,6 +10646,16 @@ export interface operations {
             /** @description Bad request: `validation_failed` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -7475,6 +10665,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -7484,6 +10684,16 @@ export interface operations {
             /** @description Forbidden: `forbidden` */
             403: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -7493,6 +10703,16 @@ export interface operations {
             /** @description Not found: `not_found` */
             404: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -7502,6 +10722,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -7552,6 +10782,16 @@ export interface operations {
             /** @description Default Response */
             202: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -7564,6 +10804,16 @@ export interface operations {
             /** @description Bad request: `validation_failed` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -7573,6 +10823,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -7582,6 +10842,16 @@ export interface operations {
             /** @description Forbidden: `forbidden` */
             403: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -7591,6 +10861,16 @@ export interface operations {
             /** @description Not found: `not_found` */
             404: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -7600,6 +10880,16 @@ export interface operations {
             /** @description Conflict: `idempotency_key_in_use` */
             409: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -7609,6 +10899,16 @@ export interface operations {
             /** @description Unprocessable content: `idempotency_key_reused` */
             422: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -7618,6 +10918,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -7672,6 +10982,16 @@ export interface operations {
             /** @description Default Response */
             202: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -7685,6 +11005,16 @@ export interface operations {
             /** @description Bad request: `validation_failed`, `idempotency_key_required` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -7694,6 +11024,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -7703,6 +11043,16 @@ export interface operations {
             /** @description Forbidden: `forbidden` */
             403: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -7712,6 +11062,16 @@ export interface operations {
             /** @description Conflict: `idempotency_key_in_use` */
             409: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -7721,6 +11081,16 @@ export interface operations {
             /** @description Payload too large: `payload_too_large` */
             413: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -7730,6 +11100,16 @@ export interface operations {
             /** @description Unsupported media type: `unsupported_media_type` */
             415: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -7739,6 +11119,16 @@ export interface operations {
             /** @description Unprocessable content: `idempotency_key_reused` */
             422: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -7748,6 +11138,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -7790,6 +11190,16 @@ export interface operations {
             /** @description Default Response */
             201: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -7815,6 +11225,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -7824,6 +11244,16 @@ export interface operations {
             /** @description Forbidden: `forbidden` */
             403: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -7833,6 +11263,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -7875,6 +11315,16 @@ export interface operations {
             /** @description Default Response */
             200: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -7900,6 +11350,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -7909,6 +11369,16 @@ export interface operations {
             /** @description Forbidden: `forbidden` */
             403: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -7918,6 +11388,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -7960,6 +11440,16 @@ export interface operations {
             /** @description Default Response */
             200: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -7973,6 +11463,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -7982,6 +11482,16 @@ export interface operations {
             /** @description Forbidden: `forbidden` */
             403: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -7991,6 +11501,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -8043,6 +11563,16 @@ export interface operations {
             /** @description Default Response */
             200: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -8056,6 +11586,16 @@ export interface operations {
             /** @description Bad request: `validation_failed` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -8065,6 +11605,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -8074,6 +11624,16 @@ export interface operations {
             /** @description Forbidden: `forbidden` */
             403: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -8083,6 +11643,16 @@ export interface operations {
             /** @description Payload too large: `payload_too_large` */
             413: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -8092,6 +11662,16 @@ export interface operations {
             /** @description Unsupported media type: `unsupported_media_type` */
             415: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -8101,6 +11681,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -8143,6 +11733,16 @@ export interface operations {
             /** @description Default Response */
             200: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -8156,6 +11756,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -8165,6 +11775,16 @@ export interface operations {
             /** @description Forbidden: `forbidden` */
             403: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -8174,6 +11794,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -8223,6 +11853,16 @@ export interface operations {
             /** @description Default Response */
             200: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -8256,6 +11896,16 @@ export interface operations {
             /** @description Bad request: `validation_failed` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -8265,6 +11915,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -8274,6 +11934,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -8338,6 +12008,16 @@ export interface operations {
             /** @description Default Response */
             201: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -8368,6 +12048,16 @@ export interface operations {
             /** @description Bad request: `validation_failed` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -8377,6 +12067,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -8386,6 +12086,16 @@ export interface operations {
             /** @description Forbidden: `forbidden` */
             403: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -8395,6 +12105,16 @@ export interface operations {
             /** @description Not found: `not_found` */
             404: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -8404,6 +12124,16 @@ export interface operations {
             /** @description Conflict: `idempotency_key_in_use` */
             409: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -8413,6 +12143,16 @@ export interface operations {
             /** @description Payload too large: `payload_too_large` */
             413: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -8422,6 +12162,16 @@ export interface operations {
             /** @description Unsupported media type: `unsupported_media_type` */
             415: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -8431,6 +12181,16 @@ export interface operations {
             /** @description Unprocessable content: `idempotency_key_reused` */
             422: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -8440,6 +12200,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -8485,6 +12255,16 @@ export interface operations {
             /** @description Default Response */
             200: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -8515,6 +12295,16 @@ export interface operations {
             /** @description Bad request: `validation_failed` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -8524,6 +12314,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -8533,6 +12333,16 @@ export interface operations {
             /** @description Not found: `not_found` */
             404: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -8542,6 +12352,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -8590,6 +12410,16 @@ export interface operations {
             /** @description Default Response */
             200: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -8611,6 +12441,16 @@ export interface operations {
             /** @description Bad request: `validation_failed` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -8620,6 +12460,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -8629,6 +12479,16 @@ export interface operations {
             /** @description Not found: `not_found` */
             404: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -8638,6 +12498,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -8701,6 +12571,16 @@ export interface operations {
             /** @description Default Response */
             201: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -8719,6 +12599,16 @@ export interface operations {
             /** @description Bad request: `validation_failed` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -8728,6 +12618,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -8737,6 +12637,16 @@ export interface operations {
             /** @description Forbidden: `forbidden` */
             403: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -8746,6 +12656,16 @@ export interface operations {
             /** @description Not found: `not_found` */
             404: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -8755,6 +12675,16 @@ export interface operations {
             /** @description Conflict: `idempotency_key_in_use` */
             409: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -8764,6 +12694,16 @@ export interface operations {
             /** @description Payload too large: `payload_too_large` */
             413: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -8773,6 +12713,16 @@ export interface operations {
             /** @description Unsupported media type: `unsupported_media_type` */
             415: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -8782,6 +12732,16 @@ export interface operations {
             /** @description Unprocessable content: `idempotency_key_reused` */
             422: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -8791,6 +12751,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -8850,6 +12820,16 @@ export interface operations {
             /** @description Default Response */
             200: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -8863,6 +12843,16 @@ export interface operations {
             /** @description Bad request: `validation_failed` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -8872,6 +12862,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -8881,6 +12881,16 @@ export interface operations {
             /** @description Forbidden: `forbidden` */
             403: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -8890,6 +12900,16 @@ export interface operations {
             /** @description Not found: `not_found` */
             404: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -8899,6 +12919,16 @@ export interface operations {
             /** @description Conflict: `idempotency_key_in_use` */
             409: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -8908,6 +12938,16 @@ export interface operations {
             /** @description Payload too large: `payload_too_large` */
             413: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -8917,6 +12957,16 @@ export interface operations {
             /** @description Unsupported media type: `unsupported_media_type` */
             415: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -8926,6 +12976,16 @@ export interface operations {
             /** @description Unprocessable content: `idempotency_key_reused` */
             422: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -8935,6 +12995,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -8980,6 +13050,16 @@ export interface operations {
             /** @description text/event-stream */
             200: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -8989,6 +13069,16 @@ export interface operations {
             /** @description Bad request: `validation_failed` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -8998,6 +13088,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -9007,6 +13107,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -9052,6 +13162,16 @@ export interface operations {
             /** @description Default Response */
             200: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -9077,6 +13197,16 @@ export interface operations {
             /** @description Bad request: `validation_failed` */
             400: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -9086,6 +13216,16 @@ export interface operations {
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -9095,6 +13235,16 @@ export interface operations {
             /** @description Forbidden: `forbidden` */
             403: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -9104,6 +13254,16 @@ export interface operations {
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;

@@ -29,7 +29,7 @@ const AuthResult = Type.Object({
 });
 
 export const signup = endpoint({
-  operationId: 'signup', errors: ['email_taken'],
+  operationId: 'signup', errors: ['email_taken'], rateLimit: 'auth',
   example: { body: { email: 'ada@example.com', password: 'correct horse battery staple', name: 'Ada Lovelace' } },
   method: 'POST', url: '/v1/auth/signup', access: 'public', tags, returnsSecret: true, idempotencyKey: 'optional',
   summary: 'Create a customer account and sign in',
@@ -39,7 +39,7 @@ export const signup = endpoint({
 });
 
 export const login = endpoint({
-  operationId: 'login', errors: ['invalid_credentials'],
+  operationId: 'login', errors: ['invalid_credentials'], rateLimit: 'auth',
   example: { body: { email: 'ada@example.com', password: 'correct horse battery staple' } },
   method: 'POST', url: '/v1/auth/login', access: 'public', tags, returnsSecret: true,
   summary: 'Sign in with email and password',
@@ -119,7 +119,7 @@ export const updateUser = endpoint({
 const resetThrottle = 'Requests are limited per email address and per client address (429 with Retry-After).';
 
 export const changePassword = endpoint({
-  operationId: 'changePassword', errors: ['invalid_credentials', 'bad_request'],
+  operationId: 'changePassword', errors: ['invalid_credentials', 'bad_request'], rateLimit: 'auth',
   example: { body: { currentPassword: 'correct horse battery staple', newPassword: 'a new and longer passphrase' } },
   method: 'POST', url: '/v1/auth/password', access: roles, tags,
   summary: "Change the signed-in user's password",
@@ -137,7 +137,7 @@ export const logoutEverywhere = endpoint({
 });
 
 export const requestPasswordReset = endpoint({
-  operationId: 'requestPasswordReset', errors: [],
+  operationId: 'requestPasswordReset', errors: [], rateLimit: 'auth',
   example: { body: { email: 'ada@example.com' } },
   method: 'POST', url: '/v1/auth/password-reset', access: 'public', tags,
   summary: 'Mail a password reset link to this address, if it has an account',
@@ -149,7 +149,7 @@ export const requestPasswordReset = endpoint({
 const TokenString = Type.String({ minLength: 1, maxLength: 128, pattern: '^[A-Za-z0-9_-]+$' });
 
 export const resetPassword = endpoint({
-  operationId: 'resetPassword', errors: ['invalid_token'],
+  operationId: 'resetPassword', errors: ['invalid_token'], rateLimit: 'auth',
   example: { body: { token: 'err_3q2b1o0w1XyZ', password: 'a new and longer passphrase' } },
   method: 'POST', url: '/v1/auth/password-reset/confirm', access: 'public', tags,
   summary: 'Set a new password with the token of a reset mail',
@@ -159,7 +159,7 @@ export const resetPassword = endpoint({
 });
 
 export const verifyEmail = endpoint({
-  operationId: 'verifyEmail', errors: ['invalid_token'],
+  operationId: 'verifyEmail', errors: ['invalid_token'], rateLimit: 'auth',
   example: { body: { token: 'erv_3q2b1o0w1XyZ' } },
   method: 'POST', url: '/v1/auth/verify-email', access: 'public', tags,
   summary: 'Verify an email address with the token of a verification mail',
@@ -169,7 +169,7 @@ export const verifyEmail = endpoint({
 });
 
 export const resendVerification = endpoint({
-  operationId: 'resendVerification', errors: ['bad_request'],
+  operationId: 'resendVerification', errors: ['bad_request'], rateLimit: 'auth',
   method: 'POST', url: '/v1/auth/verify-email/resend', access: roles, tags,
   summary: 'Mail the verification link again',
   description: 'Nothing is sent to a user already verified. Limited per user (429 with Retry-After).',

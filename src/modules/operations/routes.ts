@@ -138,7 +138,8 @@ export function operationsAdminRoutes(app: FastifyInstance, deps: OperationsDeps
   });
 
   app.get('/metrics/system', {
-    config: { access: 'public' },
+    // Like /metrics, never rate limited nor shed (src/platform/load-shedding.ts).
+    config: { access: 'public', rateLimit: false },
     schema: { tags: ['operations'], summary: 'Prometheus metrics of the whole system (every process), from the database', hide: true },
   }, async (_request, reply) => reply.type('text/plain; version=0.0.4; charset=utf-8').send(await systemMetrics(db, { streamFreshSeconds })));
 }
