@@ -1,6 +1,7 @@
 import { it } from 'node:test';
 import assert from 'node:assert/strict';
 import { engines, freshDatabase, postgresUrl } from './support/database.ts';
+import pg from 'pg';
 
 it('a connection ended by the server between two statements of a transaction fails that transaction, not the process', { skip: postgresUrl ? false : 'needs TEST_DATABASE_URL' }, async () => {
   const database = await freshDatabase('postgres', 2);
@@ -34,6 +35,26 @@ it('a lost database connection answers 503 unavailable with Retry-After, not a b
     assert.doesNotMatch(JSON.stringify(body), /terminat|ECONN/);
   }
   assert.equal(toProblem(new Error('something else'), log).body.status, 500);
+});
+
+it('a burst larger than the pool: a request that waits past the pool\'s connect timeout answers 503 unavailable with Retry-After, not a 500', { skip: postgresUrl ? false : 'needs TEST_DATABASE_URL' }, async () => {
+  const { toProblem } = await import('../src/platform/http.ts');
+  const log = { warn: () => {}, error: () => {} } as never;
+  // pg-pool's own error, not a copy of its text: one connection, held, and a second caller.
+  const pool = new pg.Pool({ connectionString: postgresUrl, max: 1, connectionTimeoutMillis: 50 });
+  const held = await pool.connect();
+  try {
+    const err = await pool.connect().then((c) => { c.release(); return undefined; }, (e: unknown) => e as Error);
+    assert.ok(err, 'the second caller got no connection');
+    const { body, headers } = toProblem(err, log);
+    assert.equal(body.status, 503);
+    assert.equal(body.code, 'unavailable');
+    assert.equal(headers['retry-after'], '1');
+    assert.doesNotMatch(JSON.stringify(body), /timeout exceeded/);
+  } finally {
+    held.release();
+    await pool.end();
+  }
 });
 
 it('a number a column cannot hold (22003) answers 422 limit_exceeded, not a 500 with the database\'s words', async () => {
