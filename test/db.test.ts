@@ -2,6 +2,7 @@ import { it } from 'node:test';
 import assert from 'node:assert/strict';
 import { engines, freshDatabase, postgresUrl } from './support/database.ts';
 import pg from 'pg';
+import { waitFor } from './support/wait.ts';
 
 it('a connection ended by the server between two statements of a transaction fails that transaction, not the process', { skip: postgresUrl ? false : 'needs TEST_DATABASE_URL' }, async () => {
   const database = await freshDatabase('postgres', 2);
@@ -160,13 +161,13 @@ it('tables that grew are analyzed (new ones at once, then each time they double)
     await db.query('INSERT INTO upkeep_probe SELECT generate_series(1, $1::int)', [1500]);
     const changes = async () => Number((await db.query<{ n: number }>("SELECT n_mod_since_analyze::int AS n FROM pg_stat_user_tables WHERE relname = 'upkeep_probe'"))[0]?.n ?? 0);
     // The statistics arrive a moment after the statements.
-    for (let i = 0; i < 100 && (await changes()) < 1500; i++) await new Promise((r) => setTimeout(r, 100));
+    await waitFor('the inserts to show in the statistics', async () => ((await changes()) >= 1500 ? true : undefined), 120_000);
     assert.deepEqual(await analyzeChangedTables(db, ['public']), ['upkeep_probe']);
     const [stats] = await db.query<{ reltuples: number }>("SELECT reltuples::int AS reltuples FROM pg_class WHERE relname = 'upkeep_probe'");
     assert.equal(stats!.reltuples, 1500);
     // 1,000 more rows: changed by less than its size, so not yet.
     await db.query('INSERT INTO upkeep_probe SELECT generate_series(1, $1::int)', [1000]);
-    for (let i = 0; i < 100 && (await changes()) < 1000; i++) await new Promise((r) => setTimeout(r, 100));
+    await waitFor('the inserts to show in the statistics', async () => ((await changes()) >= 1000 ? true : undefined), 120_000);
     assert.deepEqual(await analyzeChangedTables(db, ['public']), []);
   } finally {
     await database.drop();
