@@ -50,6 +50,9 @@ forEachEngine('payments through the queue', (env) => {
     const balances = await e.client.ok(endpoints.ledgerBalances, { token: e.adminToken });
     const sales = balances.data.find((b) => b.account === 'sales' && b.currency === 'EUR')!;
     assert.ok(sales.credits >= 5000);
+    // A balance is debits minus credits: sales, credited for every capture, stand below zero.
+    assert.ok(sales.balance <= -5000, `sales balance ${sales.balance}`);
+    for (const b of balances.data) assert.equal(b.balance, b.debits - b.credits, `${b.account} ${b.currency}`);
     const other = await e.customer();
     assert.equal((await e.client.call(endpoints.listOrderPayments, { token: other.token, params: { id: o.id } })).status, 404);
     await assertBooksBalance(e);
