@@ -2,7 +2,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['.cache/', 'node_modules/', '.engine-room/', 'coverage/', 'console/dist/', 'packages/client/dist/'] },
+  { ignores: ['.cache/', '.stryker-tmp/', 'reports/', 'node_modules/', '.engine-room/', 'coverage/', 'console/dist/', 'packages/client/dist/'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {

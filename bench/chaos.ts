@@ -44,6 +44,8 @@ Options:
   --api-processes N      API processes (default 2, at least 2)
   --worker-processes N   worker processes (default 2, at least 2)
   --kill-every S         mean seconds between two kills (default 3)
+  --min-kills N          go on past --seconds until this many running processes were killed
+                         (default 1: on a busy machine the starts can take most of a short run)
   --no-db-restart        do not restart PostgreSQL (for runs that share the server with others,
                          like the test suite)
   --terminate-every S    mean seconds between two cuts of every session of the scratch database
@@ -59,7 +61,7 @@ Options:
 `;
 
 interface Options {
-  seconds: number; clients: number; apiProcesses: number; workerProcesses: number; killEvery: number;
+  seconds: number; clients: number; apiProcesses: number; workerProcesses: number; killEvery: number; minKills: number;
   restartDb: boolean; terminateEvery: number; pgCluster: string | undefined; drainSeconds: number; databaseUrl: string;
   json: string | undefined; keep: boolean; nodeArgs: string[];
 }
@@ -78,6 +80,7 @@ function parseOptions(argv: string[]): Options {
       'api-processes': { type: 'string', default: '2' },
       'worker-processes': { type: 'string', default: '2' },
       'kill-every': { type: 'string', default: '3' },
+      'min-kills': { type: 'string', default: '1' },
       'no-db-restart': { type: 'boolean', default: false },
       'terminate-every': { type: 'string', default: '2' },
       'pg-cluster': { type: 'string' },
@@ -104,6 +107,7 @@ function parseOptions(argv: string[]): Options {
     apiProcesses: Math.round(num('api-processes', values['api-processes'], 2, 16)),
     workerProcesses: Math.round(num('worker-processes', values['worker-processes'], 2, 16)),
     killEvery: num('kill-every', values['kill-every'], 0.5, 600),
+    minKills: Math.round(num('min-kills', values['min-kills'], 0, 1000)),
     restartDb: !values['no-db-restart'],
     terminateEvery: num('terminate-every', values['terminate-every'], 0, 600),
     pgCluster: values['pg-cluster'],
@@ -189,11 +193,14 @@ function fleet(specs: EngineSpec[], t0: number, log: (s: string) => void) {
       await start(slots[0]!);
       await Promise.all(slots.slice(1).map(start));
     },
-    async killAndRestart(slot: Slot): Promise<void> {
+    /** Calls onKilled once it has killed a running process (a slot whose restart failed has none). */
+    async killAndRestart(slot: Slot, onKilled: () => void): Promise<void> {
       if (slot.starting) await slot.starting.catch(() => {});
+      const victim = slot.current?.running() ? slot.current : undefined;
       slot.killing = true;
-      await slot.current?.kill('SIGKILL');
+      await victim?.kill('SIGKILL');
       slot.killing = false;
+      if (victim) onKilled();
       await start(slot);
     },
     /** Every slot running (restarting those that are down). */
@@ -540,11 +547,11 @@ async function main(): Promise<number> {
     // The load, and the killing.
     const l = load(seeded, () => apis, o.clients);
     l.start();
-    const end = t0 + o.seconds * 1000;
+    const end = Date.now() + o.seconds * 1000;
     const kills: { label: string; atSecond: number }[] = [];
     const terminations: { atSecond: number; sessions: number }[] = [];
     let dbRestart: { atSecond: number; seconds: number } | { atSecond: number; error: string } | undefined;
-    const restartAt = t0 + o.seconds * 400;
+    const restartAt = end - o.seconds * 600;
     const progress = progressLine(process.stderr, 5000);
     const ticker = setInterval(() => {
       const acked = l.acked.size;
@@ -563,9 +570,12 @@ async function main(): Promise<number> {
         terminations.push({ atSecond: at, sessions: ended });
       }
     })();
-    while (Date.now() < end) {
+    // The window counts from the start of the load; and a run that killed nothing proves nothing,
+    // so it goes on (load included) until it has killed --min-kills running processes.
+    const enough = () => Date.now() >= end && kills.length >= o.minKills;
+    while (!enough()) {
       await sleep(o.killEvery * 1000 * (0.5 + Math.random()));
-      if (Date.now() >= end) break;
+      if (enough()) break;
       if (cluster && !dbRestart && Date.now() >= restartAt) {
         const at = (Date.now() - t0) / 1000;
         try {
@@ -576,8 +586,9 @@ async function main(): Promise<number> {
         continue;
       }
       const slot = f.slots[rand(f.slots.length)]!;
-      kills.push({ label: slot.spec.label, atSecond: (Date.now() - t0) / 1000 });
-      await f.killAndRestart(slot).catch((err: Error) => log(`chaos: could not restart ${slot.spec.label}: ${err.message}`));
+      const at = (Date.now() - t0) / 1000;
+      await f.killAndRestart(slot, () => kills.push({ label: slot.spec.label, atSecond: at }))
+        .catch((err: Error) => log(`chaos: could not restart ${slot.spec.label}: ${err.message}`));
     }
     await cutting;
     clearInterval(ticker);

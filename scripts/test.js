@@ -1,7 +1,7 @@
 // Runs the test files with Node's test runner, straight from their TypeScript (Node strips the
 // types). A file list rather than a directory or a glob, because the runner's argument rules differ
 // between Node versions.
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 
@@ -21,5 +21,43 @@ if (files.length === 0) {
 }
 const concurrency = process.env.TEST_CONCURRENCY ?? '3';
 console.error(`running ${files.length} test files (concurrency ${concurrency}) on PGlite${process.env.TEST_DATABASE_URL ? ' and PostgreSQL' : ''}`);
-const result = spawnSync(process.execPath, ['--test', `--test-concurrency=${concurrency}`, '--test-reporter=spec', ...files], { stdio: 'inherit' });
-process.exit(result.status ?? 1);
+if (process.env.TEST_BAIL === '1') {
+  // Mutation testing (scripts/mutate.ts): stop at the first failing test, since one is enough to
+  // kill a mutant. One runner per file (so each streams its results as they come, which the
+  // combined runner does not), `concurrency` at a time; at the first failure every one is killed.
+  const running = new Set();
+  const queue = [...files];
+  const bail = (reason) => {
+    console.error(`bail: ${reason}`);
+    for (const child of running) {
+      try { process.kill(-child.pid, 'SIGKILL'); } catch { /* already gone */ }
+    }
+    process.exit(1);
+  };
+  const next = () => {
+    const file = queue.shift();
+    if (file === undefined) {
+      if (running.size === 0) process.exit(0);
+      return;
+    }
+    const child = spawn(process.execPath, ['--test', '--test-isolation=none', '--test-reporter=tap', file], { stdio: ['ignore', 'pipe', 'inherit'], detached: true });
+    running.add(child);
+    let buffered = '';
+    child.stdout.on('data', (chunk) => {
+      buffered += chunk;
+      const lines = buffered.split('\n');
+      buffered = lines.pop() ?? '';
+      const failure = lines.find((line) => /^\s*not ok /.test(line));
+      if (failure) bail(`${file}: ${failure.trim()}`);
+    });
+    child.on('exit', (code) => {
+      running.delete(child);
+      if (code !== 0) bail(`${file} exited with ${code}`);
+      next();
+    });
+  };
+  for (let i = 0; i < Number(concurrency); i++) next();
+} else {
+  const result = spawnSync(process.execPath, ['--test', `--test-concurrency=${concurrency}`, '--test-reporter=spec', ...files], { stdio: 'inherit' });
+  process.exit(result.status ?? 1);
+}

@@ -1,6 +1,8 @@
 import { it } from 'node:test';
 import assert from 'node:assert/strict';
 import { engines, freshDatabase, postgresUrl } from './support/database.ts';
+import pg from 'pg';
+import { waitFor } from './support/wait.ts';
 
 it('a connection ended by the server between two statements of a transaction fails that transaction, not the process', { skip: postgresUrl ? false : 'needs TEST_DATABASE_URL' }, async () => {
   const database = await freshDatabase('postgres', 2);
@@ -34,6 +36,26 @@ it('a lost database connection answers 503 unavailable with Retry-After, not a b
     assert.doesNotMatch(JSON.stringify(body), /terminat|ECONN/);
   }
   assert.equal(toProblem(new Error('something else'), log).body.status, 500);
+});
+
+it('a burst larger than the pool: a request that waits past the pool\'s connect timeout answers 503 unavailable with Retry-After, not a 500', { skip: postgresUrl ? false : 'needs TEST_DATABASE_URL' }, async () => {
+  const { toProblem } = await import('../src/platform/http.ts');
+  const log = { warn: () => {}, error: () => {} } as never;
+  // pg-pool's own error, not a copy of its text: one connection, held, and a second caller.
+  const pool = new pg.Pool({ connectionString: postgresUrl, max: 1, connectionTimeoutMillis: 50 });
+  const held = await pool.connect();
+  try {
+    const err = await pool.connect().then((c) => { c.release(); return undefined; }, (e: unknown) => e as Error);
+    assert.ok(err, 'the second caller got no connection');
+    const { body, headers } = toProblem(err, log);
+    assert.equal(body.status, 503);
+    assert.equal(body.code, 'unavailable');
+    assert.equal(headers['retry-after'], '1');
+    assert.doesNotMatch(JSON.stringify(body), /timeout exceeded/);
+  } finally {
+    held.release();
+    await pool.end();
+  }
 });
 
 it('a number a column cannot hold (22003) answers 422 limit_exceeded, not a 500 with the database\'s words', async () => {
@@ -139,13 +161,13 @@ it('tables that grew are analyzed (new ones at once, then each time they double)
     await db.query('INSERT INTO upkeep_probe SELECT generate_series(1, $1::int)', [1500]);
     const changes = async () => Number((await db.query<{ n: number }>("SELECT n_mod_since_analyze::int AS n FROM pg_stat_user_tables WHERE relname = 'upkeep_probe'"))[0]?.n ?? 0);
     // The statistics arrive a moment after the statements.
-    for (let i = 0; i < 100 && (await changes()) < 1500; i++) await new Promise((r) => setTimeout(r, 100));
+    await waitFor('the inserts to show in the statistics', async () => ((await changes()) >= 1500 ? true : undefined), 120_000);
     assert.deepEqual(await analyzeChangedTables(db, ['public']), ['upkeep_probe']);
     const [stats] = await db.query<{ reltuples: number }>("SELECT reltuples::int AS reltuples FROM pg_class WHERE relname = 'upkeep_probe'");
     assert.equal(stats!.reltuples, 1500);
     // 1,000 more rows: changed by less than its size, so not yet.
     await db.query('INSERT INTO upkeep_probe SELECT generate_series(1, $1::int)', [1000]);
-    for (let i = 0; i < 100 && (await changes()) < 1000; i++) await new Promise((r) => setTimeout(r, 100));
+    await waitFor('the inserts to show in the statistics', async () => ((await changes()) >= 1000 ? true : undefined), 120_000);
     assert.deepEqual(await analyzeChangedTables(db, ['public']), []);
   } finally {
     await database.drop();

@@ -60,7 +60,9 @@ forEachEngine('login throttling under a parallel burst', (env) => {
       const guess = (i: number) => (i % 2 === 0 ? app : other).inject({ method: 'POST', url: '/v1/auth/login', remoteAddress: '203.0.113.50', payload: { email: 'burst@example.com', password: `wrong guess ${i}` } });
       const codes = (await Promise.all(Array.from({ length: 500 }, (_, i) => guess(i)))).map((r) => r.statusCode);
       const checked = codes.filter((c) => c === 401).length;
-      assert.equal(codes.filter((c) => c !== 401 && c !== 429).length, 0, `unexpected statuses: ${[...new Set(codes)]}`);
+      // 503: on a busy machine a guess can wait past the pool's connect timeout; it is answered
+      // unavailable (and gets no password check), which is as good as a refusal here.
+      assert.equal(codes.filter((c) => c !== 401 && c !== 429 && c !== 503).length, 0, `unexpected statuses: ${[...new Set(codes)]}`);
       // Only an attempt that was counted within the limit gets a password check (and a 401).
       assert.ok(checked >= 1 && checked <= 10, `${checked} guesses reached the password check`);
       const right = await other.inject({ method: 'POST', url: '/v1/auth/login', remoteAddress: '203.0.113.50', payload: { email: 'burst@example.com', password } });

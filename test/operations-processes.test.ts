@@ -6,7 +6,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createClient, endpoints, fetchTransport, type Client } from '../src/client.ts';
 import { freshDatabase, postgresUrl, type TestDatabase } from './support/database.ts';
-import { spawnEngine, type EngineProcess } from './support/engine-process.ts';
+import { spawnEngine, startLimitMs, type EngineProcess } from './support/engine-process.ts';
 import { startOwnEngine } from './support/own-engine.ts';
 import { waitFor } from './support/wait.ts';
 
@@ -31,7 +31,7 @@ describe('two API and two worker processes on PostgreSQL', { skip: postgresUrl ?
     for (let i = 0; i < 2; i++) {
       const worker = spawnEngine(['worker'], env);
       processes.push(worker);
-      await worker.waitFor('Engine Room worker running', 60_000);
+      await worker.waitFor('Engine Room worker running', startLimitMs);
     }
   });
 

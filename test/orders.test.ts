@@ -157,5 +157,10 @@ forEachEngine('orders', (env) => {
     await database.db.query("UPDATE orders SET status = 'paid' WHERE id = $1", [order.id]);
     const done = await client.ok(endpoints.fulfilOrder, { token: adminToken, params: { id: order.id } });
     assert.equal(done.status, 'fulfilled');
+    // The answer and the order.fulfilled event carry the order with its lines.
+    assert.deepEqual(done.lines, order.lines);
+    const [event] = await database.db.query<{ data: { order: { status: string; lines: unknown[] } } }>("SELECT data FROM events WHERE type = 'order.fulfilled' AND data->'order'->>'id' = $1", [order.id]);
+    assert.equal(event?.data.order.status, 'fulfilled');
+    assert.deepEqual(event.data.order.lines, order.lines);
   });
 });

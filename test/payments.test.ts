@@ -50,6 +50,9 @@ forEachEngine('payments through the queue', (env) => {
     const balances = await e.client.ok(endpoints.ledgerBalances, { token: e.adminToken });
     const sales = balances.data.find((b) => b.account === 'sales' && b.currency === 'EUR')!;
     assert.ok(sales.credits >= 5000);
+    // A balance is debits minus credits: sales, credited for every capture, stand below zero.
+    assert.ok(sales.balance <= -5000, `sales balance ${sales.balance}`);
+    for (const b of balances.data) assert.equal(b.balance, b.debits - b.credits, `${b.account} ${b.currency}`);
     const other = await e.customer();
     assert.equal((await e.client.call(endpoints.listOrderPayments, { token: other.token, params: { id: o.id } })).status, 404);
     await assertBooksBalance(e);
@@ -353,5 +356,35 @@ forEachEngine('recording a charge', (env) => {
     assert.match((await paymentRow(e, o.id)).review_reason ?? '', /refunded .*1 EUR instead of 900 EUR/);
     assert.equal((await e.database.db.query("SELECT 1 FROM ledger_transactions WHERE payment_id = $1 AND kind = 'refund'", [payment.id])).length, 0);
     await e.database.db.query('UPDATE payments SET review_reason = NULL WHERE id = $1', [payment.id]);
+  });
+});
+
+forEachEngine('the expiry of unpaid orders', (env) => {
+  it('an order paid while the expiry waits for its lock stays paid, and the expiry counts nothing and logs no error', async (t) => {
+    const e = env();
+    if (e.database.engine !== 'postgres') {
+      t.skip('needs a second connection to hold the lock (PostgreSQL)');
+      return;
+    }
+    await e.product([{ sku: 'RACE', stock: 10, amount: 2500 }]);
+    const c = await e.customer();
+    const placed = await e.client.ok(endpoints.placeOrder, { token: c.token, idempotencyKey: 'expiry-race', body: { lines: [{ sku: 'RACE', quantity: 1 }], payment: { method: 'card', token: 'tok_ok' } } });
+    await e.database.db.query("UPDATE orders SET created_at = now() - interval '2 hours' WHERE id = $1", [placed.id]);
+    const errors: unknown[] = [];
+    const log = { error: (...args: unknown[]) => { errors.push(args); }, warn: () => {}, info: () => {} } as never;
+    let expiring: Promise<number> | undefined;
+    // The payment's transaction holds the order: the expiry has chosen it, and waits for the lock.
+    await e.database.db.transaction(async (tx) => {
+      await tx.query('SELECT id FROM orders WHERE id = $1 FOR UPDATE', [placed.id]);
+      expiring = expireUnpaidOrders(e.database.db, 3600, { log });
+      await waitFor('the expiry to wait for the order\'s lock', async () => {
+        const [row] = await e.database.db.query<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'");
+        return row!.n > 0 ? true : undefined;
+      });
+      await tx.query("UPDATE orders SET status = 'paid' WHERE id = $1", [placed.id]);
+    });
+    assert.equal(await expiring, 0, 'nothing was cancelled');
+    assert.deepEqual(errors, [], 'a paid order is passed over, not an error');
+    assert.equal((await e.client.ok(endpoints.getOrder, { token: c.token, params: { id: placed.id } })).status, 'paid');
   });
 });

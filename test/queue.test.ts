@@ -209,13 +209,17 @@ for (const engine of engines()) {
     });
 
     it('stop lets a running job finish, and hands back one that does not finish in time', async () => {
-      const queue = await start({ ...quiet, stopTimeoutSeconds: 0.5 });
+      // The quick job ends as soon as the stop begins, and has 5 s to be recorded: a 200 ms job
+      // under a 0.5 s stop timeout missed it on a busy machine.
+      const queue = await start({ ...quiet, stopTimeoutSeconds: 5 });
       let quickStarted = false;
       let hangingStarted = false;
+      let stopBegun!: () => void;
+      const stopping = new Promise<void>((resolve) => { stopBegun = resolve; });
       work<{ kind: string }>(queue, 't-stop', async (job) => {
         if (job.data.kind === 'quick') {
           quickStarted = true;
-          await delay(200);
+          await stopping;
         } else {
           hangingStarted = true;
           await new Promise((resolve) => job.signal.addEventListener('abort', resolve, { once: true }));
@@ -228,7 +232,9 @@ for (const engine of engines()) {
       ]);
       queue.wake('t-stop');
       await waitFor('both jobs to start', () => quickStarted && hangingStarted);
-      await queue.stop();
+      const stopped = queue.stop();
+      stopBegun();
+      await stopped;
       assert.equal(await jobState(db, 't-stop', quick!), 'completed');
       const [row] = await db.query<{ state: string; message: string }>(
         "SELECT state::text, output->>'message' AS message FROM pgboss.job WHERE name = 't-stop' AND id = $1", [hanging!],

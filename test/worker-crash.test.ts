@@ -7,7 +7,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { engines, freshDatabase, type TestDatabase } from './support/database.ts';
-import { startEngine } from './support/engine-process.ts';
+import { startEngine, startLimitMs } from './support/engine-process.ts';
 import { createClient, endpoints, fetchTransport } from '../src/client.ts';
 import { waitFor } from './support/wait.ts';
 
@@ -39,13 +39,14 @@ for (const engine of engines()) {
           PAYMENT_JOB_LEASE_SECONDS: '2', QUEUE_MAINTENANCE_INTERVAL_SECONDS: '1', WORKER_POLL_INTERVAL_MS: '100',
         };
         const first = await startEngine({ ...base, ENGINE_ROOM_FAILPOINT: point });
+        cleanups.push(async () => { await first.engine.kill('SIGKILL'); });
         let api = createClient(fetchTransport(first.baseUrl));
         const { token: adminToken } = await api.ok(endpoints.login, { body: admin });
         await api.ok(endpoints.createProduct, { token: adminToken, body: { name: 'Crash', variants: [{ sku: 'CRASH', price: { amount: 4200, currency: 'EUR' }, stock: 5 }] } });
         const { token } = await api.ok(endpoints.signup, { body: { email: 'crash@example.com', password: 'crash customer password', name: 'C' } });
         const order = await api.ok(endpoints.placeOrder, { token, idempotencyKey: 'crash-1', body: { lines: [{ sku: 'CRASH', quantity: 1 }], payment: { method: 'card', token: 'tok_ok' } } });
 
-        await first.engine.waitFor(`failpoint reached: ${point}`);
+        await first.engine.waitFor(`failpoint reached: ${point}`, startLimitMs);
         await first.engine.kill('SIGKILL');
 
         const second = await startEngine(base);
@@ -54,7 +55,7 @@ for (const engine of engines()) {
         const paid = await waitFor('the order to be paid after the restart', async () => {
           const o = await api.ok(endpoints.getOrder, { token, params: { id: order.id } });
           return o.status === 'paid' ? o : undefined;
-        }, 60_000);
+        }, startLimitMs);
         assert.equal(paid.status, 'paid');
         const charges = (await api.ok(endpoints.listSandboxCharges, { token: adminToken, query: { limit: 100 } })).data.filter((c) => c.orderId === order.id);
         assert.equal(charges.length, 1, 'the processor charged once');

@@ -101,10 +101,14 @@ function unstorableText(err: unknown): boolean {
 // that broke or could not be made (08xxx), and the socket errors behind them.
 const unavailableCodes = new Set(['57P01', '57P02', '57P03', '08000', '08001', '08003', '08004', '08006', 'ECONNREFUSED', 'ECONNRESET', 'EPIPE']);
 
+// pg's own words (its errors carry no code for these): a connection that broke while in use or
+// before it was used again, and a pool whose connections were all busy for longer than its
+// connectionTimeoutMillis (a burst larger than the pool: the request may be retried shortly).
+const unavailableMessages = /^Connection terminated|has encountered a connection error and is not queryable|^timeout exceeded when trying to connect$/;
+
 export function databaseUnavailable(err: unknown): boolean {
   const e = err as { code?: string; message?: string };
-  // pg's own words for a connection that broke: while in use, or before it was used again.
-  return unavailableCodes.has(e?.code ?? '') || /^Connection terminated|has encountered a connection error and is not queryable/.test(e?.message ?? '');
+  return unavailableCodes.has(e?.code ?? '') || unavailableMessages.test(e?.message ?? '');
 }
 
 // A route that declares no body takes none, as a route with a schema refuses unknown fields: the

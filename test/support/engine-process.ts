@@ -9,6 +9,13 @@ import { freshDatabase, pgliteTemplate, type Engine } from './database.ts';
 import { openPglite } from '../../src/platform/db.ts';
 import { unthrottled } from './unthrottled.ts';
 
+/**
+ * How long a start may take before the test gives up on it: a safety net for a process that hangs,
+ * not a window that a start is expected to fit in (a first start on the embedded database runs
+ * initdb, and a machine with both cores busy made 60 s too short).
+ */
+export const startLimitMs = 300_000;
+
 export interface EngineProcess {
   child: ChildProcess;
   /** Everything it wrote to stderr so far. */
@@ -27,6 +34,11 @@ export function spawnEngine(args: string[], env: Record<string, string>): Engine
   child.stderr!.on('data', (d: Buffer) => { err += d.toString(); });
   child.stdout!.resume();
   const exited = once(child, 'exit');
+  // Whatever happens to the test (a failed assertion, a throw before its cleanup), the child goes
+  // with this process: a left-over engine would hold its port and database and load the machine.
+  const killOnExit = () => { child.kill('SIGKILL'); };
+  process.once('exit', killOnExit);
+  void exited.then(() => process.off('exit', killOnExit));
   return {
     child,
     stderr: () => err,
@@ -48,11 +60,20 @@ export function spawnEngine(args: string[], env: Record<string, string>): Engine
   };
 }
 
-/** Starts `engine-room start` and answers it with its base URL once it listens. */
+/**
+ * Starts `engine-room start` and answers it with its base URL once it listens. A start that fails
+ * (exits first, or hangs past startLimitMs) is killed before the error is thrown, so that it cannot
+ * be left behind.
+ */
 export async function startEngine(env: Record<string, string>): Promise<{ engine: EngineProcess; baseUrl: string }> {
   const engine = spawnEngine(['start'], { PORT: '0', HOST: '127.0.0.1', ...env });
-  const line = await engine.waitFor(/listening on http:\/\/[\d.]+:\d+/, 60_000);
-  return { engine, baseUrl: line.replace('listening on ', '') };
+  try {
+    const line = await engine.waitFor(/listening on http:\/\/[\d.]+:\d+/, startLimitMs);
+    return { engine, baseUrl: line.replace('listening on ', '') };
+  } catch (err) {
+    await engine.kill('SIGKILL');
+    throw err;
+  }
 }
 
 export interface RunningServer {
