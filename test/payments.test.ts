@@ -58,6 +58,15 @@ forEachEngine('payments through the queue', (env) => {
     await assertBooksBalance(e);
   });
 
+  it('a free order (price 0) is paid with nothing posted to the ledger, whose entries are never zero', async () => {
+    const e = env();
+    await e.product([{ sku: 'FREE', stock: 10, amount: 0 }]);
+    const { customer, order: o } = await order(e, 'tok_ok', 'FREE');
+    assert.equal((await settled(e, customer.token, o.id, ['paid'])).status, 'paid');
+    assert.deepEqual(await e.database.db.query('SELECT 1 FROM ledger_transactions WHERE order_id = $1', [o.id]), []);
+    await assertBooksBalance(e);
+  });
+
   it('tok_declined: payment_failed, the reservation released, nothing captured', async () => {
     const e = env();
     const before = await e.client.ok(endpoints.getStock, { token: e.adminToken, params: { sku: 'PAY' } });
