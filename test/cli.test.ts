@@ -203,8 +203,9 @@ describe('engine-room seed --demo', () => {
         drop = async () => { await database.drop(); await rm(dataDir, { recursive: true, force: true }); };
       }
       try {
-        // initdb, the demo shop and its payments in one process: on a busy machine, minutes.
-        const seedLimitMs = 240_000;
+        // initdb, the demo shop and its payments in one process: on a busy machine, minutes (the
+        // whole test took 278 s with both cores busy). A safety net for a hung seed, not a window.
+        const seedLimitMs = 600_000;
         const first = await complete(['seed', '--demo'], { ...env, ADMIN_PASSWORD: 'seed-admin-password' }, seedLimitMs);
         assert.equal(first.code, 0, first.stderr);
         assert.match(first.stderr, /seed: 4 products/);

@@ -58,6 +58,15 @@ forEachEngine('payments through the queue', (env) => {
     await assertBooksBalance(e);
   });
 
+  it('a free order (price 0) is paid with nothing posted to the ledger, whose entries are never zero', async () => {
+    const e = env();
+    await e.product([{ sku: 'FREE', stock: 10, amount: 0 }]);
+    const { customer, order: o } = await order(e, 'tok_ok', 'FREE');
+    assert.equal((await settled(e, customer.token, o.id, ['paid'])).status, 'paid');
+    assert.deepEqual(await e.database.db.query('SELECT 1 FROM ledger_transactions WHERE order_id = $1', [o.id]), []);
+    await assertBooksBalance(e);
+  });
+
   it('tok_declined: payment_failed, the reservation released, nothing captured', async () => {
     const e = env();
     const before = await e.client.ok(endpoints.getStock, { token: e.adminToken, params: { sku: 'PAY' } });
@@ -160,9 +169,13 @@ forEachEngine('a charge job delivered twice', (env) => {
     const { customer, order: o } = await order(e, 'tok_slow', 'TWICE');
     const [payment] = await e.database.db.query<{ id: string }>('SELECT id FROM payments WHERE order_id = $1', [o.id]);
     const provider = createSandboxProvider(e.database.db, { slowDelayMs: 100 });
-    await Promise.all([chargeOnce(e.database.db, provider, payment!.id), chargeOnce(e.database.db, provider, payment!.id)]);
-    await chargeOnce(e.database.db, provider, payment!.id);
+    const errors: unknown[] = [];
+    const log = { error: (...args: unknown[]) => { errors.push(args); }, warn: () => {}, info: () => {} } as never;
+    await Promise.all([chargeOnce(e.database.db, provider, payment!.id, { log }), chargeOnce(e.database.db, provider, payment!.id, { log })]);
+    await chargeOnce(e.database.db, provider, payment!.id, { log });
     assert.equal((await e.client.ok(endpoints.getOrder, { token: customer.token, params: { id: o.id } })).status, 'paid');
+    // The runs that found the payment settled did nothing, and asked no operator to look.
+    assert.deepEqual(errors, []);
     const charges = await sandboxChargesFor(e, o.id);
     assert.equal(charges.length, 1);
     assert.equal((await e.database.db.query("SELECT 1 FROM ledger_transactions WHERE order_id = $1 AND kind = 'capture'", [o.id])).length, 1);
