@@ -302,7 +302,7 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
       syncMs: intVar(env, 'RATE_LIMIT_SYNC_MS', 200, 10, 10_000),
       localSharePercent: intVar(env, 'RATE_LIMIT_LOCAL_SHARE_PERCENT', 10, 1, 100),
     },
-    shedEventLoopDelayMs: intVar(env, 'SHED_EVENT_LOOP_DELAY_MS', 200, 0, 60_000),
+    shedEventLoopDelayMs: intVar(env, 'SHED_EVENT_LOOP_DELAY_MS', 500, 0, 60_000),
     shedDbWaiting: intVar(env, 'SHED_DB_WAITING', 100, 0, 1_000_000),
     shedMaxInFlight: intVar(env, 'SHED_MAX_IN_FLIGHT', 256, 0, 1_000_000),
     trustProxy: parseTrustProxy(env),
