@@ -304,7 +304,7 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     },
     shedEventLoopDelayMs: intVar(env, 'SHED_EVENT_LOOP_DELAY_MS', 500, 0, 60_000),
     shedDbWaiting: intVar(env, 'SHED_DB_WAITING', 100, 0, 1_000_000),
-    shedMaxInFlight: intVar(env, 'SHED_MAX_IN_FLIGHT', 256, 0, 1_000_000),
+    shedMaxInFlight: intVar(env, 'SHED_MAX_IN_FLIGHT', 128, 0, 1_000_000),
     trustProxy: parseTrustProxy(env),
     requestTimeoutSeconds: intVar(env, 'REQUEST_TIMEOUT_SECONDS', 30, 1, 3600),
     keepAliveTimeoutSeconds: intVar(env, 'KEEP_ALIVE_TIMEOUT_SECONDS', 72, 1, 3600),

@@ -68,7 +68,7 @@ describe('configuration from the environment', () => {
   it('has rate limits and load shedding on by default, and reads their settings', () => {
     const defaults = loadConfig({});
     assert.deepEqual(defaults.rateLimits, { enabled: true, windowSeconds: 60, readMax: 1200, writeMax: 300, authMax: 30, syncMs: 200, localSharePercent: 10 });
-    assert.deepEqual([defaults.shedEventLoopDelayMs, defaults.shedDbWaiting, defaults.shedMaxInFlight], [500, 100, 256]);
+    assert.deepEqual([defaults.shedEventLoopDelayMs, defaults.shedDbWaiting, defaults.shedMaxInFlight], [500, 100, 128]);
     const set = loadConfig({
       RATE_LIMITS: 'off', RATE_LIMIT_WINDOW_SECONDS: '10', RATE_LIMIT_READ_MAX: '5', RATE_LIMIT_WRITE_MAX: '4', RATE_LIMIT_AUTH_MAX: '3',
       RATE_LIMIT_SYNC_MS: '50', RATE_LIMIT_LOCAL_SHARE_PERCENT: '25', SHED_EVENT_LOOP_DELAY_MS: '0', SHED_DB_WAITING: '7', SHED_MAX_IN_FLIGHT: '0',

@@ -1,6 +1,6 @@
 // Load shedding: when this process is saturated, a request is answered 503 unavailable with
 // Retry-After at once, before any work (before authentication, which reads the database), instead
-// of joining a queue it would time out in. Two signals, each with a threshold (0 turns it off):
+// of joining a queue it would time out in. Three signals, each with a threshold (0 turns it off):
 // - event-loop delay (perf_hooks monitorEventLoopDelay): its 99th percentile over the last sample
 //   (~100 ms); a JavaScript thread that far behind cannot answer anything in time;
 // - work waiting for a database connection (the pg pool's waiting clients, PGlite's queue), read
