@@ -48,9 +48,9 @@ Scenarios (--scenarios, comma-separated; default all but overload):
                 same Idempotency-Key, and resend some answered ones; duplicates are checked
   mixed         browse, view, order, view order, cancel, message (left out while
                 /v1/conversations answers 404)
-  overload      the mixed traffic from 8 times --clients, more than the server can answer in
-                time: load shedding answers the excess 503 at once; reports the p99 of the
-                requests accepted and the share shed
+  overload      the mixed traffic from 16 times --clients, more than the server can answer in
+                time (a shed client comes back after Retry-After): load shedding answers the
+                excess 503 at once; reports the p99 of the requests accepted and the share shed
 
 Where it runs:
   (default)              a scratch database on PostgreSQL (--database-url, else DATABASE_URL, else
@@ -596,7 +596,7 @@ async function main(): Promise<number> {
       const sampler = setInterval(() => { void meter.sample(); }, 1000);
       const httpWaits = s.scratch ? waitEventSampler(o.databaseUrl, s.scratch.name) : undefined;
       const spec: RunSpec = {
-        scenario, targets: s.apiUrls, customers: s.seeded.customers, clients: scenario === 'overload' ? o.clients * 8 : o.clients,
+        scenario, targets: s.apiUrls, customers: s.seeded.customers, clients: scenario === 'overload' ? o.clients * 16 : o.clients,
         skus: s.seeded.skus, hotSku: s.seeded.hotSku, productIds: s.seeded.productIds,
         seconds: o.seconds, warmupSeconds: o.warmup, rate: o.rate, tag: `${tag}-${scenario}`,
         timeoutMs: o.timeoutMs, paymentToken: 'tok_ok',

@@ -81,7 +81,7 @@ export async function buildApp(config: Readonly<Config>, db: Db, options: BuildO
   const overloadCounters = limitCounters(metrics);
   // onRequest hooks run in this order: shed an overload before any work, then authenticate, then
   // count the request against its caller's rate limit (keyed by who authentication found).
-  registerLoadShedding(app, { db, settings: { eventLoopDelayMs: config.shedEventLoopDelayMs, dbWaiting: config.shedDbWaiting }, shed: overloadCounters.shed });
+  registerLoadShedding(app, { db, settings: { eventLoopDelayMs: config.shedEventLoopDelayMs, dbWaiting: config.shedDbWaiting, maxInFlight: config.shedMaxInFlight }, shed: overloadCounters.shed });
   registerAuth(app, tokenResolver(db));
   registerApiRateLimits(app, { db, settings: config.rateLimits, refused: overloadCounters.rateLimited });
   await registerOpenApi(app, version);

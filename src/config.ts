@@ -44,6 +44,7 @@ export interface Config {
   /** Load shedding (src/platform/load-shedding.ts): thresholds past which a request is answered 503 at once; 0 turns one off. */
   shedEventLoopDelayMs: number;
   shedDbWaiting: number;
+  shedMaxInFlight: number;
   /**
    * Whose X-Forwarded-For to believe, to find the real client address (login throttling needs it):
    * false (nobody's: the peer is the client) or the addresses and CIDR ranges of the proxies.
@@ -311,8 +312,9 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
       syncMs: intVar(env, 'RATE_LIMIT_SYNC_MS', 200, 10, 10_000),
       localSharePercent: intVar(env, 'RATE_LIMIT_LOCAL_SHARE_PERCENT', 10, 1, 100),
     },
-    shedEventLoopDelayMs: intVar(env, 'SHED_EVENT_LOOP_DELAY_MS', 200, 0, 60_000),
+    shedEventLoopDelayMs: intVar(env, 'SHED_EVENT_LOOP_DELAY_MS', 500, 0, 60_000),
     shedDbWaiting: intVar(env, 'SHED_DB_WAITING', 100, 0, 1_000_000),
+    shedMaxInFlight: intVar(env, 'SHED_MAX_IN_FLIGHT', 128, 0, 1_000_000),
     trustProxy: parseTrustProxy(env),
     requestTimeoutSeconds: intVar(env, 'REQUEST_TIMEOUT_SECONDS', 30, 1, 3600),
     keepAliveTimeoutSeconds: intVar(env, 'KEEP_ALIVE_TIMEOUT_SECONDS', 72, 1, 3600),

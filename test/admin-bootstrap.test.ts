@@ -9,6 +9,7 @@ import { openPostgres, type Db } from '../src/platform/db.ts';
 import { ensureAdmin } from '../src/modules/accounts/service.ts';
 import { engines, freshDatabase, type TestDatabase } from './support/database.ts';
 import { injectTransport } from './support/app.ts';
+import { unthrottled } from './support/unthrottled.ts';
 import type { FastifyInstance } from 'fastify';
 
 async function users(db: Db): Promise<{ email: string; role: string; password_hash: string }[]> {
@@ -24,7 +25,7 @@ for (const engine of engines()) {
 
     before(async () => {
       database = await freshDatabase(engine);
-      app = await buildApp(loadConfig({ LOG_LEVEL: 'silent', SECURE_COOKIES: 'false' }), database.db);
+      app = await buildApp(loadConfig({ LOG_LEVEL: 'silent', SECURE_COOKIES: 'false', ...unthrottled }), database.db);
       client = createClient(injectTransport(app));
     });
     after(async () => {
@@ -73,7 +74,7 @@ for (const engine of engines()) {
   describe(`the first admin from ADMIN_EMAIL and ADMIN_PASSWORD [${engine}]`, () => {
     it('uses the given email and password, and answers no generated password', async () => {
       const database = await freshDatabase(engine);
-      const app = await buildApp(loadConfig({ LOG_LEVEL: 'silent' }), database.db);
+      const app = await buildApp(loadConfig({ LOG_LEVEL: 'silent', ...unthrottled }), database.db);
       try {
         const created = await ensureAdmin(database.db, { email: 'Ops@Shop.example', password: 'the given admin password' });
         assert.deepEqual(created, { email: 'Ops@Shop.example', generatedPassword: null });

@@ -12,9 +12,10 @@ import { publishEvent } from '../src/platform/events.ts';
 import { newId } from '../src/platform/ids.ts';
 import { createEventHub, listenerFor, type StreamSink } from '../src/platform/event-stream.ts';
 import { openEventStream, type EventStreamReader, type SseEvent } from '../src/modules/messaging/event-source.ts';
+import { unthrottled } from './support/unthrottled.ts';
 
 const quiet = { logStream: { write: () => {} } };
-const testEnv = { LOG_LEVEL: 'info', SECURE_COOKIES: 'false', WORKER_POLL_INTERVAL_MS: '100', EVENT_STREAM_HEARTBEAT_SECONDS: '1' };
+const testEnv = { LOG_LEVEL: 'info', SECURE_COOKIES: 'false', WORKER_POLL_INTERVAL_MS: '100', EVENT_STREAM_HEARTBEAT_SECONDS: '1', ...unthrottled };
 
 interface Payload { id: string; type: string; createdAt: string; data: Record<string, unknown> & { message?: { id: string; body: string; conversationId: string }; order?: { id: string; status: string } } }
 

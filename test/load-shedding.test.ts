@@ -8,8 +8,8 @@ import type { Config } from '../src/config.ts';
 import type { Db } from '../src/platform/db.ts';
 
 /** An app that sheds at these thresholds (built after the suite's set-up, which would trip them). */
-async function sheddingApp(config: Readonly<Config>, db: Db, thresholds: Pick<Config, 'shedEventLoopDelayMs' | 'shedDbWaiting'>): Promise<FastifyInstance> {
-  return buildApp({ ...config, ...thresholds }, db, { logStream: { write: () => {} } });
+async function sheddingApp(config: Readonly<Config>, db: Db, thresholds: Partial<Pick<Config, 'shedEventLoopDelayMs' | 'shedDbWaiting' | 'shedMaxInFlight'>>): Promise<FastifyInstance> {
+  return buildApp({ ...config, shedEventLoopDelayMs: 0, shedDbWaiting: 0, shedMaxInFlight: 0, ...thresholds }, db, { logStream: { write: () => {} } });
 }
 
 const get = (app: FastifyInstance, url: string): Promise<LightMyRequestResponse> => app.inject({ method: 'GET', url });
@@ -75,6 +75,43 @@ forEachEngine('load shedding: event-loop delay', (env) => {
     } finally {
       clearInterval(busy);
     }
+    await waitFor('requests to pass again', async () => ((await get(app, '/v1/products')).statusCode === 200 ? true : undefined));
+  });
+});
+
+forEachEngine('load shedding: requests in flight', (env) => {
+  it('past the most requests in flight a request is answered 503 at once; health still answers; as answers go out, requests pass again', async (t) => {
+    const { config, database } = env();
+    const app = await sheddingApp(config, database.db, { shedMaxInFlight: 3 });
+    t.after(() => app.close());
+    // Three requests held in flight: they wait behind a transaction that locks the products (PGlite: holds its one connection).
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => { release = resolve; });
+    let holding: Promise<unknown> | undefined;
+    let held: Promise<LightMyRequestResponse>[] | undefined;
+    try {
+      const locked = new Promise<void>((resolve) => {
+        holding = database.db.transaction(async (tx) => {
+          await tx.query('LOCK TABLE products IN ACCESS EXCLUSIVE MODE');
+          resolve();
+          await gate;
+        });
+      });
+      await locked;
+      held = Array.from({ length: 3 }, () => get(app, '/v1/products'));
+      const shed = await waitFor('a request past the cap to be shed', async () => {
+        // A request that needs no database: admitted, it answers at once (until the three are in flight).
+        const res = await get(app, '/v1/auth/session');
+        return res.statusCode === 503 ? res : undefined;
+      });
+      assertShed(shed);
+      assert.equal((await get(app, '/healthz')).statusCode, 200);
+      assert.match((await get(app, '/metrics')).body, /engine_room_requests_shed_total\{reason="in_flight"\} [1-9]/);
+    } finally {
+      release();
+      await holding;
+    }
+    for (const res of await Promise.all(held ?? [])) assert.equal(res.statusCode, 200);
     await waitFor('requests to pass again', async () => ((await get(app, '/v1/products')).statusCode === 200 ? true : undefined));
   });
 });

@@ -73,7 +73,7 @@ function problemCodeOf(payload: unknown): string {
 /** Requests refused at the door: shed under overload (503) and over a rate limit (429). */
 export function limitCounters(registry: Registry) {
   return {
-    shed: new Counter({ name: 'engine_room_requests_shed_total', help: 'Requests answered 503 at once because the process was overloaded, by reason (event_loop, database)', labelNames: ['reason'] as const, registers: [registry] }),
+    shed: new Counter({ name: 'engine_room_requests_shed_total', help: 'Requests answered 503 at once because the process was overloaded, by reason (event_loop, database, in_flight)', labelNames: ['reason'] as const, registers: [registry] }),
     rateLimited: new Counter({ name: 'engine_room_requests_rate_limited_total', help: 'Requests answered 429 by the API-wide rate limits, by policy (read, write, auth)', labelNames: ['policy'] as const, registers: [registry] }),
   };
 }
