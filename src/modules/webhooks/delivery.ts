@@ -294,7 +294,16 @@ export async function deliver(db: Db, job: Job<DeliverJob>, options: WebhookOpti
   const headers = deliveryHeaders({ current: d.secret, previous: d.previous_secret }, d.event_id, body);
   const outcome = await post(d.url, headers, body, o, job.signal);
 
+  // The endpoint's row first, then the delivery's: the order in which deleting an endpoint locks
+  // them (its cascade), so a delivery finishing while its endpoint is deleted cannot deadlock.
   const retry = await db.transaction(async (tx) => {
+    let disabled = false;
+    if (outcome.succeeded) await repo.clearFailureStreak(tx, endpointId);
+    else {
+      const last = outcome.error ?? `HTTP ${outcome.statusCode}`;
+      disabled = await repo.recordFailure(tx, endpointId, o.disableAfterSeconds, (since) =>
+        `Every delivery failed for more than ${duration(o.disableAfterSeconds)} (since ${since.toISOString()}); the last attempt: ${last}`);
+    }
     const attempt = await repo.countAttempt(tx, endpointId, eventId, round, outcome.succeeded);
     if (attempt === undefined) return false; // the endpoint was deleted meanwhile
     await repo.insertAttempt(tx, {
@@ -303,13 +312,7 @@ export async function deliver(db: Db, job: Job<DeliverJob>, options: WebhookOpti
       duration_ms: outcome.durationMs, started_at: outcome.startedAt, finished_at: outcome.finishedAt,
       request_headers: loggedHeaders(headers), response_excerpt: outcome.excerpt, response_truncated: outcome.truncated,
     });
-    if (outcome.succeeded) {
-      await repo.clearFailureStreak(tx, endpointId);
-      return false;
-    }
-    const last = outcome.error ?? `HTTP ${outcome.statusCode}`;
-    const disabled = await repo.recordFailure(tx, endpointId, o.disableAfterSeconds, (since) =>
-      `Every delivery failed for more than ${duration(o.disableAfterSeconds)} (since ${since.toISOString()}); the last attempt: ${last}`);
+    if (outcome.succeeded) return false;
     // The status is for reading only: a dead-lettered job that an operator retries still runs.
     if (disabled || job.attempt > o.retryLimit) await repo.failDelivery(tx, endpointId, eventId, round);
     return !disabled;
