@@ -97,8 +97,16 @@ export function openPostgres(url: string, poolSize: number, onError: (err: Error
   const pool = new pg.Pool({ connectionString: url, max: poolSize, connectionTimeoutMillis: 10_000 });
   // An idle client that loses its server emits here; without a listener the process would crash.
   pool.on('error', onError);
-  const guarded = new WeakSet<pg.PoolClient>();
-  const failed = new WeakSet<pg.PoolClient>();
+  // Every client gets a listener for its whole life, from the moment it connects: an error the
+  // server sends while a client is checked out and between statements (it restarts, an admin ends
+  // the session), or a second one after the first (the socket closing), is emitted on the client,
+  // and one emitted with no listener crashes the process. pg-pool's own listeners cover only an
+  // idle client and one running pool.query, each once. Idle clients' errors reach onError through
+  // the pool; a transaction's client is marked failed so that it is not given back.
+  const failed = new WeakSet<pg.PoolClient | pg.Client>();
+  pool.on('connect', (client) => {
+    client.on('error', () => { failed.add(client); });
+  });
   const wrap = (client: pg.PoolClient, committed: ((db: Queryable) => unknown)[]): Tx => ({
     inTransaction: true,
     query: async <T>(text: string, params?: readonly unknown[]) => (await client.query(statement(text, params))).rows as T[],
@@ -112,14 +120,6 @@ export function openPostgres(url: string, poolSize: number, onError: (err: Error
     transaction: <T>(fn: (tx: Tx) => Promise<T>) => withRetry(async () => {
       const client = await pool.connect();
       let broken = false;
-      // Between two statements of a transaction the client is checked out and idle: an error the
-      // server sends then (it restarts, an admin ends the session) is emitted on the client, and
-      // without a listener it would crash the process. The listener stays for the client's life,
-      // because a second error (the socket closing) can follow after the transaction has ended.
-      if (!guarded.has(client)) {
-        guarded.add(client);
-        client.on('error', (err: Error) => { failed.add(client); onError(err); });
-      }
       try {
         await client.query('BEGIN');
         const committed: ((db: Queryable) => unknown)[] = [];
