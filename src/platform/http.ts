@@ -154,9 +154,11 @@ export async function registerHttpPlatform(app: FastifyInstance, options: HttpPl
   });
   // The time the server spent on the answer, body serialized (W3C Server-Timing): what
   // bench/lists.ts measures, and what a browser's developer tools show next to the network time.
-  app.addHook('onSend', async (_request, reply, payload) => {
+  // A callback hook, not an async one: an async onSend defers the send by a tick, and a response
+  // traced through its raw stream then has its headers written twice (test/tracing.test.ts).
+  app.addHook('onSend', (_request, reply, payload, done) => {
     reply.header('server-timing', `app;dur=${reply.elapsedTime.toFixed(1)}`);
-    return payload;
+    done(null, payload);
   });
 
   await app.register(helmet, {
