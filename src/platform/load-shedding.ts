@@ -62,9 +62,11 @@ export function registerLoadShedding(app: FastifyInstance, deps: { db: Pick<Db, 
     throw new AppError('unavailable', reason === 'database' ? 'The database is saturated; retry shortly' : 'This server is overloaded; retry shortly', { retryAfterSeconds: 1 });
   });
   if (maxInFlight > 0) {
-    app.addHook('onSend', async (request, _reply, payload) => {
+    // A callback hook, not an async one (see the Server-Timing hook in http.ts: an async onSend
+    // defers the send a tick, and a traced response then writes its headers twice).
+    app.addHook('onSend', (request, _reply, payload, done) => {
       releases.get(request)?.();
-      return payload;
+      done(null, payload);
     });
   }
 }
