@@ -1,6 +1,7 @@
 // npm run bench:lists: the console's lists at size. Seeds a PostgreSQL scratch database with
 // `engine-room seed --orders N --customers M`, starts `engine-room start` on it (workers off), and
-// asks every list the console's Orders, Catalog and Stock pages use, with each filter, R times;
+// asks every list the console's pages use (orders, catalog, stock, customers, keys and staff,
+// support, webhooks, jobs), with each filter, R times;
 // reports the server's own time for each (its Server-Timing header: handler and serialization, no
 // network), median and p95. Then it prints the query plan of each list's statements (EXPLAIN
 // ANALYZE of the SQL the repo functions send, caught by a stand-in database) and fails any that
@@ -77,6 +78,7 @@ try {
   const monthFrom = new Date(Date.now() - 30 * 86_400_000);
   const page2 = (await api.ok(endpoints.listOrders, { token, query: { limit: 25 } })).nextCursor!;
   const headers = { authorization: `Bearer ${token}` };
+  const [{ id: sampleCustomerId }] = (await db.query<{ id: string }>('SELECT id FROM users WHERE lower(email) = lower($1)', [sample.email])).rows as [{ id: string }];
 
   const lists: { name: string; path: string }[] = [
     { name: 'orders, newest first', path: '/v1/orders?limit=25' },
@@ -94,6 +96,20 @@ try {
     { name: 'products (with inactive)', path: '/v1/products?limit=20&includeInactive=true' },
     { name: 'stock per SKU', path: '/v1/inventory?limit=50' },
     { name: 'movements of a SKU', path: `/v1/inventory/${encodeURIComponent(sample.sku)}/movements?limit=25` },
+    // The other pages' lists: customers, keys and staff, support, webhooks, jobs.
+    { name: 'customers, newest first', path: '/v1/users?limit=25' },
+    { name: 'customers by email prefix', path: `/v1/users?limit=25&q=${encodeURIComponent(sample.email.slice(0, 8))}` },
+    { name: 'staff and admins', path: '/v1/users?limit=25&staff=true' },
+    { name: 'a customer: account', path: `/v1/users/${sampleCustomerId}` },
+    { name: 'a customer: sessions', path: `/v1/users/${sampleCustomerId}/sessions` },
+    { name: 'a customer: orders', path: `/v1/orders?limit=25&customerId=${sampleCustomerId}` },
+    { name: 'a customer: conversations', path: `/v1/conversations?limit=25&customerId=${sampleCustomerId}` },
+    { name: 'API keys', path: '/v1/api-keys?limit=25' },
+    { name: 'support inbox: unread', path: '/v1/conversations?limit=25&unread=true' },
+    { name: 'support inbox: all', path: '/v1/conversations?limit=25' },
+    { name: 'webhook endpoints', path: '/v1/webhook-endpoints?limit=25' },
+    { name: 'jobs of a queue (completed)', path: '/v1/admin/queues/payments.charge/jobs?limit=25&state=completed' },
+    { name: 'dead letters', path: '/v1/admin/jobs?limit=25' },
   ];
 
   const rows: string[][] = [['list', 'server p50', 'server p95', 'wall p50', 'rows']];
@@ -138,7 +154,7 @@ try {
     },
     async exec() { throw new Error('not in a plan'); },
   };
-  const [{ id: customerId }] = (await db.query<{ id: string }>('SELECT id FROM users WHERE lower(email) = lower($1)', [sample.email])).rows as [{ id: string }];
+  const customerId = sampleCustomerId;
   const [{ id: pageTwoAfter }] = (await db.query<{ id: string }>('SELECT id FROM orders ORDER BY id DESC OFFSET 24 LIMIT 1')).rows as [{ id: string }];
   const none = { customerId: null, status: null, id: null, createdFrom: null, createdTo: null, after: null, limit: 25 };
   const explain = async (name: string, run: () => Promise<unknown>) => { current = name; await run(); };
