@@ -89,6 +89,8 @@ for (const engine of engines()) {
       assert.match(await page.getByTestId('refund').innerText(), /refund succeeded\s+€77\.00\s+srf_/);
       assert.match(await page.getByTestId('order-status').innerText(), /Cancelled/);
       assert.match(await page.getByRole('list', { name: /Every change of status/ }).innerText(), /Paid\s*→\s*Cancelled/);
+      // The stock put back says why, so the movements add up for whoever reads them.
+      await page.getByRole('table', { name: /stock movements/ }).getByText('(sale reversed: order cancelled)').first().waitFor();
       const history = await api.ok(endpoints.listOrderHistory, { token: adminToken, params: { id: paidOrder } });
       assert.equal(history.data.filter((h) => h.to === 'cancelled').length, 1, 'cancelled once');
       assert.deepEqual(await accessibilityProblems(page), []);

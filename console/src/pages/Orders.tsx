@@ -264,10 +264,10 @@ export function OrderPage({ params }: PageProps) {
         </Section>
         <Section id="stock" title="Stock">
           <DataTable
-            caption="The order's stock movements: reservation, then sale or release"
+            caption="The order's stock movements: reservation, then sale or release (a paid order cancelled puts its sale back)"
             columns={[
               { header: 'SKU', cell: (m) => <code>{m.sku}</code> },
-              { header: 'Movement', cell: (m) => m.kind },
+              { header: 'Movement', cell: (m) => (m.reason ? <>{m.kind} <span class="muted">({m.reason})</span></> : m.kind) },
               { header: 'On hand', numeric: true, cell: (m) => signed(m.onHandDelta) },
               { header: 'Reserved', numeric: true, cell: (m) => signed(m.reservedDelta) },
               { header: 'When', cell: (m) => <time dateTime={m.createdAt}>{f.time(m.createdAt)}</time> },
