@@ -76,7 +76,9 @@ forEachEngine('orders-console-api', (env) => {
     await e.client.ok(endpoints.cancelOrder, { token: e.adminToken, idempotencyKey: key(), params: { id: o.id } });
     const [payment] = await waitFor('the refund', async () => {
       const { data } = await e.client.ok(endpoints.listOrderPayments, { token: e.adminToken, params: { id: o.id } });
-      return data[0]?.refund?.status === 'succeeded' ? data : undefined;
+      // The payment and its refund are read by two statements: wait for both to show the refund's
+      // transaction (one read may fall between its commit and the other's).
+      return data[0]?.refund?.status === 'succeeded' && data[0].status === 'refunded' ? data : undefined;
     });
     assert.equal(payment!.status, 'refunded');
     assert.match(payment!.providerRef ?? '', /^sch_/);
