@@ -125,7 +125,8 @@ for (const engine of engines()) {
       const checks = page.locator('.checks li');
       assert.ok((await checks.count()) >= 7);
       assert.equal(await page.locator('.checks .tone-bad').count(), 0);
-      assert.match(await page.getByRole('table', { name: /Ledger balances/ }).innerText(), /processor_clearing/);
+      // The balances are a read of their own: wait for them (the table says "Loading…" until then).
+      await page.getByRole('table', { name: /Ledger balances/ }).getByText('processor_clearing').first().waitFor();
     });
 
     it('reads at 390 px wide, without sideways scrolling or accessibility problems', async () => {
