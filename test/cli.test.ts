@@ -15,7 +15,7 @@ import pg from 'pg';
 import { packageRoot } from '../src/platform/paths.ts';
 import { loadMigrations, migrate, MigrationError, type Migration } from '../src/platform/migrate.ts';
 import { openPglite, openPostgres, type Db } from '../src/platform/db.ts';
-import { engines, freshDatabase, postgresUrl } from './support/database.ts';
+import { engines, freshDatabase, postgresUrl, type Engine } from './support/database.ts';
 
 const cli = join(packageRoot, 'src', 'cli.ts');
 // A safety net for a child that hangs, not a window a command must fit in: with both cores busy a
@@ -190,18 +190,19 @@ describe('engine-room start fails in one line that says what to change', () => {
   });
 });
 
+/** Where a seed command writes: a new data dir (PGlite) or a fresh PostgreSQL database; drop() removes it. */
+async function seedTarget(engine: Engine, prefix: string): Promise<{ dataDir: string; env: Record<string, string>; drop: () => Promise<void> }> {
+  const dataDir = await mkdtemp(join(tmpdir(), prefix));
+  if (engine === 'pglite') return { dataDir, env: { DATA_DIR: dataDir }, drop: () => rm(dataDir, { recursive: true, force: true }) };
+  const database = await freshDatabase('postgres', 1);
+  await database.db.close();
+  return { dataDir, env: { DATABASE_URL: database.url! }, drop: async () => { await database.drop(); await rm(dataDir, { recursive: true, force: true }); } };
+}
+
 describe('engine-room seed --demo', () => {
   for (const engine of engines()) {
     it(`fills an empty database with a shop whose orders are in every status, and refuses a second time without --force [${engine}]`, async () => {
-      const dataDir = await mkdtemp(join(tmpdir(), 'er-cli-seed-'));
-      let env: Record<string, string> = { DATA_DIR: dataDir };
-      let drop = () => rm(dataDir, { recursive: true, force: true });
-      if (engine === 'postgres') {
-        const database = await freshDatabase('postgres', 1);
-        await database.db.close();
-        env = { DATABASE_URL: database.url! };
-        drop = async () => { await database.drop(); await rm(dataDir, { recursive: true, force: true }); };
-      }
+      const { dataDir, env, drop } = await seedTarget(engine, 'er-cli-seed-');
       try {
         // initdb, the demo shop and its payments in one process: on a busy machine, minutes (the
         // whole test took 278 s with both cores busy). A safety net for a hung seed, not a window.
@@ -235,15 +236,7 @@ describe('engine-room seed --demo', () => {
 describe('engine-room seed --orders --customers', () => {
   for (const engine of engines()) {
     it(`writes orders of new customers in every final status, ids in time order, and the audit passes [${engine}]`, async () => {
-      const dataDir = await mkdtemp(join(tmpdir(), 'er-cli-bulk-'));
-      let env: Record<string, string> = { DATA_DIR: dataDir };
-      let drop = () => rm(dataDir, { recursive: true, force: true });
-      if (engine === 'postgres') {
-        const database = await freshDatabase('postgres', 1);
-        await database.db.close();
-        env = { DATABASE_URL: database.url! };
-        drop = async () => { await database.drop(); await rm(dataDir, { recursive: true, force: true }); };
-      }
+      const { dataDir, env, drop } = await seedTarget(engine, 'er-cli-bulk-');
       try {
         const seeded = await complete(['seed', '--orders', '6000', '--customers', '40'], { ...env, ADMIN_PASSWORD: 'bulk-admin-password' }, 240_000);
         assert.equal(seeded.code, 0, seeded.stderr);

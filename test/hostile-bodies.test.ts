@@ -65,4 +65,28 @@ forEachEngine('hostile request bodies', (env) => {
       }
     }
   });
+
+  // Last: a route that wrongly took one of these bodies might end the caller's sessions.
+  it('every route that takes a body, walked as a customer and as an admin, answers deep, huge and parallel bodies with a 4xx problem+json', async () => {
+    const { app, adminToken, customer } = env();
+    const c = await customer();
+    const writes = app.declaredRoutes().flatMap((r) => r.method.split(',').filter((m) => ['POST', 'PUT', 'PATCH'].includes(m)).map((method) => ({
+      method: method as 'POST' | 'PUT' | 'PATCH',
+      url: r.url.replace(/:[A-Za-z0-9_]+/g, 'xyz_dummy01').replace(/\*/g, 'dummy'),
+    })));
+    assert.ok(writes.length >= 25, `only ${writes.length} write routes seen`);
+    const bodies = [nested(100_000), nestedObjects(100_000), `{"a":"${'x'.repeat(1024 * 1024)}"}`];
+    const attempts = writes.flatMap((route) => [c.token, adminToken].flatMap((token) => bodies.map((payload, i) => ({ route, token, payload, key: `hostile-${i}` }))));
+    const wrong: string[] = [];
+    // All at once, 200 at a time: the answers must not depend on what else runs.
+    for (let i = 0; i < attempts.length; i += 200) {
+      await Promise.all(attempts.slice(i, i + 200).map(async ({ route, token, payload, key }) => {
+        const res = await app.inject({ method: route.method, url: route.url, payload, headers: { 'content-type': 'application/json', 'idempotency-key': key, authorization: `Bearer ${token}` } });
+        if (res.statusCode < 400 || res.statusCode >= 500 || !/application\/problem\+json/.test(String(res.headers['content-type']))) {
+          wrong.push(`${route.method} ${route.url} (${payload.length} bytes): ${res.statusCode} ${res.body.slice(0, 120)}`);
+        }
+      }));
+    }
+    assert.deepEqual(wrong, []);
+  });
 });

@@ -63,8 +63,6 @@ export const routes = {
   apiKeys: route<typeof accounts.listApiKeys>('GET', '/v1/api-keys'),
   createApiKey: route<typeof accounts.createApiKey>('POST', '/v1/api-keys'),
   revokeApiKey: route<typeof accounts.revokeApiKey>('DELETE', '/v1/api-keys/:id'),
-  customerOrders: route<typeof orders.listOrders>('GET', '/v1/orders'),
-  customerConversations: route<typeof messaging.listConversations>('GET', '/v1/conversations'),
   // Orders, catalog and stock (the Orders, Catalog and Stock pages).
   orders: route<typeof orders.listOrders>('GET', '/v1/orders'),
   order: route<typeof orders.getOrder>('GET', '/v1/orders/:id'),
@@ -100,8 +98,6 @@ export type UserInfo = Body<typeof accounts.getUser>;
 export type SessionRow = Body<typeof accounts.listUserSessions>['data'][number];
 export type ApiKeyInfo = Body<typeof accounts.listApiKeys>['data'][number];
 export type CreatedApiKey = Body<typeof accounts.createApiKey>;
-export type OrderSummary = Body<typeof orders.listOrders>['data'][number];
-export type ConversationSummary = Body<typeof messaging.listConversations>['data'][number];
 export type Order = Body<typeof orders.getOrder>;
 export type OrderStatus = Order['status'];
 export type StatusChange = Body<typeof orders.listOrderHistory>['data'][number];

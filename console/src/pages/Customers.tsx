@@ -4,7 +4,7 @@
 // (GET /v1/users, GET /v1/orders?customerId=, GET /v1/conversations?customerId=, ...); the API
 // refuses staff too, the page only says so first.
 import { useEffect, useRef, useState } from 'preact/hooks';
-import { ok, routes, type ApiKeyInfo, type ConversationSummary, type OrderSummary, type SessionRow, type UserInfo } from '../api.ts';
+import { ok, routes, type ApiKeyInfo, type Conversation, type Order, type SessionRow, type UserInfo } from '../api.ts';
 import type { PageProps } from '../app.tsx';
 import { linkTo } from '../router.ts';
 import { ConfirmAction } from '../components/ConfirmAction.tsx';
@@ -63,8 +63,8 @@ export function CustomerPage({ session, params }: PageProps) {
   useEffect(() => {
     if (admin) void ok(routes.user, { params: { id } }).then(setUser, setError);
   }, [admin, id]);
-  const orders = useCursorPages((cursor) => ok(routes.customerOrders, { query: { limit: 10, customerId: id, ...(cursor ? { cursor } : {}) } }), admin);
-  const conversations = useCursorPages((cursor) => ok(routes.customerConversations, { query: { limit: 10, customerId: id, ...(cursor ? { cursor } : {}) } }), admin);
+  const orders = useCursorPages((cursor) => ok(routes.orders, { query: { limit: 10, customerId: id, ...(cursor ? { cursor } : {}) } }), admin);
+  const conversations = useCursorPages((cursor) => ok(routes.conversations, { query: { limit: 10, customerId: id, ...(cursor ? { cursor } : {}) } }), admin);
   const sessions = useCursorPages((cursor) => ok(routes.userSessions, { params: { id }, query: { limit: 10, ...(cursor ? { cursor } : {}) } }), admin);
   const keys = useCursorPages((cursor) => ok(routes.apiKeys, { query: { limit: 10, createdBy: id, ...(cursor ? { cursor } : {}) } }), admin);
   if (!admin) return <><h1>Customer</h1><AdminOnly what="Customers" /></>;
@@ -100,7 +100,7 @@ export function CustomerPage({ session, params }: PageProps) {
       {self ? <Note>This is your own account: you cannot disable yourself or change your own role here.</Note> : null}
 
       <Section id="orders" title="Orders">
-        <DataTable<OrderSummary>
+        <DataTable<Order>
           caption="Their orders, newest first"
           columns={[
             { header: 'Order', cell: (o) => <code>{o.id}</code> },
@@ -114,7 +114,7 @@ export function CustomerPage({ session, params }: PageProps) {
       </Section>
 
       <Section id="conversations" title="Conversations">
-        <DataTable<ConversationSummary>
+        <DataTable<Conversation>
           caption="Their conversations, newest first"
           columns={[
             { header: 'Subject', cell: (c) => c.subject },

@@ -15,18 +15,10 @@ import { findUserByEmail, findUserById, type UserRow } from '../accounts/repo.ts
 import type { Mailer } from './mailer.ts';
 import { deliverBySmtp } from './notifications.ts';
 import * as repo from './repo.ts';
-import { html, oneLine, type RenderedEmail } from './templates.ts';
+import { html, oneLine, page, type RenderedEmail } from './templates.ts';
 
 // A few retries: a reset link that arrives a day late is no use.
 export const accountMailQueues: QueueSpec[] = [{ name: accountMailQueue, retryLimit: 5, retryDelaySeconds: 2, leaseSeconds: 150 }];
-
-const page = (title: string, content: ReturnType<typeof html>) => html`<!doctype html>
-<html><head><meta charset="utf-8"><title>${title}</title></head>
-<body style="font-family: sans-serif; line-height: 1.5; color: #222">
-${content}
-<p style="color: #777; font-size: 12px">Engine Room</p>
-</body></html>
-`.safeHtml;
 
 function resetMail(name: string, token: string): RenderedEmail {
   const minutes = tokenTtlSeconds.password_reset / 60;

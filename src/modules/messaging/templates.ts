@@ -61,7 +61,8 @@ export function formatMoney(money: { amount: number; currency: string }): string
 
 export interface RenderedEmail { subject: string; text: string; html: string }
 
-function page(title: string, content: SafeHtml): string {
+/** An email's HTML: the title, the content, and the footer every mail shares. */
+export function page(title: string, content: SafeHtml): string {
   return html`<!doctype html>
 <html><head><meta charset="utf-8"><title>${title}</title></head>
 <body style="font-family: sans-serif; line-height: 1.5; color: #222">
