@@ -181,6 +181,21 @@ forEachEngine('a charge job delivered twice', (env) => {
     assert.equal((await e.database.db.query("SELECT 1 FROM ledger_transactions WHERE order_id = $1 AND kind = 'capture'", [o.id])).length, 1);
     assert.equal((await runAudit(e.database.db, e.config)).ok, true);
   });
+
+  it('a run the processor asks to repeat fails the job (the queue retries it), and the payment stays pending', async () => {
+    const e = env();
+    await e.product([{ sku: 'AGAIN', stock: 10 }]);
+    const { customer, order: o } = await order(e, 'tok_flaky', 'AGAIN');
+    const [payment] = await e.database.db.query<{ id: string }>('SELECT id FROM payments WHERE order_id = $1', [o.id]);
+    // No workers run here: tok_flaky fails the first two requests for a key, then succeeds.
+    const provider = createSandboxProvider(e.database.db);
+    for (let i = 0; i < 2; i++) {
+      await assert.rejects(chargeOnce(e.database.db, provider, payment!.id), /try again later/);
+      assert.equal((await e.client.ok(endpoints.listOrderPayments, { token: customer.token, params: { id: o.id } })).data[0]!.status, 'pending');
+    }
+    await chargeOnce(e.database.db, provider, payment!.id);
+    assert.equal((await e.client.ok(endpoints.getOrder, { token: customer.token, params: { id: o.id } })).status, 'paid');
+  });
 });
 
 forEachEngine('charge jobs worked in a batch', (env) => {
@@ -246,8 +261,17 @@ forEachEngine('charge jobs worked in a batch', (env) => {
         },
       } as Tx)),
     };
-    const retry = await chargeMany(db, createSandboxProvider(e.database.db), payments);
+    const logged: unknown[] = [];
+    const log = { error: (fields: unknown) => { logged.push(fields); }, warn: () => {}, info: () => {} } as never;
+    // Alone in its batch, it is retried too (and logged).
+    assert.deepEqual([...(await chargeMany(db, createSandboxProvider(e.database.db), [poison], { log })).keys()], [poison]);
+    assert.equal(logged.length, 1);
+    logged.length = 0;
+    const retry = await chargeMany(db, createSandboxProvider(e.database.db), payments, { log });
     assert.deepEqual([...retry.keys()], [poison]);
+    // The fault is logged with the payment it concerns, so that an operator can find it.
+    assert.deepEqual(logged.map((f) => (f as { paymentId?: string }).paymentId), [poison]);
+    assert.match(String((logged[0] as { err?: Error }).err?.message), /injected fault/);
     const statuses = await Promise.all(placed.map(async (p) => (await e.client.ok(endpoints.getOrder, { token: p.customer.token, params: { id: p.order.id } })).status));
     assert.deepEqual(statuses, ['paid', 'pending_payment', 'paid']);
     // Its retry (the fault gone) pays it, with the charge the processor already made.
@@ -315,7 +339,11 @@ forEachEngine('recording a charge', (env) => {
       // The books say the payment is still pending (as a lost recording, or a bug, could leave
       // them): the processor answers the capture again.
       await e.database.db.query("UPDATE payments SET status = 'pending' WHERE id = $1", [payment.id]);
-      await chargeOnce(e.database.db, createSandboxProvider(e.database.db), payment.id);
+      const logged: unknown[] = [];
+      const log = { error: (fields: unknown, message: string) => { logged.push({ ...(fields as object), message }); }, warn: () => {}, info: () => {} } as never;
+      await chargeOnce(e.database.db, createSandboxProvider(e.database.db), payment.id, { log });
+      // The operator hears of it in the log too, with what to look at.
+      assert.deepEqual(logged, [{ paymentId: payment.id, orderId: o.id, reason: `captured while its order was ${state}`, message: 'a payment needs an operator\'s review' }]);
       assert.equal((await e.client.ok(endpoints.getOrder, { token: customer.token, params: { id: o.id } })).status, state);
       const after = await paymentRow(e, o.id);
       assert.equal(after.status, 'succeeded');
@@ -362,7 +390,12 @@ forEachEngine('recording a charge', (env) => {
         return result.status === 'succeeded' ? { ...result, refunded: { amount: 1, currency: r.amount.currency } } : result;
       },
     };
-    await refundOnce(e.database.db, shortChanging, refund!.id);
+    const logged: unknown[] = [];
+    const log = { error: (fields: unknown) => { logged.push(fields); }, warn: () => {}, info: () => {} } as never;
+    await refundOnce(e.database.db, shortChanging, refund!.id, { log });
+    assert.equal(logged.length, 1);
+    assert.deepEqual({ ...(logged[0] as object), reason: undefined }, { refundId: refund!.id, paymentId: payment.id, reason: undefined });
+    assert.match((logged[0] as { reason: string }).reason, /refunded .*1 EUR instead of 900 EUR/);
     const [row] = await e.database.db.query<{ status: string; failure: string }>('SELECT status, failure FROM refunds WHERE id = $1', [refund!.id]);
     assert.deepEqual(row, { status: 'failed', failure: 'refund_unconfirmed' });
     assert.equal((await paymentRow(e, o.id)).status, 'succeeded');
