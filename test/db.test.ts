@@ -42,8 +42,12 @@ it('a burst larger than the pool: a request that waits past the pool\'s connect 
   const { toProblem } = await import('../src/platform/http.ts');
   const log = { warn: () => {}, error: () => {} } as never;
   // pg-pool's own error, not a copy of its text: one connection, held, and a second caller.
-  const pool = new pg.Pool({ connectionString: postgresUrl, max: 1, connectionTimeoutMillis: 50 });
+  // The held connection gets a generous timeout (on a busy machine opening it can take longer
+  // than 50 ms); pg-pool reads connectionTimeoutMillis at each connect, so only the second
+  // caller waits the short one.
+  const pool = new pg.Pool({ connectionString: postgresUrl, max: 1, connectionTimeoutMillis: 30_000 });
   const held = await pool.connect();
+  pool.options.connectionTimeoutMillis = 50;
   try {
     const err = await pool.connect().then((c) => { c.release(); return undefined; }, (e: unknown) => e as Error);
     assert.ok(err, 'the second caller got no connection');
