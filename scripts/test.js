@@ -20,7 +20,8 @@ if (files.length === 0) {
   process.exit(1);
 }
 const concurrency = process.env.TEST_CONCURRENCY ?? '3';
-console.error(`running ${files.length} test files (concurrency ${concurrency}) on PGlite${process.env.TEST_DATABASE_URL ? ' and PostgreSQL' : ''}`);
+const onEngines = !process.env.TEST_DATABASE_URL ? 'PGlite' : process.env.TEST_ENGINES === 'postgres' ? 'PostgreSQL' : 'PGlite and PostgreSQL';
+console.error(`running ${files.length} test files (concurrency ${concurrency}) on ${onEngines}`);
 if (process.env.TEST_BAIL === '1') {
   // Mutation testing (scripts/mutate.ts): stop at the first failing test, since one is enough to
   // kill a mutant. One runner per file (so each streams its results as they come, which the

@@ -14,9 +14,14 @@ export type Engine = 'pglite' | 'postgres';
 
 export const postgresUrl = process.env.TEST_DATABASE_URL?.trim() || undefined;
 
-/** The engines to run database tests on: always PGlite, and PostgreSQL when TEST_DATABASE_URL is set. */
+/**
+ * The engines to run database tests on: always PGlite, and PostgreSQL when TEST_DATABASE_URL is set.
+ * TEST_ENGINES=postgres (with TEST_DATABASE_URL) runs PostgreSQL alone: mutation testing's choice
+ * (scripts/mutate.ts), where a run per mutant is cheaper on the server than in the WASM database.
+ */
 export function engines(): Engine[] {
-  return postgresUrl ? ['pglite', 'postgres'] : ['pglite'];
+  if (!postgresUrl) return ['pglite'];
+  return process.env.TEST_ENGINES === 'postgres' ? ['postgres'] : ['pglite', 'postgres'];
 }
 
 async function migrationsHash(): Promise<string> {
