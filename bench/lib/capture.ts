@@ -20,19 +20,23 @@ const { prepareValue } = require('pg/lib/utils.js') as { prepareValue(v: unknown
 
 export interface Statement { text: string; params: unknown[] }
 
-/** Wraps a Db so that every statement (and the transaction boundaries) goes into `log`. */
-function recording(db: Db, log: Statement[], on: () => boolean): Db {
-  const rec = <Q extends Db['query']>(query: Q): Q => (async (text: string, params?: readonly unknown[]) => {
-    if (on()) log.push({ text, params: [...(params ?? [])] });
+/**
+ * Wraps a Db so that every statement goes into `log`: one unit per statement outside a
+ * transaction, and one per transaction (BEGIN, its statements, COMMIT), added when it commits, so
+ * that transactions running at once do not interleave in the log.
+ */
+function recording(db: Db, log: Statement[][], on: () => boolean): Db {
+  const rec = <Q extends Db['query']>(query: Q, into: (s: Statement) => void): Q => (async (text: string, params?: readonly unknown[]) => {
+    if (on()) into({ text, params: [...(params ?? [])] });
     return query(text, params);
   }) as Q;
   return {
     ...db,
-    query: rec(db.query),
+    query: rec(db.query, (s) => log.push([s])),
     transaction: (fn) => db.transaction(async (tx: Tx) => {
-      if (on()) log.push({ text: 'BEGIN', params: [] });
-      const result = await fn({ ...tx, query: rec(tx.query) });
-      if (on()) log.push({ text: 'COMMIT', params: [] });
+      const unit: Statement[] = [{ text: 'BEGIN', params: [] }];
+      const result = await fn({ ...tx, query: rec(tx.query, (s) => unit.push(s)) });
+      if (on()) log.push([...unit, { text: 'COMMIT', params: [] }]);
       return result;
     }),
   };
@@ -40,7 +44,7 @@ function recording(db: Db, log: Statement[], on: () => boolean): Db {
 
 /** The statements of one POST /v1/orders: the authentication lookup, then BEGIN ... COMMIT. */
 export async function captureOrder(url: string, salt: string, lines: { sku: string; quantity: number }[], key: string): Promise<Statement[]> {
-  const log: Statement[] = [];
+  const log: Statement[][] = [];
   let on = false;
   const db = openPostgres(url, 2);
   const app = await buildApp(loadConfig({ DATABASE_URL: url, LOG_LEVEL: 'silent', WORKERS: 'off', RATE_LIMITS: 'off', SHED_EVENT_LOOP_DELAY_MS: '0', SHED_DB_WAITING: '0', SHED_MAX_IN_FLIGHT: '0' }), recording(db, log, () => on), { logStream: { write: () => {} } });
@@ -58,8 +62,12 @@ export async function captureOrder(url: string, salt: string, lines: { sku: stri
     await app.close();
     await db.close();
   }
-  const commit = log.findIndex((s) => s.text === 'COMMIT');
-  return log.slice(0, commit + 1);
+  // The app's own timer may write meanwhile (the operations figures, a transaction on ops_ tables
+  // of its own): that is not the order's work.
+  const order = log.filter((unit) => !unit.some((s) => /\bops_\w+/.test(s.text))).flat();
+  const commit = order.findIndex((s) => s.text === 'COMMIT');
+  if (commit < 0) throw new Error('capturing the order transaction: no transaction was recorded');
+  return order.slice(0, commit + 1);
 }
 
 // ---------------------------------------------------------------------------------------------
