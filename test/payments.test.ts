@@ -403,6 +403,28 @@ forEachEngine('recording a charge', (env) => {
     assert.equal((await e.database.db.query("SELECT 1 FROM ledger_transactions WHERE payment_id = $1 AND kind = 'refund'", [payment.id])).length, 0);
     await e.database.db.query('UPDATE payments SET review_reason = NULL WHERE id = $1', [payment.id]);
   });
+
+  it('a refund the processor declines is failed with its reason and logged as a warning: no ledger refund, the payment stays captured', async () => {
+    const e = env();
+    const { customer, order: o } = await order(e, 'tok_ok', 'REC');
+    const payment = await paymentRow(e, o.id);
+    const sandbox = createSandboxProvider(e.database.db);
+    await chargeOnce(e.database.db, sandbox, payment.id);
+    await e.client.ok(endpoints.cancelOrder, { token: customer.token, idempotencyKey: `declined-refund-${o.id}`, params: { id: o.id } });
+    const [refund] = await e.database.db.query<{ id: string }>('SELECT id FROM refunds WHERE payment_id = $1', [payment.id]);
+    const declining: PaymentProvider = { ...sandbox, refund: async () => ({ status: 'declined', reason: 'insufficient_funds', detail: 'the merchant balance is too low' }) };
+    const warned: unknown[] = [];
+    const errors: unknown[] = [];
+    const log = { error: (fields: unknown) => { errors.push(fields); }, warn: (fields: unknown) => { warned.push(fields); }, info: () => {} } as never;
+    await refundOnce(e.database.db, declining, refund!.id, { log });
+    assert.deepEqual(warned, [{ refundId: refund!.id, paymentId: payment.id, reason: 'insufficient_funds', detail: 'the merchant balance is too low' }]);
+    assert.deepEqual(errors, [], 'a decline is an answer, not a fault or a review');
+    const [row] = await e.database.db.query<{ status: string; failure: string }>('SELECT status, failure FROM refunds WHERE id = $1', [refund!.id]);
+    assert.deepEqual(row, { status: 'failed', failure: 'insufficient_funds' });
+    assert.equal((await paymentRow(e, o.id)).status, 'succeeded');
+    assert.equal((await paymentRow(e, o.id)).review_reason, null);
+    assert.equal((await e.database.db.query("SELECT 1 FROM ledger_transactions WHERE payment_id = $1 AND kind = 'refund'", [payment.id])).length, 0);
+  });
 });
 
 forEachEngine('the expiry of unpaid orders', (env) => {
