@@ -220,8 +220,13 @@ forEachEngine('charge jobs worked in a batch', (env) => {
     const payments = await Promise.all(ids.map((id) => paymentOf(e, id)));
     const [movementsBefore] = await e.database.db.query<{ n: number }>("SELECT count(*)::int AS n FROM stock_movements WHERE sku = 'BATCH-PAY'");
 
-    const retry = await chargeMany(e.database.db, createSandboxProvider(e.database.db), payments);
+    // The outcomes are recorded in one transaction: were it to fail, each payment would be recorded
+    // alone (the fault path), which would hide a batch that settles one order with another's lines.
+    let transactions = 0;
+    const counting: Db = { ...e.database.db, transaction: (fn) => { transactions++; return e.database.db.transaction(fn); } };
+    const retry = await chargeMany(counting, createSandboxProvider(e.database.db), payments);
     assert.deepEqual([...retry.keys()], []);
+    assert.equal(transactions, 1, 'the batch was recorded in one transaction');
     const statuses = await Promise.all(ids.map(async (id, i) => (await e.client.ok(endpoints.getOrder, { token: [...placed, cancelled][i]!.customer.token, params: { id } })).status));
     assert.deepEqual(statuses, ['paid', 'payment_failed', 'paid', 'paid', 'cancelled']);
     assert.deepEqual(await e.client.ok(endpoints.getStock, { token: e.adminToken, params: { sku: 'BATCH-PAY' } }), { sku: 'BATCH-PAY', onHand: 47, reserved: 0, available: 47 });
@@ -236,8 +241,11 @@ forEachEngine('charge jobs worked in a batch', (env) => {
     );
     assert.deepEqual(events, { paid: 3, failed: 1 });
 
-    // The same batch again (jobs delivered twice): nothing changes, nothing is charged again.
-    assert.deepEqual([...(await chargeMany(e.database.db, createSandboxProvider(e.database.db), payments)).keys()], []);
+    // The same batch again (jobs delivered twice): nothing changes, nothing is charged again, and
+    // with nothing to record no transaction is opened.
+    transactions = 0;
+    assert.deepEqual([...(await chargeMany(counting, createSandboxProvider(e.database.db), payments)).keys()], []);
+    assert.equal(transactions, 0);
     for (const p of placed) assert.ok((await sandboxChargesFor(e, p.order.id)).every((c) => c.attempts === 1));
     const [captures] = await e.database.db.query<{ n: number }>("SELECT count(*)::int AS n FROM ledger_transactions WHERE kind = 'capture' AND order_id = ANY($1::text[])", [ids]);
     assert.equal(captures!.n, 3);
