@@ -270,13 +270,17 @@ forEachEngine('charge jobs worked in a batch', (env) => {
       } as Tx)),
     };
     const logged: unknown[] = [];
-    const log = { error: (fields: unknown) => { logged.push(fields); }, warn: () => {}, info: () => {} } as never;
+    const warned: unknown[] = [];
+    const log = { error: (fields: unknown) => { logged.push(fields); }, warn: (fields: unknown) => { warned.push(fields); }, info: () => {} } as never;
     // Alone in its batch, it is retried too (and logged).
     assert.deepEqual([...(await chargeMany(db, createSandboxProvider(e.database.db), [poison], { log })).keys()], [poison]);
     assert.equal(logged.length, 1);
+    assert.equal(warned.length, 0, 'a batch of one has no fallback to announce');
     logged.length = 0;
     const retry = await chargeMany(db, createSandboxProvider(e.database.db), payments, { log });
     assert.deepEqual([...retry.keys()], [poison]);
+    // The batch's failure is said once (a warning), then each payment is recorded alone.
+    assert.deepEqual(warned.map((f) => (f as { payments: number }).payments), [3]);
     // The fault is logged with the payment it concerns, so that an operator can find it.
     assert.deepEqual(logged.map((f) => (f as { paymentId?: string }).paymentId), [poison]);
     assert.match(String((logged[0] as { err?: Error }).err?.message), /injected fault/);

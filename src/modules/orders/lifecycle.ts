@@ -119,6 +119,8 @@ export async function chargeMany(db: Db, provider: PaymentProvider, paymentIds: 
       // (the processor calls are done and keyed, so only the recording is repeated).
       if (verdicts.length === 1) fault(verdicts[0]!.payment.id, err);
       else {
+        // Said, so that a batch that always falls back (a bug, not one bad payment) is seen.
+        options.log?.warn({ err, payments: verdicts.length }, 'could not record a batch of charge outcomes; recording each alone');
         for (const verdict of verdicts) {
           try {
             reviews.push(...await db.transaction((tx) => recordCharges(tx, [verdict])));
