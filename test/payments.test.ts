@@ -416,6 +416,35 @@ forEachEngine('recording a charge', (env) => {
     await e.database.db.query('UPDATE payments SET review_reason = NULL WHERE id = $1', [payment.id]);
   });
 
+  it('a charge the processor confirms for another amount is not a payment: the order fails, its stock is released, nothing is posted, and it is logged for an operator', async () => {
+    const e = env();
+    const { customer, order: o } = await order(e, 'tok_ok', 'REC', 2);
+    const payment = await paymentRow(e, o.id);
+    const sandbox = createSandboxProvider(e.database.db);
+    const stockBefore = await e.client.ok(endpoints.getStock, { token: e.adminToken, params: { sku: 'REC' } });
+    const shortCharging: PaymentProvider = {
+      ...sandbox,
+      charge: async (r) => {
+        const result = await sandbox.charge(r);
+        return result.status === 'succeeded' ? { ...result, charged: { amount: 1, currency: r.amount.currency } } : result;
+      },
+    };
+    const logged: unknown[] = [];
+    const log = { error: (fields: unknown) => { logged.push(fields); }, warn: () => {}, info: () => {} } as never;
+    await chargeOnce(e.database.db, shortCharging, payment.id, { log });
+    assert.equal(logged.length, 1);
+    assert.deepEqual({ ...(logged[0] as object), reason: undefined }, { paymentId: payment.id, orderId: o.id, reason: undefined });
+    assert.match((logged[0] as { reason: string }).reason, /charged 1 EUR instead of 1800 EUR/);
+    assert.equal((await e.client.ok(endpoints.getOrder, { token: customer.token, params: { id: o.id } })).status, 'payment_failed');
+    const row = await paymentRow(e, o.id);
+    assert.equal(row.status, 'failed');
+    assert.match(row.review_reason ?? '', /charged 1 EUR instead of 1800 EUR/);
+    const stockAfter = await e.client.ok(endpoints.getStock, { token: e.adminToken, params: { sku: 'REC' } });
+    assert.deepEqual(stockAfter, { ...stockBefore, reserved: stockBefore.reserved - 2, available: stockBefore.available + 2 });
+    assert.equal((await e.database.db.query('SELECT 1 FROM ledger_transactions WHERE payment_id = $1', [payment.id])).length, 0);
+    await e.database.db.query('UPDATE payments SET review_reason = NULL WHERE id = $1', [payment.id]);
+  });
+
   it('a refund the processor declines is failed with its reason and logged as a warning: no ledger refund, the payment stays captured', async () => {
     const e = env();
     const { customer, order: o } = await order(e, 'tok_ok', 'REC');
