@@ -382,8 +382,11 @@ forEachEngine('recording a charge', (env) => {
     assert.ok(refund, 'a refund is requested');
     await refundOnce(e.database.db, createSandboxProvider(e.database.db), refund.id);
     assert.equal((await paymentRow(e, o.id)).status, 'refunded');
+    // The refund job delivered again: it finds the refund settled and does nothing.
+    await refundOnce(e.database.db, createSandboxProvider(e.database.db), refund.id);
     const [charge] = await sandboxChargesFor(e, o.id);
     assert.equal(charge!.refunded_amount, charge!.amount);
+    assert.equal((await e.database.db.query("SELECT 1 FROM ledger_transactions WHERE payment_id = $1 AND kind = 'refund'", [payment.id])).length, 1);
     await assertBooksBalance(e);
   });
 
