@@ -380,7 +380,10 @@ forEachEngine('recording a charge', (env) => {
     assert.equal((await paymentRow(e, o.id)).review_reason, null);
     const [refund] = await e.database.db.query<{ id: string }>("SELECT id FROM refunds WHERE payment_id = $1 AND status = 'pending'", [payment.id]);
     assert.ok(refund, 'a refund is requested');
-    await refundOnce(e.database.db, createSandboxProvider(e.database.db), refund.id);
+    const said: unknown[] = [];
+    const log = { error: (fields: unknown) => { said.push(fields); }, warn: (fields: unknown) => { said.push(fields); }, info: () => {} } as never;
+    await refundOnce(e.database.db, createSandboxProvider(e.database.db), refund.id, { log });
+    assert.deepEqual(said, [], 'a refund that went through is neither an error nor a warning');
     assert.equal((await paymentRow(e, o.id)).status, 'refunded');
     // The refund job delivered again: it finds the refund settled and does nothing.
     await refundOnce(e.database.db, createSandboxProvider(e.database.db), refund.id);
