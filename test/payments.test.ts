@@ -451,6 +451,38 @@ forEachEngine('recording a charge', (env) => {
     await e.database.db.query('UPDATE payments SET review_reason = NULL WHERE id = $1', [payment.id]);
   });
 
+  it('a success in another currency or for another order is a mismatch too; a decline\'s text is kept for staff up to 1,000 characters', async () => {
+    const e = env();
+    const sandbox = createSandboxProvider(e.database.db);
+    const answering = (change: (r: Parameters<PaymentProvider['charge']>[0]) => object): PaymentProvider => ({
+      ...sandbox,
+      charge: async (r) => {
+        const result = await sandbox.charge(r);
+        return result.status === 'succeeded' ? { ...result, ...change(r) } : result;
+      },
+    });
+    const cases = [
+      { provider: answering((r) => ({ charged: { amount: r.amount.amount, currency: 'USD' } })), review: /charged 900 USD instead of 900 EUR/ },
+      { provider: answering(() => ({ orderId: 'ord_someone_else' })), review: /for order ord_someone_else instead of ord_/ },
+    ];
+    for (const { provider, review } of cases) {
+      const { order: o } = await order(e, 'tok_ok', 'REC');
+      const payment = await paymentRow(e, o.id);
+      await chargeOnce(e.database.db, provider, payment.id);
+      const row = await paymentRow(e, o.id);
+      assert.equal(row.status, 'failed');
+      assert.match(row.review_reason ?? '', review);
+      await e.database.db.query('UPDATE payments SET review_reason = NULL WHERE id = $1', [payment.id]);
+    }
+    for (const [detail, kept] of [['x'.repeat(1000), 'x'.repeat(1000)], ['y'.repeat(5000), `${'y'.repeat(1000)}…`]] as const) {
+      const { order: o } = await order(e, 'tok_ok', 'REC');
+      const payment = await paymentRow(e, o.id);
+      await chargeOnce(e.database.db, { ...sandbox, charge: async () => ({ status: 'declined', reason: 'do_not_honor', detail }) }, payment.id);
+      const [row] = await e.database.db.query<{ status: string; failure: string; processor_message: string }>('SELECT status, failure, processor_message FROM payments WHERE id = $1', [payment.id]);
+      assert.deepEqual(row, { status: 'failed', failure: 'do_not_honor', processor_message: kept });
+    }
+  });
+
   it('a refund the processor declines is failed with its reason and logged as a warning: no ledger refund, the payment stays captured', async () => {
     const e = env();
     const { customer, order: o } = await order(e, 'tok_ok', 'REC');
