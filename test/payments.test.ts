@@ -385,8 +385,13 @@ forEachEngine('recording a charge', (env) => {
     await refundOnce(e.database.db, createSandboxProvider(e.database.db), refund.id, { log });
     assert.deepEqual(said, [], 'a refund that went through is neither an error nor a warning');
     assert.equal((await paymentRow(e, o.id)).status, 'refunded');
-    // The refund job delivered again: it finds the refund settled and does nothing.
-    await refundOnce(e.database.db, createSandboxProvider(e.database.db), refund.id);
+    // The refund job delivered again: it finds the refund settled and does nothing (it does not
+    // even ask the processor again, or count an attempt).
+    let asked = 0;
+    const counting = createSandboxProvider(e.database.db);
+    await refundOnce(e.database.db, { ...counting, refund: (r) => { asked++; return counting.refund(r); } }, refund.id);
+    assert.equal(asked, 0, 'the processor was not asked again');
+    assert.deepEqual(await e.database.db.query('SELECT status, attempts FROM refunds WHERE id = $1', [refund.id]), [{ status: 'succeeded', attempts: 1 }]);
     const [charge] = await sandboxChargesFor(e, o.id);
     assert.equal(charge!.refunded_amount, charge!.amount);
     assert.equal((await e.database.db.query("SELECT 1 FROM ledger_transactions WHERE payment_id = $1 AND kind = 'refund'", [payment.id])).length, 1);
@@ -481,6 +486,21 @@ forEachEngine('recording a charge', (env) => {
       const [row] = await e.database.db.query<{ status: string; failure: string; processor_message: string }>('SELECT status, failure, processor_message FROM payments WHERE id = $1', [payment.id]);
       assert.deepEqual(row, { status: 'failed', failure: 'do_not_honor', processor_message: kept });
     }
+  });
+
+  it('a processor call that throws is a fault: the charge is to be tried again, the payment stays pending with its attempt counted, and it is logged', async () => {
+    const e = env();
+    const { order: o } = await order(e, 'tok_ok', 'REC');
+    const payment = await paymentRow(e, o.id);
+    const sandbox = createSandboxProvider(e.database.db);
+    const logged: unknown[] = [];
+    const log = { error: (fields: unknown) => { logged.push(fields); }, warn: () => {}, info: () => {} } as never;
+    const throwing: PaymentProvider = { ...sandbox, charge: async () => { throw new Error('socket hang up'); } };
+    await assert.rejects(chargeOnce(e.database.db, throwing, payment.id, { log }), /socket hang up/);
+    assert.deepEqual(logged.map((f) => (f as { paymentId: string }).paymentId), [payment.id]);
+    assert.deepEqual(await e.database.db.query('SELECT status, attempts FROM payments WHERE id = $1', [payment.id]), [{ status: 'pending', attempts: 1 }]);
+    await chargeOnce(e.database.db, sandbox, payment.id);
+    assert.equal((await paymentRow(e, o.id)).status, 'succeeded');
   });
 
   it('a refund the processor declines is failed with its reason and logged as a warning: no ledger refund, the payment stays captured', async () => {
