@@ -392,6 +392,10 @@ forEachEngine('recording a charge', (env) => {
     await refundOnce(e.database.db, { ...counting, refund: (r) => { asked++; return counting.refund(r); } }, refund.id);
     assert.equal(asked, 0, 'the processor was not asked again');
     assert.deepEqual(await e.database.db.query('SELECT status, attempts FROM refunds WHERE id = $1', [refund.id]), [{ status: 'succeeded', attempts: 1 }]);
+    // The processor's id of the refund is kept (staff look it up at the processor with it).
+    const [kept] = await e.database.db.query<{ provider_ref: string | null }>('SELECT provider_ref FROM refunds WHERE id = $1', [refund.id]);
+    const [sandboxRefund] = await e.database.db.query<{ id: string }>('SELECT r.id FROM sandbox_refunds r JOIN sandbox_charges c ON c.id = r.charge_id WHERE c.order_id = $1', [o.id]);
+    assert.equal(kept!.provider_ref, sandboxRefund!.id);
     const [charge] = await sandboxChargesFor(e, o.id);
     assert.equal(charge!.refunded_amount, charge!.amount);
     assert.equal((await e.database.db.query("SELECT 1 FROM ledger_transactions WHERE payment_id = $1 AND kind = 'refund'", [payment.id])).length, 1);
@@ -520,6 +524,29 @@ forEachEngine('recording a charge', (env) => {
     assert.equal((await paymentRow(e, o.id)).status, 'refunded');
     // (Not the whole audit: the mismatch tests above leave processor charges the ledger never took.)
     assert.equal((await e.database.db.query("SELECT 1 FROM ledger_transactions WHERE payment_id = $1 AND kind = 'refund'", [payment.id])).length, 1);
+  });
+
+  it('a refund the processor confirms in another currency is not recorded as done either', async () => {
+    const e = env();
+    const { customer, order: o } = await order(e, 'tok_ok', 'REC');
+    const payment = await paymentRow(e, o.id);
+    const sandbox = createSandboxProvider(e.database.db);
+    await chargeOnce(e.database.db, sandbox, payment.id);
+    await e.client.ok(endpoints.cancelOrder, { token: customer.token, idempotencyKey: `usd-refund-${o.id}`, params: { id: o.id } });
+    const [refund] = await e.database.db.query<{ id: string }>('SELECT id FROM refunds WHERE payment_id = $1', [payment.id]);
+    const otherCurrency: PaymentProvider = {
+      ...sandbox,
+      refund: async (r) => {
+        const result = await sandbox.refund(r);
+        return result.status === 'succeeded' ? { ...result, refunded: { amount: r.amount.amount, currency: 'USD' } } : result;
+      },
+    };
+    await refundOnce(e.database.db, otherCurrency, refund!.id);
+    const [row] = await e.database.db.query<{ status: string; failure: string }>('SELECT status, failure FROM refunds WHERE id = $1', [refund!.id]);
+    assert.deepEqual(row, { status: 'failed', failure: 'refund_unconfirmed' });
+    assert.match((await paymentRow(e, o.id)).review_reason ?? '', /900 USD instead of 900 EUR/);
+    assert.equal((await e.database.db.query("SELECT 1 FROM ledger_transactions WHERE payment_id = $1 AND kind = 'refund'", [payment.id])).length, 0);
+    await e.database.db.query('UPDATE payments SET review_reason = NULL WHERE id = $1', [payment.id]);
   });
 
   it('a refund the processor declines is failed with its reason and logged as a warning: no ledger refund, the payment stays captured', async () => {
