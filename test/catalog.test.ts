@@ -1,6 +1,10 @@
-import { it } from 'node:test';
+import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { forEachEngine } from './support/app.ts';
+import { adminEmail, forEachEngine, startTestEnv, type TestEnv } from './support/app.ts';
+import { postgresUrl } from './support/database.ts';
+import { waitFor } from './support/wait.ts';
+import type { Tx } from '../src/platform/db.ts';
+import { reserveForOrders, returnSoldStock, settleReservations } from '../src/modules/catalog/inventory.ts';
 import { endpoints } from '../src/client.ts';
 import { assertStockExplained } from './support/stock.ts';
 import { maxOnHand } from '../src/modules/catalog/schemas.ts';
@@ -85,6 +89,8 @@ forEachEngine('catalog and inventory', (env) => {
     const down = await client.call(endpoints.adjustStock, { token: adminToken, idempotencyKey: 'adj-2', params: { sku: 'TEE-M' }, body: { delta: -3, reason: 'damaged' } });
     assert.equal(down.status, 409);
     assert.equal(down.body.code, 'insufficient_stock');
+    assert.equal(down.body.detail, 'SKU TEE-M has 7 on hand and 5 reserved; cannot remove 3');
+    assert.deepEqual(down.body.errors, [{ path: '/delta', message: 'at least -2 allowed' }]);
     const ok = await client.ok(endpoints.adjustStock, { token: adminToken, idempotencyKey: 'adj-3', params: { sku: 'TEE-M' }, body: { delta: -2, reason: 'damaged' } });
     assert.deepEqual(ok, { sku: 'TEE-M', onHand: 5, reserved: 5, available: 0 });
     const level = await client.ok(endpoints.getStock, { token: adminToken, params: { sku: 'TEE-M' } });
@@ -121,6 +127,7 @@ forEachEngine('catalog and inventory', (env) => {
       assert.equal(over.status, 422, JSON.stringify(over.body));
       assert.equal(over.body.code, 'limit_exceeded');
       assert.deepEqual(over.body.errors, [{ path: '/delta', message: 'at most 0 allowed' }]);
+      assert.equal(over.body.detail, `SKU BULK has ${maxOnHand} on hand; at most ${maxOnHand} may be`);
     }
     assert.deepEqual((await adjust(5, -maxOnHand)).body, { sku: 'BULK', onHand: 0, reserved: 0, available: 0 });
     assert.equal((await adjust(6, maxOnHand)).status, 201);
@@ -148,9 +155,105 @@ forEachEngine('catalog and inventory', (env) => {
     await assertStockExplained(database.db);
   });
 
+  it('every movement says why: stock by hand names its reason and who, an order\'s reservation, sale and return name the order', async () => {
+    const { client, adminToken, database } = env();
+    await env().product([{ sku: 'WHY-1', stock: 4 }, { sku: 'WHY-2', stock: 6 }]);
+    await client.ok(endpoints.adjustStock, { token: adminToken, idempotencyKey: 'why-adj', params: { sku: 'WHY-1' }, body: { delta: 2, reason: 'delivery' } });
+    const c = await env().customer();
+    const order = await client.ok(endpoints.placeOrder, { token: c.token, idempotencyKey: 'why-order', body: { lines: [{ sku: 'WHY-2', quantity: 2 }, { sku: 'WHY-1', quantity: 1 }], payment: { method: 'card', token: 'tok_ok' } } });
+    const [payment] = await database.db.query<{ id: string }>('SELECT id FROM payments WHERE order_id = $1', [order.id]);
+    await chargeOnce(database.db, createSandboxProvider(database.db), payment!.id);
+    await client.ok(endpoints.cancelOrder, { token: c.token, idempotencyKey: 'why-cancel', params: { id: order.id } });
+
+    const byHand = await client.ok(endpoints.listStockMovements, { token: adminToken, params: { sku: 'WHY-1' } });
+    assert.deepEqual(byHand.data.filter((m) => m.orderId === null).map((m) => [m.kind, m.onHandDelta, m.reservedDelta, m.reason]), [['adjustment', 2, 0, 'delivery'], ['initial', 4, 0, 'initial stock']]);
+    const [admin] = await database.db.query<{ id: string }>('SELECT id FROM users WHERE email = $1', [adminEmail]);
+    const actors = await database.db.query<{ actor_id: string | null }>("SELECT actor_id FROM stock_movements WHERE sku = 'WHY-1' AND order_id IS NULL");
+    assert.deepEqual(actors.map((a) => a.actor_id), [admin!.id, admin!.id]);
+
+    const moves = await client.ok(endpoints.listOrderStockMovements, { token: adminToken, params: { id: order.id } });
+    const line = (m: (typeof moves.data)[number]) => [m.kind, m.sku, m.onHandDelta, m.reservedDelta, m.orderId, m.reason];
+    const sorted = (kind: string, onHandSign: number) => moves.data.filter((m) => m.kind === kind && Math.sign(m.onHandDelta) === onHandSign).map(line).sort();
+    assert.equal(moves.data.length, 6);
+    assert.deepEqual(sorted('reservation', 0), [['reservation', 'WHY-1', 0, 1, order.id, null], ['reservation', 'WHY-2', 0, 2, order.id, null]]);
+    assert.deepEqual(sorted('sale', -1), [['sale', 'WHY-1', -1, -1, order.id, null], ['sale', 'WHY-2', -2, -2, order.id, null]]);
+    assert.deepEqual(sorted('sale', 1), [['sale', 'WHY-1', 1, 0, order.id, 'sale reversed: order cancelled'], ['sale', 'WHY-2', 2, 0, order.id, 'sale reversed: order cancelled']]);
+    assert.deepEqual((await client.ok(endpoints.getStock, { token: adminToken, params: { sku: 'WHY-2' } })), { sku: 'WHY-2', onHand: 6, reserved: 0, available: 6 });
+    await assertStockExplained(database.db);
+  });
+
+  it('reserves a batch of orders by each SKU\'s total, one movement per order and SKU; a batch that no longer fits is a fault that leaves nothing', async () => {
+    const { database } = env();
+    await env().product([{ sku: 'FIT-1', stock: 3 }, { sku: 'FIT-2', stock: 3 }]);
+    const reserved = async () => database.db.query<{ sku: string; reserved: number }>("SELECT sku, reserved FROM stock_levels WHERE sku LIKE 'FIT-%' ORDER BY sku");
+    // FIT-1 is asked 4 of its 3 by two orders together: the locked rows were read wrong, a fault.
+    await assert.rejects(database.db.transaction((tx) => reserveForOrders(tx, [
+      { orderId: 'ord_fit_a', sku: 'FIT-1', quantity: 2 }, { orderId: 'ord_fit_b', sku: 'FIT-1', quantity: 2 }, { orderId: 'ord_fit_a', sku: 'FIT-2', quantity: 1 },
+    ])), /1 SKUs no longer had the stock/);
+    assert.deepEqual(await reserved(), [{ sku: 'FIT-1', reserved: 0 }, { sku: 'FIT-2', reserved: 0 }]);
+    assert.deepEqual(await database.db.query("SELECT 1 FROM stock_movements WHERE order_id LIKE 'ord_fit_%'"), []);
+
+    const fitting = [{ orderId: 'ord_fit_a', sku: 'FIT-1', quantity: 1 }, { orderId: 'ord_fit_b', sku: 'FIT-1', quantity: 2 }, { orderId: 'ord_fit_a', sku: 'FIT-2', quantity: 3 }];
+    await database.db.transaction((tx) => reserveForOrders(tx, fitting));
+    assert.deepEqual(await reserved(), [{ sku: 'FIT-1', reserved: 3 }, { sku: 'FIT-2', reserved: 3 }]);
+    const moved = await database.db.query<{ order_id: string; sku: string; reserved_delta: number }>("SELECT order_id, sku, reserved_delta FROM stock_movements WHERE order_id LIKE 'ord_fit_%' ORDER BY order_id, sku");
+    assert.deepEqual(moved, [{ order_id: 'ord_fit_a', sku: 'FIT-1', reserved_delta: 1 }, { order_id: 'ord_fit_a', sku: 'FIT-2', reserved_delta: 3 }, { order_id: 'ord_fit_b', sku: 'FIT-1', reserved_delta: 2 }]);
+    await database.db.transaction((tx) => settleReservations(tx, fitting.map((l) => ({ ...l, kind: 'release' as const }))));
+    assert.deepEqual(await reserved(), [{ sku: 'FIT-1', reserved: 0 }, { sku: 'FIT-2', reserved: 0 }]);
+    await assertStockExplained(database.db);
+  });
+
   it('refuses negative stock in the database itself, whatever the code does', async () => {
     const { database } = env();
     await assert.rejects(database.db.query("UPDATE stock_levels SET on_hand = -1 WHERE sku = 'TEE-S'"), (e: { code?: string }) => e.code === '23514');
     await assert.rejects(database.db.query("UPDATE stock_levels SET reserved = on_hand + 1 WHERE sku = 'TEE-S'"), (e: { code?: string }) => e.code === '23514');
+  });
+});
+
+// Two transactions settling the same SKUs must lock them in one order (the SKU order), or each
+// could hold one row the other waits for. Seen from a third connection: while A is held elsewhere,
+// a settlement of (B, A) waits for A without having locked B.
+describe('stock rows are locked in SKU order, whatever the order of the lines [postgres]', { skip: postgresUrl ? false : 'needs TEST_DATABASE_URL' }, () => {
+  let env: TestEnv;
+  before(async () => { env = await startTestEnv('postgres'); });
+  after(async () => { await env?.close(); });
+
+  it('releasing, selling and returning stock of (B, A) lock A first', async () => {
+    const { database } = env;
+    // B is created first, so B also comes first in the table: only the SKU order puts A first.
+    await env.product([{ sku: 'LOCK-B', stock: 10 }, { sku: 'LOCK-A', stock: 10 }]);
+    const lines = [{ sku: 'LOCK-B', quantity: 1 }, { sku: 'LOCK-A', quantity: 1 }];
+    await database.db.transaction((tx) => reserveForOrders(tx, [...lines, ...lines].map((l) => ({ orderId: 'ord_lock', ...l }))));
+    const settlements: [string, (tx: Tx) => Promise<void>][] = [
+      ['release', (tx) => settleReservations(tx, lines.map((l) => ({ orderId: 'ord_lock', ...l, kind: 'release' })))],
+      ['sale', (tx) => settleReservations(tx, lines.map((l) => ({ orderId: 'ord_lock', ...l, kind: 'sale' })))],
+      ['return', (tx) => returnSoldStock(tx, 'ord_lock', lines)],
+    ];
+    for (const [name, settle] of settlements) {
+      let letGo!: () => void;
+      const held = new Promise<void>((resolve) => { letGo = resolve; });
+      let holding!: () => void;
+      const isHeld = new Promise<void>((resolve) => { holding = resolve; });
+      const holder = database.db.transaction(async (tx) => {
+        await tx.query("SELECT 1 FROM stock_levels WHERE sku = 'LOCK-A' FOR UPDATE");
+        holding();
+        await held;
+      });
+      await isHeld;
+      const settling = database.db.transaction(settle);
+      await waitFor(`${name} waiting for a row lock`, async () => {
+        const rows = await database.db.query("SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%stock_levels%'");
+        return rows.length > 0 || undefined;
+      });
+      const probe = await database.db.transaction((tx) => tx.query<{ sku: string }>("SELECT sku FROM stock_levels WHERE sku = 'LOCK-B' FOR UPDATE NOWAIT"))
+        .catch((err: { code?: string }) => err.code);
+      letGo();
+      await holder;
+      await settling;
+      assert.deepEqual(probe, [{ sku: 'LOCK-B' }], `${name}: B was locked while waiting for A`);
+    }
+    const levels = await database.db.query("SELECT sku, on_hand, reserved FROM stock_levels WHERE sku LIKE 'LOCK-%' ORDER BY sku");
+    assert.deepEqual(levels, [{ sku: 'LOCK-A', on_hand: 10, reserved: 0 }, { sku: 'LOCK-B', on_hand: 10, reserved: 0 }]);
+    await assertStockExplained(database.db);
   });
 });

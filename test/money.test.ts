@@ -54,6 +54,24 @@ forEachEngine('money stays exact', (env) => {
     assert.deepEqual(audit.checks.filter((check) => !check.ok), []);
   });
 
+  it('an order totalling exactly the bound is placed; one minor unit more is refused', async () => {
+    const e = env();
+    const skus = Array.from({ length: limits.linesPerOrder }, (_, i) => `BOUND-${i}`);
+    await e.product(skus.map((sku) => ({ sku, stock: limits.quantityPerLine, amount: maxUnitPrice })));
+    const c = await e.customer();
+    const body = { lines: skus.map((sku) => ({ sku, quantity: limits.quantityPerLine })), payment: card };
+    // One price a minor unit above the bound (as a database from before it may hold): the total is
+    // maxOrderTotal + 1000, refused.
+    await e.database.db.query('UPDATE variants SET price_amount = price_amount + 1 WHERE sku = $1', [skus[0]]);
+    const over = await e.client.call(endpoints.placeOrder, { token: c.token, idempotencyKey: key(), body });
+    assert.equal(over.status, 422);
+    assert.equal(over.body.code, 'limit_exceeded');
+    assert.equal(over.body.detail, `An order may total at most ${maxOrderTotal} minor units`);
+    await e.database.db.query('UPDATE variants SET price_amount = $2 WHERE sku = $1', [skus[0], maxUnitPrice]);
+    const order = await e.client.ok(endpoints.placeOrder, { token: c.token, idempotencyKey: key(), body });
+    assert.equal(order.total.amount, maxOrderTotal);
+  });
+
   it('refuses a price above the bound with 400, on create and on update', async () => {
     const e = env();
     const tooDear = { amount: maxUnitPrice + 1, currency: 'EUR' };

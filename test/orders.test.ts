@@ -67,14 +67,19 @@ forEachEngine('orders', (env) => {
     assert.equal(unknown.status, 422);
     assert.equal(unknown.body.code, 'unknown_sku');
     assert.deepEqual(unknown.body.errors, [{ path: '/lines/1/sku', message: 'unknown SKU GHOST' }]);
+    const twoUnknown = await client.call(endpoints.placeOrder, { token: c.token, idempotencyKey: key(), body: { lines: [{ sku: 'GHOST-1', quantity: 1 }, { sku: 'MUG', quantity: 1 }, { sku: 'GHOST-2', quantity: 1 }], payment: card } });
+    assert.equal(twoUnknown.status, 422);
+    assert.equal(twoUnknown.body.detail, 'unknown SKU GHOST-1; unknown SKU GHOST-2');
+    assert.deepEqual(twoUnknown.body.errors?.map((e) => e.path), ['/lines/0/sku', '/lines/2/sku']);
     const hidden = await env().product([{ sku: 'HIDDEN', stock: 5 }]);
     await client.ok(endpoints.updateProduct, { token: adminToken, params: { id: hidden.id }, body: { active: false } });
     const inactive = await client.call(endpoints.placeOrder, { token: c.token, idempotencyKey: key(), body: { lines: [{ sku: 'HIDDEN', quantity: 1 }], payment: card } });
     assert.equal(inactive.status, 422);
     await env().product([{ sku: 'USD-ITEM', stock: 5, currency: 'USD' }]);
-    const mixed = await client.call(endpoints.placeOrder, { token: c.token, idempotencyKey: key(), body: { lines: [{ sku: 'MUG', quantity: 1 }, { sku: 'USD-ITEM', quantity: 1 }], payment: card } });
+    const mixed = await client.call(endpoints.placeOrder, { token: c.token, idempotencyKey: key(), body: { lines: [{ sku: 'USD-ITEM', quantity: 1 }, { sku: 'MUG', quantity: 1 }], payment: card } });
     assert.equal(mixed.status, 422);
     assert.equal(mixed.body.code, 'currency_mismatch');
+    assert.equal(mixed.body.detail, 'The lines are priced in EUR and USD; an order has one currency');
   });
 
   it('answers 422 limit_exceeded beyond the quantity and line limits, and 400 for a malformed order', async () => {
@@ -83,9 +88,27 @@ forEachEngine('orders', (env) => {
     const tooMuch = await client.call(endpoints.placeOrder, { token: c.token, idempotencyKey: key(), body: { lines: [{ sku: 'MUG', quantity: limits.quantityPerLine + 1 }], payment: card } });
     assert.equal(tooMuch.status, 422);
     assert.equal(tooMuch.body.code, 'limit_exceeded');
+    assert.equal(tooMuch.body.detail, `At most ${limits.quantityPerLine} units of one SKU per order`);
+    assert.deepEqual(tooMuch.body.errors, [{ path: '/lines/0/quantity', message: `at most ${limits.quantityPerLine}` }]);
+    // Lines of one SKU count together, and the path names the first of them; a line within the
+    // limit is not named.
+    const half = limits.quantityPerLine / 2;
+    const merged = await client.call(endpoints.placeOrder, { token: c.token, idempotencyKey: key(), body: { lines: [{ sku: 'CAP', quantity: 1 }, { sku: 'MUG', quantity: half }, { sku: 'CAP', quantity: 1 }, { sku: 'MUG', quantity: half + 1 }], payment: card } });
+    assert.equal(merged.status, 422);
+    assert.deepEqual(merged.body.errors, [{ path: '/lines/1/quantity', message: `at most ${limits.quantityPerLine}` }]);
+    const atLimit = await client.call(endpoints.placeOrder, { token: c.token, idempotencyKey: key(), body: { lines: [{ sku: 'MUG', quantity: limits.quantityPerLine }], payment: card } });
+    assert.equal(atLimit.status, 409, 'the limit itself is allowed: refused only for the stock');
+    assert.equal(atLimit.body.code, 'out_of_stock');
     const lines = Array.from({ length: limits.linesPerOrder + 1 }, (_, i) => ({ sku: `SKU-${i}`, quantity: 1 }));
     const tooMany = await client.call(endpoints.placeOrder, { token: c.token, idempotencyKey: key(), body: { lines, payment: card } });
     assert.equal(tooMany.status, 422);
+    assert.equal(tooMany.body.code, 'limit_exceeded');
+    assert.equal(tooMany.body.detail, `An order may name at most ${limits.linesPerOrder} SKUs`);
+    assert.deepEqual(tooMany.body.errors, [{ path: '/lines', message: `at most ${limits.linesPerOrder} distinct SKUs` }]);
+    // The same SKU named more times than that is one line, not too many.
+    const oneSku = await client.call(endpoints.placeOrder, { token: c.token, idempotencyKey: key(), body: { lines: Array.from({ length: limits.linesPerOrder + 1 }, () => ({ sku: 'GHOST-SKU', quantity: 1 })), payment: card } });
+    assert.equal(oneSku.status, 422);
+    assert.equal(oneSku.body.code, 'unknown_sku');
     for (const body of [{ lines: [], payment: card }, { lines: [{ sku: 'MUG', quantity: 0 }], payment: card }, { lines: [{ sku: 'MUG', quantity: 1 }], payment: { method: 'cash', token: 'x' } },
       // A NUL cannot be stored in PostgreSQL text: refused up front, not a 500 from the insert.
       { lines: [{ sku: 'MUG', quantity: 1 }], payment: { method: 'card', token: 'tok_\u0000' } }, { lines: [{ sku: 'MUG', quantity: 1 }], payment: { method: 'card', token: 'tok ok' } }]) {

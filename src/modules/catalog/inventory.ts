@@ -15,29 +15,20 @@ export function levelView(row: LevelRow): StockLevel {
   return { sku: row.sku, onHand: row.on_hand, reserved: row.reserved, available: row.on_hand - row.reserved };
 }
 
-function bySku(lines: StockRequest[]): StockRequest[] {
-  return [...lines].sort((a, b) => (a.sku < b.sku ? -1 : a.sku > b.sku ? 1 : 0));
-}
-
 /**
- * Row locks in SKU order, before any UPDATE whose join order PostgreSQL chooses itself: a CTE for
- * the statement that updates, joined by it. However the planner joins it, the first read of the
+ * Row locks in SKU order, whatever the order of the lines, before any UPDATE whose join order
+ * PostgreSQL chooses itself: a CTE for the statement that updates, joined by it. However the planner joins it, the first read of the
  * CTE locks its rows in its ORDER BY (a later read only finds them locked already); being in the
  * same statement saves a round trip. $1 is the SKUs.
  */
 const lockedInSkuOrder = 'locked AS MATERIALIZED (SELECT sku FROM stock_levels WHERE sku = ANY($1::text[]) ORDER BY sku FOR UPDATE)';
 
-async function lockInSkuOrder(tx: Tx, sorted: StockRequest[]): Promise<void> {
-  await tx.query(`WITH ${lockedInSkuOrder} SELECT count(*) FROM locked`, [sorted.map((l) => l.sku)]);
-}
-
-async function recordMovements(tx: Tx, kind: 'initial' | 'adjustment' | 'reservation' | 'release' | 'sale', rows: { sku: string; onHand: number; reserved: number }[], extra: { orderId?: string; reason?: string; actorId?: string }): Promise<void> {
-  if (rows.length === 0) return;
+/** Stock that arrives or leaves by hand, not by an order: the initial stock and adjustments. */
+async function recordMovements(tx: Tx, kind: 'initial' | 'adjustment', rows: { sku: string; onHand: number }[], reason: string, actorId: string): Promise<void> {
   await tx.query(
-    `INSERT INTO stock_movements (sku, kind, on_hand_delta, reserved_delta, order_id, reason, actor_id)
-     SELECT sku, $2, on_hand_delta, reserved_delta, $5, $6, $7
-       FROM unnest($1::text[], $3::int[], $4::int[]) AS m(sku, on_hand_delta, reserved_delta)`,
-    [rows.map((r) => r.sku), kind, rows.map((r) => r.onHand), rows.map((r) => r.reserved), extra.orderId ?? null, extra.reason ?? null, extra.actorId ?? null],
+    `INSERT INTO stock_movements (sku, kind, on_hand_delta, reserved_delta, reason, actor_id)
+     SELECT sku, $2, on_hand_delta, 0, $4, $5 FROM unnest($1::text[], $3::int[]) AS m(sku, on_hand_delta)`,
+    [rows.map((r) => r.sku), kind, rows.map((r) => r.onHand), reason, actorId],
   );
 }
 
@@ -46,25 +37,28 @@ export async function createStock(tx: Tx, levels: StockRequest[], actorId: strin
     'INSERT INTO stock_levels (sku, on_hand) SELECT * FROM unnest($1::text[], $2::int[])',
     [levels.map((l) => l.sku), levels.map((l) => l.quantity)],
   );
-  await recordMovements(tx, 'initial', levels.map((l) => ({ sku: l.sku, onHand: l.quantity, reserved: 0 })), { actorId, reason: 'initial stock' });
+  await recordMovements(tx, 'initial', levels.map((l) => ({ sku: l.sku, onHand: l.quantity })), 'initial stock', actorId);
 }
 
-/** The out_of_stock error for the lines that are short, with each one's path in the request. */
+/**
+ * The out_of_stock error for the lines that are short, with each one's path in the request.
+ * `available` is never negative: stock_levels' CHECK keeps reserved within on_hand.
+ */
 export function outOfStock(short: { sku: string; quantity: number; available: number; index: number }[]): AppError {
   const first = short[0]!;
-  return new AppError('out_of_stock', `SKU ${first.sku} has ${Math.max(0, first.available)} available, ${first.quantity} requested`, {
-    errors: short.map((s) => ({ path: `/lines/${s.index}/quantity`, message: `only ${Math.max(0, s.available)} available` })),
+  return new AppError('out_of_stock', `SKU ${first.sku} has ${first.available} available, ${first.quantity} requested`, {
+    errors: short.map((s) => ({ path: `/lines/${s.index}/quantity`, message: `only ${s.available} available` })),
   });
 }
 
 /**
- * Locks the stock rows of the SKUs, in SKU order, until the transaction ends, and answers what
- * each has available. For a caller that decides several reservations at once (reserveForOrders).
+ * Locks the stock rows of the SKUs, in SKU order (the ORDER BY: the SKUs may come in any order,
+ * repeated), until the transaction ends, and answers what each has available. For a caller that decides several reservations at once (reserveForOrders).
  */
 export async function lockStock(tx: Tx, skus: string[]): Promise<Map<string, number>> {
   const rows = await tx.query<{ sku: string; available: number }>(
     'SELECT sku, on_hand - reserved AS available FROM stock_levels WHERE sku = ANY($1::text[]) ORDER BY sku FOR UPDATE',
-    [[...new Set(skus)].sort()],
+    [skus],
   );
   return new Map(rows.map((r) => [r.sku, r.available]));
 }
@@ -122,16 +116,22 @@ export function releaseReservation(tx: Tx, orderId: string, lines: StockRequest[
   return settleReservations(tx, lines.map((l) => ({ orderId, sku: l.sku, quantity: l.quantity, kind: 'release' })));
 }
 
-/** Puts the units of a cancelled paid order back on hand: the sale is reversed, not forgotten. */
+/**
+ * Puts the units of a cancelled paid order back on hand: the sale is reversed, not forgotten. One
+ * statement, its rows locked in SKU order like settleReservations'.
+ */
 export async function returnSoldStock(tx: Tx, orderId: string, lines: StockRequest[]): Promise<void> {
-  const sorted = bySku(lines);
-  await lockInSkuOrder(tx, sorted);
   await tx.query(
-    `UPDATE stock_levels s SET on_hand = s.on_hand + r.quantity
-       FROM unnest($1::text[], $2::int[]) AS r(sku, quantity) WHERE s.sku = r.sku`,
-    [sorted.map((l) => l.sku), sorted.map((l) => l.quantity)],
+    `WITH ${lockedInSkuOrder},
+     r AS (SELECT * FROM unnest($1::text[], $2::int[]) AS r(sku, quantity)),
+     returned AS (
+       UPDATE stock_levels s SET on_hand = s.on_hand + r.quantity
+         FROM r JOIN locked l ON l.sku = r.sku
+        WHERE s.sku = r.sku)
+     INSERT INTO stock_movements (sku, kind, on_hand_delta, reserved_delta, order_id, reason)
+     SELECT sku, 'sale', quantity, 0, $3, 'sale reversed: order cancelled' FROM r`,
+    [lines.map((l) => l.sku), lines.map((l) => l.quantity), orderId],
   );
-  await recordMovements(tx, 'sale', sorted.map((l) => ({ sku: l.sku, onHand: l.quantity, reserved: 0 })), { orderId, reason: 'sale reversed: order cancelled' });
 }
 
 export async function adjustStock(tx: Tx, sku: string, delta: number, reason: string, actorId: string): Promise<StockLevel> {
@@ -155,7 +155,7 @@ export async function adjustStock(tx: Tx, sku: string, delta: number, reason: st
       errors: [{ path: '/delta', message: `at least ${current.reserved - current.onHand} allowed` }],
     });
   }
-  await recordMovements(tx, 'adjustment', [{ sku, onHand: delta, reserved: 0 }], { reason, actorId });
+  await recordMovements(tx, 'adjustment', [{ sku, onHand: delta }], reason, actorId);
   return levelView(row);
 }
 
