@@ -61,6 +61,10 @@ Where it runs:
   --api-processes N      engine-room start processes (default 1)
   --worker-processes M   engine-room worker processes (default 0: workers run inside start;
                          with M > 0 the API processes run with WORKERS=off)
+  --processes N          run the scenarios twice, in two layouts one after the other: one process
+                         with its workers inside, then N API and N worker processes; prints the
+                         many-process orders/s as a share of the one-process figure (each layout
+                         is a whole bench run of its own, with fresh databases)
   --no-workers           no job workers at all (WORKERS=off, no worker process): the API's order path
                          alone, as pgbench's reference is; nothing gets paid, so no queue lag
   --pool-size N          DATABASE_POOL_SIZE of each process (default 10, the product's default)
@@ -102,13 +106,14 @@ Examples:
   npm run bench -- --scenarios steady --rate 1000 --seconds 60      (queue lag at 1,000 orders/s)
   npm run bench -- --scenarios steady --cpu-prof /tmp/prof           (profile the server)
   npm run bench -- --embedded --scenarios steady,flash-sale
+  npm run bench -- --scenarios steady --no-pgbench --processes 2   (1 process against 2 API + 2 workers)
 `;
 
 interface Options {
   scenarios: Scenario[];
   seconds: number; warmup: number; clients: number; rate: number | null;
   databaseUrl: string; embedded: boolean; url: string | undefined; adminEmail: string; adminPassword: string;
-  apiProcesses: number; workerProcesses: number; noWorkers: boolean; poolSize: number; env: Record<string, string>;
+  apiProcesses: number; workerProcesses: number; processes: number | null; noWorkers: boolean; poolSize: number; env: Record<string, string>;
   skus: number; hotStock: number; timeoutMs: number;
   pgbench: boolean; pgbenchSeconds: number; drainSeconds: number; whatIf: boolean; writePgbench: boolean;
   json: string | undefined; cpuProf: string | undefined; keep: boolean;
@@ -131,6 +136,7 @@ function parseOptions(argv: string[]): Options {
       'admin-password': { type: 'string' },
       'api-processes': { type: 'string', default: '1' },
       'worker-processes': { type: 'string', default: '0' },
+      processes: { type: 'string' },
       'no-workers': { type: 'boolean', default: false },
       'pool-size': { type: 'string', default: '10' },
       env: { type: 'string', multiple: true, default: [] },
@@ -181,6 +187,7 @@ function parseOptions(argv: string[]): Options {
     adminPassword: values['admin-password'] ?? 'bench-admin-password',
     apiProcesses: int('api-processes', values['api-processes'], 1, 16),
     workerProcesses: int('worker-processes', values['worker-processes'], 0, 16),
+    processes: values.processes === undefined ? null : int('processes', values.processes, 2, 16),
     noWorkers: values['no-workers']!,
     poolSize: int('pool-size', values['pool-size'], 1, 500),
     env,
@@ -238,7 +245,8 @@ interface ScenarioReport {
   /** Per API process: the share of the window its JavaScript thread ran, and waited runnable for a core. */
   mainThread: Record<string, { onCpu: number; waiting: number }>;
   /** CPU ms per order acknowledged in the window, by process group (server includes its inline workers). */
-  cpuPerOrder: { server: number | null; postgres: number | null; loadgen: number | null };
+  /** server = api + workers; workers is null when they run inside the API processes. */
+  cpuPerOrder: { server: number | null; api: number | null; workers: number | null; postgres: number | null; loadgen: number | null };
   checks: { name: string; ok: boolean; detail: string }[];
   /** What PostgreSQL's backends waited on (share of samples), during the HTTP run and each pgbench run. */
   waits: { http: WaitShare[]; pgbench: Record<string, WaitShare[]> };
@@ -511,6 +519,7 @@ async function main(): Promise<number> {
   const o = parseOptions(process.argv.slice(2));
   const out = (s: string) => process.stdout.write(s);
   const log = (line: string) => process.stderr.write(`${line}\n`);
+  if (o.processes !== null) return compareLayouts(o, out, log);
   if (o.writePgbench) {
     const salt = randomBytes(6).toString('hex');
     const db = await preparePgbenchDatabase(o.databaseUrl, { customers: 1, skus: o.skus, stock: 100_000_000, hotStock: 1_000_000_000, salt });
@@ -587,7 +596,9 @@ async function main(): Promise<number> {
       const dbBefore = o.dbCost && s.db ? await dbSnapshot(s.db) : undefined;
       const tracesBefore = s.sink?.exports();
       const meter = cpuMeter({
-        server: () => s.processes.filter((p) => p.running()).map((p) => p.pid),
+        // API and worker processes apart (with --worker-processes); server is their sum.
+        api: () => s.processes.filter((p) => p.running() && p.spec.role === 'api').map((p) => p.pid),
+        workers: () => s.processes.filter((p) => p.running() && p.spec.role === 'worker').map((p) => p.pid),
         postgres: () => backendPids(s.db, scratchName),
         loadgen: () => (loadgen.pid ? [loadgen.pid] : []),
       });
@@ -642,7 +653,7 @@ async function main(): Promise<number> {
       report.peakRss = memory.peaks();
       windows.set(scenario, load);
       report.load = load;
-      const g = cpu.groups;
+      const g: Record<string, number | undefined> = { ...cpu.groups, server: (cpu.groups.api ?? 0) + (cpu.groups.workers ?? 0) };
       const ours = (g.server ?? 0) + (g.postgres ?? 0) + (g.loadgen ?? 0);
       const wall = cpu.wallSeconds;
       report.cpu = {
@@ -656,6 +667,8 @@ async function main(): Promise<number> {
       const perOrder = (seconds: number | undefined) => (load.orders > 0 && seconds !== undefined ? (seconds * 1000) / load.orders : null);
       report.cpuPerOrder = {
         server: s.processes.length ? perOrder(g.server) : null,
+        api: s.processes.length ? perOrder(g.api) : null,
+        workers: o.workerProcesses > 0 ? perOrder(g.workers) : null,
         postgres: s.db ? perOrder(g.postgres) : null,
         loadgen: perOrder(g.loadgen),
       };
@@ -808,7 +821,7 @@ function scenarioBlock(r: ScenarioReport, o: Options): string {
   const threads = Object.entries(r.mainThread ?? {});
   if (threads.length) row('JS thread', threads.map(([label, t]) => `${label} on a CPU ${fmtPct(t.onCpu)} of the time, runnable but waiting for one ${fmtPct(t.waiting)}`).join('; '));
   const ms = (x: number | null | undefined) => (x === null || x === undefined ? 'n/a' : `${x.toFixed(2)} ms`);
-  if (r.scenario !== 'mixed') row('CPU per order', `server ${ms(r.cpuPerOrder.server)}, postgres ${ms(r.cpuPerOrder.postgres)}, load generator ${ms(r.cpuPerOrder.loadgen)}${r.cpuPerOrder.server !== null && !o.noWorkers ? ' (server and postgres include the payment work done meanwhile)' : ''}`);
+  if (r.scenario !== 'mixed') row('CPU per order', `server ${ms(r.cpuPerOrder.server)}${r.cpuPerOrder.workers !== null ? ` (API ${ms(r.cpuPerOrder.api)}, workers ${ms(r.cpuPerOrder.workers)})` : ''}, postgres ${ms(r.cpuPerOrder.postgres)}, load generator ${ms(r.cpuPerOrder.loadgen)}${r.cpuPerOrder.server !== null && !o.noWorkers ? ' (server and postgres include the payment work done meanwhile)' : ''}`);
   for (const p of r.pgbench) if (p.cpuPerTx) row('', `pgbench ${p.script.replace('bench/pgbench/', '')}${p.variant ? ` ${p.variant}` : ''}: postgres ${ms(p.cpuPerTx.postgres)}, pgbench ${ms(p.cpuPerTx.pgbench)} per transaction`);
   const waits = (w: WaitShare[]) => w.slice(0, 4).map((x) => `${x.event} ${fmtPct(x.share)}`).join(', ') || 'n/a';
   if (r.waits.http.length) row('postgres waits', `HTTP run: ${waits(r.waits.http)}`);
@@ -869,6 +882,58 @@ process.once('SIGINT', () => {
   process.stderr.write('\nbench: interrupted, cleaning up\n');
   void cleanUp().finally(() => process.exit(130));
 });
+
+/**
+ * --processes N: the same bench in two layouts, each a run of this script of its own (fresh
+ * databases, nothing shared), then the many-process figures against the one-process ones.
+ */
+async function compareLayouts(o: Options, out: (s: string) => void, log: (line: string) => void): Promise<number> {
+  if (o.embedded || o.url) usage('--processes starts its own processes on PostgreSQL: not with --embedded or --url');
+  const dir = await mkdtemp(join(tmpdir(), 'er-bench-layouts-'));
+  cleanups.push(() => rm(dir, { recursive: true, force: true }));
+  const passOn: string[] = [];
+  const argv = process.argv.slice(2);
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    const takesValue = ['--processes', '--api-processes', '--worker-processes', '--json'];
+    if (takesValue.includes(a)) { i++; continue; }
+    if (takesValue.some((t) => a.startsWith(`${t}=`))) continue;
+    passOn.push(a);
+  }
+  const layouts = [
+    { name: 'one process (workers inside)', args: [] as string[] },
+    { name: `${o.processes} API + ${o.processes} worker processes`, args: ['--api-processes', String(o.processes), '--worker-processes', String(o.processes)] },
+  ];
+  const results: { name: string; exit: number; report: { scenarios: ScenarioReport[] } | null }[] = [];
+  for (const [n, layout] of layouts.entries()) {
+    log(`\n== layout ${n + 1} of 2: ${layout.name}`);
+    const file = join(dir, `layout-${n}.json`);
+    const child = fork(fileURLToPath(import.meta.url), [...passOn, ...layout.args, '--json', file], { stdio: 'inherit' });
+    const exit = await new Promise<number>((done) => child.on('exit', (code) => done(code ?? 1)));
+    const report = await readFile(file, 'utf8').then((t) => JSON.parse(t) as { scenarios: ScenarioReport[] }, () => null);
+    results.push({ name: layout.name, exit, report });
+  }
+  const [one, many] = results as [typeof results[0], typeof results[0]];
+  const rows: string[][] = [['scenario', 'one: orders/s', 'many: orders/s', 'many / one', 'one: p99 ms', 'many: p99 ms', 'many: placed -> paid p99', 'one: CPU ms per order API / workers / postgres', 'many: same', 'peak RSS one / many']];
+  for (const r of one.report?.scenarios ?? []) {
+    const m = many.report?.scenarios.find((x) => x.scenario === r.scenario);
+    if (!m) continue;
+    const ms = (v: number | null) => (v === null ? 'n/a' : fmtMs(v));
+    const cpu = (x: ScenarioReport) => `${ms(x.cpuPerOrder.api)} / ${x.cpuPerOrder.workers === null ? 'inside' : ms(x.cpuPerOrder.workers)} / ${ms(x.cpuPerOrder.postgres)}`;
+    const peak = (x: ScenarioReport) => fmtMb(Math.max(0, ...Object.values(x.peakRss)));
+    rows.push([r.scenario, fmtInt(r.load.ordersPerSecond), fmtInt(m.load.ordersPerSecond), fmtPct(r.load.ordersPerSecond > 0 ? m.load.ordersPerSecond / r.load.ordersPerSecond : null),
+      fmtMs(r.load.latency.p99), fmtMs(m.load.latency.p99), m.lag ? fmtSeconds(m.lag.p99 / 1000) : '-', cpu(r), cpu(m), `${peak(r)} / ${peak(m)}`]);
+  }
+  out(`\nlayouts compared (each its own run): one process, then ${many.name}\n`);
+  out(table(rows) + '\n');
+  out(`target (issue 15): many / one >= 90%, placed -> paid p99 < 1 s\n`);
+  if (o.json) {
+    await writeFile(o.json, JSON.stringify({ layouts: results.map((r) => ({ name: r.name, exit: r.exit, ...r.report })) }, null, 2) + '\n');
+    log(`results written to ${o.json}`);
+  }
+  await cleanUp();
+  return results.every((r) => r.exit === 0) ? 0 : 1;
+}
 
 main().then(
   (code) => process.exit(code),
