@@ -12,8 +12,14 @@ describe('the key a client address is counted under', () => {
     assert.equal(clientKey('203.0.113.5'), '203.0.113.5');
     assert.equal(clientKey('::ffff:203.0.113.5'), '203.0.113.5');
     assert.equal(clientKey('::FFFF:203.0.113.5'), '203.0.113.5');
+    assert.equal(clientKey('::ffff:198.51.100.25'), '198.51.100.25', 'octets of one, two and three digits');
+    // A zone (of any length) is not part of the address.
+    assert.equal(clientKey('::ffff:203.0.113.5%eth0'), '203.0.113.5');
     // Not an IPv4 address after all: kept as it came (and no /64 of it either).
     assert.equal(clientKey('::ffff:999.0.113.5'), '::ffff:999.0.113.5');
+    assert.equal(clientKey('::ffff:203.0.113.5x'), '::ffff:203.0.113.5x');
+    // ::ffff: inside a longer IPv6 address is not the mapped range: that address is its /64.
+    assert.equal(clientKey('64:ff9b::ffff:192.0.2.1'), '64:ff9b:0:0::/64');
   });
 
   it('an IPv6 address is its /64, whichever way it is written', () => {

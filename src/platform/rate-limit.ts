@@ -76,7 +76,7 @@ export interface Limit { bucket: string; max: number }
 
 /**
  * Counts one attempt against every limit, and when any is over, takes the hits back and throws 429
- * rate_limited with the longest Retry-After. A refused attempt takes back only its own hits, so
+ * rate_limited with the Retry-After of the window. A refused attempt takes back only its own hits, so
  * however a parallel burst interleaves, no more than max attempts per bucket get through.
  */
 export async function takeAttempt(db: Queryable, limits: Limit[], windowSeconds: number, detail: string): Promise<void> {
@@ -84,5 +84,6 @@ export async function takeAttempt(db: Queryable, limits: Limit[], windowSeconds:
   const over = limits.map((l) => states.get(l.bucket)!).filter((state, i) => state.hits > limits[i]!.max);
   if (over.length === 0) return;
   await Promise.all(limits.map((l) => removeHit(db, l.bucket, windowSeconds)));
-  throw new AppError('rate_limited', detail, { retryAfterSeconds: Math.max(...over.map((s) => s.retryAfterSeconds)) });
+  // Every limit of one attempt counts in the same window, so any of them says when it ends.
+  throw new AppError('rate_limited', detail, { retryAfterSeconds: over[0]!.retryAfterSeconds });
 }
