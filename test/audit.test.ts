@@ -85,6 +85,19 @@ forEachEngine('the audit', (env) => {
     }), Rollback);
   });
 
+  it('shows at most 20 violations of a check, however many there are', async () => {
+    const { database } = env();
+    const skus = Array.from({ length: 25 }, (_, i) => `AUD-MANY-${i}`);
+    await env().product(skus.map((sku) => ({ sku, stock: 1 })));
+    await assert.rejects(database.db.transaction(async (tx) => {
+      await tx.query("INSERT INTO stock_movements (sku, kind, on_hand_delta, reserved_delta, reason) SELECT unnest($1::text[]), 'adjustment', 1, 0, 'planted'", [skus]);
+      const check = (await runAudit(tx, { paymentProvider: 'sandbox' })).checks.find((c) => c.name === 'onHand equals starting stock plus adjustments minus sales')!;
+      assert.equal(check.ok, false);
+      assert.equal(check.violations.length, 20);
+      throw new Rollback();
+    }), Rollback);
+  });
+
   for (const [name, plant] of plants) {
     it(`finds a planted violation: ${name}`, async () => {
       const { database } = env();
