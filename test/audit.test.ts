@@ -98,6 +98,24 @@ forEachEngine('the audit', (env) => {
     }), Rollback);
   });
 
+  it('a check that cannot run fails with the reason, and the others still run', async () => {
+    const { database } = env();
+    const paidCheck = 'every paid order was charged exactly its total, once';
+    await assert.rejects(database.db.transaction(async (tx) => {
+      // A paid order whose total no number can hold (a database from before the bounds): the check
+      // that reads it as a number cannot run.
+      await tx.exec('ALTER TABLE orders DROP CONSTRAINT orders_total_amount_exact');
+      await tx.query('UPDATE orders SET total_amount = 9007199254740993 WHERE id = $1', [paidOrder]);
+      const result = await runAudit(tx, { paymentProvider: 'sandbox' });
+      assert.deepEqual(result.checks.map((c) => c.name), auditCheckNames, 'every check still ran');
+      assert.deepEqual(result.checks.find((c) => c.name === paidCheck)!.violations, [
+        { error: 'the check could not run: int8 value 9007199254740993 is beyond what a JavaScript number holds exactly (2^53 - 1)' },
+      ]);
+      assert.ok(!result.checks.find((c) => c.name === "every order's total is the sum of its lines")!.ok, 'a later check saw the order too');
+      throw new Rollback();
+    }), Rollback);
+  });
+
   for (const [name, plant] of plants) {
     it(`finds a planted violation: ${name}`, async () => {
       const { database } = env();
