@@ -1,10 +1,36 @@
-import { it } from 'node:test';
+import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { forEachEngine } from './support/app.ts';
 import { endpoints } from '../src/client.ts';
-import { purgeIdempotencyKeys, requestHash } from '../src/platform/idempotency.ts';
+import { canonicalJson, purgeIdempotencyKeys, requestHash } from '../src/platform/idempotency.ts';
 
 const card = { method: 'card' as const, token: 'tok_ok' };
+
+// The request hash is taken of this text: two bodies are the same request exactly when their texts
+// are equal, so the text must be JSON itself (nothing two different bodies could share).
+describe('the canonical JSON of a request body', () => {
+  it('is JSON with the keys of every object sorted, arrays in their order', () => {
+    const body = { payment: { token: 'tok_ok', method: 'card' }, lines: [{ sku: 'B', quantity: 2 }, { quantity: 1, sku: 'A' }], note: null, flag: true, empty: {}, none: [] };
+    assert.equal(canonicalJson(body), '{"empty":{},"flag":true,"lines":[{"quantity":2,"sku":"B"},{"quantity":1,"sku":"A"}],"none":[],"note":null,"payment":{"method":"card","token":"tok_ok"}}');
+    assert.equal(canonicalJson([[1, 2], [], [[3]], 'a"b']), '[[1,2],[],[[3]],"a\\"b"]');
+    assert.equal(canonicalJson(null), 'null');
+    assert.equal(canonicalJson(undefined), 'null');
+    assert.equal(canonicalJson(7), '7');
+  });
+
+  it('tells apart bodies that differ only in a key, or in where a value sits', () => {
+    const texts = [{ a: 1 }, { b: 1 }, { a: [1, 2] }, { a: [[1], 2] }, { a: [1, [2]] }, { a: '1' }, [{}], [[]], {}, []].map(canonicalJson);
+    assert.equal(new Set(texts).size, texts.length, texts.join(' '));
+    for (const t of texts) assert.doesNotThrow(() => JSON.parse(t), t);
+  });
+
+  it('writes a body nested 100,000 deep without overflowing the stack', () => {
+    let deep: unknown = 1;
+    for (let i = 0; i < 100_000; i++) deep = i % 2 ? [deep] : { k: deep };
+    const text = canonicalJson(deep);
+    assert.equal(text.length, 50_000 * ('{"k":'.length + '}'.length) + 50_000 * 2 + 1);
+  });
+});
 
 forEachEngine('Idempotency-Key', (env) => {
   it('replays a finished request: same status, same body, Idempotent-Replayed, and no second order', async () => {
