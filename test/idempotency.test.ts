@@ -75,6 +75,34 @@ forEachEngine('Idempotency-Key', (env) => {
     assert.match(String(again.headers['content-type']), /application\/problem\+json/);
   });
 
+  it('answers a business failure of status 400 as problem+json, the first time and when replayed', async () => {
+    const { app, adminToken } = env();
+    const headers = { authorization: `Bearer ${adminToken}`, 'idempotency-key': 'k-hook-400' };
+    const payload = { url: 'http://127.0.0.1:9/hook', events: ['order.paid'] };
+    const first = await app.inject({ method: 'POST', url: '/v1/webhook-endpoints', headers, payload });
+    const again = await app.inject({ method: 'POST', url: '/v1/webhook-endpoints', headers, payload });
+    for (const res of [first, again]) {
+      assert.equal(res.statusCode, 400);
+      assert.match(String(res.headers['content-type']), /^application\/problem\+json/);
+      assert.equal(res.json().code, 'validation_failed');
+    }
+    assert.equal(first.headers['idempotent-replayed'], undefined);
+    assert.equal(again.headers['idempotent-replayed'], 'true');
+    assert.deepEqual(again.json(), first.json());
+  });
+
+  it('identifies a request by its path without the query string', async () => {
+    const { app, customer } = env();
+    const c = await customer();
+    const headers = { authorization: `Bearer ${c.token}`, 'idempotency-key': 'k-query' };
+    const payload = { lines: [{ sku: 'IDEM', quantity: 1 }], payment: card };
+    const a = await app.inject({ method: 'POST', url: '/v1/orders?via=app', headers, payload });
+    const b = await app.inject({ method: 'POST', url: '/v1/orders?via=retry', headers, payload });
+    assert.equal(a.statusCode, 201);
+    assert.equal(b.headers['idempotent-replayed'], 'true');
+    assert.equal(b.json().id, a.json().id);
+  });
+
   it('answers 422 idempotency_key_reused for the same key with a different request', async () => {
     const { client, customer } = env();
     const c = await customer();
@@ -120,6 +148,7 @@ forEachEngine('Idempotency-Key', (env) => {
     const long = await app.inject({ method: 'POST', url: '/v1/orders', headers: { ...headers, 'idempotency-key': 'x'.repeat(256) }, payload });
     assert.equal(long.statusCode, 400);
     assert.equal(long.json().code, 'validation_failed');
+    assert.deepEqual(long.json().errors, [{ path: '/headers/idempotency-key', message: 'must be 1 to 255 printable ASCII characters' }]);
   });
 
   it('gives one order for 20 concurrent requests with one key, all answering the same order', async () => {

@@ -70,7 +70,7 @@ function keyOf(request: FastifyRequest, required: boolean): string | undefined {
 }
 
 /** Sends an outcome: a problem+json for a status >= 400, and the replay header when it is one. */
-export function sendOutcome(reply: FastifyReply, outcome: Outcome, replayed = false): void {
+export function sendOutcome(reply: FastifyReply, outcome: Outcome, replayed: boolean): void {
   if (replayed) reply.header('idempotent-replayed', 'true');
   if (outcome.status >= 400) sendProblem(reply, outcome.body as never);
   else reply.code(outcome.status).send(outcome.body);
