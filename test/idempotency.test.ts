@@ -1,8 +1,10 @@
+import { createHash } from 'node:crypto';
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { forEachEngine } from './support/app.ts';
 import { endpoints } from '../src/client.ts';
-import { canonicalJson, purgeIdempotencyKeys, requestHash } from '../src/platform/idempotency.ts';
+import { canonicalJson, purgeIdempotencyKeys, readOutcomes, requestHash, runIdempotent } from '../src/platform/idempotency.ts';
+import { AppError } from '../src/errors.ts';
 
 const card = { method: 'card' as const, token: 'tok_ok' };
 
@@ -101,6 +103,53 @@ forEachEngine('Idempotency-Key', (env) => {
     assert.equal(a.statusCode, 201);
     assert.equal(b.headers['idempotent-replayed'], 'true');
     assert.equal(b.json().id, a.json().id);
+  });
+
+  it('answers 409 idempotency_key_in_use while the first request with the key has no answer stored', async () => {
+    const { app, customer, database } = env();
+    const c = await customer();
+    const payload = { lines: [{ sku: 'IDEM', quantity: 1 }], payment: card };
+    // A claimed key without its answer, as the first request's row looks to a second one.
+    await database.db.query('INSERT INTO idempotency_keys (principal_id, key_hash, request_hash) VALUES ($1, $2, $3)',
+      [c.id, createHash('sha256').update('k-running').digest(), requestHash('POST', '/v1/orders', payload)]);
+    const res = await app.inject({ method: 'POST', url: '/v1/orders', headers: { authorization: `Bearer ${c.token}`, 'idempotency-key': 'k-running' }, payload });
+    assert.equal(res.statusCode, 409, res.body + env().logs.slice(-5).join('\n'));
+    assert.equal(res.json().code, 'idempotency_key_in_use');
+    assert.equal((await database.db.query('SELECT 1 FROM orders WHERE customer_id = $1', [c.id])).length, 0);
+  });
+
+  it('sends every answer once: a signup, a secret shown once, an order and a replay leave no "already sent" in the log', async () => {
+    const { app, adminToken, customer, logs } = env();
+    const from = logs.length;
+    const c = await customer();
+    const hook = { authorization: `Bearer ${adminToken}`, 'idempotency-key': 'k-hook-once' };
+    const payload = { url: 'https://shop.example/hooks/once', events: ['order.paid'] };
+    for (let i = 0; i < 2; i++) assert.equal((await app.inject({ method: 'POST', url: '/v1/webhook-endpoints', headers: hook, payload })).statusCode, 201);
+    const order = { lines: [{ sku: 'IDEM', quantity: 1 }], payment: card };
+    for (let i = 0; i < 2; i++) {
+      const res = await app.inject({ method: 'POST', url: '/v1/orders', headers: { authorization: `Bearer ${c.token}`, 'idempotency-key': 'k-once' }, payload: order });
+      assert.equal(res.statusCode, 201);
+    }
+    assert.deepEqual(logs.slice(from).filter((line) => /already sent|ERR_HTTP_HEADERS_SENT/.test(line)), []);
+  });
+
+  it('runs keyed work once: a fault stores nothing and the retry runs, an answer replays, a failure is stored, another request is refused', async () => {
+    const { database } = env();
+    const keyed = (key: string, body: unknown = {}) => ({ principalId: 'usr_idem_unit', key, hash: requestHash('POST', '/unit', body) });
+    const created = { status: 201, body: { id: 'one' } };
+    // Without a key: the work's answer, never a replay.
+    assert.deepEqual(await runIdempotent(database.db, undefined, async () => created), { outcome: created, replayed: false });
+    // A fault rolls back with the work; the key stays free and the retry runs.
+    await assert.rejects(runIdempotent(database.db, keyed('k-unit'), async () => { throw new Error('the processor is down'); }), /processor is down/);
+    assert.deepEqual(await runIdempotent(database.db, keyed('k-unit'), async () => created), { outcome: created, replayed: false });
+    assert.deepEqual(await runIdempotent(database.db, keyed('k-unit'), async () => { throw new Error('must not run again'); }), { outcome: created, replayed: true });
+    await assert.rejects(runIdempotent(database.db, keyed('k-unit', { other: true }), async () => created), (err: unknown) => err instanceof AppError && err.code === 'idempotency_key_reused');
+    // A business failure is an answer: stored, and replayed.
+    const failed = await runIdempotent(database.db, keyed('k-unit-fail'), async () => { throw new AppError('out_of_stock', 'none left'); });
+    assert.deepEqual([failed.replayed, failed.outcome.status, (failed.outcome.body as { code: string }).code], [false, 409, 'out_of_stock']);
+    assert.deepEqual(await runIdempotent(database.db, keyed('k-unit-fail'), async () => created), { outcome: failed.outcome, replayed: true });
+    // What the chaos run reads: each key's stored answer, in the order asked, undefined for none.
+    assert.deepEqual(await readOutcomes(database.db, [keyed('k-unit-missing'), keyed('k-unit-fail'), keyed('k-unit')]), [undefined, failed.outcome, created]);
   });
 
   it('answers 422 idempotency_key_reused for the same key with a different request', async () => {

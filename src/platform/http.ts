@@ -123,9 +123,11 @@ async function refuseBody(request: FastifyRequest): Promise<void> {
 
 // A response with a secret in it must not stay in a browser's or a proxy's cache. Set per route,
 // from the endpoint declaration, so other routes pay nothing for it.
-async function noStore(_request: FastifyRequest, reply: FastifyReply, payload: unknown): Promise<unknown> {
+// A callback hook, not an async one: an async onSend defers the send by a tick, so a handler that
+// sent without returning the reply was answered twice (a logged "Reply was already sent").
+function noStore(_request: FastifyRequest, reply: FastifyReply, payload: unknown, done: (err: null, payload: unknown) => void): void {
   reply.header('cache-control', 'no-store');
-  return payload;
+  done(null, payload);
 }
 
 function hooksOf<T>(hooks: T | T[] | undefined): T[] {

@@ -69,11 +69,15 @@ function keyOf(request: FastifyRequest, required: boolean): string | undefined {
   return raw;
 }
 
-/** Sends an outcome: a problem+json for a status >= 400, and the replay header when it is one. */
-export function sendOutcome(reply: FastifyReply, outcome: Outcome, replayed: boolean): void {
+/**
+ * Sends an outcome: a problem+json for a status >= 400, and the replay header when it is one.
+ * Answers the reply: an async handler must await it, or Fastify, finding the handler done before
+ * an async onSend hook has let the answer out, sends a second one.
+ */
+export function sendOutcome(reply: FastifyReply, outcome: Outcome, replayed: boolean): FastifyReply {
   if (replayed) reply.header('idempotent-replayed', 'true');
-  if (outcome.status >= 400) sendProblem(reply, outcome.body as never);
-  else reply.code(outcome.status).send(outcome.body);
+  if (outcome.status >= 400) return sendProblem(reply, outcome.body as never);
+  return reply.code(outcome.status).send(outcome.body);
 }
 
 /** Who asks (whose namespace the key lives in), under which key, for what (the hash of method, path and body). */
@@ -148,7 +152,7 @@ export async function claimKeys(tx: Tx, requests: KeyedRequest[]): Promise<boole
 export async function priorOutcomes(tx: Tx, requests: KeyedRequest[]): Promise<(Outcome | AppError)[]> {
   if (requests.length === 0) return [];
   const hashes = requests.map(keyHash);
-  const rows = await tx.query<{ principal_id: string; key_hash: Buffer; request_hash: Buffer; status_code: number | null; response_body: string; response_sealed: Buffer | null }>(
+  const rows = await tx.query<{ principal_id: string; key_hash: Buffer; request_hash: Buffer; status_code: number; response_body: string; response_sealed: Buffer | null }>(
     `SELECT k.principal_id, k.key_hash, k.request_hash, k.status_code, k.response_body, k.response_sealed
        FROM idempotency_keys k JOIN unnest($1::text[], $2::bytea[]) AS r(principal_id, key_hash)
          ON k.principal_id = r.principal_id AND k.key_hash = r.key_hash`,
@@ -157,8 +161,9 @@ export async function priorOutcomes(tx: Tx, requests: KeyedRequest[]): Promise<(
   const byKey = new Map(rows.map((row) => [`${row.principal_id}\0${Buffer.from(row.key_hash).toString('hex')}`, row]));
   return requests.map((r, i) => {
     const prior = byKey.get(`${r.principalId}\0${hashes[i]!.toString('hex')}`);
-    // Gone (purged between the two statements) or not finished: the first request is still running.
-    if (!prior || prior.status_code === null) return new AppError('idempotency_key_in_use', 'The first request with this key is still running; retry shortly');
+    // Gone (purged between the two statements), or claimed with no answer stored yet (status_code
+    // keeps its default, 0): the first request is still running.
+    if (!prior || prior.status_code === 0) return new AppError('idempotency_key_in_use', 'The first request with this key is still running; retry shortly');
     if (!Buffer.from(prior.request_hash).equals(r.hash)) return new AppError('idempotency_key_reused', 'This Idempotency-Key was used for a different request');
     return { status: prior.status_code, body: storedBody(r, prior) } as Outcome;
   });
@@ -173,7 +178,7 @@ export async function readOutcomes(db: Queryable, keys: Key[]): Promise<(Outcome
   const rows = await db.query<{ i: number; status_code: number; response_body: string; response_sealed: Buffer | null }>(
     `SELECT r.i::int AS i, k.status_code, k.response_body, k.response_sealed
        FROM unnest($1::text[], $2::bytea[]) WITH ORDINALITY AS r(principal_id, key_hash, i)
-       JOIN idempotency_keys k ON k.principal_id = r.principal_id AND k.key_hash = r.key_hash`,
+       JOIN idempotency_keys k ON k.principal_id = r.principal_id AND k.key_hash = r.key_hash AND k.status_code <> 0`,
     [keys.map((k) => k.principalId), hashes],
   );
   const out: (Outcome | undefined)[] = new Array(keys.length).fill(undefined);
@@ -213,7 +218,7 @@ export async function idempotent(
   work: (tx: Tx) => Promise<Outcome>,
 ): Promise<void> {
   const { outcome, replayed } = await runIdempotent(db, keyedRequestOf(request, options), work);
-  return sendOutcome(reply, outcome, replayed);
+  await sendOutcome(reply, outcome, replayed);
 }
 
 /** Runs work in one transaction under the key (when there is one): its outcome, or the stored one of the first run. */

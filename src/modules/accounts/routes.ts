@@ -27,10 +27,13 @@ export function accountsRoutes(app: FastifyInstance, { db, config }: AccountsDep
       const { email, name } = request.body;
       const keyed = keyedRequestOf(request, { required: false, namespace: accounts.signupNamespace(email), hashed: { email: email.trim().toLowerCase(), name } });
       const { outcome, replayed } = await accounts.signup(db, config, request.body, request.ip, keyed);
-      if (outcome.status !== 201) return sendOutcome(reply, outcome, replayed);
+      if (outcome.status !== 201) {
+        await sendOutcome(reply, outcome, replayed);
+        return;
+      }
       const result = outcome.body as Awaited<ReturnType<typeof accounts.login>>;
       setSessionCookie(reply, result.token, result.expiresAt, config.secureCookies);
-      return sendOutcome(reply, { status: 201, body: { ...result, csrfToken: csrfTokenFor(result.token) } }, replayed);
+      await sendOutcome(reply, { status: 201, body: { ...result, csrfToken: csrfTokenFor(result.token) } }, replayed);
     },
   });
 

@@ -32,7 +32,7 @@ export function ordersRoutes(app: FastifyInstance, { db, batchConcurrency, onCha
       const { outcome, replayed } = await placer.place({
         keyed: keyedRequestOf(request, { required: true })!, principal: principalOf(request), input: request.body, traceparent: currentTraceparent(),
       });
-      sendOutcome(reply, outcome, replayed);
+      await sendOutcome(reply, outcome, replayed);
     },
   });
 
