@@ -69,6 +69,7 @@ forEachEngine('Idempotency-Key', (env) => {
     const body = { lines: [{ sku: 'IDEM', quantity: 50 }], payment: card };
     const first = await client.call(endpoints.placeOrder, { token: c.token, idempotencyKey: 'k-fail', body });
     assert.equal(first.status, 409);
+    assert.equal(first.headers['idempotent-replayed'], undefined, 'the first answer is no replay');
     await client.ok(endpoints.adjustStock, { token: adminToken, idempotencyKey: 'restock', params: { sku: 'IDEM' }, body: { delta: 100, reason: 'restock' } });
     const again = await client.call(endpoints.placeOrder, { token: c.token, idempotencyKey: 'k-fail', body });
     assert.equal(again.status, 409);
