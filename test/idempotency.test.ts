@@ -160,6 +160,7 @@ forEachEngine('Idempotency-Key', (env) => {
     const other = await client.call(endpoints.placeOrder, { token: c.token, idempotencyKey: 'k-2', body: { lines: [{ sku: 'IDEM', quantity: 2 }], payment: card } });
     assert.equal(other.status, 422);
     assert.equal(other.body.code, 'idempotency_key_reused');
+    assert.equal(other.headers['idempotent-replayed'], undefined, 'a refusal of the key is no replay of its answer');
   });
 
   it('scopes keys per principal: two customers may use the same key', async () => {
