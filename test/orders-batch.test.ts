@@ -43,6 +43,24 @@ function request(customer: { id: string }, key: string, lines: { sku: string; qu
 const settled = <T>(promises: Promise<T>[]) => Promise.allSettled(promises);
 
 forEachEngine('orders are placed in batches', (env) => {
+  it('an order refused at the stock locks is told what the orders before it in its batch left', async () => {
+    const { database, customers } = env();
+    await env().product([{ sku: 'BATCH-LEFT', stock: 5 }]);
+    const [c1, c2, c3] = await customers(3);
+    const placer = orderPlacer(database.db, { concurrency: 1, maxBatch: 64 });
+    // 4 left when the batch of the next two reads the catalog, so both pass that check; at the locks
+    // the first takes 3 and the second finds 1.
+    const answers = await Promise.all([
+      placer.place(request(c1!, 'left-1', [{ sku: 'BATCH-LEFT', quantity: 1 }])),
+      placer.place(request(c2!, 'left-2', [{ sku: 'BATCH-LEFT', quantity: 3 }])),
+      placer.place(request(c3!, 'left-3', [{ sku: 'BATCH-LEFT', quantity: 3 }])),
+    ]);
+    assert.deepEqual(answers.map((a) => a.outcome.status), [201, 201, 409]);
+    const refused = answers[2]!.outcome.body as { code: string; detail: string; errors: unknown[] };
+    assert.deepEqual([refused.code, refused.detail, refused.errors], ['out_of_stock', 'SKU BATCH-LEFT has 1 available, 3 requested', [{ path: '/lines/0/quantity', message: 'only 1 available' }]]);
+    await assertStockExplained(database.db);
+  });
+
   it('requests that wait while a batch runs go together in the next one, each with its own answer', async () => {
     const { database, customers } = env();
     await env().product([{ sku: 'BATCH-A', stock: 3 }, { sku: 'BATCH-B', stock: 100 }]);
