@@ -43,6 +43,18 @@ function request(customer: { id: string }, key: string, lines: { sku: string; qu
 const settled = <T>(promises: Promise<T>[]) => Promise.allSettled(promises);
 
 forEachEngine('orders are placed in batches', (env) => {
+  it('puts at most maxBatch orders in one transaction', async () => {
+    const { database, customers } = env();
+    await env().product([{ sku: 'BATCH-MAX', stock: 100 }]);
+    const buyers = await customers(7);
+    const { db, counts } = instrumented(database.db, 'never');
+    const placer = orderPlacer(db, { concurrency: 1, maxBatch: 2 });
+    // The first runs alone; the six that wait for it go two by two.
+    const answers = await Promise.all(buyers.map((b, i) => placer.place(request(b, `max-${i}`, [{ sku: 'BATCH-MAX', quantity: 1 }]))));
+    assert.deepEqual(answers.map((a) => a.outcome.status), Array(7).fill(201));
+    assert.equal(counts.transactions, 4);
+  });
+
   it('an order refused at the stock locks is told what the orders before it in its batch left', async () => {
     const { database, customers } = env();
     await env().product([{ sku: 'BATCH-LEFT', stock: 5 }]);
