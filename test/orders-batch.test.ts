@@ -43,6 +43,30 @@ function request(customer: { id: string }, key: string, lines: { sku: string; qu
 const settled = <T>(promises: Promise<T>[]) => Promise.allSettled(promises);
 
 forEachEngine('orders are placed in batches', (env) => {
+  it('wakes the payment workers after a commit that placed an order, and only then', async () => {
+    const { database, customers } = env();
+    await env().product([{ sku: 'BATCH-WAKE', stock: 10 }]);
+    const [c1, c2, c3] = await customers(3);
+    let wakes = 0;
+    const placer = orderPlacer(database.db, { concurrency: 1, maxBatch: 64, onPlaced: () => { wakes++; } });
+    await placer.place(request(c1!, 'wake-1', [{ sku: 'BATCH-WAKE', quantity: 1 }]));
+    assert.equal(wakes, 1);
+    // Refused, then a replay of the first: nothing new to charge.
+    await placer.place(request(c1!, 'wake-2', [{ sku: 'NO-SUCH-SKU', quantity: 1 }]));
+    await placer.place(request(c1!, 'wake-1', [{ sku: 'BATCH-WAKE', quantity: 1 }]));
+    assert.equal(wakes, 1);
+    // A placer with nothing running: the first runs alone (one wake-up); the next two share a batch
+    // of a refusal and an order (one more).
+    const fresh = orderPlacer(database.db, { concurrency: 1, maxBatch: 64, onPlaced: () => { wakes++; } });
+    const three = await Promise.all([
+      fresh.place(request(c2!, 'wake-3', [{ sku: 'BATCH-WAKE', quantity: 1 }])),
+      fresh.place(request(c3!, 'wake-4', [{ sku: 'NO-SUCH-SKU', quantity: 1 }])),
+      fresh.place(request(c3!, 'wake-5', [{ sku: 'BATCH-WAKE', quantity: 1 }])),
+    ]);
+    assert.deepEqual(three.map((a) => a.outcome.status), [201, 422, 201]);
+    assert.equal(wakes, 3);
+  });
+
   it('puts at most maxBatch orders in one transaction', async () => {
     const { database, customers } = env();
     await env().product([{ sku: 'BATCH-MAX', stock: 100 }]);
