@@ -28,7 +28,7 @@ const groups: Record<string, Group> = {
   lifecycle: { mutate: ['src/modules/orders/lifecycle.ts'], tests: ['orders.test', 'payments.test', 'money'] },
   payments: { mutate: ['src/modules/payments/service.ts'], tests: ['payments.test', 'money'] },
   inventory: { mutate: ['src/modules/catalog/inventory.ts'], tests: ['catalog', 'orders.test', 'orders-concurrency', 'orders-console-api'] },
-  place: { mutate: ['src/modules/orders/place.ts'], tests: ['orders.test', 'orders-concurrency', 'orders-batch', 'money', 'idempotency'] },
+  place: { mutate: ['src/modules/orders/place.ts'], tests: ['orders.test', 'orders-concurrency', 'orders-batch', 'money', 'idempotency', 'tracing'] },
   idempotency: { mutate: ['src/platform/idempotency.ts'], tests: ['idempotency', 'orders-batch', 'hostile-bodies'] },
   limits: { mutate: ['src/platform/rate-limit.ts'], tests: ['rate-limit', 'login-throttling'] },
   events: { mutate: ['src/platform/event-stream.ts'], tests: ['event-stream'] },
