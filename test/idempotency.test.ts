@@ -8,6 +8,15 @@ import { AppError } from '../src/errors.ts';
 
 const card = { method: 'card' as const, token: 'tok_ok' };
 
+/** The second answer is the first one's replay: both 201, one order. */
+function assertReplayOf(second: { statusCode: number; headers: Record<string, unknown>; json(): { id: string } }, first: typeof second): void {
+  assert.equal(first.statusCode, 201);
+  assert.equal(second.statusCode, 201);
+  assert.equal(first.headers['idempotent-replayed'], undefined);
+  assert.equal(second.headers['idempotent-replayed'], 'true');
+  assert.equal(second.json().id, first.json().id);
+}
+
 // The request hash is taken of this text: two bodies are the same request exactly when their texts
 // are equal, so the text must be JSON itself (nothing two different bodies could share).
 describe('the canonical JSON of a request body', () => {
@@ -57,10 +66,7 @@ forEachEngine('Idempotency-Key', (env) => {
     const headers = { authorization: `Bearer ${c.token}`, 'idempotency-key': 'k-order', 'content-type': 'application/json' };
     const a = await app.inject({ method: 'POST', url: '/v1/orders', headers, payload: '{"lines":[{"sku":"IDEM","quantity":1}],"payment":{"method":"card","token":"tok_ok"}}' });
     const b = await app.inject({ method: 'POST', url: '/v1/orders', headers, payload: '{"payment":{"token":"tok_ok","method":"card"},"lines":[{"quantity":1,"sku":"IDEM"}]}' });
-    assert.equal(a.statusCode, 201);
-    assert.equal(b.statusCode, 201);
-    assert.equal(b.headers['idempotent-replayed'], 'true');
-    assert.equal(b.json().id, a.json().id);
+    assertReplayOf(b, a);
   });
 
   it('replays a business failure too: a 409 out_of_stock comes back as it was, even once stock arrives', async () => {
@@ -101,9 +107,7 @@ forEachEngine('Idempotency-Key', (env) => {
     const payload = { lines: [{ sku: 'IDEM', quantity: 1 }], payment: card };
     const a = await app.inject({ method: 'POST', url: '/v1/orders?via=app', headers, payload });
     const b = await app.inject({ method: 'POST', url: '/v1/orders?via=retry', headers, payload });
-    assert.equal(a.statusCode, 201);
-    assert.equal(b.headers['idempotent-replayed'], 'true');
-    assert.equal(b.json().id, a.json().id);
+    assertReplayOf(b, a);
   });
 
   it('answers 409 idempotency_key_in_use while the first request with the key has no answer stored', async () => {

@@ -118,9 +118,10 @@ export function registerMetrics(app: FastifyInstance, options: { counters?: Coun
   const codes = new WeakMap<FastifyRequest, string>();
   const counters = options.counters;
   if (counters) {
-    app.addHook('onSend', async (request, reply, payload) => {
+    // A callback hook, not an async one: an async onSend defers the send a tick (see http.ts).
+    app.addHook('onSend', (request, reply, payload, done) => {
       if (reply.statusCode >= 400) codes.set(request, problemCodeOf(payload));
-      return payload;
+      done(null, payload);
     });
   }
   app.addHook('onResponse', async (request, reply) => {

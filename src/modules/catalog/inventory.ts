@@ -17,9 +17,9 @@ export function levelView(row: LevelRow): StockLevel {
 
 /**
  * Row locks in SKU order, whatever the order of the lines, before any UPDATE whose join order
- * PostgreSQL chooses itself: a CTE for the statement that updates, joined by it. However the planner joins it, the first read of the
- * CTE locks its rows in its ORDER BY (a later read only finds them locked already); being in the
- * same statement saves a round trip. $1 is the SKUs.
+ * PostgreSQL chooses itself: a CTE for the statement that updates, joined by it. However the
+ * planner joins it, the first read of the CTE locks its rows in its ORDER BY (a later read only
+ * finds them locked already); being in the same statement saves a round trip. $1 is the SKUs.
  */
 const lockedInSkuOrder = 'locked AS MATERIALIZED (SELECT sku FROM stock_levels WHERE sku = ANY($1::text[]) ORDER BY sku FOR UPDATE)';
 
@@ -53,7 +53,8 @@ export function outOfStock(short: { sku: string; quantity: number; available: nu
 
 /**
  * Locks the stock rows of the SKUs, in SKU order (the ORDER BY: the SKUs may come in any order,
- * repeated), until the transaction ends, and answers what each has available. For a caller that decides several reservations at once (reserveForOrders).
+ * repeated), until the transaction ends, and answers what each has available. For a caller that
+ * decides several reservations at once (reserveForOrders).
  */
 export async function lockStock(tx: Tx, skus: string[]): Promise<Map<string, number>> {
   const rows = await tx.query<{ sku: string; available: number }>(
