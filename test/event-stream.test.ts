@@ -1,6 +1,5 @@
 import { it, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { EventEmitter } from 'node:events';
 import type { FastifyInstance } from 'fastify';
 import { forEachEngine, type TestEnv } from './support/app.ts';
 import { waitFor } from './support/wait.ts';
@@ -10,7 +9,8 @@ import { loadConfig } from '../src/config.ts';
 import { openPostgres, type Db } from '../src/platform/db.ts';
 import { publishEvent } from '../src/platform/events.ts';
 import { newId } from '../src/platform/ids.ts';
-import { createEventHub, listenerFor, type StreamSink } from '../src/platform/event-stream.ts';
+import { createEventHub, listenerFor } from '../src/platform/event-stream.ts';
+import { framesOf, memorySink, presenceOf, settled, watchOutboxReads } from './support/event-hub.ts';
 import { openEventStream, type EventStreamReader, type SseEvent } from '../src/modules/messaging/event-source.ts';
 import { unthrottled } from './support/unthrottled.ts';
 
@@ -39,78 +39,9 @@ function staffPost(e: TestEnv, conversationId: string, body: string) {
   return e.client.ok(endpoints.postMessage, { token: e.adminToken, params: { id: conversationId }, body: { body } });
 }
 
-/**
- * Waits until the event is below the horizon (every transaction older than it has ended), so a
- * stream that connects now replays it rather than receiving it live. The horizon is cluster-wide:
- * another test's transaction in flight holds it back for a moment.
- */
-async function settled(db: Db, eventId: string): Promise<void> {
-  await waitFor(`${eventId} to settle`, async () => {
-    const [row] = await db.query<{ below: boolean }>('SELECT tx < pg_snapshot_xmin(pg_current_snapshot()) AS below FROM events WHERE id = $1', [eventId]);
-    return row?.below ? true : undefined;
-  });
-}
-
 async function eventIdOfMessage(db: Db, messageId: string): Promise<string> {
   const [row] = await db.query<{ id: string }>("SELECT id FROM events WHERE type = 'message.created' AND data->'message'->>'id' = $1", [messageId]);
   return row!.id;
-}
-
-async function presenceOf(db: Db, userId: string): Promise<number> {
-  const [row] = await db.query<{ n: number }>('SELECT count(*)::int AS n FROM event_stream_connections WHERE user_id = $1', [userId]);
-  return row!.n;
-}
-
-/** A sink in memory, for a hub driven directly: it keeps what was written; `reads: false` makes it a client that never reads. */
-function memorySink(options: { reads: boolean } = { reads: true }) {
-  const sink = new EventEmitter() as EventEmitter & StreamSink & { text: string; buffered: number; destroyed: boolean };
-  sink.text = '';
-  sink.buffered = 0;
-  sink.destroyed = false;
-  Object.defineProperty(sink, 'writableLength', { get: () => sink.buffered });
-  sink.write = (chunk: string) => {
-    sink.text += chunk;
-    if (options.reads) return true;
-    sink.buffered += Buffer.byteLength(chunk);
-    return false;
-  };
-  sink.end = () => { sink.emit('close'); };
-  sink.destroy = () => { sink.destroyed = true; sink.emit('close'); };
-  return sink;
-}
-
-/** The frames a sink received, as "<event> <id>" (no id: just the event), comments left out. */
-function framesOf(text: string): string[] {
-  return text.split('\n\n').flatMap((frame) => {
-    const event = /^event: (.*)$/m.exec(frame)?.[1];
-    if (!event) return [];
-    const id = /^id: (.*)$/m.exec(frame)?.[1];
-    return [id ? `${event} ${id}` : event];
-  });
-}
-
-/**
- * The database as an event hub sees it, counting the hub's reads of the outbox (its one query per
- * wake-up, told apart by its text) and whether the last one found events still waiting above the
- * horizon. A test waits on these instead of waiting "long enough" for the hub to have read.
- */
-function watchOutboxReads(db: Db) {
-  const reads = { started: 0, finished: 0, lastWaiting: false };
-  const watched: Db = {
-    ...db,
-    query: async <T>(text: string, params?: readonly unknown[]): Promise<T[]> => {
-      if (!text.includes('AS waiting')) return db.query<T>(text, params);
-      reads.started++;
-      try {
-        const rows = await db.query<T & { waiting: boolean }>(text, params);
-        reads.lastWaiting = rows[0]?.waiting === true;
-        return rows;
-      } finally {
-        reads.finished++;
-      }
-    },
-  };
-  return { db: watched, reads };
 }
 
 forEachEngine('the live event stream (GET /v1/events)', (env) => {
@@ -304,7 +235,7 @@ forEachEngine('the live event stream (GET /v1/events)', (env) => {
       }
       await waitFor('the slow stream to be dropped', async () => (sink.destroyed ? true : undefined));
       assert.ok(sink.buffered < 20_000 + 2000, `stopped buffering at the bound (${sink.buffered} bytes)`);
-      assert.equal(hub.openStreams, 0);
+      assert.equal(hub.stats.open, 0);
     } finally {
       await hub.close();
     }

@@ -107,7 +107,24 @@ export interface EventHub {
   endAll(): void;
   /** Ends every stream, stops listening and waits for the hub's queries to finish. */
   close(): Promise<void>;
-  readonly openStreams: number;
+  /** What the hub holds at this moment: once every stream has gone, all of it is back to nothing. */
+  readonly stats: HubStats;
+}
+
+export interface HubStats {
+  /** Streams open, joined or still replaying. */
+  open: number;
+  /** Streams the hub routes live events to. */
+  joined: number;
+  /** Audience keys the hub routes by. */
+  keys: number;
+  /** Places taken (admitted, not yet given back), and the users holding them. */
+  admitted: number;
+  users: number;
+  /** The hub's queries not yet finished. */
+  queries: number;
+  /** Whether the hub has a position in the outbox (it has one only while a stream is joined). */
+  following: boolean;
 }
 
 interface Position { tx: bigint; id: string }
@@ -476,8 +493,8 @@ export function createEventHub(db: Db, options: EventHubOptions): EventHub {
       await chain;
       await Promise.allSettled([...inflight]);
     },
-    get openStreams() {
-      return opened.size;
+    get stats() {
+      return { open: opened.size, joined: streams.size, keys: byKey.size, admitted, users: admittedPerUser.size, queries: inflight.size, following: cursor !== null };
     },
   };
 }
