@@ -7,7 +7,7 @@ import { engines, freshDatabase, type TestDatabase } from './support/database.ts
 import { waitFor } from './support/wait.ts';
 import { framesOf, memorySink, presenceOf, settled, watchOutboxReads, type MemorySink } from './support/event-hub.ts';
 import { publishEvent, type PublishedEvent } from '../src/platform/events.ts';
-import { createEventHub, type EventHubOptions } from '../src/platform/event-stream.ts';
+import { createEventHub, hasLiveStream, listenerFor, postgresListener, type EventHubOptions } from '../src/platform/event-stream.ts';
 import type { Db } from '../src/platform/db.ts';
 import type { AppError } from '../src/errors.ts';
 
@@ -54,6 +54,11 @@ async function bounded<T>(p: Promise<T>, what: string): Promise<T> {
 }
 
 const received = (sink: MemorySink, e: PublishedEvent) => waitFor(`${e.id} to arrive`, async () => (sink.text.includes(e.id) ? true : undefined), 15_000);
+
+/** The query of the ready frame's id (event-stream.ts, newestUpTo). */
+const newestQuery = 'ORDER BY tx DESC, id DESC LIMIT 1';
+/** The query that gives a joining stream its position (event-stream.ts, horizon). */
+const horizonQuery = 'SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS horizon';
 
 const nothingHeld = { open: 0, joined: 0, keys: 0, admitted: 0, users: 0, queries: 0, following: false };
 
@@ -124,7 +129,7 @@ for (const engine of engines()) {
       const u = user('slow');
       const ready = 'event: ready\ndata: {"resumed":false,"replayed":0}\n\n';
       const atTheBound = Buffer.byteLength('retry: 3000\n\n') + Buffer.byteLength(ready);
-      const { hub, warnings, wake } = manualHub(db(), { maxBufferedBytes: atTheBound });
+      const { hub, watched, warnings, wake } = manualHub(db(), { maxBufferedBytes: atTheBound });
       const sink = memorySink({ reads: false });
       try {
         await hub.open(sink, { userId: u, keys: [u] });
@@ -141,6 +146,8 @@ for (const engine of engines()) {
         assert.equal(warnings[0]!.obj.buffered, sink.buffered);
         assert.match(String(warnings[0]!.obj.streamId), /^[0-9a-f-]{36}$/);
         assert.equal(sink.lateWrites, 0);
+        // Dropping it ends it twice over (the drop, and the sink's close): its row is removed once.
+        assert.equal(watched.count('DELETE FROM event_stream_connections WHERE id'), 1);
       } finally {
         await hub.close();
       }
@@ -151,15 +158,17 @@ for (const engine of engines()) {
       const from = await publish([u]);
       const missed = await publishMany(3, [u]);
       await settled(db(), missed[2]!.id);
-      const { hub, warnings } = manualHub(db());
+      const { hub, watched, warnings } = manualHub(db());
       const sink = memorySink({ reads: false });
       try {
         const opening = hub.open(sink, { userId: u, keys: [u] }, from.id);
         await waitFor('the replay to wait for the reader', async () => (sink.text.includes(missed[0]!.id) ? true : undefined), 15_000);
         sink.destroy();
         await bounded(opening, 'the replay to end');
+        assert.equal(sink.listenerCount('drain'), 0, 'the replay leaves no listener behind');
         assert.equal(sink.lateWrites, 0);
         assert.ok(!sink.text.includes(missed[1]!.id));
+        assert.equal(watched.count(newestQuery), 0, 'no ready frame is prepared for a stream that has gone');
         assert.deepEqual({ ...hub.stats, queries: 0 }, { ...nothingHeld, queries: 0 });
         assert.deepEqual(warnings, []);
       } finally {
@@ -204,6 +213,29 @@ for (const engine of engines()) {
         await received(sink, event); // no wake-up from the test: the hub's retry reads it
         assert.deepEqual(framesOf(sink.text), ['ready', `test.n ${event.id}`]);
       } finally {
+        await hub.close();
+      }
+    });
+
+    it('a read that fails because the hub is closing is not reported', async () => {
+      const { hub, watched, warnings, wake, idle } = manualHub(db());
+      const u = user('closing');
+      let release = () => {};
+      try {
+        await hub.open(memorySink(), { userId: u, keys: [u] });
+        await idle();
+        release = watched.hold();
+        watched.fail('AS waiting');
+        const before = watched.reads.started;
+        wake();
+        await waitFor('the read to start', async () => (watched.reads.started > before ? true : undefined), 15_000);
+        const closing = hub.close();
+        release(); // the read fails now, after close() began
+        await closing;
+        assert.equal(watched.reads.finished, watched.reads.started);
+        assert.deepEqual(warnings, []);
+      } finally {
+        release();
         await hub.close();
       }
     });
@@ -293,10 +325,189 @@ for (const engine of engines()) {
         assert.equal(await presenceOf(db(), recent), 1, 'a row seen 5 minutes ago stays');
         assert.equal(warnings.length, 0);
         watched.fail('UPDATE event_stream_connections');
-        await waitFor('the warning', async () => warnings.find((w) => w.msg === 'could not refresh event stream presence'), 15_000);
+        const w = await waitFor('the warning', async () => warnings.find((x) => x.msg === 'could not refresh event stream presence'), 15_000);
+        assert.match(String((w.obj.err as Error).message), /failed on purpose/);
       } finally {
         await hub.close();
         await db().query('DELETE FROM event_stream_connections WHERE user_id = ANY($1)', [[recent, stale]]);
+      }
+    });
+
+    it('on PostgreSQL, the listening connection comes back after it is cut, and what was committed meanwhile is read at once', async (t) => {
+      if (engine !== 'postgres') return t.skip('PGlite listens in-process');
+      const warnings: { obj: Record<string, unknown>; msg: string }[] = [];
+      const hub = createEventHub(db(), {
+        heartbeatSeconds: 3600, retentionHours: 24, pollIntervalMs: 3_600_000, listen: postgresListener(database.url!),
+        log: { warn: (obj, msg) => { warnings.push({ obj: obj as Record<string, unknown>, msg }); } },
+      });
+      const listeners = async () => (await db().query<{ pid: number }>(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND query = 'LISTEN engine_room_events'",
+      )).map((r) => r.pid);
+      const u = user('listen');
+      const sink = memorySink();
+      try {
+        await hub.open(sink, { userId: u, keys: [u] });
+        const [first] = await waitFor('the hub to listen', async () => ((await listeners()).length === 1 ? listeners() : undefined), 15_000);
+        const live = await publish([u]);
+        await received(sink, live); // woken by its NOTIFY
+        // Cut the connection (waiting until its backend is gone), then commit while nobody listens.
+        await db().query('SELECT pg_terminate_backend($1, 5000)', [first]);
+        const missed = await publish([u]);
+        await waitFor('the hub to listen again', async () => ((await listeners()).some((pid) => pid !== first) ? true : undefined), 15_000);
+        await received(sink, missed); // its NOTIFY went nowhere: the reconnection's own wake-up reads it
+        assert.ok(warnings.some((w) => w.msg === 'event stream listener connection failed; reconnecting'));
+      } finally {
+        await hub.close();
+      }
+      assert.deepEqual(await listeners(), [], 'close() ends the listening connection');
+    });
+
+    it('a client gone before its presence row is written leaves no row, and no warning when that write fails', async () => {
+      const { hub, watched, warnings } = manualHub(db());
+      const u = user('early');
+      /** A client that goes away as soon as the stream starts writing to it. */
+      const leavesAtOnce = () => {
+        const sink = memorySink();
+        const write = sink.write;
+        sink.write = (chunk: string) => { const ok = write(chunk); sink.destroy(); return ok; };
+        return sink;
+      };
+      try {
+        await hub.open(leavesAtOnce(), { userId: u, keys: [u] });
+        assert.equal(await presenceOf(db(), u), 0);
+        watched.fail('INSERT INTO event_stream_connections');
+        await hub.open(leavesAtOnce(), { userId: u, keys: [u] });
+        assert.deepEqual(warnings, []);
+        assert.deepEqual({ ...hub.stats, queries: 0 }, { ...nothingHeld, queries: 0 });
+      } finally {
+        await hub.close();
+      }
+    });
+
+    it('a client gone while its stream waits to join is never joined; the streams already there go on', async () => {
+      const { hub, watched, warnings, wake, idle } = manualHub(db());
+      const [u, other] = [user('joining'), user('staying')];
+      let release = () => {};
+      /** Opens a stream whose client goes away while it waits for its position. */
+      const goneWhileJoining = async () => {
+        release = watched.hold(horizonQuery);
+        const before = watched.count(horizonQuery);
+        const sink = memorySink();
+        const opening = hub.open(sink, { userId: u, keys: [u] });
+        await waitFor('the stream to ask for its position', async () => (watched.count(horizonQuery) > before ? true : undefined), 15_000);
+        sink.end();
+        release();
+        await bounded(opening, 'open() to answer');
+      };
+      try {
+        // Alone: the hub keeps no position for nobody.
+        await goneWhileJoining();
+        assert.deepEqual({ ...hub.stats, queries: 0 }, { ...nothingHeld, queries: 0 });
+        assert.equal(watched.count(newestQuery), 0, 'no ready frame is prepared for a stream that has gone');
+        // Beside another stream: that one keeps the hub's position, and its events.
+        const staying = memorySink();
+        await hub.open(staying, { userId: other, keys: [other] });
+        await idle();
+        await goneWhileJoining();
+        assert.deepEqual([hub.stats.open, hub.stats.joined, hub.stats.following], [1, 1, true]);
+        const event = await publish([other]);
+        wake();
+        await received(staying, event);
+        assert.deepEqual(warnings, []);
+      } finally {
+        release();
+        await hub.close();
+      }
+    });
+
+    it('a stream that joins while the hub lags behind leaves the position of the others where it was', async () => {
+      const { hub, watched, wake, idle } = manualHub(db());
+      const [a, b] = [user('lag-a'), user('lag-b')];
+      const sinkA = memorySink();
+      try {
+        await hub.open(sinkA, { userId: a, keys: [a] });
+        await idle();
+        const readsBefore = watched.reads.started;
+        // Committed with no wake-up: the hub has not read it when b joins.
+        const forA = await publish([a]);
+        await settled(db(), forA.id);
+        assert.equal(watched.reads.started, readsBefore);
+        await hub.open(memorySink(), { userId: b, keys: [b] });
+        wake();
+        await received(sinkA, forA);
+      } finally {
+        await hub.close();
+      }
+    });
+
+    it('close() ends the streams still open, and the hub holds nothing after it', async () => {
+      const { hub } = manualHub(db());
+      const u = user('open-at-close');
+      const sinks = [memorySink(), memorySink()];
+      for (const sink of sinks) await hub.open(sink, { userId: u, keys: [u] });
+      await hub.close();
+      assert.deepEqual(sinks.map((x) => x.ended), [true, true]);
+      assert.deepEqual(hub.stats, nothingHeld);
+      assert.equal(await presenceOf(db(), u), 0);
+    });
+
+    it('on PostgreSQL, a listener that cannot connect says why and keeps trying, while the poll carries the events', async (t) => {
+      if (engine !== 'postgres') return t.skip('PGlite listens in-process');
+      const warnings: { obj: Record<string, unknown>; msg: string }[] = [];
+      const nowhere = new URL(database.url!);
+      nowhere.pathname = '/er_no_such_database';
+      const hub = createEventHub(db(), {
+        heartbeatSeconds: 3600, retentionHours: 24, pollIntervalMs: 50, listen: postgresListener(nowhere.toString()),
+        log: { warn: (obj, msg) => { warnings.push({ obj: obj as Record<string, unknown>, msg }); } },
+      });
+      const u = user('unreachable');
+      const sink = memorySink();
+      try {
+        await hub.open(sink, { userId: u, keys: [u] });
+        const failures = () => warnings.filter((w) => w.msg === 'event stream listener connection failed; reconnecting');
+        await waitFor('a second attempt to fail', async () => (failures().length >= 2 ? true : undefined), 15_000);
+        assert.match(String((failures()[0]!.obj.err as Error).message), /er_no_such_database/);
+        const event = await publish([u]);
+        await received(sink, event);
+      } finally {
+        await hub.close();
+      }
+    });
+
+    it("the engine's own listener wakes the hub on a commit, with no poll to fall back on", async () => {
+      const hub = createEventHub(db(), { heartbeatSeconds: 3600, retentionHours: 24, pollIntervalMs: 3_600_000, listen: listenerFor(db(), database.url) });
+      const u = user('woken');
+      const sink = memorySink();
+      try {
+        await hub.open(sink, { userId: u, keys: [u] });
+        // On PostgreSQL the listening connection is made in the background: wait for it.
+        if (database.url) {
+          await waitFor('the hub to listen', async () => {
+            const [row] = await db().query<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND query = 'LISTEN engine_room_events'");
+            return row!.n > 0 ? true : undefined;
+          }, 15_000);
+        }
+        await received(sink, await publish([u]));
+      } finally {
+        await hub.close();
+      }
+    });
+
+    it('hasLiveStream: a user is watching while a presence row was seen within two heartbeats and 5 s', async () => {
+      const [fresh, late, stale] = [user('live'), user('late'), user('gone')];
+      const seen = (userId: string, secondsAgo: number) => db().query(
+        'INSERT INTO event_stream_connections (id, user_id, seen_at) VALUES (gen_random_uuid()::text, $1, now() - make_interval(secs => $2))', [userId, secondsAgo]);
+      try {
+        // heartbeatSeconds 10: seen within the last 25 s.
+        await seen(fresh, 0);
+        await seen(late, 20);
+        await seen(stale, 30);
+        assert.equal(await hasLiveStream(db(), fresh, 10), true);
+        assert.equal(await hasLiveStream(db(), late, 10), true);
+        assert.equal(await hasLiveStream(db(), stale, 10), false);
+        assert.equal(await hasLiveStream(db(), user('never'), 10), false);
+      } finally {
+        await db().query('DELETE FROM event_stream_connections WHERE user_id = ANY($1)', [[fresh, late, stale]]);
       }
     });
 
@@ -385,6 +596,26 @@ for (const engine of engines()) {
           ]);
           assert.match(sink.text, /data: \{"resumed":true,"replayed":2\}/);
           assert.deepEqual(warnings, []);
+        } finally {
+          await hub.close();
+        }
+      });
+
+      it('are not sent to a stream dropped as it goes live', async () => {
+        const { hub, sink, missed, arrive } = await stalledReplay();
+        try {
+          await arrive(2);
+          // The client reads the rest of the replay, then stops: its ready frame is one too many.
+          const write = sink.write;
+          sink.write = (chunk: string) => {
+            const ok = write(chunk);
+            if (chunk.includes('event: ready')) sink.buffered = 2 * 1024 * 1024;
+            return ok;
+          };
+          sink.drain();
+          await waitFor('the stream to be dropped', async () => (sink.destroyed ? true : undefined), 15_000);
+          assert.deepEqual(framesOf(sink.text), [...missed.map((m) => `test.n ${m.id}`), `ready ${missed[1]!.id}`]);
+          assert.equal(sink.lateWrites, 0);
         } finally {
           await hub.close();
         }

@@ -53,22 +53,22 @@ export function framesOf(text: string): string[] {
 export function watchOutboxReads(db: Db) {
   const reads = { started: 0, finished: 0, lastWaiting: false };
   const statements: string[] = [];
-  let gate: Promise<void> | undefined;
+  let gate: { part: string; open: Promise<void> } | undefined;
   const failing: string[] = [];
   const watched: Db = {
     ...db,
     query: async <T>(text: string, params?: readonly unknown[]): Promise<T[]> => {
       statements.push(text);
-      if (failing.some((part) => text.includes(part))) throw new Error(`failed on purpose: ${text.slice(0, 40)}`);
-      if (!text.includes('AS waiting')) return db.query<T>(text, params);
-      reads.started++;
+      const isRead = text.includes('AS waiting');
+      if (isRead) reads.started++;
       try {
-        await gate;
+        if (gate && text.includes(gate.part)) await gate.open;
+        if (failing.some((part) => text.includes(part))) throw new Error(`failed on purpose: ${text.slice(0, 40)}`);
         const rows = await db.query<T & { waiting: boolean }>(text, params);
-        reads.lastWaiting = rows[0]?.waiting === true;
+        if (isRead) reads.lastWaiting = rows[0]?.waiting === true;
         return rows;
       } finally {
-        reads.finished++;
+        if (isRead) reads.finished++;
       }
     },
   };
@@ -81,10 +81,10 @@ export function watchOutboxReads(db: Db) {
     fail: (part: string) => { failing.push(part); },
     /** The database answers again. */
     heal: () => { failing.length = 0; },
-    /** Holds the outbox reads that start from now on until the function answered is called. */
-    hold(): () => void {
+    /** Holds the statements that contain the text (the outbox reads by default) and start from now on, until the function answered is called. */
+    hold(part = 'AS waiting'): () => void {
       let release!: () => void;
-      gate = new Promise<void>((resolve) => { release = resolve; });
+      gate = { part, open: new Promise<void>((resolve) => { release = resolve; }) };
       return () => { gate = undefined; release(); };
     },
   };
