@@ -153,6 +153,27 @@ for (const engine of engines()) {
       }
     });
 
+    it('a Last-Event-ID that is not an event id is answered resumed: false without a query', async () => {
+      const { hub, watched } = manualHub(db());
+      const u = user('junk');
+      const real = await publish([u]);
+      try {
+        for (const junk of ['not-an-id', `x${real.id}`, `${real.id}x`, real.id.toUpperCase()]) {
+          const sink = memorySink();
+          await hub.open(sink, { userId: u, keys: [u] }, junk);
+          assert.match(sink.text, /data: \{"resumed":false,"replayed":0\}/, junk);
+          sink.end();
+        }
+        assert.equal(watched.count('SELECT tx::text AS tx FROM events WHERE id = $1'), 0);
+        const sink = memorySink();
+        await hub.open(sink, { userId: u, keys: [u] }, real.id);
+        assert.match(sink.text, /data: \{"resumed":true,"replayed":0\}/);
+        assert.equal(watched.count('SELECT tx::text AS tx FROM events WHERE id = $1'), 1);
+      } finally {
+        await hub.close();
+      }
+    });
+
     it('a replay whose client goes away stops writing and ends', async () => {
       const u = user('leaves');
       const from = await publish([u]);
@@ -475,11 +496,12 @@ for (const engine of engines()) {
     });
 
     it("the engine's own listener wakes the hub on a commit, with no poll to fall back on", async () => {
-      const hub = createEventHub(db(), { heartbeatSeconds: 3600, retentionHours: 24, pollIntervalMs: 3_600_000, listen: listenerFor(db(), database.url) });
+      const { hub, idle } = manualHub(db(), { listen: listenerFor(db(), database.url) });
       const u = user('woken');
       const sink = memorySink();
       try {
         await hub.open(sink, { userId: u, keys: [u] });
+        await idle(); // the read that open() asks for is over: only the listener can wake the hub now
         // On PostgreSQL the listening connection is made in the background: wait for it.
         if (database.url) {
           await waitFor('the hub to listen', async () => {

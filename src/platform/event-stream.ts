@@ -171,7 +171,9 @@ export function createEventHub(db: Db, options: EventHubOptions): EventHub {
   const byKey = new Map<string, Set<Stream>>(); // the joined streams of each audience key
   const opened = new Set<Stream>(); // every open one, joined or not yet
   const inflight = new Set<Promise<unknown>>();
-  let cursor: Position | null = null; // what the hub has dispatched; null while no stream is joined
+  // What the hub has dispatched. Null exactly while no stream is joined: the last stream to leave
+  // clears it (release), the first to join sets it.
+  let cursor: Position | null = null;
   let closed = false;
   let scheduled = false;
   let retryTimer: NodeJS.Timeout | undefined;
@@ -239,10 +241,7 @@ export function createEventHub(db: Db, options: EventHubOptions): EventHub {
   }
 
   async function fetchOnce(): Promise<'more' | 'waiting' | 'done'> {
-    if (cursor === null || streams.size === 0) {
-      cursor = null;
-      return 'done';
-    }
+    if (cursor === null) return 'done';
     const from = cursor;
     const rows = await track(db.query<EventRow & { horizon: string; waiting: boolean; id: string | null }>(
       `WITH h AS (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS horizon)
@@ -254,10 +253,7 @@ export function createEventHub(db: Db, options: EventHubOptions): EventHub {
          ) e ON true`,
       [from.tx.toString(), from.id, batchSize],
     ));
-    if (cursor === null || streams.size === 0) {
-      cursor = null;
-      return 'done';
-    }
+    if (cursor === null) return 'done'; // every stream left during the read
     const events = rows.filter((r): r is typeof r & { id: string } => r.id !== null);
     for (const row of events) {
       const targets = new Set<Stream>();
@@ -454,7 +450,7 @@ export function createEventHub(db: Db, options: EventHubOptions): EventHub {
       const replayed = from ? await replay(s, from, upTo) : 0;
       if (s.closed) return;
       const readyId = await newestUpTo(s, upTo);
-      const ready = { resumed: lastEventId === undefined ? false : from !== null, replayed };
+      const ready = { resumed: from !== null, replayed };
       send(s, `${readyId ? `id: ${readyId}\n` : ''}event: ready\ndata: ${JSON.stringify(ready)}\n\n`);
       s.live = true;
       const pending = s.pending;
@@ -570,5 +566,5 @@ export async function hasLiveStream(db: Queryable, userId: string, heartbeatSeco
     'SELECT EXISTS (SELECT 1 FROM event_stream_connections WHERE user_id = $1 AND seen_at > now() - make_interval(secs => $2)) AS live',
     [userId, heartbeatSeconds * 2 + 5],
   );
-  return row?.live ?? false;
+  return row!.live; // EXISTS: always one row
 }
