@@ -9,6 +9,7 @@ import type { ChargeRequest, PaymentProvider, ProviderResult } from '../src/modu
 import { sandboxRoutes } from '../src/modules/payments/sandbox-routes.ts';
 import { registerHttpPlatform } from '../src/platform/http.ts';
 import { registerAuth, type Principal } from '../src/platform/auth.ts';
+import type { Db } from '../src/platform/db.ts';
 
 let counter = 0;
 /** A key no other test uses: every test works on its own charges in the shared database. */
@@ -138,6 +139,65 @@ for (const engine of engines()) {
       assert.equal(results.filter((r) => r.status === 'retryable').length, 2);
       assert.equal(new Set(results.filter((r) => r.status === 'succeeded').map(refOf)).size, 1);
       assert.equal(await chargedCount(request.idempotencyKey), 1);
+    });
+
+    describe('charges asked side by side (a worker\'s batch)', () => {
+      /** A sandbox of its own on a database that counts the charge rows' INSERT statements. */
+      function countingSandbox() {
+        const inserts = { count: 0 };
+        const db: Db = {
+          ...database.db,
+          query: <T>(text: string, params?: readonly unknown[]) => {
+            if (text.includes('INSERT INTO sandbox_charges')) inserts.count++;
+            return database.db.query<T>(text, params);
+          },
+        };
+        return { sandbox: createSandboxProvider(db, { slowDelayMs }), inserts };
+      }
+
+      it('are recorded together: 20 new keys, each its own charge and answer, in at most two statements', async () => {
+        const { sandbox: batched, inserts } = countingSandbox();
+        const requests = Array.from({ length: 20 }, (_, i) => chargeOf(i === 3 ? 'tok_declined' : i === 7 ? 'tok_flaky' : 'tok_ok', newKey('side'), 100 + i));
+        const results = await Promise.all(requests.map((r) => batched.charge(r)));
+        // A lone first request goes at once; all that came meanwhile share the next statement.
+        assert.ok(inserts.count <= 2, `${inserts.count} INSERT statements for 20 requests`);
+        for (const [i, request] of requests.entries()) {
+          const rows = await rowsFor(request.idempotencyKey);
+          assert.equal(rows.length, 1, `one row for request ${i}`);
+          if (i === 3) assert.deepEqual(results[i], { status: 'declined', reason: 'card_declined' });
+          else if (i === 7) assert.deepEqual([results[i]!.status, rows[0]!.status], ['retryable', 'pending']);
+          else {
+            assert.deepEqual(results[i], { status: 'succeeded', providerRef: rows[0]!.id, charged: request.amount, orderId: request.orderId });
+            assert.deepEqual([rows[0]!.status, rows[0]!.amount], ['succeeded', 100 + i]);
+          }
+        }
+      });
+
+      it('one key twice in the same statement: one charge, both answers name it', async () => {
+        const { sandbox: batched, inserts } = countingSandbox();
+        const twice = chargeOf('tok_ok');
+        // The first request goes alone; the two with one key then share the second statement.
+        const [, a, b] = await Promise.all([batched.charge(chargeOf('tok_ok')), batched.charge(twice), batched.charge(twice)]);
+        assert.equal(inserts.count, 2);
+        assert.equal(refOf(a!), refOf(b!));
+        const rows = await rowsFor(twice.idempotencyKey);
+        assert.deepEqual(rows.map((r) => [r.id, r.attempts]), [[refOf(a!), 2]]);
+      });
+
+      it('a request the sandbox cannot record fails alone; the rest of its statement is charged', async () => {
+        const { sandbox: batched } = countingSandbox();
+        const requests = Array.from({ length: 6 }, () => chargeOf('tok_ok'));
+        // A NUL character cannot be stored in text: that row's INSERT fails, on both engines.
+        requests[4] = { ...requests[4]!, description: 'bad \u0000 text' };
+        const results = await Promise.allSettled(requests.map((r) => batched.charge(r)));
+        assert.equal(results[4]!.status, 'rejected');
+        assert.equal((await rowsFor(requests[4]!.idempotencyKey)).length, 0);
+        for (const i of [0, 1, 2, 3, 5]) {
+          const result = results[i]!;
+          assert.equal(result.status, 'fulfilled', `request ${i}`);
+          assert.equal(refOf(result.value), (await rowsFor(requests[i]!.idempotencyKey))[0]?.id);
+        }
+      });
     });
 
     it('refuses a key reused for a different charge, and charges nothing more', async () => {

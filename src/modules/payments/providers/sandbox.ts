@@ -20,6 +20,7 @@ import type { Money } from '../../../platform/schemas.ts';
 import type { RetryBudget } from '../../../platform/queue.ts';
 import { idempotencyKeyReused, type ChargeRequest, type ChargeResult, type PaymentProvider, type RefundRequest, type RefundResult } from './provider.ts';
 import { outageCheck } from './outage.ts';
+import { coalesce } from '../../../platform/coalesce.ts';
 
 export interface SandboxOptions {
   /** How long tok_slow takes to answer, in milliseconds: 2000 as the contract says; tests pass less. */
@@ -102,9 +103,50 @@ function decide(token: string, attempt: number): Verdict {
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/** A charge request for a key the sandbox may never have seen, with the verdict of a first request. */
+interface FirstRequest { id: string; request: ChargeRequest; first: Verdict }
+
+/**
+ * Records first requests in one statement; answers the ones it created (a key seen before, or
+ * twice in the rows, creates one row at most). Rows go in key order, so two statements that share
+ * keys (one payment charged by two workers at once) take the index's locks in the same order.
+ */
+async function insertFirstRequests(db: Queryable, rows: FirstRequest[]): Promise<Map<FirstRequest, true>> {
+  const sorted = [...rows].sort((a, b) => (a.request.idempotencyKey < b.request.idempotencyKey ? -1 : a.request.idempotencyKey > b.request.idempotencyKey ? 1 : 0));
+  const created = await db.query<{ id: string }>(
+    `INSERT INTO sandbox_charges (id, idempotency_key, order_id, amount, currency, token, description, status, decline_reason)
+     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[])
+     ON CONFLICT (idempotency_key) DO NOTHING RETURNING id`,
+    [sorted.map((r) => r.id), sorted.map((r) => r.request.idempotencyKey), sorted.map((r) => r.request.orderId), sorted.map((r) => r.request.amount.amount),
+      sorted.map((r) => r.request.amount.currency), sorted.map((r) => r.request.token), sorted.map((r) => r.request.description ?? null),
+      sorted.map((r) => (r.first.status === 'retryable' ? 'pending' : r.first.status)), sorted.map((r) => (r.first.status === 'declined' ? r.first.reason : null))],
+  );
+  const ids = new Set(created.map((c) => c.id));
+  return new Map(rows.filter((r) => ids.has(r.id)).map((r) => [r, true]));
+}
+
 export function createSandboxProvider(db: Db, options: SandboxOptions = {}): PaymentProvider {
   const slowDelayMs = options.slowDelayMs ?? 2000;
   const inOutage = outageCheck(db);
+  // The charges of one batch reach the sandbox side by side (payments/service.ts), and each was
+  // one INSERT: a third of every statement an order cost (docs/PERFORMANCE.md). They are recorded
+  // together instead, as a processor's batch API would; a lone request still goes at once
+  // (platform/coalesce.ts). A statement that fails is retried row by row, so a request the
+  // sandbox cannot record fails alone and the rest of its batch is charged.
+  const recordFirst = coalesce<FirstRequest, true | Error>(async (rows) => {
+    try {
+      return await insertFirstRequests(db, rows);
+    } catch (err) {
+      if (rows.length === 1) throw err;
+      const answers = new Map<FirstRequest, true | Error>();
+      for (const row of rows) {
+        const one = await insertFirstRequests(db, [row]).catch((e: unknown) => new Map([[row, e instanceof Error ? e : new Error(String(e))]]));
+        const answer = one.get(row);
+        if (answer) answers.set(row, answer);
+      }
+      return answers;
+    }
+  }, { concurrency: 1, maxBatch: 500 });
 
   async function charge(request: ChargeRequest): Promise<ChargeResult> {
     checkKey(request.idempotencyKey);
@@ -116,20 +158,17 @@ export function createSandboxProvider(db: Db, options: SandboxOptions = {}): Pay
     // would stall every other request (on PGlite, the whole database).
     if (request.token === 'tok_slow') await sleep(slowDelayMs);
 
-    // The common case, a key never seen: decided and recorded by one statement, no transaction.
+    // The common case, a key never seen: decided, and recorded with the requests that come meanwhile
+    // by one statement, no transaction.
     const first = decide(request.token, 1);
-    const [created] = await db.query<{ id: string }>(
-      `INSERT INTO sandbox_charges (id, idempotency_key, order_id, amount, currency, token, description, status, decline_reason)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-       ON CONFLICT (idempotency_key) DO NOTHING RETURNING id`,
-      [processorId('sch'), request.idempotencyKey, request.orderId, request.amount.amount, request.amount.currency, request.token, request.description ?? null,
-        first.status === 'retryable' ? 'pending' : first.status, first.status === 'declined' ? first.reason : null],
-    );
+    const row: FirstRequest = { id: processorId('sch'), request, first };
+    const created = await recordFirst(row);
+    if (created instanceof Error) throw created;
     if (created) {
       if (first.status === 'succeeded') {
         return request.token === 'tok_lost_response'
           ? { status: 'retryable', reason: 'timeout: no answer from the processor' }
-          : { status: 'succeeded', providerRef: created.id, charged: request.amount, orderId: request.orderId };
+          : { status: 'succeeded', providerRef: row.id, charged: request.amount, orderId: request.orderId };
       }
       return first;
     }
