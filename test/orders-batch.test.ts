@@ -10,6 +10,7 @@ import { orderPlacer, type Answer, type OrderRequest } from '../src/modules/orde
 import { requestHash } from '../src/platform/idempotency.ts';
 import type { Db, Tx } from '../src/platform/db.ts';
 import { assertStockExplained } from './support/stock.ts';
+import { waitFor } from './support/wait.ts';
 
 /** db, counting transactions, with every statement that carries `poison` in a parameter failing. */
 function instrumented(db: Db, poison: string) {
@@ -41,6 +42,13 @@ function request(customer: { id: string }, key: string, lines: { sku: string; qu
 }
 
 const settled = <T>(promises: Promise<T>[]) => Promise.allSettled(promises);
+
+/** true once a statement of this database waits for a row lock at the stock (PostgreSQL), else undefined. */
+async function waitingAtStockLock(db: Db): Promise<true | undefined> {
+  const [row] = await db.query<{ n: number }>(
+    "SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%locked AS MATERIALIZED%'");
+  return row!.n > 0 ? true : undefined;
+}
 
 forEachEngine('orders are placed in batches', (env) => {
   it('wakes the payment workers after a commit that placed an order, and only then', async () => {
@@ -84,8 +92,7 @@ forEachEngine('orders are placed in batches', (env) => {
     await env().product([{ sku: 'BATCH-LEFT', stock: 5 }]);
     const [c1, c2, c3] = await customers(3);
     const placer = orderPlacer(database.db, { concurrency: 1, maxBatch: 64 });
-    // 4 left when the batch of the next two reads the catalog, so both pass that check; at the locks
-    // the first takes 3 and the second finds 1.
+    // 4 left when the batch of the next two locks the stock: the first takes 3 and the second finds 1.
     const answers = await Promise.all([
       placer.place(request(c1!, 'left-1', [{ sku: 'BATCH-LEFT', quantity: 1 }])),
       placer.place(request(c2!, 'left-2', [{ sku: 'BATCH-LEFT', quantity: 3 }])),
@@ -95,6 +102,66 @@ forEachEngine('orders are placed in batches', (env) => {
     const refused = answers[2]!.outcome.body as { code: string; detail: string; errors: unknown[] };
     assert.deepEqual([refused.code, refused.detail, refused.errors], ['out_of_stock', 'SKU BATCH-LEFT has 1 available, 3 requested', [{ path: '/lines/0/quantity', message: 'only 1 available' }]]);
     await assertStockExplained(database.db);
+  });
+
+  it('a batch that waits for a stock row another transaction holds decides on what that one left, in one transaction', async (t) => {
+    const e = env();
+    if (e.engine !== 'postgres') return t.skip('concurrent transactions need PostgreSQL');
+    await e.product([{ sku: 'BATCH-HELD', stock: 5 }]);
+    const [c1] = await e.customers(1);
+    const { db, counts } = instrumented(e.database.db, 'no-poison');
+    const placer = orderPlacer(db, { concurrency: 1, maxBatch: 64 });
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => { release = resolve; });
+    let locked!: () => void;
+    const isLocked = new Promise<void>((resolve) => { locked = resolve; });
+    // Another transaction locks the row and takes all 5 off hand (an adjustment, with its movement).
+    const holder = e.database.db.transaction(async (tx) => {
+      await tx.query("UPDATE stock_levels SET on_hand = 0 WHERE sku = 'BATCH-HELD'");
+      await tx.query("INSERT INTO stock_movements (sku, kind, on_hand_delta, reserved_delta, reason) VALUES ('BATCH-HELD', 'adjustment', -5, 0, 'test: taken while a batch waits')");
+      locked();
+      await released;
+    });
+    await isLocked;
+    const answer = placer.place(request(c1!, 'held-1', [{ sku: 'BATCH-HELD', quantity: 1 }]));
+    // The batch waits at the row lock; the holder commits only once the batch is seen waiting there.
+    await waitFor('the batch to wait at the row lock', () => waitingAtStockLock(e.database.db));
+    release();
+    await holder;
+    const refused = (await answer).outcome;
+    assert.deepEqual([refused.status, (refused.body as { detail: string }).detail], [409, 'SKU BATCH-HELD has 0 available, 1 requested']);
+    assert.equal(counts.transactions, 1, 'decided in its own transaction, not by a fault and a retry');
+  });
+
+  it('an order for a sold-out SKU is refused at once, even while another transaction holds that row', async (t) => {
+    const e = env();
+    if (e.engine !== 'postgres') return t.skip('concurrent transactions need PostgreSQL');
+    await e.product([{ sku: 'BATCH-GONE', stock: 0 }, { sku: 'BATCH-THERE', stock: 5 }]);
+    const [c1, c2] = await e.customers(2);
+    const placer = orderPlacer(e.database.db, { concurrency: 1, maxBatch: 64 });
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => { release = resolve; });
+    let locked!: () => void;
+    const isLocked = new Promise<void>((resolve) => { locked = resolve; });
+    const holder = e.database.db.transaction(async (tx) => {
+      await tx.query("SELECT 1 FROM stock_levels WHERE sku = 'BATCH-GONE' FOR UPDATE");
+      locked();
+      await released;
+    });
+    try {
+      await isLocked;
+      // Hopeless orders do not queue behind a sold-out row's lock (a flash sale's hot SKU once it is gone).
+      const answers = Promise.all([
+        placer.place(request(c1!, 'gone-1', [{ sku: 'BATCH-GONE', quantity: 1 }])),
+        placer.place(request(c2!, 'gone-2', [{ sku: 'BATCH-THERE', quantity: 1 }])),
+      ]);
+      const first = await Promise.race([answers, waitFor('the batch to wait at the row lock', () => waitingAtStockLock(e.database.db)).then(() => 'waiting' as const)]);
+      assert.notEqual(first, 'waiting', 'the batch waited for the sold-out row');
+      assert.deepEqual((await answers).map((a) => a.outcome.status), [409, 201]);
+    } finally {
+      release();
+      await holder;
+    }
   });
 
   it('requests that wait while a batch runs go together in the next one, each with its own answer', async () => {

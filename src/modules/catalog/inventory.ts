@@ -51,22 +51,33 @@ export function outOfStock(short: { sku: string; quantity: number; available: nu
   });
 }
 
+/** A SKU as a batch of orders is decided against it: its price, whether its product is active, what is available. */
+export interface PricedSku { sku: string; price_amount: number; currency: string; active: boolean; available: number }
+
 /**
- * Locks the stock rows of the SKUs, in SKU order (the ORDER BY: the SKUs may come in any order,
- * repeated), until the transaction ends, and answers what each has available. For a caller that
- * decides several reservations at once (reserveForOrders).
+ * The prices of the SKUs that exist, whether their product is active, and their stock, for a
+ * batch of orders to be decided (place.ts): one statement, which also locks the stock rows with
+ * something available, in SKU order, until the transaction ends. `available` is read under that
+ * lock. A row with nothing available is not locked and answers 0 (a flash sale's hot SKU, once
+ * sold out, so hopeless orders do not queue for its row), as does one that a transaction this one
+ * waited for left with nothing: only what is locked can be reserved (reserveForOrders).
  */
-export async function lockStock(tx: Tx, skus: string[]): Promise<Map<string, number>> {
-  const rows = await tx.query<{ sku: string; available: number }>(
-    'SELECT sku, on_hand - reserved AS available FROM stock_levels WHERE sku = ANY($1::text[]) ORDER BY sku FOR UPDATE',
+export function lockPricedStock(tx: Tx, skus: string[]): Promise<PricedSku[]> {
+  return tx.query<PricedSku>(
+    `WITH locked AS MATERIALIZED (
+       SELECT sku, on_hand - reserved AS available FROM stock_levels
+        WHERE sku = ANY($1::text[]) AND on_hand > reserved ORDER BY sku FOR UPDATE)
+     SELECT v.sku, v.price_amount, v.currency, p.active, coalesce(l.available, 0) AS available
+       FROM variants v JOIN products p ON p.id = v.product_id JOIN stock_levels s ON s.sku = v.sku
+       LEFT JOIN locked l ON l.sku = v.sku
+      WHERE v.sku = ANY($1::text[])`,
     [skus],
   );
-  return new Map(rows.map((r) => [r.sku, r.available]));
 }
 
 /**
  * Reserves the lines of several orders in one statement, with one movement per order and SKU.
- * The rows must be locked (lockStock) and the lines known to fit: the conditional UPDATE is the
+ * The rows must be locked (lockPricedStock) and the lines known to fit: the conditional UPDATE is the
  * last word, and a line that no longer fits is a fault that rolls everything back.
  */
 export async function reserveForOrders(tx: Tx, lines: { orderId: string; sku: string; quantity: number }[]): Promise<void> {

@@ -62,18 +62,3 @@ export async function updatePrices(tx: Tx, productId: string, prices: { sku: str
   return rows.map((r) => r.sku);
 }
 
-export interface PricedSku { sku: string; price_amount: number; currency: string; active: boolean; available: number }
-
-/**
- * Current prices of the SKUs that exist, whether their product is active, and what is available
- * now. Read without locks: availability here is only a hint that lets a hopeless order fail fast;
- * the reservation checks it again under the row lock.
- */
-export function pricesOf(db: Queryable, skus: string[]): Promise<PricedSku[]> {
-  return db.query<PricedSku>(
-    `SELECT v.sku, v.price_amount, v.currency, p.active, s.on_hand - s.reserved AS available
-       FROM variants v JOIN products p ON p.id = v.product_id JOIN stock_levels s ON s.sku = v.sku
-      WHERE v.sku = ANY($1::text[])`,
-    [skus],
-  );
-}

@@ -17,8 +17,7 @@ import { newId } from '../../platform/ids.ts';
 import { inBatchSpan } from '../../platform/tracing.ts';
 import { claimKeys, failureOutcome, priorOutcomes, storeOutcomes, type KeyedRequest, type Outcome } from '../../platform/idempotency.ts';
 import { AppError, type FieldError } from '../../errors.ts';
-import { pricesOf, type PricedSku } from '../catalog/repo.ts';
-import { lockStock, outOfStock, reserveForOrders } from '../catalog/inventory.ts';
+import { lockPricedStock, outOfStock, reserveForOrders, type PricedSku } from '../catalog/inventory.ts';
 import { requestCharges } from '../payments/outbox.ts';
 import { publishOrderEvents } from './events.ts';
 import * as repo from './repo.ts';
@@ -71,16 +70,13 @@ function orderTotal(lines: MergedLine[], prices: Map<string, PricedSku>): number
   return lines.reduce((sum, l) => sum + prices.get(l.sku)!.price_amount * l.quantity, 0);
 }
 
-/** The order against the catalog: unknown SKUs, mixed currencies, a total beyond bounds, or plainly short stock refuse it. */
+/** The order against the catalog: unknown SKUs, mixed currencies or a total beyond bounds refuse it (stock is step 3 of placeOrders). */
 function checkAgainstCatalog(lines: MergedLine[], prices: Map<string, PricedSku>): AppError | null {
   const unknown: FieldError[] = lines.filter((l) => !prices.get(l.sku)?.active).map((l) => ({ path: `/lines/${l.firstIndex}/sku`, message: `unknown SKU ${l.sku}` }));
   if (unknown.length > 0) return new AppError('unknown_sku', unknown.map((u) => u.message).join('; '), { errors: unknown });
   const currencies = new Set(lines.map((l) => prices.get(l.sku)!.currency));
   if (currencies.size > 1) return new AppError('currency_mismatch', `The lines are priced in ${[...currencies].sort().join(' and ')}; an order has one currency`);
   if (orderTotal(lines, prices) > maxOrderTotal) return new AppError('limit_exceeded', `An order may total at most ${maxOrderTotal} minor units`);
-  // What is plainly not there is refused before any lock (the figure was read without one).
-  const short = lines.filter((l) => prices.get(l.sku)!.available < l.quantity);
-  if (short.length > 0) return outOfStock(short.map((l) => ({ sku: l.sku, quantity: l.quantity, available: prices.get(l.sku)!.available, index: l.firstIndex })));
   return null;
 }
 
@@ -111,16 +107,18 @@ export async function placeOrders(tx: Tx, requests: OrderRequest[]): Promise<Ans
     if (refused) refuse(p.i, refused);
     return !refused;
   });
-  const prices = new Map((pending.length ? await pricesOf(tx, [...new Set(pending.flatMap((p) => p.lines.map((l) => l.sku)))]) : []).map((p) => [p.sku, p]));
+  // The same statement locks the stock rows that have something available: they stay locked from
+  // here to the commit (one round trip less than reading, then locking).
+  const prices = new Map((pending.length ? await lockPricedStock(tx, [...new Set(pending.flatMap((p) => p.lines.map((l) => l.sku)))]) : []).map((p) => [p.sku, p]));
   pending = pending.filter((p) => {
     const refused = checkAgainstCatalog(p.lines, prices);
     if (refused) refuse(p.i, refused);
     return !refused;
   });
 
-  // 3. Stock: the rows of every SKU in the batch stay locked from here to the commit; the orders
-  // take what they need in arrival order, all of an order's lines or none.
-  const available = pending.length ? await lockStock(tx, pending.flatMap((p) => p.lines.map((l) => l.sku))) : new Map<string, number>();
+  // 3. Stock, as locked above: the orders take what they need in arrival order, all of an order's
+  // lines or none.
+  const available = new Map([...prices.values()].map((p) => [p.sku, p.available]));
   pending = pending.filter((p) => {
     const short = p.lines.filter((l) => (available.get(l.sku) ?? 0) < l.quantity);
     if (short.length > 0) {
