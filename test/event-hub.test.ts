@@ -37,6 +37,16 @@ function manualHub(db: Db, options: Partial<EventHubOptions> = {}) {
   return { hub, watched, warnings, wake: () => wakeHub(), idle };
 }
 
+/** Runs fn with a manualHub, and closes the hub after it, whatever fn did. */
+async function withHub(db: Db, options: Partial<EventHubOptions>, fn: (h: ReturnType<typeof manualHub>) => Promise<void>): Promise<void> {
+  const h = manualHub(db, options);
+  try {
+    await fn(h);
+  } finally {
+    await h.hub.close();
+  }
+}
+
 /** The frame the hub sends for an event, as event-stream.ts writes it. */
 function frameText(e: PublishedEvent): string {
   return `id: ${e.id}\nevent: ${e.type}\ndata: ${JSON.stringify({ id: e.id, type: e.type, createdAt: e.createdAt, data: e.data })}\n\n`;
@@ -77,11 +87,10 @@ for (const engine of engines()) {
     });
 
     it('routes an event to every stream whose keys it names; one stream leaving stops none of the others; once all have left it holds nothing', async () => {
-      const { hub, watched, warnings, wake } = manualHub(db());
-      const [a, b, shared] = [user('a'), user('b'), `role:shared${users}`];
-      const sinkA = memorySink();
-      const sinkB = memorySink();
-      try {
+      await withHub(db(), {}, async ({ hub, watched, warnings, wake }) => {
+        const [a, b, shared] = [user('a'), user('b'), `role:shared${users}`];
+        const sinkA = memorySink();
+        const sinkB = memorySink();
         await hub.open(sinkA, { userId: a, keys: [a, shared] });
         await hub.open(sinkB, { userId: b, keys: [b, shared] });
         assert.deepEqual(hub.stats, { open: 2, joined: 2, keys: 3, admitted: 2, users: 2, queries: 0, following: true });
@@ -105,9 +114,7 @@ for (const engine of engines()) {
         assert.equal(watched.count('DELETE FROM event_stream_connections WHERE id'), 2, 'one DELETE per stream');
         assert.deepEqual(warnings, []);
         assert.equal(sinkA.lateWrites + sinkB.lateWrites, 0);
-      } finally {
-        await hub.close();
-      }
+      });
     });
 
     it('ends a stream once however many ways it ends, and close() waits for its presence row to go', async () => {
@@ -129,9 +136,8 @@ for (const engine of engines()) {
       const u = user('slow');
       const ready = 'event: ready\ndata: {"resumed":false,"replayed":0}\n\n';
       const atTheBound = Buffer.byteLength('retry: 3000\n\n') + Buffer.byteLength(ready);
-      const { hub, watched, warnings, wake } = manualHub(db(), { maxBufferedBytes: atTheBound });
-      const sink = memorySink({ reads: false });
-      try {
+      await withHub(db(), { maxBufferedBytes: atTheBound }, async ({ hub, watched, warnings, wake }) => {
+        const sink = memorySink({ reads: false });
         await hub.open(sink, { userId: u, keys: [u] });
         assert.equal(sink.buffered, atTheBound);
         assert.equal(sink.destroyed, false);
@@ -148,16 +154,13 @@ for (const engine of engines()) {
         assert.equal(sink.lateWrites, 0);
         // Dropping it ends it twice over (the drop, and the sink's close): its row is removed once.
         assert.equal(watched.count('DELETE FROM event_stream_connections WHERE id'), 1);
-      } finally {
-        await hub.close();
-      }
+      });
     });
 
     it('a Last-Event-ID that is not an event id is answered resumed: false without a query', async () => {
-      const { hub, watched } = manualHub(db());
-      const u = user('junk');
-      const real = await publish([u]);
-      try {
+      await withHub(db(), {}, async ({ hub, watched }) => {
+        const u = user('junk');
+        const real = await publish([u]);
         for (const junk of ['not-an-id', `x${real.id}`, `${real.id}x`, real.id.toUpperCase()]) {
           const sink = memorySink();
           await hub.open(sink, { userId: u, keys: [u] }, junk);
@@ -169,9 +172,7 @@ for (const engine of engines()) {
         await hub.open(sink, { userId: u, keys: [u] }, real.id);
         assert.match(sink.text, /data: \{"resumed":true,"replayed":0\}/);
         assert.equal(watched.count('SELECT tx::text AS tx FROM events WHERE id = $1'), 1);
-      } finally {
-        await hub.close();
-      }
+      });
     });
 
     it('a replay whose client goes away stops writing and ends', async () => {
@@ -179,9 +180,8 @@ for (const engine of engines()) {
       const from = await publish([u]);
       const missed = await publishMany(3, [u]);
       await settled(db(), missed[2]!.id);
-      const { hub, watched, warnings } = manualHub(db());
-      const sink = memorySink({ reads: false });
-      try {
+      await withHub(db(), {}, async ({ hub, watched, warnings }) => {
+        const sink = memorySink({ reads: false });
         const opening = hub.open(sink, { userId: u, keys: [u] }, from.id);
         await waitFor('the replay to wait for the reader', async () => (sink.text.includes(missed[0]!.id) ? true : undefined), 15_000);
         sink.destroy();
@@ -192,16 +192,13 @@ for (const engine of engines()) {
         assert.equal(watched.count(newestQuery), 0, 'no ready frame is prepared for a stream that has gone');
         assert.deepEqual({ ...hub.stats, queries: 0 }, { ...nothingHeld, queries: 0 });
         assert.deepEqual(warnings, []);
-      } finally {
-        await hub.close();
-      }
+      });
     });
 
     it('wake-ups that come together make one read', async () => {
-      const { hub, watched, wake, idle } = manualHub(db());
-      const u = user('wakes');
-      const sink = memorySink();
-      try {
+      await withHub(db(), {}, async ({ hub, watched, wake, idle }) => {
+        const u = user('wakes');
+        const sink = memorySink();
         await hub.open(sink, { userId: u, keys: [u] });
         await idle();
         const event = await publish([u]);
@@ -213,16 +210,13 @@ for (const engine of engines()) {
         await received(sink, event);
         await idle();
         assert.equal(watched.reads.started - before, 1);
-      } finally {
-        await hub.close();
-      }
+      });
     });
 
     it('after a failed read it tries again by itself, and delivers once the database answers', async () => {
-      const { hub, watched, warnings, wake, idle } = manualHub(db());
-      const u = user('retry');
-      const sink = memorySink();
-      try {
+      await withHub(db(), {}, async ({ hub, watched, warnings, wake, idle }) => {
+        const u = user('retry');
+        const sink = memorySink();
         await hub.open(sink, { userId: u, keys: [u] });
         await idle();
         watched.fail('AS waiting');
@@ -233,9 +227,7 @@ for (const engine of engines()) {
         watched.heal();
         await received(sink, event); // no wake-up from the test: the hub's retry reads it
         assert.deepEqual(framesOf(sink.text), ['ready', `test.n ${event.id}`]);
-      } finally {
-        await hub.close();
-      }
+      });
     });
 
     it('a read that fails because the hub is closing is not reported', async () => {
@@ -442,10 +434,9 @@ for (const engine of engines()) {
     });
 
     it('a stream that joins while the hub lags behind leaves the position of the others where it was', async () => {
-      const { hub, watched, wake, idle } = manualHub(db());
-      const [a, b] = [user('lag-a'), user('lag-b')];
-      const sinkA = memorySink();
-      try {
+      await withHub(db(), {}, async ({ hub, watched, wake, idle }) => {
+        const [a, b] = [user('lag-a'), user('lag-b')];
+        const sinkA = memorySink();
         await hub.open(sinkA, { userId: a, keys: [a] });
         await idle();
         const readsBefore = watched.reads.started;
@@ -456,9 +447,7 @@ for (const engine of engines()) {
         await hub.open(memorySink(), { userId: b, keys: [b] });
         wake();
         await received(sinkA, forA);
-      } finally {
-        await hub.close();
-      }
+      });
     });
 
     it('close() ends the streams still open, and the hub holds nothing after it', async () => {
@@ -496,10 +485,9 @@ for (const engine of engines()) {
     });
 
     it("the engine's own listener wakes the hub on a commit, with no poll to fall back on", async () => {
-      const { hub, idle } = manualHub(db(), { listen: listenerFor(db(), database.url) });
-      const u = user('woken');
-      const sink = memorySink();
-      try {
+      await withHub(db(), { listen: listenerFor(db(), database.url) }, async ({ hub, idle }) => {
+        const u = user('woken');
+        const sink = memorySink();
         await hub.open(sink, { userId: u, keys: [u] });
         await idle(); // the read that open() asks for is over: only the listener can wake the hub now
         // On PostgreSQL the listening connection is made in the background: wait for it.
@@ -510,9 +498,7 @@ for (const engine of engines()) {
           }, 15_000);
         }
         await received(sink, await publish([u]));
-      } finally {
-        await hub.close();
-      }
+      });
     });
 
     it('hasLiveStream: a user is watching while a presence row was seen within two heartbeats and 5 s', async () => {
@@ -534,10 +520,9 @@ for (const engine of engines()) {
     });
 
     it('admits maxStreamsPerUser streams of a user and maxStreams in all; a place is given back once, however often released', async () => {
-      const { hub } = manualHub(db(), { maxStreamsPerUser: 2, maxStreams: 3 });
-      const [a, b] = [user('lim-a'), user('lim-b')];
-      const owner = (userId: string) => ({ userId, keys: [userId] });
-      try {
+      await withHub(db(), { maxStreamsPerUser: 2, maxStreams: 3 }, async ({ hub }) => {
+        const [a, b] = [user('lim-a'), user('lim-b')];
+        const owner = (userId: string) => ({ userId, keys: [userId] });
         const a1 = memorySink();
         await hub.open(a1, owner(a));
         const a2 = hub.admit(owner(a));
@@ -560,9 +545,7 @@ for (const engine of engines()) {
         a3.release();
         b1.release();
         assert.deepEqual({ ...hub.stats, queries: 0 }, { ...nothingHeld, queries: 0 });
-      } finally {
-        await hub.close();
-      }
+      });
     });
 
     it('a stream opened on a closed hub is ended at once and holds nothing', async () => {
@@ -664,9 +647,8 @@ for (const engine of engines()) {
 
     it('reads the outbox batchSize events at a time, live and in a replay, and sends each once in order', async () => {
       const u = user('batch');
-      const { hub, watched, warnings, wake, idle } = manualHub(db(), { batchSize: 2 });
-      const sink = memorySink();
-      try {
+      await withHub(db(), { batchSize: 2 }, async ({ hub, watched, warnings, wake, idle }) => {
+        const sink = memorySink();
         await hub.open(sink, { userId: u, keys: [u] });
         await idle();
         const events = await publishMany(5, [u]);
@@ -687,16 +669,13 @@ for (const engine of engines()) {
         assert.deepEqual(framesOf(again.text), [...events.slice(2).map((e) => `test.n ${e.id}`), `ready ${events[4]!.id}`]);
         assert.match(again.text, /data: \{"resumed":true,"replayed":3\}/);
         assert.deepEqual(warnings, []);
-      } finally {
-        await hub.close();
-      }
+      });
     });
 
     it('a wake-up that finds every stream gone reads nothing and leaves nothing behind', async () => {
-      const { hub, watched, warnings, wake, idle } = manualHub(db());
-      const u = user('gone');
-      const sink = memorySink();
-      try {
+      await withHub(db(), {}, async ({ hub, watched, warnings, wake, idle }) => {
+        const u = user('gone');
+        const sink = memorySink();
         await hub.open(sink, { userId: u, keys: [u] });
         await idle();
         const before = watched.reads.started;
@@ -707,9 +686,7 @@ for (const engine of engines()) {
         assert.equal(watched.reads.started, before);
         assert.deepEqual(warnings, []);
         assert.equal(hub.stats.following, false);
-      } finally {
-        await hub.close();
-      }
+      });
     });
 
     it('the last stream leaving while a read is in flight leaves the hub without a position', async () => {
@@ -739,10 +716,9 @@ for (const engine of engines()) {
     });
 
     it('says what failed when the database does: an outbox it cannot read, a presence row it cannot remove or add', async () => {
-      const { hub, watched, warnings, wake, idle } = manualHub(db());
-      const u = user('fail');
-      const warned = (msg: string) => waitFor(`the warning "${msg}"`, async () => warnings.find((w) => w.msg === msg), 15_000);
-      try {
+      await withHub(db(), {}, async ({ hub, watched, warnings, wake, idle }) => {
+        const u = user('fail');
+        const warned = (msg: string) => waitFor(`the warning "${msg}"`, async () => warnings.find((w) => w.msg === msg), 15_000);
         const sink = memorySink();
         await hub.open(sink, { userId: u, keys: [u] });
         await idle();
@@ -762,9 +738,7 @@ for (const engine of engines()) {
         assert.equal(refused.destroyed, true);
         assert.match(String(((await warned('could not start an event stream')).obj.err as Error).message), /failed on purpose/);
         assert.deepEqual({ ...hub.stats, queries: 0 }, { ...nothingHeld, queries: 0 });
-      } finally {
-        await hub.close();
-      }
+      });
     });
   });
 }
