@@ -7,7 +7,7 @@
 //                                           several ranges of one group may be given)
 //   npm run mutate -- --summary             the score per file of what reports/mutation/ holds
 //   MUTATE_ENGINE=postgres npm run mutate   on PostgreSQL alone (default: the embedded database)
-//   (groups: ledger lifecycle payments inventory place idempotency limits events audit)
+//   (groups: ledger lifecycle payments sandbox inventory place idempotency limits events audit)
 //
 // Node runs the .ts sources directly, so Stryker only instruments them (its TypeScript parser keeps the
 // types, which Node strips) and runs a command per mutant: no transpiler, no type checker. Each group
@@ -27,7 +27,8 @@ const groups: Record<string, Group> = {
   ledger: { mutate: ['src/modules/ledger/ledger.ts'], tests: ['ledger', 'audit', 'payments.test'] },
   lifecycle: { mutate: ['src/modules/orders/lifecycle.ts'], tests: ['orders.test', 'payments.test', 'money'] },
   payments: { mutate: ['src/modules/payments/service.ts'], tests: ['payments.test', 'money'] },
-  inventory: { mutate: ['src/modules/catalog/inventory.ts'], tests: ['catalog', 'orders.test', 'orders-concurrency', 'orders-console-api'] },
+  sandbox: { mutate: ['src/modules/payments/providers/sandbox.ts'], tests: ['payment-providers', 'payments.test'] },
+  inventory: { mutate: ['src/modules/catalog/inventory.ts'], tests: ['catalog', 'orders.test', 'orders-concurrency', 'orders-batch', 'orders-console-api'] },
   place: { mutate: ['src/modules/orders/place.ts'], tests: ['orders.test', 'orders-concurrency', 'orders-batch', 'money', 'idempotency', 'tracing'] },
   idempotency: { mutate: ['src/platform/idempotency.ts'], tests: ['idempotency', 'orders-batch', 'hostile-bodies'] },
   limits: { mutate: ['src/platform/rate-limit.ts'], tests: ['rate-limit', 'login-throttling'] },

@@ -10,6 +10,7 @@ import { sandboxRoutes } from '../src/modules/payments/sandbox-routes.ts';
 import { registerHttpPlatform } from '../src/platform/http.ts';
 import { registerAuth, type Principal } from '../src/platform/auth.ts';
 import type { Db } from '../src/platform/db.ts';
+import { endOutage, startOutage } from '../src/modules/payments/providers/outage.ts';
 
 let counter = 0;
 /** A key no other test uses: every test works on its own charges in the shared database. */
@@ -44,6 +45,30 @@ for (const engine of engines()) {
     }
     async function chargedCount(key: string): Promise<number> {
       return (await rowsFor(key)).filter((r) => r.status === 'succeeded').length;
+    }
+
+    /**
+     * A sandbox of its own on a database that counts the charge rows' INSERT statements: `count`,
+     * those that record first requests; `slowPath`, those of the transaction a request takes when
+     * it did not create its row (a key seen before), which answers the same, one request at a time.
+     */
+    function countingSandbox() {
+      const inserts = { count: 0, slowPath: 0 };
+      const counted = (text: string) => {
+        if (text.includes('INSERT INTO sandbox_charges')) {
+          if (text.includes('DO NOTHING')) inserts.count++;
+          else inserts.slowPath++;
+        }
+      };
+      const db: Db = {
+        ...database.db,
+        query: <T>(text: string, params?: readonly unknown[]) => {
+          counted(text);
+          return database.db.query<T>(text, params);
+        },
+        transaction: (fn) => database.db.transaction((tx) => fn({ ...tx, query: <T>(text: string, params?: readonly unknown[]) => { counted(text); return tx.query<T>(text, params); } })),
+      };
+      return { sandbox: createSandboxProvider(db, { slowDelayMs }), inserts };
     }
 
     it('tok_ok succeeds and records exactly one charge of that amount, whose id is the providerRef', async () => {
@@ -142,30 +167,19 @@ for (const engine of engines()) {
     });
 
     describe('charges asked side by side (a worker\'s batch)', () => {
-      /** A sandbox of its own on a database that counts the charge rows' INSERT statements. */
-      function countingSandbox() {
-        const inserts = { count: 0 };
-        const db: Db = {
-          ...database.db,
-          query: <T>(text: string, params?: readonly unknown[]) => {
-            if (text.includes('INSERT INTO sandbox_charges')) inserts.count++;
-            return database.db.query<T>(text, params);
-          },
-        };
-        return { sandbox: createSandboxProvider(db, { slowDelayMs }), inserts };
-      }
-
       it('are recorded together: 20 new keys, each its own charge and answer, in at most two statements', async () => {
         const { sandbox: batched, inserts } = countingSandbox();
         const requests = Array.from({ length: 20 }, (_, i) => chargeOf(i === 3 ? 'tok_declined' : i === 7 ? 'tok_flaky' : 'tok_ok', newKey('side'), 100 + i));
         const results = await Promise.all(requests.map((r) => batched.charge(r)));
         // A lone first request goes at once; all that came meanwhile share the next statement.
         assert.ok(inserts.count <= 2, `${inserts.count} INSERT statements for 20 requests`);
+        assert.equal(inserts.slowPath, 0, 'each new key is decided by the batched statement');
         for (const [i, request] of requests.entries()) {
           const rows = await rowsFor(request.idempotencyKey);
           assert.equal(rows.length, 1, `one row for request ${i}`);
-          if (i === 3) assert.deepEqual(results[i], { status: 'declined', reason: 'card_declined' });
-          else if (i === 7) assert.deepEqual([results[i]!.status, rows[0]!.status], ['retryable', 'pending']);
+          const [{ decline_reason: reason } = {}] = await database.db.query<{ decline_reason: string | null }>('SELECT decline_reason FROM sandbox_charges WHERE idempotency_key = $1', [request.idempotencyKey]);
+          if (i === 3) assert.deepEqual([results[i], reason], [{ status: 'declined', reason: 'card_declined' }, 'card_declined']);
+          else if (i === 7) assert.deepEqual([results[i]!.status, rows[0]!.status, reason], ['retryable', 'pending', null]);
           else {
             assert.deepEqual(results[i], { status: 'succeeded', providerRef: rows[0]!.id, charged: request.amount, orderId: request.orderId });
             assert.deepEqual([rows[0]!.status, rows[0]!.amount], ['succeeded', 100 + i]);
@@ -185,12 +199,13 @@ for (const engine of engines()) {
       });
 
       it('a request the sandbox cannot record fails alone; the rest of its statement is charged', async () => {
-        const { sandbox: batched } = countingSandbox();
+        const { sandbox: batched, inserts } = countingSandbox();
         const requests = Array.from({ length: 6 }, () => chargeOf('tok_ok'));
         // A NUL character cannot be stored in text: that row's INSERT fails, on both engines.
         requests[4] = { ...requests[4]!, description: 'bad \u0000 text' };
         const results = await Promise.allSettled(requests.map((r) => batched.charge(r)));
         assert.equal(results[4]!.status, 'rejected');
+        assert.equal(inserts.slowPath, 0, 'the rest of the failed statement is recorded row by row, not by the path for known keys');
         assert.equal((await rowsFor(requests[4]!.idempotencyKey)).length, 0);
         for (const i of [0, 1, 2, 3, 5]) {
           const result = results[i]!;
@@ -198,6 +213,34 @@ for (const engine of engines()) {
           assert.equal(refOf(result.value), (await rowsFor(requests[i]!.idempotencyKey))[0]?.id);
         }
       });
+    });
+
+    it('a lone request it cannot record fails after one statement, and records nothing', async () => {
+      const { sandbox: alone, inserts } = countingSandbox();
+      const request = { ...chargeOf('tok_ok'), description: 'bad \u0000 text' };
+      await assert.rejects(alone.charge(request));
+      assert.deepEqual(inserts, { count: 1, slowPath: 0 }, 'not tried again row by row: it was alone');
+      assert.equal((await rowsFor(request.idempotencyKey)).length, 0);
+    });
+
+    it('an empty key, or one over 255 characters, is a fault of the caller: it throws and records nothing', async () => {
+      for (const key of ['', 'k'.repeat(256)]) {
+        await assert.rejects(sandbox.charge(chargeOf('tok_ok', key)), /1 to 255 characters/);
+        assert.equal((await rowsFor(key)).length, 0);
+      }
+    });
+
+    it('during an outage every charge answers retryable and records nothing; after it, the same key charges', async () => {
+      const request = chargeOf('tok_ok');
+      await startOutage(database.db, 60, 'usr_test');
+      try {
+        assert.deepEqual(await sandbox.charge(request), { status: 'retryable', reason: 'processor_unavailable: the sandbox processor is in an outage (a drill)' });
+        assert.equal((await rowsFor(request.idempotencyKey)).length, 0);
+      } finally {
+        await endOutage(database.db);
+      }
+      refOf(await sandbox.charge(request));
+      assert.equal(await chargedCount(request.idempotencyKey), 1);
     });
 
     it('refuses a key reused for a different charge, and charges nothing more', async () => {
