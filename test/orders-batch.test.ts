@@ -43,6 +43,21 @@ function request(customer: { id: string }, key: string, lines: { sku: string; qu
 
 const settled = <T>(promises: Promise<T>[]) => Promise.allSettled(promises);
 
+/** A transaction of its own that has run the statements and holds their locks until commit() (which answers once it has committed). */
+async function holdInTransaction(db: Db, statements: string[]): Promise<{ commit: () => Promise<void> }> {
+  let release!: () => void;
+  const released = new Promise<void>((resolve) => { release = resolve; });
+  let holding!: () => void;
+  const held = new Promise<void>((resolve) => { holding = resolve; });
+  const done = db.transaction(async (tx) => {
+    for (const text of statements) await tx.query(text);
+    holding();
+    await released;
+  });
+  await Promise.race([held, done]);
+  return { commit: () => { release(); return done; } };
+}
+
 /** true once a statement of this database waits for a row lock at the stock (PostgreSQL), else undefined. */
 async function waitingAtStockLock(db: Db): Promise<true | undefined> {
   const [row] = await db.query<{ n: number }>(
@@ -111,23 +126,15 @@ forEachEngine('orders are placed in batches', (env) => {
     const [c1] = await e.customers(1);
     const { db, counts } = instrumented(e.database.db, 'no-poison');
     const placer = orderPlacer(db, { concurrency: 1, maxBatch: 64 });
-    let release!: () => void;
-    const released = new Promise<void>((resolve) => { release = resolve; });
-    let locked!: () => void;
-    const isLocked = new Promise<void>((resolve) => { locked = resolve; });
     // Another transaction locks the row and takes all 5 off hand (an adjustment, with its movement).
-    const holder = e.database.db.transaction(async (tx) => {
-      await tx.query("UPDATE stock_levels SET on_hand = 0 WHERE sku = 'BATCH-HELD'");
-      await tx.query("INSERT INTO stock_movements (sku, kind, on_hand_delta, reserved_delta, reason) VALUES ('BATCH-HELD', 'adjustment', -5, 0, 'test: taken while a batch waits')");
-      locked();
-      await released;
-    });
-    await isLocked;
+    const holder = await holdInTransaction(e.database.db, [
+      "UPDATE stock_levels SET on_hand = 0 WHERE sku = 'BATCH-HELD'",
+      "INSERT INTO stock_movements (sku, kind, on_hand_delta, reserved_delta, reason) VALUES ('BATCH-HELD', 'adjustment', -5, 0, 'test: taken while a batch waits')",
+    ]);
     const answer = placer.place(request(c1!, 'held-1', [{ sku: 'BATCH-HELD', quantity: 1 }]));
     // The batch waits at the row lock; the holder commits only once the batch is seen waiting there.
     await waitFor('the batch to wait at the row lock', () => waitingAtStockLock(e.database.db));
-    release();
-    await holder;
+    await holder.commit();
     const refused = (await answer).outcome;
     assert.deepEqual([refused.status, (refused.body as { detail: string }).detail], [409, 'SKU BATCH-HELD has 0 available, 1 requested']);
     assert.equal(counts.transactions, 1, 'decided in its own transaction, not by a fault and a retry');
@@ -139,28 +146,24 @@ forEachEngine('orders are placed in batches', (env) => {
     await e.product([{ sku: 'BATCH-GONE', stock: 0 }, { sku: 'BATCH-THERE', stock: 5 }]);
     const [c1, c2] = await e.customers(2);
     const placer = orderPlacer(e.database.db, { concurrency: 1, maxBatch: 64 });
-    let release!: () => void;
-    const released = new Promise<void>((resolve) => { release = resolve; });
-    let locked!: () => void;
-    const isLocked = new Promise<void>((resolve) => { locked = resolve; });
-    const holder = e.database.db.transaction(async (tx) => {
-      await tx.query("SELECT 1 FROM stock_levels WHERE sku = 'BATCH-GONE' FOR UPDATE");
-      locked();
-      await released;
-    });
+    const holder = await holdInTransaction(e.database.db, ["SELECT 1 FROM stock_levels WHERE sku = 'BATCH-GONE' FOR UPDATE"]);
     try {
-      await isLocked;
       // Hopeless orders do not queue behind a sold-out row's lock (a flash sale's hot SKU once it is gone).
+      let answered = false;
       const answers = Promise.all([
         placer.place(request(c1!, 'gone-1', [{ sku: 'BATCH-GONE', quantity: 1 }])),
         placer.place(request(c2!, 'gone-2', [{ sku: 'BATCH-THERE', quantity: 1 }])),
-      ]);
-      const first = await Promise.race([answers, waitFor('the batch to wait at the row lock', () => waitingAtStockLock(e.database.db)).then(() => 'waiting' as const)]);
+      ]).finally(() => { answered = true; });
+      // The watch for a wait stops once the answers are in (its rejection then loses the race).
+      const waiting = waitFor('the batch to wait at the row lock', async () => {
+        if (answered) throw new Error('answered without waiting');
+        return waitingAtStockLock(e.database.db);
+      }).then(() => 'waiting' as const);
+      const first = await Promise.race([answers, waiting]);
       assert.notEqual(first, 'waiting', 'the batch waited for the sold-out row');
       assert.deepEqual((await answers).map((a) => a.outcome.status), [409, 201]);
     } finally {
-      release();
-      await holder;
+      await holder.commit();
     }
   });
 
