@@ -2,7 +2,7 @@
 // types). A file list rather than a directory or a glob, because the runner's argument rules differ
 // between Node versions.
 import { spawn, spawnSync } from 'node:child_process';
-import { readdirSync, statSync } from 'node:fs';
+import { mkdirSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 
 function find(dir) {
@@ -59,6 +59,22 @@ if (process.env.TEST_BAIL === '1') {
   };
   for (let i = 0; i < Number(concurrency); i++) next();
 } else {
-  const result = spawnSync(process.execPath, ['--test', `--test-concurrency=${concurrency}`, '--test-reporter=spec', ...files], { stdio: 'inherit' });
+  // Beside the console output: a JUnit report (test-results/junit.xml, for CI's test views) and each
+  // file's wall time, of which the slowest are printed at the end, so the next slow file is seen
+  // when it lands.
+  mkdirSync('test-results', { recursive: true });
+  const reporters = [
+    ['spec', 'stdout'],
+    ['junit', 'test-results/junit.xml'],
+    ['./scripts/test-durations.js', 'test-results/durations.tsv'],
+  ].flatMap(([reporter, destination]) => [`--test-reporter=${reporter}`, `--test-reporter-destination=${destination}`]);
+  const result = spawnSync(process.execPath, ['--test', `--test-concurrency=${concurrency}`, ...reporters, ...files], { stdio: 'inherit' });
+  try {
+    const slowest = readFileSync('test-results/durations.tsv', 'utf8').split('\n').filter(Boolean).slice(0, 10);
+    console.error(`\nslowest test files (wall seconds, ${concurrency} at a time; all in test-results/durations.tsv):`);
+    for (const line of slowest) console.error(`  ${line.replace('\t', '  ')}`);
+  } catch {
+    // No durations (the runner failed before any file ran): the runner's own output says why.
+  }
   process.exit(result.status ?? 1);
 }
