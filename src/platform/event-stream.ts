@@ -8,8 +8,8 @@
 //    PostgreSQL delivers to every listening process. Each process listens on one dedicated
 //    connection (not from the pool); on PGlite, through its own listen API.
 // 2. A notification only wakes the process's hub. The hub then reads the outbox in (tx, id) order
-//    up to the horizon (see migration 0009: every event below pg_snapshot_xmin is committed for
-//    good, so nothing can later appear behind the hub's position), and hands each event to the
+//    up to the horizon (platform/outbox.ts: every event below it is committed for good, so nothing
+//    can later appear behind the hub's position), and hands each event to the
 //    streams whose keys match. One query per wake-up per process, however many streams are open.
 //    Committed events still above the horizon (an older transaction is running) are fetched again
 //    after a short back-off; a slow safety poll covers notifications lost while reconnecting.
@@ -37,6 +37,7 @@ import type { PGlite } from '@electric-sql/pglite';
 import type { Db, Queryable } from './db.ts';
 import { pgliteOf } from './db.ts';
 import { eventChannel } from './events.ts';
+import { eventsAfterSql, horizonSql, readHorizon } from './outbox.ts';
 import { AppError } from '../errors.ts';
 
 
@@ -236,20 +237,19 @@ export function createEventHub(db: Db, options: EventHubOptions): EventHub {
   }
 
   async function horizon(): Promise<Position> {
-    const [row] = await db.query<{ horizon: string }>('SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS horizon');
-    return { tx: BigInt(row!.horizon), id: '' };
+    return { tx: await readHorizon(db), id: '' };
   }
 
   async function fetchOnce(): Promise<'more' | 'waiting' | 'done'> {
     if (cursor === null) return 'done';
     const from = cursor;
     const rows = await track(db.query<EventRow & { horizon: string; waiting: boolean; id: string | null }>(
-      `WITH h AS (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS horizon)
+      `WITH h AS (SELECT ${horizonSql} AS horizon)
        SELECT h.horizon::text AS horizon,
               EXISTS (SELECT 1 FROM events w WHERE w.tx >= h.horizon) AS waiting,
               e.id, e.type, e.audience, e.data, e.created_at, e.tx::text AS tx
          FROM h LEFT JOIN LATERAL (
-           SELECT * FROM events WHERE (tx, id) > ($1::xid8, $2::text) AND tx < h.horizon ORDER BY tx, id LIMIT $3
+           ${eventsAfterSql('*', { tx: '$1', id: '$2', limit: '$3' }, 'h.horizon')}
          ) e ON true`,
       [from.tx.toString(), from.id, batchSize],
     ));
