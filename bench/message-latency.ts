@@ -12,7 +12,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { parseArgs } from 'node:util';
 import { once } from 'node:events';
 import { createClient, endpoints, fetchTransport } from '../src/client.ts';
-import { openEventStream } from '../src/modules/messaging/event-source.ts';
+import { openEventStream } from '../test/support/event-source.ts';
 import { createScratch, defaultDatabaseUrl } from './lib/engine.ts';
 import { join } from 'node:path';
 import { packageRoot } from '../src/platform/paths.ts';

@@ -32,7 +32,7 @@ const groups: Record<string, Group> = {
   place: { mutate: ['src/modules/orders/place.ts'], tests: ['orders.test', 'orders-concurrency', 'orders-batch', 'money', 'idempotency', 'tracing'] },
   idempotency: { mutate: ['src/platform/idempotency.ts'], tests: ['idempotency', 'orders-batch', 'hostile-bodies'] },
   limits: { mutate: ['src/platform/rate-limit.ts'], tests: ['rate-limit', 'login-throttling'] },
-  events: { mutate: ['src/platform/event-stream.ts'], tests: ['event-stream', 'event-hub'] },
+  events: { mutate: ['src/platform/event-stream.ts', 'src/platform/event-stream/*.ts'], tests: ['event-stream', 'event-hub'] },
   audit: { mutate: ['src/modules/ledger/audit.ts'], tests: ['audit', 'money'] },
 };
 

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { forEachEngine } from './support/app.ts';
 import { endpoints } from '../src/client.ts';
 import { auditCheckNames, runAudit } from '../src/modules/ledger/audit.ts';
-import { chargeOnce } from '../src/modules/orders/lifecycle.ts';
+import { chargeOnce } from './support/charge.ts';
 import { createSandboxProvider } from '../src/modules/payments/providers/sandbox.ts';
 import type { Tx } from '../src/platform/db.ts';
 import { maxUnitPrice } from '../src/limits.ts';

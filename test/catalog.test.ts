@@ -8,7 +8,7 @@ import { reserveForOrders, returnSoldStock, settleReservations } from '../src/mo
 import { endpoints } from '../src/client.ts';
 import { assertStockExplained } from './support/stock.ts';
 import { maxOnHand } from '../src/modules/catalog/schemas.ts';
-import { chargeOnce } from '../src/modules/orders/lifecycle.ts';
+import { chargeOnce } from './support/charge.ts';
 import { createSandboxProvider } from '../src/modules/payments/providers/sandbox.ts';
 
 forEachEngine('catalog and inventory', (env) => {

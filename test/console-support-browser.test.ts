@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import type { Page } from 'playwright-core';
 import { Webhook } from 'standardwebhooks';
 import { endpoints, type Client } from '../src/client.ts';
-import { openEventStream } from '../src/modules/messaging/event-source.ts';
+import { openEventStream } from './support/event-source.ts';
 import { engines } from './support/database.ts';
 import { accessibilityProblems, needsChromium, noSidewaysScroll, signIn, startConsoleRig, type ConsoleRig } from './support/console-browser.ts';
 import { startWebhookReceiver, type ReceivedRequest, type WebhookReceiver } from './support/webhook-receiver.ts';

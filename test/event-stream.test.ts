@@ -11,7 +11,7 @@ import { publishEvent } from '../src/platform/events.ts';
 import { newId } from '../src/platform/ids.ts';
 import { createEventHub, listenerFor } from '../src/platform/event-stream.ts';
 import { framesOf, memorySink, presenceOf, settled, watchOutboxReads } from './support/event-hub.ts';
-import { openEventStream, type EventStreamReader, type SseEvent } from '../src/modules/messaging/event-source.ts';
+import { openEventStream, type EventStreamReader, type SseEvent } from './support/event-source.ts';
 import { unthrottled } from './support/unthrottled.ts';
 
 const quiet = { logStream: { write: () => {} } };

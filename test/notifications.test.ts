@@ -8,7 +8,7 @@ import type { Db } from '../src/platform/db.ts';
 import { createMailer } from '../src/modules/messaging/mailer.ts';
 import { emailQueue, sendEventEmails, sendEventsEmails } from '../src/modules/messaging/notifications.ts';
 import { escapeHtml, formatMoney, html, oneLine } from '../src/modules/messaging/templates.ts';
-import { openEventStream } from '../src/modules/messaging/event-source.ts';
+import { openEventStream } from './support/event-source.ts';
 
 const smtp = await startSmtpServer();
 after(() => smtp.stop());

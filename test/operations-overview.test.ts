@@ -8,7 +8,7 @@ import Fastify from 'fastify';
 import { forEachEngine, type TestEnv } from './support/app.ts';
 import { waitFor } from './support/wait.ts';
 import { endpoints } from '../src/client.ts';
-import { quantileMs, stepFor } from '../src/modules/operations/service.ts';
+import { quantileMs, stepFor } from '../src/modules/operations/panels.ts';
 import { consoleRoutes } from '../src/modules/console/routes.ts';
 
 async function staff(env: TestEnv): Promise<string> {

@@ -8,8 +8,8 @@
 //    PostgreSQL delivers to every listening process. Each process listens on one dedicated
 //    connection (not from the pool); on PGlite, through its own listen API.
 // 2. A notification only wakes the process's hub. The hub then reads the outbox in (tx, id) order
-//    up to the horizon (see migration 0009: every event below pg_snapshot_xmin is committed for
-//    good, so nothing can later appear behind the hub's position), and hands each event to the
+//    up to the horizon (platform/outbox.ts: every event below it is committed for good, so nothing
+//    can later appear behind the hub's position), and hands each event to the
 //    streams whose keys match. One query per wake-up per process, however many streams are open.
 //    Committed events still above the horizon (an older transaction is running) are fetched again
 //    after a short back-off; a slow safety poll covers notifications lost while reconnecting.
@@ -26,42 +26,27 @@
 //    the connection (the client comes back with Last-Event-ID), and a replay waits for 'drain'.
 // 5. Presence: each open stream has a row in event_stream_connections, refreshed at every
 //    heartbeat, so other processes (the email jobs) can tell whether a user is watching.
-// 6. Limits: every stream holds a socket (a file descriptor) for as long as it lasts, so a process
-//    admits at most maxStreams of them, and at most maxStreamsPerUser for one user; past either,
-//    admit() throws rate_limited before anything is written. A process that ran out of file
-//    descriptors broke its embedded database for good (3,000 streams of one customer did it). The
-//    counts are this process's own: the resource they protect is too.
+// 6. Limits: a process admits at most maxStreams streams, and at most maxStreamsPerUser for one
+//    user; past either, admit() throws rate_limited before anything is written.
+//
+// This file is the hub's surface and its streams' lives (open, deliver, heartbeat, end); each
+// part it composes is a file of event-stream/ with explicit inputs: admission.ts (places, 6),
+// audience.ts (routing by audience key), follow.ts (reading the outbox live, 2), replay.ts (3),
+// presence.ts (5), listen.ts (where wake-ups come from, 1), stream.ts (what they share).
 import { randomUUID } from 'node:crypto';
-import pg from 'pg';
-import type { PGlite } from '@electric-sql/pglite';
-import type { Db, Queryable } from './db.ts';
-import { pgliteOf } from './db.ts';
-import { eventChannel } from './events.ts';
-import { AppError } from '../errors.ts';
+import type { Db } from './db.ts';
+import { createPlaces } from './event-stream/admission.ts';
+import { createAudienceRoutes } from './event-stream/audience.ts';
+import { followOutbox } from './event-stream/follow.ts';
+import type { Listen } from './event-stream/listen.ts';
+import { enterPresence, leavePresence, refreshPresence } from './event-stream/presence.ts';
+import { newestUpTo, replay, resumePoint } from './event-stream/replay.ts';
+import { frameOf, isAfter, type Position, type Stream, type StreamOwner, type StreamSink } from './event-stream/stream.ts';
 
-
-/** The audience key of every staff and admin user (a module adds it to an event staff should see). */
-export const staffAudience = 'role:staff';
-
-/** The keys a user's stream matches against an event's audience. */
-export function audienceKeysOf(principal: { userId: string; role: string }): string[] {
-  const keys = [principal.userId, `role:${principal.role}`];
-  if (principal.role === 'admin') keys.push(staffAudience);
-  return keys;
-}
-
-/** The sink a stream writes to: an http.ServerResponse, or anything that behaves like one. */
-export interface StreamSink {
-  write(chunk: string): boolean;
-  readonly writableLength: number;
-  end(): void;
-  destroy(): void;
-  once(event: 'close' | 'drain', listener: () => void): unknown;
-  removeListener(event: 'close' | 'drain', listener: () => void): unknown;
-}
-
-/** Starts listening for wake-ups; answers the function that stops it. */
-export type Listen = (onNotify: () => void, onError: (err: Error) => void) => Promise<() => Promise<void>>;
+export { audienceKeysOf, staffAudience } from './event-stream/audience.ts';
+export { hasLiveStream } from './event-stream/presence.ts';
+export { listenerFor, postgresListener } from './event-stream/listen.ts';
+export type { StreamSink } from './event-stream/stream.ts';
 
 export interface EventHubOptions {
   heartbeatSeconds: number;
@@ -81,8 +66,6 @@ export interface EventHubOptions {
   log?: { warn(obj: object, msg: string): void };
 }
 
-export interface StreamOwner { userId: string; keys: string[] }
-
 /** A place for one stream, taken by admit(): open the stream on it, or give it back. */
 export interface Admission {
   /** Runs the stream on the sink until it closes (which gives the place back); answers once it is live. */
@@ -90,9 +73,6 @@ export interface Admission {
   /** Gives the place back without opening a stream. */
   release(): void;
 }
-
-/** How long a client refused for want of a place is told to wait (Retry-After). */
-export const admissionRetryAfterSeconds = 10;
 
 export interface EventHub {
   /**
@@ -127,72 +107,34 @@ export interface HubStats {
   following: boolean;
 }
 
-interface Position { tx: bigint; id: string }
-interface EventRow { id: string; type: string; audience: string[]; data: unknown; created_at: Date; tx: string }
-
-interface Stream {
-  id: string;
-  owner: StreamOwner;
-  keys: Set<string>;
-  sink: StreamSink;
-  /** Joined the hub: live events go to it (into `pending` until the replay is done). */
-  live: boolean;
-  /** Where its replay ends: live events up to here are the replay's to send, not the hub's. */
-  upTo: Position | null;
-  pending: string[];
-  pendingBytes: number;
-  closed: boolean;
-  /** Gives its admission's place back. */
-  leave: () => void;
-}
-
-function isAfter(a: Position, b: Position): boolean {
-  return a.tx > b.tx || (a.tx === b.tx && a.id > b.id);
-}
-
-function frameOf(row: EventRow): string {
-  const body = { id: row.id, type: row.type, createdAt: row.created_at.toISOString(), data: row.data };
-  // JSON.stringify never emits a raw newline, so the payload is one data line.
-  return `id: ${row.id}\nevent: ${row.type}\ndata: ${JSON.stringify(body)}\n\n`;
-}
-
-const eventIdPattern = /^evt_[0-9a-z]{26}$/;
-
 export function createEventHub(db: Db, options: EventHubOptions): EventHub {
   const maxBuffered = options.maxBufferedBytes ?? 1024 * 1024;
   const batchSize = options.batchSize ?? 500;
-  const pollMs = options.pollIntervalMs ?? (options.listen ? 5000 : 250);
   const log = options.log ?? { warn: () => {} };
-  const maxStreams = options.maxStreams ?? Infinity;
-  const maxStreamsPerUser = options.maxStreamsPerUser ?? Infinity;
-  let admitted = 0;
-  const admittedPerUser = new Map<string, number>();
-  const streams = new Set<Stream>(); // joined the hub
-  const byKey = new Map<string, Set<Stream>>(); // the joined streams of each audience key
+  const places = createPlaces({ maxStreams: options.maxStreams ?? Infinity, maxStreamsPerUser: options.maxStreamsPerUser ?? Infinity });
+  const routes = createAudienceRoutes();
   const opened = new Set<Stream>(); // every open one, joined or not yet
   const inflight = new Set<Promise<unknown>>();
-  // What the hub has dispatched. Null exactly while no stream is joined: the last stream to leave
-  // clears it (release), the first to join sets it.
-  let cursor: Position | null = null;
   let closed = false;
-  let scheduled = false;
-  let retryTimer: NodeJS.Timeout | undefined;
-  let retryDelayMs = 25;
-  let listening: Promise<(() => Promise<void>) | undefined> | undefined;
-
-  // The hub's reads and joins run one at a time, so a stream joins exactly between two fetches.
-  let chain: Promise<unknown> = Promise.resolve();
-  function exclusive<T>(fn: () => Promise<T>): Promise<T> {
-    const run = chain.then(fn, fn);
-    chain = run.catch(() => {});
-    return run;
-  }
 
   function track<T>(p: Promise<T>): Promise<T> {
     inflight.add(p);
     void p.finally(() => inflight.delete(p)).catch(() => {});
     return p;
   }
+
+  const outbox = followOutbox(db, {
+    batchSize, log, track,
+    pollMs: options.pollIntervalMs ?? (options.listen ? 5000 : 250),
+    listen: options.listen,
+    hasReaders: () => routes.joined > 0,
+    onEvent: (row, position) => {
+      const targets = routes.targetsOf(row.audience);
+      if (targets.size === 0) return;
+      const frame = frameOf(row);
+      for (const s of targets) deliver(s, frame, position);
+    },
+  });
 
   function drop(s: Stream, reason: string): void {
     if (s.closed) return;
@@ -220,191 +162,25 @@ export function createEventHub(db: Db, options: EventHubOptions): EventHub {
     s.closed = true;
     s.leave();
     opened.delete(s);
-    if (streams.delete(s)) {
-      for (const key of s.keys) {
-        const set = byKey.get(key);
-        set?.delete(s);
-        if (set?.size === 0) byKey.delete(key);
-      }
-    }
-    if (streams.size === 0) cursor = null;
+    routes.leave(s);
+    if (routes.joined === 0) outbox.forget();
     void forget(s);
   }
 
   function forget(s: Stream): Promise<unknown> {
-    return track(db.query('DELETE FROM event_stream_connections WHERE id = $1', [s.id])).catch((err: Error) => log.warn({ err }, 'could not remove an event stream presence row'));
+    return track(leavePresence(db, s.id)).catch((err: Error) => log.warn({ err }, 'could not remove an event stream presence row'));
   }
 
-  async function horizon(): Promise<Position> {
-    const [row] = await db.query<{ horizon: string }>('SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS horizon');
-    return { tx: BigInt(row!.horizon), id: '' };
-  }
-
-  async function fetchOnce(): Promise<'more' | 'waiting' | 'done'> {
-    if (cursor === null) return 'done';
-    const from = cursor;
-    const rows = await track(db.query<EventRow & { horizon: string; waiting: boolean; id: string | null }>(
-      `WITH h AS (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS horizon)
-       SELECT h.horizon::text AS horizon,
-              EXISTS (SELECT 1 FROM events w WHERE w.tx >= h.horizon) AS waiting,
-              e.id, e.type, e.audience, e.data, e.created_at, e.tx::text AS tx
-         FROM h LEFT JOIN LATERAL (
-           SELECT * FROM events WHERE (tx, id) > ($1::xid8, $2::text) AND tx < h.horizon ORDER BY tx, id LIMIT $3
-         ) e ON true`,
-      [from.tx.toString(), from.id, batchSize],
-    ));
-    if (cursor === null) return 'done'; // every stream left during the read
-    const events = rows.filter((r): r is typeof r & { id: string } => r.id !== null);
-    for (const row of events) {
-      const targets = new Set<Stream>();
-      for (const key of row.audience) for (const s of byKey.get(key) ?? []) targets.add(s);
-      if (targets.size === 0) continue;
-      const frame = frameOf(row);
-      const position = { tx: BigInt(row.tx), id: row.id };
-      for (const s of targets) deliver(s, frame, position);
-    }
-    const last = events[events.length - 1];
-    if (events.length === batchSize && last) {
-      cursor = { tx: BigInt(last.tx), id: last.id };
-      return 'more';
-    }
-    const top: Position = { tx: BigInt(rows[0]!.horizon), id: '' };
-    cursor = isAfter(top, from) ? top : from;
-    return rows[0]!.waiting ? 'waiting' : 'done';
-  }
-
-  async function pump(): Promise<void> {
-    scheduled = false; // a wake-up during this fetch schedules another one after it
-    try {
-      for (;;) {
-        const outcome = await fetchOnce();
-        if (outcome === 'more') continue;
-        if (outcome === 'waiting') retryLater();
-        else retryDelayMs = 25;
-        return;
-      }
-    } catch (err) {
-      if (!closed) log.warn({ err }, 'reading the event outbox failed; retrying');
-      retryLater();
-    }
-  }
-
-  function retryLater(): void {
-    if (retryTimer || closed) return;
-    retryTimer = setTimeout(() => { retryTimer = undefined; wake(); }, retryDelayMs);
-    retryTimer.unref();
-    retryDelayMs = Math.min(1000, retryDelayMs * 2);
-  }
-
-  function wake(): void {
-    if (closed || scheduled || streams.size === 0) return;
-    scheduled = true;
-    setImmediate(() => { void exclusive(pump); });
-  }
-
-  function startListening(): void {
-    if (listening || !options.listen) return;
-    listening = options.listen(wake, (err) => log.warn({ err }, 'event stream listener connection failed; reconnecting')).catch((err: Error) => {
-      log.warn({ err }, 'could not listen for events; streams fall back to polling');
-      listening = undefined;
-      return undefined;
-    });
-  }
-
-  const poll = setInterval(wake, pollMs);
-  poll.unref();
   const heartbeat = setInterval(() => {
     if (opened.size === 0) return;
     for (const s of opened) send(s, ': ping\n\n');
-    const ids = [...opened].map((s) => s.id);
-    void track(db.query('UPDATE event_stream_connections SET seen_at = now() WHERE id = ANY($1::text[])', [ids]))
-      .then(() => db.query('DELETE FROM event_stream_connections WHERE seen_at < now() - make_interval(secs => $1)', [Math.max(600, options.heartbeatSeconds * 10)]))
+    void track(refreshPresence(db, [...opened].map((s) => s.id), options.heartbeatSeconds))
       .catch((err: Error) => log.warn({ err }, 'could not refresh event stream presence'));
   }, options.heartbeatSeconds * 1000);
   heartbeat.unref();
 
-  /** The position to replay from, or null when the id cannot be honoured. */
-  async function resumePoint(lastEventId: string): Promise<Position | null> {
-    if (!eventIdPattern.test(lastEventId)) return null;
-    const [row] = await db.query<{ tx: string }>(
-      'SELECT tx::text AS tx FROM events WHERE id = $1 AND created_at > now() - make_interval(hours => $2)',
-      [lastEventId, options.retentionHours],
-    );
-    return row ? { tx: BigInt(row.tx), id: lastEventId } : null;
-  }
-
-  function waitForDrain(s: Stream): Promise<void> {
-    return new Promise((resolve) => {
-      const done = () => {
-        s.sink.removeListener('drain', done);
-        s.sink.removeListener('close', done);
-        resolve();
-      };
-      s.sink.once('drain', done);
-      s.sink.once('close', done);
-    });
-  }
-
-  async function replay(s: Stream, from: Position, upTo: Position): Promise<number> {
-    let position = from;
-    let count = 0;
-    for (;;) {
-      const rows = await track(db.query<EventRow>(
-        `SELECT id, type, audience, data, created_at, tx::text AS tx FROM events
-          WHERE audience && $1::text[] AND (tx, id) > ($2::xid8, $3::text) AND (tx, id) <= ($4::xid8, $5::text)
-            AND created_at > now() - make_interval(hours => $6)
-          ORDER BY tx, id LIMIT $7`,
-        [[...s.keys], position.tx.toString(), position.id, upTo.tx.toString(), upTo.id, options.retentionHours, batchSize],
-      ));
-      for (const row of rows) {
-        if (s.closed) return count;
-        count++;
-        // A replay may be long: it waits for the client to read instead of buffering it all.
-        if (!s.sink.write(frameOf(row))) await waitForDrain(s);
-      }
-      const last = rows[rows.length - 1];
-      if (rows.length < batchSize || !last) return count;
-      position = { tx: BigInt(last.tx), id: last.id };
-    }
-  }
-
-  /**
-   * The stream's resumption point for its `ready` frame: the newest event of its own audience at or
-   * before the position, within the retention window (an older one could not be resumed from).
-   * Never another user's event: its id would tell when they last bought or wrote.
-   */
-  async function newestUpTo(s: Stream, upTo: Position): Promise<string | undefined> {
-    const [row] = await db.query<{ id: string }>(
-      `SELECT id FROM events
-        WHERE audience && $1::text[] AND (tx, id) <= ($2::xid8, $3::text) AND created_at > now() - make_interval(hours => $4)
-        ORDER BY tx DESC, id DESC LIMIT 1`,
-      [[...s.keys], upTo.tx.toString(), upTo.id, options.retentionHours],
-    );
-    return row?.id;
-  }
-
   function admit(owner: StreamOwner): Admission {
-    const mine = admittedPerUser.get(owner.userId) ?? 0;
-    // Connection: close, so that a client hammering the endpoint does not keep the refused
-    // connections (and their file descriptors) alive either.
-    const refusal = { retryAfterSeconds: admissionRetryAfterSeconds, headers: { connection: 'close' } };
-    if (mine >= maxStreamsPerUser) {
-      throw new AppError('rate_limited', `You have ${mine} live event streams open, the most one user may have; close one before opening another`, refusal);
-    }
-    if (admitted >= maxStreams) {
-      throw new AppError('rate_limited', 'This server holds as many live event streams as it may; retry shortly', refusal);
-    }
-    admitted++;
-    admittedPerUser.set(owner.userId, mine + 1);
-    let held = true;
-    const release = () => {
-      if (!held) return;
-      held = false;
-      admitted--;
-      const left = admittedPerUser.get(owner.userId)! - 1;
-      if (left === 0) admittedPerUser.delete(owner.userId);
-      else admittedPerUser.set(owner.userId, left);
-    };
+    const release = places.take(owner);
     return { open: (sink, lastEventId) => open(sink, owner, lastEventId, release), release };
   }
 
@@ -420,36 +196,22 @@ export function createEventHub(db: Db, options: EventHubOptions): EventHub {
     // Reconnect after 3 s when the connection drops; the first bytes also flush the headers.
     sink.write('retry: 3000\n\n');
     try {
-      startListening();
-      await track(db.query('INSERT INTO event_stream_connections (id, user_id) VALUES ($1, $2)', [s.id, owner.userId]));
+      outbox.listen();
+      await track(enterPresence(db, s.id, owner.userId));
       // Closed while inserting: its DELETE may have run first, on another connection.
       if (s.closed) return void await forget(s);
-      const from = lastEventId ? await resumePoint(lastEventId) : null;
+      const from = lastEventId ? await resumePoint(db, lastEventId, options.retentionHours) : null;
       if (s.closed) return;
-      // The replay goes up to the horizon now, even when the hub's own position lags behind it
-      // (it has not read the latest commits yet): what the hub reads later up to there is skipped
-      // for this stream, so the replay is as complete as it can be, without duplicates.
-      const upTo = await exclusive(async (): Promise<Position | null> => {
-        const now = await horizon();
-        if (cursor === null) cursor = now;
-        if (s.closed) {
-          // Gone while waiting: join nothing, and leave no position behind for a later stream.
-          if (streams.size === 0) cursor = null;
-          return null;
-        }
-        streams.add(s);
-        for (const key of s.keys) {
-          const set = byKey.get(key) ?? new Set<Stream>();
-          set.add(s);
-          byKey.set(key, set);
-        }
-        s.upTo = isAfter(now, cursor) ? now : cursor;
-        return s.upTo;
+      const upTo = await outbox.join((end) => {
+        if (s.closed) return false;
+        routes.join(s);
+        s.upTo = end;
+        return true;
       });
       if (s.closed || upTo === null) return;
-      const replayed = from ? await replay(s, from, upTo) : 0;
+      const replayed = from ? await replay(db, s, from, upTo, { retentionHours: options.retentionHours, batchSize, track }) : 0;
       if (s.closed) return;
-      const readyId = await newestUpTo(s, upTo);
+      const readyId = await newestUpTo(db, s.keys, upTo, options.retentionHours);
       const ready = { resumed: from !== null, replayed };
       send(s, `${readyId ? `id: ${readyId}\n` : ''}event: ready\ndata: ${JSON.stringify(ready)}\n\n`);
       s.live = true;
@@ -458,7 +220,7 @@ export function createEventHub(db: Db, options: EventHubOptions): EventHub {
       s.pendingBytes = 0;
       for (const frame of pending) send(s, frame);
       // Anything committed while this stream was joining.
-      wake();
+      outbox.wake();
     } catch (err) {
       if (!s.closed) {
         log.warn({ err }, 'could not start an event stream');
@@ -481,90 +243,15 @@ export function createEventHub(db: Db, options: EventHubOptions): EventHub {
       if (closed) return;
       closed = true;
       this.endAll();
-      clearInterval(poll);
       clearInterval(heartbeat);
-      clearTimeout(retryTimer);
-      const stop = await listening;
-      await stop?.().catch(() => {});
-      await chain;
+      await outbox.close();
       await Promise.allSettled([...inflight]);
     },
     get stats() {
-      return { open: opened.size, joined: streams.size, keys: byKey.size, admitted, users: admittedPerUser.size, queries: inflight.size, following: cursor !== null };
+      return {
+        open: opened.size, joined: routes.joined, keys: routes.keys, admitted: places.admitted, users: places.users,
+        queries: inflight.size, following: outbox.following,
+      };
     },
   };
-}
-
-// ---------------------------------------------------------------------------------------------
-// Where wake-ups come from
-
-/** LISTEN on a dedicated PostgreSQL connection (not one of the pool's), reconnecting when it drops. */
-export function postgresListener(url: string): Listen {
-  return async (onNotify, onError) => {
-    let client: pg.Client | undefined;
-    let stopped = false;
-    let timer: NodeJS.Timeout | undefined;
-    const retry = () => {
-      if (stopped || timer) return;
-      timer = setTimeout(() => { timer = undefined; void connect(); }, 1000);
-      timer.unref();
-    };
-    const connect = async (): Promise<void> => {
-      const c = new pg.Client({ connectionString: url, keepAlive: true });
-      c.on('notification', (msg) => { if (msg.channel === eventChannel) onNotify(); });
-      c.on('error', (err) => onError(err));
-      c.on('end', () => {
-        if (client === c) client = undefined;
-        retry();
-      });
-      try {
-        await c.connect();
-        await c.query(`LISTEN ${eventChannel}`);
-      } catch (err) {
-        onError(err as Error);
-        await c.end().catch(() => {});
-        retry();
-        return;
-      }
-      if (stopped) {
-        await c.end().catch(() => {});
-        return;
-      }
-      client = c;
-      onNotify(); // whatever was committed while nobody listened
-    };
-    await connect();
-    return async () => {
-      stopped = true;
-      clearTimeout(timer);
-      await client?.end().catch(() => {});
-    };
-  };
-}
-
-/** PGlite's own LISTEN (the embedded database is one process, so this sees every commit). */
-export function pgliteListener(pglite: PGlite): Listen {
-  return async (onNotify) => {
-    const unlisten = await pglite.listen(eventChannel, () => onNotify());
-    return async () => { await unlisten(); };
-  };
-}
-
-/**
- * How this process learns of new events on db: PGlite's listen; a dedicated connection to
- * databaseUrl on PostgreSQL; without a URL (a Db built by hand), only the poll.
- */
-export function listenerFor(db: Db, databaseUrl: string | undefined): Listen | null {
-  const pglite = pgliteOf(db);
-  if (pglite) return pgliteListener(pglite);
-  return databaseUrl ? postgresListener(databaseUrl) : null;
-}
-
-/** Whether the user has a live stream open in any process (seen within two heartbeats). */
-export async function hasLiveStream(db: Queryable, userId: string, heartbeatSeconds: number): Promise<boolean> {
-  const [row] = await db.query<{ live: boolean }>(
-    'SELECT EXISTS (SELECT 1 FROM event_stream_connections WHERE user_id = $1 AND seen_at > now() - make_interval(secs => $2)) AS live',
-    [userId, heartbeatSeconds * 2 + 5],
-  );
-  return row!.live; // EXISTS: always one row
 }

@@ -1,7 +1,7 @@
 // Publishing an event: one row in the events outbox, in the caller's transaction, and nothing
-// else in it. Readers of the outbox (the webhook dispatcher, the live stream) read the rows on
-// their own, in (tx, id) order up to the horizon (migration 0009); they are wired at start-up, and
-// this file knows no event types.
+// else in it. Readers of the outbox (the webhook dispatcher, the order figures, the live stream)
+// read the rows on their own, in (tx, id) order up to the horizon, as platform/outbox.ts reads them;
+// they are wired at start-up, and this file knows no event types.
 import type { Queryable, Tx } from './db.ts';
 import { newId } from './ids.ts';
 import { currentTraceparent } from './tracing.ts';

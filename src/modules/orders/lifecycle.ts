@@ -87,13 +87,6 @@ async function expireOrder(tx: Tx, id: string): Promise<boolean> {
   return true;
 }
 
-/** Charges one payment (chargeMany for one); throws when it must be tried again later. */
-export async function chargeOnce(db: Db, provider: PaymentProvider, paymentId: string, options: ChargeOptions = {}): Promise<void> {
-  const retry = await chargeMany(db, provider, [paymentId], options);
-  const err = retry.get(paymentId);
-  if (err) throw err;
-}
-
 /** A payment an operator must look at, and why. */
 interface Review { paymentId: string; orderId: string; reason: string }
 

@@ -1,10 +1,9 @@
 // Sending webhooks in two steps:
 //
 // 1. The dispatcher (dispatchWebhookEvents, run in a loop by every worker process) reads the events
-//    outbox itself, in batches, from a durable position (the one row of webhook_dispatch_cursor):
-//    in (tx, id) order and only up to the horizon, pg_snapshot_xmin, below which every event is
-//    committed or gone for good (migration 0009), so no event can appear behind the position later
-//    and none is skipped. In one transaction it makes one delivery row per event of a webhook type
+//    outbox itself, in batches, from a durable position (the one row of webhook_dispatch_cursor),
+//    up to the horizon, as platform/outbox.ts reads it for every reader, so no event can appear
+//    behind the position later and none is skipped. In one transaction it makes one delivery row per event of a webhook type
 //    and enabled endpoint subscribed to it, one 'webhooks.deliver' job per row, and moves the
 //    position past the batch. The row's unique key (endpoint, event) makes a second read of the
 //    same events create nothing; dispatchers in several processes take turns on the position's
@@ -37,6 +36,7 @@ import https from 'node:https';
 import type { Db } from '../../platform/db.ts';
 import { newId } from '../../platform/ids.ts';
 import { onLocalPublish } from '../../platform/events.ts';
+import { readFromPosition } from '../../platform/outbox.ts';
 import { enqueueMany, poll, work, type Job, type Queue, type QueueSpec } from '../../platform/queue.ts';
 import * as repo from './repo.ts';
 import { deliverQueue, payloadOf, type DeliverJob } from './service.ts';
@@ -105,18 +105,14 @@ export interface Dispatched {
  * waiting: that one is doing the work.
  */
 export async function dispatchWebhookEvents(db: Db, limit: number = dispatchBatchSize): Promise<Dispatched> {
-  // Idle most of the time: a read without a lock or a transaction id says whether to go on.
-  if (!(await repo.dispatchPending(db))) return { events: 0, deliveries: 0 };
-  return db.transaction(async (tx) => {
-    const from = await repo.lockDispatchPosition(tx);
-    if (!from) return { events: 0, deliveries: 0 };
+  const dispatched = await readFromPosition(db, 'webhook_dispatch_cursor', async (tx, from) => {
     const batch = await repo.readAndMakeDeliveries(tx, from, limit, webhookEventTypes);
-    if (batch.events === 0) return { events: 0, deliveries: 0 };
     // Each delivery job joins the trace that published its event (tracing on).
-    await enqueueMany(tx, deliverQueue, batch.made.map(({ traceparent, ...data }) => ({ data: data satisfies DeliverJob, traceparent: traceparent ?? undefined })));
-    await repo.moveDispatchPosition(tx, { tx: batch.last_tx!, id: batch.last_id! });
-    return { events: batch.events, deliveries: batch.made.length };
+    if (batch.events > 0) await enqueueMany(tx, deliverQueue, batch.made.map(({ traceparent, ...data }) => ({ data: data satisfies DeliverJob, traceparent: traceparent ?? undefined })));
+    const last = batch.last_tx !== null && batch.last_id !== null ? { tx: batch.last_tx, id: batch.last_id } : null;
+    return { events: batch.events, last, result: { events: batch.events, deliveries: batch.made.length } };
   });
+  return dispatched ?? { events: 0, deliveries: 0 };
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 // SQL of webhooks: endpoints, deliveries (one per endpoint and event) and their attempts.
 import type { Queryable, Tx } from '../../platform/db.ts';
+import { eventsAfterSql, type OutboxPosition } from '../../platform/outbox.ts';
 
 export interface EndpointRow {
   id: string; url: string; events: string[]; secret: string; enabled: boolean;
@@ -110,31 +111,6 @@ export function listAttempts(db: Queryable, endpointId: string, opts: { eventId:
 // ---------------------------------------------------------------------------------------------
 // Dispatch (the outbox reader) and delivery
 
-export interface DispatchPosition { tx: string; id: string }
-
-/** Another dispatcher holds the position: undefined (it is working; no need to wait for it). */
-export async function lockDispatchPosition(tx: Tx): Promise<DispatchPosition | undefined> {
-  const [row] = await tx.query<DispatchPosition>('SELECT tx::text AS tx, id FROM webhook_dispatch_cursor FOR UPDATE SKIP LOCKED');
-  return row;
-}
-
-/**
- * Whether an event waits for the dispatcher: one after its position and below the horizon (see
- * readAndMakeDeliveries). Takes no lock and no transaction id, so an idle poll writes nothing.
- */
-export async function dispatchPending(db: Queryable): Promise<boolean> {
-  const [row] = await db.query<{ pending: boolean }>(
-    `SELECT EXISTS (
-       SELECT 1 FROM webhook_dispatch_cursor c, LATERAL (
-         SELECT 1 FROM events e
-          WHERE (e.tx, e.id) > (c.tx, c.id) AND e.tx < pg_snapshot_xmin(pg_current_snapshot())
-          ORDER BY e.tx, e.id LIMIT 1
-       ) next
-     ) AS pending`,
-  );
-  return row?.pending ?? false;
-}
-
 export interface DispatchedBatch {
   /** Events read (every type), and the position of the last one (null when none). */
   events: number; last_tx: string | null; last_id: string | null;
@@ -143,21 +119,17 @@ export interface DispatchedBatch {
 }
 
 /**
- * Reads up to `limit` events after the position, in (tx, id) order and only below the horizon
- * (pg_snapshot_xmin: every event of an older transaction is committed or gone for good, so none
- * can appear behind the position later; migration 0009), and makes one delivery per event of a
+ * Reads up to `limit` events after the position, up to the horizon (platform/outbox.ts), and makes one delivery per event of a
  * webhook type and enabled endpoint subscribed to it (by name, or '*'), unless it exists already:
  * the unique key (endpoint, event) makes a second read of the same event make nothing, and a
  * manual redelivery made first keeps its round. An endpoint gets only the events published after
  * it was created (events of transactions that began writing after the one that created it, by
  * transaction id: strict, where created_at can tie), however late the dispatcher reads them.
  */
-export async function readAndMakeDeliveries(tx: Tx, from: DispatchPosition, limit: number, types: readonly string[]): Promise<DispatchedBatch> {
+export async function readAndMakeDeliveries(tx: Tx, from: OutboxPosition, limit: number, types: readonly string[]): Promise<DispatchedBatch> {
   const [row] = await tx.query<DispatchedBatch>(
     `WITH batch AS (
-       SELECT tx, id, type, traceparent FROM events
-        WHERE (tx, id) > ($1::xid8, $2::text) AND tx < pg_snapshot_xmin(pg_current_snapshot())
-        ORDER BY tx, id LIMIT $3
+       ${eventsAfterSql('tx, id, type, traceparent', { tx: '$1', id: '$2', limit: '$3' })}
      ), made AS (
        INSERT INTO webhook_deliveries (endpoint_id, event_id)
        SELECT w.id, b.id FROM batch b
@@ -178,10 +150,6 @@ export async function readAndMakeDeliveries(tx: Tx, from: DispatchPosition, limi
     [from.tx, from.id, limit, types],
   );
   return row!;
-}
-
-export async function moveDispatchPosition(tx: Tx, to: DispatchPosition): Promise<void> {
-  await tx.query('UPDATE webhook_dispatch_cursor SET tx = $1::xid8, id = $2, updated_at = now()', [to.tx, to.id]);
 }
 
 /**

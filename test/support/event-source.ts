@@ -1,5 +1,5 @@
-// A small reader of GET /v1/events for Node (fetch and a streaming body), for the latency bench,
-// the tests and any Node client: it parses Server-Sent Events as the HTML standard says and lets
+// A small reader of GET /v1/events for Node (fetch and a streaming body), for the tests and the
+// latency bench (the engine itself never reads its own stream): it parses Server-Sent Events as the HTML standard says and lets
 // the caller wait for the next event that matches. Browsers have EventSource for this.
 
 /** id is the frame's own id field (undefined when it had none). */
