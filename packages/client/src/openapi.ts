@@ -1286,7 +1286,11 @@ export interface paths {
         };
         /**
          * The dev mailbox: the emails kept here instead of sent, while SMTP_URL is not set; newest first
-         * @description Roles: staff, admin.
+         * @description For development only: this route exists only while DEV_MAILBOX is on (the default outside production; off, and refused, under NODE_ENV=production). Admins only; answered with Cache-Control: no-store.
+         *
+         *     Password reset and email verification mails are shown without their token (a placeholder stands where it would be, and no token is made): only the recipient may ever read one. To receive them with their token in development, run a local mail catcher and set SMTP_URL to it.
+         *
+         *     Roles: admin.
          */
         get: operations["listMailbox"];
         put?: never;
