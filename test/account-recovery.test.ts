@@ -42,6 +42,17 @@ async function signup(e: TestEnv, email: string) {
   return e.client.ok(endpoints.signup, { body: { email, password, name: 'Grace Hopper' } });
 }
 
+/** A new admin with a session, and an API key made with that session. */
+async function adminWithKey(e: TestEnv, email: string) {
+  const user = await signup(e, email);
+  await e.client.ok(endpoints.updateUser, { token: e.adminToken, params: { id: user.user.id }, body: { role: 'admin' } });
+  const session = await e.client.ok(endpoints.login, { body: { email, password } });
+  const key = await e.client.ok(endpoints.createApiKey, { token: session.token, body: { name: `key of ${email}`, role: 'admin' } });
+  return { id: user.user.id, token: session.token, key: key.key };
+}
+
+const works = async (e: TestEnv, token: string) => (await e.client.call(endpoints.me, { token })).status === 200;
+
 forEachEngine('change password and sign out everywhere', (env) => {
   it('needs the current password; ends every other session and keeps the one that changed it', async () => {
     const e = env();
@@ -69,6 +80,40 @@ forEachEngine('change password and sign out everywhere', (env) => {
     assert.equal((await e.client.call(endpoints.me, { token: a.token })).status, 401);
     assert.equal((await e.client.call(endpoints.me, { token: b.token })).status, 401);
     assert.equal((await e.client.call(endpoints.me, { token: other.token })).status, 200);
+  });
+
+  it('keeps the API keys of the user on a change of password, unless revokeApiKeys asks to revoke them', async () => {
+    const e = env();
+    const admin = await adminWithKey(e, 'keys.change@example.com');
+    const other = await e.client.ok(endpoints.createApiKey, { token: e.adminToken, body: { name: 'another admin\'s', role: 'staff' } });
+    assert.equal((await e.client.call(endpoints.changePassword, { token: admin.token, body: { currentPassword: password, newPassword } })).status, 204);
+    assert.ok(await works(e, admin.key), 'a routine change keeps the key');
+    const revoking = await e.client.call(endpoints.changePassword, { token: admin.token, body: { currentPassword: newPassword, newPassword: password, revokeApiKeys: true } });
+    assert.equal(revoking.status, 204);
+    assert.equal(await works(e, admin.key), false, 'revokeApiKeys revokes it at once');
+    assert.ok(await works(e, other.key), "another admin's key is untouched");
+    assert.ok(await works(e, admin.token), 'the session that changed it goes on');
+  });
+
+  it('keeps the API keys of the user when signing out everywhere (no body), unless revokeApiKeys asks to revoke them', async () => {
+    const e = env();
+    const admin = await adminWithKey(e, 'keys.everywhere@example.com');
+    const other = await e.client.ok(endpoints.createApiKey, { token: e.adminToken, body: { name: 'another admin\'s', role: 'staff' } });
+    assert.equal((await e.client.call(endpoints.logoutEverywhere, { token: admin.token })).status, 204);
+    assert.equal(await works(e, admin.token), false);
+    assert.ok(await works(e, admin.key), 'without the option the key survives');
+    const again = await e.client.ok(endpoints.login, { body: { email: 'keys.everywhere@example.com', password } });
+    const unknown = await e.client.call(endpoints.logoutEverywhere, { token: again.token, body: { revokeApiKeys: true, everything: true } as { revokeApiKeys: boolean } });
+    assert.equal(unknown.status, 400, 'an unknown field is refused');
+    assert.equal((await e.client.call(endpoints.logoutEverywhere, { token: again.token, body: { revokeApiKeys: true } })).status, 204);
+    assert.equal(await works(e, again.token), false);
+    assert.equal(await works(e, admin.key), false, 'revokeApiKeys revokes it at once');
+    assert.ok(await works(e, other.key), "another admin's key is untouched");
+    // The API document offers the option, and says the body may be left out.
+    const doc = JSON.parse((await e.app.inject({ method: 'GET', url: '/openapi.json' })).body);
+    const body = doc.paths['/v1/auth/logout-all'].post.requestBody;
+    assert.equal(body.required, false);
+    assert.equal(body.content['application/json'].schema.properties.revokeApiKeys.type, 'boolean');
   });
 
   it('answers 400 to an API key, which has no password or sessions', async () => {
@@ -118,6 +163,20 @@ forEachEngine('password reset by mail', (env) => {
     const again = await e.client.call(endpoints.resetPassword, { body: { token, password: 'yet another passphrase 7' } });
     assert.equal(again.status, 400);
     assert.equal(code(again), 'invalid_token');
+  });
+
+  it("revokes the API keys the user is accountable for, and no one else's", async () => {
+    const e = env();
+    const admin = await adminWithKey(e, 'reset.keys@example.com');
+    const other = await e.client.ok(endpoints.createApiKey, { token: e.adminToken, body: { name: 'another admin\'s', role: 'staff' } });
+    // A key made with the user's key answers for the user too.
+    const derived = await e.client.ok(endpoints.createApiKey, { token: admin.key, body: { name: 'made with a key', role: 'staff' } });
+    await e.client.ok(endpoints.requestPasswordReset, { body: { email: 'reset.keys@example.com' } });
+    const token = await tokenMailed('reset.keys@example.com', 'password_reset');
+    assert.equal((await e.client.call(endpoints.resetPassword, { body: { token, password: newPassword } })).status, 204);
+    assert.equal(await works(e, admin.key), false, 'the key made with a session is revoked');
+    assert.equal(await works(e, derived.key), false, 'and the key made with that key');
+    assert.ok(await works(e, other.key), "another admin's key is untouched");
   });
 
   it('of many parallel resets with one token, exactly one succeeds', async () => {

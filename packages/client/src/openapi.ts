@@ -222,7 +222,7 @@ export interface paths {
         put?: never;
         /**
          * Change the signed-in user's password
-         * @description The current password is required (wrong ones are throttled per account, as logins are). Every other session of the user ends at once; the session that made the change stays signed in. An API key answers 400 bad_request.
+         * @description The current password is required (wrong ones are throttled per account, as logins are). Every other session of the user ends at once; the session that made the change stays signed in. API keys the user is accountable for go on working unless revokeApiKeys is true (recovering from a compromise: revoke them, an attacker may have made one). An API key answers 400 bad_request.
          *
          *     Roles: customer, staff, admin.
          */
@@ -244,7 +244,7 @@ export interface paths {
         put?: never;
         /**
          * Sign out everywhere: revoke every session of the signed-in user, this one included
-         * @description Sessions are checked in the database on every request, so every process refuses them from the next request on.
+         * @description Sessions are checked in the database on every request, so every process refuses them from the next request on. The body may be left out. API keys the user is accountable for go on working unless revokeApiKeys is true (recovering from a compromise: revoke them, an attacker may have made one).
          *
          *     Roles: customer, staff, admin.
          */
@@ -286,7 +286,7 @@ export interface paths {
         put?: never;
         /**
          * Set a new password with the token of a reset mail
-         * @description The token works once and for an hour; using it ends every session of the user (sign in again with the new password). 400 invalid_token for an unknown, used or expired token.
+         * @description The token works once and for an hour; using it ends every session of the user (sign in again with the new password) and revokes every API key the user is accountable for (a reset is how an account is taken back: whoever held it may have made one). 400 invalid_token for an unknown, used or expired token.
          */
         post: operations["resetPassword"];
         delete?: never;
@@ -3020,12 +3020,15 @@ export interface operations {
                 /**
                  * @example {
                  *       "currentPassword": "correct horse battery staple",
-                 *       "newPassword": "a new and longer passphrase"
+                 *       "newPassword": "a new and longer passphrase",
+                 *       "revokeApiKeys": true
                  *     }
                  */
                 "application/json": {
                     currentPassword: string;
                     newPassword: string;
+                    /** @description Also revoke, at once, every API key this user is accountable for: those made with their sessions, and those made with such keys (default false: keys go on working). */
+                    revokeApiKeys?: boolean;
                 };
             };
         };
@@ -3192,7 +3195,19 @@ export interface operations {
             path?: never;
             cookie?: never;
         };
-        requestBody?: never;
+        requestBody?: {
+            content: {
+                /**
+                 * @example {
+                 *       "revokeApiKeys": true
+                 *     }
+                 */
+                "application/json": {
+                    /** @description Also revoke, at once, every API key this user is accountable for: those made with their sessions, and those made with such keys (default false: keys go on working). */
+                    revokeApiKeys?: boolean;
+                };
+            };
+        };
         responses: {
             /** @description Default Response */
             204: {
@@ -3211,7 +3226,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Bad request: `bad_request` */
+            /** @description Bad request: `validation_failed`, `bad_request` */
             400: {
                 headers: {
                     /**
@@ -3251,6 +3266,44 @@ export interface operations {
             };
             /** @description Forbidden: `forbidden` */
             403: {
+                headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Payload too large: `payload_too_large` */
+            413: {
+                headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unsupported media type: `unsupported_media_type` */
+            415: {
                 headers: {
                     /**
                      * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
@@ -5122,7 +5175,7 @@ export interface operations {
             };
             cookie?: never;
         };
-        requestBody: {
+        requestBody?: {
             content: {
                 /**
                  * @example {
@@ -8538,7 +8591,7 @@ export interface operations {
             };
             cookie?: never;
         };
-        requestBody: {
+        requestBody?: {
             content: {
                 /**
                  * @example {
@@ -8770,7 +8823,7 @@ export interface operations {
             };
             cookie?: never;
         };
-        requestBody: {
+        requestBody?: {
             content: {
                 /**
                  * @example {
@@ -12811,7 +12864,7 @@ export interface operations {
             };
             cookie?: never;
         };
-        requestBody: {
+        requestBody?: {
             content: {
                 /** @example {} */
                 "application/json": {

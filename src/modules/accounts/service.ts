@@ -254,8 +254,10 @@ async function acceptablePassword(password: string): Promise<string> {
  * Changes the password of the signed-in user, proving the current one first (throttled as logins
  * are, per account: a stolen session cannot guess its way to the password). Every other session of
  * the user ends; the one that made the change goes on (the user just proved the password with it).
+ * Their API keys go on too unless revokeApiKeys: a key is often a running integration, and a
+ * routine change of password should not stop it; after a compromise the user asks for it.
  */
-export async function changePassword(db: Db, config: AccountsConfig, principal: Principal, input: { currentPassword: string; newPassword: string }): Promise<void> {
+export async function changePassword(db: Db, config: AccountsConfig, principal: Principal, input: { currentPassword: string; newPassword: string; revokeApiKeys?: boolean }): Promise<void> {
   const userId = sessionOnly(principal, 'changing a password');
   const attempt = { bucket: `password-change:${userId}`, max: config.loginMaxFailuresPerAccountAndClient };
   await takeAttempt(db, [attempt], config.loginWindowSeconds, 'Too many wrong passwords; try again later');
@@ -268,12 +270,20 @@ export async function changePassword(db: Db, config: AccountsConfig, principal: 
   await db.transaction(async (tx) => {
     await repo.setPasswordHash(tx, userId, passwordHash);
     await repo.revokeSessionsOf(tx, userId, principal.credentialId);
+    if (input.revokeApiKeys) await repo.revokeApiKeysOf(tx, userId);
   });
 }
 
-/** Ends every session of the signed-in user, this one too, at once (sessions live only in the database). */
-export async function logoutEverywhere(db: Db, principal: Principal): Promise<number> {
-  return repo.revokeSessionsOf(db, sessionOnly(principal, 'signing out everywhere'), null);
+/**
+ * Ends every session of the signed-in user, this one too, at once (sessions live only in the
+ * database); with revokeApiKeys, the API keys they are accountable for as well, in the same transaction.
+ */
+export async function logoutEverywhere(db: Db, principal: Principal, options: { revokeApiKeys?: boolean } = {}): Promise<void> {
+  const userId = sessionOnly(principal, 'signing out everywhere');
+  await db.transaction(async (tx) => {
+    await repo.revokeSessionsOf(tx, userId, null);
+    if (options.revokeApiKeys) await repo.revokeApiKeysOf(tx, userId);
+  });
 }
 
 /**
@@ -302,8 +312,9 @@ const invalidToken = () => new AppError('invalid_token', 'The token is unknown, 
 
 /**
  * Sets a new password with a reset token: the token is used (once: a conditional UPDATE, so of 200
- * parallel resets with one token exactly one succeeds), every other reset token of the user too, and
- * every session of the user ends. The token is looked up before the Argon2 work, so a stream of
+ * parallel resets with one token exactly one succeeds), every other reset token of the user too,
+ * every session of the user ends and every API key they are accountable for is revoked (a reset is
+ * how an account is taken back, and whoever held it may have made a key to keep a way in). The token is looked up before the Argon2 work, so a stream of
  * made-up tokens costs one index probe each.
  */
 export async function resetPassword(db: Db, input: { token: string; password: string }): Promise<void> {
@@ -317,6 +328,7 @@ export async function resetPassword(db: Db, input: { token: string; password: st
     if (!user || user.disabled_at) throw invalidToken();
     await repo.setPasswordHash(tx, userId, passwordHash);
     await repo.revokeSessionsOf(tx, userId, null);
+    await repo.revokeApiKeysOf(tx, userId);
   });
 }
 
