@@ -116,6 +116,16 @@ forEachEngine('change password and sign out everywhere', (env) => {
     assert.equal(body.content['application/json'].schema.properties.revokeApiKeys.type, 'boolean');
   });
 
+  it('refuses a new password of only white space, naming /newPassword', async () => {
+    const e = env();
+    const a = await signup(e, 'blank.change@example.com');
+    const res = await e.client.call(endpoints.changePassword, { token: a.token, body: { currentPassword: password, newPassword: ' '.repeat(10) } });
+    assert.equal(res.status, 400);
+    assert.deepEqual((res.body as { errors?: unknown[] }).errors, [{ path: '/newPassword', message: 'must not be only white space' }]);
+    assert.match((res.body as { detail: string }).detail, /Passwords are 8 to 256 characters/);
+    assert.equal((await e.client.call(endpoints.login, { body: { email: 'blank.change@example.com', password } })).status, 200, 'the password is unchanged');
+  });
+
   it('answers 400 to an API key, which has no password or sessions', async () => {
     const e = env();
     const key = await e.client.ok(endpoints.createApiKey, { token: e.adminToken, body: { name: 'k', role: 'staff' } });
@@ -177,6 +187,17 @@ forEachEngine('password reset by mail', (env) => {
     assert.equal(await works(e, admin.key), false, 'the key made with a session is revoked');
     assert.equal(await works(e, derived.key), false, 'and the key made with that key');
     assert.ok(await works(e, other.key), "another admin's key is untouched");
+  });
+
+  it('refuses a new password of only white space, naming /password, and keeps the token for a good one', async () => {
+    const e = env();
+    await signup(e, 'reset.blank@example.com');
+    await e.client.ok(endpoints.requestPasswordReset, { body: { email: 'reset.blank@example.com' } });
+    const token = await tokenMailed('reset.blank@example.com', 'password_reset');
+    const res = await e.client.call(endpoints.resetPassword, { body: { token, password: '\t'.repeat(9) } });
+    assert.equal(res.status, 400);
+    assert.deepEqual((res.body as { errors?: unknown[] }).errors, [{ path: '/password', message: 'must not be only white space' }]);
+    assert.equal((await e.client.call(endpoints.resetPassword, { body: { token, password: newPassword } })).status, 204);
   });
 
   it('of many parallel resets with one token, exactly one succeeds', async () => {

@@ -52,7 +52,7 @@ export interface paths {
         put?: never;
         /**
          * Create a customer account and sign in
-         * @description A retry with the same Idempotency-Key and body answers 201 for the same account, with a new session token (tokens are never stored; the retry proves the password again, as a login does). Signups from one client address are limited per window (429 with Retry-After).
+         * @description The name is trimmed and must keep a visible character. Passwords are 8 to 256 characters, not only white space (or other invisible characters), and not one of the most common passwords; a refused name or password answers 400 validation_failed naming the field. A retry with the same Idempotency-Key and body answers 201 for the same account, with a new session token (tokens are never stored; the retry proves the password again, as a login does). Signups from one client address are limited per window (429 with Retry-After).
          */
         post: operations["signup"];
         delete?: never;
@@ -1441,7 +1441,9 @@ export interface operations {
                 "application/json": {
                     /** Format: email */
                     email: string;
+                    /** @description Passwords are 8 to 256 characters, not only white space (or other invisible characters), and not one of the most common passwords: anything else is refused with 400 validation_failed naming the field. */
                     password: string;
+                    /** @description Trimmed of white space; must keep a visible character (400 validation_failed otherwise) */
                     name: string;
                 };
             };
@@ -2281,6 +2283,7 @@ export interface operations {
                  *     }
                  */
                 "application/json": {
+                    /** @description Trimmed of white space; must keep a visible character (400 validation_failed otherwise) */
                     name: string;
                     role: "customer" | "staff" | "admin";
                 };
@@ -3026,6 +3029,7 @@ export interface operations {
                  */
                 "application/json": {
                     currentPassword: string;
+                    /** @description Passwords are 8 to 256 characters, not only white space (or other invisible characters), and not one of the most common passwords: anything else is refused with 400 validation_failed naming the field. */
                     newPassword: string;
                     /** @description Also revoke, at once, every API key this user is accountable for: those made with their sessions, and those made with such keys (default false: keys go on working). */
                     revokeApiKeys?: boolean;
@@ -3523,6 +3527,7 @@ export interface operations {
                  */
                 "application/json": {
                     token: string;
+                    /** @description Passwords are 8 to 256 characters, not only white space (or other invisible characters), and not one of the most common passwords: anything else is refused with 400 validation_failed naming the field. */
                     password: string;
                 };
             };

@@ -2,6 +2,7 @@ import { Type, type Static } from 'typebox';
 import { endpoint } from '../../platform/endpoint.ts';
 import { roles } from '../../platform/auth.ts';
 import { IdParams, Page, PageQuery, Timestamp } from '../../platform/schemas.ts';
+import { passwordRule } from './passwords.ts';
 
 const tags = ['accounts'] as const;
 
@@ -19,7 +20,9 @@ export const UserSchema = Type.Object({
 export type User = Static<typeof UserSchema>;
 
 const Email = Type.String({ format: 'email', minLength: 3, maxLength: 254 });
-const Password = Type.String({ minLength: 8, maxLength: 256 });
+const Password = Type.String({ minLength: 8, maxLength: 256, description: `${passwordRule}: anything else is refused with 400 validation_failed naming the field.` });
+/** A name people see (a user's, a key's): trimmed, and refused (400 validation_failed) when nothing visible is left. */
+const Name = Type.String({ minLength: 1, maxLength: 200, description: 'Trimmed of white space; must keep a visible character (400 validation_failed otherwise)' });
 
 const AuthResult = Type.Object({
   user: UserSchema,
@@ -33,8 +36,8 @@ export const signup = endpoint({
   example: { body: { email: 'ada@example.com', password: 'correct horse battery staple', name: 'Ada Lovelace' } },
   method: 'POST', url: '/v1/auth/signup', access: 'public', tags, returnsSecret: true, idempotencyKey: 'optional',
   summary: 'Create a customer account and sign in',
-  description: 'A retry with the same Idempotency-Key and body answers 201 for the same account, with a new session token (tokens are never stored; the retry proves the password again, as a login does). Signups from one client address are limited per window (429 with Retry-After).',
-  body: Type.Object({ email: Email, password: Password, name: Type.String({ minLength: 1, maxLength: 200 }) }, { additionalProperties: false }),
+  description: `The name is trimmed and must keep a visible character. ${passwordRule}; a refused name or password answers 400 validation_failed naming the field. A retry with the same Idempotency-Key and body answers 201 for the same account, with a new session token (tokens are never stored; the retry proves the password again, as a login does). Signups from one client address are limited per window (429 with Retry-After).`,
+  body: Type.Object({ email: Email, password: Password, name: Name }, { additionalProperties: false }),
   response: { 201: AuthResult },
 });
 
@@ -81,7 +84,7 @@ export const createApiKey = endpoint({
   example: { body: { name: 'storefront', role: 'staff' } },
   method: 'POST', url: '/v1/api-keys', access: ['admin'], tags, idempotencyKey: 'optional', returnsSecret: true,
   summary: 'Create an API key; the key is shown only in this answer',
-  body: Type.Object({ name: Type.String({ minLength: 1, maxLength: 200 }), role: RoleSchema }, { additionalProperties: false }),
+  body: Type.Object({ name: Name, role: RoleSchema }, { additionalProperties: false }),
   response: { 201: Type.Object({ id: Type.String(), name: Type.String(), role: RoleSchema, key: Type.String(), createdAt: Timestamp }) },
 });
 
