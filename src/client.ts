@@ -100,7 +100,10 @@ type Part<S, Key extends string, Optional extends boolean = false> = S extends T
   ? (Optional extends true ? { [K in Key]?: Partial<Static<S>> } : { [K in Key]: Static<S> })
   : { [K in Key]?: never };
 
-export type Input<E extends Endpoint> = Part<E['params'], 'params'> & Part<E['body'], 'body'> & Part<E['querystring'], 'query', true> & {
+/** A body whose fields are all optional may be left out, as the server allows. */
+type BodyOptional<S> = S extends TSchema ? (Partial<Static<S>> extends Static<S> ? true : false) : false;
+
+export type Input<E extends Endpoint> = Part<E['params'], 'params'> & Part<E['body'], 'body', BodyOptional<E['body']>> & Part<E['querystring'], 'query', true> & {
   /** A session token or API key, sent as Authorization: Bearer. */
   token?: string;
   idempotencyKey?: string;

@@ -8,7 +8,7 @@ export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' |
 export interface Config {
   port: number;
   host: string;
-  /** NODE_ENV=production: the start warns when it runs on the embedded database (which never fsyncs). */
+  /** NODE_ENV=production: the start warns when it runs on the embedded database (which never fsyncs) and refuses productionRefusals. */
   production: boolean;
   /** Real PostgreSQL when set; the embedded PGlite database under dataDir otherwise. */
   databaseUrl: string | undefined;
@@ -88,8 +88,14 @@ export interface Config {
   /** Messages one user may post per messageRateWindowSeconds (opening a conversation counts as one). */
   messageRateLimit: number;
   messageRateWindowSeconds: number;
-  /** Mail goes out over SMTP when set (smtp:// or smtps://); otherwise into the dev mailbox, GET /v1/dev/mailbox. */
+  /** Mail goes out over SMTP when set (smtp:// or smtps://); otherwise into the dev mailbox when it is on, else nowhere (kept undelivered). */
   smtpUrl: string | undefined;
+  /**
+   * DEV_MAILBOX: the dev mailbox, for development only (GET /v1/dev/mailbox, admins; account tokens
+   * never shown). On by default outside production, off under NODE_ENV=production, where turning it
+   * on is refused (productionRefusals).
+   */
+  devMailbox: boolean;
   mailFrom: string;
   /** An idle live event stream gets a ": ping" comment this often (keeps proxies from closing it). */
   eventStreamHeartbeatSeconds: number;
@@ -280,11 +286,12 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
   const smtpUrl = env.SMTP_URL?.trim() || undefined;
   if (smtpUrl !== undefined && !/^smtps?:\/\/[^\s]+$/.test(smtpUrl)) throw new ConfigError('SMTP_URL must be an smtp:// or smtps:// URL');
   const mailFrom = env.MAIL_FROM?.trim() || 'Engine Room <no-reply@engine-room.local>';
+  const production = env.NODE_ENV?.trim() === 'production';
   if (/[\r\n]/.test(mailFrom) || !/@/.test(mailFrom)) throw new ConfigError('MAIL_FROM must be one email address, like "Shop <no-reply@shop.example>"');
   return Object.freeze({
     port: intVar(env, 'PORT', 3000, 0, 65535),
     host: env.HOST?.trim() || '127.0.0.1',
-    production: env.NODE_ENV?.trim() === 'production',
+    production,
     databaseUrl,
     dataDir: env.DATA_DIR?.trim() || './.engine-room',
     databasePoolSize: intVar(env, 'DATABASE_POOL_SIZE', 10, 1, 1000),
@@ -340,6 +347,7 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     messageRateWindowSeconds: intVar(env, 'MESSAGE_RATE_WINDOW_SECONDS', 60, 1, 24 * 3600),
     smtpUrl,
     mailFrom,
+    devMailbox: boolVar(env, 'DEV_MAILBOX', !production),
     eventStreamHeartbeatSeconds: intVar(env, 'EVENT_STREAM_HEARTBEAT_SECONDS', 15, 1, 3600),
     eventStreamRetentionHours: intVar(env, 'EVENT_STREAM_RETENTION_HOURS', 24, 1, 24 * 365),
     eventStreamMaxPerProcess: intVar(env, 'EVENT_STREAM_MAX_PER_PROCESS', 500, 1, 1_000_000),
@@ -350,4 +358,19 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     ...retentionSettings(env),
     tracing: tracingSettings(env),
   });
+}
+
+/**
+ * Settings that are valid but unsafe in production: under NODE_ENV=production each one found is a
+ * line (naming its variable) and the start refuses to go on (server.ts). Checked at start, not in
+ * loadConfig, so that `migrate`, `audit` and the tests can still load such a configuration.
+ * One line per rule: add new ones here.
+ */
+export function productionRefusals(config: Readonly<Config>): string[] {
+  if (!config.production) return [];
+  const refusals: string[] = [];
+  if (config.devMailbox) {
+    refusals.push('DEV_MAILBOX=true is refused under NODE_ENV=production: the dev mailbox keeps mail in the database for admins to read instead of sending it; unset DEV_MAILBOX and set SMTP_URL');
+  }
+  return refusals;
 }

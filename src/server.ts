@@ -6,7 +6,7 @@ import net from 'node:net';
 import { join, resolve } from 'node:path';
 import { pino } from 'pino';
 import type { FastifyInstance } from 'fastify';
-import type { Config } from './config.ts';
+import { productionRefusals, type Config } from './config.ts';
 import { traceDb } from './platform/tracing.ts';
 import { openDatabase, type Db } from './platform/db.ts';
 import { migrate, MigrationError } from './platform/migrate.ts';
@@ -172,7 +172,27 @@ export function adminLines(admin: { email: string; generatedPassword: string | n
 // survives the process being killed, not the machine crashing or losing power.
 const embeddedInProduction = 'NODE_ENV is production but DATABASE_URL is not set: the embedded database never flushes to disk (no fsync), so an OS crash or power loss can lose orders and payments already acknowledged; use PostgreSQL (DATABASE_URL) in production';
 
+/** Settings refused under NODE_ENV=production (config.ts), in one line, before anything is opened. */
+function refuseUnsafeProduction(config: Readonly<Config>): void {
+  const refusals = productionRefusals(config);
+  if (refusals.length > 0) throw new StartError(refusals.join('; '));
+}
+
+const mailNowhere = 'SMTP_URL is not set and the dev mailbox is off (DEV_MAILBOX): mail is recorded but never delivered, password reset and verification mails included; set SMTP_URL';
+
+/**
+ * Where mail goes, for the start's lines: a line when it stays in the dev mailbox, a warning (also
+ * logged) when it goes nowhere. Never SMTP_URL itself, which may hold a password.
+ */
+function mailNotice(config: Readonly<Config>, log: pino.Logger): string | undefined {
+  if (config.smtpUrl) return undefined;
+  if (config.devMailbox) return '  Mail: not sent but kept in the dev mailbox, GET /v1/dev/mailbox (admins; account tokens are never shown there); set SMTP_URL to send it';
+  log.warn(mailNowhere);
+  return `Warning: ${mailNowhere}`;
+}
+
 export async function startServer(config: Readonly<Config>): Promise<{ app: FastifyInstance; db: Db; stop: () => Promise<void> }> {
+  refuseUnsafeProduction(config);
   // Before the logger and the database, which trace themselves when it is on.
   const stopTracing = await startTracing(config.tracing);
   const log = pino(loggerOptions(config.logLevel));
@@ -216,6 +236,8 @@ export async function startServer(config: Readonly<Config>): Promise<{ app: Fast
     `  API reference: ${address}/docs   OpenAPI: ${address}/openapi.json`,
     `  Job workers: ${queue ? 'running in this process' : 'off here (WORKERS=off): run engine-room worker'}`,
   ];
+  const mail = mailNotice(config, log);
+  if (mail) lines.push(mail);
   if (admin) lines.push(...adminLines(admin));
   if (ignored) lines.push(ignored);
   process.stderr.write(lines.join('\n') + '\n');
@@ -247,6 +269,7 @@ export async function startServer(config: Readonly<Config>): Promise<{ app: Fast
 
 /** A process that only runs job workers (`engine-room worker`); any number of them per PostgreSQL. */
 export async function startWorkerProcess(config: Readonly<Config>): Promise<{ stop: () => Promise<void> }> {
+  refuseUnsafeProduction(config);
   if (!config.databaseUrl) {
     throw new StartError('a separate worker needs DATABASE_URL: the embedded database belongs to one process, whose start runs the workers itself');
   }
@@ -255,7 +278,8 @@ export async function startWorkerProcess(config: Readonly<Config>): Promise<{ st
   const db = await openAndMigrate(config, log);
   await declareAllQueues(db, config);
   const queue = await startWorkers(db, config, log);
-  process.stderr.write(`Engine Room worker running (pid ${process.pid}, ${config.workerConcurrency} jobs at once per queue)\n`);
+  const mail = mailNotice(config, log);
+  process.stderr.write(`Engine Room worker running (pid ${process.pid}, ${config.workerConcurrency} jobs at once per queue)\n${mail ? mail.trim() + '\n' : ''}`);
   let stopping: Promise<void> | undefined;
   return {
     stop: () => {

@@ -1,10 +1,11 @@
 // Account recovery and control: change password, password reset by mail, sign out everywhere,
 // email verification, and the admin's users: search, sessions, disable and enable.
-import { it } from 'node:test';
+import { it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { forEachEngine, type TestEnv } from './support/app.ts';
 import { waitFor } from './support/wait.ts';
+import { startSmtpServer } from './support/smtp.ts';
 import { endpoints } from '../src/client.ts';
 import { buildApp } from '../src/app.ts';
 import { loadConfig } from '../src/config.ts';
@@ -15,15 +16,21 @@ const password = 'correct horse battery staple';
 const newPassword = 'a much better passphrase 42';
 const code = (res: { body: unknown }) => (res.body as { code?: string }).code;
 
-/** The mails to this address in the dev mailbox, newest first. */
-async function mailsTo(e: TestEnv, to: string) {
-  const box = await e.client.ok(endpoints.listMailbox, { token: e.adminToken, query: { limit: 100 } });
-  return box.data.filter((m) => m.to === to);
+// Account mail reaches its recipient over SMTP, here a real SMTP server in this process: the only
+// way to read a token (the dev mailbox never shows one). Each suite that mails starts with it empty,
+// since the engines' suites reuse the same addresses.
+const smtp = await startSmtpServer();
+after(() => smtp.stop());
+const subjects: Record<string, string> = { password_reset: 'Reset your password', email_verification: 'Verify your email address' };
+
+/** The mails received for this address, newest first. */
+function mailsTo(to: string) {
+  return smtp.to(to).toReversed();
 }
 
-async function tokenMailed(e: TestEnv, to: string, kind: string, count = 1): Promise<string> {
+async function tokenMailed(to: string, kind: string, count = 1): Promise<string> {
   const mails = await waitFor(`${kind} mail to ${to}`, async () => {
-    const found = (await mailsTo(e, to)).filter((m) => m.kind === kind);
+    const found = mailsTo(to).filter((m) => m.subject === subjects[kind]);
     return found.length >= count ? found : undefined;
   });
   const token = /\b(er[rv]_[A-Za-z0-9_-]+)/.exec(mails[0]!.text)?.[1];
@@ -34,6 +41,17 @@ async function tokenMailed(e: TestEnv, to: string, kind: string, count = 1): Pro
 async function signup(e: TestEnv, email: string) {
   return e.client.ok(endpoints.signup, { body: { email, password, name: 'Grace Hopper' } });
 }
+
+/** A new admin with a session, and an API key made with that session. */
+async function adminWithKey(e: TestEnv, email: string) {
+  const user = await signup(e, email);
+  await e.client.ok(endpoints.updateUser, { token: e.adminToken, params: { id: user.user.id }, body: { role: 'admin' } });
+  const session = await e.client.ok(endpoints.login, { body: { email, password } });
+  const key = await e.client.ok(endpoints.createApiKey, { token: session.token, body: { name: `key of ${email}`, role: 'admin' } });
+  return { id: user.user.id, token: session.token, key: key.key };
+}
+
+const works = async (e: TestEnv, token: string) => (await e.client.call(endpoints.me, { token })).status === 200;
 
 forEachEngine('change password and sign out everywhere', (env) => {
   it('needs the current password; ends every other session and keeps the one that changed it', async () => {
@@ -64,6 +82,50 @@ forEachEngine('change password and sign out everywhere', (env) => {
     assert.equal((await e.client.call(endpoints.me, { token: other.token })).status, 200);
   });
 
+  it('keeps the API keys of the user on a change of password, unless revokeApiKeys asks to revoke them', async () => {
+    const e = env();
+    const admin = await adminWithKey(e, 'keys.change@example.com');
+    const other = await e.client.ok(endpoints.createApiKey, { token: e.adminToken, body: { name: 'another admin\'s', role: 'staff' } });
+    assert.equal((await e.client.call(endpoints.changePassword, { token: admin.token, body: { currentPassword: password, newPassword } })).status, 204);
+    assert.ok(await works(e, admin.key), 'a routine change keeps the key');
+    const revoking = await e.client.call(endpoints.changePassword, { token: admin.token, body: { currentPassword: newPassword, newPassword: password, revokeApiKeys: true } });
+    assert.equal(revoking.status, 204);
+    assert.equal(await works(e, admin.key), false, 'revokeApiKeys revokes it at once');
+    assert.ok(await works(e, other.key), "another admin's key is untouched");
+    assert.ok(await works(e, admin.token), 'the session that changed it goes on');
+  });
+
+  it('keeps the API keys of the user when signing out everywhere (no body), unless revokeApiKeys asks to revoke them', async () => {
+    const e = env();
+    const admin = await adminWithKey(e, 'keys.everywhere@example.com');
+    const other = await e.client.ok(endpoints.createApiKey, { token: e.adminToken, body: { name: 'another admin\'s', role: 'staff' } });
+    assert.equal((await e.client.call(endpoints.logoutEverywhere, { token: admin.token })).status, 204);
+    assert.equal(await works(e, admin.token), false);
+    assert.ok(await works(e, admin.key), 'without the option the key survives');
+    const again = await e.client.ok(endpoints.login, { body: { email: 'keys.everywhere@example.com', password } });
+    const unknown = await e.client.call(endpoints.logoutEverywhere, { token: again.token, body: { revokeApiKeys: true, everything: true } as { revokeApiKeys: boolean } });
+    assert.equal(unknown.status, 400, 'an unknown field is refused');
+    assert.equal((await e.client.call(endpoints.logoutEverywhere, { token: again.token, body: { revokeApiKeys: true } })).status, 204);
+    assert.equal(await works(e, again.token), false);
+    assert.equal(await works(e, admin.key), false, 'revokeApiKeys revokes it at once');
+    assert.ok(await works(e, other.key), "another admin's key is untouched");
+    // The API document offers the option, and says the body may be left out.
+    const doc = JSON.parse((await e.app.inject({ method: 'GET', url: '/openapi.json' })).body);
+    const body = doc.paths['/v1/auth/logout-all'].post.requestBody;
+    assert.equal(body.required, false);
+    assert.equal(body.content['application/json'].schema.properties.revokeApiKeys.type, 'boolean');
+  });
+
+  it('refuses a new password of only white space, naming /newPassword', async () => {
+    const e = env();
+    const a = await signup(e, 'blank.change@example.com');
+    const res = await e.client.call(endpoints.changePassword, { token: a.token, body: { currentPassword: password, newPassword: ' '.repeat(10) } });
+    assert.equal(res.status, 400);
+    assert.deepEqual((res.body as { errors?: unknown[] }).errors, [{ path: '/newPassword', message: 'must not be only white space' }]);
+    assert.match((res.body as { detail: string }).detail, /Passwords are 8 to 256 characters/);
+    assert.equal((await e.client.call(endpoints.login, { body: { email: 'blank.change@example.com', password } })).status, 200, 'the password is unchanged');
+  });
+
   it('answers 400 to an API key, which has no password or sessions', async () => {
     const e = env();
     const key = await e.client.ok(endpoints.createApiKey, { token: e.adminToken, body: { name: 'k', role: 'staff' } });
@@ -73,6 +135,7 @@ forEachEngine('change password and sign out everywhere', (env) => {
 });
 
 forEachEngine('password reset by mail', (env) => {
+  before(() => { smtp.received.length = 0; });
   it('answers the same whether or not the email has an account; only the account gets a mail', async () => {
     const e = env();
     await signup(e, 'reset.known@example.com');
@@ -80,14 +143,14 @@ forEachEngine('password reset by mail', (env) => {
     const unknown = await e.client.call(endpoints.requestPasswordReset, { body: { email: 'reset.nobody@example.com' } });
     assert.equal(known.status, 202);
     assert.deepEqual([unknown.status, unknown.body, unknown.headers['content-length']], [known.status, known.body, known.headers['content-length']]);
-    const token = await tokenMailed(e, 'reset.known@example.com', 'password_reset');
+    const token = await tokenMailed('reset.known@example.com', 'password_reset');
     assert.match(token, /^err_[A-Za-z0-9_-]{43}$/);
     // Both jobs have run once the queue is empty; the unknown address got nothing.
     await waitFor('the reset jobs to finish', async () => {
       const [row] = await e.database.db.query<{ n: number }>("SELECT count(*)::int AS n FROM pgboss.job WHERE name = 'accounts.mail' AND state <> 'completed'");
       return row!.n === 0 ? true : undefined;
     });
-    assert.deepEqual(await mailsTo(e, 'reset.nobody@example.com'), []);
+    assert.deepEqual(mailsTo('reset.nobody@example.com'), []);
     // Only the token's hash is stored.
     const rows = await e.database.db.query<{ token_hash: Buffer }>("SELECT token_hash FROM account_tokens WHERE purpose = 'password_reset'");
     assert.equal(rows.length, 1);
@@ -99,7 +162,7 @@ forEachEngine('password reset by mail', (env) => {
   it('resets with the token once: every session ends, the old password stops working, the token cannot be used again', async () => {
     const e = env();
     const s = await e.client.ok(endpoints.login, { body: { email: 'reset.known@example.com', password } });
-    const token = await tokenMailed(e, 'reset.known@example.com', 'password_reset');
+    const token = await tokenMailed('reset.known@example.com', 'password_reset');
     const bad = await e.client.call(endpoints.resetPassword, { body: { token: 'err_madeup', password: newPassword } });
     assert.equal(bad.status, 400);
     assert.equal(code(bad), 'invalid_token');
@@ -112,11 +175,36 @@ forEachEngine('password reset by mail', (env) => {
     assert.equal(code(again), 'invalid_token');
   });
 
+  it("revokes the API keys the user is accountable for, and no one else's", async () => {
+    const e = env();
+    const admin = await adminWithKey(e, 'reset.keys@example.com');
+    const other = await e.client.ok(endpoints.createApiKey, { token: e.adminToken, body: { name: 'another admin\'s', role: 'staff' } });
+    // A key made with the user's key answers for the user too.
+    const derived = await e.client.ok(endpoints.createApiKey, { token: admin.key, body: { name: 'made with a key', role: 'staff' } });
+    await e.client.ok(endpoints.requestPasswordReset, { body: { email: 'reset.keys@example.com' } });
+    const token = await tokenMailed('reset.keys@example.com', 'password_reset');
+    assert.equal((await e.client.call(endpoints.resetPassword, { body: { token, password: newPassword } })).status, 204);
+    assert.equal(await works(e, admin.key), false, 'the key made with a session is revoked');
+    assert.equal(await works(e, derived.key), false, 'and the key made with that key');
+    assert.ok(await works(e, other.key), "another admin's key is untouched");
+  });
+
+  it('refuses a new password of only white space, naming /password, and keeps the token for a good one', async () => {
+    const e = env();
+    await signup(e, 'reset.blank@example.com');
+    await e.client.ok(endpoints.requestPasswordReset, { body: { email: 'reset.blank@example.com' } });
+    const token = await tokenMailed('reset.blank@example.com', 'password_reset');
+    const res = await e.client.call(endpoints.resetPassword, { body: { token, password: '\t'.repeat(9) } });
+    assert.equal(res.status, 400);
+    assert.deepEqual((res.body as { errors?: unknown[] }).errors, [{ path: '/password', message: 'must not be only white space' }]);
+    assert.equal((await e.client.call(endpoints.resetPassword, { body: { token, password: newPassword } })).status, 204);
+  });
+
   it('of many parallel resets with one token, exactly one succeeds', async () => {
     const e = env();
     await signup(e, 'reset.race@example.com');
     await e.client.ok(endpoints.requestPasswordReset, { body: { email: 'reset.race@example.com' } });
-    const token = await tokenMailed(e, 'reset.race@example.com', 'password_reset');
+    const token = await tokenMailed('reset.race@example.com', 'password_reset');
     const n = e.engine === 'postgres' ? 200 : 40;
     const results = await Promise.all(Array.from({ length: n }, (_, i) => e.client.call(endpoints.resetPassword, { body: { token, password: `parallel passphrase ${i}` } })));
     const statuses = results.map((r) => r.status);
@@ -127,7 +215,7 @@ forEachEngine('password reset by mail', (env) => {
   it('refuses an expired token', async () => {
     const e = env();
     await e.client.ok(endpoints.requestPasswordReset, { body: { email: 'reset.race@example.com' } });
-    const token = await tokenMailed(e, 'reset.race@example.com', 'password_reset', 2);
+    const token = await tokenMailed('reset.race@example.com', 'password_reset', 2);
     await e.database.db.query("UPDATE account_tokens SET expires_at = now() - interval '1 second' WHERE token_hash = $1", [hashSecret(token)]);
     const res = await e.client.call(endpoints.resetPassword, { body: { token, password: newPassword } });
     assert.equal(res.status, 400);
@@ -150,7 +238,7 @@ forEachEngine('password reset by mail', (env) => {
     assert.equal((await e.client.call(endpoints.resetPassword, { body: { token: 'x'.repeat(10_000), password: newPassword } })).status, 400);
     assert.equal((await e.client.call(endpoints.resetPassword, { body: { token: 'err_ok', password: 'short' } })).status, 400);
   });
-}, { PASSWORD_RESET_MAX_PER_EMAIL: '3', PASSWORD_RESET_MAX_PER_CLIENT: '1000' }, { workers: true });
+}, { PASSWORD_RESET_MAX_PER_EMAIL: '3', PASSWORD_RESET_MAX_PER_CLIENT: '1000', SMTP_URL: smtp.url }, { workers: true });
 
 forEachEngine('password reset: per-client throttle', (env) => {
   it('one client address asking for many addresses is stopped', async () => {
@@ -162,6 +250,7 @@ forEachEngine('password reset: per-client throttle', (env) => {
 }, { PASSWORD_RESET_MAX_PER_CLIENT: '2' });
 
 forEachEngine('email verification (EMAIL_VERIFICATION=true)', (env) => {
+  before(() => { smtp.received.length = 0; });
   it('mails a token at signup; an unverified user may not order until verified', async () => {
     const e = env();
     await e.product([{ sku: 'VERIFY-1', stock: 5 }]);
@@ -171,7 +260,7 @@ forEachEngine('email verification (EMAIL_VERIFICATION=true)', (env) => {
     const refused = await order();
     assert.equal(refused.status, 403);
     assert.equal(code(refused), 'email_unverified');
-    const token = await tokenMailed(e, 'verify@example.com', 'email_verification');
+    const token = await tokenMailed('verify@example.com', 'email_verification');
     assert.equal((await e.client.call(endpoints.verifyEmail, { body: { token } })).status, 204);
     assert.equal(code(await e.client.call(endpoints.verifyEmail, { body: { token } })), 'invalid_token', 'single use');
     assert.equal((await e.client.ok(endpoints.me, { token: user.token })).emailVerified, true);
@@ -181,15 +270,15 @@ forEachEngine('email verification (EMAIL_VERIFICATION=true)', (env) => {
   it('resends the mail, throttled per user; a verified user gets no new mail', async () => {
     const e = env();
     const user = await signup(e, 'verify.again@example.com');
-    await tokenMailed(e, 'verify.again@example.com', 'email_verification');
+    await tokenMailed('verify.again@example.com', 'email_verification');
     assert.equal((await e.client.call(endpoints.resendVerification, { token: user.token })).status, 202);
-    const token = await tokenMailed(e, 'verify.again@example.com', 'email_verification', 2);
+    const token = await tokenMailed('verify.again@example.com', 'email_verification', 2);
     assert.equal((await e.client.call(endpoints.verifyEmail, { body: { token } })).status, 204);
     const statuses: number[] = [];
     for (let i = 0; i < 3; i++) statuses.push((await e.client.call(endpoints.resendVerification, { token: user.token })).status);
     assert.deepEqual(statuses, [202, 202, 429]);
   });
-}, { EMAIL_VERIFICATION: 'true', PASSWORD_RESET_MAX_PER_EMAIL: '3' }, { workers: true });
+}, { EMAIL_VERIFICATION: 'true', PASSWORD_RESET_MAX_PER_EMAIL: '3', SMTP_URL: smtp.url }, { workers: true });
 
 forEachEngine('email verification is off by default', (env) => {
   it('an unverified user orders as before', async () => {

@@ -36,6 +36,38 @@ forEachEngine('signup, login, logout and me', (env) => {
     }
   });
 
+  it('trims the name, and refuses a name with nothing visible in it with 400 naming /name', async () => {
+    const { client } = env();
+    const trimmed = await client.ok(endpoints.signup, { body: { email: 'trimmed@example.com', password, name: '  Ada Byron \t' } });
+    assert.equal(trimmed.user.name, 'Ada Byron');
+    for (const blank of [' ', '     ', '\t\n', '\u00a0\u3000', '\u200b\u200b']) {
+      const res = await client.call(endpoints.signup, { body: { email: `blank${blank.length}${blank.charCodeAt(0)}@example.com`, password, name: blank } });
+      assert.equal(res.status, 400, JSON.stringify(blank));
+      assert.equal(res.body.code, 'validation_failed');
+      assert.deepEqual((res.body as { errors?: unknown[] }).errors, [{ path: '/name', message: 'must not be empty or only white space' }]);
+      assert.match((res.body as { detail: string }).detail, /name must not be empty or only white space/);
+    }
+    const [row] = await env().database.db.query<{ n: number }>("SELECT count(*)::int AS n FROM users WHERE email LIKE 'blank%'");
+    assert.equal(row!.n, 0, 'no account was made');
+  });
+
+  it('refuses a password of only white space, and says which passwords are refused', async () => {
+    const { client } = env();
+    for (const blank of [' '.repeat(8), '\t'.repeat(12), '\u00a0'.repeat(9)]) {
+      const res = await client.call(endpoints.signup, { body: { email: `spaces${blank.length}@example.com`, password: blank, name: 'Spacey' } });
+      assert.equal(res.status, 400, JSON.stringify(blank));
+      assert.equal(res.body.code, 'validation_failed');
+      assert.deepEqual((res.body as { errors?: unknown[] }).errors, [{ path: '/password', message: 'must not be only white space' }]);
+      assert.match((res.body as { detail: string }).detail, /^The password must not be only white space: Passwords are 8 to 256 characters, not only white space .*most common passwords\.$/);
+    }
+    // A password with spaces in it is fine, and so is one that starts or ends with a space.
+    assert.equal((await client.call(endpoints.signup, { body: { email: 'spaced@example.com', password: '  spaced out pass  ', name: 'Spaced' } })).status, 201);
+    const doc = JSON.parse((await env().app.inject({ method: 'GET', url: '/openapi.json' })).body);
+    const signupBody = doc.paths['/v1/auth/signup'].post.requestBody.content['application/json'].schema;
+    assert.match(signupBody.properties.password.description, /not only white space/);
+    assert.match(signupBody.properties.name.description, /visible character/);
+  });
+
   it('logs in with any case of the email; a wrong password and an unknown email get the same 401', async () => {
     const { client } = env();
     const ok = await client.call(endpoints.login, { body: { email: 'ada@EXAMPLE.com', password } });
@@ -112,6 +144,15 @@ forEachEngine('browser sessions by cookie', (env) => {
 }, { SECURE_COOKIES: 'true' });
 
 forEachEngine('API keys and roles', (env) => {
+  it('trims the name of a key, and refuses one with nothing visible in it', async () => {
+    const { client, adminToken } = env();
+    const trimmed = await client.ok(endpoints.createApiKey, { token: adminToken, body: { name: '  storefront  ', role: 'staff' } });
+    assert.equal(trimmed.name, 'storefront');
+    const blank = await client.call(endpoints.createApiKey, { token: adminToken, body: { name: '   ', role: 'staff' } });
+    assert.equal(blank.status, 400);
+    assert.deepEqual((blank.body as { errors?: unknown[] }).errors, [{ path: '/name', message: 'must not be empty or only white space' }]);
+  });
+
   it('lets an admin create a key that is shown once, works at once, and is refused at once after revocation', async () => {
     const { client, adminToken, database } = env();
     const created = await client.call(endpoints.createApiKey, { token: adminToken, body: { name: 'warehouse', role: 'staff' } });

@@ -1,8 +1,10 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { ConfigError, loadConfig } from '../src/config.ts';
+import { spawnSync } from 'node:child_process';
+import { tmpdir } from 'node:os';
+import { ConfigError, loadConfig, productionRefusals } from '../src/config.ts';
 import { packageRoot } from '../src/platform/paths.ts';
 
 /** Asserts that the value is refused with a ConfigError of one line that names the variable. */
@@ -199,5 +201,41 @@ describe('configuration from the environment', () => {
     assert.ok(Object.isFrozen(config));
     assert.throws(() => { (config as { port: number }).port = 1; }, TypeError);
     assert.equal(config.port, 4000);
+  });
+});
+
+describe('the dev mailbox setting and what production refuses', () => {
+  it('has the dev mailbox on by default, off under NODE_ENV=production, and DEV_MAILBOX turns it either way', () => {
+    assert.equal(loadConfig({}).devMailbox, true);
+    assert.equal(loadConfig({ DEV_MAILBOX: 'false' }).devMailbox, false);
+    assert.equal(loadConfig({ NODE_ENV: 'production' }).devMailbox, false);
+    assert.equal(loadConfig({ NODE_ENV: 'production', DEV_MAILBOX: 'true' }).devMailbox, true);
+    refuses({ DEV_MAILBOX: 'sometimes' }, 'DEV_MAILBOX');
+  });
+
+  it('refuses DEV_MAILBOX=true under NODE_ENV=production, in one line naming it, and nothing outside production', () => {
+    assert.deepEqual(productionRefusals(loadConfig({ NODE_ENV: 'production' })), []);
+    assert.deepEqual(productionRefusals(loadConfig({ NODE_ENV: 'production', DEV_MAILBOX: 'false' })), []);
+    assert.deepEqual(productionRefusals(loadConfig({ DEV_MAILBOX: 'true' })), []);
+    const refused = productionRefusals(loadConfig({ NODE_ENV: 'production', DEV_MAILBOX: 'true' }));
+    assert.equal(refused.length, 1);
+    assert.match(refused[0]!, /^DEV_MAILBOX=true is refused under NODE_ENV=production: .*SMTP_URL/);
+    assert.doesNotMatch(refused[0]!, /\n/);
+  });
+
+  it('engine-room start refuses it too, before it opens anything, and says why in one line', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'er-refusal-'));
+    try {
+      const dataDir = join(dir, 'data');
+      const run = spawnSync(process.execPath, [join(packageRoot, 'src', 'cli.ts'), 'start'], {
+        cwd: dir, encoding: 'utf8', timeout: 120_000,
+        env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: dir, NODE_ENV: 'production', DEV_MAILBOX: 'true', DATA_DIR: dataDir, PORT: '0', LOG_LEVEL: 'silent' },
+      });
+      assert.equal(run.status, 1, run.stderr);
+      assert.match(run.stderr, /^engine-room: cannot start: DEV_MAILBOX=true is refused under NODE_ENV=production: [^\n]*\n$/);
+      assert.equal(existsSync(dataDir), false, 'the embedded database was not even created');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

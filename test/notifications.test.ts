@@ -113,7 +113,7 @@ forEachEngine('email notifications over SMTP, through the queue', (env) => {
     await mailTo(bob.email);
     const eventId = await eventOf(e.database.db, 'order.paid', "data->'order'->>'id'", o.id);
     await jobCompleted(e.database.db, eventId);
-    const mailer = createMailer({ smtpUrl: smtp.url, mailFrom: 'Engine Room <no-reply@engine-room.local>' });
+    const mailer = createMailer({ smtpUrl: smtp.url, mailFrom: 'Engine Room <no-reply@engine-room.local>', devMailbox: false });
     const options = { heartbeatSeconds: 15, smtpConcurrency: 4 };
     await sendEventEmails(e.database.db, mailer, options, eventId);
     await Promise.all([sendEventEmails(e.database.db, mailer, options, eventId), sendEventEmails(e.database.db, mailer, options, eventId)]);
@@ -142,7 +142,7 @@ forEachEngine('email notifications over SMTP, through the queue', (env) => {
     for (const p of people) await mailTo(p.email);
     const eventIds = await Promise.all(orders.map((o) => eventOf(e.database.db, 'order.paid', "data->'order'->>'id'", o.id)));
     for (const id of eventIds) await jobCompleted(e.database.db, id);
-    const mailer = createMailer({ smtpUrl: smtp.url, mailFrom: 'Engine Room <no-reply@engine-room.local>' });
+    const mailer = createMailer({ smtpUrl: smtp.url, mailFrom: 'Engine Room <no-reply@engine-room.local>', devMailbox: false });
     // The three again, one twice, and an event that does not exist: nothing to send, nothing failed.
     const failed = await sendEventsEmails(e.database.db, mailer, { heartbeatSeconds: 15, smtpConcurrency: 2 }, [...eventIds, eventIds[0]!, 'evt_00000000000000000000000000']);
     assert.deepEqual([...failed.keys()], []);
@@ -182,7 +182,7 @@ forEachEngine('email notifications over SMTP, through the queue', (env) => {
 }, { SMTP_URL: smtp.url }, { workers: true });
 
 forEachEngine('email notifications without SMTP: the dev mailbox', (env) => {
-  it('keeps mail in a mailbox that staff read through the API, once per event', async () => {
+  it('keeps mail in a mailbox that admins read through the API, once per event', async () => {
     const e = env();
     await e.product([{ sku: 'MAIL-1', stock: 1000, amount: 999 }]);
     const bob = await customer(e, 'Mailbox Max');
@@ -197,7 +197,7 @@ forEachEngine('email notifications without SMTP: the dev mailbox', (env) => {
     assert.ok(found.sentAt);
 
     await jobCompleted(e.database.db, found.eventId!);
-    const mailer = createMailer({ smtpUrl: undefined, mailFrom: 'x <x@example.com>' });
+    const mailer = createMailer({ smtpUrl: undefined, mailFrom: 'x <x@example.com>', devMailbox: true });
     await Promise.all([1, 2, 3].map(() => sendEventEmails(e.database.db, mailer, { heartbeatSeconds: 15, smtpConcurrency: 4 }, found.eventId!)));
     const box = await e.client.ok(endpoints.listMailbox, { token: e.adminToken, query: { limit: 100 } });
     assert.equal(box.data.filter((m) => m.eventId === found.eventId).length, 1);

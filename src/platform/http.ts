@@ -121,6 +121,17 @@ async function refuseBody(request: FastifyRequest): Promise<void> {
   throw new AppError('validation_failed', 'This endpoint takes no body', { errors: [{ path: '/', message: 'must be empty: this endpoint takes no body' }] });
 }
 
+// A body whose fields are all optional may be left out, as if it were {} (the OpenAPI document says
+// so: openapi.ts), so that an endpoint can gain options without breaking clients that send none.
+function takesNoBodyAsEmpty(schema: unknown): boolean {
+  const s = schema as { type?: unknown; required?: unknown } | undefined;
+  return s?.type === 'object' && (!Array.isArray(s.required) || s.required.length === 0);
+}
+
+async function noBodyAsEmpty(request: FastifyRequest): Promise<void> {
+  if (request.body === undefined || request.body === null) request.body = {};
+}
+
 // A response with a secret in it must not stay in a browser's or a proxy's cache. Set per route,
 // from the endpoint declaration, so other routes pay nothing for it.
 // A callback hook, not an async one: an async onSend defers the send by a tick, so a handler that
@@ -190,6 +201,7 @@ export async function registerHttpPlatform(app: FastifyInstance, options: HttpPl
     const methods = Array.isArray(route.method) ? route.method : [route.method];
     for (const method of methods) routes.push({ method, pattern: patternOf(route.url) });
     if (!route.schema?.body && methods.some((m) => m !== 'GET' && m !== 'HEAD')) route.preValidation = [...hooksOf(route.preValidation), refuseBody];
+    else if (takesNoBodyAsEmpty(route.schema?.body)) route.preValidation = [...hooksOf(route.preValidation), noBodyAsEmpty];
     if (route.config?.returnsSecret) route.onSend = [...hooksOf(route.onSend), noStore];
   });
 

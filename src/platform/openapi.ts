@@ -104,6 +104,10 @@ function completeOperation(operation: Json, e: Endpoint): void {
   if (parameters.length > 0) operation.parameters = parameters;
   const body = (operation.requestBody as { content?: Record<string, Json> } | undefined)?.content?.['application/json'];
   if (body) {
+    // A body whose fields are all optional may be left out (Fastify takes none as valid): say so,
+    // or generated clients would demand one, and an endpoint that gains options would break them.
+    const required = (body.schema as Json | undefined)?.required;
+    if (!Array.isArray(required) || required.length === 0) (operation.requestBody as Json).required = false;
     addIntegerFormats(body.schema);
     if (e.example?.body !== undefined) body.example = e.example.body;
   }

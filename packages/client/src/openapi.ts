@@ -52,7 +52,7 @@ export interface paths {
         put?: never;
         /**
          * Create a customer account and sign in
-         * @description A retry with the same Idempotency-Key and body answers 201 for the same account, with a new session token (tokens are never stored; the retry proves the password again, as a login does). Signups from one client address are limited per window (429 with Retry-After).
+         * @description The name is trimmed and must keep a visible character. Passwords are 8 to 256 characters, not only white space (or other invisible characters), and not one of the most common passwords; a refused name or password answers 400 validation_failed naming the field. A retry with the same Idempotency-Key and body answers 201 for the same account, with a new session token (tokens are never stored; the retry proves the password again, as a login does). Signups from one client address are limited per window (429 with Retry-After).
          */
         post: operations["signup"];
         delete?: never;
@@ -222,7 +222,7 @@ export interface paths {
         put?: never;
         /**
          * Change the signed-in user's password
-         * @description The current password is required (wrong ones are throttled per account, as logins are). Every other session of the user ends at once; the session that made the change stays signed in. An API key answers 400 bad_request.
+         * @description The current password is required (wrong ones are throttled per account, as logins are). Every other session of the user ends at once; the session that made the change stays signed in. API keys the user is accountable for go on working unless revokeApiKeys is true (recovering from a compromise: revoke them, an attacker may have made one). An API key answers 400 bad_request.
          *
          *     Roles: customer, staff, admin.
          */
@@ -244,7 +244,7 @@ export interface paths {
         put?: never;
         /**
          * Sign out everywhere: revoke every session of the signed-in user, this one included
-         * @description Sessions are checked in the database on every request, so every process refuses them from the next request on.
+         * @description Sessions are checked in the database on every request, so every process refuses them from the next request on. The body may be left out. API keys the user is accountable for go on working unless revokeApiKeys is true (recovering from a compromise: revoke them, an attacker may have made one).
          *
          *     Roles: customer, staff, admin.
          */
@@ -286,7 +286,7 @@ export interface paths {
         put?: never;
         /**
          * Set a new password with the token of a reset mail
-         * @description The token works once and for an hour; using it ends every session of the user (sign in again with the new password). 400 invalid_token for an unknown, used or expired token.
+         * @description The token works once and for an hour; using it ends every session of the user (sign in again with the new password) and revokes every API key the user is accountable for (a reset is how an account is taken back: whoever held it may have made one). 400 invalid_token for an unknown, used or expired token.
          */
         post: operations["resetPassword"];
         delete?: never;
@@ -1286,7 +1286,11 @@ export interface paths {
         };
         /**
          * The dev mailbox: the emails kept here instead of sent, while SMTP_URL is not set; newest first
-         * @description Roles: staff, admin.
+         * @description For development only: this route exists only while DEV_MAILBOX is on (the default outside production; off, and refused, under NODE_ENV=production). Admins only; answered with Cache-Control: no-store.
+         *
+         *     Password reset and email verification mails are shown without their token (a placeholder stands where it would be, and no token is made): only the recipient may ever read one. To receive them with their token in development, run a local mail catcher and set SMTP_URL to it.
+         *
+         *     Roles: admin.
          */
         get: operations["listMailbox"];
         put?: never;
@@ -1437,7 +1441,9 @@ export interface operations {
                 "application/json": {
                     /** Format: email */
                     email: string;
+                    /** @description Passwords are 8 to 256 characters, not only white space (or other invisible characters), and not one of the most common passwords: anything else is refused with 400 validation_failed naming the field. */
                     password: string;
+                    /** @description Trimmed of white space; must keep a visible character (400 validation_failed otherwise) */
                     name: string;
                 };
             };
@@ -2277,6 +2283,7 @@ export interface operations {
                  *     }
                  */
                 "application/json": {
+                    /** @description Trimmed of white space; must keep a visible character (400 validation_failed otherwise) */
                     name: string;
                     role: "customer" | "staff" | "admin";
                 };
@@ -3016,12 +3023,16 @@ export interface operations {
                 /**
                  * @example {
                  *       "currentPassword": "correct horse battery staple",
-                 *       "newPassword": "a new and longer passphrase"
+                 *       "newPassword": "a new and longer passphrase",
+                 *       "revokeApiKeys": true
                  *     }
                  */
                 "application/json": {
                     currentPassword: string;
+                    /** @description Passwords are 8 to 256 characters, not only white space (or other invisible characters), and not one of the most common passwords: anything else is refused with 400 validation_failed naming the field. */
                     newPassword: string;
+                    /** @description Also revoke, at once, every API key this user is accountable for: those made with their sessions, and those made with such keys (default false: keys go on working). */
+                    revokeApiKeys?: boolean;
                 };
             };
         };
@@ -3188,7 +3199,19 @@ export interface operations {
             path?: never;
             cookie?: never;
         };
-        requestBody?: never;
+        requestBody?: {
+            content: {
+                /**
+                 * @example {
+                 *       "revokeApiKeys": true
+                 *     }
+                 */
+                "application/json": {
+                    /** @description Also revoke, at once, every API key this user is accountable for: those made with their sessions, and those made with such keys (default false: keys go on working). */
+                    revokeApiKeys?: boolean;
+                };
+            };
+        };
         responses: {
             /** @description Default Response */
             204: {
@@ -3207,7 +3230,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Bad request: `bad_request` */
+            /** @description Bad request: `validation_failed`, `bad_request` */
             400: {
                 headers: {
                     /**
@@ -3247,6 +3270,44 @@ export interface operations {
             };
             /** @description Forbidden: `forbidden` */
             403: {
+                headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Payload too large: `payload_too_large` */
+            413: {
+                headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unsupported media type: `unsupported_media_type` */
+            415: {
                 headers: {
                     /**
                      * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
@@ -3466,6 +3527,7 @@ export interface operations {
                  */
                 "application/json": {
                     token: string;
+                    /** @description Passwords are 8 to 256 characters, not only white space (or other invisible characters), and not one of the most common passwords: anything else is refused with 400 validation_failed naming the field. */
                     password: string;
                 };
             };
@@ -5118,7 +5180,7 @@ export interface operations {
             };
             cookie?: never;
         };
-        requestBody: {
+        requestBody?: {
             content: {
                 /**
                  * @example {
@@ -8534,7 +8596,7 @@ export interface operations {
             };
             cookie?: never;
         };
-        requestBody: {
+        requestBody?: {
             content: {
                 /**
                  * @example {
@@ -8766,7 +8828,7 @@ export interface operations {
             };
             cookie?: never;
         };
-        requestBody: {
+        requestBody?: {
             content: {
                 /**
                  * @example {
@@ -12807,7 +12869,7 @@ export interface operations {
             };
             cookie?: never;
         };
-        requestBody: {
+        requestBody?: {
             content: {
                 /** @example {} */
                 "application/json": {

@@ -29,3 +29,11 @@ export function decoyHash(): Promise<string> {
 export function isCommonPassword(password: string): boolean {
   return commonPasswords.has(password.toLowerCase());
 }
+
+/** What a new password must be, in words: the schemas' description and the problem's detail. */
+export const passwordRule = 'Passwords are 8 to 256 characters, not only white space (or other invisible characters), and not one of the most common passwords';
+
+/** Only white space, separators, control and format (zero-width) characters: nothing a reader sees. */
+export function nothingVisible(text: string): boolean {
+  return /^[\s\p{Z}\p{Cc}\p{Cf}]*$/u.test(text);
+}

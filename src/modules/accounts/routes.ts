@@ -112,7 +112,8 @@ export function accountsRoutes(app: FastifyInstance, { db, config }: AccountsDep
   r.route({
     ...routeOf(s.logoutEverywhere),
     handler: async (request, reply) => {
-      await accounts.logoutEverywhere(db, principalOf(request));
+      // A request without a body gets {} (platform/http.ts): all its fields are optional.
+      await accounts.logoutEverywhere(db, principalOf(request), { revokeApiKeys: request.body.revokeApiKeys === true });
       reply.clearCookie(sessionCookie, { path: '/' });
       return reply.code(204).send(null);
     },

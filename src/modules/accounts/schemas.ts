@@ -2,6 +2,7 @@ import { Type, type Static } from 'typebox';
 import { endpoint } from '../../platform/endpoint.ts';
 import { roles } from '../../platform/auth.ts';
 import { IdParams, Page, PageQuery, Timestamp } from '../../platform/schemas.ts';
+import { passwordRule } from './passwords.ts';
 
 const tags = ['accounts'] as const;
 
@@ -19,7 +20,9 @@ export const UserSchema = Type.Object({
 export type User = Static<typeof UserSchema>;
 
 const Email = Type.String({ format: 'email', minLength: 3, maxLength: 254 });
-const Password = Type.String({ minLength: 8, maxLength: 256 });
+const Password = Type.String({ minLength: 8, maxLength: 256, description: `${passwordRule}: anything else is refused with 400 validation_failed naming the field.` });
+/** A name people see (a user's, a key's): trimmed, and refused (400 validation_failed) when nothing visible is left. */
+const Name = Type.String({ minLength: 1, maxLength: 200, description: 'Trimmed of white space; must keep a visible character (400 validation_failed otherwise)' });
 
 const AuthResult = Type.Object({
   user: UserSchema,
@@ -33,8 +36,8 @@ export const signup = endpoint({
   example: { body: { email: 'ada@example.com', password: 'correct horse battery staple', name: 'Ada Lovelace' } },
   method: 'POST', url: '/v1/auth/signup', access: 'public', tags, returnsSecret: true, idempotencyKey: 'optional',
   summary: 'Create a customer account and sign in',
-  description: 'A retry with the same Idempotency-Key and body answers 201 for the same account, with a new session token (tokens are never stored; the retry proves the password again, as a login does). Signups from one client address are limited per window (429 with Retry-After).',
-  body: Type.Object({ email: Email, password: Password, name: Type.String({ minLength: 1, maxLength: 200 }) }, { additionalProperties: false }),
+  description: `The name is trimmed and must keep a visible character. ${passwordRule}; a refused name or password answers 400 validation_failed naming the field. A retry with the same Idempotency-Key and body answers 201 for the same account, with a new session token (tokens are never stored; the retry proves the password again, as a login does). Signups from one client address are limited per window (429 with Retry-After).`,
+  body: Type.Object({ email: Email, password: Password, name: Name }, { additionalProperties: false }),
   response: { 201: AuthResult },
 });
 
@@ -81,7 +84,7 @@ export const createApiKey = endpoint({
   example: { body: { name: 'storefront', role: 'staff' } },
   method: 'POST', url: '/v1/api-keys', access: ['admin'], tags, idempotencyKey: 'optional', returnsSecret: true,
   summary: 'Create an API key; the key is shown only in this answer',
-  body: Type.Object({ name: Type.String({ minLength: 1, maxLength: 200 }), role: RoleSchema }, { additionalProperties: false }),
+  body: Type.Object({ name: Name, role: RoleSchema }, { additionalProperties: false }),
   response: { 201: Type.Object({ id: Type.String(), name: Type.String(), role: RoleSchema, key: Type.String(), createdAt: Timestamp }) },
 });
 
@@ -118,21 +121,27 @@ export const updateUser = endpoint({
 
 const resetThrottle = 'Requests are limited per email address and per client address (429 with Retry-After).';
 
+const RevokeApiKeys = Type.Optional(Type.Boolean({
+  description: 'Also revoke, at once, every API key this user is accountable for: those made with their sessions, and those made with such keys (default false: keys go on working).',
+}));
+
 export const changePassword = endpoint({
   operationId: 'changePassword', errors: ['invalid_credentials', 'bad_request'], rateLimit: 'auth',
-  example: { body: { currentPassword: 'correct horse battery staple', newPassword: 'a new and longer passphrase' } },
+  example: { body: { currentPassword: 'correct horse battery staple', newPassword: 'a new and longer passphrase', revokeApiKeys: true } },
   method: 'POST', url: '/v1/auth/password', access: roles, tags,
   summary: "Change the signed-in user's password",
-  description: 'The current password is required (wrong ones are throttled per account, as logins are). Every other session of the user ends at once; the session that made the change stays signed in. An API key answers 400 bad_request.',
-  body: Type.Object({ currentPassword: Type.String({ minLength: 1, maxLength: 256 }), newPassword: Password }, { additionalProperties: false }),
+  description: 'The current password is required (wrong ones are throttled per account, as logins are). Every other session of the user ends at once; the session that made the change stays signed in. API keys the user is accountable for go on working unless revokeApiKeys is true (recovering from a compromise: revoke them, an attacker may have made one). An API key answers 400 bad_request.',
+  body: Type.Object({ currentPassword: Type.String({ minLength: 1, maxLength: 256 }), newPassword: Password, revokeApiKeys: RevokeApiKeys }, { additionalProperties: false }),
   response: { 204: Type.Null() },
 });
 
 export const logoutEverywhere = endpoint({
   operationId: 'logoutEverywhere', errors: ['bad_request'],
+  example: { body: { revokeApiKeys: true } },
   method: 'POST', url: '/v1/auth/logout-all', access: roles, tags,
   summary: 'Sign out everywhere: revoke every session of the signed-in user, this one included',
-  description: 'Sessions are checked in the database on every request, so every process refuses them from the next request on.',
+  description: 'Sessions are checked in the database on every request, so every process refuses them from the next request on. The body may be left out. API keys the user is accountable for go on working unless revokeApiKeys is true (recovering from a compromise: revoke them, an attacker may have made one).',
+  body: Type.Object({ revokeApiKeys: RevokeApiKeys }, { additionalProperties: false }),
   response: { 204: Type.Null() },
 });
 
@@ -153,7 +162,7 @@ export const resetPassword = endpoint({
   example: { body: { token: 'err_3q2b1o0w1XyZ', password: 'a new and longer passphrase' } },
   method: 'POST', url: '/v1/auth/password-reset/confirm', access: 'public', tags,
   summary: 'Set a new password with the token of a reset mail',
-  description: 'The token works once and for an hour; using it ends every session of the user (sign in again with the new password). 400 invalid_token for an unknown, used or expired token.',
+  description: 'The token works once and for an hour; using it ends every session of the user (sign in again with the new password) and revokes every API key the user is accountable for (a reset is how an account is taken back: whoever held it may have made one). 400 invalid_token for an unknown, used or expired token.',
   body: Type.Object({ token: TokenString, password: Password }, { additionalProperties: false }),
   response: { 204: Type.Null() },
 });

@@ -4,9 +4,9 @@ import type { Db, Queryable, Tx } from '../../platform/db.ts';
 import { coalesce } from '../../platform/coalesce.ts';
 import type { Principal, Role } from '../../platform/auth.ts';
 import { newId } from '../../platform/ids.ts';
-import { AppError } from '../../errors.ts';
+import { AppError, type FieldError } from '../../errors.ts';
 import { clearHits, clientKey, removeHit, takeAttempt } from '../../platform/rate-limit.ts';
-import { decoyHash, hashPassword, isCommonPassword, verifyPassword } from './passwords.ts';
+import { decoyHash, hashPassword, isCommonPassword, nothingVisible, passwordRule, verifyPassword } from './passwords.ts';
 import * as repo from './repo.ts';
 import type { User } from './schemas.ts';
 import { runIdempotent, type KeyedRequest, type Outcome } from '../../platform/idempotency.ts';
@@ -68,6 +68,29 @@ async function startSession(db: Queryable, userId: string, ttlSeconds: number) {
   return { token, expiresAt: expiresAt.toISOString() };
 }
 
+// Names and passwords. A name is trimmed and must keep something visible (a name of spaces or of
+// zero-width characters made a 0 x 0 link in the console); a password of nothing visible is refused
+// as the most common ones are. Checked here, not by a schema pattern, to say what is wrong in words.
+
+/** The name, trimmed; a name with nothing visible in it is a field error at path. */
+function nameOf(name: string, path: string, errors: FieldError[]): string {
+  const trimmed = name.trim();
+  if (nothingVisible(trimmed)) errors.push({ path, message: 'must not be empty or only white space' });
+  return trimmed;
+}
+
+function checkPassword(password: string, path: string, errors: FieldError[]): void {
+  if (nothingVisible(password)) errors.push({ path, message: 'must not be only white space' });
+  else if (isCommonPassword(password)) errors.push({ path, message: 'is one of the most common passwords' });
+}
+
+/** Throws 400 validation_failed for the field errors found, saying in the detail what is refused. */
+function refuseFields(errors: FieldError[], passwordPath?: string): void {
+  if (errors.length === 0) return;
+  const details = errors.map((e) => e.path === passwordPath ? `The password ${e.message}: ${passwordRule}.` : `The ${e.path.slice(1)} ${e.message}.`);
+  throw new AppError('validation_failed', details.join(' '), { errors });
+}
+
 /** Whose Idempotency-Keys a signup's are: it has no principal, so the account it is for (one client cannot replay another's). */
 export function signupNamespace(email: string): string {
   return `signup:${email.trim().toLowerCase()}`;
@@ -80,9 +103,10 @@ export function signupNamespace(email: string): string {
  * password is also left out of the request hash, which is a fast hash.
  */
 export async function signup(db: Db, config: AccountsConfig, input: { email: string; password: string; name: string }, clientAddress: string, keyed?: KeyedRequest): Promise<{ outcome: Outcome; replayed: boolean }> {
-  if (isCommonPassword(input.password)) {
-    throw new AppError('validation_failed', 'The password is too common', { errors: [{ path: '/password', message: 'is one of the most common passwords' }] });
-  }
+  const errors: FieldError[] = [];
+  const name = nameOf(input.name, '/name', errors);
+  checkPassword(input.password, '/password', errors);
+  refuseFields(errors, '/password');
   // Every signup from one address counts, before the Argon2 work: taken emails cannot be probed
   // at will (the contract wants 409 email_taken), and nor can accounts be mass-created.
   const perClient = { bucket: `signup:client:${clientKey(clientAddress)}`, max: config.signupMaxPerClient };
@@ -92,7 +116,7 @@ export async function signup(db: Db, config: AccountsConfig, input: { email: str
   const { outcome, replayed } = await runIdempotent(db, keyed, async (tx) => {
     let user: repo.UserRow;
     try {
-      user = await repo.insertUser(tx, { id: newId('usr'), email: input.email.trim(), name: input.name.trim(), role: 'customer', passwordHash });
+      user = await repo.insertUser(tx, { id: newId('usr'), email: input.email.trim(), name, role: 'customer', passwordHash });
     } catch (err) {
       if (isUniqueViolation(err, 'users_email_unique')) throw new AppError('email_taken', 'An account with this email exists');
       throw err;
@@ -184,8 +208,11 @@ export async function me(db: Db, principal: Principal) {
 export async function createApiKey(tx: Tx, principal: Principal, input: { name: string; role: Role }) {
   const accountable = principal.via === 'session' ? principal.userId : (await repo.findApiKey(tx, principal.credentialId))?.created_by ?? null;
   if (accountable !== null && (await repo.lockRole(tx, accountable)) !== 'admin') throw new AppError('forbidden', 'Your role may not do this');
+  const errors: FieldError[] = [];
+  const name = nameOf(input.name, '/name', errors);
+  refuseFields(errors);
   const key = newSecret(apiKeyPrefix);
-  const row = await repo.insertApiKey(tx, { id: newId('key'), name: input.name, role: input.role, keyHash: hashSecret(key), createdBy: accountable });
+  const row = await repo.insertApiKey(tx, { id: newId('key'), name, role: input.role, keyHash: hashSecret(key), createdBy: accountable });
   return { id: row.id, name: row.name, role: row.role, key, createdAt: row.created_at.toISOString() };
 }
 
@@ -243,10 +270,11 @@ function sessionOnly(principal: Principal, what: string): string {
   return principal.userId;
 }
 
-async function acceptablePassword(password: string): Promise<string> {
-  if (isCommonPassword(password)) {
-    throw new AppError('validation_failed', 'The password is too common', { errors: [{ path: '/newPassword', message: 'is one of the most common passwords' }] });
-  }
+/** The hash of a new password, once it passes the rules (path: its field in the request). */
+async function acceptablePassword(password: string, path: string): Promise<string> {
+  const errors: FieldError[] = [];
+  checkPassword(password, path, errors);
+  refuseFields(errors, path);
   return hashPassword(password);
 }
 
@@ -254,8 +282,10 @@ async function acceptablePassword(password: string): Promise<string> {
  * Changes the password of the signed-in user, proving the current one first (throttled as logins
  * are, per account: a stolen session cannot guess its way to the password). Every other session of
  * the user ends; the one that made the change goes on (the user just proved the password with it).
+ * Their API keys go on too unless revokeApiKeys: a key is often a running integration, and a
+ * routine change of password should not stop it; after a compromise the user asks for it.
  */
-export async function changePassword(db: Db, config: AccountsConfig, principal: Principal, input: { currentPassword: string; newPassword: string }): Promise<void> {
+export async function changePassword(db: Db, config: AccountsConfig, principal: Principal, input: { currentPassword: string; newPassword: string; revokeApiKeys?: boolean }): Promise<void> {
   const userId = sessionOnly(principal, 'changing a password');
   const attempt = { bucket: `password-change:${userId}`, max: config.loginMaxFailuresPerAccountAndClient };
   await takeAttempt(db, [attempt], config.loginWindowSeconds, 'Too many wrong passwords; try again later');
@@ -264,16 +294,24 @@ export async function changePassword(db: Db, config: AccountsConfig, principal: 
     throw new AppError('invalid_credentials', 'The current password is wrong');
   }
   await removeHit(db, attempt.bucket, config.loginWindowSeconds);
-  const passwordHash = await acceptablePassword(input.newPassword);
+  const passwordHash = await acceptablePassword(input.newPassword, '/newPassword');
   await db.transaction(async (tx) => {
     await repo.setPasswordHash(tx, userId, passwordHash);
     await repo.revokeSessionsOf(tx, userId, principal.credentialId);
+    if (input.revokeApiKeys) await repo.revokeApiKeysOf(tx, userId);
   });
 }
 
-/** Ends every session of the signed-in user, this one too, at once (sessions live only in the database). */
-export async function logoutEverywhere(db: Db, principal: Principal): Promise<number> {
-  return repo.revokeSessionsOf(db, sessionOnly(principal, 'signing out everywhere'), null);
+/**
+ * Ends every session of the signed-in user, this one too, at once (sessions live only in the
+ * database); with revokeApiKeys, the API keys they are accountable for as well, in the same transaction.
+ */
+export async function logoutEverywhere(db: Db, principal: Principal, options: { revokeApiKeys?: boolean } = {}): Promise<void> {
+  const userId = sessionOnly(principal, 'signing out everywhere');
+  await db.transaction(async (tx) => {
+    await repo.revokeSessionsOf(tx, userId, null);
+    if (options.revokeApiKeys) await repo.revokeApiKeysOf(tx, userId);
+  });
 }
 
 /**
@@ -302,14 +340,15 @@ const invalidToken = () => new AppError('invalid_token', 'The token is unknown, 
 
 /**
  * Sets a new password with a reset token: the token is used (once: a conditional UPDATE, so of 200
- * parallel resets with one token exactly one succeeds), every other reset token of the user too, and
- * every session of the user ends. The token is looked up before the Argon2 work, so a stream of
+ * parallel resets with one token exactly one succeeds), every other reset token of the user too,
+ * every session of the user ends and every API key they are accountable for is revoked (a reset is
+ * how an account is taken back, and whoever held it may have made a key to keep a way in). The token is looked up before the Argon2 work, so a stream of
  * made-up tokens costs one index probe each.
  */
 export async function resetPassword(db: Db, input: { token: string; password: string }): Promise<void> {
   const tokenHash = hashSecret(input.token);
   if (!(await repo.liveTokenUser(db, tokenHash, 'password_reset'))) throw invalidToken();
-  const passwordHash = await acceptablePassword(input.password);
+  const passwordHash = await acceptablePassword(input.password, '/password');
   await db.transaction(async (tx) => {
     const userId = await repo.useToken(tx, tokenHash, 'password_reset');
     if (!userId) throw invalidToken();
@@ -317,6 +356,7 @@ export async function resetPassword(db: Db, input: { token: string; password: st
     if (!user || user.disabled_at) throw invalidToken();
     await repo.setPasswordHash(tx, userId, passwordHash);
     await repo.revokeSessionsOf(tx, userId, null);
+    await repo.revokeApiKeysOf(tx, userId);
   });
 }
 

@@ -2,11 +2,16 @@
 // by enqueuing a job (accounts/service.ts, accountMailQueue) that carries no secret: an email address
 // or a user id. This worker finds the user, makes the single-use token (only its hash is stored) and
 // writes the mail in one transaction, keyed by the job's id, so a retried job writes one mail and one
-// token; then it delivers the mail as every other (the dev mailbox or SMTP).
+// token; then it delivers the mail as every other.
 //
-// The token is in the mail's body until it is sent; once sent over SMTP the body is replaced by a
-// note, so the emails table does not keep a working link. The dev mailbox is the delivery, so there
-// the body stays (development only: SMTP_URL unset).
+// Only the recipient may ever read a working token, so only a real delivery (SMTP) carries one. The
+// token is in the mail's body until it is sent; once sent the body is replaced by a note, so the
+// emails table does not keep a working link. Into the dev mailbox, which admins read, the mail is
+// written with a placeholder instead of a token, and no token is made at all: a token nobody can
+// read would only be a live secret to steal (from the database, or from the mailbox before this
+// rule; the mailbox's view also blanks anything shaped like a token: messaging/routes.ts). A
+// developer who needs the link runs a local mail catcher and sets SMTP_URL (docs/OPERATIONS.md,
+// "Mail"). With neither SMTP nor the mailbox, nothing is written: there is no one to deliver it to.
 import type { Db } from '../../platform/db.ts';
 import { newId } from '../../platform/ids.ts';
 import { work, type Queue, type QueueSpec } from '../../platform/queue.ts';
@@ -57,6 +62,9 @@ function verificationMail(name: string, token: string): RenderedEmail {
 
 const sentNote = '(This mail held a single-use token; its body is not kept once sent.)';
 
+/** What the dev mailbox shows where a token would be. Not token-shaped: nothing in it works anywhere. */
+const tokenWithheld = '[token withheld: the dev mailbox never shows account tokens; to get this mail with its token, set SMTP_URL to a local mail catcher]';
+
 /** One job: write its mail (once per job id) and deliver it. Idempotent. */
 export async function sendAccountMail(db: Db, mailer: Mailer, jobId: string, job: AccountMailJob): Promise<void> {
   let user: UserRow | undefined;
@@ -64,10 +72,11 @@ export async function sendAccountMail(db: Db, mailer: Mailer, jobId: string, job
   else user = await findUserById(db, job.userId);
   // No account (the requester learns nothing of it), a disabled one, or verified already: no mail.
   if (!user || user.disabled_at || (job.purpose === 'email_verification' && user.email_verified_at)) return;
+  if (mailer.kind === 'none') return; // no transport at all: no mail, no token (the start warned)
   const recipient = user;
   await db.transaction(async (tx) => {
     if (await repo.emailOfJob(tx, jobId)) return; // a retry: the mail and its token exist already
-    const token = await issueAccountToken(tx, recipient.id, job.purpose);
+    const token = mailer.kind === 'smtp' ? await issueAccountToken(tx, recipient.id, job.purpose) : tokenWithheld;
     const mail = job.purpose === 'password_reset' ? resetMail(recipient.name, token) : verificationMail(recipient.name, token);
     await repo.insertJobEmail(tx, { id: newId('eml'), jobId, recipientId: recipient.id, kind: job.purpose, to: recipient.email, ...mail });
   });

@@ -1,20 +1,22 @@
-// Where mail goes: over SMTP (nodemailer) when SMTP_URL is set, or into the dev mailbox (the
-// emails table itself, read through GET /v1/dev/mailbox) when it is not.
+// Where mail goes: over SMTP (nodemailer) when SMTP_URL is set; otherwise into the dev mailbox (the
+// emails table itself, read by admins through GET /v1/dev/mailbox) when DEV_MAILBOX is on; otherwise
+// nowhere: the mail is recorded and stays undelivered (the start warns), until retention deletes it.
 import type nodemailer from 'nodemailer';
 
 export interface OutgoingMail { messageId: string; to: string; subject: string; text: string; html: string }
 
 export type Mailer =
   | { kind: 'mailbox' }
+  | { kind: 'none' }
   | { kind: 'smtp'; send(mail: OutgoingMail): Promise<void> };
 
-export interface MailerConfig { smtpUrl: string | undefined; mailFrom: string }
+export interface MailerConfig { smtpUrl: string | undefined; mailFrom: string; devMailbox: boolean }
 
 /** Longest an SMTP conversation may take; the claim on an email outlasts it. */
 export const smtpTimeoutMs = 30_000;
 
 export function createMailer(config: MailerConfig): Mailer {
-  if (!config.smtpUrl) return { kind: 'mailbox' };
+  if (!config.smtpUrl) return { kind: config.devMailbox ? 'mailbox' : 'none' };
   // A connection per message: mail is rare next to requests, and nothing is left open to close.
   // nodemailer is loaded on first use, not by every start (most send nothing, or to the mailbox).
   const smtpUrl = config.smtpUrl;

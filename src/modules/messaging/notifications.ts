@@ -150,12 +150,13 @@ export async function sendEventsEmails(db: Db, mailer: Mailer, options: EmailOpt
   const failures = new Map<string, string[]>();
   const fail = (email: repo.EmailRow, why: string) => failures.set(email.event_id!, [...(failures.get(email.event_id!) ?? []), why]);
   const unsent = await repo.unsentEmailsOfEvents(db, events.map((e) => e.id));
+  // Neither SMTP nor the dev mailbox (kind 'none'): recorded, not delivered, and not retried (the start warned).
   if (mailer.kind === 'mailbox') {
     const delivered = await repo.deliverAllToMailbox(db, unsent.map((e) => e.id));
     for (const email of unsent.filter((e) => !delivered.has(e.id))) {
       if ((await repo.emailStatus(db, email.id)) !== 'sent') fail(email, `${email.id} is being sent by another worker`);
     }
-  } else {
+  } else if (mailer.kind === 'smtp') {
     // A few SMTP conversations at once, as many as the queue's concurrency allows.
     for (let i = 0; i < unsent.length; i += options.smtpConcurrency) {
       await Promise.all(unsent.slice(i, i + options.smtpConcurrency).map(async (email) => {

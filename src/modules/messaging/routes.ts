@@ -15,6 +15,8 @@ export interface MessagingDeps {
   /** Who placed an order: how a conversation's cited order is checked (the orders module's, handed in by app.ts). */
   customerOfOrder: messaging.CustomerOfOrder;
   config: messaging.MessagingConfig & {
+    /** DEV_MAILBOX: whether GET /v1/dev/mailbox exists at all. */
+    devMailbox: boolean;
     databaseUrl: string | undefined;
     eventStreamHeartbeatSeconds: number;
     eventStreamRetentionHours: number;
@@ -23,9 +25,18 @@ export interface MessagingDeps {
   };
 }
 
+// Anything shaped like one of our secrets: account tokens (err_, erv_), sessions (ers_), API keys (erk_).
+const secretShaped = /\ber[rvsk]_[A-Za-z0-9_-]{16,}/g;
+
+/**
+ * A mail of the dev mailbox, with anything shaped like a token blanked. Account mail is written
+ * into the mailbox without its token (account-mail.ts); this also covers rows written before that
+ * rule, or written for SMTP and delivered into the mailbox after a restart without SMTP_URL.
+ */
 function emailView(e: EmailRow) {
+  const blank = (text: string) => text.replace(secretShaped, '[token withheld]');
   return {
-    id: e.id, eventId: e.event_id, kind: e.kind, to: e.to_address, subject: e.subject, text: e.text_body, html: e.html_body,
+    id: e.id, eventId: e.event_id, kind: e.kind, to: e.to_address, subject: blank(e.subject), text: blank(e.text_body), html: blank(e.html_body),
     createdAt: e.created_at.toISOString(), sentAt: e.sent_at ? e.sent_at.toISOString() : null,
   };
 }
@@ -135,7 +146,8 @@ export function messagingRoutes(app: FastifyInstance, { db, config, customerOfOr
     },
   });
 
-  r.route({
+  // Development only: the route does not exist unless DEV_MAILBOX is on (off in production).
+  if (config.devMailbox) r.route({
     ...routeOf(s.listMailbox),
     handler: async (request) => {
       const { limit, cursor } = request.query;

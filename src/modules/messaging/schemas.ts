@@ -4,7 +4,6 @@ import { IdParams, Page, PageQuery, Timestamp } from '../../platform/schemas.ts'
 
 const tags = ['messaging'] as const;
 const anyone = ['customer', 'staff', 'admin'] as const;
-const staff = ['staff', 'admin'] as const;
 
 export const limits = { bodyChars: 10_000, subjectChars: 200 } as const;
 
@@ -164,8 +163,13 @@ export const eventStream = endpoint({
 
 export const listMailbox = endpoint({
   operationId: 'listMailbox', errors: [],
-  method: 'GET', url: '/v1/dev/mailbox', access: staff, tags,
+  // returnsSecret: Cache-Control no-store, for it holds other people's mail.
+  method: 'GET', url: '/v1/dev/mailbox', access: ['admin'], tags, returnsSecret: true,
   summary: 'The dev mailbox: the emails kept here instead of sent, while SMTP_URL is not set; newest first',
+  description: [
+    'For development only: this route exists only while DEV_MAILBOX is on (the default outside production; off, and refused, under NODE_ENV=production). Admins only; answered with Cache-Control: no-store.',
+    'Password reset and email verification mails are shown without their token (a placeholder stands where it would be, and no token is made): only the recipient may ever read one. To receive them with their token in development, run a local mail catcher and set SMTP_URL to it.',
+  ].join('\n\n'),
   querystring: PageQuery,
   response: { 200: Page(EmailSchema) },
 });
