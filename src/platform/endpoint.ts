@@ -55,7 +55,8 @@ export function errorsOf(e: Endpoint): ErrorCode[] {
   const codes: ErrorCode[] = [];
   if (e.params || e.querystring || e.body) codes.push('validation_failed');
   if (e.body) codes.push('payload_too_large', 'unsupported_media_type');
-  if (e.params) codes.push('not_found');
+  // A path segment beyond what the router matches a parameter to is 414 uri_too_long (src/app.ts).
+  if (e.params) codes.push('not_found', 'uri_too_long');
   if (e.access !== 'public') {
     codes.push('unauthenticated');
     // A role outside the list, or an unsafe request made with the session cookie but no CSRF token.
