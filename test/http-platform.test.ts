@@ -53,6 +53,25 @@ forEachEngine('HTTP conventions', (env) => {
     assert.equal(res.json().code, 'bad_request');
   });
 
+  it('answers a method the path does not have (QUERY without a body, PROPFIND) with 405 and the Allow of the path, and an unknown path with 404', async () => {
+    const { app } = env();
+    for (const method of ['QUERY', 'PROPFIND'] as const) {
+      const res = await app.inject({ method: method as 'GET', url: '/v1/me' });
+      assert.equal(res.statusCode, 405, `${method} /v1/me: ${res.body}`);
+      assert.match(String(res.headers['content-type']), /^application\/problem\+json/);
+      assert.equal(res.json().code, 'method_not_allowed');
+      assert.equal(res.headers.allow, 'GET, HEAD');
+    }
+    const withBrokenBody = await app.inject({ method: 'QUERY' as 'GET', url: '/v1/products', headers: { 'content-type': 'application/json' }, payload: '{' });
+    assert.equal(withBrokenBody.statusCode, 405);
+    assert.deepEqual(String(withBrokenBody.headers.allow).split(', ').sort(), ['GET', 'HEAD', 'POST']);
+    for (const method of ['QUERY', 'PROPFIND'] as const) {
+      const res = await app.inject({ method: method as 'GET', url: '/v1/nothing-here' });
+      assert.equal(res.statusCode, 404, `${method} /v1/nothing-here`);
+      assert.equal(res.json().code, 'not_found');
+    }
+  });
+
   it('answers malformed JSON with 400', async () => {
     const res = await env().app.inject({ method: 'POST', url: '/v1/auth/login', headers: { 'content-type': 'application/json' }, payload: '{"email": ' });
     assert.equal(res.statusCode, 400);

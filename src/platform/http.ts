@@ -210,16 +210,22 @@ export async function registerHttpPlatform(app: FastifyInstance, options: HttpPl
     if (route.config?.returnsSecret) route.onSend = [...hooksOf(route.onSend), noStore];
   });
 
-  app.setNotFoundHandler((request, reply) => {
+  // No route for this method and path: 405 with Allow when the path has other methods, else 404.
+  function noRoute(request: FastifyRequest, reply: FastifyReply): FastifyReply {
     const path = request.url.split('?')[0] ?? '';
     const allowed = [...new Set(routes.filter((r) => r.pattern.test(path)).map((r) => r.method))];
     if (allowed.length > 0) {
       return sendProblem(reply, problem('method_not_allowed', `${request.method} is not allowed here; use ${allowed.join(', ')}`), { allow: allowed.join(', ') });
     }
     return sendProblem(reply, problem('not_found', `No route for ${request.method} ${path}`));
-  });
+  }
+  app.setNotFoundHandler(noRoute);
 
   app.setErrorHandler((err: FastifyError, request, reply) => {
+    // The not-found route still parses a body for methods that may carry one (QUERY, PROPFIND...):
+    // one sent without a Content-Type, or with a broken one, must not turn "no such route" into 400.
+    // (A refusal of ours, a rate limit say, and any fault still answer as themselves.)
+    if (request.is404 && !(err instanceof AppError) && (err.statusCode ?? 500) < 500) return noRoute(request, reply);
     const { body, headers } = toProblem(err, request.log);
     return sendProblem(reply, body, headers);
   });
