@@ -50,6 +50,11 @@ describe('the OpenAPI document', () => {
     }
     assert.match(JSON.stringify(place.responses['409']), /out_of_stock/);
   });
+
+  it('declares GET /v1/events as text/event-stream, the media type it answers, and no JSON', async () => {
+    const doc = await openApiDocument() as { paths: Record<string, Record<string, { responses: Record<string, { content?: Record<string, unknown> }> }>> };
+    assert.deepEqual(Object.keys(doc.paths['/v1/events']!.get!.responses['200']!.content ?? {}), ['text/event-stream']);
+  });
 });
 
 for (const engine of engines()) {

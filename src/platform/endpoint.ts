@@ -22,6 +22,8 @@ export interface Endpoint {
   body?: TSchema;
   /** Status code to schema; a 204 has none. */
   response: Readonly<Record<number, TSchema>>;
+  /** The media type of its 2xx answers when they are not JSON: a stream of Server-Sent Events. */
+  produces?: 'text/event-stream';
   /** Whether Idempotency-Key is required; every POST accepts one. */
   idempotencyKey?: 'required' | 'optional';
   /**

@@ -109,6 +109,12 @@ function completeOperation(operation: Json, e: Endpoint): void {
   }
   if (e.access === 'public') operation.security = [];
   const responses = operation.responses as Json;
+  if (e.produces) {
+    for (const [status, response] of Object.entries(responses) as [string, { content?: Json }][]) {
+      if (!status.startsWith('2') || !response.content?.['application/json']) continue;
+      response.content = { [e.produces]: response.content['application/json'] };
+    }
+  }
   delete responses['4XX'];
   delete responses['5XX'];
   Object.assign(responses, errorResponses(errorsOf(e)));

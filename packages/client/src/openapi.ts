@@ -13655,7 +13655,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description text/event-stream */
+            /** @description Server-Sent Events: `id:`, `event:` and `data:` lines, frames separated by a blank line */
             200: {
                 headers: {
                     /**
@@ -13671,7 +13671,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": string;
+                    "text/event-stream": string;
                 };
             };
             /** @description Bad request: `validation_failed` */
