@@ -11,6 +11,7 @@ import type { paths } from '../packages/client/src/openapi.ts';
 import { endpoints } from '../src/client.ts';
 import { errorsOf } from '../src/platform/endpoint.ts';
 import { errorCatalog } from '../src/errors.ts';
+import { webhookEventTypes } from '../src/modules/webhooks/schemas.ts';
 import { packageRoot } from '../src/platform/paths.ts';
 import { openApiDocument } from '../scripts/generate-client.ts';
 import { engines } from './support/database.ts';
@@ -49,6 +50,17 @@ describe('the OpenAPI document', () => {
       }
     }
     assert.match(JSON.stringify(place.responses['409']), /out_of_stock/);
+  });
+
+  it('says exactly what a webhook url and events accept, as the service enforces them', async () => {
+    const doc = await openApiDocument() as { paths: Record<string, Record<string, { requestBody: { content: Record<string, { schema: { properties: Record<string, Record<string, unknown>> } }> } }>> };
+    const webhook = doc.paths['/v1/webhook-endpoints']!.post!.requestBody.content['application/json']!.schema.properties;
+    assert.equal(webhook.url!.format, 'uri');
+    assert.equal(webhook.url!.pattern, '^[Hh][Tt][Tt][Pp][Ss]?://[^/?#]');
+    // ["*"] alone, or a list of the types without "*" (Fastify's document spells each const as an enum of one).
+    const [all, some] = webhook.events!.anyOf as { maxItems: number; uniqueItems?: boolean; items: { enum?: string[]; anyOf?: { enum: string[] }[] } }[];
+    assert.deepEqual([all!.maxItems, all!.items.enum], [1, ['*']]);
+    assert.deepEqual([some!.maxItems, some!.uniqueItems, some!.items.anyOf!.flatMap((t) => t.enum)], [webhookEventTypes.length, true, [...webhookEventTypes]]);
   });
 
   it('declares GET /v1/events as text/event-stream, the media type it answers, and no JSON', async () => {

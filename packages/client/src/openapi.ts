@@ -8317,10 +8317,13 @@ export interface operations {
                  *     }
                  */
                 "application/json": {
-                    /** @description An http:// or https:// URL that accepts POST, on a public address (loopback, private, link-local and other non-public addresses are refused unless WEBHOOK_ALLOW_PRIVATE_URLS is on) */
+                    /**
+                     * Format: uri
+                     * @description An absolute http:// or https:// URL that accepts POST, on a public address (loopback, private, link-local and other non-public addresses are refused unless WEBHOOK_ALLOW_PRIVATE_URLS is on)
+                     */
                     url: string;
                     /** @description Event types to receive, or ["*"] (alone) for every type, including types added later. */
-                    events: ("order.created" | "order.paid" | "order.payment_failed" | "order.cancelled" | "order.fulfilled" | "message.created" | "*")[];
+                    events: "*"[] | ("order.created" | "order.paid" | "order.payment_failed" | "order.cancelled" | "order.fulfilled" | "message.created")[];
                 };
             };
         };
@@ -8922,10 +8925,13 @@ export interface operations {
                  *     }
                  */
                 "application/json": {
-                    /** @description An http:// or https:// URL that accepts POST, on a public address (loopback, private, link-local and other non-public addresses are refused unless WEBHOOK_ALLOW_PRIVATE_URLS is on) */
+                    /**
+                     * Format: uri
+                     * @description An absolute http:// or https:// URL that accepts POST, on a public address (loopback, private, link-local and other non-public addresses are refused unless WEBHOOK_ALLOW_PRIVATE_URLS is on)
+                     */
                     url?: string;
                     /** @description Event types to receive, or ["*"] (alone) for every type, including types added later. */
-                    events?: ("order.created" | "order.paid" | "order.payment_failed" | "order.cancelled" | "order.fulfilled" | "message.created" | "*")[];
+                    events?: "*"[] | ("order.created" | "order.paid" | "order.payment_failed" | "order.cancelled" | "order.fulfilled" | "message.created")[];
                     enabled?: boolean;
                 };
             };
