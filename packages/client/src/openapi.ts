@@ -570,7 +570,7 @@ export interface paths {
          *
          *     Lines naming the same SKU are merged into one line with the summed quantity before the stock check.
          *
-         *     At most 50 distinct SKUs per order and 1000 units per SKU (422 limit_exceeded beyond).
+         *     A line's quantity is 1 to 1000 (400 validation_failed beyond). At most 50 distinct SKUs per order and 1000 units of one SKU once its lines are summed (422 limit_exceeded beyond).
          *
          *     Not enough stock: 409 out_of_stock, nothing reserved. Unknown or inactive SKU: 422 unknown_sku. Lines in different currencies: 422 currency_mismatch.
          *
