@@ -56,7 +56,9 @@ export function endpoint<const E extends Endpoint>(e: E): E {
 export function errorsOf(e: Endpoint): ErrorCode[] {
   const codes: ErrorCode[] = [];
   if (e.params || e.querystring || e.body) codes.push('validation_failed');
-  if (e.body) codes.push('payload_too_large', 'unsupported_media_type');
+  // Any method but GET may be sent a body: one that is not JSON (bad_request), not application/json
+  // or too large is refused as such, and a route that declares none refuses any but {} (http.ts).
+  if (e.body || e.method !== 'GET') codes.push('validation_failed', 'bad_request', 'payload_too_large', 'unsupported_media_type');
   // A path segment beyond what the router matches a parameter to is 414 uri_too_long (src/app.ts).
   if (e.params) codes.push('not_found', 'uri_too_long');
   if (e.access !== 'public') {
