@@ -6279,7 +6279,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Unprocessable content: `idempotency_key_reused` */
+            /** @description Unprocessable content: `idempotency_key_reused`, `limit_exceeded` */
             422: {
                 headers: {
                     /**
