@@ -31,7 +31,7 @@ export const IdParams = Type.Object({ id: Type.String({ minLength: 1, maxLength:
 
 export const PageQuery = Type.Object({
   limit: Type.Integer({ minimum: 1, maximum: 100, default: 20 }),
-  cursor: Type.Optional(Type.String({ maxLength: 200 })),
+  cursor: Type.Optional(Type.String({ maxLength: 200, pattern: '^[A-Za-z0-9_-]*$', description: 'The nextCursor of the page before (opaque); any other answers 400 validation_failed' })),
 }, { additionalProperties: false });
 
 export function Page<T extends TSchema>(item: T) {

@@ -2152,6 +2152,7 @@ export interface operations {
         parameters: {
             query?: {
                 limit?: number;
+                /** @description The nextCursor of the page before (opaque); any other answers 400 validation_failed */
                 cursor?: string;
                 /** @description Only the keys this user is accountable for */
                 createdBy?: string;
@@ -4070,6 +4071,7 @@ export interface operations {
             query?: {
                 /** @example 20 */
                 limit?: number;
+                /** @description The nextCursor of the page before (opaque); any other answers 400 validation_failed */
                 cursor?: string;
                 /** @example ada */
                 q?: string;
@@ -4218,6 +4220,7 @@ export interface operations {
         parameters: {
             query?: {
                 limit?: number;
+                /** @description The nextCursor of the page before (opaque); any other answers 400 validation_failed */
                 cursor?: string;
             };
             header?: never;
@@ -4926,6 +4929,7 @@ export interface operations {
         parameters: {
             query?: {
                 limit?: number;
+                /** @description The nextCursor of the page before (opaque); any other answers 400 validation_failed */
                 cursor?: string;
                 /** @description Staff only: include inactive products */
                 includeInactive?: boolean;
@@ -5933,6 +5937,7 @@ export interface operations {
         parameters: {
             query?: {
                 limit?: number;
+                /** @description The nextCursor of the page before (opaque); any other answers 400 validation_failed */
                 cursor?: string;
             };
             header?: never;
@@ -6345,6 +6350,7 @@ export interface operations {
         parameters: {
             query?: {
                 limit?: number;
+                /** @description The nextCursor of the page before (opaque); any other answers 400 validation_failed */
                 cursor?: string;
             };
             header?: never;
@@ -6531,6 +6537,7 @@ export interface operations {
         parameters: {
             query?: {
                 limit?: number;
+                /** @description The nextCursor of the page before (opaque); any other answers 400 validation_failed */
                 cursor?: string;
                 status?: "pending_payment" | "paid" | "payment_failed" | "cancelled" | "fulfilled";
                 /** @description Staff: only this customer's orders (a customer always sees only their own) */
@@ -8443,6 +8450,7 @@ export interface operations {
         parameters: {
             query?: {
                 limit?: number;
+                /** @description The nextCursor of the page before (opaque); any other answers 400 validation_failed */
                 cursor?: string;
             };
             header?: never;
@@ -9774,6 +9782,7 @@ export interface operations {
         parameters: {
             query?: {
                 limit?: number;
+                /** @description The nextCursor of the page before (opaque); any other answers 400 validation_failed */
                 cursor?: string;
                 /** @description Only the attempts for this event */
                 eventId?: string;
@@ -10422,6 +10431,7 @@ export interface operations {
         parameters: {
             query?: {
                 limit?: number;
+                /** @description The nextCursor of the page before (opaque); any other answers 400 validation_failed */
                 cursor?: string;
                 /** @description pending: seen but not settled (a transient failure so far); succeeded and declined are final */
                 status?: "pending" | "succeeded" | "declined";
@@ -12908,6 +12918,7 @@ export interface operations {
         parameters: {
             query?: {
                 limit?: number;
+                /** @description The nextCursor of the page before (opaque); any other answers 400 validation_failed */
                 cursor?: string;
                 /** @description Only conversations with messages the caller has not read */
                 unread?: boolean;
@@ -13485,6 +13496,7 @@ export interface operations {
         parameters: {
             query?: {
                 limit?: number;
+                /** @description The nextCursor of the page before (opaque); any other answers 400 validation_failed */
                 cursor?: string;
             };
             header?: never;
@@ -14297,6 +14309,7 @@ export interface operations {
         parameters: {
             query?: {
                 limit?: number;
+                /** @description The nextCursor of the page before (opaque); any other answers 400 validation_failed */
                 cursor?: string;
             };
             header?: never;
