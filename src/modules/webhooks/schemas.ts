@@ -183,7 +183,7 @@ export const redeliverEvent = endpoint({
   method: 'POST', url: '/v1/webhook-endpoints/:id/deliveries/:eventId/redeliver', access: admin, tags, idempotencyKey: 'optional',
   summary: 'Send an event to this endpoint again, now, with the same event id',
   description: 'Allowed for an event the endpoint was sent before or is subscribed to. A delivery still being retried is replaced by this one. 409 invalid_state for a disabled endpoint.',
-  params: Type.Object({ id: IdParams.properties.id, eventId: Type.String({ minLength: 1, maxLength: 64 }) }),
+  params: Type.Object({ id: IdParams.properties.id, eventId: IdParams.properties.id }),
   response: { 202: RedeliverySchema },
 });
 
@@ -208,6 +208,6 @@ export const getWebhookDelivery = endpoint({
   method: 'GET', url: '/v1/webhook-endpoints/:id/deliveries/:eventId', access: admin, tags,
   summary: 'One delivery of an event to this endpoint: its state, attempts, next retry and the payload sent',
   description: 'The headers and answers of its attempts are in GET /v1/webhook-endpoints/{id}/deliveries?eventId=.',
-  params: Type.Object({ id: IdParams.properties.id, eventId: Type.String({ minLength: 1, maxLength: 64 }) }),
+  params: Type.Object({ id: IdParams.properties.id, eventId: IdParams.properties.id }),
   response: { 200: WebhookDeliverySchema },
 });
