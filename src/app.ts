@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Config } from './config.ts';
 import type { Db } from './platform/db.ts';
-import { registerHttpPlatform, requestIdFor } from './platform/http.ts';
+import { frameworkError, maxPathSegmentLength, registerHttpPlatform, requestIdFor } from './platform/http.ts';
 import { registerAuth } from './platform/auth.ts';
 import { createCounters, limitCounters, registerMetrics } from './platform/metrics.ts';
 import { registerLoadShedding } from './platform/load-shedding.ts';
@@ -68,7 +68,10 @@ export async function buildApp(config: Readonly<Config>, db: Db, options: BuildO
     bodyLimit: 1024 * 1024,
     ...serverTimeouts(config),
     // Answer the same for /v1/me and /v1/me/ rather than a confusing 404.
-    routerOptions: { ignoreTrailingSlash: true },
+    // A longer path segment is refused by the router with 414 uri_too_long (declared in the OpenAPI
+    // document of every operation with a path parameter), as problem+json like every error.
+    routerOptions: { ignoreTrailingSlash: true, maxParamLength: maxPathSegmentLength },
+    frameworkErrors: frameworkError,
   });
 
   // First, so that every other hook runs inside the request's span (nothing when tracing is off).

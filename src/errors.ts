@@ -13,6 +13,7 @@ export const errorCatalog = {
   invalid_token: { status: 400, title: 'Invalid or expired token' },
   not_found: { status: 404, title: 'Not found' },
   method_not_allowed: { status: 405, title: 'Method not allowed' },
+  uri_too_long: { status: 414, title: 'URI too long' },
   email_taken: { status: 409, title: 'Email taken' },
   sku_taken: { status: 409, title: 'SKU taken' },
   out_of_stock: { status: 409, title: 'Out of stock' },

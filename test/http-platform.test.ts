@@ -33,6 +33,45 @@ forEachEngine('HTTP conventions', (env) => {
     assert.equal(res.headers.allow, 'POST');
   });
 
+  it('answers a path id over 100 characters with a problem+json 414 uri_too_long, declared for that operation', async () => {
+    const { app } = env();
+    const res = await app.inject({ method: 'GET', url: `/v1/orders/${'x'.repeat(101)}`, headers: { authorization: `Bearer ${env().adminToken}` } });
+    assert.equal(res.statusCode, 414);
+    assert.match(String(res.headers['content-type']), /^application\/problem\+json/);
+    assert.equal(res.json().code, 'uri_too_long');
+    assert.equal(res.json().status, 414);
+    assert.ok(res.headers['x-request-id']);
+    const doc = app.swagger() as unknown as { paths: Record<string, Record<string, { responses: Record<string, unknown> }>> };
+    assert.match(JSON.stringify(doc.paths['/v1/orders/{id}']!.get!.responses['414']), /uri_too_long/);
+    assert.equal(doc.paths['/v1/orders']!.get!.responses['414'], undefined, 'only where a path parameter can be too long');
+  });
+
+  it('answers a path that is not valid percent-encoding with a problem+json 400', async () => {
+    const res = await env().app.inject({ method: 'GET', url: '/v1/orders/%E0%A4%A' });
+    assert.equal(res.statusCode, 400);
+    assert.match(String(res.headers['content-type']), /^application\/problem\+json/);
+    assert.equal(res.json().code, 'bad_request');
+  });
+
+  it('answers a method the path does not have (QUERY without a body, PROPFIND) with 405 and the Allow of the path, and an unknown path with 404', async () => {
+    const { app } = env();
+    for (const method of ['QUERY', 'PROPFIND'] as const) {
+      const res = await app.inject({ method: method as 'GET', url: '/v1/me' });
+      assert.equal(res.statusCode, 405, `${method} /v1/me: ${res.body}`);
+      assert.match(String(res.headers['content-type']), /^application\/problem\+json/);
+      assert.equal(res.json().code, 'method_not_allowed');
+      assert.equal(res.headers.allow, 'GET, HEAD');
+    }
+    const withBrokenBody = await app.inject({ method: 'QUERY' as 'GET', url: '/v1/products', headers: { 'content-type': 'application/json' }, payload: '{' });
+    assert.equal(withBrokenBody.statusCode, 405);
+    assert.deepEqual(String(withBrokenBody.headers.allow).split(', ').sort(), ['GET', 'HEAD', 'POST']);
+    for (const method of ['QUERY', 'PROPFIND'] as const) {
+      const res = await app.inject({ method: method as 'GET', url: '/v1/nothing-here' });
+      assert.equal(res.statusCode, 404, `${method} /v1/nothing-here`);
+      assert.equal(res.json().code, 'not_found');
+    }
+  });
+
   it('answers malformed JSON with 400', async () => {
     const res = await env().app.inject({ method: 'POST', url: '/v1/auth/login', headers: { 'content-type': 'application/json' }, payload: '{"email": ' });
     assert.equal(res.statusCode, 400);

@@ -11,6 +11,8 @@ import type { paths } from '../packages/client/src/openapi.ts';
 import { endpoints } from '../src/client.ts';
 import { errorsOf } from '../src/platform/endpoint.ts';
 import { errorCatalog } from '../src/errors.ts';
+import { limits } from '../src/limits.ts';
+import { webhookEventTypes } from '../src/modules/webhooks/schemas.ts';
 import { packageRoot } from '../src/platform/paths.ts';
 import { openApiDocument } from '../scripts/generate-client.ts';
 import { engines } from './support/database.ts';
@@ -49,6 +51,24 @@ describe('the OpenAPI document', () => {
       }
     }
     assert.match(JSON.stringify(place.responses['409']), /out_of_stock/);
+  });
+
+  it('says exactly what a webhook url and events and an order line quantity accept, as the service enforces them', async () => {
+    const doc = await openApiDocument() as { paths: Record<string, Record<string, { requestBody: { content: Record<string, { schema: { properties: Record<string, Record<string, unknown>> } }> } }>> };
+    const webhook = doc.paths['/v1/webhook-endpoints']!.post!.requestBody.content['application/json']!.schema.properties;
+    assert.equal(webhook.url!.format, 'uri');
+    assert.equal(webhook.url!.pattern, '^[Hh][Tt][Tt][Pp][Ss]?://[^/?#]');
+    // ["*"] alone, or a list of the types without "*" (Fastify's document spells each const as an enum of one).
+    const [all, some] = webhook.events!.anyOf as { maxItems: number; uniqueItems?: boolean; items: { enum?: string[]; anyOf?: { enum: string[] }[] } }[];
+    assert.deepEqual([all!.maxItems, all!.items.enum], [1, ['*']]);
+    assert.deepEqual([some!.maxItems, some!.uniqueItems, some!.items.anyOf!.flatMap((t) => t.enum)], [webhookEventTypes.length, true, [...webhookEventTypes]]);
+    const lines = doc.paths['/v1/orders']!.post!.requestBody.content['application/json']!.schema.properties.lines as { items: { properties: { quantity: Record<string, unknown> } } };
+    assert.deepEqual([lines.items.properties.quantity.minimum, lines.items.properties.quantity.maximum], [1, limits.quantityPerLine]);
+  });
+
+  it('declares GET /v1/events as text/event-stream, the media type it answers, and no JSON', async () => {
+    const doc = await openApiDocument() as { paths: Record<string, Record<string, { responses: Record<string, { content?: Record<string, unknown> }> }>> };
+    assert.deepEqual(Object.keys(doc.paths['/v1/events']!.get!.responses['200']!.content ?? {}), ['text/event-stream']);
   });
 });
 

@@ -22,6 +22,8 @@ export interface Endpoint {
   body?: TSchema;
   /** Status code to schema; a 204 has none. */
   response: Readonly<Record<number, TSchema>>;
+  /** The media type of its 2xx answers when they are not JSON: a stream of Server-Sent Events. */
+  produces?: 'text/event-stream';
   /** Whether Idempotency-Key is required; every POST accepts one. */
   idempotencyKey?: 'required' | 'optional';
   /**
@@ -54,8 +56,11 @@ export function endpoint<const E extends Endpoint>(e: E): E {
 export function errorsOf(e: Endpoint): ErrorCode[] {
   const codes: ErrorCode[] = [];
   if (e.params || e.querystring || e.body) codes.push('validation_failed');
-  if (e.body) codes.push('payload_too_large', 'unsupported_media_type');
-  if (e.params) codes.push('not_found');
+  // Any method but GET may be sent a body: one that is not JSON (bad_request), not application/json
+  // or too large is refused as such, and a route that declares none refuses any but {} (http.ts).
+  if (e.body || e.method !== 'GET') codes.push('validation_failed', 'bad_request', 'payload_too_large', 'unsupported_media_type');
+  // A path segment beyond what the router matches a parameter to is 414 uri_too_long (src/app.ts).
+  if (e.params) codes.push('not_found', 'uri_too_long');
   if (e.access !== 'public') {
     codes.push('unauthenticated');
     // A role outside the list, or an unsafe request made with the session cookie but no CSRF token.

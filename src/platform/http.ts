@@ -47,12 +47,19 @@ function fieldErrors(issues: ValidationIssue[], context: string | undefined): Fi
   });
 }
 
-const fastifyCodes: Record<string, ErrorCode> = {
-  FST_ERR_CTP_BODY_TOO_LARGE: 'payload_too_large',
-  FST_ERR_CTP_INVALID_MEDIA_TYPE: 'unsupported_media_type',
-  FST_ERR_CTP_INVALID_CONTENT_LENGTH: 'bad_request',
-  FST_ERR_CTP_EMPTY_JSON_BODY: 'bad_request',
-  FST_ERR_CTP_INVALID_JSON_BODY: 'bad_request',
+/** The longest path segment the router matches a path parameter to (find-my-way's maxParamLength, Fastify's default). */
+export const maxPathSegmentLength = 100;
+
+const notJson = 'The body is not valid JSON';
+const fastifyCodes: Record<string, [ErrorCode, string?]> = {
+  FST_ERR_CTP_BODY_TOO_LARGE: ['payload_too_large'],
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: ['unsupported_media_type'],
+  FST_ERR_CTP_INVALID_CONTENT_LENGTH: ['bad_request', notJson],
+  FST_ERR_CTP_EMPTY_JSON_BODY: ['bad_request', notJson],
+  FST_ERR_CTP_INVALID_JSON_BODY: ['bad_request', notJson],
+  // Raised by the router itself, before any route or hook (see frameworkError below).
+  FST_ERR_MAX_PARAM_LENGTH: ['uri_too_long', `A path segment is longer than ${maxPathSegmentLength} characters: no id is that long`],
+  FST_ERR_BAD_URL: ['bad_request', 'The path is not valid percent-encoded UTF-8'],
 };
 
 export function toProblem(err: FastifyError | AppError | Error, log: FastifyRequest['log']): { body: Problem; headers: Record<string, string> } {
@@ -66,8 +73,8 @@ export function toProblem(err: FastifyError | AppError | Error, log: FastifyRequ
     return { body: problem('validation_failed', 'The request does not match the schema', fieldErrors(fe.validation, fe.validationContext)), headers: {} };
   }
   const mapped = fe.code ? fastifyCodes[fe.code] : undefined;
-  if (mapped) return { body: problem(mapped, mapped === 'bad_request' ? 'The body is not valid JSON' : undefined), headers: {} };
-  if (err instanceof SyntaxError && fe.statusCode === 400) return { body: problem('bad_request', 'The body is not valid JSON'), headers: {} };
+  if (mapped) return { body: problem(mapped[0], mapped[1]), headers: {} };
+  if (err instanceof SyntaxError && fe.statusCode === 400) return { body: problem('bad_request', notJson), headers: {} };
   if (fe.statusCode === 404) return { body: problem('not_found'), headers: {} };
   if (fe.statusCode && fe.statusCode >= 400 && fe.statusCode < 500) return { body: problem('bad_request', 'The request is malformed'), headers: {} };
   if (unstorableText(err)) {
@@ -151,6 +158,16 @@ function patternOf(url: string): RegExp {
   return new RegExp(`^${escaped}/?$`);
 }
 
+/**
+ * Fastify's frameworkErrors: what the router refuses before any route matched (a path segment over
+ * maxPathSegmentLength, a path that is not valid percent-encoding) would otherwise be answered with
+ * Fastify's own plain JSON. No hook has run for it, so the request id is set here.
+ */
+export function frameworkError(err: FastifyError, request: FastifyRequest, reply: FastifyReply): void {
+  const { body, headers } = toProblem(err, request.log);
+  void sendProblem(reply, body, { ...headers, 'x-request-id': request.id });
+}
+
 export interface HttpPlatformOptions { corsOrigins: string[] }
 
 export async function registerHttpPlatform(app: FastifyInstance, options: HttpPlatformOptions): Promise<void> {
@@ -205,16 +222,22 @@ export async function registerHttpPlatform(app: FastifyInstance, options: HttpPl
     if (route.config?.returnsSecret) route.onSend = [...hooksOf(route.onSend), noStore];
   });
 
-  app.setNotFoundHandler((request, reply) => {
+  // No route for this method and path: 405 with Allow when the path has other methods, else 404.
+  function noRoute(request: FastifyRequest, reply: FastifyReply): FastifyReply {
     const path = request.url.split('?')[0] ?? '';
     const allowed = [...new Set(routes.filter((r) => r.pattern.test(path)).map((r) => r.method))];
     if (allowed.length > 0) {
       return sendProblem(reply, problem('method_not_allowed', `${request.method} is not allowed here; use ${allowed.join(', ')}`), { allow: allowed.join(', ') });
     }
     return sendProblem(reply, problem('not_found', `No route for ${request.method} ${path}`));
-  });
+  }
+  app.setNotFoundHandler(noRoute);
 
   app.setErrorHandler((err: FastifyError, request, reply) => {
+    // The not-found route still parses a body for methods that may carry one (QUERY, PROPFIND...):
+    // one sent without a Content-Type, or with a broken one, must not turn "no such route" into 400.
+    // (A refusal of ours, a rate limit say, and any fault still answer as themselves.)
+    if (request.is404 && !(err instanceof AppError) && (err.statusCode ?? 500) < 500) return noRoute(request, reply);
     const { body, headers } = toProblem(err, request.log);
     return sendProblem(reply, body, headers);
   });

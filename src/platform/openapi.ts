@@ -25,7 +25,7 @@ const tagDescriptions: Record<string, string> = {
 };
 
 const statusText: Record<number, string> = {
-  400: 'Bad request', 401: 'Unauthenticated', 403: 'Forbidden', 404: 'Not found', 409: 'Conflict', 413: 'Payload too large',
+  400: 'Bad request', 401: 'Unauthenticated', 403: 'Forbidden', 404: 'Not found', 409: 'Conflict', 413: 'Payload too large', 414: 'URI too long',
   415: 'Unsupported media type', 422: 'Unprocessable content', 429: 'Too many requests', 500: 'Internal server error', 503: 'Service unavailable',
 };
 
@@ -113,6 +113,12 @@ function completeOperation(operation: Json, e: Endpoint): void {
   }
   if (e.access === 'public') operation.security = [];
   const responses = operation.responses as Json;
+  if (e.produces) {
+    for (const [status, response] of Object.entries(responses) as [string, { content?: Json }][]) {
+      if (!status.startsWith('2') || !response.content?.['application/json']) continue;
+      response.content = { [e.produces]: response.content['application/json'] };
+    }
+  }
   delete responses['4XX'];
   delete responses['5XX'];
   Object.assign(responses, errorResponses(errorsOf(e)));

@@ -27,11 +27,17 @@ export type Money = Static<typeof MoneySchema>;
 
 export const Timestamp = Type.String({ format: 'date-time' });
 
-export const IdParams = Type.Object({ id: Type.String({ minLength: 1, maxLength: 64 }) });
+/**
+ * A path parameter cannot be "." or "..": every URL parser, clients' included, removes such a
+ * segment (RFC 3986), so the request would reach another route.
+ */
+export const notDotSegment = '^(?!\\.\\.?$)';
+
+export const IdParams = Type.Object({ id: Type.String({ minLength: 1, maxLength: 64, pattern: notDotSegment }) });
 
 export const PageQuery = Type.Object({
   limit: Type.Integer({ minimum: 1, maximum: 100, default: 20 }),
-  cursor: Type.Optional(Type.String({ maxLength: 200 })),
+  cursor: Type.Optional(Type.String({ maxLength: 200, pattern: '^[A-Za-z0-9_-]*$', description: 'The nextCursor of the page before (opaque); any other answers 400 validation_failed' })),
 }, { additionalProperties: false });
 
 export function Page<T extends TSchema>(item: T) {

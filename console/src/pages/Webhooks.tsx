@@ -53,6 +53,11 @@ function SecretOnce({ secret, note, onDismiss }: { secret: string; note: string;
   );
 }
 
+/** "*" alone, or the types: what the API accepts (the toggles below keep it so). */
+function chosen(events: EventChoice[]): ['*'] | Exclude<EventChoice, '*'>[] {
+  return events.includes('*') ? ['*'] : events.filter((e): e is Exclude<EventChoice, '*'> => e !== '*');
+}
+
 function CreateEndpoint({ onCreated }: { onCreated: (created: { id: string; secret: string }) => void }) {
   const [url, setUrl] = useState('');
   const [events, setEvents] = useState<EventChoice[]>(['*']);
@@ -63,7 +68,7 @@ function CreateEndpoint({ onCreated }: { onCreated: (created: { id: string; secr
   };
   return (
     <ConfirmAction label="New endpoint" title="Register a webhook endpoint" confirmLabel="Register"
-      run={() => ok(routes.createWebhookEndpoint, { body: { url, events }, idempotencyKey: key.keyFor({ url, events }) })}
+      run={() => ok(routes.createWebhookEndpoint, { body: { url, events: chosen(events) }, idempotencyKey: key.keyFor({ url, events }) })}
       onDone={(created) => { key.done(); setUrl(''); onCreated(created); }}>
       <label for="endpoint-url">URL</label>
       <input id="endpoint-url" type="url" value={url} placeholder="https://shop.example/hooks" onInput={(e) => setUrl(e.currentTarget.value)} />

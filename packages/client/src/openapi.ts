@@ -570,7 +570,7 @@ export interface paths {
          *
          *     Lines naming the same SKU are merged into one line with the summed quantity before the stock check.
          *
-         *     At most 50 distinct SKUs per order and 1000 units per SKU (422 limit_exceeded beyond).
+         *     A line's quantity is 1 to 1000 (400 validation_failed beyond). At most 50 distinct SKUs per order and 1000 units of one SKU once its lines are summed (422 limit_exceeded beyond).
          *
          *     Not enough stock: 409 out_of_stock, nothing reserved. Unknown or inactive SKU: 422 unknown_sku. Lines in different currencies: 422 currency_mismatch.
          *
@@ -1314,7 +1314,7 @@ export interface components {
              * @description Stable, machine-readable error code
              * @enum {string}
              */
-            code: "validation_failed" | "bad_request" | "unauthenticated" | "invalid_credentials" | "forbidden" | "account_disabled" | "email_unverified" | "invalid_token" | "not_found" | "method_not_allowed" | "email_taken" | "sku_taken" | "out_of_stock" | "insufficient_stock" | "invalid_state" | "idempotency_key_in_use" | "unknown_sku" | "currency_mismatch" | "idempotency_key_reused" | "limit_exceeded" | "idempotency_key_required" | "payload_too_large" | "unsupported_media_type" | "rate_limited" | "internal" | "unavailable";
+            code: "validation_failed" | "bad_request" | "unauthenticated" | "invalid_credentials" | "forbidden" | "account_disabled" | "email_unverified" | "invalid_token" | "not_found" | "method_not_allowed" | "uri_too_long" | "email_taken" | "sku_taken" | "out_of_stock" | "insufficient_stock" | "invalid_state" | "idempotency_key_in_use" | "unknown_sku" | "currency_mismatch" | "idempotency_key_reused" | "limit_exceeded" | "idempotency_key_required" | "payload_too_large" | "unsupported_media_type" | "rate_limited" | "internal" | "unavailable";
             detail?: string;
             errors?: {
                 path: string;
@@ -1487,7 +1487,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Bad request: `validation_failed` */
+            /** @description Bad request: `validation_failed`, `bad_request` */
             400: {
                 headers: {
                     /**
@@ -1685,7 +1685,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Bad request: `validation_failed` */
+            /** @description Bad request: `validation_failed`, `bad_request` */
             400: {
                 headers: {
                     /**
@@ -1830,7 +1830,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Bad request: `bad_request` */
+            /** @description Bad request: `validation_failed`, `bad_request` */
             400: {
                 headers: {
                     /**
@@ -1870,6 +1870,44 @@ export interface operations {
             };
             /** @description Forbidden: `forbidden` */
             403: {
+                headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Payload too large: `payload_too_large` */
+            413: {
+                headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unsupported media type: `unsupported_media_type` */
+            415: {
                 headers: {
                     /**
                      * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
@@ -2120,6 +2158,7 @@ export interface operations {
         parameters: {
             query?: {
                 limit?: number;
+                /** @description The nextCursor of the page before (opaque); any other answers 400 validation_failed */
                 cursor?: string;
                 /** @description Only the keys this user is accountable for */
                 createdBy?: string;
@@ -2316,7 +2355,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Bad request: `validation_failed` */
+            /** @description Bad request: `validation_failed`, `bad_request` */
             400: {
                 headers: {
                     /**
@@ -2521,7 +2560,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Bad request: `validation_failed` */
+            /** @description Bad request: `validation_failed`, `bad_request` */
             400: {
                 headers: {
                     /**
@@ -2580,6 +2619,63 @@ export interface operations {
             };
             /** @description Not found: `not_found` */
             404: {
+                headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Payload too large: `payload_too_large` */
+            413: {
+                headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description URI too long: `uri_too_long` */
+            414: {
+                headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unsupported media type: `unsupported_media_type` */
+            415: {
                 headers: {
                     /**
                      * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
@@ -2758,6 +2854,25 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description URI too long: `uri_too_long` */
+            414: {
+                headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
@@ -2854,7 +2969,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Bad request: `validation_failed` */
+            /** @description Bad request: `validation_failed`, `bad_request` */
             400: {
                 headers: {
                     /**
@@ -2932,6 +3047,25 @@ export interface operations {
             };
             /** @description Payload too large: `payload_too_large` */
             413: {
+                headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description URI too long: `uri_too_long` */
+            414: {
                 headers: {
                     /**
                      * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
@@ -3410,7 +3544,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Bad request: `validation_failed` */
+            /** @description Bad request: `validation_failed`, `bad_request` */
             400: {
                 headers: {
                     /**
@@ -3550,7 +3684,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Bad request: `validation_failed`, `invalid_token` */
+            /** @description Bad request: `validation_failed`, `bad_request`, `invalid_token` */
             400: {
                 headers: {
                     /**
@@ -3687,7 +3821,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Bad request: `validation_failed`, `invalid_token` */
+            /** @description Bad request: `validation_failed`, `bad_request`, `invalid_token` */
             400: {
                 headers: {
                     /**
@@ -3818,7 +3952,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Bad request: `bad_request` */
+            /** @description Bad request: `validation_failed`, `bad_request` */
             400: {
                 headers: {
                     /**
@@ -3858,6 +3992,44 @@ export interface operations {
             };
             /** @description Forbidden: `forbidden` */
             403: {
+                headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Payload too large: `payload_too_large` */
+            413: {
+                headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unsupported media type: `unsupported_media_type` */
+            415: {
                 headers: {
                     /**
                      * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
@@ -3923,6 +4095,7 @@ export interface operations {
             query?: {
                 /** @example 20 */
                 limit?: number;
+                /** @description The nextCursor of the page before (opaque); any other answers 400 validation_failed */
                 cursor?: string;
                 /** @example ada */
                 q?: string;
@@ -4071,6 +4244,7 @@ export interface operations {
         parameters: {
             query?: {
                 limit?: number;
+                /** @description The nextCursor of the page before (opaque); any other answers 400 validation_failed */
                 cursor?: string;
             };
             header?: never;
@@ -4189,6 +4363,25 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description URI too long: `uri_too_long` */
+            414: {
+                headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
@@ -4280,7 +4473,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Bad request: `validation_failed` */
+            /** @description Bad request: `validation_failed`, `bad_request` */
             400: {
                 headers: {
                     /**
@@ -4358,6 +4551,63 @@ export interface operations {
             };
             /** @description Conflict: `idempotency_key_in_use`, `invalid_state` */
             409: {
+                headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Payload too large: `payload_too_large` */
+            413: {
+                headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description URI too long: `uri_too_long` */
+            414: {
+                headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unsupported media type: `unsupported_media_type` */
+            415: {
                 headers: {
                     /**
                      * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
@@ -4485,7 +4735,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Bad request: `validation_failed` */
+            /** @description Bad request: `validation_failed`, `bad_request` */
             400: {
                 headers: {
                     /**
@@ -4580,6 +4830,63 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Payload too large: `payload_too_large` */
+            413: {
+                headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description URI too long: `uri_too_long` */
+            414: {
+                headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unsupported media type: `unsupported_media_type` */
+            415: {
+                headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Unprocessable content: `idempotency_key_reused` */
             422: {
                 headers: {
@@ -4646,6 +4953,7 @@ export interface operations {
         parameters: {
             query?: {
                 limit?: number;
+                /** @description The nextCursor of the page before (opaque); any other answers 400 validation_failed */
                 cursor?: string;
                 /** @description Staff only: include inactive products */
                 includeInactive?: boolean;
@@ -4860,7 +5168,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Bad request: `validation_failed` */
+            /** @description Bad request: `validation_failed`, `bad_request` */
             400: {
                 headers: {
                     /**
@@ -5127,6 +5435,25 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description URI too long: `uri_too_long` */
+            414: {
+                headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
@@ -5258,7 +5585,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Bad request: `validation_failed` */
+            /** @description Bad request: `validation_failed`, `bad_request` */
             400: {
                 headers: {
                     /**
@@ -5336,6 +5663,25 @@ export interface operations {
             };
             /** @description Payload too large: `payload_too_large` */
             413: {
+                headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description URI too long: `uri_too_long` */
+            414: {
                 headers: {
                     /**
                      * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
@@ -5549,6 +5895,25 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description URI too long: `uri_too_long` */
+            414: {
+                headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
@@ -5596,6 +5961,7 @@ export interface operations {
         parameters: {
             query?: {
                 limit?: number;
+                /** @description The nextCursor of the page before (opaque); any other answers 400 validation_failed */
                 cursor?: string;
             };
             header?: never;
@@ -5790,7 +6156,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Bad request: `validation_failed`, `idempotency_key_required` */
+            /** @description Bad request: `validation_failed`, `bad_request`, `idempotency_key_required` */
             400: {
                 headers: {
                     /**
@@ -5904,6 +6270,25 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description URI too long: `uri_too_long` */
+            414: {
+                headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Unsupported media type: `unsupported_media_type` */
             415: {
                 headers: {
@@ -5923,7 +6308,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Unprocessable content: `idempotency_key_reused` */
+            /** @description Unprocessable content: `idempotency_key_reused`, `limit_exceeded` */
             422: {
                 headers: {
                     /**
@@ -5989,6 +6374,7 @@ export interface operations {
         parameters: {
             query?: {
                 limit?: number;
+                /** @description The nextCursor of the page before (opaque); any other answers 400 validation_failed */
                 cursor?: string;
             };
             header?: never;
@@ -6109,6 +6495,25 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description URI too long: `uri_too_long` */
+            414: {
+                headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
@@ -6156,6 +6561,7 @@ export interface operations {
         parameters: {
             query?: {
                 limit?: number;
+                /** @description The nextCursor of the page before (opaque); any other answers 400 validation_failed */
                 cursor?: string;
                 status?: "pending_payment" | "paid" | "payment_failed" | "cancelled" | "fulfilled";
                 /** @description Staff: only this customer's orders (a customer always sees only their own) */
@@ -6410,7 +6816,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Bad request: `validation_failed`, `idempotency_key_required` */
+            /** @description Bad request: `validation_failed`, `bad_request`, `idempotency_key_required` */
             400: {
                 headers: {
                     /**
@@ -6708,6 +7114,25 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description URI too long: `uri_too_long` */
+            414: {
+                headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
@@ -6822,7 +7247,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Bad request: `validation_failed`, `idempotency_key_required` */
+            /** @description Bad request: `validation_failed`, `bad_request`, `idempotency_key_required` */
             400: {
                 headers: {
                     /**
@@ -6900,6 +7325,63 @@ export interface operations {
             };
             /** @description Conflict: `idempotency_key_in_use`, `invalid_state` */
             409: {
+                headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Payload too large: `payload_too_large` */
+            413: {
+                headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description URI too long: `uri_too_long` */
+            414: {
+                headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unsupported media type: `unsupported_media_type` */
+            415: {
                 headers: {
                     /**
                      * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
@@ -7050,7 +7532,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Bad request: `validation_failed` */
+            /** @description Bad request: `validation_failed`, `bad_request` */
             400: {
                 headers: {
                     /**
@@ -7128,6 +7610,63 @@ export interface operations {
             };
             /** @description Conflict: `idempotency_key_in_use`, `invalid_state` */
             409: {
+                headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Payload too large: `payload_too_large` */
+            413: {
+                headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description URI too long: `uri_too_long` */
+            414: {
+                headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unsupported media type: `unsupported_media_type` */
+            415: {
                 headers: {
                     /**
                      * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
@@ -7341,6 +7880,25 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description URI too long: `uri_too_long` */
+            414: {
+                headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
@@ -7463,6 +8021,25 @@ export interface operations {
             };
             /** @description Not found: `not_found` */
             404: {
+                headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description URI too long: `uri_too_long` */
+            414: {
                 headers: {
                     /**
                      * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
@@ -7651,6 +8228,25 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description URI too long: `uri_too_long` */
+            414: {
+                headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
@@ -7812,6 +8408,25 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description URI too long: `uri_too_long` */
+            414: {
+                headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
@@ -7859,6 +8474,7 @@ export interface operations {
         parameters: {
             query?: {
                 limit?: number;
+                /** @description The nextCursor of the page before (opaque); any other answers 400 validation_failed */
                 cursor?: string;
             };
             header?: never;
@@ -8037,10 +8653,13 @@ export interface operations {
                  *     }
                  */
                 "application/json": {
-                    /** @description An http:// or https:// URL that accepts POST, on a public address (loopback, private, link-local and other non-public addresses are refused unless WEBHOOK_ALLOW_PRIVATE_URLS is on) */
+                    /**
+                     * Format: uri
+                     * @description An absolute http:// or https:// URL that accepts POST, on a public address (loopback, private, link-local and other non-public addresses are refused unless WEBHOOK_ALLOW_PRIVATE_URLS is on)
+                     */
                     url: string;
                     /** @description Event types to receive, or ["*"] (alone) for every type, including types added later. */
-                    events: ("order.created" | "order.paid" | "order.payment_failed" | "order.cancelled" | "order.fulfilled" | "message.created" | "*")[];
+                    events: "*"[] | ("order.created" | "order.paid" | "order.payment_failed" | "order.cancelled" | "order.fulfilled" | "message.created")[];
                 };
             };
         };
@@ -8089,7 +8708,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Bad request: `validation_failed` */
+            /** @description Bad request: `validation_failed`, `bad_request` */
             400: {
                 headers: {
                     /**
@@ -8395,6 +9014,25 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description URI too long: `uri_too_long` */
+            414: {
+                headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
@@ -8467,7 +9105,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Bad request: `validation_failed` */
+            /** @description Bad request: `validation_failed`, `bad_request` */
             400: {
                 headers: {
                     /**
@@ -8526,6 +9164,63 @@ export interface operations {
             };
             /** @description Not found: `not_found` */
             404: {
+                headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Payload too large: `payload_too_large` */
+            413: {
+                headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description URI too long: `uri_too_long` */
+            414: {
+                headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unsupported media type: `unsupported_media_type` */
+            415: {
                 headers: {
                     /**
                      * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
@@ -8604,10 +9299,13 @@ export interface operations {
                  *     }
                  */
                 "application/json": {
-                    /** @description An http:// or https:// URL that accepts POST, on a public address (loopback, private, link-local and other non-public addresses are refused unless WEBHOOK_ALLOW_PRIVATE_URLS is on) */
+                    /**
+                     * Format: uri
+                     * @description An absolute http:// or https:// URL that accepts POST, on a public address (loopback, private, link-local and other non-public addresses are refused unless WEBHOOK_ALLOW_PRIVATE_URLS is on)
+                     */
                     url?: string;
                     /** @description Event types to receive, or ["*"] (alone) for every type, including types added later. */
-                    events?: ("order.created" | "order.paid" | "order.payment_failed" | "order.cancelled" | "order.fulfilled" | "message.created" | "*")[];
+                    events?: "*"[] | ("order.created" | "order.paid" | "order.payment_failed" | "order.cancelled" | "order.fulfilled" | "message.created")[];
                     enabled?: boolean;
                 };
             };
@@ -8655,7 +9353,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Bad request: `validation_failed` */
+            /** @description Bad request: `validation_failed`, `bad_request` */
             400: {
                 headers: {
                     /**
@@ -8733,6 +9431,25 @@ export interface operations {
             };
             /** @description Payload too large: `payload_too_large` */
             413: {
+                headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description URI too long: `uri_too_long` */
+            414: {
                 headers: {
                     /**
                      * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
@@ -8871,7 +9588,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Bad request: `validation_failed` */
+            /** @description Bad request: `validation_failed`, `bad_request` */
             400: {
                 headers: {
                     /**
@@ -8985,6 +9702,25 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description URI too long: `uri_too_long` */
+            414: {
+                headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Unsupported media type: `unsupported_media_type` */
             415: {
                 headers: {
@@ -9070,6 +9806,7 @@ export interface operations {
         parameters: {
             query?: {
                 limit?: number;
+                /** @description The nextCursor of the page before (opaque); any other answers 400 validation_failed */
                 cursor?: string;
                 /** @description Only the attempts for this event */
                 eventId?: string;
@@ -9187,6 +9924,25 @@ export interface operations {
             };
             /** @description Not found: `not_found` */
             404: {
+                headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description URI too long: `uri_too_long` */
+            414: {
                 headers: {
                     /**
                      * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
@@ -9372,6 +10128,25 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description URI too long: `uri_too_long` */
+            414: {
+                headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
@@ -9462,7 +10237,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Bad request: `validation_failed` */
+            /** @description Bad request: `validation_failed`, `bad_request` */
             400: {
                 headers: {
                     /**
@@ -9557,6 +10332,63 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Payload too large: `payload_too_large` */
+            413: {
+                headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description URI too long: `uri_too_long` */
+            414: {
+                headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unsupported media type: `unsupported_media_type` */
+            415: {
+                headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Unprocessable content: `idempotency_key_reused` */
             422: {
                 headers: {
@@ -9623,6 +10455,7 @@ export interface operations {
         parameters: {
             query?: {
                 limit?: number;
+                /** @description The nextCursor of the page before (opaque); any other answers 400 validation_failed */
                 cursor?: string;
                 /** @description pending: seen but not settled (a transient failure so far); succeeded and declined are final */
                 status?: "pending" | "succeeded" | "declined";
@@ -10599,6 +11432,25 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description URI too long: `uri_too_long` */
+            414: {
+                headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
@@ -10781,6 +11633,25 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description URI too long: `uri_too_long` */
+            414: {
+                headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
@@ -10863,7 +11734,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Bad request: `validation_failed` */
+            /** @description Bad request: `validation_failed`, `bad_request` */
             400: {
                 headers: {
                     /**
@@ -10941,6 +11812,63 @@ export interface operations {
             };
             /** @description Conflict: `idempotency_key_in_use` */
             409: {
+                headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Payload too large: `payload_too_large` */
+            413: {
+                headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description URI too long: `uri_too_long` */
+            414: {
+                headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unsupported media type: `unsupported_media_type` */
+            415: {
                 headers: {
                     /**
                      * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
@@ -11064,7 +11992,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Bad request: `validation_failed`, `idempotency_key_required` */
+            /** @description Bad request: `validation_failed`, `bad_request`, `idempotency_key_required` */
             400: {
                 headers: {
                     /**
@@ -11284,6 +12212,25 @@ export interface operations {
                     };
                 };
             };
+            /** @description Bad request: `validation_failed`, `bad_request` */
+            400: {
+                headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
@@ -11305,6 +12252,44 @@ export interface operations {
             };
             /** @description Forbidden: `forbidden` */
             403: {
+                headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Payload too large: `payload_too_large` */
+            413: {
+                headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unsupported media type: `unsupported_media_type` */
+            415: {
                 headers: {
                     /**
                      * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
@@ -11645,7 +12630,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Bad request: `validation_failed` */
+            /** @description Bad request: `validation_failed`, `bad_request` */
             400: {
                 headers: {
                     /**
@@ -11815,6 +12800,25 @@ export interface operations {
                     };
                 };
             };
+            /** @description Bad request: `validation_failed`, `bad_request` */
+            400: {
+                headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Unauthenticated: `unauthenticated` */
             401: {
                 headers: {
@@ -11836,6 +12840,44 @@ export interface operations {
             };
             /** @description Forbidden: `forbidden` */
             403: {
+                headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Payload too large: `payload_too_large` */
+            413: {
+                headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unsupported media type: `unsupported_media_type` */
+            415: {
                 headers: {
                     /**
                      * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
@@ -11900,6 +12942,7 @@ export interface operations {
         parameters: {
             query?: {
                 limit?: number;
+                /** @description The nextCursor of the page before (opaque); any other answers 400 validation_failed */
                 cursor?: string;
                 /** @description Only conversations with messages the caller has not read */
                 unread?: boolean;
@@ -12107,7 +13150,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Bad request: `validation_failed` */
+            /** @description Bad request: `validation_failed`, `bad_request` */
             400: {
                 headers: {
                     /**
@@ -12411,6 +13454,25 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description URI too long: `uri_too_long` */
+            414: {
+                headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Too many requests: `rate_limited` */
             429: {
                 headers: {
@@ -12458,6 +13520,7 @@ export interface operations {
         parameters: {
             query?: {
                 limit?: number;
+                /** @description The nextCursor of the page before (opaque); any other answers 400 validation_failed */
                 cursor?: string;
             };
             header?: never;
@@ -12540,6 +13603,25 @@ export interface operations {
             };
             /** @description Not found: `not_found` */
             404: {
+                headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description URI too long: `uri_too_long` */
+            414: {
                 headers: {
                     /**
                      * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
@@ -12658,7 +13740,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Bad request: `validation_failed` */
+            /** @description Bad request: `validation_failed`, `bad_request` */
             400: {
                 headers: {
                     /**
@@ -12755,6 +13837,25 @@ export interface operations {
             };
             /** @description Payload too large: `payload_too_large` */
             413: {
+                headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description URI too long: `uri_too_long` */
+            414: {
                 headers: {
                     /**
                      * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
@@ -12902,7 +14003,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Bad request: `validation_failed` */
+            /** @description Bad request: `validation_failed`, `bad_request` */
             400: {
                 headers: {
                     /**
@@ -13016,6 +14117,25 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description URI too long: `uri_too_long` */
+            414: {
+                headers: {
+                    /**
+                     * @description What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`
+                     * @example "read";r=1187;t=42
+                     */
+                    RateLimit?: string;
+                    /**
+                     * @description The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)
+                     * @example "read";q=1200;w=60
+                     */
+                    "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Unsupported media type: `unsupported_media_type` */
             415: {
                 headers: {
@@ -13109,7 +14229,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description text/event-stream */
+            /** @description Server-Sent Events: `id:`, `event:` and `data:` lines, frames separated by a blank line */
             200: {
                 headers: {
                     /**
@@ -13125,7 +14245,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": string;
+                    "text/event-stream": string;
                 };
             };
             /** @description Bad request: `validation_failed` */
@@ -13213,6 +14333,7 @@ export interface operations {
         parameters: {
             query?: {
                 limit?: number;
+                /** @description The nextCursor of the page before (opaque); any other answers 400 validation_failed */
                 cursor?: string;
             };
             header?: never;

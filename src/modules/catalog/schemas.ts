@@ -116,7 +116,7 @@ export const listStock = endpoint({
 });
 
 export const adjustStock = endpoint({
-  operationId: 'adjustStock', errors: ['insufficient_stock'],
+  operationId: 'adjustStock', errors: ['insufficient_stock', 'limit_exceeded'],
   example: { params: { sku: 'TEE-M' }, body: { delta: 5, reason: 'Delivery from the supplier' } },
   method: 'POST', url: '/v1/inventory/:sku/adjustments', access: staff, tags, idempotencyKey: 'required',
   summary: 'Add or remove stock on hand, with a reason',

@@ -158,7 +158,8 @@ export const eventStream = endpoint({
   querystring: Type.Object({
     lastEventId: Type.Optional(Type.String({ maxLength: 64, description: 'Instead of the Last-Event-ID header' })),
   }, { additionalProperties: false }),
-  response: { 200: Type.String({ description: 'text/event-stream' }) },
+  produces: 'text/event-stream',
+  response: { 200: Type.String({ description: 'Server-Sent Events: `id:`, `event:` and `data:` lines, frames separated by a blank line' }) },
 });
 
 export const listMailbox = endpoint({

@@ -1,6 +1,6 @@
 import { Type, type Static, type TSchema } from 'typebox';
 import { endpoint } from '../../platform/endpoint.ts';
-import { MoneySchema } from '../../platform/schemas.ts';
+import { MoneySchema, notDotSegment } from '../../platform/schemas.ts';
 
 const tags = ['operations'] as const;
 const staffOrAdmin = ['staff', 'admin'] as const;
@@ -54,7 +54,7 @@ export const listQueueJobs = endpoint({
     'Jobs finished more than pg-boss\'s archive delay ago (12 hours) are archived and no longer listed. The dead letters of a queue are the waiting jobs of `<queue>.dead-letter`, or GET /v1/admin/jobs?queue=.',
     'Unknown queues answer 404.',
   ].join('\n\n'),
-  params: Type.Object({ queue: Type.String({ minLength: 1, maxLength: 100 }) }),
+  params: Type.Object({ queue: Type.String({ minLength: 1, maxLength: 100, pattern: notDotSegment }) }),
   querystring: Type.Object({
     state: JobStateSchema,
     limit: Type.Integer({ minimum: 1, maximum: 100, default: 20 }),
@@ -68,7 +68,7 @@ export const retryFailedJob = endpoint({
   method: 'POST', url: '/v1/admin/jobs/:id/retry', access: ['admin'], tags, idempotencyKey: 'optional',
   summary: 'Send a dead-lettered job back to its queue',
   description: 'The job goes back with its queue\'s full retry budget. With an Idempotency-Key, a repeat answers the first outcome; without one, a second retry of the same job is 404 (it is no longer dead-lettered).',
-  params: Type.Object({ id: Type.String({ minLength: 1, maxLength: 64 }) }),
+  params: Type.Object({ id: Type.String({ minLength: 1, maxLength: 64, pattern: notDotSegment }) }),
   response: { 202: Type.Object({ id: Type.String({ description: 'The new job' }) }) },
 });
 
@@ -77,7 +77,7 @@ export const getJob = endpoint({
   method: 'GET', url: '/v1/admin/jobs/:id', access: ['admin'], tags,
   summary: 'One job of any queue: its state and attempts',
   description: 'For following a job sent back from the dead letters until the queue has done its part. Jobs finished more than a few days ago are gone (404).',
-  params: Type.Object({ id: Type.String({ minLength: 1, maxLength: 64 }) }),
+  params: Type.Object({ id: Type.String({ minLength: 1, maxLength: 64, pattern: notDotSegment }) }),
   querystring: Type.Object({ queue: Type.Optional(Type.String({ minLength: 1, maxLength: 100, description: 'Its queue, when known: a faster lookup' })) }, { additionalProperties: false }),
   response: {
     200: Type.Object({

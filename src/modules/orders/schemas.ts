@@ -29,12 +29,12 @@ export const placeOrder = endpoint({
   description: [
     'Prices come from the catalog at the time of the order and are frozen on its lines.',
     'Lines naming the same SKU are merged into one line with the summed quantity before the stock check.',
-    `At most ${limits.linesPerOrder} distinct SKUs per order and ${limits.quantityPerLine} units per SKU (422 limit_exceeded beyond).`,
+    `A line's quantity is 1 to ${limits.quantityPerLine} (400 validation_failed beyond). At most ${limits.linesPerOrder} distinct SKUs per order and ${limits.quantityPerLine} units of one SKU once its lines are summed (422 limit_exceeded beyond).`,
     'Not enough stock: 409 out_of_stock, nothing reserved. Unknown or inactive SKU: 422 unknown_sku. Lines in different currencies: 422 currency_mismatch.',
     'The card is charged after the answer, by a worker; follow the status with GET /v1/orders/{id}.',
   ].join('\n\n'),
   body: Type.Object({
-    lines: Type.Array(Type.Object({ sku: Sku, quantity: Type.Integer({ minimum: 1, maximum: 1_000_000 }) }, { additionalProperties: false }), { minItems: 1, maxItems: 1000 }),
+    lines: Type.Array(Type.Object({ sku: Sku, quantity: Type.Integer({ minimum: 1, maximum: limits.quantityPerLine }) }, { additionalProperties: false }), { minItems: 1, maxItems: 1000 }),
     payment: Type.Object({ method: Type.Literal('card'), token: Type.String({ minLength: 1, maxLength: 255, pattern: '^[\\x21-\\x7e]+$', description: 'The card token from the payment processor (printable ASCII, no spaces)' }) }, { additionalProperties: false }),
   }, { additionalProperties: false }),
   response: { 201: OrderSchema },

@@ -12,19 +12,25 @@ export type WebhookEventType = (typeof webhookEventTypes)[number];
 /** Subscribes to every type, including types added later. */
 export const allEvents = '*' as const;
 
-const Url = Type.String({ minLength: 1, maxLength: 2048, description: 'An http:// or https:// URL that accepts POST, on a public address (loopback, private, link-local and other non-public addresses are refused unless WEBHOOK_ALLOW_PRIVATE_URLS is on)' });
+// What the service accepts, said by the schema itself: an absolute http(s) URL (RFC 3986, so a
+// non-ASCII host is sent in its xn-- form). Whether its address may receive webhooks depends on
+// WEBHOOK_ALLOW_PRIVATE_URLS and is checked by the service (destination.ts), as the description says.
+const Url = Type.String({
+  minLength: 1, maxLength: 2048, format: 'uri', pattern: '^[Hh][Tt][Tt][Pp][Ss]?://[^/?#]',
+  description: 'An absolute http:// or https:// URL that accepts POST, on a public address (loopback, private, link-local and other non-public addresses are refused unless WEBHOOK_ALLOW_PRIVATE_URLS is on)',
+});
 const EventType = Type.Union([
   Type.Literal('order.created'), Type.Literal('order.paid'), Type.Literal('order.payment_failed'), Type.Literal('order.cancelled'),
-  Type.Literal('order.fulfilled'), Type.Literal('message.created'), Type.Literal(allEvents),
+  Type.Literal('order.fulfilled'), Type.Literal('message.created'),
 ]);
 // Fails to compile when the list and the schema differ.
-type Listed = WebhookEventType | typeof allEvents;
 type InSchema = Static<typeof EventType>;
-const _eventTypesMatchSchema: [Listed] extends [InSchema] ? ([InSchema] extends [Listed] ? true : never) : never = true;
-const Events = Type.Array(EventType, {
-  minItems: 1, maxItems: webhookEventTypes.length, uniqueItems: true,
-  description: `Event types to receive, or ["${allEvents}"] (alone) for every type, including types added later.`,
-});
+const _eventTypesMatchSchema: [WebhookEventType] extends [InSchema] ? ([InSchema] extends [WebhookEventType] ? true : never) : never = true;
+// Either ["*"] alone or a list of types: the two branches cannot both match.
+const Events = Type.Union([
+  Type.Array(Type.Literal(allEvents), { minItems: 1, maxItems: 1, description: 'Every type, including types added later' }),
+  Type.Array(EventType, { minItems: 1, maxItems: webhookEventTypes.length, uniqueItems: true, description: 'These types' }),
+], { description: `Event types to receive, or ["${allEvents}"] (alone) for every type, including types added later.` });
 
 export const WebhookEndpointSchema = Type.Object({
   id: Type.String(),
@@ -177,7 +183,7 @@ export const redeliverEvent = endpoint({
   method: 'POST', url: '/v1/webhook-endpoints/:id/deliveries/:eventId/redeliver', access: admin, tags, idempotencyKey: 'optional',
   summary: 'Send an event to this endpoint again, now, with the same event id',
   description: 'Allowed for an event the endpoint was sent before or is subscribed to. A delivery still being retried is replaced by this one. 409 invalid_state for a disabled endpoint.',
-  params: Type.Object({ id: IdParams.properties.id, eventId: Type.String({ minLength: 1, maxLength: 64 }) }),
+  params: Type.Object({ id: IdParams.properties.id, eventId: IdParams.properties.id }),
   response: { 202: RedeliverySchema },
 });
 
@@ -202,6 +208,6 @@ export const getWebhookDelivery = endpoint({
   method: 'GET', url: '/v1/webhook-endpoints/:id/deliveries/:eventId', access: admin, tags,
   summary: 'One delivery of an event to this endpoint: its state, attempts, next retry and the payload sent',
   description: 'The headers and answers of its attempts are in GET /v1/webhook-endpoints/{id}/deliveries?eventId=.',
-  params: Type.Object({ id: IdParams.properties.id, eventId: Type.String({ minLength: 1, maxLength: 64 }) }),
+  params: Type.Object({ id: IdParams.properties.id, eventId: IdParams.properties.id }),
   response: { 200: WebhookDeliverySchema },
 });
