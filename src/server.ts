@@ -6,7 +6,7 @@ import net from 'node:net';
 import { join, resolve } from 'node:path';
 import { pino } from 'pino';
 import type { FastifyInstance } from 'fastify';
-import type { Config } from './config.ts';
+import { productionRefusals, productionWarnings, type Config } from './config.ts';
 import { traceDb } from './platform/tracing.ts';
 import { openDatabase, type Db } from './platform/db.ts';
 import { migrate, MigrationError } from './platform/migrate.ts';
@@ -173,6 +173,9 @@ export function adminLines(admin: { email: string; generatedPassword: string | n
 const embeddedInProduction = 'NODE_ENV is production but DATABASE_URL is not set: the embedded database never flushes to disk (no fsync), so an OS crash or power loss can lose orders and payments already acknowledged; use PostgreSQL (DATABASE_URL) in production';
 
 export async function startServer(config: Readonly<Config>): Promise<{ app: FastifyInstance; db: Db; stop: () => Promise<void> }> {
+  // Before anything is opened: a production start that would serve unsafely does not start at all.
+  const refusals = productionRefusals(config);
+  if (refusals.length > 0) throw new StartError(refusals.join('\n'));
   // Before the logger and the database, which trace themselves when it is on.
   const stopTracing = await startTracing(config.tracing);
   const log = pino(loggerOptions(config.logLevel));
@@ -180,6 +183,10 @@ export async function startServer(config: Readonly<Config>): Promise<{ app: Fast
   if (config.production && !config.databaseUrl) {
     log.warn(embeddedInProduction);
     process.stderr.write(`Warning: ${embeddedInProduction}\n`);
+  }
+  for (const warning of productionWarnings(config)) {
+    log.warn(warning);
+    process.stderr.write(`Warning: ${warning}\n`);
   }
   const db = await openAndMigrate(config, log);
   let app: FastifyInstance | undefined;
