@@ -88,7 +88,7 @@ export async function buildApp(config: Readonly<Config>, db: Db, options: BuildO
   if (rateLimits) app.addHook('onRequest', rateLimits.countCaller);
   await registerOpenApi(app, version);
 
-  operationsRoutes(app, { db, migrations: await loadMigrations(), metrics });
+  operationsRoutes(app, { db, migrations: await loadMigrations(), metrics, metricsAccess: { enabled: config.metrics, token: config.metricsToken } });
   accountsRoutes(app, { db, config });
   catalogRoutes(app, { db });
   // An in-process worker starts on a new charge at once instead of at its next poll.
@@ -100,7 +100,7 @@ export async function buildApp(config: Readonly<Config>, db: Db, options: BuildO
   webhooksRoutes(app, { db, policy: { allowPrivateUrls: config.webhookAllowPrivateUrls } });
   sandboxRoutes(app, { db });
   ledgerRoutes(app, { db, paymentProvider: config.paymentProvider });
-  operationsAdminRoutes(app, { db, eventStreamHeartbeatSeconds: config.eventStreamHeartbeatSeconds, paymentProvider: config.paymentProvider });
+  operationsAdminRoutes(app, { db, eventStreamHeartbeatSeconds: config.eventStreamHeartbeatSeconds, paymentProvider: config.paymentProvider, metrics: { enabled: config.metrics, token: config.metricsToken } });
   // The drill's outage control exists only where the sandbox is the processor.
   if (config.paymentProvider === 'sandbox') sandboxOutageRoutes(app, { db });
   // Messaging checks an order a customer cites with a function of orders, not an import (see docs/ARCHITECTURE.md).

@@ -7,6 +7,7 @@ import { waitFor } from './support/wait.ts';
 import { buildApp } from '../src/app.ts';
 
 const quiet = { logStream: { write: () => {} } };
+const metricsToken = 'scrape-token-0123456789abcdef';
 
 function get(app: FastifyInstance, url: string, from: { address?: string; token?: string }): Promise<LightMyRequestResponse> {
   return app.inject({ method: 'GET', url, remoteAddress: from.address ?? '127.0.0.1', headers: from.token ? { authorization: `Bearer ${from.token}` } : {} });
@@ -94,12 +95,12 @@ forEachEngine('API rate limits: whose allowance, shared across processes', (env)
     await untilRefused(() => get(app, '/v1/products', { address }));
     for (const url of ['/healthz', '/readyz', '/metrics', '/metrics/system']) {
       for (let i = 0; i < 25; i++) {
-        const res = await get(app, url, { address });
+        const res = await get(app, url, { address, ...(url.startsWith('/metrics') ? { token: metricsToken } : {}) });
         assert.equal(res.statusCode, 200, `${url}: ${res.body.slice(0, 200)}`);
         assert.equal(res.headers.ratelimit, undefined, url);
       }
     }
-    assert.match((await get(app, '/metrics', { address })).body, /engine_room_requests_rate_limited_total\{policy="read"\} [1-9]/);
+    assert.match((await get(app, '/metrics', { address, token: metricsToken })).body, /engine_room_requests_rate_limited_total\{policy="read"\} [1-9]/);
   });
 
   it('made-up tokens from one address are counted against it: past the limit they get 429 and are no longer looked up', async () => {
@@ -171,4 +172,4 @@ forEachEngine('API rate limits: whose allowance, shared across processes', (env)
       await other.close();
     }
   });
-}, { RATE_LIMIT_WINDOW_SECONDS: '3600', RATE_LIMIT_READ_MAX: '20', RATE_LIMIT_WRITE_MAX: '1000', RATE_LIMIT_AUTH_MAX: '4' });
+}, { RATE_LIMIT_WINDOW_SECONDS: '3600', RATE_LIMIT_READ_MAX: '20', RATE_LIMIT_WRITE_MAX: '1000', RATE_LIMIT_AUTH_MAX: '4', METRICS_TOKEN: metricsToken });
