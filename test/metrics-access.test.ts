@@ -3,10 +3,13 @@
 // statuses they count being the ones clients got.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import type { FastifyInstance } from 'fastify';
+import Fastify, { type FastifyInstance } from 'fastify';
 import { forEachEngine } from './support/app.ts';
+import { waitFor } from './support/wait.ts';
 import { buildApp } from '../src/app.ts';
 import type { Db } from '../src/platform/db.ts';
+import { createCounters, registerMetrics } from '../src/platform/metrics.ts';
+import { registerHttpPlatform } from '../src/platform/http.ts';
 import { cachedSystemMetrics } from '../src/modules/operations/system-metrics.ts';
 
 const quiet = { logStream: { write: () => {} } };
@@ -128,5 +131,33 @@ describe('the system figures, cached', () => {
     fail = false;
     await figures();
     assert.equal(calls, 3, 'the failure was not kept');
+  });
+});
+
+describe('the statuses the metrics count', () => {
+  it('are those the client got, even when an error is handled after the answer went out', async () => {
+    const app = Fastify({ logger: false });
+    await registerHttpPlatform(app, { corsOrigins: [] });
+    const counters = createCounters();
+    const registry = registerMetrics(app, { counters });
+    // As a handler whose work fails once its answer is out: the error handler runs on a sent reply.
+    app.post('/late-failure', async (request, reply) => {
+      await reply.code(201).send({ ok: true });
+      app.errorHandler(new Error('failed after the answer'), request, reply);
+    });
+    try {
+      // Over a real socket, as in production: 'finish' (and onResponse) comes after the handler went on.
+      const base = await app.listen({ port: 0, host: '127.0.0.1' });
+      const res = await fetch(`${base}/late-failure`, { method: 'POST' });
+      assert.equal(res.status, 201);
+      assert.deepEqual(await res.json(), { ok: true });
+      await waitFor('the request to be counted', async () => ((await registry.getSingleMetric('http_requests_total')?.get())?.values.length ? true : undefined));
+      const text = await registry.metrics();
+      assert.match(text, /^http_requests_total\{method="POST",route="\/late-failure",status="201"\} 1$/m);
+      assert.doesNotMatch(text, /status="500"/);
+      assert.deepEqual(Object.keys(counters.drain()?.counters ?? {}), ['http.requests\t2xx']);
+    } finally {
+      await app.close();
+    }
   });
 });
