@@ -10,7 +10,7 @@ import { frameworkError, maxPathSegmentLength, registerHttpPlatform, requestIdFo
 import { registerAuth } from './platform/auth.ts';
 import { createCounters, limitCounters, registerMetrics } from './platform/metrics.ts';
 import { registerLoadShedding } from './platform/load-shedding.ts';
-import { registerApiRateLimits } from './platform/api-rate-limit.ts';
+import { createApiRateLimits } from './platform/api-rate-limit.ts';
 import { registerOpenApi } from './platform/openapi.ts';
 import { operationsRoutes } from './platform/operations.ts';
 import { loggerOptions } from './platform/log.ts';
@@ -82,14 +82,16 @@ export async function buildApp(config: Readonly<Config>, db: Db, options: BuildO
   const counters = createCounters();
   const metrics = registerMetrics(app, { counters, db });
   const overloadCounters = limitCounters(metrics);
-  // onRequest hooks run in this order: shed an overload before any work, then authenticate, then
-  // count the request against its caller's rate limit (keyed by who authentication found).
+  // onRequest hooks run in this order: shed an overload before any work, then authenticate (what it
+  // refuses is counted against the client address), then count the request against its caller's
+  // rate limit (keyed by who authentication found).
+  const rateLimits = createApiRateLimits(app, { db, settings: config.rateLimits, refused: overloadCounters.rateLimited });
   registerLoadShedding(app, { db, settings: { eventLoopDelayMs: config.shedEventLoopDelayMs, dbWaiting: config.shedDbWaiting, maxInFlight: config.shedMaxInFlight }, shed: overloadCounters.shed });
-  registerAuth(app, tokenResolver(db));
-  registerApiRateLimits(app, { db, settings: config.rateLimits, refused: overloadCounters.rateLimited });
+  registerAuth(app, tokenResolver(db), rateLimits?.credentialGuard);
+  if (rateLimits) app.addHook('onRequest', rateLimits.countCaller);
   await registerOpenApi(app, version);
 
-  operationsRoutes(app, { db, migrations: await loadMigrations(), metrics });
+  operationsRoutes(app, { db, migrations: await loadMigrations(), metrics, metricsAccess: { enabled: config.metrics, token: config.metricsToken } });
   accountsRoutes(app, { db, config });
   catalogRoutes(app, { db });
   // An in-process worker starts on a new charge at once instead of at its next poll.
@@ -101,7 +103,7 @@ export async function buildApp(config: Readonly<Config>, db: Db, options: BuildO
   webhooksRoutes(app, { db, policy: { allowPrivateUrls: config.webhookAllowPrivateUrls } });
   sandboxRoutes(app, { db });
   ledgerRoutes(app, { db, paymentProvider: config.paymentProvider });
-  operationsAdminRoutes(app, { db, eventStreamHeartbeatSeconds: config.eventStreamHeartbeatSeconds, paymentProvider: config.paymentProvider });
+  operationsAdminRoutes(app, { db, eventStreamHeartbeatSeconds: config.eventStreamHeartbeatSeconds, paymentProvider: config.paymentProvider, metrics: { enabled: config.metrics, token: config.metricsToken } });
   // The drill's outage control exists only where the sandbox is the processor.
   if (config.paymentProvider === 'sandbox') sandboxOutageRoutes(app, { db });
   // Messaging checks an order a customer cites with a function of orders, not an import (see docs/ARCHITECTURE.md).

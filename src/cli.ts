@@ -335,8 +335,10 @@ main(process.argv.slice(2)).then(
       // A usage error, like an unknown command or option: exit status 2.
       process.stderr.write(`engine-room: ${(err as Error).message} (engine-room --help lists the commands and options)\n`);
       process.exit(2);
-    } else if (err instanceof (await import('./server.ts')).StartError) process.stderr.write(`engine-room: cannot start: ${err.message}\n`);
-    else process.stderr.write(`engine-room: ${(err as Error).stack ?? String(err)}\n`);
+    } else if (err instanceof (await import('./server.ts')).StartError) {
+      // One line per reason (a production start may be refused for several).
+      process.stderr.write(err.message.split('\n').map((line) => `engine-room: cannot start: ${line}\n`).join(''));
+    } else process.stderr.write(`engine-room: ${(err as Error).stack ?? String(err)}\n`);
     process.exit(1);
   },
 );

@@ -1,6 +1,7 @@
 // Configuration is read from the environment once, validated, and frozen. Nothing else in the code
 // reads process.env (a lint rule holds the line), so every knob is listed here and in the README.
 import { isIP } from 'node:net';
+import ipaddr from 'ipaddr.js';
 import type { TracingSettings } from './platform/tracing.ts';
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
@@ -56,6 +57,13 @@ export interface Config {
   keepAliveTimeoutSeconds: number;
   /** Seconds to let in-flight requests finish on SIGTERM before closing anyway. */
   shutdownTimeoutSeconds: number;
+  /** METRICS=off: no /metrics and /metrics/system at all (404). */
+  metrics: boolean;
+  /**
+   * METRICS_TOKEN: the bearer token /metrics and /metrics/system ask for (what Prometheus sends);
+   * unset, they answer only requests from loopback that no proxy forwarded (src/platform/metrics-access.ts).
+   */
+  metricsToken: string | undefined;
   /** Cookie "Secure" flag; off only for plain-http local development. */
   secureCookies: boolean;
   /** Run the job workers inside `start` (the default), or leave them to `engine-room worker` processes. */
@@ -174,7 +182,8 @@ function isAddressOrRange(entry: string): boolean {
   if (proxyNames.has(entry)) return true;
   const [address = '', prefix, ...rest] = entry.split('/');
   const family = isIP(address);
-  if (family === 0 || rest.length > 0) return false;
+  // Both Node's parser and ipaddr.js's (the one Fastify's proxy-addr uses at start) must accept it.
+  if (family === 0 || rest.length > 0 || !ipaddr.isValid(address)) return false;
   return prefix === undefined || (/^\d{1,3}$/.test(prefix) && Number(prefix) <= (family === 4 ? 32 : 128));
 }
 
@@ -194,7 +203,70 @@ function parseTrustProxy(env: Env): false | string[] {
   if (bad !== undefined || entries.length === 0) {
     throw new ConfigError(`TRUST_PROXY must be false or the addresses and CIDR ranges of your proxies, like 10.0.0.0/8,127.0.0.1 (got "${bad ?? raw}")`);
   }
+  const everyone = trustsEveryone(entries);
+  if (everyone) {
+    throw new ConfigError(`TRUST_PROXY=${raw} trusts ${everyone}, so any client could write its own X-Forwarded-For; list only the addresses or ranges your proxies connect from (e.g. 10.0.0.0/8)`);
+  }
   return entries;
+}
+
+// Whether a list of proxies trusts (effectively) every client. Fastify's proxy-addr would throw at
+// start on a /0 (a stack trace, not a config error), and several ranges can add up to everything
+// (0.0.0.0/1,128.0.0.0/1). Addresses that are never a public client's (private, loopback,
+// link-local, documentation, multicast, reserved) count as covered: a list that trusts every
+// public address trusts every client that matters. An IPv6 range over ::ffff:0:0/96 covers IPv4.
+interface Span { from: bigint; to: bigint }
+
+const notPublicV4 = ['0.0.0.0/8', '10.0.0.0/8', '100.64.0.0/10', '127.0.0.0/8', '169.254.0.0/16', '172.16.0.0/12', '192.0.0.0/24', '192.0.2.0/24',
+  '192.168.0.0/16', '198.18.0.0/15', '198.51.100.0/24', '203.0.113.0/24', '224.0.0.0/4', '240.0.0.0/4'];
+/** Every IPv6 address outside 2000::/3 (global unicast) is not a public client's. */
+const notPublicV6 = ['::/3', '4000::/2', '8000::/1'];
+
+function spanOf(address: ipaddr.IPv4 | ipaddr.IPv6, prefix: number): Span {
+  const bits = address.kind() === 'ipv4' ? 32 : 128;
+  const value = address.toByteArray().reduce((n, byte) => (n << 8n) | BigInt(byte), 0n);
+  const size = 1n << BigInt(bits - prefix);
+  const from = (value / size) * size;
+  return { from, to: from + size - 1n };
+}
+
+function spanOfCidr(cidr: string): Span {
+  const [address, prefix] = ipaddr.parseCIDR(cidr);
+  return spanOf(address, prefix);
+}
+
+/** Whether the spans together cover all of target. */
+function covers(spans: Span[], target: Span): boolean {
+  let next = target.from;
+  for (const s of [...spans].sort((a, b) => (a.from < b.from ? -1 : a.from > b.from ? 1 : 0))) {
+    if (s.from > next) return false;
+    if (s.to >= next) next = s.to + 1n;
+    if (next > target.to) return true;
+  }
+  return next > target.to;
+}
+
+/** What the entries trust that they must not ('every IPv4 address', ...), or undefined. */
+function trustsEveryone(entries: string[]): string | undefined {
+  const v4: Span[] = [];
+  const v6: Span[] = [];
+  const mappedV4 = spanOfCidr('::ffff:0.0.0.0/96');
+  for (const entry of entries) {
+    if (proxyNames.has(entry)) continue;
+    const [text = '', prefixText] = entry.split('/');
+    const address = ipaddr.parse(text.replace(/%.*$/, ''));
+    const prefix = prefixText === undefined ? (address.kind() === 'ipv4' ? 32 : 128) : Number(prefixText);
+    if (address.kind() === 'ipv6' && (address as ipaddr.IPv6).isIPv4MappedAddress() && prefix >= 96) {
+      v4.push(spanOf((address as ipaddr.IPv6).toIPv4Address(), prefix - 96));
+      continue;
+    }
+    const span = spanOf(address, prefix);
+    (address.kind() === 'ipv4' ? v4 : v6).push(span);
+    if (address.kind() === 'ipv6' && span.from <= mappedV4.from && span.to >= mappedV4.to) v4.push({ from: 0n, to: (1n << 32n) - 1n });
+  }
+  if (covers([...v4, ...notPublicV4.map(spanOfCidr)], { from: 0n, to: (1n << 32n) - 1n })) return 'every public IPv4 address';
+  if (covers([...v6, ...notPublicV6.map(spanOfCidr)], { from: 0n, to: (1n << 128n) - 1n })) return 'every public IPv6 address';
+  return undefined;
 }
 
 function parseWorkers(env: Env): boolean {
@@ -285,6 +357,9 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
   if (paymentProvider === 'stripe' && !stripeSecretKey) throw new ConfigError('STRIPE_SECRET_KEY must be set when PAYMENT_PROVIDER is stripe');
   const smtpUrl = env.SMTP_URL?.trim() || undefined;
   if (smtpUrl !== undefined && !/^smtps?:\/\/[^\s]+$/.test(smtpUrl)) throw new ConfigError('SMTP_URL must be an smtp:// or smtps:// URL');
+  const metricsToken = env.METRICS_TOKEN?.trim() || undefined;
+  // Not echoed: it is a secret. Long enough that guessing it is hopeless (openssl rand -hex 32).
+  if (metricsToken !== undefined && !/^[\x21-\x7e]{16,256}$/.test(metricsToken)) throw new ConfigError('METRICS_TOKEN must be 16 to 256 printable characters without spaces (e.g. openssl rand -hex 32)');
   const mailFrom = env.MAIL_FROM?.trim() || 'Engine Room <no-reply@engine-room.local>';
   const production = env.NODE_ENV?.trim() === 'production';
   if (/[\r\n]/.test(mailFrom) || !/@/.test(mailFrom)) throw new ConfigError('MAIL_FROM must be one email address, like "Shop <no-reply@shop.example>"');
@@ -327,6 +402,8 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     keepAliveTimeoutSeconds: intVar(env, 'KEEP_ALIVE_TIMEOUT_SECONDS', 72, 1, 3600),
     shutdownTimeoutSeconds: intVar(env, 'SHUTDOWN_TIMEOUT_SECONDS', 10, 0, 600),
     secureCookies: boolVar(env, 'SECURE_COOKIES', true),
+    metrics: boolVar(env, 'METRICS', true),
+    metricsToken,
     inlineWorkers: parseWorkers(env),
     workerConcurrency: intVar(env, 'WORKER_CONCURRENCY', 8, 1, 1000),
     chargeBatchSize: intVar(env, 'CHARGE_BATCH_SIZE', 32, 1, 500),
@@ -360,17 +437,34 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
   });
 }
 
+function isLoopbackHost(host: string): boolean {
+  return host === 'localhost' || (ipaddr.isValid(host) && ipaddr.process(host).range() === 'loopback');
+}
+
 /**
- * Settings that are valid but unsafe in production: under NODE_ENV=production each one found is a
- * line (naming its variable) and the start refuses to go on (server.ts). Checked at start, not in
- * loadConfig, so that `migrate`, `audit` and the tests can still load such a configuration.
- * One line per rule: add new ones here.
+ * Why `engine-room start` with NODE_ENV=production must not serve with this configuration, one
+ * line each (empty: it may). Pure, so each check is tested without starting anything. Checked at
+ * start, not in loadConfig, so that `migrate`, `audit` and the tests can still load such a
+ * configuration. Only what is unsafe in any production is refused; what may be right in some (a
+ * service reached without a proxy) is in productionWarnings. One line per rule: add new ones here.
  */
 export function productionRefusals(config: Readonly<Config>): string[] {
   if (!config.production) return [];
   const refusals: string[] = [];
-  if (config.devMailbox) {
-    refusals.push('DEV_MAILBOX=true is refused under NODE_ENV=production: the dev mailbox keeps mail in the database for admins to read instead of sending it; unset DEV_MAILBOX and set SMTP_URL');
-  }
+  // The shop's revenue, queue sizes and per-route error counts, to whoever asks.
+  if (config.metrics && config.metricsToken === undefined) refusals.push('METRICS_TOKEN is not set: in production /metrics and /metrics/system need a bearer token for Prometheus to send (or METRICS=off)');
+  // Without it, password resets and order confirmations never reach customers.
+  if (config.smtpUrl === undefined) refusals.push('SMTP_URL is not set: in production mail (password resets, order confirmations) would never reach customers; set SMTP_URL');
+  if (config.devMailbox) refusals.push('DEV_MAILBOX=true is refused under NODE_ENV=production: the dev mailbox keeps mail in the database for admins to read instead of sending it; unset DEV_MAILBOX and set SMTP_URL');
+  if (config.webhookAllowPrivateUrls) refusals.push('WEBHOOK_ALLOW_PRIVATE_URLS is true: in production an admin\'s webhook could reach the internal network; unset it');
   return refusals;
+}
+
+/** What a production start says on standard error and in the log, and then serves anyway. */
+export function productionWarnings(config: Readonly<Config>): string[] {
+  if (!config.production) return [];
+  const warnings: string[] = [];
+  if (config.trustProxy === false && !isLoopbackHost(config.host)) warnings.push(`HOST is ${config.host} and TRUST_PROXY is not set: right when clients connect directly; behind a proxy or load balancer every client counts as the proxy's address (login throttling, rate limits), so set TRUST_PROXY to its addresses`);
+  if (!config.secureCookies) warnings.push('SECURE_COOKIES is false: the session cookie is also sent over plain http; keep it true behind TLS');
+  return warnings;
 }

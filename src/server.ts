@@ -6,7 +6,7 @@ import net from 'node:net';
 import { join, resolve } from 'node:path';
 import { pino } from 'pino';
 import type { FastifyInstance } from 'fastify';
-import { productionRefusals, type Config } from './config.ts';
+import { productionRefusals, productionWarnings, type Config } from './config.ts';
 import { traceDb } from './platform/tracing.ts';
 import { openDatabase, type Db } from './platform/db.ts';
 import { migrate, MigrationError } from './platform/migrate.ts';
@@ -172,10 +172,10 @@ export function adminLines(admin: { email: string; generatedPassword: string | n
 // survives the process being killed, not the machine crashing or losing power.
 const embeddedInProduction = 'NODE_ENV is production but DATABASE_URL is not set: the embedded database never flushes to disk (no fsync), so an OS crash or power loss can lose orders and payments already acknowledged; use PostgreSQL (DATABASE_URL) in production';
 
-/** Settings refused under NODE_ENV=production (config.ts), in one line, before anything is opened. */
+/** Settings refused under NODE_ENV=production (config.ts), one line each, before anything is opened. */
 function refuseUnsafeProduction(config: Readonly<Config>): void {
   const refusals = productionRefusals(config);
-  if (refusals.length > 0) throw new StartError(refusals.join('; '));
+  if (refusals.length > 0) throw new StartError(refusals.join('\n'));
 }
 
 const mailNowhere = 'SMTP_URL is not set and the dev mailbox is off (DEV_MAILBOX): mail is recorded but never delivered, password reset and verification mails included; set SMTP_URL';
@@ -200,6 +200,10 @@ export async function startServer(config: Readonly<Config>): Promise<{ app: Fast
   if (config.production && !config.databaseUrl) {
     log.warn(embeddedInProduction);
     process.stderr.write(`Warning: ${embeddedInProduction}\n`);
+  }
+  for (const warning of productionWarnings(config)) {
+    log.warn(warning);
+    process.stderr.write(`Warning: ${warning}\n`);
   }
   const db = await openAndMigrate(config, log);
   let app: FastifyInstance | undefined;

@@ -149,6 +149,12 @@ describe('engine-room start fails in one line that says what to change', () => {
     }
   });
 
+  it('a production start whose metrics would answer without a credential, before anything is opened', async () => {
+    const dataDir = join(tmpdir(), `er-cli-prod-${randomBytes(4).toString('hex')}`);
+    await failsWith({ NODE_ENV: 'production', DATA_DIR: dataDir, SMTP_URL: 'smtp://127.0.0.1:1' }, /METRICS_TOKEN is not set: in production \/metrics and \/metrics\/system need a bearer token/);
+    assert.equal(existsSync(dataDir), false, 'the data directory was not even created');
+  });
+
   it('a DATA_DIR that is a file, or inside one', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'er-cli-file-'));
     try {
@@ -320,7 +326,8 @@ describe('engine-room start on the embedded database', () => {
     assert.ok(adminPassword, 'the first start ran');
     // In production too, where the embedded database gets a warning: it never fsyncs. And an
     // ADMIN_PASSWORD set now is not applied (the admin exists): the start says so.
-    const server = run(['start'], { PORT: '0', DATA_DIR: dataDir, LOG_LEVEL: 'warn', NODE_ENV: 'production', ADMIN_PASSWORD: 'a-new-password-that-is-ignored' });
+    // What a production start needs besides (see productionRefusals): nothing is mailed here.
+    const server = run(['start'], { PORT: '0', DATA_DIR: dataDir, LOG_LEVEL: 'warn', NODE_ENV: 'production', ADMIN_PASSWORD: 'a-new-password-that-is-ignored', METRICS_TOKEN: 'cli-test-metrics-token', SMTP_URL: 'smtp://127.0.0.1:1' });
     const [, base] = await server.waitForStderr(/listening on (http:\/\/127\.0\.0\.1:\d+)/);
     assert.match(server.stderr(), /^Warning: NODE_ENV is production but DATABASE_URL is not set: .*fsync.*power loss/m);
     await server.waitForStderr(/warning: ADMIN_PASSWORD ignored: .*has another password.*unset ADMIN_PASSWORD/);

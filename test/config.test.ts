@@ -4,7 +4,9 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
-import { ConfigError, loadConfig, productionRefusals } from '../src/config.ts';
+import Fastify from 'fastify';
+import fc from 'fast-check';
+import { ConfigError, loadConfig, productionRefusals, productionWarnings } from '../src/config.ts';
 import { packageRoot } from '../src/platform/paths.ts';
 
 /** Asserts that the value is refused with a ConfigError of one line that names the variable. */
@@ -131,6 +133,49 @@ describe('configuration from the environment', () => {
     for (const bad of ['10.0.0.0/33', '10.0.0.300', 'proxy.internal', '10.0.0.1/8/9', '::1/129', ',', 'maybe']) refuses({ TRUST_PROXY: bad }, 'TRUST_PROXY');
   });
 
+  it('refuses a TRUST_PROXY that trusts every address, or every public one, in one line naming it', () => {
+    const everyone = ['0.0.0.0/0', '::/0', '1.2.3.4/0', '0.0.0.0/1,128.0.0.0/1', '::/1,8000::/1', '::ffff:0.0.0.0/96', '::/64',
+      // Every public IPv4 address, private ranges left out: still every client that matters.
+      '1.0.0.0/8,2.0.0.0/7,4.0.0.0/6,8.0.0.0/7,11.0.0.0/8,12.0.0.0/6,16.0.0.0/4,32.0.0.0/3,64.0.0.0/2,128.0.0.0/1', '2000::/3', '10.0.0.0/8,2000::/4,3000::/4'];
+    for (const value of everyone) {
+      refuses({ TRUST_PROXY: value }, 'TRUST_PROXY');
+      assert.throws(() => loadConfig({ TRUST_PROXY: value }), /trusts every public IPv[46] address/, value);
+    }
+    for (const fine of ['0.0.0.0/2', '10.0.0.0/8,172.16.0.0/12,192.168.0.0/16', '2001:db8::/32', 'fc00::/7', '::ffff:10.0.0.0/104', '0.0.0.0', '::']) {
+      assert.ok(loadConfig({ TRUST_PROXY: fine }).trustProxy, fine);
+    }
+  });
+
+  it('no TRUST_PROXY it accepts stops Fastify from starting', () => {
+    const start = (value: string) => {
+      let trustProxy: false | string[];
+      try {
+        trustProxy = loadConfig({ TRUST_PROXY: value }).trustProxy;
+      } catch (err) {
+        assert.ok(err instanceof ConfigError, `${value}: ${String(err)}`);
+        return;
+      }
+      void Fastify({ trustProxy });
+    };
+    for (const value of ['0.0.0.0/00', '10.0.0.0/08', '10.0.0.0/008', '010.0.0.1', 'fe80::1%eth0', 'fe80::1%eth0/64', '::ffff:1.2.3.4/120', '1::/0', 'loopback,0.0.0.0/0']) start(value);
+    const octet = fc.integer({ min: 0, max: 255 });
+    const v4 = fc.tuple(octet, octet, octet, octet).map((o) => o.join('.'));
+    const v6 = fc.array(fc.integer({ min: 0, max: 0xffff }).map((n) => n.toString(16)), { minLength: 8, maxLength: 8 }).map((g) => g.join(':'));
+    const entry = fc.tuple(fc.oneof(v4, v6, fc.constantFrom('::', '::1', '::ffff:10.1.2.3')), fc.option(fc.integer({ min: 0, max: 130 }), { nil: undefined }))
+      .map(([address, prefix]) => (prefix === undefined ? address : `${address}/${prefix}`));
+    fc.assert(fc.property(fc.array(entry, { minLength: 1, maxLength: 4 }), (entries) => { start(entries.join(',')); }), { numRuns: 300 });
+  });
+
+  it('refuses a METRICS_TOKEN too short to be a secret, without echoing it', () => {
+    refuses({ METRICS_TOKEN: 'short-token' }, 'METRICS_TOKEN');
+    refuses({ METRICS_TOKEN: 'a token with spaces in it' }, 'METRICS_TOKEN');
+    assert.throws(() => loadConfig({ METRICS_TOKEN: 'short-token' }), (err: Error) => !err.message.includes('short-token'));
+    const config = loadConfig({ METRICS_TOKEN: ' 0123456789abcdef ' });
+    assert.equal(config.metricsToken, '0123456789abcdef');
+    assert.equal(config.metrics, true);
+    assert.equal(loadConfig({ METRICS: 'off' }).metrics, false);
+  });
+
   it('refuses a PORT that is not a whole number from 0 to 65535', () => {
     for (const bad of ['abc', '-1', '65536', '3000.5', '3e3', '80 80', '0x50']) refuses({ PORT: bad }, 'PORT');
   });
@@ -204,6 +249,9 @@ describe('configuration from the environment', () => {
   });
 });
 
+/** A production configuration with what production needs (nothing is connected to: these are only loaded). */
+const safeProduction = { NODE_ENV: 'production', DATABASE_URL: 'postgres://shop@db.internal/shop', METRICS_TOKEN: '0123456789abcdef0123', SMTP_URL: 'smtp://mail.internal:587' };
+
 describe('the dev mailbox setting and what production refuses', () => {
   it('has the dev mailbox on by default, off under NODE_ENV=production, and DEV_MAILBOX turns it either way', () => {
     assert.equal(loadConfig({}).devMailbox, true);
@@ -214,10 +262,10 @@ describe('the dev mailbox setting and what production refuses', () => {
   });
 
   it('refuses DEV_MAILBOX=true under NODE_ENV=production, in one line naming it, and nothing outside production', () => {
-    assert.deepEqual(productionRefusals(loadConfig({ NODE_ENV: 'production' })), []);
-    assert.deepEqual(productionRefusals(loadConfig({ NODE_ENV: 'production', DEV_MAILBOX: 'false' })), []);
+    assert.deepEqual(productionRefusals(loadConfig(safeProduction)), []);
+    assert.deepEqual(productionRefusals(loadConfig({ ...safeProduction, DEV_MAILBOX: 'false' })), []);
     assert.deepEqual(productionRefusals(loadConfig({ DEV_MAILBOX: 'true' })), []);
-    const refused = productionRefusals(loadConfig({ NODE_ENV: 'production', DEV_MAILBOX: 'true' }));
+    const refused = productionRefusals(loadConfig({ ...safeProduction, DEV_MAILBOX: 'true' }));
     assert.equal(refused.length, 1);
     assert.match(refused[0]!, /^DEV_MAILBOX=true is refused under NODE_ENV=production: .*SMTP_URL/);
     assert.doesNotMatch(refused[0]!, /\n/);
@@ -229,7 +277,7 @@ describe('the dev mailbox setting and what production refuses', () => {
       const dataDir = join(dir, 'data');
       const run = spawnSync(process.execPath, [join(packageRoot, 'src', 'cli.ts'), 'start'], {
         cwd: dir, encoding: 'utf8', timeout: 120_000,
-        env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: dir, NODE_ENV: 'production', DEV_MAILBOX: 'true', DATA_DIR: dataDir, PORT: '0', LOG_LEVEL: 'silent' },
+        env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: dir, NODE_ENV: 'production', METRICS_TOKEN: safeProduction.METRICS_TOKEN, SMTP_URL: 'smtp://127.0.0.1:1', DEV_MAILBOX: 'true', DATA_DIR: dataDir, PORT: '0', LOG_LEVEL: 'silent' },
       });
       assert.equal(run.status, 1, run.stderr);
       assert.match(run.stderr, /^engine-room: cannot start: DEV_MAILBOX=true is refused under NODE_ENV=production: [^\n]*\n$/);
@@ -237,5 +285,41 @@ describe('the dev mailbox setting and what production refuses', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('what a production start refuses, and what it only warns about', () => {
+  const safe = safeProduction;
+
+  it('refuses nothing outside production, and nothing in a production with what it needs', () => {
+    assert.deepEqual(productionRefusals(loadConfig({})), []);
+    assert.deepEqual(productionWarnings(loadConfig({ HOST: '0.0.0.0', SECURE_COOKIES: 'false' })), []);
+    assert.deepEqual(productionRefusals(loadConfig(safe)), []);
+    assert.deepEqual(productionRefusals(loadConfig({ ...safe, METRICS_TOKEN: '', METRICS: 'off' })), [], 'metrics off need no token');
+    assert.deepEqual(productionWarnings(loadConfig(safe)), [], 'on loopback');
+  });
+
+  for (const [what, env, variable] of [
+    ['metrics that answer without a credential', { METRICS_TOKEN: '' }, 'METRICS_TOKEN'],
+    ['mail that would never reach customers', { SMTP_URL: '' }, 'SMTP_URL'],
+    ['webhooks that may reach the internal network', { WEBHOOK_ALLOW_PRIVATE_URLS: 'true' }, 'WEBHOOK_ALLOW_PRIVATE_URLS'],
+  ] as const) {
+    it(`refuses ${what}, in one line naming ${variable}`, () => {
+      const refusals = productionRefusals(loadConfig({ ...safe, ...env }));
+      assert.equal(refusals.length, 1, refusals.join(' / '));
+      assert.match(refusals[0]!, new RegExp(`^${variable} `));
+      assert.doesNotMatch(refusals[0]!, /\n/);
+    });
+  }
+
+  it('only warns about TRUST_PROXY unset on a public HOST (clients may connect directly) and about SECURE_COOKIES=false', () => {
+    const config = loadConfig({ ...safe, HOST: '0.0.0.0', SECURE_COOKIES: 'false' });
+    assert.deepEqual(productionRefusals(config), []);
+    const warnings = productionWarnings(config);
+    assert.equal(warnings.length, 2);
+    assert.match(warnings[0]!, /TRUST_PROXY is not set/);
+    assert.match(warnings[1]!, /SECURE_COOKIES/);
+    assert.deepEqual(productionWarnings(loadConfig({ ...safe, HOST: '0.0.0.0', TRUST_PROXY: '10.0.0.0/8' })), []);
+    assert.deepEqual(productionWarnings(loadConfig({ ...safe, HOST: '::1' })), []);
   });
 });

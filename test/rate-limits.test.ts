@@ -1,11 +1,13 @@
 import { it } from 'node:test';
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
 import { forEachEngine } from './support/app.ts';
 import { waitFor } from './support/wait.ts';
 import { buildApp } from '../src/app.ts';
 
 const quiet = { logStream: { write: () => {} } };
+const metricsToken = 'scrape-token-0123456789abcdef';
 
 function get(app: FastifyInstance, url: string, from: { address?: string; token?: string }): Promise<LightMyRequestResponse> {
   return app.inject({ method: 'GET', url, remoteAddress: from.address ?? '127.0.0.1', headers: from.token ? { authorization: `Bearer ${from.token}` } : {} });
@@ -93,12 +95,44 @@ forEachEngine('API rate limits: whose allowance, shared across processes', (env)
     await untilRefused(() => get(app, '/v1/products', { address }));
     for (const url of ['/healthz', '/readyz', '/metrics', '/metrics/system']) {
       for (let i = 0; i < 25; i++) {
-        const res = await get(app, url, { address });
+        const res = await get(app, url, { address, ...(url.startsWith('/metrics') ? { token: metricsToken } : {}) });
         assert.equal(res.statusCode, 200, `${url}: ${res.body.slice(0, 200)}`);
         assert.equal(res.headers.ratelimit, undefined, url);
       }
     }
-    assert.match((await get(app, '/metrics', { address })).body, /engine_room_requests_rate_limited_total\{policy="read"\} [1-9]/);
+    assert.match((await get(app, '/metrics', { address, token: metricsToken })).body, /engine_room_requests_rate_limited_total\{policy="read"\} [1-9]/);
+  });
+
+  it('made-up tokens from one address are counted against it: past the limit they get 429 and are no longer looked up', async () => {
+    const { config, database, customers } = env();
+    // Written to the database: a signup would take from the auth allowance the last test needs.
+    const [dana] = await customers(1);
+    let lookups = 0;
+    const db = { ...database.db, query: ((sql: string, params?: unknown[]) => {
+      if (/FROM sessions s JOIN users/.test(sql)) lookups++;
+      return database.db.query(sql, params);
+    }) as typeof database.db.query };
+    const counted = await buildApp(config, db, quiet);
+    try {
+      const address = '198.51.100.30';
+      const answers: number[] = [];
+      for (let i = 0; i < 100; i++) answers.push((await get(counted, '/v1/me', { address, token: `ers_${randomBytes(32).toString('base64url')}` })).statusCode);
+      // The read limit is 20: 20 refusals, then 429 without a lookup.
+      assert.deepEqual(answers, [...Array<number>(20).fill(401), ...Array<number>(80).fill(429)]);
+      assert.equal(lookups, 20);
+      const refused = await get(counted, '/v1/me', { address, token: 'ers_madeup' });
+      assertRefusal(refused, 'read', 20, 3600);
+      // Another address, and the same address's anonymous reads, have their own allowances.
+      assert.equal((await get(counted, '/v1/me', { address: '198.51.100.31', token: dana!.token })).statusCode, 200);
+      assert.equal((await get(counted, '/v1/products', { address })).statusCode, 200);
+      // A malformed Authorization header and a role refused (403) count the same way.
+      const other = '198.51.100.32';
+      const statuses = new Set<number>();
+      for (let i = 0; i < 21; i++) statuses.add((await counted.inject({ method: 'GET', url: '/v1/api-keys', remoteAddress: other, headers: { authorization: i % 2 ? `Bearer ${dana!.token}` : 'Basic x' } })).statusCode);
+      assert.deepEqual([...statuses].sort(), [401, 403, 429]);
+    } finally {
+      await counted.close();
+    }
   });
 
   it('two app instances on one database share one limit', async () => {
@@ -138,4 +172,4 @@ forEachEngine('API rate limits: whose allowance, shared across processes', (env)
       await other.close();
     }
   });
-}, { RATE_LIMIT_WINDOW_SECONDS: '3600', RATE_LIMIT_READ_MAX: '20', RATE_LIMIT_WRITE_MAX: '1000', RATE_LIMIT_AUTH_MAX: '4' });
+}, { RATE_LIMIT_WINDOW_SECONDS: '3600', RATE_LIMIT_READ_MAX: '20', RATE_LIMIT_WRITE_MAX: '1000', RATE_LIMIT_AUTH_MAX: '4', METRICS_TOKEN: metricsToken });

@@ -29,6 +29,7 @@ import type { Queryable } from './db.ts';
 import type { RateLimitSettings } from '../config.ts';
 import { clientKey } from './rate-limit.ts';
 import { AppError } from '../errors.ts';
+import type { CredentialGuard } from './auth.ts';
 
 export type RateLimitClass = 'read' | 'write' | 'auth';
 
@@ -54,6 +55,8 @@ interface Entry {
 export interface SharedLimiter {
   /** Counts one request of the bucket, or refuses it; may wait for a flush when the caller used up its unconfirmed share. */
   take(bucket: string, max: number): Decision | Promise<Decision>;
+  /** What take would decide now on what this process knows, without counting anything. */
+  peek(bucket: string, max: number): Decision;
   /** Sends every local count now (tests, shutdown). */
   flush(): Promise<void>;
   stop(): Promise<void>;
@@ -148,8 +151,18 @@ export function createSharedLimiter(db: Queryable, settings: Pick<RateLimitSetti
     return { admitted: true, remaining: Math.max(0, max - used - 1), resetSeconds };
   }
 
+  function peek(bucket: string, max: number): Decision {
+    const nowMs = Date.now();
+    const window = Math.floor(nowMs / windowMs);
+    const entry = entries.get(bucket);
+    const used = entry && entry.window === window ? entry.known + entry.pending + entry.inFlight : 0;
+    const resetSeconds = Math.max(1, Math.ceil(((window + 1) * windowMs - nowMs) / 1000));
+    return { admitted: used < max, remaining: Math.max(0, max - used), resetSeconds };
+  }
+
   return {
     take,
+    peek,
     flush: async () => { await flush(); if (flushing) await flushing; },
     stop: async () => {
       stopped = true;
@@ -179,27 +192,67 @@ function setHeaders(reply: FastifyReply, limitClass: RateLimitClass, max: number
   reply.header('ratelimit', `"${limitClass}";r=${decision.remaining};t=${decision.resetSeconds}`);
 }
 
+export interface ApiRateLimits {
+  /** The onRequest hook that counts every request against its caller: add it after authentication's. */
+  countCaller: (request: FastifyRequest, reply: FastifyReply) => Promise<void>;
+  /** For registerAuth: what authentication refuses (401, 403) is counted against the client address. */
+  credentialGuard: CredentialGuard;
+}
+
 /**
  * Limits every route but those declared rateLimit: false, after authentication (to key by caller)
- * and before the body is read. Registered after registerAuth, whose onRequest hook runs first.
+ * and before the body is read: add countCaller after registerAuth's hook, and give registerAuth the
+ * credentialGuard. Undefined when the limits are off.
+ *
+ * A request that authentication refuses never reaches countCaller, so the guard counts it: against
+ * its client address, in an allowance of its own per class (the same max), so that anonymous
+ * browsing from a shared address does not lock its signed-in users out, nor the reverse. Once an
+ * address is over it, its tokens are refused 429 before they are looked up: a flood of made-up
+ * tokens costs at most max lookups per window.
  */
-export function registerApiRateLimits(app: FastifyInstance, deps: { db: Queryable; settings: RateLimitSettings; refused?: Counter<'policy'> }): SharedLimiter | undefined {
+export function createApiRateLimits(app: FastifyInstance, deps: { db: Queryable; settings: RateLimitSettings; refused?: Counter<'policy'> }): ApiRateLimits | undefined {
   const { settings } = deps;
   if (!settings.enabled) return undefined;
   const limiter = createSharedLimiter(deps.db, settings, (err) => app.log.warn({ err }, 'could not share the rate-limit counts; limiting on this process\'s own'));
   const maxOf: Record<RateLimitClass, number> = { read: settings.readMax, write: settings.writeMax, auth: settings.authMax };
-  app.addHook('onRequest', async (request, reply) => {
-    const limitClass = classOf(request);
-    if (limitClass === false) return;
-    const max = maxOf[limitClass];
-    const taken = limiter.take(`api:${limitClass}:${callerOf(request, limitClass)}`, max);
-    const decision = taken instanceof Promise ? await taken : taken;
-    setHeaders(reply, limitClass, max, settings.windowSeconds, decision);
-    if (!decision.admitted) {
-      deps.refused?.inc({ policy: limitClass });
-      throw new AppError('rate_limited', `At most ${max} ${limitClass === 'auth' ? 'sign-up, login and password-reset' : limitClass} requests per ${settings.windowSeconds} s; try again later`, { retryAfterSeconds: decision.resetSeconds });
-    }
-  });
   app.addHook('onClose', () => limiter.stop());
-  return limiter;
+
+  const refuse = (limitClass: RateLimitClass, max: number, decision: Decision, what: string): never => {
+    deps.refused?.inc({ policy: limitClass });
+    throw new AppError('rate_limited', `At most ${max} ${what} per ${settings.windowSeconds} s; try again later`, { retryAfterSeconds: decision.resetSeconds });
+  };
+  const whatOf = (limitClass: RateLimitClass) => (limitClass === 'auth' ? 'sign-up, login and password-reset' : limitClass) + ' requests';
+  const refusedBucket = (request: FastifyRequest, limitClass: RateLimitClass) => `api:${limitClass}:refused:${clientKey(request.ip)}`;
+
+  return {
+    async countCaller(request, reply) {
+      const limitClass = classOf(request);
+      if (limitClass === false) return;
+      const max = maxOf[limitClass];
+      const taken = limiter.take(`api:${limitClass}:${callerOf(request, limitClass)}`, max);
+      const decision = taken instanceof Promise ? await taken : taken;
+      setHeaders(reply, limitClass, max, settings.windowSeconds, decision);
+      if (!decision.admitted) refuse(limitClass, max, decision, whatOf(limitClass));
+    },
+    credentialGuard: {
+      beforeLookup(request, reply) {
+        const limitClass = classOf(request);
+        if (limitClass === false) return;
+        const max = maxOf[limitClass];
+        const decision = limiter.peek(refusedBucket(request, limitClass), max);
+        if (decision.admitted) return;
+        setHeaders(reply, limitClass, max, settings.windowSeconds, decision);
+        refuse(limitClass, max, decision, `${whatOf(limitClass)} refused for their credentials`);
+      },
+      async refused(request, reply) {
+        const limitClass = classOf(request);
+        if (limitClass === false) return;
+        const max = maxOf[limitClass];
+        const taken = limiter.take(refusedBucket(request, limitClass), max);
+        const decision = taken instanceof Promise ? await taken : taken;
+        setHeaders(reply, limitClass, max, settings.windowSeconds, decision);
+        if (!decision.admitted) refuse(limitClass, max, decision, `${whatOf(limitClass)} refused for their credentials`);
+      },
+    },
+  };
 }

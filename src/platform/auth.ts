@@ -3,7 +3,7 @@
 // route can forget it. Who the caller is comes from a resolver that the accounts module supplies at
 // wiring time; this file knows nothing of how tokens are stored.
 import { createHash, timingSafeEqual } from 'node:crypto';
-import type { FastifyInstance, FastifyRequest, RouteOptions } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest, RouteOptions } from 'fastify';
 import { AppError } from '../errors.ts';
 
 export const roles = ['customer', 'staff', 'admin'] as const;
@@ -22,8 +22,24 @@ export interface Principal {
 }
 
 declare module 'fastify' {
-  interface FastifyContextConfig { access?: Access }
+  interface FastifyContextConfig {
+    access?: Access;
+    /** A public route that checks a credential of its own (the metrics token): no session is looked up for it. */
+    ownCredential?: boolean;
+  }
   interface FastifyRequest { principal: Principal | null }
+}
+
+/**
+ * What limits the callers authentication refuses (src/platform/api-rate-limit.ts supplies it): a
+ * refused request is counted against its client address, and once that address is over its
+ * allowance its tokens are no longer looked up.
+ */
+export interface CredentialGuard {
+  /** Before a token is looked up; throws (429) when this client was refused too often. */
+  beforeLookup(request: FastifyRequest, reply: FastifyReply): void | Promise<void>;
+  /** After authentication refused the request (401 or 403); throws its own error (429) past the allowance. */
+  refused(request: FastifyRequest, reply: FastifyReply): void | Promise<void>;
 }
 
 export const sessionCookie = 'er_session';
@@ -58,7 +74,7 @@ function bearerToken(request: FastifyRequest): string | undefined {
   return match[1];
 }
 
-export function registerAuth(app: FastifyInstance, resolveToken: (token: string) => Promise<Principal | null>): void {
+export function registerAuth(app: FastifyInstance, resolveToken: (token: string) => Promise<Principal | null>, guard?: CredentialGuard): void {
   app.decorateRequest('principal', null);
   const seen: RouteOptions[] = [];
   app.decorate('declaredRoutes', () => seen.map((route) => ({
@@ -83,10 +99,10 @@ export function registerAuth(app: FastifyInstance, resolveToken: (token: string)
   });
   // onRequest, before the body is even read: an anonymous caller learns nothing about the schema
   // (401 comes before 400) and costs us no parsing.
-  app.addHook('onRequest', async (request) => {
-    if (request.is404) return; // the not-found handler answers for itself
+  const authenticate = async (request: FastifyRequest, reply: FastifyReply): Promise<void> => {
     const access = request.routeOptions.config.access;
     if (access === undefined) throw new AppError('forbidden'); // unreachable: onReady refuses such routes
+    if (request.routeOptions.config.ownCredential) return;
     let token = bearerToken(request);
     let viaCookie = false;
     if (token === undefined) {
@@ -94,6 +110,7 @@ export function registerAuth(app: FastifyInstance, resolveToken: (token: string)
       viaCookie = token !== undefined;
     }
     if (token !== undefined) {
+      await guard?.beforeLookup(request, reply);
       request.principal = await resolveToken(token);
       if (request.principal === null && access !== 'public') throw new AppError('unauthenticated', 'The token is unknown, expired or revoked');
       // A browser sends the cookie on cross-site requests too; only a page of ours can read the CSRF token.
@@ -107,6 +124,17 @@ export function registerAuth(app: FastifyInstance, resolveToken: (token: string)
     if (access === 'public') return;
     if (!request.principal) throw new AppError('unauthenticated');
     if (!access.includes(request.principal.role)) throw new AppError('forbidden', 'Your role may not do this');
+  };
+  app.addHook('onRequest', async (request, reply) => {
+    if (request.is404) return; // the not-found handler answers for itself
+    try {
+      await authenticate(request, reply);
+    } catch (err) {
+      // The API-wide limits count a request after authentication; a refused one would never be
+      // counted, and a flood of made-up tokens would cost a lookup each for ever.
+      if (guard && err instanceof AppError && (err.status === 401 || err.status === 403)) await guard.refused(request, reply);
+      throw err;
+    }
   });
 }
 

@@ -30,6 +30,12 @@ function makeAjv(coerce: boolean): Ajv {
 }
 
 export function sendProblem(reply: FastifyReply, body: Problem, headers: Record<string, string> = {}): FastifyReply {
+  // An error handled after the answer went out (Fastify would refuse this send) must not change
+  // the status that the reply, its log line and the metrics report: the client has its answer.
+  if (reply.sent || reply.raw.headersSent) {
+    reply.log.warn({ status: body.status, code: body.code }, 'an error came after the answer was sent; the client got the answer');
+    return reply;
+  }
   return reply.code(body.status).headers(headers).type('application/problem+json').send(JSON.stringify(body));
 }
 

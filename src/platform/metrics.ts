@@ -115,26 +115,32 @@ export function registerMetrics(app: FastifyInstance, options: { counters?: Coun
     });
   }
 
-  const codes = new WeakMap<FastifyRequest, string>();
+  // What the client got is what went out when the answer was sent: the status and the problem code
+  // as the last onSend saw them. reply.statusCode can change after that without reaching the wire:
+  // an error handled once the answer is out sets 500 on a reply whose 201 was already sent (Fastify
+  // then refuses the second send, and onResponse, on 'finish', would read the 500). The console
+  // once showed such a 500 on POST /v1/auth/signup that no client received. A response sent
+  // without onSend (a hijacked stream, Fastify's last-resort error answer) keeps reply.statusCode.
+  const answered = new WeakMap<FastifyRequest, { status: number; code: string }>();
+  // A callback hook, not an async one: an async onSend defers the send a tick (see http.ts).
+  app.addHook('onSend', (request, reply, payload, done) => {
+    const status = reply.statusCode;
+    answered.set(request, { status, code: status >= 400 ? problemCodeOf(payload) : '' });
+    done(null, payload);
+  });
   const counters = options.counters;
-  if (counters) {
-    // A callback hook, not an async one: an async onSend defers the send a tick (see http.ts).
-    app.addHook('onSend', (request, reply, payload, done) => {
-      if (reply.statusCode >= 400) codes.set(request, problemCodeOf(payload));
-      done(null, payload);
-    });
-  }
   app.addHook('onResponse', async (request, reply) => {
     // The pattern, not the raw URL, so that ids do not explode the label set.
     const route = request.routeOptions.url ?? 'unmatched';
-    const status = reply.statusCode;
+    const sent = answered.get(request);
+    const status = sent?.status ?? reply.statusCode;
     const labels = { method: request.method, route, status: String(status) };
     requests.inc(labels);
     duration.observe(labels, reply.elapsedTime / 1000);
     if (counters) {
       counters.add('http.requests', `${Math.floor(status / 100)}xx`, 1, Math.round(reply.elapsedTime));
       counters.observeLatencyMs(reply.elapsedTime);
-      if (status >= 400) counters.add('http.errors', `${request.method} ${route}\t${status}\t${codes.get(request) ?? ''}`);
+      if (status >= 400) counters.add('http.errors', `${request.method} ${route}\t${status}\t${sent?.code ?? ''}`);
     }
   });
   return registry;

@@ -16,6 +16,7 @@ import { problem } from '../errors.ts';
 import { sendProblem } from './http.ts';
 import { Type } from 'typebox';
 import { ProblemSchema } from './schemas.ts';
+import { metricsAccess, metricsRouteConfig } from './metrics-access.ts';
 
 // How long each probe waits for the database. Liveness answers within the usual 1 s probe timeout
 // even when the answer is slow to come (a busy database is not a broken one); readiness waits longer
@@ -40,7 +41,7 @@ async function probe(db: Db, migrations: Migration[], waitMs: number): Promise<P
   }
 }
 
-export function operationsRoutes(app: FastifyInstance, deps: { db: Db; migrations: Migration[]; metrics: Registry }): void {
+export function operationsRoutes(app: FastifyInstance, deps: { db: Db; migrations: Migration[]; metrics: Registry; metricsAccess: { enabled: boolean; token: string | undefined } }): void {
   // Never rate limited nor shed: a probe must tell busy from broken, and an overload must be observable.
   const config = { access: 'public' as const, rateLimit: false as const };
   const tags = ['operations'];
@@ -83,9 +84,13 @@ export function operationsRoutes(app: FastifyInstance, deps: { db: Db; migration
     return { status: 'ready' as const };
   });
 
-  app.get('/metrics', { config, schema: { tags, summary: 'Prometheus metrics', hide: true } }, async (_request, reply) => {
-    return reply.type(deps.metrics.contentType).send(await deps.metrics.metrics());
-  });
+  // This process's requests by route and status (401s and 429s included), memory and pool: for
+  // Prometheus, with the metrics token (src/platform/metrics-access.ts). METRICS=off: no route.
+  if (deps.metricsAccess.enabled) {
+    app.get('/metrics', { config: metricsRouteConfig, onRequest: metricsAccess(deps.metricsAccess.token), schema: { tags, summary: 'Prometheus metrics', hide: true } }, async (_request, reply) => {
+      return reply.type(deps.metrics.contentType).send(await deps.metrics.metrics());
+    });
+  }
 
   app.get('/openapi.json', { config: { access: 'public' }, schema: { tags, summary: 'This API as an OpenAPI 3.1 document', hide: true } }, async () => app.swagger());
 }

@@ -10,7 +10,8 @@ import { AppError } from '../../errors.ts';
 import * as s from './schemas.ts';
 import { auditRunView, overview, runAndRecordAudit } from './service.ts';
 import { lastAuditRun } from './repo.ts';
-import { systemMetrics } from './system-metrics.ts';
+import { cachedSystemMetrics } from './system-metrics.ts';
+import { metricsAccess, metricsRouteConfig } from '../../platform/metrics-access.ts';
 import { redactedJobData } from './job-data.ts';
 
 export interface OperationsDeps {
@@ -18,7 +19,12 @@ export interface OperationsDeps {
   /** Live streams refresh their row every heartbeat: a row fresher than two of them is an open stream. */
   eventStreamHeartbeatSeconds: number;
   paymentProvider: 'sandbox' | 'stripe';
+  /** /metrics/system: served at all (METRICS), and the bearer token it asks for (METRICS_TOKEN). */
+  metrics: { enabled: boolean; token: string | undefined };
 }
+
+/** How long /metrics/system's figures are kept: the processes flush theirs every 5 s. */
+export const systemMetricsTtlMs = 5_000;
 
 function encodeCursor(position: FailedJobPosition): string {
   return Buffer.from(JSON.stringify([position.failedAt, position.id])).toString('base64url');
@@ -137,9 +143,13 @@ export function operationsAdminRoutes(app: FastifyInstance, deps: OperationsDeps
     },
   });
 
+  if (!deps.metrics.enabled) return;
+  const figures = cachedSystemMetrics(db, { streamFreshSeconds, ttlMs: systemMetricsTtlMs });
   app.get('/metrics/system', {
-    // Like /metrics, never rate limited nor shed (src/platform/load-shedding.ts).
-    config: { access: 'public', rateLimit: false },
+    // Like /metrics: never rate limited nor shed (src/platform/load-shedding.ts), so it answers to
+    // the metrics token alone and computes its figures at most once per systemMetricsTtlMs.
+    config: metricsRouteConfig,
+    onRequest: metricsAccess(deps.metrics.token),
     schema: { tags: ['operations'], summary: 'Prometheus metrics of the whole system (every process), from the database', hide: true },
-  }, async (_request, reply) => reply.type('text/plain; version=0.0.4; charset=utf-8').send(await systemMetrics(db, { streamFreshSeconds })));
+  }, async (_request, reply) => reply.type('text/plain; version=0.0.4; charset=utf-8').send(await figures()));
 }

@@ -27,7 +27,26 @@ export function exposition(families: Family[]): string {
   return lines.join('\n') + '\n';
 }
 
-export async function systemMetrics(db: Db, options: { streamFreshSeconds: number }): Promise<string> {
+/**
+ * systemMetrics computed at most once per ttlMs however often it is scraped: scrapes meanwhile,
+ * and those that arrive while it is computed, share one answer. A failed computation is not kept.
+ * Scraping it is then no lever on the database (ten queries each time, on a route that is never
+ * rate limited nor shed), and the figures change no faster: processes flush every 5 s.
+ */
+export function cachedSystemMetrics(db: Db, options: { streamFreshSeconds: number; ttlMs: number; now?: () => number }): () => Promise<string> {
+  const now = options.now ?? Date.now;
+  let last: { at: number; text: Promise<string> } | undefined;
+  return () => {
+    const at = now();
+    if (last && at - last.at < options.ttlMs) return last.text;
+    const entry = { at, text: systemMetrics(db, options) };
+    last = entry;
+    entry.text.catch(() => { if (last === entry) last = undefined; });
+    return entry.text;
+  };
+}
+
+async function systemMetrics(db: Db, options: { streamFreshSeconds: number }): Promise<string> {
   const [totals, queues, processes, endpoints, streams, audit] = await Promise.all([
     repo.totals(db), repo.queueCounts(db), repo.liveProcesses(db), repo.webhookEndpointCounts(db),
     repo.openEventStreams(db, options.streamFreshSeconds), repo.lastAuditRun(db),
