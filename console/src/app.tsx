@@ -5,6 +5,7 @@ import type { ComponentType } from 'preact';
 import { useEffect, useState } from 'preact/hooks';
 import { call, ok, onUnauthenticated, routes, useCsrfToken, type SessionInfo } from './api.ts';
 import { linkTo, usePath } from './router.ts';
+import type { PageProps } from './page.ts';
 import { LoginPage } from './pages/Login.tsx';
 import { OperationsPage } from './pages/Operations.tsx';
 import { SupportPage } from './pages/Support.tsx';
@@ -15,12 +16,6 @@ import { AccessPage } from './pages/Access.tsx';
 import { OrderPage, OrdersPage } from './pages/Orders.tsx';
 import { CatalogPage } from './pages/Catalog.tsx';
 import { SkuPage, StockPage } from './pages/Stock.tsx';
-
-export interface PageProps {
-  session: SessionInfo;
-  /** The path's parameters, by the names in the entry's pattern (`/orders/:id` gives `params.id`). */
-  params: Record<string, string>;
-}
 
 interface PageEntry {
   /** A path, with `:name` for a segment that is a parameter. */

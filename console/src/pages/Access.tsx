@@ -4,7 +4,7 @@
 // PATCH /v1/users/{id}); the API refuses staff too, the page only says so first.
 import { useRef, useState } from 'preact/hooks';
 import { newIdempotencyKey, ok, routes, type ApiKeyInfo, type CreatedApiKey, type UserInfo } from '../api.ts';
-import type { PageProps } from '../app.tsx';
+import type { PageProps } from '../page.ts';
 import { linkTo } from '../router.ts';
 import { ConfirmAction } from '../components/ConfirmAction.tsx';
 import { DataTable, MoreButton, useCursorPages } from '../components/DataTable.tsx';

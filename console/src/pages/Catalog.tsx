@@ -4,7 +4,7 @@
 // flag sets a value (PATCH), which is the same however often it is sent.
 import { useState } from 'preact/hooks';
 import { newIdempotencyKey, ok, routes, type Product } from '../api.ts';
-import type { PageProps } from '../app.tsx';
+import type { PageProps } from '../page.ts';
 import { ConfirmAction } from '../components/ConfirmAction.tsx';
 import { DataTable, MoreButton, useCursorPages } from '../components/DataTable.tsx';
 import { Badge, ErrorNote, Note, Section } from '../components/ui.tsx';

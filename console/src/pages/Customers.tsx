@@ -5,7 +5,7 @@
 // refuses staff too, the page only says so first.
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { ok, routes, type ApiKeyInfo, type Conversation, type Order, type SessionRow, type UserInfo } from '../api.ts';
-import type { PageProps } from '../app.tsx';
+import type { PageProps } from '../page.ts';
 import { linkTo } from '../router.ts';
 import { ConfirmAction } from '../components/ConfirmAction.tsx';
 import { DataTable, MoreButton, useCursorPages } from '../components/DataTable.tsx';

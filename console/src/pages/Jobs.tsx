@@ -3,7 +3,7 @@
 // the operations page (the same component and endpoints).
 import { useEffect, useState } from 'preact/hooks';
 import { ok, routes, type QueueJob } from '../api.ts';
-import type { PageProps } from '../app.tsx';
+import type { PageProps } from '../page.ts';
 import { DataTable, MoreButton, useCursorPages } from '../components/DataTable.tsx';
 import { DeadLetters, useDeadLetters } from '../components/DeadLetters.tsx';
 import { AdminOnly, ErrorNote } from '../components/ui.tsx';

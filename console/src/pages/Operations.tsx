@@ -3,7 +3,7 @@
 // letters (and send them back), run the audit and read the ledger's balances.
 import { useEffect, useMemo, useRef, useState } from 'preact/hooks';
 import { ok, routes, type AuditRun, type LedgerBalance, type Overview } from '../api.ts';
-import type { PageProps } from '../app.tsx';
+import type { PageProps } from '../page.ts';
 import { Chart } from '../components/Chart.tsx';
 import { ConfirmAction } from '../components/ConfirmAction.tsx';
 import { DataTable } from '../components/DataTable.tsx';

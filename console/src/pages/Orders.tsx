@@ -5,7 +5,7 @@
 // idempotency key, and a refund is shown as pending until the queue has sent it.
 import { useEffect, useState } from 'preact/hooks';
 import { ok, routes, type LedgerEntry, type Order, type OrderStatus, type OrderStockMovement, type Payment, type StatusChange } from '../api.ts';
-import type { PageProps } from '../app.tsx';
+import type { PageProps } from '../page.ts';
 import { ConfirmAction } from '../components/ConfirmAction.tsx';
 import { DataTable, MoreButton, useCursorPages } from '../components/DataTable.tsx';
 import { Pending, type PendingState } from '../components/Pending.tsx';

@@ -4,7 +4,7 @@
 // movements that explain the level, newest first.
 import { useEffect, useState } from 'preact/hooks';
 import { newIdempotencyKey, ok, routes, type StockLevel, type StockMovement } from '../api.ts';
-import type { PageProps } from '../app.tsx';
+import type { PageProps } from '../page.ts';
 import { DataTable, MoreButton, useCursorPages } from '../components/DataTable.tsx';
 import { ErrorNote, Section, Stat } from '../components/ui.tsx';
 import { linkTo } from '../router.ts';

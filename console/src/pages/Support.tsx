@@ -4,7 +4,7 @@
 // or conversation shows without a reload. Messages are plain text and shown as text.
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { ok, routes, newIdempotencyKey, type Conversation, type Message } from '../api.ts';
-import type { PageProps } from '../app.tsx';
+import type { PageProps } from '../page.ts';
 import { MoreButton, useCursorPages } from '../components/DataTable.tsx';
 import { Badge, ErrorNote, Note } from '../components/ui.tsx';
 import { linkTo } from '../router.ts';

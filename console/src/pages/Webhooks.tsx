@@ -5,7 +5,7 @@
 // secret is shown once).
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { newIdempotencyKey, ok, routes, type DeliveryAttempt, type WebhookDelivery, type WebhookEndpoint } from '../api.ts';
-import type { PageProps } from '../app.tsx';
+import type { PageProps } from '../page.ts';
 import { ConfirmAction } from '../components/ConfirmAction.tsx';
 import { DataTable, MoreButton, useCursorPages } from '../components/DataTable.tsx';
 import { AdminOnly, Badge, ErrorNote, Note, Section } from '../components/ui.tsx';
