@@ -18,7 +18,7 @@ const mayImport = {
   console: [],
   messaging: ['accounts'],
   ledger: ['catalog'],
-  orders: ['catalog', 'payments', 'ledger', 'messaging/notifications.ts'],
+  orders: ['catalog', 'payments', 'ledger'],
 };
 
 const moduleOf = (target) => target.split('/')[0];

@@ -4,9 +4,10 @@ import { forEachEngine, type TestEnv } from './support/app.ts';
 import { waitFor } from './support/wait.ts';
 import { startSmtpServer, type ReceivedMail } from './support/smtp.ts';
 import { endpoints } from '../src/client.ts';
-import type { Db } from '../src/platform/db.ts';
+import type { Db, Tx } from '../src/platform/db.ts';
+import { publishEvent } from '../src/platform/events.ts';
 import { createMailer } from '../src/modules/messaging/mailer.ts';
-import { emailQueue, sendEventEmails, sendEventsEmails } from '../src/modules/messaging/notifications.ts';
+import { emailQueue, readOrderEventEmails, sendEventEmails, sendEventsEmails } from '../src/modules/messaging/notifications.ts';
 import { escapeHtml, formatMoney, html, oneLine } from '../src/modules/messaging/templates.ts';
 import { openEventStream } from './support/event-source.ts';
 
@@ -45,6 +46,27 @@ async function jobCompleted(db: Db, eventId: string): Promise<void> {
     );
     return row?.state === 'completed' ? true : undefined;
   });
+}
+
+/** The email jobs of the event, waiting, done or archived. */
+async function jobsOf(db: Db, eventId: string): Promise<number> {
+  const [row] = await db.query<{ n: number }>(
+    `SELECT (SELECT count(*) FROM pgboss.job WHERE name = $1 AND data->>'eventId' = $2)::int
+          + (SELECT count(*) FROM pgboss.archive WHERE name = $1 AND data->>'eventId' = $2)::int AS n`,
+    [emailQueue, eventId],
+  );
+  return row!.n;
+}
+
+/** Whether the email reader's position is at or past the event. */
+async function readerPassed(db: Db, eventId: string): Promise<boolean> {
+  const [row] = await db.query<{ passed: boolean }>('SELECT (c.tx, c.id) >= (e.tx, e.id) AS passed FROM email_outbox_cursor c, events e WHERE e.id = $1', [eventId]);
+  return row!.passed;
+}
+
+/** Moves the email reader's position back to just before the event, as if it had never read it. */
+async function readerBefore(db: Db, eventId: string): Promise<void> {
+  await db.query("UPDATE email_outbox_cursor SET tx = e.tx, id = '' FROM events e WHERE e.id = $1", [eventId]);
 }
 
 forEachEngine('email notifications over SMTP, through the queue', (env) => {
@@ -211,7 +233,88 @@ forEachEngine('email notifications without SMTP: the dev mailbox', (env) => {
     assert.equal(page1.data[0]!.kind, 'payment_failed');
     assert.equal(page2.data[0]!.kind, 'order_confirmation');
   });
+
+  it('an order paid makes exactly one email, found by the email reader in the outbox and delivered', async () => {
+    const e = env();
+    const olga = await customer(e, 'Once Olga');
+    const o = await order(e, olga.token, 'tok_ok');
+    const eventId = await eventOf(e.database.db, 'order.paid', "data->'order'->>'id'", o.id);
+    await jobCompleted(e.database.db, eventId);
+    assert.ok(await readerPassed(e.database.db, eventId));
+    const mails = (await e.client.ok(endpoints.listMailbox, { token: e.adminToken, query: { limit: 100 } })).data.filter((m) => m.to === olga.email);
+    assert.deepEqual(mails.map((m) => [m.kind, m.eventId, Boolean(m.sentAt)]), [['order_confirmation', eventId, true]]);
+    assert.equal(await jobsOf(e.database.db, eventId), 1, 'one job for the event');
+  });
+
+  it('the email reader reading an event again mails nothing twice: its job is not enqueued again, and a job run again sends nothing', async () => {
+    const e = env();
+    const rex = await customer(e, 'Reread Rex');
+    const o = await order(e, rex.token, 'tok_ok');
+    const eventId = await eventOf(e.database.db, 'order.paid', "data->'order'->>'id'", o.id);
+    await jobCompleted(e.database.db, eventId);
+    const db = e.database.db;
+    // Read again (a position moved back): the job, still in the queue's table, keeps its key.
+    await readerBefore(db, eventId);
+    await waitFor('the reader past the event again', async () => ((await readerPassed(db, eventId)) ? true : undefined));
+    assert.equal(await jobsOf(db, eventId), 1, 'the job of the event is not enqueued again');
+    // Read again once the queue has dropped the finished job: a new job runs, and sends nothing.
+    await db.query('DELETE FROM pgboss.job WHERE name = $1 AND data->>\'eventId\' = $2', [emailQueue, eventId]);
+    await db.query('DELETE FROM pgboss.archive WHERE name = $1 AND data->>\'eventId\' = $2', [emailQueue, eventId]);
+    await readerBefore(db, eventId);
+    await jobCompleted(db, eventId);
+    const mails = (await e.client.ok(endpoints.listMailbox, { token: e.adminToken, query: { limit: 100 } })).data.filter((m) => m.to === rex.email);
+    assert.deepEqual(mails.map((m) => m.eventId), [eventId], 'one email');
+  });
 }, {}, { workers: true });
+
+forEachEngine('the email reader of order events (no workers: each step driven here)', (env) => {
+  /** db, with the statement that moves the email reader's position failing: a crash after the enqueue. */
+  function crashingBeforeTheMove(db: Db): Db {
+    return {
+      ...db,
+      transaction: (fn) => db.transaction((tx) => fn({
+        ...tx,
+        query: async <T>(text: string, params?: readonly unknown[]) => {
+          if (/^UPDATE email_outbox_cursor/.test(text)) throw new Error('crashed before moving the position');
+          return tx.query<T>(text, params);
+        },
+      } as Tx)),
+    };
+  }
+
+  it('a crash between enqueueing and moving the position enqueues nothing; the next read enqueues one job, a read again none', async () => {
+    const e = env();
+    const db = e.database.db;
+    const pia = await customer(e, 'Paid Pia');
+    const placed = { id: 'ord_reader', customerId: pia.id, lines: [{ sku: 'MAIL-1', quantity: 1, total: { amount: 500, currency: 'EUR' } }], total: { amount: 500, currency: 'EUR' } };
+    const paid = await db.transaction((tx) => publishEvent(tx, 'order.paid', { order: placed }, [pia.id]));
+    const created = await db.transaction((tx) => publishEvent(tx, 'order.created', { order: placed }, [pia.id]));
+    await waitFor('the events below the horizon', async () => {
+      const [row] = await db.query<{ below: boolean }>('SELECT tx < pg_snapshot_xmin(pg_current_snapshot()) AS below FROM events WHERE id = $1', [created.id]);
+      return row?.below ? true : undefined;
+    });
+
+    await assert.rejects(readOrderEventEmails(crashingBeforeTheMove(db)), /crashed before moving the position/);
+    assert.equal(await jobsOf(db, paid.id), 0, 'the job went with the crashed transaction');
+    assert.equal(await readerPassed(db, paid.id), false);
+
+    await waitFor('the reader past the events', async () => {
+      await readOrderEventEmails(db);
+      return (await readerPassed(db, created.id)) ? true : undefined;
+    });
+    assert.equal(await jobsOf(db, paid.id), 1);
+    assert.equal(await jobsOf(db, created.id), 0, 'order.created mails nobody');
+    await readerBefore(db, paid.id);
+    assert.ok((await readOrderEventEmails(db)).events >= 2);
+    assert.equal(await jobsOf(db, paid.id), 1, 'read again: the job is keyed by its event');
+    assert.equal(await readerPassed(db, created.id), true);
+
+    const mailer = createMailer({ smtpUrl: undefined, devMailbox: true, mailFrom: 'x <x@example.com>' });
+    for (let i = 0; i < 2; i++) await sendEventEmails(db, mailer, { heartbeatSeconds: 15, smtpConcurrency: 1 }, paid.id);
+    const emails = await db.query<{ kind: string; status: string }>('SELECT kind, status FROM emails WHERE event_id = $1', [paid.id]);
+    assert.deepEqual(emails, [{ kind: 'order_confirmation', status: 'sent' }]);
+  });
+});
 
 it('templates: escaping, one-line subjects, money without floats', () => {
   assert.equal(escapeHtml(`<a href="x">'&'</a>`), '&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;');

@@ -13,13 +13,14 @@ import type { Queryable } from '../src/platform/db.ts';
 import { firstIdAt } from '../src/platform/ids.ts';
 import { publishEvent } from '../src/platform/events.ts';
 import { pruneOldRows } from '../src/modules/retention/service.ts';
+import { outboxReaderPositions } from '../src/modules/retention/rules.ts';
 
 const day = 24 * 3600 * 1000;
 const settings = { eventRetentionDays: 30, webhookAttemptRetentionDays: 30, emailRetentionDays: 30, sessionRetentionDays: 30, idempotencyRetentionHours: 24, opsFiguresRetentionHours: 25, auditRunRetentionDays: 30 };
 
-/** Moves every outbox reader (the webhook dispatcher, the operations figures) to the event. */
-async function readersPassed(db: Queryable, eventId: string): Promise<void> {
-  for (const table of ['webhook_dispatch_cursor', 'ops_outbox_cursor']) {
+/** Moves every outbox reader (the webhook dispatcher, the operations figures, the email reader), or those given, to the event. */
+async function readersPassed(db: Queryable, eventId: string, readers: readonly string[] = outboxReaderPositions): Promise<void> {
+  for (const table of readers) {
     await db.query(`UPDATE ${table} SET tx = e.tx, id = e.id FROM events e WHERE e.id = $1`, [eventId]);
   }
 }
@@ -38,6 +39,12 @@ for (const engine of engines()) {
     let env: TestEnv;
     before(async () => { env = await startTestEnv(engine); });
     after(async () => { await env?.close(); });
+
+    it('knows every outbox reader with a position: an event goes only once each has passed it', async () => {
+      assert.deepEqual([...outboxReaderPositions].sort(), ['email_outbox_cursor', 'ops_outbox_cursor', 'webhook_dispatch_cursor']);
+      const tables = await env.database.db.query<{ name: string }>("SELECT tablename AS name FROM pg_tables WHERE schemaname = 'public' AND tablename LIKE '%cursor' ORDER BY 1");
+      assert.deepEqual(tables.map((t) => t.name), [...outboxReaderPositions].sort(), 'a cursor table retention does not know of');
+    });
 
     it('removes what is past its retention from every table and keeps the rest', async () => {
       const db = env.database.db;
@@ -115,10 +122,13 @@ for (const engine of engines()) {
 
       // Once every reader has passed it and its email is gone, the unread event goes too; the
       // event whose delivery is still pending stays until that delivery ends. The webhook
-      // dispatcher alone having passed it is not enough: the operations figures count it too.
-      await db.query("UPDATE webhook_dispatch_cursor SET tx = e.tx, id = e.id FROM events e WHERE e.id = $1", [unread]);
+      // dispatcher alone having passed it is not enough: the operations figures count it too, and
+      // the email reader has yet to enqueue its email.
+      await readersPassed(db, unread, ['webhook_dispatch_cursor']);
       await db.query('DELETE FROM emails WHERE id = $1', [newEmail]);
-      assert.deepEqual(await pruneOldRows(db, settings, { batchSize: 100 }), { events: 1 }, 'the operations reader has not passed the unread event');
+      assert.deepEqual(await pruneOldRows(db, settings, { batchSize: 100 }), { events: 1 }, 'only the mailed event: the operations and email readers have not passed the unread one');
+      await readersPassed(db, unread, ['webhook_dispatch_cursor', 'ops_outbox_cursor']);
+      assert.deepEqual(await pruneOldRows(db, settings, { batchSize: 100 }), {}, 'the email reader has not passed the unread event');
       await readersPassed(db, unread);
       assert.deepEqual(await pruneOldRows(db, settings, { batchSize: 100 }), { events: 1 });
       await db.query("UPDATE webhook_deliveries SET status = 'failed' WHERE event_id = $1", [oldPending]);
@@ -167,7 +177,7 @@ for (const engine of engines()) {
             `INSERT INTO idempotency_keys (principal_id, key_hash, request_hash, created_at)
              SELECT $1, sha256(convert_to('ret-many-' || g, 'UTF8')), '\\x00', now() - interval '2 days' FROM generate_series(1, 20000) g`, [buyers[0]!.id]);
         });
-        for (const table of ['webhook_dispatch_cursor', 'ops_outbox_cursor']) {
+        for (const table of outboxReaderPositions) {
           await db.query(`UPDATE ${table} SET (tx, id) = (SELECT tx, id FROM events ORDER BY tx DESC, id DESC LIMIT 1)`);
         }
         const before = await db.query<{ n: number }>('SELECT count(*)::int AS n FROM events WHERE created_at > now() - interval \'1 day\'');

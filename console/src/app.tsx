@@ -3,8 +3,9 @@
 // ones (orders, catalog, customers, support, webhooks, keys and staff, jobs) are added there.
 import type { ComponentType } from 'preact';
 import { useEffect, useState } from 'preact/hooks';
-import { call, ok, onUnauthenticated, routes, useCsrfToken, type SessionInfo } from './api.ts';
+import { api, onUnauthenticated, useCsrfToken, type SessionInfo } from './api.ts';
 import { linkTo, usePath } from './router.ts';
+import type { PageProps } from './page.ts';
 import { LoginPage } from './pages/Login.tsx';
 import { OperationsPage } from './pages/Operations.tsx';
 import { SupportPage } from './pages/Support.tsx';
@@ -15,12 +16,6 @@ import { AccessPage } from './pages/Access.tsx';
 import { OrderPage, OrdersPage } from './pages/Orders.tsx';
 import { CatalogPage } from './pages/Catalog.tsx';
 import { SkuPage, StockPage } from './pages/Stock.tsx';
-
-export interface PageProps {
-  session: SessionInfo;
-  /** The path's parameters, by the names in the entry's pattern (`/orders/:id` gives `params.id`). */
-  params: Record<string, string>;
-}
 
 interface PageEntry {
   /** A path, with `:name` for a segment that is a parameter. */
@@ -76,7 +71,7 @@ export function App() {
   const [auth, setAuth] = useState<Auth>({ state: 'loading' });
 
   useEffect(() => {
-    void call(routes.session, {}).then((res) => {
+    void api.call('session').then((res) => {
       const user = res.ok ? res.body.user : null;
       if (res.ok && user) {
         useCsrfToken(res.body.csrfToken);
@@ -94,7 +89,7 @@ export function App() {
     return <LoginPage notice={auth.notice} onSignedIn={(session) => { useCsrfToken(session.csrfToken); setAuth({ state: 'signed-in', session }); }} />;
   }
   const signOut = async () => {
-    await ok(routes.logout, {}).catch(() => {});
+    await api.logout().catch(() => {});
     useCsrfToken(null);
     setAuth({ state: 'signed-out', notice: 'You have signed out.' });
   };

@@ -102,6 +102,18 @@ CREATE TABLE public.conversations (
 );
 
 --
+-- Name: email_outbox_cursor; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.email_outbox_cursor (
+    singleton boolean DEFAULT true NOT NULL,
+    tx xid8 NOT NULL,
+    id text NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT email_outbox_cursor_singleton_check CHECK (singleton)
+);
+
+--
 -- Name: emails; Type: TABLE; Schema: public; Owner: -
 --
 
@@ -718,6 +730,13 @@ ALTER TABLE ONLY public.conversation_reads
 
 ALTER TABLE ONLY public.conversations
     ADD CONSTRAINT conversations_pkey PRIMARY KEY (id);
+
+--
+-- Name: email_outbox_cursor email_outbox_cursor_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.email_outbox_cursor
+    ADD CONSTRAINT email_outbox_cursor_pkey PRIMARY KEY (singleton);
 
 --
 -- Name: emails emails_event_id_recipient_id_kind_key; Type: CONSTRAINT; Schema: public; Owner: -

@@ -10,8 +10,11 @@
 // A reader with a durable position (one row in a table of its own: tx xid8, id text, updated_at)
 // moves it in the transaction that consumes the batch, so each event is consumed once and none is
 // skipped; readers in several processes take turns on the row's lock (FOR UPDATE SKIP LOCKED). The
-// live stream keeps its position in memory and uses only the query (eventsAfter).
+// live stream keeps its position in memory and uses only the query (eventsAfter). Readers run in the
+// worker processes by followOutbox: on the queue's poll, and at once after a local publish.
 import type { Db, Queryable, Tx } from './db.ts';
+import { onLocalPublish } from './events.ts';
+import { poll, type Queue } from './queue.ts';
 
 /** A position in the outbox: (transaction id, event id), the transaction id as text (an xid8). */
 export interface OutboxPosition { tx: string; id: string }
@@ -69,5 +72,35 @@ export async function readFromPosition<T>(db: Db, cursorTable: string, read: (tx
     if (batch.events === 0 || !batch.last) return undefined;
     await tx.query(`UPDATE ${cursorTable} SET tx = $1::xid8, id = $2, updated_at = now()`, [batch.last.tx, batch.last.id]);
     return batch.result;
+  });
+}
+
+/** A local publish wakes a reader at most this often: under load it reads one batch per pause rather than once per event. */
+const wakeGapMs = 50;
+
+/**
+ * Runs a reader's step in a loop of the queue (`name` is the loop's, for queue.wake; not a pg-boss
+ * queue): again at once while the step answers true (it read a full batch), otherwise after the
+ * queue's polling interval, or sooner when this process has published an event (at most every
+ * 50 ms). Errors (the database down) go to the queue's onError; the loop stops with the queue.
+ */
+export function followOutbox(queue: Queue, name: string, step: () => Promise<boolean>): void {
+  let lastWake = 0;
+  let pending: NodeJS.Timeout | undefined;
+  const wake = () => {
+    pending = undefined;
+    lastWake = Date.now();
+    queue.wake(name);
+  };
+  const stopListening = onLocalPublish(() => {
+    if (pending) return;
+    const wait = lastWake + wakeGapMs - Date.now();
+    if (wait <= 0) return wake();
+    pending = setTimeout(wake, wait);
+    pending.unref();
+  });
+  void poll(queue, name, step).finally(() => {
+    stopListening();
+    clearTimeout(pending);
   });
 }

@@ -1,7 +1,7 @@
 // The dead letters of every queue (or of one), each sent back to its queue from here, then followed
 // until the queue has done its part. Shared by the operations page and the jobs page.
 import { useState } from 'preact/hooks';
-import { ok, routes, type FailedJob } from '../api.ts';
+import { api, type FailedJob } from '../api.ts';
 import { ConfirmAction } from './ConfirmAction.tsx';
 import { DataTable, MoreButton, useCursorPages } from './DataTable.tsx';
 import { Pending } from './Pending.tsx';
@@ -11,7 +11,7 @@ export interface Retried { deadId: string; newId: string; queue: string }
 
 /** The list of dead letters (of `queue`, or all) and the jobs sent back from this page. */
 export function useDeadLetters(queue: string | undefined, enabled: boolean) {
-  const pages = useCursorPages<FailedJob>((cursor) => ok(routes.failedJobs, { query: { limit: 20, ...(queue ? { queue } : {}), ...(cursor ? { cursor } : {}) } }), enabled);
+  const pages = useCursorPages<FailedJob>((cursor) => api.listFailedJobs({ query: { limit: 20, ...(queue ? { queue } : {}), ...(cursor ? { cursor } : {}) } }), enabled);
   const [retried, setRetried] = useState<Retried[]>([]);
   return {
     pages,
@@ -44,7 +44,7 @@ export function DeadLetters({ list, onSentBack }: { list: DeadLetterList; onSent
               <ConfirmAction
                 label="Retry" accessibleLabel={`Retry job ${j.id.slice(0, 8)} of ${j.queue}`} tone="secondary"
                 title="Send this job back to its queue?" confirmLabel="Retry"
-                run={(idempotencyKey) => ok(routes.retryJob, { params: { id: j.id }, idempotencyKey })}
+                run={(idempotencyKey) => api.retryFailedJob({ params: { id: j.id }, idempotencyKey })}
                 onDone={(r) => sentBack([{ deadId: j.id, newId: r.id, queue: j.queue }])}
               >
                 <p>Job <code>{j.id}</code> goes back to <code>{j.queue}</code> with a fresh retry budget. Its last error: {j.error}</p>
@@ -70,7 +70,7 @@ export function DeadLetters({ list, onSentBack }: { list: DeadLetterList; onSent
 }
 
 async function jobProgress(r: Retried) {
-  const job = await ok(routes.job, { params: { id: r.newId }, query: { queue: r.queue } });
+  const job = await api.getJob({ params: { id: r.newId }, query: { queue: r.queue } });
   if (job.state === 'completed') return { done: true as const, ok: true, label: `Done (attempt ${job.attempts})` };
   if (job.state === 'failed' || job.state === 'cancelled') return { done: true as const, ok: false, label: `Failed again: ${job.error ?? job.state}` };
   return { done: false as const, label: `${job.state === 'running' ? 'Running' : job.state === 'retrying' ? `Retrying (${job.attempts} attempts so far)` : 'Waiting for the queue'}…` };

@@ -1,5 +1,6 @@
 // Small shared pieces of every console page: sections, figures, badges, notes.
 import type { ComponentChildren } from 'preact';
+import { errorText } from '../api.ts';
 
 export function Section({ id, title, actions, children }: { id: string; title: string; actions?: ComponentChildren; children: ComponentChildren }) {
   return (
@@ -41,8 +42,7 @@ export function AdminOnly({ what }: { what: string }) {
 
 export function ErrorNote({ error }: { error: unknown }) {
   if (!error) return null;
-  const message = error instanceof Error ? error.message : String(error);
-  return <p class="note tone-bad" role="alert">{message}</p>;
+  return <p class="note tone-bad" role="alert">{errorText(error)}</p>;
 }
 
 /** A region that scrolls sideways on a narrow screen; focusable, so the keyboard can scroll it too. */

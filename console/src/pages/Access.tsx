@@ -3,8 +3,8 @@
 // (POST /v1/api-keys with an Idempotency-Key, DELETE /v1/api-keys/{id}, GET /v1/users?staff=true,
 // PATCH /v1/users/{id}); the API refuses staff too, the page only says so first.
 import { useRef, useState } from 'preact/hooks';
-import { newIdempotencyKey, ok, routes, type ApiKeyInfo, type CreatedApiKey, type UserInfo } from '../api.ts';
-import type { PageProps } from '../app.tsx';
+import { api, newIdempotencyKey, type ApiKeyInfo, type CreatedApiKey, type UserInfo } from '../api.ts';
+import type { PageProps } from '../page.ts';
 import { linkTo } from '../router.ts';
 import { ConfirmAction } from '../components/ConfirmAction.tsx';
 import { DataTable, MoreButton, useCursorPages } from '../components/DataTable.tsx';
@@ -27,7 +27,7 @@ export function RoleChanger({ user, disabled, onChanged }: { user: UserInfo; dis
       <ConfirmAction
         label="Change role" tone="secondary" disabled={disabled || role === user.role} accessibleLabel={`Change role of ${user.name}`}
         title={`Make ${user.name} ${role}?`} confirmLabel={`Make ${role}`}
-        run={() => ok(routes.updateUser, { params: { id: user.id }, body: { role } })} onDone={onChanged}
+        run={() => api.updateUser({ params: { id: user.id }, body: { role } })} onDone={onChanged}
       >
         <p>Lowering a role revokes at once the API keys {user.name} is accountable for whose role is above the new one.</p>
       </ConfirmAction>
@@ -47,7 +47,7 @@ function CreateKey({ onCreated }: { onCreated: (key: CreatedApiKey) => void }) {
     setBusy(true);
     setError(null);
     try {
-      const created = await ok(routes.createApiKey, { body: { name: name.trim(), role }, idempotencyKey: key.current ??= newIdempotencyKey() });
+      const created = await api.createApiKey({ body: { name: name.trim(), role }, idempotencyKey: key.current ??= newIdempotencyKey() });
       key.current = null;
       setName('');
       onCreated(created);
@@ -74,8 +74,8 @@ function CreateKey({ onCreated }: { onCreated: (key: CreatedApiKey) => void }) {
 export function AccessPage({ session }: PageProps) {
   const admin = session.user.role === 'admin';
   const [created, setCreated] = useState<CreatedApiKey | null>(null);
-  const keys = useCursorPages((cursor) => ok(routes.apiKeys, { query: { limit: 25, ...(cursor ? { cursor } : {}) } }), admin);
-  const staff = useCursorPages((cursor) => ok(routes.users, { query: { limit: 50, staff: true, ...(cursor ? { cursor } : {}) } }), admin);
+  const keys = useCursorPages((cursor) => api.listApiKeys({ query: { limit: 25, ...(cursor ? { cursor } : {}) } }), admin);
+  const staff = useCursorPages((cursor) => api.listUsers({ query: { limit: 50, staff: true, ...(cursor ? { cursor } : {}) } }), admin);
   if (!admin) return <><h1>API keys and staff</h1><AdminOnly what="API keys and staff" /></>;
   return (
     <>
@@ -104,7 +104,7 @@ export function AccessPage({ session }: PageProps) {
                 <ConfirmAction
                   label="Revoke" tone="danger" accessibleLabel={`Revoke the key ${k.name}`}
                   title={`Revoke the key ${k.name}?`} confirmLabel="Revoke"
-                  run={() => ok(routes.revokeApiKey, { params: { id: k.id } })} onDone={() => void keys.reload()}
+                  run={() => api.revokeApiKey({ params: { id: k.id } })} onDone={() => void keys.reload()}
                 >
                   <p>Every request with this key is refused from now on. This cannot be undone.</p>
                 </ConfirmAction>

@@ -3,8 +3,8 @@
 // Creating is sent with an idempotency key kept until it succeeds; changing a price or the active
 // flag sets a value (PATCH), which is the same however often it is sent.
 import { useState } from 'preact/hooks';
-import { newIdempotencyKey, ok, routes, type Product } from '../api.ts';
-import type { PageProps } from '../app.tsx';
+import { api, newIdempotencyKey, type Product } from '../api.ts';
+import type { PageProps } from '../page.ts';
 import { ConfirmAction } from '../components/ConfirmAction.tsx';
 import { DataTable, MoreButton, useCursorPages } from '../components/DataTable.tsx';
 import { Badge, ErrorNote, Note, Section } from '../components/ui.tsx';
@@ -12,7 +12,7 @@ import { linkTo } from '../router.ts';
 import * as f from '../format.ts';
 
 export function CatalogPage(_: PageProps) {
-  const pages = useCursorPages<Product>((cursor) => ok(routes.products, { query: { limit: 20, includeInactive: true, ...(cursor ? { cursor } : {}) } }), true);
+  const pages = useCursorPages<Product>((cursor) => api.listProducts({ query: { limit: 20, includeInactive: true, ...(cursor ? { cursor } : {}) } }), true);
   const [notice, setNotice] = useState<string | null>(null);
   const changed = (message: string) => { setNotice(message); void pages.reload(); };
   return (
@@ -41,7 +41,7 @@ function ProductCard({ product, onChanged }: { product: Product; onChanged: (mes
           label={product.active ? 'Deactivate' : 'Activate'} tone={product.active ? 'danger' : 'secondary'}
           accessibleLabel={`${product.active ? 'Deactivate' : 'Activate'} ${product.name}`}
           title={product.active ? `Deactivate ${product.name}?` : `Activate ${product.name}?`} confirmLabel={product.active ? 'Deactivate' : 'Activate'}
-          run={() => ok(routes.updateProduct, { params: { id: product.id }, body: { active: !product.active } })}
+          run={() => api.updateProduct({ params: { id: product.id }, body: { active: !product.active } })}
           onDone={(p) => onChanged(`${p.name} is ${p.active ? 'active' : 'inactive'}.`)}
         >
           {product.active
@@ -76,7 +76,7 @@ function PriceEditor({ productId, sku, price, onChanged }: { productId: string; 
     setBusy(true);
     setError(null);
     try {
-      await ok(routes.updateProduct, { params: { id: productId }, body: { variants: [{ sku, price: { amount, currency: price.currency } }] } });
+      await api.updateProduct({ params: { id: productId }, body: { variants: [{ sku, price: { amount, currency: price.currency } }] } });
       onChanged(`${sku} now costs ${f.money(amount, price.currency)}.`);
     } catch (err) {
       setError(err);
@@ -122,7 +122,7 @@ function NewProduct({ onCreated }: { onCreated: (p: Product) => void }) {
     setBusy(true);
     setError(null);
     try {
-      const created = await ok(routes.createProduct, { body, idempotencyKey });
+      const created = await api.createProduct({ body, idempotencyKey });
       setKey(null);
       setName('');
       setVariants([{ ...emptyVariant }]);

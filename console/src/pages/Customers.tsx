@@ -4,8 +4,8 @@
 // (GET /v1/users, GET /v1/orders?customerId=, GET /v1/conversations?customerId=, ...); the API
 // refuses staff too, the page only says so first.
 import { useEffect, useRef, useState } from 'preact/hooks';
-import { ok, routes, type ApiKeyInfo, type Conversation, type Order, type SessionRow, type UserInfo } from '../api.ts';
-import type { PageProps } from '../app.tsx';
+import { api, type ApiKeyInfo, type Conversation, type Order, type SessionRow, type UserInfo } from '../api.ts';
+import type { PageProps } from '../page.ts';
 import { linkTo } from '../router.ts';
 import { ConfirmAction } from '../components/ConfirmAction.tsx';
 import { DataTable, MoreButton, useCursorPages } from '../components/DataTable.tsx';
@@ -23,7 +23,7 @@ export function CustomersPage({ session }: PageProps) {
   const [submitted, setSubmitted] = useState('');
   // Read by the fetch at call time, so a new search starts from its first page at once.
   const searched = useRef('');
-  const users = useCursorPages((cursor) => ok(routes.users, { query: { limit: 25, ...(searched.current ? { q: searched.current } : {}), ...(cursor ? { cursor } : {}) } }), admin);
+  const users = useCursorPages((cursor) => api.listUsers({ query: { limit: 25, ...(searched.current ? { q: searched.current } : {}), ...(cursor ? { cursor } : {}) } }), admin);
   if (!admin) return <><h1>Customers</h1><AdminOnly what="Customers" /></>;
   const search = (e: Event) => {
     e.preventDefault();
@@ -61,12 +61,12 @@ export function CustomerPage({ session, params }: PageProps) {
   const [user, setUser] = useState<UserInfo | null>(null);
   const [error, setError] = useState<unknown>(null);
   useEffect(() => {
-    if (admin) void ok(routes.user, { params: { id } }).then(setUser, setError);
+    if (admin) void api.getUser({ params: { id } }).then(setUser, setError);
   }, [admin, id]);
-  const orders = useCursorPages((cursor) => ok(routes.orders, { query: { limit: 10, customerId: id, ...(cursor ? { cursor } : {}) } }), admin);
-  const conversations = useCursorPages((cursor) => ok(routes.conversations, { query: { limit: 10, customerId: id, ...(cursor ? { cursor } : {}) } }), admin);
-  const sessions = useCursorPages((cursor) => ok(routes.userSessions, { params: { id }, query: { limit: 10, ...(cursor ? { cursor } : {}) } }), admin);
-  const keys = useCursorPages((cursor) => ok(routes.apiKeys, { query: { limit: 10, createdBy: id, ...(cursor ? { cursor } : {}) } }), admin);
+  const orders = useCursorPages((cursor) => api.listOrders({ query: { limit: 10, customerId: id, ...(cursor ? { cursor } : {}) } }), admin);
+  const conversations = useCursorPages((cursor) => api.listConversations({ query: { limit: 10, customerId: id, ...(cursor ? { cursor } : {}) } }), admin);
+  const sessions = useCursorPages((cursor) => api.listUserSessions({ params: { id }, query: { limit: 10, ...(cursor ? { cursor } : {}) } }), admin);
+  const keys = useCursorPages((cursor) => api.listApiKeys({ query: { limit: 10, createdBy: id, ...(cursor ? { cursor } : {}) } }), admin);
   if (!admin) return <><h1>Customer</h1><AdminOnly what="Customers" /></>;
   if (error) return <><h1>Customer</h1><ErrorNote error={error} /><p><a {...linkTo('/customers')}>Back to customers</a></p></>;
   if (!user) return <><h1>Customer</h1><p role="status">Loading…</p></>;
@@ -86,12 +86,12 @@ export function CustomerPage({ session, params }: PageProps) {
       <div class="section-actions">
         {user.disabledAt
           ? (
-            <ConfirmAction label="Enable account" title={`Enable ${user.name}'s account?`} confirmLabel="Enable" run={(idempotencyKey) => ok(routes.enableUser, { params: { id }, idempotencyKey })} onDone={changed}>
+            <ConfirmAction label="Enable account" title={`Enable ${user.name}'s account?`} confirmLabel="Enable" run={(idempotencyKey) => api.enableUser({ params: { id }, idempotencyKey })} onDone={changed}>
               <p>They can sign in again. Their old sessions and API keys stay revoked.</p>
             </ConfirmAction>
           )
           : (
-            <ConfirmAction label="Disable account" tone="danger" disabled={self} title={`Disable ${user.name}'s account?`} confirmLabel="Disable" run={(idempotencyKey) => ok(routes.disableUser, { params: { id }, idempotencyKey })} onDone={changed}>
+            <ConfirmAction label="Disable account" tone="danger" disabled={self} title={`Disable ${user.name}'s account?`} confirmLabel="Disable" run={(idempotencyKey) => api.disableUser({ params: { id }, idempotencyKey })} onDone={changed}>
               <p>Every session of {user.email} ends at once and every API key they are accountable for is revoked. They cannot sign in until enabled again.</p>
             </ConfirmAction>
           )}

@@ -2,8 +2,8 @@
 // (secrets hidden by the API) and its last error; and the dead letters, sent back from here as from
 // the operations page (the same component and endpoints).
 import { useEffect, useState } from 'preact/hooks';
-import { ok, routes, type QueueJob } from '../api.ts';
-import type { PageProps } from '../app.tsx';
+import { api, type QueueJob } from '../api.ts';
+import type { PageProps } from '../page.ts';
 import { DataTable, MoreButton, useCursorPages } from '../components/DataTable.tsx';
 import { DeadLetters, useDeadLetters } from '../components/DeadLetters.tsx';
 import { AdminOnly, ErrorNote } from '../components/ui.tsx';
@@ -31,7 +31,7 @@ export function JobsPage({ session }: PageProps) {
   useEffect(() => {
     if (!admin) return;
     // The queues, as the operations overview counts them (the shortest window: only the names matter).
-    ok(routes.overview, { query: { window: 300 } }).then((o) => {
+    api.operationsOverview({ query: { window: 300 } }).then((o) => {
       const names = o.queues.map((q) => q.name);
       setQueues(names);
       setQueue((current) => current || names[0] || '');
@@ -75,7 +75,7 @@ function QueueDeadLetters({ queue }: { queue: string }) {
 }
 
 function JobList({ queue, state }: { queue: string; state: Exclude<State, 'dead'> }) {
-  const pages = useCursorPages<QueueJob>((cursor) => ok(routes.queueJobs, { params: { queue }, query: { state, limit: 20, ...(cursor ? { cursor } : {}) } }), true);
+  const pages = useCursorPages<QueueJob>((cursor) => api.listQueueJobs({ params: { queue }, query: { state, limit: 20, ...(cursor ? { cursor } : {}) } }), true);
   return (
     <>
       <DataTable

@@ -1,5 +1,5 @@
 import { useEffect, useState } from 'preact/hooks';
-import { ApiError, ok, routes, type SessionInfo } from '../api.ts';
+import { api, ApiError, type SessionInfo } from '../api.ts';
 import { ErrorNote, Note } from '../components/ui.tsx';
 
 export function LoginPage({ notice, onSignedIn }: { notice?: string | undefined; onSignedIn: (session: SessionInfo) => void }) {
@@ -15,7 +15,7 @@ export function LoginPage({ notice, onSignedIn }: { notice?: string | undefined;
     setError(null);
     try {
       // The answer sets the session cookie; the page keeps only the CSRF token, never the token.
-      const { user, csrfToken } = await ok(routes.login, { body: { email, password } });
+      const { user, csrfToken } = await api.login({ body: { email, password } });
       onSignedIn({ user, csrfToken });
     } catch (err) {
       setError(err instanceof ApiError && err.problem.code === 'invalid_credentials' ? new Error('The email or password is wrong.') : err);

@@ -2,8 +2,8 @@
 // (GET /v1/admin/operations) every few seconds feeds every figure; admins also see the dead
 // letters (and send them back), run the audit and read the ledger's balances.
 import { useEffect, useMemo, useRef, useState } from 'preact/hooks';
-import { ok, routes, type AuditRun, type LedgerBalance, type Overview } from '../api.ts';
-import type { PageProps } from '../app.tsx';
+import { api, type AuditRun, type LedgerBalance, type Overview } from '../api.ts';
+import type { PageProps } from '../page.ts';
 import { Chart } from '../components/Chart.tsx';
 import { ConfirmAction } from '../components/ConfirmAction.tsx';
 import { DataTable } from '../components/DataTable.tsx';
@@ -45,7 +45,7 @@ function useLiveOverview(windowSeconds: number, paused: boolean) {
       window.clearTimeout(timer);
       if (document.visibilityState === 'hidden') return; // resumed by visibilitychange
       try {
-        const overview = await ok(routes.overview, { query: { window: windowSeconds } }, controller.signal);
+        const overview = await api.operationsOverview({ query: { window: windowSeconds }, signal: controller.signal });
         if (stopped) return;
         setData(overview);
         setError(null);
@@ -226,7 +226,7 @@ function Queues({ data, admin, refresh }: { data: Overview; admin: boolean; refr
               <ConfirmAction
                 label="Retry all" accessibleLabel={`Retry all ${q.deadLetters} dead letters of ${q.name}`} tone="secondary"
                 title={`Retry every dead letter of ${q.name}?`} confirmLabel={`Retry ${q.deadLetters}`}
-                run={(idempotencyKey) => ok(routes.retryQueue, { body: { queue: q.name }, idempotencyKey })}
+                run={(idempotencyKey) => api.retryAllFailedJobs({ body: { queue: q.name }, idempotencyKey })}
                 onDone={(r) => sentBack(r.ids.map((newId) => ({ deadId: newId, newId, queue: q.name })))}
               >
                 <p>Each job goes back to <code>{q.name}</code> with the queue's full retry budget. Jobs are idempotent: a retried charge never charges twice.</p>
@@ -280,20 +280,20 @@ function Audit({ data, admin }: { data: Overview; admin: boolean }) {
   const [balances, setBalances] = useState<Balances | null>(null);
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState<unknown>(null);
-  const loadBalances = () => ok(routes.ledgerBalances, {}).then((b) => setBalances(b.data), setError);
+  const loadBalances = () => api.ledgerBalances({}).then((b) => setBalances(b.data), setError);
   // A run recorded elsewhere (the schedule, another operator, the drill) is fetched when the
   // overview shows it, with its violations.
   const latest = data.audit?.ranAt;
   useEffect(() => {
     if (!admin) return;
-    if (latest) void ok(routes.lastAudit, {}).then(setRun, () => {});
+    if (latest) void api.lastAuditRun({}).then(setRun, () => {});
     void loadBalances();
   }, [admin, latest]);
   const runNow = async () => {
     setBusy(true);
     setError(null);
     try {
-      setRun(await ok(routes.runAudit, {}));
+      setRun(await api.runAudit({}));
       await loadBalances();
     } catch (err) {
       setError(err);

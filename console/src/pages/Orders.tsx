@@ -4,8 +4,8 @@
 // stock movements. Cancel (refunding a paid order) and fulfil are confirmed, sent with an
 // idempotency key, and a refund is shown as pending until the queue has sent it.
 import { useEffect, useState } from 'preact/hooks';
-import { ok, routes, type LedgerEntry, type Order, type OrderStatus, type OrderStockMovement, type Payment, type StatusChange } from '../api.ts';
-import type { PageProps } from '../app.tsx';
+import { api, type LedgerEntry, type Order, type OrderStatus, type OrderStockMovement, type Payment, type StatusChange } from '../api.ts';
+import type { PageProps } from '../page.ts';
 import { ConfirmAction } from '../components/ConfirmAction.tsx';
 import { DataTable, MoreButton, useCursorPages } from '../components/DataTable.tsx';
 import { Pending, type PendingState } from '../components/Pending.tsx';
@@ -56,7 +56,7 @@ function orderQuery(filters: Filters) {
 export function OrdersPage(_: PageProps) {
   const [filters, setFilters] = useState<Filters>(filtersFromUrl);
   const [draft, setDraft] = useState<Filters>(filters);
-  const pages = useCursorPages<Order>((cursor) => ok(routes.orders, { query: { limit: 25, ...orderQuery(filters), ...(cursor ? { cursor } : {}) } }), true);
+  const pages = useCursorPages<Order>((cursor) => api.listOrders({ query: { limit: 25, ...orderQuery(filters), ...(cursor ? { cursor } : {}) } }), true);
   useEffect(() => { void pages.reload(); }, [filters]);
 
   const apply = (next: Filters) => {
@@ -115,8 +115,8 @@ interface OrderDetail { order: Order; history: StatusChange[]; payments: Payment
 async function loadOrder(id: string): Promise<OrderDetail> {
   const params = { id };
   const [order, history, payments, ledger, stock] = await Promise.all([
-    ok(routes.order, { params }), ok(routes.orderHistory, { params }), ok(routes.orderPayments, { params }),
-    ok(routes.orderLedgerEntries, { params }), ok(routes.orderStockMovements, { params }),
+    api.getOrder({ params }), api.listOrderHistory({ params }), api.listOrderPayments({ params }),
+    api.listOrderLedgerEntries({ params }), api.listOrderStockMovements({ params }),
   ]);
   return { order, history: history.data, payments: payments.data, ledger: ledger.data, stock: stock.data };
 }
@@ -126,7 +126,7 @@ async function loadOrder(id: string): Promise<OrderDetail> {
  * refund failed for good (a charge still in flight is captured and then refunded, so it waits too).
  */
 async function refundProgress(id: string): Promise<PendingState> {
-  const { data } = await ok(routes.orderPayments, { params: { id } });
+  const { data } = await api.listOrderPayments({ params: { id } });
   const open = data.filter((p) => !(p.status === 'failed' || p.status === 'refunded' || p.refund?.status === 'failed'));
   if (open.length > 0) return { done: false, label: open.some((p) => p.refund) ? 'Refund sent to the processor…' : 'Waiting for the queue to refund…' };
   const failed = data.find((p) => p.refund?.status === 'failed');
@@ -165,7 +165,7 @@ export function OrderPage({ params }: PageProps) {
           {order.status === 'paid' ? (
             <ConfirmAction
               label="Fulfil" title="Mark this order fulfilled?" confirmLabel="Mark fulfilled"
-              run={(idempotencyKey) => ok(routes.fulfilOrder, { params: { id }, idempotencyKey })}
+              run={(idempotencyKey) => api.fulfilOrder({ params: { id }, idempotencyKey })}
               onDone={() => void reload()}
             >
               <p>Say the goods of order <code>{order.id}</code> have left. The customer's webhooks hear of it.</p>
@@ -175,7 +175,7 @@ export function OrderPage({ params }: PageProps) {
             <ConfirmAction
               label={paid ? 'Cancel and refund' : 'Cancel'} tone="danger"
               title={paid ? `Cancel and refund ${money(order.total)}?` : 'Cancel this order?'} confirmLabel={paid ? 'Cancel and refund' : 'Cancel the order'}
-              run={(idempotencyKey) => ok(routes.cancelOrder, { params: { id }, idempotencyKey })}
+              run={(idempotencyKey) => api.cancelOrder({ params: { id }, idempotencyKey })}
               onDone={() => { setWaiting(true); void reload(); }}
             >
               {paid

@@ -3,8 +3,8 @@
 // kept until it succeeds, so a double press or a retry after an error adjusts once), and the
 // movements that explain the level, newest first.
 import { useEffect, useState } from 'preact/hooks';
-import { newIdempotencyKey, ok, routes, type StockLevel, type StockMovement } from '../api.ts';
-import type { PageProps } from '../app.tsx';
+import { api, newIdempotencyKey, type StockLevel, type StockMovement } from '../api.ts';
+import type { PageProps } from '../page.ts';
 import { DataTable, MoreButton, useCursorPages } from '../components/DataTable.tsx';
 import { ErrorNote, Section, Stat } from '../components/ui.tsx';
 import { linkTo } from '../router.ts';
@@ -15,7 +15,7 @@ import { signed } from './Orders.tsx';
 let rowNumber = 0;
 
 export function StockPage(_: PageProps) {
-  const pages = useCursorPages<StockLevel>((cursor) => ok(routes.stockLevels, { query: { limit: 50, ...(cursor ? { cursor } : {}) } }), true);
+  const pages = useCursorPages<StockLevel>((cursor) => api.listStock({ query: { limit: 50, ...(cursor ? { cursor } : {}) } }), true);
   return (
     <>
       <div class="page-head"><h1>Stock</h1></div>
@@ -39,10 +39,10 @@ export function SkuPage({ params }: PageProps) {
   const [level, setLevel] = useState<StockLevel | null>(null);
   const [error, setError] = useState<unknown>(null);
   const movements = useCursorPages<StockMovement & { n: number }>(async (cursor) => {
-    const page = await ok(routes.stockMovements, { params: { sku }, query: { limit: 25, ...(cursor ? { cursor } : {}) } });
+    const page = await api.listStockMovements({ params: { sku }, query: { limit: 25, ...(cursor ? { cursor } : {}) } });
     return { data: page.data.map((m) => ({ ...m, n: ++rowNumber })), nextCursor: page.nextCursor };
   }, true);
-  useEffect(() => { void ok(routes.stockLevel, { params: { sku } }).then(setLevel, setError); }, [sku]);
+  useEffect(() => { void api.getStock({ params: { sku } }).then(setLevel, setError); }, [sku]);
 
   return (
     <>
@@ -93,7 +93,7 @@ function Adjust({ sku, onAdjusted }: { sku: string; onAdjusted: (level: StockLev
     setError(null);
     setDone(null);
     try {
-      const level = await ok(routes.adjustStock, { params: { sku }, body: { delta: n, reason: reason.trim() }, idempotencyKey });
+      const level = await api.adjustStock({ params: { sku }, body: { delta: n, reason: reason.trim() }, idempotencyKey });
       setKey(null);
       setDelta('');
       setReason('');

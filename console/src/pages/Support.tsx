@@ -3,8 +3,8 @@
 // stream (GET /v1/events, the session cookie; staff receive every message.created): a new message
 // or conversation shows without a reload. Messages are plain text and shown as text.
 import { useEffect, useRef, useState } from 'preact/hooks';
-import { ok, routes, newIdempotencyKey, type Conversation, type Message } from '../api.ts';
-import type { PageProps } from '../app.tsx';
+import { api, newIdempotencyKey, type Conversation, type Message } from '../api.ts';
+import type { PageProps } from '../page.ts';
 import { MoreButton, useCursorPages } from '../components/DataTable.tsx';
 import { Badge, ErrorNote, Note } from '../components/ui.tsx';
 import { linkTo } from '../router.ts';
@@ -37,14 +37,14 @@ function useMessageEvents(onMessage: (e: MessageEvent) => void): Live {
 
 export function SupportPage({ params }: PageProps) {
   const openId = params.id;
-  const all = useCursorPages<Conversation>((cursor) => ok(routes.conversations, { query: { limit: 20, ...(cursor ? { cursor } : {}) } }), true);
+  const all = useCursorPages<Conversation>((cursor) => api.listConversations({ query: { limit: 20, ...(cursor ? { cursor } : {}) } }), true);
   const [unread, setUnread] = useState<Conversation[]>([]);
   const [error, setError] = useState<unknown>(null);
   const [arrived, setArrived] = useState<Message | null>(null);
 
   const loadUnread = async () => {
     try {
-      setUnread((await ok(routes.conversations, { query: { unread: true, limit: 100 } })).data);
+      setUnread((await api.listConversations({ query: { unread: true, limit: 100 } })).data);
       setError(null);
     } catch (err) {
       setError(err);
@@ -110,11 +110,11 @@ function Thread({ id, arrived, onChanged }: { id: string; arrived: Message | nul
 
   const load = async () => {
     try {
-      const c = await ok(routes.conversation, { params: { id } });
+      const c = await api.getConversation({ params: { id } });
       const all: Message[] = [];
       let cursor: string | undefined;
       do {
-        const page = await ok(routes.messages, { params: { id }, query: { limit: 100, ...(cursor ? { cursor } : {}) } });
+        const page = await api.listMessages({ params: { id }, query: { limit: 100, ...(cursor ? { cursor } : {}) } });
         all.push(...page.data);
         cursor = page.nextCursor ?? undefined;
       } while (cursor && all.length < 1000);
@@ -129,7 +129,7 @@ function Thread({ id, arrived, onChanged }: { id: string; arrived: Message | nul
   useEffect(() => {
     if (!arrived || arrived.conversationId !== id) return;
     setMessages((before) => (before.some((m) => m.id === arrived.id) ? before : [...before, arrived]));
-    void ok(routes.conversation, { params: { id } }).then(setConversation, () => {});
+    void api.getConversation({ params: { id } }).then(setConversation, () => {});
   }, [arrived]);
 
   const send = async (e: Event) => {
@@ -138,11 +138,11 @@ function Thread({ id, arrived, onChanged }: { id: string; arrived: Message | nul
     setSending(true);
     try {
       if (replyKey.current?.body !== draft) replyKey.current = { body: draft, key: newIdempotencyKey() };
-      const message = await ok(routes.postMessage, { params: { id }, body: { body: draft }, idempotencyKey: replyKey.current.key });
+      const message = await api.postMessage({ params: { id }, body: { body: draft }, idempotencyKey: replyKey.current.key });
       replyKey.current = null;
       setDraft('');
       setMessages((before) => (before.some((m) => m.id === message.id) ? before : [...before, message]));
-      setConversation(await ok(routes.conversation, { params: { id } }));
+      setConversation(await api.getConversation({ params: { id } }));
       setError(null);
       onChanged();
     } catch (err) {
@@ -154,8 +154,8 @@ function Thread({ id, arrived, onChanged }: { id: string; arrived: Message | nul
 
   const markRead = async () => {
     try {
-      await ok(routes.markRead, { params: { id }, body: {}, idempotencyKey: newIdempotencyKey() });
-      setConversation(await ok(routes.conversation, { params: { id } }));
+      await api.markConversationRead({ params: { id }, body: {}, idempotencyKey: newIdempotencyKey() });
+      setConversation(await api.getConversation({ params: { id } }));
       onChanged();
     } catch (err) {
       setError(err);

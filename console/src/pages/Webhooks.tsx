@@ -4,8 +4,8 @@
 // Actions: redeliver, disable and enable, rotate the signing secret with a grace period (the new
 // secret is shown once).
 import { useEffect, useRef, useState } from 'preact/hooks';
-import { newIdempotencyKey, ok, routes, type DeliveryAttempt, type WebhookDelivery, type WebhookEndpoint } from '../api.ts';
-import type { PageProps } from '../app.tsx';
+import { api, newIdempotencyKey, type DeliveryAttempt, type WebhookDelivery, type WebhookEndpoint } from '../api.ts';
+import type { PageProps } from '../page.ts';
 import { ConfirmAction } from '../components/ConfirmAction.tsx';
 import { DataTable, MoreButton, useCursorPages } from '../components/DataTable.tsx';
 import { AdminOnly, Badge, ErrorNote, Note, Section } from '../components/ui.tsx';
@@ -68,7 +68,7 @@ function CreateEndpoint({ onCreated }: { onCreated: (created: { id: string; secr
   };
   return (
     <ConfirmAction label="New endpoint" title="Register a webhook endpoint" confirmLabel="Register"
-      run={() => ok(routes.createWebhookEndpoint, { body: { url, events: chosen(events) }, idempotencyKey: key.keyFor({ url, events }) })}
+      run={() => api.createWebhookEndpoint({ body: { url, events: chosen(events) }, idempotencyKey: key.keyFor({ url, events }) })}
       onDone={(created) => { key.done(); setUrl(''); onCreated(created); }}>
       <label for="endpoint-url">URL</label>
       <input id="endpoint-url" type="url" value={url} placeholder="https://shop.example/hooks" onInput={(e) => setUrl(e.currentTarget.value)} />
@@ -85,7 +85,7 @@ function CreateEndpoint({ onCreated }: { onCreated: (created: { id: string; secr
 
 export function WebhooksPage({ session }: PageProps) {
   const admin = session.user.role === 'admin';
-  const pages = useCursorPages<WebhookEndpoint>((cursor) => ok(routes.webhookEndpoints, { query: { limit: 20, ...(cursor ? { cursor } : {}) } }), admin);
+  const pages = useCursorPages<WebhookEndpoint>((cursor) => api.listWebhookEndpoints({ query: { limit: 20, ...(cursor ? { cursor } : {}) } }), admin);
   const [created, setCreated] = useState<{ id: string; secret: string } | null>(null);
   return (
     <>
@@ -123,11 +123,11 @@ export function WebhookPage({ session, params }: PageProps) {
   const [secret, setSecret] = useState<{ secret: string; previousSecretExpiresAt: string | null } | null>(null);
   const [grace, setGrace] = useState(86_400);
   const rotateKey = useKeyPerBody();
-  const attempts = useCursorPages<DeliveryAttempt>((cursor) => ok(routes.deliveryAttempts, { params: { id }, query: { limit: 20, ...(cursor ? { cursor } : {}) } }), admin);
+  const attempts = useCursorPages<DeliveryAttempt>((cursor) => api.listDeliveryAttempts({ params: { id }, query: { limit: 20, ...(cursor ? { cursor } : {}) } }), admin);
 
   const load = async () => {
     try {
-      setEndpoint(await ok(routes.webhookEndpoint, { params: { id } }));
+      setEndpoint(await api.getWebhookEndpoint({ params: { id } }));
       setError(null);
     } catch (err) {
       setError(err);
@@ -161,17 +161,17 @@ export function WebhookPage({ session, params }: PageProps) {
       <div class="actions">
         {endpoint.enabled ? (
           <ConfirmAction label="Disable" title="Disable this endpoint?" confirmLabel="Disable" tone="danger"
-            run={() => ok(routes.updateWebhookEndpoint, { params: { id }, body: { enabled: false } })} onDone={(w) => setEndpoint(w)}>
+            run={() => api.updateWebhookEndpoint({ params: { id }, body: { enabled: false } })} onDone={(w) => setEndpoint(w)}>
             <p>Nothing is sent to <span class="url">{endpoint.url}</span> while it is disabled, and events of that time are not sent later (redeliver them one by one).</p>
           </ConfirmAction>
         ) : (
           <ConfirmAction label="Enable" title="Enable this endpoint?" confirmLabel="Enable"
-            run={() => ok(routes.updateWebhookEndpoint, { params: { id }, body: { enabled: true } })} onDone={(w) => setEndpoint(w)}>
+            run={() => api.updateWebhookEndpoint({ params: { id }, body: { enabled: true } })} onDone={(w) => setEndpoint(w)}>
             <p>Deliveries start again with the next event; the failure streak starts afresh.</p>
           </ConfirmAction>
         )}
         <ConfirmAction label="Rotate secret" title="Rotate the signing secret?" confirmLabel="Rotate" tone="secondary"
-          run={() => ok(routes.rotateWebhookSecret, { params: { id }, body: { gracePeriodSeconds: grace }, idempotencyKey: rotateKey.keyFor({ id, grace }) })}
+          run={() => api.rotateWebhookSecret({ params: { id }, body: { gracePeriodSeconds: grace }, idempotencyKey: rotateKey.keyFor({ id, grace }) })}
           onDone={(r) => { rotateKey.done(); setSecret(r); void load(); }}>
           <p>The new secret is shown once. The old one keeps signing every delivery, next to the new, for the grace period, so the receiver can switch without failing one.</p>
           <label for="grace">Grace period</label>
@@ -214,7 +214,7 @@ function DeliveryDetails({ endpointId, attempt, enabled, onRedelivered }: { endp
   const [redelivered, setRedelivered] = useState(false);
   const open = async () => {
     try {
-      setDelivery(await ok(routes.webhookDelivery, { params: { id: endpointId, eventId: attempt.eventId } }));
+      setDelivery(await api.getWebhookDelivery({ params: { id: endpointId, eventId: attempt.eventId } }));
     } catch (err) {
       setError(err);
     }
@@ -245,7 +245,7 @@ function DeliveryDetails({ endpointId, attempt, enabled, onRedelivered }: { endp
       {redelivered ? <Note tone="ok">Sent again: the new attempt shows above when it is made.</Note> : null}
       {!enabled ? <Note>Enable the endpoint to redeliver.</Note> : (
         <ConfirmAction label="Redeliver" accessibleLabel={`Redeliver ${attempt.eventId}`} title="Send this event again, now?" confirmLabel="Redeliver" tone="secondary"
-          run={(idempotencyKey) => ok(routes.redeliver, { params: { id: endpointId, eventId: attempt.eventId }, idempotencyKey })}
+          run={(idempotencyKey) => api.redeliverEvent({ params: { id: endpointId, eventId: attempt.eventId }, idempotencyKey })}
           onDone={() => { setRedelivered(true); onRedelivered(); }}>
           <p>The receiver gets event <code>{attempt.eventId}</code> once more, with the same id (receivers dedupe on it); a retry still waiting is replaced by this one.</p>
         </ConfirmAction>

@@ -5,9 +5,14 @@
 //   customer and the staff who have written in it; a conversation that no staff member has
 //   answered yet reaches staff through their event streams and the unread counts, not by email.
 //
-// The job is enqueued in the transaction that publishes the event (requestEventEmails), so it
-// exists exactly when the event does. It may run more than once; exactly one email per (event,
-// recipient, kind) comes out of it all the same:
+// A message's job is enqueued in the transaction that publishes its event (requestEventEmails), so
+// it exists exactly when the event does. Order events are not pushed to messaging: it reads them
+// from the outbox as every other reader does (readOrderEventEmails: a durable position, the one row
+// of email_outbox_cursor, platform/outbox.ts), and enqueues an event's job in the transaction that
+// moves the position past it, so a job exists for every order event that mails, once the reader has
+// passed it. A job may be enqueued twice (a position moved back) or run more than once; exactly one
+// email per (event, recipient, kind) comes out of it all the same:
+// 0. the job's key is its event id: a job enqueued again while the first is kept is not inserted;
 // 1. each email is first recorded in `emails`, whose unique (event_id, recipient_id, kind) makes a
 //    second run record nothing new;
 // 2. an email is sent only by the worker that claimed it (a conditional UPDATE, with a lease in
@@ -22,6 +27,7 @@ import type { Db, Queryable, Tx } from '../../platform/db.ts';
 import { findEvents, type PublishedEvent } from '../../platform/events.ts';
 import { hasLiveStream } from '../../platform/event-stream.ts';
 import { newId } from '../../platform/ids.ts';
+import { eventsAfterSql, followOutbox, readFromPosition } from '../../platform/outbox.ts';
 import { enqueue, enqueueMany, workInBatches, type Queue, type QueueSpec } from '../../platform/queue.ts';
 import { findUserById, findUsersByIds } from '../accounts/repo.ts';
 import { createMailer, smtpTimeoutMs, type Mailer, type MailerConfig } from './mailer.ts';
@@ -45,14 +51,37 @@ export type EmailKind = 'order_confirmation' | 'payment_failed' | 'new_message';
 
 export interface EmailJob { eventId: string }
 
-/** Enqueues the emails of an event, in the transaction that publishes it. */
+/** The order events that mail their customer: a confirmation when paid, a notice when payment fails. */
+const orderEventsThatMail = ['order.paid', 'order.payment_failed'] as const;
+
+/** Enqueues the emails of an event (a message), in the transaction that publishes it. */
 export async function requestEventEmails(tx: Tx, eventId: string): Promise<void> {
   await enqueue(tx, emailQueue, { eventId } satisfies EmailJob, { dedupeKey: eventId });
 }
 
-/** requestEventEmails for several events, in one statement. */
-export async function requestEventEmailsMany(tx: Tx, eventIds: string[]): Promise<void> {
-  await enqueueMany(tx, emailQueue, eventIds.map((eventId) => ({ data: { eventId } satisfies EmailJob, dedupeKey: eventId })));
+/** Events one reader transaction reads at most. */
+export const emailReaderBatchSize = 200;
+
+/**
+ * Reads up to `limit` events after the email reader's position and below the horizon, enqueues the
+ * email job of each order event that mails (keyed by the event id, joining the trace that
+ * published it), and moves the position past them, in one transaction. Answers how many events it
+ * read, of every type (0: none waits, or another process holds the position and does the work).
+ */
+export async function readOrderEventEmails(db: Db, limit: number = emailReaderBatchSize): Promise<{ events: number; jobs: number }> {
+  const read = await readFromPosition(db, 'email_outbox_cursor', async (tx, from) => {
+    // tx as text outside the batch, so that the batch is ordered by the xid8 itself.
+    const rows = await tx.query<{ tx: string; id: string; type: string; traceparent: string | null }>(
+      `WITH batch AS (${eventsAfterSql('tx, id, type, traceparent', { tx: '$1', id: '$2', limit: '$3' })})
+       SELECT tx::text AS tx, id, type, traceparent FROM batch ORDER BY batch.tx, batch.id`,
+      [from.tx, from.id, limit],
+    );
+    const mailing = rows.filter((e) => (orderEventsThatMail as readonly string[]).includes(e.type));
+    await enqueueMany(tx, emailQueue, mailing.map((e) => ({ data: { eventId: e.id } satisfies EmailJob, dedupeKey: e.id, traceparent: e.traceparent ?? undefined })));
+    const last = rows.at(-1);
+    return { events: rows.length, last: last ? { tx: last.tx, id: last.id } : null, result: { events: rows.length, jobs: mailing.length } };
+  });
+  return read ?? { events: 0, jobs: 0 };
 }
 
 interface PlannedEmail { recipientId: string; kind: EmailKind; to: string; email: RenderedEmail }
@@ -141,7 +170,7 @@ export async function sendEventEmails(db: Db, mailer: Mailer, options: EmailOpti
  */
 export async function sendEventsEmails(db: Db, mailer: Mailer, options: EmailOptions, eventIds: string[]): Promise<Map<string, Error>> {
   const events = await findEvents(db, eventIds);
-  const planned = await planOrderEmails(db, events.filter((e) => e.type === 'order.paid' || e.type === 'order.payment_failed'));
+  const planned = await planOrderEmails(db, events.filter((e) => (orderEventsThatMail as readonly string[]).includes(e.type)));
   for (const event of events.filter((e) => e.type === 'message.created')) {
     planned.push(...(await planMessageEmails(db, event, options.heartbeatSeconds)).map((p) => ({ ...p, eventId: event.id })));
   }
@@ -176,9 +205,22 @@ export interface MessagingWorkerConfig extends MailerConfig {
   workerConcurrency: number;
 }
 
+// The email reader's loop, for queue.wake(); it is not a pg-boss queue.
+const readerLoop = 'notifications.read-outbox';
+
+/**
+ * Runs the email reader of order events (followOutbox: on the queue's poll, and at once after a
+ * local publish) and works the email jobs in this process. The queue (messagingQueues) must be
+ * declared.
+ */
 export function registerMessagingWorkers(queue: Queue, db: Db, config: MessagingWorkerConfig): void {
   const mailer = createMailer(config);
   const options: EmailOptions = { heartbeatSeconds: config.eventStreamHeartbeatSeconds, smtpConcurrency: config.workerConcurrency };
+  followOutbox(queue, readerLoop, async () => {
+    const { events, jobs } = await readOrderEventEmails(db, emailReaderBatchSize);
+    if (jobs > 0) queue.wake(emailQueue);
+    return events === emailReaderBatchSize;
+  });
   // In batches: the emails of many events (an order confirmation per paid order) are recorded, and
   // into the dev mailbox delivered, with one statement each.
   workInBatches<EmailJob>(queue, emailQueue, async (jobs) => {

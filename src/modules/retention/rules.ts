@@ -36,7 +36,7 @@ async function deleted(db: Queryable, sql: string, params: unknown[]): Promise<n
  * The readers of the events outbox that keep a position (tx, id): an event is deleted only once
  * every one of them has passed it. A new reader with a cursor table adds it here.
  */
-export const outboxReaderPositions = ['webhook_dispatch_cursor', 'ops_outbox_cursor'] as const;
+export const outboxReaderPositions = ['webhook_dispatch_cursor', 'ops_outbox_cursor', 'email_outbox_cursor'] as const;
 
 export const retentionRules: readonly RetentionRule[] = [
   {
@@ -54,9 +54,9 @@ export const retentionRules: readonly RetentionRule[] = [
       [limit, firstIdAt('whd', Date.now() - s.webhookAttemptRetentionDays * 24 * hour)]),
   },
   {
-    // Only events every outbox reader has passed (the webhook dispatcher: else their deliveries
-    // would never be made), with no delivery still being retried and no email left (a delivery and
-    // its attempts go with their event, by cascade). The live stream's Last-Event-ID replay reads
+    // Only events every outbox reader has passed (the webhook dispatcher and the email reader: else
+    // their deliveries and emails would never be made), with no delivery still being retried and no
+    // email left (a delivery and its attempts go with their event, by cascade). The live stream's Last-Event-ID replay reads
     // EVENT_STREAM_RETENTION_HOURS back, which config.ts keeps within EVENT_RETENTION_DAYS.
     table: 'events',
     prune: (db, limit, s) => deleted(db,

@@ -35,9 +35,8 @@ import http from 'node:http';
 import https from 'node:https';
 import type { Db } from '../../platform/db.ts';
 import { newId } from '../../platform/ids.ts';
-import { onLocalPublish } from '../../platform/events.ts';
-import { readFromPosition } from '../../platform/outbox.ts';
-import { enqueueMany, poll, work, type Job, type Queue, type QueueSpec } from '../../platform/queue.ts';
+import { followOutbox, readFromPosition } from '../../platform/outbox.ts';
+import { enqueueMany, work, type Job, type Queue, type QueueSpec } from '../../platform/queue.ts';
 import * as repo from './repo.ts';
 import { deliverQueue, payloadOf, type DeliverJob } from './service.ts';
 import { webhookEventTypes } from './schemas.ts';
@@ -317,42 +316,22 @@ export async function deliver(db: Db, job: Job<DeliverJob>, options: WebhookOpti
   if (retry) throw new Error(`webhook delivery of ${eventId} to ${endpointId} failed (attempt ${job.attempt}): ${outcome.error ?? `HTTP ${outcome.statusCode}`}`);
 }
 
-// The loop's name, for queue.wake(); it is not a pg-boss queue.
+// The dispatcher's loop, for queue.wake(); it is not a pg-boss queue.
 const dispatchLoop = 'webhooks.dispatch';
-// A local publish wakes the dispatcher at most this often: under load it then reads one batch per
-// pause rather than running once per order.
-const wakeGapMs = 50;
 
 /**
  * Runs the dispatcher and works the deliveries in this process. The deliveries' queue
- * (webhookQueuesFor(options)) must be declared. The dispatcher runs again at once while it reads
- * full batches, otherwise after the queue's polling interval, or sooner when this process has
- * published an event; its errors (database down) go to the queue's onError, and it stops with the
- * queue.
+ * (webhookQueuesFor(options)) must be declared. The dispatcher follows the outbox as every reader
+ * does (followOutbox: again at once while it reads full batches, otherwise after the queue's
+ * polling interval, or sooner when this process has published an event); its errors (database
+ * down) go to the queue's onError, and it stops with the queue.
  */
 export function registerWebhookWorkers(queue: Queue, db: Db, options: WebhookOptions = {}): void {
   const o = resolved(options);
-  let lastWake = 0;
-  let pending: NodeJS.Timeout | undefined;
-  const wake = () => {
-    pending = undefined;
-    lastWake = Date.now();
-    queue.wake(dispatchLoop);
-  };
-  const stopListening = onLocalPublish(() => {
-    if (pending) return;
-    const wait = lastWake + wakeGapMs - Date.now();
-    if (wait <= 0) return wake();
-    pending = setTimeout(wake, wait);
-    pending.unref();
-  });
-  void poll(queue, dispatchLoop, async () => {
+  followOutbox(queue, dispatchLoop, async () => {
     const { events, deliveries } = await dispatchWebhookEvents(db, dispatchBatchSize);
     if (deliveries > 0) queue.wake(deliverQueue);
     return events === dispatchBatchSize;
-  }).finally(() => {
-    stopListening();
-    clearTimeout(pending);
   });
   work<DeliverJob>(queue, deliverQueue, (job) => deliver(db, job, o), { concurrency: o.concurrency });
 }
