@@ -14,6 +14,17 @@ export default tseslint.config(
     },
   },
   {
+    // Type-aware rules: a promise nobody awaits or catches fails silently (an unhandled rejection
+    // kills the process); one handed where a void callback is expected is never awaited. Node's
+    // describe/it return promises the runner itself follows.
+    files: ['src/**/*.ts', 'test/**/*.ts', 'bench/**/*.ts', 'console/src/**/*.{ts,tsx}'],
+    languageOptions: { parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname } },
+    rules: {
+      '@typescript-eslint/no-floating-promises': ['error', { allowForKnownSafeCalls: [{ from: 'package', package: 'node:test', name: ['describe', 'it', 'test', 'suite', 'before', 'after', 'beforeEach', 'afterEach'] }] }],
+      '@typescript-eslint/no-misused-promises': 'error',
+    },
+  },
+  {
     // config.ts is the one place that reads the environment; tests and tools pick their database from it too.
     files: ['src/config.ts', 'test/**/*.ts', 'bench/**/*.ts', 'scripts/**'],
     rules: { 'no-restricted-properties': 'off' },

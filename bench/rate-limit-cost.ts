@@ -72,7 +72,8 @@ await apps.off.close();
 const limiter = createSharedLimiter(db, { windowSeconds: 60, syncMs: 200, localSharePercent: 10 });
 const decisions = 1_000_000;
 const t0 = process.hrtime.bigint();
-for (let i = 0; i < decisions; i++) limiter.take(`bench:${i % 1000}`, 100_000_000);
+// A limit no one reaches is decided locally: take answers at once, never a promise to await.
+for (let i = 0; i < decisions; i++) void limiter.take(`bench:${i % 1000}`, 100_000_000);
 const takeNs = Number(process.hrtime.bigint() - t0) / decisions;
 await limiter.stop();
 await db.close();

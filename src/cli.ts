@@ -125,12 +125,13 @@ async function runUntilSignal(start: () => Promise<{ stop: () => Promise<void> }
   const onSignal = (signal: string) => {
     state.signalled = true;
     process.stderr.write(`\n${signal} received, stopping\n`);
-    if (state.stop) finish(state.stop);
+    // finish() handles its own failure and exits the process either way.
+    if (state.stop) void finish(state.stop);
   };
   process.once('SIGTERM', () => onSignal('SIGTERM'));
   process.once('SIGINT', () => onSignal('SIGINT'));
   state.stop = (await start()).stop;
-  if (state.signalled) finish(state.stop);
+  if (state.signalled) void finish(state.stop);
 }
 
 async function quietLogger() {

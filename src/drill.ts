@@ -101,6 +101,7 @@ export async function runDrill(options: DrillOptions): Promise<number> {
 
   const receiver = await startReceiver();
   let endpointId: string | null = null;
+  // Best effort: the drill ends either way, and an outage left on ends by itself at its end time.
   const cleanup = async () => {
     await api.call(endpoints.endSandboxOutage, { token }).catch(() => {});
     if (endpointId) await api.call(endpoints.deleteWebhookEndpoint, { token, params: { id: endpointId } }).catch(() => {});

@@ -127,7 +127,7 @@ export async function openAndMigrate(config: Readonly<Config>, log: pino.Logger)
     try {
       await opened.query('SELECT 1');
     } catch (err) {
-      await opened.close().catch(() => {});
+      await opened.close().catch(() => {}); // the refusal below is what the operator needs to read
       throw new StartError(postgresProblem(err, config.databaseUrl));
     }
   }
@@ -137,7 +137,7 @@ export async function openAndMigrate(config: Readonly<Config>, log: pino.Logger)
     const applied = await migrate(db);
     if (applied.length > 0) log.info({ applied }, `applied ${applied.length} migration(s)`);
   } catch (err) {
-    await db.close().catch(() => {});
+    await db.close().catch(() => {}); // the migration's error is the one to report
     if (err instanceof MigrationError) throw new StartError(`${err.message}; the database was left as it was`);
     throw new StartError(`cannot open ${where}: ${(err as Error).message}`);
   }
@@ -226,6 +226,7 @@ export async function startServer(config: Readonly<Config>): Promise<{ app: Fast
   } catch (err) {
     // The admin may exist already: its generated password must still be shown, or it is lost for good.
     if (admin) process.stderr.write(adminLines(admin).join('\n') + '\n');
+    // The start failed: its error is what to report, not a failure to close what it half opened.
     await app?.close().catch(() => {});
     await queue?.stop().catch(() => {});
     await db.close().catch(() => {});

@@ -71,6 +71,7 @@ export function App() {
   const [auth, setAuth] = useState<Auth>({ state: 'loading' });
 
   useEffect(() => {
+    // Both outcomes end in a state the page shows.
     void api.call('session').then((res) => {
       const user = res.ok ? res.body.user : null;
       if (res.ok && user) {
@@ -88,10 +89,12 @@ export function App() {
   if (auth.state === 'signed-out') {
     return <LoginPage notice={auth.notice} onSignedIn={(session) => { useCsrfToken(session.csrfToken); setAuth({ state: 'signed-in', session }); }} />;
   }
-  const signOut = async () => {
-    await api.logout().catch(() => {});
-    useCsrfToken(null);
-    setAuth({ state: 'signed-out', notice: 'You have signed out.' });
+  // Signed out here whatever the server answers: a session it no longer knows is gone all the same.
+  const signOut = () => {
+    void api.logout().catch(() => undefined).then(() => {
+      useCsrfToken(null);
+      setAuth({ state: 'signed-out', notice: 'You have signed out.' });
+    });
   };
   if (auth.session.user.role === 'customer') return <NotAllowed session={auth.session} onSignOut={signOut} />;
   return <Layout session={auth.session} onSignOut={signOut} />;

@@ -26,6 +26,7 @@ export function coalesce<K, V>(load: (keys: K[]) => Promise<Map<K, V>>, options:
       for (const key of batch.keys()) waiting.delete(key);
       if (waiting.size === 0) waiting = new Map();
       running++;
+      // Both outcomes are handed to the callers below, so nothing is left to reject.
       void load([...batch.keys()]).then(
         (found) => { for (const [key, callers] of batch) for (const c of callers) c.resolve(found.get(key)); },
         (err: unknown) => { for (const callers of batch.values()) for (const c of callers) c.reject(err); },

@@ -144,6 +144,7 @@ export function openPostgres(url: string, poolSize: number, onError: (err: Error
 function runAfterCommit(callbacks: ((db: Queryable) => unknown)[], db: Queryable): void {
   for (const fn of callbacks) {
     try {
+      // After-commit work is a wake-up, best effort: what it would do, a poll does too.
       void Promise.resolve(fn(db)).catch(() => {});
     } catch {
       // The transaction is committed; a follow-up signal that failed changes nothing about it.

@@ -119,6 +119,7 @@ export function createEventHub(db: Db, options: EventHubOptions): EventHub {
 
   function track<T>(p: Promise<T>): Promise<T> {
     inflight.add(p);
+    // Bookkeeping only: the caller awaits p and handles its failure.
     void p.finally(() => inflight.delete(p)).catch(() => {});
     return p;
   }
@@ -164,7 +165,7 @@ export function createEventHub(db: Db, options: EventHubOptions): EventHub {
     opened.delete(s);
     routes.leave(s);
     if (routes.joined === 0) outbox.forget();
-    void forget(s);
+    void forget(s); // logs its own failure; a stream's close does not wait for the row
   }
 
   function forget(s: Stream): Promise<unknown> {
@@ -174,6 +175,7 @@ export function createEventHub(db: Db, options: EventHubOptions): EventHub {
   const heartbeat = setInterval(() => {
     if (opened.size === 0) return;
     for (const s of opened) send(s, ': ping\n\n');
+    // Logs its own failure; the next beat tries again.
     void track(refreshPresence(db, [...opened].map((s) => s.id), options.heartbeatSeconds))
       .catch((err: Error) => log.warn({ err }, 'could not refresh event stream presence'));
   }, options.heartbeatSeconds * 1000);

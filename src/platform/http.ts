@@ -171,7 +171,7 @@ function patternOf(url: string): RegExp {
  */
 export function frameworkError(err: FastifyError, request: FastifyRequest, reply: FastifyReply): void {
   const { body, headers } = toProblem(err, request.log);
-  void sendProblem(reply, body, { ...headers, 'x-request-id': request.id });
+  void sendProblem(reply, body, { ...headers, 'x-request-id': request.id }); // the reply is not awaited: Fastify sends it
 }
 
 export interface HttpPlatformOptions { corsOrigins: string[] }

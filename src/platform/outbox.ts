@@ -99,6 +99,7 @@ export function followOutbox(queue: Queue, name: string, step: () => Promise<boo
     pending = setTimeout(wake, wait);
     pending.unref();
   });
+  // poll reports a failed step to the queue's onError and goes on; it ends when the queue stops.
   void poll(queue, name, step).finally(() => {
     stopListening();
     clearTimeout(pending);

@@ -35,6 +35,7 @@ const upkeepEveryMs = 10_000;
 /** Runs the upkeep every 10 s until the queue stops. */
 export function startUpkeep(queue: Queue, db: Db): void {
   let last = Date.now();
+  // poll reports a failed step to the queue's onError and goes on; it ends when the queue stops.
   void poll(queue, 'upkeep', async () => {
     if (Date.now() - last >= upkeepEveryMs) {
       last = Date.now();

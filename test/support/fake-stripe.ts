@@ -154,7 +154,7 @@ export async function startFakeStripe(secretKey = 'sk_test_fake_engine_room'): P
     res.end(JSON.stringify(body));
   }
 
-  const server = createServer(async (req, res) => {
+  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const path = (req.url ?? '/').split('?')[0] ?? '/';
     const body = parseForm(await readBody(req));
     const idempotencyKey = typeof req.headers['idempotency-key'] === 'string' ? req.headers['idempotency-key'] : undefined;
@@ -204,6 +204,14 @@ export async function startFakeStripe(secretKey = 'sk_test_fake_engine_room'): P
       return;
     }
     send(res, answer.status, answer.body, record.replayed ? { 'idempotent-replayed': 'true' } : {});
+  }
+
+  // A request that fails in the fake is a 500 the adapter under test must handle, not a crash of the test.
+  const server = createServer((req, res) => {
+    handle(req, res).catch(() => {
+      if (!res.headersSent) send(res, 500, { error: { type: 'api_error', message: 'the fake failed' } });
+      else res.destroy();
+    });
   });
 
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));

@@ -18,7 +18,7 @@ export function useDeadLetters(queue: string | undefined, enabled: boolean) {
     retried,
     sentBack(items: Retried[]) {
       setRetried((before) => [...items, ...before].slice(0, 50));
-      void pages.reload();
+      void pages.reload(); // a failed reload shows as the list's error
     },
   };
 }

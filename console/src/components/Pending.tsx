@@ -25,7 +25,7 @@ export function Pending({ check, intervalMs = 1000, onDone }: { check: () => Pro
       }
       if (!stopped) timer = window.setTimeout(() => void tick(), intervalMs);
     };
-    void tick();
+    void tick(); // tick catches its own failures and tries again at the next one
     return () => { stopped = true; window.clearTimeout(timer); };
   }, []);
   return (

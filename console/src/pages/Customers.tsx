@@ -29,7 +29,7 @@ export function CustomersPage({ session }: PageProps) {
     e.preventDefault();
     searched.current = query.trim();
     setSubmitted(searched.current);
-    void users.reload();
+    void users.reload(); // a failed reload shows as the list's error
   };
   return (
     <>

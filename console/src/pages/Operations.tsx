@@ -58,7 +58,7 @@ function useLiveOverview(windowSeconds: number, paused: boolean) {
     };
     const onVisibility = () => { if (document.visibilityState === 'visible') void load(); };
     document.addEventListener('visibilitychange', onVisibility);
-    void load();
+    void load(); // load shows its own failure (setError) and schedules the next one
     return () => { stopped = true; controller.abort(); window.clearTimeout(timer); document.removeEventListener('visibilitychange', onVisibility); };
   }, [windowSeconds, paused, tick]);
   return { data, error, updatedAt, refresh: () => setTick((t) => t + 1) };
@@ -286,8 +286,9 @@ function Audit({ data, admin }: { data: Overview; admin: boolean }) {
   const latest = data.audit?.ranAt;
   useEffect(() => {
     if (!admin) return;
+    // The run's violations are extra detail: the verdict is on the overview already, so a failed fetch leaves it out.
     if (latest) void api.lastAuditRun({}).then(setRun, () => {});
-    void loadBalances();
+    void loadBalances(); // a failure shows as the panel's error
   }, [admin, latest]);
   const runNow = async () => {
     setBusy(true);

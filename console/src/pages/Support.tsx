@@ -129,6 +129,7 @@ function Thread({ id, arrived, onChanged }: { id: string; arrived: Message | nul
   useEffect(() => {
     if (!arrived || arrived.conversationId !== id) return;
     setMessages((before) => (before.some((m) => m.id === arrived.id) ? before : [...before, arrived]));
+    // Only the thread's header (read state, subject) is refreshed; the message is shown already, and the next one refreshes it again.
     void api.getConversation({ params: { id } }).then(setConversation, () => {});
   }, [arrived]);
 

@@ -120,6 +120,7 @@ export function startTelemetry(options: TelemetryOptions): Telemetry {
     timer = setTimeout(() => { void flush().then(() => { if (!stopped) schedule(); }); }, intervalMs);
     timer.unref();
   };
+  // flush reports its own failure (onError) and never rejects.
   void flush().then(() => { if (!stopped) schedule(); });
 
   return {

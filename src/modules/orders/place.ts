@@ -203,6 +203,7 @@ export function orderPlacer(db: Db, options: { concurrency: number; maxBatch: nu
     while (running < options.concurrency && waiting.length > 0) {
       const batch = takeBatch();
       running++;
+      // run answers or rejects each waiting request itself and never rejects.
       void run(batch).finally(() => {
         running--;
         pump();

@@ -149,7 +149,7 @@ function requestAbort(timeoutMs: number, jobSignal: AbortSignal) {
     if (controller.signal.aborted) reject(controller.signal.reason);
     else controller.signal.addEventListener('abort', () => reject(controller.signal.reason), { once: true });
   });
-  aborted.catch(() => {});
+  aborted.catch(() => {}); // raced below, where its rejection is handled; unraced, it must not be unhandled
   return {
     signal: controller.signal,
     aborted,

@@ -56,7 +56,7 @@ export function followOutbox(db: Db, options: FollowOptions): OutboxFollower {
   let chain: Promise<unknown> = Promise.resolve();
   function exclusive<T>(fn: () => Promise<T>): Promise<T> {
     const run = chain.then(fn, fn);
-    chain = run.catch(() => {});
+    chain = run.catch(() => {}); // the caller of this run gets its failure; the next run must start anyway
     return run;
   }
 
@@ -151,7 +151,7 @@ export function followOutbox(db: Db, options: FollowOptions): OutboxFollower {
       clearInterval(poll);
       clearTimeout(retryTimer);
       const stop = await listening;
-      await stop?.().catch(() => {});
+      await stop?.().catch(() => {}); // closing: the listener's end can fail only on a lost connection
       await chain;
     },
   };

@@ -35,7 +35,7 @@ export function postgresListener(url: string): Listen {
         await c.query(`LISTEN ${eventChannel}`);
       } catch (err) {
         onError(err as Error);
-        await c.end().catch(() => {});
+        await c.end().catch(() => {}); // the failure is reported above; a broken client may fail to end too
         retry();
         return;
       }
@@ -50,7 +50,7 @@ export function postgresListener(url: string): Listen {
     return async () => {
       stopped = true;
       clearTimeout(timer);
-      await client?.end().catch(() => {});
+      await client?.end().catch(() => {}); // stopping: a connection already lost has nothing left to end
     };
   };
 }

@@ -31,7 +31,7 @@ export function work<T = unknown>(queue: Queue, name: string, handler: Handler<T
   const concurrency = Math.max(1, options.concurrency ?? 1);
   const loop = workLoop(state, name, handler as Handler<unknown>, concurrency).catch((err: Error) => state.onError(err));
   state.loops.add(loop);
-  void loop.finally(() => state.loops.delete(loop));
+  void loop.finally(() => state.loops.delete(loop)); // loop's failure goes to onError above
 }
 
 // One loop per registration keeps up to `concurrency` jobs running: it fetches as many as there are
@@ -68,7 +68,7 @@ async function fetchLoop(state: QueueState, name: string, slots: number, fetchSi
     }
     for (const done of start(jobs)) {
       mine.add(done);
-      void done.finally(() => mine.delete(done));
+      void done.finally(() => mine.delete(done)); // a job's outcome is recorded by start(); done never rejects
     }
   }
 }
@@ -84,7 +84,7 @@ async function runJob(state: QueueState, name: string, handler: Handler<unknown>
   const lease = setTimeout(() => controller.abort(new Error(`the job ran longer than its lease of ${leaseMs / 1000}s`)), leaseMs);
   try {
     const aborted = new Promise<never>((_, reject) => controller.signal.addEventListener('abort', () => reject(controller.signal.reason), { once: true }));
-    aborted.catch(() => {});
+    aborted.catch(() => {}); // raced below, where its rejection is handled; unraced, it must not be unhandled
     await Promise.race([inJobSpan(name, [job], () => handler({ id: job.id, name, data: job.data, attempt: job.retryCount + 1, signal: controller.signal })), aborted]);
     ok = true;
   } catch (err) {
@@ -136,7 +136,7 @@ export function workInBatches<T = unknown>(queue: Queue, name: string, handler: 
   const loop = batchLoop(state, name, handler as BatchHandler<unknown>, Math.max(1, options.batchSize), Math.max(1, options.concurrency ?? 1))
     .catch((err: Error) => state.onError(err));
   state.loops.add(loop);
-  void loop.finally(() => state.loops.delete(loop));
+  void loop.finally(() => state.loops.delete(loop)); // loop's failure goes to onError above
 }
 
 function batchLoop(state: QueueState, name: string, handler: BatchHandler<unknown>, batchSize: number, concurrency: number): Promise<void> {
@@ -214,6 +214,6 @@ export function poll(queue: Queue, name: string, step: () => Promise<boolean>): 
     }
   })();
   state.loops.add(loop);
-  void loop.finally(() => state.loops.delete(loop));
+  void loop.finally(() => state.loops.delete(loop)); // the loop hands every step's failure to onError itself
   return loop;
 }
