@@ -1,20 +1,13 @@
-// A reporter for Node's test runner: the wall time of each test file, from its first event to its
-// last, slowest first, one "seconds<TAB>file" line each. Node's JUnit report times test cases, not
-// the hooks around them that start a file's environment, which is where a slow file spends its time.
-import { relative } from 'node:path';
-import { performance } from 'node:perf_hooks';
-
+// A reporter for Node's test runner: the wall time of each test file (its process, from start to
+// exit), slowest first, one "seconds<TAB>file" line each. Node's JUnit report times test cases,
+// not the imports and hooks around them that start a file's environment, which is where a slow
+// file spends its time; the runner's own test:complete of the file, at nesting 0, times it whole.
 export default async function* durations(source) {
-  const seen = new Map();
+  const rows = [];
   for await (const event of source) {
-    const file = event.data?.file;
-    if (!file?.endsWith('.test.ts')) continue; // events of hooks in test/support name that file
-    const now = performance.now();
-    const span = seen.get(file);
-    if (span) span.last = now;
-    else seen.set(file, { first: now, last: now });
+    if (event.type !== 'test:complete' || event.data.nesting !== 0 || !event.data.name.endsWith('.test.ts')) continue;
+    rows.push([event.data.details.duration_ms / 1000, event.data.name]);
   }
-  const rows = [...seen].map(([file, { first, last }]) => [(last - first) / 1000, relative(process.cwd(), file)]);
   rows.sort((a, b) => b[0] - a[0]);
   for (const [seconds, file] of rows) yield `${seconds.toFixed(1)}\t${file}\n`;
 }
