@@ -42,7 +42,7 @@ after(async () => {
 // A retry waits at least 10 minutes: a failed delivery stays pending with its next attempt ahead.
 const settings = { WEBHOOK_ALLOW_PRIVATE_URLS: 'true', WEBHOOK_RETRY_DELAY_SECONDS: '600' };
 
-forEachEngine('the console\'s support, webhooks and jobs API', (env) => {
+forEachEngine('the console\'s support, webhooks and jobs API', 'one', (env) => {
   it('staff list the conversations they have unread; replying reads one, a new customer message makes it unread again', async () => {
     const e = env();
     const staff = await staffUser(e);

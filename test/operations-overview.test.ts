@@ -26,7 +26,7 @@ function placeOrder(env: TestEnv, token: string, sku: string, card: string) {
   return env.client.ok(endpoints.placeOrder, { token, idempotencyKey: `ops-${++orderKey}`, body: { lines: [{ sku, quantity: 1 }], payment: { method: 'card', token: card } } });
 }
 
-forEachEngine('the operations API', (env) => {
+forEachEngine('the operations API', 'one', (env) => {
   it('shows the overview to staff and admins, and nothing to a customer or an anonymous caller', async () => {
     const e = env();
     const customer = await e.customer();
