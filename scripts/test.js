@@ -20,7 +20,7 @@ if (files.length === 0) {
   process.exit(1);
 }
 const concurrency = process.env.TEST_CONCURRENCY ?? '3';
-const onEngines = !process.env.TEST_DATABASE_URL ? 'PGlite' : process.env.TEST_ENGINES === 'postgres' ? 'PostgreSQL' : 'PGlite and PostgreSQL';
+const onEngines = !process.env.TEST_DATABASE_URL ? 'PGlite' : process.env.TEST_ENGINES === 'postgres' ? 'PostgreSQL' : process.env.TEST_ENGINES === 'all' ? 'PGlite and PostgreSQL (every file)' : 'PGlite and PostgreSQL (each file by its matrix: docs/TESTING.md)';
 console.error(`running ${files.length} test files (concurrency ${concurrency}) on ${onEngines}`);
 if (process.env.TEST_BAIL === '1') {
   // Mutation testing (scripts/mutate.ts): stop at the first failing test, since one is enough to

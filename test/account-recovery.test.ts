@@ -53,7 +53,7 @@ async function adminWithKey(e: TestEnv, email: string) {
 
 const works = async (e: TestEnv, token: string) => (await e.client.call(endpoints.me, { token })).status === 200;
 
-forEachEngine('change password and sign out everywhere', (env) => {
+forEachEngine('change password and sign out everywhere', 'one', (env) => {
   it('needs the current password; ends every other session and keeps the one that changed it', async () => {
     const e = env();
     const a = await signup(e, 'change@example.com');
@@ -134,7 +134,7 @@ forEachEngine('change password and sign out everywhere', (env) => {
   });
 });
 
-forEachEngine('password reset by mail', (env) => {
+forEachEngine('password reset by mail', 'one', (env) => {
   before(() => { smtp.received.length = 0; });
   it('answers the same whether or not the email has an account; only the account gets a mail', async () => {
     const e = env();
@@ -240,7 +240,7 @@ forEachEngine('password reset by mail', (env) => {
   });
 }, { PASSWORD_RESET_MAX_PER_EMAIL: '3', PASSWORD_RESET_MAX_PER_CLIENT: '1000', SMTP_URL: smtp.url }, { workers: true });
 
-forEachEngine('password reset: per-client throttle', (env) => {
+forEachEngine('password reset: per-client throttle', 'one', (env) => {
   it('one client address asking for many addresses is stopped', async () => {
     const e = env();
     const statuses: number[] = [];
@@ -249,7 +249,7 @@ forEachEngine('password reset: per-client throttle', (env) => {
   });
 }, { PASSWORD_RESET_MAX_PER_CLIENT: '2' });
 
-forEachEngine('email verification (EMAIL_VERIFICATION=true)', (env) => {
+forEachEngine('email verification (EMAIL_VERIFICATION=true)', 'one', (env) => {
   before(() => { smtp.received.length = 0; });
   it('mails a token at signup; an unverified user may not order until verified', async () => {
     const e = env();
@@ -280,7 +280,7 @@ forEachEngine('email verification (EMAIL_VERIFICATION=true)', (env) => {
   });
 }, { EMAIL_VERIFICATION: 'true', PASSWORD_RESET_MAX_PER_EMAIL: '3', SMTP_URL: smtp.url }, { workers: true });
 
-forEachEngine('email verification is off by default', (env) => {
+forEachEngine('email verification is off by default', 'one', (env) => {
   it('an unverified user orders as before', async () => {
     const e = env();
     await e.product([{ sku: 'VERIFY-OFF', stock: 5 }]);
@@ -290,7 +290,7 @@ forEachEngine('email verification is off by default', (env) => {
   });
 });
 
-forEachEngine('admin: users, sessions, disable and enable', (env) => {
+forEachEngine('admin: users, sessions, disable and enable', 'one', (env) => {
   it('searches users by a case-insensitive prefix of the email or the name, newest first, by cursor', async () => {
     const e = env();
     const people: [string, string][] = [['zoe.one@example.com', 'Zoe One'], ['zoe.two@example.com', 'Zoe Two'], ['other@example.com', 'Zorro Zed'], ['z_oe@example.com', 'Percent']];

@@ -6,7 +6,7 @@ import { csrfTokenFor } from '../src/platform/auth.ts';
 
 const password = 'correct horse battery staple';
 
-forEachEngine('signup, login, logout and me', (env) => {
+forEachEngine('signup, login, logout and me', 'one', (env) => {
   it('signs up a customer and answers user, token and expiry; me shows the same user', async () => {
     const { client } = env();
     const res = await client.call(endpoints.signup, { body: { email: 'Ada@Example.com', password, name: 'Ada' } });
@@ -120,7 +120,7 @@ forEachEngine('signup, login, logout and me', (env) => {
   });
 });
 
-forEachEngine('browser sessions by cookie', (env) => {
+forEachEngine('browser sessions by cookie', 'one', (env) => {
   it('accepts the HttpOnly SameSite cookie, and demands the CSRF token on unsafe requests', async () => {
     const { app } = env();
     const login = await app.inject({ method: 'POST', url: '/v1/auth/signup', payload: { email: 'cookie@example.com', password, name: 'C' } });
@@ -143,7 +143,7 @@ forEachEngine('browser sessions by cookie', (env) => {
   });
 }, { SECURE_COOKIES: 'true' });
 
-forEachEngine('API keys and roles', (env) => {
+forEachEngine('API keys and roles', 'one', (env) => {
   it('trims the name of a key, and refuses one with nothing visible in it', async () => {
     const { client, adminToken } = env();
     const trimmed = await client.ok(endpoints.createApiKey, { token: adminToken, body: { name: '  storefront  ', role: 'staff' } });
@@ -217,7 +217,7 @@ forEachEngine('API keys and roles', (env) => {
   });
 });
 
-forEachEngine('responses that carry secrets', (env) => {
+forEachEngine('responses that carry secrets', 'one', (env) => {
   it('are marked Cache-Control: no-store: signup, login, a new API key, a new webhook endpoint', async () => {
     const { client, adminToken } = env();
     const results = {
@@ -236,7 +236,7 @@ forEachEngine('responses that carry secrets', (env) => {
   });
 });
 
-forEachEngine('Idempotency-Key on API key creation and signup', (env) => {
+forEachEngine('Idempotency-Key on API key creation and signup', 'one', (env) => {
   it('answers a retried API key creation with the same key, once, and stores neither the key nor the Idempotency-Key in the clear', async () => {
     const { client, adminToken, database } = env();
     const idempotencyKey = 'b6f4a0a2-3c7e-4f5e-9a51-0d9c2f1e8a77';
@@ -304,7 +304,7 @@ forEachEngine('Idempotency-Key on API key creation and signup', (env) => {
   });
 });
 
-forEachEngine('demoting an admin', (env) => {
+forEachEngine('demoting an admin', 'one', (env) => {
   /** A new user made admin by the bootstrap admin: its id and session token. */
   async function newAdmin() {
     const { client, adminToken, customer } = env();
@@ -353,7 +353,7 @@ async function adminIds(env: () => TestEnv): Promise<string[]> {
   return (await env().database.db.query<{ id: string }>("SELECT id FROM users WHERE role = 'admin' ORDER BY id")).map((r) => r.id);
 }
 
-forEachEngine('demotions racing', (env) => {
+forEachEngine('demotions racing', 'one', (env) => {
   it('two admins demoting each other at the same moment leave one admin, round after round', async () => {
     const { client, adminToken, customer } = env();
     const boot = await client.ok(endpoints.me, { token: adminToken });

@@ -12,7 +12,7 @@ import { maxUnitPrice } from '../src/limits.ts';
 
 class Rollback extends Error {}
 
-forEachEngine('the audit', (env) => {
+forEachEngine('the audit', 'parity', (env) => {
   let paidOrder = '';
 
   it('passes on healthy books, over HTTP too (admin only)', async () => {

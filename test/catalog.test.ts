@@ -11,7 +11,7 @@ import { maxOnHand } from '../src/modules/catalog/schemas.ts';
 import { chargeOnce } from './support/charge.ts';
 import { createSandboxProvider } from '../src/modules/payments/providers/sandbox.ts';
 
-forEachEngine('catalog and inventory', (env) => {
+forEachEngine('catalog and inventory', 'parity', (env) => {
   it('lets staff create a product with variants; anyone can read it with what is available', async () => {
     const { client, adminToken } = env();
     const created = await client.call(endpoints.createProduct, {

@@ -19,7 +19,7 @@ import { waitFor } from './support/wait.ts';
 const admin = { email: 'admin@client.test', password: 'client-test-admin-password' };
 const clientDir = join(packageRoot, 'packages', 'client');
 
-for (const engine of engines()) {
+for (const engine of engines('one')) {
   describe(`@engine-room/client against a real server [${engine}]`, () => {
     let server: RunningServer;
     let adminToken: string;

@@ -12,7 +12,6 @@ import { waitFor } from './support/wait.ts';
 import { endpoints } from '../src/client.ts';
 import { enqueue } from '../src/platform/queue.ts';
 import { deliverQueue } from '../src/modules/webhooks/service.ts';
-import { redactedJobData } from '../src/modules/operations/job-data.ts';
 
 async function staffUser(e: TestEnv) {
   const s = await e.customer('Staff Member');
@@ -42,7 +41,7 @@ after(async () => {
 // A retry waits at least 10 minutes: a failed delivery stays pending with its next attempt ahead.
 const settings = { WEBHOOK_ALLOW_PRIVATE_URLS: 'true', WEBHOOK_RETRY_DELAY_SECONDS: '600' };
 
-forEachEngine('the console\'s support, webhooks and jobs API', (env) => {
+forEachEngine('the console\'s support, webhooks and jobs API', 'one', (env) => {
   it('staff list the conversations they have unread; replying reads one, a new customer message makes it unread again', async () => {
     const e = env();
     const staff = await staffUser(e);
@@ -179,12 +178,5 @@ forEachEngine('the console\'s support, webhooks and jobs API', (env) => {
     ];
     assert.deepEqual(refused.map((r) => r.status), [403, 403, 403, 403, 403, 403]);
     assert.equal((await e.client.ok(endpoints.getWebhookEndpoint, { token: e.adminToken, params: { id: w.id } })).enabled, true);
-  });
-
-  it('job data is redacted by name at any depth, and stays bounded however deep', () => {
-    assert.deepEqual(redactedJobData({ paymentId: 'pay_1', items: [{ apiKey: 'k', ok: 1 }], Authorization: 'Bearer x' }), { paymentId: 'pay_1', items: [{ apiKey: '[redacted]', ok: 1 }], Authorization: '[redacted]' });
-    let deep: unknown = 'bottom';
-    for (let i = 0; i < 1000; i++) deep = { next: deep };
-    assert.match(JSON.stringify(redactedJobData(deep)), /too deep/);
   });
 }, settings, { workers: true });

@@ -22,7 +22,7 @@ function verifyStandard(request: ReceivedRequest, secret: string): unknown {
   return new Webhook(secret).verify(request.body, headers);
 }
 
-for (const engine of engines()) {
+for (const engine of engines('one')) {
   describe(`the console's support inbox, webhooks and jobs in a browser [${engine}]`, { skip: needsChromium }, () => {
     let rig: ConsoleRig;
     let api: Client;

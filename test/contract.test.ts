@@ -277,7 +277,7 @@ async function send(app: FastifyInstance, streamBase: () => Promise<string>, con
   return { status: res.statusCode, contentType: String(res.headers['content-type'] ?? ''), body: res.body };
 }
 
-forEachEngine('every operation answers as the OpenAPI document declares', (env) => {
+forEachEngine('every operation answers as the OpenAPI document declares', 'one', (env) => {
   let fx: Fixtures;
   let contracts: OperationContract[];
   let listening: Promise<string> | undefined;

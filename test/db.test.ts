@@ -71,7 +71,7 @@ it('a number a column cannot hold (22003) answers 422 limit_exceeded, not a 500 
   assert.doesNotMatch(JSON.stringify(body), /integer out of range/);
 });
 
-for (const engine of engines()) {
+for (const engine of engines('parity')) {
   it(`[${engine}] int8 arrives as an exact number; one beyond 2^53 is refused, never rounded`, async () => {
     const database = await freshDatabase(engine, 2);
     try {
@@ -146,7 +146,7 @@ it('a NUL character that reaches the database (no schema excluded it) answers 40
     assert.equal(body.status, 400);
     assert.equal(body.code, 'validation_failed');
   }
-  const database = await freshDatabase(engines()[engines().length - 1]!, 1);
+  const database = await freshDatabase(engines('parity')[engines('parity').length - 1]!, 1);
   try {
     // The real error, from whichever engine this run has: its code is one of the two above.
     const err = await database.db.query('SELECT $1::text AS t', ['a\u0000b']).then(() => null, (e: { code?: string }) => e);

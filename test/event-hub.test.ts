@@ -72,7 +72,7 @@ const horizonQuery = 'SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS ho
 
 const nothingHeld = { open: 0, joined: 0, keys: 0, admitted: 0, users: 0, queries: 0, following: false };
 
-for (const engine of engines()) {
+for (const engine of engines('parity')) {
   describe(`the event hub, driven directly [${engine}]`, () => {
     let database: TestDatabase;
     before(async () => { database = await freshDatabase(engine, 5); });

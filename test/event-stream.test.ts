@@ -44,7 +44,7 @@ async function eventIdOfMessage(db: Db, messageId: string): Promise<string> {
   return row!.id;
 }
 
-forEachEngine('the live event stream (GET /v1/events)', (env) => {
+forEachEngine('the live event stream (GET /v1/events)', 'parity', (env) => {
   let base: string | undefined;
   const readers: EventStreamReader[] = [];
   const url = async () => (base ??= await env().app.listen({ port: 0, host: '127.0.0.1' }));

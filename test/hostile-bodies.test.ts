@@ -9,7 +9,7 @@ const nested = (depth: number, open = '[', close = ']') => open.repeat(depth) + 
 // Objects all the way down: {"a":{"a":...{}...}}
 const nestedObjects = (depth: number) => '{"a":'.repeat(depth) + '{}' + '}'.repeat(depth);
 
-forEachEngine('hostile request bodies', (env) => {
+forEachEngine('hostile request bodies', 'one', (env) => {
   let order: { id: string; token: string };
   let hookId: string;
 

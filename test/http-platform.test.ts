@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { forEachEngine } from './support/app.ts';
 import { endpoints } from '../src/client.ts';
 
-forEachEngine('HTTP conventions', (env) => {
+forEachEngine('HTTP conventions', 'one', (env) => {
   it('echoes a valid X-Request-Id and puts it on every log line of that request', async () => {
     const { app, logs } = env();
     const res = await app.inject({ method: 'GET', url: '/healthz', headers: { 'x-request-id': 'trace-abc.123' } });
@@ -137,7 +137,7 @@ forEachEngine('HTTP conventions', (env) => {
   });
 });
 
-forEachEngine('CORS when configured', (env) => {
+forEachEngine('CORS when configured', 'one', (env) => {
   it('allows a listed origin and no other', async () => {
     const { app } = env();
     const ok = await app.inject({ method: 'OPTIONS', url: '/v1/me', headers: { origin: 'https://shop.example', 'access-control-request-method': 'GET' } });

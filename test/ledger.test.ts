@@ -27,7 +27,7 @@ async function post(tx: Tx, ids: { orderId: string; paymentId: string }, entries
 
 const entriesOf = (e: TestEnv, id: string) => e.database.db.query('SELECT account, currency, debit, credit FROM ledger_entries WHERE transaction_id = $1 ORDER BY id', [id]);
 
-forEachEngine('the ledger in the database', (env) => {
+forEachEngine('the ledger in the database', 'parity', (env) => {
   it('refuses to commit a transaction whose debits and credits differ, in total or in any one currency', async () => {
     const e = env();
     await e.product([{ sku: 'LEDGER', stock: 100 }]);

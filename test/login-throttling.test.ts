@@ -7,7 +7,7 @@ import { injectTransport } from './support/app.ts';
 
 const password = 'correct horse battery staple';
 
-forEachEngine('login throttling', (env) => {
+forEachEngine('login throttling', 'one', (env) => {
   it('answers 429 with Retry-After after repeated failures for one account, before checking the password', async () => {
     const { client } = env();
     await client.ok(endpoints.signup, { body: { email: 'target@example.com', password, name: 'T' } });
@@ -51,7 +51,7 @@ forEachEngine('login throttling', (env) => {
   });
 }, { LOGIN_MAX_FAILURES_PER_ACCOUNT: '3', LOGIN_MAX_FAILURES_PER_CLIENT: '5', LOGIN_WINDOW_SECONDS: '600' });
 
-forEachEngine('login throttling under a parallel burst', (env) => {
+forEachEngine('login throttling under a parallel burst', 'one', (env) => {
   it('500 parallel guesses at one account, through two processes: at most the limit reach the password check, and the right password sent last is refused', async () => {
     const { client, database, config, app } = env();
     await client.ok(endpoints.signup, { body: { email: 'burst@example.com', password, name: 'B' } });
@@ -82,7 +82,7 @@ forEachEngine('login throttling under a parallel burst', (env) => {
   });
 }, { LOGIN_MAX_FAILURES_PER_ACCOUNT: '10', LOGIN_MAX_FAILURES_PER_CLIENT: '50', LOGIN_WINDOW_SECONDS: '600' });
 
-forEachEngine('the client address behind a proxy (TRUST_PROXY)', (env) => {
+forEachEngine('the client address behind a proxy (TRUST_PROXY)', 'one', (env) => {
   // The proxy at 10.0.0.2 appends the address it saw to whatever X-Forwarded-For the client sent.
   const login = (from: string, forwardedFor: string, i: number) => env().app.inject({
     method: 'POST', url: '/v1/auth/login', remoteAddress: from,
@@ -110,7 +110,7 @@ forEachEngine('the client address behind a proxy (TRUST_PROXY)', (env) => {
   });
 }, { TRUST_PROXY: '10.0.0.0/8', LOGIN_MAX_FAILURES_PER_CLIENT: '3', LOGIN_WINDOW_SECONDS: '600' });
 
-forEachEngine('lockout and probing', (env) => {
+forEachEngine('lockout and probing', 'one', (env) => {
   const loginFrom = (address: string, email: string, pw: string) => env().app.inject({ method: 'POST', url: '/v1/auth/login', remoteAddress: address, payload: { email, password: pw } });
 
   it("an attacker's failures from one address do not keep the owner, at another address, from logging in", async () => {
@@ -133,7 +133,7 @@ forEachEngine('lockout and probing', (env) => {
   });
 }, { LOGIN_MAX_FAILURES_PER_ACCOUNT_AND_CLIENT: '3', LOGIN_MAX_FAILURES_PER_ACCOUNT: '8', LOGIN_MAX_FAILURES_PER_CLIENT: '50', LOGIN_WINDOW_SECONDS: '600' });
 
-forEachEngine('signup throttling', (env) => {
+forEachEngine('signup throttling', 'one', (env) => {
   const signupFrom = (address: string, email: string) => env().app.inject({ method: 'POST', url: '/v1/auth/signup', remoteAddress: address, payload: { email, password, name: 'P' } });
 
   it('answers 429 with Retry-After past the limit of signups from one address, taken emails or not; other addresses go on', async () => {

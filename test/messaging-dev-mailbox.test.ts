@@ -45,7 +45,7 @@ async function queueDone(e: TestEnv, queue: string): Promise<void> {
   });
 }
 
-forEachEngine('the dev mailbox (on by default outside production)', (env) => {
+forEachEngine('the dev mailbox (on by default outside production)', 'one', (env) => {
   it('is for admins only: staff and customers get 403', async () => {
     const e = env();
     const customer = await e.customer();
@@ -125,7 +125,7 @@ forEachEngine('the dev mailbox (on by default outside production)', (env) => {
   });
 }, { EMAIL_VERIFICATION: 'true' }, { workers: true });
 
-forEachEngine('mail under NODE_ENV=production without SMTP_URL: no mailbox, nothing delivered', (env) => {
+forEachEngine('mail under NODE_ENV=production without SMTP_URL: no mailbox, nothing delivered', 'one', (env) => {
   it('has no mailbox: an admin gets 404, and the API document does not list it', async () => {
     const e = env();
     const res = await e.client.call(endpoints.listMailbox, { token: e.adminToken, query: { limit: 10 } });

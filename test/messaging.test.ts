@@ -21,7 +21,7 @@ async function staffUser(e: TestEnv) {
   return s;
 }
 
-forEachEngine('messaging: conversations and messages', (env) => {
+forEachEngine('messaging: conversations and messages', 'one', (env) => {
   it('a customer opens a conversation, optionally about their own order; another\'s order is 404', async () => {
     const e = env();
     await e.product([{ sku: 'MSG-TEE', stock: 100 }]);
@@ -245,7 +245,7 @@ forEachEngine('messaging: conversations and messages', (env) => {
   });
 });
 
-forEachEngine('messaging: sending is rate limited per user, in the database', (env) => {
+forEachEngine('messaging: sending is rate limited per user, in the database', 'one', (env) => {
   it('beyond the limit: 429 rate_limited with Retry-After, nothing stored; others unaffected; across app instances', async () => {
     const e = env();
     const alice = await e.customer();

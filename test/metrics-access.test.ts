@@ -33,7 +33,7 @@ function counting(db: Db): { db: Db; computations: () => number } {
   return { db: { ...db, query }, computations: () => n };
 }
 
-forEachEngine('metrics need the metrics token', (env) => {
+forEachEngine('metrics need the metrics token', 'one', (env) => {
   it('without the token, or with a wrong one, both answer 401 problem+json, from loopback too', async () => {
     const { app } = env();
     for (const url of urls) {
@@ -79,7 +79,7 @@ forEachEngine('metrics need the metrics token', (env) => {
   });
 }, { METRICS_TOKEN: metricsToken });
 
-forEachEngine('metrics without a metrics token', (env) => {
+forEachEngine('metrics without a metrics token', 'one', (env) => {
   it('answer on loopback only, and refuse (403) what a proxy forwarded or another address asks', async () => {
     const { app } = env();
     for (const url of urls) {

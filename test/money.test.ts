@@ -24,7 +24,7 @@ function recordingLog() {
   return { lines, log: { error: at('error'), warn: at('warn'), info: at('info') } as never };
 }
 
-forEachEngine('money stays exact', (env) => {
+forEachEngine('money stays exact', 'parity', (env) => {
   it('an order of the most SKUs, units and highest prices the limits allow totals exactly, from the answer to the ledger', async () => {
     const e = env();
     // Prices that differ in their last digits, so a rounded sum could not pass for the exact one.
@@ -128,7 +128,7 @@ async function plantUnreadable(e: TestEnv, sku: string, ids: string[], customerI
   }
 }
 
-forEachEngine('an order or payment no number can hold', (env) => {
+forEachEngine('an order or payment no number can hold', 'parity', (env) => {
   const poison = ['ord_0000poison1', 'ord_0000poison2', 'ord_0000poison3'];
 
   it('does not stop the expiry of the other unpaid orders: it is logged and skipped, page after page', async () => {

@@ -7,7 +7,7 @@ import type { Db } from '../src/platform/db.ts';
 
 const quiet = { logStream: { write: () => {} } };
 
-forEachEngine('operations endpoints', (env) => {
+forEachEngine('operations endpoints', 'parity', (env) => {
   it('healthz says the process is alive', async () => {
     const res = await env().app.inject({ method: 'GET', url: '/healthz' });
     assert.equal(res.statusCode, 200);

@@ -65,7 +65,7 @@ async function waitingAtStockLock(db: Db): Promise<true | undefined> {
   return row!.n > 0 ? true : undefined;
 }
 
-forEachEngine('orders are placed in batches', (env) => {
+forEachEngine('orders are placed in batches', 'parity', (env) => {
   it('wakes the payment workers after a commit that placed an order, and only then', async () => {
     const { database, customers } = env();
     await env().product([{ sku: 'BATCH-WAKE', stock: 10 }]);

@@ -10,7 +10,7 @@ import { assertStockExplained } from './support/stock.ts';
 
 const card = { method: 'card' as const, token: 'tok_ok' };
 
-forEachEngine('orders under concurrency', (env) => {
+forEachEngine('orders under concurrency', 'parity', (env) => {
   it('200 concurrent buyers of a SKU with stock 10 give exactly 10 orders and 190 out_of_stock', async () => {
     const { client, adminToken, customers, database } = env();
     await env().product([{ sku: 'HOT', stock: 10 }]);

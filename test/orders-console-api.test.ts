@@ -21,7 +21,7 @@ async function statusOf(env: TestEnv, id: string, statuses: string[]) {
   });
 }
 
-forEachEngine('orders-console-api', (env) => {
+forEachEngine('orders-console-api', 'parity', (env) => {
   it('staff filter orders by status, customer email, date range and id, newest first, page by page', async () => {
     const e = env();
     await e.product([{ sku: 'LIST-A', stock: 100, amount: 500 }]);

@@ -9,7 +9,7 @@ const card = { method: 'card' as const, token: 'tok_ok' };
 let keys = 0;
 const key = () => `order-test-${++keys}`;
 
-forEachEngine('orders', (env) => {
+forEachEngine('orders', 'parity', (env) => {
   it('places an order: prices from the catalog frozen on its lines, stock reserved, pending_payment', async () => {
     const { client, adminToken, customer } = env();
     await env().product([{ sku: 'MUG', stock: 100, amount: 1250 }, { sku: 'CAP', stock: 4, amount: 800 }], 'Merch');

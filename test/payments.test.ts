@@ -35,7 +35,7 @@ async function sandboxChargesFor(env: TestEnv, orderId: string) {
   return env.database.db.query<{ status: string; attempts: number; amount: number; refunded_amount: number }>('SELECT status, attempts, amount, refunded_amount FROM sandbox_charges WHERE order_id = $1', [orderId]);
 }
 
-forEachEngine('payments through the queue', (env) => {
+forEachEngine('payments through the queue', 'parity', (env) => {
   it('tok_ok: the order becomes paid, its reservation a sale, the capture posted once', async () => {
     const e = env();
     await e.product([{ sku: 'PAY', stock: 100, amount: 2500 }]);
@@ -163,7 +163,7 @@ forEachEngine('payments through the queue', (env) => {
   });
 }, {}, { workers: true });
 
-forEachEngine('a charge job delivered twice', (env) => {
+forEachEngine('a charge job delivered twice', 'parity', (env) => {
   it('charges once when two runs of the same job race', async () => {
     const e = env();
     await e.product([{ sku: 'TWICE', stock: 10 }]);
@@ -199,7 +199,7 @@ forEachEngine('a charge job delivered twice', (env) => {
   });
 });
 
-forEachEngine('charge jobs worked in a batch', (env) => {
+forEachEngine('charge jobs worked in a batch', 'parity', (env) => {
   async function paymentOf(e: TestEnv, orderId: string): Promise<string> {
     const [p] = await e.database.db.query<{ id: string }>('SELECT id FROM payments WHERE order_id = $1', [orderId]);
     return p!.id;
@@ -338,7 +338,7 @@ async function paymentRow(e: TestEnv, orderId: string) {
   return p!;
 }
 
-forEachEngine('recording a charge', (env) => {
+forEachEngine('recording a charge', 'parity', (env) => {
   it('two runs of one charge that both reach the processor record one capture: no second recording, no refund, no flag', async () => {
     const e = env();
     await e.product([{ sku: 'REC', stock: 100, amount: 900 }]);
@@ -569,7 +569,7 @@ forEachEngine('recording a charge', (env) => {
   });
 });
 
-forEachEngine('the expiry of unpaid orders', (env) => {
+forEachEngine('the expiry of unpaid orders', 'parity', (env) => {
   it('an order paid while the expiry waits for its lock stays paid, and the expiry counts nothing and logs no error', async (t) => {
     const e = env();
     if (e.database.engine !== 'postgres') {

@@ -38,7 +38,7 @@ function assertRefusal(res: LightMyRequestResponse, policy: string, max: number,
 }
 
 // A short window, to see one reset.
-forEachEngine('API rate limits: refusal and reset', (env) => {
+forEachEngine('API rate limits: refusal and reset', 'one', (env) => {
   it('an anonymous reader past the read limit gets 429 with Retry-After, RateLimit and RateLimit-Policy; after the window it is let in again', async () => {
     const { app } = env();
     const first = await get(app, '/v1/products', { address: '203.0.113.1' });
@@ -64,7 +64,7 @@ forEachEngine('API rate limits: refusal and reset', (env) => {
 }, { RATE_LIMIT_WINDOW_SECONDS: '2', RATE_LIMIT_READ_MAX: '5', RATE_LIMIT_WRITE_MAX: '3', RATE_LIMIT_AUTH_MAX: '1000' });
 
 // A long window, so that no burst straddles two.
-forEachEngine('API rate limits: whose allowance, shared across processes', (env) => {
+forEachEngine('API rate limits: whose allowance, shared across processes', 'one', (env) => {
   it('a user is counted by user, an API key by key, anyone else by client address', async () => {
     const { app, adminToken, customer } = env();
     const alice = await customer('Alice');

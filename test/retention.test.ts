@@ -34,7 +34,7 @@ async function ids(db: Queryable, sql: string): Promise<string[]> {
   return (await db.query<{ id: string }>(sql)).map((r) => r.id).sort();
 }
 
-for (const engine of engines()) {
+for (const engine of engines('one')) {
   describe(`retention [${engine}]`, () => {
     let env: TestEnv;
     before(async () => { env = await startTestEnv(engine); });

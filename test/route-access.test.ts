@@ -23,7 +23,7 @@ function isValidAccess(access: DeclaredRoute['access']): boolean {
   return Array.isArray(access) && access.length > 0 && access.every((role) => (roles as readonly string[]).includes(role));
 }
 
-forEachEngine('route access declarations', (env) => {
+forEachEngine('route access declarations', 'one', (env) => {
   it('every registered route declares who may call it', () => {
     const routes = env().app.declaredRoutes();
     // Not a vacuous walk: the routes of the operations and accounts modules are all there.

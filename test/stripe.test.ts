@@ -30,7 +30,7 @@ async function placeAndSettle(e: TestEnv, statuses: string[], quantity = 1) {
 
 const reviewCheck = "no payment awaits an operator's review";
 
-forEachEngine('payments through Stripe', (env) => {
+forEachEngine('payments through Stripe', 'parity', (env) => {
   it('a Stripe-paid order passes the audit: the sandbox processor\'s check is skipped, and says why', async () => {
     const e = env();
     await e.product([{ sku: 'STRIPE-TEE', stock: 100, amount: 4999 }]);

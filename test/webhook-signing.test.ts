@@ -33,7 +33,7 @@ function verifyLegacy(request: ReceivedRequest, secret: string): boolean {
   return parts.some(([k, v]) => k === 'v1' && Buffer.from(v, 'hex').length === expected.length && timingSafeEqual(Buffer.from(v, 'hex'), expected));
 }
 
-for (const engine of engines()) {
+for (const engine of engines('one')) {
   describe(`webhook signatures and secret rotation [${engine}]`, () => {
     let env: TestEnv;
     let queue: Queue;

@@ -13,7 +13,7 @@ import { waitFor } from './support/wait.ts';
 
 const admin = { email: 'crash-admin@example.com', password: 'crash-admin-password' };
 
-for (const engine of engines()) {
+for (const engine of engines('parity')) {
   describe(`a worker killed mid-charge [${engine}]`, () => {
     const cleanups: (() => Promise<void>)[] = [];
     after(async () => { for (const c of cleanups.reverse()) await c(); });

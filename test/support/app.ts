@@ -4,7 +4,7 @@ import type { FastifyInstance } from 'fastify';
 import { buildApp } from '../../src/app.ts';
 import { loadConfig, type Config } from '../../src/config.ts';
 import { createClient, endpoints, injectTransport, type Client } from '../../src/client.ts';
-import { engines, freshDatabase, type Engine, type TestDatabase } from './database.ts';
+import { engines, freshDatabase, type Engine, type EngineMatrix, type TestDatabase } from './database.ts';
 import { ensureAdmin, hashSecret } from '../../src/modules/accounts/service.ts';
 import { newId } from '../../src/platform/ids.ts';
 import { randomBytes } from 'node:crypto';
@@ -102,9 +102,19 @@ export async function startTestEnv(engine: Engine, env: Record<string, string> =
   };
 }
 
-/** Runs the suite once per engine, each with its own fresh database and app. */
-export function forEachEngine(title: string, body: (env: () => TestEnv) => void, env: Record<string, string> = {}, options: TestOptions = {}): void {
-  for (const engine of engines()) {
+type SuiteBody = (env: () => TestEnv) => void;
+
+/**
+ * Runs the suite once per engine of the matrix ('parity' or 'one': test/support/database.ts), each
+ * with its own fresh database and app. A file that names no matrix runs on one engine.
+ */
+export function forEachEngine(title: string, matrix: EngineMatrix, body: SuiteBody, env?: Record<string, string>, options?: TestOptions): void;
+export function forEachEngine(title: string, body: SuiteBody, env?: Record<string, string>, options?: TestOptions): void;
+export function forEachEngine(title: string, ...args: [EngineMatrix, SuiteBody, Record<string, string>?, TestOptions?] | [SuiteBody, Record<string, string>?, TestOptions?]): void {
+  const [matrix, body, env = {}, options = {}] = typeof args[0] === 'string'
+    ? args as [EngineMatrix, SuiteBody, Record<string, string>?, TestOptions?]
+    : ['one', ...(args as [SuiteBody, Record<string, string>?, TestOptions?])] as const;
+  for (const engine of engines(matrix)) {
     describe(`${title} [${engine}]`, () => {
       let current: TestEnv | undefined;
       before(async () => { current = await startTestEnv(engine, env, options); });

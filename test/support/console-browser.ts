@@ -1,5 +1,6 @@
-// What every browser test of the console shares: a real `engine-room start` on a fresh database of
-// the engine asked for, with a known admin; Chromium (Debian's, driven by playwright-core); pages
+// What every browser test of the console shares: the server `engine-room start` runs (startServer:
+// API, console, event stream and workers), started in the test process on a fresh database of the
+// engine asked for, with a known admin; Chromium (Debian's, driven by playwright-core); pages
 // that record every error the browser's console prints; and the checks each page must pass (axe,
 // no sideways scroll).
 import assert from 'node:assert/strict';
@@ -10,9 +11,11 @@ import { join } from 'node:path';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
 import { AxeBuilder } from '@axe-core/playwright';
 import { createClient, endpoints, fetchTransport, type Client } from '../../src/client.ts';
-import { freshDatabase, type Engine, type TestDatabase } from './database.ts';
-import type { EngineProcess } from './engine-process.ts';
-import { startOwnEngine } from './own-engine.ts';
+import { freshDatabase, pgliteTemplate, type Engine, type TestDatabase } from './database.ts';
+import { unthrottled } from './unthrottled.ts';
+import { loadConfig } from '../../src/config.ts';
+import { openPglite } from '../../src/platform/db.ts';
+import { startServer } from '../../src/server.ts';
 
 export const chromiumPath = '/usr/bin/chromium';
 export const chromiumArgs = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
@@ -53,7 +56,12 @@ export interface ConsoleRig {
   close(): Promise<void>;
 }
 
-/** Starts an engine of its own on a fresh database (extra settings in env) and a browser. */
+/**
+ * Starts the server in this process on a fresh database (extra settings in env) and a browser. In
+ * process rather than a spawned `engine-room start`: the same startServer, without a second Node
+ * process compiling the sources and a second copy of PGlite (test/cli.test.ts starts the real
+ * command).
+ */
 export async function startConsoleRig(engine: Engine, env: Record<string, string> = {}): Promise<ConsoleRig> {
   const admin = { email: 'console-admin@example.com', password: 'console-admin-password' };
   const settings: Record<string, string> = { ADMIN_EMAIL: admin.email, ADMIN_PASSWORD: admin.password, WORKER_POLL_INTERVAL_MS: '100', LOG_LEVEL: 'warn', ...env };
@@ -64,29 +72,33 @@ export async function startConsoleRig(engine: Engine, env: Record<string, string
     settings.DATABASE_URL = database.url!;
     await database.db.close();
   } else {
+    // Restored from the migrated template rather than made by initdb (seconds), as startFreshServer does.
     dataDir = await mkdtemp(join(tmpdir(), 'er-console-'));
+    await (await openPglite({ dataDir, loadDataDir: await pgliteTemplate() })).close();
     settings.DATA_DIR = dataDir;
   }
-  let server: EngineProcess | undefined;
+  let server: Awaited<ReturnType<typeof startServer>> | undefined;
   let browser: Browser | undefined;
   const contexts: BrowserContext[] = [];
   const consoleErrors: string[] = [];
   const close = async () => {
     for (const context of contexts) await context.close().catch(() => {});
     await browser?.close();
-    await server?.kill('SIGTERM');
+    await server?.stop();
     if (dataDir) await rm(dataDir, { recursive: true, force: true });
     await database?.drop().catch(() => {});
   };
   try {
-    const started = await startOwnEngine(settings);
-    server = started.server;
+    server = await startServer(loadConfig({ PORT: '0', HOST: '127.0.0.1', ...unthrottled, ...settings }));
+    const address = server.app.server.address();
+    if (address === null || typeof address === 'string') throw new Error(`the server listens on ${String(address)}`);
+    const baseUrl = `http://127.0.0.1:${address.port}`;
     browser = await chromium.launch({ executablePath: chromiumPath, args: chromiumArgs });
-    const api = createClient(fetchTransport(started.baseUrl));
+    const api = createClient(fetchTransport(baseUrl));
     const adminToken = (await api.ok(endpoints.login, { body: admin })).token;
     const b = browser;
     return {
-      baseUrl: started.baseUrl, browser: b, api, admin, adminToken, consoleErrors, close,
+      baseUrl, browser: b, api, admin, adminToken, consoleErrors, close,
       async newPage(width = 1280, height = 900) {
         const context = await b.newContext({ viewport: { width, height } });
         contexts.push(context);

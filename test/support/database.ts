@@ -15,13 +15,30 @@ export type Engine = 'pglite' | 'postgres';
 export const postgresUrl = process.env.TEST_DATABASE_URL?.trim() || undefined;
 
 /**
- * The engines to run database tests on: always PGlite, and PostgreSQL when TEST_DATABASE_URL is set.
+ * Which engines a test file runs on, chosen by risk, and said at the top of every file
+ * (docs/TESTING.md has the matrix and the reason for each group):
+ *
+ * - 'parity': what differs between the engines, or where a difference would cost money: the
+ *   database contract, migrations, the queue, the event stream, idempotency, orders, payments, the
+ *   ledger, audit and concurrency. PGlite always, and PostgreSQL too when TEST_DATABASE_URL is set.
+ * - 'one': everything else (HTTP rules, accounts, catalog, messaging, operations pages, the
+ *   browser): one engine is enough, since what they add above the database is engine-blind. The
+ *   faster one: PostgreSQL when TEST_DATABASE_URL is set (a server on the other core, real
+ *   concurrency), PGlite otherwise.
+ *
+ * TEST_ENGINES=all runs every file on both (a release check of the matrix itself);
  * TEST_ENGINES=postgres (with TEST_DATABASE_URL) runs PostgreSQL alone: mutation testing's choice
  * (scripts/mutate.ts), where a run per mutant is cheaper on the server than in the WASM database.
  */
-export function engines(): Engine[] {
+export type EngineMatrix = 'parity' | 'one';
+
+export function engines(matrix: EngineMatrix): Engine[] {
   if (!postgresUrl) return ['pglite'];
-  return process.env.TEST_ENGINES === 'postgres' ? ['postgres'] : ['pglite', 'postgres'];
+  const only = process.env.TEST_ENGINES;
+  if (only === 'postgres') return ['postgres'];
+  if (only === 'pglite') return ['pglite'];
+  if (matrix === 'parity' || only === 'all') return ['pglite', 'postgres'];
+  return ['postgres'];
 }
 
 async function migrationsHash(): Promise<string> {

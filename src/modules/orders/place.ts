@@ -37,7 +37,7 @@ export interface OrderRequest {
 
 export interface Answer { outcome: Outcome; replayed: boolean }
 
-interface MergedLine { sku: string; quantity: number; firstIndex: number }
+export interface MergedLine { sku: string; quantity: number; firstIndex: number }
 
 /** Lines naming the same SKU become one line with the summed quantity, in first-seen order. */
 export function mergeLines(lines: { sku: string; quantity: number }[]): MergedLine[] {
@@ -50,7 +50,7 @@ export function mergeLines(lines: { sku: string; quantity: number }[]): MergedLi
   return [...merged.values()];
 }
 
-function checkLimits(lines: MergedLine[]): AppError | null {
+export function checkLimits(lines: MergedLine[]): AppError | null {
   if (lines.length > limits.linesPerOrder) {
     return new AppError('limit_exceeded', `An order may name at most ${limits.linesPerOrder} SKUs`, { errors: [{ path: '/lines', message: `at most ${limits.linesPerOrder} distinct SKUs` }] });
   }
@@ -66,8 +66,32 @@ function checkLimits(lines: MergedLine[]): AppError | null {
  * of at most maxOrderTotal < 2^53, hence exact (src/limits.ts). A price stored before those bounds could
  * take a total past them; rounding is monotonic, so such a total still compares as too large.
  */
-function orderTotal(lines: MergedLine[], prices: Map<string, PricedSku>): number {
+export function orderTotal(lines: { sku: string; quantity: number }[], prices: ReadonlyMap<string, Pick<PricedSku, 'price_amount'>>): number {
   return lines.reduce((sum, l) => sum + prices.get(l.sku)!.price_amount * l.quantity, 0);
+}
+
+/** A line an order could not have: what it asked, what was left for it, and where it is in the request. */
+export interface ShortLine { sku: string; quantity: number; available: number; index: number }
+
+/**
+ * The stock allocation of a batch: the orders take what they need in arrival order, all of an
+ * order's lines or none; an order that does not fit takes nothing and leaves what it asked for to
+ * the orders after it. available (per SKU) is what the locked rows had; it is not changed.
+ */
+export function allocateStock<T extends { lines: MergedLine[] }>(orders: T[], available: ReadonlyMap<string, number>): { placed: T[]; refused: { order: T; short: ShortLine[] }[] } {
+  const left = new Map(available);
+  const placed: T[] = [];
+  const refused: { order: T; short: ShortLine[] }[] = [];
+  for (const order of orders) {
+    const short = order.lines.filter((l) => (left.get(l.sku) ?? 0) < l.quantity);
+    if (short.length > 0) {
+      refused.push({ order, short: short.map((l) => ({ sku: l.sku, quantity: l.quantity, available: left.get(l.sku) ?? 0, index: l.firstIndex })) });
+      continue;
+    }
+    for (const l of order.lines) left.set(l.sku, left.get(l.sku)! - l.quantity);
+    placed.push(order);
+  }
+  return { placed, refused };
 }
 
 /** The order against the catalog: unknown SKUs, mixed currencies or a total beyond bounds refuse it (stock is step 3 of placeOrders). */
@@ -118,16 +142,9 @@ export async function placeOrders(tx: Tx, requests: OrderRequest[]): Promise<Ans
 
   // 3. Stock, as locked above: the orders take what they need in arrival order, all of an order's
   // lines or none.
-  const available = new Map([...prices.values()].map((p) => [p.sku, p.available]));
-  pending = pending.filter((p) => {
-    const short = p.lines.filter((l) => (available.get(l.sku) ?? 0) < l.quantity);
-    if (short.length > 0) {
-      refuse(p.i, outOfStock(short.map((l) => ({ sku: l.sku, quantity: l.quantity, available: available.get(l.sku) ?? 0, index: l.firstIndex }))));
-      return false;
-    }
-    for (const l of p.lines) available.set(l.sku, available.get(l.sku)! - l.quantity);
-    return true;
-  });
+  const allocation = allocateStock(pending, new Map([...prices.values()].map((p) => [p.sku, p.available])));
+  for (const { order, short } of allocation.refused) refuse(order.i, outOfStock(short));
+  pending = allocation.placed;
 
   // 4. The writes, one statement each for the whole batch: orders and lines, payments and their
   // charge jobs, events, reservations; then every answer under its key.
