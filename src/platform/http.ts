@@ -111,6 +111,12 @@ export function databaseUnavailable(err: unknown): boolean {
   return unavailableCodes.has(e?.code ?? '') || unavailableMessages.test(e?.message ?? '');
 }
 
+/** Whether a request has a body still to arrive (content-length above 0, or chunked). */
+export function carriesBody(request: FastifyRequest): boolean {
+  const length = request.headers['content-length'];
+  return request.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0');
+}
+
 // A route that declares no body takes none, as a route with a schema refuses unknown fields: the
 // body would be unvalidated input that reaches code (the idempotency request hash) of unbounded
 // depth. An empty object is allowed, for clients that always send one.
@@ -193,13 +199,21 @@ export async function registerHttpPlatform(app: FastifyInstance, options: HttpPl
     if (route.config?.returnsSecret) route.onSend = [...hooksOf(route.onSend), noStore];
   });
 
-  app.setNotFoundHandler((request, reply) => {
+  const notFound = (request: FastifyRequest, reply: FastifyReply) => {
     const path = request.url.split('?')[0] ?? '';
     const allowed = [...new Set(routes.filter((r) => r.pattern.test(path)).map((r) => r.method))];
     if (allowed.length > 0) {
       return sendProblem(reply, problem('method_not_allowed', `${request.method} is not allowed here; use ${allowed.join(', ')}`), { allow: allowed.join(', ') });
     }
     return sendProblem(reply, problem('not_found', `No route for ${request.method} ${path}`));
+  };
+  app.setNotFoundHandler(notFound);
+  // No route wants this body: answer before it arrives, and close the connection rather than wait
+  // for the rest of it (a client trickling a body to an unknown path holds nothing).
+  app.addHook('onRequest', async (request, reply) => {
+    if (!request.is404 || !carriesBody(request)) return;
+    reply.header('connection', 'close');
+    return notFound(request, reply);
   });
 
   app.setErrorHandler((err: FastifyError, request, reply) => {
