@@ -47,7 +47,7 @@ export interface AdmissionOptions {
   maxQueued: number;
   /** Where the adaptive limit starts (default 64, at most maxInFlight). */
   initialLimit?: number;
-  /** The adaptive limit never goes below this (default 4). */
+  /** The adaptive limit never goes below this (default 16: orders are written in batches, which need company). */
   minLimit?: number;
   /** Adaptation window, ms (default 100). */
   windowMs?: number;
@@ -102,7 +102,7 @@ export interface Admission {
 
 export function createAdmission(options: AdmissionOptions): Admission {
   const { now, targetWaitMs, maxInFlight, maxQueued } = options;
-  const minLimit = Math.min(options.minLimit ?? 4, maxInFlight);
+  const minLimit = Math.min(options.minLimit ?? 16, maxInFlight);
   const windowMs = options.windowMs ?? 100;
   const serviceTargetMs = targetWaitMs / 4;
   const classes = new Map<Priority, ClassState>(priorities.map((p) => [p, {
@@ -222,9 +222,11 @@ export function createAdmission(options: AdmissionOptions): Admission {
       // requests waited inside the process (shrink). Below it, a slow request is slow on its own,
       // and a quiet hour of slow console reads must not leave a burst a small limit.
       if (reachedLimit) {
-        // Half the step the ratio asks for: the average lags the limit by a window or so.
+        // Half the step the ratio asks for (the average lags the limit by a window or so), plus
+        // Gradient2's sqrt(limit) of headroom, so that a limit held back by a slow spell (the
+        // machine busy with other work) keeps probing upwards instead of settling at the floor.
         const ratio = Math.min(1.25, Math.max(0.5, serviceTargetMs / Math.max(averageMs, 0.001)));
-        const next = limit * (1 + (ratio - 1) / 2);
+        const next = limit * (1 + (ratio - 1) / 2) + Math.sqrt(limit) / 2;
         limit = Math.max(minLimit, Math.min(maxInFlight, ratio > 1 ? Math.ceil(next) : Math.floor(next)));
       }
     }

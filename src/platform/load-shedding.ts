@@ -1,19 +1,19 @@
 // Load shedding: a request waits for its turn by priority, and is answered 503 unavailable with
 // Retry-After when its wait would be (or has become) too long, by time, never by how many arrive
 // together (src/platform/admission.ts decides; this file puts it in front of the routes).
-// - When: a request without a body is admitted on arrival (onRequest, before authentication reads
-//   the database). A request with a body is admitted once its body is in (preValidation): a client
-//   that trickles a body holds nothing another client needs while it does, neither a place in the
-//   limit nor in the queue. It is checked on arrival too, so that under overload it is refused
-//   before anything is read. An admitted request leaves when its answer starts (a stream: its
-//   headers) or its connection closes.
+// - When: on arrival (onRequest), before authentication reads the database, so that the queue
+//   here is in front of every database read a request makes. A request whose body is not all in
+//   once it is authenticated (preParsing) gives its turn back and takes a new one once the body is
+//   in (preValidation): a client that trickles a body holds nothing another client needs while it
+//   does, neither a place in the limit nor in the queue. A request leaves when its answer starts
+//   (a stream: its headers) or its connection closes.
 // - Who first: routePriorities below, the one table of priority classes.
 // - The event loop's delay (its p99 over 100 ms) past SHED_EVENT_LOOP_DELAY_MS refuses the normal
 //   and low classes at once: every request waits that long before any hook runs, which no queue
 //   here measures. The critical class still queues (its wait refuses it if the delay persists).
 // - One client address may have at most SHED_SLOW_UPLOADS_PER_CLIENT bodies arriving for longer
-//   than a second; past that it is answered 429 and its connection closed, before its body is
-//   read: a trickling client cannot hold every socket of the process.
+//   than a second; past that its next request with a body is answered 429 and its connection
+//   closed, before anything is read: a trickling client cannot hold every socket of the process.
 // Health and readiness (rateLimit: false, not in the table) are never shed: a probe must tell
 // "busy" from "broken".
 import { monitorEventLoopDelay } from 'node:perf_hooks';
@@ -127,11 +127,11 @@ export function registerLoadShedding(app: FastifyInstance, deps: {
   }
   if (!admission && eventLoopDelayMs === 0 && slowUploadsPerClient === 0) return;
 
-  function shed(priority: Priority, reason: ShedReason, reply: FastifyReply, withBody: boolean): never {
+  // The connection stays open (Node reads and drops a body not read yet): closing it would cost the
+  // client a new connection, and the server an accept, for each refusal, when they matter most.
+  function shed(priority: Priority, reason: ShedReason): never {
     deps.shed?.inc({ reason, priority });
     deps.counters?.add('http.shed', `${reason}\t${priority}`);
-    // A body not read yet would otherwise be waited for, to keep the connection.
-    if (withBody) reply.header('connection', 'close');
     throw new AppError('unavailable', reason === 'event_loop' ? 'This server is overloaded; retry shortly' : 'This server has more work queued than it can answer in time; retry shortly', { retryAfterSeconds: 1 });
   }
 
@@ -151,7 +151,7 @@ export function registerLoadShedding(app: FastifyInstance, deps: {
   }
 
   /** Admits the request (or queues it until it is admitted); throws 503 if it is refused. */
-  async function admit(request: FastifyRequest, reply: FastifyReply, priority: Priority, withBody: boolean): Promise<void> {
+  async function admit(request: FastifyRequest, reply: FastifyReply, priority: Priority): Promise<void> {
     const entry = admission!.enter(priority);
     if (entry.state === 'queued') {
       const onClose = () => admission!.leave(entry);
@@ -163,7 +163,7 @@ export function registerLoadShedding(app: FastifyInstance, deps: {
       reply.raw.off('close', onClose);
       if ((entry.state as Entry['state']) === 'left') throw new AppError('unavailable', 'The client left while its request waited');
     }
-    if (entry.state === 'refused') shed(priority, entry.reason!, reply, withBody);
+    if (entry.state === 'refused') shed(priority, entry.reason!);
     const release = () => admission!.leave(entry);
     held.set(request, release);
     reply.raw.once('close', release);
@@ -177,41 +177,49 @@ export function registerLoadShedding(app: FastifyInstance, deps: {
       } as typeof raw.writeHead;
     }
   }
+  /** Each admitted request's way out, taken once: when its answer starts, or its connection closes first. */
   const held = new WeakMap<FastifyRequest, () => void>();
+  /** Requests that gave their turn back while their body arrives: they take a new one once it is in. */
+  const awaitingBody = new WeakSet<FastifyRequest>();
 
   app.addHook('onRequest', async (request, reply) => {
     if (request.is404) return;
     const priority = request.routeOptions.config.priority;
     if (priority === undefined || priority === 'exempt') return;
     const withBody = carriesBody(request);
-    if (loopDelayed && priority !== 'critical') shed(priority, 'event_loop', reply, withBody);
-    if (!withBody) {
-      if (admission) await admit(request, reply, priority, false);
-      return;
+    if (loopDelayed && priority !== 'critical') shed(priority, 'event_loop');
+    if (withBody && slowUploadsPerClient > 0 && slowUploadsOf(request.ip, now()) >= slowUploadsPerClient) {
+      deps.rateLimited?.inc({ policy: slowUploadPolicy });
+      reply.header('connection', 'close');
+      throw new AppError('rate_limited', `More than ${slowUploadsPerClient} request bodies from this address are arriving slowly; send the next once one is in`, { retryAfterSeconds: 1 });
     }
-    // A body is still to come: refuse now if it would be refused anyway, else let it arrive.
-    const refusal = admission?.wouldRefuse(priority);
-    if (refusal) shed(priority, refusal, reply, true);
+    // The turn covers authentication (a database read) and the rate limit, which run next.
+    if (admission) await admit(request, reply, priority);
+  });
+
+  // After authentication, before the body is read: a body not in yet gives the turn back, so that
+  // a slow sender holds nothing while it trickles; it queues again once its body is in.
+  app.addHook('preParsing', async (request) => {
+    if (request.is404 || !carriesBody(request) || request.raw.complete) return;
+    const priority = request.routeOptions.config.priority;
+    if (priority === undefined || priority === 'exempt') return;
+    held.get(request)?.();
+    held.delete(request);
+    awaitingBody.add(request);
     if (slowUploadsPerClient > 0) {
-      const at = now();
-      if (slowUploadsOf(request.ip, at) >= slowUploadsPerClient) {
-        deps.rateLimited?.inc({ policy: slowUploadPolicy });
-        reply.header('connection', 'close');
-        throw new AppError('rate_limited', `More than ${slowUploadsPerClient} request bodies from this address are arriving slowly; send the next once one is in`, { retryAfterSeconds: 1 });
-      }
       let mine = arriving.get(request.ip);
       if (!mine) arriving.set(request.ip, (mine = new Map()));
-      mine.set(request, at);
-      reply.raw.once('close', () => stopArriving(request));
+      mine.set(request, now());
+      request.raw.once('end', () => stopArriving(request));
+      request.raw.once('close', () => stopArriving(request));
     }
   });
 
   app.addHook('preValidation', async (request, reply) => {
-    if (request.is404 || held.has(request)) return;
-    const priority = request.routeOptions.config.priority;
-    if (priority === undefined || priority === 'exempt' || !carriesBody(request)) return;
+    if (!awaitingBody.has(request)) return;
+    awaitingBody.delete(request);
     stopArriving(request);
-    if (admission) await admit(request, reply, priority, false);
+    if (admission) await admit(request, reply, request.routeOptions.config.priority as Priority);
   });
 
   if (admission) {
