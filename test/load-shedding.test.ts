@@ -128,6 +128,13 @@ forEachEngine('load shedding: priorities', (env) => {
     const shedLow = [...(await get(app, '/metrics')).body.matchAll(/engine_room_requests_shed_total\{reason="\w+",priority="low"\} (\d+)/g)].reduce((n, m) => n + Number(m[1]), 0);
     assert.equal(shedLow, 20);
     assert.doesNotMatch((await get(app, '/metrics')).body, /engine_room_requests_shed_total\{reason="\w+",priority="critical"\}/);
+    // The console's operations page shows them, by reason and class (from the figures each process writes every few seconds).
+    const shown = await waitFor('the overview to show what was shed', async () => {
+      const res = await app.inject({ method: 'GET', url: '/v1/admin/operations?window=900', headers: { authorization: `Bearer ${env().adminToken}` } });
+      const shed = (res.json() as { traffic: { shed: { reason: string; priority: string; count: number }[] } }).traffic.shed;
+      return shed.filter((x) => x.priority === 'low').reduce((n, x) => n + x.count, 0) >= 20 ? shed : undefined;
+    });
+    assert.equal(shown.filter((x) => x.priority !== 'low').length, 0);
   });
 });
 

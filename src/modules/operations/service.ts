@@ -131,6 +131,13 @@ export async function overview(db: Db, options: OverviewOptions): Promise<Overvi
     })
     .sort((a, b) => b.count - a.count || a.route.localeCompare(b.route))
     .slice(0, 8);
+  // Load shedding's refusals (src/platform/load-shedding.ts counts them as http.shed, reason and class).
+  const shed = [...total].filter(([key]) => key.startsWith('http.shed\t'))
+    .map(([key, count]) => {
+      const [, reason = '', priority = ''] = key.split('\t');
+      return { reason, priority, count };
+    })
+    .sort((a, b) => b.count - a.count || a.reason.localeCompare(b.reason));
 
   // Orders, from the outbox sums.
   const orderSeries = new Map<string, number[]>();
@@ -183,6 +190,7 @@ export async function overview(db: Db, options: OverviewOptions): Promise<Overvi
       errorRate4xx: requests > 0 ? errors4xx / requests : 0,
       latencyMs: { p50: quantileMs(histogram, 0.5), p95: quantileMs(histogram, 0.95), p99: quantileMs(histogram, 0.99) },
       topErrors,
+      shed,
     },
     orders: {
       placedPerMinute: perMinute('order.created'),
