@@ -8,7 +8,7 @@
 //   buyers do not) for --seconds. What it asks: the p99 of accepted orders, the excess refused with
 //   503 and Retry-After, and the rate placed against the best.
 import { httpClient, jsonOf, type HttpClient, type Reply } from './http.ts';
-import { latencyRecorder, percentiles, type Percentiles } from './stats.ts';
+import { latencyRecorder, type Percentiles } from './stats.ts';
 import type { Customer } from './seed.ts';
 
 export interface BurstRound {
@@ -170,9 +170,4 @@ export async function overload(o: {
   } finally {
     for (const c of clients) c.close();
   }
-}
-
-/** Median of each figure over rounds (the bench quotes medians). */
-export function medianOf(values: number[]): number {
-  return percentiles(values).p50;
 }
