@@ -857,7 +857,7 @@ function scenarioBlock(r: ScenarioReport, o: Options): string {
   row('latency ms', `p50 ${fmtMs(l.latency.p50)}  p95 ${fmtMs(l.latency.p95)}  p99 ${fmtMs(l.latency.p99)}  max ${fmtMs(l.latency.max)}  (${fmtInt(l.latency.count)} answers)`);
   row('status codes', statusText(l.statuses));
   for (const [i, b] of (l.bursts ?? []).entries()) {
-    row(`  round ${i + 1}`, `${fmtInt(b.buyers)} buyers: ${b.placed} placed, ${fmtInt(b.outOfStock)} out_of_stock, ${fmtInt(b.shed)} x 503${Object.keys(b.other).length ? `, ${statusText(b.other)}` : ''}; p50 ${fmtMs(b.latency.p50)} ms, p99 ${fmtMs(b.latency.p99)} ms, max ${fmtMs(b.latency.max)} ms; all answered in ${fmtSeconds(b.allAnsweredMs / 1000)}`);
+    row(`  round ${i + 1}`, `${fmtInt(b.buyers)} buyers: ${b.placed} placed, ${fmtInt(b.outOfStock)} out_of_stock, ${fmtInt(b.shed)} x 503${b.shed ? ` (${statusText(b.shedReasons)}; answered p50 ${fmtMs(b.refused.p50)} ms, max ${fmtMs(b.refused.max)} ms; served max ${fmtMs(b.served.max)} ms)` : ''}${Object.keys(b.other).length ? `, ${statusText(b.other)}` : ''}; p50 ${fmtMs(b.latency.p50)} ms, p99 ${fmtMs(b.latency.p99)} ms, max ${fmtMs(b.latency.max)} ms; all answered in ${fmtSeconds(b.allAnsweredMs / 1000)}`);
   }
   const f = l.overload;
   if (f) {

@@ -25,6 +25,23 @@ export interface BurstRound {
   allAnsweredMs: number;
   /** Distinct order ids in the 201 answers (a doubled order would show as fewer ids than 201s). */
   distinctOrders: number;
+  /** The server's refusals in this round by reason (engine_room_requests_shed_total, first API process). */
+  shedReasons: Record<string, number>;
+  /** Latency of the answers that were not 503 (placed or out_of_stock): the wait of those served. */
+  served: Percentiles;
+  /** Latency of the 503s: at once (predicted) or after waiting (wait). */
+  refused: Percentiles;
+}
+
+/** engine_room_requests_shed_total by reason, from a process's /metrics. */
+async function shedCounts(http: HttpClient, token: string): Promise<Record<string, number>> {
+  const reply = await http.request('GET', '/metrics', { token, timeoutMs: 30_000 });
+  const counts: Record<string, number> = {};
+  for (const m of reply.body.matchAll(/^engine_room_requests_shed_total\{reason="(\w+)",priority="(\w+)"\} (\d+)/gm)) {
+    const key = `${m[1]}/${m[2]}`;
+    counts[key] = (counts[key] ?? 0) + Number(m[3]);
+  }
+  return counts;
 }
 
 export interface OverloadFigures {
@@ -71,6 +88,9 @@ export async function flashBurst(o: {
       if (created.status !== 201) throw new Error(`creating the burst SKU: ${created.status} ${created.body}`);
       await sleep(1000); // the previous round's payments and the product's creation settle
       const latency = latencyRecorder();
+      const served = latencyRecorder();
+      const refused = latencyRecorder();
+      const shedBefore = await shedCounts(admin, o.adminToken);
       const statuses: Record<string, number> = {};
       const ids = new Set<string>();
       let shedWithoutRetryAfter = 0;
@@ -78,6 +98,7 @@ export async function flashBurst(o: {
       await Promise.all(o.customers.map(async (c, i) => {
         const reply = await clients[i % clients.length]!.request('POST', '/v1/orders', { token: c.token, idempotencyKey: `${o.tag}-r${round}-${i}`, timeoutMs: o.timeoutMs, body: orderBody(sku, o.paymentToken) });
         latency.add(reply.ms);
+        (reply.status === 503 ? refused : served).add(reply.ms);
         const key = statusOf(reply);
         statuses[key] = (statuses[key] ?? 0) + 1;
         if (reply.status === 201) ids.add(jsonOf<{ id: string }>(reply)!.id);
@@ -85,9 +106,14 @@ export async function flashBurst(o: {
       }));
       const allAnsweredMs = performance.now() - started;
       const { '201': placed = 0, '409 out_of_stock': outOfStock = 0, '503 unavailable': shed = 0, ...other } = statuses;
-      const r: BurstRound = { buyers: o.customers.length, sku, placed, outOfStock, shed, shedWithoutRetryAfter, other, latency: latency.summary(), allAnsweredMs, distinctOrders: ids.size };
+      const shedAfter = await shedCounts(admin, o.adminToken);
+      const shedReasons = Object.fromEntries(Object.entries(shedAfter).map(([k, n]) => [k, n - (shedBefore[k] ?? 0)]).filter(([, n]) => Number(n) > 0));
+      const r: BurstRound = {
+        buyers: o.customers.length, sku, placed, outOfStock, shed, shedWithoutRetryAfter, other, latency: latency.summary(), allAnsweredMs, distinctOrders: ids.size,
+        shedReasons, served: served.summary(), refused: refused.summary(),
+      };
       rounds.push(r);
-      o.log(`flash-burst round ${round}: ${placed} placed, ${outOfStock} out_of_stock, ${shed} x 503, other ${JSON.stringify(other)}; p50 ${r.latency.p50.toFixed(0)} ms, p99 ${r.latency.p99.toFixed(0)} ms, all answered in ${allAnsweredMs.toFixed(0)} ms`);
+      o.log(`flash-burst round ${round}: ${placed} placed, ${outOfStock} out_of_stock, ${shed} x 503 ${JSON.stringify(shedReasons)}, other ${JSON.stringify(other)}; p50 ${r.latency.p50.toFixed(0)} ms, p99 ${r.latency.p99.toFixed(0)} ms, all answered in ${allAnsweredMs.toFixed(0)} ms; served max ${r.served.max.toFixed(0)} ms, 503 p50 ${r.refused.p50.toFixed(0)} ms`);
     }
   } finally {
     admin.close();
