@@ -82,6 +82,15 @@ describe('admission by waiting time (fake clock)', () => {
     for (const r of results) assert.ok(r.waitedMs <= 2 * 500 + 20, `waited ${r.waitedMs} ms`);
   });
 
+  it('a burst is never refused on arrival, even with a drain rate known from an earlier overload: it is queued, and only those past the allowance refused', () => {
+    const arrivals = [...stream(1600, 3, 'critical'), ...burst(1200).map((a) => ({ ...a, at: 6000 }))];
+    const { results } = simulate({ capacity: 800, baseMs: 5 }, arrivals);
+    assert.ok(results.some((r) => r.entry.arrivedAt < 6000 && r.refusedAtOnce), 'the overload was refused on arrival');
+    const later = results.filter((r) => r.entry.arrivedAt >= 6000);
+    assert.equal(later.filter((r) => r.refusedAtOnce).length, 0, JSON.stringify(later.filter((r) => r.refusedAtOnce).slice(0, 2).map((r) => [r.entry.reason, r.entry.arrivedAt])));
+    assert.ok(later.filter((r) => r.entry.state === 'left').length >= 600);
+  });
+
   it('under a sustained overload (twice what the process does) the excess is refused, mostly on arrival, and the accepted wait about the target', () => {
     const { results, admission } = simulate({ capacity: 800, baseMs: 5 }, stream(1600, 20, 'critical'));
     const accepted = results.filter((r) => r.entry.state === 'left');

@@ -82,6 +82,12 @@ export async function flashBurst(o: {
   const clients: HttpClient[] = o.targets.map((t) => httpClient(t));
   const rounds: BurstRound[] = [];
   try {
+    // An unmeasured round of a tenth of the buyers on its own SKU first: a flash sale meets a
+    // server that has been serving (code compiled, pools open), not one just started. The other
+    // nine tenths still connect for the first time in round 1.
+    const warmSku = `BURST-${o.tag}-warm`;
+    await admin.request('POST', '/v1/products', { token: o.adminToken, timeoutMs: 30_000, body: { name: 'Flash burst warm-up', variants: [{ sku: warmSku, price: { amount: 2500, currency: 'EUR' }, stock: o.stock }] } });
+    await Promise.all(o.customers.slice(0, Math.ceil(o.customers.length / 10)).map((c, i) => clients[i % clients.length]!.request('POST', '/v1/orders', { token: c.token, idempotencyKey: `${o.tag}-warm-${i}`, timeoutMs: o.timeoutMs, body: orderBody(warmSku, o.paymentToken) })));
     for (let round = 1; round <= o.rounds; round++) {
       const sku = `BURST-${o.tag}-${round}`;
       const created = await admin.request('POST', '/v1/products', { token: o.adminToken, timeoutMs: 30_000, body: { name: `Flash burst ${round}`, variants: [{ sku, price: { amount: 2500, currency: 'EUR' }, stock: o.stock }] } });
