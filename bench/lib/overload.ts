@@ -90,7 +90,12 @@ export async function flashBurst(o: {
     await Promise.all(o.customers.slice(0, Math.ceil(o.customers.length / 10)).map((c, i) => clients[i % clients.length]!.request('POST', '/v1/orders', { token: c.token, idempotencyKey: `${o.tag}-warm-${i}`, timeoutMs: o.timeoutMs, body: orderBody(warmSku, o.paymentToken) })));
     for (let round = 1; round <= o.rounds; round++) {
       const sku = `BURST-${o.tag}-${round}`;
-      const created = await admin.request('POST', '/v1/products', { token: o.adminToken, timeoutMs: 30_000, body: { name: `Flash burst ${round}`, variants: [{ sku, price: { amount: 2500, currency: 'EUR' }, stock: o.stock }] } });
+      let created = await admin.request('POST', '/v1/products', { token: o.adminToken, timeoutMs: 30_000, body: { name: `Flash burst ${round}`, variants: [{ sku, price: { amount: 2500, currency: 'EUR' }, stock: o.stock }] } });
+      // Shed while the previous round's payments run (the embedded database shares the event loop): back after Retry-After.
+      for (let tries = 0; created.status === 503 && tries < 30; tries++) {
+        await sleep(1000);
+        created = await admin.request('POST', '/v1/products', { token: o.adminToken, timeoutMs: 30_000, body: { name: `Flash burst ${round}`, variants: [{ sku, price: { amount: 2500, currency: 'EUR' }, stock: o.stock }] } });
+      }
       if (created.status !== 201) throw new Error(`creating the burst SKU: ${created.status} ${created.body}`);
       await sleep(1000); // the previous round's payments and the product's creation settle
       const latency = latencyRecorder();
