@@ -18,7 +18,7 @@ import { analyzeSeeded, adminLogin, seedAdmin, seedByApi, seedBySql, type SeedOp
 import { defaultScenarios, scenarios, type LoadResult, type RunSpec, type Scenario } from './lib/loadgen.ts';
 import { generatedScripts, preparePgbenchDatabase, runPgbench, waitEventSampler, whatIfVariants, type PgbenchResult, pgbenchScripts } from './lib/pgbench.ts';
 import { cpuMeter, loadAverage, memorySampler, schedSeconds } from './lib/proc.ts';
-import { fmtInt, fmtMb, fmtMs, fmtPct, fmtSeconds, progressLine, table, type Percentiles } from './lib/stats.ts';
+import { fmtInt, fmtMb, fmtMs, fmtPct, fmtSeconds, percentiles, progressLine, table, type Percentiles } from './lib/stats.ts';
 import { httpClient, jsonOf } from './lib/http.ts';
 import { formatSummary, profilesIn, summarize } from './profile-summary.ts';
 import { generateScripts } from './lib/capture.ts';
@@ -41,16 +41,20 @@ latency percentiles, status codes, queue lag (placed -> paid), peak memory of th
 and who used the CPU; next to it, pgbench running the same order transaction on the same PostgreSQL
 ("HTTP orders/s as a share of what the database alone does"). Then the audit's verdict.
 
-Scenarios (--scenarios, comma-separated; default all but overload):
+Scenarios (--scenarios, comma-separated; default all but flash-burst and overload):
   steady        orders of two lines over many SKUs
   flash-sale    everyone buys the one hot SKU (limited stock: --hot-stock); oversell is checked
   retry-storm   clients give up on some requests at a random moment and resend them with the
                 same Idempotency-Key, and resend some answered ones; duplicates are checked
   mixed         browse, view, order, view order, cancel, message (left out while
                 /v1/conversations answers 404)
-  overload      the mixed traffic from 16 times --clients, more than the server can answer in
-                time (a shed client comes back after Retry-After): load shedding answers the
-                excess 503 at once; reports the p99 of the requests accepted and the share shed
+  flash-burst   --clients signed-in buyers order one unit of a fresh SKU of --burst-stock units,
+                all at the same moment, --burst-rounds times: exactly the stock placed, the rest
+                out_of_stock, how many were shed (503) and how long the last one waited
+  overload      the best rate this machine places orders at (a closed loop of --clients for
+                --calibration-seconds), then arrivals at --overload-factor times it (open loop,
+                one request each, not retried) for --seconds: the p99 of accepted orders, the
+                excess refused 503 with Retry-After, the rate placed against the best
 
 Where it runs:
   (default)              a scratch database on PostgreSQL (--database-url, else DATABASE_URL, else
@@ -82,6 +86,10 @@ Load:
   --skus N               ordinary SKUs in the catalog (default 1000)
   --hot-stock N          units of the hot SKU (default 1000000)
   --timeout-ms N         client timeout per request (default 30000)
+  --burst-stock N        flash-burst: units of each round's SKU (default 10)
+  --burst-rounds N       flash-burst: rounds, each on a fresh SKU (default 5)
+  --overload-factor X    overload: arrivals as a multiple of the best rate (default 2)
+  --calibration-seconds S  overload: seconds of the closed loop that finds the best rate (default 10)
 
 Output:
   --no-pgbench           skip the database-alone reference
@@ -115,6 +123,7 @@ interface Options {
   databaseUrl: string; embedded: boolean; url: string | undefined; adminEmail: string; adminPassword: string;
   apiProcesses: number; workerProcesses: number; processes: number | null; noWorkers: boolean; poolSize: number; env: Record<string, string>;
   skus: number; hotStock: number; timeoutMs: number;
+  burstStock: number; burstRounds: number; overloadFactor: number; calibrationSeconds: number;
   pgbench: boolean; pgbenchSeconds: number; drainSeconds: number; whatIf: boolean; writePgbench: boolean;
   json: string | undefined; cpuProf: string | undefined; keep: boolean;
   trace: boolean; dbCost: boolean; rateLimits: boolean;
@@ -143,6 +152,10 @@ function parseOptions(argv: string[]): Options {
       skus: { type: 'string', default: '1000' },
       'hot-stock': { type: 'string', default: '1000000' },
       'timeout-ms': { type: 'string', default: '30000' },
+      'burst-stock': { type: 'string', default: '10' },
+      'burst-rounds': { type: 'string', default: '5' },
+      'overload-factor': { type: 'string', default: '2' },
+      'calibration-seconds': { type: 'string', default: '10' },
       'no-pgbench': { type: 'boolean', default: false },
       'pgbench-seconds': { type: 'string' },
       'what-if': { type: 'boolean', default: false },
@@ -178,7 +191,7 @@ function parseOptions(argv: string[]): Options {
     scenarios: chosen as Scenario[],
     seconds: int('seconds', values.seconds, 1, 3600),
     warmup: int('warmup', values.warmup, 0, 600),
-    clients: int('clients', values.clients, 1, 2000),
+    clients: int('clients', values.clients, 1, 10_000),
     rate: values.rate === undefined ? null : int('rate', values.rate, 1, 1_000_000),
     databaseUrl: values['database-url'] ?? process.env.DATABASE_URL ?? defaultDatabaseUrl,
     embedded: values.embedded!,
@@ -194,6 +207,10 @@ function parseOptions(argv: string[]): Options {
     skus: int('skus', values.skus, 10, 99_999),
     hotStock: int('hot-stock', values['hot-stock'], 1, 1_000_000_000),
     timeoutMs: int('timeout-ms', values['timeout-ms'], 10, 600_000),
+    burstStock: int('burst-stock', values['burst-stock'], 1, 1_000_000),
+    burstRounds: int('burst-rounds', values['burst-rounds'], 1, 100),
+    overloadFactor: Number(values['overload-factor']) > 0 ? Number(values['overload-factor']) : usage('--overload-factor must be a positive number'),
+    calibrationSeconds: int('calibration-seconds', values['calibration-seconds'], 1, 600),
     pgbench: !values['no-pgbench'],
     pgbenchSeconds: int('pgbench-seconds', values['pgbench-seconds'] ?? values.seconds, 1, 3600),
     drainSeconds: int('drain-seconds', values['drain-seconds'], 0, 3600),
@@ -505,11 +522,39 @@ async function hotStock(apiUrl: string, adminToken: string, sku: string): Promis
   }
 }
 
+/** flash-burst: per round, exactly the stock placed, each 201 a distinct order, nothing left to sell, every 503 with Retry-After; on PostgreSQL, the orders in the database. */
+async function burstChecks(s: Setup, adminToken: string, load: LoadResult, stock: number): Promise<ScenarioReport['checks']> {
+  const checks: ScenarioReport['checks'] = [];
+  for (const [i, b] of (load.bursts ?? []).entries()) {
+    const level = await hotStock(s.apiUrls[0]!, adminToken, b.sku);
+    const [row] = s.db ? await s.db.query<{ n: number }>('SELECT count(DISTINCT order_id)::int AS n FROM order_lines WHERE sku = $1', [b.sku]) : [undefined];
+    const inDb = row ? Number(row.n) : null;
+    const ok = b.placed === stock && b.distinctOrders === b.placed && (level ? level.onHand - level.reserved === 0 || level.onHand === 0 : true) && (inDb === null || inDb === b.placed) && b.shedWithoutRetryAfter === 0;
+    checks.push({ name: `round ${i + 1}: exactly the stock placed, once each`, ok, detail: `${b.placed} placed (${b.distinctOrders} distinct ids) of ${stock}${inDb !== null ? `, ${inDb} in the database` : ''}${level ? `, on hand ${level.onHand}, reserved ${level.reserved}` : ''}; ${b.shed} x 503 (${b.shedWithoutRetryAfter} without Retry-After)` });
+  }
+  return checks;
+}
+
+/** overload: every 503 has Retry-After; on PostgreSQL, each 201 key stored one order and no 503 key left a trace. */
+async function overloadChecks(s: Setup, load: LoadResult): Promise<ScenarioReport['checks']> {
+  const f = load.overload;
+  if (!f) return [];
+  const checks: ScenarioReport['checks'] = [{ name: 'every 503 carries Retry-After', ok: f.shedWithoutRetryAfter === 0, detail: `${fmtInt(f.shed)} x 503, ${f.shedWithoutRetryAfter} without` }];
+  if (s.db) {
+    const hashes = (keys: string[]) => keys.map((k) => createHash('sha256').update(k).digest());
+    const [stored] = await s.db.query<{ n: number }>('SELECT count(*)::int AS n FROM idempotency_keys WHERE key_hash = ANY($1::bytea[]) AND status_code = 201', [hashes(f.acceptedKeys)]);
+    const [traced] = await s.db.query<{ n: number }>('SELECT count(*)::int AS n FROM idempotency_keys WHERE key_hash = ANY($1::bytea[])', [hashes(f.shedKeys)]);
+    checks.push({ name: 'orders in the database = orders acknowledged; a 503 placed nothing', ok: Number(stored!.n) === f.placed && Number(traced!.n) === 0, detail: `${fmtInt(Number(stored!.n))} stored for ${fmtInt(f.placed)} acknowledged; ${fmtInt(Number(traced!.n))} of the ${fmtInt(f.shed)} refused keys stored` });
+  }
+  return checks;
+}
+
 const pgbenchFor: Record<Scenario, (keyof typeof pgbenchScripts)[]> = {
   steady: ['steady', 'minimal'],
   'flash-sale': ['hotStockLast', 'hot'],
   'retry-storm': ['steady'],
   mixed: [],
+  'flash-burst': [],
   overload: [],
 };
 
@@ -610,7 +655,8 @@ async function main(): Promise<number> {
       const sampler = setInterval(() => { void meter.sample(); }, 1000);
       const httpWaits = s.scratch ? waitEventSampler(o.databaseUrl, s.scratch.name) : undefined;
       const spec: RunSpec = {
-        scenario, targets: s.apiUrls, customers: s.seeded.customers, clients: scenario === 'overload' ? o.clients * 16 : o.clients,
+        scenario, targets: s.apiUrls, customers: s.seeded.customers, clients: o.clients, adminToken,
+        burst: { stock: o.burstStock, rounds: o.burstRounds }, overload: { calibrationSeconds: o.calibrationSeconds, factor: o.overloadFactor },
         skus: s.seeded.skus, hotSku: s.seeded.hotSku, productIds: s.seeded.productIds,
         seconds: o.seconds, warmupSeconds: o.warmup, rate: o.rate, tag: `${tag}-${scenario}`,
         timeoutMs: o.timeoutMs, paymentToken: 'tok_ok',
@@ -709,6 +755,8 @@ async function main(): Promise<number> {
           });
         }
       }
+      if (scenario === 'flash-burst') report.checks.push(...await burstChecks(s, adminToken, load, o.burstStock));
+      if (scenario === 'overload') report.checks.push(...await overloadChecks(s, load));
       if (report.checks.some((c) => !c.ok)) failed = true;
       reports.push(report as ScenarioReport);
     }
@@ -808,8 +856,17 @@ function scenarioBlock(r: ScenarioReport, o: Options): string {
   if (r.shareOfMinimal !== null) row('HTTP / minimal', `${fmtPct(r.shareOfMinimal)} of the least an order must do (bench/pgbench/${pgbenchScripts.minimal}: 6 statements)`);
   row('latency ms', `p50 ${fmtMs(l.latency.p50)}  p95 ${fmtMs(l.latency.p95)}  p99 ${fmtMs(l.latency.p99)}  max ${fmtMs(l.latency.max)}  (${fmtInt(l.latency.count)} answers)`);
   row('status codes', statusText(l.statuses));
-  if (r.scenario === 'overload') row('shed', `${fmtInt(l.shed)} requests answered 503 at once, ${fmtPct(l.shed / Math.max(1, l.shed + l.requests))} of those answered; the latency above is of the ${fmtInt(l.requests)} accepted`);
-  if (r.scenario === 'mixed' || r.scenario === 'overload') {
+  for (const [i, b] of (l.bursts ?? []).entries()) {
+    row(`  round ${i + 1}`, `${fmtInt(b.buyers)} buyers: ${b.placed} placed, ${fmtInt(b.outOfStock)} out_of_stock, ${fmtInt(b.shed)} x 503${b.shed ? ` (${statusText(b.shedReasons)}; answered p50 ${fmtMs(b.refused.p50)} ms, max ${fmtMs(b.refused.max)} ms; served max ${fmtMs(b.served.max)} ms)` : ''}${Object.keys(b.other).length ? `, ${statusText(b.other)}` : ''}; p50 ${fmtMs(b.latency.p50)} ms, p99 ${fmtMs(b.latency.p99)} ms, max ${fmtMs(b.latency.max)} ms; all answered in ${fmtSeconds(b.allAnsweredMs / 1000)}`);
+  }
+  const f = l.overload;
+  if (f) {
+    row('best rate', `${fmtInt(f.bestRate)} orders/s (closed loop, ${l.clients} clients, ${f.calibrationSeconds} s)`);
+    row('offered', `${fmtInt(f.offeredRate)} arrivals/s for ${f.seconds} s (${fmtInt(f.arrivals)} orders, open loop)`);
+    row('placed', `${fmtInt(f.placed)} = ${fmtInt(f.placedRate)} orders/s (${fmtPct(f.placedRate / Math.max(1, f.bestRate))} of the best); accepted p50 ${fmtMs(f.accepted.p50)} ms, p99 ${fmtMs(f.accepted.p99)} ms, max ${fmtMs(f.accepted.max)} ms`);
+    row('shed', `${fmtInt(f.shed)} x 503 (${fmtPct(f.shed / Math.max(1, f.arrivals))} of arrivals), answered in p50 ${fmtMs(f.shedAnswer.p50)} ms, p99 ${fmtMs(f.shedAnswer.p99)} ms${Object.keys(f.other).length ? `; other: ${statusText(f.other)}` : ''}`);
+  }
+  if (r.scenario === 'mixed') {
     for (const [op, st] of Object.entries(l.ops)) row(`  ${op}`, `${fmtInt(st.count)} requests, p50 ${fmtMs(st.latency.p50)} ms, p99 ${fmtMs(st.latency.p99)} ms`);
   }
   if (r.lag) row('queue lag', `placed -> paid p50 ${fmtSeconds(r.lag.p50 / 1000)}  p95 ${fmtSeconds(r.lag.p95 / 1000)}  p99 ${fmtSeconds(r.lag.p99 / 1000)}  max ${fmtSeconds(r.lag.max / 1000)}  (${fmtInt(r.lag.paid)} paid orders)`);
@@ -857,7 +914,7 @@ function summaryTable(reports: ScenarioReport[]): string {
 }
 
 function targetsTable(reports: ScenarioReport[], o: Options): string {
-  const rows = [['target (issues 6 and 15)', 'measured', 'met']];
+  const rows = [['target (issues 6, 15 and 31)', 'measured', 'met']];
   const yes = (b: boolean) => (b ? 'yes' : 'NO');
   const steady = reports.find((r) => r.scenario === 'steady');
   if (steady) {
@@ -869,6 +926,24 @@ function targetsTable(reports: ScenarioReport[], o: Options): string {
   const flash = reports.find((r) => r.scenario === 'flash-sale');
   if (flash && flash.pgbench[0]) {
     rows.push(['flash-sale: >= pgbench hot row, stock UPDATE last', `${fmtInt(flash.load.ordersPerSecond)} vs ${fmtInt(flash.pgbench[0].tps)}`, yes(flash.load.ordersPerSecond >= flash.pgbench[0].tps)]);
+  }
+  const burst = reports.find((r) => r.scenario === 'flash-burst');
+  if (burst?.load.bursts?.length) {
+    const b = burst.load.bursts;
+    const median = (xs: number[]) => percentiles(xs).p50;
+    const p99 = median(b.map((x) => x.latency.p99));
+    const shed = b.reduce((n, x) => n + x.shed, 0);
+    const buyers = b[0]!.buyers;
+    const p99Target = buyers <= 200 ? 300 : 1000;
+    rows.push([`flash-burst ${fmtInt(buyers)} buyers: 0 x 503`, `${fmtInt(shed)} in ${b.length} rounds`, buyers > 1000 ? '- (503s only past the target)' : yes(shed === 0)]);
+    rows.push([`flash-burst ${fmtInt(buyers)} buyers: exactly the stock placed`, b.map((x) => x.placed).join(', '), yes(burst.checks.every((c) => c.ok))]);
+    rows.push([`flash-burst ${fmtInt(buyers)} buyers: p99 < ${fmtInt(p99Target)} ms (median of rounds)`, `${fmtMs(p99)} ms`, buyers > 1000 ? '-' : yes(p99 < p99Target)]);
+  }
+  const over = reports.find((r) => r.scenario === 'overload')?.load.overload;
+  if (over) {
+    rows.push(['overload: accepted p99 < 1 s', `${fmtMs(over.accepted.p99)} ms`, yes(over.accepted.p99 < 1000)]);
+    rows.push(['overload: excess refused 503 + Retry-After', `${fmtInt(over.shed)} (${over.shedWithoutRetryAfter} without)`, yes(over.shed > 0 && over.shedWithoutRetryAfter === 0)]);
+    rows.push(['overload: placed within 10% of the best', `${fmtInt(over.placedRate)} vs ${fmtInt(over.bestRate)} orders/s`, yes(over.placedRate >= 0.9 * over.bestRate)]);
   }
   const paced = reports.find((r) => r.scenario === 'steady' && o.rate !== null && o.rate >= 1000 && o.seconds >= 60);
   if (paced?.lag) rows.push([`lag p99 < 2 s at ${fmtInt(o.rate!)}/s for ${o.seconds} s`, `${fmtSeconds(paced.lag.p99 / 1000)} at ${fmtInt(paced.load.ordersPerSecond)}/s`, yes(paced.lag.p99 < 2000 && paced.load.ordersPerSecond >= 0.95 * 1000)]);

@@ -532,7 +532,7 @@ async function main(): Promise<number> {
       PAYMENT_JOB_LEASE_SECONDS: '3', QUEUE_MAINTENANCE_INTERVAL_SECONDS: '1', SHUTDOWN_TIMEOUT_SECONDS: '3',
       // Never throttled nor shed: the run checks what crashes do, and every client is one address.
       RATE_LIMIT_READ_MAX: '100000000', RATE_LIMIT_WRITE_MAX: '100000000', RATE_LIMIT_AUTH_MAX: '100000000',
-      SHED_EVENT_LOOP_DELAY_MS: '0', SHED_DB_WAITING: '0', SHED_MAX_IN_FLIGHT: '0',
+      SHED_TARGET_WAIT_MS: '0', SHED_EVENT_LOOP_DELAY_MS: '0', SHED_SLOW_UPLOADS_PER_CLIENT: '0',
     };
     const specs: EngineSpec[] = [];
     for (let i = 1; i <= o.apiProcesses; i++) specs.push({ role: 'api', label: `api-${i}`, port: await freePort(), env: { ...env, WORKERS: 'off' }, logDir, nodeArgs: o.nodeArgs });

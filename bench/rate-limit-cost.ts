@@ -30,7 +30,7 @@ const opened = scratch ? openPostgres(scratch.url, 10) : await openPglite({});
 let flushes = 0;
 const db: Db = { ...opened, query: (text, params) => { if (text.includes('rate_limit_hits')) flushes++; return opened.query(text, params); } };
 await migrate(db);
-const base = { LOG_LEVEL: 'silent', SHED_EVENT_LOOP_DELAY_MS: '0', SHED_DB_WAITING: '0', SHED_MAX_IN_FLIGHT: '0', RATE_LIMIT_READ_MAX: '100000000' };
+const base = { LOG_LEVEL: 'silent', SHED_TARGET_WAIT_MS: '0', SHED_EVENT_LOOP_DELAY_MS: '0', SHED_SLOW_UPLOADS_PER_CLIENT: '0', RATE_LIMIT_READ_MAX: '100000000' };
 const apps = {
   on: await buildApp(loadConfig({ ...base, RATE_LIMITS: 'on' }), db),
   off: await buildApp(loadConfig({ ...base, RATE_LIMITS: 'off' }), db),

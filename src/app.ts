@@ -82,11 +82,15 @@ export async function buildApp(config: Readonly<Config>, db: Db, options: BuildO
   const counters = createCounters();
   const metrics = registerMetrics(app, { counters, db });
   const overloadCounters = limitCounters(metrics);
-  // onRequest hooks run in this order: shed an overload before any work, then authenticate (what it
-  // refuses is counted against the client address), then count the request against its caller's
-  // rate limit (keyed by who authentication found).
+  // onRequest hooks run in this order: wait for a turn (or be shed) before any work, then
+  // authenticate (what it refuses is counted against the client address), then count the request
+  // against its caller's rate limit (keyed by who authentication found). A request with a body
+  // takes its turn once the body is in (preValidation).
   const rateLimits = createApiRateLimits(app, { db, settings: config.rateLimits, refused: overloadCounters.rateLimited });
-  registerLoadShedding(app, { db, settings: { eventLoopDelayMs: config.shedEventLoopDelayMs, dbWaiting: config.shedDbWaiting, maxInFlight: config.shedMaxInFlight }, shed: overloadCounters.shed });
+  registerLoadShedding(app, {
+    settings: { targetWaitMs: config.shedTargetWaitMs, eventLoopDelayMs: config.shedEventLoopDelayMs, maxInFlight: config.shedMaxInFlight, slowUploadsPerClient: config.shedSlowUploadsPerClient },
+    shed: overloadCounters.shed, rateLimited: overloadCounters.rateLimited, counters,
+  });
   registerAuth(app, tokenResolver(db), rateLimits?.credentialGuard);
   if (rateLimits) app.addHook('onRequest', rateLimits.countCaller);
   await registerOpenApi(app, version);

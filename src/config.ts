@@ -42,10 +42,18 @@ export interface Config {
   passwordResetWindowSeconds: number;
   /** The API-wide rate limits (src/platform/api-rate-limit.ts); off only for a bench that measures their cost. */
   rateLimits: RateLimitSettings;
-  /** Load shedding (src/platform/load-shedding.ts): thresholds past which a request is answered 503 at once; 0 turns one off. */
+  /**
+   * Load shedding (src/platform/load-shedding.ts, admission.ts), in time: the longest the highest
+   * priority class should wait for its turn once a queue stands (a burst may wait twice it); 0: no
+   * admission queue nor concurrency limit.
+   */
+  shedTargetWaitMs: number;
+  /** The normal and low classes are refused while the event loop's delay (p99) is above this; 0: off. */
   shedEventLoopDelayMs: number;
-  shedDbWaiting: number;
+  /** Safety cap on requests admitted at once (the adaptive limit's ceiling; the queue's is 5 times it). */
   shedMaxInFlight: number;
+  /** Request bodies one client address may have arriving for more than a second; 0: no cap. */
+  shedSlowUploadsPerClient: number;
   /**
    * Whose X-Forwarded-For to believe, to find the real client address (login throttling needs it):
    * false (nobody's: the peer is the client) or the addresses and CIDR ranges of the proxies.
@@ -394,9 +402,10 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
       syncMs: intVar(env, 'RATE_LIMIT_SYNC_MS', 200, 10, 10_000),
       localSharePercent: intVar(env, 'RATE_LIMIT_LOCAL_SHARE_PERCENT', 10, 1, 100),
     },
+    shedTargetWaitMs: intVar(env, 'SHED_TARGET_WAIT_MS', 500, 0, 60_000),
     shedEventLoopDelayMs: intVar(env, 'SHED_EVENT_LOOP_DELAY_MS', 500, 0, 60_000),
-    shedDbWaiting: intVar(env, 'SHED_DB_WAITING', 100, 0, 1_000_000),
-    shedMaxInFlight: intVar(env, 'SHED_MAX_IN_FLIGHT', 128, 0, 1_000_000),
+    shedMaxInFlight: intVar(env, 'SHED_MAX_IN_FLIGHT', 2000, 1, 1_000_000),
+    shedSlowUploadsPerClient: intVar(env, 'SHED_SLOW_UPLOADS_PER_CLIENT', 32, 0, 1_000_000),
     trustProxy: parseTrustProxy(env),
     requestTimeoutSeconds: intVar(env, 'REQUEST_TIMEOUT_SECONDS', 30, 1, 3600),
     keepAliveTimeoutSeconds: intVar(env, 'KEEP_ALIVE_TIMEOUT_SECONDS', 72, 1, 3600),

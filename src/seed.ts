@@ -57,7 +57,7 @@ export async function seedDemo(config: Readonly<Config>, options: { force: boole
     await declareAllQueues(db, config);
     const queue = await startWorkers(db, config, log);
     // Hundreds of requests from one admin and one address, on purpose: neither limited nor shed.
-    const app = await buildApp({ ...config, logLevel: 'warn', rateLimits: { ...config.rateLimits, enabled: false }, shedEventLoopDelayMs: 0, shedDbWaiting: 0, shedMaxInFlight: 0 }, db, { queue });
+    const app = await buildApp({ ...config, logLevel: 'warn', rateLimits: { ...config.rateLimits, enabled: false }, shedTargetWaitMs: 0, shedEventLoopDelayMs: 0, shedSlowUploadsPerClient: 0 }, db, { queue });
     const api = createClient(injectTransport(app));
     // The seed acts as the first admin, through a key of its own that it revokes when done.
     const [adminUser] = await db.query<{ id: string }>(`SELECT id FROM users WHERE role = 'admin' ORDER BY created_at LIMIT 1`);

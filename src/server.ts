@@ -220,7 +220,10 @@ export async function startServer(config: Readonly<Config>): Promise<{ app: Fast
     // to wake a worker for, so setting it afterwards is enough.
     const options: BuildOptions = {};
     app = await buildApp(config, db, options);
-    address = await app.listen({ port: config.port, host: config.host });
+    // A listen queue of 4,096 connections (Node's default is 511; Linux caps it at somaxconn): when
+    // a thousand buyers connect at once, the ones past 511 would have their SYN dropped and retried
+    // 1, 3, 7 s later, a wait no load shedding here can see or bound (docs/PERFORMANCE.md, issue 31).
+    address = await app.listen({ port: config.port, host: config.host, backlog: 4096 });
     // Workers in this process unless WORKERS=off (then `engine-room worker` processes do the jobs).
     if (config.inlineWorkers) options.queue = queue = await startWorkers(db, config, log);
   } catch (err) {

@@ -72,13 +72,14 @@ describe('configuration from the environment', () => {
   it('has rate limits and load shedding on by default, and reads their settings', () => {
     const defaults = loadConfig({});
     assert.deepEqual(defaults.rateLimits, { enabled: true, windowSeconds: 60, readMax: 1200, writeMax: 300, authMax: 30, syncMs: 200, localSharePercent: 10 });
-    assert.deepEqual([defaults.shedEventLoopDelayMs, defaults.shedDbWaiting, defaults.shedMaxInFlight], [500, 100, 128]);
+    assert.deepEqual([defaults.shedTargetWaitMs, defaults.shedEventLoopDelayMs, defaults.shedMaxInFlight, defaults.shedSlowUploadsPerClient], [500, 500, 2000, 32]);
     const set = loadConfig({
       RATE_LIMITS: 'off', RATE_LIMIT_WINDOW_SECONDS: '10', RATE_LIMIT_READ_MAX: '5', RATE_LIMIT_WRITE_MAX: '4', RATE_LIMIT_AUTH_MAX: '3',
-      RATE_LIMIT_SYNC_MS: '50', RATE_LIMIT_LOCAL_SHARE_PERCENT: '25', SHED_EVENT_LOOP_DELAY_MS: '0', SHED_DB_WAITING: '7', SHED_MAX_IN_FLIGHT: '0',
+      RATE_LIMIT_SYNC_MS: '50', RATE_LIMIT_LOCAL_SHARE_PERCENT: '25', SHED_TARGET_WAIT_MS: '250', SHED_EVENT_LOOP_DELAY_MS: '0', SHED_MAX_IN_FLIGHT: '7', SHED_SLOW_UPLOADS_PER_CLIENT: '0',
     });
     assert.deepEqual(set.rateLimits, { enabled: false, windowSeconds: 10, readMax: 5, writeMax: 4, authMax: 3, syncMs: 50, localSharePercent: 25 });
-    assert.deepEqual([set.shedEventLoopDelayMs, set.shedDbWaiting, set.shedMaxInFlight], [0, 7, 0]);
+    assert.deepEqual([set.shedTargetWaitMs, set.shedEventLoopDelayMs, set.shedMaxInFlight, set.shedSlowUploadsPerClient], [250, 0, 7, 0]);
+    assert.throws(() => loadConfig({ SHED_MAX_IN_FLIGHT: '0' }), /SHED_MAX_IN_FLIGHT must be a whole number from 1/);
     assert.throws(() => loadConfig({ RATE_LIMIT_READ_MAX: '0' }), /RATE_LIMIT_READ_MAX must be a whole number from 1/);
     assert.throws(() => loadConfig({ RATE_LIMIT_LOCAL_SHARE_PERCENT: '101' }), /RATE_LIMIT_LOCAL_SHARE_PERCENT/);
   });

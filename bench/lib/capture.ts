@@ -47,7 +47,7 @@ export async function captureOrder(url: string, salt: string, lines: { sku: stri
   const log: Statement[][] = [];
   let on = false;
   const db = openPostgres(url, 2);
-  const app = await buildApp(loadConfig({ DATABASE_URL: url, LOG_LEVEL: 'silent', WORKERS: 'off', RATE_LIMITS: 'off', SHED_EVENT_LOOP_DELAY_MS: '0', SHED_DB_WAITING: '0', SHED_MAX_IN_FLIGHT: '0' }), recording(db, log, () => on), { logStream: { write: () => {} } });
+  const app = await buildApp(loadConfig({ DATABASE_URL: url, LOG_LEVEL: 'silent', WORKERS: 'off', RATE_LIMITS: 'off', SHED_TARGET_WAIT_MS: '0', SHED_EVENT_LOOP_DELAY_MS: '0', SHED_SLOW_UPLOADS_PER_CLIENT: '0' }), recording(db, log, () => on), { logStream: { write: () => {} } });
   try {
     on = true;
     const res = await app.inject({

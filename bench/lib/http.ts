@@ -10,6 +10,8 @@ export interface Reply {
   body: string;
   /** The server replayed a stored response for this Idempotency-Key. */
   replayed: boolean;
+  /** The Retry-After header, if any. */
+  retryAfter?: string;
   /** For status 0: ECONNREFUSED, ECONNRESET, timeout, abandoned, ... */
   error?: string;
   /** Milliseconds from sending to the end of the answer (or to the failure). */
@@ -60,7 +62,7 @@ export function httpClient(baseUrl: string): HttpClient {
           let body = '';
           res.setEncoding('utf8');
           res.on('data', (chunk: string) => { body += chunk; });
-          res.on('end', () => finish({ status: res.statusCode ?? 0, body, replayed: res.headers['idempotent-replayed'] === 'true' }));
+          res.on('end', () => finish({ status: res.statusCode ?? 0, body, replayed: res.headers['idempotent-replayed'] === 'true', ...(res.headers['retry-after'] ? { retryAfter: res.headers['retry-after'] } : {}) }));
           res.on('error', (err: NodeJS.ErrnoException) => finish({ status: 0, body: '', replayed: false, error: err.code ?? err.message }));
         });
         req.on('error', (err: NodeJS.ErrnoException) => finish({ status: 0, body: '', replayed: false, error: err.code ?? err.message }));

@@ -8,11 +8,12 @@ import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { httpClient, jsonOf, type HttpClient, type Reply } from './http.ts';
 import { latencyRecorder, type Percentiles } from './stats.ts';
 import type { Customer } from './seed.ts';
+import { flashBurst, overload, type BurstRound, type OverloadFigures } from './overload.ts';
 
-export const scenarios = ['steady', 'flash-sale', 'retry-storm', 'mixed', 'overload'] as const;
+export const scenarios = ['steady', 'flash-sale', 'retry-storm', 'mixed', 'flash-burst', 'overload'] as const;
 export type Scenario = (typeof scenarios)[number];
-/** What `npm run bench` runs without --scenarios: overload is asked for by name. */
-export const defaultScenarios: readonly Scenario[] = scenarios.filter((s) => s !== 'overload');
+/** What `npm run bench` runs without --scenarios: flash-burst and overload are asked for by name. */
+export const defaultScenarios: readonly Scenario[] = scenarios.filter((s) => s !== 'overload' && s !== 'flash-burst');
 
 export interface RunSpec {
   scenario: Scenario;
@@ -33,6 +34,10 @@ export interface RunSpec {
   retryStorm: { abandonShare: number; abandonMaxMs: number; resendShare: number };
   /** The messaging endpoints answer (else mixed leaves messages out). */
   messaging: boolean;
+  /** flash-burst and overload (bench/lib/overload.ts). */
+  adminToken?: string;
+  burst?: { stock: number; rounds: number };
+  overload?: { calibrationSeconds: number; factor: number };
 }
 
 export interface OpStats { count: number; latency: Percentiles }
@@ -61,10 +66,14 @@ export interface LoadResult {
   idMismatches: number;
   replays: number;
   abandoned: number;
-  /** Requests answered 503 at once by load shedding (overload; not in requests nor latency). */
+  /** Requests answered 503 by load shedding (flash-burst, overload; not in the latency of overload). */
   shed: number;
   /** Seconds into the measured window when the hot SKU first answered out_of_stock. */
   soldOutAt: number | null;
+  /** flash-burst: each round. */
+  bursts?: BurstRound[];
+  /** overload: the best rate, then twice it. */
+  overload?: OverloadFigures;
   startedAt: string;
   measuredFrom: string;
   measuredTo: string;
@@ -86,6 +95,7 @@ const rand = (n: number) => Math.floor(Math.random() * n);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export async function runLoad(spec: RunSpec, onProgress: (p: { elapsed: number; phase: string; orders: number; errors: number; requests: number }) => void): Promise<LoadResult> {
+  if (spec.scenario === 'flash-burst' || spec.scenario === 'overload') return runSheddingScenario(spec, onProgress);
   const clients: HttpClient[] = spec.targets.map((t) => httpClient(t));
   const latency = latencyRecorder();
   const ops = new Map<string, ReturnType<typeof latencyRecorder>>();
@@ -94,7 +104,7 @@ export async function runLoad(spec: RunSpec, onProgress: (p: { elapsed: number; 
   const keysPerClient: number[] = Array(spec.clients).fill(0);
   const acked = new Set<string>();
   const notes: string[] = [];
-  let requests = 0, orders = 0, errors = 0, replays = 0, abandoned = 0, idMismatches = 0, shed = 0;
+  let requests = 0, orders = 0, errors = 0, replays = 0, abandoned = 0, idMismatches = 0;
   let soldOutAt: number | null = null;
 
   const t0 = Date.now();
@@ -132,14 +142,6 @@ export async function runLoad(spec: RunSpec, onProgress: (p: { elapsed: number; 
     const outcome: Outcome = reply.status >= 200 && reply.status < 300 ? 'ok' : expected(key) ? 'expected' : 'error';
     if (!inWindow(now)) return outcome;
     statuses[key] = (statuses[key] ?? 0) + 1;
-    if (spec.scenario === 'overload' && reply.status === 503) {
-      // Shed: counted apart, so that the latency figures are those of the requests accepted.
-      shed++;
-      let r = ops.get('shed (503)');
-      if (!r) ops.set('shed (503)', (r = latencyRecorder()));
-      r.add(reply.ms);
-      return 'expected';
-    }
     if (reply.error === 'abandoned') {
       abandoned++;
       return outcome;
@@ -246,16 +248,6 @@ export async function runLoad(spec: RunSpec, onProgress: (p: { elapsed: number; 
         case 'mixed':
           conversation = await mixedStep(http, customer, key, mine, conversation);
           break;
-        case 'overload': {
-          // The mixed traffic from many more clients than the server can answer in time; a client
-          // whose request was shed comes back after Retry-After (1 s), as the client package does.
-          // (Coming back after 10 ms instead, 512 clients on a starved server made it spend its
-          // share of a core answering 503s: docs/PERFORMANCE.md.)
-          const shedBefore = shed;
-          conversation = await mixedStep(http, customer, key, mine, conversation);
-          if (shed > shedBefore) await sleep(1000);
-          break;
-        }
       }
     }
   }
@@ -263,7 +255,7 @@ export async function runLoad(spec: RunSpec, onProgress: (p: { elapsed: number; 
   // Browse, look, order, check, cancel, write: the shape of a shop's traffic.
   const mixedWeights: [string, number][] = [['browse', 35], ['view product', 15], ['place order', 25], ['view order', 10], ['cancel order', 8], ['message', spec.messaging ? 7 : 0]];
   const mixedTotal = mixedWeights.reduce((s, [, w]) => s + w, 0);
-  if (!spec.messaging && (spec.scenario === 'mixed' || spec.scenario === 'overload')) notes.push('messaging left out: /v1/conversations answers 404 (not built yet)');
+  if (!spec.messaging && spec.scenario === 'mixed') notes.push('messaging left out: /v1/conversations answers 404 (not built yet)');
 
   async function mixedStep(http: HttpClient, customer: Customer, key: string, mine: string[], conversation: string | undefined): Promise<string | undefined> {
     let pick = rand(mixedTotal);
@@ -332,8 +324,8 @@ export async function runLoad(spec: RunSpec, onProgress: (p: { elapsed: number; 
     orders,
     ordersPerSecond: orders / measuredSeconds,
     requestsPerSecond: requests / measuredSeconds,
-    latency: (spec.scenario === 'mixed' || spec.scenario === 'overload' ? latency : (ops.get('place order') ?? latency)).summary(),
-    shed,
+    latency: (spec.scenario === 'mixed' ? latency : (ops.get('place order') ?? latency)).summary(),
+    shed: 0,
     statuses,
     ops: Object.fromEntries([...ops].map(([name, r]) => [name, { count: r.count, latency: r.summary() }])),
     ackedOrders: acked.size,
@@ -363,4 +355,55 @@ if (process.send && process.argv.includes('--loadgen-child')) {
     );
   });
   process.on('disconnect', () => process.exit(0));
+}
+
+/** flash-burst and overload: their own shapes of load (bench/lib/overload.ts), reported in the common result. */
+async function runSheddingScenario(spec: RunSpec, onProgress: (p: { elapsed: number; phase: string; orders: number; errors: number; requests: number }) => void): Promise<LoadResult> {
+  const t0 = Date.now();
+  const cpuStart = process.cpuUsage();
+  const eluStart = performance.eventLoopUtilization();
+  const loop = monitorEventLoopDelay({ resolution: 5 });
+  loop.enable();
+  const log = (line: string) => process.stderr.write(`${line}\n`);
+  const progress = setInterval(() => onProgress({ elapsed: (Date.now() - t0) / 1000, phase: 'measuring', orders: 0, errors: 0, requests: 0 }), 500);
+  const statuses: Record<string, number> = {};
+  let result: Pick<LoadResult, 'requests' | 'orders' | 'latency' | 'shed' | 'bursts' | 'overload' | 'ackedOrders'>;
+  try {
+    if (spec.scenario === 'flash-burst') {
+      const bursts = await flashBurst({
+        targets: spec.targets, customers: spec.customers.slice(0, spec.clients), adminToken: spec.adminToken!, stock: spec.burst!.stock, rounds: spec.burst!.rounds,
+        tag: spec.tag, paymentToken: spec.paymentToken, timeoutMs: spec.timeoutMs, log,
+      });
+      const all = latencyRecorder();
+      for (const b of bursts) {
+        for (const [k, n] of Object.entries({ '201': b.placed, '409 out_of_stock': b.outOfStock, '503 unavailable': b.shed, ...b.other })) if (n) statuses[k] = (statuses[k] ?? 0) + n;
+        all.add(b.latency.p99);
+      }
+      const placed = bursts.reduce((n, b) => n + b.placed, 0);
+      result = { requests: bursts.reduce((n, b) => n + b.buyers, 0), orders: placed, ackedOrders: placed, latency: all.summary(), shed: bursts.reduce((n, b) => n + b.shed, 0), bursts };
+    } else {
+      const figures = await overload({
+        targets: spec.targets, customers: spec.customers, clients: spec.clients, skus: spec.skus, calibrationSeconds: spec.overload!.calibrationSeconds,
+        seconds: spec.seconds, factor: spec.overload!.factor, tag: spec.tag, paymentToken: spec.paymentToken, timeoutMs: spec.timeoutMs, log,
+      });
+      statuses['201'] = figures.placed;
+      statuses['503 unavailable'] = figures.shed;
+      Object.assign(statuses, figures.other);
+      result = { requests: figures.placed, orders: figures.placed, ackedOrders: figures.placed, latency: figures.accepted, shed: figures.shed, overload: figures };
+    }
+  } finally {
+    clearInterval(progress);
+    loop.disable();
+  }
+  const cpu = process.cpuUsage(cpuStart);
+  const wallSeconds = (Date.now() - t0) / 1000;
+  const measuredSeconds = spec.scenario === 'overload' ? spec.seconds : wallSeconds;
+  return {
+    scenario: spec.scenario, clients: spec.clients, measuredSeconds,
+    ...result, ordersPerSecond: result.orders / measuredSeconds, requestsPerSecond: result.requests / measuredSeconds,
+    statuses, ops: {}, keysPerClient: [], idMismatches: 0, replays: 0, abandoned: 0, soldOutAt: null,
+    startedAt: new Date(t0).toISOString(), measuredFrom: new Date(t0).toISOString(), measuredTo: new Date().toISOString(), endedAt: new Date().toISOString(),
+    notes: [],
+    loadgen: { cpuSeconds: (cpu.user + cpu.system) / 1e6, wallSeconds, eventLoopDelayP99Ms: loop.percentile(99) / 1e6, eventLoopUtilization: performance.eventLoopUtilization(eluStart).utilization },
+  };
 }

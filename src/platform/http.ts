@@ -124,6 +124,12 @@ export function databaseUnavailable(err: unknown): boolean {
   return unavailableCodes.has(e?.code ?? '') || unavailableMessages.test(e?.message ?? '');
 }
 
+/** Whether a request has a body still to arrive (content-length above 0, or chunked). */
+export function carriesBody(request: FastifyRequest): boolean {
+  const length = request.headers['content-length'];
+  return request.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0');
+}
+
 // A route that declares no body takes none, as a route with a schema refuses unknown fields: the
 // body would be unvalidated input that reaches code (the idempotency request hash) of unbounded
 // depth. An empty object is allowed, for clients that always send one.
@@ -238,6 +244,13 @@ export async function registerHttpPlatform(app: FastifyInstance, options: HttpPl
     return sendProblem(reply, problem('not_found', `No route for ${request.method} ${path}`));
   }
   app.setNotFoundHandler(noRoute);
+  // No route wants this body: answer before it arrives, and close the connection rather than wait
+  // for the rest of it (a client trickling a body to an unknown path holds nothing).
+  app.addHook('onRequest', async (request, reply) => {
+    if (!request.is404 || !carriesBody(request)) return;
+    reply.header('connection', 'close');
+    return noRoute(request, reply);
+  });
 
   app.setErrorHandler((err: FastifyError, request, reply) => {
     // The not-found route still parses a body for methods that may carry one (QUERY, PROPFIND...):

@@ -73,8 +73,8 @@ function problemCodeOf(payload: unknown): string {
 /** Requests refused at the door: shed under overload (503) and over a rate limit (429). */
 export function limitCounters(registry: Registry) {
   return {
-    shed: new Counter({ name: 'engine_room_requests_shed_total', help: 'Requests answered 503 at once because the process was overloaded, by reason (event_loop, database, in_flight)', labelNames: ['reason'] as const, registers: [registry] }),
-    rateLimited: new Counter({ name: 'engine_room_requests_rate_limited_total', help: 'Requests answered 429 by the API-wide rate limits, by policy (read, write, auth)', labelNames: ['policy'] as const, registers: [registry] }),
+    shed: new Counter({ name: 'engine_room_requests_shed_total', help: 'Requests answered 503 because their wait for a turn was or would be too long, by reason (predicted, wait, queue_full, event_loop) and priority class (critical, normal, low)', labelNames: ['reason', 'priority'] as const, registers: [registry] }),
+    rateLimited: new Counter({ name: 'engine_room_requests_rate_limited_total', help: 'Requests answered 429 by the API-wide rate limits, by policy (read, write, auth), and past the slow uploads one client address may have (slow_uploads)', labelNames: ['policy'] as const, registers: [registry] }),
   };
 }
 

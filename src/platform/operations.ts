@@ -42,7 +42,8 @@ async function probe(db: Db, migrations: Migration[], waitMs: number): Promise<P
 }
 
 export function operationsRoutes(app: FastifyInstance, deps: { db: Db; migrations: Migration[]; metrics: Registry; metricsAccess: { enabled: boolean; token: string | undefined } }): void {
-  // Never rate limited nor shed: a probe must tell busy from broken, and an overload must be observable.
+  // Never rate limited: a probe must tell busy from broken, and an overload must be observable.
+  // Health and readiness are never shed either; the metrics queue as low priority (load-shedding.ts).
   const config = { access: 'public' as const, rateLimit: false as const };
   const tags = ['operations'];
 

@@ -137,6 +137,14 @@ function Dashboard({ data, admin, refresh }: { data: Overview; admin: boolean; r
   );
 }
 
+/** What each reason of load shedding means (src/platform/admission.ts). */
+const shedReasons: Record<string, string> = {
+  predicted: 'Refused on arrival: the queue ahead would take longer than its wait target',
+  wait: 'Waited in the queue past its wait target',
+  queue_full: 'The queue\'s safety cap, or made room for a higher priority',
+  event_loop: 'The event loop was late (normal and low priority only)',
+};
+
 function Traffic({ data }: { data: Overview }) {
   const t = data.traffic;
   const series = useMemo(() => [
@@ -157,6 +165,15 @@ function Traffic({ data }: { data: Overview }) {
             { header: 'Count', numeric: true, cell: (e) => f.count(e.count) },
           ]}
           rows={t.topErrors} keyOf={(e) => `${e.route} ${e.status} ${e.code}`} empty="No errors in the window."
+        />
+        <DataTable
+          caption="Shed under load (503), by reason and priority"
+          columns={[
+            { header: 'Reason', cell: (s) => <span title={shedReasons[s.reason] ?? ''}>{s.reason}</span> },
+            { header: 'Priority', cell: (s) => <Badge tone={s.priority === 'critical' ? 'bad' : 'warn'}>{s.priority}</Badge> },
+            { header: 'Count', numeric: true, cell: (s) => f.count(s.count) },
+          ]}
+          rows={t.shed} keyOf={(s) => `${s.reason} ${s.priority}`} empty="Nothing shed in the window."
         />
       </div>
     </Section>

@@ -10932,6 +10932,14 @@ export interface operations {
                                 code: string;
                                 count: number;
                             }[];
+                            /** @description Requests answered 503 by load shedding in the window, by reason and priority class, most first */
+                            shed: {
+                                /** @description predicted (refused on arrival: the queue ahead would take too long), wait (waited past its target), queue_full, event_loop */
+                                reason: string;
+                                /** @description The class the request queued in: critical, normal or low */
+                                priority: string;
+                                count: number;
+                            }[];
                         };
                         orders: {
                             /** @description order.created events per minute */

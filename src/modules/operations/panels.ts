@@ -135,6 +135,13 @@ export function trafficPanel(counters: WindowCounters, histogram: number[], step
     })
     .sort((a, b) => b.count - a.count || a.route.localeCompare(b.route))
     .slice(0, 8);
+  // Load shedding's refusals (src/platform/load-shedding.ts counts them as http.shed, reason and class).
+  const shed = [...counters.totals].filter(([key]) => key.startsWith('http.shed\t'))
+    .map(([key, count]) => {
+      const [, reason = '', priority = ''] = key.split('\t');
+      return { reason, priority, count };
+    })
+    .sort((a, b) => b.count - a.count || a.reason.localeCompare(b.reason));
   return {
     requestsPerSecond: counters.seriesOf(['http.requests\t'], step),
     errors5xxPerSecond: counters.seriesOf(['http.requests\t5xx'], step),
@@ -144,6 +151,7 @@ export function trafficPanel(counters: WindowCounters, histogram: number[], step
     errorRate4xx: requests > 0 ? errors4xx / requests : 0,
     latencyMs: { p50: quantileMs(histogram, 0.5), p95: quantileMs(histogram, 0.95), p99: quantileMs(histogram, 0.99) },
     topErrors,
+    shed,
   };
 }
 

@@ -146,8 +146,8 @@ export function operationsAdminRoutes(app: FastifyInstance, deps: OperationsDeps
   if (!deps.metrics.enabled) return;
   const figures = cachedSystemMetrics(db, { streamFreshSeconds, ttlMs: systemMetricsTtlMs });
   app.get('/metrics/system', {
-    // Like /metrics: never rate limited nor shed (src/platform/load-shedding.ts), so it answers to
-    // the metrics token alone and computes its figures at most once per systemMetricsTtlMs.
+    // Like /metrics: never rate limited, and shed only as low priority (src/platform/load-shedding.ts),
+    // so it answers to the metrics token alone and computes its figures at most once per systemMetricsTtlMs.
     config: metricsRouteConfig,
     onRequest: metricsAccess(deps.metrics.token),
     schema: { tags: ['operations'], summary: 'Prometheus metrics of the whole system (every process), from the database', hide: true },

@@ -151,6 +151,11 @@ export const OverviewSchema = Type.Object({
     errorRate4xx: Type.Number(),
     latencyMs: Type.Object({ p50: Nullable(Type.Number()), p95: Nullable(Type.Number()), p99: Nullable(Type.Number()) }),
     topErrors: Type.Array(Type.Object({ route: Type.String(), status: Type.Integer(), code: Type.String(), count: Type.Integer() })),
+    shed: Type.Array(Type.Object({
+      reason: Type.String({ description: 'predicted (refused on arrival: the queue ahead would take too long), wait (waited past its target), queue_full, event_loop' }),
+      priority: Type.String({ description: 'The class the request queued in: critical, normal or low' }),
+      count: Type.Integer(),
+    }), { description: 'Requests answered 503 by load shedding in the window, by reason and priority class, most first' }),
   }),
   orders: Type.Object({
     placedPerMinute: Series('order.created events per minute'),
