@@ -13,12 +13,45 @@ import { parseArgs } from 'node:util';
 import { createHash, randomBytes } from 'node:crypto';
 import { openPglite, openPostgres, type Db } from '../src/platform/db.ts';
 import { migrate } from '../src/platform/migrate.ts';
-import { createScratch, defaultDatabaseUrl, freePort, startEngineProcess, type EngineProcess, type Scratch } from './lib/engine.ts';
-import { analyzeSeeded, adminLogin, seedAdmin, seedByApi, seedBySql, type SeedOptions, type Seeded } from './lib/seed.ts';
+import {
+  createScratch,
+  defaultDatabaseUrl,
+  freePort,
+  startEngineProcess,
+  type EngineProcess,
+  type Scratch,
+} from './lib/engine.ts';
+import {
+  analyzeSeeded,
+  adminLogin,
+  seedAdmin,
+  seedByApi,
+  seedBySql,
+  type SeedOptions,
+  type Seeded,
+} from './lib/seed.ts';
 import { defaultScenarios, scenarios, type LoadResult, type RunSpec, type Scenario } from './lib/loadgen.ts';
-import { generatedScripts, preparePgbenchDatabase, runPgbench, waitEventSampler, whatIfVariants, type PgbenchResult, pgbenchScripts } from './lib/pgbench.ts';
+import {
+  generatedScripts,
+  preparePgbenchDatabase,
+  runPgbench,
+  waitEventSampler,
+  whatIfVariants,
+  type PgbenchResult,
+  pgbenchScripts,
+} from './lib/pgbench.ts';
 import { cpuMeter, loadAverage, memorySampler, schedSeconds } from './lib/proc.ts';
-import { fmtInt, fmtMb, fmtMs, fmtPct, fmtSeconds, percentiles, progressLine, table, type Percentiles } from './lib/stats.ts';
+import {
+  fmtInt,
+  fmtMb,
+  fmtMs,
+  fmtPct,
+  fmtSeconds,
+  percentiles,
+  progressLine,
+  table,
+  type Percentiles,
+} from './lib/stats.ts';
 import { httpClient, jsonOf } from './lib/http.ts';
 import { formatSummary, profilesIn, summarize } from './profile-summary.ts';
 import { generateScripts } from './lib/capture.ts';
@@ -119,14 +152,39 @@ Examples:
 
 interface Options {
   scenarios: Scenario[];
-  seconds: number; warmup: number; clients: number; rate: number | null;
-  databaseUrl: string; embedded: boolean; url: string | undefined; adminEmail: string; adminPassword: string;
-  apiProcesses: number; workerProcesses: number; processes: number | null; noWorkers: boolean; poolSize: number; env: Record<string, string>;
-  skus: number; hotStock: number; timeoutMs: number;
-  burstStock: number; burstRounds: number; overloadFactor: number; calibrationSeconds: number;
-  pgbench: boolean; pgbenchSeconds: number; drainSeconds: number; whatIf: boolean; writePgbench: boolean;
-  json: string | undefined; cpuProf: string | undefined; keep: boolean;
-  trace: boolean; dbCost: boolean; rateLimits: boolean;
+  seconds: number;
+  warmup: number;
+  clients: number;
+  rate: number | null;
+  databaseUrl: string;
+  embedded: boolean;
+  url: string | undefined;
+  adminEmail: string;
+  adminPassword: string;
+  apiProcesses: number;
+  workerProcesses: number;
+  processes: number | null;
+  noWorkers: boolean;
+  poolSize: number;
+  env: Record<string, string>;
+  skus: number;
+  hotStock: number;
+  timeoutMs: number;
+  burstStock: number;
+  burstRounds: number;
+  overloadFactor: number;
+  calibrationSeconds: number;
+  pgbench: boolean;
+  pgbenchSeconds: number;
+  drainSeconds: number;
+  whatIf: boolean;
+  writePgbench: boolean;
+  json: string | undefined;
+  cpuProf: string | undefined;
+  keep: boolean;
+  trace: boolean;
+  dbCost: boolean;
+  rateLimits: boolean;
 }
 
 function parseOptions(argv: string[]): Options {
@@ -176,11 +234,17 @@ function parseOptions(argv: string[]): Options {
   }
   const int = (name: string, raw: string | undefined, min: number, max: number): number => {
     const n = Number(raw);
-    if (!Number.isInteger(n) || n < min || n > max) usage(`--${name} must be a whole number from ${min} to ${max} (got "${raw}")`);
+    if (!Number.isInteger(n) || n < min || n > max)
+      usage(`--${name} must be a whole number from ${min} to ${max} (got "${raw}")`);
     return n;
   };
-  const chosen = values.scenarios!.split(',').map((s) => s.trim()).filter(Boolean);
-  for (const s of chosen) if (!(scenarios as readonly string[]).includes(s)) usage(`unknown scenario "${s}" (known: ${scenarios.join(', ')})`);
+  const chosen = values
+    .scenarios!.split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
+  for (const s of chosen)
+    if (!(scenarios as readonly string[]).includes(s))
+      usage(`unknown scenario "${s}" (known: ${scenarios.join(', ')})`);
   const env: Record<string, string> = {};
   for (const pair of values.env ?? []) {
     const i = pair.indexOf('=');
@@ -209,7 +273,10 @@ function parseOptions(argv: string[]): Options {
     timeoutMs: int('timeout-ms', values['timeout-ms'], 10, 600_000),
     burstStock: int('burst-stock', values['burst-stock'], 1, 1_000_000),
     burstRounds: int('burst-rounds', values['burst-rounds'], 1, 100),
-    overloadFactor: Number(values['overload-factor']) > 0 ? Number(values['overload-factor']) : usage('--overload-factor must be a positive number'),
+    overloadFactor:
+      Number(values['overload-factor']) > 0
+        ? Number(values['overload-factor'])
+        : usage('--overload-factor must be a positive number'),
     calibrationSeconds: int('calibration-seconds', values['calibration-seconds'], 1, 600),
     pgbench: !values['no-pgbench'],
     pgbenchSeconds: int('pgbench-seconds', values['pgbench-seconds'] ?? values.seconds, 1, 3600),
@@ -224,11 +291,14 @@ function parseOptions(argv: string[]): Options {
     dbCost: values['db-cost']!,
   };
   if (o.trace && o.url) usage('--trace starts the server processes with tracing on: not with --url');
-  if (o.dbCost && (o.url || o.embedded)) usage('--db-cost measures a PostgreSQL scratch database: not with --url or --embedded');
+  if (o.dbCost && (o.url || o.embedded))
+    usage('--db-cost measures a PostgreSQL scratch database: not with --url or --embedded');
   if (o.url && o.embedded) usage('--url and --embedded exclude each other');
-  if (o.url && (!values['admin-email'] || !values['admin-password'])) usage('--url needs --admin-email and --admin-password');
+  if (o.url && (!values['admin-email'] || !values['admin-password']))
+    usage('--url needs --admin-email and --admin-password');
   if (o.noWorkers && o.workerProcesses > 0) usage('--no-workers and --worker-processes exclude each other');
-  if (o.embedded && (o.apiProcesses !== 1 || o.workerProcesses !== 0)) usage('the embedded database belongs to one process: --embedded runs one start process with its workers');
+  if (o.embedded && (o.apiProcesses !== 1 || o.workerProcesses !== 0))
+    usage('the embedded database belongs to one process: --embedded runs one start process with its workers');
   return o;
 }
 
@@ -239,7 +309,13 @@ function usage(message: string): never {
 
 // ---------------------------------------------------------------------------------------------
 
-interface Lag { paid: number; p50: number; p95: number; p99: number; max: number }
+interface Lag {
+  paid: number;
+  p50: number;
+  p95: number;
+  p99: number;
+  max: number;
+}
 
 interface ScenarioReport {
   scenario: Scenario;
@@ -258,12 +334,25 @@ interface ScenarioReport {
   queuesDrainSeconds: number | null;
   queueBacklog: number | null;
   peakRss: Record<string, number>;
-  cpu: { wallSeconds: number; server: number | null; postgres: number | null; loadgen: number | null; machineBusy: number | null; other: number | null };
+  cpu: {
+    wallSeconds: number;
+    server: number | null;
+    postgres: number | null;
+    loadgen: number | null;
+    machineBusy: number | null;
+    other: number | null;
+  };
   /** Per API process: the share of the window its JavaScript thread ran, and waited runnable for a core. */
   mainThread: Record<string, { onCpu: number; waiting: number }>;
   /** CPU ms per order acknowledged in the window, by process group (server includes its inline workers). */
   /** server = api + workers; workers is null when they run inside the API processes. */
-  cpuPerOrder: { server: number | null; api: number | null; workers: number | null; postgres: number | null; loadgen: number | null };
+  cpuPerOrder: {
+    server: number | null;
+    api: number | null;
+    workers: number | null;
+    postgres: number | null;
+    loadgen: number | null;
+  };
   checks: { name: string; ok: boolean; detail: string }[];
   /** What PostgreSQL's backends waited on (share of samples), during the HTTP run and each pgbench run. */
   waits: { http: WaitShare[]; pgbench: Record<string, WaitShare[]> };
@@ -273,29 +362,46 @@ interface ScenarioReport {
   dbCost: DbCost | null;
 }
 
-interface DbCost { orders: number; walBytesPerOrder: number; tables: { table: string; bytesPerOrder: number; rowsPerOrder: number }[] }
+interface DbCost {
+  orders: number;
+  walBytesPerOrder: number;
+  tables: { table: string; bytesPerOrder: number; rowsPerOrder: number }[];
+}
 
 type DbSnapshot = { wal: string; orders: number; tables: Map<string, { bytes: number; rows: number }> };
 
 /** The server's WAL position, the orders, and every table's size with its indexes and TOAST, and rows. */
 async function dbSnapshot(db: Db): Promise<DbSnapshot> {
   // A CHECKPOINT first would not change the WAL written; sizes are taken after the drain.
-  const [pos] = await db.query<{ wal: string; orders: number }>('SELECT pg_current_wal_lsn()::text AS wal, (SELECT count(*)::int FROM orders) AS orders');
+  const [pos] = await db.query<{ wal: string; orders: number }>(
+    'SELECT pg_current_wal_lsn()::text AS wal, (SELECT count(*)::int FROM orders) AS orders',
+  );
   const rows = await db.query<{ name: string; bytes: number; rows: number }>(
     `SELECT c.oid::regclass::text AS name, pg_total_relation_size(c.oid)::bigint AS bytes, coalesce(s.n_live_tup, 0)::bigint AS rows
        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
-      WHERE c.relkind IN ('r', 'p') AND n.nspname IN ('public', 'pgboss')`);
-  return { wal: pos!.wal, orders: pos!.orders, tables: new Map(rows.map((r) => [r.name, { bytes: Number(r.bytes), rows: Number(r.rows) }])) };
+      WHERE c.relkind IN ('r', 'p') AND n.nspname IN ('public', 'pgboss')`,
+  );
+  return {
+    wal: pos!.wal,
+    orders: pos!.orders,
+    tables: new Map(rows.map((r) => [r.name, { bytes: Number(r.bytes), rows: Number(r.rows) }])),
+  };
 }
 
 async function dbCostBetween(db: Db, before: DbSnapshot, after: DbSnapshot): Promise<DbCost | null> {
   const orders = after.orders - before.orders;
   if (orders <= 0) return null;
-  const [wal] = await db.query<{ bytes: number }>('SELECT pg_wal_lsn_diff($1::pg_lsn, $2::pg_lsn)::bigint AS bytes', [after.wal, before.wal]);
-  const tables = [...after.tables].map(([table, a]) => {
-    const b = before.tables.get(table) ?? { bytes: 0, rows: 0 };
-    return { table, bytesPerOrder: (a.bytes - b.bytes) / orders, rowsPerOrder: (a.rows - b.rows) / orders };
-  }).filter((t) => t.bytesPerOrder !== 0 || t.rowsPerOrder !== 0).sort((x, y) => y.bytesPerOrder - x.bytesPerOrder);
+  const [wal] = await db.query<{ bytes: number }>('SELECT pg_wal_lsn_diff($1::pg_lsn, $2::pg_lsn)::bigint AS bytes', [
+    after.wal,
+    before.wal,
+  ]);
+  const tables = [...after.tables]
+    .map(([table, a]) => {
+      const b = before.tables.get(table) ?? { bytes: 0, rows: 0 };
+      return { table, bytesPerOrder: (a.bytes - b.bytes) / orders, rowsPerOrder: (a.rows - b.rows) / orders };
+    })
+    .filter((t) => t.bytesPerOrder !== 0 || t.rowsPerOrder !== 0)
+    .sort((x, y) => y.bytesPerOrder - x.bytesPerOrder);
   return { orders, walBytesPerOrder: Number(wal!.bytes) / orders, tables };
 }
 
@@ -311,14 +417,21 @@ interface Setup {
   seeded: Seeded;
   pgbenchDb: Scratch | undefined;
   /** The pgbench scripts to run: generated from the server's own statements for this run. */
-  pgbench: { files: Record<keyof typeof pgbenchScripts, string>; steadyText: string; statements: number; drifted: string[] } | undefined;
+  pgbench:
+    | { files: Record<keyof typeof pgbenchScripts, string>; steadyText: string; statements: number; drifted: string[] }
+    | undefined;
   salt: string;
   /** With --trace: where the server processes export their spans. */
   sink?: OtlpSink | undefined;
 }
 
 /** Generates the pgbench scripts from the order path as it is, and compares them with the committed ones. */
-async function pgbenchScriptsFor(o: Options, pgbenchDb: Scratch, salt: string, log: (line: string) => void): Promise<NonNullable<Setup['pgbench']>> {
+async function pgbenchScriptsFor(
+  o: Options,
+  pgbenchDb: Scratch,
+  salt: string,
+  log: (line: string) => void,
+): Promise<NonNullable<Setup['pgbench']>> {
   const generated = await generateScripts(pgbenchDb.url, salt);
   const dir = await mkdtemp(join(tmpdir(), 'er-pgbench-'));
   cleanups.push(() => rm(dir, { recursive: true, force: true }));
@@ -339,7 +452,10 @@ async function pgbenchScriptsFor(o: Options, pgbenchDb: Scratch, salt: string, l
     files[name] = join(dir, pgbenchScripts[name]);
     await writeFile(files[name], text);
   }
-  if (drifted.length) log(`note: bench/pgbench/${drifted.join(', ')} differ from what the server sends now; running freshly generated copies (update them with --write-pgbench)`);
+  if (drifted.length)
+    log(
+      `note: bench/pgbench/${drifted.join(', ')} differ from what the server sends now; running freshly generated copies (update them with --write-pgbench)`,
+    );
   return { files, steadyText: generated.steady, statements: generated.statements, drifted };
 }
 
@@ -350,11 +466,24 @@ async function setUp(o: Options, log: (line: string) => void): Promise<Setup> {
     log(`seeding ${o.url} through its API (${o.skus} SKUs, ${o.clients} customers)`);
     const token = await adminLogin(o.url, o.adminEmail, o.adminPassword);
     const seeded = await seedByApi(o.url, token, seed, salt.slice(0, 6));
-    const pgbenchDb = o.pgbench && process.argv.some((a) => a.startsWith('--database-url'))
-      ? await preparePgbenchDatabase(o.databaseUrl, { ...seed, hotStock: 1_000_000_000 }) : undefined;
+    const pgbenchDb =
+      o.pgbench && process.argv.some((a) => a.startsWith('--database-url'))
+        ? await preparePgbenchDatabase(o.databaseUrl, { ...seed, hotStock: 1_000_000_000 })
+        : undefined;
     if (pgbenchDb) cleanups.push(pgbenchDb.drop);
     const pgbench = pgbenchDb ? await pgbenchScriptsFor(o, pgbenchDb, salt, log) : undefined;
-    return { mode: 'url', apiUrls: [o.url], processes: [], db: undefined, scratch: undefined, dataDir: undefined, seeded, pgbenchDb, pgbench, salt };
+    return {
+      mode: 'url',
+      apiUrls: [o.url],
+      processes: [],
+      db: undefined,
+      scratch: undefined,
+      dataDir: undefined,
+      seeded,
+      pgbenchDb,
+      pgbench,
+      salt,
+    };
   }
 
   let db: Db;
@@ -375,14 +504,19 @@ async function setUp(o: Options, log: (line: string) => void): Promise<Setup> {
     cleanups.push(() => pool.close());
     dbEnv = { DATABASE_URL: scratch.url, DATABASE_POOL_SIZE: String(o.poolSize) };
   }
-  log(`seeding ${o.embedded ? `the embedded database in ${dataDir}` : `scratch database ${scratch!.name}`}: ${o.skus} SKUs + the hot SKU, ${o.clients} customers`);
+  log(
+    `seeding ${o.embedded ? `the embedded database in ${dataDir}` : `scratch database ${scratch!.name}`}: ${o.skus} SKUs + the hot SKU, ${o.clients} customers`,
+  );
   await migrate(db);
   const seeded = await seedBySql(db, seed);
   await seedAdmin(db, o.adminEmail, o.adminPassword);
   await analyzeSeeded(db);
   if (o.embedded) await db.close(); // the server process takes the data directory over
 
-  const pgbenchDb = !o.embedded && o.pgbench ? await preparePgbenchDatabase(o.databaseUrl, { ...seed, hotStock: 1_000_000_000 }) : undefined;
+  const pgbenchDb =
+    !o.embedded && o.pgbench
+      ? await preparePgbenchDatabase(o.databaseUrl, { ...seed, hotStock: 1_000_000_000 })
+      : undefined;
   if (pgbenchDb) cleanups.push(pgbenchDb.drop);
   const pgbench = pgbenchDb ? await pgbenchScriptsFor(o, pgbenchDb, salt, log) : undefined;
 
@@ -391,11 +525,14 @@ async function setUp(o: Options, log: (line: string) => void): Promise<Setup> {
   const common = {
     ...dbEnv,
     ...(sink ? { OTEL_EXPORTER_OTLP_ENDPOINT: sink.url, OTEL_SERVICE_NAME: 'engine-room-bench' } : {}),
-    ADMIN_EMAIL: o.adminEmail, ADMIN_PASSWORD: o.adminPassword,
+    ADMIN_EMAIL: o.adminEmail,
+    ADMIN_PASSWORD: o.adminPassword,
     LOG_LEVEL: 'warn',
     // Every client is one customer from one address: the rate limits count but never refuse
     // (load shedding keeps its defaults: the overload scenario is about it).
-    ...(o.rateLimits ? { RATE_LIMIT_READ_MAX: '100000000', RATE_LIMIT_WRITE_MAX: '100000000', RATE_LIMIT_AUTH_MAX: '100000000' } : { RATE_LIMITS: 'off' }),
+    ...(o.rateLimits
+      ? { RATE_LIMIT_READ_MAX: '100000000', RATE_LIMIT_WRITE_MAX: '100000000', RATE_LIMIT_AUTH_MAX: '100000000' }
+      : { RATE_LIMITS: 'off' }),
     ...(o.workerProcesses > 0 || o.noWorkers ? { WORKERS: 'off' } : {}),
     ...o.env,
   };
@@ -419,11 +556,21 @@ async function setUp(o: Options, log: (line: string) => void): Promise<Setup> {
     await Promise.all(processes.map((p) => p.kill('SIGKILL')));
     throw err;
   }
-  log(`started ${processes.map((p) => `${p.spec.label} (pid ${p.pid})`).join(', ')}${o.noWorkers ? ', no job workers' : o.workerProcesses === 0 ? ', job workers inside start' : ''}`);
+  log(
+    `started ${processes.map((p) => `${p.spec.label} (pid ${p.pid})`).join(', ')}${o.noWorkers ? ', no job workers' : o.workerProcesses === 0 ? ', job workers inside start' : ''}`,
+  );
   return {
     mode: o.embedded ? 'embedded' : 'postgres',
     apiUrls: processes.filter((p) => p.spec.role === 'api').map((p) => p.baseUrl!),
-    processes, db: o.embedded ? undefined : db, scratch, dataDir, seeded, pgbenchDb, pgbench, salt, sink,
+    processes,
+    db: o.embedded ? undefined : db,
+    scratch,
+    dataDir,
+    seeded,
+    pgbenchDb,
+    pgbench,
+    salt,
+    sink,
   };
 }
 
@@ -433,9 +580,22 @@ function startLoadgen(): ChildProcess {
   return fork(join(here, 'lib', 'loadgen.ts'), ['--loadgen-child'], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
 }
 
-function runOnLoadgen(child: ChildProcess, spec: RunSpec, onProgress: (p: { elapsed: number; phase: string; orders: number; errors: number; requests: number }) => void): Promise<LoadResult> {
+function runOnLoadgen(
+  child: ChildProcess,
+  spec: RunSpec,
+  onProgress: (p: { elapsed: number; phase: string; orders: number; errors: number; requests: number }) => void,
+): Promise<LoadResult> {
   return new Promise((resolvePromise, reject) => {
-    const onMessage = (msg: { type: string; result?: LoadResult; error?: string; elapsed?: number; phase?: string; orders?: number; errors?: number; requests?: number }) => {
+    const onMessage = (msg: {
+      type: string;
+      result?: LoadResult;
+      error?: string;
+      elapsed?: number;
+      phase?: string;
+      orders?: number;
+      errors?: number;
+      requests?: number;
+    }) => {
       if (msg.type === 'progress') onProgress(msg as never);
       else {
         child.off('message', onMessage);
@@ -455,7 +615,10 @@ function runOnLoadgen(child: ChildProcess, spec: RunSpec, onProgress: (p: { elap
 async function pendingOrders(apiUrl: string, adminToken: string): Promise<number | undefined> {
   const http = httpClient(apiUrl);
   try {
-    const reply = await http.request('GET', '/v1/orders?status=pending_payment&limit=100', { token: adminToken, timeoutMs: 10_000 });
+    const reply = await http.request('GET', '/v1/orders?status=pending_payment&limit=100', {
+      token: adminToken,
+      timeoutMs: 10_000,
+    });
     return reply.status === 200 ? jsonOf<{ data: unknown[] }>(reply)!.data.length : undefined;
   } finally {
     http.close();
@@ -467,21 +630,32 @@ async function pendingOrders(apiUrl: string, adminToken: string): Promise<number
  * e-mails come after the payment): the next scenario should not pay for this
  * one's backlog. Answers when each happened, in seconds after the load stopped.
  */
-async function waitForDrain(s: Setup, adminToken: string, boundSeconds: number): Promise<{ payments: number | null; queues: number | null; backlog: number | null }> {
+async function waitForDrain(
+  s: Setup,
+  adminToken: string,
+  boundSeconds: number,
+): Promise<{ payments: number | null; queues: number | null; backlog: number | null }> {
   const started = Date.now();
   const seconds = () => (Date.now() - started) / 1000;
   let payments: number;
   for (;;) {
     const pending = s.db
-      ? Number((await s.db.query<{ n: number }>("SELECT count(*)::int AS n FROM payments WHERE status = 'pending'"))[0]!.n)
+      ? Number(
+          (await s.db.query<{ n: number }>("SELECT count(*)::int AS n FROM payments WHERE status = 'pending'"))[0]!.n,
+        )
       : await pendingOrders(s.apiUrls[0]!, adminToken);
-    if (pending === 0) { payments = seconds(); break; }
+    if (pending === 0) {
+      payments = seconds();
+      break;
+    }
     if (seconds() >= boundSeconds) return { payments: null, queues: null, backlog: null };
     await new Promise((r) => setTimeout(r, 250));
   }
   if (!s.db) return { payments, queues: null, backlog: null };
   for (;;) {
-    const [row] = await s.db.query<{ n: number }>("SELECT count(*)::int AS n FROM pgboss.job WHERE state IN ('created', 'retry', 'active') AND start_after <= now()");
+    const [row] = await s.db.query<{ n: number }>(
+      "SELECT count(*)::int AS n FROM pgboss.job WHERE state IN ('created', 'retry', 'active') AND start_after <= now()",
+    );
     if (Number(row!.n) === 0) return { payments, queues: seconds(), backlog: 0 };
     if (seconds() >= boundSeconds) return { payments, queues: null, backlog: Number(row!.n) };
     await new Promise((r) => setTimeout(r, 250));
@@ -499,12 +673,20 @@ async function lagOf(db: Db, from: string, to: string): Promise<Lag> {
               WHERE status = 'paid' AND created_at >= $1 AND created_at <= $2) t`,
     [from, to],
   );
-  return { paid: Number(row!.paid), p50: Number(row!.p50), p95: Number(row!.p95), p99: Number(row!.p99), max: Number(row!.max) };
+  return {
+    paid: Number(row!.paid),
+    p50: Number(row!.p50),
+    p95: Number(row!.p95),
+    p99: Number(row!.p99),
+    max: Number(row!.max),
+  };
 }
 
 /** Orders placed under keys of one scenario (each order is the stored answer of exactly one key). */
 async function ordersUnderKeys(db: Db, tag: string, keysPerClient: number[]): Promise<number> {
-  const hashes = keysPerClient.flatMap((count, c) => Array.from({ length: count }, (_, n) => createHash('sha256').update(`${tag}-${c}-${n}`).digest()));
+  const hashes = keysPerClient.flatMap((count, c) =>
+    Array.from({ length: count }, (_, n) => createHash('sha256').update(`${tag}-${c}-${n}`).digest()),
+  );
   const [row] = await db.query<{ n: number }>(
     'SELECT count(*)::int AS n FROM idempotency_keys WHERE key_hash = ANY($1::bytea[]) AND status_code = 201',
     [hashes],
@@ -512,10 +694,17 @@ async function ordersUnderKeys(db: Db, tag: string, keysPerClient: number[]): Pr
   return Number(row!.n);
 }
 
-async function hotStock(apiUrl: string, adminToken: string, sku: string): Promise<{ onHand: number; reserved: number } | undefined> {
+async function hotStock(
+  apiUrl: string,
+  adminToken: string,
+  sku: string,
+): Promise<{ onHand: number; reserved: number } | undefined> {
   const http = httpClient(apiUrl);
   try {
-    const reply = await http.request('GET', `/v1/inventory/${encodeURIComponent(sku)}`, { token: adminToken, timeoutMs: 10_000 });
+    const reply = await http.request('GET', `/v1/inventory/${encodeURIComponent(sku)}`, {
+      token: adminToken,
+      timeoutMs: 10_000,
+    });
     return reply.status === 200 ? jsonOf<{ onHand: number; reserved: number }>(reply) : undefined;
   } finally {
     http.close();
@@ -523,14 +712,32 @@ async function hotStock(apiUrl: string, adminToken: string, sku: string): Promis
 }
 
 /** flash-burst: per round, exactly the stock placed, each 201 a distinct order, nothing left to sell, every 503 with Retry-After; on PostgreSQL, the orders in the database. */
-async function burstChecks(s: Setup, adminToken: string, load: LoadResult, stock: number): Promise<ScenarioReport['checks']> {
+async function burstChecks(
+  s: Setup,
+  adminToken: string,
+  load: LoadResult,
+  stock: number,
+): Promise<ScenarioReport['checks']> {
   const checks: ScenarioReport['checks'] = [];
   for (const [i, b] of (load.bursts ?? []).entries()) {
     const level = await hotStock(s.apiUrls[0]!, adminToken, b.sku);
-    const [row] = s.db ? await s.db.query<{ n: number }>('SELECT count(DISTINCT order_id)::int AS n FROM order_lines WHERE sku = $1', [b.sku]) : [undefined];
+    const [row] = s.db
+      ? await s.db.query<{ n: number }>('SELECT count(DISTINCT order_id)::int AS n FROM order_lines WHERE sku = $1', [
+          b.sku,
+        ])
+      : [undefined];
     const inDb = row ? Number(row.n) : null;
-    const ok = b.placed === stock && b.distinctOrders === b.placed && (level ? level.onHand - level.reserved === 0 || level.onHand === 0 : true) && (inDb === null || inDb === b.placed) && b.shedWithoutRetryAfter === 0;
-    checks.push({ name: `round ${i + 1}: exactly the stock placed, once each`, ok, detail: `${b.placed} placed (${b.distinctOrders} distinct ids) of ${stock}${inDb !== null ? `, ${inDb} in the database` : ''}${level ? `, on hand ${level.onHand}, reserved ${level.reserved}` : ''}; ${b.shed} x 503 (${b.shedWithoutRetryAfter} without Retry-After)` });
+    const ok =
+      b.placed === stock &&
+      b.distinctOrders === b.placed &&
+      (level ? level.onHand - level.reserved === 0 || level.onHand === 0 : true) &&
+      (inDb === null || inDb === b.placed) &&
+      b.shedWithoutRetryAfter === 0;
+    checks.push({
+      name: `round ${i + 1}: exactly the stock placed, once each`,
+      ok,
+      detail: `${b.placed} placed (${b.distinctOrders} distinct ids) of ${stock}${inDb !== null ? `, ${inDb} in the database` : ''}${level ? `, on hand ${level.onHand}, reserved ${level.reserved}` : ''}; ${b.shed} x 503 (${b.shedWithoutRetryAfter} without Retry-After)`,
+    });
   }
   return checks;
 }
@@ -539,12 +746,28 @@ async function burstChecks(s: Setup, adminToken: string, load: LoadResult, stock
 async function overloadChecks(s: Setup, load: LoadResult): Promise<ScenarioReport['checks']> {
   const f = load.overload;
   if (!f) return [];
-  const checks: ScenarioReport['checks'] = [{ name: 'every 503 carries Retry-After', ok: f.shedWithoutRetryAfter === 0, detail: `${fmtInt(f.shed)} x 503, ${f.shedWithoutRetryAfter} without` }];
+  const checks: ScenarioReport['checks'] = [
+    {
+      name: 'every 503 carries Retry-After',
+      ok: f.shedWithoutRetryAfter === 0,
+      detail: `${fmtInt(f.shed)} x 503, ${f.shedWithoutRetryAfter} without`,
+    },
+  ];
   if (s.db) {
     const hashes = (keys: string[]) => keys.map((k) => createHash('sha256').update(k).digest());
-    const [stored] = await s.db.query<{ n: number }>('SELECT count(*)::int AS n FROM idempotency_keys WHERE key_hash = ANY($1::bytea[]) AND status_code = 201', [hashes(f.acceptedKeys)]);
-    const [traced] = await s.db.query<{ n: number }>('SELECT count(*)::int AS n FROM idempotency_keys WHERE key_hash = ANY($1::bytea[])', [hashes(f.shedKeys)]);
-    checks.push({ name: 'orders in the database = orders acknowledged; a 503 placed nothing', ok: Number(stored!.n) === f.placed && Number(traced!.n) === 0, detail: `${fmtInt(Number(stored!.n))} stored for ${fmtInt(f.placed)} acknowledged; ${fmtInt(Number(traced!.n))} of the ${fmtInt(f.shed)} refused keys stored` });
+    const [stored] = await s.db.query<{ n: number }>(
+      'SELECT count(*)::int AS n FROM idempotency_keys WHERE key_hash = ANY($1::bytea[]) AND status_code = 201',
+      [hashes(f.acceptedKeys)],
+    );
+    const [traced] = await s.db.query<{ n: number }>(
+      'SELECT count(*)::int AS n FROM idempotency_keys WHERE key_hash = ANY($1::bytea[])',
+      [hashes(f.shedKeys)],
+    );
+    checks.push({
+      name: 'orders in the database = orders acknowledged; a 503 placed nothing',
+      ok: Number(stored!.n) === f.placed && Number(traced!.n) === 0,
+      detail: `${fmtInt(Number(stored!.n))} stored for ${fmtInt(f.placed)} acknowledged; ${fmtInt(Number(traced!.n))} of the ${fmtInt(f.shed)} refused keys stored`,
+    });
   }
   return checks;
 }
@@ -567,7 +790,13 @@ async function main(): Promise<number> {
   if (o.processes !== null) return compareLayouts(o, out, log);
   if (o.writePgbench) {
     const salt = randomBytes(6).toString('hex');
-    const db = await preparePgbenchDatabase(o.databaseUrl, { customers: 1, skus: o.skus, stock: 100_000_000, hotStock: 1_000_000_000, salt });
+    const db = await preparePgbenchDatabase(o.databaseUrl, {
+      customers: 1,
+      skus: o.skus,
+      stock: 100_000_000,
+      hotStock: 1_000_000_000,
+      salt,
+    });
     cleanups.push(db.drop);
     const generated = await pgbenchScriptsFor(o, db, salt, log);
     log(`${generated.statements} statements per order; bench/pgbench/ is current`);
@@ -580,7 +809,9 @@ async function main(): Promise<number> {
   const loadgen = startLoadgen();
   cleanups.push(async () => loadgen.kill());
   const reports: ScenarioReport[] = [];
-  const memory = memorySampler(() => s.processes.filter((p) => p.running()).map((p) => ({ label: p.spec.label, pid: p.pid })));
+  const memory = memorySampler(() =>
+    s.processes.filter((p) => p.running()).map((p) => ({ label: p.spec.label, pid: p.pid })),
+  );
   let audit: { ok: boolean; checks: { name: string; ok: boolean; violations: unknown[] }[] } | undefined;
   let postgresVersion = 'n/a';
   let failed = false;
@@ -588,47 +819,88 @@ async function main(): Promise<number> {
   const pgbenchCache = new Map<string, { result: PgbenchResult; waits: WaitShare[] }>();
   const windows = new Map<Scenario, LoadResult>();
   try {
-    if (s.db) postgresVersion = (await s.db.query<{ v: string }>("SELECT current_setting('server_version') AS v"))[0]!.v;
+    if (s.db)
+      postgresVersion = (await s.db.query<{ v: string }>("SELECT current_setting('server_version') AS v"))[0]!.v;
     const adminToken = await adminLogin(s.apiUrls[0]!, o.adminEmail, o.adminPassword);
     const probe = httpClient(s.apiUrls[0]!);
-    const messaging = (await probe.request('GET', '/v1/conversations', { token: s.seeded.customers[0]!.token })).status !== 404;
+    const messaging =
+      (await probe.request('GET', '/v1/conversations', { token: s.seeded.customers[0]!.token })).status !== 404;
     probe.close();
 
     const scratchName = s.scratch?.name;
     const backendPids = async (db: Db | undefined, name: string | undefined): Promise<number[]> => {
       if (!db || !name) return [];
-      return (await db.query<{ pid: number }>('SELECT pid FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()', [name])).map((r) => r.pid);
+      return (
+        await db.query<{ pid: number }>(
+          'SELECT pid FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()',
+          [name],
+        )
+      ).map((r) => r.pid);
     };
 
     for (const scenario of o.scenarios) {
-      const report: Partial<ScenarioReport> & { scenario: Scenario; checks: ScenarioReport['checks'] } = { scenario, checks: [], pgbench: [], waits: { http: [], pgbench: {} } };
+      const report: Partial<ScenarioReport> & { scenario: Scenario; checks: ScenarioReport['checks'] } = {
+        scenario,
+        checks: [],
+        pgbench: [],
+        waits: { http: [], pgbench: {} },
+      };
       // 1. The database alone, with the server idle.
-      const runs: { script: keyof typeof pgbenchScripts; variant?: Awaited<ReturnType<typeof whatIfVariants>>[number] }[] = pgbenchFor[scenario].map((script) => ({ script }));
-      if (scenario === 'steady' && o.whatIf && s.pgbench) runs.push(...(await whatIfVariants(s.pgbench.steadyText)).map((variant) => ({ script: 'steady' as const, variant })));
+      const runs: {
+        script: keyof typeof pgbenchScripts;
+        variant?: Awaited<ReturnType<typeof whatIfVariants>>[number];
+      }[] = pgbenchFor[scenario].map((script) => ({ script }));
+      if (scenario === 'steady' && o.whatIf && s.pgbench)
+        runs.push(
+          ...(await whatIfVariants(s.pgbench.steadyText)).map((variant) => ({ script: 'steady' as const, variant })),
+        );
       for (const { script, variant } of runs) {
         if (!s.pgbenchDb || !s.pgbench) break;
         const cacheKey = `${script}/${variant?.name ?? ''}`;
         let cached = pgbenchCache.get(cacheKey);
         if (!cached) {
-          log(`${scenario}: pgbench ${pgbenchScripts[script]}${variant ? ` (${variant.name})` : ''}, ${o.clients} clients, ${o.pgbenchSeconds} s`);
+          log(
+            `${scenario}: pgbench ${pgbenchScripts[script]}${variant ? ` (${variant.name})` : ''}, ${o.clients} clients, ${o.pgbenchSeconds} s`,
+          );
           const waits = waitEventSampler(o.databaseUrl, s.pgbenchDb.name);
           waits.start();
           let pgbenchPid: number | undefined;
           const pgbenchDbName = s.pgbenchDb.name;
-          const meter = cpuMeter({ postgres: () => backendPids(s.db, pgbenchDbName), pgbench: () => (pgbenchPid ? [pgbenchPid] : []) });
-          const ticker = setInterval(() => { void meter.sample(); }, 250);
+          const meter = cpuMeter({
+            postgres: () => backendPids(s.db, pgbenchDbName),
+            pgbench: () => (pgbenchPid ? [pgbenchPid] : []),
+          });
+          const ticker = setInterval(() => {
+            void meter.sample();
+          }, 250);
           let result: PgbenchResult;
           try {
             result = await runPgbench({
-              url: s.pgbenchDb.url, script, file: s.pgbench.files[script], clients: o.clients, seconds: o.pgbenchSeconds,
-              vars: script === 'steady' ? { nskus: o.skus, salt: s.salt } : script === 'minimal' ? { nskus: o.skus } : { salt: s.salt }, ...(variant ? { variant } : {}),
-              onPid: (pid) => { pgbenchPid = pid; },
+              url: s.pgbenchDb.url,
+              script,
+              file: s.pgbench.files[script],
+              clients: o.clients,
+              seconds: o.pgbenchSeconds,
+              vars:
+                script === 'steady'
+                  ? { nskus: o.skus, salt: s.salt }
+                  : script === 'minimal'
+                    ? { nskus: o.skus }
+                    : { salt: s.salt },
+              ...(variant ? { variant } : {}),
+              onPid: (pid) => {
+                pgbenchPid = pid;
+              },
             });
           } finally {
             clearInterval(ticker);
           }
           const used = meter.report().groups;
-          if (s.db && result.transactions > 0) result.cpuPerTx = { postgres: (used.postgres! * 1000) / result.transactions, pgbench: (used.pgbench! * 1000) / result.transactions };
+          if (s.db && result.transactions > 0)
+            result.cpuPerTx = {
+              postgres: (used.postgres! * 1000) / result.transactions,
+              pgbench: (used.pgbench! * 1000) / result.transactions,
+            };
           cached = { result, waits: waits.stop() };
           await waits.close();
           pgbenchCache.set(cacheKey, cached);
@@ -652,14 +924,27 @@ async function main(): Promise<number> {
       let rate = 0;
       let measuring = false;
       let schedStart = new Map<string, { at: number; onCpu?: number; waiting?: number }>();
-      const sampler = setInterval(() => { void meter.sample(); }, 1000);
+      const sampler = setInterval(() => {
+        void meter.sample();
+      }, 1000);
       const httpWaits = s.scratch ? waitEventSampler(o.databaseUrl, s.scratch.name) : undefined;
       const spec: RunSpec = {
-        scenario, targets: s.apiUrls, customers: s.seeded.customers, clients: o.clients, adminToken,
-        burst: { stock: o.burstStock, rounds: o.burstRounds }, overload: { calibrationSeconds: o.calibrationSeconds, factor: o.overloadFactor },
-        skus: s.seeded.skus, hotSku: s.seeded.hotSku, productIds: s.seeded.productIds,
-        seconds: o.seconds, warmupSeconds: o.warmup, rate: o.rate, tag: `${tag}-${scenario}`,
-        timeoutMs: o.timeoutMs, paymentToken: 'tok_ok',
+        scenario,
+        targets: s.apiUrls,
+        customers: s.seeded.customers,
+        clients: o.clients,
+        adminToken,
+        burst: { stock: o.burstStock, rounds: o.burstRounds },
+        overload: { calibrationSeconds: o.calibrationSeconds, factor: o.overloadFactor },
+        skus: s.seeded.skus,
+        hotSku: s.seeded.hotSku,
+        productIds: s.seeded.productIds,
+        seconds: o.seconds,
+        warmupSeconds: o.warmup,
+        rate: o.rate,
+        tag: `${tag}-${scenario}`,
+        timeoutMs: o.timeoutMs,
+        paymentToken: 'tok_ok',
         retryStorm: { abandonShare: 0.3, abandonMaxMs: 20, resendShare: 0.1 },
         messaging,
       };
@@ -668,7 +953,9 @@ async function main(): Promise<number> {
         load = await runOnLoadgen(loadgen, spec, (p) => {
           if (p.phase === 'measuring' && !measuring) {
             measuring = true;
-            schedStart = new Map(s.processes.map((proc) => [proc.spec.label, { at: Date.now(), ...schedSeconds(proc.pid) }]));
+            schedStart = new Map(
+              s.processes.map((proc) => [proc.spec.label, { at: Date.now(), ...schedSeconds(proc.pid) }]),
+            );
             httpWaits?.start();
             memory.reset();
             void meter.sample().then(() => meter.reset());
@@ -678,7 +965,9 @@ async function main(): Promise<number> {
             rate = (p.orders - last.orders) / (p.elapsed - last.t);
             last = { t: p.elapsed, orders: p.orders };
           }
-          progress.update(`${scenario.padEnd(11)} ${p.elapsed.toFixed(0).padStart(4)} s  ${p.phase.padEnd(9)}  ${fmtInt(rate).padStart(6)} orders/s  ${fmtInt(p.orders).padStart(8)} orders  ${fmtInt(p.errors)} errors`);
+          progress.update(
+            `${scenario.padEnd(11)} ${p.elapsed.toFixed(0).padStart(4)} s  ${p.phase.padEnd(9)}  ${fmtInt(rate).padStart(6)} orders/s  ${fmtInt(p.orders).padStart(8)} orders  ${fmtInt(p.errors)} errors`,
+          );
         });
       } finally {
         clearInterval(sampler);
@@ -694,12 +983,18 @@ async function main(): Promise<number> {
         const now = schedSeconds(proc.pid);
         if (!before || before.onCpu === undefined || !now) continue;
         const wall = (Date.now() - before.at) / 1000;
-        report.mainThread[proc.spec.label] = { onCpu: (now.onCpu - before.onCpu) / wall, waiting: (now.waiting - before.waiting!) / wall };
+        report.mainThread[proc.spec.label] = {
+          onCpu: (now.onCpu - before.onCpu) / wall,
+          waiting: (now.waiting - before.waiting!) / wall,
+        };
       }
       report.peakRss = memory.peaks();
       windows.set(scenario, load);
       report.load = load;
-      const g: Record<string, number | undefined> = { ...cpu.groups, server: (cpu.groups.api ?? 0) + (cpu.groups.workers ?? 0) };
+      const g: Record<string, number | undefined> = {
+        ...cpu.groups,
+        server: (cpu.groups.api ?? 0) + (cpu.groups.workers ?? 0),
+      };
       const ours = (g.server ?? 0) + (g.postgres ?? 0) + (g.loadgen ?? 0);
       const wall = cpu.wallSeconds;
       report.cpu = {
@@ -710,7 +1005,8 @@ async function main(): Promise<number> {
         machineBusy: cpu.machineBusy === null ? null : cpu.machineBusy / wall,
         other: cpu.machineBusy === null ? null : Math.max(0, cpu.machineBusy - ours) / wall,
       };
-      const perOrder = (seconds: number | undefined) => (load.orders > 0 && seconds !== undefined ? (seconds * 1000) / load.orders : null);
+      const perOrder = (seconds: number | undefined) =>
+        load.orders > 0 && seconds !== undefined ? (seconds * 1000) / load.orders : null;
       report.cpuPerOrder = {
         server: s.processes.length ? perOrder(g.server) : null,
         api: s.processes.length ? perOrder(g.api) : null,
@@ -726,7 +1022,9 @@ async function main(): Promise<number> {
         report.queuesDrainSeconds = null;
         report.queueBacklog = null;
       } else {
-        log(`${scenario}: ${fmtInt(load.orders)} orders in ${o.seconds} s; waiting for the workers to empty the queues (at most ${o.drainSeconds} s)`);
+        log(
+          `${scenario}: ${fmtInt(load.orders)} orders in ${o.seconds} s; waiting for the workers to empty the queues (at most ${o.drainSeconds} s)`,
+        );
         const drain = await waitForDrain(s, adminToken, o.drainSeconds);
         report.drainSeconds = drain.payments;
         report.drained = drain.payments !== null;
@@ -735,13 +1033,29 @@ async function main(): Promise<number> {
       }
       report.dbCost = dbBefore && s.db ? await dbCostBetween(s.db, dbBefore, await dbSnapshot(s.db)) : null;
       const tracesAfter = s.sink?.exports();
-      report.traces = tracesBefore && tracesAfter ? { requests: tracesAfter.requests - tracesBefore.requests, bytes: tracesAfter.bytes - tracesBefore.bytes } : null;
-      if (load.idMismatches > 0) report.checks.push({ name: 'retries of one key answered one order', ok: false, detail: `${load.idMismatches} answers named another order` });
+      report.traces =
+        tracesBefore && tracesAfter
+          ? { requests: tracesAfter.requests - tracesBefore.requests, bytes: tracesAfter.bytes - tracesBefore.bytes }
+          : null;
+      if (load.idMismatches > 0)
+        report.checks.push({
+          name: 'retries of one key answered one order',
+          ok: false,
+          detail: `${load.idMismatches} answers named another order`,
+        });
       if (scenario === 'retry-storm') {
-        report.checks.push({ name: 'retries of one key answered one order', ok: load.idMismatches === 0, detail: `${fmtInt(load.replays)} replays, ${fmtInt(load.abandoned)} requests abandoned and resent` });
+        report.checks.push({
+          name: 'retries of one key answered one order',
+          ok: load.idMismatches === 0,
+          detail: `${fmtInt(load.replays)} replays, ${fmtInt(load.abandoned)} requests abandoned and resent`,
+        });
         if (s.db) {
           const placed = await ordersUnderKeys(s.db, spec.tag, load.keysPerClient);
-          report.checks.push({ name: 'orders in the database = orders acknowledged', ok: placed === load.ackedOrders, detail: `${fmtInt(placed)} in the database, ${fmtInt(load.ackedOrders)} acknowledged` });
+          report.checks.push({
+            name: 'orders in the database = orders acknowledged',
+            ok: placed === load.ackedOrders,
+            detail: `${fmtInt(placed)} in the database, ${fmtInt(load.ackedOrders)} acknowledged`,
+          });
         }
       }
       if (scenario === 'flash-sale') {
@@ -755,8 +1069,8 @@ async function main(): Promise<number> {
           });
         }
       }
-      if (scenario === 'flash-burst') report.checks.push(...await burstChecks(s, adminToken, load, o.burstStock));
-      if (scenario === 'overload') report.checks.push(...await overloadChecks(s, load));
+      if (scenario === 'flash-burst') report.checks.push(...(await burstChecks(s, adminToken, load, o.burstStock)));
+      if (scenario === 'overload') report.checks.push(...(await overloadChecks(s, load)));
       if (report.checks.some((c) => !c.ok)) failed = true;
       reports.push(report as ScenarioReport);
     }
@@ -780,11 +1094,16 @@ async function main(): Promise<number> {
       if (!o.noWorkers) r.lag = await lagOf(lagDb, r.load.measuredFrom, r.load.measuredTo);
       if (s.mode === 'embedded' && r.scenario === 'retry-storm') {
         const placed = await ordersUnderKeys(lagDb, `${tag}-retry-storm`, r.load.keysPerClient);
-        r.checks.push({ name: 'orders in the database = orders acknowledged', ok: placed === r.load.ackedOrders, detail: `${fmtInt(placed)} in the database, ${fmtInt(r.load.ackedOrders)} acknowledged` });
+        r.checks.push({
+          name: 'orders in the database = orders acknowledged',
+          ok: placed === r.load.ackedOrders,
+          detail: `${fmtInt(placed)} in the database, ${fmtInt(r.load.ackedOrders)} acknowledged`,
+        });
         if (placed !== r.load.ackedOrders) failed = true;
       }
     }
-    if (s.mode === 'embedded') postgresVersion = `PGlite (${(await lagDb.query<{ v: string }>("SELECT current_setting('server_version') AS v"))[0]!.v})`;
+    if (s.mode === 'embedded')
+      postgresVersion = `PGlite (${(await lagDb.query<{ v: string }>("SELECT current_setting('server_version') AS v"))[0]!.v})`;
     await lagDb.close();
   }
   for (const r of reports) {
@@ -796,16 +1115,34 @@ async function main(): Promise<number> {
   }
 
   // ---- Output
-  const where = s.mode === 'url' ? `the Engine Room at ${o.url}` : s.mode === 'embedded' ? 'the embedded database (PGlite), one start process with its workers'
-    : `PostgreSQL ${postgresVersion}, ${o.apiProcesses} API process${o.apiProcesses > 1 ? 'es' : ''}${o.noWorkers ? ' and no job workers (WORKERS=off)' : o.workerProcesses ? ` (WORKERS=off) + ${o.workerProcesses} worker process${o.workerProcesses > 1 ? 'es' : ''}` : ' with inline workers'}, pool ${o.poolSize}`;
-  out(`\nEngine Room bench: ${o.clients} clients, ${o.seconds} s per scenario (after ${o.warmup} s warm-up)${o.rate ? `, paced at ${fmtInt(o.rate)}/s` : ''}\n`);
+  const where =
+    s.mode === 'url'
+      ? `the Engine Room at ${o.url}`
+      : s.mode === 'embedded'
+        ? 'the embedded database (PGlite), one start process with its workers'
+        : `PostgreSQL ${postgresVersion}, ${o.apiProcesses} API process${o.apiProcesses > 1 ? 'es' : ''}${o.noWorkers ? ' and no job workers (WORKERS=off)' : o.workerProcesses ? ` (WORKERS=off) + ${o.workerProcesses} worker process${o.workerProcesses > 1 ? 'es' : ''}` : ' with inline workers'}, pool ${o.poolSize}`;
+  out(
+    `\nEngine Room bench: ${o.clients} clients, ${o.seconds} s per scenario (after ${o.warmup} s warm-up)${o.rate ? `, paced at ${fmtInt(o.rate)}/s` : ''}\n`,
+  );
   out(`${where}; ${cpus().length} CPUs, load average ${loadStart} at the start\n`);
-  if (s.pgbench) out(`pgbench reference: the ${s.pgbench.statements} statements the server sent for one order in this run (authentication lookup, BEGIN ... COMMIT)${s.pgbench.drifted.length ? `; the committed bench/pgbench/${s.pgbench.drifted.join(', ')} are out of date (--write-pgbench)` : ''}\n`);
+  if (s.pgbench)
+    out(
+      `pgbench reference: the ${s.pgbench.statements} statements the server sent for one order in this run (authentication lookup, BEGIN ... COMMIT)${s.pgbench.drifted.length ? `; the committed bench/pgbench/${s.pgbench.drifted.join(', ')} are out of date (--write-pgbench)` : ''}\n`,
+    );
   out('\n');
   for (const r of reports) out(scenarioBlock(r, o) + '\n');
   out(summaryTable(reports));
   if (s.mode !== 'url') out('\n' + targetsTable(reports, o));
-  out('\n' + (audit ? `audit: ${audit.ok ? 'passed' : 'FAILED'} (${audit.checks.filter((c) => c.ok).length}/${audit.checks.length} checks)\n` + audit.checks.filter((c) => !c.ok).map((c) => `  FAIL ${c.name}: ${JSON.stringify(c.violations.slice(0, 3))}\n`).join('') : 'audit: not run\n'));
+  out(
+    '\n' +
+      (audit
+        ? `audit: ${audit.ok ? 'passed' : 'FAILED'} (${audit.checks.filter((c) => c.ok).length}/${audit.checks.length} checks)\n` +
+          audit.checks
+            .filter((c) => !c.ok)
+            .map((c) => `  FAIL ${c.name}: ${JSON.stringify(c.violations.slice(0, 3))}\n`)
+            .join('')
+        : 'audit: not run\n'),
+  );
 
   let profiles: ReturnType<typeof summarize>[] = [];
   if (o.cpuProf) {
@@ -814,13 +1151,35 @@ async function main(): Promise<number> {
   }
 
   if (o.json) {
-    await writeFile(o.json, JSON.stringify({
-      startedAt: startedAt.toISOString(), endedAt: new Date().toISOString(),
-      machine: { cpus: cpus().length, node: process.version, database: postgresVersion, loadAverageAtStart: loadStart, loadAverageAtEnd: loadAverage() },
-      options: { ...o, adminPassword: undefined },
-      setup: { mode: s.mode, processes: s.processes.map((p) => p.spec.label), apiUrls: s.apiUrls, pgbenchStatements: s.pgbench?.statements, pgbenchDrifted: s.pgbench?.drifted },
-      scenarios: reports, audit, profiles,
-    }, null, 2) + '\n');
+    await writeFile(
+      o.json,
+      JSON.stringify(
+        {
+          startedAt: startedAt.toISOString(),
+          endedAt: new Date().toISOString(),
+          machine: {
+            cpus: cpus().length,
+            node: process.version,
+            database: postgresVersion,
+            loadAverageAtStart: loadStart,
+            loadAverageAtEnd: loadAverage(),
+          },
+          options: { ...o, adminPassword: undefined },
+          setup: {
+            mode: s.mode,
+            processes: s.processes.map((p) => p.spec.label),
+            apiUrls: s.apiUrls,
+            pgbenchStatements: s.pgbench?.statements,
+            pgbenchDrifted: s.pgbench?.drifted,
+          },
+          scenarios: reports,
+          audit,
+          profiles,
+        },
+        null,
+        2,
+      ) + '\n',
+    );
     log(`results written to ${o.json}`);
   }
 
@@ -843,56 +1202,145 @@ function latencyCells(l: Percentiles): string[] {
 }
 
 function statusText(statuses: Record<string, number>): string {
-  return Object.entries(statuses).sort((a, b) => b[1] - a[1]).map(([k, n]) => `${k}: ${fmtInt(n)}`).join(', ') || 'none';
+  return (
+    Object.entries(statuses)
+      .sort((a, b) => b[1] - a[1])
+      .map(([k, n]) => `${k}: ${fmtInt(n)}`)
+      .join(', ') || 'none'
+  );
 }
 
 function scenarioBlock(r: ScenarioReport, o: Options): string {
   const l = r.load;
   const lines = [`${r.scenario} (${l.clients} clients, ${l.measuredSeconds} s measured)`];
   const row = (k: string, v: string) => lines.push(`  ${k.padEnd(18)} ${v}`);
-  row('orders/s', `${fmtInt(l.ordersPerSecond)}${r.scenario === 'mixed' ? `   (all requests: ${fmtInt(l.requestsPerSecond)}/s)` : ''}`);
-  for (const p of r.pgbench) row(p.variant ? 'pgbench what-if' : 'pgbench', `${fmtInt(p.tps)} tx/s  ${p.script}${p.variant ? ` ${p.variant}` : ''}, ${p.clients} clients, ${p.seconds} s${p.failed ? `, ${p.failed} failed` : ''}`);
-  if (r.shareOfDatabase !== null) row('HTTP / database', `${fmtPct(r.shareOfDatabase)} of what the database alone does (${r.reference})`);
-  if (r.shareOfMinimal !== null) row('HTTP / minimal', `${fmtPct(r.shareOfMinimal)} of the least an order must do (bench/pgbench/${pgbenchScripts.minimal}: 6 statements)`);
-  row('latency ms', `p50 ${fmtMs(l.latency.p50)}  p95 ${fmtMs(l.latency.p95)}  p99 ${fmtMs(l.latency.p99)}  max ${fmtMs(l.latency.max)}  (${fmtInt(l.latency.count)} answers)`);
+  row(
+    'orders/s',
+    `${fmtInt(l.ordersPerSecond)}${r.scenario === 'mixed' ? `   (all requests: ${fmtInt(l.requestsPerSecond)}/s)` : ''}`,
+  );
+  for (const p of r.pgbench)
+    row(
+      p.variant ? 'pgbench what-if' : 'pgbench',
+      `${fmtInt(p.tps)} tx/s  ${p.script}${p.variant ? ` ${p.variant}` : ''}, ${p.clients} clients, ${p.seconds} s${p.failed ? `, ${p.failed} failed` : ''}`,
+    );
+  if (r.shareOfDatabase !== null)
+    row('HTTP / database', `${fmtPct(r.shareOfDatabase)} of what the database alone does (${r.reference})`);
+  if (r.shareOfMinimal !== null)
+    row(
+      'HTTP / minimal',
+      `${fmtPct(r.shareOfMinimal)} of the least an order must do (bench/pgbench/${pgbenchScripts.minimal}: 6 statements)`,
+    );
+  row(
+    'latency ms',
+    `p50 ${fmtMs(l.latency.p50)}  p95 ${fmtMs(l.latency.p95)}  p99 ${fmtMs(l.latency.p99)}  max ${fmtMs(l.latency.max)}  (${fmtInt(l.latency.count)} answers)`,
+  );
   row('status codes', statusText(l.statuses));
   for (const [i, b] of (l.bursts ?? []).entries()) {
-    row(`  round ${i + 1}`, `${fmtInt(b.buyers)} buyers: ${b.placed} placed, ${fmtInt(b.outOfStock)} out_of_stock, ${fmtInt(b.shed)} x 503${b.shed ? ` (${statusText(b.shedReasons)}; answered p50 ${fmtMs(b.refused.p50)} ms, max ${fmtMs(b.refused.max)} ms; served max ${fmtMs(b.served.max)} ms)` : ''}${Object.keys(b.other).length ? `, ${statusText(b.other)}` : ''}; p50 ${fmtMs(b.latency.p50)} ms, p99 ${fmtMs(b.latency.p99)} ms, max ${fmtMs(b.latency.max)} ms; all answered in ${fmtSeconds(b.allAnsweredMs / 1000)}`);
+    row(
+      `  round ${i + 1}`,
+      `${fmtInt(b.buyers)} buyers: ${b.placed} placed, ${fmtInt(b.outOfStock)} out_of_stock, ${fmtInt(b.shed)} x 503${b.shed ? ` (${statusText(b.shedReasons)}; answered p50 ${fmtMs(b.refused.p50)} ms, max ${fmtMs(b.refused.max)} ms; served max ${fmtMs(b.served.max)} ms)` : ''}${Object.keys(b.other).length ? `, ${statusText(b.other)}` : ''}; p50 ${fmtMs(b.latency.p50)} ms, p99 ${fmtMs(b.latency.p99)} ms, max ${fmtMs(b.latency.max)} ms; all answered in ${fmtSeconds(b.allAnsweredMs / 1000)}`,
+    );
   }
   const f = l.overload;
   if (f) {
     row('best rate', `${fmtInt(f.bestRate)} orders/s (closed loop, ${l.clients} clients, ${f.calibrationSeconds} s)`);
     row('offered', `${fmtInt(f.offeredRate)} arrivals/s for ${f.seconds} s (${fmtInt(f.arrivals)} orders, open loop)`);
-    row('placed', `${fmtInt(f.placed)} = ${fmtInt(f.placedRate)} orders/s (${fmtPct(f.placedRate / Math.max(1, f.bestRate))} of the best); accepted p50 ${fmtMs(f.accepted.p50)} ms, p99 ${fmtMs(f.accepted.p99)} ms, max ${fmtMs(f.accepted.max)} ms`);
-    row('shed', `${fmtInt(f.shed)} x 503 (${fmtPct(f.shed / Math.max(1, f.arrivals))} of arrivals), answered in p50 ${fmtMs(f.shedAnswer.p50)} ms, p99 ${fmtMs(f.shedAnswer.p99)} ms${Object.keys(f.other).length ? `; other: ${statusText(f.other)}` : ''}`);
+    row(
+      'placed',
+      `${fmtInt(f.placed)} = ${fmtInt(f.placedRate)} orders/s (${fmtPct(f.placedRate / Math.max(1, f.bestRate))} of the best); accepted p50 ${fmtMs(f.accepted.p50)} ms, p99 ${fmtMs(f.accepted.p99)} ms, max ${fmtMs(f.accepted.max)} ms`,
+    );
+    row(
+      'shed',
+      `${fmtInt(f.shed)} x 503 (${fmtPct(f.shed / Math.max(1, f.arrivals))} of arrivals), answered in p50 ${fmtMs(f.shedAnswer.p50)} ms, p99 ${fmtMs(f.shedAnswer.p99)} ms${Object.keys(f.other).length ? `; other: ${statusText(f.other)}` : ''}`,
+    );
   }
   if (r.scenario === 'mixed') {
-    for (const [op, st] of Object.entries(l.ops)) row(`  ${op}`, `${fmtInt(st.count)} requests, p50 ${fmtMs(st.latency.p50)} ms, p99 ${fmtMs(st.latency.p99)} ms`);
+    for (const [op, st] of Object.entries(l.ops))
+      row(`  ${op}`, `${fmtInt(st.count)} requests, p50 ${fmtMs(st.latency.p50)} ms, p99 ${fmtMs(st.latency.p99)} ms`);
   }
-  if (r.lag) row('queue lag', `placed -> paid p50 ${fmtSeconds(r.lag.p50 / 1000)}  p95 ${fmtSeconds(r.lag.p95 / 1000)}  p99 ${fmtSeconds(r.lag.p99 / 1000)}  max ${fmtSeconds(r.lag.max / 1000)}  (${fmtInt(r.lag.paid)} paid orders)`);
-  row('workers drained', o.noWorkers ? 'n/a (no workers)' : !r.drained ? `payments NOT within ${o.drainSeconds} s`
-    : `payments ${fmtSeconds(r.drainSeconds!)} after the load stopped${r.queuesDrainSeconds !== null ? `, every queue (e-mail, webhooks) ${fmtSeconds(r.queuesDrainSeconds)}` : r.queueBacklog !== null ? `; ${fmtInt(r.queueBacklog)} jobs still waiting after ${o.drainSeconds} s` : ''}`);
-  row('peak RSS', Object.entries(r.peakRss).map(([k, v]) => `${k} ${fmtMb(v)}`).join(', ') || 'n/a');
+  if (r.lag)
+    row(
+      'queue lag',
+      `placed -> paid p50 ${fmtSeconds(r.lag.p50 / 1000)}  p95 ${fmtSeconds(r.lag.p95 / 1000)}  p99 ${fmtSeconds(r.lag.p99 / 1000)}  max ${fmtSeconds(r.lag.max / 1000)}  (${fmtInt(r.lag.paid)} paid orders)`,
+    );
+  row(
+    'workers drained',
+    o.noWorkers
+      ? 'n/a (no workers)'
+      : !r.drained
+        ? `payments NOT within ${o.drainSeconds} s`
+        : `payments ${fmtSeconds(r.drainSeconds!)} after the load stopped${r.queuesDrainSeconds !== null ? `, every queue (e-mail, webhooks) ${fmtSeconds(r.queuesDrainSeconds)}` : r.queueBacklog !== null ? `; ${fmtInt(r.queueBacklog)} jobs still waiting after ${o.drainSeconds} s` : ''}`,
+  );
+  row(
+    'peak RSS',
+    Object.entries(r.peakRss)
+      .map(([k, v]) => `${k} ${fmtMb(v)}`)
+      .join(', ') || 'n/a',
+  );
   const c = r.cpu;
-  row('CPU (1 core = 100%)', `server ${fmtPct(c.server)}, postgres backends ${fmtPct(c.postgres)}, load generator ${fmtPct(c.loadgen)}, rest of the machine ${fmtPct(c.other)} (busy ${fmtPct(c.machineBusy)} of ${cpus().length * 100}%)`);
+  row(
+    'CPU (1 core = 100%)',
+    `server ${fmtPct(c.server)}, postgres backends ${fmtPct(c.postgres)}, load generator ${fmtPct(c.loadgen)}, rest of the machine ${fmtPct(c.other)} (busy ${fmtPct(c.machineBusy)} of ${cpus().length * 100}%)`,
+  );
   const threads = Object.entries(r.mainThread ?? {});
-  if (threads.length) row('JS thread', threads.map(([label, t]) => `${label} on a CPU ${fmtPct(t.onCpu)} of the time, runnable but waiting for one ${fmtPct(t.waiting)}`).join('; '));
+  if (threads.length)
+    row(
+      'JS thread',
+      threads
+        .map(
+          ([label, t]) =>
+            `${label} on a CPU ${fmtPct(t.onCpu)} of the time, runnable but waiting for one ${fmtPct(t.waiting)}`,
+        )
+        .join('; '),
+    );
   const ms = (x: number | null | undefined) => (x === null || x === undefined ? 'n/a' : `${x.toFixed(2)} ms`);
-  if (r.scenario !== 'mixed') row('CPU per order', `server ${ms(r.cpuPerOrder.server)}${r.cpuPerOrder.workers !== null ? ` (API ${ms(r.cpuPerOrder.api)}, workers ${ms(r.cpuPerOrder.workers)})` : ''}, postgres ${ms(r.cpuPerOrder.postgres)}, load generator ${ms(r.cpuPerOrder.loadgen)}${r.cpuPerOrder.server !== null && !o.noWorkers ? ' (server and postgres include the payment work done meanwhile)' : ''}`);
-  for (const p of r.pgbench) if (p.cpuPerTx) row('', `pgbench ${p.script.replace('bench/pgbench/', '')}${p.variant ? ` ${p.variant}` : ''}: postgres ${ms(p.cpuPerTx.postgres)}, pgbench ${ms(p.cpuPerTx.pgbench)} per transaction`);
-  const waits = (w: WaitShare[]) => w.slice(0, 4).map((x) => `${x.event} ${fmtPct(x.share)}`).join(', ') || 'n/a';
+  if (r.scenario !== 'mixed')
+    row(
+      'CPU per order',
+      `server ${ms(r.cpuPerOrder.server)}${r.cpuPerOrder.workers !== null ? ` (API ${ms(r.cpuPerOrder.api)}, workers ${ms(r.cpuPerOrder.workers)})` : ''}, postgres ${ms(r.cpuPerOrder.postgres)}, load generator ${ms(r.cpuPerOrder.loadgen)}${r.cpuPerOrder.server !== null && !o.noWorkers ? ' (server and postgres include the payment work done meanwhile)' : ''}`,
+    );
+  for (const p of r.pgbench)
+    if (p.cpuPerTx)
+      row(
+        '',
+        `pgbench ${p.script.replace('bench/pgbench/', '')}${p.variant ? ` ${p.variant}` : ''}: postgres ${ms(p.cpuPerTx.postgres)}, pgbench ${ms(p.cpuPerTx.pgbench)} per transaction`,
+      );
+  const waits = (w: WaitShare[]) =>
+    w
+      .slice(0, 4)
+      .map((x) => `${x.event} ${fmtPct(x.share)}`)
+      .join(', ') || 'n/a';
   if (r.waits.http.length) row('postgres waits', `HTTP run: ${waits(r.waits.http)}`);
-  for (const [script, w] of Object.entries(r.waits.pgbench)) row('', `pgbench ${script.replace('bench/pgbench/', '')}: ${waits(w)}`);
+  for (const [script, w] of Object.entries(r.waits.pgbench))
+    row('', `pgbench ${script.replace('bench/pgbench/', '')}: ${waits(w)}`);
   const lg = l.loadgen;
   const lgBusy = lg.cpuSeconds / lg.wallSeconds;
-  row('load generator', `${fmtPct(lgBusy)} of a core, event loop ${fmtPct(lg.eventLoopUtilization)} busy, delay p99 ${fmtMs(lg.eventLoopDelayP99Ms)} ms${lg.eventLoopUtilization > 0.8 ? '  <- near saturation: the figures may be the generator\'s limit' : ' (not the bottleneck)'}`);
-  if (c.other !== null && c.other > 0.15) row('warning', `${fmtPct(c.other)} of a core went to other work on this machine: figures are lower than on a quiet one`);
-  if (r.traces) row('traces', `${fmtInt(r.traces.requests)} OTLP exports, ${fmtMb(r.traces.bytes)} to the sink${l.orders > 0 ? ` (${fmtInt(r.traces.bytes / l.orders)} bytes per order)` : ''}`);
+  row(
+    'load generator',
+    `${fmtPct(lgBusy)} of a core, event loop ${fmtPct(lg.eventLoopUtilization)} busy, delay p99 ${fmtMs(lg.eventLoopDelayP99Ms)} ms${lg.eventLoopUtilization > 0.8 ? "  <- near saturation: the figures may be the generator's limit" : ' (not the bottleneck)'}`,
+  );
+  if (c.other !== null && c.other > 0.15)
+    row(
+      'warning',
+      `${fmtPct(c.other)} of a core went to other work on this machine: figures are lower than on a quiet one`,
+    );
+  if (r.traces)
+    row(
+      'traces',
+      `${fmtInt(r.traces.requests)} OTLP exports, ${fmtMb(r.traces.bytes)} to the sink${l.orders > 0 ? ` (${fmtInt(r.traces.bytes / l.orders)} bytes per order)` : ''}`,
+    );
   if (r.dbCost) {
     const d = r.dbCost;
     const kb = (b: number) => `${(b / 1024).toFixed(2)} KB`;
-    row('database per order', `WAL ${kb(d.walBytesPerOrder)}; tables with indexes grew ${kb(d.tables.reduce((sum, t) => sum + Math.max(0, t.bytesPerOrder), 0))} (${fmtInt(d.orders)} orders, drain included)`);
-    for (const t of d.tables.slice(0, 14)) row('', `${t.table.padEnd(34)} ${kb(t.bytesPerOrder).padStart(10)}  ${t.rowsPerOrder.toFixed(2).padStart(6)} rows`);
+    row(
+      'database per order',
+      `WAL ${kb(d.walBytesPerOrder)}; tables with indexes grew ${kb(d.tables.reduce((sum, t) => sum + Math.max(0, t.bytesPerOrder), 0))} (${fmtInt(d.orders)} orders, drain included)`,
+    );
+    for (const t of d.tables.slice(0, 14))
+      row(
+        '',
+        `${t.table.padEnd(34)} ${kb(t.bytesPerOrder).padStart(10)}  ${t.rowsPerOrder.toFixed(2).padStart(6)} rows`,
+      );
   }
   for (const check of r.checks) row(check.ok ? 'check ok' : 'check FAILED', `${check.name}: ${check.detail}`);
   for (const note of l.notes) row('note', note);
@@ -900,11 +1348,28 @@ function scenarioBlock(r: ScenarioReport, o: Options): string {
 }
 
 function summaryTable(reports: ScenarioReport[]): string {
-  const rows = [['scenario', 'orders/s', 'p50 ms', 'p95 ms', 'p99 ms', 'max ms', 'pgbench tx/s', 'HTTP/DB', 'lag p99', 'peak RSS', 'status codes']];
+  const rows = [
+    [
+      'scenario',
+      'orders/s',
+      'p50 ms',
+      'p95 ms',
+      'p99 ms',
+      'max ms',
+      'pgbench tx/s',
+      'HTTP/DB',
+      'lag p99',
+      'peak RSS',
+      'status codes',
+    ],
+  ];
   for (const r of reports) {
     rows.push([
-      r.scenario, fmtInt(r.load.ordersPerSecond), ...latencyCells(r.load.latency),
-      r.pgbench[0] ? fmtInt(r.pgbench[0].tps) : '-', r.shareOfDatabase === null ? '-' : fmtPct(r.shareOfDatabase),
+      r.scenario,
+      fmtInt(r.load.ordersPerSecond),
+      ...latencyCells(r.load.latency),
+      r.pgbench[0] ? fmtInt(r.pgbench[0].tps) : '-',
+      r.shareOfDatabase === null ? '-' : fmtPct(r.shareOfDatabase),
       r.lag ? fmtSeconds(r.lag.p99 / 1000) : '-',
       fmtMb(Math.max(0, ...Object.values(r.peakRss))),
       statusText(r.load.statuses),
@@ -918,14 +1383,28 @@ function targetsTable(reports: ScenarioReport[], o: Options): string {
   const yes = (b: boolean) => (b ? 'yes' : 'NO');
   const steady = reports.find((r) => r.scenario === 'steady');
   if (steady) {
-    rows.push(['steady: >= 2,000 orders/s', fmtInt(steady.load.ordersPerSecond), yes(steady.load.ordersPerSecond >= 2000)]);
-    if (steady.shareOfDatabase !== null) rows.push(['steady: >= 40% of pgbench', fmtPct(steady.shareOfDatabase), yes(steady.shareOfDatabase >= 0.4)]);
-    if (steady.shareOfMinimal !== null) rows.push(['steady: >= 40% of pgbench minimal-order.sql', fmtPct(steady.shareOfMinimal), yes(steady.shareOfMinimal >= 0.4)]);
+    rows.push([
+      'steady: >= 2,000 orders/s',
+      fmtInt(steady.load.ordersPerSecond),
+      yes(steady.load.ordersPerSecond >= 2000),
+    ]);
+    if (steady.shareOfDatabase !== null)
+      rows.push(['steady: >= 40% of pgbench', fmtPct(steady.shareOfDatabase), yes(steady.shareOfDatabase >= 0.4)]);
+    if (steady.shareOfMinimal !== null)
+      rows.push([
+        'steady: >= 40% of pgbench minimal-order.sql',
+        fmtPct(steady.shareOfMinimal),
+        yes(steady.shareOfMinimal >= 0.4),
+      ]);
     rows.push(['steady: p99 < 50 ms', `${fmtMs(steady.load.latency.p99)} ms`, yes(steady.load.latency.p99 < 50)]);
   }
   const flash = reports.find((r) => r.scenario === 'flash-sale');
   if (flash && flash.pgbench[0]) {
-    rows.push(['flash-sale: >= pgbench hot row, stock UPDATE last', `${fmtInt(flash.load.ordersPerSecond)} vs ${fmtInt(flash.pgbench[0].tps)}`, yes(flash.load.ordersPerSecond >= flash.pgbench[0].tps)]);
+    rows.push([
+      'flash-sale: >= pgbench hot row, stock UPDATE last',
+      `${fmtInt(flash.load.ordersPerSecond)} vs ${fmtInt(flash.pgbench[0].tps)}`,
+      yes(flash.load.ordersPerSecond >= flash.pgbench[0].tps),
+    ]);
   }
   const burst = reports.find((r) => r.scenario === 'flash-burst');
   if (burst?.load.bursts?.length) {
@@ -935,18 +1414,43 @@ function targetsTable(reports: ScenarioReport[], o: Options): string {
     const shed = b.reduce((n, x) => n + x.shed, 0);
     const buyers = b[0]!.buyers;
     const p99Target = buyers <= 200 ? 300 : 1000;
-    rows.push([`flash-burst ${fmtInt(buyers)} buyers: 0 x 503`, `${fmtInt(shed)} in ${b.length} rounds`, buyers > 1000 ? '- (503s only past the target)' : yes(shed === 0)]);
-    rows.push([`flash-burst ${fmtInt(buyers)} buyers: exactly the stock placed`, b.map((x) => x.placed).join(', '), yes(burst.checks.every((c) => c.ok))]);
-    rows.push([`flash-burst ${fmtInt(buyers)} buyers: p99 < ${fmtInt(p99Target)} ms (median of rounds)`, `${fmtMs(p99)} ms`, buyers > 1000 ? '-' : yes(p99 < p99Target)]);
+    rows.push([
+      `flash-burst ${fmtInt(buyers)} buyers: 0 x 503`,
+      `${fmtInt(shed)} in ${b.length} rounds`,
+      buyers > 1000 ? '- (503s only past the target)' : yes(shed === 0),
+    ]);
+    rows.push([
+      `flash-burst ${fmtInt(buyers)} buyers: exactly the stock placed`,
+      b.map((x) => x.placed).join(', '),
+      yes(burst.checks.every((c) => c.ok)),
+    ]);
+    rows.push([
+      `flash-burst ${fmtInt(buyers)} buyers: p99 < ${fmtInt(p99Target)} ms (median of rounds)`,
+      `${fmtMs(p99)} ms`,
+      buyers > 1000 ? '-' : yes(p99 < p99Target),
+    ]);
   }
   const over = reports.find((r) => r.scenario === 'overload')?.load.overload;
   if (over) {
     rows.push(['overload: accepted p99 < 1 s', `${fmtMs(over.accepted.p99)} ms`, yes(over.accepted.p99 < 1000)]);
-    rows.push(['overload: excess refused 503 + Retry-After', `${fmtInt(over.shed)} (${over.shedWithoutRetryAfter} without)`, yes(over.shed > 0 && over.shedWithoutRetryAfter === 0)]);
-    rows.push(['overload: placed within 10% of the best', `${fmtInt(over.placedRate)} vs ${fmtInt(over.bestRate)} orders/s`, yes(over.placedRate >= 0.9 * over.bestRate)]);
+    rows.push([
+      'overload: excess refused 503 + Retry-After',
+      `${fmtInt(over.shed)} (${over.shedWithoutRetryAfter} without)`,
+      yes(over.shed > 0 && over.shedWithoutRetryAfter === 0),
+    ]);
+    rows.push([
+      'overload: placed within 10% of the best',
+      `${fmtInt(over.placedRate)} vs ${fmtInt(over.bestRate)} orders/s`,
+      yes(over.placedRate >= 0.9 * over.bestRate),
+    ]);
   }
   const paced = reports.find((r) => r.scenario === 'steady' && o.rate !== null && o.rate >= 1000 && o.seconds >= 60);
-  if (paced?.lag) rows.push([`lag p99 < 2 s at ${fmtInt(o.rate!)}/s for ${o.seconds} s`, `${fmtSeconds(paced.lag.p99 / 1000)} at ${fmtInt(paced.load.ordersPerSecond)}/s`, yes(paced.lag.p99 < 2000 && paced.load.ordersPerSecond >= 0.95 * 1000)]);
+  if (paced?.lag)
+    rows.push([
+      `lag p99 < 2 s at ${fmtInt(o.rate!)}/s for ${o.seconds} s`,
+      `${fmtSeconds(paced.lag.p99 / 1000)} at ${fmtInt(paced.load.ordersPerSecond)}/s`,
+      yes(paced.lag.p99 < 2000 && paced.load.ordersPerSecond >= 0.95 * 1000),
+    ]);
   else rows.push(['lag p99 < 2 s at 1,000 orders/s for 60 s', 'not in this run (1)', '-']);
   const peak = Math.max(0, ...reports.flatMap((r) => Object.values(r.peakRss)));
   if (peak > 0) rows.push(['no process above 250 MB resident', fmtMb(peak), yes(peak <= 250 * 1024 * 1024)]);
@@ -971,39 +1475,77 @@ async function compareLayouts(o: Options, out: (s: string) => void, log: (line: 
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const takesValue = ['--processes', '--api-processes', '--worker-processes', '--json'];
-    if (takesValue.includes(a)) { i++; continue; }
+    if (takesValue.includes(a)) {
+      i++;
+      continue;
+    }
     if (takesValue.some((t) => a.startsWith(`${t}=`))) continue;
     passOn.push(a);
   }
   const layouts = [
     { name: 'one process (workers inside)', args: [] as string[] },
-    { name: `${o.processes} API + ${o.processes} worker processes`, args: ['--api-processes', String(o.processes), '--worker-processes', String(o.processes)] },
+    {
+      name: `${o.processes} API + ${o.processes} worker processes`,
+      args: ['--api-processes', String(o.processes), '--worker-processes', String(o.processes)],
+    },
   ];
   const results: { name: string; exit: number; report: { scenarios: ScenarioReport[] } | null }[] = [];
   for (const [n, layout] of layouts.entries()) {
     log(`\n== layout ${n + 1} of 2: ${layout.name}`);
     const file = join(dir, `layout-${n}.json`);
-    const child = fork(fileURLToPath(import.meta.url), [...passOn, ...layout.args, '--json', file], { stdio: 'inherit' });
+    const child = fork(fileURLToPath(import.meta.url), [...passOn, ...layout.args, '--json', file], {
+      stdio: 'inherit',
+    });
     const exit = await new Promise<number>((done) => child.on('exit', (code) => done(code ?? 1)));
-    const report = await readFile(file, 'utf8').then((t) => JSON.parse(t) as { scenarios: ScenarioReport[] }, () => null);
+    const report = await readFile(file, 'utf8').then(
+      (t) => JSON.parse(t) as { scenarios: ScenarioReport[] },
+      () => null,
+    );
     results.push({ name: layout.name, exit, report });
   }
-  const [one, many] = results as [typeof results[0], typeof results[0]];
-  const rows: string[][] = [['scenario', 'one: orders/s', 'many: orders/s', 'many / one', 'one: p99 ms', 'many: p99 ms', 'many: placed -> paid p99', 'one: CPU ms per order API / workers / postgres', 'many: same', 'peak RSS one / many']];
+  const [one, many] = results as [(typeof results)[0], (typeof results)[0]];
+  const rows: string[][] = [
+    [
+      'scenario',
+      'one: orders/s',
+      'many: orders/s',
+      'many / one',
+      'one: p99 ms',
+      'many: p99 ms',
+      'many: placed -> paid p99',
+      'one: CPU ms per order API / workers / postgres',
+      'many: same',
+      'peak RSS one / many',
+    ],
+  ];
   for (const r of one.report?.scenarios ?? []) {
     const m = many.report?.scenarios.find((x) => x.scenario === r.scenario);
     if (!m) continue;
     const ms = (v: number | null) => (v === null ? 'n/a' : fmtMs(v));
-    const cpu = (x: ScenarioReport) => `${ms(x.cpuPerOrder.api)} / ${x.cpuPerOrder.workers === null ? 'inside' : ms(x.cpuPerOrder.workers)} / ${ms(x.cpuPerOrder.postgres)}`;
+    const cpu = (x: ScenarioReport) =>
+      `${ms(x.cpuPerOrder.api)} / ${x.cpuPerOrder.workers === null ? 'inside' : ms(x.cpuPerOrder.workers)} / ${ms(x.cpuPerOrder.postgres)}`;
     const peak = (x: ScenarioReport) => fmtMb(Math.max(0, ...Object.values(x.peakRss)));
-    rows.push([r.scenario, fmtInt(r.load.ordersPerSecond), fmtInt(m.load.ordersPerSecond), fmtPct(r.load.ordersPerSecond > 0 ? m.load.ordersPerSecond / r.load.ordersPerSecond : null),
-      fmtMs(r.load.latency.p99), fmtMs(m.load.latency.p99), m.lag ? fmtSeconds(m.lag.p99 / 1000) : '-', cpu(r), cpu(m), `${peak(r)} / ${peak(m)}`]);
+    rows.push([
+      r.scenario,
+      fmtInt(r.load.ordersPerSecond),
+      fmtInt(m.load.ordersPerSecond),
+      fmtPct(r.load.ordersPerSecond > 0 ? m.load.ordersPerSecond / r.load.ordersPerSecond : null),
+      fmtMs(r.load.latency.p99),
+      fmtMs(m.load.latency.p99),
+      m.lag ? fmtSeconds(m.lag.p99 / 1000) : '-',
+      cpu(r),
+      cpu(m),
+      `${peak(r)} / ${peak(m)}`,
+    ]);
   }
   out(`\nlayouts compared (each its own run): one process, then ${many.name}\n`);
   out(table(rows) + '\n');
   out(`target (issue 15): many / one >= 90%, placed -> paid p99 < 1 s\n`);
   if (o.json) {
-    await writeFile(o.json, JSON.stringify({ layouts: results.map((r) => ({ name: r.name, exit: r.exit, ...r.report })) }, null, 2) + '\n');
+    await writeFile(
+      o.json,
+      JSON.stringify({ layouts: results.map((r) => ({ name: r.name, exit: r.exit, ...r.report })) }, null, 2) + '\n',
+    );
     log(`results written to ${o.json}`);
   }
   await cleanUp();

@@ -19,7 +19,16 @@ import { openPostgres, type Db } from '../src/platform/db.ts';
 import { migrate } from '../src/platform/migrate.ts';
 import { stockDiscrepancies } from '../src/modules/catalog/inventory.ts';
 import { readOutcomes } from '../src/platform/idempotency.ts';
-import { createScratch, defaultDatabaseUrl, freePort, startEngineProcess, withClient, type EngineProcess, type EngineSpec, type Scratch } from './lib/engine.ts';
+import {
+  createScratch,
+  defaultDatabaseUrl,
+  freePort,
+  startEngineProcess,
+  withClient,
+  type EngineProcess,
+  type EngineSpec,
+  type Scratch,
+} from './lib/engine.ts';
 import { analyzeSeeded, adminLogin, hotSku, seedAdmin, seedBySql, type Seeded } from './lib/seed.ts';
 import { httpClient, jsonOf, type HttpClient, type Reply } from './lib/http.ts';
 import { fmtInt, fmtSeconds, progressLine, table } from './lib/stats.ts';
@@ -61,9 +70,20 @@ Options:
 `;
 
 interface Options {
-  seconds: number; clients: number; apiProcesses: number; workerProcesses: number; killEvery: number; minKills: number;
-  restartDb: boolean; terminateEvery: number; pgCluster: string | undefined; drainSeconds: number; databaseUrl: string;
-  json: string | undefined; keep: boolean; nodeArgs: string[];
+  seconds: number;
+  clients: number;
+  apiProcesses: number;
+  workerProcesses: number;
+  killEvery: number;
+  minKills: number;
+  restartDb: boolean;
+  terminateEvery: number;
+  pgCluster: string | undefined;
+  drainSeconds: number;
+  databaseUrl: string;
+  json: string | undefined;
+  keep: boolean;
+  nodeArgs: string[];
 }
 
 function usage(message: string): never {
@@ -98,7 +118,8 @@ function parseOptions(argv: string[]): Options {
   }
   const num = (name: string, raw: string | undefined, min: number, max: number): number => {
     const n = Number(raw);
-    if (!Number.isFinite(n) || n < min || n > max) usage(`--${name} must be a number from ${min} to ${max} (got "${raw}")`);
+    if (!Number.isFinite(n) || n < min || n > max)
+      usage(`--${name} must be a number from ${min} to ${max} (got "${raw}")`);
     return n;
   };
   return {
@@ -126,7 +147,15 @@ const admin = { email: 'chaos-admin@example.com', password: 'chaos-admin-passwor
 // ---------------------------------------------------------------------------------------------
 // The processes: each slot is one role on one port, started again after every kill.
 
-interface Crash { label: string; generation: number; code: number | null; signal: string | null; atSecond: number; stderr: string; logFile: string | undefined }
+interface Crash {
+  label: string;
+  generation: number;
+  code: number | null;
+  signal: string | null;
+  atSecond: number;
+  stderr: string;
+  logFile: string | undefined;
+}
 
 interface Slot {
   spec: EngineSpec;
@@ -138,7 +167,13 @@ interface Slot {
 }
 
 function fleet(specs: EngineSpec[], t0: number, log: (s: string) => void) {
-  const slots = specs.map((spec): Slot => ({ spec, current: undefined, killing: false, generation: 0, starting: undefined }));
+  const slots = specs.map((spec): Slot => ({
+    spec,
+    current: undefined,
+    killing: false,
+    generation: 0,
+    starting: undefined,
+  }));
   const crashes: Crash[] = [];
   /** Clean stops on a signal that someone else sent (not a fault of the process, but worth saying). */
   const stoppedFromOutside: Crash[] = [];
@@ -149,13 +184,23 @@ function fleet(specs: EngineSpec[], t0: number, log: (s: string) => void) {
     void proc.exited.then(({ code, signal }) => {
       if (slot.killing || stopping || slot.current !== proc) return;
       const tail = proc.stderr().split('\n').filter(Boolean).slice(-15).join('\n');
-      const record = { label: slot.spec.label, generation: proc.generation, code, signal, atSecond: (Date.now() - t0) / 1000, stderr: tail, logFile: proc.logFile };
+      const record = {
+        label: slot.spec.label,
+        generation: proc.generation,
+        code,
+        signal,
+        atSecond: (Date.now() - t0) / 1000,
+        stderr: tail,
+        logFile: proc.logFile,
+      };
       if (code === 0 && /(SIGTERM|SIGINT) received, stopping/.test(tail)) {
         stoppedFromOutside.push(record);
         log(`!! ${slot.spec.label} (pid ${proc.pid}) was stopped by a signal from outside this run; starting it again`);
       } else {
         crashes.push(record);
-        log(`!! ${slot.spec.label} (pid ${proc.pid}) exited on its own (code ${code}, signal ${signal}); starting it again`);
+        log(
+          `!! ${slot.spec.label} (pid ${proc.pid}) exited on its own (code ${code}, signal ${signal}); starting it again`,
+        );
       }
       void start(slot);
     });
@@ -175,18 +220,25 @@ function fleet(specs: EngineSpec[], t0: number, log: (s: string) => void) {
           return;
         } catch (err) {
           await proc.kill('SIGKILL');
-          const reason = (err as Error).message.split('\n').find((l) => /cannot|error|Error/.test(l)) ?? (err as Error).message.split('\n')[0]!;
+          const reason =
+            (err as Error).message.split('\n').find((l) => /cannot|error|Error/.test(l)) ??
+            (err as Error).message.split('\n')[0]!;
           startFailures.push({ label: slot.spec.label, atSecond: (Date.now() - t0) / 1000, reason: reason.trim() });
           if (stopping || Date.now() > deadline) throw err;
           await sleep(500);
         }
       }
-    })().finally(() => { slot.starting = undefined; });
+    })().finally(() => {
+      slot.starting = undefined;
+    });
     return slot.starting;
   }
 
   return {
-    slots, crashes, stoppedFromOutside, startFailures,
+    slots,
+    crashes,
+    stoppedFromOutside,
+    startFailures,
     // The first alone: on a fresh database it creates the job queues, and processes that create
     // them at the same moment can deadlock (see docs/PERFORMANCE.md, "Found on the way").
     startAll: async () => {
@@ -205,18 +257,22 @@ function fleet(specs: EngineSpec[], t0: number, log: (s: string) => void) {
     },
     /** Every slot running (restarting those that are down). */
     async ensureAll(): Promise<void> {
-      await Promise.all(slots.map(async (slot) => {
-        if (slot.starting) await slot.starting.catch(() => {});
-        if (!slot.current?.running()) await start(slot);
-      }));
+      await Promise.all(
+        slots.map(async (slot) => {
+          if (slot.starting) await slot.starting.catch(() => {});
+          if (!slot.current?.running()) await start(slot);
+        }),
+      );
     },
     async stopAll(): Promise<{ label: string; code: number | null; signal: string | null }[]> {
       stopping = true;
-      return Promise.all(slots.map(async (slot) => {
-        if (slot.starting) await slot.starting.catch(() => {});
-        const r = await (slot.current?.kill('SIGTERM') ?? Promise.resolve({ code: null, signal: null }));
-        return { label: slot.spec.label, ...r };
-      }));
+      return Promise.all(
+        slots.map(async (slot) => {
+          if (slot.starting) await slot.starting.catch(() => {});
+          const r = await (slot.current?.kill('SIGTERM') ?? Promise.resolve({ code: null, signal: null }));
+          return { label: slot.spec.label, ...r };
+        }),
+      );
     },
     killEverything: () => Promise.all(slots.map((s) => s.current?.kill('SIGKILL'))),
   };
@@ -271,7 +327,12 @@ interface ClientStats {
   idMismatches: { key: string; first: string; then: string }[];
 }
 
-const tokens: [string, number][] = [['tok_ok', 55], ['tok_flaky', 15], ['tok_lost_response', 15], ['tok_declined', 15]];
+const tokens: [string, number][] = [
+  ['tok_ok', 55],
+  ['tok_flaky', 15],
+  ['tok_lost_response', 15],
+  ['tok_declined', 15],
+];
 function pickToken(): string {
   let r = rand(100);
   for (const [t, w] of tokens) {
@@ -304,11 +365,17 @@ function load(seeded: Seeded, apis: () => HttpClient[], clients: number) {
       rec.attempts++;
       if (rec.attempts > 1) stats.retries++;
       const customer = seeded.customers[rec.client % seeded.customers.length]!;
-      const reply = await http.request(rec.method, rec.path, { token: customer.token, idempotencyKey: rec.key, body: rec.body, timeoutMs: 4000 });
+      const reply = await http.request(rec.method, rec.path, {
+        token: customer.token,
+        idempotencyKey: rec.key,
+        body: rec.body,
+        timeoutMs: 4000,
+      });
       stats.requests++;
       const sk = statusKey(reply);
       stats.statuses[sk] = (stats.statuses[sk] ?? 0) + 1;
-      const transient = reply.status === 0 || reply.status >= 500 || sk === '409 idempotency_key_in_use' || reply.status === 429;
+      const transient =
+        reply.status === 0 || reply.status >= 500 || sk === '409 idempotency_key_in_use' || reply.status === 429;
       if (!transient) {
         const body = jsonOf<{ id?: string; code?: string }>(reply);
         const orderId = reply.status < 300 ? body?.id : undefined;
@@ -317,7 +384,11 @@ function load(seeded: Seeded, apis: () => HttpClient[], clients: number) {
           if (before && before !== orderId) stats.idMismatches.push({ key: rec.key, first: before, then: orderId });
           if (!acked.has(orderId)) acked.set(orderId, rec.key);
         }
-        rec.final ??= { status: reply.status, ...(orderId ? { orderId } : {}), ...(body?.code ? { code: body.code } : {}) };
+        rec.final ??= {
+          status: reply.status,
+          ...(orderId ? { orderId } : {}),
+          ...(body?.code ? { code: body.code } : {}),
+        };
         return true;
       }
       if (Date.now() > giveUpAt || Date.now() > hardStopAt) return false;
@@ -332,12 +403,33 @@ function load(seeded: Seeded, apis: () => HttpClient[], clients: number) {
       let rec: KeyRecord;
       if (mine.length > 0 && rand(100) < 12) {
         const id = mine.splice(rand(mine.length), 1)[0]!;
-        rec = { client: c, userId: customer.userId, key: `chaos-cxl-${c}-${n}`, kind: 'cancel', method: 'POST', path: `/v1/orders/${id}/cancel`, body: undefined, attempts: 0 };
+        rec = {
+          client: c,
+          userId: customer.userId,
+          key: `chaos-cxl-${c}-${n}`,
+          kind: 'cancel',
+          method: 'POST',
+          path: `/v1/orders/${id}/cancel`,
+          body: undefined,
+          attempts: 0,
+        };
       } else {
-        const lines = rand(10) === 0
-          ? [{ sku: hotSku, quantity: 1 + rand(3) }]
-          : [...new Set([seeded.skus[rand(seeded.skus.length)]!, seeded.skus[rand(seeded.skus.length)]!])].map((sku) => ({ sku, quantity: 1 + rand(2) }));
-        rec = { client: c, userId: customer.userId, key: `chaos-ord-${c}-${n}`, kind: 'order', method: 'POST', path: '/v1/orders', body: { lines, payment: { method: 'card', token: pickToken() } }, attempts: 0 };
+        const lines =
+          rand(10) === 0
+            ? [{ sku: hotSku, quantity: 1 + rand(3) }]
+            : [...new Set([seeded.skus[rand(seeded.skus.length)]!, seeded.skus[rand(seeded.skus.length)]!])].map(
+                (sku) => ({ sku, quantity: 1 + rand(2) }),
+              );
+        rec = {
+          client: c,
+          userId: customer.userId,
+          key: `chaos-ord-${c}-${n}`,
+          kind: 'order',
+          method: 'POST',
+          path: '/v1/orders',
+          body: { lines, payment: { method: 'card', token: pickToken() } },
+          attempts: 0,
+        };
       }
       keys.set(`${customer.userId}\0${rec.key}`, rec);
       await resolve(rec, c, 90_000);
@@ -351,8 +443,12 @@ function load(seeded: Seeded, apis: () => HttpClient[], clients: number) {
 
   let running: Promise<unknown> | undefined;
   return {
-    keys, acked, stats,
-    start() { running = Promise.all(Array.from({ length: clients }, (_, c) => client(c))); },
+    keys,
+    acked,
+    stats,
+    start() {
+      running = Promise.all(Array.from({ length: clients }, (_, c) => client(c)));
+    },
     /** Stops starting new requests; waits (bounded) for the ones under way to be answered. */
     async stop(boundMs: number): Promise<void> {
       stop = true;
@@ -372,27 +468,54 @@ function load(seeded: Seeded, apis: () => HttpClient[], clients: number) {
 // ---------------------------------------------------------------------------------------------
 // The checks
 
-interface Check { name: string; ok: boolean; detail: string; violations: unknown[] }
+interface Check {
+  name: string;
+  ok: boolean;
+  detail: string;
+  violations: unknown[];
+}
 
-async function checks(db: Db, l: ReturnType<typeof load>, extra: { pendingAfterDrain: { payments: number; refunds: number }; audit: { ok: boolean; checks: { name: string; ok: boolean; violations: unknown[] }[] } | undefined; crashes: Crash[] }): Promise<Check[]> {
+async function checks(
+  db: Db,
+  l: ReturnType<typeof load>,
+  extra: {
+    pendingAfterDrain: { payments: number; refunds: number };
+    audit: { ok: boolean; checks: { name: string; ok: boolean; violations: unknown[] }[] } | undefined;
+    crashes: Crash[];
+  },
+): Promise<Check[]> {
   const out: Check[] = [];
-  const add = (name: string, violations: unknown[], detail: string) => out.push({ name, ok: violations.length === 0, detail, violations: violations.slice(0, 20) });
+  const add = (name: string, violations: unknown[], detail: string) =>
+    out.push({ name, ok: violations.length === 0, detail, violations: violations.slice(0, 20) });
 
   // 1. Every order acknowledged with 201 exists.
   const ackedIds = [...l.acked.keys()];
-  const found = new Set((await db.query<{ id: string }>('SELECT id FROM orders WHERE id = ANY($1::text[])', [ackedIds])).map((r) => r.id));
+  const found = new Set(
+    (await db.query<{ id: string }>('SELECT id FROM orders WHERE id = ANY($1::text[])', [ackedIds])).map((r) => r.id),
+  );
   const missing = ackedIds.filter((id) => !found.has(id));
-  add('every order acknowledged with 201 exists', missing, `${fmtInt(ackedIds.length)} acknowledged, ${fmtInt(missing.length)} missing`);
+  add(
+    'every order acknowledged with 201 exists',
+    missing,
+    `${fmtInt(ackedIds.length)} acknowledged, ${fmtInt(missing.length)} missing`,
+  );
 
   // 2. A key answers one order, however often it is sent.
-  add('every retry of a key answered the same order', l.stats.idMismatches, `${fmtInt(l.stats.retries)} retries, ${fmtInt(l.stats.idMismatches.length)} answered another order`);
+  add(
+    'every retry of a key answered the same order',
+    l.stats.idMismatches,
+    `${fmtInt(l.stats.retries)} retries, ${fmtInt(l.stats.idMismatches.length)} answered another order`,
+  );
 
   // 3. No order that no client asked for: each order is the stored answer of an order key that a
   // client sent (read back from the idempotency record written in the order's own transaction,
   // which only the raw key opens), and was acknowledged to that client (every key was resolved
   // before this check).
   const orderKeys = [...l.keys.values()].filter((r) => r.kind === 'order');
-  const answers = await readOutcomes(db, orderKeys.map((r) => ({ principalId: r.userId, key: r.key })));
+  const answers = await readOutcomes(
+    db,
+    orderKeys.map((r) => ({ principalId: r.userId, key: r.key })),
+  );
   const answeredBy = new Map<string, KeyRecord[]>();
   answers.forEach((answer, i) => {
     const id = answer?.status === 201 ? (answer.body as { id?: string }).id : undefined;
@@ -402,39 +525,84 @@ async function checks(db: Db, l: ReturnType<typeof load>, extra: { pendingAfterD
   const orphans: unknown[] = [];
   for (const o of orders) {
     const recs = answeredBy.get(o.id) ?? [];
-    if (recs.length === 0) { orphans.push({ order: o.id, problem: 'no idempotency key a client sent answered it' }); continue; }
+    if (recs.length === 0) {
+      orphans.push({ order: o.id, problem: 'no idempotency key a client sent answered it' });
+      continue;
+    }
     if (recs.length > 1) orphans.push({ order: o.id, problem: `${recs.length} keys answered it` });
     const sent = recs[0]!;
-    if (sent.userId !== o.customer_id) orphans.push({ order: o.id, key: sent.key, problem: 'placed for another customer' });
-    else if (sent.final?.orderId !== o.id) orphans.push({ order: o.id, key: sent.key, problem: `the client's answer for this key was ${sent.final ? `${sent.final.status} ${sent.final.orderId ?? sent.final.code ?? ''}` : 'never received'}` });
+    if (sent.userId !== o.customer_id)
+      orphans.push({ order: o.id, key: sent.key, problem: 'placed for another customer' });
+    else if (sent.final?.orderId !== o.id)
+      orphans.push({
+        order: o.id,
+        key: sent.key,
+        problem: `the client's answer for this key was ${sent.final ? `${sent.final.status} ${sent.final.orderId ?? sent.final.code ?? ''}` : 'never received'}`,
+      });
   }
-  add('no order exists that no client asked for', orphans, `${fmtInt(orders.length)} orders in the database, each the answer to one client's key`);
+  add(
+    'no order exists that no client asked for',
+    orphans,
+    `${fmtInt(orders.length)} orders in the database, each the answer to one client's key`,
+  );
 
   // 4. Charged exactly once by the sandbox processor.
-  const charges = await db.query<{ id: string; status: string; payment_status: string | null; charged: number; requests: number }>(
+  const charges = await db.query<{
+    id: string;
+    status: string;
+    payment_status: string | null;
+    charged: number;
+    requests: number;
+  }>(
     `SELECT o.id, o.status, p.status AS payment_status,
             (SELECT count(*)::int FROM sandbox_charges c WHERE c.order_id = o.id AND c.status = 'succeeded') AS charged,
             (SELECT coalesce(max(c.attempts), 0)::int FROM sandbox_charges c WHERE c.order_id = o.id) AS requests
        FROM orders o LEFT JOIN payments p ON p.order_id = o.id`,
   );
   const chargeViolations: unknown[] = [];
-  let maxRequests = 0, paid = 0;
+  let maxRequests = 0,
+    paid = 0;
   for (const c of charges) {
     maxRequests = Math.max(maxRequests, c.requests);
     const captured = c.payment_status === 'succeeded' || c.payment_status === 'refunded';
     if (c.status === 'paid' || c.status === 'fulfilled') paid++;
     if (c.charged > 1) chargeViolations.push({ order: c.id, problem: `charged ${c.charged} times` });
-    else if ((c.status === 'paid' || c.status === 'fulfilled' || captured) && c.charged !== 1) chargeViolations.push({ order: c.id, status: c.status, payment: c.payment_status, problem: `charged ${c.charged} times` });
-    else if (!captured && c.charged > 0) chargeViolations.push({ order: c.id, status: c.status, payment: c.payment_status, problem: 'charged, but the payment is not recorded as captured' });
+    else if ((c.status === 'paid' || c.status === 'fulfilled' || captured) && c.charged !== 1)
+      chargeViolations.push({
+        order: c.id,
+        status: c.status,
+        payment: c.payment_status,
+        problem: `charged ${c.charged} times`,
+      });
+    else if (!captured && c.charged > 0)
+      chargeViolations.push({
+        order: c.id,
+        status: c.status,
+        payment: c.payment_status,
+        problem: 'charged, but the payment is not recorded as captured',
+      });
   }
-  const strays = await db.query<{ order_id: string }>('SELECT DISTINCT c.order_id FROM sandbox_charges c LEFT JOIN orders o ON o.id = c.order_id WHERE o.id IS NULL');
-  for (const s of strays) chargeViolations.push({ order: s.order_id, problem: 'the processor charged for an order that does not exist' });
-  add('every paid order was charged exactly once by the processor', chargeViolations, `${fmtInt(paid)} paid orders; at most ${maxRequests} requests for one charge key, deduplicated by the processor`);
+  const strays = await db.query<{ order_id: string }>(
+    'SELECT DISTINCT c.order_id FROM sandbox_charges c LEFT JOIN orders o ON o.id = c.order_id WHERE o.id IS NULL',
+  );
+  for (const s of strays)
+    chargeViolations.push({ order: s.order_id, problem: 'the processor charged for an order that does not exist' });
+  add(
+    'every paid order was charged exactly once by the processor',
+    chargeViolations,
+    `${fmtInt(paid)} paid orders; at most ${maxRequests} requests for one charge key, deduplicated by the processor`,
+  );
 
   // 5. Stock conserved: levels = movements, and = starting stock + adjustments - paid lines (on hand),
   // = pending lines (reserved).
   const levelDiff = await stockDiscrepancies(db);
-  const conserved = await db.query<{ sku: string; on_hand: number; reserved: number; expected_on_hand: number; expected_reserved: number }>(
+  const conserved = await db.query<{
+    sku: string;
+    on_hand: number;
+    reserved: number;
+    expected_on_hand: number;
+    expected_reserved: number;
+  }>(
     `SELECT s.sku, s.on_hand, s.reserved,
             (coalesce(base.q, 0) - coalesce(sold.q, 0))::int AS expected_on_hand, coalesce(open.q, 0)::int AS expected_reserved
        FROM stock_levels s
@@ -447,7 +615,11 @@ async function checks(db: Db, l: ReturnType<typeof load>, extra: { pendingAfterD
     `SELECT (SELECT coalesce(sum(l.quantity), 0) FROM order_lines l JOIN orders o ON o.id = l.order_id WHERE o.status IN ('paid', 'fulfilled'))::int AS sold,
             (SELECT coalesce(sum(on_hand), 0) FROM stock_levels)::int AS on_hand`,
   );
-  add('stock is conserved (levels = movements = start - sold; reserved = open orders)', [...levelDiff, ...conserved], `${fmtInt(units!.sold)} units sold, ${fmtInt(units!.on_hand)} on hand`);
+  add(
+    'stock is conserved (levels = movements = start - sold; reserved = open orders)',
+    [...levelDiff, ...conserved],
+    `${fmtInt(units!.sold)} units sold, ${fmtInt(units!.on_hand)} on hand`,
+  );
 
   // 6. Never negative: the CHECK constraints are there and validated, and replaying each SKU's
   // movements in order (their ids follow the row lock, so the order of commits) never goes below zero.
@@ -456,21 +628,35 @@ async function checks(db: Db, l: ReturnType<typeof load>, extra: { pendingAfterD
   );
   const defs = constraints.filter((c) => c.convalidated).map((c) => c.def.replace(/\s+/g, ' '));
   const need = [/on_hand >= 0/, /reserved >= 0/, /reserved <= on_hand/];
-  const negViolations: unknown[] = need.filter((re) => !defs.some((d) => re.test(d))).map((re) => ({ problem: `no validated CHECK constraint ${re.source} on stock_levels` }));
-  negViolations.push(...await db.query(
-    `SELECT sku, min(on_hand)::int AS lowest_on_hand, min(reserved)::int AS lowest_reserved, max(reserved - on_hand)::int AS most_over
+  const negViolations: unknown[] = need
+    .filter((re) => !defs.some((d) => re.test(d)))
+    .map((re) => ({ problem: `no validated CHECK constraint ${re.source} on stock_levels` }));
+  negViolations.push(
+    ...(await db.query(
+      `SELECT sku, min(on_hand)::int AS lowest_on_hand, min(reserved)::int AS lowest_reserved, max(reserved - on_hand)::int AS most_over
        FROM (SELECT sku, sum(on_hand_delta) OVER w AS on_hand, sum(reserved_delta) OVER w AS reserved
                FROM stock_movements WINDOW w AS (PARTITION BY sku ORDER BY id)) t
       GROUP BY sku HAVING min(on_hand) < 0 OR min(reserved) < 0 OR max(reserved - on_hand) > 0`,
-  ));
+    )),
+  );
   const [{ n: movements } = { n: 0 }] = await db.query<{ n: number }>('SELECT count(*)::int AS n FROM stock_movements');
-  add('stock never went negative (CHECK constraints; every movement replayed)', negViolations, `${constraints.length} CHECK constraints on stock_levels, ${fmtInt(movements)} movements replayed`);
+  add(
+    'stock never went negative (CHECK constraints; every movement replayed)',
+    negViolations,
+    `${constraints.length} CHECK constraints on stock_levels, ${fmtInt(movements)} movements replayed`,
+  );
 
   // 7. The ledger balances, per transaction and in total, and matches the processor.
   const unbalanced = await db.query(
     `SELECT transaction_id, currency, sum(debit)::bigint AS debits, sum(credit)::bigint AS credits FROM ledger_entries GROUP BY 1, 2 HAVING sum(debit) <> sum(credit) LIMIT 20`,
   );
-  const [totals] = await db.query<{ debits: number; credits: number; clearing: number; charged: number; refunded: number }>(
+  const [totals] = await db.query<{
+    debits: number;
+    credits: number;
+    clearing: number;
+    charged: number;
+    refunded: number;
+  }>(
     `SELECT (SELECT coalesce(sum(debit), 0) FROM ledger_entries)::bigint AS debits, (SELECT coalesce(sum(credit), 0) FROM ledger_entries)::bigint AS credits,
             (SELECT coalesce(sum(debit - credit), 0) FROM ledger_entries WHERE account = 'processor_clearing')::bigint AS clearing,
             (SELECT coalesce(sum(amount), 0) FROM sandbox_charges WHERE status = 'succeeded')::bigint AS charged,
@@ -478,26 +664,56 @@ async function checks(db: Db, l: ReturnType<typeof load>, extra: { pendingAfterD
   );
   const t = totals!;
   const ledgerViolations: unknown[] = [...unbalanced];
-  if (Number(t.debits) !== Number(t.credits)) ledgerViolations.push({ problem: `total debits ${t.debits} <> credits ${t.credits}` });
-  if (Number(t.clearing) !== Number(t.charged) - Number(t.refunded)) ledgerViolations.push({ problem: `processor clearing ${t.clearing} <> charged ${t.charged} - refunded ${t.refunded}` });
-  add('the ledger balances (and matches what the processor holds)', ledgerViolations, `debits = credits = ${fmtInt(Number(t.debits))}; clearing ${fmtInt(Number(t.clearing))} = charged ${fmtInt(Number(t.charged))} - refunded ${fmtInt(Number(t.refunded))}`);
+  if (Number(t.debits) !== Number(t.credits))
+    ledgerViolations.push({ problem: `total debits ${t.debits} <> credits ${t.credits}` });
+  if (Number(t.clearing) !== Number(t.charged) - Number(t.refunded))
+    ledgerViolations.push({
+      problem: `processor clearing ${t.clearing} <> charged ${t.charged} - refunded ${t.refunded}`,
+    });
+  add(
+    'the ledger balances (and matches what the processor holds)',
+    ledgerViolations,
+    `debits = credits = ${fmtInt(Number(t.debits))}; clearing ${fmtInt(Number(t.clearing))} = charged ${fmtInt(Number(t.charged))} - refunded ${fmtInt(Number(t.refunded))}`,
+  );
 
   // 8. Nothing left hanging.
   const pending = extra.pendingAfterDrain;
-  add('every payment and refund settled after the drain', pending.payments + pending.refunds > 0 ? [pending] : [], `${pending.payments} payments and ${pending.refunds} refunds still pending`);
+  add(
+    'every payment and refund settled after the drain',
+    pending.payments + pending.refunds > 0 ? [pending] : [],
+    `${pending.payments} payments and ${pending.refunds} refunds still pending`,
+  );
 
   // 9. The audit.
-  add('the audit passes (GET /v1/admin/audit)', extra.audit ? extra.audit.checks.filter((c) => !c.ok) : [{ problem: 'the audit did not answer' }],
-    extra.audit ? `${extra.audit.checks.filter((c) => c.ok).length}/${extra.audit.checks.length} checks ok` : 'not run');
+  add(
+    'the audit passes (GET /v1/admin/audit)',
+    extra.audit ? extra.audit.checks.filter((c) => !c.ok) : [{ problem: 'the audit did not answer' }],
+    extra.audit ? `${extra.audit.checks.filter((c) => c.ok).length}/${extra.audit.checks.length} checks ok` : 'not run',
+  );
 
   // 10. A lost database or a killed peer is a 503 (retry shortly), never a 500 (our fault).
   const faults = Object.entries(l.stats.statuses).filter(([k]) => k.startsWith('500'));
-  add('no request was answered 500 (a lost database answers 503)', faults.map(([status, n]) => ({ status, n })),
-    faults.length ? `${faults.reduce((sum, [, n]) => sum + n, 0)} answered 500: see "unhandled error" in the process logs (--keep)` : 'none');
+  add(
+    'no request was answered 500 (a lost database answers 503)',
+    faults.map(([status, n]) => ({ status, n })),
+    faults.length
+      ? `${faults.reduce((sum, [, n]) => sum + n, 0)} answered 500: see "unhandled error" in the process logs (--keep)`
+      : 'none',
+  );
 
   // 11. Processes die only when we kill them.
-  add('no process exited on its own', extra.crashes.map((c) => ({ process: c.label, code: c.code, signal: c.signal, atSecond: Number(c.atSecond.toFixed(1)), log: c.logFile, stderr: c.stderr })),
-    extra.crashes.length ? `${extra.crashes.length} exited unexpectedly` : 'none');
+  add(
+    'no process exited on its own',
+    extra.crashes.map((c) => ({
+      process: c.label,
+      code: c.code,
+      signal: c.signal,
+      atSecond: Number(c.atSecond.toFixed(1)),
+      log: c.logFile,
+      stderr: c.stderr,
+    })),
+    extra.crashes.length ? `${extra.crashes.length} exited unexpectedly` : 'none',
+  );
   return out;
 }
 
@@ -509,8 +725,9 @@ async function main(): Promise<number> {
   const out = (s: string) => process.stdout.write(s);
   let cluster: string | undefined;
   if (o.restartDb) {
-    cluster = o.pgCluster ?? await findCluster(o.databaseUrl);
-    if (!cluster) log('chaos: no local PostgreSQL cluster found for the URL (pg_lsclusters); the database will not be restarted');
+    cluster = o.pgCluster ?? (await findCluster(o.databaseUrl));
+    if (!cluster)
+      log('chaos: no local PostgreSQL cluster found for the URL (pg_lsclusters); the database will not be restarted');
   }
 
   const scratch: Scratch = await createScratch(o.databaseUrl, 'chaos');
@@ -521,28 +738,56 @@ async function main(): Promise<number> {
   try {
     await migrate(db);
     // Enough stock that most orders find some for the whole run, and a hot SKU that sells out early.
-    const seeded = await seedBySql(db, { customers: o.clients, skus: 20, stock: Math.max(400, Math.round(12 * o.seconds)), hotStock: 100, salt: randomBytes(6).toString('hex') });
+    const seeded = await seedBySql(db, {
+      customers: o.clients,
+      skus: 20,
+      stock: Math.max(400, Math.round(12 * o.seconds)),
+      hotStock: 100,
+      salt: randomBytes(6).toString('hex'),
+    });
     await seedAdmin(db, admin.email, admin.password);
     await analyzeSeeded(db);
 
     const env = {
-      DATABASE_URL: scratch.url, ADMIN_EMAIL: admin.email, ADMIN_PASSWORD: admin.password, LOG_LEVEL: 'warn',
-      DATABASE_POOL_SIZE: '5', WORKER_CONCURRENCY: '4', WORKER_POLL_INTERVAL_MS: '200',
+      DATABASE_URL: scratch.url,
+      ADMIN_EMAIL: admin.email,
+      ADMIN_PASSWORD: admin.password,
+      LOG_LEVEL: 'warn',
+      DATABASE_POOL_SIZE: '5',
+      WORKER_CONCURRENCY: '4',
+      WORKER_POLL_INTERVAL_MS: '200',
       // Short leases: a job whose worker was killed comes back within seconds.
-      PAYMENT_JOB_LEASE_SECONDS: '3', QUEUE_MAINTENANCE_INTERVAL_SECONDS: '1', SHUTDOWN_TIMEOUT_SECONDS: '3',
+      PAYMENT_JOB_LEASE_SECONDS: '3',
+      QUEUE_MAINTENANCE_INTERVAL_SECONDS: '1',
+      SHUTDOWN_TIMEOUT_SECONDS: '3',
       // Never throttled nor shed: the run checks what crashes do, and every client is one address.
-      RATE_LIMIT_READ_MAX: '100000000', RATE_LIMIT_WRITE_MAX: '100000000', RATE_LIMIT_AUTH_MAX: '100000000',
-      SHED_TARGET_WAIT_MS: '0', SHED_EVENT_LOOP_DELAY_MS: '0', SHED_SLOW_UPLOADS_PER_CLIENT: '0',
+      RATE_LIMIT_READ_MAX: '100000000',
+      RATE_LIMIT_WRITE_MAX: '100000000',
+      RATE_LIMIT_AUTH_MAX: '100000000',
+      SHED_TARGET_WAIT_MS: '0',
+      SHED_EVENT_LOOP_DELAY_MS: '0',
+      SHED_SLOW_UPLOADS_PER_CLIENT: '0',
     };
     const specs: EngineSpec[] = [];
-    for (let i = 1; i <= o.apiProcesses; i++) specs.push({ role: 'api', label: `api-${i}`, port: await freePort(), env: { ...env, WORKERS: 'off' }, logDir, nodeArgs: o.nodeArgs });
-    for (let i = 1; i <= o.workerProcesses; i++) specs.push({ role: 'worker', label: `worker-${i}`, env, logDir, nodeArgs: o.nodeArgs });
+    for (let i = 1; i <= o.apiProcesses; i++)
+      specs.push({
+        role: 'api',
+        label: `api-${i}`,
+        port: await freePort(),
+        env: { ...env, WORKERS: 'off' },
+        logDir,
+        nodeArgs: o.nodeArgs,
+      });
+    for (let i = 1; i <= o.workerProcesses; i++)
+      specs.push({ role: 'worker', label: `worker-${i}`, env, logDir, nodeArgs: o.nodeArgs });
     const t0 = Date.now();
     f = fleet(specs, t0, log);
     await f.startAll();
     const apiSlots = f.slots.filter((s) => s.spec.role === 'api');
     const apis = apiSlots.map((s) => httpClient(`http://127.0.0.1:${s.spec.port}`));
-    log(`chaos: ${specs.map((s) => s.label).join(', ')} on ${scratch.name}; ${o.clients} clients for ${o.seconds} s, a SIGKILL every ~${o.killEvery} s${o.terminateEvery > 0 ? `, every database session cut every ~${o.terminateEvery} s` : ''}${cluster ? `, PostgreSQL ${cluster} restarted once` : ''}`);
+    log(
+      `chaos: ${specs.map((s) => s.label).join(', ')} on ${scratch.name}; ${o.clients} clients for ${o.seconds} s, a SIGKILL every ~${o.killEvery} s${o.terminateEvery > 0 ? `, every database session cut every ~${o.terminateEvery} s` : ''}${cluster ? `, PostgreSQL ${cluster} restarted once` : ''}`,
+    );
 
     // The load, and the killing.
     const l = load(seeded, () => apis, o.clients);
@@ -555,7 +800,9 @@ async function main(): Promise<number> {
     const progress = progressLine(process.stderr, 5000);
     const ticker = setInterval(() => {
       const acked = l.acked.size;
-      progress.update(`chaos ${((Date.now() - t0) / 1000).toFixed(0).padStart(4)} s  ${fmtInt(acked)} orders acknowledged  ${fmtInt(l.stats.requests)} requests  ${fmtInt(l.stats.retries)} retries  ${kills.length} kills  ${terminations.length} connection cuts${dbRestart ? '  db restarted' : ''}  ${f!.crashes.length} crashes`);
+      progress.update(
+        `chaos ${((Date.now() - t0) / 1000).toFixed(0).padStart(4)} s  ${fmtInt(acked)} orders acknowledged  ${fmtInt(l.stats.requests)} requests  ${fmtInt(l.stats.retries)} retries  ${kills.length} kills  ${terminations.length} connection cuts${dbRestart ? '  db restarted' : ''}  ${f!.crashes.length} crashes`,
+      );
     }, 500);
     // Every session of our database ends at once, now and then, as on a failover or an admin's
     // pg_terminate_backend; other databases on the server are not touched.
@@ -564,9 +811,15 @@ async function main(): Promise<number> {
         await sleep(o.terminateEvery * 1000 * (0.5 + Math.random()));
         if (Date.now() >= end) return;
         const at = (Date.now() - t0) / 1000;
-        const ended = await withClient(o.databaseUrl, (c) => c.query<{ n: number }>(
-          'SELECT count(pg_terminate_backend(pid))::int AS n FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()', [scratch.name],
-        )).then((r) => r.rows[0]!.n, () => 0);
+        const ended = await withClient(o.databaseUrl, (c) =>
+          c.query<{ n: number }>(
+            'SELECT count(pg_terminate_backend(pid))::int AS n FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()',
+            [scratch.name],
+          ),
+        ).then(
+          (r) => r.rows[0]!.n,
+          () => 0,
+        );
         terminations.push({ atSecond: at, sessions: ended });
       }
     })();
@@ -587,7 +840,8 @@ async function main(): Promise<number> {
       }
       const slot = f.slots[rand(f.slots.length)]!;
       const at = (Date.now() - t0) / 1000;
-      await f.killAndRestart(slot, () => kills.push({ label: slot.spec.label, atSecond: at }))
+      await f
+        .killAndRestart(slot, () => kills.push({ label: slot.spec.label, atSecond: at }))
         .catch((err: Error) => log(`chaos: could not restart ${slot.spec.label}: ${err.message}`));
     }
     await cutting;
@@ -599,13 +853,17 @@ async function main(): Promise<number> {
     await f.ensureAll();
     await l.stop(60_000);
     const resolution = await l.resolveRemaining(60_000);
-    log(`chaos: ${resolution.before} keys without a definitive answer were sent again (${resolution.after} still open); waiting for the workers to settle every payment`);
+    log(
+      `chaos: ${resolution.before} keys without a definitive answer were sent again (${resolution.after} still open); waiting for the workers to settle every payment`,
+    );
     const drainStart = Date.now();
     let pendingAfterDrain = { payments: 0, refunds: 0 };
     for (;;) {
-      const [row] = await db.query<{ payments: number; refunds: number }>(
-        `SELECT (SELECT count(*) FROM payments WHERE status = 'pending')::int AS payments, (SELECT count(*) FROM refunds WHERE status = 'pending')::int AS refunds`,
-      ).catch(() => [{ payments: -1, refunds: -1 }]);
+      const [row] = await db
+        .query<{ payments: number; refunds: number }>(
+          `SELECT (SELECT count(*) FROM payments WHERE status = 'pending')::int AS payments, (SELECT count(*) FROM refunds WHERE status = 'pending')::int AS refunds`,
+        )
+        .catch(() => [{ payments: -1, refunds: -1 }]);
       pendingAfterDrain = row!;
       if (row!.payments === 0 && row!.refunds === 0) break;
       if (Date.now() - drainStart > o.drainSeconds * 1000) break;
@@ -634,22 +892,76 @@ async function main(): Promise<number> {
     // ---- Report
     failed = results.some((r) => !r.ok);
     const killsBy = kills.reduce<Record<string, number>>((m, k) => ({ ...m, [k.label]: (m[k.label] ?? 0) + 1 }), {});
-    out(`\nEngine Room chaos run: ${o.apiProcesses} API + ${o.workerProcesses} worker processes, ${o.clients} clients, ${o.seconds} s\n\n`);
-    out(table([
-      ['what happened', ''],
-      ['processes killed (SIGKILL) and restarted', `${kills.length} (${Object.entries(killsBy).map(([k, n]) => `${k} ${n}`).join(', ')})`],
-      ['database sessions ended (pg_terminate_backend)', o.terminateEvery === 0 ? 'no (--terminate-every 0)' : `${terminations.length} times (${terminations.reduce((n, t) => n + t.sessions, 0)} sessions)`],
-      ['PostgreSQL restarted', !o.restartDb ? 'no (--no-db-restart)' : !dbRestart ? (cluster ? 'no (the run ended first)' : 'no (no local cluster)') : 'error' in dbRestart ? `FAILED at ${fmtSeconds(dbRestart.atSecond)}: ${dbRestart.error}` : `at ${fmtSeconds(dbRestart.atSecond)}, took ${fmtSeconds(dbRestart.seconds)}`],
-      ...(f.stoppedFromOutside.length ? [['stopped by a signal from outside this run', f.stoppedFromOutside.map((c) => `${c.label} at ${fmtSeconds(c.atSecond)}`).join(', ')]] : []),
-      ['starts that failed and were retried', `${f.startFailures.length}${f.startFailures.length ? ` (${[...new Set(f.startFailures.map((s) => s.reason))].slice(0, 2).join('; ')})` : ''}`],
-      ['requests / retries', `${fmtInt(l.stats.requests)} / ${fmtInt(l.stats.retries)}`],
-      ['answers', Object.entries(l.stats.statuses).sort((a, b) => b[1] - a[1]).map(([k, n]) => `${k}: ${fmtInt(n)}`).join(', ')],
-      ['keys resent after the chaos', `${resolution.before} (${resolution.after} never answered)`],
-      ['orders', `${fmtInt(counts!.orders!)}: ${fmtInt(counts!.paid!)} paid, ${fmtInt(counts!.payment_failed!)} payment failed, ${fmtInt(counts!.cancelled!)} cancelled (${fmtInt(counts!.refunds!)} refunded), ${fmtInt(counts!.pending!)} pending`],
-      ['workers drained in', fmtSeconds(drainSeconds)],
-      ['clean stop at the end (SIGTERM)', stops.every((s) => s.code === 0) ? 'all exited 0' : stops.map((s) => `${s.label} ${s.code ?? s.signal}`).join(', ')],
-    ], 'left'));
-    out('\n' + table([['check', 'result', 'detail'], ...results.map((r) => [r.name, r.ok ? 'ok' : 'FAILED', r.detail])]));
+    out(
+      `\nEngine Room chaos run: ${o.apiProcesses} API + ${o.workerProcesses} worker processes, ${o.clients} clients, ${o.seconds} s\n\n`,
+    );
+    out(
+      table(
+        [
+          ['what happened', ''],
+          [
+            'processes killed (SIGKILL) and restarted',
+            `${kills.length} (${Object.entries(killsBy)
+              .map(([k, n]) => `${k} ${n}`)
+              .join(', ')})`,
+          ],
+          [
+            'database sessions ended (pg_terminate_backend)',
+            o.terminateEvery === 0
+              ? 'no (--terminate-every 0)'
+              : `${terminations.length} times (${terminations.reduce((n, t) => n + t.sessions, 0)} sessions)`,
+          ],
+          [
+            'PostgreSQL restarted',
+            !o.restartDb
+              ? 'no (--no-db-restart)'
+              : !dbRestart
+                ? cluster
+                  ? 'no (the run ended first)'
+                  : 'no (no local cluster)'
+                : 'error' in dbRestart
+                  ? `FAILED at ${fmtSeconds(dbRestart.atSecond)}: ${dbRestart.error}`
+                  : `at ${fmtSeconds(dbRestart.atSecond)}, took ${fmtSeconds(dbRestart.seconds)}`,
+          ],
+          ...(f.stoppedFromOutside.length
+            ? [
+                [
+                  'stopped by a signal from outside this run',
+                  f.stoppedFromOutside.map((c) => `${c.label} at ${fmtSeconds(c.atSecond)}`).join(', '),
+                ],
+              ]
+            : []),
+          [
+            'starts that failed and were retried',
+            `${f.startFailures.length}${f.startFailures.length ? ` (${[...new Set(f.startFailures.map((s) => s.reason))].slice(0, 2).join('; ')})` : ''}`,
+          ],
+          ['requests / retries', `${fmtInt(l.stats.requests)} / ${fmtInt(l.stats.retries)}`],
+          [
+            'answers',
+            Object.entries(l.stats.statuses)
+              .sort((a, b) => b[1] - a[1])
+              .map(([k, n]) => `${k}: ${fmtInt(n)}`)
+              .join(', '),
+          ],
+          ['keys resent after the chaos', `${resolution.before} (${resolution.after} never answered)`],
+          [
+            'orders',
+            `${fmtInt(counts!.orders!)}: ${fmtInt(counts!.paid!)} paid, ${fmtInt(counts!.payment_failed!)} payment failed, ${fmtInt(counts!.cancelled!)} cancelled (${fmtInt(counts!.refunds!)} refunded), ${fmtInt(counts!.pending!)} pending`,
+          ],
+          ['workers drained in', fmtSeconds(drainSeconds)],
+          [
+            'clean stop at the end (SIGTERM)',
+            stops.every((s) => s.code === 0)
+              ? 'all exited 0'
+              : stops.map((s) => `${s.label} ${s.code ?? s.signal}`).join(', '),
+          ],
+        ],
+        'left',
+      ),
+    );
+    out(
+      '\n' + table([['check', 'result', 'detail'], ...results.map((r) => [r.name, r.ok ? 'ok' : 'FAILED', r.detail])]),
+    );
     for (const r of results.filter((x) => !x.ok)) {
       out(`\n${r.name}: FAILED\n`);
       for (const v of r.violations.slice(0, 10)) out(`  ${JSON.stringify(v)}\n`);
@@ -658,11 +970,32 @@ async function main(): Promise<number> {
     if (failed || o.keep) out(`process logs: ${logDir}${o.keep ? `; database ${scratch.name} kept` : ''}\n`);
 
     if (o.json) {
-      await writeFile(o.json, JSON.stringify({
-        options: o, database: scratch.name, kills, terminations, dbRestart, startFailures: f.startFailures, crashes, stoppedFromOutside: f.stoppedFromOutside,
-        requests: l.stats.requests, retries: l.stats.retries, statuses: l.stats.statuses, resolution, drainSeconds, orders: counts, stops,
-        checks: results, ok: !failed,
-      }, null, 2) + '\n');
+      await writeFile(
+        o.json,
+        JSON.stringify(
+          {
+            options: o,
+            database: scratch.name,
+            kills,
+            terminations,
+            dbRestart,
+            startFailures: f.startFailures,
+            crashes,
+            stoppedFromOutside: f.stoppedFromOutside,
+            requests: l.stats.requests,
+            retries: l.stats.retries,
+            statuses: l.stats.statuses,
+            resolution,
+            drainSeconds,
+            orders: counts,
+            stops,
+            checks: results,
+            ok: !failed,
+          },
+          null,
+          2,
+        ) + '\n',
+      );
     }
     return failed ? 1 : 0;
   } finally {

@@ -42,7 +42,9 @@ const log = (s: string) => process.stderr.write(s + '\n');
 
 async function main(): Promise<void> {
   // 1. Payload.
-  const manifest = JSON.parse(await readFile(join(packageRoot, 'console', 'dist', 'manifest.json'), 'utf8')) as { files: Record<string, { bytes: number; gzipBytes: number }> };
+  const manifest = JSON.parse(await readFile(join(packageRoot, 'console', 'dist', 'manifest.json'), 'utf8')) as {
+    files: Record<string, { bytes: number; gzipBytes: number }>;
+  };
   const payload = Object.entries(manifest.files).map(([name, f]) => ({ name, ...f }));
   const gzipTotal = payload.reduce((a, f) => a + f.gzipBytes, 0);
 
@@ -64,10 +66,25 @@ async function main(): Promise<void> {
     const baseUrl = engine.baseUrl!;
     const api = createClient(fetchTransport(baseUrl));
     const login = await api.ok(endpoints.login, { body: admin });
-    await api.ok(endpoints.createProduct, { token: login.token, body: { name: 'Bench tee', variants: [{ sku: 'BENCH-TEE', price: { amount: 2000, currency: 'EUR' }, stock: 10_000 }] } });
-    const buyer = await api.ok(endpoints.signup, { body: { email: 'bench-buyer@example.com', password: 'correct horse battery staple', name: 'Bench buyer' } });
+    await api.ok(endpoints.createProduct, {
+      token: login.token,
+      body: {
+        name: 'Bench tee',
+        variants: [{ sku: 'BENCH-TEE', price: { amount: 2000, currency: 'EUR' }, stock: 10_000 }],
+      },
+    });
+    const buyer = await api.ok(endpoints.signup, {
+      body: { email: 'bench-buyer@example.com', password: 'correct horse battery staple', name: 'Bench buyer' },
+    });
     for (let i = 0; i < 50; i++) {
-      await api.ok(endpoints.placeOrder, { token: buyer.token, idempotencyKey: `bench-${i}`, body: { lines: [{ sku: 'BENCH-TEE', quantity: 1 }], payment: { method: 'card', token: i % 10 === 0 ? 'tok_declined' : 'tok_ok' } } });
+      await api.ok(endpoints.placeOrder, {
+        token: buyer.token,
+        idempotencyKey: `bench-${i}`,
+        body: {
+          lines: [{ sku: 'BENCH-TEE', quantity: 1 }],
+          payment: { method: 'card', token: i % 10 === 0 ? 'tok_declined' : 'tok_ok' },
+        },
+      });
     }
     await sleep(6000); // the figures are flushed every 5 s
 
@@ -130,20 +147,43 @@ async function main(): Promise<void> {
       timeToInteractiveMs: { cold: p(cold.map((r) => r.ready)), warm: p(warm.map((r) => r.ready)) },
       domInteractiveMs: { cold: p(cold.map((r) => r.domInteractive)), warm: p(warm.map((r) => r.domInteractive)) },
       transferredBytes: { cold: cold[0]!.transferred, warm: warm[0]!.transferred },
-      liveUpdates: { seconds, pages: pageCount, idleCpuSeconds: idle, watchedCpuSeconds: watched, shareOfCore: Math.max(0, watched - idle) / seconds },
+      liveUpdates: {
+        seconds,
+        pages: pageCount,
+        idleCpuSeconds: idle,
+        watchedCpuSeconds: watched,
+        shareOfCore: Math.max(0, watched - idle) / seconds,
+      },
     };
-    process.stdout.write(table([
-      ['what', 'figure'],
-      ['console payload (JS + CSS, gzipped)', `${(gzipTotal / 1024).toFixed(1)} KiB (${payload.map((f) => `${f.name} ${(f.gzipBytes / 1024).toFixed(1)} KiB`).join(', ')})`],
-      ['bytes over the wire, first load (page, assets, API)', `${(results.transferredBytes.cold / 1024).toFixed(1)} KiB; cached: ${(results.transferredBytes.warm / 1024).toFixed(1)} KiB`],
-      ['figures on screen, cold cache (median / max)', `${results.timeToInteractiveMs.cold.p50} ms / ${results.timeToInteractiveMs.cold.max} ms`],
-      ['figures on screen, warm cache (median / max)', `${results.timeToInteractiveMs.warm.p50} ms / ${results.timeToInteractiveMs.warm.max} ms`],
-      ['domInteractive, cold (median)', `${Math.round(results.domInteractiveMs.cold.p50)} ms`],
-      [`engine CPU, quiet, ${seconds} s`, `${idle.toFixed(2)} s (${((idle / seconds) * 100).toFixed(2)}% of a core)`],
-      [`engine CPU, ${pageCount} page(s) open, ${seconds} s`, `${watched.toFixed(2)} s (${((watched / seconds) * 100).toFixed(2)}% of a core)`],
-      ['cost of the live updates', `${(results.liveUpdates.shareOfCore * 100).toFixed(2)}% of a core`],
-      ['load average', results.loadAverage],
-    ]) + '\n');
+    process.stdout.write(
+      table([
+        ['what', 'figure'],
+        [
+          'console payload (JS + CSS, gzipped)',
+          `${(gzipTotal / 1024).toFixed(1)} KiB (${payload.map((f) => `${f.name} ${(f.gzipBytes / 1024).toFixed(1)} KiB`).join(', ')})`,
+        ],
+        [
+          'bytes over the wire, first load (page, assets, API)',
+          `${(results.transferredBytes.cold / 1024).toFixed(1)} KiB; cached: ${(results.transferredBytes.warm / 1024).toFixed(1)} KiB`,
+        ],
+        [
+          'figures on screen, cold cache (median / max)',
+          `${results.timeToInteractiveMs.cold.p50} ms / ${results.timeToInteractiveMs.cold.max} ms`,
+        ],
+        [
+          'figures on screen, warm cache (median / max)',
+          `${results.timeToInteractiveMs.warm.p50} ms / ${results.timeToInteractiveMs.warm.max} ms`,
+        ],
+        ['domInteractive, cold (median)', `${Math.round(results.domInteractiveMs.cold.p50)} ms`],
+        [`engine CPU, quiet, ${seconds} s`, `${idle.toFixed(2)} s (${((idle / seconds) * 100).toFixed(2)}% of a core)`],
+        [
+          `engine CPU, ${pageCount} page(s) open, ${seconds} s`,
+          `${watched.toFixed(2)} s (${((watched / seconds) * 100).toFixed(2)}% of a core)`,
+        ],
+        ['cost of the live updates', `${(results.liveUpdates.shareOfCore * 100).toFixed(2)}% of a core`],
+        ['load average', results.loadAverage],
+      ]) + '\n',
+    );
     if (values.json) await writeFile(values.json, JSON.stringify(results, null, 2) + '\n');
   } finally {
     await browser?.close();

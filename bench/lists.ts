@@ -42,7 +42,19 @@ const { values } = parseArgs({
 const requests = Number(values.requests);
 const admin = { email: 'bench-lists-admin@example.com', password: 'bench-lists-admin-password' };
 /** Tables that grow with the orders: a sequential scan of one of them (past 10,000 rows) is a failure. */
-const largeTables = new Set(['orders', 'order_lines', 'order_status_changes', 'payments', 'refunds', 'ledger_transactions', 'ledger_entries', 'stock_movements', 'sandbox_charges', 'users', 'events']);
+const largeTables = new Set([
+  'orders',
+  'order_lines',
+  'order_status_changes',
+  'payments',
+  'refunds',
+  'ledger_transactions',
+  'ledger_entries',
+  'stock_movements',
+  'sandbox_charges',
+  'users',
+  'events',
+]);
 
 let scratch: Scratch | undefined;
 let url: string;
@@ -51,13 +63,29 @@ else {
   scratch = await createScratch(values['database-url'], 'lists');
   url = scratch.url;
   process.stderr.write(`bench: scratch database ${scratch.name}\n`);
-  const seeded = spawnSync(process.execPath, [join(packageRoot, 'src', 'cli.ts'), 'seed', '--orders', values.orders, '--customers', values.customers], {
-    env: { PATH: process.env.PATH ?? '', DATABASE_URL: url, LOG_LEVEL: 'warn', ADMIN_EMAIL: admin.email, ADMIN_PASSWORD: admin.password }, stdio: ['ignore', 'inherit', 'inherit'],
-  });
+  const seeded = spawnSync(
+    process.execPath,
+    [join(packageRoot, 'src', 'cli.ts'), 'seed', '--orders', values.orders, '--customers', values.customers],
+    {
+      env: {
+        PATH: process.env.PATH ?? '',
+        DATABASE_URL: url,
+        LOG_LEVEL: 'warn',
+        ADMIN_EMAIL: admin.email,
+        ADMIN_PASSWORD: admin.password,
+      },
+      stdio: ['ignore', 'inherit', 'inherit'],
+    },
+  );
   if (seeded.status !== 0) throw new Error('the seed failed');
 }
 
-const engine = startEngineProcess({ role: 'api', label: 'api', port: await freePort(), env: { DATABASE_URL: url, WORKERS: 'off', ADMIN_EMAIL: admin.email, ADMIN_PASSWORD: admin.password } });
+const engine = startEngineProcess({
+  role: 'api',
+  label: 'api',
+  port: await freePort(),
+  env: { DATABASE_URL: url, WORKERS: 'off', ADMIN_EMAIL: admin.email, ADMIN_PASSWORD: admin.password },
+});
 const db = new pg.Client({ connectionString: url });
 let failed = false;
 try {
@@ -67,26 +95,38 @@ try {
   const token = (await api.ok(endpoints.login, { body: admin })).token;
 
   // What to ask for: a customer with orders, an order, a busy SKU, a week six months ago.
-  const [sample] = (await db.query<{ email: string; order_id: string; sku: string }>(
-    `SELECT u.email, o.id AS order_id, l.sku FROM orders o JOIN users u ON u.id = o.customer_id JOIN order_lines l ON l.order_id = o.id
+  const [sample] = (
+    await db.query<{ email: string; order_id: string; sku: string }>(
+      `SELECT u.email, o.id AS order_id, l.sku FROM orders o JOIN users u ON u.id = o.customer_id JOIN order_lines l ON l.order_id = o.id
       WHERE o.status = 'cancelled' ORDER BY o.id DESC LIMIT 1 OFFSET 100`,
-  )).rows;
+    )
+  ).rows;
   if (!sample) throw new Error('the database has no cancelled order of a customer: seed it first');
-  const [{ n: orderCount }] = (await db.query<{ n: number }>('SELECT count(*)::int AS n FROM orders')).rows as [{ n: number }];
+  const [{ n: orderCount }] = (await db.query<{ n: number }>('SELECT count(*)::int AS n FROM orders')).rows as [
+    { n: number },
+  ];
   const weekFrom = new Date(Date.now() - 182 * 86_400_000);
   const weekTo = new Date(weekFrom.getTime() + 7 * 86_400_000);
   const monthFrom = new Date(Date.now() - 30 * 86_400_000);
   const page2 = (await api.ok(endpoints.listOrders, { token, query: { limit: 25 } })).nextCursor!;
   const headers = { authorization: `Bearer ${token}` };
-  const [{ id: sampleCustomerId }] = (await db.query<{ id: string }>('SELECT id FROM users WHERE lower(email) = lower($1)', [sample.email])).rows as [{ id: string }];
+  const [{ id: sampleCustomerId }] = (
+    await db.query<{ id: string }>('SELECT id FROM users WHERE lower(email) = lower($1)', [sample.email])
+  ).rows as [{ id: string }];
 
   const lists: { name: string; path: string }[] = [
     { name: 'orders, newest first', path: '/v1/orders?limit=25' },
     { name: 'orders, page 2 (cursor)', path: `/v1/orders?limit=25&cursor=${page2}` },
     { name: 'orders by status (payment_failed)', path: '/v1/orders?limit=25&status=payment_failed' },
     { name: 'orders by customer email', path: `/v1/orders?limit=25&customerEmail=${encodeURIComponent(sample.email)}` },
-    { name: 'orders in a week 6 months ago', path: `/v1/orders?limit=25&createdFrom=${weekFrom.toISOString()}&createdTo=${weekTo.toISOString()}` },
-    { name: 'orders since 30 days, cancelled', path: `/v1/orders?limit=25&status=cancelled&createdFrom=${monthFrom.toISOString()}` },
+    {
+      name: 'orders in a week 6 months ago',
+      path: `/v1/orders?limit=25&createdFrom=${weekFrom.toISOString()}&createdTo=${weekTo.toISOString()}`,
+    },
+    {
+      name: 'orders since 30 days, cancelled',
+      path: `/v1/orders?limit=25&status=cancelled&createdFrom=${monthFrom.toISOString()}`,
+    },
     { name: 'orders by id', path: `/v1/orders?limit=25&id=${sample.order_id}` },
     { name: 'order page: order', path: `/v1/orders/${sample.order_id}` },
     { name: 'order page: history', path: `/v1/orders/${sample.order_id}/history` },
@@ -121,7 +161,7 @@ try {
     for (let i = 0; i < requests + 3; i++) {
       const started = performance.now();
       const res = await fetch(engine.baseUrl + list.path, { headers });
-      const body = await res.json() as { data?: unknown[] };
+      const body = (await res.json()) as { data?: unknown[] };
       const took = performance.now() - started;
       if (!res.ok) throw new Error(`${list.path}: ${res.status} ${JSON.stringify(body)}`);
       const dur = Number(/dur=([\d.]+)/.exec(res.headers.get('server-timing') ?? '')?.[1]);
@@ -135,7 +175,9 @@ try {
     results.push({ name: list.name, p50: s.p50, p95: s.p95 });
     rows.push([list.name, `${s.p50.toFixed(1)} ms`, `${s.p95.toFixed(1)} ms`, `${w.p50.toFixed(1)} ms`, String(count)]);
   }
-  console.log(`\nLists at ${orderCount} orders on PostgreSQL, ${requests} requests each, one at a time (load average ${loadAverage()}):\n`);
+  console.log(
+    `\nLists at ${orderCount} orders on PostgreSQL, ${requests} requests each, one at a time (load average ${loadAverage()}):\n`,
+  );
   console.log(table(rows));
   const slow = results.filter((r) => r.p95 >= 100);
   if (slow.length > 0) {
@@ -148,41 +190,67 @@ try {
   let current = '';
   const explaining: Queryable = {
     async query<T>(sql: string, params?: readonly unknown[]): Promise<T[]> {
-      const result = await db.query<{ 'QUERY PLAN': [{ Plan: PlanNode }] }>(`EXPLAIN (ANALYZE, FORMAT JSON) ${sql}`, params as unknown[]);
+      const result = await db.query<{ 'QUERY PLAN': [{ Plan: PlanNode }] }>(
+        `EXPLAIN (ANALYZE, FORMAT JSON) ${sql}`,
+        params as unknown[],
+      );
       plans.push({ name: current, sql, plan: result.rows[0]!['QUERY PLAN'][0].Plan });
       return [];
     },
-    async exec() { throw new Error('not in a plan'); },
+    async exec() {
+      throw new Error('not in a plan');
+    },
   };
   const customerId = sampleCustomerId;
-  const [{ id: pageTwoAfter }] = (await db.query<{ id: string }>('SELECT id FROM orders ORDER BY id DESC OFFSET 24 LIMIT 1')).rows as [{ id: string }];
+  const [{ id: pageTwoAfter }] = (
+    await db.query<{ id: string }>('SELECT id FROM orders ORDER BY id DESC OFFSET 24 LIMIT 1')
+  ).rows as [{ id: string }];
   const none = { customerId: null, status: null, id: null, createdFrom: null, createdTo: null, after: null, limit: 25 };
-  const explain = async (name: string, run: () => Promise<unknown>) => { current = name; await run(); };
+  const explain = async (name: string, run: () => Promise<unknown>) => {
+    current = name;
+    await run();
+  };
   await explain('orders, newest first', () => ordersRepo.listOrders(explaining, none));
   await explain('orders, page 2', () => ordersRepo.listOrders(explaining, { ...none, after: pageTwoAfter }));
   await explain('orders by status', () => ordersRepo.listOrders(explaining, { ...none, status: 'payment_failed' }));
   await explain('orders by customer', () => ordersRepo.listOrders(explaining, { ...none, customerId }));
-  await explain('orders in a week', () => ordersRepo.listOrders(explaining, { ...none, createdFrom: weekFrom, createdTo: weekTo }));
-  await explain('orders since 30 days, cancelled', () => ordersRepo.listOrders(explaining, { ...none, status: 'cancelled', createdFrom: monthFrom }));
+  await explain('orders in a week', () =>
+    ordersRepo.listOrders(explaining, { ...none, createdFrom: weekFrom, createdTo: weekTo }),
+  );
+  await explain('orders since 30 days, cancelled', () =>
+    ordersRepo.listOrders(explaining, { ...none, status: 'cancelled', createdFrom: monthFrom }),
+  );
   await explain('orders by id', () => ordersRepo.listOrders(explaining, { ...none, id: sample.order_id }));
-  const pageIds = (await db.query<{ id: string }>('SELECT id FROM orders ORDER BY id DESC LIMIT 25')).rows.map((r) => r.id);
+  const pageIds = (await db.query<{ id: string }>('SELECT id FROM orders ORDER BY id DESC LIMIT 25')).rows.map(
+    (r) => r.id,
+  );
   await explain('lines of a page of orders', () => ordersRepo.linesOf(explaining, pageIds));
   await explain('order history', () => ordersRepo.statusChangesOf(explaining, sample.order_id));
   await explain('order payments', () => paymentsOfOrder(explaining, sample.order_id));
-  const paymentIds = (await db.query<{ id: string }>('SELECT id FROM payments WHERE order_id = $1', [sample.order_id])).rows.map((r) => r.id);
+  const paymentIds = (
+    await db.query<{ id: string }>('SELECT id FROM payments WHERE order_id = $1', [sample.order_id])
+  ).rows.map((r) => r.id);
   await explain('order refunds', () => refundsOfPayments(explaining, paymentIds));
   await explain('order ledger entries', () => entriesOfOrder(explaining, sample.order_id));
   await explain('order stock movements', () => movementsOfOrder(explaining, sample.order_id));
-  await explain('products', () => catalogRepo.listProducts(explaining, { after: null, limit: 20, includeInactive: true }));
-  const productIds = (await db.query<{ id: string }>('SELECT id FROM products ORDER BY id DESC LIMIT 20')).rows.map((r) => r.id);
+  await explain('products', () =>
+    catalogRepo.listProducts(explaining, { after: null, limit: 20, includeInactive: true }),
+  );
+  const productIds = (await db.query<{ id: string }>('SELECT id FROM products ORDER BY id DESC LIMIT 20')).rows.map(
+    (r) => r.id,
+  );
   await explain('variants of a page of products', () => catalogRepo.variantsOf(explaining, productIds));
   await explain('stock per SKU', () => listStockLevels(explaining, { after: null, limit: 50 }));
   await explain('movements of a SKU', () => listMovements(explaining, sample.sku, null, 25));
 
   // A table still small (say, no refund yet) is best read whole: only a large one's scan fails.
-  const sizes = new Map((await db.query<{ relname: string; rows: number }>(
-    `SELECT relname, greatest(reltuples, 0)::bigint::int AS rows FROM pg_class WHERE relkind = 'r' AND relnamespace = 'public'::regnamespace`,
-  )).rows.map((r) => [r.relname, r.rows]));
+  const sizes = new Map(
+    (
+      await db.query<{ relname: string; rows: number }>(
+        `SELECT relname, greatest(reltuples, 0)::bigint::int AS rows FROM pg_class WHERE relkind = 'r' AND relnamespace = 'public'::regnamespace`,
+      )
+    ).rows.map((r) => [r.relname, r.rows]),
+  );
   const large = (table: string | undefined) => largeTables.has(table ?? '') && (sizes.get(table!) ?? 0) > 10_000;
   const planRows: string[][] = [['statement', 'plan (outermost first)', 'ms', 'verdict']];
   for (const p of plans) {
@@ -191,7 +259,13 @@ try {
     if (scans.length > 0) failed = true;
     planRows.push([
       p.name,
-      nodes.map((n) => `${n['Node Type']}${n['Index Name'] ? ` ${n['Index Name']}` : n['Relation Name'] ? ` ${n['Relation Name']}` : ''}`).join(' > ').slice(0, 110),
+      nodes
+        .map(
+          (n) =>
+            `${n['Node Type']}${n['Index Name'] ? ` ${n['Index Name']}` : n['Relation Name'] ? ` ${n['Relation Name']}` : ''}`,
+        )
+        .join(' > ')
+        .slice(0, 110),
       (p.plan['Actual Total Time'] ?? 0).toFixed(2),
       scans.length > 0 ? `SEQ SCAN of ${scans.map((s) => s['Relation Name']).join(', ')}` : 'ok',
     ]);
@@ -199,7 +273,9 @@ try {
   }
   console.log('\nQuery plans (EXPLAIN ANALYZE; a sequential scan of a table that grows with the orders fails):\n');
   console.log(table(planRows, 'left'));
-  console.log(failed ? '\nFAILED: see above' : '\nEvery list under 100 ms at p95, and no sequential scan of a large table.');
+  console.log(
+    failed ? '\nFAILED: see above' : '\nEvery list under 100 ms at p95, and no sequential scan of a large table.',
+  );
 } finally {
   await db.end().catch(() => {});
   await engine.kill('SIGTERM');
@@ -208,7 +284,13 @@ try {
 }
 process.exitCode = failed ? 1 : 0;
 
-interface PlanNode { 'Node Type': string; 'Relation Name'?: string; 'Index Name'?: string; 'Actual Total Time'?: number; Plans?: PlanNode[] }
+interface PlanNode {
+  'Node Type': string;
+  'Relation Name'?: string;
+  'Index Name'?: string;
+  'Actual Total Time'?: number;
+  Plans?: PlanNode[];
+}
 
 function flatten(node: PlanNode): PlanNode[] {
   return [node, ...(node.Plans ?? []).flatMap(flatten)];

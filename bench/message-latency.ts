@@ -42,13 +42,21 @@ function percentile(sorted: number[], p: number): number {
 async function startProcess(databaseUrl: string, port: number): Promise<ChildProcess> {
   const child = spawn(process.execPath, [join(packageRoot, 'src', 'cli.ts'), 'start'], {
     env: {
-      ...process.env, DATABASE_URL: databaseUrl, PORT: String(port), LOG_LEVEL: 'warn', WORKERS: 'off',
-      ADMIN_EMAIL: adminEmail, ADMIN_PASSWORD: adminPassword, MESSAGE_RATE_LIMIT: '1000000',
+      ...process.env,
+      DATABASE_URL: databaseUrl,
+      PORT: String(port),
+      LOG_LEVEL: 'warn',
+      WORKERS: 'off',
+      ADMIN_EMAIL: adminEmail,
+      ADMIN_PASSWORD: adminPassword,
+      MESSAGE_RATE_LIMIT: '1000000',
     },
     stdio: ['ignore', 'inherit', 'pipe'],
   });
   let banner = '';
-  child.stderr!.on('data', (d: Buffer) => { banner += d.toString(); });
+  child.stderr!.on('data', (d: Buffer) => {
+    banner += d.toString();
+  });
   for (let i = 0; !banner.includes('listening on'); i++) {
     if (i > 300 || child.exitCode !== null) throw new Error(`process on port ${port} did not start:\n${banner}`);
     await new Promise((r) => setTimeout(r, 100));
@@ -67,10 +75,17 @@ async function main() {
     children.push(await startProcess(scratch.url, portB));
     const a = createClient(fetchTransport(`http://127.0.0.1:${portA}`));
     const { token: staffToken } = await a.ok(endpoints.login, { body: { email: adminEmail, password: adminPassword } });
-    const { token: customerToken } = await a.ok(endpoints.signup, { body: { email: 'bench-customer@example.com', password: 'bench password 123', name: 'Bench Customer' } });
-    const conversation = await a.ok(endpoints.openConversation, { token: customerToken, body: { subject: 'Latency', body: 'hello' } });
+    const { token: customerToken } = await a.ok(endpoints.signup, {
+      body: { email: 'bench-customer@example.com', password: 'bench password 123', name: 'Bench Customer' },
+    });
+    const conversation = await a.ok(endpoints.openConversation, {
+      token: customerToken,
+      body: { subject: 'Latency', body: 'hello' },
+    });
 
-    const stream = await openEventStream(`http://127.0.0.1:${portB}/v1/events`, { authorization: `Bearer ${customerToken}` });
+    const stream = await openEventStream(`http://127.0.0.1:${portB}/v1/events`, {
+      authorization: `Bearer ${customerToken}`,
+    });
     await stream.next((e) => e.event === 'ready');
 
     const total: number[] = [];
@@ -95,8 +110,12 @@ async function main() {
       const s = [...xs].sort((x, y) => x - y);
       return `${name.padEnd(34)} ${percentile(s, 50).toFixed(1).padStart(8)} ${percentile(s, 90).toFixed(1).padStart(8)} ${percentile(s, 99).toFixed(1).padStart(8)} ${s[s.length - 1]!.toFixed(1).padStart(8)}`;
     };
-    process.stdout.write(`\n${messages} messages (after ${warmup} warm-up), posted one at a time to process A, received on process B\n\n`);
-    process.stdout.write(`${'ms'.padEnd(34)} ${'median'.padStart(8)} ${'p90'.padStart(8)} ${'p99'.padStart(8)} ${'max'.padStart(8)}\n`);
+    process.stdout.write(
+      `\n${messages} messages (after ${warmup} warm-up), posted one at a time to process A, received on process B\n\n`,
+    );
+    process.stdout.write(
+      `${'ms'.padEnd(34)} ${'median'.padStart(8)} ${'p90'.padStart(8)} ${'p99'.padStart(8)} ${'max'.padStart(8)}\n`,
+    );
     process.stdout.write(`${row('post -> arrival on B', total)}\n`);
     process.stdout.write(`${row('  of which the POST on A', post)}\n`);
     process.stdout.write(`${row('  response on A -> arrival on B', afterResponse)}\n`);

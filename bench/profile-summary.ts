@@ -14,9 +14,20 @@ interface ProfileNode {
   callFrame: { functionName: string; url: string; lineNumber: number; columnNumber: number };
   children?: number[];
 }
-interface CpuProfile { nodes: ProfileNode[]; startTime: number; endTime: number; samples: number[]; timeDeltas: number[] }
+interface CpuProfile {
+  nodes: ProfileNode[];
+  startTime: number;
+  endTime: number;
+  samples: number[];
+  timeDeltas: number[];
+}
 
-export interface Row { name: string; where: string; ms: number; share: number }
+export interface Row {
+  name: string;
+  where: string;
+  ms: number;
+  share: number;
+}
 export interface ProfileSummary {
   file: string;
   /** Wall time covered by the profile, and the part of it the process was busy (not idle). */
@@ -57,19 +68,43 @@ function shortWhere(url: string, line: number): string {
 
 // Stages of the order path, matched on function name and file, for the inclusive view.
 const stageMatchers: { name: string; match: (fn: string, url: string) => boolean }[] = [
-  { name: 'pg: query path (client + protocol + parsing rows)', match: (_fn, url) => /node_modules\/(pg|pg-protocol|pg-pool|pg-types)\//.test(url) },
-  { name: 'fastify: routing, hooks, reply', match: (_fn, url) => /node_modules\/(fastify|find-my-way|avvio|light-my-request)\//.test(url) },
-  { name: 'request validation and response serialization (ajv, fast-json-stringify)', match: (_fn, url) => /node_modules\/(ajv|fast-json-stringify|@fastify\/fast-json-stringify-compiler|@fastify\/ajv-compiler|fast-uri)\//.test(url) },
+  {
+    name: 'pg: query path (client + protocol + parsing rows)',
+    match: (_fn, url) => /node_modules\/(pg|pg-protocol|pg-pool|pg-types)\//.test(url),
+  },
+  {
+    name: 'fastify: routing, hooks, reply',
+    match: (_fn, url) => /node_modules\/(fastify|find-my-way|avvio|light-my-request)\//.test(url),
+  },
+  {
+    name: 'request validation and response serialization (ajv, fast-json-stringify)',
+    match: (_fn, url) =>
+      /node_modules\/(ajv|fast-json-stringify|@fastify\/fast-json-stringify-compiler|@fastify\/ajv-compiler|fast-uri)\//.test(
+        url,
+      ),
+  },
   { name: 'logging (pino)', match: (_fn, url) => /node_modules\/(pino|pino-std-serializers|sonic-boom)\//.test(url) },
   { name: 'pg-boss (job insert SQL, workers, maintenance)', match: (_fn, url) => /node_modules\/pg-boss\//.test(url) },
   { name: 'prom-client (metrics)', match: (_fn, url) => /node_modules\/prom-client\//.test(url) },
-  { name: 'helmet / cors / cookie plugins', match: (_fn, url) => /node_modules\/(@fastify\/(helmet|cors|cookie)|helmet)\//.test(url) },
+  {
+    name: 'helmet / cors / cookie plugins',
+    match: (_fn, url) => /node_modules\/(@fastify\/(helmet|cors|cookie)|helmet)\//.test(url),
+  },
   { name: 'idempotency (src/platform/idempotency.ts)', match: (_fn, url) => /platform\/idempotency\.js/.test(url) },
-  { name: 'placing orders in batches (src/modules/orders/place.ts)', match: (_fn, url) => /orders\/place\.js/.test(url) },
+  {
+    name: 'placing orders in batches (src/modules/orders/place.ts)',
+    match: (_fn, url) => /orders\/place\.js/.test(url),
+  },
   { name: 'auth hook (token -> principal)', match: (_fn, url) => /platform\/(auth|coalesce)\.js/.test(url) },
-  { name: 'payment jobs (chargeMany, refundOnce)', match: (fn) => fn === 'chargeMany' || fn === 'recordCharges' || fn === 'refundOnce' },
+  {
+    name: 'payment jobs (chargeMany, refundOnce)',
+    match: (fn) => fn === 'chargeMany' || fn === 'recordCharges' || fn === 'refundOnce',
+  },
   { name: 'sandbox processor', match: (_fn, url) => /payments\/providers\/sandbox\.js/.test(url) },
-  { name: 'HTTP parsing and sockets (node:_http_*, net, stream)', match: (_fn, url) => /^node:(_http_|http|net|stream|internal\/streams|internal\/stream_base)/.test(url) },
+  {
+    name: 'HTTP parsing and sockets (node:_http_*, net, stream)',
+    match: (_fn, url) => /^node:(_http_|http|net|stream|internal\/streams|internal\/stream_base)/.test(url),
+  },
   { name: 'garbage collector', match: (fn) => fn === '(garbage collector)' },
 ];
 
@@ -85,13 +120,17 @@ export function summarize(file: string, top = 25): ProfileSummary {
     const dt = (profile.timeDeltas[i + 1] ?? 0) / 1000;
     selfByNode.set(profile.samples[i]!, (selfByNode.get(profile.samples[i]!) ?? 0) + dt);
   }
-  let totalMs = 0, idleMs = 0;
+  let totalMs = 0,
+    idleMs = 0;
   const fnSelf = new Map<string, { name: string; where: string; ms: number }>();
   const areaSelf = new Map<string, number>();
   for (const [id, ms] of selfByNode) {
     const { functionName, url, lineNumber } = byId.get(id)!.callFrame;
     totalMs += ms;
-    if (functionName === '(idle)') { idleMs += ms; continue; }
+    if (functionName === '(idle)') {
+      idleMs += ms;
+      continue;
+    }
     const key = `${functionName}@${url}:${lineNumber}`;
     const row = fnSelf.get(key) ?? { name: functionName || '(anonymous)', where: shortWhere(url, lineNumber), ms: 0 };
     row.ms += ms;
@@ -124,7 +163,10 @@ export function summarize(file: string, top = 25): ProfileSummary {
     const cf = byId.get(id)!.callFrame;
     return `${cf.functionName || '(anonymous)'} ${shortWhere(cf.url, cf.lineNumber)}`.trim();
   };
-  const topNative = [...fnSelf.entries()].filter(([, r]) => r.where === '' && !r.name.startsWith('(')).sort((a, b) => b[1].ms - a[1].ms).slice(0, 3);
+  const topNative = [...fnSelf.entries()]
+    .filter(([, r]) => r.where === '' && !r.name.startsWith('('))
+    .sort((a, b) => b[1].ms - a[1].ms)
+    .slice(0, 3);
   const callers = topNative.map(([key, row]) => {
     const paths = new Map<string, number>();
     for (const [id, ms] of selfByNode) {
@@ -139,16 +181,32 @@ export function summarize(file: string, top = 25): ProfileSummary {
       const path = frames.join(' <- ') || '(no JS caller)';
       paths.set(path, (paths.get(path) ?? 0) + ms);
     }
-    return { name: row.name, paths: [...paths].sort((a, b) => b[1] - a[1]).slice(0, 3).map(([path, ms]) => ({ path, share: row.ms ? ms / row.ms : 0 })) };
+    return {
+      name: row.name,
+      paths: [...paths]
+        .sort((a, b) => b[1] - a[1])
+        .slice(0, 3)
+        .map(([path, ms]) => ({ path, share: row.ms ? ms / row.ms : 0 })),
+    };
   });
 
   const share = (ms: number) => (busyMs > 0 ? ms / busyMs : 0);
   return {
     callers,
-    file, totalMs, busyMs,
-    functions: [...fnSelf.values()].sort((a, b) => b.ms - a.ms).slice(0, top).map((r) => ({ ...r, share: share(r.ms) })),
-    packages: [...areaSelf].sort((a, b) => b[1] - a[1]).slice(0, top).map(([name, ms]) => ({ name, where: '', ms, share: share(ms) })),
-    stages: stageMatchers.map((s) => ({ name: s.name, where: '', ms: stageMs.get(s.name) ?? 0, share: share(stageMs.get(s.name) ?? 0) })).sort((a, b) => b.ms - a.ms),
+    file,
+    totalMs,
+    busyMs,
+    functions: [...fnSelf.values()]
+      .sort((a, b) => b.ms - a.ms)
+      .slice(0, top)
+      .map((r) => ({ ...r, share: share(r.ms) })),
+    packages: [...areaSelf]
+      .sort((a, b) => b[1] - a[1])
+      .slice(0, top)
+      .map(([name, ms]) => ({ name, where: '', ms, share: share(ms) })),
+    stages: stageMatchers
+      .map((s) => ({ name: s.name, where: '', ms: stageMs.get(s.name) ?? 0, share: share(stageMs.get(s.name) ?? 0) }))
+      .sort((a, b) => b.ms - a.ms),
   };
 }
 
@@ -167,7 +225,7 @@ export function formatSummary(s: ProfileSummary): string {
     '  inclusive time of request stages (a sample counts for every stage on its stack)',
     ...s.stages.map((r) => `  ${pct(r.share)}  ${r.name}`),
     '',
-    '  callers of the biggest native functions (nearest frames outside node\'s own modules)',
+    "  callers of the biggest native functions (nearest frames outside node's own modules)",
     ...s.callers.flatMap((c) => [`  ${c.name}`, ...c.paths.map((p) => `    ${pct(p.share)}  ${p.path}`)]),
   ];
   return lines.join('\n') + '\n';
@@ -175,17 +233,29 @@ export function formatSummary(s: ProfileSummary): string {
 
 export function profilesIn(path: string): string[] {
   if (statSync(path).isDirectory()) {
-    return readdirSync(path).filter((f) => f.endsWith('.cpuprofile')).sort().map((f) => join(path, f));
+    return readdirSync(path)
+      .filter((f) => f.endsWith('.cpuprofile'))
+      .sort()
+      .map((f) => join(path, f));
   }
   return [path];
 }
 
 if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
-  const { values, positionals } = parseArgs({ allowPositionals: true, options: { top: { type: 'string', default: '25' }, json: { type: 'boolean', default: false }, help: { type: 'boolean', short: 'h' } } });
+  const { values, positionals } = parseArgs({
+    allowPositionals: true,
+    options: {
+      top: { type: 'string', default: '25' },
+      json: { type: 'boolean', default: false },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
   if (values.help || positionals.length === 0) {
     process.stdout.write('usage: node bench/profile-summary.ts <file.cpuprofile | directory> [--top 25] [--json]\n');
     process.exit(values.help ? 0 : 2);
   }
   const summaries = positionals.flatMap(profilesIn).map((f) => summarize(f, Number(values.top)));
-  process.stdout.write(values.json ? JSON.stringify(summaries, null, 2) + '\n' : summaries.map(formatSummary).join('\n'));
+  process.stdout.write(
+    values.json ? JSON.stringify(summaries, null, 2) + '\n' : summaries.map(formatSummary).join('\n'),
+  );
 }

@@ -16,9 +16,18 @@ import { createScratch } from './lib/engine.ts';
 import { migrate } from '../src/platform/migrate.ts';
 import { createSharedLimiter } from '../src/platform/api-rate-limit.ts';
 
-const { values } = parseArgs({ options: { 'database-url': { type: 'string' }, requests: { type: 'string', default: '5000' }, rounds: { type: 'string', default: '5' }, help: { type: 'boolean', short: 'h' } } });
+const { values } = parseArgs({
+  options: {
+    'database-url': { type: 'string' },
+    requests: { type: 'string', default: '5000' },
+    rounds: { type: 'string', default: '5' },
+    help: { type: 'boolean', short: 'h' },
+  },
+});
 if (values.help) {
-  process.stdout.write('npm run bench:rate-limit -- [--requests N (per round, default 5000)] [--rounds R (default 5)] [--database-url URL (PostgreSQL; default: the embedded database)]\n');
+  process.stdout.write(
+    'npm run bench:rate-limit -- [--requests N (per round, default 5000)] [--rounds R (default 5)] [--database-url URL (PostgreSQL; default: the embedded database)]\n',
+  );
   process.exit(0);
 }
 const requests = Number(values.requests);
@@ -28,9 +37,21 @@ const scratch = values['database-url'] ? await createScratch(values['database-ur
 const opened = scratch ? openPostgres(scratch.url, 10) : await openPglite({});
 // Counts the limiter's flushes (the only statements on rate_limit_hits here).
 let flushes = 0;
-const db: Db = { ...opened, query: (text, params) => { if (text.includes('rate_limit_hits')) flushes++; return opened.query(text, params); } };
+const db: Db = {
+  ...opened,
+  query: (text, params) => {
+    if (text.includes('rate_limit_hits')) flushes++;
+    return opened.query(text, params);
+  },
+};
 await migrate(db);
-const base = { LOG_LEVEL: 'silent', SHED_TARGET_WAIT_MS: '0', SHED_EVENT_LOOP_DELAY_MS: '0', SHED_SLOW_UPLOADS_PER_CLIENT: '0', RATE_LIMIT_READ_MAX: '100000000' };
+const base = {
+  LOG_LEVEL: 'silent',
+  SHED_TARGET_WAIT_MS: '0',
+  SHED_EVENT_LOOP_DELAY_MS: '0',
+  SHED_SLOW_UPLOADS_PER_CLIENT: '0',
+  RATE_LIMIT_READ_MAX: '100000000',
+};
 const apps = {
   on: await buildApp(loadConfig({ ...base, RATE_LIMITS: 'on' }), db),
   off: await buildApp(loadConfig({ ...base, RATE_LIMITS: 'off' }), db),
@@ -45,13 +66,20 @@ async function round(which: 'on' | 'off'): Promise<{ cpuUs: number; wallUs: numb
   const t0 = process.hrtime.bigint();
   // 50 callers at a time, each its own client address (as many buckets as a busy server sees).
   for (let i = 0; i < requests; i += 50) {
-    await Promise.all(Array.from({ length: 50 }, (_, j) => app.inject({ method: 'GET', url: '/v1/auth/session', remoteAddress: `10.0.${(i + j) % 200}.${j}` })));
+    await Promise.all(
+      Array.from({ length: 50 }, (_, j) =>
+        app.inject({ method: 'GET', url: '/v1/auth/session', remoteAddress: `10.0.${(i + j) % 200}.${j}` }),
+      ),
+    );
     // inject completes in microtasks: without a turn of the event loop no timer (the flush) would run.
     await new Promise((resolve) => setImmediate(resolve));
   }
   const wall = Number(process.hrtime.bigint() - t0) / 1000;
   const cpu = process.cpuUsage(cpu0);
-  if (which === 'on') { onRequests += requests; onSeconds += wall / 1e6; }
+  if (which === 'on') {
+    onRequests += requests;
+    onSeconds += wall / 1e6;
+  }
   if (which === 'off' && flushes !== flushesBefore) flushes = flushesBefore; // the on app's timer, idle: not this round's
   return { cpuUs: (cpu.user + cpu.system) / requests, wallUs: wall / requests };
 }
@@ -61,7 +89,8 @@ await round('on');
 await round('off'); // warm-up of both
 const results = { on: [] as { cpuUs: number; wallUs: number }[], off: [] as { cpuUs: number; wallUs: number }[] };
 for (let r = 0; r < rounds; r++) {
-  for (const which of r % 2 === 0 ? (['on', 'off'] as const) : (['off', 'on'] as const)) results[which].push(await round(which));
+  for (const which of r % 2 === 0 ? (['on', 'off'] as const) : (['off', 'on'] as const))
+    results[which].push(await round(which));
 }
 const on = { cpu: median(results.on.map((x) => x.cpuUs)), wall: median(results.on.map((x) => x.wallUs)) };
 const off = { cpu: median(results.off.map((x) => x.cpuUs)), wall: median(results.off.map((x) => x.wallUs)) };
@@ -80,7 +109,8 @@ await db.close();
 await scratch?.drop();
 
 const f = (x: number) => x.toFixed(1);
-process.stdout.write(`${scratch ? 'PostgreSQL' : 'the embedded database'}; GET /v1/auth/session by inject, ${requests} requests x ${rounds} rounds each, medians per request:
+process.stdout
+  .write(`${scratch ? 'PostgreSQL' : 'the embedded database'}; GET /v1/auth/session by inject, ${requests} requests x ${rounds} rounds each, medians per request:
   limits off  CPU ${f(off.cpu)} us, wall ${f(off.wall)} us
   limits on   CPU ${f(on.cpu)} us, wall ${f(on.wall)} us
   added       CPU ${f(on.cpu - off.cpu)} us, wall ${f(on.wall - off.wall)} us

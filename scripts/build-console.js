@@ -46,7 +46,8 @@ for (const file of Object.keys(result.metafile.outputs)) {
 }
 await writeFile(join(out, 'manifest.json'), JSON.stringify(manifest, null, 2) + '\n');
 if (process.argv.includes('--report')) {
-  for (const [name, f] of Object.entries(manifest.files)) console.log(`${name}\t${f.bytes} bytes\t${f.gzipBytes} gzipped`);
+  for (const [name, f] of Object.entries(manifest.files))
+    console.log(`${name}\t${f.bytes} bytes\t${f.gzipBytes} gzipped`);
   const total = Object.values(manifest.files).reduce((a, f) => a + f.gzipBytes, 0);
   console.log(`total gzipped: ${total} bytes (${(total / 1024).toFixed(1)} KiB)`);
 }

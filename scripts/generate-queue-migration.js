@@ -18,10 +18,13 @@ const target = fileURLToPath(new URL('../src/db/migrations/0004_queue.sql', impo
 // own. migrate.ts already runs each migration inside one transaction under its own lock, and a COMMIT
 // in the middle would end that transaction early, so only the statements between are kept.
 const plan = PgBoss.getConstructionPlans(schema);
-const wrapper = /^\s*BEGIN;\s*SET LOCAL lock_timeout = '30s';\s*SET LOCAL idle_in_transaction_session_timeout = '30s';\s*SELECT pg_advisory_xact_lock\([\s\S]*?\);([\s\S]*?)COMMIT;\s*$/;
+const wrapper =
+  /^\s*BEGIN;\s*SET LOCAL lock_timeout = '30s';\s*SET LOCAL idle_in_transaction_session_timeout = '30s';\s*SELECT pg_advisory_xact_lock\([\s\S]*?\);([\s\S]*?)COMMIT;\s*$/;
 const match = wrapper.exec(plan);
 if (!match) {
-  console.error(`pg-boss ${version}: its construction plan no longer has the expected BEGIN ... COMMIT shape; update this script`);
+  console.error(
+    `pg-boss ${version}: its construction plan no longer has the expected BEGIN ... COMMIT shape; update this script`,
+  );
   process.exit(1);
 }
 const body = match[1]
@@ -53,7 +56,11 @@ SELECT ${schema}.create_queue('__pgboss__send-it', '{"policy":"standard"}');
 
 if (process.argv.includes('--check')) {
   let current = '';
-  try { current = readFileSync(target, 'utf8'); } catch { /* missing counts as different */ }
+  try {
+    current = readFileSync(target, 'utf8');
+  } catch {
+    /* missing counts as different */
+  }
   if (current !== sql) {
     console.error(`${target} is not what pg-boss ${version} generates; run node scripts/generate-queue-migration.js`);
     process.exit(1);

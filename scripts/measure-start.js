@@ -43,13 +43,18 @@ if (!existsSync(cli)) {
 function request(base, method, path, body) {
   return new Promise((resolve, reject) => {
     const payload = body === undefined ? undefined : JSON.stringify(body);
-    const req = http.request(new URL(path, base), {
-      method, agent,
-      headers: payload ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) } : {},
-    }, (res) => {
-      res.resume();
-      res.on('end', () => resolve(res.statusCode));
-    });
+    const req = http.request(
+      new URL(path, base),
+      {
+        method,
+        agent,
+        headers: payload ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) } : {},
+      },
+      (res) => {
+        res.resume();
+        res.on('end', () => resolve(res.statusCode));
+      },
+    );
     req.on('error', reject);
     req.end(payload);
   });
@@ -75,11 +80,21 @@ function median(values) {
 async function measure(env) {
   const started = performance.now();
   const child = spawn(process.execPath, [cli, 'start'], {
-    env: { PATH: process.env.PATH, HOME: process.env.HOME, PORT: '0', LOG_LEVEL: 'warn', ADMIN_EMAIL: adminEmail, ADMIN_PASSWORD: adminPassword, ...env },
+    env: {
+      PATH: process.env.PATH,
+      HOME: process.env.HOME,
+      PORT: '0',
+      LOG_LEVEL: 'warn',
+      ADMIN_EMAIL: adminEmail,
+      ADMIN_PASSWORD: adminPassword,
+      ...env,
+    },
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   let stderr = '';
-  child.stderr.on('data', (chunk) => { stderr += chunk; });
+  child.stderr.on('data', (chunk) => {
+    stderr += chunk;
+  });
   const exited = new Promise((resolve) => child.on('close', (code) => resolve(code)));
   try {
     // PORT=0 picks a free port; the process prints which one.
@@ -137,7 +152,10 @@ async function fresh(engine, use) {
   const dataDir = await mkdtemp(join(tmpdir(), 'er-measure-'));
   const scratch = engine === 'PostgreSQL' ? await scratchPostgres(process.env.DATABASE_URL) : undefined;
   try {
-    return await use({ NODE_COMPILE_CACHE: cache, ...(scratch ? { DATABASE_URL: scratch.url } : { DATA_DIR: dataDir }) });
+    return await use({
+      NODE_COMPILE_CACHE: cache,
+      ...(scratch ? { DATABASE_URL: scratch.url } : { DATA_DIR: dataDir }),
+    });
   } finally {
     await scratch?.drop();
     await rm(dataDir, { recursive: true, force: true });
@@ -149,7 +167,15 @@ const rows = [];
 const fmt = (n, digits = 0) => (n === undefined ? 'n/a' : n.toFixed(digits));
 function record(engine, situation, results) {
   const starts = results.map((r) => r.startMs);
-  rows.push([engine, situation, String(results.length), fmt(median(starts)), fmt(Math.max(...starts)), fmt(median(results.map((r) => r.rssMb ?? NaN))), fmt(median(results.map((r) => r.loginMs)), 1)]);
+  rows.push([
+    engine,
+    situation,
+    String(results.length),
+    fmt(median(starts)),
+    fmt(Math.max(...starts)),
+    fmt(median(results.map((r) => r.rssMb ?? NaN))),
+    fmt(median(results.map((r) => r.loginMs)), 1),
+  ]);
 }
 
 for (const engine of ['PGlite', ...(process.env.DATABASE_URL ? ['PostgreSQL'] : [])]) {
@@ -170,9 +196,18 @@ for (const engine of ['PGlite', ...(process.env.DATABASE_URL ? ['PostgreSQL'] : 
 }
 agent.destroy();
 
-const header = ['engine', 'start', 'runs', 'start to /healthz, median (ms)', 'slowest (ms)', 'RSS after start (MB)', `login, median of ${logins} (ms)`];
+const header = [
+  'engine',
+  'start',
+  'runs',
+  'start to /healthz, median (ms)',
+  'slowest (ms)',
+  'RSS after start (MB)',
+  `login, median of ${logins} (ms)`,
+];
 const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
-const line = (cells) => '| ' + cells.map((c, i) => (i < 2 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join(' | ') + ' |';
+const line = (cells) =>
+  '| ' + cells.map((c, i) => (i < 2 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join(' | ') + ' |';
 console.log(`node ${process.version}, ${process.platform} ${process.arch}`);
 console.log(line(header));
 console.log('|' + widths.map((w, i) => (i < 2 ? '-'.repeat(w + 2) : '-'.repeat(w + 1) + ':')).join('|') + '|');

@@ -4,14 +4,29 @@
 import { appendFileSync } from 'node:fs';
 import { relative } from 'node:path';
 
-interface Tested { id: string; fileName: string; status: string; mutatorName: string; replacement?: string; location: { start: { line: number; column: number } } }
+interface Tested {
+  id: string;
+  fileName: string;
+  status: string;
+  mutatorName: string;
+  replacement?: string;
+  location: { start: { line: number; column: number } };
+}
 
 function mutantLog() {
   const file = process.env.MUTATE_LOG;
   return {
     onMutantTested(r: Tested): void {
       if (!file) return;
-      const line = { id: r.id, file: relative(process.cwd(), r.fileName), line: r.location.start.line, column: r.location.start.column, status: r.status, mutator: r.mutatorName, replacement: r.replacement };
+      const line = {
+        id: r.id,
+        file: relative(process.cwd(), r.fileName),
+        line: r.location.start.line,
+        column: r.location.start.column,
+        status: r.status,
+        mutator: r.mutatorName,
+        replacement: r.replacement,
+      };
       appendFileSync(file, JSON.stringify(line) + '\n');
     },
   };

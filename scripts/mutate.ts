@@ -19,7 +19,10 @@ import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Stryker } from '@stryker-mutator/core';
 
-interface Group { mutate: string[]; tests: string[] }
+interface Group {
+  mutate: string[];
+  tests: string[];
+}
 
 // One group per module, in order of what they guard (money, stock, replays, limits, the event
 // stream), each with the test files that exercise it; a group's results are written when it ends.
@@ -28,11 +31,20 @@ const groups: Record<string, Group> = {
   lifecycle: { mutate: ['src/modules/orders/lifecycle.ts'], tests: ['orders.test', 'payments.test', 'money'] },
   payments: { mutate: ['src/modules/payments/service.ts'], tests: ['payments.test', 'money'] },
   sandbox: { mutate: ['src/modules/payments/providers/sandbox.ts'], tests: ['payment-providers', 'payments.test'] },
-  inventory: { mutate: ['src/modules/catalog/inventory.ts'], tests: ['catalog', 'orders.test', 'orders-concurrency', 'orders-batch', 'orders-console-api'] },
-  place: { mutate: ['src/modules/orders/place.ts'], tests: ['orders.test', 'orders-concurrency', 'orders-batch', 'money', 'idempotency', 'tracing'] },
+  inventory: {
+    mutate: ['src/modules/catalog/inventory.ts'],
+    tests: ['catalog', 'orders.test', 'orders-concurrency', 'orders-batch', 'orders-console-api'],
+  },
+  place: {
+    mutate: ['src/modules/orders/place.ts'],
+    tests: ['orders.test', 'orders-concurrency', 'orders-batch', 'money', 'idempotency', 'tracing'],
+  },
   idempotency: { mutate: ['src/platform/idempotency.ts'], tests: ['idempotency', 'orders-batch', 'hostile-bodies'] },
   limits: { mutate: ['src/platform/rate-limit.ts'], tests: ['rate-limit', 'login-throttling'] },
-  events: { mutate: ['src/platform/event-stream.ts', 'src/platform/event-stream/*.ts'], tests: ['event-stream', 'event-hub'] },
+  events: {
+    mutate: ['src/platform/event-stream.ts', 'src/platform/event-stream/*.ts'],
+    tests: ['event-stream', 'event-hub'],
+  },
   audit: { mutate: ['src/modules/ledger/audit.ts'], tests: ['audit', 'money'] },
 };
 
@@ -100,11 +112,21 @@ for (const [name, group] of Object.entries(groups)) {
 
 // The score as Stryker counts it: (killed + timeout) / (killed + timeout + survived + no coverage);
 // ignored mutants (string literals) are not counted.
-interface Line { file: string; line: number; column: number; status: string; mutator: string; replacement?: string }
+interface Line {
+  file: string;
+  line: number;
+  column: number;
+  status: string;
+  mutator: string;
+  replacement?: string;
+}
 const tallies = new Map<string, Record<string, number>>();
 const alive: Line[] = [];
 for (const name of (await readdir(reports)).filter((f) => f.endsWith('.ndjson')).sort()) {
-  const lines = (await readFile(join(reports, name), 'utf8')).split('\n').filter(Boolean).map((l) => JSON.parse(l) as Line);
+  const lines = (await readFile(join(reports, name), 'utf8'))
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as Line);
   for (const l of lines) {
     const t = tallies.get(l.file) ?? {};
     t[l.status] = (t[l.status] ?? 0) + 1;

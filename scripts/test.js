@@ -14,13 +14,21 @@ function find(dir) {
 }
 
 const only = process.argv.slice(2);
-const files = find('test').filter((f) => only.length === 0 || only.some((o) => f.includes(o))).sort();
+const files = find('test')
+  .filter((f) => only.length === 0 || only.some((o) => f.includes(o)))
+  .sort();
 if (files.length === 0) {
   console.error('no test files found under test/');
   process.exit(1);
 }
 const concurrency = process.env.TEST_CONCURRENCY ?? '3';
-const onEngines = !process.env.TEST_DATABASE_URL ? 'PGlite' : process.env.TEST_ENGINES === 'postgres' ? 'PostgreSQL' : process.env.TEST_ENGINES === 'all' ? 'PGlite and PostgreSQL (every file)' : 'PGlite and PostgreSQL (each file by its matrix: docs/TESTING.md)';
+const onEngines = !process.env.TEST_DATABASE_URL
+  ? 'PGlite'
+  : process.env.TEST_ENGINES === 'postgres'
+    ? 'PostgreSQL'
+    : process.env.TEST_ENGINES === 'all'
+      ? 'PGlite and PostgreSQL (every file)'
+      : 'PGlite and PostgreSQL (each file by its matrix: docs/TESTING.md)';
 console.error(`running ${files.length} test files (concurrency ${concurrency}) on ${onEngines}`);
 if (process.env.TEST_BAIL === '1') {
   // Mutation testing (scripts/mutate.ts): stop at the first failing test, since one is enough to
@@ -31,7 +39,11 @@ if (process.env.TEST_BAIL === '1') {
   const bail = (reason) => {
     console.error(`bail: ${reason}`);
     for (const child of running) {
-      try { process.kill(-child.pid, 'SIGKILL'); } catch { /* already gone */ }
+      try {
+        process.kill(-child.pid, 'SIGKILL');
+      } catch {
+        /* already gone */
+      }
     }
     process.exit(1);
   };
@@ -41,7 +53,10 @@ if (process.env.TEST_BAIL === '1') {
       if (running.size === 0) process.exit(0);
       return;
     }
-    const child = spawn(process.execPath, ['--test', '--test-isolation=none', '--test-reporter=tap', file], { stdio: ['ignore', 'pipe', 'inherit'], detached: true });
+    const child = spawn(process.execPath, ['--test', '--test-isolation=none', '--test-reporter=tap', file], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+      detached: true,
+    });
     running.add(child);
     let buffered = '';
     child.stdout.on('data', (chunk) => {
@@ -68,7 +83,9 @@ if (process.env.TEST_BAIL === '1') {
     ['junit', 'test-results/junit.xml'],
     ['./scripts/test-durations.js', 'test-results/durations.tsv'],
   ].flatMap(([reporter, destination]) => [`--test-reporter=${reporter}`, `--test-reporter-destination=${destination}`]);
-  const result = spawnSync(process.execPath, ['--test', `--test-concurrency=${concurrency}`, ...reporters, ...files], { stdio: 'inherit' });
+  const result = spawnSync(process.execPath, ['--test', `--test-concurrency=${concurrency}`, ...reporters, ...files], {
+    stdio: 'inherit',
+  });
   try {
     const slowest = readFileSync('test-results/durations.tsv', 'utf8').split('\n').filter(Boolean).slice(0, 10);
     console.error(`\nslowest test files (wall seconds, ${concurrency} at a time; all in test-results/durations.tsv):`);

@@ -56,7 +56,11 @@ function serverTimeouts(config: Readonly<Config>) {
   return {
     requestTimeout,
     keepAliveTimeout: config.keepAliveTimeoutSeconds * 1000,
-    http: { requestTimeout, headersTimeout: requestTimeout, connectionsCheckingInterval: Math.min(5000, requestTimeout / 2) },
+    http: {
+      requestTimeout,
+      headersTimeout: requestTimeout,
+      connectionsCheckingInterval: Math.min(5000, requestTimeout / 2),
+    },
   };
 }
 
@@ -86,35 +90,65 @@ export async function buildApp(config: Readonly<Config>, db: Db, options: BuildO
   // authenticate (what it refuses is counted against the client address), then count the request
   // against its caller's rate limit (keyed by who authentication found). A request with a body
   // takes its turn once the body is in (preValidation).
-  const rateLimits = createApiRateLimits(app, { db, settings: config.rateLimits, refused: overloadCounters.rateLimited });
+  const rateLimits = createApiRateLimits(app, {
+    db,
+    settings: config.rateLimits,
+    refused: overloadCounters.rateLimited,
+  });
   registerLoadShedding(app, {
-    settings: { targetWaitMs: config.shedTargetWaitMs, eventLoopDelayMs: config.shedEventLoopDelayMs, maxInFlight: config.shedMaxInFlight, slowUploadsPerClient: config.shedSlowUploadsPerClient },
-    shed: overloadCounters.shed, rateLimited: overloadCounters.rateLimited, counters,
+    settings: {
+      targetWaitMs: config.shedTargetWaitMs,
+      eventLoopDelayMs: config.shedEventLoopDelayMs,
+      maxInFlight: config.shedMaxInFlight,
+      slowUploadsPerClient: config.shedSlowUploadsPerClient,
+    },
+    shed: overloadCounters.shed,
+    rateLimited: overloadCounters.rateLimited,
+    counters,
   });
   registerAuth(app, tokenResolver(db), rateLimits?.credentialGuard);
   if (rateLimits) app.addHook('onRequest', rateLimits.countCaller);
   await registerOpenApi(app, version);
 
-  operationsRoutes(app, { db, migrations: await loadMigrations(), metrics, metricsAccess: { enabled: config.metrics, token: config.metricsToken } });
+  operationsRoutes(app, {
+    db,
+    migrations: await loadMigrations(),
+    metrics,
+    metricsAccess: { enabled: config.metrics, token: config.metricsToken },
+  });
   accountsRoutes(app, { db, config });
   catalogRoutes(app, { db });
   // An in-process worker starts on a new charge at once instead of at its next poll.
   // Orders filter by a customer's email with a function of accounts, not an import (as messaging below).
   ordersRoutes(app, {
-    db, batchConcurrency: config.orderBatchConcurrency, onCharge: () => options.queue?.wake(chargeQueue), checkBuyer: buyerCheck(config),
+    db,
+    batchConcurrency: config.orderBatchConcurrency,
+    onCharge: () => options.queue?.wake(chargeQueue),
+    checkBuyer: buyerCheck(config),
     customerIdOfEmail: async (email) => (await findUserByEmail(db, email))?.id,
   });
   webhooksRoutes(app, { db, policy: { allowPrivateUrls: config.webhookAllowPrivateUrls } });
   sandboxRoutes(app, { db });
   ledgerRoutes(app, { db, paymentProvider: config.paymentProvider });
-  operationsAdminRoutes(app, { db, eventStreamHeartbeatSeconds: config.eventStreamHeartbeatSeconds, paymentProvider: config.paymentProvider, metrics: { enabled: config.metrics, token: config.metricsToken } });
+  operationsAdminRoutes(app, {
+    db,
+    eventStreamHeartbeatSeconds: config.eventStreamHeartbeatSeconds,
+    paymentProvider: config.paymentProvider,
+    metrics: { enabled: config.metrics, token: config.metricsToken },
+  });
   // The drill's outage control exists only where the sandbox is the processor.
   if (config.paymentProvider === 'sandbox') sandboxOutageRoutes(app, { db });
   // Messaging checks an order a customer cites with a function of orders, not an import (see docs/ARCHITECTURE.md).
   messagingRoutes(app, { db, config, customerOfOrder });
   await consoleRoutes(app);
 
-  const telemetry = startTelemetry({ db, version, role: 'api', counters, onError: (err) => app.log.warn({ err }, 'could not write the operations figures') });
+  const telemetry = startTelemetry({
+    db,
+    version,
+    role: 'api',
+    counters,
+    onError: (err) => app.log.warn({ err }, 'could not write the operations figures'),
+  });
   app.addHook('onClose', () => telemetry.stop());
 
   await app.ready();

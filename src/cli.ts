@@ -118,10 +118,14 @@ async function runUntilSignal(start: () => Promise<{ stop: () => Promise<void> }
   // waits for the database to be consistent and closes it, rather than killing PGlite mid-write.
   // A second signal falls through to the default action, for when someone really wants out.
   const state: { stop?: () => Promise<void>; signalled: boolean } = { signalled: false };
-  const finish = (stop: () => Promise<void>) => stop().then(() => process.exit(0), (err) => {
-    process.stderr.write(`stop failed: ${(err as Error).message}\n`);
-    process.exit(1);
-  });
+  const finish = (stop: () => Promise<void>) =>
+    stop().then(
+      () => process.exit(0),
+      (err) => {
+        process.stderr.write(`stop failed: ${(err as Error).message}\n`);
+        process.exit(1);
+      },
+    );
   const onSignal = (signal: string) => {
     state.signalled = true;
     process.stderr.write(`\n${signal} received, stopping\n`);
@@ -140,14 +144,21 @@ async function quietLogger() {
 }
 
 async function runMigrate(config: Readonly<Config>): Promise<void> {
-  const [{ pino }, { loggerOptions }, { openAndMigrate }] = await Promise.all([import('pino'), import('./platform/log.ts'), import('./server.ts')]);
+  const [{ pino }, { loggerOptions }, { openAndMigrate }] = await Promise.all([
+    import('pino'),
+    import('./platform/log.ts'),
+    import('./server.ts'),
+  ]);
   const db = await openAndMigrate(config, pino(loggerOptions(config.logLevel)));
   await db.close();
   process.stderr.write('migrations are current\n');
 }
 
 async function runAudit(config: Readonly<Config>, json: boolean): Promise<number> {
-  const [{ openAndMigrate }, { runAudit: audit }] = await Promise.all([import('./server.ts'), import('./modules/ledger/audit.ts')]);
+  const [{ openAndMigrate }, { runAudit: audit }] = await Promise.all([
+    import('./server.ts'),
+    import('./modules/ledger/audit.ts'),
+  ]);
   const db = await openAndMigrate(config, await quietLogger());
   try {
     const result = await audit(db, { paymentProvider: config.paymentProvider });
@@ -155,7 +166,9 @@ async function runAudit(config: Readonly<Config>, json: boolean): Promise<number
     else {
       for (const check of result.checks) {
         const outcome = check.skipped ? check.skipped : check.ok ? '' : `${check.violations.length} shown`;
-        process.stdout.write(`${check.skipped ? 'skip' : check.ok ? 'ok  ' : 'FAIL'}  ${check.name}${outcome ? ` (${outcome})` : ''}\n`);
+        process.stdout.write(
+          `${check.skipped ? 'skip' : check.ok ? 'ok  ' : 'FAIL'}  ${check.name}${outcome ? ` (${outcome})` : ''}\n`,
+        );
         for (const v of check.violations) process.stdout.write(`        ${JSON.stringify(v)}\n`);
       }
       process.stdout.write(result.ok ? 'audit passed\n' : 'audit FAILED\n');
@@ -166,18 +179,34 @@ async function runAudit(config: Readonly<Config>, json: boolean): Promise<number
   }
 }
 
-async function runJobs(config: Readonly<Config>, args: string[], options: { json: boolean; limit: number; queue: string | undefined }): Promise<number> {
+async function runJobs(
+  config: Readonly<Config>,
+  args: string[],
+  options: { json: boolean; limit: number; queue: string | undefined },
+): Promise<number> {
   const [sub, id] = args;
-  if (sub !== 'list' && sub !== 'retry') throw new UsageError(`jobs needs list or retry${sub ? ` (got "${sub}")` : ''}`);
-  if (sub === 'retry' && !id) throw new UsageError('jobs retry needs the id of a dead-lettered job (see engine-room jobs list)');
-  const [{ openAndMigrate }, { listFailedJobs, retryJob }] = await Promise.all([import('./server.ts'), import('./platform/queue.ts')]);
+  if (sub !== 'list' && sub !== 'retry')
+    throw new UsageError(`jobs needs list or retry${sub ? ` (got "${sub}")` : ''}`);
+  if (sub === 'retry' && !id)
+    throw new UsageError('jobs retry needs the id of a dead-lettered job (see engine-room jobs list)');
+  const [{ openAndMigrate }, { listFailedJobs, retryJob }] = await Promise.all([
+    import('./server.ts'),
+    import('./platform/queue.ts'),
+  ]);
   const db = await openAndMigrate(config, await quietLogger());
   try {
     if (sub === 'list') {
-      const jobs = await listFailedJobs(db, { limit: options.limit, ...(options.queue ? { queue: options.queue } : {}) });
+      const jobs = await listFailedJobs(db, {
+        limit: options.limit,
+        ...(options.queue ? { queue: options.queue } : {}),
+      });
       if (options.json) process.stdout.write(JSON.stringify(jobs, null, 2) + '\n');
       else if (jobs.length === 0) process.stdout.write('no dead-lettered jobs\n');
-      else for (const j of jobs) process.stdout.write(`${j.id}  ${j.queue}  ${j.failedAt.toISOString()}  ${j.attempts} attempts  ${j.error}\n    ${JSON.stringify(j.data)}\n`);
+      else
+        for (const j of jobs)
+          process.stdout.write(
+            `${j.id}  ${j.queue}  ${j.failedAt.toISOString()}  ${j.attempts} attempts  ${j.error}\n    ${JSON.stringify(j.data)}\n`,
+          );
       return 0;
     }
     const newId = await retryJob(db, id!);
@@ -247,11 +276,22 @@ async function runDrillCommand(argv: string[]): Promise<number> {
   const email = values.email ?? config.adminEmail;
   const password = values.password ?? config.adminPassword;
   if (!email || !password) {
-    process.stderr.write('engine-room drill: give an admin account with --email and --password, or ADMIN_EMAIL and ADMIN_PASSWORD\n');
+    process.stderr.write(
+      'engine-room drill: give an admin account with --email and --password, or ADMIN_EMAIL and ADMIN_PASSWORD\n',
+    );
     return 2;
   }
   const { runDrill } = await import('./drill.ts');
-  return runDrill({ url: values.url, email, password, orders, outageSeconds, waitSeconds, autoRetry: values['auto-retry'], out: (line) => process.stdout.write(line + '\n') });
+  return runDrill({
+    url: values.url,
+    email,
+    password,
+    orders,
+    outageSeconds,
+    waitSeconds,
+    autoRetry: values['auto-retry'],
+    out: (line) => process.stdout.write(line + '\n'),
+  });
 }
 
 async function main(argv: string[]): Promise<number> {
@@ -305,11 +345,15 @@ async function main(argv: string[]): Promise<number> {
         if (values.demo) throw new UsageError('seed takes --demo or --orders N --customers M, not both');
         const size = (name: string, raw: string | undefined, fallback: number, min: number) => {
           const n = Number(raw ?? fallback);
-          if (!Number.isInteger(n) || n < min || n > 10_000_000) throw new UsageError(`--${name} must be a whole number from ${min} to 10000000`);
+          if (!Number.isInteger(n) || n < min || n > 10_000_000)
+            throw new UsageError(`--${name} must be a whole number from ${min} to 10000000`);
           return n;
         };
         const { seedBulk } = await import('./seed-bulk.ts');
-        return seedBulk(config, { orders: size('orders', values.orders, 100_000, 0), customers: size('customers', values.customers, 10_000, 1) });
+        return seedBulk(config, {
+          orders: size('orders', values.orders, 100_000, 0),
+          customers: size('customers', values.customers, 10_000, 1),
+        });
       }
       if (!values.demo) throw new UsageError('seed needs --demo, or --orders N --customers M');
       const { seedDemo } = await import('./seed.ts');
@@ -319,7 +363,8 @@ async function main(argv: string[]): Promise<number> {
       return runAudit(config, values.json ?? false);
     case 'jobs': {
       const limit = Number(values.limit);
-      if (!Number.isInteger(limit) || limit < 1 || limit > 1000) throw new UsageError('--limit must be a whole number from 1 to 1000');
+      if (!Number.isInteger(limit) || limit < 1 || limit > 1000)
+        throw new UsageError('--limit must be a whole number from 1 to 1000');
       return runJobs(config, rest, { json: values.json ?? false, limit, queue: values.queue });
     }
     default: // migrate
@@ -329,16 +374,25 @@ async function main(argv: string[]): Promise<number> {
 }
 
 main(process.argv.slice(2)).then(
-  (code) => { if (code >= 0) process.exitCode = code; },
+  (code) => {
+    if (code >= 0) process.exitCode = code;
+  },
   async (err) => {
     if (err instanceof ConfigError) process.stderr.write(`engine-room: invalid configuration: ${err.message}\n`);
     else if (err instanceof UsageError || (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
       // A usage error, like an unknown command or option: exit status 2.
-      process.stderr.write(`engine-room: ${(err as Error).message} (engine-room --help lists the commands and options)\n`);
+      process.stderr.write(
+        `engine-room: ${(err as Error).message} (engine-room --help lists the commands and options)\n`,
+      );
       process.exit(2);
     } else if (err instanceof (await import('./server.ts')).StartError) {
       // One line per reason (a production start may be refused for several).
-      process.stderr.write(err.message.split('\n').map((line) => `engine-room: cannot start: ${line}\n`).join(''));
+      process.stderr.write(
+        err.message
+          .split('\n')
+          .map((line) => `engine-room: cannot start: ${line}\n`)
+          .join(''),
+      );
     } else process.stderr.write(`engine-room: ${(err as Error).stack ?? String(err)}\n`);
     process.exit(1);
   },

@@ -97,24 +97,34 @@ export type { Transport } from '../packages/client/src/core.ts';
 export { ApiError, fetchTransport } from '../packages/client/src/core.ts';
 
 type Part<S, Key extends string, Optional extends boolean = false> = S extends TSchema
-  ? (Optional extends true ? { [K in Key]?: Partial<Static<S>> } : { [K in Key]: Static<S> })
+  ? Optional extends true
+    ? { [K in Key]?: Partial<Static<S>> }
+    : { [K in Key]: Static<S> }
   : { [K in Key]?: never };
 
 /** A body whose fields are all optional may be left out, as the server allows. */
 type BodyOptional<S> = S extends TSchema ? (Partial<Static<S>> extends Static<S> ? true : false) : false;
 
-export type Input<E extends Endpoint> = Part<E['params'], 'params'> & Part<E['body'], 'body', BodyOptional<E['body']>> & Part<E['querystring'], 'query', true> & {
-  /** A session token or API key, sent as Authorization: Bearer. */
-  token?: string;
-  idempotencyKey?: string;
-  headers?: Record<string, string>;
-};
+export type Input<E extends Endpoint> = Part<E['params'], 'params'> &
+  Part<E['body'], 'body', BodyOptional<E['body']>> &
+  Part<E['querystring'], 'query', true> & {
+    /** A session token or API key, sent as Authorization: Bearer. */
+    token?: string;
+    idempotencyKey?: string;
+    headers?: Record<string, string>;
+  };
 
 type Success<E extends Endpoint> = {
-  [S in keyof E['response'] & number]: { status: S; ok: true; body: E['response'][S] extends TSchema ? Static<E['response'][S]> : never; headers: Record<string, string> };
+  [S in keyof E['response'] & number]: {
+    status: S;
+    ok: true;
+    body: E['response'][S] extends TSchema ? Static<E['response'][S]> : never;
+    headers: Record<string, string>;
+  };
 }[keyof E['response'] & number];
 
-export type Result<E extends Endpoint> = Success<E> | { status: number; ok: false; body: Problem; headers: Record<string, string> };
+export type Result<E extends Endpoint> =
+  Success<E> | { status: number; ok: false; body: Problem; headers: Record<string, string> };
 
 /**
  * The client over a transport (fetch, or Fastify's inject in the tests): exactly the requests the
@@ -124,11 +134,23 @@ export type Result<E extends Endpoint> = Success<E> | { status: number; ok: fals
 export function createClient(transport: Transport) {
   const core = createCore({ transport, retry: false, idempotencyKeys: false });
   const callOf = (e: Endpoint, input: Input<Endpoint>): Call => {
-    const { params, body, query, token, idempotencyKey, headers } = input as { params?: Record<string, unknown>; body?: unknown; query?: Record<string, unknown>; token?: string; idempotencyKey?: string; headers?: Record<string, string> };
+    const { params, body, query, token, idempotencyKey, headers } = input as {
+      params?: Record<string, unknown>;
+      body?: unknown;
+      query?: Record<string, unknown>;
+      token?: string;
+      idempotencyKey?: string;
+      headers?: Record<string, string>;
+    };
     return {
-      method: e.method, path: e.url,
-      ...(params ? { params } : {}), ...(query ? { query } : {}), ...(body !== undefined ? { body } : {}),
-      ...(token ? { token } : {}), ...(idempotencyKey ? { key: idempotencyKey } : {}), ...(headers ? { headers } : {}),
+      method: e.method,
+      path: e.url,
+      ...(params ? { params } : {}),
+      ...(query ? { query } : {}),
+      ...(body !== undefined ? { body } : {}),
+      ...(token ? { token } : {}),
+      ...(idempotencyKey ? { key: idempotencyKey } : {}),
+      ...(headers ? { headers } : {}),
     };
   };
 
@@ -149,9 +171,15 @@ export type Client = ReturnType<typeof createClient>;
 /** Sends requests into an app in this process (Fastify's inject): the tests, and `engine-room seed`. */
 export function injectTransport(app: FastifyInstance): Transport {
   return async (request) => {
-    const res = await app.inject({ method: request.method as 'GET', url: request.url, headers: request.headers, ...(request.body !== undefined ? { payload: request.body } : {}) });
+    const res = await app.inject({
+      method: request.method as 'GET',
+      url: request.url,
+      headers: request.headers,
+      ...(request.body !== undefined ? { payload: request.body } : {}),
+    });
     const headers: Record<string, string> = {};
-    for (const [k, v] of Object.entries(res.headers)) if (v !== undefined) headers[k] = Array.isArray(v) ? v.join(', ') : String(v);
+    for (const [k, v] of Object.entries(res.headers))
+      if (v !== undefined) headers[k] = Array.isArray(v) ? v.join(', ') : String(v);
     return { status: res.statusCode, headers, body: res.body };
   };
 }

@@ -170,9 +170,11 @@ type Env = Record<string, string | undefined>;
 function intVar(env: Env, name: string, fallback: number, min: number, max: number): number {
   const raw = env[name];
   if (raw === undefined || raw === '') return fallback;
-  if (!/^\d+$/.test(raw.trim())) throw new ConfigError(`${name} must be a whole number from ${min} to ${max} (got "${raw}")`);
+  if (!/^\d+$/.test(raw.trim()))
+    throw new ConfigError(`${name} must be a whole number from ${min} to ${max} (got "${raw}")`);
   const value = Number(raw.trim());
-  if (value < min || value > max) throw new ConfigError(`${name} must be a whole number from ${min} to ${max} (got "${raw}")`);
+  if (value < min || value > max)
+    throw new ConfigError(`${name} must be a whole number from ${min} to ${max} (got "${raw}")`);
   return value;
 }
 
@@ -204,16 +206,25 @@ function parseTrustProxy(env: Env): false | string[] {
   const raw = env.TRUST_PROXY?.trim() ?? '';
   if (raw === '' || /^(0|false|no|off)$/i.test(raw)) return false;
   if (/^(true|yes|on|\d+)$/i.test(raw)) {
-    throw new ConfigError(`TRUST_PROXY=${raw} would believe an X-Forwarded-For that a client wrote; list the addresses or ranges your proxies connect from instead (e.g. TRUST_PROXY=10.0.0.0/8, or loopback,uniquelocal)`);
+    throw new ConfigError(
+      `TRUST_PROXY=${raw} would believe an X-Forwarded-For that a client wrote; list the addresses or ranges your proxies connect from instead (e.g. TRUST_PROXY=10.0.0.0/8, or loopback,uniquelocal)`,
+    );
   }
-  const entries = raw.split(',').map((s) => s.trim()).filter(Boolean);
+  const entries = raw
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
   const bad = entries.find((entry) => !isAddressOrRange(entry));
   if (bad !== undefined || entries.length === 0) {
-    throw new ConfigError(`TRUST_PROXY must be false or the addresses and CIDR ranges of your proxies, like 10.0.0.0/8,127.0.0.1 (got "${bad ?? raw}")`);
+    throw new ConfigError(
+      `TRUST_PROXY must be false or the addresses and CIDR ranges of your proxies, like 10.0.0.0/8,127.0.0.1 (got "${bad ?? raw}")`,
+    );
   }
   const everyone = trustsEveryone(entries);
   if (everyone) {
-    throw new ConfigError(`TRUST_PROXY=${raw} trusts ${everyone}, so any client could write its own X-Forwarded-For; list only the addresses or ranges your proxies connect from (e.g. 10.0.0.0/8)`);
+    throw new ConfigError(
+      `TRUST_PROXY=${raw} trusts ${everyone}, so any client could write its own X-Forwarded-For; list only the addresses or ranges your proxies connect from (e.g. 10.0.0.0/8)`,
+    );
   }
   return entries;
 }
@@ -223,10 +234,27 @@ function parseTrustProxy(env: Env): false | string[] {
 // (0.0.0.0/1,128.0.0.0/1). Addresses that are never a public client's (private, loopback,
 // link-local, documentation, multicast, reserved) count as covered: a list that trusts every
 // public address trusts every client that matters. An IPv6 range over ::ffff:0:0/96 covers IPv4.
-interface Span { from: bigint; to: bigint }
+interface Span {
+  from: bigint;
+  to: bigint;
+}
 
-const notPublicV4 = ['0.0.0.0/8', '10.0.0.0/8', '100.64.0.0/10', '127.0.0.0/8', '169.254.0.0/16', '172.16.0.0/12', '192.0.0.0/24', '192.0.2.0/24',
-  '192.168.0.0/16', '198.18.0.0/15', '198.51.100.0/24', '203.0.113.0/24', '224.0.0.0/4', '240.0.0.0/4'];
+const notPublicV4 = [
+  '0.0.0.0/8',
+  '10.0.0.0/8',
+  '100.64.0.0/10',
+  '127.0.0.0/8',
+  '169.254.0.0/16',
+  '172.16.0.0/12',
+  '192.0.0.0/24',
+  '192.0.2.0/24',
+  '192.168.0.0/16',
+  '198.18.0.0/15',
+  '198.51.100.0/24',
+  '203.0.113.0/24',
+  '224.0.0.0/4',
+  '240.0.0.0/4',
+];
 /** Every IPv6 address outside 2000::/3 (global unicast) is not a public client's. */
 const notPublicV6 = ['::/3', '4000::/2', '8000::/1'];
 
@@ -270,10 +298,13 @@ function trustsEveryone(entries: string[]): string | undefined {
     }
     const span = spanOf(address, prefix);
     (address.kind() === 'ipv4' ? v4 : v6).push(span);
-    if (address.kind() === 'ipv6' && span.from <= mappedV4.from && span.to >= mappedV4.to) v4.push({ from: 0n, to: (1n << 32n) - 1n });
+    if (address.kind() === 'ipv6' && span.from <= mappedV4.from && span.to >= mappedV4.to)
+      v4.push({ from: 0n, to: (1n << 32n) - 1n });
   }
-  if (covers([...v4, ...notPublicV4.map(spanOfCidr)], { from: 0n, to: (1n << 32n) - 1n })) return 'every public IPv4 address';
-  if (covers([...v6, ...notPublicV6.map(spanOfCidr)], { from: 0n, to: (1n << 128n) - 1n })) return 'every public IPv6 address';
+  if (covers([...v4, ...notPublicV4.map(spanOfCidr)], { from: 0n, to: (1n << 32n) - 1n }))
+    return 'every public IPv4 address';
+  if (covers([...v6, ...notPublicV6.map(spanOfCidr)], { from: 0n, to: (1n << 128n) - 1n }))
+    return 'every public IPv6 address';
   return undefined;
 }
 
@@ -287,7 +318,10 @@ function retentionSettings(env: Env) {
   const eventRetentionDays = intVar(env, 'EVENT_RETENTION_DAYS', 30, 1, 3650);
   const replayHours = intVar(env, 'EVENT_STREAM_RETENTION_HOURS', 24, 1, 24 * 365);
   // A stream that reconnects is replayed from the outbox: the events must still be there.
-  if (eventRetentionDays * 24 < replayHours) throw new ConfigError(`EVENT_RETENTION_DAYS (${eventRetentionDays}) must cover EVENT_STREAM_RETENTION_HOURS (${replayHours} h)`);
+  if (eventRetentionDays * 24 < replayHours)
+    throw new ConfigError(
+      `EVENT_RETENTION_DAYS (${eventRetentionDays}) must cover EVENT_STREAM_RETENTION_HOURS (${replayHours} h)`,
+    );
   return {
     eventRetentionDays,
     webhookAttemptRetentionDays: intVar(env, 'WEBHOOK_ATTEMPT_RETENTION_DAYS', 30, 1, 3650),
@@ -304,19 +338,36 @@ function retentionSettings(env: Env) {
 
 // The standard OpenTelemetry variables (https://opentelemetry.io/docs/specs/otel/configuration/sdk-environment-variables/)
 // that Engine Room honours, read here like every other setting and handed to the SDK.
-const samplers = ['always_on', 'always_off', 'traceidratio', 'parentbased_always_on', 'parentbased_always_off', 'parentbased_traceidratio'];
+const samplers = [
+  'always_on',
+  'always_off',
+  'traceidratio',
+  'parentbased_always_on',
+  'parentbased_always_off',
+  'parentbased_traceidratio',
+];
 
 function tracingSettings(env: Env): TracingSettings | undefined {
   const base = env.OTEL_EXPORTER_OTLP_ENDPOINT?.trim() || undefined;
   const traces = env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT?.trim() || undefined;
   if (boolVar(env, 'OTEL_SDK_DISABLED', false) || (!base && !traces)) return undefined;
-  for (const [name, url] of [['OTEL_EXPORTER_OTLP_ENDPOINT', base], ['OTEL_EXPORTER_OTLP_TRACES_ENDPOINT', traces]] as const) {
-    if (url !== undefined && !/^https?:\/\/[^\s]+$/.test(url)) throw new ConfigError(`${name} must be an http:// or https:// URL (got "${url}")`);
+  for (const [name, url] of [
+    ['OTEL_EXPORTER_OTLP_ENDPOINT', base],
+    ['OTEL_EXPORTER_OTLP_TRACES_ENDPOINT', traces],
+  ] as const) {
+    if (url !== undefined && !/^https?:\/\/[^\s]+$/.test(url))
+      throw new ConfigError(`${name} must be an http:// or https:// URL (got "${url}")`);
   }
   const protocol = env.OTEL_EXPORTER_OTLP_PROTOCOL?.trim() || 'http/protobuf';
-  if (protocol !== 'http/protobuf') throw new ConfigError(`OTEL_EXPORTER_OTLP_PROTOCOL must be http/protobuf, the one protocol Engine Room exports (got "${protocol}")`);
+  if (protocol !== 'http/protobuf')
+    throw new ConfigError(
+      `OTEL_EXPORTER_OTLP_PROTOCOL must be http/protobuf, the one protocol Engine Room exports (got "${protocol}")`,
+    );
   const headers: Record<string, string> = {};
-  for (const pair of (env.OTEL_EXPORTER_OTLP_HEADERS ?? '').split(',').map((p) => p.trim()).filter(Boolean)) {
+  for (const pair of (env.OTEL_EXPORTER_OTLP_HEADERS ?? '')
+    .split(',')
+    .map((p) => p.trim())
+    .filter(Boolean)) {
     const at = pair.indexOf('=');
     if (at <= 0) throw new ConfigError('OTEL_EXPORTER_OTLP_HEADERS must be name=value pairs separated by commas');
     try {
@@ -326,10 +377,12 @@ function tracingSettings(env: Env): TracingSettings | undefined {
     }
   }
   const sampler = env.OTEL_TRACES_SAMPLER?.trim() || 'parentbased_always_on';
-  if (!samplers.includes(sampler)) throw new ConfigError(`OTEL_TRACES_SAMPLER must be one of ${samplers.join(', ')} (got "${sampler}")`);
+  if (!samplers.includes(sampler))
+    throw new ConfigError(`OTEL_TRACES_SAMPLER must be one of ${samplers.join(', ')} (got "${sampler}")`);
   const ratioText = env.OTEL_TRACES_SAMPLER_ARG?.trim() || '1';
   const samplerRatio = Number(ratioText);
-  if (!/^\d*\.?\d+$/.test(ratioText) || samplerRatio > 1) throw new ConfigError(`OTEL_TRACES_SAMPLER_ARG must be a number from 0 to 1 (got "${ratioText}")`);
+  if (!/^\d*\.?\d+$/.test(ratioText) || samplerRatio > 1)
+    throw new ConfigError(`OTEL_TRACES_SAMPLER_ARG must be a number from 0 to 1 (got "${ratioText}")`);
   return {
     // The base endpoint gets the signal's path; the traces endpoint is used as it is (the specification's rule).
     tracesUrl: traces ?? `${base!.replace(/\/+$/, '')}/v1/traces`,
@@ -348,29 +401,42 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     throw new ConfigError('DATABASE_URL must be a postgres:// or postgresql:// URL');
   }
   const logLevel = (env.LOG_LEVEL?.trim() || 'info') as LogLevel;
-  if (!logLevels.includes(logLevel)) throw new ConfigError(`LOG_LEVEL must be one of ${logLevels.join(', ')} (got "${env.LOG_LEVEL}")`);
+  if (!logLevels.includes(logLevel))
+    throw new ConfigError(`LOG_LEVEL must be one of ${logLevels.join(', ')} (got "${env.LOG_LEVEL}")`);
   const adminEmail = env.ADMIN_EMAIL?.trim() || undefined;
-  if (adminEmail !== undefined && !/^[^@\s]+@[^@\s]+$/.test(adminEmail)) throw new ConfigError(`ADMIN_EMAIL must be an email address (got "${adminEmail}")`);
+  if (adminEmail !== undefined && !/^[^@\s]+@[^@\s]+$/.test(adminEmail))
+    throw new ConfigError(`ADMIN_EMAIL must be an email address (got "${adminEmail}")`);
   const adminPassword = env.ADMIN_PASSWORD || undefined;
   if (adminPassword !== undefined && (adminPassword.length < 8 || adminPassword.length > 256)) {
     throw new ConfigError('ADMIN_PASSWORD must be 8 to 256 characters long');
   }
-  const corsOrigins = (env.CORS_ORIGINS ?? '').split(',').map((s) => s.trim()).filter(Boolean);
+  const corsOrigins = (env.CORS_ORIGINS ?? '')
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
   for (const origin of corsOrigins) {
-    if (origin !== '*' && !/^https?:\/\/[^/]+$/.test(origin)) throw new ConfigError(`CORS_ORIGINS must list origins like https://shop.example.com (got "${origin}")`);
+    if (origin !== '*' && !/^https?:\/\/[^/]+$/.test(origin))
+      throw new ConfigError(`CORS_ORIGINS must list origins like https://shop.example.com (got "${origin}")`);
   }
   const paymentProvider = (env.PAYMENT_PROVIDER?.trim() || 'sandbox') as Config['paymentProvider'];
-  if (paymentProvider !== 'sandbox' && paymentProvider !== 'stripe') throw new ConfigError(`PAYMENT_PROVIDER must be sandbox or stripe (got "${env.PAYMENT_PROVIDER}")`);
+  if (paymentProvider !== 'sandbox' && paymentProvider !== 'stripe')
+    throw new ConfigError(`PAYMENT_PROVIDER must be sandbox or stripe (got "${env.PAYMENT_PROVIDER}")`);
   const stripeSecretKey = env.STRIPE_SECRET_KEY?.trim() || undefined;
-  if (paymentProvider === 'stripe' && !stripeSecretKey) throw new ConfigError('STRIPE_SECRET_KEY must be set when PAYMENT_PROVIDER is stripe');
+  if (paymentProvider === 'stripe' && !stripeSecretKey)
+    throw new ConfigError('STRIPE_SECRET_KEY must be set when PAYMENT_PROVIDER is stripe');
   const smtpUrl = env.SMTP_URL?.trim() || undefined;
-  if (smtpUrl !== undefined && !/^smtps?:\/\/[^\s]+$/.test(smtpUrl)) throw new ConfigError('SMTP_URL must be an smtp:// or smtps:// URL');
+  if (smtpUrl !== undefined && !/^smtps?:\/\/[^\s]+$/.test(smtpUrl))
+    throw new ConfigError('SMTP_URL must be an smtp:// or smtps:// URL');
   const metricsToken = env.METRICS_TOKEN?.trim() || undefined;
   // Not echoed: it is a secret. Long enough that guessing it is hopeless (openssl rand -hex 32).
-  if (metricsToken !== undefined && !/^[\x21-\x7e]{16,256}$/.test(metricsToken)) throw new ConfigError('METRICS_TOKEN must be 16 to 256 printable characters without spaces (e.g. openssl rand -hex 32)');
+  if (metricsToken !== undefined && !/^[\x21-\x7e]{16,256}$/.test(metricsToken))
+    throw new ConfigError(
+      'METRICS_TOKEN must be 16 to 256 printable characters without spaces (e.g. openssl rand -hex 32)',
+    );
   const mailFrom = env.MAIL_FROM?.trim() || 'Engine Room <no-reply@engine-room.local>';
   const production = env.NODE_ENV?.trim() === 'production';
-  if (/[\r\n]/.test(mailFrom) || !/@/.test(mailFrom)) throw new ConfigError('MAIL_FROM must be one email address, like "Shop <no-reply@shop.example>"');
+  if (/[\r\n]/.test(mailFrom) || !/@/.test(mailFrom))
+    throw new ConfigError('MAIL_FROM must be one email address, like "Shop <no-reply@shop.example>"');
   return Object.freeze({
     port: intVar(env, 'PORT', 3000, 0, 65535),
     host: env.HOST?.trim() || '127.0.0.1',
@@ -438,7 +504,13 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     eventStreamRetentionHours: intVar(env, 'EVENT_STREAM_RETENTION_HOURS', 24, 1, 24 * 365),
     eventStreamMaxPerProcess: intVar(env, 'EVENT_STREAM_MAX_PER_PROCESS', 500, 1, 1_000_000),
     eventStreamMaxPerUser: intVar(env, 'EVENT_STREAM_MAX_PER_USER', 10, 1, 1_000_000),
-    paymentJobLeaseSeconds: intVar(env, 'PAYMENT_JOB_LEASE_SECONDS', Math.max(60, Math.ceil(intVar(env, 'STRIPE_TIMEOUT_MS', 30_000, 100, 600_000) / 1000) + 30), 1, 3600),
+    paymentJobLeaseSeconds: intVar(
+      env,
+      'PAYMENT_JOB_LEASE_SECONDS',
+      Math.max(60, Math.ceil(intVar(env, 'STRIPE_TIMEOUT_MS', 30_000, 100, 600_000) / 1000) + 30),
+      1,
+      3600,
+    ),
     queueMaintenanceIntervalSeconds: intVar(env, 'QUEUE_MAINTENANCE_INTERVAL_SECONDS', 30, 1, 3600),
     failpoint: env.ENGINE_ROOM_FAILPOINT?.trim() || undefined,
     ...retentionSettings(env),
@@ -461,11 +533,23 @@ export function productionRefusals(config: Readonly<Config>): string[] {
   if (!config.production) return [];
   const refusals: string[] = [];
   // The shop's revenue, queue sizes and per-route error counts, to whoever asks.
-  if (config.metrics && config.metricsToken === undefined) refusals.push('METRICS_TOKEN is not set: in production /metrics and /metrics/system need a bearer token for Prometheus to send (or METRICS=off)');
+  if (config.metrics && config.metricsToken === undefined)
+    refusals.push(
+      'METRICS_TOKEN is not set: in production /metrics and /metrics/system need a bearer token for Prometheus to send (or METRICS=off)',
+    );
   // Without it, password resets and order confirmations never reach customers.
-  if (config.smtpUrl === undefined) refusals.push('SMTP_URL is not set: in production mail (password resets, order confirmations) would never reach customers; set SMTP_URL');
-  if (config.devMailbox) refusals.push('DEV_MAILBOX=true is refused under NODE_ENV=production: the dev mailbox keeps mail in the database for admins to read instead of sending it; unset DEV_MAILBOX and set SMTP_URL');
-  if (config.webhookAllowPrivateUrls) refusals.push('WEBHOOK_ALLOW_PRIVATE_URLS is true: in production an admin\'s webhook could reach the internal network; unset it');
+  if (config.smtpUrl === undefined)
+    refusals.push(
+      'SMTP_URL is not set: in production mail (password resets, order confirmations) would never reach customers; set SMTP_URL',
+    );
+  if (config.devMailbox)
+    refusals.push(
+      'DEV_MAILBOX=true is refused under NODE_ENV=production: the dev mailbox keeps mail in the database for admins to read instead of sending it; unset DEV_MAILBOX and set SMTP_URL',
+    );
+  if (config.webhookAllowPrivateUrls)
+    refusals.push(
+      "WEBHOOK_ALLOW_PRIVATE_URLS is true: in production an admin's webhook could reach the internal network; unset it",
+    );
   return refusals;
 }
 
@@ -473,7 +557,11 @@ export function productionRefusals(config: Readonly<Config>): string[] {
 export function productionWarnings(config: Readonly<Config>): string[] {
   if (!config.production) return [];
   const warnings: string[] = [];
-  if (config.trustProxy === false && !isLoopbackHost(config.host)) warnings.push(`HOST is ${config.host} and TRUST_PROXY is not set: right when clients connect directly; behind a proxy or load balancer every client counts as the proxy's address (login throttling, rate limits), so set TRUST_PROXY to its addresses`);
-  if (!config.secureCookies) warnings.push('SECURE_COOKIES is false: the session cookie is also sent over plain http; keep it true behind TLS');
+  if (config.trustProxy === false && !isLoopbackHost(config.host))
+    warnings.push(
+      `HOST is ${config.host} and TRUST_PROXY is not set: right when clients connect directly; behind a proxy or load balancer every client counts as the proxy's address (login throttling, rate limits), so set TRUST_PROXY to its addresses`,
+    );
+  if (!config.secureCookies)
+    warnings.push('SECURE_COOKIES is false: the session cookie is also sent over plain http; keep it true behind TLS');
   return warnings;
 }

@@ -38,16 +38,28 @@ export interface DrillOptions {
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** A webhook receiver on 127.0.0.1 that can go away (its port refuses connections) and come back on the same port. */
-async function startReceiver(): Promise<{ url: string; received: () => number; down(): Promise<void>; up(): Promise<void>; close(): Promise<void> }> {
+async function startReceiver(): Promise<{
+  url: string;
+  received: () => number;
+  down(): Promise<void>;
+  up(): Promise<void>;
+  close(): Promise<void>;
+}> {
   let received = 0;
   let server: Server | undefined;
   let port = 0;
   const listen = async () => {
     server = createServer((req, res) => {
       req.resume();
-      req.on('end', () => { received++; res.writeHead(200, { 'content-type': 'text/plain' }).end('ok'); });
+      req.on('end', () => {
+        received++;
+        res.writeHead(200, { 'content-type': 'text/plain' }).end('ok');
+      });
     });
-    await new Promise<void>((resolve, reject) => { server!.once('error', reject); server!.listen(port, '127.0.0.1', () => resolve()); });
+    await new Promise<void>((resolve, reject) => {
+      server!.once('error', reject);
+      server!.listen(port, '127.0.0.1', () => resolve());
+    });
     port = (server.address() as AddressInfo).port;
   };
   const stop = async () => {
@@ -58,7 +70,13 @@ async function startReceiver(): Promise<{ url: string; received: () => number; d
     await new Promise<void>((resolve) => s.close(() => resolve()));
   };
   await listen();
-  return { url: `http://127.0.0.1:${port}/drill-webhooks`, received: () => received, down: stop, up: listen, close: stop };
+  return {
+    url: `http://127.0.0.1:${port}/drill-webhooks`,
+    received: () => received,
+    down: stop,
+    up: listen,
+    close: stop,
+  };
 }
 
 function clock(startedAt: number): string {
@@ -85,17 +103,23 @@ export async function runDrill(options: DrillOptions): Promise<number> {
   try {
     const login = await api.ok(endpoints.login, { body: { email: options.email, password: options.password } });
     if (login.user.role !== 'admin') {
-      out(`drill: ${options.email} is ${login.user.role}, not admin: the drill starts an outage, which only admins may.`);
+      out(
+        `drill: ${options.email} is ${login.user.role}, not admin: the drill starts an outage, which only admins may.`,
+      );
       return 1;
     }
     token = login.token;
   } catch (err) {
-    out(`drill: cannot sign in as ${options.email}: ${(err as Error).message}. Give an admin's credentials with --email and --password (or ADMIN_EMAIL and ADMIN_PASSWORD).`);
+    out(
+      `drill: cannot sign in as ${options.email}: ${(err as Error).message}. Give an admin's credentials with --email and --password (or ADMIN_EMAIL and ADMIN_PASSWORD).`,
+    );
     return 1;
   }
   const outage = await api.call(endpoints.getSandboxOutage, { token });
   if (outage.status === 404) {
-    out('drill: this engine has no sandbox outage control: it runs a real payment processor (PAYMENT_PROVIDER=stripe). The drill only runs against the sandbox.');
+    out(
+      'drill: this engine has no sandbox outage control: it runs a real payment processor (PAYMENT_PROVIDER=stripe). The drill only runs against the sandbox.',
+    );
     return 1;
   }
 
@@ -104,10 +128,13 @@ export async function runDrill(options: DrillOptions): Promise<number> {
   // Best effort: the drill ends either way, and an outage left on ends by itself at its end time.
   const cleanup = async () => {
     await api.call(endpoints.endSandboxOutage, { token }).catch(() => {});
-    if (endpointId) await api.call(endpoints.deleteWebhookEndpoint, { token, params: { id: endpointId } }).catch(() => {});
+    if (endpointId)
+      await api.call(endpoints.deleteWebhookEndpoint, { token, params: { id: endpointId } }).catch(() => {});
     await receiver.close();
   };
-  const interrupted = () => { void cleanup().finally(() => process.exit(130)); };
+  const interrupted = () => {
+    void cleanup().finally(() => process.exit(130));
+  };
   process.once('SIGINT', interrupted);
 
   try {
@@ -119,19 +146,47 @@ export async function runDrill(options: DrillOptions): Promise<number> {
 
     // Set-up: a product with enough stock, a customer, the webhook endpoint.
     const sku = `DRILL-${tag.toUpperCase()}`;
-    await api.ok(endpoints.createProduct, { token, body: { name: `Drill ${tag}`, variants: [{ sku, name: 'Drill unit', price: { amount: 1500, currency: 'EUR' }, stock: options.orders * 2 + 100 }] } });
-    const customer = await api.ok(endpoints.signup, { body: { email: `drill-${tag}@example.com`, password: `drill-${randomBytes(9).toString('base64url')}`, name: `Drill customer ${tag}` } });
-    const created = await api.call(endpoints.createWebhookEndpoint, { token, body: { url: receiver.url, events: ['order.created', 'order.paid', 'order.payment_failed'] } });
+    await api.ok(endpoints.createProduct, {
+      token,
+      body: {
+        name: `Drill ${tag}`,
+        variants: [
+          { sku, name: 'Drill unit', price: { amount: 1500, currency: 'EUR' }, stock: options.orders * 2 + 100 },
+        ],
+      },
+    });
+    const customer = await api.ok(endpoints.signup, {
+      body: {
+        email: `drill-${tag}@example.com`,
+        password: `drill-${randomBytes(9).toString('base64url')}`,
+        name: `Drill customer ${tag}`,
+      },
+    });
+    const created = await api.call(endpoints.createWebhookEndpoint, {
+      token,
+      body: { url: receiver.url, events: ['order.created', 'order.paid', 'order.payment_failed'] },
+    });
     if (created.ok) {
       endpointId = created.body.id;
       say(`webhook receiver up at ${receiver.url} (endpoint ${endpointId})`);
     } else {
-      say(`the engine refused a webhook endpoint on 127.0.0.1 (${(created.body as { detail?: string }).detail ?? created.status}): going on without the webhook part.`);
+      say(
+        `the engine refused a webhook endpoint on 127.0.0.1 (${(created.body as { detail?: string }).detail ?? created.status}): going on without the webhook part.`,
+      );
       say('  (start the engine with WEBHOOK_ALLOW_PRIVATE_URLS=true to include it)');
     }
     const audit = async (when: string) => {
       const run = await api.ok(endpoints.runAudit, { token });
-      say(`audit ${when}: ${run.ok ? 'clean' : `VIOLATIONS in ${run.checks.filter((c) => !c.ok).map((c) => c.name).join('; ')}`}`);
+      say(
+        `audit ${when}: ${
+          run.ok
+            ? 'clean'
+            : `VIOLATIONS in ${run.checks
+                .filter((c) => !c.ok)
+                .map((c) => c.name)
+                .join('; ')}`
+        }`,
+      );
       return run.ok;
     };
     let clean = await audit('before the incident');
@@ -140,7 +195,8 @@ export async function runDrill(options: DrillOptions): Promise<number> {
     const drillOrders: string[] = [];
     const order = async (card: string) => {
       const o = await api.ok(endpoints.placeOrder, {
-        token: customer.token, idempotencyKey: `drill-${tag}-${placed}`,
+        token: customer.token,
+        idempotencyKey: `drill-${tag}-${placed}`,
         body: { lines: [{ sku, quantity: 1 }], payment: { method: 'card', token: card } },
       });
       placed++;
@@ -154,14 +210,20 @@ export async function runDrill(options: DrillOptions): Promise<number> {
         webhooksRetrying: deliver?.retrying ?? 0,
         dead: charge?.deadLetters ?? 0,
         retrying: charge?.retrying ?? 0,
-        retried: o.charges.retried, failed: o.charges.failed,
+        retried: o.charges.retried,
+        failed: o.charges.failed,
         failingEndpoints: o.webhooks.failingEndpoints,
-        failingNow: (o.charges.retriedPerMinute.at(-1) ?? 0) + (o.charges.failedPerMinute.at(-1) ?? 0) + (o.webhooks.failedPerMinute.at(-1) ?? 0),
+        failingNow:
+          (o.charges.retriedPerMinute.at(-1) ?? 0) +
+          (o.charges.failedPerMinute.at(-1) ?? 0) +
+          (o.webhooks.failedPerMinute.at(-1) ?? 0),
       };
     };
     const progress = async (phase: string) => {
       const s = await status();
-      say(`${phase} · ${placed} orders placed · charges retried ${s.retried}, failed for good ${s.failed} · dead letters ${s.dead} · webhook endpoints failing ${s.failingEndpoints}`);
+      say(
+        `${phase} · ${placed} orders placed · charges retried ${s.retried}, failed for good ${s.failed} · dead letters ${s.dead} · webhook endpoints failing ${s.failingEndpoints}`,
+      );
       return s;
     };
 
@@ -176,8 +238,12 @@ export async function runDrill(options: DrillOptions): Promise<number> {
     // 2. The incident.
     let down = await api.ok(endpoints.startSandboxOutage, { token, body: { seconds: options.outageSeconds } });
     if (endpointId) await receiver.down();
-    say(`2/3 incident: the payment processor is down until ${down.until ? new Date(down.until).toLocaleTimeString() : '?'} (${options.outageSeconds} s)${endpointId ? ', and the webhook receiver went away' : ''}`);
-    say(`    a burst of ${options.orders} orders: half with the drill card (3 attempts, then dead letters), half with tok_ok (full retry budget)`);
+    say(
+      `2/3 incident: the payment processor is down until ${down.until ? new Date(down.until).toLocaleTimeString() : '?'} (${options.outageSeconds} s)${endpointId ? ', and the webhook receiver went away' : ''}`,
+    );
+    say(
+      `    a burst of ${options.orders} orders: half with the drill card (3 attempts, then dead letters), half with tok_ok (full retry budget)`,
+    );
     for (let i = 0; i < options.orders; i++) {
       const id = await order(i % 2 === 0 ? 'tok_drill' : 'tok_ok');
       if (i % 2 === 0) drillOrders.push(id);
@@ -186,7 +252,9 @@ export async function runDrill(options: DrillOptions): Promise<number> {
     // The outage lasts its length after the last order of the burst too, however long the burst
     // took (a busy engine answers slowly): every drill charge meets it for all its attempts.
     down = await api.ok(endpoints.startSandboxOutage, { token, body: { seconds: options.outageSeconds } });
-    say(`    the burst is in (${placed} orders so far); the processor stays down until ${down.until ? new Date(down.until).toLocaleTimeString() : '?'}`);
+    say(
+      `    the burst is in (${placed} orders so far); the processor stays down until ${down.until ? new Date(down.until).toLocaleTimeString() : '?'}`,
+    );
     const expectedDead = drillOrders.length;
     let worst = await progress('incident');
     while (Date.now() < Date.parse(down.until ?? '') && worst.dead < expectedDead) {
@@ -196,7 +264,9 @@ export async function runDrill(options: DrillOptions): Promise<number> {
     clean = (await audit('at the worst moment')) && clean;
     while (Date.parse(down.until ?? '') > Date.now()) {
       await sleep(Math.min(3000, Date.parse(down.until!) - Date.now()));
-      await progress(`incident (${Math.max(0, Math.ceil((Date.parse(down.until!) - Date.now()) / 1000))} s of outage left)`);
+      await progress(
+        `incident (${Math.max(0, Math.ceil((Date.parse(down.until!) - Date.now()) / 1000))} s of outage left)`,
+      );
     }
 
     // 3. Recovery.
@@ -218,7 +288,11 @@ export async function runDrill(options: DrillOptions): Promise<number> {
       }
       if (s.dead > 0) {
         if (!options.autoRetry) say('nobody retried them: the drill does it now');
-        const r = await api.ok(endpoints.retryAllFailedJobs, { token, body: { queue: 'payments.charge' }, idempotencyKey: `drill-${tag}-retry-${Date.now()}` });
+        const r = await api.ok(endpoints.retryAllFailedJobs, {
+          token,
+          body: { queue: 'payments.charge' },
+          idempotencyKey: `drill-${tag}-retry-${Date.now()}`,
+        });
         say(`sent ${r.retried} jobs back to payments.charge`);
       }
     }
@@ -233,15 +307,21 @@ export async function runDrill(options: DrillOptions): Promise<number> {
         say(`gave up waiting: ${unpaid} drill orders unpaid, ${s.failingEndpoints} webhook endpoints failing`);
         break;
       }
-      say(`recovering · ${unpaid} drill orders still unpaid · charges waiting for a retry ${s.retrying} · webhook deliveries waiting for a retry ${s.webhooksRetrying}${s.webhooksRetrying ? ' (the first retry comes 1-2 min after a failure)' : ''}`);
+      say(
+        `recovering · ${unpaid} drill orders still unpaid · charges waiting for a retry ${s.retrying} · webhook deliveries waiting for a retry ${s.webhooksRetrying}${s.webhooksRetrying ? ' (the first retry comes 1-2 min after a failure)' : ''}`,
+      );
       await sleep(5000);
     }
     clean = (await audit('after recovery')) && clean;
-    say(`done: ${placed} orders, every drill order paid, ${endpointId ? `${receiver.received()} webhooks received, ` : ''}the audit ${clean ? 'stayed clean throughout' : 'FOUND VIOLATIONS'}.`);
+    say(
+      `done: ${placed} orders, every drill order paid, ${endpointId ? `${receiver.received()} webhooks received, ` : ''}the audit ${clean ? 'stayed clean throughout' : 'FOUND VIOLATIONS'}.`,
+    );
     say('On the page, "Failing now" is back to 0; the charts show the incident and its end.');
     return clean ? 0 : 1;
   } catch (err) {
-    out(`drill: ${err instanceof ApiError ? `${err.status} ${err.problem.code}: ${err.problem.detail ?? ''}` : (err as Error).message}`);
+    out(
+      `drill: ${err instanceof ApiError ? `${err.status} ${err.problem.code}: ${err.problem.detail ?? ''}` : (err as Error).message}`,
+    );
     return 1;
   } finally {
     process.removeListener('SIGINT', interrupted);

@@ -34,9 +34,16 @@ export const errorCatalog = {
 
 export type ErrorCode = keyof typeof errorCatalog;
 
-export interface FieldError { path: string; message: string }
+export interface FieldError {
+  path: string;
+  message: string;
+}
 
-export interface ErrorExtra { errors?: FieldError[]; retryAfterSeconds?: number; headers?: Record<string, string> }
+export interface ErrorExtra {
+  errors?: FieldError[];
+  retryAfterSeconds?: number;
+  headers?: Record<string, string>;
+}
 
 export class AppError extends Error {
   readonly status: number;

@@ -20,4 +20,5 @@ export const maxUnitPrice = 100_000_000_000;
 /** The largest total an order placed within the limits can have. */
 export const maxOrderTotal = maxUnitPrice * limits.quantityPerLine * limits.linesPerOrder;
 
-if (!Number.isSafeInteger(maxOrderTotal)) throw new Error('order limits allow a total beyond 2^53 - 1: lower maxUnitPrice');
+if (!Number.isSafeInteger(maxOrderTotal))
+  throw new Error('order limits allow a total beyond 2^53 - 1: lower maxUnitPrice');

@@ -59,7 +59,10 @@ function statusFor(r: number): Status {
   return r < 0.55 ? 'paid' : r < 0.85 ? 'fulfilled' : r < 0.93 ? 'payment_failed' : 'cancelled';
 }
 
-export async function seedBulk(config: Readonly<Config>, sizes: { orders: number; customers: number }): Promise<number> {
+export async function seedBulk(
+  config: Readonly<Config>,
+  sizes: { orders: number; customers: number },
+): Promise<number> {
   const log = pino(loggerOptions('warn'));
   const db = await openAndMigrate(config, log);
   const started = Date.now();
@@ -77,7 +80,9 @@ export async function seedBulk(config: Readonly<Config>, sizes: { orders: number
     const customerIds: string[] = [];
     for (let from = 0; from < sizes.customers; from += 10_000) {
       const n = Math.min(10_000, sizes.customers - from);
-      const ids = Array.from({ length: n }, (_, i) => idAt('usr', since - day + Math.floor(((from + i) / sizes.customers) * day), random));
+      const ids = Array.from({ length: n }, (_, i) =>
+        idAt('usr', since - day + Math.floor(((from + i) / sizes.customers) * day), random),
+      );
       customerIds.push(...ids);
       await db.query(
         `INSERT INTO users (id, email, name, role, password_hash, created_at, updated_at)
@@ -86,10 +91,14 @@ export async function seedBulk(config: Readonly<Config>, sizes: { orders: number
         [ids, tag, from, hash, new Date(since - day)],
       );
     }
-    progress(`${sizes.customers} customers (emails customer-${tag}-N@bulk.engine-room.local, password "${bulkCustomerPassword}")`);
+    progress(
+      `${sizes.customers} customers (emails customer-${tag}-N@bulk.engine-room.local, password "${bulkCustomerPassword}")`,
+    );
 
     // The catalog: products of two variants each, a million units of every SKU.
-    const skus = Array.from({ length: skuCount }, (_, i) => `BULK-${tag}-${String(i + 1).padStart(3, '0')}`.toUpperCase());
+    const skus = Array.from({ length: skuCount }, (_, i) =>
+      `BULK-${tag}-${String(i + 1).padStart(3, '0')}`.toUpperCase(),
+    );
     const prices = skus.map(() => 500 + Math.floor(random() * 95) * 100);
     await db.transaction(async (tx) => {
       const productIds = Array.from({ length: skuCount / 2 }, () => idAt('prd', since - day, random));
@@ -102,9 +111,16 @@ export async function seedBulk(config: Readonly<Config>, sizes: { orders: number
         `INSERT INTO variants (id, product_id, sku, name, price_amount, currency, position)
          SELECT id, product_id, sku, CASE WHEN n % 2 = 1 THEN 'Small' ELSE 'Large' END, price, 'EUR', 2 - n % 2
            FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[]) WITH ORDINALITY AS v(id, product_id, sku, price, n)`,
-        [skus.map(() => idAt('var', since - day, random)), skus.map((_, i) => productIds[Math.floor(i / 2)]), skus, prices],
+        [
+          skus.map(() => idAt('var', since - day, random)),
+          skus.map((_, i) => productIds[Math.floor(i / 2)]),
+          skus,
+          prices,
+        ],
       );
-      await tx.query(`INSERT INTO stock_levels (sku, on_hand) SELECT sku, 1000000 FROM unnest($1::text[]) AS s(sku)`, [skus]);
+      await tx.query(`INSERT INTO stock_levels (sku, on_hand) SELECT sku, 1000000 FROM unnest($1::text[]) AS s(sku)`, [
+        skus,
+      ]);
       await tx.query(
         `INSERT INTO stock_movements (sku, kind, on_hand_delta, reserved_delta, reason, created_at)
          SELECT sku, 'initial', 1000000, 0, 'initial stock', $2::timestamptz FROM unnest($1::text[]) AS s(sku)`,
@@ -114,7 +130,10 @@ export async function seedBulk(config: Readonly<Config>, sizes: { orders: number
     progress(`${skuCount / 2} products, ${skuCount} SKUs with stock`);
 
     // Order times, ascending, so that the ids made from them sort as the times do.
-    const times = Array.from({ length: sizes.orders }, () => since + Math.floor(random() * (now - 3_600_000 - since))).sort((a, b) => a - b);
+    const times = Array.from(
+      { length: sizes.orders },
+      () => since + Math.floor(random() * (now - 3_600_000 - since)),
+    ).sort((a, b) => a - b);
     for (let from = 0; from < sizes.orders; from += batchSize) {
       const batch = times.slice(from, from + batchSize);
       await db.transaction((tx) => writeOrders(tx, batch, { customerIds, skus, prices, random, now }));
@@ -129,13 +148,49 @@ export async function seedBulk(config: Readonly<Config>, sizes: { orders: number
   }
 }
 
-async function writeOrders(tx: Tx, times: number[], shop: { customerIds: string[]; skus: string[]; prices: number[]; random: () => number; now: number }): Promise<void> {
+async function writeOrders(
+  tx: Tx,
+  times: number[],
+  shop: { customerIds: string[]; skus: string[]; prices: number[]; random: () => number; now: number },
+): Promise<void> {
   const { random } = shop;
-  const o = { id: [] as string[], customer: [] as string[], status: [] as Status[], total: [] as number[], at: [] as Date[], changed: [] as Date[] };
-  const l = { order: [] as string[], no: [] as number[], sku: [] as string[], quantity: [] as number[], unit: [] as number[], at: [] as Date[], settle: [] as string[], settledAt: [] as Date[] };
-  const p = { id: [] as string[], order: [] as string[], amount: [] as number[], status: [] as string[], ref: [] as (string | null)[], failure: [] as (string | null)[], at: [] as Date[], settledAt: [] as Date[], charged: [] as string[] };
+  const o = {
+    id: [] as string[],
+    customer: [] as string[],
+    status: [] as Status[],
+    total: [] as number[],
+    at: [] as Date[],
+    changed: [] as Date[],
+  };
+  const l = {
+    order: [] as string[],
+    no: [] as number[],
+    sku: [] as string[],
+    quantity: [] as number[],
+    unit: [] as number[],
+    at: [] as Date[],
+    settle: [] as string[],
+    settledAt: [] as Date[],
+  };
+  const p = {
+    id: [] as string[],
+    order: [] as string[],
+    amount: [] as number[],
+    status: [] as string[],
+    ref: [] as (string | null)[],
+    failure: [] as (string | null)[],
+    at: [] as Date[],
+    settledAt: [] as Date[],
+    charged: [] as string[],
+  };
   const h = { order: [] as string[], from: [] as (string | null)[], to: [] as string[], at: [] as Date[] };
-  const txn = { id: [] as string[], order: [] as string[], payment: [] as string[], amount: [] as number[], at: [] as Date[] };
+  const txn = {
+    id: [] as string[],
+    order: [] as string[],
+    payment: [] as string[],
+    amount: [] as number[],
+    at: [] as Date[],
+  };
 
   for (const t of times) {
     const id = idAt('ord', t, random);
@@ -148,26 +203,65 @@ async function writeOrders(tx: Tx, times: number[], shop: { customerIds: string[
     const chosen = new Set<number>();
     while (chosen.size < lineCount) chosen.add(Math.floor(random() * shop.skus.length));
     let total = 0;
-    [...chosen].sort((a, b) => a - b).forEach((s, i) => {
-      const quantity = 1 + Math.floor(random() * 3);
-      total += quantity * shop.prices[s]!;
-      l.order.push(id); l.no.push(i + 1); l.sku.push(shop.skus[s]!); l.quantity.push(quantity); l.unit.push(shop.prices[s]!); l.at.push(created);
-      l.settle.push(status === 'paid' || status === 'fulfilled' ? 'sale' : 'release'); l.settledAt.push(settledAt);
-    });
-    o.id.push(id); o.customer.push(shop.customerIds[Math.floor(random() * shop.customerIds.length)]!); o.status.push(status); o.total.push(total); o.at.push(created);
+    [...chosen]
+      .sort((a, b) => a - b)
+      .forEach((s, i) => {
+        const quantity = 1 + Math.floor(random() * 3);
+        total += quantity * shop.prices[s]!;
+        l.order.push(id);
+        l.no.push(i + 1);
+        l.sku.push(shop.skus[s]!);
+        l.quantity.push(quantity);
+        l.unit.push(shop.prices[s]!);
+        l.at.push(created);
+        l.settle.push(status === 'paid' || status === 'fulfilled' ? 'sale' : 'release');
+        l.settledAt.push(settledAt);
+      });
+    o.id.push(id);
+    o.customer.push(shop.customerIds[Math.floor(random() * shop.customerIds.length)]!);
+    o.status.push(status);
+    o.total.push(total);
+    o.at.push(created);
     o.changed.push(status === 'fulfilled' ? fulfilledAt : settledAt);
 
     const captured = status === 'paid' || status === 'fulfilled';
-    p.id.push(paymentId); p.order.push(id); p.amount.push(total); p.at.push(created); p.settledAt.push(settledAt);
+    p.id.push(paymentId);
+    p.order.push(id);
+    p.amount.push(total);
+    p.at.push(created);
+    p.settledAt.push(settledAt);
     p.status.push(captured ? 'succeeded' : 'failed');
     p.ref.push(status === 'cancelled' ? null : `sch_${idAt('ref', t, random).slice(4)}`);
-    p.failure.push(status === 'payment_failed' ? 'card_declined' : status === 'cancelled' ? 'order cancelled before the charge' : null);
+    p.failure.push(
+      status === 'payment_failed'
+        ? 'card_declined'
+        : status === 'cancelled'
+          ? 'order cancelled before the charge'
+          : null,
+    );
     p.charged.push(captured ? 'succeeded' : status === 'payment_failed' ? 'declined' : 'none');
-    if (captured) { txn.id.push(idAt('txn', t, random)); txn.order.push(id); txn.payment.push(paymentId); txn.amount.push(total); txn.at.push(settledAt); }
+    if (captured) {
+      txn.id.push(idAt('txn', t, random));
+      txn.order.push(id);
+      txn.payment.push(paymentId);
+      txn.amount.push(total);
+      txn.at.push(settledAt);
+    }
 
-    h.order.push(id); h.from.push(null); h.to.push('pending_payment'); h.at.push(created);
-    h.order.push(id); h.from.push('pending_payment'); h.to.push(status === 'fulfilled' ? 'paid' : status); h.at.push(settledAt);
-    if (status === 'fulfilled') { h.order.push(id); h.from.push('paid'); h.to.push('fulfilled'); h.at.push(fulfilledAt); }
+    h.order.push(id);
+    h.from.push(null);
+    h.to.push('pending_payment');
+    h.at.push(created);
+    h.order.push(id);
+    h.from.push('pending_payment');
+    h.to.push(status === 'fulfilled' ? 'paid' : status);
+    h.at.push(settledAt);
+    if (status === 'fulfilled') {
+      h.order.push(id);
+      h.from.push('paid');
+      h.to.push('fulfilled');
+      h.at.push(fulfilledAt);
+    }
   }
 
   await tx.query(

@@ -16,7 +16,15 @@ import type { Order } from './modules/orders/schemas.ts';
 const customerPassword = 'demo shop password';
 
 const products = [
-  { name: 'T-shirt', description: 'Organic cotton, three sizes', variants: [['DEMO-TEE-S', 'Small', 1999, 20], ['DEMO-TEE-M', 'Medium', 1999, 30], ['DEMO-TEE-L', 'Large', 1999, 15]] },
+  {
+    name: 'T-shirt',
+    description: 'Organic cotton, three sizes',
+    variants: [
+      ['DEMO-TEE-S', 'Small', 1999, 20],
+      ['DEMO-TEE-M', 'Medium', 1999, 30],
+      ['DEMO-TEE-L', 'Large', 1999, 15],
+    ],
+  },
   { name: 'Mug', description: 'Stoneware, 350 ml', variants: [['DEMO-MUG', 'Mug', 1200, 40]] },
   { name: 'Cap', description: 'Almost sold out', variants: [['DEMO-CAP', 'Cap', 1500, 3]] },
   { name: 'Poster', description: 'Back in spring', active: false, variants: [['DEMO-POSTER', 'A2', 900, 0]] },
@@ -37,7 +45,10 @@ async function until(api: Client, token: string, id: string, status: Order['stat
   for (;;) {
     const order = await api.ok(endpoints.getOrder, { token, params: { id } });
     if (order.status === status) return order;
-    if (Date.now() > deadline) throw new Error(`order ${id} is ${order.status}, not ${status}, after 60 s: are the payment jobs failing? (engine-room jobs list)`);
+    if (Date.now() > deadline)
+      throw new Error(
+        `order ${id} is ${order.status}, not ${status}, after 60 s: are the payment jobs failing? (engine-room jobs list)`,
+      );
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
 }
@@ -47,9 +58,11 @@ export async function seedDemo(config: Readonly<Config>, options: { force: boole
   const log = pino(loggerOptions('warn'));
   const db = await openAndMigrate(config, log);
   try {
-    const [{ n }] = await db.query<{ n: number }>('SELECT count(*)::int AS n FROM orders') as [{ n: number }];
+    const [{ n }] = (await db.query<{ n: number }>('SELECT count(*)::int AS n FROM orders')) as [{ n: number }];
     if (n > 0 && !options.force) {
-      process.stderr.write(`engine-room: this database has ${n} order(s); the demo shop is meant for an empty one. Run seed --demo --force to add it anyway.\n`);
+      process.stderr.write(
+        `engine-room: this database has ${n} order(s); the demo shop is meant for an empty one. Run seed --demo --force to add it anyway.\n`,
+      );
       return 1;
     }
     const created = await ensureAdmin(db, { email: config.adminEmail, password: config.adminPassword });
@@ -57,11 +70,30 @@ export async function seedDemo(config: Readonly<Config>, options: { force: boole
     await declareAllQueues(db, config);
     const queue = await startWorkers(db, config, log);
     // Hundreds of requests from one admin and one address, on purpose: neither limited nor shed.
-    const app = await buildApp({ ...config, logLevel: 'warn', rateLimits: { ...config.rateLimits, enabled: false }, shedTargetWaitMs: 0, shedEventLoopDelayMs: 0, shedSlowUploadsPerClient: 0 }, db, { queue });
+    const app = await buildApp(
+      {
+        ...config,
+        logLevel: 'warn',
+        rateLimits: { ...config.rateLimits, enabled: false },
+        shedTargetWaitMs: 0,
+        shedEventLoopDelayMs: 0,
+        shedSlowUploadsPerClient: 0,
+      },
+      db,
+      { queue },
+    );
     const api = createClient(injectTransport(app));
     // The seed acts as the first admin, through a key of its own that it revokes when done.
-    const [adminUser] = await db.query<{ id: string }>(`SELECT id FROM users WHERE role = 'admin' ORDER BY created_at LIMIT 1`);
-    const key = await db.transaction((tx) => createApiKey(tx, { userId: adminUser!.id, role: 'admin', via: 'session', credentialId: 'seed' }, { name: 'engine-room seed --demo', role: 'admin' }));
+    const [adminUser] = await db.query<{ id: string }>(
+      `SELECT id FROM users WHERE role = 'admin' ORDER BY created_at LIMIT 1`,
+    );
+    const key = await db.transaction((tx) =>
+      createApiKey(
+        tx,
+        { userId: adminUser!.id, role: 'admin', via: 'session', credentialId: 'seed' },
+        { name: 'engine-room seed --demo', role: 'admin' },
+      ),
+    );
     const admin = key.key;
     try {
       // A second seed (--force) cannot reuse SKUs or emails: they get a suffix.
@@ -72,47 +104,97 @@ export async function seedDemo(config: Readonly<Config>, options: { force: boole
 
       for (const p of products) {
         await api.ok(endpoints.createProduct, {
-          token: admin, idempotencyKey: `seed-product-${p.name}${suffix}`,
+          token: admin,
+          idempotencyKey: `seed-product-${p.name}${suffix}`,
           body: {
-            name: p.name, description: p.description, ...('active' in p ? { active: p.active } : {}),
-            variants: p.variants.map(([s, name, amount, stock]) => ({ sku: sku(s), name, price: { amount, currency: 'EUR' }, stock })),
+            name: p.name,
+            description: p.description,
+            ...('active' in p ? { active: p.active } : {}),
+            variants: p.variants.map(([s, name, amount, stock]) => ({
+              sku: sku(s),
+              name,
+              price: { amount, currency: 'EUR' },
+              stock,
+            })),
           },
         });
       }
-      progress(`${products.length} products, ${products.reduce((n, p) => n + p.variants.length, 0)} variants with stock`);
+      progress(
+        `${products.length} products, ${products.reduce((n, p) => n + p.variants.length, 0)} variants with stock`,
+      );
 
       const tokens: string[] = [];
       for (const c of customers) {
         const email = suffix ? c.email.replace('@', `${suffix}@`) : c.email;
-        tokens.push((await api.ok(endpoints.signup, { body: { email, password: customerPassword, name: c.name } })).token);
+        tokens.push(
+          (await api.ok(endpoints.signup, { body: { email, password: customerPassword, name: c.name } })).token,
+        );
       }
       const [ada, grace, alan] = tokens as [string, string, string];
       progress(`${customers.length} customers (password "${customerPassword}")`);
 
-      const place = (token: string, lines: [string, number][], card: string, n: number) => api.ok(endpoints.placeOrder, {
-        token, idempotencyKey: `seed-order-${n}${suffix}`,
-        body: { lines: lines.map(([s, quantity]) => ({ sku: sku(s), quantity })), payment: { method: 'card', token: card } },
-      });
-      const paid = await place(ada, [['DEMO-TEE-M', 2], ['DEMO-MUG', 1]], 'tok_ok', 1);
+      const place = (token: string, lines: [string, number][], card: string, n: number) =>
+        api.ok(endpoints.placeOrder, {
+          token,
+          idempotencyKey: `seed-order-${n}${suffix}`,
+          body: {
+            lines: lines.map(([s, quantity]) => ({ sku: sku(s), quantity })),
+            payment: { method: 'card', token: card },
+          },
+        });
+      const paid = await place(
+        ada,
+        [
+          ['DEMO-TEE-M', 2],
+          ['DEMO-MUG', 1],
+        ],
+        'tok_ok',
+        1,
+      );
       const toFulfil = await place(grace, [['DEMO-MUG', 2]], 'tok_ok', 2);
       const declined = await place(alan, [['DEMO-CAP', 1]], 'tok_declined', 3);
       const toCancel = await place(ada, [['DEMO-TEE-S', 1]], 'tok_ok', 4);
       await until(api, ada, paid.id, 'paid');
       await until(api, grace, toFulfil.id, 'paid');
-      await api.ok(endpoints.fulfilOrder, { token: admin, params: { id: toFulfil.id }, idempotencyKey: `seed-fulfil${suffix}` });
+      await api.ok(endpoints.fulfilOrder, {
+        token: admin,
+        params: { id: toFulfil.id },
+        idempotencyKey: `seed-fulfil${suffix}`,
+      });
       await until(api, alan, declined.id, 'payment_failed');
       await until(api, ada, toCancel.id, 'paid');
-      await api.ok(endpoints.cancelOrder, { token: ada, params: { id: toCancel.id }, idempotencyKey: `seed-cancel${suffix}` });
+      await api.ok(endpoints.cancelOrder, {
+        token: ada,
+        params: { id: toCancel.id },
+        idempotencyKey: `seed-cancel${suffix}`,
+      });
       progress('orders: paid, fulfilled, payment failed, cancelled (refunded)');
 
-      const parcel = await api.ok(endpoints.openConversation, { token: ada, body: { subject: 'Where is my parcel?', orderId: paid.id, body: 'I ordered on Monday.' } });
-      await api.ok(endpoints.postMessage, { token: admin, params: { id: parcel.id }, body: { body: 'It ships today.' } });
-      await api.ok(endpoints.openConversation, { token: grace, body: { subject: 'Do you restock caps?', body: 'The cap is almost sold out.' } });
+      const parcel = await api.ok(endpoints.openConversation, {
+        token: ada,
+        body: { subject: 'Where is my parcel?', orderId: paid.id, body: 'I ordered on Monday.' },
+      });
+      await api.ok(endpoints.postMessage, {
+        token: admin,
+        params: { id: parcel.id },
+        body: { body: 'It ships today.' },
+      });
+      await api.ok(endpoints.openConversation, {
+        token: grace,
+        body: { subject: 'Do you restock caps?', body: 'The cap is almost sold out.' },
+      });
       progress('2 conversations, one answered');
 
       // Registered but disabled: it shows in the console without sending requests anywhere.
-      const hook = await api.ok(endpoints.createWebhookEndpoint, { token: admin, body: { url: 'https://shop.example/hooks/engine-room', events: ['*'] } });
-      await api.ok(endpoints.updateWebhookEndpoint, { token: admin, params: { id: hook.id }, body: { enabled: false } });
+      const hook = await api.ok(endpoints.createWebhookEndpoint, {
+        token: admin,
+        body: { url: 'https://shop.example/hooks/engine-room', events: ['*'] },
+      });
+      await api.ok(endpoints.updateWebhookEndpoint, {
+        token: admin,
+        params: { id: hook.id },
+        body: { enabled: false },
+      });
       progress('1 webhook endpoint (disabled)');
 
       // Last, with the workers stopped, so that it is still pending when the seed ends.

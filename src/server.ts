@@ -27,20 +27,28 @@ async function checkDataDir(dataDir: string): Promise<void> {
   const where = `DATA_DIR ${resolve(dataDir)}`;
   const info = await stat(dataDir).catch((err: NodeJS.ErrnoException) => {
     if (err.code === 'ENOENT') return null;
-    if (err.code === 'ENOTDIR') throw new StartError(`${where} is inside a file, not a directory: set DATA_DIR to a directory`);
-    if (err.code === 'EACCES' || err.code === 'EPERM') throw new StartError(`${where} cannot be reached by this user (permission denied): set DATA_DIR to a directory it may read and write`);
+    if (err.code === 'ENOTDIR')
+      throw new StartError(`${where} is inside a file, not a directory: set DATA_DIR to a directory`);
+    if (err.code === 'EACCES' || err.code === 'EPERM')
+      throw new StartError(
+        `${where} cannot be reached by this user (permission denied): set DATA_DIR to a directory it may read and write`,
+      );
     throw err;
   });
-  if (info && !info.isDirectory()) throw new StartError(`${where} is a file, not a directory: set DATA_DIR to a directory (or move the file away)`);
+  if (info && !info.isDirectory())
+    throw new StartError(`${where} is a file, not a directory: set DATA_DIR to a directory (or move the file away)`);
   try {
     if (info) await access(dataDir, constants.R_OK | constants.W_OK | constants.X_OK);
     else await mkdir(dataDir, { recursive: true });
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'EACCES' || code === 'EPERM' || code === 'EROFS') {
-      throw new StartError(`${where} is not ${info ? 'readable and writable' : 'creatable'} by this user (${code}): set DATA_DIR to a directory it may read and write, or fix its permissions`);
+      throw new StartError(
+        `${where} is not ${info ? 'readable and writable' : 'creatable'} by this user (${code}): set DATA_DIR to a directory it may read and write, or fix its permissions`,
+      );
     }
-    if (code === 'ENOTDIR' || code === 'EEXIST') throw new StartError(`${where} is inside a file, not a directory: set DATA_DIR to a directory`);
+    if (code === 'ENOTDIR' || code === 'EEXIST')
+      throw new StartError(`${where} is inside a file, not a directory: set DATA_DIR to a directory`);
     throw err;
   }
 }
@@ -51,12 +59,22 @@ export function postgresProblem(err: unknown, url: string): string {
   const server = `PostgreSQL at ${u.hostname}:${u.port || 5432}`;
   const e = err as { code?: string; message?: string };
   switch (e.code) {
-    case 'ECONNREFUSED': return `${server} refused the connection: start PostgreSQL, or fix the host and port in DATABASE_URL`;
-    case 'ENOTFOUND': case 'EAI_AGAIN': return `the host of DATABASE_URL, ${u.hostname}, is not known: fix the host in DATABASE_URL`;
-    case 'ETIMEDOUT': case 'EHOSTUNREACH': case 'ENETUNREACH': return `${server} cannot be reached (${e.code}): check the host in DATABASE_URL and the network`;
-    case '28P01': case '28000': return `${server} refused user "${decodeURIComponent(u.username) || 'none given'}" (${e.message}): fix the user or password in DATABASE_URL`;
-    case '3D000': return `${server} has no database "${decodeURIComponent(u.pathname.slice(1))}": create it (createdb), or fix the database name in DATABASE_URL`;
-    default: return `cannot use ${server}: ${e.message ?? String(err)}`;
+    case 'ECONNREFUSED':
+      return `${server} refused the connection: start PostgreSQL, or fix the host and port in DATABASE_URL`;
+    case 'ENOTFOUND':
+    case 'EAI_AGAIN':
+      return `the host of DATABASE_URL, ${u.hostname}, is not known: fix the host in DATABASE_URL`;
+    case 'ETIMEDOUT':
+    case 'EHOSTUNREACH':
+    case 'ENETUNREACH':
+      return `${server} cannot be reached (${e.code}): check the host in DATABASE_URL and the network`;
+    case '28P01':
+    case '28000':
+      return `${server} refused user "${decodeURIComponent(u.username) || 'none given'}" (${e.message}): fix the user or password in DATABASE_URL`;
+    case '3D000':
+      return `${server} has no database "${decodeURIComponent(u.pathname.slice(1))}": create it (createdb), or fix the database name in DATABASE_URL`;
+    default:
+      return `cannot use ${server}: ${e.message ?? String(err)}`;
   }
 }
 
@@ -71,9 +89,11 @@ async function checkPortFree(host: string, port: number): Promise<void> {
 }
 
 function listenProblem(host: string, port: number, code: string | undefined): string {
-  if (code === 'EADDRINUSE') return `port ${port} on ${host} is in use by another process: set PORT to a free one (PORT=0 picks one)`;
+  if (code === 'EADDRINUSE')
+    return `port ${port} on ${host} is in use by another process: set PORT to a free one (PORT=0 picks one)`;
   if (code === 'EACCES') return `this user may not listen on port ${port}: set PORT to 1024 or above`;
-  if (code === 'EADDRNOTAVAIL' || code === 'ENOTFOUND') return `${host} is not an address of this machine: set HOST (127.0.0.1, or 0.0.0.0 for every interface)`;
+  if (code === 'EADDRNOTAVAIL' || code === 'ENOTFOUND')
+    return `${host} is not an address of this machine: set HOST (127.0.0.1, or 0.0.0.0 for every interface)`;
   return `cannot listen on ${host}:${port} (${code}): set PORT or HOST`;
 }
 
@@ -93,7 +113,9 @@ async function lockDataDir(dataDir: string): Promise<() => Promise<void>> {
     }
     const pid = Number((await readFile(lockPath, 'utf8').catch(() => '')).trim());
     if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && processAlive(pid)) {
-      throw new StartError(`${dataDir} is in use by process ${pid}: the embedded database allows one process at a time (if no such process runs, delete ${lockPath})`);
+      throw new StartError(
+        `${dataDir} is in use by process ${pid}: the embedded database allows one process at a time (if no such process runs, delete ${lockPath})`,
+      );
     }
     await rm(lockPath, { force: true });
   }
@@ -111,9 +133,11 @@ function processAlive(pid: number): boolean {
 export async function openAndMigrate(config: Readonly<Config>, log: pino.Logger): Promise<Db> {
   const where = config.databaseUrl ? 'PostgreSQL (DATABASE_URL)' : `the embedded database in ${config.dataDir}`;
   log.info(`opening ${where}`);
-  const unlock = config.databaseUrl ? async () => {} : await lockDataDir(config.dataDir).catch((err: Error) => {
-    throw err instanceof StartError ? err : new StartError(`cannot use DATA_DIR ${config.dataDir}: ${err.message}`);
-  });
+  const unlock = config.databaseUrl
+    ? async () => {}
+    : await lockDataDir(config.dataDir).catch((err: Error) => {
+        throw err instanceof StartError ? err : new StartError(`cannot use DATA_DIR ${config.dataDir}: ${err.message}`);
+      });
   let opened: Db;
   try {
     // With tracing on (platform/tracing.ts), its statements and transactions make spans.
@@ -132,7 +156,16 @@ export async function openAndMigrate(config: Readonly<Config>, log: pino.Logger)
     }
   }
   // Closing the database also gives up the data directory.
-  const db: Db = { ...opened, close: async () => { try { await opened.close(); } finally { await unlock(); } } };
+  const db: Db = {
+    ...opened,
+    close: async () => {
+      try {
+        await opened.close();
+      } finally {
+        await unlock();
+      }
+    },
+  };
   try {
     const applied = await migrate(db);
     if (applied.length > 0) log.info({ applied }, `applied ${applied.length} migration(s)`);
@@ -153,24 +186,37 @@ async function ignoredAdminSettings(db: Db, config: Readonly<Config>): Promise<s
   if (config.adminEmail === undefined && config.adminPassword === undefined) return undefined;
   const email = config.adminEmail ?? 'admin@engine-room.local';
   const user = await findUserByEmail(db, email);
-  const unset = [config.adminEmail !== undefined ? 'ADMIN_EMAIL' : '', config.adminPassword !== undefined ? 'ADMIN_PASSWORD' : ''].filter(Boolean).join(' and ');
-  const why = !user ? `there is no account ${email}`
-    : user.role !== 'admin' ? `${email} is a ${user.role}, not an admin`
-    : config.adminPassword !== undefined && !(await verifyPassword(user.password_hash, config.adminPassword)) ? `${email} has another password`
-    : undefined;
+  const unset = [
+    config.adminEmail !== undefined ? 'ADMIN_EMAIL' : '',
+    config.adminPassword !== undefined ? 'ADMIN_PASSWORD' : '',
+  ]
+    .filter(Boolean)
+    .join(' and ');
+  const why = !user
+    ? `there is no account ${email}`
+    : user.role !== 'admin'
+      ? `${email} is a ${user.role}, not an admin`
+      : config.adminPassword !== undefined && !(await verifyPassword(user.password_hash, config.adminPassword))
+        ? `${email} has another password`
+        : undefined;
   if (!why) return undefined;
   return `warning: ${unset} ignored: ADMIN_EMAIL and ADMIN_PASSWORD only create the first admin on an empty database, and this one has users (${why}); sign in with an existing admin (PATCH /v1/users/{id} makes another one), or unset ${unset}`;
 }
 
 export function adminLines(admin: { email: string; generatedPassword: string | null }): string[] {
-  const lines = [`  Created the admin account ${admin.email}` + (admin.generatedPassword ? ` with password ${admin.generatedPassword}` : ' with ADMIN_PASSWORD')];
-  if (admin.generatedPassword) lines.push('  (shown this once: write it down, or set ADMIN_PASSWORD before the first start)');
+  const lines = [
+    `  Created the admin account ${admin.email}` +
+      (admin.generatedPassword ? ` with password ${admin.generatedPassword}` : ' with ADMIN_PASSWORD'),
+  ];
+  if (admin.generatedPassword)
+    lines.push('  (shown this once: write it down, or set ADMIN_PASSWORD before the first start)');
   return lines;
 }
 
 // PGlite runs PostgreSQL with fsync off (-F) and its Node file system has no fsync: a commit
 // survives the process being killed, not the machine crashing or losing power.
-const embeddedInProduction = 'NODE_ENV is production but DATABASE_URL is not set: the embedded database never flushes to disk (no fsync), so an OS crash or power loss can lose orders and payments already acknowledged; use PostgreSQL (DATABASE_URL) in production';
+const embeddedInProduction =
+  'NODE_ENV is production but DATABASE_URL is not set: the embedded database never flushes to disk (no fsync), so an OS crash or power loss can lose orders and payments already acknowledged; use PostgreSQL (DATABASE_URL) in production';
 
 /** Settings refused under NODE_ENV=production (config.ts), one line each, before anything is opened. */
 function refuseUnsafeProduction(config: Readonly<Config>): void {
@@ -178,7 +224,8 @@ function refuseUnsafeProduction(config: Readonly<Config>): void {
   if (refusals.length > 0) throw new StartError(refusals.join('\n'));
 }
 
-const mailNowhere = 'SMTP_URL is not set and the dev mailbox is off (DEV_MAILBOX): mail is recorded but never delivered, password reset and verification mails included; set SMTP_URL';
+const mailNowhere =
+  'SMTP_URL is not set and the dev mailbox is off (DEV_MAILBOX): mail is recorded but never delivered, password reset and verification mails included; set SMTP_URL';
 
 /**
  * Where mail goes, for the start's lines: a line when it stays in the dev mailbox, a warning (also
@@ -186,12 +233,15 @@ const mailNowhere = 'SMTP_URL is not set and the dev mailbox is off (DEV_MAILBOX
  */
 function mailNotice(config: Readonly<Config>, log: pino.Logger): string | undefined {
   if (config.smtpUrl) return undefined;
-  if (config.devMailbox) return '  Mail: not sent but kept in the dev mailbox, GET /v1/dev/mailbox (admins; account tokens are never shown there); set SMTP_URL to send it';
+  if (config.devMailbox)
+    return '  Mail: not sent but kept in the dev mailbox, GET /v1/dev/mailbox (admins; account tokens are never shown there); set SMTP_URL to send it';
   log.warn(mailNowhere);
   return `Warning: ${mailNowhere}`;
 }
 
-export async function startServer(config: Readonly<Config>): Promise<{ app: FastifyInstance; db: Db; stop: () => Promise<void> }> {
+export async function startServer(
+  config: Readonly<Config>,
+): Promise<{ app: FastifyInstance; db: Db; stop: () => Promise<void> }> {
   refuseUnsafeProduction(config);
   // Before the logger and the database, which trace themselves when it is on.
   const stopTracing = await startTracing(config.tracing);
@@ -234,7 +284,8 @@ export async function startServer(config: Readonly<Config>): Promise<{ app: Fast
     await queue?.stop().catch(() => {});
     await db.close().catch(() => {});
     const e = err as NodeJS.ErrnoException;
-    if (e.code === 'EADDRINUSE' || e.code === 'EACCES' || e.code === 'EADDRNOTAVAIL') throw new StartError(listenProblem(config.host, config.port, e.code));
+    if (e.code === 'EADDRINUSE' || e.code === 'EACCES' || e.code === 'EADDRNOTAVAIL')
+      throw new StartError(listenProblem(config.host, config.port, e.code));
     throw err;
   }
 
@@ -279,7 +330,9 @@ export async function startServer(config: Readonly<Config>): Promise<{ app: Fast
 export async function startWorkerProcess(config: Readonly<Config>): Promise<{ stop: () => Promise<void> }> {
   refuseUnsafeProduction(config);
   if (!config.databaseUrl) {
-    throw new StartError('a separate worker needs DATABASE_URL: the embedded database belongs to one process, whose start runs the workers itself');
+    throw new StartError(
+      'a separate worker needs DATABASE_URL: the embedded database belongs to one process, whose start runs the workers itself',
+    );
   }
   const stopTracing = await startTracing(config.tracing);
   const log = pino(loggerOptions(config.logLevel));
@@ -287,12 +340,16 @@ export async function startWorkerProcess(config: Readonly<Config>): Promise<{ st
   await declareAllQueues(db, config);
   const queue = await startWorkers(db, config, log);
   const mail = mailNotice(config, log);
-  process.stderr.write(`Engine Room worker running (pid ${process.pid}, ${config.workerConcurrency} jobs at once per queue)\n${mail ? mail.trim() + '\n' : ''}`);
+  process.stderr.write(
+    `Engine Room worker running (pid ${process.pid}, ${config.workerConcurrency} jobs at once per queue)\n${mail ? mail.trim() + '\n' : ''}`,
+  );
   let stopping: Promise<void> | undefined;
   return {
     stop: () => {
       stopping ??= (async () => {
-        try { await queue.stop(); } finally {
+        try {
+          await queue.stop();
+        } finally {
           await db.close();
           await stopTracing?.().catch((err: Error) => log.warn({ err }, 'could not export the last spans'));
           log.info('worker stopped');

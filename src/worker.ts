@@ -4,7 +4,17 @@
 import type { pino } from 'pino';
 import type { Config } from './config.ts';
 import type { Db } from './platform/db.ts';
-import { declareQueues, onStop, schedule, startQueue, unschedule, work, workInBatches, type Queue, type QueueSpec } from './platform/queue.ts';
+import {
+  declareQueues,
+  onStop,
+  schedule,
+  startQueue,
+  unschedule,
+  work,
+  workInBatches,
+  type Queue,
+  type QueueSpec,
+} from './platform/queue.ts';
 import { createCounters, type Counters } from './platform/metrics.ts';
 import { startUpkeep } from './platform/upkeep.ts';
 import { createPaymentProvider } from './modules/payments/providers/select.ts';
@@ -30,7 +40,9 @@ const auditQueue = 'operations.audit';
 
 function webhookOptions(config: Readonly<Config>): WebhookOptions {
   return {
-    timeoutMs: config.webhookTimeoutMs, disableAfterSeconds: config.webhookDisableAfterSeconds, retryDelaySeconds: config.webhookRetryBaseSeconds,
+    timeoutMs: config.webhookTimeoutMs,
+    disableAfterSeconds: config.webhookDisableAfterSeconds,
+    retryDelaySeconds: config.webhookRetryBaseSeconds,
     allowPrivateUrls: config.webhookAllowPrivateUrls,
   };
 }
@@ -77,14 +89,27 @@ function failpointHooks(failpoint: string | undefined, log: pino.Logger): Charge
  * operations page: what the processor said is what the page shows as charge outcomes.
  */
 function countingProvider(provider: PaymentProvider, counters: Counters): PaymentProvider {
-  const counted = (kind: 'charges' | 'refunds', amount: { amount: number; currency: string }, call: Promise<{ status: string }>) => call.then(
-    (result) => { counters.add(kind, `${result.status}\t${amount.currency}`, 1, amount.amount); return result; },
-    (err: unknown) => { counters.add(kind, `error\t${amount.currency}`, 1, amount.amount); throw err; },
-  );
+  const counted = (
+    kind: 'charges' | 'refunds',
+    amount: { amount: number; currency: string },
+    call: Promise<{ status: string }>,
+  ) =>
+    call.then(
+      (result) => {
+        counters.add(kind, `${result.status}\t${amount.currency}`, 1, amount.amount);
+        return result;
+      },
+      (err: unknown) => {
+        counters.add(kind, `error\t${amount.currency}`, 1, amount.amount);
+        throw err;
+      },
+    );
   return {
     name: provider.name,
-    charge: (request) => counted('charges', request.amount, provider.charge(request)) as ReturnType<PaymentProvider['charge']>,
-    refund: (request) => counted('refunds', request.amount, provider.refund(request)) as ReturnType<PaymentProvider['refund']>,
+    charge: (request) =>
+      counted('charges', request.amount, provider.charge(request)) as ReturnType<PaymentProvider['charge']>,
+    refund: (request) =>
+      counted('refunds', request.amount, provider.refund(request)) as ReturnType<PaymentProvider['refund']>,
   };
 }
 
@@ -105,18 +130,39 @@ export async function startWorkers(db: Db, config: Readonly<Config>, log: pino.L
   const hooks = failpointHooks(config.failpoint, log);
   // Charges in batches: the processor calls of a batch run side by side and one transaction
   // records all their outcomes (a flash sale's hot SKU row is then written once per batch).
-  workInBatches<{ paymentId: string }>(queue, chargeQueue, async (jobs) => {
-    const retry = await chargeMany(db, provider, jobs.map((job) => job.data.paymentId), { ...hooks, log });
-    return new Map(jobs.flatMap((job) => { const err = retry.get(job.data.paymentId); return err ? [[job.id, err] as const] : []; }));
-  }, { batchSize: config.chargeBatchSize, concurrency: 2 });
-  work<{ refundId: string }>(queue, refundQueue, (job) => refundOnce(db, provider, job.data.refundId, { log }), { concurrency });
+  workInBatches<{ paymentId: string }>(
+    queue,
+    chargeQueue,
+    async (jobs) => {
+      const retry = await chargeMany(
+        db,
+        provider,
+        jobs.map((job) => job.data.paymentId),
+        { ...hooks, log },
+      );
+      return new Map(
+        jobs.flatMap((job) => {
+          const err = retry.get(job.data.paymentId);
+          return err ? [[job.id, err] as const] : [];
+        }),
+      );
+    },
+    { batchSize: config.chargeBatchSize, concurrency: 2 },
+  );
+  work<{ refundId: string }>(queue, refundQueue, (job) => refundOnce(db, provider, job.data.refundId, { log }), {
+    concurrency,
+  });
   work(queue, expireQueue, async () => {
     const n = await expireUnpaidOrders(db, config.orderPaymentTimeoutSeconds, { log });
     if (n > 0) log.info({ cancelled: n }, 'cancelled unpaid orders past their payment timeout');
   });
   // Within the lease (300 s): a run that has more to do leaves it to the next one.
   work(queue, retentionQueue, async (job) => {
-    const removed = await pruneOldRows(db, config, { batchSize: config.retentionBatchSize, budgetMs: 240_000, signal: job.signal });
+    const removed = await pruneOldRows(db, config, {
+      batchSize: config.retentionBatchSize,
+      budgetMs: 240_000,
+      signal: job.signal,
+    });
     if (Object.keys(removed).length > 0) log.info({ removed }, 'removed rows past their retention');
   });
   registerWebhookWorkers(queue, db, webhookOptions(config));
@@ -124,13 +170,24 @@ export async function startWorkers(db: Db, config: Readonly<Config>, log: pino.L
   registerAccountMailWorkers(queue, db, createMailer(config), Math.min(4, config.workerConcurrency));
   work(queue, auditQueue, async () => {
     const run = await runAndRecordAudit(db, { paymentProvider: config.paymentProvider });
-    if (!run.ok) log.error({ checks: run.checks.filter((c) => !c.ok).map((c) => c.name) }, 'the scheduled audit found violations');
+    if (!run.ok)
+      log.error({ checks: run.checks.filter((c) => !c.ok).map((c) => c.name) }, 'the scheduled audit found violations');
   });
 
   // What the operations page shows of the whole system: this process's counters and heartbeat,
   // and the order figures read from the outbox.
-  const telemetry = startTelemetry({ db, version, role: 'worker', counters, runningJobs: () => queue.runningJobs(), onError: (err) => log.warn({ err }, 'could not write the operations figures') });
-  const orderStats = startOrderStats(db, { intervalMs: 2_000, onError: (err) => log.warn({ err }, 'could not add up the order events') });
+  const telemetry = startTelemetry({
+    db,
+    version,
+    role: 'worker',
+    counters,
+    runningJobs: () => queue.runningJobs(),
+    onError: (err) => log.warn({ err }, 'could not write the operations figures'),
+  });
+  const orderStats = startOrderStats(db, {
+    intervalMs: 2_000,
+    onError: (err) => log.warn({ err }, 'could not add up the order events'),
+  });
   onStop(queue, async () => {
     await orderStats.stop();
     await telemetry.stop();

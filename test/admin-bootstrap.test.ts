@@ -44,7 +44,9 @@ for (const engine of engines('one')) {
       assert.equal(admin!.role, 'admin');
       assert.match(admin!.password_hash, /^\$argon2id\$/);
       assert.ok(!admin!.password_hash.includes(generated.generatedPassword));
-      const login = await client.ok(endpoints.login, { body: { email: generated.email, password: generated.generatedPassword } });
+      const login = await client.ok(endpoints.login, {
+        body: { email: generated.email, password: generated.generatedPassword },
+      });
       assert.equal(login.user.role, 'admin');
       const keys = await client.call(endpoints.listApiKeys, { token: login.token });
       assert.equal(keys.status, 200, 'the admin can use admin-only endpoints');
@@ -52,17 +54,32 @@ for (const engine of engines('one')) {
 
     it('is not created again: a second call answers null and creates nothing', async () => {
       assert.equal(await ensureAdmin(database.db, { email: undefined, password: undefined }), null);
-      assert.equal(await ensureAdmin(database.db, { email: 'second@example.com', password: 'another admin password' }), null);
+      assert.equal(
+        await ensureAdmin(database.db, { email: 'second@example.com', password: 'another admin password' }),
+        null,
+      );
       const all = await users(database.db);
-      assert.deepEqual(all.map((u) => u.email), [generated!.email]);
+      assert.deepEqual(
+        all.map((u) => u.email),
+        [generated!.email],
+      );
       // The first password still works: nothing was reset either.
-      assert.equal((await client.call(endpoints.login, { body: { email: generated!.email, password: generated!.generatedPassword! } })).status, 200);
+      assert.equal(
+        (
+          await client.call(endpoints.login, {
+            body: { email: generated!.email, password: generated!.generatedPassword! },
+          })
+        ).status,
+        200,
+      );
     });
 
     it('is not created when the database has users, even if none is an admin', async () => {
       const other = await freshDatabase(engine);
       try {
-        await other.db.query("INSERT INTO users (id, email, name, role, password_hash) VALUES ('usr_00000000000000000000000001', 'c@example.com', 'C', 'customer', 'x')");
+        await other.db.query(
+          "INSERT INTO users (id, email, name, role, password_hash) VALUES ('usr_00000000000000000000000001', 'c@example.com', 'C', 'customer', 'x')",
+        );
         assert.equal(await ensureAdmin(other.db, { email: undefined, password: undefined }), null);
         assert.equal((await users(other.db)).length, 1);
       } finally {
@@ -76,12 +93,21 @@ for (const engine of engines('one')) {
       const database = await freshDatabase(engine);
       const app = await buildApp(loadConfig({ LOG_LEVEL: 'silent', ...unthrottled }), database.db);
       try {
-        const created = await ensureAdmin(database.db, { email: 'Ops@Shop.example', password: 'the given admin password' });
+        const created = await ensureAdmin(database.db, {
+          email: 'Ops@Shop.example',
+          password: 'the given admin password',
+        });
         assert.deepEqual(created, { email: 'Ops@Shop.example', generatedPassword: null });
         const client = createClient(injectTransport(app));
-        const login = await client.ok(endpoints.login, { body: { email: 'ops@shop.example', password: 'the given admin password' } });
+        const login = await client.ok(endpoints.login, {
+          body: { email: 'ops@shop.example', password: 'the given admin password' },
+        });
         assert.equal(login.user.role, 'admin');
-        assert.equal((await client.call(endpoints.login, { body: { email: 'ops@shop.example', password: 'some other password' } })).status, 401);
+        assert.equal(
+          (await client.call(endpoints.login, { body: { email: 'ops@shop.example', password: 'some other password' } }))
+            .status,
+          401,
+        );
       } finally {
         await app.close();
         await database.drop();
@@ -96,7 +122,9 @@ for (const engine of engines('one')) {
       const extra: Db[] = engine === 'postgres' ? [1, 2, 3].map(() => openPostgres(database.url!, 2)) : [];
       try {
         const dbs = [database.db, ...extra];
-        const results = await Promise.all([0, 1, 2, 3].map((i) => ensureAdmin(dbs[i % dbs.length]!, { email: undefined, password: undefined })));
+        const results = await Promise.all(
+          [0, 1, 2, 3].map((i) => ensureAdmin(dbs[i % dbs.length]!, { email: undefined, password: undefined })),
+        );
         const created = results.filter((r) => r !== null);
         assert.equal(created.length, 1, `${created.length} of ${results.length} calls say they created the admin`);
         const all = await users(database.db);

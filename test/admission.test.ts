@@ -18,9 +18,19 @@ interface Sim {
  * Runs arrivals (ms offsets and classes) through an admission queue on a fake clock, 1 ms steps,
  * ticking every 20 ms as load-shedding.ts does; answers each entry with when it was decided.
  */
-function simulate(sim: Sim, arrivals: { at: number; priority: Priority }[], options: { targetWaitMs?: number; maxInFlight?: number; initialLimit?: number } = {}) {
+function simulate(
+  sim: Sim,
+  arrivals: { at: number; priority: Priority }[],
+  options: { targetWaitMs?: number; maxInFlight?: number; initialLimit?: number } = {},
+) {
   let clock = 0;
-  const admission = createAdmission({ now: () => clock, targetWaitMs: options.targetWaitMs ?? 500, maxInFlight: options.maxInFlight ?? 2000, maxQueued: 10_000, initialLimit: options.initialLimit ?? 64 });
+  const admission = createAdmission({
+    now: () => clock,
+    targetWaitMs: options.targetWaitMs ?? 500,
+    maxInFlight: options.maxInFlight ?? 2000,
+    maxQueued: 10_000,
+    initialLimit: options.initialLimit ?? 64,
+  });
   const done: { entry: Entry; finishAt: number }[] = [];
   const results: { entry: Entry; decidedAt: number; waitedMs: number; refusedAtOnce: boolean; doneAt?: number }[] = [];
   const limits: number[] = [];
@@ -62,8 +72,13 @@ function simulate(sim: Sim, arrivals: { at: number; priority: Priority }[], opti
 
 const burst = (n: number, priority: Priority = 'critical') => Array.from({ length: n }, () => ({ at: 0, priority }));
 /** A steady stream at this many requests per second for this long. */
-const stream = (perSecond: number, seconds: number, priority: Priority, offset = 0) => Array.from({ length: Math.round(perSecond * seconds) }, (_, i) => ({ at: offset + Math.floor((i * 1000) / perSecond), priority }));
-const p99 = (values: number[]) => [...values].sort((a, b) => a - b)[Math.max(0, Math.ceil(values.length * 0.99) - 1)] ?? 0;
+const stream = (perSecond: number, seconds: number, priority: Priority, offset = 0) =>
+  Array.from({ length: Math.round(perSecond * seconds) }, (_, i) => ({
+    at: offset + Math.floor((i * 1000) / perSecond),
+    priority,
+  }));
+const p99 = (values: number[]) =>
+  [...values].sort((a, b) => a - b)[Math.max(0, Math.ceil(values.length * 0.99) - 1)] ?? 0;
 
 describe('admission by waiting time (fake clock)', () => {
   it('a burst the process clears within twice the target is queued and served: nothing is refused', () => {
@@ -85,9 +100,21 @@ describe('admission by waiting time (fake clock)', () => {
   it('a burst is never refused on arrival, even with a drain rate known from an earlier overload: it is queued, and only those past the allowance refused', () => {
     const arrivals = [...stream(1600, 3, 'critical'), ...burst(1200).map((a) => ({ ...a, at: 6000 }))];
     const { results } = simulate({ capacity: 800, baseMs: 5 }, arrivals);
-    assert.ok(results.some((r) => r.entry.arrivedAt < 6000 && r.refusedAtOnce), 'the overload was refused on arrival');
+    assert.ok(
+      results.some((r) => r.entry.arrivedAt < 6000 && r.refusedAtOnce),
+      'the overload was refused on arrival',
+    );
     const later = results.filter((r) => r.entry.arrivedAt >= 6000);
-    assert.equal(later.filter((r) => r.refusedAtOnce).length, 0, JSON.stringify(later.filter((r) => r.refusedAtOnce).slice(0, 2).map((r) => [r.entry.reason, r.entry.arrivedAt])));
+    assert.equal(
+      later.filter((r) => r.refusedAtOnce).length,
+      0,
+      JSON.stringify(
+        later
+          .filter((r) => r.refusedAtOnce)
+          .slice(0, 2)
+          .map((r) => [r.entry.reason, r.entry.arrivedAt]),
+      ),
+    );
     assert.ok(later.filter((r) => r.entry.state === 'left').length >= 600);
   });
 
@@ -113,11 +140,15 @@ describe('admission by waiting time (fake clock)', () => {
     const servedShare = (p: Priority) => of(p).filter((r) => r.entry.state === 'left').length / of(p).length;
     assert.ok(servedShare('critical') >= 0.98, `critical served ${servedShare('critical')}`);
     assert.ok(servedShare('low') <= 0.5, `low served ${servedShare('low')}`);
-    for (const r of of('low')) assert.ok(r.waitedMs <= 2 * 125 + 20, `a low request waited ${r.waitedMs} ms (its target is 125 ms)`);
+    for (const r of of('low'))
+      assert.ok(r.waitedMs <= 2 * 125 + 20, `a low request waited ${r.waitedMs} ms (its target is 125 ms)`);
   });
 
   it('the limit adapts to the process: it grows while admitted requests are quick, and shrinks when they wait inside the process', () => {
-    const fast = simulate({ capacity: 5000, baseMs: 5 }, stream(4000, 3, 'normal').concat(burst(2000, 'normal').map((a) => ({ ...a, at: 1000 }))));
+    const fast = simulate(
+      { capacity: 5000, baseMs: 5 },
+      stream(4000, 3, 'normal').concat(burst(2000, 'normal').map((a) => ({ ...a, at: 1000 }))),
+    );
     assert.ok(Math.max(...fast.limits) > 64, `the limit stayed at ${Math.max(...fast.limits)}`);
     const slow = simulate({ capacity: 100, baseMs: 5 }, stream(200, 5, 'normal'), { initialLimit: 200 });
     assert.ok(Math.min(...slow.limits) < 50, `the limit stayed at ${Math.min(...slow.limits)}`);
@@ -125,7 +156,13 @@ describe('admission by waiting time (fake clock)', () => {
 
   it('a request whose client leaves while queued is dropped from the queue; one admitted and done leaves its place', () => {
     let clock = 0;
-    const admission = createAdmission({ now: () => clock, targetWaitMs: 500, maxInFlight: 1, maxQueued: 10, initialLimit: 1 });
+    const admission = createAdmission({
+      now: () => clock,
+      targetWaitMs: 500,
+      maxInFlight: 1,
+      maxQueued: 10,
+      initialLimit: 1,
+    });
     const first = admission.enter('normal');
     const second = admission.enter('normal');
     const third = admission.enter('normal');
@@ -134,7 +171,9 @@ describe('admission by waiting time (fake clock)', () => {
     assert.equal(admission.state().queued.normal, 1);
     clock = 10;
     let notified: Entry | undefined;
-    third.notify = (e) => { notified = e; };
+    third.notify = (e) => {
+      notified = e;
+    };
     admission.leave(first);
     assert.equal(notified, third);
     assert.equal(third.state, 'admitted');
@@ -143,32 +182,50 @@ describe('admission by waiting time (fake clock)', () => {
 
   it('when the queue is full, a request of a higher class takes the place of the newest of the lowest class queued', () => {
     const clock = 0;
-    const admission = createAdmission({ now: () => clock, targetWaitMs: 500, maxInFlight: 1, maxQueued: 3, initialLimit: 1 });
+    const admission = createAdmission({
+      now: () => clock,
+      targetWaitMs: 500,
+      maxInFlight: 1,
+      maxQueued: 3,
+      initialLimit: 1,
+    });
     admission.enter('critical');
     const lows = [admission.enter('low'), admission.enter('low'), admission.enter('low')];
-    assert.deepEqual(lows.map((e) => e.state), ['queued', 'queued', 'queued']);
+    assert.deepEqual(
+      lows.map((e) => e.state),
+      ['queued', 'queued', 'queued'],
+    );
     assert.equal(admission.enter('low').reason, 'queue_full');
     const order = admission.enter('critical');
     assert.equal(order.state, 'queued');
-    assert.deepEqual(lows.map((e) => e.state), ['queued', 'queued', 'refused']);
+    assert.deepEqual(
+      lows.map((e) => e.state),
+      ['queued', 'queued', 'refused'],
+    );
     assert.equal(lows[2]!.reason, 'queue_full');
   });
 
   it('invariants, whatever the arrivals: every request is decided, never more admitted than the limit allows, no one waits past twice its target', () => {
-    fc.assert(fc.property(
-      fc.array(fc.record({ at: fc.integer({ min: 0, max: 3000 }), priority: fc.constantFrom(...priorities) }), { maxLength: 400 }),
-      fc.integer({ min: 20, max: 3000 }),
-      fc.integer({ min: 1, max: 50 }),
-      fc.integer({ min: 1, max: 200 }),
-      (arrivals, capacity, baseMs, maxInFlight) => {
-        const { results, maxInFlightSeen, admission } = simulate({ capacity, baseMs }, arrivals, { maxInFlight });
-        assert.equal(results.length, arrivals.length);
-        for (const r of results) assert.ok(r.entry.state === 'left' || r.entry.state === 'refused', r.entry.state);
-        assert.ok(maxInFlightSeen <= maxInFlight);
-        const target: Record<Priority, number> = { critical: 500, normal: 250, low: 125 };
-        for (const r of results) assert.ok(r.waitedMs <= 2 * target[r.entry.priority] + 20, `${r.entry.priority} waited ${r.waitedMs}`);
-        assert.equal(admission.state().inFlight, 0);
-      },
-    ), { numRuns: 60 });
+    fc.assert(
+      fc.property(
+        fc.array(fc.record({ at: fc.integer({ min: 0, max: 3000 }), priority: fc.constantFrom(...priorities) }), {
+          maxLength: 400,
+        }),
+        fc.integer({ min: 20, max: 3000 }),
+        fc.integer({ min: 1, max: 50 }),
+        fc.integer({ min: 1, max: 200 }),
+        (arrivals, capacity, baseMs, maxInFlight) => {
+          const { results, maxInFlightSeen, admission } = simulate({ capacity, baseMs }, arrivals, { maxInFlight });
+          assert.equal(results.length, arrivals.length);
+          for (const r of results) assert.ok(r.entry.state === 'left' || r.entry.state === 'refused', r.entry.state);
+          assert.ok(maxInFlightSeen <= maxInFlight);
+          const target: Record<Priority, number> = { critical: 500, normal: 250, low: 125 };
+          for (const r of results)
+            assert.ok(r.waitedMs <= 2 * target[r.entry.priority] + 20, `${r.entry.priority} waited ${r.waitedMs}`);
+          assert.equal(admission.state().inFlight, 0);
+        },
+      ),
+      { numRuns: 60 },
+    );
   });
 });

@@ -39,40 +39,67 @@ interface Running {
 const children = new Set<ChildProcess>();
 
 function run(args: string[], env: Record<string, string>): Running {
-  const child = spawn(process.execPath, [cli, ...args], { env: cleanEnv(env), cwd: tmpdir(), stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [cli, ...args], {
+    env: cleanEnv(env),
+    cwd: tmpdir(),
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   children.add(child);
   let out = '';
   let err = '';
   const waiters: (() => void)[] = [];
-  child.stdout!.on('data', (chunk) => { out += chunk; });
-  child.stderr!.on('data', (chunk) => { err += chunk; waiters.forEach((w) => w()); });
+  child.stdout!.on('data', (chunk) => {
+    out += chunk;
+  });
+  child.stderr!.on('data', (chunk) => {
+    err += chunk;
+    waiters.forEach((w) => w());
+  });
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
     // 'close' rather than 'exit': by then everything the child wrote has been read.
-    child.on('close', (code, signal) => { children.delete(child); resolve({ code, signal }); waiters.forEach((w) => w()); });
+    child.on('close', (code, signal) => {
+      children.delete(child);
+      resolve({ code, signal });
+      waiters.forEach((w) => w());
+    });
   });
   return {
     child,
     stdout: () => out,
     stderr: () => err,
     exited,
-    waitForStderr: (pattern) => new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`no ${pattern} in stderr after ${waitLimitMs} ms:\n${err}\n${out}`)), waitLimitMs);
-      const check = () => {
-        const match = err.match(pattern);
-        if (match) { clearTimeout(timer); resolve(match); return; }
-        if (child.exitCode !== null || child.signalCode !== null) {
-          clearTimeout(timer);
-          reject(new Error(`exited (${child.exitCode ?? child.signalCode}) without ${pattern} in stderr:\n${err}\n${out}`));
-        }
-      };
-      waiters.push(check);
-      check();
-    }),
+    waitForStderr: (pattern) =>
+      new Promise((resolve, reject) => {
+        const timer = setTimeout(
+          () => reject(new Error(`no ${pattern} in stderr after ${waitLimitMs} ms:\n${err}\n${out}`)),
+          waitLimitMs,
+        );
+        const check = () => {
+          const match = err.match(pattern);
+          if (match) {
+            clearTimeout(timer);
+            resolve(match);
+            return;
+          }
+          if (child.exitCode !== null || child.signalCode !== null) {
+            clearTimeout(timer);
+            reject(
+              new Error(`exited (${child.exitCode ?? child.signalCode}) without ${pattern} in stderr:\n${err}\n${out}`),
+            );
+          }
+        };
+        waiters.push(check);
+        check();
+      }),
   };
 }
 
 /** Runs a command to its end. */
-async function complete(args: string[], env: Record<string, string> = {}, limitMs = waitLimitMs): Promise<{ code: number | null; stdout: string; stderr: string }> {
+async function complete(
+  args: string[],
+  env: Record<string, string> = {},
+  limitMs = waitLimitMs,
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
   const running = run(args, env);
   const timer = setTimeout(() => running.child.kill('SIGKILL'), limitMs);
   const { code } = await running.exited;
@@ -92,8 +119,15 @@ describe('the engine-room command', () => {
     assert.match(stdout, /^\s+migrate\s/m);
   });
 
-  it('--help after a command, or help <command>, shows that command\'s usage; --version the version', async () => {
-    for (const args of [['start', '--help'], ['jobs', '--help'], ['seed', '-h'], ['help', 'audit'], ['migrate', '--help'], ['worker', '--help']]) {
+  it("--help after a command, or help <command>, shows that command's usage; --version the version", async () => {
+    for (const args of [
+      ['start', '--help'],
+      ['jobs', '--help'],
+      ['seed', '-h'],
+      ['help', 'audit'],
+      ['migrate', '--help'],
+      ['worker', '--help'],
+    ]) {
       const { code, stdout } = await complete(args);
       assert.equal(code, 0, args.join(' '));
       const command = args[0] === 'help' ? args[1] : args[0];
@@ -142,7 +176,10 @@ describe('engine-room start fails in one line that says what to change', () => {
     await new Promise((resolve) => holder.once('listening', resolve));
     const dataDir = join(tmpdir(), `er-cli-port-${randomBytes(4).toString('hex')}`);
     try {
-      await failsWith({ PORT: String((holder.address() as AddressInfo).port), DATA_DIR: dataDir }, /port \d+ on 127\.0\.0\.1 is in use.*set PORT/);
+      await failsWith(
+        { PORT: String((holder.address() as AddressInfo).port), DATA_DIR: dataDir },
+        /port \d+ on 127\.0\.0\.1 is in use.*set PORT/,
+      );
       assert.equal(existsSync(dataDir), false, 'the data directory was not even created');
     } finally {
       holder.close();
@@ -151,7 +188,10 @@ describe('engine-room start fails in one line that says what to change', () => {
 
   it('a production start whose metrics would answer without a credential, before anything is opened', async () => {
     const dataDir = join(tmpdir(), `er-cli-prod-${randomBytes(4).toString('hex')}`);
-    await failsWith({ NODE_ENV: 'production', DATA_DIR: dataDir, SMTP_URL: 'smtp://127.0.0.1:1' }, /METRICS_TOKEN is not set: in production \/metrics and \/metrics\/system need a bearer token/);
+    await failsWith(
+      { NODE_ENV: 'production', DATA_DIR: dataDir, SMTP_URL: 'smtp://127.0.0.1:1' },
+      /METRICS_TOKEN is not set: in production \/metrics and \/metrics\/system need a bearer token/,
+    );
     assert.equal(existsSync(dataDir), false, 'the data directory was not even created');
   });
 
@@ -161,48 +201,76 @@ describe('engine-room start fails in one line that says what to change', () => {
       const file = join(dir, 'not-a-directory');
       writeFileSync(file, 'x');
       await failsWith({ DATA_DIR: file }, /DATA_DIR .*not-a-directory is a file, not a directory: set DATA_DIR/);
-      await failsWith({ DATA_DIR: join(file, 'below') }, /DATA_DIR .*below is inside a file, not a directory: set DATA_DIR/);
+      await failsWith(
+        { DATA_DIR: join(file, 'below') },
+        /DATA_DIR .*below is inside a file, not a directory: set DATA_DIR/,
+      );
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
   });
 
-  it('a DATA_DIR this user may not write', { skip: process.getuid?.() === 0 && 'root may write anywhere' }, async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'er-cli-ro-'));
-    try {
-      await (await import('node:fs/promises')).chmod(dir, 0o500);
-      await failsWith({ DATA_DIR: dir }, /is not readable and writable by this user.*set DATA_DIR/);
-    } finally {
-      await rm(dir, { recursive: true, force: true });
-    }
-  });
+  it(
+    'a DATA_DIR this user may not write',
+    { skip: process.getuid?.() === 0 && 'root may write anywhere' },
+    async () => {
+      const dir = await mkdtemp(join(tmpdir(), 'er-cli-ro-'));
+      try {
+        await (await import('node:fs/promises')).chmod(dir, 0o500);
+        await failsWith({ DATA_DIR: dir }, /is not readable and writable by this user.*set DATA_DIR/);
+      } finally {
+        await rm(dir, { recursive: true, force: true });
+      }
+    },
+  );
 
   it('a DATABASE_URL where nothing listens', async () => {
     const probe = net.createServer().listen(0, '127.0.0.1');
     await new Promise((resolve) => probe.once('listening', resolve));
     const port = (probe.address() as AddressInfo).port;
     await new Promise((resolve) => probe.close(resolve));
-    await failsWith({ DATABASE_URL: `postgres://postgres@127.0.0.1:${port}/none` }, new RegExp(`PostgreSQL at 127\\.0\\.0\\.1:${port} refused the connection: .*DATABASE_URL`));
+    await failsWith(
+      { DATABASE_URL: `postgres://postgres@127.0.0.1:${port}/none` },
+      new RegExp(`PostgreSQL at 127\\.0\\.0\\.1:${port} refused the connection: .*DATABASE_URL`),
+    );
   });
 
-  it('a DATABASE_URL whose user or database PostgreSQL refuses', { skip: !postgresUrl && 'TEST_DATABASE_URL is not set' }, async () => {
-    const url = new URL(postgresUrl!);
-    url.username = 'no_such_user_er';
-    url.password = 'wrong';
-    await failsWith({ DATABASE_URL: url.toString() }, /refused user "no_such_user_er" .*fix the user or password in DATABASE_URL/);
-    const missing = new URL(postgresUrl!);
-    missing.pathname = '/no_such_database_er';
-    await failsWith({ DATABASE_URL: missing.toString() }, /has no database "no_such_database_er": create it/);
-  });
+  it(
+    'a DATABASE_URL whose user or database PostgreSQL refuses',
+    { skip: !postgresUrl && 'TEST_DATABASE_URL is not set' },
+    async () => {
+      const url = new URL(postgresUrl!);
+      url.username = 'no_such_user_er';
+      url.password = 'wrong';
+      await failsWith(
+        { DATABASE_URL: url.toString() },
+        /refused user "no_such_user_er" .*fix the user or password in DATABASE_URL/,
+      );
+      const missing = new URL(postgresUrl!);
+      missing.pathname = '/no_such_database_er';
+      await failsWith({ DATABASE_URL: missing.toString() }, /has no database "no_such_database_er": create it/);
+    },
+  );
 });
 
 /** Where a seed command writes: a new data dir (PGlite) or a fresh PostgreSQL database; drop() removes it. */
-async function seedTarget(engine: Engine, prefix: string): Promise<{ dataDir: string; env: Record<string, string>; drop: () => Promise<void> }> {
+async function seedTarget(
+  engine: Engine,
+  prefix: string,
+): Promise<{ dataDir: string; env: Record<string, string>; drop: () => Promise<void> }> {
   const dataDir = await mkdtemp(join(tmpdir(), prefix));
-  if (engine === 'pglite') return { dataDir, env: { DATA_DIR: dataDir }, drop: () => rm(dataDir, { recursive: true, force: true }) };
+  if (engine === 'pglite')
+    return { dataDir, env: { DATA_DIR: dataDir }, drop: () => rm(dataDir, { recursive: true, force: true }) };
   const database = await freshDatabase('postgres', 1);
   await database.db.close();
-  return { dataDir, env: { DATABASE_URL: database.url! }, drop: async () => { await database.drop(); await rm(dataDir, { recursive: true, force: true }); } };
+  return {
+    dataDir,
+    env: { DATABASE_URL: database.url! },
+    drop: async () => {
+      await database.drop();
+      await rm(dataDir, { recursive: true, force: true });
+    },
+  };
 }
 
 describe('engine-room seed --demo', () => {
@@ -213,15 +281,25 @@ describe('engine-room seed --demo', () => {
         // initdb, the demo shop and its payments in one process: on a busy machine, minutes (the
         // whole test took 278 s with both cores busy). A safety net for a hung seed, not a window.
         const seedLimitMs = 600_000;
-        const first = await complete(['seed', '--demo'], { ...env, ADMIN_PASSWORD: 'seed-admin-password' }, seedLimitMs);
+        const first = await complete(
+          ['seed', '--demo'],
+          { ...env, ADMIN_PASSWORD: 'seed-admin-password' },
+          seedLimitMs,
+        );
         assert.equal(first.code, 0, first.stderr);
         assert.match(first.stderr, /seed: 4 products/);
         assert.match(first.stderr, /seed: done/);
         const db = engine === 'pglite' ? await openPglite({ dataDir }) : openPostgres(env.DATABASE_URL!, 1);
         try {
-          const statuses = (await db.query<{ status: string }>('SELECT DISTINCT status FROM orders ORDER BY status')).map((r) => r.status);
+          const statuses = (
+            await db.query<{ status: string }>('SELECT DISTINCT status FROM orders ORDER BY status')
+          ).map((r) => r.status);
           assert.deepEqual(statuses, ['cancelled', 'fulfilled', 'paid', 'payment_failed', 'pending_payment']);
-          assert.deepEqual(await db.query('SELECT count(*)::int AS n FROM api_keys WHERE revoked_at IS NULL'), [{ n: 0 }], 'the seed revoked its key');
+          assert.deepEqual(
+            await db.query('SELECT count(*)::int AS n FROM api_keys WHERE revoked_at IS NULL'),
+            [{ n: 0 }],
+            'the seed revoked its key',
+          );
         } finally {
           await db.close();
         }
@@ -244,22 +322,34 @@ describe('engine-room seed --orders --customers', () => {
     it(`writes orders of new customers in every final status, ids in time order, and the audit passes [${engine}]`, async () => {
       const { dataDir, env, drop } = await seedTarget(engine, 'er-cli-bulk-');
       try {
-        const seeded = await complete(['seed', '--orders', '6000', '--customers', '40'], { ...env, ADMIN_PASSWORD: 'bulk-admin-password' }, 240_000);
+        const seeded = await complete(
+          ['seed', '--orders', '6000', '--customers', '40'],
+          { ...env, ADMIN_PASSWORD: 'bulk-admin-password' },
+          240_000,
+        );
         assert.equal(seeded.code, 0, seeded.stderr);
         assert.match(seeded.stderr, /seed: 5000 \/ 6000 orders/, 'progress per batch');
         assert.match(seeded.stderr, /seed: 6000 \/ 6000 orders/);
         const db = engine === 'pglite' ? await openPglite({ dataDir }) : openPostgres(env.DATABASE_URL!, 1);
         try {
           assert.deepEqual(await db.query(`SELECT count(*)::int AS n FROM users WHERE role = 'customer'`), [{ n: 40 }]);
-          const statuses = (await db.query<{ status: string }>('SELECT DISTINCT status FROM orders ORDER BY status')).map((r) => r.status);
+          const statuses = (
+            await db.query<{ status: string }>('SELECT DISTINCT status FROM orders ORDER BY status')
+          ).map((r) => r.status);
           assert.deepEqual(statuses, ['cancelled', 'fulfilled', 'paid', 'payment_failed']);
           // Newest first by id is newest first by time, and every order has its history.
-          assert.deepEqual(await db.query(
-            `SELECT count(*)::int AS n FROM (SELECT id, created_at, lag(created_at) OVER (ORDER BY id) AS before FROM orders) o WHERE created_at < before`,
-          ), [{ n: 0 }]);
-          assert.deepEqual(await db.query(
-            'SELECT count(*)::int AS n FROM orders o WHERE NOT EXISTS (SELECT 1 FROM order_status_changes h WHERE h.order_id = o.id AND h.to_status = o.status)',
-          ), [{ n: 0 }]);
+          assert.deepEqual(
+            await db.query(
+              `SELECT count(*)::int AS n FROM (SELECT id, created_at, lag(created_at) OVER (ORDER BY id) AS before FROM orders) o WHERE created_at < before`,
+            ),
+            [{ n: 0 }],
+          );
+          assert.deepEqual(
+            await db.query(
+              'SELECT count(*)::int AS n FROM orders o WHERE NOT EXISTS (SELECT 1 FROM order_status_changes h WHERE h.order_id = o.id AND h.to_status = o.status)',
+            ),
+            [{ n: 0 }],
+          );
         } finally {
           await db.close();
         }
@@ -280,11 +370,19 @@ describe('engine-room start on the embedded database', () => {
   let adminEmail: string;
   let adminPassword: string;
 
-  before(async () => { dataDir = await mkdtemp(join(tmpdir(), 'er-cli-')); });
-  after(async () => { await rm(dataDir, { recursive: true, force: true }); });
+  before(async () => {
+    dataDir = await mkdtemp(join(tmpdir(), 'er-cli-'));
+  });
+  after(async () => {
+    await rm(dataDir, { recursive: true, force: true });
+  });
 
   async function login(base: string, email: string, password: string): Promise<number> {
-    const res = await fetch(`${base}/v1/auth/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ email, password }) });
+    const res = await fetch(`${base}/v1/auth/login`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ email, password }),
+    });
     return res.status;
   }
 
@@ -317,7 +415,12 @@ describe('engine-room start on the embedded database', () => {
     assert.equal(existsSync(join(dataDir, 'engine-room.pid')), false, 'the data directory was given up');
     // Logs are JSON lines; the generated password went to the terminal, never into a log line.
     const logLines = server.stdout().trim().split('\n');
-    assert.ok(logLines.every((line) => { JSON.parse(line); return true; }));
+    assert.ok(
+      logLines.every((line) => {
+        JSON.parse(line);
+        return true;
+      }),
+    );
     assert.ok(logLines.some((line) => JSON.parse(line).msg === 'stopped'));
     assert.ok(!server.stdout().includes(adminPassword));
   });
@@ -327,7 +430,15 @@ describe('engine-room start on the embedded database', () => {
     // In production too, where the embedded database gets a warning: it never fsyncs. And an
     // ADMIN_PASSWORD set now is not applied (the admin exists): the start says so.
     // What a production start needs besides (see productionRefusals): nothing is mailed here.
-    const server = run(['start'], { PORT: '0', DATA_DIR: dataDir, LOG_LEVEL: 'warn', NODE_ENV: 'production', ADMIN_PASSWORD: 'a-new-password-that-is-ignored', METRICS_TOKEN: 'cli-test-metrics-token', SMTP_URL: 'smtp://127.0.0.1:1' });
+    const server = run(['start'], {
+      PORT: '0',
+      DATA_DIR: dataDir,
+      LOG_LEVEL: 'warn',
+      NODE_ENV: 'production',
+      ADMIN_PASSWORD: 'a-new-password-that-is-ignored',
+      METRICS_TOKEN: 'cli-test-metrics-token',
+      SMTP_URL: 'smtp://127.0.0.1:1',
+    });
     const [, base] = await server.waitForStderr(/listening on (http:\/\/127\.0\.0\.1:\d+)/);
     assert.match(server.stderr(), /^Warning: NODE_ENV is production but DATABASE_URL is not set: .*fsync.*power loss/m);
     await server.waitForStderr(/warning: ADMIN_PASSWORD ignored: .*has another password.*unset ADMIN_PASSWORD/);
@@ -338,39 +449,52 @@ describe('engine-room start on the embedded database', () => {
     const { code } = await server.exited;
     assert.equal(code, 0);
     assert.doesNotMatch(server.stderr(), /admin account/);
-    const warned = server.stdout().trim().split('\n').filter(Boolean).map((line) => JSON.parse(line)).find((line) => /fsync/.test(line.msg));
+    const warned = server
+      .stdout()
+      .trim()
+      .split('\n')
+      .filter(Boolean)
+      .map((line) => JSON.parse(line))
+      .find((line) => /fsync/.test(line.msg));
     assert.equal(warned?.level, 40, 'the warning is logged too, at level warn');
   });
 });
 
 describe('engine-room migrate on PostgreSQL', () => {
-  it('applies the migrations to a fresh database and exits 0; a second run has nothing to do', { skip: !postgresUrl && 'TEST_DATABASE_URL is not set' }, async () => {
-    const name = `er_cli_${randomBytes(5).toString('hex')}`;
-    const admin = new pg.Client({ connectionString: postgresUrl });
-    await admin.connect();
-    await admin.query(`CREATE DATABASE ${name}`);
-    const url = new URL(postgresUrl!);
-    url.pathname = '/' + name;
-    try {
-      const first = await complete(['migrate'], { DATABASE_URL: url.toString(), LOG_LEVEL: 'info' });
-      assert.equal(first.code, 0, first.stderr + first.stdout);
-      assert.match(first.stderr, /migrations are current/);
-      const db = openPostgres(url.toString(), 1);
+  it(
+    'applies the migrations to a fresh database and exits 0; a second run has nothing to do',
+    { skip: !postgresUrl && 'TEST_DATABASE_URL is not set' },
+    async () => {
+      const name = `er_cli_${randomBytes(5).toString('hex')}`;
+      const admin = new pg.Client({ connectionString: postgresUrl });
+      await admin.connect();
+      await admin.query(`CREATE DATABASE ${name}`);
+      const url = new URL(postgresUrl!);
+      url.pathname = '/' + name;
       try {
-        const rows = await db.query<{ version: number }>('SELECT version FROM schema_migrations ORDER BY version');
-        assert.deepEqual(rows.map((r) => r.version), (await loadMigrations()).map((m) => m.version));
-        assert.deepEqual(await db.query("SELECT to_regclass('users') IS NOT NULL AS present"), [{ present: true }]);
+        const first = await complete(['migrate'], { DATABASE_URL: url.toString(), LOG_LEVEL: 'info' });
+        assert.equal(first.code, 0, first.stderr + first.stdout);
+        assert.match(first.stderr, /migrations are current/);
+        const db = openPostgres(url.toString(), 1);
+        try {
+          const rows = await db.query<{ version: number }>('SELECT version FROM schema_migrations ORDER BY version');
+          assert.deepEqual(
+            rows.map((r) => r.version),
+            (await loadMigrations()).map((m) => m.version),
+          );
+          assert.deepEqual(await db.query("SELECT to_regclass('users') IS NOT NULL AS present"), [{ present: true }]);
+        } finally {
+          await db.close();
+        }
+        const second = await complete(['migrate'], { DATABASE_URL: url.toString(), LOG_LEVEL: 'info' });
+        assert.equal(second.code, 0);
+        assert.doesNotMatch(second.stdout, /applied/);
       } finally {
-        await db.close();
+        await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+        await admin.end();
       }
-      const second = await complete(['migrate'], { DATABASE_URL: url.toString(), LOG_LEVEL: 'info' });
-      assert.equal(second.code, 0);
-      assert.doesNotMatch(second.stdout, /applied/);
-    } finally {
-      await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-      await admin.end();
-    }
-  });
+    },
+  );
 });
 
 for (const engine of engines('parity')) {
@@ -401,11 +525,17 @@ for (const engine of engines('parity')) {
         await c.end();
       };
     });
-    after(async () => { await drop?.(); });
+    after(async () => {
+      await drop?.();
+    });
 
     it('throws MigrationError naming it, and leaves the database exactly as it was', async () => {
       const real = await loadMigrations();
-      const broken: Migration = { version: 9999, name: '9999_broken', sql: 'CREATE TABLE ok_then(x int); SELECT * FROM no_such_table;' };
+      const broken: Migration = {
+        version: 9999,
+        name: '9999_broken',
+        sql: 'CREATE TABLE ok_then(x int); SELECT * FROM no_such_table;',
+      };
       await assert.rejects(migrate(db, [...real, broken]), (err: unknown) => {
         assert.ok(err instanceof MigrationError, String(err));
         assert.equal(err.migration, '9999_broken');
@@ -423,11 +553,24 @@ for (const engine of engines('parity')) {
 
     it('leaves a database already migrated as it was, without recording the broken one', async () => {
       const real = await loadMigrations();
-      assert.deepEqual(await migrate(db, real), real.map((m) => m.name), 'the database is usable after the failure');
-      const broken: Migration = { version: 9999, name: '9999_broken', sql: 'CREATE TABLE ok_then(x int); SELECT * FROM no_such_table;' };
+      assert.deepEqual(
+        await migrate(db, real),
+        real.map((m) => m.name),
+        'the database is usable after the failure',
+      );
+      const broken: Migration = {
+        version: 9999,
+        name: '9999_broken',
+        sql: 'CREATE TABLE ok_then(x int); SELECT * FROM no_such_table;',
+      };
       await assert.rejects(migrate(db, [...real, broken]), MigrationError);
-      const versions = (await db.query<{ version: number }>('SELECT version FROM schema_migrations ORDER BY version')).map((r) => r.version);
-      assert.deepEqual(versions, real.map((m) => m.version));
+      const versions = (
+        await db.query<{ version: number }>('SELECT version FROM schema_migrations ORDER BY version')
+      ).map((r) => r.version);
+      assert.deepEqual(
+        versions,
+        real.map((m) => m.version),
+      );
       assert.deepEqual(await db.query("SELECT to_regclass('ok_then') IS NULL AS absent"), [{ absent: true }]);
     });
   });

@@ -27,32 +27,59 @@ for (const engine of engines('one')) {
       server = await startFreshServer(engine, { ADMIN_EMAIL: admin.email, ADMIN_PASSWORD: admin.password });
       ({ token: adminToken } = await createClient({ baseUrl: server.baseUrl }).login({ body: admin }));
     });
-    after(async () => { await server?.stop(); });
+    after(async () => {
+      await server?.stop();
+    });
 
     it('signs up, creates a product and places an order with typed methods, sending an Idempotency-Key it made', async () => {
       const sent: Record<string, string | undefined>[] = [];
-      const api = createClient({ baseUrl: server.baseUrl, fetch: (url, init) => { sent.push({ ...(init?.headers as Record<string, string>) }); return fetch(url, init); } });
-      const product = await api.createProduct({ token: adminToken, body: { name: 'Mug', variants: [{ sku: 'CLIENT-MUG', price: { amount: 1200, currency: 'EUR' }, stock: 5 }] } });
+      const api = createClient({
+        baseUrl: server.baseUrl,
+        fetch: (url, init) => {
+          sent.push({ ...(init?.headers as Record<string, string>) });
+          return fetch(url, init);
+        },
+      });
+      const product = await api.createProduct({
+        token: adminToken,
+        body: { name: 'Mug', variants: [{ sku: 'CLIENT-MUG', price: { amount: 1200, currency: 'EUR' }, stock: 5 }] },
+      });
       assert.equal(product.variants[0]!.available, 5);
-      const { token } = await api.signup({ body: { email: `buyer.${engine}@client.test`, password: 'correct horse battery staple', name: 'Buyer' } });
-      const order = await api.placeOrder({ token, body: { lines: [{ sku: 'CLIENT-MUG', quantity: 2 }], payment: { method: 'card', token: 'tok_ok' } } });
+      const { token } = await api.signup({
+        body: { email: `buyer.${engine}@client.test`, password: 'correct horse battery staple', name: 'Buyer' },
+      });
+      const order = await api.placeOrder({
+        token,
+        body: { lines: [{ sku: 'CLIENT-MUG', quantity: 2 }], payment: { method: 'card', token: 'tok_ok' } },
+      });
       assert.equal(order.status, 'pending_payment');
       assert.equal(order.total.amount, 2400);
       assert.match(sent.at(-1)!['idempotency-key'] ?? '', /^[0-9a-f-]{36}$/, 'a key was generated for the order');
-      const paid = await waitFor('the order to be paid', async () => { const o = await api.getOrder({ token, params: { id: order.id } }); return o.status === 'paid' ? o : undefined; });
+      const paid = await waitFor('the order to be paid', async () => {
+        const o = await api.getOrder({ token, params: { id: order.id } });
+        return o.status === 'paid' ? o : undefined;
+      });
       assert.equal(paid.id, order.id);
       assert.equal(sent.at(-1)!['idempotency-key'], undefined, 'no key where the operation takes none (GET)');
       // A business failure is an ApiError carrying the problem.
-      await assert.rejects(api.placeOrder({ token, body: { lines: [{ sku: 'CLIENT-MUG', quantity: 99 }], payment: { method: 'card', token: 'tok_ok' } } }), (err: unknown) => {
-        assert.ok(err instanceof ApiError);
-        assert.equal(err.status, 409);
-        assert.equal(err.problem.code, 'out_of_stock');
-        return true;
-      });
+      await assert.rejects(
+        api.placeOrder({
+          token,
+          body: { lines: [{ sku: 'CLIENT-MUG', quantity: 99 }], payment: { method: 'card', token: 'tok_ok' } },
+        }),
+        (err: unknown) => {
+          assert.ok(err instanceof ApiError);
+          assert.equal(err.status, 409);
+          assert.equal(err.problem.code, 'out_of_stock');
+          return true;
+        },
+      );
     });
 
     it('when the answer to an order is lost, its retry carries the same key and the server replays the one order', async () => {
-      const { token } = await createClient({ baseUrl: server.baseUrl }).signup({ body: { email: `lost.${engine}@client.test`, password: 'correct horse battery staple', name: 'Lost' } });
+      const { token } = await createClient({ baseUrl: server.baseUrl }).signup({
+        body: { email: `lost.${engine}@client.test`, password: 'correct horse battery staple', name: 'Lost' },
+      });
       const keys: string[] = [];
       let lose = true;
       const real = fetchTransport(server.baseUrl);
@@ -60,11 +87,17 @@ for (const engine of engines('one')) {
       const losing: Transport = async (request) => {
         const res = await real(request);
         if (request.method === 'POST') keys.push(request.headers['idempotency-key']!);
-        if (lose && request.method === 'POST') { lose = false; throw new TypeError('fetch failed'); }
+        if (lose && request.method === 'POST') {
+          lose = false;
+          throw new TypeError('fetch failed');
+        }
         return res;
       };
       const api = createClient({ baseUrl: server.baseUrl, transport: losing, retry: { attempts: 3, maxDelayMs: 50 } });
-      const result = await api.call('placeOrder', { token, body: { lines: [{ sku: 'CLIENT-MUG', quantity: 1 }], payment: { method: 'card', token: 'tok_ok' } } });
+      const result = await api.call('placeOrder', {
+        token,
+        body: { lines: [{ sku: 'CLIENT-MUG', quantity: 1 }], payment: { method: 'card', token: 'tok_ok' } },
+      });
       assert.equal(result.status, 201);
       assert.equal(result.headers['idempotent-replayed'], 'true', 'the second attempt got the first answer');
       assert.equal(keys.length, 2);
@@ -75,7 +108,9 @@ for (const engine of engines('one')) {
 
     it('reads the event stream, and resumes after a disconnect with what was missed', async () => {
       const api = createClient({ baseUrl: server.baseUrl });
-      const { token } = await api.signup({ body: { email: `stream.${engine}@client.test`, password: 'correct horse battery staple', name: 'Streamer' } });
+      const { token } = await api.signup({
+        body: { email: `stream.${engine}@client.test`, password: 'correct horse battery staple', name: 'Streamer' },
+      });
       const first = new AbortController();
       const seen: { id?: string; event: string; data: unknown }[] = [];
       const reading = (async () => {
@@ -90,12 +125,17 @@ for (const engine of engines('one')) {
       const created = seen.find((e) => e.event === 'message.created')!;
       assert.ok(created.id?.startsWith('evt_'));
 
-      await api.postMessage({ token: adminToken, params: { id: conversation.id }, body: { body: 'Missed while away' } });
+      await api.postMessage({
+        token: adminToken,
+        params: { id: conversation.id },
+        body: { body: 'Missed while away' },
+      });
       const second = new AbortController();
       const resumed: { id?: string; event: string; data: unknown }[] = [];
       for await (const e of api.events({ token, lastEventId: created.id!, signal: second.signal })) {
         resumed.push(e);
-        if (resumed.some((r) => r.event === 'ready') && resumed.some((r) => r.event === 'message.created')) second.abort();
+        if (resumed.some((r) => r.event === 'ready') && resumed.some((r) => r.event === 'message.created'))
+          second.abort();
       }
       const missed = resumed.find((e) => e.event === 'message.created')!;
       assert.match(JSON.stringify(missed.data), /Missed while away/);
@@ -108,27 +148,60 @@ for (const engine of engines('one')) {
       try {
         execFileSync('npm', ['pack', '--pack-destination', app, '--silent'], { cwd: clientDir, stdio: 'pipe' });
         const tarball = (await readdir(app)).find((f) => f.endsWith('.tgz'))!;
-        const listing = execFileSync('tar', ['-tzf', join(app, tarball)], { encoding: 'utf8' }).split('\n').filter(Boolean);
-        assert.ok(listing.includes('package/dist/index.js') && listing.includes('package/dist/index.d.ts'), listing.join('\n'));
-        assert.ok(listing.every((f) => !f.endsWith('.ts') || f.endsWith('.d.ts')), 'no TypeScript sources, only declarations');
+        const listing = execFileSync('tar', ['-tzf', join(app, tarball)], { encoding: 'utf8' })
+          .split('\n')
+          .filter(Boolean);
+        assert.ok(
+          listing.includes('package/dist/index.js') && listing.includes('package/dist/index.d.ts'),
+          listing.join('\n'),
+        );
+        assert.ok(
+          listing.every((f) => !f.endsWith('.ts') || f.endsWith('.d.ts')),
+          'no TypeScript sources, only declarations',
+        );
         await writeFile(join(app, 'package.json'), JSON.stringify({ name: 'shop', private: true, type: 'module' }));
-        execFileSync('npm', ['install', '--offline', '--no-audit', '--no-fund', '--silent', join(app, tarball)], { cwd: app, stdio: 'pipe' });
-        await writeFile(join(app, 'shop.ts'), [
-          "import { createClient, ApiError, type Output } from '@engine-room/client';",
-          '// No Node types: the package must type-check for a browser application too.',
-          'declare const process: { argv: string[] };',
-          'const api = createClient({ baseUrl: process.argv[2]! });',
-          "const products: Output<'listProducts'> = await api.listProducts({ query: { limit: 5 } });",
-          "const skus: string[] = products.data.flatMap((p) => p.variants.map((v) => v.sku));",
-          "try { await api.me(); } catch (err) { if (err instanceof ApiError) console.log(err.problem.code); }",
-          'console.log(skus.join(","));',
-          '',
-        ].join('\n'));
-        await writeFile(join(app, 'tsconfig.json'), JSON.stringify({ compilerOptions: { module: 'nodenext', target: 'es2022', strict: true, noEmit: true, lib: ['es2022', 'dom'], types: [], skipLibCheck: false } }));
+        execFileSync('npm', ['install', '--offline', '--no-audit', '--no-fund', '--silent', join(app, tarball)], {
+          cwd: app,
+          stdio: 'pipe',
+        });
+        await writeFile(
+          join(app, 'shop.ts'),
+          [
+            "import { createClient, ApiError, type Output } from '@engine-room/client';",
+            '// No Node types: the package must type-check for a browser application too.',
+            'declare const process: { argv: string[] };',
+            'const api = createClient({ baseUrl: process.argv[2]! });',
+            "const products: Output<'listProducts'> = await api.listProducts({ query: { limit: 5 } });",
+            'const skus: string[] = products.data.flatMap((p) => p.variants.map((v) => v.sku));',
+            'try { await api.me(); } catch (err) { if (err instanceof ApiError) console.log(err.problem.code); }',
+            'console.log(skus.join(","));',
+            '',
+          ].join('\n'),
+        );
+        await writeFile(
+          join(app, 'tsconfig.json'),
+          JSON.stringify({
+            compilerOptions: {
+              module: 'nodenext',
+              target: 'es2022',
+              strict: true,
+              noEmit: true,
+              lib: ['es2022', 'dom'],
+              types: [],
+              skipLibCheck: false,
+            },
+          }),
+        );
         // The application type-checks against the package's declarations (with the repository's tsc)...
-        execFileSync(process.execPath, [join(packageRoot, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', app], { cwd: app, stdio: 'pipe' });
+        execFileSync(process.execPath, [join(packageRoot, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', app], {
+          cwd: app,
+          stdio: 'pipe',
+        });
         // ...and runs, importing the package's built JavaScript.
-        const out = execFileSync(process.execPath, [join(app, 'shop.ts'), server.baseUrl], { cwd: app, encoding: 'utf8' });
+        const out = execFileSync(process.execPath, [join(app, 'shop.ts'), server.baseUrl], {
+          cwd: app,
+          encoding: 'utf8',
+        });
         assert.deepEqual(out.trim().split('\n'), ['unauthenticated', 'CLIENT-MUG']);
       } finally {
         await rm(app, { recursive: true, force: true });
@@ -144,8 +217,21 @@ describe('@engine-room/client retries', () => {
     const server = http.createServer((req, res) => {
       requests.push(req.headers);
       const a = answers[Math.min(requests.length, answers.length) - 1]!;
-      const body = a.status >= 400 ? JSON.stringify({ type: 'about:blank', title: 'x', status: a.status, code: a.status === 429 ? 'rate_limited' : 'unavailable' }) : JSON.stringify({ id: 'ok' });
-      res.writeHead(a.status, { 'content-type': a.status >= 400 ? 'application/problem+json' : 'application/json', ...a.headers }).end(body);
+      const body =
+        a.status >= 400
+          ? JSON.stringify({
+              type: 'about:blank',
+              title: 'x',
+              status: a.status,
+              code: a.status === 429 ? 'rate_limited' : 'unavailable',
+            })
+          : JSON.stringify({ id: 'ok' });
+      res
+        .writeHead(a.status, {
+          'content-type': a.status >= 400 ? 'application/problem+json' : 'application/json',
+          ...a.headers,
+        })
+        .end(body);
     });
     server.listen(0, '127.0.0.1');
     await once(server, 'listening');
@@ -154,13 +240,22 @@ describe('@engine-room/client retries', () => {
   }
 
   it('retries 503 and 429 after Retry-After, with the same Idempotency-Key, then answers', async () => {
-    const s = await scripted([{ status: 503, headers: { 'retry-after': '0' } }, { status: 429, headers: { 'retry-after': '0' } }, { status: 201 }]);
+    const s = await scripted([
+      { status: 503, headers: { 'retry-after': '0' } },
+      { status: 429, headers: { 'retry-after': '0' } },
+      { status: 201 },
+    ]);
     try {
       const api = createClient({ baseUrl: s.baseUrl });
-      await api.placeOrder({ token: 't', body: { lines: [{ sku: 'A', quantity: 1 }], payment: { method: 'card', token: 'tok_ok' } } });
+      await api.placeOrder({
+        token: 't',
+        body: { lines: [{ sku: 'A', quantity: 1 }], payment: { method: 'card', token: 'tok_ok' } },
+      });
       assert.equal(s.requests.length, 3);
       assert.equal(new Set(s.requests.map((h) => h['idempotency-key'])).size, 1);
-    } finally { await s.close(); }
+    } finally {
+      await s.close();
+    }
   });
 
   it('does not wait longer than its bound, and does not repeat a keyless POST after a 503', async () => {
@@ -170,9 +265,15 @@ describe('@engine-room/client retries', () => {
       const result = await createClient({ baseUrl: far.baseUrl }).call('listProducts');
       assert.equal(result.status, 429, 'an hour is beyond the bound: the answer is returned');
       assert.equal(far.requests.length, 1);
-      await assert.rejects(createClient({ baseUrl: keyless.baseUrl }).login({ body: { email: 'a@b.c', password: 'x' } }), ApiError);
+      await assert.rejects(
+        createClient({ baseUrl: keyless.baseUrl }).login({ body: { email: 'a@b.c', password: 'x' } }),
+        ApiError,
+      );
       assert.equal(keyless.requests.length, 1, 'login takes no key: a 503 might have done it, so it is not sent again');
-    } finally { await far.close(); await keyless.close(); }
+    } finally {
+      await far.close();
+      await keyless.close();
+    }
   });
 
   it('the event stream reconnects by itself with Last-Event-ID', async () => {

@@ -8,7 +8,14 @@ import assert from 'node:assert/strict';
 import type { Page } from 'playwright-core';
 import { endpoints, type Client } from '../src/client.ts';
 import { engines } from './support/database.ts';
-import { accessibilityProblems, needsChromium, noSidewaysScroll, signIn, startConsoleRig, type ConsoleRig } from './support/console-browser.ts';
+import {
+  accessibilityProblems,
+  needsChromium,
+  noSidewaysScroll,
+  signIn,
+  startConsoleRig,
+  type ConsoleRig,
+} from './support/console-browser.ts';
 import { waitFor } from './support/wait.ts';
 
 const password = 'correct horse battery staple';
@@ -24,10 +31,17 @@ for (const engine of engines('one')) {
       rig = await startConsoleRig(engine);
       api = rig.api;
       const stamp = Date.now();
-      const c = await api.ok(endpoints.signup, { body: { email: `quentin.${stamp}@example.com`, password, name: 'Quentin Quill' } });
+      const c = await api.ok(endpoints.signup, {
+        body: { email: `quentin.${stamp}@example.com`, password, name: 'Quentin Quill' },
+      });
       customer = { id: c.user.id, token: c.token, email: c.user.email };
-      await api.ok(endpoints.openConversation, { token: c.token, body: { subject: 'Where is my parcel?', body: 'Hello' } });
-      const s = await api.ok(endpoints.signup, { body: { email: `stella.${stamp}@example.com`, password, name: 'Stella Staff' } });
+      await api.ok(endpoints.openConversation, {
+        token: c.token,
+        body: { subject: 'Where is my parcel?', body: 'Hello' },
+      });
+      const s = await api.ok(endpoints.signup, {
+        body: { email: `stella.${stamp}@example.com`, password, name: 'Stella Staff' },
+      });
       await api.ok(endpoints.updateUser, { token: rig.adminToken, params: { id: s.user.id }, body: { role: 'staff' } });
       staff = { id: s.user.id, email: s.user.email, password };
     });
@@ -57,7 +71,10 @@ for (const engine of engines('one')) {
       await checkPage(page, 'customers');
       await table.getByRole('link', { name: 'Quentin Quill' }).click();
       await page.getByRole('heading', { name: 'Quentin Quill' }).waitFor();
-      await page.getByRole('table', { name: 'Their conversations, newest first' }).getByText('Where is my parcel?').waitFor();
+      await page
+        .getByRole('table', { name: 'Their conversations, newest first' })
+        .getByText('Where is my parcel?')
+        .waitFor();
       await page.getByRole('table', { name: 'Their sessions, newest first' }).getByText('live').waitFor();
       await checkPage(page, 'a customer');
 
@@ -101,8 +118,11 @@ for (const engine of engines('one')) {
 
       await page.getByRole('button', { name: 'Revoke the key browser storefront' }).click();
       await page.getByRole('dialog').getByRole('button', { name: 'Revoke' }).click();
-      await waitFor('the key to show as revoked', async () => (
-        (await page.getByRole('button', { name: 'Revoke the key browser storefront' }).count()) === 0 ? true : undefined));
+      await waitFor('the key to show as revoked', async () =>
+        (await page.getByRole('button', { name: 'Revoke the key browser storefront' }).count()) === 0
+          ? true
+          : undefined,
+      );
       assert.equal((await api.call(endpoints.me, { token: secret })).status, 401, 'the revoked key is refused');
       assert.deepEqual(rig.consoleErrors, []);
     });
@@ -110,13 +130,19 @@ for (const engine of engines('one')) {
     it('a staff member sees neither page in the navigation, gets "admins only" at their addresses, and the API refuses them', async () => {
       const page = await rig.newPage();
       const adminCalls: string[] = [];
-      page.on('request', (r) => { if (/\/v1\/(users|api-keys)/.test(r.url())) adminCalls.push(r.url()); });
+      page.on('request', (r) => {
+        if (/\/v1\/(users|api-keys)/.test(r.url())) adminCalls.push(r.url());
+      });
       await signIn(page, rig.baseUrl, staff);
       await page.getByRole('heading', { name: 'Operations' }).waitFor();
       const nav = page.getByRole('navigation', { name: 'Console' });
       assert.equal(await nav.getByRole('link', { name: 'Customers' }).count(), 0);
       assert.equal(await nav.getByRole('link', { name: 'API keys and staff' }).count(), 0);
-      for (const [path, heading] of [['/console/customers', 'Customers'], [`/console/customers/${customer.id}`, 'Customer'], ['/console/access', 'API keys and staff']] as const) {
+      for (const [path, heading] of [
+        ['/console/customers', 'Customers'],
+        [`/console/customers/${customer.id}`, 'Customer'],
+        ['/console/access', 'API keys and staff'],
+      ] as const) {
         await page.goto(`${rig.baseUrl}${path}`);
         await page.getByRole('heading', { name: heading, exact: true }).waitFor();
         await page.getByText(/admins only/).waitFor();
@@ -127,8 +153,15 @@ for (const engine of engines('one')) {
       const token = (await api.ok(endpoints.login, { body: { email: staff.email, password: staff.password } })).token;
       assert.equal((await api.call(endpoints.listUsers, { token, query: { limit: 5 } })).status, 403);
       assert.equal((await api.call(endpoints.disableUser, { token, params: { id: customer.id } })).status, 403);
-      assert.equal((await api.call(endpoints.createApiKey, { token, body: { name: 'mine', role: 'admin' } })).status, 403);
-      assert.equal((await api.call(endpoints.listUserSessions, { token, params: { id: customer.id }, query: { limit: 5 } })).status, 403);
+      assert.equal(
+        (await api.call(endpoints.createApiKey, { token, body: { name: 'mine', role: 'admin' } })).status,
+        403,
+      );
+      assert.equal(
+        (await api.call(endpoints.listUserSessions, { token, params: { id: customer.id }, query: { limit: 5 } }))
+          .status,
+        403,
+      );
       assert.deepEqual(rig.consoleErrors, []);
     });
   });

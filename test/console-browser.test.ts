@@ -15,7 +15,14 @@ import type { Page } from 'playwright-core';
 import { endpoints, type Client } from '../src/client.ts';
 import { packageRoot } from '../src/platform/paths.ts';
 import { engines } from './support/database.ts';
-import { accessibilityProblems, needsChromium, noSidewaysScroll, signIn, startConsoleRig, type ConsoleRig } from './support/console-browser.ts';
+import {
+  accessibilityProblems,
+  needsChromium,
+  noSidewaysScroll,
+  signIn,
+  startConsoleRig,
+  type ConsoleRig,
+} from './support/console-browser.ts';
 import { waitFor } from './support/wait.ts';
 
 const screenshots = process.env.CONSOLE_SCREENSHOTS ? join(packageRoot, 'docs', 'images') : null;
@@ -33,10 +40,20 @@ for (const engine of engines('one')) {
     before(async () => {
       rig = await startConsoleRig(engine);
       ({ baseUrl, api, adminToken, admin } = rig);
-      await api.ok(endpoints.createProduct, { token: adminToken, body: { name: 'Console tee', variants: [{ sku: 'CONSOLE-TEE', price: { amount: 2500, currency: 'EUR' }, stock: 500 }] } });
+      await api.ok(endpoints.createProduct, {
+        token: adminToken,
+        body: {
+          name: 'Console tee',
+          variants: [{ sku: 'CONSOLE-TEE', price: { amount: 2500, currency: 'EUR' }, stock: 500 }],
+        },
+      });
       const password = 'correct horse battery staple';
       const email = `console-customer-${Date.now()}@example.com`;
-      customer = { token: (await api.ok(endpoints.signup, { body: { email, password, name: 'Carla Customer' } })).token, email, password };
+      customer = {
+        token: (await api.ok(endpoints.signup, { body: { email, password, name: 'Carla Customer' } })).token,
+        email,
+        password,
+      };
     });
 
     after(async () => {
@@ -44,15 +61,19 @@ for (const engine of engines('one')) {
     });
 
     let orderKey = 0;
-    const placeOrder = (card: string) => api.ok(endpoints.placeOrder, {
-      token: customer.token, idempotencyKey: `browser-${engine}-${++orderKey}`,
-      body: { lines: [{ sku: 'CONSOLE-TEE', quantity: 1 }], payment: { method: 'card', token: card } },
-    });
+    const placeOrder = (card: string) =>
+      api.ok(endpoints.placeOrder, {
+        token: customer.token,
+        idempotencyKey: `browser-${engine}-${++orderKey}`,
+        body: { lines: [{ sku: 'CONSOLE-TEE', quantity: 1 }], payment: { method: 'card', token: card } },
+      });
 
     it('an anonymous visitor gets the sign-in page, and a customer a clear "not allowed", never data', async () => {
       const page = await newPage();
       const overviewCalls: string[] = [];
-      page.on('request', (r) => { if (r.url().includes('/v1/admin/')) overviewCalls.push(r.url()); });
+      page.on('request', (r) => {
+        if (r.url().includes('/v1/admin/')) overviewCalls.push(r.url());
+      });
       await page.goto(`${baseUrl}/console`);
       await page.getByRole('heading', { name: 'Engine Room console' }).waitFor();
       assert.deepEqual(await accessibilityProblems(page), []);
@@ -60,7 +81,7 @@ for (const engine of engines('one')) {
       await page.getByRole('heading', { name: 'Not allowed' }).waitFor();
       assert.match(await page.locator('main').innerText(), /for the shop's staff and admins/);
       assert.deepEqual(await accessibilityProblems(page), []);
-      assert.deepEqual(overviewCalls, [], 'a customer\'s page asks for no operations data');
+      assert.deepEqual(overviewCalls, [], "a customer's page asks for no operations data");
       await page.getByRole('button', { name: 'Sign out' }).click();
       await page.getByRole('button', { name: 'Sign in' }).waitFor();
     });
@@ -74,8 +95,16 @@ for (const engine of engines('one')) {
       const before = await placed.innerText();
       for (let i = 0; i < 3; i++) await placeOrder('tok_ok');
       // No reload: the page refreshes itself.
-      await waitFor('the orders to show on the page', async () => ((await placed.innerText()) !== before ? true : undefined), 45_000);
-      await waitFor('the paid orders to show', async () => (/Paid\s+[1-9]/.test(await page.getByTestId('stat-paid').innerText()) ? true : undefined), 45_000);
+      await waitFor(
+        'the orders to show on the page',
+        async () => ((await placed.innerText()) !== before ? true : undefined),
+        45_000,
+      );
+      await waitFor(
+        'the paid orders to show',
+        async () => (/Paid\s+[1-9]/.test(await page.getByTestId('stat-paid').innerText()) ? true : undefined),
+        45_000,
+      );
       assert.match(await page.getByRole('table', { name: /live process/ }).innerText(), /api \+ worker/);
       assert.deepEqual(await accessibilityProblems(page), []);
       await noSidewaysScroll(page);
@@ -98,7 +127,9 @@ for (const engine of engines('one')) {
       const deadLetters = page.getByRole('table', { name: 'Jobs that ran out of attempts, latest first' });
       await deadLetters.getByText('processor_unavailable').first().waitFor({ timeout: 45_000 });
       // The list is read when the page opens; the headline follows at the next refresh.
-      await waitFor('the headline to count the dead letter', async () => (/Dead letters\s+[1-9]/.test(await page.getByTestId('stat-dead').innerText()) ? true : undefined));
+      await waitFor('the headline to count the dead letter', async () =>
+        /Dead letters\s+[1-9]/.test(await page.getByTestId('stat-dead').innerText()) ? true : undefined,
+      );
       if (screenshots) await page.screenshot({ path: join(screenshots, 'console-incident.png'), fullPage: true });
       assert.deepEqual(await accessibilityProblems(page), []);
 
@@ -113,7 +144,11 @@ for (const engine of engines('one')) {
       await page.keyboard.press('Enter');
       await page.getByRole('heading', { name: 'Sent back' }).waitFor();
       await page.getByRole('status').filter({ hasText: /^Done/ }).waitFor({ timeout: 45_000 });
-      await waitFor('the order to be paid', async () => ((await api.ok(endpoints.getOrder, { token: customer.token, params: { id: order.id } })).status === 'paid' ? true : undefined));
+      await waitFor('the order to be paid', async () =>
+        (await api.ok(endpoints.getOrder, { token: customer.token, params: { id: order.id } })).status === 'paid'
+          ? true
+          : undefined,
+      );
       await deadLetters.getByText('No dead letters').waitFor({ timeout: 30_000 });
     });
 
@@ -121,12 +156,18 @@ for (const engine of engines('one')) {
       const page = await newPage();
       await signIn(page, baseUrl, admin);
       await page.getByRole('button', { name: 'Run the audit now' }).click();
-      await waitFor('a fresh verdict', async () => (/Clean\s+Ran (\d+ s|<1 s) ago/.test(await page.getByTestId('audit-verdict').innerText()) ? true : undefined));
+      await waitFor('a fresh verdict', async () =>
+        /Clean\s+Ran (\d+ s|<1 s) ago/.test(await page.getByTestId('audit-verdict').innerText()) ? true : undefined,
+      );
       const checks = page.locator('.checks li');
       assert.ok((await checks.count()) >= 7);
       assert.equal(await page.locator('.checks .tone-bad').count(), 0);
       // The balances are a read of their own: wait for them (the table says "Loading…" until then).
-      await page.getByRole('table', { name: /Ledger balances/ }).getByText('processor_clearing').first().waitFor();
+      await page
+        .getByRole('table', { name: /Ledger balances/ })
+        .getByText('processor_clearing')
+        .first()
+        .waitFor();
     });
 
     it('reads at 390 px wide, without sideways scrolling or accessibility problems', async () => {
@@ -142,7 +183,11 @@ for (const engine of engines('one')) {
     it('a staff member sees the figures, and what only admins may do says so', async () => {
       const staff = { email: `console-staff-${Date.now()}@example.com`, password: 'staff member password' };
       const signedUp = await api.ok(endpoints.signup, { body: { ...staff, name: 'Sam Staff' } });
-      await api.ok(endpoints.updateUser, { token: adminToken, params: { id: signedUp.user.id }, body: { role: 'staff' } });
+      await api.ok(endpoints.updateUser, {
+        token: adminToken,
+        params: { id: signedUp.user.id },
+        body: { role: 'staff' },
+      });
       const page = await newPage();
       await signIn(page, baseUrl, staff);
       await page.getByTestId('stat-orders').waitFor();

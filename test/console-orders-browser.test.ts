@@ -14,7 +14,14 @@ import { join } from 'node:path';
 import { endpoints, type Client } from '../src/client.ts';
 import { packageRoot } from '../src/platform/paths.ts';
 import { engines } from './support/database.ts';
-import { accessibilityProblems, needsChromium, noSidewaysScroll, signIn, startConsoleRig, type ConsoleRig } from './support/console-browser.ts';
+import {
+  accessibilityProblems,
+  needsChromium,
+  noSidewaysScroll,
+  signIn,
+  startConsoleRig,
+  type ConsoleRig,
+} from './support/console-browser.ts';
 import { waitFor } from './support/wait.ts';
 
 const screenshots = process.env.CONSOLE_SCREENSHOTS ? join(packageRoot, 'docs', 'images') : null;
@@ -32,16 +39,40 @@ for (const engine of engines('one')) {
       ({ api, adminToken } = rig);
       await api.ok(endpoints.createProduct, {
         token: adminToken,
-        body: { name: 'Orders tee', variants: [{ sku: 'ORD-TEE-M', name: 'Medium', price: { amount: 2500, currency: 'EUR' }, stock: 40 }, { sku: 'ORD-TEE-L', name: 'Large', price: { amount: 2700, currency: 'EUR' }, stock: 20 }] },
+        body: {
+          name: 'Orders tee',
+          variants: [
+            { sku: 'ORD-TEE-M', name: 'Medium', price: { amount: 2500, currency: 'EUR' }, stock: 40 },
+            { sku: 'ORD-TEE-L', name: 'Large', price: { amount: 2700, currency: 'EUR' }, stock: 20 },
+          ],
+        },
       });
       const email = `orders-customer-${Date.now()}@example.com`;
-      customer = { token: (await api.ok(endpoints.signup, { body: { email, password: 'correct horse battery staple', name: 'Olga Orders' } })).token, email };
+      customer = {
+        token: (
+          await api.ok(endpoints.signup, {
+            body: { email, password: 'correct horse battery staple', name: 'Olga Orders' },
+          })
+        ).token,
+        email,
+      };
       const placed = await api.ok(endpoints.placeOrder, {
-        token: customer.token, idempotencyKey: `orders-browser-${engine}-1`,
-        body: { lines: [{ sku: 'ORD-TEE-M', quantity: 2 }, { sku: 'ORD-TEE-L', quantity: 1 }], payment: { method: 'card', token: 'tok_ok' } },
+        token: customer.token,
+        idempotencyKey: `orders-browser-${engine}-1`,
+        body: {
+          lines: [
+            { sku: 'ORD-TEE-M', quantity: 2 },
+            { sku: 'ORD-TEE-L', quantity: 1 },
+          ],
+          payment: { method: 'card', token: 'tok_ok' },
+        },
       });
       paidOrder = placed.id;
-      await waitFor('the order to be paid', async () => ((await api.ok(endpoints.getOrder, { token: adminToken, params: { id: paidOrder } })).status === 'paid' ? true : undefined));
+      await waitFor('the order to be paid', async () =>
+        (await api.ok(endpoints.getOrder, { token: adminToken, params: { id: paidOrder } })).status === 'paid'
+          ? true
+          : undefined,
+      );
     });
 
     after(async () => {
@@ -51,7 +82,9 @@ for (const engine of engines('one')) {
     it("finds an order by its customer's email, cancels it while paid, and sees the refund and the ledger entries appear", async () => {
       const page = await rig.newPage();
       const cancels: string[] = [];
-      page.on('request', (r) => { if (r.method() === 'POST' && r.url().endsWith('/cancel')) cancels.push(r.headers()['idempotency-key'] ?? ''); });
+      page.on('request', (r) => {
+        if (r.method() === 'POST' && r.url().endsWith('/cancel')) cancels.push(r.headers()['idempotency-key'] ?? '');
+      });
       await signIn(page, rig.baseUrl, rig.admin);
       await page.getByRole('navigation', { name: 'Console' }).getByRole('link', { name: 'Orders' }).click();
       await page.getByRole('heading', { name: 'Orders', exact: true }).waitFor();
@@ -59,18 +92,34 @@ for (const engine of engines('one')) {
       await page.getByLabel('Status').selectOption('paid');
       await page.getByRole('button', { name: 'Find orders' }).click();
       const list = page.getByRole('table', { name: 'Orders, newest first' });
-      await waitFor('the list to hold only the order', async () => ((await list.locator('tbody tr').count()) === 1 && (await list.innerText()).includes(paidOrder) ? true : undefined));
+      await waitFor('the list to hold only the order', async () =>
+        (await list.locator('tbody tr').count()) === 1 && (await list.innerText()).includes(paidOrder)
+          ? true
+          : undefined,
+      );
       assert.deepEqual(await accessibilityProblems(page), []);
 
       await list.getByRole('link', { name: paidOrder }).click();
       await page.getByRole('heading', { name: `Order ${paidOrder}` }).waitFor();
-      await page.getByRole('table', { name: /ledger entries/ }).getByText('sales').waitFor();
+      await page
+        .getByRole('table', { name: /ledger entries/ })
+        .getByText('sales')
+        .waitFor();
       assert.match(await page.getByTestId('order-status').innerText(), /Paid/);
-      assert.match(await page.getByRole('table', { name: /What was ordered/ }).innerText(), /ORD-TEE-M[\s\S]*2[\s\S]*€25\.00[\s\S]*€50\.00/);
+      assert.match(
+        await page.getByRole('table', { name: /What was ordered/ }).innerText(),
+        /ORD-TEE-M[\s\S]*2[\s\S]*€25\.00[\s\S]*€50\.00/,
+      );
       assert.match(await page.locator('.total-line').innerText(), /€77\.00/);
-      assert.match(await page.getByRole('list', { name: /Every change of status/ }).innerText(), /Placed:\s*Pending payment[\s\S]*Pending payment\s*→\s*Paid/);
+      assert.match(
+        await page.getByRole('list', { name: /Every change of status/ }).innerText(),
+        /Placed:\s*Pending payment[\s\S]*Pending payment\s*→\s*Paid/,
+      );
       assert.match(await page.getByRole('table', { name: /stock movements/ }).innerText(), /reservation[\s\S]*sale/);
-      assert.match(await page.getByRole('table', { name: /Payments, with the processor's record/ }).innerText(), /succeeded[\s\S]*sandbox sch_/);
+      assert.match(
+        await page.getByRole('table', { name: /Payments, with the processor's record/ }).innerText(),
+        /succeeded[\s\S]*sandbox sch_/,
+      );
       assert.deepEqual(await accessibilityProblems(page), []);
 
       // With the keyboard: the action, then its confirmation.
@@ -81,16 +130,26 @@ for (const engine of engines('one')) {
       assert.deepEqual(await accessibilityProblems(page), []);
       // A double click on the confirmation acts once: one key for the one intended cancel.
       await dialog.getByRole('button', { name: 'Cancel and refund' }).dblclick();
-      await page.getByRole('status').filter({ hasText: /^Refunded$/ }).waitFor({ timeout: 45_000 });
+      await page
+        .getByRole('status')
+        .filter({ hasText: /^Refunded$/ })
+        .waitFor({ timeout: 45_000 });
       assert.equal(new Set(cancels).size, 1, `one idempotency key for the cancel, got ${JSON.stringify(cancels)}`);
       const ledger = page.getByRole('table', { name: /ledger entries/ });
       await ledger.getByText('refunds', { exact: true }).waitFor();
       assert.match(await ledger.innerText(), /refund\s+refunds\s+€77\.00/);
       assert.match(await page.getByTestId('refund').innerText(), /refund succeeded\s+€77\.00\s+srf_/);
       assert.match(await page.getByTestId('order-status').innerText(), /Cancelled/);
-      assert.match(await page.getByRole('list', { name: /Every change of status/ }).innerText(), /Paid\s*→\s*Cancelled/);
+      assert.match(
+        await page.getByRole('list', { name: /Every change of status/ }).innerText(),
+        /Paid\s*→\s*Cancelled/,
+      );
       // The stock put back says why, so the movements add up for whoever reads them.
-      await page.getByRole('table', { name: /stock movements/ }).getByText('(sale reversed: order cancelled)').first().waitFor();
+      await page
+        .getByRole('table', { name: /stock movements/ })
+        .getByText('(sale reversed: order cancelled)')
+        .first()
+        .waitFor();
       const history = await api.ok(endpoints.listOrderHistory, { token: adminToken, params: { id: paidOrder } });
       assert.equal(history.data.filter((h) => h.to === 'cancelled').length, 1, 'cancelled once');
       assert.deepEqual(await accessibilityProblems(page), []);
@@ -111,12 +170,21 @@ for (const engine of engines('one')) {
       await page.getByLabel(/^Units/).fill('5');
       await page.getByLabel('Reason').fill('Delivery from the supplier');
       await page.getByLabel('Reason').press('Enter');
-      await page.getByRole('status').filter({ hasText: /Adjusted by \+5/ }).waitFor();
+      await page
+        .getByRole('status')
+        .filter({ hasText: /Adjusted by \+5/ })
+        .waitFor();
       const movements = page.getByRole('table', { name: /What explains the stock of ORD-TEE-L/ });
       await movements.getByText('Delivery from the supplier').waitFor();
-      assert.match(await movements.locator('tbody tr').first().innerText(), /adjustment\s+\+5\s+0\s+Delivery from the supplier/);
+      assert.match(
+        await movements.locator('tbody tr').first().innerText(),
+        /adjustment\s+\+5\s+0\s+Delivery from the supplier/,
+      );
       assert.equal(Number((await page.getByTestId('stock-on-hand').innerText()).replace(/\D/g, '')), before + 5);
-      assert.equal((await api.ok(endpoints.getStock, { token: adminToken, params: { sku: 'ORD-TEE-L' } })).onHand, before + 5);
+      assert.equal(
+        (await api.ok(endpoints.getStock, { token: adminToken, params: { sku: 'ORD-TEE-L' } })).onHand,
+        before + 5,
+      );
       assert.deepEqual(await accessibilityProblems(page), []);
     });
 
@@ -136,12 +204,19 @@ for (const engine of engines('one')) {
       await mug.getByRole('button', { name: 'Save the price of BROWSER-MUG' }).click();
       await page.getByRole('status').filter({ hasText: 'BROWSER-MUG now costs €14.00.' }).waitFor();
       await mug.getByRole('button', { name: 'Deactivate Browser mug' }).click();
-      await page.getByRole('dialog', { name: 'Deactivate Browser mug?' }).getByRole('button', { name: 'Deactivate' }).click();
+      await page
+        .getByRole('dialog', { name: 'Deactivate Browser mug?' })
+        .getByRole('button', { name: 'Deactivate' })
+        .click();
       await page.getByRole('status').filter({ hasText: 'Browser mug is inactive.' }).waitFor();
-      const products = (await api.ok(endpoints.listProducts, { token: adminToken, query: { includeInactive: true } })).data;
+      const products = (await api.ok(endpoints.listProducts, { token: adminToken, query: { includeInactive: true } }))
+        .data;
       const created = products.find((p) => p.name === 'Browser mug')!;
       assert.equal(created.active, false);
-      assert.deepEqual(created.variants.map((v) => [v.sku, v.price.amount, v.available]), [['BROWSER-MUG', 1400, 7]]);
+      assert.deepEqual(
+        created.variants.map((v) => [v.sku, v.price.amount, v.available]),
+        [['BROWSER-MUG', 1400, 7]],
+      );
       assert.deepEqual(await accessibilityProblems(page), []);
     });
 
@@ -149,10 +224,20 @@ for (const engine of engines('one')) {
       const page = await rig.newPage(390, 844);
       await signIn(page, rig.baseUrl, rig.admin);
       await page.getByRole('heading', { name: 'Operations' }).waitFor();
-      for (const [path, heading] of [['/orders', 'Orders'], [`/orders/${paidOrder}`, `Order ${paidOrder}`], ['/catalog', 'Catalog'], ['/stock', 'Stock'], ['/stock/ORD-TEE-M', 'Stock of ORD-TEE-M']] as const) {
+      for (const [path, heading] of [
+        ['/orders', 'Orders'],
+        [`/orders/${paidOrder}`, `Order ${paidOrder}`],
+        ['/catalog', 'Catalog'],
+        ['/stock', 'Stock'],
+        ['/stock/ORD-TEE-M', 'Stock of ORD-TEE-M'],
+      ] as const) {
         await page.goto(`${rig.baseUrl}/console${path}`);
         await page.getByRole('heading', { name: heading, exact: true }).waitFor();
-        await page.getByText('Loading').first().waitFor({ state: 'detached' }).catch(() => {});
+        await page
+          .getByText('Loading')
+          .first()
+          .waitFor({ state: 'detached' })
+          .catch(() => {});
         await noSidewaysScroll(page);
         assert.deepEqual(await accessibilityProblems(page), [], path);
       }

@@ -12,7 +12,14 @@ import { Webhook } from 'standardwebhooks';
 import { endpoints, type Client } from '../src/client.ts';
 import { openEventStream } from './support/event-source.ts';
 import { engines } from './support/database.ts';
-import { accessibilityProblems, needsChromium, noSidewaysScroll, signIn, startConsoleRig, type ConsoleRig } from './support/console-browser.ts';
+import {
+  accessibilityProblems,
+  needsChromium,
+  noSidewaysScroll,
+  signIn,
+  startConsoleRig,
+  type ConsoleRig,
+} from './support/console-browser.ts';
 import { startWebhookReceiver, type ReceivedRequest, type WebhookReceiver } from './support/webhook-receiver.ts';
 import { waitFor } from './support/wait.ts';
 
@@ -43,11 +50,21 @@ for (const engine of engines('one')) {
       // that only the redelivery from the page sends it again.
       rig = await startConsoleRig(engine, { WEBHOOK_ALLOW_PRIVATE_URLS: 'true', WEBHOOK_RETRY_DELAY_SECONDS: '600' });
       ({ api, adminToken } = rig);
-      const signedUp = await api.ok(endpoints.signup, { body: { email: `support-customer-${Date.now()}@example.com`, password: 'correct horse battery staple', name: 'Cora Customer' } });
+      const signedUp = await api.ok(endpoints.signup, {
+        body: {
+          email: `support-customer-${Date.now()}@example.com`,
+          password: 'correct horse battery staple',
+          name: 'Cora Customer',
+        },
+      });
       customer = { token: signedUp.token, id: signedUp.user.id };
       const staffLogin = { email: `support-staff-${Date.now()}@example.com`, password: 'staff member password' };
       const staffUser = await api.ok(endpoints.signup, { body: { ...staffLogin, name: 'Sam Staff' } });
-      await api.ok(endpoints.updateUser, { token: adminToken, params: { id: staffUser.user.id }, body: { role: 'staff' } });
+      await api.ok(endpoints.updateUser, {
+        token: adminToken,
+        params: { id: staffUser.user.id },
+        body: { role: 'staff' },
+      });
       staff = { ...staffLogin, token: (await api.ok(endpoints.login, { body: staffLogin })).token };
     });
 
@@ -59,7 +76,10 @@ for (const engine of engines('one')) {
     });
 
     it('staff reply to a customer from the inbox, and the customer sees it on their event stream', async () => {
-      const opened = await api.ok(endpoints.openConversation, { token: customer.token, body: { subject: 'Where is my parcel?', body: 'I ordered on Monday.' } });
+      const opened = await api.ok(endpoints.openConversation, {
+        token: customer.token,
+        body: { subject: 'Where is my parcel?', body: 'I ordered on Monday.' },
+      });
       const stream = await openEventStream(`${rig.baseUrl}/v1/events`, { authorization: `Bearer ${customer.token}` });
       try {
         assert.equal(stream.status, 200);
@@ -77,14 +97,22 @@ for (const engine of engines('one')) {
         await page.getByRole('list', { name: 'Messages' }).getByText('I ordered on Monday.').waitFor();
         await page.getByRole('button', { name: 'Mark read (1)' }).click();
         await page.getByText('Read', { exact: true }).waitFor();
-        await waitFor('the list to count it read', async () => (/unread/.test(await entry.innerText()) ? undefined : true));
+        await waitFor('the list to count it read', async () =>
+          /unread/.test(await entry.innerText()) ? undefined : true,
+        );
         assert.deepEqual(await accessibilityProblems(page), []);
 
         await page.getByLabel('Reply').fill('It ships today: <b>tracking</b> follows.');
         await page.getByRole('button', { name: 'Send reply' }).click();
-        const shown = page.getByRole('list', { name: 'Messages' }).getByText('It ships today: <b>tracking</b> follows.');
+        const shown = page
+          .getByRole('list', { name: 'Messages' })
+          .getByText('It ships today: <b>tracking</b> follows.');
         await shown.waitFor();
-        const frame = await stream.next((e) => e.event === 'message.created' && (JSON.parse(e.data) as { data: { message: { fromStaff: boolean } } }).data.message.fromStaff);
+        const frame = await stream.next(
+          (e) =>
+            e.event === 'message.created' &&
+            (JSON.parse(e.data) as { data: { message: { fromStaff: boolean } } }).data.message.fromStaff,
+        );
         const data = (JSON.parse(frame.data) as { data: { message: { body: string; conversationId: string } } }).data;
         assert.equal(data.message.body, 'It ships today: <b>tracking</b> follows.');
         assert.equal(data.message.conversationId, opened.id);
@@ -92,15 +120,25 @@ for (const engine of engines('one')) {
         assert.equal(messages.data.length, 2, 'one reply, posted once');
 
         // A new message of the customer, in the open conversation and in a new one: no reload.
-        await api.ok(endpoints.postMessage, { token: customer.token, params: { id: opened.id }, body: { body: 'Thank you!' } });
+        await api.ok(endpoints.postMessage, {
+          token: customer.token,
+          params: { id: opened.id },
+          body: { body: 'Thank you!' },
+        });
         await page.getByRole('list', { name: 'Messages' }).getByText('Thank you!').waitFor({ timeout: 30_000 });
-        await api.ok(endpoints.openConversation, { token: customer.token, body: { subject: 'A second question', body: 'Do you ship to Norway?' } });
+        await api.ok(endpoints.openConversation, {
+          token: customer.token,
+          body: { subject: 'A second question', body: 'Do you ship to Norway?' },
+        });
         const second = inbox.getByRole('link', { name: /A second question/ });
         await second.waitFor({ timeout: 30_000 });
         assert.match(await second.innerText(), /1 unread/);
         const order = await inbox.getByRole('link').allInnerTexts();
         assert.match(order[0]!, /A second question|Where is my parcel/);
-        assert.ok(order.slice(0, 2).every((t) => /unread/.test(t)), 'the unread conversations come first');
+        assert.ok(
+          order.slice(0, 2).every((t) => /unread/.test(t)),
+          'the unread conversations come first',
+        );
         assert.deepEqual(await accessibilityProblems(page), []);
       } finally {
         stream.close();
@@ -159,14 +197,23 @@ for (const engine of engines('one')) {
       assert.match(await attempts.innerText(), /webhook-signature: \(not kept\)/);
       assert.deepEqual(await accessibilityProblems(page), []);
 
-      await attempts.getByRole('button', { name: /^Redeliver evt_/ }).first().click();
-      await page.getByRole('dialog', { name: 'Send this event again, now?' }).getByRole('button', { name: 'Redeliver' }).click();
+      await attempts
+        .getByRole('button', { name: /^Redeliver evt_/ })
+        .first()
+        .click();
+      await page
+        .getByRole('dialog', { name: 'Send this event again, now?' })
+        .getByRole('button', { name: 'Redeliver' })
+        .click();
       const [first, again] = await receiver.waitForRequests(2, 30_000);
       assert.equal(again!.headers['webhook-id'], first!.headers['webhook-id'], 'the same event, by id');
       verifyStandard(again!, firstSecret);
       await waitFor('the successful attempt to show', async () => {
         await page.getByRole('button', { name: 'Refresh' }).click();
-        return /Delivering/.test(await page.locator('.facts').innerText()) && (await attempts.getByText('200').count()) > 0 ? true : undefined;
+        return /Delivering/.test(await page.locator('.facts').innerText()) &&
+          (await attempts.getByText('200').count()) > 0
+          ? true
+          : undefined;
       });
       await noSidewaysScroll(page);
     });
@@ -188,11 +235,17 @@ for (const engine of engines('one')) {
       await noSidewaysScroll(page);
 
       const before = receiver.requests.length;
-      await api.ok(endpoints.openConversation, { token: customer.token, body: { subject: 'After the rotation', body: 'Signed twice' } });
+      await api.ok(endpoints.openConversation, {
+        token: customer.token,
+        body: { subject: 'After the rotation', body: 'Signed twice' },
+      });
       const delivered = (await receiver.waitForRequests(before + 1, 30_000))[before]!;
       assert.deepEqual((verifyStandard(delivered, firstSecret) as { type: string }).type, 'message.created');
       assert.deepEqual((verifyStandard(delivered, newSecret) as { type: string }).type, 'message.created');
-      assert.throws(() => verifyStandard(delivered, 'whsec_' + Buffer.alloc(32, 1).toString('base64')), 'and not with any other');
+      assert.throws(
+        () => verifyStandard(delivered, 'whsec_' + Buffer.alloc(32, 1).toString('base64')),
+        'and not with any other',
+      );
       // Shown once: after a reload, the secret is gone from the page.
       await page.reload();
       await page.getByRole('heading', { name: 'Webhook endpoint' }).waitFor();
@@ -200,7 +253,7 @@ for (const engine of engines('one')) {
       assert.ok(!(await page.content()).includes(newSecret));
     });
 
-    it('an admin lists a queue\'s jobs by state, with their data', async () => {
+    it("an admin lists a queue's jobs by state, with their data", async () => {
       const page = await newPage();
       await signIn(page, rig.baseUrl, rig.admin);
       await page.getByRole('link', { name: 'Jobs' }).click();
@@ -234,12 +287,27 @@ for (const engine of engines('one')) {
 
       const refused = [
         await api.call(endpoints.listWebhookEndpoints, { token: staff.token }),
-        await api.call(endpoints.rotateWebhookSecret, { token: staff.token, params: { id: endpointId }, body: { gracePeriodSeconds: 0 } }),
-        await api.call(endpoints.updateWebhookEndpoint, { token: staff.token, params: { id: endpointId }, body: { enabled: false } }),
-        await api.call(endpoints.listQueueJobs, { token: staff.token, params: { queue: 'webhooks.deliver' }, query: { state: 'waiting' } }),
+        await api.call(endpoints.rotateWebhookSecret, {
+          token: staff.token,
+          params: { id: endpointId },
+          body: { gracePeriodSeconds: 0 },
+        }),
+        await api.call(endpoints.updateWebhookEndpoint, {
+          token: staff.token,
+          params: { id: endpointId },
+          body: { enabled: false },
+        }),
+        await api.call(endpoints.listQueueJobs, {
+          token: staff.token,
+          params: { queue: 'webhooks.deliver' },
+          query: { state: 'waiting' },
+        }),
         await api.call(endpoints.listFailedJobs, { token: staff.token }),
       ];
-      assert.deepEqual(refused.map((r) => r.status), [403, 403, 403, 403, 403]);
+      assert.deepEqual(
+        refused.map((r) => r.status),
+        [403, 403, 403, 403, 403],
+      );
     });
 
     it('wrote no error to the browser console on any page', () => {

@@ -16,7 +16,9 @@ const admin = { ADMIN_EMAIL: 'drill-admin@example.com', ADMIN_PASSWORD: 'drill-a
 
 function drill(args: string[], env: Record<string, string> = {}) {
   return spawnSync(process.execPath, [join(packageRoot, 'src', 'cli.ts'), 'drill', ...args], {
-    encoding: 'utf8', timeout: 300_000, env: { PATH: process.env.PATH ?? '', ...env },
+    encoding: 'utf8',
+    timeout: 300_000,
+    env: { PATH: process.env.PATH ?? '', ...env },
   });
 }
 
@@ -40,7 +42,13 @@ describe('engine-room drill', () => {
     }
     // Webhook retries a second apart, so that recovery takes seconds rather than minutes; the
     // drill's receiver is on 127.0.0.1.
-    ({ server, baseUrl } = await startOwnEngine({ ...admin, ...where, WORKER_POLL_INTERVAL_MS: '100', WEBHOOK_RETRY_DELAY_SECONDS: '1', WEBHOOK_ALLOW_PRIVATE_URLS: 'true' }));
+    ({ server, baseUrl } = await startOwnEngine({
+      ...admin,
+      ...where,
+      WORKER_POLL_INTERVAL_MS: '100',
+      WEBHOOK_RETRY_DELAY_SECONDS: '1',
+      WEBHOOK_ALLOW_PRIVATE_URLS: 'true',
+    }));
   });
 
   after(async () => {

@@ -7,7 +7,13 @@ import { engines, freshDatabase, type TestDatabase } from './support/database.ts
 import { waitFor } from './support/wait.ts';
 import { framesOf, memorySink, presenceOf, settled, watchOutboxReads, type MemorySink } from './support/event-hub.ts';
 import { publishEvent, type PublishedEvent } from '../src/platform/events.ts';
-import { createEventHub, hasLiveStream, listenerFor, postgresListener, type EventHubOptions } from '../src/platform/event-stream.ts';
+import {
+  createEventHub,
+  hasLiveStream,
+  listenerFor,
+  postgresListener,
+  type EventHubOptions,
+} from '../src/platform/event-stream.ts';
 import type { Db } from '../src/platform/db.ts';
 import type { AppError } from '../src/errors.ts';
 
@@ -20,9 +26,18 @@ function manualHub(db: Db, options: Partial<EventHubOptions> = {}) {
   const warnings: { obj: Record<string, unknown>; msg: string }[] = [];
   let wakeHub = () => {};
   const hub = createEventHub(watched.db, {
-    heartbeatSeconds: 3600, retentionHours: 24, pollIntervalMs: 3_600_000,
-    listen: async (onNotify) => { wakeHub = onNotify; return async () => {}; },
-    log: { warn: (obj, msg) => { warnings.push({ obj: obj as Record<string, unknown>, msg }); } },
+    heartbeatSeconds: 3600,
+    retentionHours: 24,
+    pollIntervalMs: 3_600_000,
+    listen: async (onNotify) => {
+      wakeHub = onNotify;
+      return async () => {};
+    },
+    log: {
+      warn: (obj, msg) => {
+        warnings.push({ obj: obj as Record<string, unknown>, msg });
+      },
+    },
     ...options,
   });
   /**
@@ -32,13 +47,21 @@ function manualHub(db: Db, options: Partial<EventHubOptions> = {}) {
    */
   const idle = async () => {
     await new Promise((resolve) => setImmediate(resolve));
-    await waitFor('the hub to be idle', async () => (watched.reads.started === watched.reads.finished && !watched.reads.lastWaiting ? true : undefined), 15_000);
+    await waitFor(
+      'the hub to be idle',
+      async () => (watched.reads.started === watched.reads.finished && !watched.reads.lastWaiting ? true : undefined),
+      15_000,
+    );
   };
   return { hub, watched, warnings, wake: () => wakeHub(), idle };
 }
 
 /** Runs fn with a manualHub, and closes the hub after it, whatever fn did. */
-async function withHub(db: Db, options: Partial<EventHubOptions>, fn: (h: ReturnType<typeof manualHub>) => Promise<void>): Promise<void> {
+async function withHub(
+  db: Db,
+  options: Partial<EventHubOptions>,
+  fn: (h: ReturnType<typeof manualHub>) => Promise<void>,
+): Promise<void> {
   const h = manualHub(db, options);
   try {
     await fn(h);
@@ -55,7 +78,9 @@ function frameText(e: PublishedEvent): string {
 /** The promise, or a failure after 15 s (a stream that never goes live must fail the test, not hang it). */
 async function bounded<T>(p: Promise<T>, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<never>((_resolve, reject) => { timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), 15_000); });
+  const late = new Promise<never>((_resolve, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), 15_000);
+  });
   try {
     return await Promise.race([p, late]);
   } finally {
@@ -63,7 +88,8 @@ async function bounded<T>(p: Promise<T>, what: string): Promise<T> {
   }
 }
 
-const received = (sink: MemorySink, e: PublishedEvent) => waitFor(`${e.id} to arrive`, async () => (sink.text.includes(e.id) ? true : undefined), 15_000);
+const received = (sink: MemorySink, e: PublishedEvent) =>
+  waitFor(`${e.id} to arrive`, async () => (sink.text.includes(e.id) ? true : undefined), 15_000);
 
 /** The query of the ready frame's id (event-stream.ts, newestUpTo). */
 const newestQuery = 'ORDER BY tx DESC, id DESC LIMIT 1';
@@ -75,16 +101,22 @@ const nothingHeld = { open: 0, joined: 0, keys: 0, admitted: 0, users: 0, querie
 for (const engine of engines('parity')) {
   describe(`the event hub, driven directly [${engine}]`, () => {
     let database: TestDatabase;
-    before(async () => { database = await freshDatabase(engine, 5); });
-    after(async () => { await database.drop(); });
-    const db = () => database.db;
-    const publish = (audience: string[], type = 'test.n', data: object = {}) => db().transaction((tx) => publishEvent(tx, type, data, audience));
-    /** Several events in one transaction: they share its position in the outbox and keep their order. */
-    const publishMany = (n: number, audience: string[], type = 'test.n') => db().transaction(async (tx) => {
-      const out: PublishedEvent[] = [];
-      for (let i = 0; i < n; i++) out.push(await publishEvent(tx, type, { i }, audience));
-      return out;
+    before(async () => {
+      database = await freshDatabase(engine, 5);
     });
+    after(async () => {
+      await database.drop();
+    });
+    const db = () => database.db;
+    const publish = (audience: string[], type = 'test.n', data: object = {}) =>
+      db().transaction((tx) => publishEvent(tx, type, data, audience));
+    /** Several events in one transaction: they share its position in the outbox and keep their order. */
+    const publishMany = (n: number, audience: string[], type = 'test.n') =>
+      db().transaction(async (tx) => {
+        const out: PublishedEvent[] = [];
+        for (let i = 0; i < n; i++) out.push(await publishEvent(tx, type, { i }, audience));
+        return out;
+      });
 
     it('routes an event to every stream whose keys it names; one stream leaving stops none of the others; once all have left it holds nothing', async () => {
       await withHub(db(), {}, async ({ hub, watched, warnings, wake }) => {
@@ -93,24 +125,41 @@ for (const engine of engines('parity')) {
         const sinkB = memorySink();
         await hub.open(sinkA, { userId: a, keys: [a, shared] });
         await hub.open(sinkB, { userId: b, keys: [b, shared] });
-        assert.deepEqual(hub.stats, { open: 2, joined: 2, keys: 3, admitted: 2, users: 2, queries: 0, following: true });
+        assert.deepEqual(hub.stats, {
+          open: 2,
+          joined: 2,
+          keys: 3,
+          admitted: 2,
+          users: 2,
+          queries: 0,
+          following: true,
+        });
         const toBoth = await publish([shared]);
         wake();
         await received(sinkA, toBoth);
         await received(sinkB, toBoth);
 
         sinkA.end();
-        assert.deepEqual({ ...hub.stats, queries: 0 }, { open: 1, joined: 1, keys: 2, admitted: 1, users: 1, queries: 0, following: true });
-        const [toShared, toA] = await db().transaction(async (tx) => [await publishEvent(tx, 'test.n', {}, [shared]), await publishEvent(tx, 'test.n', {}, [a])]);
+        assert.deepEqual(
+          { ...hub.stats, queries: 0 },
+          { open: 1, joined: 1, keys: 2, admitted: 1, users: 1, queries: 0, following: true },
+        );
+        const [toShared, toA] = await db().transaction(async (tx) => [
+          await publishEvent(tx, 'test.n', {}, [shared]),
+          await publishEvent(tx, 'test.n', {}, [a]),
+        ]);
         wake();
         await received(sinkB, toShared!);
-        assert.ok(!sinkA.text.includes(toShared!.id) && !sinkA.text.includes(toA!.id), 'nothing goes to a stream that has left');
+        assert.ok(
+          !sinkA.text.includes(toShared!.id) && !sinkA.text.includes(toA!.id),
+          'nothing goes to a stream that has left',
+        );
         assert.deepEqual(framesOf(sinkB.text), ['ready', `test.n ${toBoth.id}`, `test.n ${toShared!.id}`]);
 
         sinkB.end();
         await waitFor('the presence rows to go', async () => (hub.stats.queries === 0 ? true : undefined), 15_000);
         assert.deepEqual(hub.stats, nothingHeld);
-        assert.equal(await presenceOf(db(), a) + await presenceOf(db(), b), 0);
+        assert.equal((await presenceOf(db(), a)) + (await presenceOf(db(), b)), 0);
         assert.equal(watched.count('DELETE FROM event_stream_connections WHERE id'), 2, 'one DELETE per stream');
         assert.deepEqual(warnings, []);
         assert.equal(sinkA.lateWrites + sinkB.lateWrites, 0);
@@ -183,7 +232,11 @@ for (const engine of engines('parity')) {
       await withHub(db(), {}, async ({ hub, watched, warnings }) => {
         const sink = memorySink({ reads: false });
         const opening = hub.open(sink, { userId: u, keys: [u] }, from.id);
-        await waitFor('the replay to wait for the reader', async () => (sink.text.includes(missed[0]!.id) ? true : undefined), 15_000);
+        await waitFor(
+          'the replay to wait for the reader',
+          async () => (sink.text.includes(missed[0]!.id) ? true : undefined),
+          15_000,
+        );
         sink.destroy();
         await bounded(opening, 'the replay to end');
         assert.equal(sink.listenerCount('drain'), 0, 'the replay leaves no listener behind');
@@ -259,9 +312,13 @@ for (const engine of engines('parity')) {
       const u = user('held');
       const sink = memorySink();
       let release = () => {};
-      const gate = new Promise<void>((resolve) => { release = resolve; });
+      const gate = new Promise<void>((resolve) => {
+        release = resolve;
+      });
       let started!: (e: PublishedEvent) => void;
-      const olderEvent = new Promise<PublishedEvent>((resolve) => { started = resolve; });
+      const olderEvent = new Promise<PublishedEvent>((resolve) => {
+        started = resolve;
+      });
       try {
         await hub.open(sink, { userId: u, keys: [u] });
         await idle();
@@ -273,7 +330,11 @@ for (const engine of engines('parity')) {
         const newer = await publish([u], 'test.newer');
         const before = watched.reads.finished;
         wake();
-        await waitFor('a read that finds the newer event held back', async () => (watched.reads.finished > before && watched.reads.lastWaiting ? true : undefined), 15_000);
+        await waitFor(
+          'a read that finds the newer event held back',
+          async () => (watched.reads.finished > before && watched.reads.lastWaiting ? true : undefined),
+          15_000,
+        );
         release();
         await older;
         await received(sink, newer); // no wake-up from the test: the hub's retry reads them
@@ -287,10 +348,19 @@ for (const engine of engines('parity')) {
     it('says when it cannot listen, and the poll carries the events instead; a listener that fails later is reported too', async () => {
       const u = user('nolisten');
       const warnings: { obj: Record<string, unknown>; msg: string }[] = [];
-      const log = { warn: (obj: object, msg: string) => { warnings.push({ obj: obj as Record<string, unknown>, msg }); } };
+      const log = {
+        warn: (obj: object, msg: string) => {
+          warnings.push({ obj: obj as Record<string, unknown>, msg });
+        },
+      };
       const broken = createEventHub(db(), {
-        heartbeatSeconds: 3600, retentionHours: 24, pollIntervalMs: 50, log,
-        listen: async () => { throw new Error('no listening today'); },
+        heartbeatSeconds: 3600,
+        retentionHours: 24,
+        pollIntervalMs: 50,
+        log,
+        listen: async () => {
+          throw new Error('no listening today');
+        },
       });
       const sink = memorySink();
       try {
@@ -304,8 +374,14 @@ for (const engine of engines('parity')) {
       }
       let fail: (err: Error) => void = () => {};
       const flaky = createEventHub(db(), {
-        heartbeatSeconds: 3600, retentionHours: 24, pollIntervalMs: 3_600_000, log,
-        listen: async (_onNotify, onError) => { fail = onError; return async () => {}; },
+        heartbeatSeconds: 3600,
+        retentionHours: 24,
+        pollIntervalMs: 3_600_000,
+        log,
+        listen: async (_onNotify, onError) => {
+          fail = onError;
+          return async () => {};
+        },
       });
       try {
         await flaky.open(memorySink(), { userId: u, keys: [u] });
@@ -324,21 +400,41 @@ for (const engine of engines('parity')) {
       const sink = memorySink();
       try {
         // Rows another process left: one seen 5 minutes ago (it may still be alive), one 11 minutes ago.
-        await db().query("INSERT INTO event_stream_connections (id, user_id, seen_at) VALUES (gen_random_uuid()::text, $1, now() - interval '5 minutes'), (gen_random_uuid()::text, $2, now() - interval '11 minutes')", [recent, stale]);
+        await db().query(
+          "INSERT INTO event_stream_connections (id, user_id, seen_at) VALUES (gen_random_uuid()::text, $1, now() - interval '5 minutes'), (gen_random_uuid()::text, $2, now() - interval '11 minutes')",
+          [recent, stale],
+        );
         await hub.open(sink, { userId: u, keys: [u] });
-        await db().query("UPDATE event_stream_connections SET seen_at = now() - interval '1 hour' WHERE user_id = $1", [u]);
+        await db().query("UPDATE event_stream_connections SET seen_at = now() - interval '1 hour' WHERE user_id = $1", [
+          u,
+        ]);
         const pings = () => sink.text.split(': ping\n\n').length - 1;
         await waitFor('a heartbeat', async () => (pings() > 0 ? true : undefined), 15_000);
         assert.ok(pings() <= 3, `one ping a second, not ${pings()} already`);
-        await waitFor('the presence row to be refreshed', async () => {
-          const [row] = await db().query<{ fresh: boolean }>("SELECT seen_at > now() - interval '1 minute' AS fresh FROM event_stream_connections WHERE user_id = $1", [u]);
-          return row?.fresh ? true : undefined;
-        }, 15_000);
-        await waitFor('the stale row to go', async () => ((await presenceOf(db(), stale)) === 0 ? true : undefined), 15_000);
+        await waitFor(
+          'the presence row to be refreshed',
+          async () => {
+            const [row] = await db().query<{ fresh: boolean }>(
+              "SELECT seen_at > now() - interval '1 minute' AS fresh FROM event_stream_connections WHERE user_id = $1",
+              [u],
+            );
+            return row?.fresh ? true : undefined;
+          },
+          15_000,
+        );
+        await waitFor(
+          'the stale row to go',
+          async () => ((await presenceOf(db(), stale)) === 0 ? true : undefined),
+          15_000,
+        );
         assert.equal(await presenceOf(db(), recent), 1, 'a row seen 5 minutes ago stays');
         assert.equal(warnings.length, 0);
         watched.fail('UPDATE event_stream_connections');
-        const w = await waitFor('the warning', async () => warnings.find((x) => x.msg === 'could not refresh event stream presence'), 15_000);
+        const w = await waitFor(
+          'the warning',
+          async () => warnings.find((x) => x.msg === 'could not refresh event stream presence'),
+          15_000,
+        );
         assert.match(String((w.obj.err as Error).message), /failed on purpose/);
       } finally {
         await hub.close();
@@ -350,23 +446,41 @@ for (const engine of engines('parity')) {
       if (engine !== 'postgres') return t.skip('PGlite listens in-process');
       const warnings: { obj: Record<string, unknown>; msg: string }[] = [];
       const hub = createEventHub(db(), {
-        heartbeatSeconds: 3600, retentionHours: 24, pollIntervalMs: 3_600_000, listen: postgresListener(database.url!),
-        log: { warn: (obj, msg) => { warnings.push({ obj: obj as Record<string, unknown>, msg }); } },
+        heartbeatSeconds: 3600,
+        retentionHours: 24,
+        pollIntervalMs: 3_600_000,
+        listen: postgresListener(database.url!),
+        log: {
+          warn: (obj, msg) => {
+            warnings.push({ obj: obj as Record<string, unknown>, msg });
+          },
+        },
       });
-      const listeners = async () => (await db().query<{ pid: number }>(
-        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND query = 'LISTEN engine_room_events'",
-      )).map((r) => r.pid);
+      const listeners = async () =>
+        (
+          await db().query<{ pid: number }>(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND query = 'LISTEN engine_room_events'",
+          )
+        ).map((r) => r.pid);
       const u = user('listen');
       const sink = memorySink();
       try {
         await hub.open(sink, { userId: u, keys: [u] });
-        const [first] = await waitFor('the hub to listen', async () => ((await listeners()).length === 1 ? listeners() : undefined), 15_000);
+        const [first] = await waitFor(
+          'the hub to listen',
+          async () => ((await listeners()).length === 1 ? listeners() : undefined),
+          15_000,
+        );
         const live = await publish([u]);
         await received(sink, live); // woken by its NOTIFY
         // Cut the connection (waiting until its backend is gone), then commit while nobody listens.
         await db().query('SELECT pg_terminate_backend($1, 5000)', [first]);
         const missed = await publish([u]);
-        await waitFor('the hub to listen again', async () => ((await listeners()).some((pid) => pid !== first) ? true : undefined), 15_000);
+        await waitFor(
+          'the hub to listen again',
+          async () => ((await listeners()).some((pid) => pid !== first) ? true : undefined),
+          15_000,
+        );
         await received(sink, missed); // its NOTIFY went nowhere: the reconnection's own wake-up reads it
         assert.ok(warnings.some((w) => w.msg === 'event stream listener connection failed; reconnecting'));
       } finally {
@@ -382,7 +496,11 @@ for (const engine of engines('parity')) {
       const leavesAtOnce = () => {
         const sink = memorySink();
         const write = sink.write;
-        sink.write = (chunk: string) => { const ok = write(chunk); sink.destroy(); return ok; };
+        sink.write = (chunk: string) => {
+          const ok = write(chunk);
+          sink.destroy();
+          return ok;
+        };
         return sink;
       };
       try {
@@ -407,7 +525,11 @@ for (const engine of engines('parity')) {
         const before = watched.count(horizonQuery);
         const sink = memorySink();
         const opening = hub.open(sink, { userId: u, keys: [u] });
-        await waitFor('the stream to ask for its position', async () => (watched.count(horizonQuery) > before ? true : undefined), 15_000);
+        await waitFor(
+          'the stream to ask for its position',
+          async () => (watched.count(horizonQuery) > before ? true : undefined),
+          15_000,
+        );
         sink.end();
         release();
         await bounded(opening, 'open() to answer');
@@ -456,7 +578,10 @@ for (const engine of engines('parity')) {
       const sinks = [memorySink(), memorySink()];
       for (const sink of sinks) await hub.open(sink, { userId: u, keys: [u] });
       await hub.close();
-      assert.deepEqual(sinks.map((x) => x.ended), [true, true]);
+      assert.deepEqual(
+        sinks.map((x) => x.ended),
+        [true, true],
+      );
       assert.deepEqual(hub.stats, nothingHeld);
       assert.equal(await presenceOf(db(), u), 0);
     });
@@ -467,14 +592,22 @@ for (const engine of engines('parity')) {
       const nowhere = new URL(database.url!);
       nowhere.pathname = '/er_no_such_database';
       const hub = createEventHub(db(), {
-        heartbeatSeconds: 3600, retentionHours: 24, pollIntervalMs: 50, listen: postgresListener(nowhere.toString()),
-        log: { warn: (obj, msg) => { warnings.push({ obj: obj as Record<string, unknown>, msg }); } },
+        heartbeatSeconds: 3600,
+        retentionHours: 24,
+        pollIntervalMs: 50,
+        listen: postgresListener(nowhere.toString()),
+        log: {
+          warn: (obj, msg) => {
+            warnings.push({ obj: obj as Record<string, unknown>, msg });
+          },
+        },
       });
       const u = user('unreachable');
       const sink = memorySink();
       try {
         await hub.open(sink, { userId: u, keys: [u] });
-        const failures = () => warnings.filter((w) => w.msg === 'event stream listener connection failed; reconnecting');
+        const failures = () =>
+          warnings.filter((w) => w.msg === 'event stream listener connection failed; reconnecting');
         await waitFor('a second attempt to fail', async () => (failures().length >= 2 ? true : undefined), 15_000);
         assert.match(String((failures()[0]!.obj.err as Error).message), /er_no_such_database/);
         const event = await publish([u]);
@@ -492,10 +625,16 @@ for (const engine of engines('parity')) {
         await idle(); // the read that open() asks for is over: only the listener can wake the hub now
         // On PostgreSQL the listening connection is made in the background: wait for it.
         if (database.url) {
-          await waitFor('the hub to listen', async () => {
-            const [row] = await db().query<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND query = 'LISTEN engine_room_events'");
-            return row!.n > 0 ? true : undefined;
-          }, 15_000);
+          await waitFor(
+            'the hub to listen',
+            async () => {
+              const [row] = await db().query<{ n: number }>(
+                "SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND query = 'LISTEN engine_room_events'",
+              );
+              return row!.n > 0 ? true : undefined;
+            },
+            15_000,
+          );
         }
         await received(sink, await publish([u]));
       });
@@ -503,8 +642,11 @@ for (const engine of engines('parity')) {
 
     it('hasLiveStream: a user is watching while a presence row was seen within two heartbeats and 5 s', async () => {
       const [fresh, late, stale] = [user('live'), user('late'), user('gone')];
-      const seen = (userId: string, secondsAgo: number) => db().query(
-        'INSERT INTO event_stream_connections (id, user_id, seen_at) VALUES (gen_random_uuid()::text, $1, now() - make_interval(secs => $2))', [userId, secondsAgo]);
+      const seen = (userId: string, secondsAgo: number) =>
+        db().query(
+          'INSERT INTO event_stream_connections (id, user_id, seen_at) VALUES (gen_random_uuid()::text, $1, now() - make_interval(secs => $2))',
+          [userId, secondsAgo],
+        );
       try {
         // heartbeatSeconds 10: seen within the last 25 s.
         await seen(fresh, 0);
@@ -526,13 +668,16 @@ for (const engine of engines('parity')) {
         const a1 = memorySink();
         await hub.open(a1, owner(a));
         const a2 = hub.admit(owner(a));
-        assert.throws(() => hub.admit(owner(a)), (err: AppError) => {
-          assert.equal(err.code, 'rate_limited');
-          assert.match(err.message, /You have 2 live event streams open/);
-          // Retry-After, and the refused connection is not kept alive either (its descriptor is the resource).
-          assert.deepEqual(err.extra, { retryAfterSeconds: 10, headers: { connection: 'close' } });
-          return true;
-        });
+        assert.throws(
+          () => hub.admit(owner(a)),
+          (err: AppError) => {
+            assert.equal(err.code, 'rate_limited');
+            assert.match(err.message, /You have 2 live event streams open/);
+            // Retry-After, and the refused connection is not kept alive either (its descriptor is the resource).
+            assert.deepEqual(err.extra, { retryAfterSeconds: 10, headers: { connection: 'close' } });
+            return true;
+          },
+        );
         a1.end();
         assert.deepEqual([hub.stats.admitted, hub.stats.users], [1, 1]);
         const a3 = hub.admit(owner(a)); // the place a1 gave back
@@ -573,7 +718,11 @@ for (const engine of engines('parity')) {
         const h = manualHub(db(), maxBufferedBytes === undefined ? {} : { maxBufferedBytes });
         const sink = memorySink({ reads: false });
         const opening = h.hub.open(sink, { userId: u, keys: [u] }, from.id);
-        await waitFor('the replay to wait for the reader', async () => (sink.text.includes(missed[0]!.id) && h.hub.stats.joined === 1 ? true : undefined), 15_000);
+        await waitFor(
+          'the replay to wait for the reader',
+          async () => (sink.text.includes(missed[0]!.id) && h.hub.stats.joined === 1 ? true : undefined),
+          15_000,
+        );
         await h.idle();
         /** Publishes to the stream and waits until the hub has read it. */
         const arrive = async (n = 1) => {
@@ -581,7 +730,11 @@ for (const engine of engines('parity')) {
           await settled(db(), live[n - 1]!.id);
           const started = h.watched.reads.started;
           h.wake();
-          await waitFor('the hub to read them', async () => (h.watched.reads.finished > started ? true : undefined), 15_000);
+          await waitFor(
+            'the hub to read them',
+            async () => (h.watched.reads.finished > started ? true : undefined),
+            15_000,
+          );
           return live;
         };
         return { ...h, u, sink, opening, missed, arrive };
@@ -597,7 +750,9 @@ for (const engine of engines('parity')) {
           assert.equal(sink.listenerCount('drain'), 0, 'the replay leaves no listener behind');
           assert.equal(sink.listenerCount('close'), 1, "the stream's own");
           assert.deepEqual(framesOf(sink.text), [
-            ...missed.map((m) => `test.n ${m.id}`), `ready ${missed[1]!.id}`, ...live.map((l) => `test.live ${l.id}`),
+            ...missed.map((m) => `test.n ${m.id}`),
+            `ready ${missed[1]!.id}`,
+            ...live.map((l) => `test.live ${l.id}`),
           ]);
           assert.match(sink.text, /data: \{"resumed":true,"replayed":2\}/);
           assert.deepEqual(warnings, []);
@@ -636,7 +791,10 @@ for (const engine of engines('parity')) {
           assert.equal(sink.destroyed, false, 'exactly at the bound is not past it');
           await arrive(1);
           await waitFor('the stream to be dropped', async () => (sink.destroyed ? true : undefined), 15_000);
-          assert.deepEqual(warnings.map((w) => w.msg), ['event stream dropped: too many events arrived during the replay']);
+          assert.deepEqual(
+            warnings.map((w) => w.msg),
+            ['event stream dropped: too many events arrived during the replay'],
+          );
           assert.equal(hub.stats.open, 0);
           assert.equal(sink.lateWrites, 0);
         } finally {
@@ -665,8 +823,15 @@ for (const engine of engines('parity')) {
         const queriesBefore = watched.count(replayQuery);
         const again = memorySink();
         await hub.open(again, { userId: u, keys: [u] }, events[1]!.id);
-        assert.equal(watched.count(replayQuery) - queriesBefore, 2, 'three events to replay: a full batch, then the rest');
-        assert.deepEqual(framesOf(again.text), [...events.slice(2).map((e) => `test.n ${e.id}`), `ready ${events[4]!.id}`]);
+        assert.equal(
+          watched.count(replayQuery) - queriesBefore,
+          2,
+          'three events to replay: a full batch, then the rest',
+        );
+        assert.deepEqual(framesOf(again.text), [
+          ...events.slice(2).map((e) => `test.n ${e.id}`),
+          `ready ${events[4]!.id}`,
+        ]);
         assert.match(again.text, /data: \{"resumed":true,"replayed":3\}/);
         assert.deepEqual(warnings, []);
       });
@@ -718,7 +883,8 @@ for (const engine of engines('parity')) {
     it('says what failed when the database does: an outbox it cannot read, a presence row it cannot remove or add', async () => {
       await withHub(db(), {}, async ({ hub, watched, warnings, wake, idle }) => {
         const u = user('fail');
-        const warned = (msg: string) => waitFor(`the warning "${msg}"`, async () => warnings.find((w) => w.msg === msg), 15_000);
+        const warned = (msg: string) =>
+          waitFor(`the warning "${msg}"`, async () => warnings.find((w) => w.msg === msg), 15_000);
         const sink = memorySink();
         await hub.open(sink, { userId: u, keys: [u] });
         await idle();
@@ -736,7 +902,10 @@ for (const engine of engines('parity')) {
         const refused = memorySink();
         await hub.open(refused, { userId: u, keys: [u] });
         assert.equal(refused.destroyed, true);
-        assert.match(String(((await warned('could not start an event stream')).obj.err as Error).message), /failed on purpose/);
+        assert.match(
+          String(((await warned('could not start an event stream')).obj.err as Error).message),
+          /failed on purpose/,
+        );
         assert.deepEqual({ ...hub.stats, queries: 0 }, { ...nothingHeld, queries: 0 });
       });
     });

@@ -17,9 +17,18 @@ forEachEngine('hostile request bodies', 'one', (env) => {
     const { client, customer, product, adminToken } = env();
     await product([{ sku: 'DEEP', stock: 5 }]);
     const c = await customer();
-    const placed = await client.ok(endpoints.placeOrder, { token: c.token, idempotencyKey: 'deep-order', body: { lines: [{ sku: 'DEEP', quantity: 1 }], payment: { method: 'card', token: 'tok_ok' } } });
+    const placed = await client.ok(endpoints.placeOrder, {
+      token: c.token,
+      idempotencyKey: 'deep-order',
+      body: { lines: [{ sku: 'DEEP', quantity: 1 }], payment: { method: 'card', token: 'tok_ok' } },
+    });
     order = { id: placed.id, token: c.token };
-    hookId = (await client.ok(endpoints.createWebhookEndpoint, { token: adminToken, body: { url: 'https://hooks.example/deep', events: ['order.created'] } })).id;
+    hookId = (
+      await client.ok(endpoints.createWebhookEndpoint, {
+        token: adminToken,
+        body: { url: 'https://hooks.example/deep', events: ['order.created'] },
+      })
+    ).id;
   });
 
   it('answers a 100,000-deep body to the routes that take no body (cancel, fulfil, redeliver) with 400, and does nothing', async () => {
@@ -31,7 +40,16 @@ forEachEngine('hostile request bodies', 'one', (env) => {
     ];
     for (const { url, token } of targets) {
       for (const payload of [nested(100_000), nestedObjects(100_000)]) {
-        const res = await app.inject({ method: 'POST', url, payload, headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', 'idempotency-key': `deep-${url.length}` } });
+        const res = await app.inject({
+          method: 'POST',
+          url,
+          payload,
+          headers: {
+            authorization: `Bearer ${token}`,
+            'content-type': 'application/json',
+            'idempotency-key': `deep-${url.length}`,
+          },
+        });
         assert.equal(res.statusCode, 400, `${url}: ${res.body.slice(0, 200)}`);
         assert.match(String(res.headers['content-type']), /application\/problem\+json/);
         assert.equal(res.json().code, 'validation_failed');
@@ -44,7 +62,12 @@ forEachEngine('hostile request bodies', 'one', (env) => {
   it('still accepts no body, or an empty object, on those routes', async () => {
     const { app } = env();
     const headers = { authorization: `Bearer ${order.token}`, 'idempotency-key': 'cancel-empty' };
-    const empty = await app.inject({ method: 'POST', url: `/v1/orders/${order.id}/cancel`, headers: { ...headers, 'content-type': 'application/json' }, payload: '{}' });
+    const empty = await app.inject({
+      method: 'POST',
+      url: `/v1/orders/${order.id}/cancel`,
+      headers: { ...headers, 'content-type': 'application/json' },
+      payload: '{}',
+    });
     assert.equal(empty.statusCode, 200, empty.body);
     // The same request for its key: no body and {} are the same.
     const none = await app.inject({ method: 'POST', url: `/v1/orders/${order.id}/cancel`, headers });
@@ -58,8 +81,21 @@ forEachEngine('hostile request bodies', 'one', (env) => {
     const bodies = [nested(depth), `{"name":${nested(depth - 8)}}`, nestedObjects(depth / 8)];
     for (const payload of bodies) {
       assert.ok(payload.length <= 1024 * 1024);
-      for (const [url, token] of [['/v1/auth/signup', undefined], ['/v1/orders', order.token], ['/v1/api-keys', adminToken]] as const) {
-        const res = await app.inject({ method: 'POST', url, payload, headers: { 'content-type': 'application/json', 'idempotency-key': 'deep', ...(token ? { authorization: `Bearer ${token}` } : {}) } });
+      for (const [url, token] of [
+        ['/v1/auth/signup', undefined],
+        ['/v1/orders', order.token],
+        ['/v1/api-keys', adminToken],
+      ] as const) {
+        const res = await app.inject({
+          method: 'POST',
+          url,
+          payload,
+          headers: {
+            'content-type': 'application/json',
+            'idempotency-key': 'deep',
+            ...(token ? { authorization: `Bearer ${token}` } : {}),
+          },
+        });
         assert.equal(res.statusCode, 400, `${url}: ${res.body.slice(0, 200)}`);
         assert.match(String(res.headers['content-type']), /application\/problem\+json/);
       }
@@ -70,22 +106,44 @@ forEachEngine('hostile request bodies', 'one', (env) => {
   it('every route that takes a body, walked as a customer and as an admin, answers deep, huge and parallel bodies with a 4xx problem+json', async () => {
     const { app, adminToken, customer } = env();
     const c = await customer();
-    const writes = app.declaredRoutes().flatMap((r) => r.method.split(',').filter((m) => ['POST', 'PUT', 'PATCH'].includes(m)).map((method) => ({
-      method: method as 'POST' | 'PUT' | 'PATCH',
-      url: r.url.replace(/:[A-Za-z0-9_]+/g, 'xyz_dummy01').replace(/\*/g, 'dummy'),
-    })));
+    const writes = app.declaredRoutes().flatMap((r) =>
+      r.method
+        .split(',')
+        .filter((m) => ['POST', 'PUT', 'PATCH'].includes(m))
+        .map((method) => ({
+          method: method as 'POST' | 'PUT' | 'PATCH',
+          url: r.url.replace(/:[A-Za-z0-9_]+/g, 'xyz_dummy01').replace(/\*/g, 'dummy'),
+        })),
+    );
     assert.ok(writes.length >= 25, `only ${writes.length} write routes seen`);
     const bodies = [nested(100_000), nestedObjects(100_000), `{"a":"${'x'.repeat(1024 * 1024)}"}`];
-    const attempts = writes.flatMap((route) => [c.token, adminToken].flatMap((token) => bodies.map((payload, i) => ({ route, token, payload, key: `hostile-${i}` }))));
+    const attempts = writes.flatMap((route) =>
+      [c.token, adminToken].flatMap((token) =>
+        bodies.map((payload, i) => ({ route, token, payload, key: `hostile-${i}` })),
+      ),
+    );
     const wrong: string[] = [];
     // All at once, 200 at a time: the answers must not depend on what else runs.
     for (let i = 0; i < attempts.length; i += 200) {
-      await Promise.all(attempts.slice(i, i + 200).map(async ({ route, token, payload, key }) => {
-        const res = await app.inject({ method: route.method, url: route.url, payload, headers: { 'content-type': 'application/json', 'idempotency-key': key, authorization: `Bearer ${token}` } });
-        if (res.statusCode < 400 || res.statusCode >= 500 || !/application\/problem\+json/.test(String(res.headers['content-type']))) {
-          wrong.push(`${route.method} ${route.url} (${payload.length} bytes): ${res.statusCode} ${res.body.slice(0, 120)}`);
-        }
-      }));
+      await Promise.all(
+        attempts.slice(i, i + 200).map(async ({ route, token, payload, key }) => {
+          const res = await app.inject({
+            method: route.method,
+            url: route.url,
+            payload,
+            headers: { 'content-type': 'application/json', 'idempotency-key': key, authorization: `Bearer ${token}` },
+          });
+          if (
+            res.statusCode < 400 ||
+            res.statusCode >= 500 ||
+            !/application\/problem\+json/.test(String(res.headers['content-type']))
+          ) {
+            wrong.push(
+              `${route.method} ${route.url} (${payload.length} bytes): ${res.statusCode} ${res.body.slice(0, 120)}`,
+            );
+          }
+        }),
+      );
     }
     assert.deepEqual(wrong, []);
   });

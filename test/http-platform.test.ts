@@ -14,7 +14,11 @@ forEachEngine('HTTP conventions', 'one', (env) => {
   });
 
   it('replaces an invalid X-Request-Id with a fresh one', async () => {
-    const res = await env().app.inject({ method: 'GET', url: '/healthz', headers: { 'x-request-id': 'bad id with spaces' } });
+    const res = await env().app.inject({
+      method: 'GET',
+      url: '/healthz',
+      headers: { 'x-request-id': 'bad id with spaces' },
+    });
     assert.match(String(res.headers['x-request-id']), /^[0-9a-f-]{36}$/);
   });
 
@@ -35,15 +39,25 @@ forEachEngine('HTTP conventions', 'one', (env) => {
 
   it('answers a path id over 100 characters with a problem+json 414 uri_too_long, declared for that operation', async () => {
     const { app } = env();
-    const res = await app.inject({ method: 'GET', url: `/v1/orders/${'x'.repeat(101)}`, headers: { authorization: `Bearer ${env().adminToken}` } });
+    const res = await app.inject({
+      method: 'GET',
+      url: `/v1/orders/${'x'.repeat(101)}`,
+      headers: { authorization: `Bearer ${env().adminToken}` },
+    });
     assert.equal(res.statusCode, 414);
     assert.match(String(res.headers['content-type']), /^application\/problem\+json/);
     assert.equal(res.json().code, 'uri_too_long');
     assert.equal(res.json().status, 414);
     assert.ok(res.headers['x-request-id']);
-    const doc = app.swagger() as unknown as { paths: Record<string, Record<string, { responses: Record<string, unknown> }>> };
+    const doc = app.swagger() as unknown as {
+      paths: Record<string, Record<string, { responses: Record<string, unknown> }>>;
+    };
     assert.match(JSON.stringify(doc.paths['/v1/orders/{id}']!.get!.responses['414']), /uri_too_long/);
-    assert.equal(doc.paths['/v1/orders']!.get!.responses['414'], undefined, 'only where a path parameter can be too long');
+    assert.equal(
+      doc.paths['/v1/orders']!.get!.responses['414'],
+      undefined,
+      'only where a path parameter can be too long',
+    );
   });
 
   it('answers a path that is not valid percent-encoding with a problem+json 400', async () => {
@@ -62,7 +76,12 @@ forEachEngine('HTTP conventions', 'one', (env) => {
       assert.equal(res.json().code, 'method_not_allowed');
       assert.equal(res.headers.allow, 'GET, HEAD');
     }
-    const withBrokenBody = await app.inject({ method: 'QUERY' as 'GET', url: '/v1/products', headers: { 'content-type': 'application/json' }, payload: '{' });
+    const withBrokenBody = await app.inject({
+      method: 'QUERY' as 'GET',
+      url: '/v1/products',
+      headers: { 'content-type': 'application/json' },
+      payload: '{',
+    });
     assert.equal(withBrokenBody.statusCode, 405);
     assert.deepEqual(String(withBrokenBody.headers.allow).split(', ').sort(), ['GET', 'HEAD', 'POST']);
     for (const method of ['QUERY', 'PROPFIND'] as const) {
@@ -73,7 +92,12 @@ forEachEngine('HTTP conventions', 'one', (env) => {
   });
 
   it('answers malformed JSON with 400', async () => {
-    const res = await env().app.inject({ method: 'POST', url: '/v1/auth/login', headers: { 'content-type': 'application/json' }, payload: '{"email": ' });
+    const res = await env().app.inject({
+      method: 'POST',
+      url: '/v1/auth/login',
+      headers: { 'content-type': 'application/json' },
+      payload: '{"email": ',
+    });
     assert.equal(res.statusCode, 400);
     assert.equal(res.json().code, 'bad_request');
     assert.doesNotMatch(res.body, /SyntaxError|at JSON|Unexpected/);
@@ -81,19 +105,31 @@ forEachEngine('HTTP conventions', 'one', (env) => {
 
   it('answers a body over 1 MiB with 413', async () => {
     const big = JSON.stringify({ email: 'a@b.c', password: 'x'.repeat(1024 * 1024 + 10) });
-    const res = await env().app.inject({ method: 'POST', url: '/v1/auth/login', headers: { 'content-type': 'application/json' }, payload: big });
+    const res = await env().app.inject({
+      method: 'POST',
+      url: '/v1/auth/login',
+      headers: { 'content-type': 'application/json' },
+      payload: big,
+    });
     assert.equal(res.statusCode, 413);
     assert.equal(res.json().code, 'payload_too_large');
   });
 
   it('answers a body that is not JSON with 415', async () => {
-    const res = await env().app.inject({ method: 'POST', url: '/v1/auth/login', headers: { 'content-type': 'text/plain' }, payload: 'email=a' });
+    const res = await env().app.inject({
+      method: 'POST',
+      url: '/v1/auth/login',
+      headers: { 'content-type': 'text/plain' },
+      payload: 'email=a',
+    });
     assert.equal(res.statusCode, 415);
     assert.equal(res.json().code, 'unsupported_media_type');
   });
 
   it('answers a schema violation with 400 validation_failed and the paths at fault', async () => {
-    const res = await env().client.call(endpoints.signup, { body: { email: 'not-an-email', password: 'short', name: '' } });
+    const res = await env().client.call(endpoints.signup, {
+      body: { email: 'not-an-email', password: 'short', name: '' },
+    });
     assert.equal(res.status, 400);
     assert.ok(!res.ok);
     assert.equal(res.body.code, 'validation_failed');
@@ -102,9 +138,16 @@ forEachEngine('HTTP conventions', 'one', (env) => {
   });
 
   it('names a missing field and an unknown field in errors', async () => {
-    const res = await env().app.inject({ method: 'POST', url: '/v1/auth/login', payload: { email: 'a@b.c', pasword: 'x' } });
+    const res = await env().app.inject({
+      method: 'POST',
+      url: '/v1/auth/login',
+      payload: { email: 'a@b.c', pasword: 'x' },
+    });
     assert.equal(res.statusCode, 400);
-    const paths = res.json().errors.map((e: { path: string }) => e.path).sort();
+    const paths = res
+      .json()
+      .errors.map((e: { path: string }) => e.path)
+      .sort();
     assert.deepEqual(paths, ['/password', '/pasword']);
   });
 
@@ -132,17 +175,30 @@ forEachEngine('HTTP conventions', 'one', (env) => {
   });
 
   it('has CORS off by default', async () => {
-    const res = await env().app.inject({ method: 'OPTIONS', url: '/v1/me', headers: { origin: 'https://evil.example', 'access-control-request-method': 'GET' } });
+    const res = await env().app.inject({
+      method: 'OPTIONS',
+      url: '/v1/me',
+      headers: { origin: 'https://evil.example', 'access-control-request-method': 'GET' },
+    });
     assert.equal(res.headers['access-control-allow-origin'], undefined);
   });
 });
 
-forEachEngine('CORS when configured', 'one', (env) => {
-  it('allows a listed origin and no other', async () => {
-    const { app } = env();
-    const ok = await app.inject({ method: 'OPTIONS', url: '/v1/me', headers: { origin: 'https://shop.example', 'access-control-request-method': 'GET' } });
-    assert.equal(ok.headers['access-control-allow-origin'], 'https://shop.example');
-    const other = await app.inject({ method: 'GET', url: '/healthz', headers: { origin: 'https://evil.example' } });
-    assert.equal(other.headers['access-control-allow-origin'], undefined);
-  });
-}, { CORS_ORIGINS: 'https://shop.example' });
+forEachEngine(
+  'CORS when configured',
+  'one',
+  (env) => {
+    it('allows a listed origin and no other', async () => {
+      const { app } = env();
+      const ok = await app.inject({
+        method: 'OPTIONS',
+        url: '/v1/me',
+        headers: { origin: 'https://shop.example', 'access-control-request-method': 'GET' },
+      });
+      assert.equal(ok.headers['access-control-allow-origin'], 'https://shop.example');
+      const other = await app.inject({ method: 'GET', url: '/healthz', headers: { origin: 'https://evil.example' } });
+      assert.equal(other.headers['access-control-allow-origin'], undefined);
+    });
+  },
+  { CORS_ORIGINS: 'https://shop.example' },
+);

@@ -13,11 +13,29 @@ import { buildApp } from '../src/app.ts';
 import type { Config } from '../src/config.ts';
 import type { Db } from '../src/platform/db.ts';
 
-type ShedSettings = Pick<Config, 'shedTargetWaitMs' | 'shedEventLoopDelayMs' | 'shedMaxInFlight' | 'shedSlowUploadsPerClient'>;
+type ShedSettings = Pick<
+  Config,
+  'shedTargetWaitMs' | 'shedEventLoopDelayMs' | 'shedMaxInFlight' | 'shedSlowUploadsPerClient'
+>;
 
 /** An app that sheds with these settings (built after the suite's set-up, which would trip them). */
-async function sheddingApp(config: Readonly<Config>, db: Db, settings: Partial<ShedSettings>): Promise<FastifyInstance> {
-  return buildApp({ ...config, shedTargetWaitMs: 0, shedEventLoopDelayMs: 0, shedMaxInFlight: 2000, shedSlowUploadsPerClient: 0, ...settings }, db, { logStream: { write: () => {} } });
+async function sheddingApp(
+  config: Readonly<Config>,
+  db: Db,
+  settings: Partial<ShedSettings>,
+): Promise<FastifyInstance> {
+  return buildApp(
+    {
+      ...config,
+      shedTargetWaitMs: 0,
+      shedEventLoopDelayMs: 0,
+      shedMaxInFlight: 2000,
+      shedSlowUploadsPerClient: 0,
+      ...settings,
+    },
+    db,
+    { logStream: { write: () => {} } },
+  );
 }
 
 const get = (app: FastifyInstance, url: string): Promise<LightMyRequestResponse> => app.inject({ method: 'GET', url });
@@ -31,7 +49,8 @@ function assertShed(res: LightMyRequestResponse): void {
 
 function placeOrder(app: FastifyInstance, token: string, sku: string, key: string): Promise<LightMyRequestResponse> {
   return app.inject({
-    method: 'POST', url: '/v1/orders',
+    method: 'POST',
+    url: '/v1/orders',
     headers: { authorization: `Bearer ${token}`, 'idempotency-key': key },
     payload: { lines: [{ sku, quantity: 1 }], payment: { method: 'card', token: 'tok_ok' } },
   });
@@ -43,7 +62,9 @@ function placeOrder(app: FastifyInstance, token: string, sku: string, key: strin
  */
 async function holdCatalog(db: Db): Promise<{ release: () => Promise<void> }> {
   let letGo!: () => void;
-  const gate = new Promise<void>((resolve) => { letGo = resolve; });
+  const gate = new Promise<void>((resolve) => {
+    letGo = resolve;
+  });
   let holding: Promise<unknown> | undefined;
   await new Promise<void>((locked) => {
     holding = db.transaction(async (tx) => {
@@ -52,7 +73,12 @@ async function holdCatalog(db: Db): Promise<{ release: () => Promise<void> }> {
       await gate;
     });
   });
-  return { release: async () => { letGo(); await holding; } };
+  return {
+    release: async () => {
+      letGo();
+      await holding;
+    },
+  };
 }
 
 forEachEngine('load shedding: a burst is queued and served', 'parity', (env) => {
@@ -94,7 +120,9 @@ forEachEngine('load shedding: an overload is refused by waiting time', (env) => 
       await hold.release();
     }
     for (const res of await Promise.all(held ?? [])) assert.equal(res.statusCode, 200);
-    await waitFor('requests to pass again', async () => ((await get(app, '/v1/auth/session')).statusCode === 200 ? true : undefined));
+    await waitFor('requests to pass again', async () =>
+      (await get(app, '/v1/auth/session')).statusCode === 200 ? true : undefined,
+    );
     const metrics = await get(app, '/metrics');
     assert.match(metrics.body, /engine_room_requests_shed_total\{reason="wait",priority="normal"\} [1-9]/);
   });
@@ -114,7 +142,9 @@ forEachEngine('load shedding: priorities', (env) => {
     let orders: Promise<LightMyRequestResponse>[] | undefined;
     try {
       // 23 catalog reads: 3 take the places and wait behind the lock, 20 queue. Orders arrive with them.
-      readsDone = Promise.all(Array.from({ length: 23 }, () => get(app, '/v1/products?limit=5').then((r) => reads.push(r))));
+      readsDone = Promise.all(
+        Array.from({ length: 23 }, () => get(app, '/v1/products?limit=5').then((r) => reads.push(r))),
+      );
       orders = buyers.map((b, i) => placeOrder(app, b.token, 'PRIO-1', `prio-${i}`));
       await waitFor('the queued reads to be answered', async () => (reads.length >= 20 ? true : undefined));
     } finally {
@@ -125,13 +155,25 @@ forEachEngine('load shedding: priorities', (env) => {
     for (const res of reads.filter((r) => r.statusCode === 503)) assertShed(res);
     for (const res of await Promise.all(orders ?? [])) assert.equal(res.statusCode, 201, res.body);
     // Refused for their wait, or (the queue's safety cap here is 15) to make room for an order.
-    const shedLow = [...(await get(app, '/metrics')).body.matchAll(/engine_room_requests_shed_total\{reason="\w+",priority="low"\} (\d+)/g)].reduce((n, m) => n + Number(m[1]), 0);
+    const shedLow = [
+      ...(await get(app, '/metrics')).body.matchAll(
+        /engine_room_requests_shed_total\{reason="\w+",priority="low"\} (\d+)/g,
+      ),
+    ].reduce((n, m) => n + Number(m[1]), 0);
     assert.equal(shedLow, 20);
-    assert.doesNotMatch((await get(app, '/metrics')).body, /engine_room_requests_shed_total\{reason="\w+",priority="critical"\}/);
+    assert.doesNotMatch(
+      (await get(app, '/metrics')).body,
+      /engine_room_requests_shed_total\{reason="\w+",priority="critical"\}/,
+    );
     // The console's operations page shows them, by reason and class (from the figures each process writes every few seconds).
     const shown = await waitFor('the overview to show what was shed', async () => {
-      const res = await app.inject({ method: 'GET', url: '/v1/admin/operations?window=900', headers: { authorization: `Bearer ${env().adminToken}` } });
-      const shed = (res.json() as { traffic: { shed: { reason: string; priority: string; count: number }[] } }).traffic.shed;
+      const res = await app.inject({
+        method: 'GET',
+        url: '/v1/admin/operations?window=900',
+        headers: { authorization: `Bearer ${env().adminToken}` },
+      });
+      const shed = (res.json() as { traffic: { shed: { reason: string; priority: string; count: number }[] } }).traffic
+        .shed;
       return shed.filter((x) => x.priority === 'low').reduce((n, x) => n + x.count, 0) >= 20 ? shed : undefined;
     });
     assert.equal(shown.filter((x) => x.priority !== 'low').length, 0);
@@ -143,11 +185,15 @@ forEachEngine('load shedding: event-loop delay', (env) => {
     const { config, database } = env();
     const app = await sheddingApp(config, database.db, { shedEventLoopDelayMs: 50, shedTargetWaitMs: 500 });
     t.after(() => app.close());
-    await waitFor('requests to pass', async () => ((await get(app, '/v1/products')).statusCode === 200 ? true : undefined));
+    await waitFor('requests to pass', async () =>
+      (await get(app, '/v1/products')).statusCode === 200 ? true : undefined,
+    );
     // Keep the event loop busy 120 ms of every 130 (the threshold is 50 ms).
     const busy = setInterval(() => {
       const until = Date.now() + 120;
-      while (Date.now() < until) { /* holding the event loop */ }
+      while (Date.now() < until) {
+        /* holding the event loop */
+      }
     }, 10);
     try {
       const shed = await waitFor('a request to be shed', async () => {
@@ -160,15 +206,23 @@ forEachEngine('load shedding: event-loop delay', (env) => {
     } finally {
       clearInterval(busy);
     }
-    await waitFor('requests to pass again', async () => ((await get(app, '/v1/products')).statusCode === 200 ? true : undefined));
-    assert.match((await get(app, '/metrics')).body, /engine_room_requests_shed_total\{reason="event_loop",priority="low"\} [1-9]/);
+    await waitFor('requests to pass again', async () =>
+      (await get(app, '/v1/products')).statusCode === 200 ? true : undefined,
+    );
+    assert.match(
+      (await get(app, '/metrics')).body,
+      /engine_room_requests_shed_total\{reason="event_loop",priority="low"\} [1-9]/,
+    );
   });
 });
 
 // On a listening server (inject has no sockets, nor client addresses).
 forEachEngine('load shedding: slow request bodies', (env) => {
   const sockets: Socket[] = [];
-  async function listening(settings: Partial<ShedSettings>, t: { after: (fn: () => Promise<void>) => void }): Promise<number> {
+  async function listening(
+    settings: Partial<ShedSettings>,
+    t: { after: (fn: () => Promise<void>) => void },
+  ): Promise<number> {
     const app = await sheddingApp(env().config, env().database.db, settings);
     await app.listen({ port: 0, host: '127.0.0.1' });
     t.after(async () => {
@@ -184,16 +238,25 @@ forEachEngine('load shedding: slow request bodies', (env) => {
     sockets.push(socket);
     const state = { answered: '', closed: false };
     socket.setEncoding('utf8');
-    socket.on('data', (d: string) => { state.answered += d; });
-    socket.on('close', () => { state.closed = true; });
+    socket.on('data', (d: string) => {
+      state.answered += d;
+    });
+    socket.on('close', () => {
+      state.closed = true;
+    });
     socket.on('error', () => {});
-    socket.write(`POST ${path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n${token ? `Authorization: Bearer ${token}\r\n` : ''}\r\n{`);
+    socket.write(
+      `POST ${path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n${token ? `Authorization: Bearer ${token}\r\n` : ''}\r\n{`,
+    );
     return state;
   }
 
   function getFrom(port: number, localAddress: string, path: string): Promise<number> {
     return new Promise((resolve, reject) => {
-      const req = httpRequest({ port, host: '127.0.0.1', localAddress, path, agent: false }, (res) => { res.resume(); res.on('end', () => resolve(res.statusCode ?? 0)); });
+      const req = httpRequest({ port, host: '127.0.0.1', localAddress, path, agent: false }, (res) => {
+        res.resume();
+        res.on('end', () => resolve(res.statusCode ?? 0));
+      });
       req.on('error', reject);
       req.end();
     });
@@ -203,14 +266,24 @@ forEachEngine('load shedding: slow request bodies', (env) => {
     // A safety cap far below 140: if a body in transit counted against it, everything else would be shed.
     const port = await listening({ shedTargetWaitMs: 500, shedMaxInFlight: 16, shedEventLoopDelayMs: 0 }, t);
     const { token } = await env().customer();
-    const uploads = Array.from({ length: 140 }, (_, i) => slowUpload(port, '127.0.0.2', i % 2 === 0 ? '/v1/auth/signup' : '/v1/orders', token));
+    const uploads = Array.from({ length: 140 }, (_, i) =>
+      slowUpload(port, '127.0.0.2', i % 2 === 0 ? '/v1/auth/signup' : '/v1/orders', token),
+    );
     try {
       // Every upload reached the server and is waiting for its body (the same address's later
       // request is answered, so its earlier ones were read).
-      await waitFor('the server to read every upload', async () => ((await getFrom(port, '127.0.0.2', '/healthz')) === 200 ? true : undefined));
-      const statuses = await Promise.all(Array.from({ length: 40 }, (_, i) => getFrom(port, '127.0.0.3', i % 2 ? '/v1/products' : '/v1/auth/session')));
+      await waitFor('the server to read every upload', async () =>
+        (await getFrom(port, '127.0.0.2', '/healthz')) === 200 ? true : undefined,
+      );
+      const statuses = await Promise.all(
+        Array.from({ length: 40 }, (_, i) => getFrom(port, '127.0.0.3', i % 2 ? '/v1/products' : '/v1/auth/session')),
+      );
       assert.deepEqual([...new Set(statuses)], [200]);
-      assert.equal(uploads.filter((u) => u.closed || u.answered !== '').length, 0, 'the slow uploads are still open, unanswered');
+      assert.equal(
+        uploads.filter((u) => u.closed || u.answered !== '').length,
+        0,
+        'the slow uploads are still open, unanswered',
+      );
     } finally {
       for (const s of sockets.splice(0)) s.destroy();
     }
@@ -229,13 +302,17 @@ forEachEngine('load shedding: slow request bodies', (env) => {
     // Once the four have been arriving for over a second, a fifth from that address is refused.
     const refused = await waitFor('an upload past the cap to be refused', async () => {
       const next = slowUpload(port, '127.0.0.2', '/v1/auth/signup');
-      await waitFor('the server to answer or hold it', async () => (next.answered !== '' || (await getFrom(port, '127.0.0.2', '/healthz')) === 200 ? true : undefined));
+      await waitFor('the server to answer or hold it', async () =>
+        next.answered !== '' || (await getFrom(port, '127.0.0.2', '/healthz')) === 200 ? true : undefined,
+      );
       return next.answered.startsWith('HTTP/1.1 429') ? next : undefined;
     });
     assert.match(refused.answered, /retry-after: 1/i);
     await waitFor('the refused connection to close', async () => (refused.closed ? true : undefined));
     const other = slowUpload(port, '127.0.0.3', '/v1/auth/signup');
-    await waitFor('the server to read the other address\'s upload', async () => ((await getFrom(port, '127.0.0.3', '/healthz')) === 200 ? true : undefined));
+    await waitFor("the server to read the other address's upload", async () =>
+      (await getFrom(port, '127.0.0.3', '/healthz')) === 200 ? true : undefined,
+    );
     assert.equal(other.answered, '');
   });
 });

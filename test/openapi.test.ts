@@ -18,34 +18,50 @@ import { openApiDocument } from '../scripts/generate-client.ts';
 import { engines } from './support/database.ts';
 import { startFreshServer, type RunningServer } from './support/engine-process.ts';
 
-type Operation = { operationId?: string; parameters?: { name: string; in: string; required?: boolean }[]; responses: Record<string, unknown> };
+type Operation = {
+  operationId?: string;
+  parameters?: { name: string; in: string; required?: boolean }[];
+  responses: Record<string, unknown>;
+};
 
 describe('the OpenAPI document', () => {
   it('packages/client/openapi.json and the generated client files are what the endpoint declarations produce', () => {
-    const run = spawnSync(process.execPath, [join(packageRoot, 'scripts', 'generate-client.ts'), '--check'], { encoding: 'utf8' });
+    const run = spawnSync(process.execPath, [join(packageRoot, 'scripts', 'generate-client.ts'), '--check'], {
+      encoding: 'utf8',
+    });
     assert.equal(run.status, 0, run.stderr);
   });
 
   it('names every operation, and src/client.ts has every endpoint under its operationId', async () => {
-    const doc = await openApiDocument() as { paths: Record<string, Record<string, Operation>> };
+    const doc = (await openApiDocument()) as { paths: Record<string, Record<string, Operation>> };
     const ids = Object.values(doc.paths).flatMap((methods) => Object.values(methods).map((op) => op.operationId));
-    assert.ok(ids.every((id) => typeof id === 'string' && /^[a-z][A-Za-z0-9]+$/.test(id)), `every operation has a camelCase operationId: ${ids.join(', ')}`);
+    assert.ok(
+      ids.every((id) => typeof id === 'string' && /^[a-z][A-Za-z0-9]+$/.test(id)),
+      `every operation has a camelCase operationId: ${ids.join(', ')}`,
+    );
     assert.equal(new Set(ids).size, ids.length, 'operationIds are unique');
-    for (const [key, e] of Object.entries(endpoints)) assert.equal(e.operationId, key, `endpoints.${key} is declared as ${e.operationId}`);
+    for (const [key, e] of Object.entries(endpoints))
+      assert.equal(e.operationId, key, `endpoints.${key} is declared as ${e.operationId}`);
     const missing = ids.filter((id) => !(id! in endpoints) && id !== 'healthz' && id !== 'readyz');
     assert.deepEqual(missing, [], 'add these endpoints to the endpoints map in src/client.ts');
   });
 
   it('declares the Idempotency-Key header and every error status an endpoint can answer', async () => {
-    const doc = await openApiDocument() as { paths: Record<string, Record<string, Operation>> };
+    const doc = (await openApiDocument()) as { paths: Record<string, Record<string, Operation>> };
     const place = doc.paths['/v1/orders']!.post!;
     assert.equal(place.parameters?.find((p) => p.name === 'Idempotency-Key')?.required, true);
-    assert.equal(doc.paths['/v1/conversations']!.post!.parameters?.find((p) => p.name === 'Idempotency-Key')?.required, false);
+    assert.equal(
+      doc.paths['/v1/conversations']!.post!.parameters?.find((p) => p.name === 'Idempotency-Key')?.required,
+      false,
+    );
     for (const [path, methods] of Object.entries(doc.paths)) {
       for (const op of Object.values(methods)) {
         const e = Object.values(endpoints).find((x) => x.operationId === op.operationId);
         if (!e) continue;
-        const statuses = Object.keys(op.responses).filter((s) => Number(s) >= 400).map(Number).sort();
+        const statuses = Object.keys(op.responses)
+          .filter((s) => Number(s) >= 400)
+          .map(Number)
+          .sort();
         const expected = [...new Set(errorsOf(e).map((code) => errorCatalog[code].status))].sort();
         assert.deepEqual(statuses, expected, `${path} ${op.operationId}`);
       }
@@ -54,20 +70,47 @@ describe('the OpenAPI document', () => {
   });
 
   it('says exactly what a webhook url and events and an order line quantity accept, as the service enforces them', async () => {
-    const doc = await openApiDocument() as { paths: Record<string, Record<string, { requestBody: { content: Record<string, { schema: { properties: Record<string, Record<string, unknown>> } }> } }>> };
-    const webhook = doc.paths['/v1/webhook-endpoints']!.post!.requestBody.content['application/json']!.schema.properties;
+    const doc = (await openApiDocument()) as {
+      paths: Record<
+        string,
+        Record<
+          string,
+          {
+            requestBody: {
+              content: Record<string, { schema: { properties: Record<string, Record<string, unknown>> } }>;
+            };
+          }
+        >
+      >;
+    };
+    const webhook =
+      doc.paths['/v1/webhook-endpoints']!.post!.requestBody.content['application/json']!.schema.properties;
     assert.equal(webhook.url!.format, 'uri');
     assert.equal(webhook.url!.pattern, '^[Hh][Tt][Tt][Pp][Ss]?://[^/?#]');
     // ["*"] alone, or a list of the types without "*" (Fastify's document spells each const as an enum of one).
-    const [all, some] = webhook.events!.anyOf as { maxItems: number; uniqueItems?: boolean; items: { enum?: string[]; anyOf?: { enum: string[] }[] } }[];
+    const [all, some] = webhook.events!.anyOf as {
+      maxItems: number;
+      uniqueItems?: boolean;
+      items: { enum?: string[]; anyOf?: { enum: string[] }[] };
+    }[];
     assert.deepEqual([all!.maxItems, all!.items.enum], [1, ['*']]);
-    assert.deepEqual([some!.maxItems, some!.uniqueItems, some!.items.anyOf!.flatMap((t) => t.enum)], [webhookEventTypes.length, true, [...webhookEventTypes]]);
-    const lines = doc.paths['/v1/orders']!.post!.requestBody.content['application/json']!.schema.properties.lines as { items: { properties: { quantity: Record<string, unknown> } } };
-    assert.deepEqual([lines.items.properties.quantity.minimum, lines.items.properties.quantity.maximum], [1, limits.quantityPerLine]);
+    assert.deepEqual(
+      [some!.maxItems, some!.uniqueItems, some!.items.anyOf!.flatMap((t) => t.enum)],
+      [webhookEventTypes.length, true, [...webhookEventTypes]],
+    );
+    const lines = doc.paths['/v1/orders']!.post!.requestBody.content['application/json']!.schema.properties.lines as {
+      items: { properties: { quantity: Record<string, unknown> } };
+    };
+    assert.deepEqual(
+      [lines.items.properties.quantity.minimum, lines.items.properties.quantity.maximum],
+      [1, limits.quantityPerLine],
+    );
   });
 
   it('declares GET /v1/events as text/event-stream, the media type it answers, and no JSON', async () => {
-    const doc = await openApiDocument() as { paths: Record<string, Record<string, { responses: Record<string, { content?: Record<string, unknown> }> }>> };
+    const doc = (await openApiDocument()) as {
+      paths: Record<string, Record<string, { responses: Record<string, { content?: Record<string, unknown> }> }>>;
+    };
     assert.deepEqual(Object.keys(doc.paths['/v1/events']!.get!.responses['200']!.content ?? {}), ['text/event-stream']);
   });
 });
@@ -76,8 +119,12 @@ for (const engine of engines('one')) {
   describe(`a client generated by openapi-typescript and openapi-fetch [${engine}]`, () => {
     let server: RunningServer;
     const admin = { email: 'admin@generated.test', password: 'generated-client-password' };
-    before(async () => { server = await startFreshServer(engine, { ADMIN_EMAIL: admin.email, ADMIN_PASSWORD: admin.password }); });
-    after(async () => { await server?.stop(); });
+    before(async () => {
+      server = await startFreshServer(engine, { ADMIN_EMAIL: admin.email, ADMIN_PASSWORD: admin.password });
+    });
+    after(async () => {
+      await server?.stop();
+    });
 
     it('places an order', async () => {
       const api = createFetchClient<paths>({ baseUrl: server.baseUrl });
@@ -89,7 +136,9 @@ for (const engine of engines('one')) {
         body: { name: 'Cap', variants: [{ sku: 'GEN-CAP', price: { amount: 1500, currency: 'EUR' }, stock: 3 }] },
       });
       assert.equal(product.response.status, 201, JSON.stringify(product.error));
-      const signup = await api.POST('/v1/auth/signup', { body: { email: 'generated@example.com', password: 'correct horse battery staple', name: 'Gen' } });
+      const signup = await api.POST('/v1/auth/signup', {
+        body: { email: 'generated@example.com', password: 'correct horse battery staple', name: 'Gen' },
+      });
       const order = await api.POST('/v1/orders', {
         params: { header: { 'Idempotency-Key': `gen-${engine}-1` } },
         headers: { authorization: `Bearer ${signup.data!.token}` },

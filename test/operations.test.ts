@@ -17,14 +17,19 @@ forEachEngine('operations endpoints', 'parity', (env) => {
   it('readyz is ready when the database answers and migrations are current, 503 when one is missing', async () => {
     const { app, database } = env();
     assert.equal((await app.inject({ method: 'GET', url: '/readyz' })).statusCode, 200);
-    const [last] = await database.db.query<{ version: number; name: string }>('SELECT version, name FROM schema_migrations ORDER BY version DESC LIMIT 1');
+    const [last] = await database.db.query<{ version: number; name: string }>(
+      'SELECT version, name FROM schema_migrations ORDER BY version DESC LIMIT 1',
+    );
     await database.db.query('DELETE FROM schema_migrations WHERE version = $1', [last!.version]);
     try {
       const res = await app.inject({ method: 'GET', url: '/readyz' });
       assert.equal(res.statusCode, 503);
       assert.equal(res.json().code, 'unavailable');
     } finally {
-      await database.db.query('INSERT INTO schema_migrations (version, name) VALUES ($1, $2)', [last!.version, last!.name]);
+      await database.db.query('INSERT INTO schema_migrations (version, name) VALUES ($1, $2)', [
+        last!.version,
+        last!.name,
+      ]);
     }
   });
 
@@ -35,7 +40,9 @@ forEachEngine('operations endpoints', 'parity', (env) => {
   it('when every query fails, readiness answers 503, and liveness too on the embedded database', async () => {
     const { engine, database, config } = env();
     // As a PGlite that had run out of file descriptors: every query failed until a restart.
-    const fail = async (): Promise<never> => { throw new Error('could not open file "base/5/1259": Too many open files'); };
+    const fail = async (): Promise<never> => {
+      throw new Error('could not open file "base/5/1259": Too many open files');
+    };
     const broken: Db = { ...database.db, query: fail, exec: fail, transaction: fail };
     const app = await buildApp(config, broken, quiet);
     try {
@@ -74,7 +81,10 @@ forEachEngine('operations endpoints', 'parity', (env) => {
     assert.equal(res.statusCode, 200);
     assert.match(String(res.headers['content-type']), /text\/plain/);
     assert.match(res.body, /http_requests_total\{method="GET",route="\/healthz",status="200"\} \d+/);
-    assert.match(res.body, /http_request_duration_seconds_bucket\{le="0.005",method="GET",route="\/healthz",status="200"\}/);
+    assert.match(
+      res.body,
+      /http_request_duration_seconds_bucket\{le="0.005",method="GET",route="\/healthz",status="200"\}/,
+    );
     assert.match(res.body, /process_resident_memory_bytes \d+/);
   });
 
@@ -84,7 +94,11 @@ forEachEngine('operations endpoints', 'parity', (env) => {
     const doc = res.json();
     assert.equal(doc.openapi, '3.1.0');
     const signup = doc.paths['/v1/auth/signup'].post;
-    assert.deepEqual(signup.requestBody.content['application/json'].schema.required.sort(), ['email', 'name', 'password']);
+    assert.deepEqual(signup.requestBody.content['application/json'].schema.required.sort(), [
+      'email',
+      'name',
+      'password',
+    ]);
     assert.ok(signup.responses['201']);
     assert.ok(signup.responses['400'].content['application/problem+json']);
     assert.ok(signup.responses['409'].content['application/problem+json'].examples.email_taken);
@@ -95,7 +109,10 @@ forEachEngine('operations endpoints', 'parity', (env) => {
   it('renders a readable reference at /docs from local files', async () => {
     const { app } = env();
     const page = await app.inject({ method: 'GET', url: '/docs/' });
-    const html = page.statusCode === 302 ? (await app.inject({ method: 'GET', url: String(page.headers.location) })).body : page.body;
+    const html =
+      page.statusCode === 302
+        ? (await app.inject({ method: 'GET', url: String(page.headers.location) })).body
+        : page.body;
     assert.match(html, /swagger-ui/i);
     assert.doesNotMatch(html, /https?:\/\/(cdn|unpkg|cdnjs)/);
     const bundle = await app.inject({ method: 'GET', url: '/docs/static/swagger-ui-bundle.js' });

@@ -35,12 +35,23 @@ for (const engine of engines('parity')) {
       database = await freshDatabase(engine);
       sandbox = createSandboxProvider(database.db, { slowDelayMs });
     });
-    after(async () => { await database.drop(); });
+    after(async () => {
+      await database.drop();
+    });
 
     /** The processor's own rows for one key: what it charged, whatever it answered. */
     async function rowsFor(key: string) {
-      return database.db.query<{ id: string; status: string; attempts: number; amount: number; currency: string; order_id: string; refunded_amount: number }>(
-        'SELECT id, status, attempts, amount, currency, order_id, refunded_amount FROM sandbox_charges WHERE idempotency_key = $1', [key],
+      return database.db.query<{
+        id: string;
+        status: string;
+        attempts: number;
+        amount: number;
+        currency: string;
+        order_id: string;
+        refunded_amount: number;
+      }>(
+        'SELECT id, status, attempts, amount, currency, order_id, refunded_amount FROM sandbox_charges WHERE idempotency_key = $1',
+        [key],
       );
     }
     async function chargedCount(key: string): Promise<number> {
@@ -66,7 +77,16 @@ for (const engine of engines('parity')) {
           counted(text);
           return database.db.query<T>(text, params);
         },
-        transaction: (fn) => database.db.transaction((tx) => fn({ ...tx, query: <T>(text: string, params?: readonly unknown[]) => { counted(text); return tx.query<T>(text, params); } })),
+        transaction: (fn) =>
+          database.db.transaction((tx) =>
+            fn({
+              ...tx,
+              query: <T>(text: string, params?: readonly unknown[]) => {
+                counted(text);
+                return tx.query<T>(text, params);
+              },
+            }),
+          ),
       };
       return { sandbox: createSandboxProvider(db, { slowDelayMs }), inserts };
     }
@@ -75,10 +95,25 @@ for (const engine of engines('parity')) {
       const request = chargeOf('tok_ok');
       const result = await sandbox.charge(request);
       const ref = refOf(result);
-      assert.deepEqual(result, { status: 'succeeded', providerRef: ref, charged: request.amount, orderId: request.orderId }, 'it says what it charged, for which order');
+      assert.deepEqual(
+        result,
+        { status: 'succeeded', providerRef: ref, charged: request.amount, orderId: request.orderId },
+        'it says what it charged, for which order',
+      );
       const rows = await rowsFor(request.idempotencyKey);
       assert.equal(rows.length, 1);
-      assert.deepEqual({ ...rows[0] }, { id: ref, status: 'succeeded', attempts: 1, amount: 1999, currency: 'EUR', order_id: request.orderId, refunded_amount: 0 });
+      assert.deepEqual(
+        { ...rows[0] },
+        {
+          id: ref,
+          status: 'succeeded',
+          attempts: 1,
+          amount: 1999,
+          currency: 'EUR',
+          order_id: request.orderId,
+          refunded_amount: 0,
+        },
+      );
       assert.match(ref, /^sch_[0-9a-z]{26}$/);
     });
 
@@ -88,7 +123,10 @@ for (const engine of engines('parity')) {
       assert.equal(first.status, 'declined');
       assert.deepEqual(await sandbox.charge(request), first);
       assert.equal(await chargedCount(request.idempotencyKey), 0);
-      assert.deepEqual((await rowsFor(request.idempotencyKey)).map((r) => [r.status, r.attempts]), [['declined', 2]]);
+      assert.deepEqual(
+        (await rowsFor(request.idempotencyKey)).map((r) => [r.status, r.attempts]),
+        [['declined', 2]],
+      );
     });
 
     it('an unknown token is declined and charges nothing', async () => {
@@ -126,7 +164,9 @@ for (const engine of engines('parity')) {
       const request = chargeOf('tok_slow');
       const started = performance.now();
       refOf(await sandbox.charge(request));
-      t.diagnostic(`tok_slow answered in ${Math.round(performance.now() - started)} ms with slowDelayMs ${slowDelayMs}`);
+      t.diagnostic(
+        `tok_slow answered in ${Math.round(performance.now() - started)} ms with slowDelayMs ${slowDelayMs}`,
+      );
       assert.equal(await chargedCount(request.idempotencyKey), 1);
     });
 
@@ -166,10 +206,12 @@ for (const engine of engines('parity')) {
       assert.equal(await chargedCount(request.idempotencyKey), 1);
     });
 
-    describe('charges asked side by side (a worker\'s batch)', () => {
+    describe("charges asked side by side (a worker's batch)", () => {
       it('are recorded together: 20 new keys, each its own charge and answer, in at most two statements', async () => {
         const { sandbox: batched, inserts } = countingSandbox();
-        const requests = Array.from({ length: 20 }, (_, i) => chargeOf(i === 3 ? 'tok_declined' : i === 7 ? 'tok_flaky' : 'tok_ok', newKey('side'), 100 + i));
+        const requests = Array.from({ length: 20 }, (_, i) =>
+          chargeOf(i === 3 ? 'tok_declined' : i === 7 ? 'tok_flaky' : 'tok_ok', newKey('side'), 100 + i),
+        );
         const results = await Promise.all(requests.map((r) => batched.charge(r)));
         // A lone first request goes at once; all that came meanwhile share the next statement.
         assert.ok(inserts.count <= 2, `${inserts.count} INSERT statements for 20 requests`);
@@ -177,11 +219,21 @@ for (const engine of engines('parity')) {
         for (const [i, request] of requests.entries()) {
           const rows = await rowsFor(request.idempotencyKey);
           assert.equal(rows.length, 1, `one row for request ${i}`);
-          const [{ decline_reason: reason } = {}] = await database.db.query<{ decline_reason: string | null }>('SELECT decline_reason FROM sandbox_charges WHERE idempotency_key = $1', [request.idempotencyKey]);
-          if (i === 3) assert.deepEqual([results[i], reason], [{ status: 'declined', reason: 'card_declined' }, 'card_declined']);
-          else if (i === 7) assert.deepEqual([results[i]!.status, rows[0]!.status, reason], ['retryable', 'pending', null]);
+          const [{ decline_reason: reason } = {}] = await database.db.query<{ decline_reason: string | null }>(
+            'SELECT decline_reason FROM sandbox_charges WHERE idempotency_key = $1',
+            [request.idempotencyKey],
+          );
+          if (i === 3)
+            assert.deepEqual([results[i], reason], [{ status: 'declined', reason: 'card_declined' }, 'card_declined']);
+          else if (i === 7)
+            assert.deepEqual([results[i]!.status, rows[0]!.status, reason], ['retryable', 'pending', null]);
           else {
-            assert.deepEqual(results[i], { status: 'succeeded', providerRef: rows[0]!.id, charged: request.amount, orderId: request.orderId });
+            assert.deepEqual(results[i], {
+              status: 'succeeded',
+              providerRef: rows[0]!.id,
+              charged: request.amount,
+              orderId: request.orderId,
+            });
             assert.deepEqual([rows[0]!.status, rows[0]!.amount], ['succeeded', 100 + i]);
           }
         }
@@ -191,11 +243,18 @@ for (const engine of engines('parity')) {
         const { sandbox: batched, inserts } = countingSandbox();
         const twice = chargeOf('tok_ok');
         // The first request goes alone; the two with one key then share the second statement.
-        const [, a, b] = await Promise.all([batched.charge(chargeOf('tok_ok')), batched.charge(twice), batched.charge(twice)]);
+        const [, a, b] = await Promise.all([
+          batched.charge(chargeOf('tok_ok')),
+          batched.charge(twice),
+          batched.charge(twice),
+        ]);
         assert.equal(inserts.count, 2);
         assert.equal(refOf(a!), refOf(b!));
         const rows = await rowsFor(twice.idempotencyKey);
-        assert.deepEqual(rows.map((r) => [r.id, r.attempts]), [[refOf(a!), 2]]);
+        assert.deepEqual(
+          rows.map((r) => [r.id, r.attempts]),
+          [[refOf(a!), 2]],
+        );
       });
 
       it('a request the sandbox cannot record fails alone; the rest of its statement is charged', async () => {
@@ -205,7 +264,11 @@ for (const engine of engines('parity')) {
         requests[4] = { ...requests[4]!, description: 'bad \u0000 text' };
         const results = await Promise.allSettled(requests.map((r) => batched.charge(r)));
         assert.equal(results[4]!.status, 'rejected');
-        assert.equal(inserts.slowPath, 0, 'the rest of the failed statement is recorded row by row, not by the path for known keys');
+        assert.equal(
+          inserts.slowPath,
+          0,
+          'the rest of the failed statement is recorded row by row, not by the path for known keys',
+        );
         assert.equal((await rowsFor(requests[4]!.idempotencyKey)).length, 0);
         for (const i of [0, 1, 2, 3, 5]) {
           const result = results[i]!;
@@ -234,7 +297,10 @@ for (const engine of engines('parity')) {
       const request = chargeOf('tok_ok');
       await startOutage(database.db, 60, 'usr_test');
       try {
-        assert.deepEqual(await sandbox.charge(request), { status: 'retryable', reason: 'processor_unavailable: the sandbox processor is in an outage (a drill)' });
+        assert.deepEqual(await sandbox.charge(request), {
+          status: 'retryable',
+          reason: 'processor_unavailable: the sandbox processor is in an outage (a drill)',
+        });
         assert.equal((await rowsFor(request.idempotencyKey)).length, 0);
       } finally {
         await endOutage(database.db);
@@ -246,10 +312,16 @@ for (const engine of engines('parity')) {
     it('refuses a key reused for a different charge, and charges nothing more', async () => {
       const request = chargeOf('tok_ok');
       const ref = refOf(await sandbox.charge(request));
-      await assert.rejects(sandbox.charge({ ...request, amount: { amount: 5000, currency: 'EUR' } }), /different request/);
+      await assert.rejects(
+        sandbox.charge({ ...request, amount: { amount: 5000, currency: 'EUR' } }),
+        /different request/,
+      );
       await assert.rejects(sandbox.charge({ ...request, token: 'tok_declined' }), /different request/);
       const rows = await rowsFor(request.idempotencyKey);
-      assert.deepEqual(rows.map((r) => [r.id, r.amount, r.attempts]), [[ref, 1999, 1]]);
+      assert.deepEqual(
+        rows.map((r) => [r.id, r.amount, r.attempts]),
+        [[ref, 1999, 1]],
+      );
     });
 
     it('declines a zero amount before recording anything', async () => {
@@ -265,7 +337,10 @@ for (const engine of engines('parity')) {
       }
       const eur = (amount: number) => ({ amount, currency: 'EUR' });
       async function refundRows(chargeId: string) {
-        return database.db.query<{ id: string; status: string; amount: number }>('SELECT id, status, amount FROM sandbox_refunds WHERE charge_id = $1 ORDER BY id', [chargeId]);
+        return database.db.query<{ id: string; status: string; amount: number }>(
+          'SELECT id, status, amount FROM sandbox_refunds WHERE charge_id = $1 ORDER BY id',
+          [chargeId],
+        );
       }
 
       it('refunds in full once per key: a repeat answers the same refund and refunds nothing more', async () => {
@@ -275,7 +350,10 @@ for (const engine of engines('parity')) {
         assert.match(refundRef, /^srf_[0-9a-z]{26}$/);
         assert.equal(refOf(await sandbox.refund(refund)), refundRef);
         assert.equal((await rowsFor(request.idempotencyKey))[0]?.refunded_amount, 1000);
-        assert.deepEqual((await refundRows(ref)).map((r) => [r.id, r.status, r.amount]), [[refundRef, 'succeeded', 1000]]);
+        assert.deepEqual(
+          (await refundRows(ref)).map((r) => [r.id, r.status, r.amount]),
+          [[refundRef, 'succeeded', 1000]],
+        );
       });
 
       it('10 concurrent refunds with one key refund once', async () => {
@@ -294,29 +372,47 @@ for (const engine of engines('parity')) {
         assert.equal(over.status, 'declined');
         assert.match((over as { reason: string }).reason, /amount_too_large/);
         refOf(await sandbox.refund({ idempotencyKey: newKey('refund'), providerRef: ref, amount: eur(400) }));
-        assert.equal((await sandbox.refund({ idempotencyKey: newKey('refund'), providerRef: ref, amount: eur(1) })).status, 'declined');
+        assert.equal(
+          (await sandbox.refund({ idempotencyKey: newKey('refund'), providerRef: ref, amount: eur(1) })).status,
+          'declined',
+        );
         assert.equal((await rowsFor(request.idempotencyKey))[0]?.refunded_amount, 1000);
       });
 
       it('10 concurrent refunds with different keys, each of 30%: at most three succeed', async () => {
         const { request, ref } = await paid(1000);
-        const results = await Promise.all(Array.from({ length: 10 }, () => sandbox.refund({ idempotencyKey: newKey('refund'), providerRef: ref, amount: eur(300) })));
+        const results = await Promise.all(
+          Array.from({ length: 10 }, () =>
+            sandbox.refund({ idempotencyKey: newKey('refund'), providerRef: ref, amount: eur(300) }),
+          ),
+        );
         assert.equal(results.filter((r) => r.status === 'succeeded').length, 3);
         assert.equal((await rowsFor(request.idempotencyKey))[0]?.refunded_amount, 900);
       });
 
       it('declines a refund of a charge it never made, of a declined charge, and in another currency', async () => {
-        const unknown = await sandbox.refund({ idempotencyKey: newKey('refund'), providerRef: 'sch_00000000000000000000000000', amount: eur(100) });
+        const unknown = await sandbox.refund({
+          idempotencyKey: newKey('refund'),
+          providerRef: 'sch_00000000000000000000000000',
+          amount: eur(100),
+        });
         assert.equal(unknown.status, 'declined');
         assert.match((unknown as { reason: string }).reason, /no_such_charge/);
 
         const declinedCharge = chargeOf('tok_declined');
         await sandbox.charge(declinedCharge);
         const [row] = await rowsFor(declinedCharge.idempotencyKey);
-        assert.equal((await sandbox.refund({ idempotencyKey: newKey('refund'), providerRef: row!.id, amount: eur(100) })).status, 'declined');
+        assert.equal(
+          (await sandbox.refund({ idempotencyKey: newKey('refund'), providerRef: row!.id, amount: eur(100) })).status,
+          'declined',
+        );
 
         const { ref } = await paid();
-        const usd = await sandbox.refund({ idempotencyKey: newKey('refund'), providerRef: ref, amount: { amount: 100, currency: 'USD' } });
+        const usd = await sandbox.refund({
+          idempotencyKey: newKey('refund'),
+          providerRef: ref,
+          amount: { amount: 100, currency: 'USD' },
+        });
         assert.equal(usd.status, 'declined');
         assert.match((usd as { reason: string }).reason, /currency_mismatch/);
       });
@@ -345,10 +441,16 @@ for (const engine of engines('parity')) {
         sandboxRoutes(app, { db: database.db });
         await app.ready();
       });
-      after(async () => { await app.close(); });
+      after(async () => {
+        await app.close();
+      });
 
       const list = (query: string, token = 'admin-token') =>
-        app.inject({ method: 'GET', url: `/v1/sandbox/charges${query}`, headers: { authorization: `Bearer ${token}` } });
+        app.inject({
+          method: 'GET',
+          url: `/v1/sandbox/charges${query}`,
+          headers: { authorization: `Bearer ${token}` },
+        });
 
       it('is for admins only', async () => {
         assert.equal((await list('', 'staff-token')).statusCode, 403);
@@ -359,7 +461,13 @@ for (const engine of engines('parity')) {
         const request = chargeOf('tok_ok', newKey('listed'), 2500);
         const ref = refOf(await sandbox.charge(request));
         const refundKey = newKey('listed-refund');
-        const refundRef = refOf(await sandbox.refund({ idempotencyKey: refundKey, providerRef: ref, amount: { amount: 700, currency: 'EUR' } }));
+        const refundRef = refOf(
+          await sandbox.refund({
+            idempotencyKey: refundKey,
+            providerRef: ref,
+            amount: { amount: 700, currency: 'EUR' },
+          }),
+        );
         const res = await list('?limit=1');
         assert.equal(res.statusCode, 200);
         const { data, nextCursor } = res.json();
@@ -379,7 +487,9 @@ for (const engine of engines('parity')) {
       });
 
       it('walks every charge page by page without repeating or skipping one, and filters by status', async () => {
-        const [total] = await database.db.query<{ count: number }>('SELECT count(*)::int AS count FROM sandbox_charges');
+        const [total] = await database.db.query<{ count: number }>(
+          'SELECT count(*)::int AS count FROM sandbox_charges',
+        );
         const count = total?.count ?? -1;
         const seen: string[] = [];
         let cursor: string | null = null;
@@ -416,7 +526,9 @@ describe('Stripe adapter against a local fake of Stripe', () => {
     stripe = createStripeProvider({ secretKey: fake.secretKey, apiBase: fake.url, timeoutMs });
     impatient = createStripeProvider({ secretKey: fake.secretKey, apiBase: fake.url, timeoutMs: 300 });
   });
-  after(async () => { await fake.close(); });
+  after(async () => {
+    await fake.close();
+  });
 
   const posts = (key: string) => fake.received.filter((r) => r.method === 'POST' && r.idempotencyKey === key);
   const intentsFor = (orderId: string) => [...fake.intents.values()].filter((i) => i.metadata.orderId === orderId);
@@ -429,25 +541,37 @@ describe('Stripe adapter against a local fake of Stripe', () => {
     assert.equal(sent?.path, '/v1/payment_intents');
     assert.equal(sent?.authorization, `Bearer ${fake.secretKey}`);
     assert.deepEqual(sent?.body, {
-      amount: '1999', currency: 'eur', payment_method: 'pm_card_visa', confirm: 'true',
-      automatic_payment_methods: { enabled: 'true', allow_redirects: 'never' }, error_on_requires_action: 'true',
-      metadata: { orderId: request.orderId }, description: 'Order at Engine Room',
+      amount: '1999',
+      currency: 'eur',
+      payment_method: 'pm_card_visa',
+      confirm: 'true',
+      automatic_payment_methods: { enabled: 'true', allow_redirects: 'never' },
+      error_on_requires_action: 'true',
+      metadata: { orderId: request.orderId },
+      description: 'Order at Engine Room',
     });
   });
 
-  it('a repeat with the same key is answered from Stripe\'s idempotency store: the same intent, no second one', async () => {
+  it("a repeat with the same key is answered from Stripe's idempotency store: the same intent, no second one", async () => {
     const request = chargeOf('pm_card_visa');
     const ref = refOf(await stripe.charge(request));
     assert.equal(refOf(await stripe.charge(request)), ref);
     assert.equal(intentsFor(request.orderId).length, 1);
-    assert.deepEqual(posts(request.idempotencyKey).map((r) => r.replayed), [false, true]);
+    assert.deepEqual(
+      posts(request.idempotencyKey).map((r) => r.replayed),
+      [false, true],
+    );
   });
 
   it('a card decline (402 card_error) is declined, and stays declined for that key', async () => {
     const request = chargeOf('pm_card_visa');
     fake.declineNext();
     const result = await stripe.charge(request);
-    assert.deepEqual(result, { status: 'declined', reason: 'insufficient_funds', detail: 'Your card has insufficient funds.' });
+    assert.deepEqual(result, {
+      status: 'declined',
+      reason: 'insufficient_funds',
+      detail: 'Your card has insufficient funds.',
+    });
     assert.deepEqual(await stripe.charge(request), result);
     assert.equal(intentsFor(request.orderId).filter((i) => i.status === 'succeeded').length, 0);
   });
@@ -455,12 +579,20 @@ describe('Stripe adapter against a local fake of Stripe', () => {
   it('a success says what Stripe reports it charged and for which order, even when that is not what was asked', async () => {
     const request = chargeOf('pm_card_visa', newKey('stripe-told'), 4999);
     const told = await stripe.charge(request);
-    assert.deepEqual(told, { status: 'succeeded', providerRef: refOf(told), charged: { amount: 4999, currency: 'EUR' }, orderId: request.orderId });
+    assert.deepEqual(told, {
+      status: 'succeeded',
+      providerRef: refOf(told),
+      charged: { amount: 4999, currency: 'EUR' },
+      orderId: request.orderId,
+    });
     fake.tamperNext({ amount: 1, currency: 'usd', metadata: {} });
     const tampered = chargeOf('pm_card_visa', newKey('stripe-tampered'), 4999);
     const result = await stripe.charge(tampered);
     assert.equal(result.status, 'succeeded');
-    assert.deepEqual({ charged: (result as { charged: unknown }).charged, orderId: (result as { orderId: unknown }).orderId }, { charged: { amount: 1, currency: 'USD' }, orderId: null });
+    assert.deepEqual(
+      { charged: (result as { charged: unknown }).charged, orderId: (result as { orderId: unknown }).orderId },
+      { charged: { amount: 1, currency: 'USD' }, orderId: null },
+    );
   });
 
   it(`refuses to read an answer over ${maxResponseBytes} bytes: the outcome is unknown (retryable), and the retry with the key reads the stored one`, async () => {
@@ -474,10 +606,27 @@ describe('Stripe adapter against a local fake of Stripe', () => {
   });
 
   it("keeps Stripe's words out of a decline's reason (they go in its detail): a code passes only when it is a plain identifier", async () => {
-    fake.errorNext(402, { type: 'card_error', code: 'card_declined', decline_code: '<b>no</b>', message: '<script>x</script>' });
-    assert.deepEqual(await stripe.charge(chargeOf('pm_card_visa')), { status: 'declined', reason: 'card_declined', detail: '<script>x</script>' });
-    fake.errorNext(400, { type: 'invalid_request_error', code: 'amount_too_small', message: 'Amount must be at least <i>50</i> cents' });
-    assert.deepEqual(await stripe.charge(chargeOf('pm_card_visa')), { status: 'declined', reason: 'refused_by_processor: amount_too_small', detail: 'Amount must be at least <i>50</i> cents' });
+    fake.errorNext(402, {
+      type: 'card_error',
+      code: 'card_declined',
+      decline_code: '<b>no</b>',
+      message: '<script>x</script>',
+    });
+    assert.deepEqual(await stripe.charge(chargeOf('pm_card_visa')), {
+      status: 'declined',
+      reason: 'card_declined',
+      detail: '<script>x</script>',
+    });
+    fake.errorNext(400, {
+      type: 'invalid_request_error',
+      code: 'amount_too_small',
+      message: 'Amount must be at least <i>50</i> cents',
+    });
+    assert.deepEqual(await stripe.charge(chargeOf('pm_card_visa')), {
+      status: 'declined',
+      reason: 'refused_by_processor: amount_too_small',
+      detail: 'Amount must be at least <i>50</i> cents',
+    });
   });
 
   it('a 500 is retryable, is not retried by the package, and the retry with the key charges once', async () => {
@@ -515,16 +664,28 @@ describe('Stripe adapter against a local fake of Stripe', () => {
   it('refunds through the PaymentIntent, once per key; more than what is left is declined', async () => {
     const charge = chargeOf('pm_card_visa', newKey('stripe-paid'), 1000);
     const intentId = refOf(await stripe.charge(charge));
-    const refund = { idempotencyKey: newKey('stripe-refund'), providerRef: intentId, amount: { amount: 600, currency: 'EUR' } };
+    const refund = {
+      idempotencyKey: newKey('stripe-refund'),
+      providerRef: intentId,
+      amount: { amount: 600, currency: 'EUR' },
+    };
     const refundRef = refOf(await stripe.refund(refund));
     assert.match(refundRef, /^re_fake_/);
     assert.equal(refOf(await stripe.refund(refund)), refundRef);
     const [sent] = posts(refund.idempotencyKey);
     assert.deepEqual(sent?.body, { payment_intent: intentId, amount: '600' });
     assert.equal([...fake.refunds.values()].filter((r) => r.payment_intent === intentId).length, 1);
-    const over = await stripe.refund({ idempotencyKey: newKey('stripe-refund'), providerRef: intentId, amount: { amount: 500, currency: 'EUR' } });
+    const over = await stripe.refund({
+      idempotencyKey: newKey('stripe-refund'),
+      providerRef: intentId,
+      amount: { amount: 500, currency: 'EUR' },
+    });
     assert.equal(over.status, 'declined');
-    const unknown = await stripe.refund({ idempotencyKey: newKey('stripe-refund'), providerRef: 'pi_missing', amount: { amount: 1, currency: 'EUR' } });
+    const unknown = await stripe.refund({
+      idempotencyKey: newKey('stripe-refund'),
+      providerRef: 'pi_missing',
+      amount: { amount: 1, currency: 'EUR' },
+    });
     assert.equal(unknown.status, 'declined');
   });
 

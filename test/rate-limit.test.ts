@@ -24,7 +24,14 @@ describe('the key a client address is counted under', () => {
 
   it('an IPv6 address is its /64, whichever way it is written', () => {
     const key = '2001:db8:5:6::/64';
-    for (const address of ['2001:db8:5:6::1', '2001:DB8:5:6:0:0:0:2', '2001:0db8:0005:0006:ffff:ffff:ffff:ffff', '2001:db8:5:6:1::', '2001:db8:5:6::1%eth0', '2001:db8:5:6:1:2:192.0.2.1']) {
+    for (const address of [
+      '2001:db8:5:6::1',
+      '2001:DB8:5:6:0:0:0:2',
+      '2001:0db8:0005:0006:ffff:ffff:ffff:ffff',
+      '2001:db8:5:6:1::',
+      '2001:db8:5:6::1%eth0',
+      '2001:db8:5:6:1:2:192.0.2.1',
+    ]) {
       assert.equal(clientKey(address), key, address);
     }
     assert.notEqual(clientKey('2001:db8:5:7::1'), key);
@@ -51,13 +58,29 @@ describe('the key a client address is counted under', () => {
 for (const engine of engines('one')) {
   describe(`rate-limit counters [${engine}]`, () => {
     let database: TestDatabase;
-    before(async () => { database = await freshDatabase(engine, 4); });
-    after(async () => { await database?.drop(); });
-    beforeEach(async () => { await database.db.query('DELETE FROM rate_limit_hits'); });
+    before(async () => {
+      database = await freshDatabase(engine, 4);
+    });
+    after(async () => {
+      await database?.drop();
+    });
+    beforeEach(async () => {
+      await database.db.query('DELETE FROM rate_limit_hits');
+    });
 
-    const hits = async () => Object.fromEntries((await database.db.query<{ bucket: string; hits: number }>('SELECT bucket, hits FROM rate_limit_hits ORDER BY bucket')).map((r) => [r.bucket, r.hits]));
+    const hits = async () =>
+      Object.fromEntries(
+        (
+          await database.db.query<{ bucket: string; hits: number }>(
+            'SELECT bucket, hits FROM rate_limit_hits ORDER BY bucket',
+          )
+        ).map((r) => [r.bucket, r.hits]),
+      );
     const refusal = async (attempt: Promise<void>): Promise<AppError> => {
-      const err = await attempt.then(() => undefined, (e: unknown) => e);
+      const err = await attempt.then(
+        () => undefined,
+        (e: unknown) => e,
+      );
       assert.ok(err instanceof AppError, `refused with an AppError, not ${String(err)}`);
       return err;
     };
@@ -97,7 +120,10 @@ for (const engine of engines('one')) {
     });
 
     it('an attempt counts against every limit; the first one over any limit is refused 429 with the longest Retry-After, and takes back its own hits', async () => {
-      const limits = [{ bucket: 'account', max: 2 }, { bucket: 'client', max: 3 }];
+      const limits = [
+        { bucket: 'account', max: 2 },
+        { bucket: 'client', max: 3 },
+      ];
       await takeAttempt(database.db, limits, 60, 'slow down');
       await takeAttempt(database.db, limits, 60, 'slow down');
       assert.deepEqual(await hits(), { account: 2, client: 2 });
@@ -105,12 +131,33 @@ for (const engine of engines('one')) {
       assert.equal(err.code, 'rate_limited');
       assert.equal(err.status, 429);
       assert.equal(err.message, 'slow down');
-      assert.ok(err.extra.retryAfterSeconds! > 0 && err.extra.retryAfterSeconds! <= 60, `retry after ${err.extra.retryAfterSeconds} s`);
+      assert.ok(
+        err.extra.retryAfterSeconds! > 0 && err.extra.retryAfterSeconds! <= 60,
+        `retry after ${err.extra.retryAfterSeconds} s`,
+      );
       assert.deepEqual(await hits(), { account: 2, client: 2 }, 'the refused attempt is not counted');
       // Another account from the same client still has the client's third attempt.
-      await takeAttempt(database.db, [{ bucket: 'other', max: 2 }, { bucket: 'client', max: 3 }], 60, 'slow down');
+      await takeAttempt(
+        database.db,
+        [
+          { bucket: 'other', max: 2 },
+          { bucket: 'client', max: 3 },
+        ],
+        60,
+        'slow down',
+      );
       assert.deepEqual(await hits(), { account: 2, client: 3, other: 1 });
-      await refusal(takeAttempt(database.db, [{ bucket: 'other', max: 2 }, { bucket: 'client', max: 3 }], 60, 'slow down'));
+      await refusal(
+        takeAttempt(
+          database.db,
+          [
+            { bucket: 'other', max: 2 },
+            { bucket: 'client', max: 3 },
+          ],
+          60,
+          'slow down',
+        ),
+      );
       assert.deepEqual(await hits(), { account: 2, client: 3, other: 1 });
     });
 

@@ -14,7 +14,11 @@ import { packageRoot } from '../src/platform/paths.ts';
 import { engines } from './support/database.ts';
 import { startFreshServer, type RunningServer } from './support/engine-process.ts';
 
-export interface Step { commands: string; expected: string; stopServerFirst: boolean }
+export interface Step {
+  commands: string;
+  expected: string;
+  stopServerFirst: boolean;
+}
 
 /** The walk-through's steps: each ```sh block with the answer block that follows it (none: no output). */
 export function walkthrough(markdown: string): Step[] {
@@ -40,7 +44,12 @@ const opaque = [
 
 /** A string whose value changes from run to run: an id, a token, a timestamp, a random secret. */
 function varies(value: string): boolean {
-  return opaque.some((re) => { re.lastIndex = 0; return re.test(value); }) || /^[A-Za-z0-9_-]{32,}$/.test(value);
+  return (
+    opaque.some((re) => {
+      re.lastIndex = 0;
+      return re.test(value);
+    }) || /^[A-Za-z0-9_-]{32,}$/.test(value)
+  );
 }
 
 function normaliseText(line: string): string {
@@ -53,25 +62,39 @@ function normaliseText(line: string): string {
 export function compareShape(expected: unknown, actual: unknown, path = ''): string[] {
   if (Array.isArray(expected)) {
     if (!Array.isArray(actual)) return [`${path}: an array in the README, ${JSON.stringify(actual)} here`];
-    if (expected.length !== actual.length) return [`${path}: ${expected.length} items in the README, ${actual.length} here`];
+    if (expected.length !== actual.length)
+      return [`${path}: ${expected.length} items in the README, ${actual.length} here`];
     return expected.flatMap((e, i) => compareShape(e, actual[i], `${path}/${i}`));
   }
   if (expected !== null && typeof expected === 'object') {
-    if (actual === null || typeof actual !== 'object' || Array.isArray(actual)) return [`${path}: an object in the README, ${JSON.stringify(actual)} here`];
+    if (actual === null || typeof actual !== 'object' || Array.isArray(actual))
+      return [`${path}: an object in the README, ${JSON.stringify(actual)} here`];
     const e = Object.keys(expected).sort();
     const a = Object.keys(actual).sort();
     if (e.join() !== a.join()) return [`${path}: keys ${e.join(',')} in the README, ${a.join(',')} here`];
-    return e.flatMap((k) => compareShape((expected as Record<string, unknown>)[k], (actual as Record<string, unknown>)[k], `${path}/${k}`));
+    return e.flatMap((k) =>
+      compareShape((expected as Record<string, unknown>)[k], (actual as Record<string, unknown>)[k], `${path}/${k}`),
+    );
   }
-  if (typeof expected !== typeof actual || (expected === null) !== (actual === null)) return [`${path}: ${JSON.stringify(expected)} in the README, ${JSON.stringify(actual)} here`];
+  if (typeof expected !== typeof actual || (expected === null) !== (actual === null))
+    return [`${path}: ${JSON.stringify(expected)} in the README, ${JSON.stringify(actual)} here`];
   if (typeof expected === 'string' && varies(expected) && varies(actual as string)) return [];
-  return expected === actual ? [] : [`${path}: ${JSON.stringify(expected)} in the README, ${JSON.stringify(actual)} here`];
+  return expected === actual
+    ? []
+    : [`${path}: ${JSON.stringify(expected)} in the README, ${JSON.stringify(actual)} here`];
 }
 
 /** Compares an answer block line by line: JSON (after an optional `data: `) by shape, other text with its ids masked. */
 export function compareAnswer(expected: string, actual: string): string[] {
   // Comment lines of an event stream (`: ping`) are keep-alives that come when they come.
-  const lines = (text: string) => text.split('\n').map((l) => l.replace(/\r$/, '')).filter((l) => !l.startsWith(': ')).join('\n').trim().split('\n');
+  const lines = (text: string) =>
+    text
+      .split('\n')
+      .map((l) => l.replace(/\r$/, ''))
+      .filter((l) => !l.startsWith(': '))
+      .join('\n')
+      .trim()
+      .split('\n');
   const e = lines(expected);
   const a = lines(actual);
   if (e.length !== a.length) return [`${e.length} lines in the README, ${a.length} here:\n${actual}`];
@@ -85,7 +108,9 @@ export function compareAnswer(expected: string, actual: string): string[] {
         return [`line ${i + 1}: not JSON here: ${a[i]}`];
       }
     }
-    return normaliseText(line) === normaliseText(a[i]!) ? [] : [`line ${i + 1}: ${JSON.stringify(line)} in the README, ${JSON.stringify(a[i])} here`];
+    return normaliseText(line) === normaliseText(a[i]!)
+      ? []
+      : [`line ${i + 1}: ${JSON.stringify(line)} in the README, ${JSON.stringify(a[i])} here`];
   });
 }
 
@@ -102,8 +127,14 @@ describe('the README walk-through', () => {
 
   it('is found, with an answer shown for the steps that answer', () => {
     assert.ok(steps.length >= 15, `${steps.length} steps`);
-    assert.ok(steps[0]!.commands.match(/^API=http:\/\/127\.0\.0\.1:3000$/m), 'the first step sets API to the quick start\'s address');
-    assert.ok(steps[0]!.commands.match(/^ADMIN_PASSWORD='[^']+'/m), 'the first step keeps the admin password the first start printed');
+    assert.ok(
+      steps[0]!.commands.match(/^API=http:\/\/127\.0\.0\.1:3000$/m),
+      "the first step sets API to the quick start's address",
+    );
+    assert.ok(
+      steps[0]!.commands.match(/^ADMIN_PASSWORD='[^']+'/m),
+      'the first step keeps the admin password the first start printed',
+    );
   });
 
   for (const engine of engines('one')) {
@@ -120,22 +151,43 @@ describe('the README walk-through', () => {
       });
 
       it('every step answers what the README shows', async () => {
-        const password = /Created the admin account admin@engine-room\.local with password (\S+)/.exec(server.engine.stderr())?.[1];
+        const password = /Created the admin account admin@engine-room\.local with password (\S+)/.exec(
+          server.engine.stderr(),
+        )?.[1];
         assert.ok(password, `the start printed the admin password:\n${server.engine.stderr()}`);
         // As the reader does: the address the server printed, the password it printed.
-        const runnable = steps.map((s, i) => (i > 0 ? s : {
-          ...s,
-          commands: s.commands.replace(/^API=.*$/m, `API=${server.baseUrl}`).replace(/^ADMIN_PASSWORD=.*$/m, `ADMIN_PASSWORD='${password}'`),
-        }));
+        const runnable = steps.map((s, i) =>
+          i > 0
+            ? s
+            : {
+                ...s,
+                commands: s.commands
+                  .replace(/^API=.*$/m, `API=${server.baseUrl}`)
+                  .replace(/^ADMIN_PASSWORD=.*$/m, `ADMIN_PASSWORD='${password}'`),
+              },
+        );
         const stopAt = runnable.findIndex((s) => s.stopServerFirst);
-        const env = { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? tmpdir(), LOG_LEVEL: 'warn', ...server.env };
+        const env = {
+          PATH: process.env.PATH ?? '/usr/bin:/bin',
+          HOME: process.env.HOME ?? tmpdir(),
+          LOG_LEVEL: 'warn',
+          ...server.env,
+        };
         const outputs = await runSteps(stopAt < 0 ? runnable : runnable.slice(0, stopAt), env, dir, 0);
         if (stopAt >= 0) {
           await server.engine.kill('SIGTERM');
-          outputs.push(...await runSteps(runnable.slice(stopAt), env, dir, stopAt));
+          outputs.push(...(await runSteps(runnable.slice(stopAt), env, dir, stopAt)));
         }
-        if (process.env.README_PRINT) await writeFile(join(tmpdir(), `readme-answers-${engine}.txt`), outputs.map((o, i) => `### step ${i + 1}\n${runnable[i]!.commands}---\n${o}`).join('\n'));
-        const failures = runnable.flatMap((s, i) => compareAnswer(s.expected, outputs[i]!).map((d) => `step ${i + 1} (${s.commands.trim().split('\n')[0]}): ${d}`));
+        if (process.env.README_PRINT)
+          await writeFile(
+            join(tmpdir(), `readme-answers-${engine}.txt`),
+            outputs.map((o, i) => `### step ${i + 1}\n${runnable[i]!.commands}---\n${o}`).join('\n'),
+          );
+        const failures = runnable.flatMap((s, i) =>
+          compareAnswer(s.expected, outputs[i]!).map(
+            (d) => `step ${i + 1} (${s.commands.trim().split('\n')[0]}): ${d}`,
+          ),
+        );
         assert.deepEqual(failures, []);
       });
     });

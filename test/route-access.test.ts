@@ -20,7 +20,9 @@ function requestsFor(route: DeclaredRoute): { method: string; url: string; paylo
 
 function isValidAccess(access: DeclaredRoute['access']): boolean {
   if (access === 'public') return true;
-  return Array.isArray(access) && access.length > 0 && access.every((role) => (roles as readonly string[]).includes(role));
+  return (
+    Array.isArray(access) && access.length > 0 && access.every((role) => (roles as readonly string[]).includes(role))
+  );
 }
 
 forEachEngine('route access declarations', 'one', (env) => {
@@ -29,7 +31,9 @@ forEachEngine('route access declarations', 'one', (env) => {
     // Not a vacuous walk: the routes of the operations and accounts modules are all there.
     assert.ok(routes.length >= 10, `only ${routes.length} routes seen`);
     assert.ok(routes.some((r) => r.url === '/v1/me'));
-    const undeclared = routes.filter((r) => !isValidAccess(r.access)).map((r) => `${r.method} ${r.url}: ${JSON.stringify(r.access)}`);
+    const undeclared = routes
+      .filter((r) => !isValidAccess(r.access))
+      .map((r) => `${r.method} ${r.url}: ${JSON.stringify(r.access)}`);
     assert.deepEqual(undeclared, [], 'routes without a valid access declaration');
   });
 
@@ -40,12 +44,18 @@ forEachEngine('route access declarations', 'one', (env) => {
     const wrong: string[] = [];
     for (const route of guarded) {
       for (const request of requestsFor(route)) {
-        const res = await app.inject({ method: request.method as 'GET', url: request.url, ...(request.payload ? { payload: request.payload } : {}) });
+        const res = await app.inject({
+          method: request.method as 'GET',
+          url: request.url,
+          ...(request.payload ? { payload: request.payload } : {}),
+        });
         const problemJson = /^application\/problem\+json/.test(String(res.headers['content-type']));
         // HEAD answers have no body to read the code from.
         const code = request.method === 'HEAD' ? 'unauthenticated' : (res.json() as { code?: string }).code;
         if (res.statusCode !== 401 || !problemJson || code !== 'unauthenticated') {
-          wrong.push(`${request.method} ${request.url} (declared ${route.url}) answered ${res.statusCode} ${String(res.headers['content-type'])} ${res.body.slice(0, 80)}`);
+          wrong.push(
+            `${request.method} ${request.url} (declared ${route.url}) answered ${res.statusCode} ${String(res.headers['content-type'])} ${res.body.slice(0, 80)}`,
+          );
         }
       }
     }
@@ -59,10 +69,13 @@ forEachEngine('route access declarations', 'one', (env) => {
       for (const request of requestsFor(route)) {
         for (const token of ['ers_unknown-session-token', 'erk_unknown-api-key', 'not-even-a-token']) {
           const res = await app.inject({
-            method: request.method as 'GET', url: request.url, headers: { authorization: `Bearer ${token}` },
+            method: request.method as 'GET',
+            url: request.url,
+            headers: { authorization: `Bearer ${token}` },
             ...(request.payload ? { payload: request.payload } : {}),
           });
-          if (res.statusCode !== 401) wrong.push(`${request.method} ${request.url} with ${token} answered ${res.statusCode}`);
+          if (res.statusCode !== 401)
+            wrong.push(`${request.method} ${request.url} with ${token} answered ${res.statusCode}`);
         }
       }
     }
@@ -77,11 +90,16 @@ describe('a route that declares no access', () => {
     app.get('/declared', { config: { access: 'public' } }, async () => ({ ok: true }));
     app.post('/forgotten', async () => ({ ok: true }));
     try {
-      await assert.rejects(async () => { await app.ready(); }, (err: Error) => {
-        assert.match(err.message, /POST \/forgotten/);
-        assert.doesNotMatch(err.message, /\/declared/);
-        return true;
-      });
+      await assert.rejects(
+        async () => {
+          await app.ready();
+        },
+        (err: Error) => {
+          assert.match(err.message, /POST \/forgotten/);
+          assert.doesNotMatch(err.message, /\/declared/);
+          return true;
+        },
+      );
     } finally {
       await app.close().catch(() => {});
     }
@@ -104,7 +122,9 @@ describe('a route that declares no access', () => {
     await app.register(async (plugin) => {
       plugin.delete('/v1/things/:id', async () => ({ ok: true }));
     });
-    await assert.rejects(async () => { await app.ready(); }, /DELETE \/v1\/things\/:id/);
+    await assert.rejects(async () => {
+      await app.ready();
+    }, /DELETE \/v1\/things\/:id/);
     await app.close().catch(() => {});
   });
 });

@@ -27,10 +27,17 @@ function verifyStandard(request: ReceivedRequest, secret: string): unknown {
 
 /** The legacy Engine-Room-Signature check, as docs/WEBHOOKS.md tells receivers: any v1 entry that matches. */
 function verifyLegacy(request: ReceivedRequest, secret: string): boolean {
-  const parts = String(request.headers['engine-room-signature'] ?? '').split(',').map((p) => p.split('=', 2) as [string, string]);
+  const parts = String(request.headers['engine-room-signature'] ?? '')
+    .split(',')
+    .map((p) => p.split('=', 2) as [string, string]);
   const t = parts.find(([k]) => k === 't')?.[1];
   const expected = createHmac('sha256', secret).update(`${t}.${request.body}`).digest();
-  return parts.some(([k, v]) => k === 'v1' && Buffer.from(v, 'hex').length === expected.length && timingSafeEqual(Buffer.from(v, 'hex'), expected));
+  return parts.some(
+    ([k, v]) =>
+      k === 'v1' &&
+      Buffer.from(v, 'hex').length === expected.length &&
+      timingSafeEqual(Buffer.from(v, 'hex'), expected),
+  );
 }
 
 for (const engine of engines('one')) {
@@ -58,14 +65,26 @@ for (const engine of engines('one')) {
 
     const createEndpoint = async () => {
       receiver = await startWebhookReceiver();
-      return env.client.ok(s.createWebhookEndpoint, { token: env.adminToken, body: { url: receiver.url, events: ['order.paid'] } });
+      return env.client.ok(s.createWebhookEndpoint, {
+        token: env.adminToken,
+        body: { url: receiver.url, events: ['order.paid'] },
+      });
     };
     const rotate = (id: string, body: { gracePeriodSeconds?: number } = {}, headers: Record<string, string> = {}) =>
-      env.app.inject({ method: 'POST', url: `/v1/webhook-endpoints/${id}/rotate-secret`, headers: { authorization: `Bearer ${env.adminToken}`, ...headers }, payload: body });
+      env.app.inject({
+        method: 'POST',
+        url: `/v1/webhook-endpoints/${id}/rotate-secret`,
+        headers: { authorization: `Bearer ${env.adminToken}`, ...headers },
+        payload: body,
+      });
     /** Publishes an event and answers the request the receiver got for it. */
     const deliverOne = async (): Promise<ReceivedRequest> => {
-      const event = await env.database.db.transaction((tx) => publishEvent(tx, 'order.paid', { order: { id: `ord_${randomBytes(4).toString('hex')}` } }, []));
-      return waitFor(`the delivery of ${event.id}`, async () => receiver.requests.find((r) => r.headers['webhook-id'] === event.id));
+      const event = await env.database.db.transaction((tx) =>
+        publishEvent(tx, 'order.paid', { order: { id: `ord_${randomBytes(4).toString('hex')}` } }, []),
+      );
+      return waitFor(`the delivery of ${event.id}`, async () =>
+        receiver.requests.find((r) => r.headers['webhook-id'] === event.id),
+      );
     };
 
     it('a delivery verifies with the standardwebhooks package and the new secret, and by the legacy header', async () => {
@@ -79,7 +98,9 @@ for (const engine of engines('one')) {
       assert.match(String(request.headers['webhook-signature']), /^v1,[A-Za-z0-9+/]{43}=$/, 'one signature');
       assert.ok(verifyLegacy(request, endpoint.secret));
       // A changed body or another secret does not verify.
-      assert.throws(() => verifyStandard({ ...request, body: request.body.replace('order.paid', 'order.xxxx') }, endpoint.secret));
+      assert.throws(() =>
+        verifyStandard({ ...request, body: request.body.replace('order.paid', 'order.xxxx') }, endpoint.secret),
+      );
       assert.throws(() => verifyStandard(request, `whsec_${randomBytes(32).toString('base64')}`));
     });
 
@@ -122,12 +143,19 @@ for (const engine of engines('one')) {
       assert.ok(verifyLegacy(during, rotated.secret) && verifyLegacy(during, endpoint.secret));
 
       // The grace period ends (moved back rather than waited for).
-      await env.database.db.query("UPDATE webhook_endpoints SET previous_secret_expires_at = now() - interval '1 second' WHERE id = $1", [endpoint.id]);
+      await env.database.db.query(
+        "UPDATE webhook_endpoints SET previous_secret_expires_at = now() - interval '1 second' WHERE id = $1",
+        [endpoint.id],
+      );
       const after = await deliverOne();
       verifyStandard(after, rotated.secret);
       assert.throws(() => verifyStandard(after, endpoint.secret), /No matching signature/);
       assert.ok(!verifyLegacy(after, endpoint.secret));
-      assert.equal((await env.client.ok(s.getWebhookEndpoint, { token: env.adminToken, params: { id: endpoint.id } })).previousSecretExpiresAt, null);
+      assert.equal(
+        (await env.client.ok(s.getWebhookEndpoint, { token: env.adminToken, params: { id: endpoint.id } }))
+          .previousSecretExpiresAt,
+        null,
+      );
     });
 
     it('a retry with the same Idempotency-Key answers the same secret and does not rotate again', async () => {
@@ -166,7 +194,10 @@ for (const engine of engines('one')) {
       const results = await Promise.all([rotate(endpoint.id), rotate(endpoint.id)]);
       const statuses = results.map((r) => r.statusCode).sort();
       assert.deepEqual(statuses, [200, 409]);
-      const winner = results.find((r) => r.statusCode === 200)!.json() as { secret: string; previousSecretExpiresAt: string };
+      const winner = results.find((r) => r.statusCode === 200)!.json() as {
+        secret: string;
+        previousSecretExpiresAt: string;
+      };
       // The default grace period is a day.
       const expiresIn = Date.parse(winner.previousSecretExpiresAt) - Date.now();
       assert.ok(expiresIn > 86_000_000 && expiresIn <= 86_400_000, `expires in ${expiresIn} ms`);
@@ -187,7 +218,11 @@ for (const engine of engines('one')) {
       const forbidden = await rotate(endpoint.id, {}, { authorization: `Bearer ${customer.token}` });
       assert.equal(forbidden.statusCode, 403);
       // Nothing was rotated by any of these.
-      assert.equal((await env.client.ok(s.getWebhookEndpoint, { token: env.adminToken, params: { id: endpoint.id } })).secretRotatedAt, null);
+      assert.equal(
+        (await env.client.ok(s.getWebhookEndpoint, { token: env.adminToken, params: { id: endpoint.id } }))
+          .secretRotatedAt,
+        null,
+      );
     });
   });
 }

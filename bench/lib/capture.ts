@@ -18,7 +18,10 @@ import { customerId, hotSku, sessionToken, skuName } from './seed.ts';
 const require = createRequire(import.meta.url);
 const { prepareValue } = require('pg/lib/utils.js') as { prepareValue(v: unknown): unknown };
 
-export interface Statement { text: string; params: unknown[] }
+export interface Statement {
+  text: string;
+  params: unknown[];
+}
 
 /**
  * Wraps a Db so that every statement goes into `log`: one unit per statement outside a
@@ -26,37 +29,62 @@ export interface Statement { text: string; params: unknown[] }
  * that transactions running at once do not interleave in the log.
  */
 function recording(db: Db, log: Statement[][], on: () => boolean): Db {
-  const rec = <Q extends Db['query']>(query: Q, into: (s: Statement) => void): Q => (async (text: string, params?: readonly unknown[]) => {
-    if (on()) into({ text, params: [...(params ?? [])] });
-    return query(text, params);
-  }) as Q;
+  const rec = <Q extends Db['query']>(query: Q, into: (s: Statement) => void): Q =>
+    (async (text: string, params?: readonly unknown[]) => {
+      if (on()) into({ text, params: [...(params ?? [])] });
+      return query(text, params);
+    }) as Q;
   return {
     ...db,
     query: rec(db.query, (s) => log.push([s])),
-    transaction: (fn) => db.transaction(async (tx: Tx) => {
-      const unit: Statement[] = [{ text: 'BEGIN', params: [] }];
-      const result = await fn({ ...tx, query: rec(tx.query, (s) => unit.push(s)) });
-      if (on()) log.push([...unit, { text: 'COMMIT', params: [] }]);
-      return result;
-    }),
+    transaction: (fn) =>
+      db.transaction(async (tx: Tx) => {
+        const unit: Statement[] = [{ text: 'BEGIN', params: [] }];
+        const result = await fn({ ...tx, query: rec(tx.query, (s) => unit.push(s)) });
+        if (on()) log.push([...unit, { text: 'COMMIT', params: [] }]);
+        return result;
+      }),
   };
 }
 
 /** The statements of one POST /v1/orders: the authentication lookup, then BEGIN ... COMMIT. */
-export async function captureOrder(url: string, salt: string, lines: { sku: string; quantity: number }[], key: string): Promise<Statement[]> {
+export async function captureOrder(
+  url: string,
+  salt: string,
+  lines: { sku: string; quantity: number }[],
+  key: string,
+): Promise<Statement[]> {
   const log: Statement[][] = [];
   let on = false;
   const db = openPostgres(url, 2);
-  const app = await buildApp(loadConfig({ DATABASE_URL: url, LOG_LEVEL: 'silent', WORKERS: 'off', RATE_LIMITS: 'off', SHED_TARGET_WAIT_MS: '0', SHED_EVENT_LOOP_DELAY_MS: '0', SHED_SLOW_UPLOADS_PER_CLIENT: '0' }), recording(db, log, () => on), { logStream: { write: () => {} } });
+  const app = await buildApp(
+    loadConfig({
+      DATABASE_URL: url,
+      LOG_LEVEL: 'silent',
+      WORKERS: 'off',
+      RATE_LIMITS: 'off',
+      SHED_TARGET_WAIT_MS: '0',
+      SHED_EVENT_LOOP_DELAY_MS: '0',
+      SHED_SLOW_UPLOADS_PER_CLIENT: '0',
+    }),
+    recording(db, log, () => on),
+    { logStream: { write: () => {} } },
+  );
   try {
     on = true;
     const res = await app.inject({
-      method: 'POST', url: '/v1/orders',
-      headers: { authorization: `Bearer ${sessionToken(0, salt)}`, 'idempotency-key': key, 'content-type': 'application/json' },
+      method: 'POST',
+      url: '/v1/orders',
+      headers: {
+        authorization: `Bearer ${sessionToken(0, salt)}`,
+        'idempotency-key': key,
+        'content-type': 'application/json',
+      },
       payload: JSON.stringify({ lines, payment: { method: 'card', token: 'tok_ok' } }),
     });
     on = false;
-    if (res.statusCode !== 201) throw new Error(`capturing the order transaction: POST /v1/orders answered ${res.statusCode} ${res.body}`);
+    if (res.statusCode !== 201)
+      throw new Error(`capturing the order transaction: POST /v1/orders answered ${res.statusCode} ${res.body}`);
   } finally {
     on = false;
     await app.close();
@@ -72,7 +100,10 @@ export async function captureOrder(url: string, salt: string, lines: { sku: stri
 
 // ---------------------------------------------------------------------------------------------
 
-interface Token { value: string; expr: string }
+interface Token {
+  value: string;
+  expr: string;
+}
 
 const idPattern = /\b([a-z]{3})_[0-9a-hjkmnp-tv-z]{26}\b/g;
 const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -96,9 +127,15 @@ async function parameterTypes(url: string, statements: Statement[]): Promise<str
   try {
     const out: string[][] = [];
     for (const [i, s] of statements.entries()) {
-      if (s.params.length === 0) { out.push([]); continue; }
+      if (s.params.length === 0) {
+        out.push([]);
+        continue;
+      }
       await c.query(`PREPARE bench_capture_${i} AS ${s.text}`);
-      const { rows } = await c.query<{ t: string[] }>('SELECT parameter_types::text[] AS t FROM pg_prepared_statements WHERE name = $1', [`bench_capture_${i}`]);
+      const { rows } = await c.query<{ t: string[] }>(
+        'SELECT parameter_types::text[] AS t FROM pg_prepared_statements WHERE name = $1',
+        [`bench_capture_${i}`],
+      );
       out.push(rows[0]!.t);
       await c.query(`DEALLOCATE bench_capture_${i}`);
     }
@@ -133,7 +170,10 @@ function inline(s: Statement, types: string[], tokens: Token[], uuidExpr: () => 
     if (last < text.length) parts.push(literal(text.slice(last)));
     return `(${parts.join(' || ')})::${type}`;
   });
-  return s.text.replace(/\s+/g, ' ').trim().replace(/\$(\d+)\b/g, (_, n: string) => exprs[Number(n) - 1]!);
+  return s.text
+    .replace(/\s+/g, ' ')
+    .trim()
+    .replace(/\$(\d+)\b/g, (_, n: string) => exprs[Number(n) - 1]!);
 }
 
 export interface GeneratedScripts {
@@ -147,7 +187,10 @@ export interface GeneratedScripts {
   statements: number;
 }
 
-const header = (what: string, vars: string) => `-- GENERATED by \`npm run bench -- --write-pgbench\` from the statements the server sends for one
+const header = (
+  what: string,
+  vars: string,
+) => `-- GENERATED by \`npm run bench -- --write-pgbench\` from the statements the server sends for one
 -- POST /v1/orders (bench/lib/capture.ts): ${what}.
 -- The same SQL text; each parameter is written as a literal of the type PostgreSQL infers for it;
 -- ids, the Idempotency-Key, the customer and the SKUs become pgbench expressions, unique per
@@ -161,7 +204,12 @@ export async function generateScripts(url: string, salt: string): Promise<Genera
   // One order first, not recorded: what a process does once (checking that a queue exists, say)
   // is not part of every order.
   await captureOrder(url, salt, [{ sku: skus[0]!, quantity: 1 }], 'pgbench-capture-warm-up');
-  const steady = await captureOrder(url, salt, skus.map((sku) => ({ sku, quantity: 1 })), 'pgbench-capture-steady');
+  const steady = await captureOrder(
+    url,
+    salt,
+    skus.map((sku) => ({ sku, quantity: 1 })),
+    'pgbench-capture-steady',
+  );
   const hot = await captureOrder(url, salt, [{ sku: hotSku, quantity: 1 }], 'pgbench-capture-hot');
   const render = async (statements: Statement[], key: string, extraTokens: Token[]) => {
     const types = await parameterTypes(url, statements);
@@ -173,7 +221,10 @@ export async function generateScripts(url: string, salt: string): Promise<Genera
       { value: `{\\${tokenHash}}`, expr: `ARRAY[${hashExpr}]` },
       { value: key, expr: "'pgb-' || :n" },
       // Idempotency keys are stored as their SHA-256 (a bytea[] of one, as the session hashes).
-      { value: `{\\\\x${createHash('sha256').update(key).digest('hex')}}`, expr: "ARRAY[sha256(convert_to('pgb-' || :n, 'UTF8'))]" },
+      {
+        value: `{\\\\x${createHash('sha256').update(key).digest('hex')}}`,
+        expr: "ARRAY[sha256(convert_to('pgb-' || :n, 'UTF8'))]",
+      },
       { value: customerId(0), expr: "'usr_bench_' || :client_id" },
       ...extraTokens,
     ];
@@ -181,7 +232,8 @@ export async function generateScripts(url: string, salt: string): Promise<Genera
     // script is stable (storeOutcomes' fourth parameter).
     for (const s of statements) {
       const sealed = /^UPDATE idempotency_keys/.test(s.text.trim()) ? paramText(s.params[3]) : null;
-      if (sealed) tokens.push({ value: sealed, expr: `ARRAY[decode(repeat('00', ${(sealed.length - 5) / 2}), 'hex')]` });
+      if (sealed)
+        tokens.push({ value: sealed, expr: `ARRAY[decode(repeat('00', ${(sealed.length - 5) / 2}), 'hex')]` });
     }
     // Every generated id (ord_..., pay_..., evt_...) becomes one unique per transaction.
     const ids = new Map<string, string>();
@@ -199,7 +251,9 @@ export async function generateScripts(url: string, salt: string): Promise<Genera
     const uuidsInText = new Map<string, string>();
     for (const s of statements) {
       for (const p of s.params) {
-        for (const m of (paramText(p) ?? '').matchAll(/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/gi)) {
+        for (const m of (paramText(p) ?? '').matchAll(
+          /[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/gi,
+        )) {
           if (!uuidsInText.has(m[0])) uuidsInText.set(m[0], `md5(:n::text || '-t${uuidsInText.size}')::uuid::text`);
         }
       }
@@ -215,13 +269,28 @@ export async function generateScripts(url: string, salt: string): Promise<Genera
   const hotSql = await render(hot, 'pgbench-capture-hot', []);
   const writesStock = (sql: string) => /stock_levels|stock_movements/.test(sql) && /\bUPDATE\b|\bINSERT\b/.test(sql);
   const commit = hotSql.length - 1;
-  const hotLast = [...hotSql.slice(0, commit).filter((s) => !writesStock(s)), ...hotSql.slice(0, commit).filter(writesStock), hotSql[commit]!];
+  const hotLast = [
+    ...hotSql.slice(0, commit).filter((s) => !writesStock(s)),
+    ...hotSql.slice(0, commit).filter(writesStock),
+    hotSql[commit]!,
+  ];
   const n = '\\set n random(1, 9000000000000000000)\n';
   return {
-    steady: header('two lines on distinct SKUs spread over the catalog', '-D nskus=<SKUs> ')
-      + '\\set s1 random(1, :nskus - 8)\n\\set s2 :s1 + random(1, 8)\n' + n + steadySql.join('\n') + '\n',
-    hot: header('one unit of the hot SKU, in the server\'s statement order', '') + n + hotSql.join('\n') + '\n',
-    hotStockLast: header('one unit of the hot SKU, every statement that writes stock moved to just before COMMIT (the\n-- best ordering for a hot row: its lock is held the shortest)', '') + n + hotLast.join('\n') + '\n',
+    steady:
+      header('two lines on distinct SKUs spread over the catalog', '-D nskus=<SKUs> ') +
+      '\\set s1 random(1, :nskus - 8)\n\\set s2 :s1 + random(1, 8)\n' +
+      n +
+      steadySql.join('\n') +
+      '\n',
+    hot: header("one unit of the hot SKU, in the server's statement order", '') + n + hotSql.join('\n') + '\n',
+    hotStockLast:
+      header(
+        'one unit of the hot SKU, every statement that writes stock moved to just before COMMIT (the\n-- best ordering for a hot row: its lock is held the shortest)',
+        '',
+      ) +
+      n +
+      hotLast.join('\n') +
+      '\n',
     statements: steady.length,
   };
 }

@@ -29,7 +29,11 @@ export async function withClient<T>(url: string, fn: (c: pg.Client) => Promise<T
   }
 }
 
-export interface Scratch { name: string; url: string; drop(): Promise<void> }
+export interface Scratch {
+  name: string;
+  url: string;
+  drop(): Promise<void>;
+}
 
 /** Creates an empty database named er_<kind>_<random> next to the one baseUrl names. */
 export async function createScratch(baseUrl: string, kind: string): Promise<Scratch> {
@@ -110,12 +114,20 @@ export function startEngineProcess(spec: EngineSpec, generation = 1, readyTimeou
     if (err.length > 200_000) err = err.slice(-100_000);
     log?.write(d);
   });
-  child.stdout!.on('data', (d: Buffer) => { log?.write(d); });
+  child.stdout!.on('data', (d: Buffer) => {
+    log?.write(d);
+  });
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
-    child.on('exit', (code, signal) => { log?.end(); resolve({ code, signal }); });
+    child.on('exit', (code, signal) => {
+      log?.end();
+      resolve({ code, signal });
+    });
   });
   const proc: EngineProcess = {
-    spec, child, generation, logFile,
+    spec,
+    child,
+    generation,
+    logFile,
     pid: child.pid ?? -1,
     baseUrl: undefined,
     stderr: () => err,
@@ -136,7 +148,8 @@ export function startEngineProcess(spec: EngineSpec, generation = 1, readyTimeou
         return resolve();
       }
       if (!proc.running()) return reject(new Error(`${spec.label} exited before it was ready:\n${err.slice(-3000)}`));
-      if (Date.now() > deadline) return reject(new Error(`${spec.label} not ready after ${readyTimeoutMs / 1000}s:\n${err.slice(-3000)}`));
+      if (Date.now() > deadline)
+        return reject(new Error(`${spec.label} not ready after ${readyTimeoutMs / 1000}s:\n${err.slice(-3000)}`));
       setTimeout(check, 25);
     };
     check();

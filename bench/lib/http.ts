@@ -61,11 +61,24 @@ export function httpClient(baseUrl: string): HttpClient {
         const req = http.request({ agent, host: url.hostname, port, method, path, headers }, (res) => {
           let body = '';
           res.setEncoding('utf8');
-          res.on('data', (chunk: string) => { body += chunk; });
-          res.on('end', () => finish({ status: res.statusCode ?? 0, body, replayed: res.headers['idempotent-replayed'] === 'true', ...(res.headers['retry-after'] ? { retryAfter: res.headers['retry-after'] } : {}) }));
-          res.on('error', (err: NodeJS.ErrnoException) => finish({ status: 0, body: '', replayed: false, error: err.code ?? err.message }));
+          res.on('data', (chunk: string) => {
+            body += chunk;
+          });
+          res.on('end', () =>
+            finish({
+              status: res.statusCode ?? 0,
+              body,
+              replayed: res.headers['idempotent-replayed'] === 'true',
+              ...(res.headers['retry-after'] ? { retryAfter: res.headers['retry-after'] } : {}),
+            }),
+          );
+          res.on('error', (err: NodeJS.ErrnoException) =>
+            finish({ status: 0, body: '', replayed: false, error: err.code ?? err.message }),
+          );
         });
-        req.on('error', (err: NodeJS.ErrnoException) => finish({ status: 0, body: '', replayed: false, error: err.code ?? err.message }));
+        req.on('error', (err: NodeJS.ErrnoException) =>
+          finish({ status: 0, body: '', replayed: false, error: err.code ?? err.message }),
+        );
         const giveUp = (why: string) => () => {
           finish({ status: 0, body: '', replayed: false, error: why });
           req.destroy();

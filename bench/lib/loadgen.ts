@@ -40,7 +40,10 @@ export interface RunSpec {
   overload?: { calibrationSeconds: number; factor: number };
 }
 
-export interface OpStats { count: number; latency: Percentiles }
+export interface OpStats {
+  count: number;
+  latency: Percentiles;
+}
 
 export interface LoadResult {
   scenario: Scenario;
@@ -94,7 +97,10 @@ function statusKey(reply: Reply): string {
 const rand = (n: number) => Math.floor(Math.random() * n);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-export async function runLoad(spec: RunSpec, onProgress: (p: { elapsed: number; phase: string; orders: number; errors: number; requests: number }) => void): Promise<LoadResult> {
+export async function runLoad(
+  spec: RunSpec,
+  onProgress: (p: { elapsed: number; phase: string; orders: number; errors: number; requests: number }) => void,
+): Promise<LoadResult> {
   if (spec.scenario === 'flash-burst' || spec.scenario === 'overload') return runSheddingScenario(spec, onProgress);
   const clients: HttpClient[] = spec.targets.map((t) => httpClient(t));
   const latency = latencyRecorder();
@@ -104,7 +110,12 @@ export async function runLoad(spec: RunSpec, onProgress: (p: { elapsed: number; 
   const keysPerClient: number[] = Array(spec.clients).fill(0);
   const acked = new Set<string>();
   const notes: string[] = [];
-  let requests = 0, orders = 0, errors = 0, replays = 0, abandoned = 0, idMismatches = 0;
+  let requests = 0,
+    orders = 0,
+    errors = 0,
+    replays = 0,
+    abandoned = 0,
+    idMismatches = 0;
   let soldOutAt: number | null = null;
 
   const t0 = Date.now();
@@ -133,7 +144,10 @@ export async function runLoad(spec: RunSpec, onProgress: (p: { elapsed: number; 
     loop.disable();
   };
   if (spec.warmupSeconds <= 0) openWindow();
-  const windowTimers = [setTimeout(openWindow, Math.max(0, measureFrom - Date.now())), setTimeout(closeWindow, measureTo - Date.now())];
+  const windowTimers = [
+    setTimeout(openWindow, Math.max(0, measureFrom - Date.now())),
+    setTimeout(closeWindow, measureTo - Date.now()),
+  ];
 
   /** Counts a reply; answers whether it was a success, an expected refusal or an error. */
   function record(op: string, reply: Reply, expected: (key: string) => boolean): Outcome {
@@ -178,12 +192,22 @@ export async function runLoad(spec: RunSpec, onProgress: (p: { elapsed: number; 
     const j = Math.min(spec.skus.length - 1, i + 1 + rand(8));
     return [{ sku: spec.skus[i]!, quantity: 1 }, ...(j !== i ? [{ sku: spec.skus[j]!, quantity: 1 }] : [])];
   };
-  const orderBody = (lines: { sku: string; quantity: number }[]) => ({ lines, payment: { method: 'card', token: spec.paymentToken } });
+  const orderBody = (lines: { sku: string; quantity: number }[]) => ({
+    lines,
+    payment: { method: 'card', token: spec.paymentToken },
+  });
   const outOfStock = (k: string) => k === '409 out_of_stock';
 
-  async function steadyOrder(http: HttpClient, customer: Customer, key: string, hot: boolean): Promise<string | undefined> {
+  async function steadyOrder(
+    http: HttpClient,
+    customer: Customer,
+    key: string,
+    hot: boolean,
+  ): Promise<string | undefined> {
     const reply = await http.request('POST', '/v1/orders', {
-      token: customer.token, idempotencyKey: key, timeoutMs: spec.timeoutMs,
+      token: customer.token,
+      idempotencyKey: key,
+      timeoutMs: spec.timeoutMs,
       body: orderBody(hot ? [{ sku: spec.hotSku, quantity: 1 }] : twoSkus()),
     });
     const outcome = record('place order', reply, outOfStock);
@@ -200,7 +224,10 @@ export async function runLoad(spec: RunSpec, onProgress: (p: { elapsed: number; 
     for (let attempt = 0; attempt < 50; attempt++) {
       const abandon = Math.random() < (attempt === 0 ? spec.retryStorm.abandonShare : spec.retryStorm.abandonShare / 2);
       const reply = await http.request('POST', '/v1/orders', {
-        token: customer.token, idempotencyKey: key, body, timeoutMs: spec.timeoutMs,
+        token: customer.token,
+        idempotencyKey: key,
+        body,
+        timeoutMs: spec.timeoutMs,
         ...(abandon ? { abandonAfterMs: Math.random() * spec.retryStorm.abandonMaxMs } : {}),
       });
       record('place order', reply, (k) => k === 'abandoned' || k === '409 idempotency_key_in_use' || outOfStock(k));
@@ -253,25 +280,53 @@ export async function runLoad(spec: RunSpec, onProgress: (p: { elapsed: number; 
   }
 
   // Browse, look, order, check, cancel, write: the shape of a shop's traffic.
-  const mixedWeights: [string, number][] = [['browse', 35], ['view product', 15], ['place order', 25], ['view order', 10], ['cancel order', 8], ['message', spec.messaging ? 7 : 0]];
+  const mixedWeights: [string, number][] = [
+    ['browse', 35],
+    ['view product', 15],
+    ['place order', 25],
+    ['view order', 10],
+    ['cancel order', 8],
+    ['message', spec.messaging ? 7 : 0],
+  ];
   const mixedTotal = mixedWeights.reduce((s, [, w]) => s + w, 0);
-  if (!spec.messaging && spec.scenario === 'mixed') notes.push('messaging left out: /v1/conversations answers 404 (not built yet)');
+  if (!spec.messaging && spec.scenario === 'mixed')
+    notes.push('messaging left out: /v1/conversations answers 404 (not built yet)');
 
-  async function mixedStep(http: HttpClient, customer: Customer, key: string, mine: string[], conversation: string | undefined): Promise<string | undefined> {
+  async function mixedStep(
+    http: HttpClient,
+    customer: Customer,
+    key: string,
+    mine: string[],
+    conversation: string | undefined,
+  ): Promise<string | undefined> {
     let pick = rand(mixedTotal);
     let op = 'browse';
     for (const [name, w] of mixedWeights) {
-      if (pick < w) { op = name; break; }
+      if (pick < w) {
+        op = name;
+        break;
+      }
       pick -= w;
     }
     if ((op === 'view order' || op === 'cancel order') && mine.length === 0) op = 'place order';
     const t = customer.token;
     switch (op) {
       case 'browse':
-        record(op, await http.request('GET', '/v1/products?limit=20', { token: t, timeoutMs: spec.timeoutMs }), () => false);
+        record(
+          op,
+          await http.request('GET', '/v1/products?limit=20', { token: t, timeoutMs: spec.timeoutMs }),
+          () => false,
+        );
         break;
       case 'view product':
-        record(op, await http.request('GET', `/v1/products/${spec.productIds[rand(spec.productIds.length)]}`, { token: t, timeoutMs: spec.timeoutMs }), () => false);
+        record(
+          op,
+          await http.request('GET', `/v1/products/${spec.productIds[rand(spec.productIds.length)]}`, {
+            token: t,
+            timeoutMs: spec.timeoutMs,
+          }),
+          () => false,
+        );
         break;
       case 'place order': {
         const id = await steadyOrder(http, customer, key, false);
@@ -282,20 +337,42 @@ export async function runLoad(spec: RunSpec, onProgress: (p: { elapsed: number; 
         break;
       }
       case 'view order':
-        record(op, await http.request('GET', `/v1/orders/${mine[rand(mine.length)]}`, { token: t, timeoutMs: spec.timeoutMs }), () => false);
+        record(
+          op,
+          await http.request('GET', `/v1/orders/${mine[rand(mine.length)]}`, { token: t, timeoutMs: spec.timeoutMs }),
+          () => false,
+        );
         break;
       case 'cancel order': {
         const id = mine.splice(rand(mine.length), 1)[0]!;
-        record(op, await http.request('POST', `/v1/orders/${id}/cancel`, { token: t, idempotencyKey: `${key}-cancel`, timeoutMs: spec.timeoutMs }), (k) => k === '409 invalid_state');
+        record(
+          op,
+          await http.request('POST', `/v1/orders/${id}/cancel`, {
+            token: t,
+            idempotencyKey: `${key}-cancel`,
+            timeoutMs: spec.timeoutMs,
+          }),
+          (k) => k === '409 invalid_state',
+        );
         break;
       }
       case 'message': {
         if (!conversation) {
-          const reply = await http.request('POST', '/v1/conversations', { token: t, idempotencyKey: `${key}-cnv`, timeoutMs: spec.timeoutMs, body: { subject: 'Where is my order?', body: 'Hello, a question about my order.' } });
+          const reply = await http.request('POST', '/v1/conversations', {
+            token: t,
+            idempotencyKey: `${key}-cnv`,
+            timeoutMs: spec.timeoutMs,
+            body: { subject: 'Where is my order?', body: 'Hello, a question about my order.' },
+          });
           record(op, reply, (k) => k.startsWith('429'));
           return jsonOf<{ id?: string }>(reply)?.id ?? undefined;
         }
-        const reply = await http.request('POST', `/v1/conversations/${conversation}/messages`, { token: t, idempotencyKey: `${key}-msg`, timeoutMs: spec.timeoutMs, body: { body: 'Any news? Thanks.' } });
+        const reply = await http.request('POST', `/v1/conversations/${conversation}/messages`, {
+          token: t,
+          idempotencyKey: `${key}-msg`,
+          timeoutMs: spec.timeoutMs,
+          body: { body: 'Any news? Thanks.' },
+        });
         record(op, reply, (k) => k.startsWith('429'));
         break;
       }
@@ -305,7 +382,13 @@ export async function runLoad(spec: RunSpec, onProgress: (p: { elapsed: number; 
 
   const progress = setInterval(() => {
     const now = Date.now();
-    onProgress({ elapsed: (now - t0) / 1000, phase: now < measureFrom ? 'warm-up' : now < measureTo ? 'measuring' : 'finishing', orders, errors, requests });
+    onProgress({
+      elapsed: (now - t0) / 1000,
+      phase: now < measureFrom ? 'warm-up' : now < measureTo ? 'measuring' : 'finishing',
+      orders,
+      errors,
+      requests,
+    });
   }, 500);
   try {
     await Promise.all(Array.from({ length: spec.clients }, (_, c) => client(c)));
@@ -330,7 +413,10 @@ export async function runLoad(spec: RunSpec, onProgress: (p: { elapsed: number; 
     ops: Object.fromEntries([...ops].map(([name, r]) => [name, { count: r.count, latency: r.summary() }])),
     ackedOrders: acked.size,
     keysPerClient,
-    idMismatches, replays, abandoned, soldOutAt,
+    idMismatches,
+    replays,
+    abandoned,
+    soldOutAt,
     startedAt: new Date(t0).toISOString(),
     measuredFrom: new Date(measureFrom).toISOString(),
     measuredTo: new Date(measureTo).toISOString(),
@@ -358,38 +444,80 @@ if (process.send && process.argv.includes('--loadgen-child')) {
 }
 
 /** flash-burst and overload: their own shapes of load (bench/lib/overload.ts), reported in the common result. */
-async function runSheddingScenario(spec: RunSpec, onProgress: (p: { elapsed: number; phase: string; orders: number; errors: number; requests: number }) => void): Promise<LoadResult> {
+async function runSheddingScenario(
+  spec: RunSpec,
+  onProgress: (p: { elapsed: number; phase: string; orders: number; errors: number; requests: number }) => void,
+): Promise<LoadResult> {
   const t0 = Date.now();
   const cpuStart = process.cpuUsage();
   const eluStart = performance.eventLoopUtilization();
   const loop = monitorEventLoopDelay({ resolution: 5 });
   loop.enable();
   const log = (line: string) => process.stderr.write(`${line}\n`);
-  const progress = setInterval(() => onProgress({ elapsed: (Date.now() - t0) / 1000, phase: 'measuring', orders: 0, errors: 0, requests: 0 }), 500);
+  const progress = setInterval(
+    () => onProgress({ elapsed: (Date.now() - t0) / 1000, phase: 'measuring', orders: 0, errors: 0, requests: 0 }),
+    500,
+  );
   const statuses: Record<string, number> = {};
   let result: Pick<LoadResult, 'requests' | 'orders' | 'latency' | 'shed' | 'bursts' | 'overload' | 'ackedOrders'>;
   try {
     if (spec.scenario === 'flash-burst') {
       const bursts = await flashBurst({
-        targets: spec.targets, customers: spec.customers.slice(0, spec.clients), adminToken: spec.adminToken!, stock: spec.burst!.stock, rounds: spec.burst!.rounds,
-        tag: spec.tag, paymentToken: spec.paymentToken, timeoutMs: spec.timeoutMs, log,
+        targets: spec.targets,
+        customers: spec.customers.slice(0, spec.clients),
+        adminToken: spec.adminToken!,
+        stock: spec.burst!.stock,
+        rounds: spec.burst!.rounds,
+        tag: spec.tag,
+        paymentToken: spec.paymentToken,
+        timeoutMs: spec.timeoutMs,
+        log,
       });
       const all = latencyRecorder();
       for (const b of bursts) {
-        for (const [k, n] of Object.entries({ '201': b.placed, '409 out_of_stock': b.outOfStock, '503 unavailable': b.shed, ...b.other })) if (n) statuses[k] = (statuses[k] ?? 0) + n;
+        for (const [k, n] of Object.entries({
+          '201': b.placed,
+          '409 out_of_stock': b.outOfStock,
+          '503 unavailable': b.shed,
+          ...b.other,
+        }))
+          if (n) statuses[k] = (statuses[k] ?? 0) + n;
         all.add(b.latency.p99);
       }
       const placed = bursts.reduce((n, b) => n + b.placed, 0);
-      result = { requests: bursts.reduce((n, b) => n + b.buyers, 0), orders: placed, ackedOrders: placed, latency: all.summary(), shed: bursts.reduce((n, b) => n + b.shed, 0), bursts };
+      result = {
+        requests: bursts.reduce((n, b) => n + b.buyers, 0),
+        orders: placed,
+        ackedOrders: placed,
+        latency: all.summary(),
+        shed: bursts.reduce((n, b) => n + b.shed, 0),
+        bursts,
+      };
     } else {
       const figures = await overload({
-        targets: spec.targets, customers: spec.customers, clients: spec.clients, skus: spec.skus, calibrationSeconds: spec.overload!.calibrationSeconds,
-        seconds: spec.seconds, factor: spec.overload!.factor, tag: spec.tag, paymentToken: spec.paymentToken, timeoutMs: spec.timeoutMs, log,
+        targets: spec.targets,
+        customers: spec.customers,
+        clients: spec.clients,
+        skus: spec.skus,
+        calibrationSeconds: spec.overload!.calibrationSeconds,
+        seconds: spec.seconds,
+        factor: spec.overload!.factor,
+        tag: spec.tag,
+        paymentToken: spec.paymentToken,
+        timeoutMs: spec.timeoutMs,
+        log,
       });
       statuses['201'] = figures.placed;
       statuses['503 unavailable'] = figures.shed;
       Object.assign(statuses, figures.other);
-      result = { requests: figures.placed, orders: figures.placed, ackedOrders: figures.placed, latency: figures.accepted, shed: figures.shed, overload: figures };
+      result = {
+        requests: figures.placed,
+        orders: figures.placed,
+        ackedOrders: figures.placed,
+        latency: figures.accepted,
+        shed: figures.shed,
+        overload: figures,
+      };
     }
   } finally {
     clearInterval(progress);
@@ -399,11 +527,29 @@ async function runSheddingScenario(spec: RunSpec, onProgress: (p: { elapsed: num
   const wallSeconds = (Date.now() - t0) / 1000;
   const measuredSeconds = spec.scenario === 'overload' ? spec.seconds : wallSeconds;
   return {
-    scenario: spec.scenario, clients: spec.clients, measuredSeconds,
-    ...result, ordersPerSecond: result.orders / measuredSeconds, requestsPerSecond: result.requests / measuredSeconds,
-    statuses, ops: {}, keysPerClient: [], idMismatches: 0, replays: 0, abandoned: 0, soldOutAt: null,
-    startedAt: new Date(t0).toISOString(), measuredFrom: new Date(t0).toISOString(), measuredTo: new Date().toISOString(), endedAt: new Date().toISOString(),
+    scenario: spec.scenario,
+    clients: spec.clients,
+    measuredSeconds,
+    ...result,
+    ordersPerSecond: result.orders / measuredSeconds,
+    requestsPerSecond: result.requests / measuredSeconds,
+    statuses,
+    ops: {},
+    keysPerClient: [],
+    idMismatches: 0,
+    replays: 0,
+    abandoned: 0,
+    soldOutAt: null,
+    startedAt: new Date(t0).toISOString(),
+    measuredFrom: new Date(t0).toISOString(),
+    measuredTo: new Date().toISOString(),
+    endedAt: new Date().toISOString(),
     notes: [],
-    loadgen: { cpuSeconds: (cpu.user + cpu.system) / 1e6, wallSeconds, eventLoopDelayP99Ms: loop.percentile(99) / 1e6, eventLoopUtilization: performance.eventLoopUtilization(eluStart).utilization },
+    loadgen: {
+      cpuSeconds: (cpu.user + cpu.system) / 1e6,
+      wallSeconds,
+      eventLoopDelayP99Ms: loop.percentile(99) / 1e6,
+      eventLoopUtilization: performance.eventLoopUtilization(eluStart).utilization,
+    },
   };
 }

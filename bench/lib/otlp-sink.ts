@@ -16,7 +16,9 @@ export async function startOtlpSink(): Promise<OtlpSink> {
   let requests = 0;
   let bytes = 0;
   const server = createServer((req, res) => {
-    req.on('data', (chunk: Buffer) => { bytes += chunk.length; });
+    req.on('data', (chunk: Buffer) => {
+      bytes += chunk.length;
+    });
     req.on('end', () => {
       if (req.method === 'POST' && req.url === '/v1/traces') requests++;
       // An empty ExportTraceServiceResponse is an empty protobuf message: zero bytes.
@@ -28,6 +30,10 @@ export async function startOtlpSink(): Promise<OtlpSink> {
   return {
     url: `http://127.0.0.1:${port}`,
     exports: () => ({ requests, bytes }),
-    close: () => new Promise((resolve) => { server.closeAllConnections(); server.close(() => resolve()); }),
+    close: () =>
+      new Promise((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
   };
 }

@@ -64,7 +64,11 @@ export async function preparePgbenchDatabase(baseUrl: string, seed: SeedOptions)
 }
 
 export async function runPgbench(o: {
-  url: string; script: keyof typeof pgbenchScripts; clients: number; seconds: number; vars: Record<string, string | number>;
+  url: string;
+  script: keyof typeof pgbenchScripts;
+  clients: number;
+  seconds: number;
+  vars: Record<string, string | number>;
   /** The script file to run (default: the committed one). */
   file?: string;
   /** A what-if: a derived copy of the script and/or extra environment (PGOPTIONS). */
@@ -73,15 +77,32 @@ export async function runPgbench(o: {
 }): Promise<PgbenchResult> {
   const file = o.variant?.file ?? o.file ?? join(packageRoot, 'bench', 'pgbench', pgbenchScripts[o.script]);
   const args = [
-    '-n', '-M', 'prepared', '-c', String(o.clients), '-j', String(Math.min(2, o.clients)), '-T', String(o.seconds),
+    '-n',
+    '-M',
+    'prepared',
+    '-c',
+    String(o.clients),
+    '-j',
+    String(Math.min(2, o.clients)),
+    '-T',
+    String(o.seconds),
     ...Object.entries(o.vars).flatMap(([k, v]) => ['-D', `${k}=${v}`]),
-    '-f', file, o.url,
+    '-f',
+    file,
+    o.url,
   ];
-  const child = spawn(pgbenchPath(), args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...o.variant?.env } });
+  const child = spawn(pgbenchPath(), args, {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, ...o.variant?.env },
+  });
   if (child.pid) o.onPid?.(child.pid);
   let out = '';
-  child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
-  child.stderr.on('data', (d: Buffer) => { out += d.toString(); });
+  child.stdout.on('data', (d: Buffer) => {
+    out += d.toString();
+  });
+  child.stderr.on('data', (d: Buffer) => {
+    out += d.toString();
+  });
   const code = await new Promise<number | null>((resolve, reject) => {
     child.on('error', reject);
     child.on('exit', resolve);
@@ -98,7 +119,10 @@ export async function runPgbench(o: {
     transactions: num(/number of transactions actually processed: (\d+)/),
     failed: num(/number of failed transactions: (\d+)/) || 0,
     latencyMs: num(/latency average = ([\d.]+) ms/),
-    command: `pgbench ${args.slice(0, -1).map((a) => (a.includes('/') ? a.replace(packageRoot + '/', '') : a)).join(' ')} <url>`,
+    command: `pgbench ${args
+      .slice(0, -1)
+      .map((a) => (a.includes('/') ? a.replace(packageRoot + '/', '') : a))
+      .join(' ')} <url>`,
   };
 }
 
@@ -106,11 +130,19 @@ export async function runPgbench(o: {
  * What the database alone would do with one thing changed, derived from the steady script: without
  * the pg-boss job inserts, and unchanged but with synchronous_commit off.
  */
-export async function whatIfVariants(steadyScript: string): Promise<{ name: string; file?: string; env?: Record<string, string> }[]> {
+export async function whatIfVariants(
+  steadyScript: string,
+): Promise<{ name: string; file?: string; env?: Record<string, string> }[]> {
   const lines = steadyScript.split('\n');
   const write = async (name: string, edit: (line: string) => string | null) => {
     const file = join(tmpdir(), `er-pgbench-${name}-${process.pid}.sql`);
-    await writeFile(file, lines.map((l) => (l.startsWith('--') || l.startsWith('\\') ? l : edit(l))).filter((l) => l !== null).join('\n'));
+    await writeFile(
+      file,
+      lines
+        .map((l) => (l.startsWith('--') || l.startsWith('\\') ? l : edit(l)))
+        .filter((l) => l !== null)
+        .join('\n'),
+    );
     return file;
   };
   const isJob = (l: string) => /^INSERT INTO pgboss\.job\b/.test(l.trim());
@@ -139,20 +171,33 @@ export function waitEventSampler(serverUrl: string, database: string) {
       timer = setInterval(() => {
         if (busy) return;
         busy = true;
-        void ready.then(() => client.query<{ w: string }>(
-          `SELECT CASE WHEN wait_event IS NULL THEN 'CPU' ELSE wait_event_type || ':' || wait_event END AS w
-             FROM pg_stat_activity WHERE datname = $1 AND state <> 'idle' AND pid <> pg_backend_pid()`, [database],
-        )).then((r) => {
-          samples++;
-          for (const { w } of r?.rows ?? []) counts.set(w, (counts.get(w) ?? 0) + 1);
-        }, () => {}).finally(() => { busy = false; });
+        void ready
+          .then(() =>
+            client.query<{ w: string }>(
+              `SELECT CASE WHEN wait_event IS NULL THEN 'CPU' ELSE wait_event_type || ':' || wait_event END AS w
+             FROM pg_stat_activity WHERE datname = $1 AND state <> 'idle' AND pid <> pg_backend_pid()`,
+              [database],
+            ),
+          )
+          .then(
+            (r) => {
+              samples++;
+              for (const { w } of r?.rows ?? []) counts.set(w, (counts.get(w) ?? 0) + 1);
+            },
+            () => {},
+          )
+          .finally(() => {
+            busy = false;
+          });
       }, 100);
     },
     /** Each wait event's share of the backend samples, biggest first. */
     stop(): { event: string; share: number; perSample: number }[] {
       clearInterval(timer);
       const total = [...counts.values()].reduce((a, b) => a + b, 0);
-      return [...counts].sort((a, b) => b[1] - a[1]).map(([event, n]) => ({ event, share: total ? n / total : 0, perSample: samples ? n / samples : 0 }));
+      return [...counts]
+        .sort((a, b) => b[1] - a[1])
+        .map(([event, n]) => ({ event, share: total ? n / total : 0, perSample: samples ? n / samples : 0 }));
     },
     close: () => client.end().catch(() => {}),
   };

@@ -77,7 +77,11 @@ export function cpuMeter(groups: Record<string, () => number[] | Promise<number[
   async function sample(): Promise<void> {
     for (const [name, pidsOf] of Object.entries(groups)) {
       let pids: number[] = [];
-      try { pids = await pidsOf(); } catch { /* a group that cannot be listed this time is skipped */ }
+      try {
+        pids = await pidsOf();
+      } catch {
+        /* a group that cannot be listed this time is skipped */
+      }
       const before = last.get(name) ?? new Map<number, number>();
       const now = new Map<number, number>();
       for (const pid of pids) {
@@ -124,7 +128,10 @@ export function memorySampler(pidsByLabel: () => { label: string; pid: number }[
   return {
     /** Peak resident bytes per label since the last reset. */
     peaks: (): Record<string, number> => Object.fromEntries(peaks),
-    reset: () => { peaks.clear(); tick(); },
+    reset: () => {
+      peaks.clear();
+      tick();
+    },
     stop: () => clearInterval(timer),
   };
 }

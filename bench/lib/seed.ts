@@ -20,8 +20,16 @@ export interface SeedOptions {
   salt: string;
 }
 
-export interface Customer { userId: string; token: string }
-export interface Seeded { customers: Customer[]; skus: string[]; hotSku: string; productIds: string[] }
+export interface Customer {
+  userId: string;
+  token: string;
+}
+export interface Seeded {
+  customers: Customer[];
+  skus: string[];
+  hotSku: string;
+  productIds: string[];
+}
 
 export const hotSku = 'HOT';
 export const skuName = (i: number): string => `B${String(i).padStart(5, '0')}`;
@@ -47,23 +55,35 @@ export async function seedBySql(db: Queryable, o: SeedOptions): Promise<Seeded> 
 
   const skuIds = Array.from({ length: o.skus }, (_, i) => i + 1);
   const productIds = Array.from({ length: Math.ceil(o.skus / 100) }, (_, k) => `prd_bench_${k}`);
-  await db.query(
-    `INSERT INTO products (id, name) SELECT id, 'Bench product ' || id FROM unnest($1::text[]) AS p(id)`,
-    [[...productIds, 'prd_bench_hot']],
-  );
+  await db.query(`INSERT INTO products (id, name) SELECT id, 'Bench product ' || id FROM unnest($1::text[]) AS p(id)`, [
+    [...productIds, 'prd_bench_hot'],
+  ]);
   const variants = [
-    ...skuIds.map((i) => ({ id: `var_bench_${i}`, product: productIds[Math.floor((i - 1) / 100)]!, sku: skuName(i), price: priceOf(i), position: (i - 1) % 100, stock: o.stock })),
+    ...skuIds.map((i) => ({
+      id: `var_bench_${i}`,
+      product: productIds[Math.floor((i - 1) / 100)]!,
+      sku: skuName(i),
+      price: priceOf(i),
+      position: (i - 1) % 100,
+      stock: o.stock,
+    })),
     { id: 'var_bench_hot', product: 'prd_bench_hot', sku: hotSku, price: 2500, position: 0, stock: o.hotStock },
   ];
   await db.query(
     `INSERT INTO variants (id, product_id, sku, price_amount, currency, position)
      SELECT id, product_id, sku, price, 'EUR', position FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::int[]) AS v(id, product_id, sku, price, position)`,
-    [variants.map((v) => v.id), variants.map((v) => v.product), variants.map((v) => v.sku), variants.map((v) => v.price), variants.map((v) => v.position)],
+    [
+      variants.map((v) => v.id),
+      variants.map((v) => v.product),
+      variants.map((v) => v.sku),
+      variants.map((v) => v.price),
+      variants.map((v) => v.position),
+    ],
   );
-  await db.query(
-    'INSERT INTO stock_levels (sku, on_hand) SELECT * FROM unnest($1::text[], $2::int[])',
-    [variants.map((v) => v.sku), variants.map((v) => v.stock)],
-  );
+  await db.query('INSERT INTO stock_levels (sku, on_hand) SELECT * FROM unnest($1::text[], $2::int[])', [
+    variants.map((v) => v.sku),
+    variants.map((v) => v.stock),
+  ]);
   await db.query(
     `INSERT INTO stock_movements (sku, kind, on_hand_delta, reserved_delta, reason)
      SELECT sku, 'initial', on_hand, 0, 'initial stock (bench seed)' FROM unnest($1::text[], $2::int[]) AS m(sku, on_hand)`,
@@ -105,18 +125,32 @@ export async function seedByApi(baseUrl: string, adminToken: string, o: SeedOpti
     const skus = Array.from({ length: o.skus }, (_, i) => `B${tag}-${i + 1}`);
     const hot = `HOT${tag}`;
     const productIds: string[] = [];
-    const create = async (name: string, variants: { sku: string; price: { amount: number; currency: string }; stock: number }[]) => {
+    const create = async (
+      name: string,
+      variants: { sku: string; price: { amount: number; currency: string }; stock: number }[],
+    ) => {
       const reply = await http.request('POST', '/v1/products', { token: adminToken, body: { name, variants } });
       if (reply.status !== 201) throw new Error(`creating the bench catalog: ${reply.status} ${reply.body}`);
       productIds.push(jsonOf<{ id: string }>(reply)!.id);
     };
     for (let k = 0; k * 100 < skus.length; k++) {
-      await create(`Bench ${tag} ${k}`, skus.slice(k * 100, k * 100 + 100).map((sku, j) => ({ sku, price: { amount: priceOf(k * 100 + j + 1), currency: 'EUR' }, stock: o.stock })));
+      await create(
+        `Bench ${tag} ${k}`,
+        skus
+          .slice(k * 100, k * 100 + 100)
+          .map((sku, j) => ({ sku, price: { amount: priceOf(k * 100 + j + 1), currency: 'EUR' }, stock: o.stock })),
+      );
     }
     await create(`Bench ${tag} hot`, [{ sku: hot, price: { amount: 2500, currency: 'EUR' }, stock: o.hotStock }]);
     const customers: Customer[] = [];
     for (let i = 0; i < o.customers; i++) {
-      const reply = await http.request('POST', '/v1/auth/signup', { body: { email: `bench-${tag}-${i}@example.com`, password: `bench password ${tag} ${o.salt}`, name: `Bench buyer ${i}` } });
+      const reply = await http.request('POST', '/v1/auth/signup', {
+        body: {
+          email: `bench-${tag}-${i}@example.com`,
+          password: `bench password ${tag} ${o.salt}`,
+          name: `Bench buyer ${i}`,
+        },
+      });
       if (reply.status !== 201) throw new Error(`signing up bench customer ${i}: ${reply.status} ${reply.body}`);
       const body = jsonOf<{ token: string; user: { id: string } }>(reply)!;
       customers.push({ userId: body.user.id, token: body.token });

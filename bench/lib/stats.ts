@@ -1,6 +1,13 @@
 // Numbers and their presentation: latency percentiles, tables, and the live progress line.
 
-export interface Percentiles { count: number; mean: number; p50: number; p95: number; p99: number; max: number }
+export interface Percentiles {
+  count: number;
+  mean: number;
+  p50: number;
+  p95: number;
+  p99: number;
+  max: number;
+}
 
 /** Latencies in milliseconds, kept whole (a run holds at most a few hundred thousand). */
 export function latencyRecorder() {
@@ -15,20 +22,27 @@ export function latencyRecorder() {
       }
       values[n++] = ms;
     },
-    get count(): number { return n; },
-    summary(): Percentiles { return percentiles(values.subarray(0, n)); },
+    get count(): number {
+      return n;
+    },
+    summary(): Percentiles {
+      return percentiles(values.subarray(0, n));
+    },
   };
 }
 
 export function percentiles(input: ArrayLike<number>): Percentiles {
   const sorted = Float64Array.from(input).sort();
-  const at = (p: number) => (sorted.length === 0 ? 0 : sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!);
+  const at = (p: number) =>
+    sorted.length === 0 ? 0 : sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
   let sum = 0;
   for (const v of sorted) sum += v;
   return {
     count: sorted.length,
     mean: sorted.length ? sum / sorted.length : 0,
-    p50: at(50), p95: at(95), p99: at(99),
+    p50: at(50),
+    p95: at(95),
+    p99: at(99),
     max: sorted.length ? sorted[sorted.length - 1]! : 0,
   };
 }
@@ -56,9 +70,16 @@ export function fmtPct(share: number | null | undefined): string {
 /** A plain text table: the first row is the header; numbers-looking cells are right-aligned. */
 export function table(rows: string[][], align: 'auto' | 'left' = 'auto'): string {
   const widths: number[] = [];
-  for (const row of rows) row.forEach((cell, i) => { widths[i] = Math.max(widths[i] ?? 0, cell.length); });
+  for (const row of rows)
+    row.forEach((cell, i) => {
+      widths[i] = Math.max(widths[i] ?? 0, cell.length);
+    });
   const numeric = (cell: string) => align === 'auto' && /^[-+]?[\d,.]+( ?(%|ms|s|MB|x))?$/.test(cell);
-  const line = (row: string[]) => row.map((cell, i) => (numeric(cell) ? cell.padStart(widths[i]!) : cell.padEnd(widths[i]!))).join('  ').trimEnd();
+  const line = (row: string[]) =>
+    row
+      .map((cell, i) => (numeric(cell) ? cell.padStart(widths[i]!) : cell.padEnd(widths[i]!)))
+      .join('  ')
+      .trimEnd();
   const rule = widths.map((w) => '-'.repeat(w)).join('  ');
   return [line(rows[0]!), rule, ...rows.slice(1).map(line)].join('\n') + '\n';
 }

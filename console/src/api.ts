@@ -12,7 +12,15 @@
 //   behind a 429 or 503 would only leave a button spinning;
 // - an error answer that is not problem+json (a proxy's 502 page) still throws ApiError, with a
 //   problem made of its status, and errorText shows the problem's own words to the operator.
-import { ApiError, createClient, fetchTransport, operations, type Output, type Problem, type RawResponse } from '../../packages/client/src/index.ts';
+import {
+  ApiError,
+  createClient,
+  fetchTransport,
+  operations,
+  type Output,
+  type Problem,
+  type RawResponse,
+} from '../../packages/client/src/index.ts';
 
 export { ApiError };
 
@@ -62,7 +70,11 @@ const send = fetchTransport('', { credentials: 'same-origin' });
 function withProblem(res: RawResponse): RawResponse {
   if (res.status < 400 || /json/i.test(res.headers['content-type'] ?? '')) return res;
   const problem: Problem = { type: 'about:blank', title: `HTTP ${res.status}`, status: res.status, code: 'internal' };
-  return { ...res, headers: { ...res.headers, 'content-type': 'application/problem+json' }, body: JSON.stringify(problem) };
+  return {
+    ...res,
+    headers: { ...res.headers, 'content-type': 'application/problem+json' },
+    body: JSON.stringify(problem),
+  };
 }
 
 export const api = createClient({

@@ -65,36 +65,56 @@ function matchPage(path: string): { page: PageEntry; params: Record<string, stri
   return undefined;
 }
 
-type Auth = { state: 'loading' } | { state: 'signed-out'; notice?: string } | { state: 'signed-in'; session: SessionInfo };
+type Auth =
+  { state: 'loading' } | { state: 'signed-out'; notice?: string } | { state: 'signed-in'; session: SessionInfo };
 
 export function App() {
   const [auth, setAuth] = useState<Auth>({ state: 'loading' });
 
   useEffect(() => {
     // Both outcomes end in a state the page shows.
-    void api.call('session').then((res) => {
-      const user = res.ok ? res.body.user : null;
-      if (res.ok && user) {
-        useCsrfToken(res.body.csrfToken);
-        setAuth({ state: 'signed-in', session: { user, csrfToken: res.body.csrfToken } });
-      } else setAuth({ state: 'signed-out' });
-    }, () => setAuth({ state: 'signed-out', notice: 'Engine Room did not answer. Is it running?' }));
+    void api.call('session').then(
+      (res) => {
+        const user = res.ok ? res.body.user : null;
+        if (res.ok && user) {
+          useCsrfToken(res.body.csrfToken);
+          setAuth({ state: 'signed-in', session: { user, csrfToken: res.body.csrfToken } });
+        } else setAuth({ state: 'signed-out' });
+      },
+      () => setAuth({ state: 'signed-out', notice: 'Engine Room did not answer. Is it running?' }),
+    );
     return onUnauthenticated(() => {
       useCsrfToken(null);
       setAuth({ state: 'signed-out', notice: 'Your session has ended: sign in again.' });
     });
   }, []);
 
-  if (auth.state === 'loading') return <main id="main" class="centered"><p role="status">Loading…</p></main>;
+  if (auth.state === 'loading')
+    return (
+      <main id="main" class="centered">
+        <p role="status">Loading…</p>
+      </main>
+    );
   if (auth.state === 'signed-out') {
-    return <LoginPage notice={auth.notice} onSignedIn={(session) => { useCsrfToken(session.csrfToken); setAuth({ state: 'signed-in', session }); }} />;
+    return (
+      <LoginPage
+        notice={auth.notice}
+        onSignedIn={(session) => {
+          useCsrfToken(session.csrfToken);
+          setAuth({ state: 'signed-in', session });
+        }}
+      />
+    );
   }
   // Signed out here whatever the server answers: a session it no longer knows is gone all the same.
   const signOut = () => {
-    void api.logout().catch(() => undefined).then(() => {
-      useCsrfToken(null);
-      setAuth({ state: 'signed-out', notice: 'You have signed out.' });
-    });
+    void api
+      .logout()
+      .catch(() => undefined)
+      .then(() => {
+        useCsrfToken(null);
+        setAuth({ state: 'signed-out', notice: 'You have signed out.' });
+      });
   };
   if (auth.session.user.role === 'customer') return <NotAllowed session={auth.session} onSignOut={signOut} />;
   return <Layout session={auth.session} onSignOut={signOut} />;
@@ -104,39 +124,80 @@ function Layout({ session, onSignOut }: { session: SessionInfo; onSignOut: () =>
   const path = usePath();
   const found = matchPage(path);
   const page = found?.page;
-  useEffect(() => { document.title = `${page?.title ?? 'Not found'} · Engine Room console`; }, [page]);
+  useEffect(() => {
+    document.title = `${page?.title ?? 'Not found'} · Engine Room console`;
+  }, [page]);
   const Page = page?.component;
   return (
     <>
-      <a class="skip" href="#main">Skip to the content</a>
+      <a class="skip" href="#main">
+        Skip to the content
+      </a>
       <header class="top">
-        <div class="brand">Engine Room <span>console</span></div>
+        <div class="brand">
+          Engine Room <span>console</span>
+        </div>
         <nav aria-label="Console">
           <ul>
-            {pages.filter((p) => p.nav && (!p.adminOnly || session.user.role === 'admin')).map((p) => <li key={p.path}><a {...linkTo(p.path)} aria-current={p.path === path || (p.path !== '/' && path.startsWith(`${p.path}/`)) ? 'page' : undefined}>{p.title}</a></li>)}
-            <li><a href="/docs">API reference</a></li>
+            {pages
+              .filter((p) => p.nav && (!p.adminOnly || session.user.role === 'admin'))
+              .map((p) => (
+                <li key={p.path}>
+                  <a
+                    {...linkTo(p.path)}
+                    aria-current={
+                      p.path === path || (p.path !== '/' && path.startsWith(`${p.path}/`)) ? 'page' : undefined
+                    }
+                  >
+                    {p.title}
+                  </a>
+                </li>
+              ))}
+            <li>
+              <a href="/docs">API reference</a>
+            </li>
           </ul>
         </nav>
         <div class="who">
-          <span>{session.user.name} <span class="role">({session.user.role})</span></span>
-          <button type="button" class="secondary" onClick={onSignOut}>Sign out</button>
+          <span>
+            {session.user.name} <span class="role">({session.user.role})</span>
+          </span>
+          <button type="button" class="secondary" onClick={onSignOut}>
+            Sign out
+          </button>
         </div>
       </header>
       <main id="main" tabIndex={-1}>
-        {Page && found ? <Page session={session} params={found.params} /> : <><h1>Not found</h1><p>The console has no page at this address. <a {...linkTo('/')}>Go to Operations</a>.</p></>}
+        {Page && found ? (
+          <Page session={session} params={found.params} />
+        ) : (
+          <>
+            <h1>Not found</h1>
+            <p>
+              The console has no page at this address. <a {...linkTo('/')}>Go to Operations</a>.
+            </p>
+          </>
+        )}
       </main>
     </>
   );
 }
 
 function NotAllowed({ session, onSignOut }: { session: SessionInfo; onSignOut: () => void }) {
-  useEffect(() => { document.title = 'Not allowed · Engine Room console'; }, []);
+  useEffect(() => {
+    document.title = 'Not allowed · Engine Room console';
+  }, []);
   return (
     <main id="main" class="centered">
       <div class="card">
         <h1>Not allowed</h1>
-        <p>The console is for the shop's staff and admins. You are signed in as {session.user.email ?? session.user.name}, a customer account.</p>
-        <button type="button" class="primary" onClick={onSignOut}>Sign out</button>
+        <p>
+          The console is for the shop's staff and admins. You are signed in as {session.user.email ?? session.user.name}
+          , a customer account.
+        </p>
+        <button type="button" class="primary" onClick={onSignOut}>
+          Sign out
+        </button>
       </div>
     </main>
   );

@@ -16,14 +16,18 @@ export function navigate(path: string): void {
   for (const fn of listeners) fn();
 }
 
-addEventListener('popstate', () => { for (const fn of listeners) fn(); });
+addEventListener('popstate', () => {
+  for (const fn of listeners) fn();
+});
 
 export function usePath(): string {
   const [path, setPath] = useState(currentPath());
   useEffect(() => {
     const update = () => setPath(currentPath());
     listeners.add(update);
-    return () => { listeners.delete(update); };
+    return () => {
+      listeners.delete(update);
+    };
   }, []);
   return path;
 }

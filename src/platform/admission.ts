@@ -111,9 +111,20 @@ export function createAdmission(options: AdmissionOptions): Admission {
   const minLimit = Math.min(options.minLimit ?? 16, maxInFlight);
   const windowMs = options.windowMs ?? 100;
   const serviceTargetMs = targetWaitMs / 4;
-  const classes = new Map<Priority, ClassState>(priorities.map((p) => [p, {
-    queue: [], head: 0, count: 0, targetMs: targetWaitMs * targetShare[p], firstAboveAt: null, firstBelowAt: null, dropping: false,
-  }]));
+  const classes = new Map<Priority, ClassState>(
+    priorities.map((p) => [
+      p,
+      {
+        queue: [],
+        head: 0,
+        count: 0,
+        targetMs: targetWaitMs * targetShare[p],
+        firstAboveAt: null,
+        firstBelowAt: null,
+        dropping: false,
+      },
+    ]),
+  );
   let limit = Math.max(minLimit, Math.min(options.initialLimit ?? 64, maxInFlight));
   let inFlight = 0;
   let queuedTotal = 0;
@@ -157,7 +168,10 @@ export function createAdmission(options: AdmissionOptions): Admission {
   function popHead(c: ClassState): Entry | undefined {
     while (c.head < c.queue.length) {
       const e = c.queue[c.head++]!;
-      if (c.head > 1024 && c.head * 2 > c.queue.length) { c.queue = c.queue.slice(c.head); c.head = 0; }
+      if (c.head > 1024 && c.head * 2 > c.queue.length) {
+        c.queue = c.queue.slice(c.head);
+        c.head = 0;
+      }
       if (e.state !== 'queued') continue;
       c.count--;
       queuedTotal--;
@@ -189,7 +203,10 @@ export function createAdmission(options: AdmissionOptions): Admission {
     }
     if (waitedMs <= c.targetMs) c.firstAboveAt = null;
     else if (c.firstAboveAt === null) c.firstAboveAt = at;
-    else if (at - c.firstAboveAt >= c.targetMs / 2) { c.dropping = true; c.firstBelowAt = null; }
+    else if (at - c.firstAboveAt >= c.targetMs / 2) {
+      c.dropping = true;
+      c.firstBelowAt = null;
+    }
   }
 
   /** Out of dropping: the queue drained, or its waits stayed low. */
@@ -200,7 +217,8 @@ export function createAdmission(options: AdmissionOptions): Admission {
   }
 
   /** Whether a queued entry has waited past what its class allows now. */
-  const overdue = (c: ClassState, e: Entry, at: number) => at - e.arrivedAt > (c.dropping ? c.targetMs : 2 * c.targetMs);
+  const overdue = (c: ClassState, e: Entry, at: number) =>
+    at - e.arrivedAt > (c.dropping ? c.targetMs : 2 * c.targetMs);
 
   /** Refuses overdue heads (in every class), then admits while there is room, highest class first. */
   function drain(): void {
@@ -214,7 +232,10 @@ export function createAdmission(options: AdmissionOptions): Admission {
         popHead(c);
         observeWait(c, at - head.arrivedAt, at);
         if (late) refuse(head, 'wait');
-        else { admit(head, at); dequeued++; }
+        else {
+          admit(head, at);
+          dequeued++;
+        }
         head.notify?.(head);
       }
       if (c.count === 0) settle(c);
@@ -331,7 +352,10 @@ export function createAdmission(options: AdmissionOptions): Admission {
     state() {
       const queued = {} as Record<Priority, number>;
       const dropping = {} as Record<Priority, boolean>;
-      for (const p of priorities) { queued[p] = classOf(p).count; dropping[p] = classOf(p).dropping; }
+      for (const p of priorities) {
+        queued[p] = classOf(p).count;
+        dropping[p] = classOf(p).dropping;
+      }
       return { limit, inFlight, queued, dropping, drainRate: knownRate() };
     },
   };

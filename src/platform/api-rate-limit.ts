@@ -35,10 +35,16 @@ export type RateLimitClass = 'read' | 'write' | 'auth';
 
 declare module 'fastify' {
   /** rateLimit: the route's class, derived from its method unless set; false for probes and metrics, never limited nor shed. */
-  interface FastifyContextConfig { rateLimit?: RateLimitClass | false }
+  interface FastifyContextConfig {
+    rateLimit?: RateLimitClass | false;
+  }
 }
 
-export interface Decision { admitted: boolean; remaining: number; resetSeconds: number }
+export interface Decision {
+  admitted: boolean;
+  remaining: number;
+  resetSeconds: number;
+}
 
 interface Entry {
   window: number;
@@ -62,7 +68,11 @@ export interface SharedLimiter {
   stop(): Promise<void>;
 }
 
-export function createSharedLimiter(db: Queryable, settings: Pick<RateLimitSettings, 'windowSeconds' | 'syncMs' | 'localSharePercent'>, onError: (err: unknown) => void = () => {}): SharedLimiter {
+export function createSharedLimiter(
+  db: Queryable,
+  settings: Pick<RateLimitSettings, 'windowSeconds' | 'syncMs' | 'localSharePercent'>,
+  onError: (err: unknown) => void = () => {},
+): SharedLimiter {
   const windowMs = settings.windowSeconds * 1000;
   const entries = new Map<string, Entry>();
   let flushing: Promise<void> | undefined;
@@ -75,9 +85,13 @@ export function createSharedLimiter(db: Queryable, settings: Pick<RateLimitSetti
     const now = Math.floor(Date.now() / windowMs);
     const batch: [string, Entry][] = [];
     for (const [bucket, entry] of entries) {
-      if (entry.window < now && entry.pending === 0 && entry.inFlight === 0) entries.delete(bucket); // a closed window
+      if (entry.window < now && entry.pending === 0 && entry.inFlight === 0)
+        entries.delete(bucket); // a closed window
       else if (entry.pending > 0) {
-        if (entry.window < now) { entry.pending = 0; continue; } // counts of a closed window matter no more
+        if (entry.window < now) {
+          entry.pending = 0;
+          continue;
+        } // counts of a closed window matter no more
         entry.inFlight = entry.pending;
         entry.pending = 0;
         batch.push([bucket, entry]);
@@ -85,7 +99,9 @@ export function createSharedLimiter(db: Queryable, settings: Pick<RateLimitSetti
     }
     if (batch.length === 0) return;
     let settle!: () => void;
-    const done = new Promise<void>((resolve) => { settle = resolve; });
+    const done = new Promise<void>((resolve) => {
+      settle = resolve;
+    });
     for (const [, entry] of batch) entry.flushed = done;
     try {
       // Rows locked in bucket order, so that two processes' flushes never wait on each other in a cycle.
@@ -98,18 +114,26 @@ export function createSharedLimiter(db: Queryable, settings: Pick<RateLimitSetti
                            ELSE r.hits END,
                window_start = greatest(r.window_start, excluded.window_start)
          RETURNING bucket, extract(epoch FROM window_start)::float8 AS window_start, hits`,
-        [batch.map(([b]) => b), batch.map(([, e]) => e.window * settings.windowSeconds), batch.map(([, e]) => e.inFlight)],
+        [
+          batch.map(([b]) => b),
+          batch.map(([, e]) => e.window * settings.windowSeconds),
+          batch.map(([, e]) => e.inFlight),
+        ],
       );
       const answered = new Map(rows.map((row) => [row.bucket, row]));
       for (const [bucket, entry] of batch) {
         const row = answered.get(bucket);
         // The row may be in a later window (another process's clock is ahead): then ours is over.
-        entry.known = row && row.window_start === entry.window * settings.windowSeconds ? row.hits : entry.known + entry.inFlight;
+        entry.known =
+          row && row.window_start === entry.window * settings.windowSeconds ? row.hits : entry.known + entry.inFlight;
         entry.inFlight = 0;
       }
     } catch (err) {
       // The counts stay local: this process goes on limiting on what it counted itself.
-      for (const [, entry] of batch) { entry.known += entry.inFlight; entry.inFlight = 0; }
+      for (const [, entry] of batch) {
+        entry.known += entry.inFlight;
+        entry.inFlight = 0;
+      }
       onError(err);
     } finally {
       for (const [, entry] of batch) if (entry.flushed === done) entry.flushed = undefined;
@@ -118,15 +142,23 @@ export function createSharedLimiter(db: Queryable, settings: Pick<RateLimitSetti
   }
 
   function flush(): Promise<void> {
-    if (flushing) { again = true; return flushing; }
+    if (flushing) {
+      again = true;
+      return flushing;
+    }
     flushing = send().finally(() => {
       flushing = undefined;
-      if (again && !stopped) { again = false; void flush(); }
+      if (again && !stopped) {
+        again = false;
+        void flush();
+      }
     });
     return flushing;
   }
 
-  const timer = setInterval(() => { void flush(); }, settings.syncMs);
+  const timer = setInterval(() => {
+    void flush();
+  }, settings.syncMs);
   timer.unref();
 
   function take(bucket: string, max: number): Decision | Promise<Decision> {
@@ -163,7 +195,10 @@ export function createSharedLimiter(db: Queryable, settings: Pick<RateLimitSetti
   return {
     take,
     peek,
-    flush: async () => { await flush(); if (flushing) await flushing; },
+    flush: async () => {
+      await flush();
+      if (flushing) await flushing;
+    },
     stop: async () => {
       stopped = true;
       clearInterval(timer);
@@ -186,7 +221,13 @@ function callerOf(request: FastifyRequest, limitClass: RateLimitClass): string {
   return principal.via === 'api_key' ? `key:${principal.credentialId}` : `user:${principal.userId}`;
 }
 
-function setHeaders(reply: FastifyReply, limitClass: RateLimitClass, max: number, windowSeconds: number, decision: Decision): void {
+function setHeaders(
+  reply: FastifyReply,
+  limitClass: RateLimitClass,
+  max: number,
+  windowSeconds: number,
+  decision: Decision,
+): void {
   // draft-ietf-httpapi-ratelimit-headers: the policy (quota q per window w) and what is left of it (r, reset in t seconds).
   reply.header('ratelimit-policy', `"${limitClass}";q=${max};w=${windowSeconds}`);
   reply.header('ratelimit', `"${limitClass}";r=${decision.remaining};t=${decision.resetSeconds}`);
@@ -210,19 +251,32 @@ export interface ApiRateLimits {
  * address is over it, its tokens are refused 429 before they are looked up: a flood of made-up
  * tokens costs at most max lookups per window.
  */
-export function createApiRateLimits(app: FastifyInstance, deps: { db: Queryable; settings: RateLimitSettings; refused?: Counter<'policy'> }): ApiRateLimits | undefined {
+export function createApiRateLimits(
+  app: FastifyInstance,
+  deps: { db: Queryable; settings: RateLimitSettings; refused?: Counter<'policy'> },
+): ApiRateLimits | undefined {
   const { settings } = deps;
   if (!settings.enabled) return undefined;
-  const limiter = createSharedLimiter(deps.db, settings, (err) => app.log.warn({ err }, 'could not share the rate-limit counts; limiting on this process\'s own'));
-  const maxOf: Record<RateLimitClass, number> = { read: settings.readMax, write: settings.writeMax, auth: settings.authMax };
+  const limiter = createSharedLimiter(deps.db, settings, (err) =>
+    app.log.warn({ err }, "could not share the rate-limit counts; limiting on this process's own"),
+  );
+  const maxOf: Record<RateLimitClass, number> = {
+    read: settings.readMax,
+    write: settings.writeMax,
+    auth: settings.authMax,
+  };
   app.addHook('onClose', () => limiter.stop());
 
   const refuse = (limitClass: RateLimitClass, max: number, decision: Decision, what: string): never => {
     deps.refused?.inc({ policy: limitClass });
-    throw new AppError('rate_limited', `At most ${max} ${what} per ${settings.windowSeconds} s; try again later`, { retryAfterSeconds: decision.resetSeconds });
+    throw new AppError('rate_limited', `At most ${max} ${what} per ${settings.windowSeconds} s; try again later`, {
+      retryAfterSeconds: decision.resetSeconds,
+    });
   };
-  const whatOf = (limitClass: RateLimitClass) => (limitClass === 'auth' ? 'sign-up, login and password-reset' : limitClass) + ' requests';
-  const refusedBucket = (request: FastifyRequest, limitClass: RateLimitClass) => `api:${limitClass}:refused:${clientKey(request.ip)}`;
+  const whatOf = (limitClass: RateLimitClass) =>
+    (limitClass === 'auth' ? 'sign-up, login and password-reset' : limitClass) + ' requests';
+  const refusedBucket = (request: FastifyRequest, limitClass: RateLimitClass) =>
+    `api:${limitClass}:refused:${clientKey(request.ip)}`;
 
   return {
     async countCaller(request, reply) {
@@ -251,7 +305,8 @@ export function createApiRateLimits(app: FastifyInstance, deps: { db: Queryable;
         const taken = limiter.take(refusedBucket(request, limitClass), max);
         const decision = taken instanceof Promise ? await taken : taken;
         setHeaders(reply, limitClass, max, settings.windowSeconds, decision);
-        if (!decision.admitted) refuse(limitClass, max, decision, `${whatOf(limitClass)} refused for their credentials`);
+        if (!decision.admitted)
+          refuse(limitClass, max, decision, `${whatOf(limitClass)} refused for their credentials`);
       },
     },
   };

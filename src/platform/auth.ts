@@ -27,7 +27,9 @@ declare module 'fastify' {
     /** A public route that checks a credential of its own (the metrics token): no session is looked up for it. */
     ownCredential?: boolean;
   }
-  interface FastifyRequest { principal: Principal | null }
+  interface FastifyRequest {
+    principal: Principal | null;
+  }
 }
 
 /**
@@ -47,7 +49,9 @@ const unsafeMethods = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
 
 /** The CSRF token that goes with a session: derived from it, so nothing more is stored. */
 export function csrfTokenFor(sessionToken: string): string {
-  return createHash('sha256').update('csrf:' + sessionToken).digest('base64url');
+  return createHash('sha256')
+    .update('csrf:' + sessionToken)
+    .digest('base64url');
 }
 
 function sameSecret(a: string, b: string): boolean {
@@ -60,10 +64,16 @@ export function staffOrAbove(role: Role): boolean {
   return role === 'staff' || role === 'admin';
 }
 
-export interface DeclaredRoute { method: string; url: string; access: Access | undefined }
+export interface DeclaredRoute {
+  method: string;
+  url: string;
+  access: Access | undefined;
+}
 
 declare module 'fastify' {
-  interface FastifyInstance { declaredRoutes: () => DeclaredRoute[] }
+  interface FastifyInstance {
+    declaredRoutes: () => DeclaredRoute[];
+  }
 }
 
 function bearerToken(request: FastifyRequest): string | undefined {
@@ -74,12 +84,20 @@ function bearerToken(request: FastifyRequest): string | undefined {
   return match[1];
 }
 
-export function registerAuth(app: FastifyInstance, resolveToken: (token: string) => Promise<Principal | null>, guard?: CredentialGuard): void {
+export function registerAuth(
+  app: FastifyInstance,
+  resolveToken: (token: string) => Promise<Principal | null>,
+  guard?: CredentialGuard,
+): void {
   app.decorateRequest('principal', null);
   const seen: RouteOptions[] = [];
-  app.decorate('declaredRoutes', () => seen.map((route) => ({
-    method: String(route.method), url: route.url, access: route.config?.access,
-  })));
+  app.decorate('declaredRoutes', () =>
+    seen.map((route) => ({
+      method: String(route.method),
+      url: route.url,
+      access: route.config?.access,
+    })),
+  );
   app.addHook('onRoute', (route) => {
     seen.push(route);
     // The OpenAPI document shows which routes need a token, derived from the same declaration.
@@ -88,14 +106,19 @@ export function registerAuth(app: FastifyInstance, resolveToken: (token: string)
       route.schema = {
         ...route.schema,
         security: [{ bearerAuth: [] }, { sessionCookie: [] }],
-        description: [route.schema.description, `Roles: ${(access as Role[]).join(', ')}.`].filter(Boolean).join('\n\n'),
+        description: [route.schema.description, `Roles: ${(access as Role[]).join(', ')}.`]
+          .filter(Boolean)
+          .join('\n\n'),
       };
     }
   });
   // Checked once every route is in (plugins may still set access in their own onRoute hooks).
   app.addHook('onReady', async () => {
     const missing = app.declaredRoutes().filter((r) => r.access === undefined);
-    if (missing.length > 0) throw new Error(`routes declare no access (config.access): ${missing.map((r) => `${r.method} ${r.url}`).join(', ')}`);
+    if (missing.length > 0)
+      throw new Error(
+        `routes declare no access (config.access): ${missing.map((r) => `${r.method} ${r.url}`).join(', ')}`,
+      );
   });
   // onRequest, before the body is even read: an anonymous caller learns nothing about the schema
   // (401 comes before 400) and costs us no parsing.
@@ -112,7 +135,8 @@ export function registerAuth(app: FastifyInstance, resolveToken: (token: string)
     if (token !== undefined) {
       await guard?.beforeLookup(request, reply);
       request.principal = await resolveToken(token);
-      if (request.principal === null && access !== 'public') throw new AppError('unauthenticated', 'The token is unknown, expired or revoked');
+      if (request.principal === null && access !== 'public')
+        throw new AppError('unauthenticated', 'The token is unknown, expired or revoked');
       // A browser sends the cookie on cross-site requests too; only a page of ours can read the CSRF token.
       if (viaCookie && request.principal && access !== 'public' && unsafeMethods.has(request.method)) {
         const sent = request.headers['x-csrf-token'];
@@ -132,7 +156,8 @@ export function registerAuth(app: FastifyInstance, resolveToken: (token: string)
     } catch (err) {
       // The API-wide limits count a request after authentication; a refused one would never be
       // counted, and a flood of made-up tokens would cost a lookup each for ever.
-      if (guard && err instanceof AppError && (err.status === 401 || err.status === 403)) await guard.refused(request, reply);
+      if (guard && err instanceof AppError && (err.status === 401 || err.status === 403))
+        await guard.refused(request, reply);
       throw err;
     }
   });

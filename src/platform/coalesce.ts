@@ -12,7 +12,10 @@ export interface Coalesced<K, V> {
  * load answers the values of the keys it found (a key it leaves out answers undefined). A load
  * that throws rejects the lookups of its batch.
  */
-export function coalesce<K, V>(load: (keys: K[]) => Promise<Map<K, V>>, options: { concurrency: number; maxBatch: number }): Coalesced<K, V> {
+export function coalesce<K, V>(
+  load: (keys: K[]) => Promise<Map<K, V>>,
+  options: { concurrency: number; maxBatch: number },
+): Coalesced<K, V> {
   let waiting = new Map<K, { resolve: (v: V | undefined) => void; reject: (err: unknown) => void }[]>();
   let running = 0;
 
@@ -27,20 +30,27 @@ export function coalesce<K, V>(load: (keys: K[]) => Promise<Map<K, V>>, options:
       if (waiting.size === 0) waiting = new Map();
       running++;
       // Both outcomes are handed to the callers below, so nothing is left to reject.
-      void load([...batch.keys()]).then(
-        (found) => { for (const [key, callers] of batch) for (const c of callers) c.resolve(found.get(key)); },
-        (err: unknown) => { for (const callers of batch.values()) for (const c of callers) c.reject(err); },
-      ).finally(() => {
-        running--;
-        pump();
-      });
+      void load([...batch.keys()])
+        .then(
+          (found) => {
+            for (const [key, callers] of batch) for (const c of callers) c.resolve(found.get(key));
+          },
+          (err: unknown) => {
+            for (const callers of batch.values()) for (const c of callers) c.reject(err);
+          },
+        )
+        .finally(() => {
+          running--;
+          pump();
+        });
     }
   };
 
-  return (key) => new Promise<V | undefined>((resolve, reject) => {
-    const callers = waiting.get(key);
-    if (callers) callers.push({ resolve, reject });
-    else waiting.set(key, [{ resolve, reject }]);
-    pump();
-  });
+  return (key) =>
+    new Promise<V | undefined>((resolve, reject) => {
+      const callers = waiting.get(key);
+      if (callers) callers.push({ resolve, reject });
+      else waiting.set(key, [{ resolve, reject }]);
+      pump();
+    });
 }

@@ -40,7 +40,11 @@ export interface Db extends Queryable {
   waiting(): number;
 }
 
-export interface PoolStats { size: number; inUse: number; waiting: number }
+export interface PoolStats {
+  size: number;
+  inUse: number;
+  waiting: number;
+}
 
 /**
  * int8 (counts, sums, money) as a JS number, the same on both engines (pg answers a string by
@@ -50,7 +54,8 @@ export interface PoolStats { size: number; inUse: number; waiting: number }
  */
 export function parseInt8(value: string): number {
   const n = Number(value);
-  if (!Number.isSafeInteger(n)) throw new RangeError(`int8 value ${value} is beyond what a JavaScript number holds exactly (2^53 - 1)`);
+  if (!Number.isSafeInteger(n))
+    throw new RangeError(`int8 value ${value} is beyond what a JavaScript number holds exactly (2^53 - 1)`);
   return n;
 }
 
@@ -105,35 +110,50 @@ export function openPostgres(url: string, poolSize: number, onError: (err: Error
   // the pool; a transaction's client is marked failed so that it is not given back.
   const failed = new WeakSet<pg.PoolClient | pg.Client>();
   pool.on('connect', (client) => {
-    client.on('error', () => { failed.add(client); });
+    client.on('error', () => {
+      failed.add(client);
+    });
   });
   const wrap = (client: pg.PoolClient, committed: ((db: Queryable) => unknown)[]): Tx => ({
     inTransaction: true,
-    query: async <T>(text: string, params?: readonly unknown[]) => (await client.query(statement(text, params))).rows as T[],
-    exec: async (sql: string) => { await client.query(sql); },
-    afterCommit: (fn) => { committed.push(fn); },
+    query: async <T>(text: string, params?: readonly unknown[]) =>
+      (await client.query(statement(text, params))).rows as T[],
+    exec: async (sql: string) => {
+      await client.query(sql);
+    },
+    afterCommit: (fn) => {
+      committed.push(fn);
+    },
   });
   const db: Db = {
     engine: 'postgres',
-    query: async <T>(text: string, params?: readonly unknown[]) => (await pool.query(statement(text, params))).rows as T[],
-    exec: async (sql: string) => { await pool.query(sql); },
-    transaction: <T>(fn: (tx: Tx) => Promise<T>) => withRetry(async () => {
-      const client = await pool.connect();
-      let broken = false;
-      try {
-        await client.query('BEGIN');
-        const committed: ((db: Queryable) => unknown)[] = [];
-        const result = await fn(wrap(client, committed));
-        await client.query('COMMIT');
-        runAfterCommit(committed, db);
-        return result;
-      } catch (err) {
-        try { await client.query('ROLLBACK'); } catch { broken = true; }
-        throw err;
-      } finally {
-        client.release(broken || failed.has(client));
-      }
-    }),
+    query: async <T>(text: string, params?: readonly unknown[]) =>
+      (await pool.query(statement(text, params))).rows as T[],
+    exec: async (sql: string) => {
+      await pool.query(sql);
+    },
+    transaction: <T>(fn: (tx: Tx) => Promise<T>) =>
+      withRetry(async () => {
+        const client = await pool.connect();
+        let broken = false;
+        try {
+          await client.query('BEGIN');
+          const committed: ((db: Queryable) => unknown)[] = [];
+          const result = await fn(wrap(client, committed));
+          await client.query('COMMIT');
+          runAfterCommit(committed, db);
+          return result;
+        } catch (err) {
+          try {
+            await client.query('ROLLBACK');
+          } catch {
+            broken = true;
+          }
+          throw err;
+        } finally {
+          client.release(broken || failed.has(client));
+        }
+      }),
     close: () => pool.end(),
     poolStats: () => ({ size: pool.totalCount, inUse: pool.totalCount - pool.idleCount, waiting: pool.waitingCount }),
     waiting: () => pool.waitingCount,
@@ -155,31 +175,53 @@ function runAfterCommit(callbacks: ((db: Queryable) => unknown)[], db: Queryable
 export async function openPglite(options: { dataDir?: string; loadDataDir?: Blob }): Promise<Db> {
   const { PGlite } = await import('@electric-sql/pglite');
   if (options.dataDir) await mkdir(options.dataDir, { recursive: true });
-  const pglite: PGliteType = await PGlite.create({ dataDir: options.dataDir, loadDataDir: options.loadDataDir, parsers: { [int8]: parseInt8 } });
+  const pglite: PGliteType = await PGlite.create({
+    dataDir: options.dataDir,
+    loadDataDir: options.loadDataDir,
+    parsers: { [int8]: parseInt8 },
+  });
   // PGlite is one connection: its transaction() holds an exclusive lock, so transactions run one at
   // a time and a query outside one waits for it to finish. Those started and not finished, less
   // the one running, are its queue (load shedding reads it).
   let started = 0;
   const counted = async <T>(run: () => Promise<T>): Promise<T> => {
     started++;
-    try { return await run(); } finally { started--; }
+    try {
+      return await run();
+    } finally {
+      started--;
+    }
   };
   const db: Db = {
     engine: 'pglite',
-    query: <T>(text: string, params?: readonly unknown[]) => counted(async () => (await pglite.query<T>(text, params as unknown[])).rows),
-    exec: (sql: string) => counted(async () => { await pglite.exec(sql); }),
+    query: <T>(text: string, params?: readonly unknown[]) =>
+      counted(async () => (await pglite.query<T>(text, params as unknown[])).rows),
+    exec: (sql: string) =>
+      counted(async () => {
+        await pglite.exec(sql);
+      }),
     waiting: () => Math.max(0, started - 1),
-    transaction: <T>(fn: (tx: Tx) => Promise<T>) => counted(() => withRetry(async () => {
-      const committed: ((db: Queryable) => unknown)[] = [];
-      const result = await pglite.transaction((tx) => fn({
-        inTransaction: true,
-        query: async <R>(text: string, params?: readonly unknown[]) => (await tx.query<R>(text, params as unknown[])).rows,
-        exec: async (sql: string) => { await tx.exec(sql); },
-        afterCommit: (cb) => { committed.push(cb); },
-      }));
-      runAfterCommit(committed, db);
-      return result;
-    })),
+    transaction: <T>(fn: (tx: Tx) => Promise<T>) =>
+      counted(() =>
+        withRetry(async () => {
+          const committed: ((db: Queryable) => unknown)[] = [];
+          const result = await pglite.transaction((tx) =>
+            fn({
+              inTransaction: true,
+              query: async <R>(text: string, params?: readonly unknown[]) =>
+                (await tx.query<R>(text, params as unknown[])).rows,
+              exec: async (sql: string) => {
+                await tx.exec(sql);
+              },
+              afterCommit: (cb) => {
+                committed.push(cb);
+              },
+            }),
+          );
+          runAfterCommit(committed, db);
+          return result;
+        }),
+      ),
     close: () => pglite.close(),
     // Exposed for the test template (dumpDataDir); not part of the port.
     ...({ pglite } as object),
@@ -192,6 +234,11 @@ export function pgliteOf(db: Db): PGliteType | undefined {
 }
 
 /** Opens the database the configuration names: PostgreSQL when a URL is given, else PGlite. */
-export async function openDatabase(config: { databaseUrl: string | undefined; dataDir: string; databasePoolSize: number }, onError?: (err: Error) => void): Promise<Db> {
-  return config.databaseUrl ? openPostgres(config.databaseUrl, config.databasePoolSize, onError) : openPglite({ dataDir: config.dataDir });
+export async function openDatabase(
+  config: { databaseUrl: string | undefined; dataDir: string; databasePoolSize: number },
+  onError?: (err: Error) => void,
+): Promise<Db> {
+  return config.databaseUrl
+    ? openPostgres(config.databaseUrl, config.databasePoolSize, onError)
+    : openPglite({ dataDir: config.dataDir });
 }

@@ -45,7 +45,9 @@ export interface Endpoint {
 }
 
 declare module 'fastify' {
-  interface FastifyContextConfig { endpoint?: Endpoint }
+  interface FastifyContextConfig {
+    endpoint?: Endpoint;
+  }
 }
 
 export function endpoint<const E extends Endpoint>(e: E): E {
@@ -58,7 +60,8 @@ export function errorsOf(e: Endpoint): ErrorCode[] {
   if (e.params || e.querystring || e.body) codes.push('validation_failed');
   // Any method but GET may be sent a body: one that is not JSON (bad_request), not application/json
   // or too large is refused as such, and a route that declares none refuses any but {} (http.ts).
-  if (e.body || e.method !== 'GET') codes.push('validation_failed', 'bad_request', 'payload_too_large', 'unsupported_media_type');
+  if (e.body || e.method !== 'GET')
+    codes.push('validation_failed', 'bad_request', 'payload_too_large', 'unsupported_media_type');
   // A path segment beyond what the router matches a parameter to is 414 uri_too_long (src/app.ts).
   if (e.params) codes.push('not_found', 'uri_too_long');
   if (e.access !== 'public') {
@@ -80,16 +83,21 @@ export function routeOf<const E extends Endpoint>(e: E) {
   return {
     method: e.method,
     url: e.url,
-    config: { access: e.access, returnsSecret: e.returnsSecret === true, endpoint: e as Endpoint, ...(e.rateLimit ? { rateLimit: e.rateLimit } : {}) },
+    config: {
+      access: e.access,
+      returnsSecret: e.returnsSecret === true,
+      endpoint: e as Endpoint,
+      ...(e.rateLimit ? { rateLimit: e.rateLimit } : {}),
+    },
     schema: {
       operationId: e.operationId,
       summary: e.summary,
       tags: [...e.tags],
       ...(e.description ? { description: e.description } : {}),
       // Only the parts an endpoint has: Fastify warns about keys that are present but undefined.
-      ...(e.params ? { params: e.params } : {}) as { params: E['params'] },
-      ...(e.querystring ? { querystring: e.querystring } : {}) as { querystring: E['querystring'] },
-      ...(e.body ? { body: e.body } : {}) as { body: E['body'] },
+      ...((e.params ? { params: e.params } : {}) as { params: E['params'] }),
+      ...((e.querystring ? { querystring: e.querystring } : {}) as { querystring: E['querystring'] }),
+      ...((e.body ? { body: e.body } : {}) as { body: E['body'] }),
       response: e.response as E['response'],
     },
   };

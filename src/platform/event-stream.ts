@@ -41,7 +41,14 @@ import { followOutbox } from './event-stream/follow.ts';
 import type { Listen } from './event-stream/listen.ts';
 import { enterPresence, leavePresence, refreshPresence } from './event-stream/presence.ts';
 import { newestUpTo, replay, resumePoint } from './event-stream/replay.ts';
-import { frameOf, isAfter, type Position, type Stream, type StreamOwner, type StreamSink } from './event-stream/stream.ts';
+import {
+  frameOf,
+  isAfter,
+  type Position,
+  type Stream,
+  type StreamOwner,
+  type StreamSink,
+} from './event-stream/stream.ts';
 
 export { audienceKeysOf, staffAudience } from './event-stream/audience.ts';
 export { hasLiveStream } from './event-stream/presence.ts';
@@ -111,7 +118,10 @@ export function createEventHub(db: Db, options: EventHubOptions): EventHub {
   const maxBuffered = options.maxBufferedBytes ?? 1024 * 1024;
   const batchSize = options.batchSize ?? 500;
   const log = options.log ?? { warn: () => {} };
-  const places = createPlaces({ maxStreams: options.maxStreams ?? Infinity, maxStreamsPerUser: options.maxStreamsPerUser ?? Infinity });
+  const places = createPlaces({
+    maxStreams: options.maxStreams ?? Infinity,
+    maxStreamsPerUser: options.maxStreamsPerUser ?? Infinity,
+  });
   const routes = createAudienceRoutes();
   const opened = new Set<Stream>(); // every open one, joined or not yet
   const inflight = new Set<Promise<unknown>>();
@@ -125,7 +135,9 @@ export function createEventHub(db: Db, options: EventHubOptions): EventHub {
   }
 
   const outbox = followOutbox(db, {
-    batchSize, log, track,
+    batchSize,
+    log,
+    track,
     pollMs: options.pollIntervalMs ?? (options.listen ? 5000 : 250),
     listen: options.listen,
     hasReaders: () => routes.joined > 0,
@@ -139,7 +151,10 @@ export function createEventHub(db: Db, options: EventHubOptions): EventHub {
 
   function drop(s: Stream, reason: string): void {
     if (s.closed) return;
-    log.warn({ streamId: s.id, userId: s.owner.userId, buffered: s.sink.writableLength }, `event stream dropped: ${reason}`);
+    log.warn(
+      { streamId: s.id, userId: s.owner.userId, buffered: s.sink.writableLength },
+      `event stream dropped: ${reason}`,
+    );
     s.sink.destroy();
     release(s);
   }
@@ -169,15 +184,22 @@ export function createEventHub(db: Db, options: EventHubOptions): EventHub {
   }
 
   function forget(s: Stream): Promise<unknown> {
-    return track(leavePresence(db, s.id)).catch((err: Error) => log.warn({ err }, 'could not remove an event stream presence row'));
+    return track(leavePresence(db, s.id)).catch((err: Error) =>
+      log.warn({ err }, 'could not remove an event stream presence row'),
+    );
   }
 
   const heartbeat = setInterval(() => {
     if (opened.size === 0) return;
     for (const s of opened) send(s, ': ping\n\n');
     // Logs its own failure; the next beat tries again.
-    void track(refreshPresence(db, [...opened].map((s) => s.id), options.heartbeatSeconds))
-      .catch((err: Error) => log.warn({ err }, 'could not refresh event stream presence'));
+    void track(
+      refreshPresence(
+        db,
+        [...opened].map((s) => s.id),
+        options.heartbeatSeconds,
+      ),
+    ).catch((err: Error) => log.warn({ err }, 'could not refresh event stream presence'));
   }, options.heartbeatSeconds * 1000);
   heartbeat.unref();
 
@@ -186,13 +208,29 @@ export function createEventHub(db: Db, options: EventHubOptions): EventHub {
     return { open: (sink, lastEventId) => open(sink, owner, lastEventId, release), release };
   }
 
-  async function open(sink: StreamSink, owner: StreamOwner, lastEventId: string | undefined, leave: () => void): Promise<void> {
+  async function open(
+    sink: StreamSink,
+    owner: StreamOwner,
+    lastEventId: string | undefined,
+    leave: () => void,
+  ): Promise<void> {
     if (closed) {
       leave();
       sink.end();
       return;
     }
-    const s: Stream = { id: randomUUID(), owner, keys: new Set(owner.keys), sink, live: false, upTo: null, pending: [], pendingBytes: 0, closed: false, leave };
+    const s: Stream = {
+      id: randomUUID(),
+      owner,
+      keys: new Set(owner.keys),
+      sink,
+      live: false,
+      upTo: null,
+      pending: [],
+      pendingBytes: 0,
+      closed: false,
+      leave,
+    };
     opened.add(s);
     sink.once('close', () => release(s));
     // Reconnect after 3 s when the connection drops; the first bytes also flush the headers.
@@ -201,7 +239,7 @@ export function createEventHub(db: Db, options: EventHubOptions): EventHub {
       outbox.listen();
       await track(enterPresence(db, s.id, owner.userId));
       // Closed while inserting: its DELETE may have run first, on another connection.
-      if (s.closed) return void await forget(s);
+      if (s.closed) return void (await forget(s));
       const from = lastEventId ? await resumePoint(db, lastEventId, options.retentionHours) : null;
       if (s.closed) return;
       const upTo = await outbox.join((end) => {
@@ -211,7 +249,9 @@ export function createEventHub(db: Db, options: EventHubOptions): EventHub {
         return true;
       });
       if (s.closed || upTo === null) return;
-      const replayed = from ? await replay(db, s, from, upTo, { retentionHours: options.retentionHours, batchSize, track }) : 0;
+      const replayed = from
+        ? await replay(db, s, from, upTo, { retentionHours: options.retentionHours, batchSize, track })
+        : 0;
       if (s.closed) return;
       const readyId = await newestUpTo(db, s.keys, upTo, options.retentionHours);
       const ready = { resumed: from !== null, replayed };
@@ -251,8 +291,13 @@ export function createEventHub(db: Db, options: EventHubOptions): EventHub {
     },
     get stats() {
       return {
-        open: opened.size, joined: routes.joined, keys: routes.keys, admitted: places.admitted, users: places.users,
-        queries: inflight.size, following: outbox.following,
+        open: opened.size,
+        joined: routes.joined,
+        keys: routes.keys,
+        admitted: places.admitted,
+        users: places.users,
+        queries: inflight.size,
+        following: outbox.following,
       };
     },
   };

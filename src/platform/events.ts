@@ -6,15 +6,28 @@ import type { Queryable, Tx } from './db.ts';
 import { newId } from './ids.ts';
 import { currentTraceparent } from './tracing.ts';
 
-export interface PublishedEvent { id: string; type: string; createdAt: string; data: unknown }
+export interface PublishedEvent {
+  id: string;
+  type: string;
+  createdAt: string;
+  data: unknown;
+}
 
-export async function publishEvent(tx: Tx, type: string, data: object, audience: string[] = []): Promise<PublishedEvent> {
+export async function publishEvent(
+  tx: Tx,
+  type: string,
+  data: object,
+  audience: string[] = [],
+): Promise<PublishedEvent> {
   const [event] = await publishEvents(tx, [{ type, data, audience }]);
   return event!;
 }
 
 /** publishEvent for several events at once (a batch of placed orders): one statement. */
-export async function publishEvents(tx: Tx, events: { type: string; data: object; audience: string[] }[]): Promise<PublishedEvent[]> {
+export async function publishEvents(
+  tx: Tx,
+  events: { type: string; data: object; audience: string[] }[],
+): Promise<PublishedEvent[]> {
   if (events.length === 0) return [];
   const ids = events.map(() => newId('evt'));
   // With tracing on, the events keep the trace that published them (webhook deliveries join it).
@@ -26,12 +39,23 @@ export async function publishEvents(tx: Tx, events: { type: string; data: object
      SELECT id, type, ARRAY(SELECT jsonb_array_elements_text(audience)), data, traceparent
        FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::jsonb[], $5::text[]) AS e(id, type, audience, data, traceparent)
      RETURNING id, created_at`,
-    [ids, events.map((e) => e.type), events.map((e) => JSON.stringify(e.audience)), events.map((e) => JSON.stringify(e.data)), traceparent ? ids.map(() => traceparent) : []],
+    [
+      ids,
+      events.map((e) => e.type),
+      events.map((e) => JSON.stringify(e.audience)),
+      events.map((e) => JSON.stringify(e.data)),
+      traceparent ? ids.map(() => traceparent) : [],
+    ],
   );
   tx.afterCommit(announceNewEvents);
   tx.afterCommit(wakeLocalReaders);
   const createdAt = new Map(rows.map((r) => [r.id, r.created_at]));
-  return events.map((e, i) => ({ id: ids[i]!, type: e.type, createdAt: createdAt.get(ids[i]!)!.toISOString(), data: e.data }));
+  return events.map((e, i) => ({
+    id: ids[i]!,
+    type: e.type,
+    createdAt: createdAt.get(ids[i]!)!.toISOString(),
+    data: e.data,
+  }));
 }
 
 export async function findEvent(db: Tx | { query: Tx['query'] }, id: string): Promise<PublishedEvent | undefined> {
@@ -39,7 +63,10 @@ export async function findEvent(db: Tx | { query: Tx['query'] }, id: string): Pr
 }
 
 export async function findEvents(db: Tx | { query: Tx['query'] }, ids: string[]): Promise<PublishedEvent[]> {
-  const rows = await db.query<{ id: string; type: string; data: unknown; created_at: Date }>('SELECT id, type, data, created_at FROM events WHERE id = ANY($1::text[])', [ids]);
+  const rows = await db.query<{ id: string; type: string; data: unknown; created_at: Date }>(
+    'SELECT id, type, data, created_at FROM events WHERE id = ANY($1::text[])',
+    [ids],
+  );
   return rows.map((row) => ({ id: row.id, type: row.type, createdAt: row.created_at.toISOString(), data: row.data }));
 }
 
@@ -50,7 +77,9 @@ const localReaders = new Set<() => void>();
 /** Calls fn after every commit of this process that published an event; answers the function that stops it. */
 export function onLocalPublish(fn: () => void): () => void {
   localReaders.add(fn);
-  return () => { localReaders.delete(fn); };
+  return () => {
+    localReaders.delete(fn);
+  };
 }
 
 function wakeLocalReaders(): void {
@@ -77,7 +106,8 @@ export function announceNewEvents(db: Queryable): void {
   }
   state.inFlight = true;
   const s = state;
-  void db.query('SELECT pg_notify($1, $2)', [eventChannel, ''])
+  void db
+    .query('SELECT pg_notify($1, $2)', [eventChannel, ''])
     .catch(() => {}) // the safety poll of every hub covers a NOTIFY that could not be sent
     .finally(() => {
       s.inFlight = false;

@@ -9,7 +9,9 @@ import cors from '@fastify/cors';
 import { AppError, problem, type ErrorCode, type FieldError, type Problem } from '../errors.ts';
 
 declare module 'fastify' {
-  interface FastifyContextConfig { returnsSecret?: boolean }
+  interface FastifyContextConfig {
+    returnsSecret?: boolean;
+  }
 }
 
 const requestIdPattern = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -21,10 +23,17 @@ export function requestIdFor(request: { headers: Record<string, string | string[
 }
 
 // ajv-formats is CommonJS with a default export; under NodeNext it arrives wrapped.
-const addFormats = ((addFormatsModule as unknown as { default?: typeof addFormatsModule }).default ?? addFormatsModule) as unknown as (ajv: Ajv) => void;
+const addFormats = ((addFormatsModule as unknown as { default?: typeof addFormatsModule }).default ??
+  addFormatsModule) as unknown as (ajv: Ajv) => void;
 
 function makeAjv(coerce: boolean): Ajv {
-  const ajv = new Ajv({ allErrors: true, coerceTypes: coerce ? 'array' : false, useDefaults: true, removeAdditional: false, strict: false });
+  const ajv = new Ajv({
+    allErrors: true,
+    coerceTypes: coerce ? 'array' : false,
+    useDefaults: true,
+    removeAdditional: false,
+    strict: false,
+  });
   addFormats(ajv);
   return ajv;
 }
@@ -33,13 +42,21 @@ export function sendProblem(reply: FastifyReply, body: Problem, headers: Record<
   // An error handled after the answer went out (Fastify would refuse this send) must not change
   // the status that the reply, its log line and the metrics report: the client has its answer.
   if (reply.sent || reply.raw.headersSent) {
-    reply.log.warn({ status: body.status, code: body.code }, 'an error came after the answer was sent; the client got the answer');
+    reply.log.warn(
+      { status: body.status, code: body.code },
+      'an error came after the answer was sent; the client got the answer',
+    );
     return reply;
   }
   return reply.code(body.status).headers(headers).type('application/problem+json').send(JSON.stringify(body));
 }
 
-interface ValidationIssue { instancePath: string; message?: string; keyword: string; params: Record<string, unknown> }
+interface ValidationIssue {
+  instancePath: string;
+  message?: string;
+  keyword: string;
+  params: Record<string, unknown>;
+}
 
 function fieldErrors(issues: ValidationIssue[], context: string | undefined): FieldError[] {
   const prefix = context && context !== 'body' ? `/${context === 'querystring' ? 'query' : context}` : '';
@@ -64,29 +81,48 @@ const fastifyCodes: Record<string, [ErrorCode, string?]> = {
   FST_ERR_CTP_EMPTY_JSON_BODY: ['bad_request', notJson],
   FST_ERR_CTP_INVALID_JSON_BODY: ['bad_request', notJson],
   // Raised by the router itself, before any route or hook (see frameworkError below).
-  FST_ERR_MAX_PARAM_LENGTH: ['uri_too_long', `A path segment is longer than ${maxPathSegmentLength} characters: no id is that long`],
+  FST_ERR_MAX_PARAM_LENGTH: [
+    'uri_too_long',
+    `A path segment is longer than ${maxPathSegmentLength} characters: no id is that long`,
+  ],
   FST_ERR_BAD_URL: ['bad_request', 'The path is not valid percent-encoded UTF-8'],
 };
 
-export function toProblem(err: FastifyError | AppError | Error, log: FastifyRequest['log']): { body: Problem; headers: Record<string, string> } {
+export function toProblem(
+  err: FastifyError | AppError | Error,
+  log: FastifyRequest['log'],
+): { body: Problem; headers: Record<string, string> } {
   if (err instanceof AppError) {
     const headers = { ...err.extra.headers };
-    if (err.extra.retryAfterSeconds !== undefined) headers['retry-after'] = String(Math.max(1, Math.ceil(err.extra.retryAfterSeconds)));
+    if (err.extra.retryAfterSeconds !== undefined)
+      headers['retry-after'] = String(Math.max(1, Math.ceil(err.extra.retryAfterSeconds)));
     return { body: problem(err.code, err.message, err.extra.errors), headers };
   }
   const fe = err as FastifyError & { validation?: ValidationIssue[]; validationContext?: string };
   if (fe.validation) {
-    return { body: problem('validation_failed', 'The request does not match the schema', fieldErrors(fe.validation, fe.validationContext)), headers: {} };
+    return {
+      body: problem(
+        'validation_failed',
+        'The request does not match the schema',
+        fieldErrors(fe.validation, fe.validationContext),
+      ),
+      headers: {},
+    };
   }
   const mapped = fe.code ? fastifyCodes[fe.code] : undefined;
   if (mapped) return { body: problem(mapped[0], mapped[1]), headers: {} };
-  if (err instanceof SyntaxError && fe.statusCode === 400) return { body: problem('bad_request', notJson), headers: {} };
+  if (err instanceof SyntaxError && fe.statusCode === 400)
+    return { body: problem('bad_request', notJson), headers: {} };
   if (fe.statusCode === 404) return { body: problem('not_found'), headers: {} };
-  if (fe.statusCode && fe.statusCode >= 400 && fe.statusCode < 500) return { body: problem('bad_request', 'The request is malformed'), headers: {} };
+  if (fe.statusCode && fe.statusCode >= 400 && fe.statusCode < 500)
+    return { body: problem('bad_request', 'The request is malformed'), headers: {} };
   if (unstorableText(err)) {
     // A NUL character (text cannot hold it, jsonb refuses \u0000) in a field no schema pattern
     // excluded: bad input, not our fault.
-    return { body: problem('validation_failed', 'The request contains a NUL character (\\u0000), which cannot be stored'), headers: {} };
+    return {
+      body: problem('validation_failed', 'The request contains a NUL character (\\u0000), which cannot be stored'),
+      headers: {},
+    };
   }
   if ((err as { code?: string })?.code === '22003') {
     // numeric_value_out_of_range: a number the schemas let through but a column cannot hold (the
@@ -97,11 +133,17 @@ export function toProblem(err: FastifyError | AppError | Error, log: FastifyRequ
   if (databaseUnavailable(err)) {
     // The database went away (restart, failover): a fault of ours, but a passing one; say so.
     log.warn({ err }, 'database unavailable');
-    return { body: problem('unavailable', 'The database is not reachable right now; retry shortly'), headers: { 'retry-after': '1' } };
+    return {
+      body: problem('unavailable', 'The database is not reachable right now; retry shortly'),
+      headers: { 'retry-after': '1' },
+    };
   }
   // A fault of ours: the client learns only that; the log gets the whole error with its stack.
   log.error({ err }, 'unhandled error');
-  return { body: problem('internal', 'Something went wrong on our side; the request id identifies it in our logs'), headers: {} };
+  return {
+    body: problem('internal', 'Something went wrong on our side; the request id identifies it in our logs'),
+    headers: {},
+  };
 }
 
 // 22021: invalid byte sequence (a NUL in text); 22P05: untranslatable character (\u0000 in jsonb).
@@ -112,12 +154,25 @@ function unstorableText(err: unknown): boolean {
 
 // Connection-level failures: the server shutting down or restarting (57P01-57P03), a connection
 // that broke or could not be made (08xxx), and the socket errors behind them.
-const unavailableCodes = new Set(['57P01', '57P02', '57P03', '08000', '08001', '08003', '08004', '08006', 'ECONNREFUSED', 'ECONNRESET', 'EPIPE']);
+const unavailableCodes = new Set([
+  '57P01',
+  '57P02',
+  '57P03',
+  '08000',
+  '08001',
+  '08003',
+  '08004',
+  '08006',
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'EPIPE',
+]);
 
 // pg's own words (its errors carry no code for these): a connection that broke while in use or
 // before it was used again, and a pool whose connections were all busy for longer than its
 // connectionTimeoutMillis (a burst larger than the pool: the request may be retried shortly).
-const unavailableMessages = /^Connection terminated|has encountered a connection error and is not queryable|^timeout exceeded when trying to connect$/;
+const unavailableMessages =
+  /^Connection terminated|has encountered a connection error and is not queryable|^timeout exceeded when trying to connect$/;
 
 export function databaseUnavailable(err: unknown): boolean {
   const e = err as { code?: string; message?: string };
@@ -137,7 +192,9 @@ async function refuseBody(request: FastifyRequest): Promise<void> {
   const body = request.body;
   if (body === undefined || body === null) return;
   if (typeof body === 'object' && !Array.isArray(body) && Object.keys(body).length === 0) return;
-  throw new AppError('validation_failed', 'This endpoint takes no body', { errors: [{ path: '/', message: 'must be empty: this endpoint takes no body' }] });
+  throw new AppError('validation_failed', 'This endpoint takes no body', {
+    errors: [{ path: '/', message: 'must be empty: this endpoint takes no body' }],
+  });
 }
 
 // A body whose fields are all optional may be left out, as if it were {} (the OpenAPI document says
@@ -155,7 +212,12 @@ async function noBodyAsEmpty(request: FastifyRequest): Promise<void> {
 // from the endpoint declaration, so other routes pay nothing for it.
 // A callback hook, not an async one: an async onSend defers the send by a tick, so a handler that
 // sent without returning the reply was answered twice (a logged "Reply was already sent").
-function noStore(_request: FastifyRequest, reply: FastifyReply, payload: unknown, done: (err: null, payload: unknown) => void): void {
+function noStore(
+  _request: FastifyRequest,
+  reply: FastifyReply,
+  payload: unknown,
+  done: (err: null, payload: unknown) => void,
+): void {
   reply.header('cache-control', 'no-store');
   done(null, payload);
 }
@@ -166,7 +228,10 @@ function hooksOf<T>(hooks: T | T[] | undefined): T[] {
 
 /** Route patterns to a RegExp, for telling 405 from 404. */
 function patternOf(url: string): RegExp {
-  const escaped = url.split('/').map((part) => (part.startsWith(':') ? '[^/]+' : part === '*' ? '.*' : part.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'))).join('/');
+  const escaped = url
+    .split('/')
+    .map((part) => (part.startsWith(':') ? '[^/]+' : part === '*' ? '.*' : part.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')))
+    .join('/');
   return new RegExp(`^${escaped}/?$`);
 }
 
@@ -180,7 +245,9 @@ export function frameworkError(err: FastifyError, request: FastifyRequest, reply
   void sendProblem(reply, body, { ...headers, 'x-request-id': request.id }); // the reply is not awaited: Fastify sends it
 }
 
-export interface HttpPlatformOptions { corsOrigins: string[] }
+export interface HttpPlatformOptions {
+  corsOrigins: string[];
+}
 
 export async function registerHttpPlatform(app: FastifyInstance, options: HttpPlatformOptions): Promise<void> {
   // Bodies are validated exactly as sent; only query strings, params and headers are coerced from text.
@@ -229,8 +296,10 @@ export async function registerHttpPlatform(app: FastifyInstance, options: HttpPl
   app.addHook('onRoute', (route) => {
     const methods = Array.isArray(route.method) ? route.method : [route.method];
     for (const method of methods) routes.push({ method, pattern: patternOf(route.url) });
-    if (!route.schema?.body && methods.some((m) => m !== 'GET' && m !== 'HEAD')) route.preValidation = [...hooksOf(route.preValidation), refuseBody];
-    else if (takesNoBodyAsEmpty(route.schema?.body)) route.preValidation = [...hooksOf(route.preValidation), noBodyAsEmpty];
+    if (!route.schema?.body && methods.some((m) => m !== 'GET' && m !== 'HEAD'))
+      route.preValidation = [...hooksOf(route.preValidation), refuseBody];
+    else if (takesNoBodyAsEmpty(route.schema?.body))
+      route.preValidation = [...hooksOf(route.preValidation), noBodyAsEmpty];
     if (route.config?.returnsSecret) route.onSend = [...hooksOf(route.onSend), noStore];
   });
 
@@ -239,7 +308,11 @@ export async function registerHttpPlatform(app: FastifyInstance, options: HttpPl
     const path = request.url.split('?')[0] ?? '';
     const allowed = [...new Set(routes.filter((r) => r.pattern.test(path)).map((r) => r.method))];
     if (allowed.length > 0) {
-      return sendProblem(reply, problem('method_not_allowed', `${request.method} is not allowed here; use ${allowed.join(', ')}`), { allow: allowed.join(', ') });
+      return sendProblem(
+        reply,
+        problem('method_not_allowed', `${request.method} is not allowed here; use ${allowed.join(', ')}`),
+        { allow: allowed.join(', ') },
+      );
     }
     return sendProblem(reply, problem('not_found', `No route for ${request.method} ${path}`));
   }

@@ -20,7 +20,10 @@ import { principalOf } from './auth.ts';
 import { idempotencyKeyPattern } from './schemas.ts';
 import { sendProblem } from './http.ts';
 
-export interface Outcome { status: number; body: unknown }
+export interface Outcome {
+  status: number;
+  body: unknown;
+}
 
 /**
  * The body as JSON with every object's keys sorted, so a retry whose JSON orders keys differently is
@@ -44,7 +47,11 @@ export function canonicalJson(value: unknown): string {
     } else if (v !== null && typeof v === 'object') {
       const keys = Object.keys(v).sort();
       steps.push({ text: '}' });
-      for (let i = keys.length - 1; i >= 0; i--) steps.push({ value: (v as Record<string, unknown>)[keys[i]!] }, { text: `${i > 0 ? ',' : ''}${JSON.stringify(keys[i])}:` });
+      for (let i = keys.length - 1; i >= 0; i--)
+        steps.push(
+          { value: (v as Record<string, unknown>)[keys[i]!] },
+          { text: `${i > 0 ? ',' : ''}${JSON.stringify(keys[i])}:` },
+        );
       steps.push({ text: '{' });
     } else {
       out += JSON.stringify(v) ?? 'null';
@@ -54,7 +61,9 @@ export function canonicalJson(value: unknown): string {
 }
 
 export function requestHash(method: string, path: string, body: unknown): Buffer {
-  return createHash('sha256').update(`${method} ${path}\n${canonicalJson(body ?? null)}`).digest();
+  return createHash('sha256')
+    .update(`${method} ${path}\n${canonicalJson(body ?? null)}`)
+    .digest();
 }
 
 function keyOf(request: FastifyRequest, required: boolean): string | undefined {
@@ -64,7 +73,9 @@ function keyOf(request: FastifyRequest, required: boolean): string | undefined {
     return undefined;
   }
   if (typeof raw !== 'string' || !idempotencyKeyPattern.test(raw)) {
-    throw new AppError('validation_failed', 'Idempotency-Key must be 1 to 255 printable characters', { errors: [{ path: '/headers/idempotency-key', message: 'must be 1 to 255 printable ASCII characters' }] });
+    throw new AppError('validation_failed', 'Idempotency-Key must be 1 to 255 printable characters', {
+      errors: [{ path: '/headers/idempotency-key', message: 'must be 1 to 255 printable ASCII characters' }],
+    });
   }
   return raw;
 }
@@ -81,7 +92,11 @@ export function sendOutcome(reply: FastifyReply, outcome: Outcome, replayed: boo
 }
 
 /** Who asks (whose namespace the key lives in), under which key, for what (the hash of method, path and body). */
-export interface KeyedRequest { principalId: string; key: string; hash: Buffer }
+export interface KeyedRequest {
+  principalId: string;
+  key: string;
+  hash: Buffer;
+}
 
 export interface KeyOptions {
   required: boolean;
@@ -98,7 +113,11 @@ export function keyedRequestOf(request: FastifyRequest, options: KeyOptions): Ke
   const path = request.url.split('?')[0] ?? request.url;
   // A route without a body schema takes no body (http.ts refuses one), so {} and none are the same request.
   const body = 'hashed' in options ? options.hashed : request.routeOptions.schema?.body ? request.body : null;
-  return { principalId: options.namespace ?? principalOf(request).userId, key, hash: requestHash(request.method, path, body) };
+  return {
+    principalId: options.namespace ?? principalOf(request).userId,
+    key,
+    hash: requestHash(request.method, path, body),
+  };
 }
 
 /** A key in its namespace: enough to find its row and open its answer. */
@@ -152,7 +171,14 @@ export async function claimKeys(tx: Tx, requests: KeyedRequest[]): Promise<boole
 export async function priorOutcomes(tx: Tx, requests: KeyedRequest[]): Promise<(Outcome | AppError)[]> {
   if (requests.length === 0) return [];
   const hashes = requests.map(keyHash);
-  const rows = await tx.query<{ principal_id: string; key_hash: Buffer; request_hash: Buffer; status_code: number; response_body: string; response_sealed: Buffer | null }>(
+  const rows = await tx.query<{
+    principal_id: string;
+    key_hash: Buffer;
+    request_hash: Buffer;
+    status_code: number;
+    response_body: string;
+    response_sealed: Buffer | null;
+  }>(
     `SELECT k.principal_id, k.key_hash, k.request_hash, k.status_code, k.response_body, k.response_sealed
        FROM idempotency_keys k JOIN unnest($1::text[], $2::bytea[]) AS r(principal_id, key_hash)
          ON k.principal_id = r.principal_id AND k.key_hash = r.key_hash`,
@@ -163,8 +189,10 @@ export async function priorOutcomes(tx: Tx, requests: KeyedRequest[]): Promise<(
     const prior = byKey.get(`${r.principalId}\0${hashes[i]!.toString('hex')}`);
     // Gone (purged between the two statements), or claimed with no answer stored yet (status_code
     // keeps its default, 0): the first request is still running.
-    if (!prior || prior.status_code === 0) return new AppError('idempotency_key_in_use', 'The first request with this key is still running; retry shortly');
-    if (!Buffer.from(prior.request_hash).equals(r.hash)) return new AppError('idempotency_key_reused', 'This Idempotency-Key was used for a different request');
+    if (!prior || prior.status_code === 0)
+      return new AppError('idempotency_key_in_use', 'The first request with this key is still running; retry shortly');
+    if (!Buffer.from(prior.request_hash).equals(r.hash))
+      return new AppError('idempotency_key_reused', 'This Idempotency-Key was used for a different request');
     return { status: prior.status_code, body: storedBody(r, prior) } as Outcome;
   });
 }
@@ -175,7 +203,12 @@ export async function priorOutcomes(tx: Tx, requests: KeyedRequest[]): Promise<(
  */
 export async function readOutcomes(db: Queryable, keys: Key[]): Promise<(Outcome | undefined)[]> {
   const hashes = keys.map(keyHash);
-  const rows = await db.query<{ i: number; status_code: number; response_body: string; response_sealed: Buffer | null }>(
+  const rows = await db.query<{
+    i: number;
+    status_code: number;
+    response_body: string;
+    response_sealed: Buffer | null;
+  }>(
     `SELECT r.i::int AS i, k.status_code, k.response_body, k.response_sealed
        FROM unnest($1::text[], $2::bytea[]) WITH ORDINALITY AS r(principal_id, key_hash, i)
        JOIN idempotency_keys k ON k.principal_id = r.principal_id AND k.key_hash = r.key_hash AND k.status_code <> 0`,
@@ -196,7 +229,12 @@ export async function storeOutcomes(tx: Tx, entries: { request: KeyedRequest; ou
     `UPDATE idempotency_keys k SET status_code = o.status_code, response_sealed = o.response_sealed
        FROM unnest($1::text[], $2::bytea[], $3::int[], $4::bytea[]) AS o(principal_id, key_hash, status_code, response_sealed)
       WHERE k.principal_id = o.principal_id AND k.key_hash = o.key_hash`,
-    [entries.map((e) => e.request.principalId), entries.map((e) => keyHash(e.request)), entries.map((e) => e.outcome.status), entries.map((e) => seal(e.request, e.outcome.body))],
+    [
+      entries.map((e) => e.request.principalId),
+      entries.map((e) => keyHash(e.request)),
+      entries.map((e) => e.outcome.status),
+      entries.map((e) => seal(e.request, e.outcome.body)),
+    ],
   );
 }
 
@@ -222,7 +260,11 @@ export async function idempotent(
 }
 
 /** Runs work in one transaction under the key (when there is one): its outcome, or the stored one of the first run. */
-export async function runIdempotent(db: Db, keyed: KeyedRequest | undefined, work: (tx: Tx) => Promise<Outcome>): Promise<{ outcome: Outcome; replayed: boolean }> {
+export async function runIdempotent(
+  db: Db,
+  keyed: KeyedRequest | undefined,
+  work: (tx: Tx) => Promise<Outcome>,
+): Promise<{ outcome: Outcome; replayed: boolean }> {
   if (keyed === undefined) return { outcome: await db.transaction(work), replayed: false };
   return db.transaction(async (tx) => {
     const [claimed] = await claimKeys(tx, [keyed]);
@@ -248,6 +290,9 @@ export async function runIdempotent(db: Db, keyed: KeyedRequest | undefined, wor
 
 /** Deletes keys older than the retention (at least 24 hours, as the contract promises). */
 export async function purgeIdempotencyKeys(db: Db, olderThanHours: number): Promise<number> {
-  const rows = await db.query(`DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(hours => $1) RETURNING 1`, [Math.max(24, olderThanHours)]);
+  const rows = await db.query(
+    `DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(hours => $1) RETURNING 1`,
+    [Math.max(24, olderThanHours)],
+  );
   return rows.length;
 }

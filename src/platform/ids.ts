@@ -18,7 +18,24 @@ function encode(value: bigint, length: number): string {
   return out;
 }
 
-export type IdPrefix = 'usr' | 'ses' | 'key' | 'prd' | 'var' | 'ord' | 'pay' | 'whe' | 'evt' | 'cnv' | 'msg' | 'whd' | 'ref' | 'txn' | 'mov' | 'eml' | 'tok';
+export type IdPrefix =
+  | 'usr'
+  | 'ses'
+  | 'key'
+  | 'prd'
+  | 'var'
+  | 'ord'
+  | 'pay'
+  | 'whe'
+  | 'evt'
+  | 'cnv'
+  | 'msg'
+  | 'whd'
+  | 'ref'
+  | 'txn'
+  | 'mov'
+  | 'eml'
+  | 'tok';
 
 export function newId(prefix: IdPrefix, now = Date.now()): string {
   let random: bigint;

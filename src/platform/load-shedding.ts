@@ -89,19 +89,25 @@ const slowAfterMs = 1000;
 /** Requests refused past the slow-upload cap: on the rate-limit counter, under this policy. */
 const slowUploadPolicy = 'slow_uploads';
 
-export function registerLoadShedding(app: FastifyInstance, deps: {
-  settings: LoadSheddingSettings;
-  shed?: Counter<'reason' | 'priority'>;
-  rateLimited?: Counter<'policy'>;
-  counters?: Counters;
-  now?: () => number;
-}): void {
+export function registerLoadShedding(
+  app: FastifyInstance,
+  deps: {
+    settings: LoadSheddingSettings;
+    shed?: Counter<'reason' | 'priority'>;
+    rateLimited?: Counter<'policy'>;
+    counters?: Counters;
+    now?: () => number;
+  },
+): void {
   const { targetWaitMs, eventLoopDelayMs, maxInFlight, slowUploadsPerClient } = deps.settings;
   const now = deps.now ?? (() => performance.now());
 
   app.addHook('onRoute', (route) => {
     const methods = Array.isArray(route.method) ? route.method : [route.method];
-    route.config = { ...route.config, priority: priorityOf(String(methods[0]), route.url, route.config?.rateLimit !== false) };
+    route.config = {
+      ...route.config,
+      priority: priorityOf(String(methods[0]), route.url, route.config?.rateLimit !== false),
+    };
   });
 
   let loopDelayed = false;
@@ -114,12 +120,25 @@ export function registerLoadShedding(app: FastifyInstance, deps: {
     }, sampleMs);
     timer.unref();
     // What building the app took (loading and compiling modules) is not an overload.
-    app.addHook('onReady', async () => { histogram.reset(); loopDelayed = false; });
-    app.addHook('onClose', async () => { clearInterval(timer); histogram.disable(); });
+    app.addHook('onReady', async () => {
+      histogram.reset();
+      loopDelayed = false;
+    });
+    app.addHook('onClose', async () => {
+      clearInterval(timer);
+      histogram.disable();
+    });
   }
-  const admission = targetWaitMs > 0
-    ? createAdmission({ now, targetWaitMs, maxInFlight, maxQueued: maxInFlight * 5, initialLimit: Math.min(64, maxInFlight) })
-    : undefined;
+  const admission =
+    targetWaitMs > 0
+      ? createAdmission({
+          now,
+          targetWaitMs,
+          maxInFlight,
+          maxQueued: maxInFlight * 5,
+          initialLimit: Math.min(64, maxInFlight),
+        })
+      : undefined;
   if (admission) {
     const timer = setInterval(() => admission.tick(), tickMs);
     timer.unref();
@@ -132,7 +151,13 @@ export function registerLoadShedding(app: FastifyInstance, deps: {
   function shed(priority: Priority, reason: ShedReason): never {
     deps.shed?.inc({ reason, priority });
     deps.counters?.add('http.shed', `${reason}\t${priority}`);
-    throw new AppError('unavailable', reason === 'event_loop' ? 'This server is overloaded; retry shortly' : 'This server has more work queued than it can answer in time; retry shortly', { retryAfterSeconds: 1 });
+    throw new AppError(
+      'unavailable',
+      reason === 'event_loop'
+        ? 'This server is overloaded; retry shortly'
+        : 'This server has more work queued than it can answer in time; retry shortly',
+      { retryAfterSeconds: 1 },
+    );
   }
 
   // Bodies arriving, per client address, oldest first (a Set keeps insertion order).
@@ -161,7 +186,8 @@ export function registerLoadShedding(app: FastifyInstance, deps: {
         reply.raw.once('close', () => resolve());
       });
       reply.raw.off('close', onClose);
-      if ((entry.state as Entry['state']) === 'left') throw new AppError('unavailable', 'The client left while its request waited');
+      if ((entry.state as Entry['state']) === 'left')
+        throw new AppError('unavailable', 'The client left while its request waited');
     }
     if (entry.state === 'refused') shed(priority, entry.reason!);
     const release = () => admission!.leave(entry);
@@ -191,7 +217,11 @@ export function registerLoadShedding(app: FastifyInstance, deps: {
     if (withBody && slowUploadsPerClient > 0 && slowUploadsOf(request.ip, now()) >= slowUploadsPerClient) {
       deps.rateLimited?.inc({ policy: slowUploadPolicy });
       reply.header('connection', 'close');
-      throw new AppError('rate_limited', `More than ${slowUploadsPerClient} request bodies from this address are arriving slowly; send the next once one is in`, { retryAfterSeconds: 1 });
+      throw new AppError(
+        'rate_limited',
+        `More than ${slowUploadsPerClient} request bodies from this address are arriving slowly; send the next once one is in`,
+        { retryAfterSeconds: 1 },
+      );
     }
     // The turn covers authentication (a database read) and the rate limit, which run next.
     if (admission) await admit(request, reply, priority);

@@ -7,7 +7,16 @@ export function loggerOptions(level: string): LoggerOptions {
   return {
     level,
     redact: {
-      paths: ['req.headers.authorization', 'req.headers.cookie', 'req.headers["x-csrf-token"]', 'res.headers["set-cookie"]', '*.password', '*.token', '*.key', '*.secret'],
+      paths: [
+        'req.headers.authorization',
+        'req.headers.cookie',
+        'req.headers["x-csrf-token"]',
+        'res.headers["set-cookie"]',
+        '*.password',
+        '*.token',
+        '*.key',
+        '*.secret',
+      ],
       censor: '[redacted]',
     },
     // With tracing on, a line written inside a span names it (trace_id, span_id).

@@ -28,7 +28,9 @@ function isLoopback(address: string | undefined): boolean {
 export const metricsRouteConfig = { access: 'public', ownCredential: true, rateLimit: false } as const;
 
 /** An onRequest hook for the metrics routes: answers 401 (token set) or 403 (unset, not loopback) problem+json. */
-export function metricsAccess(token: string | undefined): (request: FastifyRequest, reply: FastifyReply) => Promise<void> {
+export function metricsAccess(
+  token: string | undefined,
+): (request: FastifyRequest, reply: FastifyReply) => Promise<void> {
   const expected = token === undefined ? undefined : digest(token);
   return async (request, reply) => {
     if (expected) {
@@ -37,7 +39,14 @@ export function metricsAccess(token: string | undefined): (request: FastifyReque
       reply.header('www-authenticate', 'Bearer realm="metrics"');
       throw new AppError('unauthenticated', 'Metrics need the METRICS_TOKEN as a bearer token');
     }
-    if (isLoopback(request.socket.remoteAddress) && !forwardedHeaders.some((name) => request.headers[name] !== undefined)) return;
-    throw new AppError('forbidden', 'Without METRICS_TOKEN, metrics answer only on loopback; set METRICS_TOKEN to scrape from elsewhere');
+    if (
+      isLoopback(request.socket.remoteAddress) &&
+      !forwardedHeaders.some((name) => request.headers[name] !== undefined)
+    )
+      return;
+    throw new AppError(
+      'forbidden',
+      'Without METRICS_TOKEN, metrics answer only on loopback; set METRICS_TOKEN to scrape from elsewhere',
+    );
   };
 }

@@ -42,7 +42,9 @@ export function createCounters(): Counters {
     } else counters.set(key, [count, sum]);
   };
   return {
-    add(metric, label, count = 1, sum = 0) { add(`${metric}\t${label}`, count, sum); },
+    add(metric, label, count = 1, sum = 0) {
+      add(`${metric}\t${label}`, count, sum);
+    },
     observeLatencyMs(ms) {
       let i = 0;
       while (i < latencyBucketsMs.length && ms > latencyBucketsMs[i]!) i++;
@@ -59,7 +61,10 @@ export function createCounters(): Counters {
     },
     restore(snapshot) {
       for (const [key, [count, sum]] of Object.entries(snapshot.counters)) add(key, count, sum);
-      snapshot.latency.forEach((n, i) => { latency[i]! += n; observed += n; });
+      snapshot.latency.forEach((n, i) => {
+        latency[i]! += n;
+        observed += n;
+      });
     },
   };
 }
@@ -73,8 +78,18 @@ function problemCodeOf(payload: unknown): string {
 /** Requests refused at the door: shed under overload (503) and over a rate limit (429). */
 export function limitCounters(registry: Registry) {
   return {
-    shed: new Counter({ name: 'engine_room_requests_shed_total', help: 'Requests answered 503 because their wait for a turn was or would be too long, by reason (predicted, wait, queue_full, event_loop) and priority class (critical, normal, low)', labelNames: ['reason', 'priority'] as const, registers: [registry] }),
-    rateLimited: new Counter({ name: 'engine_room_requests_rate_limited_total', help: 'Requests answered 429 by the API-wide rate limits, by policy (read, write, auth), and past the slow uploads one client address may have (slow_uploads)', labelNames: ['policy'] as const, registers: [registry] }),
+    shed: new Counter({
+      name: 'engine_room_requests_shed_total',
+      help: 'Requests answered 503 because their wait for a turn was or would be too long, by reason (predicted, wait, queue_full, event_loop) and priority class (critical, normal, low)',
+      labelNames: ['reason', 'priority'] as const,
+      registers: [registry],
+    }),
+    rateLimited: new Counter({
+      name: 'engine_room_requests_rate_limited_total',
+      help: 'Requests answered 429 by the API-wide rate limits, by policy (read, write, auth), and past the slow uploads one client address may have (slow_uploads)',
+      labelNames: ['policy'] as const,
+      registers: [registry],
+    }),
   };
 }
 
@@ -109,9 +124,11 @@ export function registerMetrics(app: FastifyInstance, options: { counters?: Coun
     });
     new Gauge({
       name: 'engine_room_db_pool_waiting_clients',
-      help: "Queries of this process waiting for a free connection of its pool",
+      help: 'Queries of this process waiting for a free connection of its pool',
       registers: [registry],
-      collect() { this.set(poolStats().waiting); },
+      collect() {
+        this.set(poolStats().waiting);
+      },
     });
   }
 

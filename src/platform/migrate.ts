@@ -6,7 +6,11 @@ import { join } from 'node:path';
 import { packageRoot } from './paths.ts';
 import type { Db } from './db.ts';
 
-export interface Migration { version: number; name: string; sql: string }
+export interface Migration {
+  version: number;
+  name: string;
+  sql: string;
+}
 
 export class MigrationError extends Error {
   readonly migration: string;
@@ -20,11 +24,13 @@ export const migrationsDir = join(packageRoot, 'src', 'db', 'migrations');
 
 export async function loadMigrations(dir = migrationsDir): Promise<Migration[]> {
   const files = (await readdir(dir)).filter((f) => /^\d{4}_[\w-]+\.sql$/.test(f)).sort();
-  return Promise.all(files.map(async (file) => ({
-    version: Number(file.slice(0, 4)),
-    name: file.replace(/\.sql$/, ''),
-    sql: await readFile(join(dir, file), 'utf8'),
-  })));
+  return Promise.all(
+    files.map(async (file) => ({
+      version: Number(file.slice(0, 4)),
+      name: file.replace(/\.sql$/, ''),
+      sql: await readFile(join(dir, file), 'utf8'),
+    })),
+  );
 }
 
 const createTable = `CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -35,14 +41,16 @@ const createTable = `CREATE TABLE IF NOT EXISTS schema_migrations (
 
 /** Applies what is pending and answers the names applied (empty when the database was current). */
 export async function migrate(db: Db, migrations?: Migration[]): Promise<string[]> {
-  const all = migrations ?? await loadMigrations();
+  const all = migrations ?? (await loadMigrations());
   // Most starts find nothing to do: one read says so, without the lock and the DDL below.
   if (await migrationsCurrent(db, all).catch(() => false)) return [];
   return db.transaction(async (tx) => {
     // 7 is arbitrary; it only has to be the same number in every process.
     await tx.query('SELECT pg_advisory_xact_lock(7, 1)');
     await tx.exec(createTable);
-    const done = new Set((await tx.query<{ version: number }>('SELECT version FROM schema_migrations')).map((r) => r.version));
+    const done = new Set(
+      (await tx.query<{ version: number }>('SELECT version FROM schema_migrations')).map((r) => r.version),
+    );
     const applied: string[] = [];
     for (const m of all) {
       if (done.has(m.version)) continue;

@@ -25,23 +25,40 @@ const tagDescriptions: Record<string, string> = {
 };
 
 const statusText: Record<number, string> = {
-  400: 'Bad request', 401: 'Unauthenticated', 403: 'Forbidden', 404: 'Not found', 409: 'Conflict', 413: 'Payload too large', 414: 'URI too long',
-  415: 'Unsupported media type', 422: 'Unprocessable content', 429: 'Too many requests', 500: 'Internal server error', 503: 'Service unavailable',
+  400: 'Bad request',
+  401: 'Unauthenticated',
+  403: 'Forbidden',
+  404: 'Not found',
+  409: 'Conflict',
+  413: 'Payload too large',
+  414: 'URI too long',
+  415: 'Unsupported media type',
+  422: 'Unprocessable content',
+  429: 'Too many requests',
+  500: 'Internal server error',
+  503: 'Service unavailable',
 };
 
 const retryAfter = {
-  'Retry-After': { description: 'Seconds to wait before trying again', schema: { type: 'integer', format: 'int32', minimum: 0, maximum: 86_400 } },
+  'Retry-After': {
+    description: 'Seconds to wait before trying again',
+    schema: { type: 'integer', format: 'int32', minimum: 0, maximum: 86_400 },
+  },
 };
 
 // draft-ietf-httpapi-ratelimit-headers, on every answer of a limited operation (src/platform/api-rate-limit.ts).
 const rateLimitHeaders = {
   RateLimit: {
-    description: 'What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`',
-    schema: { type: 'string', maxLength: 100 }, example: '"read";r=1187;t=42',
+    description:
+      'What is left of the rate limit this request counted against: `"<policy>";r=<requests remaining>;t=<seconds until the window resets>`',
+    schema: { type: 'string', maxLength: 100 },
+    example: '"read";r=1187;t=42',
   },
   'RateLimit-Policy': {
-    description: 'The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)',
-    schema: { type: 'string', maxLength: 100 }, example: '"read";q=1200;w=60',
+    description:
+      'The rate limit this request counted against: `"<policy>";q=<requests per window>;w=<window in seconds>`; policies are read, write (per API key, user or anonymous client address) and auth (per client address)',
+    schema: { type: 'string', maxLength: 100 },
+    example: '"read";q=1200;w=60',
   },
 };
 
@@ -60,7 +77,9 @@ export function errorResponses(codes: readonly ErrorCode[]): Json {
       content: {
         'application/problem+json': {
           schema: { $ref: '#/components/schemas/Problem' },
-          examples: Object.fromEntries(list.map((code) => [code, { summary: errorCatalog[code].title, value: problem(code) }])),
+          examples: Object.fromEntries(
+            list.map((code) => [code, { summary: errorCatalog[code].title, value: problem(code) }]),
+          ),
         },
       },
     };
@@ -70,7 +89,10 @@ export function errorResponses(codes: readonly ErrorCode[]): Json {
 
 /** Integers a client sends get the format their bounds imply (int32 or int64), for generators and linters. */
 function addIntegerFormats(schema: unknown): void {
-  if (Array.isArray(schema)) { schema.forEach(addIntegerFormats); return; }
+  if (Array.isArray(schema)) {
+    schema.forEach(addIntegerFormats);
+    return;
+  }
   if (!schema || typeof schema !== 'object') return;
   const s = schema as Json;
   if (s.type === 'integer' && s.format === undefined) {
@@ -83,9 +105,17 @@ function addIntegerFormats(schema: unknown): void {
 
 function idempotencyKeyParameter(e: Endpoint): Json {
   return {
-    name: 'Idempotency-Key', in: 'header', required: e.idempotencyKey === 'required',
-    description: 'A key of your choosing, unique per intended operation (a UUID). Retrying with the same key and the same request replays the first answer (Idempotent-Replayed: true) and never repeats the effect; kept at least 24 hours.',
-    schema: { type: 'string', minLength: 1, maxLength: 255, pattern: idempotencyKeyPattern.source.replace('{1,255}', '+') },
+    name: 'Idempotency-Key',
+    in: 'header',
+    required: e.idempotencyKey === 'required',
+    description:
+      'A key of your choosing, unique per intended operation (a UUID). Retrying with the same key and the same request replays the first answer (Idempotent-Replayed: true) and never repeats the effect; kept at least 24 hours.',
+    schema: {
+      type: 'string',
+      minLength: 1,
+      maxLength: 255,
+      pattern: idempotencyKeyPattern.source.replace('{1,255}', '+'),
+    },
     example: '0b9c6a52-3e58-4b0e-9f0e-5a3c2d1e4f60',
   };
 }
@@ -94,7 +124,12 @@ function idempotencyKeyParameter(e: Endpoint): Json {
 function completeOperation(operation: Json, e: Endpoint): void {
   const parameters = (operation.parameters as Json[] | undefined) ?? [];
   for (const p of parameters) {
-    const example = p.in === 'path' ? e.example?.params?.[p.name as string] : p.in === 'query' ? e.example?.query?.[p.name as string] : undefined;
+    const example =
+      p.in === 'path'
+        ? e.example?.params?.[p.name as string]
+        : p.in === 'query'
+          ? e.example?.query?.[p.name as string]
+          : undefined;
     if (example !== undefined) p.example = example;
     // A parameter with a default may be left out, whatever the schema's required list says.
     if ((p.schema as Json | undefined)?.default !== undefined) p.required = false;
@@ -133,7 +168,8 @@ export async function registerOpenApi(app: FastifyInstance, version: string): Pr
   app.addHook('onRoute', (route) => {
     const e = route.config?.endpoint;
     if (e) {
-      if (declared.has(e.operationId) && declared.get(e.operationId) !== e) throw new Error(`two endpoints are named ${e.operationId}: operationIds must be unique`);
+      if (declared.has(e.operationId) && declared.get(e.operationId) !== e)
+        throw new Error(`two endpoints are named ${e.operationId}: operationIds must be unique`);
       declared.set(e.operationId, e);
     }
   });
@@ -143,26 +179,55 @@ export async function registerOpenApi(app: FastifyInstance, version: string): Pr
       info: {
         title: 'Engine Room API',
         version,
-        description: 'Accounts, catalog, orders, payments, ledger, messaging and webhooks. Errors are application/problem+json (RFC 9457) with a stable `code`.',
+        description:
+          'Accounts, catalog, orders, payments, ledger, messaging and webhooks. Errors are application/problem+json (RFC 9457) with a stable `code`.',
         contact: { name: 'Engine Room', url: 'https://engine-room.dev' },
         license: { name: 'MIT', identifier: 'MIT' },
       },
       // Relative: the document describes the server that serves it.
-      servers: [{ url: '/', description: 'The server that serves this document (local, staging or production alike)', 'x-internal': false } as { url: string }],
+      servers: [
+        {
+          url: '/',
+          description: 'The server that serves this document (local, staging or production alike)',
+          'x-internal': false,
+        } as { url: string },
+      ],
       tags: Object.entries(tagDescriptions).map(([name, description]) => ({ name, description })),
       components: {
         securitySchemes: {
-          bearerAuth: { type: 'http', scheme: 'bearer', description: 'A session token from /v1/auth/login or an API key' },
-          sessionCookie: { type: 'apiKey', in: 'cookie', name: 'er_session', description: 'Browser session; unsafe requests also need X-CSRF-Token' },
+          bearerAuth: {
+            type: 'http',
+            scheme: 'bearer',
+            description: 'A session token from /v1/auth/login or an API key',
+          },
+          sessionCookie: {
+            type: 'apiKey',
+            in: 'cookie',
+            name: 'er_session',
+            description: 'Browser session; unsafe requests also need X-CSRF-Token',
+          },
         },
       },
     },
     transformObject: (generated) => {
       // A copy: the generated objects may share the very schemas Fastify validates with.
-      const doc = JSON.parse(JSON.stringify((generated as { openapiObject: unknown }).openapiObject)) as Json & { paths: Record<string, Record<string, Json>>; components: Json };
+      const doc = JSON.parse(JSON.stringify((generated as { openapiObject: unknown }).openapiObject)) as Json & {
+        paths: Record<string, Record<string, Json>>;
+        components: Json;
+      };
       doc.components.schemas = {
         ...(doc.components.schemas as Json | undefined),
-        Problem: { ...JSON.parse(JSON.stringify(ProblemSchema)), properties: { ...JSON.parse(JSON.stringify(ProblemSchema.properties)), code: { type: 'string', enum: Object.keys(errorCatalog), description: 'Stable, machine-readable error code' } } },
+        Problem: {
+          ...JSON.parse(JSON.stringify(ProblemSchema)),
+          properties: {
+            ...JSON.parse(JSON.stringify(ProblemSchema.properties)),
+            code: {
+              type: 'string',
+              enum: Object.keys(errorCatalog),
+              description: 'Stable, machine-readable error code',
+            },
+          },
+        },
       };
       for (const operations of Object.values(doc.paths)) {
         for (const operation of Object.values(operations)) {
@@ -175,7 +240,9 @@ export async function registerOpenApi(app: FastifyInstance, version: string): Pr
   });
   await app.register(async (docs) => {
     // swagger-ui's own routes (static files) are public; mark them so before they are added.
-    docs.addHook('onRoute', (route) => { route.config = { ...route.config, access: 'public' }; });
+    docs.addHook('onRoute', (route) => {
+      route.config = { ...route.config, access: 'public' };
+    });
     await docs.register(swaggerUi, { routePrefix: '/docs', staticCSP: false });
   });
 }

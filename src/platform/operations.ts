@@ -29,7 +29,9 @@ type Probe = { outcome: 'current' | 'pending' | 'slow' } | { outcome: 'failed'; 
 /** Asks the database for its migrations, waiting at most waitMs for the answer. */
 async function probe(db: Db, migrations: Migration[], waitMs: number): Promise<Probe> {
   let timer: NodeJS.Timeout | undefined;
-  const slow = new Promise<Probe>((resolve) => { timer = setTimeout(() => resolve({ outcome: 'slow' }), waitMs); });
+  const slow = new Promise<Probe>((resolve) => {
+    timer = setTimeout(() => resolve({ outcome: 'slow' }), waitMs);
+  });
   const answer = migrationsCurrent(db, migrations).then(
     (current): Probe => ({ outcome: current ? 'current' : 'pending' }),
     (err: unknown): Probe => ({ outcome: 'failed', err }),
@@ -41,57 +43,94 @@ async function probe(db: Db, migrations: Migration[], waitMs: number): Promise<P
   }
 }
 
-export function operationsRoutes(app: FastifyInstance, deps: { db: Db; migrations: Migration[]; metrics: Registry; metricsAccess: { enabled: boolean; token: string | undefined } }): void {
+export function operationsRoutes(
+  app: FastifyInstance,
+  deps: {
+    db: Db;
+    migrations: Migration[];
+    metrics: Registry;
+    metricsAccess: { enabled: boolean; token: string | undefined };
+  },
+): void {
   // Never rate limited: a probe must tell busy from broken, and an overload must be observable.
   // Health and readiness are never shed either; the metrics queue as low priority (load-shedding.ts).
   const config = { access: 'public' as const, rateLimit: false as const };
   const tags = ['operations'];
 
   const notReady = { description: 'Unavailable', content: { 'application/problem+json': { schema: ProblemSchema } } };
-  app.get('/healthz', {
-    config,
-    schema: {
-      operationId: 'healthz', tags, summary: 'The process is alive: 503 when a restart is the cure (its embedded database fails)',
-      description: 'For a liveness probe: answers without waiting on a busy database.',
-      response: { 200: Type.Object({ status: Type.Literal('ok') }), 503: notReady },
+  app.get(
+    '/healthz',
+    {
+      config,
+      schema: {
+        operationId: 'healthz',
+        tags,
+        summary: 'The process is alive: 503 when a restart is the cure (its embedded database fails)',
+        description: 'For a liveness probe: answers without waiting on a busy database.',
+        response: { 200: Type.Object({ status: Type.Literal('ok') }), 503: notReady },
+      },
     },
-  }, async (request, reply) => {
-    if (deps.db.engine === 'pglite') {
-      // A slow answer is a busy database (one connection, a long transaction), not a broken one.
-      const p = await probe(deps.db, deps.migrations, livenessWaitMs);
-      if (p.outcome === 'failed') {
-        request.log.error({ err: p.err }, 'liveness check failed: the embedded database fails its queries');
-        return sendProblem(reply, problem('unavailable', 'The embedded database fails its queries; restart the process'));
+    async (request, reply) => {
+      if (deps.db.engine === 'pglite') {
+        // A slow answer is a busy database (one connection, a long transaction), not a broken one.
+        const p = await probe(deps.db, deps.migrations, livenessWaitMs);
+        if (p.outcome === 'failed') {
+          request.log.error({ err: p.err }, 'liveness check failed: the embedded database fails its queries');
+          return sendProblem(
+            reply,
+            problem('unavailable', 'The embedded database fails its queries; restart the process'),
+          );
+        }
       }
-    }
-    return { status: 'ok' as const };
-  });
-
-  app.get('/readyz', {
-    config,
-    schema: {
-      operationId: 'readyz', tags, summary: 'The database answers and its migrations are current',
-      description: `For a readiness probe: 503 unavailable while the database does not answer (within ${readinessWaitMs} ms) or migrations are pending.`,
-      response: { 200: Type.Object({ status: Type.Literal('ready') }), 503: notReady },
+      return { status: 'ok' as const };
     },
-  }, async (request, reply) => {
-    const p = await probe(deps.db, deps.migrations, readinessWaitMs);
-    if (p.outcome === 'pending') return sendProblem(reply, problem('unavailable', 'Migrations are pending; run engine-room migrate'));
-    if (p.outcome === 'slow') return sendProblem(reply, problem('unavailable', `The database did not answer within ${readinessWaitMs} ms`));
-    if (p.outcome === 'failed') {
-      request.log.warn({ err: p.err }, 'readiness check failed');
-      return sendProblem(reply, problem('unavailable', 'The database does not answer'));
-    }
-    return { status: 'ready' as const };
-  });
+  );
+
+  app.get(
+    '/readyz',
+    {
+      config,
+      schema: {
+        operationId: 'readyz',
+        tags,
+        summary: 'The database answers and its migrations are current',
+        description: `For a readiness probe: 503 unavailable while the database does not answer (within ${readinessWaitMs} ms) or migrations are pending.`,
+        response: { 200: Type.Object({ status: Type.Literal('ready') }), 503: notReady },
+      },
+    },
+    async (request, reply) => {
+      const p = await probe(deps.db, deps.migrations, readinessWaitMs);
+      if (p.outcome === 'pending')
+        return sendProblem(reply, problem('unavailable', 'Migrations are pending; run engine-room migrate'));
+      if (p.outcome === 'slow')
+        return sendProblem(reply, problem('unavailable', `The database did not answer within ${readinessWaitMs} ms`));
+      if (p.outcome === 'failed') {
+        request.log.warn({ err: p.err }, 'readiness check failed');
+        return sendProblem(reply, problem('unavailable', 'The database does not answer'));
+      }
+      return { status: 'ready' as const };
+    },
+  );
 
   // This process's requests by route and status (401s and 429s included), memory and pool: for
   // Prometheus, with the metrics token (src/platform/metrics-access.ts). METRICS=off: no route.
   if (deps.metricsAccess.enabled) {
-    app.get('/metrics', { config: metricsRouteConfig, onRequest: metricsAccess(deps.metricsAccess.token), schema: { tags, summary: 'Prometheus metrics', hide: true } }, async (_request, reply) => {
-      return reply.type(deps.metrics.contentType).send(await deps.metrics.metrics());
-    });
+    app.get(
+      '/metrics',
+      {
+        config: metricsRouteConfig,
+        onRequest: metricsAccess(deps.metricsAccess.token),
+        schema: { tags, summary: 'Prometheus metrics', hide: true },
+      },
+      async (_request, reply) => {
+        return reply.type(deps.metrics.contentType).send(await deps.metrics.metrics());
+      },
+    );
   }
 
-  app.get('/openapi.json', { config: { access: 'public' }, schema: { tags, summary: 'This API as an OpenAPI 3.1 document', hide: true } }, async () => app.swagger());
+  app.get(
+    '/openapi.json',
+    { config: { access: 'public' }, schema: { tags, summary: 'This API as an OpenAPI 3.1 document', hide: true } },
+    async () => app.swagger(),
+  );
 }

@@ -17,7 +17,10 @@ import { onLocalPublish } from './events.ts';
 import { poll, type Queue } from './queue.ts';
 
 /** A position in the outbox: (transaction id, event id), the transaction id as text (an xid8). */
-export interface OutboxPosition { tx: string; id: string }
+export interface OutboxPosition {
+  tx: string;
+  id: string;
+}
 
 /** The horizon, in SQL: the oldest transaction still running. */
 export const horizonSql = 'pg_snapshot_xmin(pg_current_snapshot())';
@@ -27,7 +30,11 @@ export const horizonSql = 'pg_snapshot_xmin(pg_current_snapshot())';
  * (tx, id) order, after (`tx`, `id`) and below `below` (the horizon now, unless the caller read it
  * once for the whole statement). `tx`, `id` and `limit` are the caller's parameter placeholders.
  */
-export function eventsAfterSql(columns: string, at: { tx: string; id: string; limit: string }, below = horizonSql): string {
+export function eventsAfterSql(
+  columns: string,
+  at: { tx: string; id: string; limit: string },
+  below = horizonSql,
+): string {
   return `SELECT ${columns} FROM events
           WHERE (tx, id) > (${at.tx}::xid8, ${at.id}::text) AND tx < ${below}
           ORDER BY tx, id LIMIT ${at.limit}`;
@@ -40,7 +47,11 @@ export async function readHorizon(db: Queryable): Promise<bigint> {
 }
 
 /** What a reader made of one batch: how many events it read (every type), and the last one. */
-export interface OutboxBatch<T> { events: number; last: OutboxPosition | null; result: T }
+export interface OutboxBatch<T> {
+  events: number;
+  last: OutboxPosition | null;
+  result: T;
+}
 
 const tableName = /^[a-z_][a-z0-9_]*$/;
 
@@ -53,7 +64,11 @@ const tableName = /^[a-z_][a-z0-9_]*$/;
  * idle reader writes nothing), another process holds the position (it is doing the work), or the
  * batch was empty.
  */
-export async function readFromPosition<T>(db: Db, cursorTable: string, read: (tx: Tx, from: OutboxPosition) => Promise<OutboxBatch<T>>): Promise<T | undefined> {
+export async function readFromPosition<T>(
+  db: Db,
+  cursorTable: string,
+  read: (tx: Tx, from: OutboxPosition) => Promise<OutboxBatch<T>>,
+): Promise<T | undefined> {
   if (!tableName.test(cursorTable)) throw new Error(`not a cursor table: ${cursorTable}`);
   const [pending] = await db.query<{ pending: boolean }>(
     `SELECT EXISTS (
@@ -66,11 +81,16 @@ export async function readFromPosition<T>(db: Db, cursorTable: string, read: (tx
   );
   if (!pending?.pending) return undefined;
   return db.transaction(async (tx) => {
-    const [from] = await tx.query<OutboxPosition>(`SELECT tx::text AS tx, id FROM ${cursorTable} FOR UPDATE SKIP LOCKED`);
+    const [from] = await tx.query<OutboxPosition>(
+      `SELECT tx::text AS tx, id FROM ${cursorTable} FOR UPDATE SKIP LOCKED`,
+    );
     if (!from) return undefined;
     const batch = await read(tx, from);
     if (batch.events === 0 || !batch.last) return undefined;
-    await tx.query(`UPDATE ${cursorTable} SET tx = $1::xid8, id = $2, updated_at = now()`, [batch.last.tx, batch.last.id]);
+    await tx.query(`UPDATE ${cursorTable} SET tx = $1::xid8, id = $2, updated_at = now()`, [
+      batch.last.tx,
+      batch.last.id,
+    ]);
     return batch.result;
   });
 }

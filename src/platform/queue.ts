@@ -39,6 +39,13 @@ export { startQueue, onStop, type Queue, type QueueOptions } from './queue/start
 export { work, workInBatches, poll, type Job } from './queue/work.ts';
 export { schedule, unschedule } from './queue/schedule.ts';
 export {
-  listFailedJobs, retryJob, retryDeadLetters, findJob, listJobs, nextStartOf, type FailedJobPosition, type JobPosition,
+  listFailedJobs,
+  retryJob,
+  retryDeadLetters,
+  findJob,
+  listJobs,
+  nextStartOf,
+  type FailedJobPosition,
+  type JobPosition,
 } from './queue/admin.ts';
 export { queueExists, vacuumJobTables } from './queue/boss.ts';

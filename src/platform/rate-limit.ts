@@ -30,13 +30,23 @@ export function clientKey(address: string): string {
   if (!isIPv6(bare)) return bare;
   // The first four groups: expand "::" enough to know them (a trailing dotted IPv4 is two groups).
   const [head = '', tail] = bare.split('::');
-  const groups = (part: string) => (part === '' ? [] : part.split(':')).flatMap((g) => (g.includes('.') ? ['0', '0'] : [g]));
+  const groups = (part: string) =>
+    (part === '' ? [] : part.split(':')).flatMap((g) => (g.includes('.') ? ['0', '0'] : [g]));
   const left = groups(head);
-  const full = tail === undefined ? left : [...left, ...Array<string>(8 - left.length - groups(tail).length).fill('0'), ...groups(tail)];
-  return `${full.slice(0, 4).map((g) => parseInt(g, 16).toString(16)).join(':')}::/64`;
+  const full =
+    tail === undefined
+      ? left
+      : [...left, ...Array<string>(8 - left.length - groups(tail).length).fill('0'), ...groups(tail)];
+  return `${full
+    .slice(0, 4)
+    .map((g) => parseInt(g, 16).toString(16))
+    .join(':')}::/64`;
 }
 
-export interface WindowState { hits: number; retryAfterSeconds: number }
+export interface WindowState {
+  hits: number;
+  retryAfterSeconds: number;
+}
 
 /** Adds one hit to the bucket's current window and answers its new count. */
 export async function addHit(db: Queryable, bucket: string, windowSeconds: number): Promise<WindowState> {
@@ -44,7 +54,11 @@ export async function addHit(db: Queryable, bucket: string, windowSeconds: numbe
 }
 
 /** Adds one hit to each bucket's current window, in one statement (rows locked in bucket order); answers the new counts. */
-export async function addHits(db: Queryable, buckets: string[], windowSeconds: number): Promise<Map<string, WindowState>> {
+export async function addHits(
+  db: Queryable,
+  buckets: string[],
+  windowSeconds: number,
+): Promise<Map<string, WindowState>> {
   const rows = await db.query<{ bucket: string; hits: number; retry_after: number }>(
     `INSERT INTO rate_limit_hits (bucket, window_start, hits)
      SELECT b, to_timestamp(floor(extract(epoch FROM now()) / $2) * $2), 1 FROM unnest($1::text[]) AS b ORDER BY b
@@ -72,15 +86,27 @@ export async function clearHits(db: Queryable, buckets: string[]): Promise<void>
   await db.query('DELETE FROM rate_limit_hits WHERE bucket = ANY($1::text[])', [buckets]);
 }
 
-export interface Limit { bucket: string; max: number }
+export interface Limit {
+  bucket: string;
+  max: number;
+}
 
 /**
  * Counts one attempt against every limit, and when any is over, takes the hits back and throws 429
  * rate_limited with the Retry-After of the window. A refused attempt takes back only its own hits, so
  * however a parallel burst interleaves, no more than max attempts per bucket get through.
  */
-export async function takeAttempt(db: Queryable, limits: Limit[], windowSeconds: number, detail: string): Promise<void> {
-  const states = await addHits(db, limits.map((l) => l.bucket), windowSeconds);
+export async function takeAttempt(
+  db: Queryable,
+  limits: Limit[],
+  windowSeconds: number,
+  detail: string,
+): Promise<void> {
+  const states = await addHits(
+    db,
+    limits.map((l) => l.bucket),
+    windowSeconds,
+  );
   const over = limits.map((l) => states.get(l.bucket)!).filter((state, i) => state.hits > limits[i]!.max);
   if (over.length === 0) return;
   await Promise.all(limits.map((l) => removeHit(db, l.bucket, windowSeconds)));

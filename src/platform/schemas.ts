@@ -2,24 +2,30 @@
 // that validates, types the handlers and feeds the OpenAPI document.
 import { Type, type Static, type TSchema } from 'typebox';
 
-export const ProblemSchema = Type.Object({
-  type: Type.String(),
-  title: Type.String(),
-  status: Type.Integer(),
-  code: Type.String({ description: 'Stable, machine-readable error code' }),
-  detail: Type.Optional(Type.String()),
-  errors: Type.Optional(Type.Array(Type.Object({ path: Type.String(), message: Type.String() }))),
-}, { title: 'Problem' });
+export const ProblemSchema = Type.Object(
+  {
+    type: Type.String(),
+    title: Type.String(),
+    status: Type.Integer(),
+    code: Type.String({ description: 'Stable, machine-readable error code' }),
+    detail: Type.Optional(Type.String()),
+    errors: Type.Optional(Type.Array(Type.Object({ path: Type.String(), message: Type.String() }))),
+  },
+  { title: 'Problem' },
+);
 
 /**
  * Money of at most `maximum` minor units. Answers use the default, what a JS number holds
  * exactly; inputs pass the bound their domain derives (a price: src/limits.ts).
  */
 export function moneyUpTo(maximum = Number.MAX_SAFE_INTEGER) {
-  return Type.Object({
-    amount: Type.Integer({ minimum: 0, maximum, description: 'Integer count of minor units (cents)' }),
-    currency: Type.String({ pattern: '^[A-Z]{3}$', maxLength: 3, description: 'ISO 4217 code' }),
-  }, { additionalProperties: false });
+  return Type.Object(
+    {
+      amount: Type.Integer({ minimum: 0, maximum, description: 'Integer count of minor units (cents)' }),
+      currency: Type.String({ pattern: '^[A-Z]{3}$', maxLength: 3, description: 'ISO 4217 code' }),
+    },
+    { additionalProperties: false },
+  );
 }
 
 export const MoneySchema = moneyUpTo();
@@ -35,10 +41,19 @@ export const notDotSegment = '^(?!\\.\\.?$)';
 
 export const IdParams = Type.Object({ id: Type.String({ minLength: 1, maxLength: 64, pattern: notDotSegment }) });
 
-export const PageQuery = Type.Object({
-  limit: Type.Integer({ minimum: 1, maximum: 100, default: 20 }),
-  cursor: Type.Optional(Type.String({ maxLength: 200, pattern: '^[A-Za-z0-9_-]*$', description: 'The nextCursor of the page before (opaque); any other answers 400 validation_failed' })),
-}, { additionalProperties: false });
+export const PageQuery = Type.Object(
+  {
+    limit: Type.Integer({ minimum: 1, maximum: 100, default: 20 }),
+    cursor: Type.Optional(
+      Type.String({
+        maxLength: 200,
+        pattern: '^[A-Za-z0-9_-]*$',
+        description: 'The nextCursor of the page before (opaque); any other answers 400 validation_failed',
+      }),
+    ),
+  },
+  { additionalProperties: false },
+);
 
 export function Page<T extends TSchema>(item: T) {
   return Type.Object({ data: Type.Array(item), nextCursor: Type.Union([Type.String(), Type.Null()]) });

@@ -51,22 +51,35 @@ export function tracingEnabled(): boolean {
  * batching OTLP/HTTP exporter (or, for tests, the span processor given). Answers the function that
  * flushes and stops it, or undefined when tracing is off (no settings).
  */
-export async function startTracing(settings: TracingSettings | undefined, test?: { spanProcessor: SpanProcessor }): Promise<(() => Promise<void>) | undefined> {
+export async function startTracing(
+  settings: TracingSettings | undefined,
+  test?: { spanProcessor: SpanProcessor },
+): Promise<(() => Promise<void>) | undefined> {
   if (!settings && !test) return undefined;
   const [api, { NodeSDK }, sdkTrace, { OTLPTraceExporter }] = await Promise.all([
-    import('@opentelemetry/api'), import('@opentelemetry/sdk-node'), import('@opentelemetry/sdk-trace'), import('@opentelemetry/exporter-trace-otlp-proto'),
+    import('@opentelemetry/api'),
+    import('@opentelemetry/sdk-node'),
+    import('@opentelemetry/sdk-trace'),
+    import('@opentelemetry/exporter-trace-otlp-proto'),
   ]);
   const ratio = settings?.samplerRatio ?? 1;
-  const base = { always_on: new sdkTrace.AlwaysOnSampler(), always_off: new sdkTrace.AlwaysOffSampler(), traceidratio: new sdkTrace.TraceIdRatioBasedSampler(ratio) };
+  const base = {
+    always_on: new sdkTrace.AlwaysOnSampler(),
+    always_off: new sdkTrace.AlwaysOffSampler(),
+    traceidratio: new sdkTrace.TraceIdRatioBasedSampler(ratio),
+  };
   const name = settings?.sampler ?? 'parentbased_always_on';
   const root = base[name.replace(/^parentbased_/, '') as keyof typeof base];
   const sampler = name.startsWith('parentbased_') ? new sdkTrace.ParentBasedSampler({ root }) : root;
   // An order makes a few dozen spans: a queue larger than the default 2,048 rides out a busy second
   // (spans beyond it are dropped, never waited for).
-  const spanProcessor = test?.spanProcessor ?? new sdkTrace.BatchSpanProcessor({
-    exporter: new OTLPTraceExporter({ url: settings!.tracesUrl, headers: settings!.headers }),
-    maxQueueSize: 16_384, maxExportBatchSize: 1024,
-  });
+  const spanProcessor =
+    test?.spanProcessor ??
+    new sdkTrace.BatchSpanProcessor({
+      exporter: new OTLPTraceExporter({ url: settings!.tracesUrl, headers: settings!.headers }),
+      maxQueueSize: 16_384,
+      maxExportBatchSize: 1024,
+    });
   const sdk = new NodeSDK({
     serviceName: settings?.serviceName ?? 'engine-room',
     spanProcessors: [spanProcessor],
@@ -128,25 +141,45 @@ async function inSpan<T>(api: Api, span: Span, context: Context, fn: () => Promi
  * of the trace that enqueued it; a batch's span links to each job's trace (a span has one parent,
  * and a batch serves many requests: OpenTelemetry's messaging conventions use links for this).
  */
-export function inJobSpan<T>(queue: string, jobs: readonly { id: string; data: unknown }[], fn: () => Promise<T>): Promise<T> {
+export function inJobSpan<T>(
+  queue: string,
+  jobs: readonly { id: string; data: unknown }[],
+  fn: () => Promise<T>,
+): Promise<T> {
   const api = otel;
   if (!api || !tracer) return fn();
   const origins = jobs.map((job) => (job.data as Record<string, unknown> | null)?.[jobTraceKey] as string | undefined);
   const single = jobs.length === 1;
   const parent = single ? contextOf(api, origins[0]) : api.ROOT_CONTEXT;
-  const attributes: Attributes = { 'messaging.system': 'pg-boss', 'messaging.operation.type': 'process', 'messaging.destination.name': queue };
+  const attributes: Attributes = {
+    'messaging.system': 'pg-boss',
+    'messaging.operation.type': 'process',
+    'messaging.destination.name': queue,
+  };
   if (single) attributes['messaging.message.id'] = jobs[0]!.id;
   else attributes['messaging.batch.message_count'] = jobs.length;
-  const span = tracer.startSpan(`process ${queue}`, { kind: api.SpanKind.CONSUMER, attributes, links: single ? [] : linksTo(api, origins) }, parent);
+  const span = tracer.startSpan(
+    `process ${queue}`,
+    { kind: api.SpanKind.CONSUMER, attributes, links: single ? [] : linksTo(api, origins) },
+    parent,
+  );
   return inSpan(api, span, parent, fn);
 }
 
 /** Runs fn (work done for several requests together) in a span: child of the first, linked to the others. */
-export function inBatchSpan<T>(name: string, traceparents: readonly (string | undefined)[], fn: () => Promise<T>): Promise<T> {
+export function inBatchSpan<T>(
+  name: string,
+  traceparents: readonly (string | undefined)[],
+  fn: () => Promise<T>,
+): Promise<T> {
   const api = otel;
   if (!api || !tracer) return fn();
   const parent = contextOf(api, traceparents[0]);
-  const span = tracer.startSpan(name, { attributes: { 'engine_room.batch.size': traceparents.length }, links: linksTo(api, traceparents.slice(1)) }, parent);
+  const span = tracer.startSpan(
+    name,
+    { attributes: { 'engine_room.batch.size': traceparents.length }, links: linksTo(api, traceparents.slice(1)) },
+    parent,
+  );
   return inSpan(api, span, parent, fn);
 }
 
@@ -166,7 +199,11 @@ function summaryOf(text: string): string {
     const write = /\b(INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+([\w.]+)/i.exec(text);
     const read = /\bFROM\s+([\w.]+)/i.exec(text);
     const verb = /^\s*(\w+)/.exec(text)?.[1]?.toUpperCase() ?? 'SQL';
-    name = write ? `${write[1]!.split(/\s/)[0]!.toUpperCase()} ${write[2]}` : read && (verb === 'SELECT' || verb === 'WITH') ? `SELECT ${read[1]}` : verb;
+    name = write
+      ? `${write[1]!.split(/\s/)[0]!.toUpperCase()} ${write[2]}`
+      : read && (verb === 'SELECT' || verb === 'WITH')
+        ? `SELECT ${read[1]}`
+        : verb;
     if (summaries.size < 1000) summaries.set(text, name);
   }
   return name;
@@ -174,10 +211,17 @@ function summaryOf(text: string): string {
 
 /** A statement's span: a child of `parent`; the text is recorded, parameter values never (nor error messages, which can quote them). */
 async function statementSpan<T>(api: Api, t: Tracer, parent: Context, text: string, run: () => Promise<T>): Promise<T> {
-  const span = t.startSpan(summaryOf(text), {
-    kind: api.SpanKind.CLIENT,
-    attributes: { 'db.system.name': 'postgresql', 'db.query.text': text.length > maxTextLength ? text.slice(0, maxTextLength) : text },
-  }, parent);
+  const span = t.startSpan(
+    summaryOf(text),
+    {
+      kind: api.SpanKind.CLIENT,
+      attributes: {
+        'db.system.name': 'postgresql',
+        'db.query.text': text.length > maxTextLength ? text.slice(0, maxTextLength) : text,
+      },
+    },
+    parent,
+  );
   try {
     return await run();
   } catch (err) {
@@ -215,14 +259,20 @@ export function traceDb(db: Db): Db {
     transaction: (fn) => {
       const parent = api.context.active();
       if (!api.trace.getSpan(parent)) return db.transaction(fn);
-      const span = t.startSpan('transaction', { kind: api.SpanKind.CLIENT, attributes: { 'db.system.name': 'postgresql' } }, parent);
+      const span = t.startSpan(
+        'transaction',
+        { kind: api.SpanKind.CLIENT, attributes: { 'db.system.name': 'postgresql' } },
+        parent,
+      );
       const context = api.trace.setSpan(parent, span);
       let attempts = 0;
-      return inSpan(api, span, parent, () => db.transaction((tx) => {
-        // A deadlock or serialization failure runs fn again (db.ts): each run is an attempt.
-        span.setAttribute('db.transaction.attempts', ++attempts);
-        return fn(wrapTx(tx, context));
-      }));
+      return inSpan(api, span, parent, () =>
+        db.transaction((tx) => {
+          // A deadlock or serialization failure runs fn again (db.ts): each run is an attempt.
+          span.setAttribute('db.transaction.attempts', ++attempts);
+          return fn(wrapTx(tx, context));
+        }),
+      );
     },
   };
 }
@@ -242,15 +292,19 @@ export function registerHttpTracing(app: FastifyInstance): void {
   app.addHook('onRequest', (request, reply, done) => {
     const parent = api.propagation.extract(api.ROOT_CONTEXT, request.headers);
     const route = request.routeOptions.url;
-    const span = t.startSpan(`${request.method} ${route ?? 'unmatched'}`, {
-      kind: api.SpanKind.SERVER,
-      attributes: {
-        'http.request.method': request.method,
-        'url.path': request.url.split('?')[0] ?? request.url,
-        ...(route ? { 'http.route': route } : {}),
-        'engine_room.request_id': request.id,
+    const span = t.startSpan(
+      `${request.method} ${route ?? 'unmatched'}`,
+      {
+        kind: api.SpanKind.SERVER,
+        attributes: {
+          'http.request.method': request.method,
+          'url.path': request.url.split('?')[0] ?? request.url,
+          ...(route ? { 'http.route': route } : {}),
+          'engine_room.request_id': request.id,
+        },
       },
-    }, parent);
+      parent,
+    );
     const context = api.trace.setSpan(parent, span);
     // The body arrives, and the response finishes, in the socket's events, outside this hook's
     // context: bound, their listeners (body parsing, the hooks after it, the handler, the

@@ -36,7 +36,10 @@ export interface TestEnv {
   /** Many customers at once, written straight to the database (signing up 200 would cost 200 password hashes). */
   customers(n: number): Promise<{ token: string; id: string }[]>;
   /** Creates a product as the admin and answers it. */
-  product(variants: { sku: string; stock: number; amount?: number; currency?: string }[], name?: string): Promise<Product>;
+  product(
+    variants: { sku: string; stock: number; amount?: number; currency?: string }[],
+    name?: string,
+  ): Promise<Product>;
   close(): Promise<void>;
 }
 
@@ -47,18 +50,32 @@ export interface TestOptions {
   workers?: boolean;
 }
 
-export async function startTestEnv(engine: Engine, env: Record<string, string> = {}, options: TestOptions = {}): Promise<TestEnv> {
+export async function startTestEnv(
+  engine: Engine,
+  env: Record<string, string> = {},
+  options: TestOptions = {},
+): Promise<TestEnv> {
   const database = await freshDatabase(engine);
   // DATABASE_URL lets the live event stream LISTEN on its own connection, as in production.
   // Every test client signs up from one address: the signup throttle is off unless a suite sets it.
   // The API-wide rate limits count (their code runs in every suite) but never refuse; load shedding
   // is off (a loaded test machine delays the event loop): suites that test them set their own.
   const config = loadConfig({
-    LOG_LEVEL: 'info', SECURE_COOKIES: 'false', WORKER_POLL_INTERVAL_MS: '100', SANDBOX_SLOW_DELAY_MS: '300', SIGNUP_MAX_PER_CLIENT: '1000000',
-    ...unthrottled, ...(database.url ? { DATABASE_URL: database.url } : {}), ...env,
+    LOG_LEVEL: 'info',
+    SECURE_COOKIES: 'false',
+    WORKER_POLL_INTERVAL_MS: '100',
+    SANDBOX_SLOW_DELAY_MS: '300',
+    SIGNUP_MAX_PER_CLIENT: '1000000',
+    ...unthrottled,
+    ...(database.url ? { DATABASE_URL: database.url } : {}),
+    ...env,
   });
   const logs: string[] = [];
-  const logStream = { write: (line: string) => { logs.push(line); } };
+  const logStream = {
+    write: (line: string) => {
+      logs.push(line);
+    },
+  };
   await ensureAdmin(database.db, { email: adminEmail, password: adminPassword });
   await declareAllQueues(database.db, config);
   // As openDatabase does: the same db when tracing is off (every suite but the tracing one).
@@ -66,12 +83,22 @@ export async function startTestEnv(engine: Engine, env: Record<string, string> =
   const app = await buildApp(config, db, { logStream });
   const queue = options.workers ? await startWorkers(db, config, pino({ level: 'info' }, logStream)) : undefined;
   const client = createClient(injectTransport(app));
-  const { token: adminToken } = await client.ok(endpoints.login, { body: { email: adminEmail, password: adminPassword } });
+  const { token: adminToken } = await client.ok(endpoints.login, {
+    body: { email: adminEmail, password: adminPassword },
+  });
   return {
-    engine, app, database, config, client, logs, adminToken,
+    engine,
+    app,
+    database,
+    config,
+    client,
+    logs,
+    adminToken,
     async customer(name = 'Test Customer') {
       const email = `customer${++counter}.${process.pid}.${Date.now()}@test.example`;
-      const res = await client.ok(endpoints.signup, { body: { email, password: 'correct horse battery staple', name } });
+      const res = await client.ok(endpoints.signup, {
+        body: { email, password: 'correct horse battery staple', name },
+      });
       return { token: res.token, id: res.user.id, email };
     },
     async customers(n) {
@@ -90,7 +117,14 @@ export async function startTestEnv(engine: Engine, env: Record<string, string> =
     async product(variants, name = 'Test product') {
       return client.ok(endpoints.createProduct, {
         token: adminToken,
-        body: { name, variants: variants.map((v) => ({ sku: v.sku, stock: v.stock, price: { amount: v.amount ?? 1000, currency: v.currency ?? 'EUR' } })) },
+        body: {
+          name,
+          variants: variants.map((v) => ({
+            sku: v.sku,
+            stock: v.stock,
+            price: { amount: v.amount ?? 1000, currency: v.currency ?? 'EUR' },
+          })),
+        },
       });
     },
     queue,
@@ -108,17 +142,38 @@ type SuiteBody = (env: () => TestEnv) => void;
  * Runs the suite once per engine of the matrix ('parity' or 'one': test/support/database.ts), each
  * with its own fresh database and app. A file that names no matrix runs on one engine.
  */
-export function forEachEngine(title: string, matrix: EngineMatrix, body: SuiteBody, env?: Record<string, string>, options?: TestOptions): void;
-export function forEachEngine(title: string, body: SuiteBody, env?: Record<string, string>, options?: TestOptions): void;
-export function forEachEngine(title: string, ...args: [EngineMatrix, SuiteBody, Record<string, string>?, TestOptions?] | [SuiteBody, Record<string, string>?, TestOptions?]): void {
-  const [matrix, body, env = {}, options = {}] = typeof args[0] === 'string'
-    ? args as [EngineMatrix, SuiteBody, Record<string, string>?, TestOptions?]
-    : ['one', ...(args as [SuiteBody, Record<string, string>?, TestOptions?])] as const;
+export function forEachEngine(
+  title: string,
+  matrix: EngineMatrix,
+  body: SuiteBody,
+  env?: Record<string, string>,
+  options?: TestOptions,
+): void;
+export function forEachEngine(
+  title: string,
+  body: SuiteBody,
+  env?: Record<string, string>,
+  options?: TestOptions,
+): void;
+export function forEachEngine(
+  title: string,
+  ...args:
+    | [EngineMatrix, SuiteBody, Record<string, string>?, TestOptions?]
+    | [SuiteBody, Record<string, string>?, TestOptions?]
+): void {
+  const [matrix, body, env = {}, options = {}] =
+    typeof args[0] === 'string'
+      ? (args as [EngineMatrix, SuiteBody, Record<string, string>?, TestOptions?])
+      : (['one', ...(args as [SuiteBody, Record<string, string>?, TestOptions?])] as const);
   for (const engine of engines(matrix)) {
     describe(`${title} [${engine}]`, () => {
       let current: TestEnv | undefined;
-      before(async () => { current = await startTestEnv(engine, env, options); });
-      after(async () => { await current?.close(); });
+      before(async () => {
+        current = await startTestEnv(engine, env, options);
+      });
+      after(async () => {
+        await current?.close();
+      });
       body(() => {
         if (!current) throw new Error('test env not started');
         return current;

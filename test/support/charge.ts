@@ -6,7 +6,12 @@ import type { PaymentProvider } from '../../src/modules/payments/providers/provi
 import type { ChargeOptions } from '../../src/modules/payments/service.ts';
 
 /** Charges one payment (chargeMany for one); throws when it must be tried again later. */
-export async function chargeOnce(db: Db, provider: PaymentProvider, paymentId: string, options: ChargeOptions = {}): Promise<void> {
+export async function chargeOnce(
+  db: Db,
+  provider: PaymentProvider,
+  paymentId: string,
+  options: ChargeOptions = {},
+): Promise<void> {
   const retry = await chargeMany(db, provider, [paymentId], options);
   const err = retry.get(paymentId);
   if (err) throw err;

@@ -18,21 +18,42 @@ import { openPglite } from '../../src/platform/db.ts';
 import { startServer } from '../../src/server.ts';
 
 export const chromiumPath = '/usr/bin/chromium';
-export const chromiumArgs = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+export const chromiumArgs = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
 /** For describe(): skip, saying why, where Chromium is not installed. */
-export const needsChromium = existsSync(chromiumPath) ? false : `needs Chromium at ${chromiumPath} (apt-get install chromium)`;
+export const needsChromium = existsSync(chromiumPath)
+  ? false
+  : `needs Chromium at ${chromiumPath} (apt-get install chromium)`;
 
 /** Serious and critical axe violations of the page as it is now, as readable lines. */
 export async function accessibilityProblems(page: Page): Promise<string[]> {
-  const result = await new AxeBuilder({ page }).withTags(['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'best-practice']).analyze();
+  const result = await new AxeBuilder({ page })
+    .withTags(['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'best-practice'])
+    .analyze();
   return result.violations
     .filter((v) => v.impact === 'serious' || v.impact === 'critical')
-    .map((v) => `${v.impact} ${v.id}: ${v.help} (${v.nodes.map((n) => n.target.join(' ')).slice(0, 3).join(', ')})`);
+    .map(
+      (v) =>
+        `${v.impact} ${v.id}: ${v.help} (${v.nodes
+          .map((n) => n.target.join(' '))
+          .slice(0, 3)
+          .join(', ')})`,
+    );
 }
 
 export async function noSidewaysScroll(page: Page): Promise<void> {
   // Evaluated in the page (a string: this file is type-checked without the DOM's types).
-  const { scroll, width } = await page.evaluate<{ scroll: number; width: number }>('({ scroll: document.documentElement.scrollWidth, width: window.innerWidth })');
+  const { scroll, width } = await page.evaluate<{ scroll: number; width: number }>(
+    '({ scroll: document.documentElement.scrollWidth, width: window.innerWidth })',
+  );
   assert.ok(scroll <= width, `the page is ${scroll} px wide in a ${width} px window`);
 }
 
@@ -64,7 +85,13 @@ export interface ConsoleRig {
  */
 export async function startConsoleRig(engine: Engine, env: Record<string, string> = {}): Promise<ConsoleRig> {
   const admin = { email: 'console-admin@example.com', password: 'console-admin-password' };
-  const settings: Record<string, string> = { ADMIN_EMAIL: admin.email, ADMIN_PASSWORD: admin.password, WORKER_POLL_INTERVAL_MS: '100', LOG_LEVEL: 'warn', ...env };
+  const settings: Record<string, string> = {
+    ADMIN_EMAIL: admin.email,
+    ADMIN_PASSWORD: admin.password,
+    WORKER_POLL_INTERVAL_MS: '100',
+    LOG_LEVEL: 'warn',
+    ...env,
+  };
   let database: TestDatabase | undefined;
   let dataDir: string | undefined;
   if (engine === 'postgres') {
@@ -98,12 +125,20 @@ export async function startConsoleRig(engine: Engine, env: Record<string, string
     const adminToken = (await api.ok(endpoints.login, { body: admin })).token;
     const b = browser;
     return {
-      baseUrl, browser: b, api, admin, adminToken, consoleErrors, close,
+      baseUrl,
+      browser: b,
+      api,
+      admin,
+      adminToken,
+      consoleErrors,
+      close,
       async newPage(width = 1280, height = 900) {
         const context = await b.newContext({ viewport: { width, height } });
         contexts.push(context);
         const page = await context.newPage();
-        page.on('console', (message) => { if (message.type() === 'error') consoleErrors.push(`${message.text()} (${message.location().url})`); });
+        page.on('console', (message) => {
+          if (message.type() === 'error') consoleErrors.push(`${message.text()} (${message.location().url})`);
+        });
         page.on('pageerror', (err) => consoleErrors.push(`uncaught: ${err.message}`));
         return page;
       },

@@ -96,7 +96,12 @@ async function postgresTemplate(admin: pg.Client): Promise<string> {
   return name;
 }
 
-export interface TestDatabase { db: Db; engine: Engine; url?: string; drop(): Promise<void> }
+export interface TestDatabase {
+  db: Db;
+  engine: Engine;
+  url?: string;
+  drop(): Promise<void>;
+}
 
 export async function freshDatabase(engine: Engine, poolSize = 20): Promise<TestDatabase> {
   if (engine === 'pglite') {
@@ -112,7 +117,9 @@ export async function freshDatabase(engine: Engine, poolSize = 20): Promise<Test
     const url = withDatabase(postgresUrl!, name);
     const db = openPostgres(url, poolSize);
     return {
-      db, engine, url,
+      db,
+      engine,
+      url,
       drop: async () => {
         // A test may have closed the pool already (to free its connections): a second close
         // throws, and must not keep the database from being dropped.

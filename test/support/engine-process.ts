@@ -31,12 +31,16 @@ export function spawnEngine(args: string[], env: Record<string, string>): Engine
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let err = '';
-  child.stderr!.on('data', (d: Buffer) => { err += d.toString(); });
+  child.stderr!.on('data', (d: Buffer) => {
+    err += d.toString();
+  });
   child.stdout!.resume();
   const exited = once(child, 'exit');
   // Whatever happens to the test (a failed assertion, a throw before its cleanup), the child goes
   // with this process: a left-over engine would hold its port and database and load the machine.
-  const killOnExit = () => { child.kill('SIGKILL'); };
+  const killOnExit = () => {
+    child.kill('SIGKILL');
+  };
   process.once('exit', killOnExit);
   void exited.then(() => process.off('exit', killOnExit));
   return {
@@ -47,7 +51,8 @@ export function spawnEngine(args: string[], env: Record<string, string>): Engine
       for (;;) {
         const match = typeof text === 'string' ? (err.includes(text) ? text : null) : (text.exec(err)?.[0] ?? null);
         if (match !== null) return match;
-        if (child.exitCode !== null || child.signalCode !== null) throw new Error(`engine exited before "${text}":\n${err}`);
+        if (child.exitCode !== null || child.signalCode !== null)
+          throw new Error(`engine exited before "${text}":\n${err}`);
         if (Date.now() > end) throw new Error(`timed out waiting for "${text}":\n${err}`);
         await new Promise((r) => setTimeout(r, 50));
       }
@@ -110,7 +115,9 @@ export async function startFreshServer(engine: Engine, env: Record<string, strin
   try {
     const { engine: process, baseUrl } = await startEngine(fullEnv);
     return {
-      engine: process, baseUrl, env: fullEnv,
+      engine: process,
+      baseUrl,
+      env: fullEnv,
       async stop() {
         await process.kill('SIGTERM');
         await dropData();

@@ -5,7 +5,8 @@ import type { Db } from '../../src/platform/db.ts';
 import type { StreamSink } from '../../src/platform/event-stream.ts';
 import { waitFor } from './wait.ts';
 
-export type MemorySink = EventEmitter & StreamSink & { text: string; buffered: number; destroyed: boolean; ended: boolean; lateWrites: number };
+export type MemorySink = EventEmitter &
+  StreamSink & { text: string; buffered: number; destroyed: boolean; ended: boolean; lateWrites: number };
 
 /**
  * A sink in memory: it keeps what was written. `reads: false` makes it a client that never reads:
@@ -27,10 +28,20 @@ export function memorySink(options: { reads: boolean } = { reads: true }): Memor
     sink.buffered += Buffer.byteLength(chunk);
     return false;
   };
-  sink.end = () => { sink.ended = true; sink.emit('close'); };
-  sink.destroy = () => { sink.destroyed = true; sink.emit('close'); };
+  sink.end = () => {
+    sink.ended = true;
+    sink.emit('close');
+  };
+  sink.destroy = () => {
+    sink.destroyed = true;
+    sink.emit('close');
+  };
   /** The client reads everything, from now on too. */
-  sink.drain = () => { reads = true; sink.buffered = 0; sink.emit('drain'); };
+  sink.drain = () => {
+    reads = true;
+    sink.buffered = 0;
+    sink.emit('drain');
+  };
   return sink;
 }
 
@@ -78,14 +89,26 @@ export function watchOutboxReads(db: Db) {
     /** How many statements so far contained the text. */
     count: (part: string) => statements.filter((s) => s.includes(part)).length,
     /** Makes every statement that contains the text fail from now on. */
-    fail: (part: string) => { failing.push(part); },
+    fail: (part: string) => {
+      failing.push(part);
+    },
     /** The database answers again. */
-    heal: () => { failing.length = 0; },
+    heal: () => {
+      failing.length = 0;
+    },
     /** Holds the statements that contain the text (the outbox reads by default) and start from now on, until the function answered is called. */
     hold(part = 'AS waiting'): () => void {
       let release!: () => void;
-      gate = { part, open: new Promise<void>((resolve) => { release = resolve; }) };
-      return () => { gate = undefined; release(); };
+      gate = {
+        part,
+        open: new Promise<void>((resolve) => {
+          release = resolve;
+        }),
+      };
+      return () => {
+        gate = undefined;
+        release();
+      };
     },
   };
 }
@@ -97,12 +120,18 @@ export function watchOutboxReads(db: Db) {
  */
 export async function settled(db: Db, eventId: string): Promise<void> {
   await waitFor(`${eventId} to settle`, async () => {
-    const [row] = await db.query<{ below: boolean }>('SELECT tx < pg_snapshot_xmin(pg_current_snapshot()) AS below FROM events WHERE id = $1', [eventId]);
+    const [row] = await db.query<{ below: boolean }>(
+      'SELECT tx < pg_snapshot_xmin(pg_current_snapshot()) AS below FROM events WHERE id = $1',
+      [eventId],
+    );
     return row?.below ? true : undefined;
   });
 }
 
 export async function presenceOf(db: Db, userId: string): Promise<number> {
-  const [row] = await db.query<{ n: number }>('SELECT count(*)::int AS n FROM event_stream_connections WHERE user_id = $1', [userId]);
+  const [row] = await db.query<{ n: number }>(
+    'SELECT count(*)::int AS n FROM event_stream_connections WHERE user_id = $1',
+    [userId],
+  );
   return row!.n;
 }

@@ -3,7 +3,11 @@
 // the caller wait for the next event that matches. Browsers have EventSource for this.
 
 /** id is the frame's own id field (undefined when it had none). */
-export interface SseEvent { id: string | undefined; event: string; data: string }
+export interface SseEvent {
+  id: string | undefined;
+  event: string;
+  data: string;
+}
 
 export interface EventStreamReader {
   readonly status: number;
@@ -31,7 +35,9 @@ export async function openEventStream(url: string, headers: Record<string, strin
   let lastEventId: string | undefined;
   let done = false;
 
-  const notify = () => { for (const w of [...waiters]) w(); };
+  const notify = () => {
+    for (const w of [...waiters]) w();
+  };
 
   let pending = '';
   let id: string | undefined;
@@ -90,7 +96,9 @@ export async function openEventStream(url: string, headers: Record<string, strin
     contentType: res.headers.get('content-type') ?? '',
     events,
     comments,
-    get lastEventId() { return lastEventId; },
+    get lastEventId() {
+      return lastEventId;
+    },
     ended,
     next(match = () => true, timeoutMs = 30_000) {
       return new Promise<SseEvent>((resolve, reject) => {
@@ -108,8 +116,14 @@ export async function openEventStream(url: string, headers: Record<string, strin
             reject(new Error('the event stream ended before a matching event came'));
           }
         };
-        const timer = setTimeout(() => { finish(); reject(new Error(`no matching event within ${timeoutMs} ms`)); }, timeoutMs);
-        const finish = () => { clearTimeout(timer); waiters.delete(check); };
+        const timer = setTimeout(() => {
+          finish();
+          reject(new Error(`no matching event within ${timeoutMs} ms`));
+        }, timeoutMs);
+        const finish = () => {
+          clearTimeout(timer);
+          waiters.delete(check);
+        };
         waiters.add(check);
         check();
       });

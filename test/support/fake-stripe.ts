@@ -43,7 +43,11 @@ export interface FakeRefund {
   status: 'succeeded';
 }
 
-type NextCall = 'decline' | 'server_error' | 'hang' | 'processing'
+type NextCall =
+  | 'decline'
+  | 'server_error'
+  | 'hang'
+  | 'processing'
   | { tamper: Partial<Pick<FakeIntent, 'amount' | 'currency' | 'metadata' | 'status'>> }
   | { error: { status: number; body: Record<string, unknown> } }
   | { hugeBytes: number };
@@ -92,13 +96,19 @@ function readBody(req: IncomingMessage): Promise<string> {
   return new Promise((resolve, reject) => {
     let data = '';
     req.setEncoding('utf8');
-    req.on('data', (chunk: string) => { data += chunk; });
+    req.on('data', (chunk: string) => {
+      data += chunk;
+    });
     req.on('end', () => resolve(data));
     req.on('error', reject);
   });
 }
 
-interface Stored { fingerprint: string; status: number; body: unknown }
+interface Stored {
+  fingerprint: string;
+  status: number;
+  body: unknown;
+}
 
 export async function startFakeStripe(secretKey = 'sk_test_fake_engine_room'): Promise<FakeStripe> {
   const received: ReceivedRequest[] = [];
@@ -109,13 +119,22 @@ export async function startFakeStripe(secretKey = 'sk_test_fake_engine_room'): P
   const next: NextCall[] = [];
   let counter = 0;
 
-  const error = (status: number, type: string, message: string, extra: Record<string, unknown> = {}) => ({ status, body: { error: { type, message, ...extra } } });
+  const error = (status: number, type: string, message: string, extra: Record<string, unknown> = {}) => ({
+    status,
+    body: { error: { type, message, ...extra } },
+  });
 
   function createIntent(body: Record<string, unknown>, mode: NextCall | undefined): { status: number; body: unknown } {
     const amount = Number(body.amount);
-    if (!Number.isInteger(amount) || amount < 1) return error(400, 'invalid_request_error', 'Invalid positive integer', { code: 'parameter_invalid_integer', param: 'amount' });
-    if (typeof body.currency !== 'string' || !/^[a-z]{3}$/.test(body.currency)) return error(400, 'invalid_request_error', 'Invalid currency', { param: 'currency' });
-    if (typeof body.payment_method !== 'string') return error(400, 'invalid_request_error', 'Missing payment_method', { param: 'payment_method' });
+    if (!Number.isInteger(amount) || amount < 1)
+      return error(400, 'invalid_request_error', 'Invalid positive integer', {
+        code: 'parameter_invalid_integer',
+        param: 'amount',
+      });
+    if (typeof body.currency !== 'string' || !/^[a-z]{3}$/.test(body.currency))
+      return error(400, 'invalid_request_error', 'Invalid currency', { param: 'currency' });
+    if (typeof body.payment_method !== 'string')
+      return error(400, 'invalid_request_error', 'Missing payment_method', { param: 'payment_method' });
     const intent: FakeIntent = {
       id: `pi_fake_${++counter}`,
       object: 'payment_intent',
@@ -130,21 +149,46 @@ export async function startFakeStripe(secretKey = 'sk_test_fake_engine_room'): P
     if (typeof mode === 'object' && 'tamper' in mode) Object.assign(intent, mode.tamper);
     intents.set(intent.id, intent);
     if (mode === 'decline') {
-      return error(402, 'card_error', 'Your card has insufficient funds.', { code: 'card_declined', decline_code: 'insufficient_funds', payment_intent: intent });
+      return error(402, 'card_error', 'Your card has insufficient funds.', {
+        code: 'card_declined',
+        decline_code: 'insufficient_funds',
+        payment_intent: intent,
+      });
     }
     return { status: 200, body: intent };
   }
 
   function createRefund(body: Record<string, unknown>, mode: NextCall | undefined): { status: number; body: unknown } {
     const intent = typeof body.payment_intent === 'string' ? intents.get(body.payment_intent) : undefined;
-    if (!intent) return error(400, 'invalid_request_error', `No such payment_intent: '${String(body.payment_intent)}'`, { code: 'resource_missing', param: 'payment_intent' });
-    if (intent.status !== 'succeeded') return error(400, 'invalid_request_error', 'This PaymentIntent does not have a successful charge to refund.', { code: 'charge_not_refundable' });
-    const already = [...refunds.values()].filter((r) => r.payment_intent === intent.id).reduce((sum, r) => sum + r.amount, 0);
+    if (!intent)
+      return error(400, 'invalid_request_error', `No such payment_intent: '${String(body.payment_intent)}'`, {
+        code: 'resource_missing',
+        param: 'payment_intent',
+      });
+    if (intent.status !== 'succeeded')
+      return error(400, 'invalid_request_error', 'This PaymentIntent does not have a successful charge to refund.', {
+        code: 'charge_not_refundable',
+      });
+    const already = [...refunds.values()]
+      .filter((r) => r.payment_intent === intent.id)
+      .reduce((sum, r) => sum + r.amount, 0);
     const amount = body.amount === undefined ? intent.amount - already : Number(body.amount);
     if (mode === 'decline' || already + amount > intent.amount) {
-      return error(400, 'invalid_request_error', `Refund amount (${amount}) is greater than unrefunded amount on charge (${intent.amount - already})`, { code: 'amount_too_large', param: 'amount' });
+      return error(
+        400,
+        'invalid_request_error',
+        `Refund amount (${amount}) is greater than unrefunded amount on charge (${intent.amount - already})`,
+        { code: 'amount_too_large', param: 'amount' },
+      );
     }
-    const refund: FakeRefund = { id: `re_fake_${++counter}`, object: 'refund', amount, currency: intent.currency, payment_intent: intent.id, status: 'succeeded' };
+    const refund: FakeRefund = {
+      id: `re_fake_${++counter}`,
+      object: 'refund',
+      amount,
+      currency: intent.currency,
+      payment_intent: intent.id,
+      status: 'succeeded',
+    };
     refunds.set(refund.id, refund);
     return { status: 200, body: refund };
   }
@@ -157,8 +201,16 @@ export async function startFakeStripe(secretKey = 'sk_test_fake_engine_room'): P
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const path = (req.url ?? '/').split('?')[0] ?? '/';
     const body = parseForm(await readBody(req));
-    const idempotencyKey = typeof req.headers['idempotency-key'] === 'string' ? req.headers['idempotency-key'] : undefined;
-    const record: ReceivedRequest = { method: req.method ?? '', path, idempotencyKey, authorization: req.headers.authorization, body, replayed: false };
+    const idempotencyKey =
+      typeof req.headers['idempotency-key'] === 'string' ? req.headers['idempotency-key'] : undefined;
+    const record: ReceivedRequest = {
+      method: req.method ?? '',
+      path,
+      idempotencyKey,
+      authorization: req.headers.authorization,
+      body,
+      replayed: false,
+    };
     received.push(record);
 
     if (req.headers.authorization !== `Bearer ${secretKey}`) {
@@ -168,27 +220,49 @@ export async function startFakeStripe(secretKey = 'sk_test_fake_engine_room'): P
     const getIntent = /^\/v1\/payment_intents\/([^/]+)$/.exec(path);
     if (req.method === 'GET' && getIntent) {
       const intent = intents.get(decodeURIComponent(getIntent[1] ?? ''));
-      return intent ? send(res, 200, intent) : send(res, 404, { error: { type: 'invalid_request_error', code: 'resource_missing', message: 'No such payment_intent' } });
+      return intent
+        ? send(res, 200, intent)
+        : send(res, 404, {
+            error: { type: 'invalid_request_error', code: 'resource_missing', message: 'No such payment_intent' },
+          });
     }
-    const handler = req.method === 'POST' && path === '/v1/payment_intents' ? createIntent : req.method === 'POST' && path === '/v1/refunds' ? createRefund : undefined;
-    if (!handler) return send(res, 404, { error: { type: 'invalid_request_error', message: `Unrecognized request URL (${req.method}: ${path})` } });
+    const handler =
+      req.method === 'POST' && path === '/v1/payment_intents'
+        ? createIntent
+        : req.method === 'POST' && path === '/v1/refunds'
+          ? createRefund
+          : undefined;
+    if (!handler)
+      return send(res, 404, {
+        error: { type: 'invalid_request_error', message: `Unrecognized request URL (${req.method}: ${path})` },
+      });
 
     const mode = next.shift();
     // A gateway failure in front of the API: nothing ran, nothing is stored under the key.
-    if (mode === 'server_error') return send(res, 500, { error: { type: 'api_error', message: 'Something went wrong on our end.' } });
+    if (mode === 'server_error')
+      return send(res, 500, { error: { type: 'api_error', message: 'Something went wrong on our end.' } });
 
     const fingerprint = `${req.method} ${path} ${JSON.stringify(body)}`;
     let answer: { status: number; body: unknown };
     const stored = idempotencyKey === undefined ? undefined : byKey.get(idempotencyKey);
     if (stored && stored.fingerprint !== fingerprint) {
-      answer = error(400, 'idempotency_error', `Keys for idempotent requests can only be used with the same parameters they were first used with. Try using a key other than '${idempotencyKey}' if you meant to execute a different request.`);
+      answer = error(
+        400,
+        'idempotency_error',
+        `Keys for idempotent requests can only be used with the same parameters they were first used with. Try using a key other than '${idempotencyKey}' if you meant to execute a different request.`,
+      );
     } else if (stored) {
       record.replayed = true;
       answer = stored;
     } else {
       answer = typeof mode === 'object' && 'error' in mode ? mode.error : handler(body, mode);
       // A snapshot, as Stripe keeps the response it sent, not the object as it is later.
-      if (idempotencyKey !== undefined) byKey.set(idempotencyKey, { fingerprint, status: answer.status, body: JSON.parse(JSON.stringify(answer.body)) });
+      if (idempotencyKey !== undefined)
+        byKey.set(idempotencyKey, {
+          fingerprint,
+          status: answer.status,
+          body: JSON.parse(JSON.stringify(answer.body)),
+        });
     }
     // Done and stored, but the answer is lost on the way back: the client times out.
     if (mode === 'hang') {
@@ -223,13 +297,27 @@ export async function startFakeStripe(secretKey = 'sk_test_fake_engine_room'): P
     received,
     intents,
     refunds,
-    declineNext: () => { next.push('decline'); },
-    failNext: () => { next.push('server_error'); },
-    hangNext: () => { next.push('hang'); },
-    processingNext: () => { next.push('processing'); },
-    tamperNext: (fields) => { next.push({ tamper: fields }); },
-    errorNext: (status, error) => { next.push({ error: { status, body: { error } } }); },
-    hugeNext: (bytes) => { next.push({ hugeBytes: bytes }); },
+    declineNext: () => {
+      next.push('decline');
+    },
+    failNext: () => {
+      next.push('server_error');
+    },
+    hangNext: () => {
+      next.push('hang');
+    },
+    processingNext: () => {
+      next.push('processing');
+    },
+    tamperNext: (fields) => {
+      next.push({ tamper: fields });
+    },
+    errorNext: (status, error) => {
+      next.push({ error: { status, body: { error } } });
+    },
+    hugeNext: (bytes) => {
+      next.push({ hugeBytes: bytes });
+    },
     settle(intentId) {
       const intent = intents.get(intentId);
       if (!intent) throw new Error(`no intent ${intentId}`);

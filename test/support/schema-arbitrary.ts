@@ -9,7 +9,8 @@ import addFormatsModule from 'ajv-formats';
 export type Schema = Record<string, unknown>;
 
 // ajv-formats is CommonJS with a default export; under NodeNext it arrives wrapped.
-const addFormats = ((addFormatsModule as unknown as { default?: typeof addFormatsModule }).default ?? addFormatsModule) as unknown as (ajv: Ajv) => void;
+const addFormats = ((addFormatsModule as unknown as { default?: typeof addFormatsModule }).default ??
+  addFormatsModule) as unknown as (ajv: Ajv) => void;
 
 /** An Ajv set up as the server's (src/platform/http.ts): bodies as sent, query strings and params coerced from text. */
 export function schemaAjv(coerce: boolean): Ajv {
@@ -27,10 +28,15 @@ export function deref(node: unknown, doc: Schema): unknown {
   if (!node || typeof node !== 'object') return node;
   const ref = (node as Schema).$ref;
   if (typeof ref === 'string' && ref.startsWith('#/')) {
-    const target = ref.slice(2).split('/').reduce<unknown>((at, key) => (at as Schema)[key.replace(/~1/g, '/').replace(/~0/g, '~')], doc);
+    const target = ref
+      .slice(2)
+      .split('/')
+      .reduce<unknown>((at, key) => (at as Schema)[key.replace(/~1/g, '/').replace(/~0/g, '~')], doc);
     return deref(target, doc);
   }
-  return Object.fromEntries(Object.entries(node).map(([k, v]) => [k, k === 'example' || k === 'examples' ? v : deref(v, doc)]));
+  return Object.fromEntries(
+    Object.entries(node).map(([k, v]) => [k, k === 'example' || k === 'examples' ? v : deref(v, doc)]),
+  );
 }
 
 const num = (v: unknown): number | undefined => (typeof v === 'number' ? v : undefined);
@@ -43,14 +49,21 @@ function stringArbitrary(s: Schema): Arbitrary<string> {
   const maxLength = num(s.maxLength);
   const fits = (v: string) => v.length >= minLength && (maxLength === undefined || v.length <= maxLength);
   if (s.format === 'date-time') {
-    return fc.date({ min: new Date('2000-01-01T00:00:00Z'), max: new Date('2099-12-31T00:00:00Z'), noInvalidDate: true }).map((d) => d.toISOString());
+    return fc
+      .date({ min: new Date('2000-01-01T00:00:00Z'), max: new Date('2099-12-31T00:00:00Z'), noInvalidDate: true })
+      .map((d) => d.toISOString());
   }
   if (s.format === 'email') return fc.emailAddress().filter(fits);
   if (s.format === 'uri') {
     const pattern = typeof s.pattern === 'string' ? new RegExp(s.pattern) : undefined;
-    return fc.webUrl({ validSchemes: ['https', 'http'], withQueryParameters: true, withFragments: true }).filter((v) => fits(v) && (!pattern || pattern.test(v)));
+    return fc
+      .webUrl({ validSchemes: ['https', 'http'], withQueryParameters: true, withFragments: true })
+      .filter((v) => fits(v) && (!pattern || pattern.test(v)));
   }
-  if (typeof s.pattern === 'string') return fc.stringMatching(new RegExp(s.pattern), { size: maxLength !== undefined && maxLength <= 8 ? 'small' : 'medium' }).filter(fits);
+  if (typeof s.pattern === 'string')
+    return fc
+      .stringMatching(new RegExp(s.pattern), { size: maxLength !== undefined && maxLength <= 8 ? 'small' : 'medium' })
+      .filter(fits);
   return fc.string({ minLength, maxLength: cap(maxLength, minLength) });
 }
 
@@ -73,26 +86,43 @@ function rawArbitrary(s: Schema, known: Known = {}): Arbitrary<unknown> {
     const { anyOf: _a, oneOf: _o, ...rest } = s;
     return fc.oneof(...branches.map((b) => rawArbitrary({ ...rest, ...b }, known)));
   }
-  if (Array.isArray(s.type)) return fc.oneof(...(s.type as string[]).map((type) => rawArbitrary({ ...s, type }, known)));
+  if (Array.isArray(s.type))
+    return fc.oneof(...(s.type as string[]).map((type) => rawArbitrary({ ...s, type }, known)));
   switch (s.type) {
-    case 'string': return stringArbitrary(s);
-    case 'integer': return integerArbitrary(s);
-    case 'number': return fc.double({ min: num(s.minimum) ?? -1e9, max: num(s.maximum) ?? 1e9, noNaN: true, noDefaultInfinity: true });
-    case 'boolean': return fc.boolean();
-    case 'null': return fc.constant(null);
+    case 'string':
+      return stringArbitrary(s);
+    case 'integer':
+      return integerArbitrary(s);
+    case 'number':
+      return fc.double({
+        min: num(s.minimum) ?? -1e9,
+        max: num(s.maximum) ?? 1e9,
+        noNaN: true,
+        noDefaultInfinity: true,
+      });
+    case 'boolean':
+      return fc.boolean();
+    case 'null':
+      return fc.constant(null);
     case 'array': {
       const item = rawArbitrary((s.items as Schema | undefined) ?? {}, known);
       const minLength = num(s.minItems) ?? 0;
       const maxLength = Math.min(num(s.maxItems) ?? 4, minLength + 4);
-      return s.uniqueItems ? fc.uniqueArray(item, { minLength, maxLength, selector: (v) => JSON.stringify(v) }) : fc.array(item, { minLength, maxLength });
+      return s.uniqueItems
+        ? fc.uniqueArray(item, { minLength, maxLength, selector: (v) => JSON.stringify(v) })
+        : fc.array(item, { minLength, maxLength });
     }
     case 'object': {
       const properties = (s.properties as Record<string, Schema> | undefined) ?? {};
       const required = (s.required as string[] | undefined) ?? [];
       if (Object.keys(properties).length === 0) return fc.constant({});
-      return fc.record(Object.fromEntries(Object.entries(properties).map(([k, v]) => [k, known[k] ?? rawArbitrary(v, known)])), { requiredKeys: required });
+      return fc.record(
+        Object.fromEntries(Object.entries(properties).map(([k, v]) => [k, known[k] ?? rawArbitrary(v, known)])),
+        { requiredKeys: required },
+      );
     }
-    default: return fc.oneof(fc.string({ maxLength: 8 }), fc.integer(), fc.boolean(), fc.constant(null));
+    default:
+      return fc.oneof(fc.string({ maxLength: 8 }), fc.integer(), fc.boolean(), fc.constant(null));
   }
 }
 
@@ -131,7 +161,8 @@ function mutations(s: Schema): Arbitrary<unknown>[] {
     const valid = rawArbitrary(s) as Arbitrary<Record<string, unknown>>;
     out.push(fc.constant([]));
     if (s.additionalProperties === false) out.push(valid.map((v) => ({ ...v, notAField: true })));
-    for (const name of (s.required as string[] | undefined) ?? []) out.push(valid.map(({ [name]: _dropped, ...rest }) => rest));
+    for (const name of (s.required as string[] | undefined) ?? [])
+      out.push(valid.map(({ [name]: _dropped, ...rest }) => rest));
     for (const [name, p] of Object.entries(properties)) {
       for (const bad of mutations(p)) out.push(fc.tuple(valid, bad).map(([v, b]) => ({ ...v, [name]: b })));
     }

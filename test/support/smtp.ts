@@ -34,7 +34,7 @@ export async function freePort(): Promise<number> {
 }
 
 export async function startSmtpServer(port?: number): Promise<TestSmtpServer> {
-  const chosen = port ?? await freePort();
+  const chosen = port ?? (await freePort());
   const received: ReceivedMail[] = [];
   let server: SMTPServer | undefined;
 
@@ -118,7 +118,10 @@ export function decodeHeader(value: string): string {
   return value
     .replace(/\?=\s+=\?/g, '?==?')
     .replace(/=\?([^?]+)\?([QqBb])\?([^?]*)\?=/g, (_, _charset: string, encoding: string, text: string) =>
-      encoding.toUpperCase() === 'B' ? Buffer.from(text, 'base64').toString('utf8') : hexBytes(text.replace(/_/g, ' ')).toString('utf8'));
+      encoding.toUpperCase() === 'B'
+        ? Buffer.from(text, 'base64').toString('utf8')
+        : hexBytes(text.replace(/_/g, ' ')).toString('utf8'),
+    );
 }
 
 function decodeBody(headers: Map<string, string>, body: string): string {
@@ -135,7 +138,11 @@ export function parseMail(raw: string): Omit<ReceivedMail, 'to' | 'from'> {
   const type = headers.get('content-type') ?? 'text/plain';
   const boundary = /boundary="?([^";]+)"?/i.exec(type)?.[1];
   const parts = boundary
-    ? body.split(`--${boundary}`).slice(1).filter((p) => !p.startsWith('--')).map((p) => splitHead(p.replace(/^\r\n/, '')))
+    ? body
+        .split(`--${boundary}`)
+        .slice(1)
+        .filter((p) => !p.startsWith('--'))
+        .map((p) => splitHead(p.replace(/^\r\n/, '')))
     : [{ headers, body }];
   for (const part of parts) {
     const partType = part.headers.get('content-type') ?? 'text/plain';

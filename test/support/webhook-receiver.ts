@@ -5,9 +5,15 @@ import { createServer, type IncomingHttpHeaders, type ServerResponse } from 'nod
 import type { AddressInfo } from 'node:net';
 import { setTimeout as delay } from 'node:timers/promises';
 
-export interface ReceivedRequest { method: string; path: string; headers: IncomingHttpHeaders; body: string }
+export interface ReceivedRequest {
+  method: string;
+  path: string;
+  headers: IncomingHttpHeaders;
+  body: string;
+}
 
-export type Answer = { kind: 'status'; status: number } | { kind: 'redirect'; location: string; status?: number } | { kind: 'hang' };
+export type Answer =
+  { kind: 'status'; status: number } | { kind: 'redirect'; location: string; status?: number } | { kind: 'hang' };
 
 export interface WebhookReceiver {
   /** The URL to register: http://127.0.0.1:<port>/hooks */
@@ -38,7 +44,12 @@ export async function startWebhookReceiver(): Promise<WebhookReceiver> {
     const chunks: Buffer[] = [];
     req.on('data', (chunk: Buffer) => chunks.push(chunk));
     req.on('end', () => {
-      requests.push({ method: req.method ?? '', path: req.url ?? '', headers: req.headers, body: Buffer.concat(chunks).toString('utf8') });
+      requests.push({
+        method: req.method ?? '',
+        path: req.url ?? '',
+        headers: req.headers,
+        body: Buffer.concat(chunks).toString('utf8'),
+      });
       const answer = queued.shift() ?? fallback;
       if (answer.kind === 'hang') {
         hanging.add(res);
@@ -53,23 +64,32 @@ export async function startWebhookReceiver(): Promise<WebhookReceiver> {
     });
   });
   let connections = 0;
-  server.on('connection', () => { connections++; });
+  server.on('connection', () => {
+    connections++;
+  });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address() as AddressInfo;
 
-  const push = (n: number, answer: Answer) => { for (let i = 0; i < n; i++) queued.push(answer); };
+  const push = (n: number, answer: Answer) => {
+    for (let i = 0; i < n; i++) queued.push(answer);
+  };
   return {
     url: `http://127.0.0.1:${port}/hooks`,
     requests,
-    get connections() { return connections; },
+    get connections() {
+      return connections;
+    },
     failNext: (n, status = 500) => push(n, { kind: 'status', status }),
     hangNext: (n) => push(n, { kind: 'hang' }),
     redirectNext: (n, location, status = 302) => push(n, { kind: 'redirect', location, status }),
-    answerAfterwards: (answer) => { fallback = answer; },
+    answerAfterwards: (answer) => {
+      fallback = answer;
+    },
     async waitForRequests(n, timeoutMs = 20_000) {
       const deadline = Date.now() + timeoutMs;
       while (requests.length < n) {
-        if (Date.now() > deadline) throw new Error(`the receiver got ${requests.length} requests, not ${n}, within ${timeoutMs} ms`);
+        if (Date.now() > deadline)
+          throw new Error(`the receiver got ${requests.length} requests, not ${n}, within ${timeoutMs} ms`);
         await delay(20);
       }
       return requests.slice();

@@ -6,7 +6,17 @@ import { useRef, useState } from 'preact/hooks';
 import { newIdempotencyKey } from '../api.ts';
 import { ErrorNote } from './ui.tsx';
 
-export function ConfirmAction<R>({ label, title, confirmLabel, children, run, onDone, disabled, tone = 'primary', accessibleLabel }: {
+export function ConfirmAction<R>({
+  label,
+  title,
+  confirmLabel,
+  children,
+  run,
+  onDone,
+  disabled,
+  tone = 'primary',
+  accessibleLabel,
+}: {
   label: string;
   title: string;
   confirmLabel: string;
@@ -46,14 +56,25 @@ export function ConfirmAction<R>({ label, title, confirmLabel, children, run, on
 
   return (
     <>
-      <button type="button" class={tone} disabled={disabled} onClick={open} aria-label={accessibleLabel}>{label}</button>
+      <button type="button" class={tone} disabled={disabled} onClick={open} aria-label={accessibleLabel}>
+        {label}
+      </button>
       <dialog ref={dialog} aria-labelledby={titleId} onClose={() => setBusy(false)}>
         <h3 id={titleId}>{title}</h3>
         <div class="dialog-body">{children}</div>
         <ErrorNote error={error} />
         <div class="dialog-actions">
-          <button type="button" class="secondary" onClick={() => dialog.current?.close()}>Cancel</button>
-          <button type="button" class={tone === 'secondary' ? 'primary' : tone} disabled={busy} onClick={() => void confirm()}>{busy ? 'Sending…' : confirmLabel}</button>
+          <button type="button" class="secondary" onClick={() => dialog.current?.close()}>
+            Cancel
+          </button>
+          <button
+            type="button"
+            class={tone === 'secondary' ? 'primary' : tone}
+            disabled={busy}
+            onClick={() => void confirm()}
+          >
+            {busy ? 'Sending…' : confirmLabel}
+          </button>
         </div>
       </dialog>
     </>

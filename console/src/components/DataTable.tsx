@@ -3,20 +3,58 @@ import type { ComponentChildren } from 'preact';
 import { useCallback, useEffect, useRef, useState } from 'preact/hooks';
 import { ErrorNote, Scroll } from './ui.tsx';
 
-export interface Column<T> { header: string; cell: (row: T) => ComponentChildren; numeric?: boolean }
+export interface Column<T> {
+  header: string;
+  cell: (row: T) => ComponentChildren;
+  numeric?: boolean;
+}
 
-export function DataTable<T>({ caption, columns, rows, keyOf, empty, footer }: {
-  caption: string; columns: Column<T>[]; rows: T[]; keyOf: (row: T) => string; empty: string; footer?: ComponentChildren;
+export function DataTable<T>({
+  caption,
+  columns,
+  rows,
+  keyOf,
+  empty,
+  footer,
+}: {
+  caption: string;
+  columns: Column<T>[];
+  rows: T[];
+  keyOf: (row: T) => string;
+  empty: string;
+  footer?: ComponentChildren;
 }) {
   return (
     <Scroll label={caption}>
       <table>
         <caption>{caption}</caption>
-        <thead><tr>{columns.map((c) => <th scope="col" key={c.header} class={c.numeric ? 'num' : undefined}>{c.header}</th>)}</tr></thead>
+        <thead>
+          <tr>
+            {columns.map((c) => (
+              <th scope="col" key={c.header} class={c.numeric ? 'num' : undefined}>
+                {c.header}
+              </th>
+            ))}
+          </tr>
+        </thead>
         <tbody>
-          {rows.length === 0
-            ? <tr><td colSpan={columns.length} class="empty">{empty}</td></tr>
-            : rows.map((row) => <tr key={keyOf(row)}>{columns.map((c) => <td key={c.header} class={c.numeric ? 'num' : undefined}>{c.cell(row)}</td>)}</tr>)}
+          {rows.length === 0 ? (
+            <tr>
+              <td colSpan={columns.length} class="empty">
+                {empty}
+              </td>
+            </tr>
+          ) : (
+            rows.map((row) => (
+              <tr key={keyOf(row)}>
+                {columns.map((c) => (
+                  <td key={c.header} class={c.numeric ? 'num' : undefined}>
+                    {c.cell(row)}
+                  </td>
+                ))}
+              </tr>
+            ))
+          )}
         </tbody>
       </table>
       {footer}
@@ -24,7 +62,10 @@ export function DataTable<T>({ caption, columns, rows, keyOf, empty, footer }: {
   );
 }
 
-export interface Page<T> { data: T[]; nextCursor: string | null }
+export interface Page<T> {
+  data: T[];
+  nextCursor: string | null;
+}
 
 /**
  * The pages of a list, fetched one after the other with their cursor. reload() starts again from
@@ -52,21 +93,35 @@ export function useCursorPages<T>(fetchPage: (cursor: string | undefined) => Pro
     }
   }, []);
 
-  useEffect(() => { if (enabled) void load(undefined); }, [enabled, load]);
+  useEffect(() => {
+    if (enabled) void load(undefined);
+  }, [enabled, load]);
 
   return {
-    rows, loading, error,
+    rows,
+    loading,
+    error,
     reload: () => load(undefined),
     more: nextCursor ? () => load(nextCursor) : null,
   };
 }
 
 /** "Load more" under a table, and the error of the last fetch. */
-export function MoreButton({ pages, label }: { pages: { more: (() => Promise<void>) | null; loading: boolean; error: unknown }; label: string }) {
+export function MoreButton({
+  pages,
+  label,
+}: {
+  pages: { more: (() => Promise<void>) | null; loading: boolean; error: unknown };
+  label: string;
+}) {
   return (
     <div class="table-foot">
       <ErrorNote error={pages.error} />
-      {pages.more ? <button type="button" class="secondary" disabled={pages.loading} onClick={() => void pages.more?.()}>{pages.loading ? 'Loading…' : label}</button> : null}
+      {pages.more ? (
+        <button type="button" class="secondary" disabled={pages.loading} onClick={() => void pages.more?.()}>
+          {pages.loading ? 'Loading…' : label}
+        </button>
+      ) : null}
     </div>
   );
 }

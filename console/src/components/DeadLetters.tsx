@@ -7,11 +7,19 @@ import { DataTable, MoreButton, useCursorPages } from './DataTable.tsx';
 import { Pending } from './Pending.tsx';
 import * as f from '../format.ts';
 
-export interface Retried { deadId: string; newId: string; queue: string }
+export interface Retried {
+  deadId: string;
+  newId: string;
+  queue: string;
+}
 
 /** The list of dead letters (of `queue`, or all) and the jobs sent back from this page. */
 export function useDeadLetters(queue: string | undefined, enabled: boolean) {
-  const pages = useCursorPages<FailedJob>((cursor) => api.listFailedJobs({ query: { limit: 20, ...(queue ? { queue } : {}), ...(cursor ? { cursor } : {}) } }), enabled);
+  const pages = useCursorPages<FailedJob>(
+    (cursor) =>
+      api.listFailedJobs({ query: { limit: 20, ...(queue ? { queue } : {}), ...(cursor ? { cursor } : {}) } }),
+    enabled,
+  );
   const [retried, setRetried] = useState<Retried[]>([]);
   return {
     pages,
@@ -38,21 +46,37 @@ export function DeadLetters({ list, onSentBack }: { list: DeadLetterList; onSent
           { header: 'Queue', cell: (j) => <code>{j.queue}</code> },
           { header: 'Error', cell: (j) => <span class="error-text">{j.error}</span> },
           { header: 'Attempts', numeric: true, cell: (j) => j.attempts },
-          { header: 'Failed', cell: (j) => <time dateTime={j.failedAt} title={f.time(j.failedAt)}>{f.ago(j.failedAt)}</time> },
           {
-            header: 'Action', cell: (j) => (
+            header: 'Failed',
+            cell: (j) => (
+              <time dateTime={j.failedAt} title={f.time(j.failedAt)}>
+                {f.ago(j.failedAt)}
+              </time>
+            ),
+          },
+          {
+            header: 'Action',
+            cell: (j) => (
               <ConfirmAction
-                label="Retry" accessibleLabel={`Retry job ${j.id.slice(0, 8)} of ${j.queue}`} tone="secondary"
-                title="Send this job back to its queue?" confirmLabel="Retry"
+                label="Retry"
+                accessibleLabel={`Retry job ${j.id.slice(0, 8)} of ${j.queue}`}
+                tone="secondary"
+                title="Send this job back to its queue?"
+                confirmLabel="Retry"
                 run={(idempotencyKey) => api.retryFailedJob({ params: { id: j.id }, idempotencyKey })}
                 onDone={(r) => sentBack([{ deadId: j.id, newId: r.id, queue: j.queue }])}
               >
-                <p>Job <code>{j.id}</code> goes back to <code>{j.queue}</code> with a fresh retry budget. Its last error: {j.error}</p>
+                <p>
+                  Job <code>{j.id}</code> goes back to <code>{j.queue}</code> with a fresh retry budget. Its last error:{' '}
+                  {j.error}
+                </p>
               </ConfirmAction>
             ),
           },
         ]}
-        rows={list.pages.rows} keyOf={(j) => j.id} empty="No dead letters: every job finished or is still being retried."
+        rows={list.pages.rows}
+        keyOf={(j) => j.id}
+        empty="No dead letters: every job finished or is still being retried."
       />
       <MoreButton pages={list.pages} label="More dead letters" />
       {list.retried.length > 0 ? (
@@ -60,7 +84,9 @@ export function DeadLetters({ list, onSentBack }: { list: DeadLetterList; onSent
           <h3>Sent back</h3>
           <ul>
             {list.retried.map((r) => (
-              <li key={r.newId}><code>{r.queue}</code> job <code>{r.newId.slice(0, 8)}</code>: <Pending check={() => jobProgress(r)} /></li>
+              <li key={r.newId}>
+                <code>{r.queue}</code> job <code>{r.newId.slice(0, 8)}</code>: <Pending check={() => jobProgress(r)} />
+              </li>
             ))}
           </ul>
         </div>
@@ -72,6 +98,10 @@ export function DeadLetters({ list, onSentBack }: { list: DeadLetterList; onSent
 async function jobProgress(r: Retried) {
   const job = await api.getJob({ params: { id: r.newId }, query: { queue: r.queue } });
   if (job.state === 'completed') return { done: true as const, ok: true, label: `Done (attempt ${job.attempts})` };
-  if (job.state === 'failed' || job.state === 'cancelled') return { done: true as const, ok: false, label: `Failed again: ${job.error ?? job.state}` };
-  return { done: false as const, label: `${job.state === 'running' ? 'Running' : job.state === 'retrying' ? `Retrying (${job.attempts} attempts so far)` : 'Waiting for the queue'}…` };
+  if (job.state === 'failed' || job.state === 'cancelled')
+    return { done: true as const, ok: false, label: `Failed again: ${job.error ?? job.state}` };
+  return {
+    done: false as const,
+    label: `${job.state === 'running' ? 'Running' : job.state === 'retrying' ? `Retrying (${job.attempts} attempts so far)` : 'Waiting for the queue'}…`,
+  };
 }

@@ -6,7 +6,15 @@ import { Badge } from './ui.tsx';
 
 export type PendingState = { done: false; label: string } | { done: true; ok: boolean; label: string };
 
-export function Pending({ check, intervalMs = 1000, onDone }: { check: () => Promise<PendingState>; intervalMs?: number; onDone?: (state: PendingState) => void }) {
+export function Pending({
+  check,
+  intervalMs = 1000,
+  onDone,
+}: {
+  check: () => Promise<PendingState>;
+  intervalMs?: number;
+  onDone?: (state: PendingState) => void;
+}) {
   const [state, setState] = useState<PendingState>({ done: false, label: 'Waiting for the queue…' });
   useEffect(() => {
     let stopped = false;
@@ -26,11 +34,21 @@ export function Pending({ check, intervalMs = 1000, onDone }: { check: () => Pro
       if (!stopped) timer = window.setTimeout(() => void tick(), intervalMs);
     };
     void tick(); // tick catches its own failures and tries again at the next one
-    return () => { stopped = true; window.clearTimeout(timer); };
+    return () => {
+      stopped = true;
+      window.clearTimeout(timer);
+    };
   }, []);
   return (
     <span role="status" class="pending">
-      {state.done ? <Badge tone={state.ok ? 'ok' : 'bad'}>{state.label}</Badge> : <><span class="spinner" aria-hidden="true" />{state.label}</>}
+      {state.done ? (
+        <Badge tone={state.ok ? 'ok' : 'bad'}>{state.label}</Badge>
+      ) : (
+        <>
+          <span class="spinner" aria-hidden="true" />
+          {state.label}
+        </>
+      )}
     </span>
   );
 }

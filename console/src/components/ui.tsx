@@ -2,7 +2,17 @@
 import type { ComponentChildren } from 'preact';
 import { errorText } from '../api.ts';
 
-export function Section({ id, title, actions, children }: { id: string; title: string; actions?: ComponentChildren; children: ComponentChildren }) {
+export function Section({
+  id,
+  title,
+  actions,
+  children,
+}: {
+  id: string;
+  title: string;
+  actions?: ComponentChildren;
+  children: ComponentChildren;
+}) {
   return (
     <section class="section" aria-labelledby={`${id}-title`}>
       <div class="section-head">
@@ -17,7 +27,19 @@ export function Section({ id, title, actions, children }: { id: string; title: s
 export type Tone = 'ok' | 'bad' | 'warn' | 'neutral';
 
 /** One figure with its label; `tone` colours it (and says so in words, not by colour alone). */
-export function Stat({ label, value, tone = 'neutral', hint, testId }: { label: string; value: ComponentChildren; tone?: Tone; hint?: string; testId?: string }) {
+export function Stat({
+  label,
+  value,
+  tone = 'neutral',
+  hint,
+  testId,
+}: {
+  label: string;
+  value: ComponentChildren;
+  tone?: Tone;
+  hint?: string;
+  testId?: string;
+}) {
   return (
     <div class={`stat tone-${tone}`} data-testid={testId}>
       <div class="stat-label">{label}</div>
@@ -42,10 +64,18 @@ export function AdminOnly({ what }: { what: string }) {
 
 export function ErrorNote({ error }: { error: unknown }) {
   if (!error) return null;
-  return <p class="note tone-bad" role="alert">{errorText(error)}</p>;
+  return (
+    <p class="note tone-bad" role="alert">
+      {errorText(error)}
+    </p>
+  );
 }
 
 /** A region that scrolls sideways on a narrow screen; focusable, so the keyboard can scroll it too. */
 export function Scroll({ label, children }: { label: string; children: ComponentChildren }) {
-  return <div class="scroll" tabIndex={0} role="region" aria-label={label}>{children}</div>;
+  return (
+    <div class="scroll" tabIndex={0} role="region" aria-label={label}>
+      {children}
+    </div>
+  );
 }

@@ -23,8 +23,20 @@ export function CustomersPage({ session }: PageProps) {
   const [submitted, setSubmitted] = useState('');
   // Read by the fetch at call time, so a new search starts from its first page at once.
   const searched = useRef('');
-  const users = useCursorPages((cursor) => api.listUsers({ query: { limit: 25, ...(searched.current ? { q: searched.current } : {}), ...(cursor ? { cursor } : {}) } }), admin);
-  if (!admin) return <><h1>Customers</h1><AdminOnly what="Customers" /></>;
+  const users = useCursorPages(
+    (cursor) =>
+      api.listUsers({
+        query: { limit: 25, ...(searched.current ? { q: searched.current } : {}), ...(cursor ? { cursor } : {}) },
+      }),
+    admin,
+  );
+  if (!admin)
+    return (
+      <>
+        <h1>Customers</h1>
+        <AdminOnly what="Customers" />
+      </>
+    );
   const search = (e: Event) => {
     e.preventDefault();
     searched.current = query.trim();
@@ -36,8 +48,16 @@ export function CustomersPage({ session }: PageProps) {
       <h1>Customers</h1>
       <form class="search" role="search" onSubmit={search}>
         <label for="customer-search">Email or name starts with</label>
-        <input id="customer-search" type="search" value={query} maxLength={254} onInput={(e) => setQuery((e.target as HTMLInputElement).value)} />
-        <button type="submit" class="primary">Search</button>
+        <input
+          id="customer-search"
+          type="search"
+          value={query}
+          maxLength={254}
+          onInput={(e) => setQuery((e.target as HTMLInputElement).value)}
+        />
+        <button type="submit" class="primary">
+          Search
+        </button>
       </form>
       <DataTable<UserInfo>
         caption={submitted ? `Users matching “${submitted}”` : 'Users, newest first'}
@@ -48,7 +68,9 @@ export function CustomersPage({ session }: PageProps) {
           { header: 'Status', cell: (u) => <UserStatus user={u} /> },
           { header: 'Since', cell: (u) => f.time(u.createdAt) },
         ]}
-        rows={users.rows} keyOf={(u) => u.id} empty={users.loading ? 'Loading…' : 'No users found.'}
+        rows={users.rows}
+        keyOf={(u) => u.id}
+        empty={users.loading ? 'Loading…' : 'No users found.'}
         footer={<MoreButton pages={users} label="More users" />}
       />
     </>
@@ -63,38 +85,105 @@ export function CustomerPage({ session, params }: PageProps) {
   useEffect(() => {
     if (admin) void api.getUser({ params: { id } }).then(setUser, setError);
   }, [admin, id]);
-  const orders = useCursorPages((cursor) => api.listOrders({ query: { limit: 10, customerId: id, ...(cursor ? { cursor } : {}) } }), admin);
-  const conversations = useCursorPages((cursor) => api.listConversations({ query: { limit: 10, customerId: id, ...(cursor ? { cursor } : {}) } }), admin);
-  const sessions = useCursorPages((cursor) => api.listUserSessions({ params: { id }, query: { limit: 10, ...(cursor ? { cursor } : {}) } }), admin);
-  const keys = useCursorPages((cursor) => api.listApiKeys({ query: { limit: 10, createdBy: id, ...(cursor ? { cursor } : {}) } }), admin);
-  if (!admin) return <><h1>Customer</h1><AdminOnly what="Customers" /></>;
-  if (error) return <><h1>Customer</h1><ErrorNote error={error} /><p><a {...linkTo('/customers')}>Back to customers</a></p></>;
-  if (!user) return <><h1>Customer</h1><p role="status">Loading…</p></>;
-  const changed = (next: UserInfo) => { setUser(next); void sessions.reload(); void keys.reload(); };
+  const orders = useCursorPages(
+    (cursor) => api.listOrders({ query: { limit: 10, customerId: id, ...(cursor ? { cursor } : {}) } }),
+    admin,
+  );
+  const conversations = useCursorPages(
+    (cursor) => api.listConversations({ query: { limit: 10, customerId: id, ...(cursor ? { cursor } : {}) } }),
+    admin,
+  );
+  const sessions = useCursorPages(
+    (cursor) => api.listUserSessions({ params: { id }, query: { limit: 10, ...(cursor ? { cursor } : {}) } }),
+    admin,
+  );
+  const keys = useCursorPages(
+    (cursor) => api.listApiKeys({ query: { limit: 10, createdBy: id, ...(cursor ? { cursor } : {}) } }),
+    admin,
+  );
+  if (!admin)
+    return (
+      <>
+        <h1>Customer</h1>
+        <AdminOnly what="Customers" />
+      </>
+    );
+  if (error)
+    return (
+      <>
+        <h1>Customer</h1>
+        <ErrorNote error={error} />
+        <p>
+          <a {...linkTo('/customers')}>Back to customers</a>
+        </p>
+      </>
+    );
+  if (!user)
+    return (
+      <>
+        <h1>Customer</h1>
+        <p role="status">Loading…</p>
+      </>
+    );
+  const changed = (next: UserInfo) => {
+    setUser(next);
+    void sessions.reload();
+    void keys.reload();
+  };
   const self = user.id === session.user.id;
   return (
     <>
-      <p><a {...linkTo('/customers')}>← Customers</a></p>
+      <p>
+        <a {...linkTo('/customers')}>← Customers</a>
+      </p>
       <h1>{user.name}</h1>
       <dl class="facts">
-        <dt>Email</dt><dd>{user.email} {user.emailVerified ? <Badge tone="ok">verified</Badge> : <Badge tone="neutral">not verified</Badge>}</dd>
-        <dt>Role</dt><dd>{user.role}</dd>
-        <dt>Status</dt><dd data-testid="user-status"><UserStatus user={user} />{user.disabledAt ? ` since ${f.time(user.disabledAt)}` : ''}</dd>
-        <dt>Since</dt><dd>{f.time(user.createdAt)}</dd>
-        <dt>Id</dt><dd><code>{user.id}</code></dd>
+        <dt>Email</dt>
+        <dd>
+          {user.email}{' '}
+          {user.emailVerified ? <Badge tone="ok">verified</Badge> : <Badge tone="neutral">not verified</Badge>}
+        </dd>
+        <dt>Role</dt>
+        <dd>{user.role}</dd>
+        <dt>Status</dt>
+        <dd data-testid="user-status">
+          <UserStatus user={user} />
+          {user.disabledAt ? ` since ${f.time(user.disabledAt)}` : ''}
+        </dd>
+        <dt>Since</dt>
+        <dd>{f.time(user.createdAt)}</dd>
+        <dt>Id</dt>
+        <dd>
+          <code>{user.id}</code>
+        </dd>
       </dl>
       <div class="section-actions">
-        {user.disabledAt
-          ? (
-            <ConfirmAction label="Enable account" title={`Enable ${user.name}'s account?`} confirmLabel="Enable" run={(idempotencyKey) => api.enableUser({ params: { id }, idempotencyKey })} onDone={changed}>
-              <p>They can sign in again. Their old sessions and API keys stay revoked.</p>
-            </ConfirmAction>
-          )
-          : (
-            <ConfirmAction label="Disable account" tone="danger" disabled={self} title={`Disable ${user.name}'s account?`} confirmLabel="Disable" run={(idempotencyKey) => api.disableUser({ params: { id }, idempotencyKey })} onDone={changed}>
-              <p>Every session of {user.email} ends at once and every API key they are accountable for is revoked. They cannot sign in until enabled again.</p>
-            </ConfirmAction>
-          )}
+        {user.disabledAt ? (
+          <ConfirmAction
+            label="Enable account"
+            title={`Enable ${user.name}'s account?`}
+            confirmLabel="Enable"
+            run={(idempotencyKey) => api.enableUser({ params: { id }, idempotencyKey })}
+            onDone={changed}
+          >
+            <p>They can sign in again. Their old sessions and API keys stay revoked.</p>
+          </ConfirmAction>
+        ) : (
+          <ConfirmAction
+            label="Disable account"
+            tone="danger"
+            disabled={self}
+            title={`Disable ${user.name}'s account?`}
+            confirmLabel="Disable"
+            run={(idempotencyKey) => api.disableUser({ params: { id }, idempotencyKey })}
+            onDone={changed}
+          >
+            <p>
+              Every session of {user.email} ends at once and every API key they are accountable for is revoked. They
+              cannot sign in until enabled again.
+            </p>
+          </ConfirmAction>
+        )}
         <RoleChanger user={user} disabled={self} onChanged={setUser} />
       </div>
       {self ? <Note>This is your own account: you cannot disable yourself or change your own role here.</Note> : null}
@@ -108,7 +197,9 @@ export function CustomerPage({ session, params }: PageProps) {
             { header: 'Total', cell: (o) => f.money(o.total.amount, o.total.currency), numeric: true },
             { header: 'Placed', cell: (o) => f.time(o.createdAt) },
           ]}
-          rows={orders.rows} keyOf={(o) => o.id} empty={orders.loading ? 'Loading…' : 'No orders.'}
+          rows={orders.rows}
+          keyOf={(o) => o.id}
+          empty={orders.loading ? 'Loading…' : 'No orders.'}
           footer={<MoreButton pages={orders} label="More orders" />}
         />
       </Section>
@@ -122,7 +213,9 @@ export function CustomerPage({ session, params }: PageProps) {
             { header: 'Last message', cell: (c) => f.time(c.lastMessageAt) },
             { header: 'Unread', cell: (c) => c.unreadCount, numeric: true },
           ]}
-          rows={conversations.rows} keyOf={(c) => c.id} empty={conversations.loading ? 'Loading…' : 'No conversations.'}
+          rows={conversations.rows}
+          keyOf={(c) => c.id}
+          empty={conversations.loading ? 'Loading…' : 'No conversations.'}
           footer={<MoreButton pages={conversations} label="More conversations" />}
         />
       </Section>
@@ -132,11 +225,21 @@ export function CustomerPage({ session, params }: PageProps) {
           caption="Their sessions, newest first"
           columns={[
             { header: 'Session', cell: (s) => <code>{s.id}</code> },
-            { header: 'State', cell: (s) => (s.live ? <Badge tone="ok">live</Badge> : <Badge tone="neutral">{s.revokedAt ? 'revoked' : 'expired'}</Badge>) },
+            {
+              header: 'State',
+              cell: (s) =>
+                s.live ? (
+                  <Badge tone="ok">live</Badge>
+                ) : (
+                  <Badge tone="neutral">{s.revokedAt ? 'revoked' : 'expired'}</Badge>
+                ),
+            },
             { header: 'Started', cell: (s) => f.time(s.createdAt) },
             { header: 'Expires', cell: (s) => f.time(s.expiresAt) },
           ]}
-          rows={sessions.rows} keyOf={(s) => s.id} empty={sessions.loading ? 'Loading…' : 'No sessions.'}
+          rows={sessions.rows}
+          keyOf={(s) => s.id}
+          empty={sessions.loading ? 'Loading…' : 'No sessions.'}
           footer={<MoreButton pages={sessions} label="More sessions" />}
         />
       </Section>
@@ -147,10 +250,15 @@ export function CustomerPage({ session, params }: PageProps) {
           columns={[
             { header: 'Name', cell: (k) => k.name },
             { header: 'Role', cell: (k) => k.role },
-            { header: 'State', cell: (k) => (k.revokedAt ? <Badge tone="neutral">revoked</Badge> : <Badge tone="ok">active</Badge>) },
+            {
+              header: 'State',
+              cell: (k) => (k.revokedAt ? <Badge tone="neutral">revoked</Badge> : <Badge tone="ok">active</Badge>),
+            },
             { header: 'Created', cell: (k) => f.time(k.createdAt) },
           ]}
-          rows={keys.rows} keyOf={(k) => k.id} empty={keys.loading ? 'Loading…' : 'No API keys.'}
+          rows={keys.rows}
+          keyOf={(k) => k.id}
+          empty={keys.loading ? 'Loading…' : 'No API keys.'}
           footer={<MoreButton pages={keys} label="More keys" />}
         />
       </Section>

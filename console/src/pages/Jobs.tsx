@@ -25,7 +25,7 @@ export function JobsPage({ session }: PageProps) {
   const query = new URLSearchParams(location.search);
   const [queues, setQueues] = useState<string[]>([]);
   const [queue, setQueue] = useState(query.get('queue') ?? '');
-  const [state, setState] = useState<State>((states.find((s) => s.value === query.get('state'))?.value) ?? 'dead');
+  const [state, setState] = useState<State>(states.find((s) => s.value === query.get('state'))?.value ?? 'dead');
   const [error, setError] = useState<unknown>(null);
 
   useEffect(() => {
@@ -47,7 +47,15 @@ export function JobsPage({ session }: PageProps) {
     history.replaceState(null, '', url);
   };
 
-  if (!admin) return <><div class="page-head"><h1>Jobs</h1></div><AdminOnly what="Listing jobs and retrying dead letters" /></>;
+  if (!admin)
+    return (
+      <>
+        <div class="page-head">
+          <h1>Jobs</h1>
+        </div>
+        <AdminOnly what="Listing jobs and retrying dead letters" />
+      </>
+    );
   return (
     <>
       <div class="page-head">
@@ -55,16 +63,28 @@ export function JobsPage({ session }: PageProps) {
         <div class="controls">
           <label for="queue">Queue</label>
           <select id="queue" value={queue} onChange={(e) => choose({ queue: e.currentTarget.value })}>
-            {queues.map((q) => <option key={q} value={q}>{q}</option>)}
+            {queues.map((q) => (
+              <option key={q} value={q}>
+                {q}
+              </option>
+            ))}
           </select>
           <label for="state">State</label>
           <select id="state" value={state} onChange={(e) => choose({ state: e.currentTarget.value as State })}>
-            {states.map((s) => <option key={s.value} value={s.value}>{s.label}</option>)}
+            {states.map((s) => (
+              <option key={s.value} value={s.value}>
+                {s.label}
+              </option>
+            ))}
           </select>
         </div>
       </div>
       <ErrorNote error={error} />
-      {!queue ? null : state === 'dead' ? <QueueDeadLetters key={queue} queue={queue} /> : <JobList key={`${queue} ${state}`} queue={queue} state={state} />}
+      {!queue ? null : state === 'dead' ? (
+        <QueueDeadLetters key={queue} queue={queue} />
+      ) : (
+        <JobList key={`${queue} ${state}`} queue={queue} state={state} />
+      )}
     </>
   );
 }
@@ -75,20 +95,48 @@ function QueueDeadLetters({ queue }: { queue: string }) {
 }
 
 function JobList({ queue, state }: { queue: string; state: Exclude<State, 'dead'> }) {
-  const pages = useCursorPages<QueueJob>((cursor) => api.listQueueJobs({ params: { queue }, query: { state, limit: 20, ...(cursor ? { cursor } : {}) } }), true);
+  const pages = useCursorPages<QueueJob>(
+    (cursor) => api.listQueueJobs({ params: { queue }, query: { state, limit: 20, ...(cursor ? { cursor } : {}) } }),
+    true,
+  );
   return (
     <>
       <DataTable
         caption={`${states.find((s) => s.value === state)?.label} jobs of ${queue}, newest first`}
         columns={[
           { header: 'Job', cell: (j) => <code title={j.id}>{j.id.slice(0, 8)}</code> },
-          { header: 'Created', cell: (j) => <time dateTime={j.createdAt} title={f.time(j.createdAt)}>{f.ago(j.createdAt)}</time> },
+          {
+            header: 'Created',
+            cell: (j) => (
+              <time dateTime={j.createdAt} title={f.time(j.createdAt)}>
+                {f.ago(j.createdAt)}
+              </time>
+            ),
+          },
           { header: 'Attempts', numeric: true, cell: (j) => j.attempts },
-          { header: state === 'retrying' || state === 'waiting' ? 'Runs at' : 'Finished', cell: (j) => state === 'retrying' || state === 'waiting' ? f.time(j.startAfter) : j.finishedAt ? f.time(j.finishedAt) : '–' },
+          {
+            header: state === 'retrying' || state === 'waiting' ? 'Runs at' : 'Finished',
+            cell: (j) =>
+              state === 'retrying' || state === 'waiting'
+                ? f.time(j.startAfter)
+                : j.finishedAt
+                  ? f.time(j.finishedAt)
+                  : '–',
+          },
           { header: 'Error', cell: (j) => <span class="error-text">{j.error ?? ''}</span> },
-          { header: 'Data', cell: (j) => <details><summary>Data of {j.id.slice(0, 8)}</summary><pre class="text">{JSON.stringify(j.data, null, 2)}</pre></details> },
+          {
+            header: 'Data',
+            cell: (j) => (
+              <details>
+                <summary>Data of {j.id.slice(0, 8)}</summary>
+                <pre class="text">{JSON.stringify(j.data, null, 2)}</pre>
+              </details>
+            ),
+          },
         ]}
-        rows={pages.rows} keyOf={(j) => j.id} empty="No jobs in this state (finished jobs are archived after 12 hours)."
+        rows={pages.rows}
+        keyOf={(j) => j.id}
+        empty="No jobs in this state (finished jobs are archived after 12 hours)."
       />
       <MoreButton pages={pages} label="More jobs" />
     </>

@@ -24,7 +24,14 @@ function refreshMs(windowSeconds: number): number {
   return windowSeconds <= 3600 ? 5_000 : windowSeconds <= 6 * 3600 ? 15_000 : 30_000;
 }
 
-const colors = { blue: '#1d4ed8', red: '#b42318', amber: '#b45309', green: '#15803d', violet: '#6d28d9', grey: '#4b5563' };
+const colors = {
+  blue: '#1d4ed8',
+  red: '#b42318',
+  amber: '#b45309',
+  green: '#15803d',
+  violet: '#6d28d9',
+  grey: '#4b5563',
+};
 
 function last(values: number[]): number {
   return values.length > 0 ? values[values.length - 1]! : 0;
@@ -56,10 +63,17 @@ function useLiveOverview(windowSeconds: number, paused: boolean) {
       }
       if (!stopped) timer = window.setTimeout(() => void load(), refreshMs(windowSeconds));
     };
-    const onVisibility = () => { if (document.visibilityState === 'visible') void load(); };
+    const onVisibility = () => {
+      if (document.visibilityState === 'visible') void load();
+    };
     document.addEventListener('visibilitychange', onVisibility);
     void load(); // load shows its own failure (setError) and schedules the next one
-    return () => { stopped = true; controller.abort(); window.clearTimeout(timer); document.removeEventListener('visibilitychange', onVisibility); };
+    return () => {
+      stopped = true;
+      controller.abort();
+      window.clearTimeout(timer);
+      document.removeEventListener('visibilitychange', onVisibility);
+    };
   }, [windowSeconds, paused, tick]);
   return { data, error, updatedAt, refresh: () => setTick((t) => t + 1) };
 }
@@ -72,12 +86,19 @@ function UpdatedAgo({ at, paused }: { at: number; paused: boolean }) {
   }, []);
   if (paused) return <span class="live paused">Paused</span>;
   if (at === 0) return <span class="live">Loading…</span>;
-  return <span class="live"><span class="dot" aria-hidden="true" />Live · updated {f.seconds((Date.now() - at) / 1000)} ago</span>;
+  return (
+    <span class="live">
+      <span class="dot" aria-hidden="true" />
+      Live · updated {f.seconds((Date.now() - at) / 1000)} ago
+    </span>
+  );
 }
 
 export function OperationsPage({ session }: PageProps) {
   const admin = session.user.role === 'admin';
-  const [windowSeconds, setWindowSeconds] = useState(() => Number(new URLSearchParams(location.search).get('window')) || 900);
+  const [windowSeconds, setWindowSeconds] = useState(
+    () => Number(new URLSearchParams(location.search).get('window')) || 900,
+  );
   const [paused, setPaused] = useState(false);
   const live = useLiveOverview(windowSeconds, paused);
   const data = live.data;
@@ -96,35 +117,91 @@ export function OperationsPage({ session }: PageProps) {
         <div class="controls">
           <label for="window">Window</label>
           <select id="window" value={windowSeconds} onChange={(e) => chooseWindow(Number(e.currentTarget.value))}>
-            {windows.map((w) => <option key={w.seconds} value={w.seconds}>{w.label}</option>)}
+            {windows.map((w) => (
+              <option key={w.seconds} value={w.seconds}>
+                {w.label}
+              </option>
+            ))}
           </select>
-          <button type="button" class="secondary" aria-pressed={paused} onClick={() => setPaused(!paused)}>{paused ? 'Resume' : 'Pause'}</button>
+          <button type="button" class="secondary" aria-pressed={paused} onClick={() => setPaused(!paused)}>
+            {paused ? 'Resume' : 'Pause'}
+          </button>
           <UpdatedAgo at={live.updatedAt} paused={paused} />
         </div>
       </div>
       <ErrorNote error={live.error} />
-      {data ? <Dashboard data={data} admin={admin} refresh={live.refresh} /> : live.error ? null : <p role="status">Loading the figures…</p>}
+      {data ? (
+        <Dashboard data={data} admin={admin} refresh={live.refresh} />
+      ) : live.error ? null : (
+        <p role="status">Loading the figures…</p>
+      )}
     </>
   );
 }
 
 function Dashboard({ data, admin, refresh }: { data: Overview; admin: boolean; refresh: () => void }) {
   const deadLetters = data.queues.reduce((a, q) => a + q.deadLetters, 0);
-  const failingNow = last(data.charges.retriedPerMinute) + last(data.charges.failedPerMinute) + last(data.webhooks.failedPerMinute);
+  const failingNow =
+    last(data.charges.retriedPerMinute) + last(data.charges.failedPerMinute) + last(data.webhooks.failedPerMinute);
   return (
     <>
       {data.sandbox?.outageUntil ? (
-        <Note tone="warn">The sandbox processor is in an outage (a drill) until {f.time(data.sandbox.outageUntil)}: charges fail for now and are retried.</Note>
+        <Note tone="warn">
+          The sandbox processor is in an outage (a drill) until {f.time(data.sandbox.outageUntil)}: charges fail for now
+          and are retried.
+        </Note>
       ) : null}
       <div class="stats" aria-label="Headline figures" role="group">
-        <Stat testId="stat-requests" label="Requests / s" value={f.rate(last(data.traffic.requestsPerSecond))} hint={`${f.count(data.traffic.requests)} in the window`} />
-        <Stat testId="stat-5xx" label="5xx rate" value={f.percent(data.traffic.errorRate5xx)} tone={data.traffic.errors5xx > 0 ? 'bad' : 'ok'} hint={`${f.count(data.traffic.errors5xx)} answers`} />
-        <Stat label="4xx rate" value={f.percent(data.traffic.errorRate4xx)} tone={data.traffic.errorRate4xx > 0.2 ? 'warn' : 'neutral'} hint={`${f.count(data.traffic.errors4xx)} answers`} />
-        <Stat label="Latency p95" value={f.ms(data.traffic.latencyMs.p95)} hint={`p50 ${f.ms(data.traffic.latencyMs.p50)} · p99 ${f.ms(data.traffic.latencyMs.p99)}`} />
-        <Stat testId="stat-orders" label="Orders placed" value={f.count(data.orders.placed)} hint={`${f.count(data.orders.paid)} paid · ${f.count(data.orders.paymentFailed)} failed`} />
-        <Stat testId="stat-failing" label="Failing now / min" value={f.rate(failingNow)} tone={failingNow > 0 ? 'bad' : 'ok'} hint="charge and webhook attempts" />
-        <Stat testId="stat-dead" label="Dead letters" value={f.count(deadLetters)} tone={deadLetters > 0 ? 'bad' : 'ok'} hint={deadLetters > 0 ? 'jobs out of attempts' : 'none'} />
-        <Stat label="Audit" value={data.audit ? (data.audit.ok ? 'Clean' : 'Violations') : 'Not run'} tone={data.audit ? (data.audit.ok ? 'ok' : 'bad') : 'neutral'} hint={data.audit ? f.ago(data.audit.ranAt) : 'run it below'} />
+        <Stat
+          testId="stat-requests"
+          label="Requests / s"
+          value={f.rate(last(data.traffic.requestsPerSecond))}
+          hint={`${f.count(data.traffic.requests)} in the window`}
+        />
+        <Stat
+          testId="stat-5xx"
+          label="5xx rate"
+          value={f.percent(data.traffic.errorRate5xx)}
+          tone={data.traffic.errors5xx > 0 ? 'bad' : 'ok'}
+          hint={`${f.count(data.traffic.errors5xx)} answers`}
+        />
+        <Stat
+          label="4xx rate"
+          value={f.percent(data.traffic.errorRate4xx)}
+          tone={data.traffic.errorRate4xx > 0.2 ? 'warn' : 'neutral'}
+          hint={`${f.count(data.traffic.errors4xx)} answers`}
+        />
+        <Stat
+          label="Latency p95"
+          value={f.ms(data.traffic.latencyMs.p95)}
+          hint={`p50 ${f.ms(data.traffic.latencyMs.p50)} · p99 ${f.ms(data.traffic.latencyMs.p99)}`}
+        />
+        <Stat
+          testId="stat-orders"
+          label="Orders placed"
+          value={f.count(data.orders.placed)}
+          hint={`${f.count(data.orders.paid)} paid · ${f.count(data.orders.paymentFailed)} failed`}
+        />
+        <Stat
+          testId="stat-failing"
+          label="Failing now / min"
+          value={f.rate(failingNow)}
+          tone={failingNow > 0 ? 'bad' : 'ok'}
+          hint="charge and webhook attempts"
+        />
+        <Stat
+          testId="stat-dead"
+          label="Dead letters"
+          value={f.count(deadLetters)}
+          tone={deadLetters > 0 ? 'bad' : 'ok'}
+          hint={deadLetters > 0 ? 'jobs out of attempts' : 'none'}
+        />
+        <Stat
+          label="Audit"
+          value={data.audit ? (data.audit.ok ? 'Clean' : 'Violations') : 'Not run'}
+          tone={data.audit ? (data.audit.ok ? 'ok' : 'bad') : 'neutral'}
+          hint={data.audit ? f.ago(data.audit.ranAt) : 'run it below'}
+        />
       </div>
 
       <Traffic data={data} />
@@ -141,17 +218,20 @@ function Dashboard({ data, admin, refresh }: { data: Overview; admin: boolean; r
 const shedReasons: Record<string, string> = {
   predicted: 'Refused on arrival: the queue ahead would take longer than its wait target',
   wait: 'Waited in the queue past its wait target',
-  queue_full: 'The queue\'s safety cap, or made room for a higher priority',
+  queue_full: "The queue's safety cap, or made room for a higher priority",
   event_loop: 'The event loop was late (normal and low priority only)',
 };
 
 function Traffic({ data }: { data: Overview }) {
   const t = data.traffic;
-  const series = useMemo(() => [
-    { label: 'Requests/s', values: t.requestsPerSecond, color: colors.blue },
-    { label: '5xx/s', values: t.errors5xxPerSecond, color: colors.red },
-    { label: '4xx/s', values: t.errors4xxPerSecond, color: colors.amber, dash: [6, 4] },
-  ], [data]);
+  const series = useMemo(
+    () => [
+      { label: 'Requests/s', values: t.requestsPerSecond, color: colors.blue },
+      { label: '5xx/s', values: t.errors5xxPerSecond, color: colors.red },
+      { label: '4xx/s', values: t.errors4xxPerSecond, color: colors.amber, dash: [6, 4] },
+    ],
+    [data],
+  );
   return (
     <Section id="traffic" title="Traffic and errors">
       <div class="grid-2">
@@ -164,16 +244,23 @@ function Traffic({ data }: { data: Overview }) {
             { header: 'Problem', cell: (e) => e.code || '–' },
             { header: 'Count', numeric: true, cell: (e) => f.count(e.count) },
           ]}
-          rows={t.topErrors} keyOf={(e) => `${e.route} ${e.status} ${e.code}`} empty="No errors in the window."
+          rows={t.topErrors}
+          keyOf={(e) => `${e.route} ${e.status} ${e.code}`}
+          empty="No errors in the window."
         />
         <DataTable
           caption="Shed under load (503), by reason and priority"
           columns={[
             { header: 'Reason', cell: (s) => <span title={shedReasons[s.reason] ?? ''}>{s.reason}</span> },
-            { header: 'Priority', cell: (s) => <Badge tone={s.priority === 'critical' ? 'bad' : 'warn'}>{s.priority}</Badge> },
+            {
+              header: 'Priority',
+              cell: (s) => <Badge tone={s.priority === 'critical' ? 'bad' : 'warn'}>{s.priority}</Badge>,
+            },
             { header: 'Count', numeric: true, cell: (s) => f.count(s.count) },
           ]}
-          rows={t.shed} keyOf={(s) => `${s.reason} ${s.priority}`} empty="Nothing shed in the window."
+          rows={t.shed}
+          keyOf={(s) => `${s.reason} ${s.priority}`}
+          empty="Nothing shed in the window."
         />
       </div>
     </Section>
@@ -183,19 +270,26 @@ function Traffic({ data }: { data: Overview }) {
 function Orders({ data }: { data: Overview }) {
   const o = data.orders;
   const c = data.charges;
-  const orderSeries = useMemo(() => [
-    { label: 'Placed', values: o.placedPerMinute, color: colors.blue },
-    { label: 'Paid', values: o.paidPerMinute, color: colors.green },
-    { label: 'Payment failed', values: o.paymentFailedPerMinute, color: colors.red },
-    { label: 'Cancelled', values: o.cancelledPerMinute, color: colors.grey, dash: [6, 4] },
-  ], [data]);
-  const chargeSeries = useMemo(() => [
-    { label: 'Succeeded', values: c.succeededPerMinute, color: colors.green },
-    { label: 'Declined', values: c.declinedPerMinute, color: colors.violet },
-    { label: 'Retried', values: c.retriedPerMinute, color: colors.amber },
-    { label: 'Failed for good', values: c.failedPerMinute, color: colors.red, dash: [6, 4] },
-  ], [data]);
-  const money = (list: { amount: number; currency: string }[]) => list.length === 0 ? '–' : list.map((m) => f.money(m.amount, m.currency)).join(' · ');
+  const orderSeries = useMemo(
+    () => [
+      { label: 'Placed', values: o.placedPerMinute, color: colors.blue },
+      { label: 'Paid', values: o.paidPerMinute, color: colors.green },
+      { label: 'Payment failed', values: o.paymentFailedPerMinute, color: colors.red },
+      { label: 'Cancelled', values: o.cancelledPerMinute, color: colors.grey, dash: [6, 4] },
+    ],
+    [data],
+  );
+  const chargeSeries = useMemo(
+    () => [
+      { label: 'Succeeded', values: c.succeededPerMinute, color: colors.green },
+      { label: 'Declined', values: c.declinedPerMinute, color: colors.violet },
+      { label: 'Retried', values: c.retriedPerMinute, color: colors.amber },
+      { label: 'Failed for good', values: c.failedPerMinute, color: colors.red, dash: [6, 4] },
+    ],
+    [data],
+  );
+  const money = (list: { amount: number; currency: string }[]) =>
+    list.length === 0 ? '–' : list.map((m) => f.money(m.amount, m.currency)).join(' · ');
   return (
     <Section id="orders" title="Orders and money">
       <div class="grid-2">
@@ -206,8 +300,18 @@ function Orders({ data }: { data: Overview }) {
         <Stat label="Paid" value={f.count(o.paid)} hint={money(o.paidAmounts)} testId="stat-paid" />
         <Stat label="Payment failed" value={f.count(o.paymentFailed)} tone={o.paymentFailed > 0 ? 'warn' : 'neutral'} />
         <Stat label="Cancelled" value={f.count(o.cancelled)} />
-        <Stat label="Charges" value={`${f.count(c.succeeded)} ok`} hint={`${f.count(c.declined)} declined · ${f.count(c.retried)} retried · ${f.count(c.failed)} failed for good`} tone={c.failed > 0 ? 'bad' : 'neutral'} />
-        <Stat label="Refunds" value={f.count(data.refunds.succeeded)} hint={`${money(data.refunds.amounts)}${data.refunds.declined ? ` · ${data.refunds.declined} declined` : ''}`} tone={data.refunds.declined > 0 ? 'bad' : 'neutral'} />
+        <Stat
+          label="Charges"
+          value={`${f.count(c.succeeded)} ok`}
+          hint={`${f.count(c.declined)} declined · ${f.count(c.retried)} retried · ${f.count(c.failed)} failed for good`}
+          tone={c.failed > 0 ? 'bad' : 'neutral'}
+        />
+        <Stat
+          label="Refunds"
+          value={f.count(data.refunds.succeeded)}
+          hint={`${money(data.refunds.amounts)}${data.refunds.declined ? ` · ${data.refunds.declined} declined` : ''}`}
+          tone={data.refunds.declined > 0 ? 'bad' : 'neutral'}
+        />
       </div>
     </Section>
   );
@@ -235,36 +339,65 @@ function Queues({ data, admin, refresh }: { data: Overview; admin: boolean; refr
           { header: 'Queue', cell: (q) => <code>{q.name}</code> },
           { header: 'Waiting', numeric: true, cell: (q) => f.count(q.waiting) },
           { header: 'Running', numeric: true, cell: (q) => f.count(q.running) },
-          { header: 'Retrying', numeric: true, cell: (q) => q.retrying > 0 ? <Badge tone="warn">{f.count(q.retrying)}</Badge> : '0' },
-          { header: 'Dead letters', numeric: true, cell: (q) => q.deadLetters > 0 ? <Badge tone="bad">{f.count(q.deadLetters)}</Badge> : '0' },
+          {
+            header: 'Retrying',
+            numeric: true,
+            cell: (q) => (q.retrying > 0 ? <Badge tone="warn">{f.count(q.retrying)}</Badge> : '0'),
+          },
+          {
+            header: 'Dead letters',
+            numeric: true,
+            cell: (q) => (q.deadLetters > 0 ? <Badge tone="bad">{f.count(q.deadLetters)}</Badge> : '0'),
+          },
           { header: 'Lag', numeric: true, cell: (q) => f.seconds(q.lagSeconds) },
           {
-            header: 'Action', cell: (q) => q.deadLetters === 0 ? '–' : !admin ? 'admins only' : (
-              <ConfirmAction
-                label="Retry all" accessibleLabel={`Retry all ${q.deadLetters} dead letters of ${q.name}`} tone="secondary"
-                title={`Retry every dead letter of ${q.name}?`} confirmLabel={`Retry ${q.deadLetters}`}
-                run={(idempotencyKey) => api.retryAllFailedJobs({ body: { queue: q.name }, idempotencyKey })}
-                onDone={(r) => sentBack(r.ids.map((newId) => ({ deadId: newId, newId, queue: q.name })))}
-              >
-                <p>Each job goes back to <code>{q.name}</code> with the queue's full retry budget. Jobs are idempotent: a retried charge never charges twice.</p>
-              </ConfirmAction>
-            ),
+            header: 'Action',
+            cell: (q) =>
+              q.deadLetters === 0 ? (
+                '–'
+              ) : !admin ? (
+                'admins only'
+              ) : (
+                <ConfirmAction
+                  label="Retry all"
+                  accessibleLabel={`Retry all ${q.deadLetters} dead letters of ${q.name}`}
+                  tone="secondary"
+                  title={`Retry every dead letter of ${q.name}?`}
+                  confirmLabel={`Retry ${q.deadLetters}`}
+                  run={(idempotencyKey) => api.retryAllFailedJobs({ body: { queue: q.name }, idempotencyKey })}
+                  onDone={(r) => sentBack(r.ids.map((newId) => ({ deadId: newId, newId, queue: q.name })))}
+                >
+                  <p>
+                    Each job goes back to <code>{q.name}</code> with the queue's full retry budget. Jobs are idempotent:
+                    a retried charge never charges twice.
+                  </p>
+                </ConfirmAction>
+              ),
           },
         ]}
-        rows={data.queues} keyOf={(q) => q.name} empty="No queues."
+        rows={data.queues}
+        keyOf={(q) => q.name}
+        empty="No queues."
       />
       <h3>Dead letters</h3>
-      {!admin ? <AdminOnly what="Listing and retrying dead letters" /> : <DeadLetters list={list} onSentBack={refresh} />}
+      {!admin ? (
+        <AdminOnly what="Listing and retrying dead letters" />
+      ) : (
+        <DeadLetters list={list} onSentBack={refresh} />
+      )}
     </Section>
   );
 }
 
 function Webhooks({ data }: { data: Overview }) {
   const w = data.webhooks;
-  const series = useMemo(() => [
-    { label: 'Delivered', values: w.succeededPerMinute, color: colors.green },
-    { label: 'Failed', values: w.failedPerMinute, color: colors.red },
-  ], [data]);
+  const series = useMemo(
+    () => [
+      { label: 'Delivered', values: w.succeededPerMinute, color: colors.green },
+      { label: 'Failed', values: w.failedPerMinute, color: colors.red },
+    ],
+    [data],
+  );
   return (
     <Section id="webhooks" title="Webhooks">
       <div class="grid-2">
@@ -272,17 +405,46 @@ function Webhooks({ data }: { data: Overview }) {
         <div>
           <div class="stats">
             <Stat label="Endpoints" value={f.count(w.endpoints)} />
-            <Stat testId="stat-webhooks-failing" label="Failing" value={f.count(w.failingEndpoints)} tone={w.failingEndpoints > 0 ? 'bad' : 'ok'} />
-            <Stat label="Disabled" value={f.count(w.disabledEndpoints)} tone={w.disabledEndpoints > 0 ? 'warn' : 'neutral'} />
+            <Stat
+              testId="stat-webhooks-failing"
+              label="Failing"
+              value={f.count(w.failingEndpoints)}
+              tone={w.failingEndpoints > 0 ? 'bad' : 'ok'}
+            />
+            <Stat
+              label="Disabled"
+              value={f.count(w.disabledEndpoints)}
+              tone={w.disabledEndpoints > 0 ? 'warn' : 'neutral'}
+            />
           </div>
           <DataTable
             caption="Endpoints with failing deliveries, and disabled ones"
             columns={[
-              { header: 'Endpoint', cell: (p) => <><code>{p.host}</code> <span class="muted">{p.id}</span></> },
-              { header: 'State', cell: (p) => p.enabled ? <Badge tone="bad">failing since {p.failingSince ? f.ago(p.failingSince) : '?'}</Badge> : <Badge tone="warn">disabled</Badge> },
-              { header: 'Last error', cell: (p) => <span class="error-text">{p.disabledReason ?? p.lastError ?? '–'}</span> },
+              {
+                header: 'Endpoint',
+                cell: (p) => (
+                  <>
+                    <code>{p.host}</code> <span class="muted">{p.id}</span>
+                  </>
+                ),
+              },
+              {
+                header: 'State',
+                cell: (p) =>
+                  p.enabled ? (
+                    <Badge tone="bad">failing since {p.failingSince ? f.ago(p.failingSince) : '?'}</Badge>
+                  ) : (
+                    <Badge tone="warn">disabled</Badge>
+                  ),
+              },
+              {
+                header: 'Last error',
+                cell: (p) => <span class="error-text">{p.disabledReason ?? p.lastError ?? '–'}</span>,
+              },
             ]}
-            rows={w.problems} keyOf={(p) => p.id} empty="Every endpoint is delivering."
+            rows={w.problems}
+            keyOf={(p) => p.id}
+            empty="Every endpoint is delivering."
           />
         </div>
       </div>
@@ -319,24 +481,58 @@ function Audit({ data, admin }: { data: Overview; admin: boolean }) {
       setBusy(false);
     }
   };
-  const summary = run && (!latest || Date.parse(run.ranAt) >= Date.parse(latest)) ? run : (data.audit ? { ...data.audit, checks: data.audit.checks.map((c) => ({ ...c, violations: [] as Record<string, unknown>[], count: c.violations })) } : null);
+  const summary =
+    run && (!latest || Date.parse(run.ranAt) >= Date.parse(latest))
+      ? run
+      : data.audit
+        ? {
+            ...data.audit,
+            checks: data.audit.checks.map((c) => ({
+              ...c,
+              violations: [] as Record<string, unknown>[],
+              count: c.violations,
+            })),
+          }
+        : null;
   return (
-    <Section id="audit" title="Audit and ledger" actions={admin ? <button type="button" class="primary" disabled={busy} onClick={() => void runNow()}>{busy ? 'Running the audit…' : 'Run the audit now'}</button> : null}>
+    <Section
+      id="audit"
+      title="Audit and ledger"
+      actions={
+        admin ? (
+          <button type="button" class="primary" disabled={busy} onClick={() => void runNow()}>
+            {busy ? 'Running the audit…' : 'Run the audit now'}
+          </button>
+        ) : null
+      }
+    >
       <ErrorNote error={error} />
-      {!summary ? <Note>The audit has not run yet. The workers run it every 10 minutes{admin ? ', or run it now' : ''}.</Note> : (
+      {!summary ? (
+        <Note>The audit has not run yet. The workers run it every 10 minutes{admin ? ', or run it now' : ''}.</Note>
+      ) : (
         <>
           <p class="verdict" data-testid="audit-verdict">
-            {summary.ok ? <Badge tone="ok">Clean</Badge> : <Badge tone="bad">Violations found</Badge>}{' '}
-            Ran {f.ago(summary.ranAt)} ({f.time(summary.ranAt)}).
+            {summary.ok ? <Badge tone="ok">Clean</Badge> : <Badge tone="bad">Violations found</Badge>} Ran{' '}
+            {f.ago(summary.ranAt)} ({f.time(summary.ranAt)}).
           </p>
           <ul class="checks">
             {summary.checks.map((c) => {
-              const count = 'count' in c ? c.count as number : c.violations.length;
+              const count = 'count' in c ? (c.count as number) : c.violations.length;
               return (
                 <li key={c.name}>
-                  <Badge tone={c.ok ? 'ok' : 'bad'}>{'skipped' in c && c.skipped ? 'skipped' : c.ok ? 'ok' : `${count} violation${count === 1 ? '' : 's'}`}</Badge> {c.name}
+                  <Badge tone={c.ok ? 'ok' : 'bad'}>
+                    {'skipped' in c && c.skipped
+                      ? 'skipped'
+                      : c.ok
+                        ? 'ok'
+                        : `${count} violation${count === 1 ? '' : 's'}`}
+                  </Badge>{' '}
+                  {c.name}
                   {!c.ok && c.violations.length > 0 ? (
-                    <details><summary>Show the offending rows</summary><pre>{c.violations.map((v) => JSON.stringify(v)).join('\n')}</pre></details>
+                    <details>
+                      <summary>Show the offending rows</summary>
+                      <pre>{c.violations.map((v) => JSON.stringify(v)).join('\n')}</pre>
+                    </details>
                   ) : null}
                 </li>
               );
@@ -344,7 +540,9 @@ function Audit({ data, admin }: { data: Overview; admin: boolean }) {
           </ul>
         </>
       )}
-      {!admin ? <AdminOnly what="Running the audit and reading the ledger" /> : (
+      {!admin ? (
+        <AdminOnly what="Running the audit and reading the ledger" />
+      ) : (
         <DataTable
           caption="Ledger balances per account and currency (balance = debits − credits)"
           columns={[
@@ -353,7 +551,9 @@ function Audit({ data, admin }: { data: Overview; admin: boolean }) {
             { header: 'Credits', numeric: true, cell: (b) => f.money(b.credits, b.currency) },
             { header: 'Balance', numeric: true, cell: (b) => f.money(b.balance, b.currency) },
           ]}
-          rows={balances ?? []} keyOf={(b) => `${b.account} ${b.currency}`} empty={balances ? 'No money has moved yet.' : 'Loading…'}
+          rows={balances ?? []}
+          keyOf={(b) => `${b.account} ${b.currency}`}
+          empty={balances ? 'No money has moved yet.' : 'Loading…'}
         />
       )}
     </Section>
@@ -371,18 +571,46 @@ function Processes({ data }: { data: Overview }) {
           { header: 'PID', numeric: true, cell: (p) => p.pid },
           { header: 'Runs', cell: (p) => p.roles.join(' + ') },
           { header: 'Version', cell: (p) => p.version },
-          { header: 'Started', cell: (p) => <time dateTime={p.startedAt} title={f.time(p.startedAt)}>{f.ago(p.startedAt)}</time> },
+          {
+            header: 'Started',
+            cell: (p) => (
+              <time dateTime={p.startedAt} title={f.time(p.startedAt)}>
+                {f.ago(p.startedAt)}
+              </time>
+            ),
+          },
           { header: 'Memory', numeric: true, cell: (p) => f.bytes(p.rssBytes) },
           { header: 'Event-loop lag p99', numeric: true, cell: (p) => f.ms(p.eventLoopLagMs) },
-          { header: 'Pool in use', numeric: true, cell: (p) => p.pool ? `${p.pool.inUse} / ${p.pool.size}${p.pool.waiting ? ` (+${p.pool.waiting} waiting)` : ''}` : 'embedded' },
+          {
+            header: 'Pool in use',
+            numeric: true,
+            cell: (p) =>
+              p.pool
+                ? `${p.pool.inUse} / ${p.pool.size}${p.pool.waiting ? ` (+${p.pool.waiting} waiting)` : ''}`
+                : 'embedded',
+          },
           { header: 'Jobs running', numeric: true, cell: (p) => p.runningJobs },
         ]}
-        rows={data.processes} keyOf={(p) => p.id} empty="No process has reported in the last 20 seconds."
+        rows={data.processes}
+        keyOf={(p) => p.id}
+        empty="No process has reported in the last 20 seconds."
       />
       <div class="stats">
-        <Stat label="Database" value={db.engine === 'postgres' ? 'PostgreSQL' : 'Embedded (PGlite)'} hint={f.bytes(db.sizeBytes)} />
-        <Stat label="Pool in use" value={db.engine === 'postgres' ? `${db.poolInUse} / ${db.poolSize}` : '1 connection'} hint={db.connections !== null ? `${db.connections} sessions, ${db.activeConnections} active` : undefined} />
-        <Stat label="Waiting for a connection" value={f.count(db.poolWaiting)} tone={db.poolWaiting > 0 ? 'warn' : 'neutral'} />
+        <Stat
+          label="Database"
+          value={db.engine === 'postgres' ? 'PostgreSQL' : 'Embedded (PGlite)'}
+          hint={f.bytes(db.sizeBytes)}
+        />
+        <Stat
+          label="Pool in use"
+          value={db.engine === 'postgres' ? `${db.poolInUse} / ${db.poolSize}` : '1 connection'}
+          hint={db.connections !== null ? `${db.connections} sessions, ${db.activeConnections} active` : undefined}
+        />
+        <Stat
+          label="Waiting for a connection"
+          value={f.count(db.poolWaiting)}
+          tone={db.poolWaiting > 0 ? 'warn' : 'neutral'}
+        />
         <Stat label="Live event streams" value={f.count(data.eventStreams)} />
       </div>
     </Section>

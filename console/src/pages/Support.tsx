@@ -10,7 +10,10 @@ import { Badge, ErrorNote, Note } from '../components/ui.tsx';
 import { linkTo } from '../router.ts';
 import * as f from '../format.ts';
 
-interface MessageEvent { message: Message; conversation: { id: string } }
+interface MessageEvent {
+  message: Message;
+  conversation: { id: string };
+}
 
 type Live = 'connecting' | 'live' | 'reconnecting';
 
@@ -37,7 +40,10 @@ function useMessageEvents(onMessage: (e: MessageEvent) => void): Live {
 
 export function SupportPage({ params }: PageProps) {
   const openId = params.id;
-  const all = useCursorPages<Conversation>((cursor) => api.listConversations({ query: { limit: 20, ...(cursor ? { cursor } : {}) } }), true);
+  const all = useCursorPages<Conversation>(
+    (cursor) => api.listConversations({ query: { limit: 20, ...(cursor ? { cursor } : {}) } }),
+    true,
+  );
   const [unread, setUnread] = useState<Conversation[]>([]);
   const [error, setError] = useState<unknown>(null);
   const [arrived, setArrived] = useState<Message | null>(null);
@@ -50,8 +56,13 @@ export function SupportPage({ params }: PageProps) {
       setError(err);
     }
   };
-  const reloadLists = () => { void loadUnread(); void all.reload(); };
-  useEffect(() => { void loadUnread(); }, []);
+  const reloadLists = () => {
+    void loadUnread();
+    void all.reload();
+  };
+  useEffect(() => {
+    void loadUnread();
+  }, []);
 
   const live = useMessageEvents((e) => {
     reloadLists();
@@ -68,7 +79,16 @@ export function SupportPage({ params }: PageProps) {
         <h1>Support inbox</h1>
         <div class="controls">
           <span class={`live${live === 'live' ? '' : ' paused'}`} role="status">
-            {live === 'live' ? <><span class="dot" aria-hidden="true" />Live</> : live === 'connecting' ? 'Connecting…' : 'Reconnecting…'}
+            {live === 'live' ? (
+              <>
+                <span class="dot" aria-hidden="true" />
+                Live
+              </>
+            ) : live === 'connecting' ? (
+              'Connecting…'
+            ) : (
+              'Reconnecting…'
+            )}
           </span>
         </div>
       </div>
@@ -83,8 +103,12 @@ export function SupportPage({ params }: PageProps) {
                 <a {...linkTo(`/support/${c.id}`)} aria-current={c.id === openId ? 'page' : undefined}>
                   <span class="subject">{c.subject}</span>
                   {c.unreadCount > 0 ? <Badge tone="warn">{c.unreadCount} unread</Badge> : null}
-                  <span class="excerpt">{c.lastMessage ? `${c.lastMessage.fromStaff ? 'Staff: ' : ''}${c.lastMessage.body}` : ''}</span>
-                  <time class="muted" dateTime={c.lastMessageAt} title={f.time(c.lastMessageAt)}>{f.ago(c.lastMessageAt)}</time>
+                  <span class="excerpt">
+                    {c.lastMessage ? `${c.lastMessage.fromStaff ? 'Staff: ' : ''}${c.lastMessage.body}` : ''}
+                  </span>
+                  <time class="muted" dateTime={c.lastMessageAt} title={f.time(c.lastMessageAt)}>
+                    {f.ago(c.lastMessageAt)}
+                  </time>
                 </a>
               </li>
             ))}
@@ -92,7 +116,11 @@ export function SupportPage({ params }: PageProps) {
           <MoreButton pages={all} label="Older conversations" />
         </nav>
         <div class="thread">
-          {openId ? <Thread key={openId} id={openId} arrived={arrived} onChanged={reloadLists} /> : <Note>Choose a conversation to read and answer it.</Note>}
+          {openId ? (
+            <Thread key={openId} id={openId} arrived={arrived} onChanged={reloadLists} />
+          ) : (
+            <Note>Choose a conversation to read and answer it.</Note>
+          )}
         </div>
       </div>
     </>
@@ -125,7 +153,9 @@ function Thread({ id, arrived, onChanged }: { id: string; arrived: Message | nul
       setError(err);
     }
   };
-  useEffect(() => { void load(); }, [id]);
+  useEffect(() => {
+    void load();
+  }, [id]);
   useEffect(() => {
     if (!arrived || arrived.conversationId !== id) return;
     setMessages((before) => (before.some((m) => m.id === arrived.id) ? before : [...before, arrived]));
@@ -139,7 +169,11 @@ function Thread({ id, arrived, onChanged }: { id: string; arrived: Message | nul
     setSending(true);
     try {
       if (replyKey.current?.body !== draft) replyKey.current = { body: draft, key: newIdempotencyKey() };
-      const message = await api.postMessage({ params: { id }, body: { body: draft }, idempotencyKey: replyKey.current.key });
+      const message = await api.postMessage({
+        params: { id },
+        body: { body: draft },
+        idempotencyKey: replyKey.current.key,
+      });
       replyKey.current = null;
       setDraft('');
       setMessages((before) => (before.some((m) => m.id === message.id) ? before : [...before, message]));
@@ -169,25 +203,48 @@ function Thread({ id, arrived, onChanged }: { id: string; arrived: Message | nul
       <div class="section-head">
         <h2 id="thread-title">{conversation.subject}</h2>
         <div class="section-actions">
-          {conversation.unreadCount > 0
-            ? <button type="button" class="secondary" onClick={() => void markRead()}>Mark read ({conversation.unreadCount})</button>
-            : <Badge tone="ok">Read</Badge>}
+          {conversation.unreadCount > 0 ? (
+            <button type="button" class="secondary" onClick={() => void markRead()}>
+              Mark read ({conversation.unreadCount})
+            </button>
+          ) : (
+            <Badge tone="ok">Read</Badge>
+          )}
         </div>
       </div>
-      <p class="muted">Customer <code>{conversation.customerId}</code>{conversation.orderId ? <> · order <code>{conversation.orderId}</code></> : null} · opened {f.time(conversation.createdAt)}</p>
+      <p class="muted">
+        Customer <code>{conversation.customerId}</code>
+        {conversation.orderId ? (
+          <>
+            {' '}
+            · order <code>{conversation.orderId}</code>
+          </>
+        ) : null}{' '}
+        · opened {f.time(conversation.createdAt)}
+      </p>
       <ol class="messages" aria-label="Messages">
         {messages.map((m) => (
           <li key={m.id} class={m.fromStaff ? 'from-staff' : 'from-customer'}>
-            <div class="meta">{m.fromStaff ? 'Staff' : 'Customer'} · <time dateTime={m.createdAt}>{f.time(m.createdAt)}</time></div>
+            <div class="meta">
+              {m.fromStaff ? 'Staff' : 'Customer'} · <time dateTime={m.createdAt}>{f.time(m.createdAt)}</time>
+            </div>
             <p class="body">{m.body}</p>
           </li>
         ))}
       </ol>
       <form class="reply" onSubmit={(e) => void send(e)}>
         <label for="reply">Reply</label>
-        <textarea id="reply" rows={4} maxLength={10000} value={draft} onInput={(e) => setDraft(e.currentTarget.value)} />
+        <textarea
+          id="reply"
+          rows={4}
+          maxLength={10000}
+          value={draft}
+          onInput={(e) => setDraft(e.currentTarget.value)}
+        />
         <ErrorNote error={error} />
-        <button type="submit" class="primary" disabled={sending || !/\S/.test(draft)}>{sending ? 'Sending…' : 'Send reply'}</button>
+        <button type="submit" class="primary" disabled={sending || !/\S/.test(draft)}>
+          {sending ? 'Sending…' : 'Send reply'}
+        </button>
       </form>
     </section>
   );

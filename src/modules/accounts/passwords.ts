@@ -31,7 +31,8 @@ export function isCommonPassword(password: string): boolean {
 }
 
 /** What a new password must be, in words: the schemas' description and the problem's detail. */
-export const passwordRule = 'Passwords are 8 to 256 characters, not only white space (or other invisible characters), and not one of the most common passwords';
+export const passwordRule =
+  'Passwords are 8 to 256 characters, not only white space (or other invisible characters), and not one of the most common passwords';
 
 /** Only white space, separators, control and format (zero-width) characters: nothing a reader sees. */
 export function nothingVisible(text: string): boolean {

@@ -13,7 +13,10 @@ export interface UserRow {
   email_verified_at: Date | null;
 }
 
-export async function insertUser(db: Queryable, user: { id: string; email: string; name: string; role: Role; passwordHash: string }): Promise<UserRow> {
+export async function insertUser(
+  db: Queryable,
+  user: { id: string; email: string; name: string; role: Role; passwordHash: string },
+): Promise<UserRow> {
   const [row] = await db.query<UserRow>(
     `INSERT INTO users (id, email, name, role, password_hash) VALUES ($1, $2, $3, $4, $5) RETURNING *`,
     [user.id, user.email, user.name, user.role, user.passwordHash],
@@ -38,7 +41,9 @@ export function findUsersByIds(db: Queryable, ids: string[]): Promise<UserRow[]>
 /** Locks every admin's row, in id order (so two transactions doing this never deadlock), and answers their ids. */
 export async function lockAdmins(tx: Tx): Promise<string[]> {
   // A disabled admin is no admin: only enabled ones count (a disabled user cannot sign in).
-  const rows = await tx.query<{ id: string }>("SELECT id FROM users WHERE role = 'admin' AND disabled_at IS NULL ORDER BY id FOR UPDATE");
+  const rows = await tx.query<{ id: string }>(
+    "SELECT id FROM users WHERE role = 'admin' AND disabled_at IS NULL ORDER BY id FOR UPDATE",
+  );
   return rows.map((r) => r.id);
 }
 
@@ -49,7 +54,10 @@ export async function lockRole(tx: Tx, id: string): Promise<Role | undefined> {
 }
 
 export async function setUserRole(db: Queryable, id: string, role: Role): Promise<UserRow | undefined> {
-  const [row] = await db.query<UserRow>('UPDATE users SET role = $2, updated_at = now() WHERE id = $1 RETURNING *', [id, role]);
+  const [row] = await db.query<UserRow>('UPDATE users SET role = $2, updated_at = now() WHERE id = $1 RETURNING *', [
+    id,
+    role,
+  ]);
   return row;
 }
 
@@ -58,7 +66,10 @@ export async function countUsers(db: Queryable): Promise<number> {
   return row!.n;
 }
 
-export async function insertSession(db: Queryable, s: { id: string; userId: string; tokenHash: Buffer; ttlSeconds: number }): Promise<Date> {
+export async function insertSession(
+  db: Queryable,
+  s: { id: string; userId: string; tokenHash: Buffer; ttlSeconds: number },
+): Promise<Date> {
   const [row] = await db.query<{ expires_at: Date }>(
     `INSERT INTO sessions (id, user_id, token_hash, expires_at) VALUES ($1, $2, $3, now() + make_interval(secs => $4))
      RETURNING expires_at`,
@@ -79,16 +90,35 @@ export async function principalsBySessionHashes(db: Queryable, tokenHashes: Buff
       WHERE s.token_hash = ANY($1::bytea[]) AND s.revoked_at IS NULL AND s.expires_at > now() AND u.disabled_at IS NULL`,
     [tokenHashes],
   );
-  return new Map(rows.map((row) => [Buffer.from(row.token_hash).toString('hex'), {
-    userId: row.user_id, role: row.role, via: 'session', credentialId: row.id, emailVerified: row.email_verified,
-  } satisfies Principal]));
+  return new Map(
+    rows.map((row) => [
+      Buffer.from(row.token_hash).toString('hex'),
+      {
+        userId: row.user_id,
+        role: row.role,
+        via: 'session',
+        credentialId: row.id,
+        emailVerified: row.email_verified,
+      } satisfies Principal,
+    ]),
+  );
 }
 
-export interface ApiKeyRow { id: string; name: string; role: Role; created_by: string | null; created_at: Date; revoked_at: Date | null }
+export interface ApiKeyRow {
+  id: string;
+  name: string;
+  role: Role;
+  created_by: string | null;
+  created_at: Date;
+  revoked_at: Date | null;
+}
 
 const apiKeyColumns = 'id, name, role, created_by, created_at, revoked_at';
 
-export async function insertApiKey(db: Queryable, k: { id: string; name: string; role: Role; keyHash: Buffer; createdBy: string | null }): Promise<ApiKeyRow> {
+export async function insertApiKey(
+  db: Queryable,
+  k: { id: string; name: string; role: Role; keyHash: Buffer; createdBy: string | null },
+): Promise<ApiKeyRow> {
   const [row] = await db.query<ApiKeyRow>(
     `INSERT INTO api_keys (id, name, role, key_hash, created_by) VALUES ($1, $2, $3, $4, $5) RETURNING ${apiKeyColumns}`,
     [k.id, k.name, k.role, k.keyHash, k.createdBy],
@@ -96,7 +126,12 @@ export async function insertApiKey(db: Queryable, k: { id: string; name: string;
   return row!;
 }
 
-export async function listApiKeys(db: Queryable, after: string | null, limit: number, createdBy: string | null = null): Promise<ApiKeyRow[]> {
+export async function listApiKeys(
+  db: Queryable,
+  after: string | null,
+  limit: number,
+  createdBy: string | null = null,
+): Promise<ApiKeyRow[]> {
   return db.query<ApiKeyRow>(
     `SELECT ${apiKeyColumns} FROM api_keys WHERE ($1::text IS NULL OR id < $1) AND ($3::text IS NULL OR created_by = $3) ORDER BY id DESC LIMIT $2`,
     [after, limit + 1, createdBy],
@@ -122,7 +157,10 @@ export async function revokeApiKeysAbove(tx: Tx, userId: string, role: Role): Pr
 
 /** Answers false when no such key exists (an already revoked one still counts as found). */
 export async function revokeApiKey(db: Queryable, id: string): Promise<boolean> {
-  const rows = await db.query('UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1 RETURNING id', [id]);
+  const rows = await db.query(
+    'UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1 RETURNING id',
+    [id],
+  );
   return rows.length > 0;
 }
 
@@ -150,7 +188,10 @@ function likePrefix(text: string): string {
  * index range scan, users_email_prefix and users_name_prefix, combined by a bitmap OR); `staff`
  * keeps staff and admins only (the small partial index users_staff).
  */
-export function searchUsers(db: Queryable, opts: { query: string | null; staff: boolean; after: string | null; limit: number }): Promise<UserRow[]> {
+export function searchUsers(
+  db: Queryable,
+  opts: { query: string | null; staff: boolean; after: string | null; limit: number },
+): Promise<UserRow[]> {
   return db.query<UserRow>(
     `SELECT * FROM users
       WHERE ($1::text IS NULL OR lower(email) LIKE $1 OR lower(name) LIKE $1)
@@ -161,9 +202,19 @@ export function searchUsers(db: Queryable, opts: { query: string | null; staff: 
   );
 }
 
-export interface SessionRow { id: string; created_at: Date; expires_at: Date; revoked_at: Date | null }
+export interface SessionRow {
+  id: string;
+  created_at: Date;
+  expires_at: Date;
+  revoked_at: Date | null;
+}
 
-export function listSessions(db: Queryable, userId: string, after: string | null, limit: number): Promise<SessionRow[]> {
+export function listSessions(
+  db: Queryable,
+  userId: string,
+  after: string | null,
+  limit: number,
+): Promise<SessionRow[]> {
   return db.query<SessionRow>(
     `SELECT id, created_at, expires_at, revoked_at FROM sessions
       WHERE user_id = $1 AND ($2::text IS NULL OR id < $2) ORDER BY id DESC LIMIT $3`,
@@ -182,7 +233,10 @@ export async function revokeSessionsOf(db: Queryable, userId: string, keep: stri
 }
 
 export async function revokeApiKeysOf(tx: Tx, userId: string): Promise<number> {
-  const rows = await tx.query('UPDATE api_keys SET revoked_at = now() WHERE created_by = $1 AND revoked_at IS NULL RETURNING id', [userId]);
+  const rows = await tx.query(
+    'UPDATE api_keys SET revoked_at = now() WHERE created_by = $1 AND revoked_at IS NULL RETURNING id',
+    [userId],
+  );
   return rows.length;
 }
 
@@ -204,12 +258,18 @@ export async function setPasswordHash(db: Queryable, id: string, passwordHash: s
 }
 
 export async function markEmailVerified(db: Queryable, id: string): Promise<void> {
-  await db.query('UPDATE users SET email_verified_at = coalesce(email_verified_at, now()), updated_at = now() WHERE id = $1', [id]);
+  await db.query(
+    'UPDATE users SET email_verified_at = coalesce(email_verified_at, now()), updated_at = now() WHERE id = $1',
+    [id],
+  );
 }
 
 export type TokenPurpose = 'password_reset' | 'email_verification';
 
-export async function insertAccountToken(db: Queryable, t: { id: string; userId: string; purpose: TokenPurpose; tokenHash: Buffer; ttlSeconds: number }): Promise<void> {
+export async function insertAccountToken(
+  db: Queryable,
+  t: { id: string; userId: string; purpose: TokenPurpose; tokenHash: Buffer; ttlSeconds: number },
+): Promise<void> {
   await db.query(
     `INSERT INTO account_tokens (id, user_id, purpose, token_hash, expires_at) VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5))`,
     [t.id, t.userId, t.purpose, t.tokenHash, t.ttlSeconds],
@@ -217,7 +277,11 @@ export async function insertAccountToken(db: Queryable, t: { id: string; userId:
 }
 
 /** The user of a live (unused, unexpired) token of this purpose, without using it. */
-export async function liveTokenUser(db: Queryable, tokenHash: Buffer, purpose: TokenPurpose): Promise<string | undefined> {
+export async function liveTokenUser(
+  db: Queryable,
+  tokenHash: Buffer,
+  purpose: TokenPurpose,
+): Promise<string | undefined> {
   const [row] = await db.query<{ user_id: string }>(
     'SELECT user_id FROM account_tokens WHERE token_hash = $1 AND purpose = $2 AND used_at IS NULL AND expires_at > now()',
     [tokenHash, purpose],
@@ -236,6 +300,9 @@ export async function useToken(tx: Tx, tokenHash: Buffer, purpose: TokenPurpose)
     [tokenHash, purpose],
   );
   if (!row) return undefined;
-  await tx.query('UPDATE account_tokens SET used_at = now() WHERE user_id = $1 AND purpose = $2 AND used_at IS NULL', [row.user_id, purpose]);
+  await tx.query('UPDATE account_tokens SET used_at = now() WHERE user_id = $1 AND purpose = $2 AND used_at IS NULL', [
+    row.user_id,
+    purpose,
+  ]);
   return row.user_id;
 }

@@ -15,7 +15,13 @@ export interface AccountsDeps {
 }
 
 function setSessionCookie(reply: FastifyReply, token: string, expiresAt: string, secure: boolean) {
-  reply.setCookie(sessionCookie, token, { httpOnly: true, secure, sameSite: 'strict', path: '/', expires: new Date(expiresAt) });
+  reply.setCookie(sessionCookie, token, {
+    httpOnly: true,
+    secure,
+    sameSite: 'strict',
+    path: '/',
+    expires: new Date(expiresAt),
+  });
 }
 
 export function accountsRoutes(app: FastifyInstance, { db, config }: AccountsDeps): void {
@@ -25,7 +31,11 @@ export function accountsRoutes(app: FastifyInstance, { db, config }: AccountsDep
     ...routeOf(s.signup),
     handler: async (request, reply) => {
       const { email, name } = request.body;
-      const keyed = keyedRequestOf(request, { required: false, namespace: accounts.signupNamespace(email), hashed: { email: email.trim().toLowerCase(), name } });
+      const keyed = keyedRequestOf(request, {
+        required: false,
+        namespace: accounts.signupNamespace(email),
+        hashed: { email: email.trim().toLowerCase(), name },
+      });
       const { outcome, replayed } = await accounts.signup(db, config, request.body, request.ip, keyed);
       if (outcome.status !== 201) {
         await sendOutcome(reply, outcome, replayed);
@@ -67,15 +77,20 @@ export function accountsRoutes(app: FastifyInstance, { db, config }: AccountsDep
       if (!principal) return { user: null, csrfToken: null };
       const bearer = /^Bearer\s+(\S+)$/i.exec(request.headers.authorization ?? '')?.[1];
       const token = bearer ?? request.cookies?.[sessionCookie];
-      return { user: await accounts.me(db, principal), csrfToken: principal.via === 'session' && token ? csrfTokenFor(token) : null };
+      return {
+        user: await accounts.me(db, principal),
+        csrfToken: principal.via === 'session' && token ? csrfTokenFor(token) : null,
+      };
     },
   });
 
   r.route({
     ...routeOf(s.createApiKey),
-    handler: (request, reply) => idempotent(db, request, reply, { required: false }, async (tx) => ({
-      status: 201, body: await accounts.createApiKey(tx, principalOf(request), request.body),
-    })),
+    handler: (request, reply) =>
+      idempotent(db, request, reply, { required: false }, async (tx) => ({
+        status: 201,
+        body: await accounts.createApiKey(tx, principalOf(request), request.body),
+      })),
   });
 
   r.route({
@@ -180,15 +195,19 @@ export function accountsRoutes(app: FastifyInstance, { db, config }: AccountsDep
 
   r.route({
     ...routeOf(s.disableUser),
-    handler: (request, reply) => idempotent(db, request, reply, { required: false }, async (tx) => ({
-      status: 200, body: await accounts.disableUser(tx, principalOf(request), request.params.id),
-    })),
+    handler: (request, reply) =>
+      idempotent(db, request, reply, { required: false }, async (tx) => ({
+        status: 200,
+        body: await accounts.disableUser(tx, principalOf(request), request.params.id),
+      })),
   });
 
   r.route({
     ...routeOf(s.enableUser),
-    handler: (request, reply) => idempotent(db, request, reply, { required: false }, async (tx) => ({
-      status: 200, body: await accounts.enableUser(tx, request.params.id),
-    })),
+    handler: (request, reply) =>
+      idempotent(db, request, reply, { required: false }, async (tx) => ({
+        status: 200,
+        body: await accounts.enableUser(tx, request.params.id),
+      })),
   });
 }

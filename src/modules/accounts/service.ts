@@ -6,7 +6,14 @@ import type { Principal, Role } from '../../platform/auth.ts';
 import { newId } from '../../platform/ids.ts';
 import { AppError, type FieldError } from '../../errors.ts';
 import { clearHits, clientKey, removeHit, takeAttempt } from '../../platform/rate-limit.ts';
-import { decoyHash, hashPassword, isCommonPassword, nothingVisible, passwordRule, verifyPassword } from './passwords.ts';
+import {
+  decoyHash,
+  hashPassword,
+  isCommonPassword,
+  nothingVisible,
+  passwordRule,
+  verifyPassword,
+} from './passwords.ts';
 import * as repo from './repo.ts';
 import type { User } from './schemas.ts';
 import { runIdempotent, type KeyedRequest, type Outcome } from '../../platform/idempotency.ts';
@@ -33,7 +40,8 @@ export interface AccountsConfig {
  * queue; the messaging module's worker makes the token and writes the mail (account-mail.ts).
  */
 export const accountMailQueue = 'accounts.mail';
-export type AccountMailJob = { purpose: 'password_reset'; email: string } | { purpose: 'email_verification'; userId: string };
+export type AccountMailJob =
+  { purpose: 'password_reset'; email: string } | { purpose: 'email_verification'; userId: string };
 const resetTokenPrefix = 'err_';
 const verifyTokenPrefix = 'erv_';
 export const tokenTtlSeconds = { password_reset: 3600, email_verification: 7 * 24 * 3600 } as const;
@@ -52,8 +60,13 @@ export function hashSecret(secret: string): Buffer {
 
 export function userView(row: repo.UserRow): User {
   return {
-    id: row.id, email: row.email, name: row.name, role: row.role, createdAt: row.created_at.toISOString(),
-    emailVerified: row.email_verified_at !== null, disabledAt: row.disabled_at?.toISOString() ?? null,
+    id: row.id,
+    email: row.email,
+    name: row.name,
+    role: row.role,
+    createdAt: row.created_at.toISOString(),
+    emailVerified: row.email_verified_at !== null,
+    disabledAt: row.disabled_at?.toISOString() ?? null,
   };
 }
 
@@ -64,7 +77,12 @@ function isUniqueViolation(err: unknown, constraint: string): boolean {
 
 async function startSession(db: Queryable, userId: string, ttlSeconds: number) {
   const token = newSecret(sessionPrefix);
-  const expiresAt = await repo.insertSession(db, { id: newId('ses'), userId, tokenHash: hashSecret(token), ttlSeconds });
+  const expiresAt = await repo.insertSession(db, {
+    id: newId('ses'),
+    userId,
+    tokenHash: hashSecret(token),
+    ttlSeconds,
+  });
   return { token, expiresAt: expiresAt.toISOString() };
 }
 
@@ -87,7 +105,9 @@ function checkPassword(password: string, path: string, errors: FieldError[]): vo
 /** Throws 400 validation_failed for the field errors found, saying in the detail what is refused. */
 function refuseFields(errors: FieldError[], passwordPath?: string): void {
   if (errors.length === 0) return;
-  const details = errors.map((e) => e.path === passwordPath ? `The password ${e.message}: ${passwordRule}.` : `The ${e.path.slice(1)} ${e.message}.`);
+  const details = errors.map((e) =>
+    e.path === passwordPath ? `The password ${e.message}: ${passwordRule}.` : `The ${e.path.slice(1)} ${e.message}.`,
+  );
   throw new AppError('validation_failed', details.join(' '), { errors });
 }
 
@@ -102,7 +122,13 @@ export function signupNamespace(email: string): string {
  * sealed, so the retry proves the password again, as a login does (and is throttled as one); the
  * password is also left out of the request hash, which is a fast hash.
  */
-export async function signup(db: Db, config: AccountsConfig, input: { email: string; password: string; name: string }, clientAddress: string, keyed?: KeyedRequest): Promise<{ outcome: Outcome; replayed: boolean }> {
+export async function signup(
+  db: Db,
+  config: AccountsConfig,
+  input: { email: string; password: string; name: string },
+  clientAddress: string,
+  keyed?: KeyedRequest,
+): Promise<{ outcome: Outcome; replayed: boolean }> {
   const errors: FieldError[] = [];
   const name = nameOf(input.name, '/name', errors);
   checkPassword(input.password, '/password', errors);
@@ -116,21 +142,31 @@ export async function signup(db: Db, config: AccountsConfig, input: { email: str
   const { outcome, replayed } = await runIdempotent(db, keyed, async (tx) => {
     let user: repo.UserRow;
     try {
-      user = await repo.insertUser(tx, { id: newId('usr'), email: input.email.trim(), name, role: 'customer', passwordHash });
+      user = await repo.insertUser(tx, {
+        id: newId('usr'),
+        email: input.email.trim(),
+        name,
+        role: 'customer',
+        passwordHash,
+      });
     } catch (err) {
-      if (isUniqueViolation(err, 'users_email_unique')) throw new AppError('email_taken', 'An account with this email exists');
+      if (isUniqueViolation(err, 'users_email_unique'))
+        throw new AppError('email_taken', 'An account with this email exists');
       throw err;
     }
     session = await startSession(tx, user.id, config.sessionTtlSeconds);
-    if (config.emailVerification) await enqueue(tx, accountMailQueue, { purpose: 'email_verification', userId: user.id } satisfies AccountMailJob);
+    if (config.emailVerification)
+      await enqueue(tx, accountMailQueue, { purpose: 'email_verification', userId: user.id } satisfies AccountMailJob);
     return { status: 201, body: { user: userView(user) } };
   });
   if (outcome.status !== 201) return { outcome, replayed };
-  if (!replayed) return { outcome: { status: 201, body: { ...(outcome.body as { user: User }), ...session! } }, replayed };
+  if (!replayed)
+    return { outcome: { status: 201, body: { ...(outcome.body as { user: User }), ...session! } }, replayed };
   try {
     return { outcome: { status: 201, body: await login(db, config, input, clientAddress) }, replayed };
   } catch (err) {
-    if (err instanceof AppError && err.code === 'invalid_credentials') throw new AppError('idempotency_key_reused', 'This Idempotency-Key was used for a different request');
+    if (err instanceof AppError && err.code === 'invalid_credentials')
+      throw new AppError('idempotency_key_reused', 'This Idempotency-Key was used for a different request');
     throw err;
   }
 }
@@ -146,7 +182,12 @@ export async function signup(db: Db, config: AccountsConfig, input: { email: str
  * it does not reset the account's ceiling, or the owner logging in would refill a distributed
  * guesser's allowance.
  */
-export async function login(db: Db, config: AccountsConfig, input: { email: string; password: string }, clientAddress: string) {
+export async function login(
+  db: Db,
+  config: AccountsConfig,
+  input: { email: string; password: string },
+  clientAddress: string,
+) {
   const email = input.email.trim().toLowerCase();
   const client = clientKey(clientAddress);
   const window = config.loginWindowSeconds;
@@ -157,16 +198,21 @@ export async function login(db: Db, config: AccountsConfig, input: { email: stri
   await takeAttempt(db, [pair, account, perClient], window, 'Too many failed logins; try again later');
   const user = await repo.findUserByEmail(db, email);
   // An unknown email is checked against a decoy hash, so it costs the same time as a wrong password.
-  const ok = await verifyPassword(user?.password_hash ?? await decoyHash(), input.password);
+  const ok = await verifyPassword(user?.password_hash ?? (await decoyHash()), input.password);
   if (!user || !ok) throw new AppError('invalid_credentials', 'The email or password is wrong');
   // Said only to whoever knows the password: it tells them nothing they could not find out by owning it.
   if (user.disabled_at) throw new AppError('account_disabled', 'This account is disabled; ask the shop to enable it');
-  await Promise.all([clearHits(db, [pair.bucket]), removeHit(db, account.bucket, window), removeHit(db, perClient.bucket, window)]);
+  await Promise.all([
+    clearHits(db, [pair.bucket]),
+    removeHit(db, account.bucket, window),
+    removeHit(db, perClient.bucket, window),
+  ]);
   return { user: userView(user), ...(await startSession(db, user.id, config.sessionTtlSeconds)) };
 }
 
 export async function logout(db: Db, principal: Principal): Promise<void> {
-  if (principal.via !== 'session') throw new AppError('bad_request', 'API keys are revoked with DELETE /v1/api-keys/{id}, not logged out');
+  if (principal.via !== 'session')
+    throw new AppError('bad_request', 'API keys are revoked with DELETE /v1/api-keys/{id}, not logged out');
   await repo.revokeSession(db, principal.credentialId);
 }
 
@@ -177,7 +223,11 @@ export async function logout(db: Db, principal: Principal): Promise<void> {
  */
 export function tokenResolver(db: Db): (token: string) => Promise<Principal | null> {
   const sessions = coalesce<string, Principal>(
-    async (hexHashes) => repo.principalsBySessionHashes(db, hexHashes.map((h) => Buffer.from(h, 'hex'))),
+    async (hexHashes) =>
+      repo.principalsBySessionHashes(
+        db,
+        hexHashes.map((h) => Buffer.from(h, 'hex')),
+      ),
     { concurrency: db.engine === 'pglite' ? 1 : 2, maxBatch: 200 },
   );
   return async (token) => {
@@ -191,7 +241,15 @@ export async function me(db: Db, principal: Principal) {
   if (principal.via === 'api_key') {
     const key = await repo.findApiKey(db, principal.credentialId);
     if (!key) throw new AppError('unauthenticated');
-    return { id: key.id, email: null, name: key.name, role: key.role, createdAt: key.created_at.toISOString(), emailVerified: true, disabledAt: null };
+    return {
+      id: key.id,
+      email: null,
+      name: key.name,
+      role: key.role,
+      createdAt: key.created_at.toISOString(),
+      emailVerified: true,
+      disabledAt: null,
+    };
   }
   const user = await repo.findUserById(db, principal.userId);
   if (!user) throw new AppError('unauthenticated');
@@ -206,18 +264,35 @@ export async function me(db: Db, principal: Principal) {
  * for this key and then revokes it.
  */
 export async function createApiKey(tx: Tx, principal: Principal, input: { name: string; role: Role }) {
-  const accountable = principal.via === 'session' ? principal.userId : (await repo.findApiKey(tx, principal.credentialId))?.created_by ?? null;
-  if (accountable !== null && (await repo.lockRole(tx, accountable)) !== 'admin') throw new AppError('forbidden', 'Your role may not do this');
+  const accountable =
+    principal.via === 'session'
+      ? principal.userId
+      : ((await repo.findApiKey(tx, principal.credentialId))?.created_by ?? null);
+  if (accountable !== null && (await repo.lockRole(tx, accountable)) !== 'admin')
+    throw new AppError('forbidden', 'Your role may not do this');
   const errors: FieldError[] = [];
   const name = nameOf(input.name, '/name', errors);
   refuseFields(errors);
   const key = newSecret(apiKeyPrefix);
-  const row = await repo.insertApiKey(tx, { id: newId('key'), name, role: input.role, keyHash: hashSecret(key), createdBy: accountable });
+  const row = await repo.insertApiKey(tx, {
+    id: newId('key'),
+    name,
+    role: input.role,
+    keyHash: hashSecret(key),
+    createdBy: accountable,
+  });
   return { id: row.id, name: row.name, role: row.role, key, createdAt: row.created_at.toISOString() };
 }
 
 export function apiKeyView(row: repo.ApiKeyRow) {
-  return { id: row.id, name: row.name, role: row.role, createdBy: row.created_by, createdAt: row.created_at.toISOString(), revokedAt: row.revoked_at?.toISOString() ?? null };
+  return {
+    id: row.id,
+    name: row.name,
+    role: row.role,
+    createdBy: row.created_by,
+    createdAt: row.created_at.toISOString(),
+    revokedAt: row.revoked_at?.toISOString() ?? null,
+  };
 }
 
 export async function revokeApiKey(db: Db, id: string): Promise<void> {
@@ -235,7 +310,8 @@ export async function changeRole(db: Db, id: string, role: Role): Promise<User> 
   return db.transaction(async (tx) => {
     if (role !== 'admin') {
       const admins = await repo.lockAdmins(tx);
-      if (admins.length === 1 && admins[0] === id) throw new AppError('invalid_state', 'This is the only admin: make another user admin first');
+      if (admins.length === 1 && admins[0] === id)
+        throw new AppError('invalid_state', 'This is the only admin: make another user admin first');
     }
     const row = await repo.setUserRole(tx, id, role);
     if (!row) throw new AppError('not_found', 'No such user');
@@ -248,7 +324,10 @@ export async function changeRole(db: Db, id: string, role: Role): Promise<User> 
  * On an empty database, creates the admin account. Answers the generated password when none was
  * configured (to be printed once), null when the database already had users.
  */
-export async function ensureAdmin(db: Db, admin: { email: string | undefined; password: string | undefined }): Promise<{ email: string; generatedPassword: string | null } | null> {
+export async function ensureAdmin(
+  db: Db,
+  admin: { email: string | undefined; password: string | undefined },
+): Promise<{ email: string; generatedPassword: string | null } | null> {
   const email = admin.email ?? 'admin@engine-room.local';
   const password = admin.password ?? randomBytes(18).toString('base64url');
   if ((await repo.countUsers(db)) > 0) return null;
@@ -266,7 +345,8 @@ export async function ensureAdmin(db: Db, admin: { email: string | undefined; pa
 // Account recovery and control
 
 function sessionOnly(principal: Principal, what: string): string {
-  if (principal.via !== 'session') throw new AppError('bad_request', `An API key has no password or sessions: ${what} needs a signed-in user`);
+  if (principal.via !== 'session')
+    throw new AppError('bad_request', `An API key has no password or sessions: ${what} needs a signed-in user`);
   return principal.userId;
 }
 
@@ -285,7 +365,12 @@ async function acceptablePassword(password: string, path: string): Promise<strin
  * Their API keys go on too unless revokeApiKeys: a key is often a running integration, and a
  * routine change of password should not stop it; after a compromise the user asks for it.
  */
-export async function changePassword(db: Db, config: AccountsConfig, principal: Principal, input: { currentPassword: string; newPassword: string; revokeApiKeys?: boolean }): Promise<void> {
+export async function changePassword(
+  db: Db,
+  config: AccountsConfig,
+  principal: Principal,
+  input: { currentPassword: string; newPassword: string; revokeApiKeys?: boolean },
+): Promise<void> {
   const userId = sessionOnly(principal, 'changing a password');
   const attempt = { bucket: `password-change:${userId}`, max: config.loginMaxFailuresPerAccountAndClient };
   await takeAttempt(db, [attempt], config.loginWindowSeconds, 'Too many wrong passwords; try again later');
@@ -306,7 +391,11 @@ export async function changePassword(db: Db, config: AccountsConfig, principal: 
  * Ends every session of the signed-in user, this one too, at once (sessions live only in the
  * database); with revokeApiKeys, the API keys they are accountable for as well, in the same transaction.
  */
-export async function logoutEverywhere(db: Db, principal: Principal, options: { revokeApiKeys?: boolean } = {}): Promise<void> {
+export async function logoutEverywhere(
+  db: Db,
+  principal: Principal,
+  options: { revokeApiKeys?: boolean } = {},
+): Promise<void> {
   const userId = sessionOnly(principal, 'signing out everywhere');
   await db.transaction(async (tx) => {
     await repo.revokeSessionsOf(tx, userId, null);
@@ -320,19 +409,37 @@ export async function logoutEverywhere(db: Db, principal: Principal, options: { 
  * finds the user and writes the mail, so neither the answer nor its timing tells who has an account.
  * The job carries only the address, never a token.
  */
-export async function requestPasswordReset(db: Db, config: AccountsConfig, email: string, clientAddress: string): Promise<void> {
+export async function requestPasswordReset(
+  db: Db,
+  config: AccountsConfig,
+  email: string,
+  clientAddress: string,
+): Promise<void> {
   const address = email.trim().toLowerCase();
-  await takeAttempt(db, [
-    { bucket: `reset:client:${clientKey(clientAddress)}`, max: config.passwordResetMaxPerClient },
-    { bucket: `reset:email:${address}`, max: config.passwordResetMaxPerEmail },
-  ], config.passwordResetWindowSeconds, 'Too many password reset requests; try again later');
-  await db.transaction((tx) => enqueue(tx, accountMailQueue, { purpose: 'password_reset', email: address } satisfies AccountMailJob));
+  await takeAttempt(
+    db,
+    [
+      { bucket: `reset:client:${clientKey(clientAddress)}`, max: config.passwordResetMaxPerClient },
+      { bucket: `reset:email:${address}`, max: config.passwordResetMaxPerEmail },
+    ],
+    config.passwordResetWindowSeconds,
+    'Too many password reset requests; try again later',
+  );
+  await db.transaction((tx) =>
+    enqueue(tx, accountMailQueue, { purpose: 'password_reset', email: address } satisfies AccountMailJob),
+  );
 }
 
 /** A new single-use token of the purpose for the user, stored as its SHA-256 only; answers the token (for the mail). */
 export async function issueAccountToken(tx: Tx, userId: string, purpose: repo.TokenPurpose): Promise<string> {
   const token = newSecret(purpose === 'password_reset' ? resetTokenPrefix : verifyTokenPrefix);
-  await repo.insertAccountToken(tx, { id: newId('tok'), userId, purpose, tokenHash: hashSecret(token), ttlSeconds: tokenTtlSeconds[purpose] });
+  await repo.insertAccountToken(tx, {
+    id: newId('tok'),
+    userId,
+    purpose,
+    tokenHash: hashSecret(token),
+    ttlSeconds: tokenTtlSeconds[purpose],
+  });
   return token;
 }
 
@@ -371,17 +478,27 @@ export async function verifyEmail(db: Db, token: string): Promise<void> {
 /** Sends the verification mail again (throttled per user); a verified user gets nothing new. */
 export async function resendVerification(db: Db, config: AccountsConfig, principal: Principal): Promise<void> {
   const userId = sessionOnly(principal, 'verifying an email');
-  await takeAttempt(db, [{ bucket: `verify:user:${userId}`, max: config.passwordResetMaxPerEmail }], config.passwordResetWindowSeconds, 'Too many verification mails; try again later');
+  await takeAttempt(
+    db,
+    [{ bucket: `verify:user:${userId}`, max: config.passwordResetMaxPerEmail }],
+    config.passwordResetWindowSeconds,
+    'Too many verification mails; try again later',
+  );
   const user = await repo.findUserById(db, userId);
   if (!user || user.email_verified_at) return;
-  await db.transaction((tx) => enqueue(tx, accountMailQueue, { purpose: 'email_verification', userId } satisfies AccountMailJob));
+  await db.transaction((tx) =>
+    enqueue(tx, accountMailQueue, { purpose: 'email_verification', userId } satisfies AccountMailJob),
+  );
 }
 
 /** Refuses an unverified user when verification is on; app.ts hands this to the orders module. */
 export function buyerCheck(config: { emailVerification: boolean }): (principal: Principal) => void {
   return (principal) => {
     if (config.emailVerification && principal.emailVerified === false) {
-      throw new AppError('email_unverified', 'Verify your email address before placing orders (POST /v1/auth/verify-email/resend sends the mail again)');
+      throw new AppError(
+        'email_unverified',
+        'Verify your email address before placing orders (POST /v1/auth/verify-email/resend sends the mail again)',
+      );
     }
   };
 }
@@ -402,7 +519,8 @@ export async function disableUser(tx: Tx, actor: Principal, id: string): Promise
   const admins = await repo.lockAdmins(tx);
   const user = await repo.lockUser(tx, id);
   if (!user) throw new AppError('not_found', 'No such user');
-  if (actor.via === 'session' && actor.userId === id) throw new AppError('invalid_state', 'You cannot disable your own account');
+  if (actor.via === 'session' && actor.userId === id)
+    throw new AppError('invalid_state', 'You cannot disable your own account');
   if (user.role === 'admin' && !user.disabled_at && admins.length === 1 && admins[0] === id) {
     throw new AppError('invalid_state', 'This is the only admin: make another user admin first');
   }
@@ -421,5 +539,11 @@ export async function enableUser(db: Queryable, id: string): Promise<User> {
 
 export function sessionView(row: repo.SessionRow) {
   const live = row.revoked_at === null && row.expires_at.getTime() > Date.now();
-  return { id: row.id, createdAt: row.created_at.toISOString(), expiresAt: row.expires_at.toISOString(), revokedAt: row.revoked_at?.toISOString() ?? null, live };
+  return {
+    id: row.id,
+    createdAt: row.created_at.toISOString(),
+    expiresAt: row.expires_at.toISOString(),
+    revokedAt: row.revoked_at?.toISOString() ?? null,
+    live,
+  };
 }

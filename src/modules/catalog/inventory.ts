@@ -7,9 +7,16 @@ import type { Queryable, Tx } from '../../platform/db.ts';
 import { AppError } from '../../errors.ts';
 import { maxOnHand, type StockLevel } from './schemas.ts';
 
-export interface StockRequest { sku: string; quantity: number }
+export interface StockRequest {
+  sku: string;
+  quantity: number;
+}
 
-interface LevelRow { sku: string; on_hand: number; reserved: number }
+interface LevelRow {
+  sku: string;
+  on_hand: number;
+  reserved: number;
+}
 
 export function levelView(row: LevelRow): StockLevel {
   return { sku: row.sku, onHand: row.on_hand, reserved: row.reserved, available: row.on_hand - row.reserved };
@@ -21,10 +28,17 @@ export function levelView(row: LevelRow): StockLevel {
  * planner joins it, the first read of the CTE locks its rows in its ORDER BY (a later read only
  * finds them locked already); being in the same statement saves a round trip. $1 is the SKUs.
  */
-const lockedInSkuOrder = 'locked AS MATERIALIZED (SELECT sku FROM stock_levels WHERE sku = ANY($1::text[]) ORDER BY sku FOR UPDATE)';
+const lockedInSkuOrder =
+  'locked AS MATERIALIZED (SELECT sku FROM stock_levels WHERE sku = ANY($1::text[]) ORDER BY sku FOR UPDATE)';
 
 /** Stock that arrives or leaves by hand, not by an order: the initial stock and adjustments. */
-async function recordMovements(tx: Tx, kind: 'initial' | 'adjustment', rows: { sku: string; onHand: number }[], reason: string, actorId: string): Promise<void> {
+async function recordMovements(
+  tx: Tx,
+  kind: 'initial' | 'adjustment',
+  rows: { sku: string; onHand: number }[],
+  reason: string,
+  actorId: string,
+): Promise<void> {
   await tx.query(
     `INSERT INTO stock_movements (sku, kind, on_hand_delta, reserved_delta, reason, actor_id)
      SELECT sku, $2, on_hand_delta, 0, $4, $5 FROM unnest($1::text[], $3::int[]) AS m(sku, on_hand_delta)`,
@@ -33,11 +47,17 @@ async function recordMovements(tx: Tx, kind: 'initial' | 'adjustment', rows: { s
 }
 
 export async function createStock(tx: Tx, levels: StockRequest[], actorId: string): Promise<void> {
-  await tx.query(
-    'INSERT INTO stock_levels (sku, on_hand) SELECT * FROM unnest($1::text[], $2::int[])',
-    [levels.map((l) => l.sku), levels.map((l) => l.quantity)],
+  await tx.query('INSERT INTO stock_levels (sku, on_hand) SELECT * FROM unnest($1::text[], $2::int[])', [
+    levels.map((l) => l.sku),
+    levels.map((l) => l.quantity),
+  ]);
+  await recordMovements(
+    tx,
+    'initial',
+    levels.map((l) => ({ sku: l.sku, onHand: l.quantity })),
+    'initial stock',
+    actorId,
   );
-  await recordMovements(tx, 'initial', levels.map((l) => ({ sku: l.sku, onHand: l.quantity })), 'initial stock', actorId);
 }
 
 /**
@@ -46,13 +66,23 @@ export async function createStock(tx: Tx, levels: StockRequest[], actorId: strin
  */
 export function outOfStock(short: { sku: string; quantity: number; available: number; index: number }[]): AppError {
   const first = short[0]!;
-  return new AppError('out_of_stock', `SKU ${first.sku} has ${first.available} available, ${first.quantity} requested`, {
-    errors: short.map((s) => ({ path: `/lines/${s.index}/quantity`, message: `only ${s.available} available` })),
-  });
+  return new AppError(
+    'out_of_stock',
+    `SKU ${first.sku} has ${first.available} available, ${first.quantity} requested`,
+    {
+      errors: short.map((s) => ({ path: `/lines/${s.index}/quantity`, message: `only ${s.available} available` })),
+    },
+  );
 }
 
 /** A SKU as a batch of orders is decided against it: its price, whether its product is active, what is available. */
-export interface PricedSku { sku: string; price_amount: number; currency: string; active: boolean; available: number }
+export interface PricedSku {
+  sku: string;
+  price_amount: number;
+  currency: string;
+  active: boolean;
+  available: number;
+}
 
 /**
  * The prices of the SKUs that exist, whether their product is active, and their stock, for a
@@ -80,7 +110,10 @@ export function lockPricedStock(tx: Tx, skus: string[]): Promise<PricedSku[]> {
  * The rows must be locked (lockPricedStock) and the lines known to fit: the conditional UPDATE is the
  * last word, and a line that no longer fits is a fault that rolls everything back.
  */
-export async function reserveForOrders(tx: Tx, lines: { orderId: string; sku: string; quantity: number }[]): Promise<void> {
+export async function reserveForOrders(
+  tx: Tx,
+  lines: { orderId: string; sku: string; quantity: number }[],
+): Promise<void> {
   if (lines.length === 0) return;
   const [row] = await tx.query<{ skus: number; reserved: number }>(
     `WITH m AS (SELECT * FROM unnest($1::text[], $2::text[], $3::int[]) AS m(order_id, sku, quantity)),
@@ -95,7 +128,10 @@ export async function reserveForOrders(tx: Tx, lines: { orderId: string; sku: st
      SELECT (SELECT count(*) FROM wanted)::int AS skus, (SELECT count(*) FROM reserved)::int AS reserved`,
     [lines.map((l) => l.orderId), lines.map((l) => l.sku), lines.map((l) => l.quantity)],
   );
-  if (row!.reserved !== row!.skus) throw new Error(`reserveForOrders: ${row!.skus - row!.reserved} SKUs no longer had the stock their locked rows showed`);
+  if (row!.reserved !== row!.skus)
+    throw new Error(
+      `reserveForOrders: ${row!.skus - row!.reserved} SKUs no longer had the stock their locked rows showed`,
+    );
 }
 
 /**
@@ -105,7 +141,10 @@ export async function reserveForOrders(tx: Tx, lines: { orderId: string; sku: st
  * another batch holding the rest); each SKU is updated once by its totals, with one movement per
  * order and SKU.
  */
-export async function settleReservations(tx: Tx, lines: { orderId: string; sku: string; quantity: number; kind: 'sale' | 'release' }[]): Promise<void> {
+export async function settleReservations(
+  tx: Tx,
+  lines: { orderId: string; sku: string; quantity: number; kind: 'sale' | 'release' }[],
+): Promise<void> {
   if (lines.length === 0) return;
   await tx.query(
     `WITH ${lockedInSkuOrder},
@@ -125,7 +164,10 @@ export async function settleReservations(tx: Tx, lines: { orderId: string; sku: 
 
 /** Gives an order's reservation back (cancelled, or payment failed). */
 export function releaseReservation(tx: Tx, orderId: string, lines: StockRequest[]): Promise<void> {
-  return settleReservations(tx, lines.map((l) => ({ orderId, sku: l.sku, quantity: l.quantity, kind: 'release' })));
+  return settleReservations(
+    tx,
+    lines.map((l) => ({ orderId, sku: l.sku, quantity: l.quantity, kind: 'release' })),
+  );
 }
 
 /**
@@ -146,7 +188,13 @@ export async function returnSoldStock(tx: Tx, orderId: string, lines: StockReque
   );
 }
 
-export async function adjustStock(tx: Tx, sku: string, delta: number, reason: string, actorId: string): Promise<StockLevel> {
+export async function adjustStock(
+  tx: Tx,
+  sku: string,
+  delta: number,
+  reason: string,
+  actorId: string,
+): Promise<StockLevel> {
   // A conditional update: the rules (onHand never below reserved, nor above maxOnHand) are checked
   // by the row it changes. The sum is made in bigint, so a large delta is refused, not overflowed.
   const [row] = await tx.query<LevelRow>(
@@ -163,9 +211,13 @@ export async function adjustStock(tx: Tx, sku: string, delta: number, reason: st
         errors: [{ path: '/delta', message: `at most ${maxOnHand - current.onHand} allowed` }],
       });
     }
-    throw new AppError('insufficient_stock', `SKU ${sku} has ${current.onHand} on hand and ${current.reserved} reserved; cannot remove ${-delta}`, {
-      errors: [{ path: '/delta', message: `at least ${current.reserved - current.onHand} allowed` }],
-    });
+    throw new AppError(
+      'insufficient_stock',
+      `SKU ${sku} has ${current.onHand} on hand and ${current.reserved} reserved; cannot remove ${-delta}`,
+      {
+        errors: [{ path: '/delta', message: `at least ${current.reserved - current.onHand} allowed` }],
+      },
+    );
   }
   await recordMovements(tx, 'adjustment', [{ sku, onHand: delta }], reason, actorId);
   return levelView(row);
@@ -176,9 +228,22 @@ export async function getStockLevel(db: Queryable, sku: string): Promise<StockLe
   return row && levelView(row);
 }
 
-export interface MovementRow { id: number; kind: 'initial' | 'adjustment' | 'reservation' | 'release' | 'sale'; on_hand_delta: number; reserved_delta: number; order_id: string | null; reason: string | null; created_at: Date }
+export interface MovementRow {
+  id: number;
+  kind: 'initial' | 'adjustment' | 'reservation' | 'release' | 'sale';
+  on_hand_delta: number;
+  reserved_delta: number;
+  order_id: string | null;
+  reason: string | null;
+  created_at: Date;
+}
 
-export function listMovements(db: Queryable, sku: string, beforeId: number | null, limit: number): Promise<MovementRow[]> {
+export function listMovements(
+  db: Queryable,
+  sku: string,
+  beforeId: number | null,
+  limit: number,
+): Promise<MovementRow[]> {
   return db.query<MovementRow>(
     `SELECT id, kind, on_hand_delta, reserved_delta, order_id, reason, created_at FROM stock_movements
       WHERE sku = $1 AND ($2::bigint IS NULL OR id < $2) ORDER BY id DESC LIMIT $3`,
@@ -195,7 +260,10 @@ export function movementsOfOrder(db: Queryable, orderId: string): Promise<(Movem
 }
 
 /** A page of stock levels in SKU order, after the SKU `after` (the primary key's order). */
-export async function listStockLevels(db: Queryable, opts: { after: string | null; limit: number }): Promise<LevelRow[]> {
+export async function listStockLevels(
+  db: Queryable,
+  opts: { after: string | null; limit: number },
+): Promise<LevelRow[]> {
   return db.query<LevelRow>(
     'SELECT sku, on_hand, reserved FROM stock_levels WHERE ($1::text IS NULL OR sku > $1) ORDER BY sku LIMIT $2',
     [opts.after, opts.limit + 1],
@@ -203,7 +271,9 @@ export async function listStockLevels(db: Queryable, opts: { after: string | nul
 }
 
 /** SKUs whose level differs from what its movements add up to (empty when the books agree). */
-export async function stockDiscrepancies(db: Queryable): Promise<{ sku: string; on_hand: number; reserved: number; moved_on_hand: number; moved_reserved: number }[]> {
+export async function stockDiscrepancies(
+  db: Queryable,
+): Promise<{ sku: string; on_hand: number; reserved: number; moved_on_hand: number; moved_reserved: number }[]> {
   return db.query(
     `SELECT s.sku, s.on_hand, s.reserved, coalesce(m.on_hand, 0)::bigint AS moved_on_hand, coalesce(m.reserved, 0)::bigint AS moved_reserved
        FROM stock_levels s

@@ -1,10 +1,29 @@
 // SQL of products and variants.
 import type { Queryable, Tx } from '../../platform/db.ts';
 
-export interface ProductRow { id: string; name: string; description: string; active: boolean; created_at: Date; updated_at: Date }
-export interface VariantRow { id: string; product_id: string; sku: string; name: string; price_amount: number; currency: string; on_hand: number; reserved: number }
+export interface ProductRow {
+  id: string;
+  name: string;
+  description: string;
+  active: boolean;
+  created_at: Date;
+  updated_at: Date;
+}
+export interface VariantRow {
+  id: string;
+  product_id: string;
+  sku: string;
+  name: string;
+  price_amount: number;
+  currency: string;
+  on_hand: number;
+  reserved: number;
+}
 
-export async function insertProduct(tx: Tx, p: { id: string; name: string; description: string; active: boolean }): Promise<ProductRow> {
+export async function insertProduct(
+  tx: Tx,
+  p: { id: string; name: string; description: string; active: boolean },
+): Promise<ProductRow> {
   const [row] = await tx.query<ProductRow>(
     'INSERT INTO products (id, name, description, active) VALUES ($1, $2, $3, $4) RETURNING *',
     [p.id, p.name, p.description, p.active],
@@ -12,12 +31,23 @@ export async function insertProduct(tx: Tx, p: { id: string; name: string; descr
   return row!;
 }
 
-export async function insertVariants(tx: Tx, productId: string, variants: { id: string; sku: string; name: string; amount: number; currency: string }[]): Promise<void> {
+export async function insertVariants(
+  tx: Tx,
+  productId: string,
+  variants: { id: string; sku: string; name: string; amount: number; currency: string }[],
+): Promise<void> {
   await tx.query(
     `INSERT INTO variants (id, product_id, sku, name, price_amount, currency, position)
      SELECT id, $1, sku, name, amount, currency, position
        FROM unnest($2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[]) WITH ORDINALITY AS v(id, sku, name, amount, currency, position)`,
-    [productId, variants.map((v) => v.id), variants.map((v) => v.sku), variants.map((v) => v.name), variants.map((v) => v.amount), variants.map((v) => v.currency)],
+    [
+      productId,
+      variants.map((v) => v.id),
+      variants.map((v) => v.sku),
+      variants.map((v) => v.name),
+      variants.map((v) => v.amount),
+      variants.map((v) => v.currency),
+    ],
   );
 }
 
@@ -26,7 +56,10 @@ export async function findProduct(db: Queryable, id: string): Promise<ProductRow
   return row;
 }
 
-export function listProducts(db: Queryable, opts: { after: string | null; limit: number; includeInactive: boolean }): Promise<ProductRow[]> {
+export function listProducts(
+  db: Queryable,
+  opts: { after: string | null; limit: number; includeInactive: boolean },
+): Promise<ProductRow[]> {
   return db.query<ProductRow>(
     `SELECT * FROM products WHERE ($1::text IS NULL OR id < $1) AND (active OR $3) ORDER BY id DESC LIMIT $2`,
     [opts.after, opts.limit + 1, opts.includeInactive],
@@ -42,7 +75,11 @@ export function variantsOf(db: Queryable, productIds: string[]): Promise<Variant
   );
 }
 
-export async function updateProduct(tx: Tx, id: string, changes: { name?: string; description?: string; active?: boolean }): Promise<ProductRow | undefined> {
+export async function updateProduct(
+  tx: Tx,
+  id: string,
+  changes: { name?: string; description?: string; active?: boolean },
+): Promise<ProductRow | undefined> {
   const [row] = await tx.query<ProductRow>(
     `UPDATE products SET name = coalesce($2, name), description = coalesce($3, description), active = coalesce($4, active), updated_at = now()
       WHERE id = $1 RETURNING *`,
@@ -52,7 +89,11 @@ export async function updateProduct(tx: Tx, id: string, changes: { name?: string
 }
 
 /** Answers the SKUs it changed; a SKU of another product is not touched. */
-export async function updatePrices(tx: Tx, productId: string, prices: { sku: string; amount: number; currency: string }[]): Promise<string[]> {
+export async function updatePrices(
+  tx: Tx,
+  productId: string,
+  prices: { sku: string; amount: number; currency: string }[],
+): Promise<string[]> {
   const rows = await tx.query<{ sku: string }>(
     `UPDATE variants v SET price_amount = p.amount, currency = p.currency, updated_at = now()
        FROM unnest($2::text[], $3::bigint[], $4::text[]) AS p(sku, amount, currency)
@@ -61,4 +102,3 @@ export async function updatePrices(tx: Tx, productId: string, prices: { sku: str
   );
   return rows.map((r) => r.sku);
 }
-

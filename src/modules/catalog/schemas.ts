@@ -16,7 +16,11 @@ export const maxOnHand = 1_000_000_000;
 /** A price: bounded so that no order within the limits can total more than a JS number holds exactly. */
 export const PriceSchema = moneyUpTo(maxUnitPrice);
 
-export const Sku = Type.String({ maxLength: 64, pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$', description: 'Letters, digits, dot, dash and underscore; up to 64' });
+export const Sku = Type.String({
+  maxLength: 64,
+  pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$',
+  description: 'Letters, digits, dot, dash and underscore; up to 64',
+});
 
 export const VariantSchema = Type.Object({
   id: Type.String(),
@@ -46,91 +50,155 @@ export const StockLevelSchema = Type.Object({
 export type StockLevel = Static<typeof StockLevelSchema>;
 
 export const createProduct = endpoint({
-  operationId: 'createProduct', errors: ['sku_taken'],
-  example: { body: { name: 'T-shirt', variants: [{ sku: 'TEE-M', name: 'Medium', price: { amount: 1999, currency: 'EUR' }, stock: 10 }] } },
-  method: 'POST', url: '/v1/products', access: staff, tags, idempotencyKey: 'optional',
+  operationId: 'createProduct',
+  errors: ['sku_taken'],
+  example: {
+    body: {
+      name: 'T-shirt',
+      variants: [{ sku: 'TEE-M', name: 'Medium', price: { amount: 1999, currency: 'EUR' }, stock: 10 }],
+    },
+  },
+  method: 'POST',
+  url: '/v1/products',
+  access: staff,
+  tags,
+  idempotencyKey: 'optional',
   summary: 'Create a product with its variants and their starting stock',
-  body: Type.Object({
-    name: Type.String({ minLength: 1, maxLength: 200 }),
-    description: Type.Optional(Type.String({ maxLength: 5000 })),
-    active: Type.Optional(Type.Boolean()),
-    variants: Type.Array(Type.Object({
-      sku: Sku,
-      name: Type.Optional(Type.String({ maxLength: 200 })),
-      price: PriceSchema,
-      stock: Type.Integer({ minimum: 0, maximum: maxOnHand }),
-    }, { additionalProperties: false }), { minItems: 1, maxItems: 100 }),
-  }, { additionalProperties: false }),
+  body: Type.Object(
+    {
+      name: Type.String({ minLength: 1, maxLength: 200 }),
+      description: Type.Optional(Type.String({ maxLength: 5000 })),
+      active: Type.Optional(Type.Boolean()),
+      variants: Type.Array(
+        Type.Object(
+          {
+            sku: Sku,
+            name: Type.Optional(Type.String({ maxLength: 200 })),
+            price: PriceSchema,
+            stock: Type.Integer({ minimum: 0, maximum: maxOnHand }),
+          },
+          { additionalProperties: false },
+        ),
+        { minItems: 1, maxItems: 100 },
+      ),
+    },
+    { additionalProperties: false },
+  ),
   response: { 201: ProductSchema },
 });
 
 export const listProducts = endpoint({
-  operationId: 'listProducts', errors: [],
-  method: 'GET', url: '/v1/products', access: 'public', tags,
+  operationId: 'listProducts',
+  errors: [],
+  method: 'GET',
+  url: '/v1/products',
+  access: 'public',
+  tags,
   summary: 'Products, newest first; staff may include inactive ones',
-  querystring: Type.Object({
-    ...PageQuery.properties,
-    includeInactive: Type.Optional(Type.Boolean({ description: 'Staff only: include inactive products' })),
-  }, { additionalProperties: false }),
+  querystring: Type.Object(
+    {
+      ...PageQuery.properties,
+      includeInactive: Type.Optional(Type.Boolean({ description: 'Staff only: include inactive products' })),
+    },
+    { additionalProperties: false },
+  ),
   response: { 200: Page(ProductSchema) },
 });
 
 export const getProduct = endpoint({
-  operationId: 'getProduct', errors: [],
-  method: 'GET', url: '/v1/products/:id', access: 'public', tags,
+  operationId: 'getProduct',
+  errors: [],
+  method: 'GET',
+  url: '/v1/products/:id',
+  access: 'public',
+  tags,
   summary: 'One product; an inactive one is 404 except to staff',
   params: IdParams,
   response: { 200: ProductSchema },
 });
 
 export const updateProduct = endpoint({
-  operationId: 'updateProduct', errors: ['unknown_sku'],
-  example: { params: { id: 'prd_01m8hm26xcycv09qxv6cysjef0' }, body: { variants: [{ sku: 'TEE-M', price: { amount: 2499, currency: 'EUR' } }] } },
-  method: 'PATCH', url: '/v1/products/:id', access: staff, tags,
+  operationId: 'updateProduct',
+  errors: ['unknown_sku'],
+  example: {
+    params: { id: 'prd_01m8hm26xcycv09qxv6cysjef0' },
+    body: { variants: [{ sku: 'TEE-M', price: { amount: 2499, currency: 'EUR' } }] },
+  },
+  method: 'PATCH',
+  url: '/v1/products/:id',
+  access: staff,
+  tags,
   summary: 'Change name, description, active, and variant prices',
   params: IdParams,
-  body: Type.Object({
-    name: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
-    description: Type.Optional(Type.String({ maxLength: 5000 })),
-    active: Type.Optional(Type.Boolean()),
-    variants: Type.Optional(Type.Array(Type.Object({ sku: Sku, price: PriceSchema }, { additionalProperties: false }), { maxItems: 100 })),
-  }, { additionalProperties: false }),
+  body: Type.Object(
+    {
+      name: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
+      description: Type.Optional(Type.String({ maxLength: 5000 })),
+      active: Type.Optional(Type.Boolean()),
+      variants: Type.Optional(
+        Type.Array(Type.Object({ sku: Sku, price: PriceSchema }, { additionalProperties: false }), { maxItems: 100 }),
+      ),
+    },
+    { additionalProperties: false },
+  ),
   response: { 200: ProductSchema },
 });
 
 export const getStock = endpoint({
-  operationId: 'getStock', errors: [],
+  operationId: 'getStock',
+  errors: [],
   example: { params: { sku: 'TEE-M' } },
-  method: 'GET', url: '/v1/inventory/:sku', access: staff, tags,
+  method: 'GET',
+  url: '/v1/inventory/:sku',
+  access: staff,
+  tags,
   summary: 'Stock level of one SKU',
   params: Type.Object({ sku: Sku }),
   response: { 200: StockLevelSchema },
 });
 
 export const listStock = endpoint({
-  operationId: 'listStock', errors: [],
-  method: 'GET', url: '/v1/inventory', access: staff, tags,
+  operationId: 'listStock',
+  errors: [],
+  method: 'GET',
+  url: '/v1/inventory',
+  access: staff,
+  tags,
   summary: 'Stock levels of every SKU, in SKU order',
   querystring: PageQuery,
   response: { 200: Page(StockLevelSchema) },
 });
 
 export const adjustStock = endpoint({
-  operationId: 'adjustStock', errors: ['insufficient_stock', 'limit_exceeded'],
+  operationId: 'adjustStock',
+  errors: ['insufficient_stock', 'limit_exceeded'],
   example: { params: { sku: 'TEE-M' }, body: { delta: 5, reason: 'Delivery from the supplier' } },
-  method: 'POST', url: '/v1/inventory/:sku/adjustments', access: staff, tags, idempotencyKey: 'required',
+  method: 'POST',
+  url: '/v1/inventory/:sku/adjustments',
+  access: staff,
+  tags,
+  idempotencyKey: 'required',
   summary: 'Add or remove stock on hand, with a reason',
   description: `An adjustment that would take onHand below reserved answers 409 insufficient_stock; one that would take it above ${maxOnHand} answers 422 limit_exceeded.`,
   params: Type.Object({ sku: Sku }),
-  body: Type.Object({
-    delta: Type.Integer({ minimum: -maxOnHand, maximum: maxOnHand, not: { const: 0 } }),
-    reason: Type.String({ minLength: 1, maxLength: 500 }),
-  }, { additionalProperties: false }),
+  body: Type.Object(
+    {
+      delta: Type.Integer({ minimum: -maxOnHand, maximum: maxOnHand, not: { const: 0 } }),
+      reason: Type.String({ minLength: 1, maxLength: 500 }),
+    },
+    { additionalProperties: false },
+  ),
   response: { 201: StockLevelSchema },
 });
 
 export const StockMovementSchema = Type.Object({
-  kind: Type.Union([Type.Literal('initial'), Type.Literal('adjustment'), Type.Literal('reservation'), Type.Literal('release'), Type.Literal('sale')]),
+  kind: Type.Union([
+    Type.Literal('initial'),
+    Type.Literal('adjustment'),
+    Type.Literal('reservation'),
+    Type.Literal('release'),
+    Type.Literal('sale'),
+  ]),
   onHandDelta: Type.Integer(),
   reservedDelta: Type.Integer(),
   orderId: Type.Union([Type.String(), Type.Null()]),
@@ -139,11 +207,17 @@ export const StockMovementSchema = Type.Object({
 });
 
 export const listStockMovements = endpoint({
-  operationId: 'listStockMovements', errors: [],
+  operationId: 'listStockMovements',
+  errors: [],
   example: { params: { sku: 'TEE-M' } },
-  method: 'GET', url: '/v1/inventory/:sku/movements', access: staff, tags,
+  method: 'GET',
+  url: '/v1/inventory/:sku/movements',
+  access: staff,
+  tags,
   summary: 'The history that explains a stock level, newest first',
   params: Type.Object({ sku: Sku }),
   querystring: PageQuery,
-  response: { 200: Type.Object({ data: Type.Array(StockMovementSchema), nextCursor: Type.Union([Type.String(), Type.Null()]) }) },
+  response: {
+    200: Type.Object({ data: Type.Array(StockMovementSchema), nextCursor: Type.Union([Type.String(), Type.Null()]) }),
+  },
 });

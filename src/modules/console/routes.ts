@@ -12,8 +12,15 @@ import { AppError } from '../../errors.ts';
 
 export const consoleDir = join(packageRoot, 'console', 'dist');
 
-interface Asset { body: Buffer; gzip: Buffer; type: string }
-interface Built { index: string; assets: Map<string, Asset> }
+interface Asset {
+  body: Buffer;
+  gzip: Buffer;
+  type: string;
+}
+interface Built {
+  index: string;
+  assets: Map<string, Asset>;
+}
 
 const types: Record<string, string> = { js: 'text/javascript; charset=utf-8', css: 'text/css; charset=utf-8' };
 
@@ -28,7 +35,11 @@ async function loadBuild(dir: string): Promise<Built | null> {
   for (const name of Object.keys(manifest.files)) {
     const type = types[name.split('.').pop() ?? ''];
     if (!type) continue;
-    assets.set(name, { body: await readFile(join(dir, 'assets', name)), gzip: await readFile(join(dir, 'assets', `${name}.gz`)), type });
+    assets.set(name, {
+      body: await readFile(join(dir, 'assets', name)),
+      gzip: await readFile(join(dir, 'assets', `${name}.gz`)),
+      type,
+    });
   }
   const index = `<!doctype html>
 <html lang="en">
@@ -76,7 +87,10 @@ export async function consoleRoutes(app: FastifyInstance, options: { dir?: strin
   app.get<{ Params: { file: string } }>('/console/assets/:file', { config, schema }, async (request, reply) => {
     const asset = built?.assets.get(request.params.file);
     if (!asset) throw new AppError('not_found', 'No such console file');
-    reply.header('cache-control', 'public, max-age=31536000, immutable').header('vary', 'accept-encoding').type(asset.type);
+    reply
+      .header('cache-control', 'public, max-age=31536000, immutable')
+      .header('vary', 'accept-encoding')
+      .type(asset.type);
     if (acceptsGzip(request)) return reply.header('content-encoding', 'gzip').send(asset.gzip);
     return reply.send(asset.body);
   });

@@ -9,7 +9,13 @@ import { newId } from '../../platform/ids.ts';
 
 export const accounts = { clearing: 'processor_clearing', sales: 'sales', refunds: 'refunds' } as const;
 
-interface Posting { kind: 'capture' | 'refund'; orderId: string; paymentId: string; amount: number; currency: string }
+interface Posting {
+  kind: 'capture' | 'refund';
+  orderId: string;
+  paymentId: string;
+  amount: number;
+  currency: string;
+}
 
 /** Posts once per payment and kind; answers false when it was posted before (a job that ran twice). */
 async function post(tx: Tx, p: Posting, debit: string, credit: string): Promise<boolean> {
@@ -44,7 +50,15 @@ export async function postCaptures(tx: Tx, postings: Omit<Posting, 'kind'>[]): P
      SELECT p.id, side.account, p.currency, side.debit * p.amount, side.credit * p.amount
        FROM p JOIN t ON t.id = p.id
       CROSS JOIN (VALUES ($6::text, 1, 0), ($7::text, 0, 1)) AS side(account, debit, credit)`,
-    [postings.map(() => newId('txn')), postings.map((p) => p.orderId), postings.map((p) => p.paymentId), postings.map((p) => p.amount), postings.map((p) => p.currency), accounts.clearing, accounts.sales],
+    [
+      postings.map(() => newId('txn')),
+      postings.map((p) => p.orderId),
+      postings.map((p) => p.paymentId),
+      postings.map((p) => p.amount),
+      postings.map((p) => p.currency),
+      accounts.clearing,
+      accounts.sales,
+    ],
   );
 }
 
@@ -52,7 +66,13 @@ export function postRefund(tx: Tx, p: Omit<Posting, 'kind'>): Promise<boolean> {
   return post(tx, { ...p, kind: 'refund' }, accounts.refunds, accounts.clearing);
 }
 
-export interface Balance { account: string; currency: string; debits: number; credits: number; balance: number }
+export interface Balance {
+  account: string;
+  currency: string;
+  debits: number;
+  credits: number;
+  balance: number;
+}
 
 /** Per account and currency: what was debited, credited, and the difference (debits - credits). */
 export async function balances(db: Queryable): Promise<Balance[]> {
@@ -63,7 +83,16 @@ export async function balances(db: Queryable): Promise<Balance[]> {
   return rows.map((r) => ({ ...r, balance: r.debits - r.credits }));
 }
 
-export interface OrderEntryRow { transaction_id: string; kind: 'capture' | 'refund'; payment_id: string; account: string; currency: string; debit: number; credit: number; created_at: Date }
+export interface OrderEntryRow {
+  transaction_id: string;
+  kind: 'capture' | 'refund';
+  payment_id: string;
+  account: string;
+  currency: string;
+  debit: number;
+  credit: number;
+  created_at: Date;
+}
 
 /** The entries of an order's ledger transactions, oldest first (ledger_transactions_order_id). */
 export function entriesOfOrder(db: Queryable, orderId: string): Promise<OrderEntryRow[]> {

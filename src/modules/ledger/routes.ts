@@ -6,8 +6,18 @@ import * as s from './schemas.ts';
 import { balances } from './ledger.ts';
 import { runAudit, type AuditOptions } from './audit.ts';
 
-export function ledgerRoutes(app: FastifyInstance, { db, paymentProvider }: { db: Db; paymentProvider: AuditOptions['paymentProvider'] }): void {
+export function ledgerRoutes(
+  app: FastifyInstance,
+  { db, paymentProvider }: { db: Db; paymentProvider: AuditOptions['paymentProvider'] },
+): void {
   const r = app.withTypeProvider<TypeBoxTypeProvider>();
   r.route({ ...routeOf(s.ledgerBalances), handler: async () => ({ data: await balances(db) }) });
-  r.route({ ...routeOf(s.audit), handler: async () => runAudit(db, { paymentProvider }) as Promise<{ ok: boolean; checks: { name: string; ok: boolean; skipped?: string; violations: Record<string, unknown>[] }[] }> });
+  r.route({
+    ...routeOf(s.audit),
+    handler: async () =>
+      runAudit(db, { paymentProvider }) as Promise<{
+        ok: boolean;
+        checks: { name: string; ok: boolean; skipped?: string; violations: Record<string, unknown>[] }[];
+      }>,
+  });
 }

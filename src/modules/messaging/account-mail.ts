@@ -23,25 +23,39 @@ import * as repo from './repo.ts';
 import { html, oneLine, page, type RenderedEmail } from './templates.ts';
 
 // A few retries: a reset link that arrives a day late is no use.
-export const accountMailQueues: QueueSpec[] = [{ name: accountMailQueue, retryLimit: 5, retryDelaySeconds: 2, leaseSeconds: 150 }];
+export const accountMailQueues: QueueSpec[] = [
+  { name: accountMailQueue, retryLimit: 5, retryDelaySeconds: 2, leaseSeconds: 150 },
+];
 
 function resetMail(name: string, token: string): RenderedEmail {
   const minutes = tokenTtlSeconds.password_reset / 60;
   return {
     subject: oneLine('Reset your password'),
     text: [
-      `Hello ${name},`, '',
-      `someone (we hope you) asked to reset the password of this account. Your reset token, valid for ${minutes} minutes and once:`, '',
-      `  ${token}`, '',
+      `Hello ${name},`,
+      '',
+      `someone (we hope you) asked to reset the password of this account. Your reset token, valid for ${minutes} minutes and once:`,
+      '',
+      `  ${token}`,
+      '',
       'Send it with your new password to POST /v1/auth/password-reset/confirm. Every session of the account ends when you do.',
-      'If it was not you, ignore this mail: your password stays as it is.', '',
+      'If it was not you, ignore this mail: your password stays as it is.',
+      '',
     ].join('\n'),
-    html: page('Reset your password', html`
-<p>Hello ${name},</p>
-<p>someone (we hope you) asked to reset the password of this account. Your reset token, valid for ${minutes} minutes and once:</p>
-<p><code>${token}</code></p>
-<p>Send it with your new password to <code>POST /v1/auth/password-reset/confirm</code>. Every session of the account ends when you do.</p>
-<p>If it was not you, ignore this mail: your password stays as it is.</p>`),
+    html: page(
+      'Reset your password',
+      html` <p>Hello ${name},</p>
+        <p>
+          someone (we hope you) asked to reset the password of this account. Your reset token, valid for ${minutes}
+          minutes and once:
+        </p>
+        <p><code>${token}</code></p>
+        <p>
+          Send it with your new password to <code>POST /v1/auth/password-reset/confirm</code>. Every session of the
+          account ends when you do.
+        </p>
+        <p>If it was not you, ignore this mail: your password stays as it is.</p>`,
+    ),
   };
 }
 
@@ -49,21 +63,30 @@ function verificationMail(name: string, token: string): RenderedEmail {
   return {
     subject: oneLine('Verify your email address'),
     text: [
-      `Hello ${name},`, '',
-      'please confirm this address by sending this token to POST /v1/auth/verify-email (valid for 7 days, once):', '',
-      `  ${token}`, '',
+      `Hello ${name},`,
+      '',
+      'please confirm this address by sending this token to POST /v1/auth/verify-email (valid for 7 days, once):',
+      '',
+      `  ${token}`,
+      '',
     ].join('\n'),
-    html: page('Verify your email address', html`
-<p>Hello ${name},</p>
-<p>please confirm this address by sending this token to <code>POST /v1/auth/verify-email</code> (valid for 7 days, once):</p>
-<p><code>${token}</code></p>`),
+    html: page(
+      'Verify your email address',
+      html` <p>Hello ${name},</p>
+        <p>
+          please confirm this address by sending this token to <code>POST /v1/auth/verify-email</code> (valid for 7
+          days, once):
+        </p>
+        <p><code>${token}</code></p>`,
+    ),
   };
 }
 
 const sentNote = '(This mail held a single-use token; its body is not kept once sent.)';
 
 /** What the dev mailbox shows where a token would be. Not token-shaped: nothing in it works anywhere. */
-const tokenWithheld = '[token withheld: the dev mailbox never shows account tokens; to get this mail with its token, set SMTP_URL to a local mail catcher]';
+const tokenWithheld =
+  '[token withheld: the dev mailbox never shows account tokens; to get this mail with its token, set SMTP_URL to a local mail catcher]';
 
 /** One job: write its mail (once per job id) and deliver it. Idempotent. */
 export async function sendAccountMail(db: Db, mailer: Mailer, jobId: string, job: AccountMailJob): Promise<void> {
@@ -77,8 +100,16 @@ export async function sendAccountMail(db: Db, mailer: Mailer, jobId: string, job
   await db.transaction(async (tx) => {
     if (await repo.emailOfJob(tx, jobId)) return; // a retry: the mail and its token exist already
     const token = mailer.kind === 'smtp' ? await issueAccountToken(tx, recipient.id, job.purpose) : tokenWithheld;
-    const mail = job.purpose === 'password_reset' ? resetMail(recipient.name, token) : verificationMail(recipient.name, token);
-    await repo.insertJobEmail(tx, { id: newId('eml'), jobId, recipientId: recipient.id, kind: job.purpose, to: recipient.email, ...mail });
+    const mail =
+      job.purpose === 'password_reset' ? resetMail(recipient.name, token) : verificationMail(recipient.name, token);
+    await repo.insertJobEmail(tx, {
+      id: newId('eml'),
+      jobId,
+      recipientId: recipient.id,
+      kind: job.purpose,
+      to: recipient.email,
+      ...mail,
+    });
   });
   const email = await repo.emailOfJob(db, jobId);
   if (!email || email.status === 'sent') return;
@@ -86,10 +117,13 @@ export async function sendAccountMail(db: Db, mailer: Mailer, jobId: string, job
     await repo.deliverAllToMailbox(db, [email.id]);
     return;
   }
-  if ((await deliverBySmtp(db, mailer, email)) === 'busy') throw new Error(`${email.id} is being sent by another worker`);
+  if ((await deliverBySmtp(db, mailer, email)) === 'busy')
+    throw new Error(`${email.id} is being sent by another worker`);
   await repo.forgetBody(db, email.id, sentNote);
 }
 
 export function registerAccountMailWorkers(queue: Queue, db: Db, mailer: Mailer, concurrency: number): void {
-  work<AccountMailJob>(queue, accountMailQueue, (job) => sendAccountMail(db, mailer, job.id, job.data), { concurrency });
+  work<AccountMailJob>(queue, accountMailQueue, (job) => sendAccountMail(db, mailer, job.id, job.data), {
+    concurrency,
+  });
 }

@@ -3,14 +3,21 @@
 // nowhere: the mail is recorded and stays undelivered (the start warns), until retention deletes it.
 import type nodemailer from 'nodemailer';
 
-export interface OutgoingMail { messageId: string; to: string; subject: string; text: string; html: string }
+export interface OutgoingMail {
+  messageId: string;
+  to: string;
+  subject: string;
+  text: string;
+  html: string;
+}
 
-export type Mailer =
-  | { kind: 'mailbox' }
-  | { kind: 'none' }
-  | { kind: 'smtp'; send(mail: OutgoingMail): Promise<void> };
+export type Mailer = { kind: 'mailbox' } | { kind: 'none' } | { kind: 'smtp'; send(mail: OutgoingMail): Promise<void> };
 
-export interface MailerConfig { smtpUrl: string | undefined; mailFrom: string; devMailbox: boolean }
+export interface MailerConfig {
+  smtpUrl: string | undefined;
+  mailFrom: string;
+  devMailbox: boolean;
+}
 
 /** Longest an SMTP conversation may take; the claim on an email outlasts it. */
 export const smtpTimeoutMs = 30_000;
@@ -21,16 +28,21 @@ export function createMailer(config: MailerConfig): Mailer {
   // nodemailer is loaded on first use, not by every start (most send nothing, or to the mailbox).
   const smtpUrl = config.smtpUrl;
   let transport: Promise<ReturnType<typeof nodemailer.createTransport>> | undefined;
-  const connect = () => (transport ??= import('nodemailer').then(({ default: mailer }) => mailer.createTransport({
-    url: smtpUrl,
-    connectionTimeout: 10_000,
-    greetingTimeout: 10_000,
-    socketTimeout: smtpTimeoutMs,
-  } as Parameters<typeof nodemailer.createTransport>[0])));
+  const connect = () =>
+    (transport ??= import('nodemailer').then(({ default: mailer }) =>
+      mailer.createTransport({
+        url: smtpUrl,
+        connectionTimeout: 10_000,
+        greetingTimeout: 10_000,
+        socketTimeout: smtpTimeoutMs,
+      } as Parameters<typeof nodemailer.createTransport>[0]),
+    ));
   return {
     kind: 'smtp',
     async send(mail) {
-      await (await connect()).sendMail({
+      await (
+        await connect()
+      ).sendMail({
         from: config.mailFrom,
         to: mail.to,
         subject: mail.subject,

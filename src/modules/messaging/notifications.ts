@@ -49,7 +49,9 @@ const claimSeconds = Math.ceil(smtpTimeoutMs / 1000) * 3 + 30;
 
 export type EmailKind = 'order_confirmation' | 'payment_failed' | 'new_message';
 
-export interface EmailJob { eventId: string }
+export interface EmailJob {
+  eventId: string;
+}
 
 /** The order events that mail their customer: a confirmation when paid, a notice when payment fails. */
 const orderEventsThatMail = ['order.paid', 'order.payment_failed'] as const;
@@ -68,7 +70,10 @@ export const emailReaderBatchSize = 200;
  * published it), and moves the position past them, in one transaction. Answers how many events it
  * read, of every type (0: none waits, or another process holds the position and does the work).
  */
-export async function readOrderEventEmails(db: Db, limit: number = emailReaderBatchSize): Promise<{ events: number; jobs: number }> {
+export async function readOrderEventEmails(
+  db: Db,
+  limit: number = emailReaderBatchSize,
+): Promise<{ events: number; jobs: number }> {
   const read = await readFromPosition(db, 'email_outbox_cursor', async (tx, from) => {
     // tx as text outside the batch, so that the batch is ordered by the xid8 itself.
     const rows = await tx.query<{ tx: string; id: string; type: string; traceparent: string | null }>(
@@ -77,14 +82,31 @@ export async function readOrderEventEmails(db: Db, limit: number = emailReaderBa
       [from.tx, from.id, limit],
     );
     const mailing = rows.filter((e) => (orderEventsThatMail as readonly string[]).includes(e.type));
-    await enqueueMany(tx, emailQueue, mailing.map((e) => ({ data: { eventId: e.id } satisfies EmailJob, dedupeKey: e.id, traceparent: e.traceparent ?? undefined })));
+    await enqueueMany(
+      tx,
+      emailQueue,
+      mailing.map((e) => ({
+        data: { eventId: e.id } satisfies EmailJob,
+        dedupeKey: e.id,
+        traceparent: e.traceparent ?? undefined,
+      })),
+    );
     const last = rows.at(-1);
-    return { events: rows.length, last: last ? { tx: last.tx, id: last.id } : null, result: { events: rows.length, jobs: mailing.length } };
+    return {
+      events: rows.length,
+      last: last ? { tx: last.tx, id: last.id } : null,
+      result: { events: rows.length, jobs: mailing.length },
+    };
   });
   return read ?? { events: 0, jobs: 0 };
 }
 
-interface PlannedEmail { recipientId: string; kind: EmailKind; to: string; email: RenderedEmail }
+interface PlannedEmail {
+  recipientId: string;
+  kind: EmailKind;
+  to: string;
+  email: RenderedEmail;
+}
 
 export interface MessageEventData {
   message: Message;
@@ -92,30 +114,43 @@ export interface MessageEventData {
 }
 
 /** The emails of order events (a confirmation, a failed payment), their customers read in one query. */
-async function planOrderEmails(db: Queryable, events: PublishedEvent[]): Promise<(PlannedEmail & { eventId: string })[]> {
+async function planOrderEmails(
+  db: Queryable,
+  events: PublishedEvent[],
+): Promise<(PlannedEmail & { eventId: string })[]> {
   if (events.length === 0) return [];
   const orderOf = (event: PublishedEvent) => (event.data as { order: OrderData & { customerId: string } }).order;
-  const customers = new Map((await findUsersByIds(db, [...new Set(events.map((e) => orderOf(e).customerId))])).map((u) => [u.id, u]));
+  const customers = new Map(
+    (await findUsersByIds(db, [...new Set(events.map((e) => orderOf(e).customerId))])).map((u) => [u.id, u]),
+  );
   return events.flatMap((event) => {
     const order = orderOf(event);
     const customer = customers.get(order.customerId);
     if (!customer) return []; // placed with an API key: nobody to write to
     const paid = event.type === 'order.paid';
-    return [{
-      eventId: event.id,
-      recipientId: customer.id,
-      kind: paid ? 'order_confirmation' as const : 'payment_failed' as const,
-      to: customer.email,
-      email: (paid ? orderConfirmation : paymentFailed)({ name: customer.name, order }),
-    }];
+    return [
+      {
+        eventId: event.id,
+        recipientId: customer.id,
+        kind: paid ? ('order_confirmation' as const) : ('payment_failed' as const),
+        to: customer.email,
+        email: (paid ? orderConfirmation : paymentFailed)({ name: customer.name, order }),
+      },
+    ];
   });
 }
 
-async function planMessageEmails(db: Queryable, event: PublishedEvent, heartbeatSeconds: number): Promise<PlannedEmail[]> {
+async function planMessageEmails(
+  db: Queryable,
+  event: PublishedEvent,
+  heartbeatSeconds: number,
+): Promise<PlannedEmail[]> {
   const { message, conversation } = event.data as MessageEventData;
-  const recipients = new Set<string>([conversation.customerId, ...await repo.staffParticipants(db, conversation.id)]);
+  const recipients = new Set<string>([conversation.customerId, ...(await repo.staffParticipants(db, conversation.id))]);
   recipients.delete(message.authorId);
-  const author = message.fromStaff ? 'The Engine Room team' : ((await findUserById(db, message.authorId))?.name ?? 'The customer');
+  const author = message.fromStaff
+    ? 'The Engine Room team'
+    : ((await findUserById(db, message.authorId))?.name ?? 'The customer');
   const planned: PlannedEmail[] = [];
   for (const recipientId of recipients) {
     // Watching live, or read it already: the stream told them; an email would only repeat it.
@@ -124,8 +159,16 @@ async function planMessageEmails(db: Queryable, event: PublishedEvent, heartbeat
     const user = await findUserById(db, recipientId);
     if (!user) continue;
     planned.push({
-      recipientId, kind: 'new_message', to: user.email,
-      email: newMessage({ name: user.name, author, subject: conversation.subject, body: message.body, conversationId: conversation.id }),
+      recipientId,
+      kind: 'new_message',
+      to: user.email,
+      email: newMessage({
+        name: user.name,
+        author,
+        subject: conversation.subject,
+        body: message.body,
+        conversationId: conversation.id,
+      }),
     });
   }
   return planned;
@@ -134,13 +177,20 @@ async function planMessageEmails(db: Queryable, event: PublishedEvent, heartbeat
 type Delivery = 'sent' | 'busy';
 
 /** Over SMTP: claim, send, mark sent (the dev mailbox is delivered in bulk by sendEventsEmails). */
-export async function deliverBySmtp(db: Db, mailer: Extract<Mailer, { kind: 'smtp' }>, email: repo.EmailRow): Promise<Delivery> {
+export async function deliverBySmtp(
+  db: Db,
+  mailer: Extract<Mailer, { kind: 'smtp' }>,
+  email: repo.EmailRow,
+): Promise<Delivery> {
   const claimed = await repo.claimEmail(db, email.id, claimSeconds);
   if (!claimed) return (await repo.emailStatus(db, email.id)) === 'sent' ? 'sent' : 'busy';
   try {
     await mailer.send({
       messageId: `<${claimed.id}@engine-room.local>`,
-      to: claimed.to_address, subject: claimed.subject, text: claimed.text_body, html: claimed.html_body,
+      to: claimed.to_address,
+      subject: claimed.subject,
+      text: claimed.text_body,
+      html: claimed.html_body,
     });
   } catch (err) {
     await repo.releaseEmail(db, claimed.id, (err as Error).message ?? String(err));
@@ -168,36 +218,68 @@ export async function sendEventEmails(db: Db, mailer: Mailer, options: EmailOpti
  * the dev mailbox, delivered in one; over SMTP each email is claimed, sent and marked on its own.
  * Answers, per event whose emails are not all sent, why (its job is retried). Idempotent.
  */
-export async function sendEventsEmails(db: Db, mailer: Mailer, options: EmailOptions, eventIds: string[]): Promise<Map<string, Error>> {
+export async function sendEventsEmails(
+  db: Db,
+  mailer: Mailer,
+  options: EmailOptions,
+  eventIds: string[],
+): Promise<Map<string, Error>> {
   const events = await findEvents(db, eventIds);
-  const planned = await planOrderEmails(db, events.filter((e) => (orderEventsThatMail as readonly string[]).includes(e.type)));
+  const planned = await planOrderEmails(
+    db,
+    events.filter((e) => (orderEventsThatMail as readonly string[]).includes(e.type)),
+  );
   for (const event of events.filter((e) => e.type === 'message.created')) {
-    planned.push(...(await planMessageEmails(db, event, options.heartbeatSeconds)).map((p) => ({ ...p, eventId: event.id })));
+    planned.push(
+      ...(await planMessageEmails(db, event, options.heartbeatSeconds)).map((p) => ({ ...p, eventId: event.id })),
+    );
   }
-  await repo.insertEmails(db, planned.map((p) => ({ id: newId('eml'), eventId: p.eventId, recipientId: p.recipientId, kind: p.kind, to: p.to, ...p.email })));
+  await repo.insertEmails(
+    db,
+    planned.map((p) => ({
+      id: newId('eml'),
+      eventId: p.eventId,
+      recipientId: p.recipientId,
+      kind: p.kind,
+      to: p.to,
+      ...p.email,
+    })),
+  );
 
   const failures = new Map<string, string[]>();
-  const fail = (email: repo.EmailRow, why: string) => failures.set(email.event_id!, [...(failures.get(email.event_id!) ?? []), why]);
-  const unsent = await repo.unsentEmailsOfEvents(db, events.map((e) => e.id));
+  const fail = (email: repo.EmailRow, why: string) =>
+    failures.set(email.event_id!, [...(failures.get(email.event_id!) ?? []), why]);
+  const unsent = await repo.unsentEmailsOfEvents(
+    db,
+    events.map((e) => e.id),
+  );
   // Neither SMTP nor the dev mailbox (kind 'none'): recorded, not delivered, and not retried (the start warned).
   if (mailer.kind === 'mailbox') {
-    const delivered = await repo.deliverAllToMailbox(db, unsent.map((e) => e.id));
+    const delivered = await repo.deliverAllToMailbox(
+      db,
+      unsent.map((e) => e.id),
+    );
     for (const email of unsent.filter((e) => !delivered.has(e.id))) {
       if ((await repo.emailStatus(db, email.id)) !== 'sent') fail(email, `${email.id} is being sent by another worker`);
     }
   } else if (mailer.kind === 'smtp') {
     // A few SMTP conversations at once, as many as the queue's concurrency allows.
     for (let i = 0; i < unsent.length; i += options.smtpConcurrency) {
-      await Promise.all(unsent.slice(i, i + options.smtpConcurrency).map(async (email) => {
-        try {
-          if ((await deliverBySmtp(db, mailer, email)) === 'busy') fail(email, `${email.id} is being sent by another worker`);
-        } catch (err) {
-          fail(email, `${email.id} to ${email.to_address}: ${(err as Error).message}`);
-        }
-      }));
+      await Promise.all(
+        unsent.slice(i, i + options.smtpConcurrency).map(async (email) => {
+          try {
+            if ((await deliverBySmtp(db, mailer, email)) === 'busy')
+              fail(email, `${email.id} is being sent by another worker`);
+          } catch (err) {
+            fail(email, `${email.id} to ${email.to_address}: ${(err as Error).message}`);
+          }
+        }),
+      );
     }
   }
-  return new Map([...failures].map(([eventId, why]) => [eventId, new Error(`emails of ${eventId} not sent yet: ${why.join('; ')}`)]));
+  return new Map(
+    [...failures].map(([eventId, why]) => [eventId, new Error(`emails of ${eventId} not sent yet: ${why.join('; ')}`)]),
+  );
 }
 
 export interface MessagingWorkerConfig extends MailerConfig {
@@ -215,7 +297,10 @@ const readerLoop = 'notifications.read-outbox';
  */
 export function registerMessagingWorkers(queue: Queue, db: Db, config: MessagingWorkerConfig): void {
   const mailer = createMailer(config);
-  const options: EmailOptions = { heartbeatSeconds: config.eventStreamHeartbeatSeconds, smtpConcurrency: config.workerConcurrency };
+  const options: EmailOptions = {
+    heartbeatSeconds: config.eventStreamHeartbeatSeconds,
+    smtpConcurrency: config.workerConcurrency,
+  };
   followOutbox(queue, readerLoop, async () => {
     const { events, jobs } = await readOrderEventEmails(db, emailReaderBatchSize);
     if (jobs > 0) queue.wake(emailQueue);
@@ -223,8 +308,18 @@ export function registerMessagingWorkers(queue: Queue, db: Db, config: Messaging
   });
   // In batches: the emails of many events (an order confirmation per paid order) are recorded, and
   // into the dev mailbox delivered, with one statement each.
-  workInBatches<EmailJob>(queue, emailQueue, async (jobs) => {
-    const failed = await sendEventsEmails(db, mailer, options, [...new Set(jobs.map((job) => job.data.eventId))]);
-    return new Map(jobs.flatMap((job) => { const err = failed.get(job.data.eventId); return err ? [[job.id, err] as const] : []; }));
-  }, { batchSize: Math.max(32, config.workerConcurrency), concurrency: 2 });
+  workInBatches<EmailJob>(
+    queue,
+    emailQueue,
+    async (jobs) => {
+      const failed = await sendEventsEmails(db, mailer, options, [...new Set(jobs.map((job) => job.data.eventId))]);
+      return new Map(
+        jobs.flatMap((job) => {
+          const err = failed.get(job.data.eventId);
+          return err ? [[job.id, err] as const] : [];
+        }),
+      );
+    },
+    { batchSize: Math.max(32, config.workerConcurrency), concurrency: 2 },
+  );
 }

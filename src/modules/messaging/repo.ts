@@ -2,18 +2,37 @@
 import type { Queryable, Tx } from '../../platform/db.ts';
 
 export interface ConversationRow {
-  id: string; customer_id: string; order_id: string | null; subject: string;
-  last_message_id: string | null; last_message_at: Date; created_at: Date;
+  id: string;
+  customer_id: string;
+  order_id: string | null;
+  subject: string;
+  last_message_id: string | null;
+  last_message_at: Date;
+  created_at: Date;
 }
-export interface MessageRow { id: string; conversation_id: string; author_id: string; author_role: string; body: string; created_at: Date }
+export interface MessageRow {
+  id: string;
+  conversation_id: string;
+  author_id: string;
+  author_role: string;
+  body: string;
+  created_at: Date;
+}
 
 /** A conversation with what the list shows: its last message and the reader's unread count. */
 export interface ConversationListRow extends ConversationRow {
   unread: number;
-  m_id: string | null; m_author_id: string | null; m_author_role: string | null; m_body: string | null; m_created_at: Date | null;
+  m_id: string | null;
+  m_author_id: string | null;
+  m_author_role: string | null;
+  m_body: string | null;
+  m_created_at: Date | null;
 }
 
-export async function insertConversation(tx: Tx, c: { id: string; customerId: string; orderId: string | null; subject: string }): Promise<ConversationRow> {
+export async function insertConversation(
+  tx: Tx,
+  c: { id: string; customerId: string; orderId: string | null; subject: string },
+): Promise<ConversationRow> {
   const [row] = await tx.query<ConversationRow>(
     'INSERT INTO conversations (id, customer_id, order_id, subject) VALUES ($1, $2, $3, $4) RETURNING *',
     [c.id, c.customerId, c.orderId, c.subject],
@@ -42,7 +61,10 @@ const listColumns = `c.*,
  * unreadOnly: only those with a message by someone else after the reader's read position (one
  * probe of messages_conversation_id per conversation passed, newest first, until the page is full).
  */
-export function listConversations(db: Queryable, opts: { reader: string; customerId: string | null; after: string | null; limit: number; unreadOnly: boolean }): Promise<ConversationListRow[]> {
+export function listConversations(
+  db: Queryable,
+  opts: { reader: string; customerId: string | null; after: string | null; limit: number; unreadOnly: boolean },
+): Promise<ConversationListRow[]> {
   return db.query<ConversationListRow>(
     `SELECT ${listColumns}
        FROM conversations c
@@ -56,7 +78,11 @@ export function listConversations(db: Queryable, opts: { reader: string; custome
   );
 }
 
-export async function conversationForReader(db: Queryable, id: string, reader: string): Promise<ConversationListRow | undefined> {
+export async function conversationForReader(
+  db: Queryable,
+  id: string,
+  reader: string,
+): Promise<ConversationListRow | undefined> {
   const [row] = await db.query<ConversationListRow>(
     `SELECT ${listColumns}
        FROM conversations c
@@ -68,17 +94,29 @@ export async function conversationForReader(db: Queryable, id: string, reader: s
   return row;
 }
 
-export async function insertMessage(tx: Tx, m: { id: string; conversationId: string; authorId: string; authorRole: string; body: string }): Promise<MessageRow> {
+export async function insertMessage(
+  tx: Tx,
+  m: { id: string; conversationId: string; authorId: string; authorRole: string; body: string },
+): Promise<MessageRow> {
   const [row] = await tx.query<MessageRow>(
     'INSERT INTO messages (id, conversation_id, author_id, author_role, body) VALUES ($1, $2, $3, $4, $5) RETURNING *',
     [m.id, m.conversationId, m.authorId, m.authorRole, m.body],
   );
-  await tx.query('UPDATE conversations SET last_message_id = $2, last_message_at = $3 WHERE id = $1', [m.conversationId, row!.id, row!.created_at]);
+  await tx.query('UPDATE conversations SET last_message_id = $2, last_message_at = $3 WHERE id = $1', [
+    m.conversationId,
+    row!.id,
+    row!.created_at,
+  ]);
   return row!;
 }
 
 /** Oldest first, after the message id `after`. */
-export function listMessages(db: Queryable, conversationId: string, after: string | null, limit: number): Promise<MessageRow[]> {
+export function listMessages(
+  db: Queryable,
+  conversationId: string,
+  after: string | null,
+  limit: number,
+): Promise<MessageRow[]> {
   return db.query<MessageRow>(
     'SELECT * FROM messages WHERE conversation_id = $1 AND ($2::text IS NULL OR id > $2) ORDER BY id LIMIT $3',
     [conversationId, after, limit + 1],
@@ -86,12 +124,20 @@ export function listMessages(db: Queryable, conversationId: string, after: strin
 }
 
 export async function findMessage(db: Queryable, conversationId: string, id: string): Promise<MessageRow | undefined> {
-  const [row] = await db.query<MessageRow>('SELECT * FROM messages WHERE conversation_id = $1 AND id = $2', [conversationId, id]);
+  const [row] = await db.query<MessageRow>('SELECT * FROM messages WHERE conversation_id = $1 AND id = $2', [
+    conversationId,
+    id,
+  ]);
   return row;
 }
 
 /** Moves the reader's position forward to messageId (never back); answers the position now. */
-export async function markReadUpTo(db: Queryable, conversationId: string, userId: string, messageId: string): Promise<string> {
+export async function markReadUpTo(
+  db: Queryable,
+  conversationId: string,
+  userId: string,
+  messageId: string,
+): Promise<string> {
   const [row] = await db.query<{ last_read_message_id: string }>(
     `INSERT INTO conversation_reads (conversation_id, user_id, last_read_message_id) VALUES ($1, $2, $3)
      ON CONFLICT (conversation_id, user_id) DO UPDATE
@@ -102,7 +148,11 @@ export async function markReadUpTo(db: Queryable, conversationId: string, userId
   return row!.last_read_message_id;
 }
 
-export async function readState(db: Queryable, conversationId: string, userId: string): Promise<{ lastRead: string | null; unread: number }> {
+export async function readState(
+  db: Queryable,
+  conversationId: string,
+  userId: string,
+): Promise<{ lastRead: string | null; unread: number }> {
   const [row] = await db.query<{ last_read: string | null; unread: number }>(
     `SELECT r.last_read_message_id AS last_read,
             (SELECT count(*)::int FROM messages u
@@ -122,8 +172,16 @@ export async function staffParticipants(db: Queryable, conversationId: string): 
   return rows.map((r) => r.author_id);
 }
 
-export async function hasRead(db: Queryable, conversationId: string, userId: string, messageId: string): Promise<boolean> {
-  const [row] = await db.query('SELECT 1 FROM conversation_reads WHERE conversation_id = $1 AND user_id = $2 AND last_read_message_id >= $3', [conversationId, userId, messageId]);
+export async function hasRead(
+  db: Queryable,
+  conversationId: string,
+  userId: string,
+  messageId: string,
+): Promise<boolean> {
+  const [row] = await db.query(
+    'SELECT 1 FROM conversation_reads WHERE conversation_id = $1 AND user_id = $2 AND last_read_message_id >= $3',
+    [conversationId, userId, messageId],
+  );
   return row !== undefined;
 }
 
@@ -131,15 +189,38 @@ export async function hasRead(db: Queryable, conversationId: string, userId: str
 // Emails
 
 export interface EmailRow {
-  id: string; event_id: string | null; recipient_id: string; kind: string; to_address: string;
-  subject: string; text_body: string; html_body: string; status: 'pending' | 'sending' | 'sent';
-  transport: 'smtp' | 'mailbox' | null; attempts: number; last_error: string | null;
-  claimed_until: Date | null; created_at: Date; sent_at: Date | null;
+  id: string;
+  event_id: string | null;
+  recipient_id: string;
+  kind: string;
+  to_address: string;
+  subject: string;
+  text_body: string;
+  html_body: string;
+  status: 'pending' | 'sending' | 'sent';
+  transport: 'smtp' | 'mailbox' | null;
+  attempts: number;
+  last_error: string | null;
+  claimed_until: Date | null;
+  created_at: Date;
+  sent_at: Date | null;
 }
 
 /** Records the email unless this (event, recipient, kind) has one already: the dedupe. */
 /** Records emails (one statement); one per (event, recipient, kind): a second run records nothing. */
-export async function insertEmails(db: Queryable, emails: { id: string; eventId: string; recipientId: string; kind: string; to: string; subject: string; text: string; html: string }[]): Promise<void> {
+export async function insertEmails(
+  db: Queryable,
+  emails: {
+    id: string;
+    eventId: string;
+    recipientId: string;
+    kind: string;
+    to: string;
+    subject: string;
+    text: string;
+    html: string;
+  }[],
+): Promise<void> {
   if (emails.length === 0) return;
   const col = <K extends keyof (typeof emails)[number]>(k: K) => emails.map((e) => e[k]);
   await db.query(
@@ -151,7 +232,9 @@ export async function insertEmails(db: Queryable, emails: { id: string; eventId:
 }
 
 export function unsentEmailsOfEvents(db: Queryable, eventIds: string[]): Promise<EmailRow[]> {
-  return db.query<EmailRow>("SELECT * FROM emails WHERE event_id = ANY($1::text[]) AND status <> 'sent' ORDER BY id", [eventIds]);
+  return db.query<EmailRow>("SELECT * FROM emails WHERE event_id = ANY($1::text[]) AND status <> 'sent' ORDER BY id", [
+    eventIds,
+  ]);
 }
 
 /** Delivers emails into the dev mailbox (one statement); answers the ids delivered now. */
@@ -212,7 +295,19 @@ export async function emailOfJob(db: Queryable, jobId: string): Promise<EmailRow
   return row;
 }
 
-export async function insertJobEmail(db: Queryable, e: { id: string; jobId: string; recipientId: string; kind: string; to: string; subject: string; text: string; html: string }): Promise<void> {
+export async function insertJobEmail(
+  db: Queryable,
+  e: {
+    id: string;
+    jobId: string;
+    recipientId: string;
+    kind: string;
+    to: string;
+    subject: string;
+    text: string;
+    html: string;
+  },
+): Promise<void> {
   await db.query(
     `INSERT INTO emails (id, job_id, recipient_id, kind, to_address, subject, text_body, html_body) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
     [e.id, e.jobId, e.recipientId, e.kind, e.to, e.subject, e.text, e.html],

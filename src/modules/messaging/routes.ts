@@ -36,8 +36,15 @@ const secretShaped = /\ber[rvsk]_[A-Za-z0-9_-]{16,}/g;
 function emailView(e: EmailRow) {
   const blank = (text: string) => text.replace(secretShaped, '[token withheld]');
   return {
-    id: e.id, eventId: e.event_id, kind: e.kind, to: e.to_address, subject: blank(e.subject), text: blank(e.text_body), html: blank(e.html_body),
-    createdAt: e.created_at.toISOString(), sentAt: e.sent_at ? e.sent_at.toISOString() : null,
+    id: e.id,
+    eventId: e.event_id,
+    kind: e.kind,
+    to: e.to_address,
+    subject: blank(e.subject),
+    text: blank(e.text_body),
+    html: blank(e.html_body),
+    createdAt: e.created_at.toISOString(),
+    sentAt: e.sent_at ? e.sent_at.toISOString() : null,
   };
 }
 
@@ -69,8 +76,12 @@ export function messagingRoutes(app: FastifyInstance, { db, config, customerOfOr
   });
   // Streams never finish by themselves: end them before the server waits for open requests, so
   // that close is not held up (their clients reconnect, to another process, with Last-Event-ID).
-  app.addHook('preClose', async () => { hub.endAll(); });
-  app.addHook('onClose', async () => { await hub.close(); });
+  app.addHook('preClose', async () => {
+    hub.endAll();
+  });
+  app.addHook('onClose', async () => {
+    await hub.close();
+  });
 
   r.route({
     ...routeOf(s.openConversation),
@@ -78,7 +89,8 @@ export function messagingRoutes(app: FastifyInstance, { db, config, customerOfOr
       const principal = principalOf(request);
       await messaging.enforceSendRate(db, principal, config);
       return idempotent(db, request, reply, { required: false }, async (tx) => ({
-        status: 201, body: await messaging.openConversation(tx, principal, request.body, customerOfOrder),
+        status: 201,
+        body: await messaging.openConversation(tx, principal, request.body, customerOfOrder),
       }));
     },
   });
@@ -87,7 +99,12 @@ export function messagingRoutes(app: FastifyInstance, { db, config, customerOfOr
     ...routeOf(s.listConversations),
     handler: async (request) => {
       const { limit, cursor, unread, customerId } = request.query;
-      return messaging.listConversations(db, principalOf(request), { after: decodeCursor(cursor), limit, unreadOnly: unread === true, customerId: customerId ?? null });
+      return messaging.listConversations(db, principalOf(request), {
+        after: decodeCursor(cursor),
+        limit,
+        unreadOnly: unread === true,
+        customerId: customerId ?? null,
+      });
     },
   });
 
@@ -100,7 +117,10 @@ export function messagingRoutes(app: FastifyInstance, { db, config, customerOfOr
     ...routeOf(s.listMessages),
     handler: async (request) => {
       const { limit, cursor } = request.query;
-      return messaging.listMessages(db, principalOf(request), request.params.id, { after: decodeCursor(cursor), limit });
+      return messaging.listMessages(db, principalOf(request), request.params.id, {
+        after: decodeCursor(cursor),
+        limit,
+      });
     },
   });
 
@@ -110,7 +130,8 @@ export function messagingRoutes(app: FastifyInstance, { db, config, customerOfOr
       const principal = principalOf(request);
       await messaging.enforceSendRate(db, principal, config);
       return idempotent(db, request, reply, { required: false }, async (tx) => ({
-        status: 201, body: await messaging.postMessage(tx, principal, request.params.id, request.body.body),
+        status: 201,
+        body: await messaging.postMessage(tx, principal, request.params.id, request.body.body),
       }));
     },
   });
@@ -118,10 +139,14 @@ export function messagingRoutes(app: FastifyInstance, { db, config, customerOfOr
   r.route({
     ...routeOf(s.markRead),
     // The body is optional: a bare POST marks everything read.
-    preValidation: async (request) => { request.body ??= {}; },
-    handler: (request, reply) => idempotent(db, request, reply, { required: false }, async (tx) => ({
-      status: 200, body: await messaging.markRead(tx, principalOf(request), request.params.id, request.body.messageId),
-    })),
+    preValidation: async (request) => {
+      request.body ??= {};
+    },
+    handler: (request, reply) =>
+      idempotent(db, request, reply, { required: false }, async (tx) => ({
+        status: 200,
+        body: await messaging.markRead(tx, principalOf(request), request.params.id, request.body.messageId),
+      })),
   });
 
   r.route({
@@ -129,7 +154,8 @@ export function messagingRoutes(app: FastifyInstance, { db, config, customerOfOr
     handler: async (request, reply) => {
       const principal = principalOf(request);
       const header = request.headers['last-event-id'];
-      const lastEventId = (typeof header === 'string' && header.trim() !== '' ? header.trim() : undefined) ?? request.query.lastEventId;
+      const lastEventId =
+        (typeof header === 'string' && header.trim() !== '' ? header.trim() : undefined) ?? request.query.lastEventId;
       // Past the user's or the process's limit this throws 429, while the reply is still Fastify's.
       const admission = hub.admit({ userId: principal.userId, keys: audienceKeysOf(principal) });
       // HEAD (Fastify answers it with this handler): what GET would answer, without a stream.
@@ -147,12 +173,13 @@ export function messagingRoutes(app: FastifyInstance, { db, config, customerOfOr
   });
 
   // Development only: the route does not exist unless DEV_MAILBOX is on (off in production).
-  if (config.devMailbox) r.route({
-    ...routeOf(s.listMailbox),
-    handler: async (request) => {
-      const { limit, cursor } = request.query;
-      const page = pageOf(await listMailbox(db, decodeCursor(cursor), limit), limit, (e) => e.id);
-      return { data: page.data.map(emailView), nextCursor: page.nextCursor };
-    },
-  });
+  if (config.devMailbox)
+    r.route({
+      ...routeOf(s.listMailbox),
+      handler: async (request) => {
+        const { limit, cursor } = request.query;
+        const page = pageOf(await listMailbox(db, decodeCursor(cursor), limit), limit, (e) => e.id);
+        return { data: page.data.map(emailView), nextCursor: page.nextCursor };
+      },
+    });
 }

@@ -15,7 +15,10 @@ import * as repo from './repo.ts';
 import { requestEventEmails, type MessageEventData } from './notifications.ts';
 import type { Conversation, Message } from './schemas.ts';
 
-export interface MessagingConfig { messageRateLimit: number; messageRateWindowSeconds: number }
+export interface MessagingConfig {
+  messageRateLimit: number;
+  messageRateWindowSeconds: number;
+}
 
 /**
  * Who placed an order (undefined: no such order). Messaging needs no more of orders than this, and
@@ -50,9 +53,17 @@ export function conversationView(c: repo.ConversationListRow): Conversation {
     orderId: c.order_id,
     createdAt: c.created_at.toISOString(),
     lastMessageAt: c.last_message_at.toISOString(),
-    lastMessage: c.m_id === null ? null : messageView({
-      id: c.m_id, conversation_id: c.id, author_id: c.m_author_id!, author_role: c.m_author_role!, body: c.m_body!, created_at: c.m_created_at!,
-    }),
+    lastMessage:
+      c.m_id === null
+        ? null
+        : messageView({
+            id: c.m_id,
+            conversation_id: c.id,
+            author_id: c.m_author_id!,
+            author_role: c.m_author_role!,
+            body: c.m_body!,
+            created_at: c.m_created_at!,
+          }),
     unreadCount: c.unread,
   };
 }
@@ -62,8 +73,12 @@ export function conversationView(c: repo.ConversationListRow): Conversation {
 const loneSurrogate = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
 
 function checkText(value: string, path: string): void {
-  if (!/\S/.test(value)) throw new AppError('validation_failed', 'The text is empty', { errors: [{ path, message: 'must not be blank' }] });
-  if (loneSurrogate.test(value)) throw new AppError('validation_failed', 'The text is not valid Unicode', { errors: [{ path, message: 'contains a lone surrogate' }] });
+  if (!/\S/.test(value))
+    throw new AppError('validation_failed', 'The text is empty', { errors: [{ path, message: 'must not be blank' }] });
+  if (loneSurrogate.test(value))
+    throw new AppError('validation_failed', 'The text is not valid Unicode', {
+      errors: [{ path, message: 'contains a lone surrogate' }],
+    });
 }
 
 /**
@@ -74,17 +89,37 @@ function checkText(value: string, path: string): void {
 export async function enforceSendRate(db: Queryable, principal: Principal, config: MessagingConfig): Promise<void> {
   const state = await addHit(db, `messages:${principal.userId}`, config.messageRateWindowSeconds);
   if (state && state.hits > config.messageRateLimit) {
-    throw new AppError('rate_limited', `At most ${config.messageRateLimit} messages per ${config.messageRateWindowSeconds} seconds; try again later`, { retryAfterSeconds: state.retryAfterSeconds });
+    throw new AppError(
+      'rate_limited',
+      `At most ${config.messageRateLimit} messages per ${config.messageRateWindowSeconds} seconds; try again later`,
+      { retryAfterSeconds: state.retryAfterSeconds },
+    );
   }
 }
 
-async function addMessage(tx: Tx, conversation: repo.ConversationRow, principal: Principal, body: string): Promise<repo.MessageRow> {
-  const row = await repo.insertMessage(tx, { id: newId('msg'), conversationId: conversation.id, authorId: principal.userId, authorRole: principal.role, body });
+async function addMessage(
+  tx: Tx,
+  conversation: repo.ConversationRow,
+  principal: Principal,
+  body: string,
+): Promise<repo.MessageRow> {
+  const row = await repo.insertMessage(tx, {
+    id: newId('msg'),
+    conversationId: conversation.id,
+    authorId: principal.userId,
+    authorRole: principal.role,
+    body,
+  });
   // Whoever writes has read what they answer.
   await repo.markReadUpTo(tx, conversation.id, principal.userId, row.id);
   const data: MessageEventData = {
     message: messageView(row),
-    conversation: { id: conversation.id, subject: conversation.subject, customerId: conversation.customer_id, orderId: conversation.order_id },
+    conversation: {
+      id: conversation.id,
+      subject: conversation.subject,
+      customerId: conversation.customer_id,
+      orderId: conversation.order_id,
+    },
   };
   // Staff are no fixed list of users: the staff audience key reaches every staff and admin stream.
   const event = await publishEvent(tx, 'message.created', data, [conversation.customer_id, staffAudience]);
@@ -92,20 +127,35 @@ async function addMessage(tx: Tx, conversation: repo.ConversationRow, principal:
   return row;
 }
 
-export async function openConversation(tx: Tx, principal: Principal, input: { subject: string; orderId?: string; body: string }, customerOfOrder: CustomerOfOrder): Promise<Conversation> {
+export async function openConversation(
+  tx: Tx,
+  principal: Principal,
+  input: { subject: string; orderId?: string; body: string },
+  customerOfOrder: CustomerOfOrder,
+): Promise<Conversation> {
   checkText(input.subject, '/subject');
   checkText(input.body, '/body');
   if (input.orderId !== undefined) {
-    if (await customerOfOrder(tx, input.orderId) !== principal.userId) {
+    if ((await customerOfOrder(tx, input.orderId)) !== principal.userId) {
       throw new AppError('not_found', 'No such order', { errors: [{ path: '/orderId', message: 'no such order' }] });
     }
   }
-  const conversation = await repo.insertConversation(tx, { id: newId('cnv'), customerId: principal.userId, orderId: input.orderId ?? null, subject: input.subject });
+  const conversation = await repo.insertConversation(tx, {
+    id: newId('cnv'),
+    customerId: principal.userId,
+    orderId: input.orderId ?? null,
+    subject: input.subject,
+  });
   await addMessage(tx, conversation, principal, input.body);
   return conversationView((await repo.conversationForReader(tx, conversation.id, principal.userId))!);
 }
 
-export async function postMessage(tx: Tx, principal: Principal, conversationId: string, body: string): Promise<Message> {
+export async function postMessage(
+  tx: Tx,
+  principal: Principal,
+  conversationId: string,
+  body: string,
+): Promise<Message> {
   checkText(body, '/body');
   // Locked: the messages of one conversation are written one after the other, in id order.
   const conversation = await repo.lockConversation(tx, conversationId);
@@ -119,15 +169,28 @@ export async function getConversation(db: Queryable, principal: Principal, id: s
   return conversationView(row);
 }
 
-export async function listConversations(db: Queryable, principal: Principal, opts: { after: string | null; limit: number; unreadOnly: boolean; customerId?: string | null }) {
+export async function listConversations(
+  db: Queryable,
+  principal: Principal,
+  opts: { after: string | null; limit: number; unreadOnly: boolean; customerId?: string | null },
+) {
   const rows = await repo.listConversations(db, {
-    reader: principal.userId, customerId: staffOrAbove(principal.role) ? (opts.customerId ?? null) : principal.userId, after: opts.after, limit: opts.limit, unreadOnly: opts.unreadOnly,
+    reader: principal.userId,
+    customerId: staffOrAbove(principal.role) ? (opts.customerId ?? null) : principal.userId,
+    after: opts.after,
+    limit: opts.limit,
+    unreadOnly: opts.unreadOnly,
   });
   const page = pageOf(rows, opts.limit, (r) => r.id);
   return { data: page.data.map(conversationView), nextCursor: page.nextCursor };
 }
 
-export async function listMessages(db: Queryable, principal: Principal, conversationId: string, opts: { after: string | null; limit: number }) {
+export async function listMessages(
+  db: Queryable,
+  principal: Principal,
+  conversationId: string,
+  opts: { after: string | null; limit: number },
+) {
   const conversation = await repo.findConversation(db, conversationId);
   if (!conversation || !canSee(principal, conversation)) throw noSuchConversation();
   const page = pageOf(await repo.listMessages(db, conversationId, opts.after, opts.limit), opts.limit, (m) => m.id);
@@ -140,7 +203,10 @@ export async function markRead(tx: Tx, principal: Principal, conversationId: str
   let upTo = conversation.last_message_id;
   if (messageId !== undefined) {
     const message = await repo.findMessage(tx, conversationId, messageId);
-    if (!message) throw new AppError('not_found', 'No such message in this conversation', { errors: [{ path: '/messageId', message: 'no such message in this conversation' }] });
+    if (!message)
+      throw new AppError('not_found', 'No such message in this conversation', {
+        errors: [{ path: '/messageId', message: 'no such message in this conversation' }],
+      });
     upTo = message.id;
   }
   if (upTo !== null) await repo.markReadUpTo(tx, conversationId, principal.userId, upTo);

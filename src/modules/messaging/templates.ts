@@ -3,7 +3,9 @@
 // it is already SafeHtml (built by the tag itself), so a customer's text can never become markup.
 // Subjects are kept to one line, so no value can add a header.
 
-export interface SafeHtml { readonly safeHtml: string }
+export interface SafeHtml {
+  readonly safeHtml: string;
+}
 
 const entities: Record<string, string> = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' };
 
@@ -24,7 +26,9 @@ function htmlOf(value: unknown): string {
 /** A tagged template whose interpolations are escaped (arrays are joined, SafeHtml kept). */
 export function html(strings: TemplateStringsArray, ...values: unknown[]): SafeHtml {
   let out = strings[0]!;
-  values.forEach((value, i) => { out += htmlOf(value) + strings[i + 1]!; });
+  values.forEach((value, i) => {
+    out += htmlOf(value) + strings[i + 1]!;
+  });
   return { safeHtml: out };
 }
 
@@ -42,7 +46,8 @@ function minorDigits(currency: string): number {
   let digits = digitsByCurrency.get(currency);
   if (digits === undefined) {
     try {
-      digits = new Intl.NumberFormat('en', { style: 'currency', currency }).resolvedOptions().maximumFractionDigits ?? 2;
+      digits =
+        new Intl.NumberFormat('en', { style: 'currency', currency }).resolvedOptions().maximumFractionDigits ?? 2;
     } catch {
       digits = 2;
     }
@@ -59,17 +64,25 @@ export function formatMoney(money: { amount: number; currency: string }): string
   return `${money.amount < 0 ? '-' : ''}${whole}${digits > 0 ? `.${text.slice(-digits)}` : ''} ${money.currency}`;
 }
 
-export interface RenderedEmail { subject: string; text: string; html: string }
+export interface RenderedEmail {
+  subject: string;
+  text: string;
+  html: string;
+}
 
 /** An email's HTML: the title, the content, and the footer every mail shares. */
 export function page(title: string, content: SafeHtml): string {
   return html`<!doctype html>
-<html><head><meta charset="utf-8"><title>${title}</title></head>
-<body style="font-family: sans-serif; line-height: 1.5; color: #222">
-${content}
-<p style="color: #777; font-size: 12px">Engine Room</p>
-</body></html>
-`.safeHtml;
+    <html>
+      <head>
+        <meta charset="utf-8" />
+        <title>${title}</title>
+      </head>
+      <body style="font-family: sans-serif; line-height: 1.5; color: #222">
+        ${content}
+        <p style="color: #777; font-size: 12px">Engine Room</p>
+      </body>
+    </html> `.safeHtml;
 }
 
 export interface OrderData {
@@ -91,13 +104,25 @@ export function orderConfirmation(v: { name: string; order: OrderData }): Render
       `  Total: ${formatMoney(v.order.total)}`,
       '',
     ].join('\n'),
-    html: page(`Order ${v.order.id} confirmed`, html`
-<p>Hello ${v.name},</p>
-<p>we have received your payment for order <strong>${v.order.id}</strong>. Thank you!</p>
-<table cellpadding="4">
-${v.order.lines.map((l) => html`<tr><td>${l.quantity} &times;</td><td>${l.sku}</td><td align="right">${formatMoney(l.total)}</td></tr>\n`)}
-<tr><td colspan="2"><strong>Total</strong></td><td align="right"><strong>${formatMoney(v.order.total)}</strong></td></tr>
-</table>`),
+    html: page(
+      `Order ${v.order.id} confirmed`,
+      html` <p>Hello ${v.name},</p>
+        <p>we have received your payment for order <strong>${v.order.id}</strong>. Thank you!</p>
+        <table cellpadding="4">
+          ${v.order.lines.map(
+            (l) =>
+              html`<tr>
+                <td>${l.quantity} &times;</td>
+                <td>${l.sku}</td>
+                <td align="right">${formatMoney(l.total)}</td>
+              </tr> `,
+          )}
+          <tr>
+            <td colspan="2"><strong>Total</strong></td>
+            <td align="right"><strong>${formatMoney(v.order.total)}</strong></td>
+          </tr>
+        </table>`,
+    ),
   };
 }
 
@@ -111,15 +136,28 @@ export function paymentFailed(v: { name: string; order: OrderData }): RenderedEm
       'and its items were released. You are welcome to order again with another card.',
       '',
     ].join('\n'),
-    html: page(`Payment failed for order ${v.order.id}`, html`
-<p>Hello ${v.name},</p>
-<p>we could not charge your card for order <strong>${v.order.id}</strong> (${formatMoney(v.order.total)}), so the order was not placed
-and its items were released. You are welcome to order again with another card.</p>`),
+    html: page(
+      `Payment failed for order ${v.order.id}`,
+      html` <p>Hello ${v.name},</p>
+        <p>
+          we could not charge your card for order <strong>${v.order.id}</strong> (${formatMoney(v.order.total)}), so the
+          order was not placed and its items were released. You are welcome to order again with another card.
+        </p>`,
+    ),
   };
 }
 
-export function newMessage(v: { name: string; author: string; subject: string; body: string; conversationId: string }): RenderedEmail {
-  const quoted = v.body.split(/\r\n|\r|\n/).map((line) => `> ${line}`).join('\n');
+export function newMessage(v: {
+  name: string;
+  author: string;
+  subject: string;
+  body: string;
+  conversationId: string;
+}): RenderedEmail {
+  const quoted = v.body
+    .split(/\r\n|\r|\n/)
+    .map((line) => `> ${line}`)
+    .join('\n');
   return {
     subject: oneLine(`New message: ${v.subject}`),
     text: [
@@ -130,9 +168,13 @@ export function newMessage(v: { name: string; author: string; subject: string; b
       quoted,
       '',
     ].join('\n'),
-    html: page(`New message: ${oneLine(v.subject)}`, html`
-<p>Hello ${v.name},</p>
-<p>${v.author} wrote in &ldquo;${oneLine(v.subject)}&rdquo; (conversation ${v.conversationId}):</p>
-<blockquote style="white-space: pre-wrap; border-left: 3px solid #ccc; margin: 0; padding-left: 12px">${v.body}</blockquote>`),
+    html: page(
+      `New message: ${oneLine(v.subject)}`,
+      html` <p>Hello ${v.name},</p>
+        <p>${v.author} wrote in &ldquo;${oneLine(v.subject)}&rdquo; (conversation ${v.conversationId}):</p>
+        <blockquote style="white-space: pre-wrap; border-left: 3px solid #ccc; margin: 0; padding-left: 12px">
+          ${v.body}
+        </blockquote>`,
+    ),
   };
 }

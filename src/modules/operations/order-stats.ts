@@ -52,7 +52,10 @@ export async function aggregateOrderEvents(db: Db, limit = batchSize): Promise<n
  * Runs the reader in this process every intervalMs (sooner while it finds full batches) until the
  * answered stop() is called.
  */
-export function startOrderStats(db: Db, options: { intervalMs: number; onError?: (err: Error) => void }): { stop(): Promise<void> } {
+export function startOrderStats(
+  db: Db,
+  options: { intervalMs: number; onError?: (err: Error) => void },
+): { stop(): Promise<void> } {
   let stopped = false;
   let timer: NodeJS.Timeout | undefined;
   let running: Promise<void> = Promise.resolve();
@@ -60,12 +63,14 @@ export function startOrderStats(db: Db, options: { intervalMs: number; onError?:
     running = (async () => {
       let read = batchSize;
       while (!stopped && read === batchSize) read = await aggregateOrderEvents(db);
-    })().catch((err: Error) => options.onError?.(err)).finally(() => {
-      if (!stopped) {
-        timer = setTimeout(step, options.intervalMs);
-        timer.unref();
-      }
-    });
+    })()
+      .catch((err: Error) => options.onError?.(err))
+      .finally(() => {
+        if (!stopped) {
+          timer = setTimeout(step, options.intervalMs);
+          timer.unref();
+        }
+      });
   };
   step();
   return {

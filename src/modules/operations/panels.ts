@@ -21,7 +21,11 @@ export function stepFor(windowSeconds: number): number {
 
 /** The points of a window (start times, in seconds), and where a bucket falls among them. */
 export interface OverviewWindow {
-  seconds: number; step: number; from: Date; to: Date; times: number[];
+  seconds: number;
+  step: number;
+  from: Date;
+  to: Date;
+  times: number[];
   /** The point a bucket belongs to (outside 0 .. times.length - 1: not in the series). */
   indexOf(bucket: Date): number;
   /** A series of zeros, one per point. */
@@ -38,14 +42,24 @@ export function windowOf(now: Date, windowSeconds: number): OverviewWindow {
   const times: number[] = [];
   for (let t = firstPoint; t <= lastPoint; t += stepMs) times.push(t / 1000);
   return {
-    seconds: windowSeconds, step, from: new Date(firstPoint), to: now, times,
+    seconds: windowSeconds,
+    step,
+    from: new Date(firstPoint),
+    to: now,
+    times,
     indexOf: (bucket) => Math.round((bucket.getTime() - firstPoint) / stepMs),
     zeros: () => times.map(() => 0),
   };
 }
 
 export function windowPanel(w: OverviewWindow): Overview['window'] {
-  return { seconds: w.seconds, stepSeconds: w.step, from: w.from.toISOString(), to: w.to.toISOString(), times: w.times };
+  return {
+    seconds: w.seconds,
+    stepSeconds: w.step,
+    from: w.from.toISOString(),
+    to: w.to.toISOString(),
+    times: w.times,
+  };
 }
 
 /** The counters the processes flushed, over the window: per "<metric>\t<label>" key, a series, a total and a sum. */
@@ -60,7 +74,10 @@ export interface WindowCounters {
   readonly totals: ReadonlyMap<string, number>;
 }
 
-export function countersOf(rows: { bucket: Date; key: string; count: number; sum: number }[], w: OverviewWindow): WindowCounters {
+export function countersOf(
+  rows: { bucket: Date; key: string; count: number; sum: number }[],
+  w: OverviewWindow,
+): WindowCounters {
   const series = new Map<string, number[]>();
   const total = new Map<string, number>();
   const sums = new Map<string, number>();
@@ -76,7 +93,11 @@ export function countersOf(rows: { bucket: Date; key: string; count: number; sum
   return {
     seriesOf(prefixes, per) {
       const out = w.zeros();
-      for (const [key, s] of series) if (prefixes.some((p) => key.startsWith(p))) s.forEach((v, i) => { out[i]! += v; });
+      for (const [key, s] of series)
+        if (prefixes.some((p) => key.startsWith(p)))
+          s.forEach((v, i) => {
+            out[i]! += v;
+          });
       return out.map((v) => Math.round((v / per) * 1000) / 1000);
     },
     totalOf(prefixes) {
@@ -98,7 +119,10 @@ export function countersOf(rows: { bucket: Date; key: string; count: number; sum
 }
 
 function moneyList(byCurrency: Map<string, number>) {
-  return [...byCurrency].filter(([, amount]) => amount !== 0).sort(([a], [b]) => a.localeCompare(b)).map(([currency, amount]) => ({ currency, amount }));
+  return [...byCurrency]
+    .filter(([, amount]) => amount !== 0)
+    .sort(([a], [b]) => a.localeCompare(b))
+    .map(([currency, amount]) => ({ currency, amount }));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -128,7 +152,8 @@ export function trafficPanel(counters: WindowCounters, histogram: number[], step
   const requests = counters.totalOf(['http.requests\t']);
   const errors5xx = counters.totalOf(['http.requests\t5xx']);
   const errors4xx = counters.totalOf(['http.requests\t4xx']);
-  const topErrors = [...counters.totals].filter(([key]) => key.startsWith('http.errors\t'))
+  const topErrors = [...counters.totals]
+    .filter(([key]) => key.startsWith('http.errors\t'))
     .map(([key, count]) => {
       const [, route = '', status = '0', code = ''] = key.split('\t');
       return { route, status: Number(status), code, count };
@@ -136,7 +161,8 @@ export function trafficPanel(counters: WindowCounters, histogram: number[], step
     .sort((a, b) => b.count - a.count || a.route.localeCompare(b.route))
     .slice(0, 8);
   // Load shedding's refusals (src/platform/load-shedding.ts counts them as http.shed, reason and class).
-  const shed = [...counters.totals].filter(([key]) => key.startsWith('http.shed\t'))
+  const shed = [...counters.totals]
+    .filter(([key]) => key.startsWith('http.shed\t'))
     .map(([key, count]) => {
       const [, reason = '', priority = ''] = key.split('\t');
       return { reason, priority, count };
@@ -146,7 +172,9 @@ export function trafficPanel(counters: WindowCounters, histogram: number[], step
     requestsPerSecond: counters.seriesOf(['http.requests\t'], step),
     errors5xxPerSecond: counters.seriesOf(['http.requests\t5xx'], step),
     errors4xxPerSecond: counters.seriesOf(['http.requests\t4xx'], step),
-    requests, errors5xx, errors4xx,
+    requests,
+    errors5xx,
+    errors4xx,
     errorRate5xx: requests > 0 ? errors5xx / requests : 0,
     errorRate4xx: requests > 0 ? errors4xx / requests : 0,
     latencyMs: { p50: quantileMs(histogram, 0.5), p95: quantileMs(histogram, 0.95), p99: quantileMs(histogram, 0.99) },
@@ -156,7 +184,10 @@ export function trafficPanel(counters: WindowCounters, histogram: number[], step
 }
 
 /** Orders, from the sums the outbox reader keeps (order-stats.ts). */
-export function ordersPanel(rows: { bucket: Date; type: string; currency: string; count: number; amount: number }[], w: OverviewWindow): Overview['orders'] {
+export function ordersPanel(
+  rows: { bucket: Date; type: string; currency: string; count: number; amount: number }[],
+  w: OverviewWindow,
+): Overview['orders'] {
   const orderSeries = new Map<string, number[]>();
   const orderTotals = new Map<string, number>();
   const paid = new Map<string, number>();
@@ -169,7 +200,8 @@ export function ordersPanel(rows: { bucket: Date; type: string; currency: string
     if (!s) orderSeries.set(row.type, (s = w.zeros()));
     s[i]! += row.count;
   }
-  const perMinute = (type: string) => (orderSeries.get(type) ?? w.zeros()).map((v) => Math.round((v * 60 / w.step) * 1000) / 1000);
+  const perMinute = (type: string) =>
+    (orderSeries.get(type) ?? w.zeros()).map((v) => Math.round(((v * 60) / w.step) * 1000) / 1000);
   return {
     placedPerMinute: perMinute('order.created'),
     paidPerMinute: perMinute('order.paid'),
@@ -212,16 +244,19 @@ export function refundsPanel(counters: WindowCounters): Overview['refunds'] {
 /** Queues: waiting and retrying from the job table, running from the live processes. */
 export function queuesPanel(queues: repo.QueueRow[], processes: repo.ProcessRow[]): Overview['queues'] {
   const running = new Map<string, number>();
-  for (const p of processes) for (const [queue, n] of Object.entries(p.running_jobs ?? {})) running.set(queue, (running.get(queue) ?? 0) + n);
+  for (const p of processes)
+    for (const [queue, n] of Object.entries(p.running_jobs ?? {})) running.set(queue, (running.get(queue) ?? 0) + n);
   const byName = new Map(queues.map((q) => [q.name, q]));
-  return queues.filter((q) => !q.name.endsWith('.dead-letter')).map((q) => ({
-    name: q.name,
-    waiting: q.waiting,
-    running: running.get(q.name) ?? 0,
-    retrying: q.retrying,
-    deadLetters: byName.get(deadLetterQueueOf(q.name))?.waiting ?? 0,
-    lagSeconds: Math.max(0, Math.round((q.lag_seconds ?? 0) * 10) / 10),
-  }));
+  return queues
+    .filter((q) => !q.name.endsWith('.dead-letter'))
+    .map((q) => ({
+      name: q.name,
+      waiting: q.waiting,
+      running: running.get(q.name) ?? 0,
+      retrying: q.retrying,
+      deadLetters: byName.get(deadLetterQueueOf(q.name))?.waiting ?? 0,
+      lagSeconds: Math.max(0, Math.round((q.lag_seconds ?? 0) * 10) / 10),
+    }));
 }
 
 function hostOf(url: string): string {
@@ -233,8 +268,10 @@ function hostOf(url: string): string {
 }
 
 export function webhooksPanel(
-  counters: WindowCounters, step: number,
-  endpoints: { total: number; failing: number; disabled: number }, problems: repo.WebhookProblemRow[],
+  counters: WindowCounters,
+  step: number,
+  endpoints: { total: number; failing: number; disabled: number },
+  problems: repo.WebhookProblemRow[],
 ): Overview['webhooks'] {
   const minutes = step / 60;
   const jobs = (outcome: string) => `jobs\t${deliverQueue}\t${outcome}`;
@@ -244,9 +281,13 @@ export function webhooksPanel(
     succeeded: counters.totalOf([jobs('completed')]),
     failed: counters.totalOf([jobs('failed')]),
     deadLettered: counters.totalOf([jobs('dead_lettered')]),
-    endpoints: endpoints.total, failingEndpoints: endpoints.failing, disabledEndpoints: endpoints.disabled,
+    endpoints: endpoints.total,
+    failingEndpoints: endpoints.failing,
+    disabledEndpoints: endpoints.disabled,
     problems: problems.map((p) => ({
-      id: p.id, host: hostOf(p.url), enabled: p.enabled,
+      id: p.id,
+      host: hostOf(p.url),
+      enabled: p.enabled,
       failingSince: p.failing_since?.toISOString() ?? null,
       disabledReason: p.disabled_reason,
       lastError: p.last_error ?? (p.last_status !== null ? `HTTP ${p.last_status}` : null),
@@ -257,17 +298,27 @@ export function webhooksPanel(
 
 export function processesPanel(processes: repo.ProcessRow[]): Overview['processes'] {
   return processes.map((p) => ({
-    id: p.id, host: p.host, pid: p.pid, version: p.version,
+    id: p.id,
+    host: p.host,
+    pid: p.pid,
+    version: p.version,
     roles: [...(p.serves_http ? ['api' as const] : []), ...(p.runs_workers ? ['worker' as const] : [])],
-    startedAt: p.started_at.toISOString(), seenAt: p.seen_at.toISOString(),
-    rssBytes: p.rss_bytes, heapUsedBytes: p.heap_used_bytes, eventLoopLagMs: Math.round(p.loop_lag_p99_ms * 100) / 100,
+    startedAt: p.started_at.toISOString(),
+    seenAt: p.seen_at.toISOString(),
+    rssBytes: p.rss_bytes,
+    heapUsedBytes: p.heap_used_bytes,
+    eventLoopLagMs: Math.round(p.loop_lag_p99_ms * 100) / 100,
     pool: p.pool_size === null ? null : { size: p.pool_size, inUse: p.pool_in_use ?? 0, waiting: p.pool_waiting ?? 0 },
     runningJobs: Object.values(p.running_jobs ?? {}).reduce((a, b) => a + b, 0),
   }));
 }
 
 /** The database: its own figures, and the pools of the live processes (processesPanel) added up. */
-export function databasePanel(engine: Db['engine'], figures: Awaited<ReturnType<typeof repo.databaseFigures>>, live: Overview['processes']): Overview['database'] {
+export function databasePanel(
+  engine: Db['engine'],
+  figures: Awaited<ReturnType<typeof repo.databaseFigures>>,
+  live: Overview['processes'],
+): Overview['database'] {
   return {
     engine,
     sizeBytes: figures.size_bytes,
@@ -280,8 +331,11 @@ export function databasePanel(engine: Db['engine'], figures: Awaited<ReturnType<
 }
 
 export function auditPanel(run: repo.AuditRunRow | undefined): Overview['audit'] {
-  return run ? {
-    ranAt: run.ran_at.toISOString(), ok: run.ok,
-    checks: run.checks.map((c) => ({ name: c.name, ok: c.ok, violations: c.violations.length })),
-  } : null;
+  return run
+    ? {
+        ranAt: run.ran_at.toISOString(),
+        ok: run.ok,
+        checks: run.checks.map((c) => ({ name: c.name, ok: c.ok, violations: c.violations.length })),
+      }
+    : null;
 }

@@ -38,7 +38,12 @@ export function orderBuckets(db: Queryable, from: Date, stepSeconds: number) {
   );
 }
 
-export interface QueueRow { name: string; waiting: number; retrying: number; lag_seconds: number | null }
+export interface QueueRow {
+  name: string;
+  waiting: number;
+  retrying: number;
+  lag_seconds: number | null;
+}
 
 /** Jobs waiting (created) and waiting for a retry, and the age of the oldest that may run now, per queue (dead-letter queues included). */
 export function queueCounts(db: Queryable) {
@@ -56,9 +61,21 @@ export function queueCounts(db: Queryable) {
 }
 
 export interface ProcessRow {
-  id: string; host: string; pid: number; version: string; serves_http: boolean; runs_workers: boolean;
-  started_at: Date; seen_at: Date; rss_bytes: number; heap_used_bytes: number; loop_lag_p99_ms: number;
-  pool_size: number | null; pool_in_use: number | null; pool_waiting: number | null; running_jobs: Record<string, number>;
+  id: string;
+  host: string;
+  pid: number;
+  version: string;
+  serves_http: boolean;
+  runs_workers: boolean;
+  started_at: Date;
+  seen_at: Date;
+  rss_bytes: number;
+  heap_used_bytes: number;
+  loop_lag_p99_ms: number;
+  pool_size: number | null;
+  pool_in_use: number | null;
+  pool_waiting: number | null;
+  running_jobs: Record<string, number>;
 }
 
 export function liveProcesses(db: Queryable) {
@@ -69,8 +86,14 @@ export function liveProcesses(db: Queryable) {
 }
 
 export interface WebhookProblemRow {
-  id: string; url: string; enabled: boolean; failing_since: Date | null; disabled_reason: string | null;
-  last_error: string | null; last_status: number | null; last_attempt_at: Date | null;
+  id: string;
+  url: string;
+  enabled: boolean;
+  failing_since: Date | null;
+  disabled_reason: string | null;
+  last_error: string | null;
+  last_status: number | null;
+  last_attempt_at: Date | null;
 }
 
 export async function webhookEndpointCounts(db: Queryable) {
@@ -120,23 +143,33 @@ export async function databaseFigures(db: Queryable, engine: 'postgres' | 'pglit
     size = { bytes: row?.bytes ?? 0, readAt: Date.now() };
     sizes.set(db, size);
   }
-  const [sessions] = engine === 'postgres'
-    ? await db.query<{ connections: number; active: number }>(
-      `SELECT count(*)::int AS connections, count(*) FILTER (WHERE state = 'active')::int AS active
+  const [sessions] =
+    engine === 'postgres'
+      ? await db.query<{ connections: number; active: number }>(
+          `SELECT count(*)::int AS connections, count(*) FILTER (WHERE state = 'active')::int AS active
          FROM pg_stat_activity WHERE datname = current_database()`,
-    )
-    : [];
+        )
+      : [];
   return { size_bytes: size.bytes, connections: sessions?.connections ?? null, active: sessions?.active ?? null };
 }
 
-export interface AuditRunRow { id: number; ran_at: Date; ok: boolean; checks: { name: string; ok: boolean; skipped?: string; violations: unknown[] }[]; duration_ms: number }
+export interface AuditRunRow {
+  id: number;
+  ran_at: Date;
+  ok: boolean;
+  checks: { name: string; ok: boolean; skipped?: string; violations: unknown[] }[];
+  duration_ms: number;
+}
 
 export async function lastAuditRun(db: Queryable): Promise<AuditRunRow | undefined> {
   const [row] = await db.query<AuditRunRow>('SELECT * FROM ops_audit_runs ORDER BY id DESC LIMIT 1');
   return row;
 }
 
-export async function insertAuditRun(db: Queryable, run: { ok: boolean; checks: unknown[]; durationMs: number }): Promise<AuditRunRow> {
+export async function insertAuditRun(
+  db: Queryable,
+  run: { ok: boolean; checks: unknown[]; durationMs: number },
+): Promise<AuditRunRow> {
   const [row] = await db.query<AuditRunRow>(
     'INSERT INTO ops_audit_runs (ok, checks, duration_ms) VALUES ($1, $2, $3) RETURNING *',
     [run.ok, JSON.stringify(run.checks), run.durationMs],
@@ -145,5 +178,7 @@ export async function insertAuditRun(db: Queryable, run: { ok: boolean; checks: 
 }
 
 export function totals(db: Queryable) {
-  return db.query<{ metric: string; label: string; count: number; sum: number }>('SELECT metric, label, count, sum FROM ops_totals ORDER BY metric, label');
+  return db.query<{ metric: string; label: string; count: number; sum: number }>(
+    'SELECT metric, label, count, sum FROM ops_totals ORDER BY metric, label',
+  );
 }

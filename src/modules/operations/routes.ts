@@ -5,7 +5,15 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { Db } from '../../platform/db.ts';
 import { routeOf } from '../../platform/endpoint.ts';
 import { idempotent } from '../../platform/idempotency.ts';
-import { findJob, listFailedJobs, listJobs, queueExists, retryDeadLetters, type FailedJobPosition, type JobPosition } from '../../platform/queue.ts';
+import {
+  findJob,
+  listFailedJobs,
+  listJobs,
+  queueExists,
+  retryDeadLetters,
+  type FailedJobPosition,
+  type JobPosition,
+} from '../../platform/queue.ts';
 import { AppError } from '../../errors.ts';
 import * as s from './schemas.ts';
 import { auditRunView, overview, runAndRecordAudit } from './service.ts';
@@ -35,11 +43,19 @@ function decodeCursor(cursor: string | undefined): FailedJobPosition | undefined
   if (cursor === undefined) return undefined;
   try {
     const [failedAt, id] = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as unknown[];
-    if (typeof failedAt === 'string' && typeof id === 'string' && !Number.isNaN(Date.parse(failedAt)) && /^[0-9a-f-]{36}$/i.test(id)) return { failedAt, id };
+    if (
+      typeof failedAt === 'string' &&
+      typeof id === 'string' &&
+      !Number.isNaN(Date.parse(failedAt)) &&
+      /^[0-9a-f-]{36}$/i.test(id)
+    )
+      return { failedAt, id };
   } catch {
     // answered below
   }
-  throw new AppError('validation_failed', 'The cursor is not one this API gave out', { errors: [{ path: '/query/cursor', message: 'is invalid' }] });
+  throw new AppError('validation_failed', 'The cursor is not one this API gave out', {
+    errors: [{ path: '/query/cursor', message: 'is invalid' }],
+  });
 }
 
 const overviewShareMs = 1_500;
@@ -58,7 +74,11 @@ export function operationsAdminRoutes(app: FastifyInstance, deps: OperationsDeps
       const window = request.query.window;
       const hit = recent.get(window);
       if (hit && Date.now() - hit.at < overviewShareMs) return hit.answer;
-      const answer = overview(db, { windowSeconds: window, streamFreshSeconds, sandbox: deps.paymentProvider === 'sandbox' });
+      const answer = overview(db, {
+        windowSeconds: window,
+        streamFreshSeconds,
+        sandbox: deps.paymentProvider === 'sandbox',
+      });
       recent.set(window, { at: Date.now(), answer });
       answer.catch(() => recent.delete(window));
       return answer;
@@ -70,11 +90,19 @@ export function operationsAdminRoutes(app: FastifyInstance, deps: OperationsDeps
     handler: async (request) => {
       const { limit, queue, cursor } = request.query;
       const after = decodeCursor(cursor);
-      const rows = await listFailedJobs(db, { limit: limit + 1, ...(queue ? { queue } : {}), ...(after ? { after } : {}) });
+      const rows = await listFailedJobs(db, {
+        limit: limit + 1,
+        ...(queue ? { queue } : {}),
+        ...(after ? { after } : {}),
+      });
       const page = rows.slice(0, limit);
       const last = page[page.length - 1];
       return {
-        data: page.map(({ position: _, ...j }) => ({ ...j, data: redactedJobData(j.data), failedAt: j.failedAt.toISOString() })),
+        data: page.map(({ position: _, ...j }) => ({
+          ...j,
+          data: redactedJobData(j.data),
+          failedAt: j.failedAt.toISOString(),
+        })),
         nextCursor: rows.length > limit && last ? encodeCursor(last.position) : null,
       };
     },
@@ -85,7 +113,12 @@ export function operationsAdminRoutes(app: FastifyInstance, deps: OperationsDeps
     handler: async (request) => {
       const job = await findJob(db, request.params.id, request.query.queue);
       if (!job) throw new AppError('not_found', 'No job with this id');
-      return { ...job, data: redactedJobData(job.data), createdAt: job.createdAt.toISOString(), finishedAt: job.finishedAt?.toISOString() ?? null };
+      return {
+        ...job,
+        data: redactedJobData(job.data),
+        createdAt: job.createdAt.toISOString(),
+        finishedAt: job.finishedAt?.toISOString() ?? null,
+      };
     },
   });
 
@@ -102,36 +135,46 @@ export function operationsAdminRoutes(app: FastifyInstance, deps: OperationsDeps
       const last = page[page.length - 1];
       return {
         data: page.map(({ position: _, ...j }) => ({
-          ...j, data: redactedJobData(j.data), createdAt: j.createdAt.toISOString(), startAfter: j.startAfter.toISOString(),
-          startedAt: j.startedAt?.toISOString() ?? null, finishedAt: j.finishedAt?.toISOString() ?? null,
+          ...j,
+          data: redactedJobData(j.data),
+          createdAt: j.createdAt.toISOString(),
+          startAfter: j.startAfter.toISOString(),
+          startedAt: j.startedAt?.toISOString() ?? null,
+          finishedAt: j.finishedAt?.toISOString() ?? null,
         })),
-        nextCursor: rows.length > limit && last ? encodeCursor({ failedAt: last.position.createdAt, id: last.position.id }) : null,
+        nextCursor:
+          rows.length > limit && last
+            ? encodeCursor({ failedAt: last.position.createdAt, id: last.position.id })
+            : null,
       };
     },
   });
 
   r.route({
     ...routeOf(s.retryFailedJob),
-    handler: (request, reply) => idempotent(db, request, reply, { required: false }, async (tx) => {
-      const [id] = await retryDeadLetters(tx, { id: request.params.id });
-      if (!id) throw new AppError('not_found', 'No dead-lettered job with this id');
-      return { status: 202, body: { id } };
-    }),
+    handler: (request, reply) =>
+      idempotent(db, request, reply, { required: false }, async (tx) => {
+        const [id] = await retryDeadLetters(tx, { id: request.params.id });
+        if (!id) throw new AppError('not_found', 'No dead-lettered job with this id');
+        return { status: 202, body: { id } };
+      }),
   });
 
   r.route({
     ...routeOf(s.retryAllFailedJobs),
-    handler: (request, reply) => idempotent(db, request, reply, { required: true }, async (tx) => {
-      const ids = await retryDeadLetters(tx, { queue: request.body.queue });
-      return { status: 202, body: { retried: ids.length, ids } };
-    }),
+    handler: (request, reply) =>
+      idempotent(db, request, reply, { required: true }, async (tx) => {
+        const ids = await retryDeadLetters(tx, { queue: request.body.queue });
+        return { status: 202, body: { retried: ids.length, ids } };
+      }),
   });
 
   r.route({
     ...routeOf(s.runAudit),
     // Not under the Idempotency-Key's transaction: the audit reads the whole database, and a run
     // is harmless to repeat.
-    handler: async (_request, reply) => reply.code(201).send(auditRunView(await runAndRecordAudit(db, { paymentProvider: deps.paymentProvider }))),
+    handler: async (_request, reply) =>
+      reply.code(201).send(auditRunView(await runAndRecordAudit(db, { paymentProvider: deps.paymentProvider }))),
   });
 
   r.route({
@@ -145,11 +188,19 @@ export function operationsAdminRoutes(app: FastifyInstance, deps: OperationsDeps
 
   if (!deps.metrics.enabled) return;
   const figures = cachedSystemMetrics(db, { streamFreshSeconds, ttlMs: systemMetricsTtlMs });
-  app.get('/metrics/system', {
-    // Like /metrics: never rate limited, and shed only as low priority (src/platform/load-shedding.ts),
-    // so it answers to the metrics token alone and computes its figures at most once per systemMetricsTtlMs.
-    config: metricsRouteConfig,
-    onRequest: metricsAccess(deps.metrics.token),
-    schema: { tags: ['operations'], summary: 'Prometheus metrics of the whole system (every process), from the database', hide: true },
-  }, async (_request, reply) => reply.type('text/plain; version=0.0.4; charset=utf-8').send(await figures()));
+  app.get(
+    '/metrics/system',
+    {
+      // Like /metrics: never rate limited, and shed only as low priority (src/platform/load-shedding.ts),
+      // so it answers to the metrics token alone and computes its figures at most once per systemMetricsTtlMs.
+      config: metricsRouteConfig,
+      onRequest: metricsAccess(deps.metrics.token),
+      schema: {
+        tags: ['operations'],
+        summary: 'Prometheus metrics of the whole system (every process), from the database',
+        hide: true,
+      },
+    },
+    async (_request, reply) => reply.type('text/plain; version=0.0.4; charset=utf-8').send(await figures()),
+  );
 }

@@ -6,8 +6,18 @@ import type { Db } from '../../platform/db.ts';
 import { runAudit, type AuditOptions } from '../ledger/audit.ts';
 import { outageUntil } from '../payments/providers/outage.ts';
 import {
-  auditPanel, chargesPanel, countersOf, databasePanel, ordersPanel, processesPanel, queuesPanel, refundsPanel, trafficPanel,
-  webhooksPanel, windowOf, windowPanel,
+  auditPanel,
+  chargesPanel,
+  countersOf,
+  databasePanel,
+  ordersPanel,
+  processesPanel,
+  queuesPanel,
+  refundsPanel,
+  trafficPanel,
+  webhooksPanel,
+  windowOf,
+  windowPanel,
 } from './panels.ts';
 import * as repo from './repo.ts';
 import type { Overview } from './schemas.ts';
@@ -23,7 +33,19 @@ export interface OverviewOptions {
 
 export async function overview(db: Db, options: OverviewOptions): Promise<Overview> {
   const window = windowOf(options.now ?? new Date(), options.windowSeconds);
-  const [counterRows, histogram, orderRows, queues, processRows, endpointCounts, problems, database, streams, audit, outage] = await Promise.all([
+  const [
+    counterRows,
+    histogram,
+    orderRows,
+    queues,
+    processRows,
+    endpointCounts,
+    problems,
+    database,
+    streams,
+    audit,
+    outage,
+  ] = await Promise.all([
     repo.counterBuckets(db, window.from, window.step),
     repo.latencyHistogram(db, window.from),
     repo.orderBuckets(db, window.from, window.step),
@@ -56,8 +78,16 @@ export async function overview(db: Db, options: OverviewOptions): Promise<Overvi
 
 export function auditRunView(run: repo.AuditRunRow) {
   return {
-    id: run.id, ranAt: run.ran_at.toISOString(), ok: run.ok, durationMs: run.duration_ms,
-    checks: run.checks.map((c) => ({ name: c.name, ok: c.ok, ...(c.skipped ? { skipped: c.skipped } : {}), violations: c.violations as Record<string, unknown>[] })),
+    id: run.id,
+    ranAt: run.ran_at.toISOString(),
+    ok: run.ok,
+    durationMs: run.duration_ms,
+    checks: run.checks.map((c) => ({
+      name: c.name,
+      ok: c.ok,
+      ...(c.skipped ? { skipped: c.skipped } : {}),
+      violations: c.violations as Record<string, unknown>[],
+    })),
   };
 }
 
@@ -65,5 +95,9 @@ export function auditRunView(run: repo.AuditRunRow) {
 export async function runAndRecordAudit(db: Db, options: AuditOptions): Promise<repo.AuditRunRow> {
   const started = performance.now();
   const result = await runAudit(db, options);
-  return repo.insertAuditRun(db, { ok: result.ok, checks: result.checks, durationMs: Math.round(performance.now() - started) });
+  return repo.insertAuditRun(db, {
+    ok: result.ok,
+    checks: result.checks,
+    durationMs: Math.round(performance.now() - started),
+  });
 }

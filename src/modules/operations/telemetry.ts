@@ -59,7 +59,11 @@ export interface Telemetry {
   stop(): Promise<void>;
 }
 
-export async function writeTelemetry(db: Db, options: TelemetryOptions, snapshot: CounterSnapshot | null): Promise<void> {
+export async function writeTelemetry(
+  db: Db,
+  options: TelemetryOptions,
+  snapshot: CounterSnapshot | null,
+): Promise<void> {
   const pool = db.poolStats?.();
   const memory = process.memoryUsage();
   const api = options.role === 'api';
@@ -75,13 +79,29 @@ export async function writeTelemetry(db: Db, options: TelemetryOptions, snapshot
          rss_bytes = excluded.rss_bytes, heap_used_bytes = excluded.heap_used_bytes, loop_lag_p99_ms = excluded.loop_lag_p99_ms,
          pool_size = excluded.pool_size, pool_in_use = excluded.pool_in_use, pool_waiting = excluded.pool_waiting,
          running_jobs = CASE WHEN excluded.runs_workers THEN excluded.running_jobs ELSE ops_processes.running_jobs END`,
-      [thisProcess.id, thisProcess.host, thisProcess.pid, options.version, api, !api, thisProcess.startedAt,
-        memory.rss, memory.heapUsed, loopLagP99Ms(), pool?.size ?? null, pool?.inUse ?? null, pool?.waiting ?? null,
-        JSON.stringify(options.runningJobs?.() ?? {})],
+      [
+        thisProcess.id,
+        thisProcess.host,
+        thisProcess.pid,
+        options.version,
+        api,
+        !api,
+        thisProcess.startedAt,
+        memory.rss,
+        memory.heapUsed,
+        loopLagP99Ms(),
+        pool?.size ?? null,
+        pool?.inUse ?? null,
+        pool?.waiting ?? null,
+        JSON.stringify(options.runningJobs?.() ?? {}),
+      ],
     );
     if (!snapshot) return;
-    await tx.query('INSERT INTO ops_rollups (at, process_id, counters, latency) VALUES (now(), $1, $2, $3)',
-      [thisProcess.id, JSON.stringify(snapshot.counters), snapshot.latency]);
+    await tx.query('INSERT INTO ops_rollups (at, process_id, counters, latency) VALUES (now(), $1, $2, $3)', [
+      thisProcess.id,
+      JSON.stringify(snapshot.counters),
+      snapshot.latency,
+    ]);
     // Running totals for Prometheus counters (requests are this process's own, on its /metrics).
     // In key order, so that processes flushing at once lock the rows in one order.
     await tx.query(
@@ -102,26 +122,34 @@ export function startTelemetry(options: TelemetryOptions): Telemetry {
   let stopped = false;
 
   const flush = () => {
-    running = running.then(async () => {
-      const snapshot = counters.drain();
-      try {
-        await writeTelemetry(db, options, snapshot);
-      } catch (err) {
-        // The database is away: keep the counts for the next flush.
-        if (snapshot) counters.restore(snapshot);
-        throw err;
-      }
-    }).catch((err: Error) => onError(err));
+    running = running
+      .then(async () => {
+        const snapshot = counters.drain();
+        try {
+          await writeTelemetry(db, options, snapshot);
+        } catch (err) {
+          // The database is away: keep the counts for the next flush.
+          if (snapshot) counters.restore(snapshot);
+          throw err;
+        }
+      })
+      .catch((err: Error) => onError(err));
     return running;
   };
 
   let timer: NodeJS.Timeout | undefined;
   const schedule = () => {
-    timer = setTimeout(() => { void flush().then(() => { if (!stopped) schedule(); }); }, intervalMs);
+    timer = setTimeout(() => {
+      void flush().then(() => {
+        if (!stopped) schedule();
+      });
+    }, intervalMs);
     timer.unref();
   };
   // flush reports its own failure (onError) and never rejects.
-  void flush().then(() => { if (!stopped) schedule(); });
+  void flush().then(() => {
+    if (!stopped) schedule();
+  });
 
   return {
     flush,
@@ -133,8 +161,13 @@ export function startTelemetry(options: TelemetryOptions): Telemetry {
       try {
         await db.transaction(async (tx) => {
           const api = options.role === 'api';
-          await tx.query('UPDATE ops_processes SET serves_http = serves_http AND NOT $2, runs_workers = runs_workers AND $2 WHERE id = $1', [thisProcess.id, api]);
-          await tx.query('DELETE FROM ops_processes WHERE id = $1 AND NOT serves_http AND NOT runs_workers', [thisProcess.id]);
+          await tx.query(
+            'UPDATE ops_processes SET serves_http = serves_http AND NOT $2, runs_workers = runs_workers AND $2 WHERE id = $1',
+            [thisProcess.id, api],
+          );
+          await tx.query('DELETE FROM ops_processes WHERE id = $1 AND NOT serves_http AND NOT runs_workers', [
+            thisProcess.id,
+          ]);
         });
       } catch (err) {
         onError(err as Error);

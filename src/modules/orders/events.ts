@@ -6,14 +6,27 @@ import { publishEvent, publishEvents } from '../../platform/events.ts';
 import type { LineRow, OrderRow } from './repo.ts';
 import { orderView } from './view.ts';
 
-export type OrderEventType = 'order.created' | 'order.paid' | 'order.payment_failed' | 'order.cancelled' | 'order.fulfilled';
+export type OrderEventType =
+  'order.created' | 'order.paid' | 'order.payment_failed' | 'order.cancelled' | 'order.fulfilled';
 
-export async function publishOrderEvent(tx: Tx, type: OrderEventType, order: OrderRow, lines: LineRow[]): Promise<void> {
+export async function publishOrderEvent(
+  tx: Tx,
+  type: OrderEventType,
+  order: OrderRow,
+  lines: LineRow[],
+): Promise<void> {
   await publishEvent(tx, type, { order: orderView(order, lines) }, [order.customer_id]);
 }
 
 /** publishOrderEvent for several orders (a batch), in one statement. */
-export async function publishOrderEvents(tx: Tx, type: OrderEventType, changed: { order: OrderRow; lines: LineRow[] }[]): Promise<void> {
+export async function publishOrderEvents(
+  tx: Tx,
+  type: OrderEventType,
+  changed: { order: OrderRow; lines: LineRow[] }[],
+): Promise<void> {
   if (changed.length === 0) return;
-  await publishEvents(tx, changed.map((c) => ({ type, data: { order: orderView(c.order, c.lines) }, audience: [c.order.customer_id] })));
+  await publishEvents(
+    tx,
+    changed.map((c) => ({ type, data: { order: orderView(c.order, c.lines) }, audience: [c.order.customer_id] })),
+  );
 }

@@ -21,7 +21,14 @@ import { postCaptures, postRefund } from '../ledger/ledger.ts';
 import { requestRefund } from '../payments/outbox.ts';
 import type { PaymentProvider } from '../payments/providers/provider.ts';
 import { flagForReview, type PaymentRow } from '../payments/repo.ts';
-import { chargePayments, sendRefund, settleCharges, settleRefund, type ChargeOptions, type ChargeVerdict } from '../payments/service.ts';
+import {
+  chargePayments,
+  sendRefund,
+  settleCharges,
+  settleRefund,
+  type ChargeOptions,
+  type ChargeVerdict,
+} from '../payments/service.ts';
 import { publishOrderEvent, publishOrderEvents } from './events.ts';
 import * as repo from './repo.ts';
 import type { Order } from './schemas.ts';
@@ -56,7 +63,11 @@ export async function fulfilOrder(tx: Tx, id: string): Promise<Order> {
  * bounds that cannot be read exactly) is logged and skipped, and the run goes on past it, page by
  * page in id order, so that no such order can hold up the others. Answers how many it cancelled.
  */
-export async function expireUnpaidOrders(db: Db, timeoutSeconds: number, options: { batch?: number; log?: JobLog } = {}): Promise<number> {
+export async function expireUnpaidOrders(
+  db: Db,
+  timeoutSeconds: number,
+  options: { batch?: number; log?: JobLog } = {},
+): Promise<number> {
   const batch = options.batch ?? 500;
   let cancelled = 0;
   let after = '';
@@ -88,7 +99,11 @@ async function expireOrder(tx: Tx, id: string): Promise<boolean> {
 }
 
 /** A payment an operator must look at, and why. */
-interface Review { paymentId: string; orderId: string; reason: string }
+interface Review {
+  paymentId: string;
+  orderId: string;
+  reason: string;
+}
 
 /**
  * The charge jobs' handler: charges a batch of payments (the processor calls run side by side,
@@ -97,7 +112,12 @@ interface Review { paymentId: string; orderId: string; reason: string }
  * another run). One payment that cannot be read, charged or recorded (a fault) fails alone and is
  * logged; the rest of the batch goes on.
  */
-export async function chargeMany(db: Db, provider: PaymentProvider, paymentIds: string[], options: ChargeOptions = {}): Promise<Map<string, Error>> {
+export async function chargeMany(
+  db: Db,
+  provider: PaymentProvider,
+  paymentIds: string[],
+  options: ChargeOptions = {},
+): Promise<Map<string, Error>> {
   const { verdicts, retry } = await chargePayments(db, provider, paymentIds, options);
   const fault = (paymentId: string, err: unknown) => {
     retry.set(paymentId, err instanceof Error ? err : new Error(String(err)));
@@ -113,17 +133,24 @@ export async function chargeMany(db: Db, provider: PaymentProvider, paymentIds: 
       if (verdicts.length === 1) fault(verdicts[0]!.payment.id, err);
       else {
         // Said, so that a batch that always falls back (a bug, not one bad payment) is seen.
-        options.log?.warn({ err, payments: verdicts.length }, 'could not record a batch of charge outcomes; recording each alone');
+        options.log?.warn(
+          { err, payments: verdicts.length },
+          'could not record a batch of charge outcomes; recording each alone',
+        );
         for (const verdict of verdicts) {
           try {
-            reviews.push(...await db.transaction((tx) => recordCharges(tx, [verdict])));
+            reviews.push(...(await db.transaction((tx) => recordCharges(tx, [verdict]))));
           } catch (e) {
             fault(verdict.payment.id, e);
           }
         }
       }
     }
-    for (const r of reviews) options.log?.error({ paymentId: r.paymentId, orderId: r.orderId, reason: r.reason }, 'a payment needs an operator\'s review');
+    for (const r of reviews)
+      options.log?.error(
+        { paymentId: r.paymentId, orderId: r.orderId, reason: r.reason },
+        "a payment needs an operator's review",
+      );
   }
   return retry;
 }
@@ -139,35 +166,79 @@ export async function chargeMany(db: Db, provider: PaymentProvider, paymentIds: 
  * Answers the payments that need an operator's review.
  */
 async function recordCharges(tx: Tx, verdicts: ChargeVerdict[]): Promise<Review[]> {
-  const current = new Map((await repo.lockOrders(tx, [...new Set(verdicts.map((v) => v.payment.order_id))])).map((o) => [o.id, o]));
+  const current = new Map(
+    (await repo.lockOrders(tx, [...new Set(verdicts.map((v) => v.payment.order_id))])).map((o) => [o.id, o]),
+  );
   const settled = await settleCharges(tx, verdicts);
   if (settled.length === 0) return [];
   const captured = settled.filter((p) => p.status === 'succeeded');
-  await postCaptures(tx, captured.filter((p) => p.amount > 0).map((p) => ({ orderId: p.order_id, paymentId: p.id, amount: p.amount, currency: p.currency })));
+  await postCaptures(
+    tx,
+    captured
+      .filter((p) => p.amount > 0)
+      .map((p) => ({ orderId: p.order_id, paymentId: p.id, amount: p.amount, currency: p.currency })),
+  );
 
   const orderStatus = (p: PaymentRow) => current.get(p.order_id)?.status;
   const wasPending = (p: PaymentRow) => orderStatus(p) === 'pending_payment';
-  const paid = await repo.transitionOrders(tx, captured.filter(wasPending).map((p) => p.order_id), 'paid');
-  const failed = await repo.transitionOrders(tx, settled.filter((p) => p.status === 'failed' && wasPending(p)).map((p) => p.order_id), 'payment_failed');
-  const lines = await repo.linesOf(tx, [...paid, ...failed].map((o) => o.id));
+  const paid = await repo.transitionOrders(
+    tx,
+    captured.filter(wasPending).map((p) => p.order_id),
+    'paid',
+  );
+  const failed = await repo.transitionOrders(
+    tx,
+    settled.filter((p) => p.status === 'failed' && wasPending(p)).map((p) => p.order_id),
+    'payment_failed',
+  );
+  const lines = await repo.linesOf(
+    tx,
+    [...paid, ...failed].map((o) => o.id),
+  );
   const linesOf = (orderId: string) => lines.filter((l) => l.order_id === orderId);
-  await publishOrderEvents(tx, 'order.paid', paid.map((order) => ({ order, lines: linesOf(order.id) })));
-  await publishOrderEvents(tx, 'order.payment_failed', failed.map((order) => ({ order, lines: linesOf(order.id) })));
+  await publishOrderEvents(
+    tx,
+    'order.paid',
+    paid.map((order) => ({ order, lines: linesOf(order.id) })),
+  );
+  await publishOrderEvents(
+    tx,
+    'order.payment_failed',
+    failed.map((order) => ({ order, lines: linesOf(order.id) })),
+  );
   // Cancelled while the charge was in flight (the cancel released the stock): refunded in full.
   for (const p of captured.filter((c) => orderStatus(c) === 'cancelled')) await requestRefund(tx, p.order_id);
   // A capture for an order in any other state (paid, failed or fulfilled already: no path of ours
   // leads here) is recorded as what happened, and left to an operator rather than refunded: a
   // refund could return the money of an order that was paid and shipped.
-  const unexpected = captured.filter((c) => !wasPending(c) && orderStatus(c) !== 'cancelled')
-    .map((p) => ({ paymentId: p.id, orderId: p.order_id, reason: `captured while its order was ${orderStatus(p) ?? 'missing'}` }));
-  await flagForReview(tx, unexpected.map((r) => ({ id: r.paymentId, reason: r.reason })));
+  const unexpected = captured
+    .filter((c) => !wasPending(c) && orderStatus(c) !== 'cancelled')
+    .map((p) => ({
+      paymentId: p.id,
+      orderId: p.order_id,
+      reason: `captured while its order was ${orderStatus(p) ?? 'missing'}`,
+    }));
+  await flagForReview(
+    tx,
+    unexpected.map((r) => ({ id: r.paymentId, reason: r.reason })),
+  );
   await settleReservations(tx, [
-    ...paid.flatMap((o) => linesOf(o.id).map((l) => ({ orderId: o.id, sku: l.sku, quantity: l.quantity, kind: 'sale' as const }))),
-    ...failed.flatMap((o) => linesOf(o.id).map((l) => ({ orderId: o.id, sku: l.sku, quantity: l.quantity, kind: 'release' as const }))),
+    ...paid.flatMap((o) =>
+      linesOf(o.id).map((l) => ({ orderId: o.id, sku: l.sku, quantity: l.quantity, kind: 'sale' as const })),
+    ),
+    ...failed.flatMap((o) =>
+      linesOf(o.id).map((l) => ({ orderId: o.id, sku: l.sku, quantity: l.quantity, kind: 'release' as const })),
+    ),
   ]);
-  const mismatched = new Map(verdicts.flatMap(({ payment, result }) => (result.status === 'mismatch' ? [[payment.id, result.detail] as const] : [])));
+  const mismatched = new Map(
+    verdicts.flatMap(({ payment, result }) =>
+      result.status === 'mismatch' ? [[payment.id, result.detail] as const] : [],
+    ),
+  );
   return [
-    ...settled.filter((p) => mismatched.has(p.id)).map((p) => ({ paymentId: p.id, orderId: p.order_id, reason: mismatched.get(p.id)! })),
+    ...settled
+      .filter((p) => mismatched.has(p.id))
+      .map((p) => ({ paymentId: p.id, orderId: p.order_id, reason: mismatched.get(p.id)! })),
     ...unexpected,
   ];
 }
@@ -176,13 +247,32 @@ async function recordCharges(tx: Tx, verdicts: ChargeVerdict[]): Promise<Review[
  * The refund jobs' handler: sends the refund (payments/service.ts) and records its outcome: the
  * refund and payment rows and, when the money went back, the ledger's refund, in one transaction.
  */
-export async function refundOnce(db: Db, provider: PaymentProvider, refundId: string, options: { log?: JobLog } = {}): Promise<void> {
+export async function refundOnce(
+  db: Db,
+  provider: PaymentProvider,
+  refundId: string,
+  options: { log?: JobLog } = {},
+): Promise<void> {
   const verdict = await sendRefund(db, provider, refundId);
   if (!verdict) return;
   const { refund, result, mismatch } = verdict;
   await db.transaction(async (tx) => {
-    if (await settleRefund(tx, verdict)) await postRefund(tx, { orderId: refund.order_id, paymentId: refund.payment_id, amount: refund.amount, currency: refund.currency });
+    if (await settleRefund(tx, verdict))
+      await postRefund(tx, {
+        orderId: refund.order_id,
+        paymentId: refund.payment_id,
+        amount: refund.amount,
+        currency: refund.currency,
+      });
   });
-  if (mismatch) options.log?.error({ refundId, paymentId: refund.payment_id, reason: mismatch }, 'a payment needs an operator\'s review');
-  else if (result.status === 'declined') options.log?.warn({ refundId, paymentId: refund.payment_id, reason: result.reason, detail: result.detail }, 'the processor declined a refund');
+  if (mismatch)
+    options.log?.error(
+      { refundId, paymentId: refund.payment_id, reason: mismatch },
+      "a payment needs an operator's review",
+    );
+  else if (result.status === 'declined')
+    options.log?.warn(
+      { refundId, paymentId: refund.payment_id, reason: result.reason, detail: result.detail },
+      'the processor declined a refund',
+    );
 }

@@ -15,7 +15,14 @@ import type { Db, Tx } from '../../platform/db.ts';
 import type { Principal } from '../../platform/auth.ts';
 import { newId } from '../../platform/ids.ts';
 import { inBatchSpan } from '../../platform/tracing.ts';
-import { claimKeys, failureOutcome, priorOutcomes, storeOutcomes, type KeyedRequest, type Outcome } from '../../platform/idempotency.ts';
+import {
+  claimKeys,
+  failureOutcome,
+  priorOutcomes,
+  storeOutcomes,
+  type KeyedRequest,
+  type Outcome,
+} from '../../platform/idempotency.ts';
 import { AppError, type FieldError } from '../../errors.ts';
 import { lockPricedStock, outOfStock, reserveForOrders, type PricedSku } from '../catalog/inventory.ts';
 import { requestCharges } from '../payments/outbox.ts';
@@ -30,14 +37,23 @@ export interface PlaceOrderInput {
 }
 
 export interface OrderRequest {
-  keyed: KeyedRequest; principal: Principal; input: PlaceOrderInput;
+  keyed: KeyedRequest;
+  principal: Principal;
+  input: PlaceOrderInput;
   /** The request's trace (tracing on): its order's charge job joins it. */
   traceparent?: string | undefined;
 }
 
-export interface Answer { outcome: Outcome; replayed: boolean }
+export interface Answer {
+  outcome: Outcome;
+  replayed: boolean;
+}
 
-export interface MergedLine { sku: string; quantity: number; firstIndex: number }
+export interface MergedLine {
+  sku: string;
+  quantity: number;
+  firstIndex: number;
+}
 
 /** Lines naming the same SKU become one line with the summed quantity, in first-seen order. */
 export function mergeLines(lines: { sku: string; quantity: number }[]): MergedLine[] {
@@ -52,11 +68,18 @@ export function mergeLines(lines: { sku: string; quantity: number }[]): MergedLi
 
 export function checkLimits(lines: MergedLine[]): AppError | null {
   if (lines.length > limits.linesPerOrder) {
-    return new AppError('limit_exceeded', `An order may name at most ${limits.linesPerOrder} SKUs`, { errors: [{ path: '/lines', message: `at most ${limits.linesPerOrder} distinct SKUs` }] });
+    return new AppError('limit_exceeded', `An order may name at most ${limits.linesPerOrder} SKUs`, {
+      errors: [{ path: '/lines', message: `at most ${limits.linesPerOrder} distinct SKUs` }],
+    });
   }
   const tooMany = lines.filter((l) => l.quantity > limits.quantityPerLine);
   if (tooMany.length > 0) {
-    return new AppError('limit_exceeded', `At most ${limits.quantityPerLine} units of one SKU per order`, { errors: tooMany.map((l) => ({ path: `/lines/${l.firstIndex}/quantity`, message: `at most ${limits.quantityPerLine}` })) });
+    return new AppError('limit_exceeded', `At most ${limits.quantityPerLine} units of one SKU per order`, {
+      errors: tooMany.map((l) => ({
+        path: `/lines/${l.firstIndex}/quantity`,
+        message: `at most ${limits.quantityPerLine}`,
+      })),
+    });
   }
   return null;
 }
@@ -66,26 +89,45 @@ export function checkLimits(lines: MergedLine[]): AppError | null {
  * of at most maxOrderTotal < 2^53, hence exact (src/limits.ts). A price stored before those bounds could
  * take a total past them; rounding is monotonic, so such a total still compares as too large.
  */
-export function orderTotal(lines: { sku: string; quantity: number }[], prices: ReadonlyMap<string, Pick<PricedSku, 'price_amount'>>): number {
+export function orderTotal(
+  lines: { sku: string; quantity: number }[],
+  prices: ReadonlyMap<string, Pick<PricedSku, 'price_amount'>>,
+): number {
   return lines.reduce((sum, l) => sum + prices.get(l.sku)!.price_amount * l.quantity, 0);
 }
 
 /** A line an order could not have: what it asked, what was left for it, and where it is in the request. */
-export interface ShortLine { sku: string; quantity: number; available: number; index: number }
+export interface ShortLine {
+  sku: string;
+  quantity: number;
+  available: number;
+  index: number;
+}
 
 /**
  * The stock allocation of a batch: the orders take what they need in arrival order, all of an
  * order's lines or none; an order that does not fit takes nothing and leaves what it asked for to
  * the orders after it. available (per SKU) is what the locked rows had; it is not changed.
  */
-export function allocateStock<T extends { lines: MergedLine[] }>(orders: T[], available: ReadonlyMap<string, number>): { placed: T[]; refused: { order: T; short: ShortLine[] }[] } {
+export function allocateStock<T extends { lines: MergedLine[] }>(
+  orders: T[],
+  available: ReadonlyMap<string, number>,
+): { placed: T[]; refused: { order: T; short: ShortLine[] }[] } {
   const left = new Map(available);
   const placed: T[] = [];
   const refused: { order: T; short: ShortLine[] }[] = [];
   for (const order of orders) {
     const short = order.lines.filter((l) => (left.get(l.sku) ?? 0) < l.quantity);
     if (short.length > 0) {
-      refused.push({ order, short: short.map((l) => ({ sku: l.sku, quantity: l.quantity, available: left.get(l.sku) ?? 0, index: l.firstIndex })) });
+      refused.push({
+        order,
+        short: short.map((l) => ({
+          sku: l.sku,
+          quantity: l.quantity,
+          available: left.get(l.sku) ?? 0,
+          index: l.firstIndex,
+        })),
+      });
       continue;
     }
     for (const l of order.lines) left.set(l.sku, left.get(l.sku)! - l.quantity);
@@ -96,11 +138,19 @@ export function allocateStock<T extends { lines: MergedLine[] }>(orders: T[], av
 
 /** The order against the catalog: unknown SKUs, mixed currencies or a total beyond bounds refuse it (stock is step 3 of placeOrders). */
 function checkAgainstCatalog(lines: MergedLine[], prices: Map<string, PricedSku>): AppError | null {
-  const unknown: FieldError[] = lines.filter((l) => !prices.get(l.sku)?.active).map((l) => ({ path: `/lines/${l.firstIndex}/sku`, message: `unknown SKU ${l.sku}` }));
-  if (unknown.length > 0) return new AppError('unknown_sku', unknown.map((u) => u.message).join('; '), { errors: unknown });
+  const unknown: FieldError[] = lines
+    .filter((l) => !prices.get(l.sku)?.active)
+    .map((l) => ({ path: `/lines/${l.firstIndex}/sku`, message: `unknown SKU ${l.sku}` }));
+  if (unknown.length > 0)
+    return new AppError('unknown_sku', unknown.map((u) => u.message).join('; '), { errors: unknown });
   const currencies = new Set(lines.map((l) => prices.get(l.sku)!.currency));
-  if (currencies.size > 1) return new AppError('currency_mismatch', `The lines are priced in ${[...currencies].sort().join(' and ')}; an order has one currency`);
-  if (orderTotal(lines, prices) > maxOrderTotal) return new AppError('limit_exceeded', `An order may total at most ${maxOrderTotal} minor units`);
+  if (currencies.size > 1)
+    return new AppError(
+      'currency_mismatch',
+      `The lines are priced in ${[...currencies].sort().join(' and ')}; an order has one currency`,
+    );
+  if (orderTotal(lines, prices) > maxOrderTotal)
+    return new AppError('limit_exceeded', `An order may total at most ${maxOrderTotal} minor units`);
   return null;
 }
 
@@ -118,10 +168,21 @@ export async function placeOrders(tx: Tx, requests: OrderRequest[]): Promise<Ans
   };
 
   // 1. Keys: a key already used answers what it answered then (or why it cannot).
-  const claimed = await claimKeys(tx, requests.map((r) => r.keyed));
+  const claimed = await claimKeys(
+    tx,
+    requests.map((r) => r.keyed),
+  );
   const taken = requests.flatMap((r, i) => (claimed[i] ? [] : [i]));
-  (await priorOutcomes(tx, taken.map((i) => requests[i]!.keyed))).forEach((prior, n) => {
-    answers[taken[n]!] = prior instanceof AppError ? { outcome: failureOutcome(prior), replayed: false } : { outcome: prior, replayed: true };
+  (
+    await priorOutcomes(
+      tx,
+      taken.map((i) => requests[i]!.keyed),
+    )
+  ).forEach((prior, n) => {
+    answers[taken[n]!] =
+      prior instanceof AppError
+        ? { outcome: failureOutcome(prior), replayed: false }
+        : { outcome: prior, replayed: true };
   });
 
   // 2. Each new order against the limits and the catalog (prices are frozen on its lines).
@@ -133,7 +194,12 @@ export async function placeOrders(tx: Tx, requests: OrderRequest[]): Promise<Ans
   });
   // The same statement locks the stock rows that have something available: they stay locked from
   // here to the commit (one round trip less than reading, then locking).
-  const prices = new Map((pending.length ? await lockPricedStock(tx, [...new Set(pending.flatMap((p) => p.lines.map((l) => l.sku)))]) : []).map((p) => [p.sku, p]));
+  const prices = new Map(
+    (pending.length
+      ? await lockPricedStock(tx, [...new Set(pending.flatMap((p) => p.lines.map((l) => l.sku)))])
+      : []
+    ).map((p) => [p.sku, p]),
+  );
   pending = pending.filter((p) => {
     const refused = checkAgainstCatalog(p.lines, prices);
     if (refused) refuse(p.i, refused);
@@ -148,19 +214,37 @@ export async function placeOrders(tx: Tx, requests: OrderRequest[]): Promise<Ans
 
   // 4. The writes, one statement each for the whole batch: orders and lines, payments and their
   // charge jobs, events, reservations; then every answer under its key.
-  const placed = await repo.insertOrders(tx, pending.map((p) => {
-    const lines = p.lines.map((l) => ({ sku: l.sku, quantity: l.quantity, unitAmount: prices.get(l.sku)!.price_amount }));
-    const total = orderTotal(p.lines, prices);
-    // Checked above; asserted where the sum is made, so a change of the bounds cannot round silently.
-    if (!Number.isSafeInteger(total) || total > maxOrderTotal) throw new Error(`order total ${total} is beyond ${maxOrderTotal}`);
-    return {
-      id: newId('ord'), customerId: p.request.principal.userId, currency: prices.get(p.lines[0]!.sku)!.currency,
-      total, paymentToken: p.request.input.payment.token, lines,
-    };
-  }));
-  await requestCharges(tx, placed.map((p, n) => ({ ...p.order, traceparent: pending[n]!.request.traceparent })));
+  const placed = await repo.insertOrders(
+    tx,
+    pending.map((p) => {
+      const lines = p.lines.map((l) => ({
+        sku: l.sku,
+        quantity: l.quantity,
+        unitAmount: prices.get(l.sku)!.price_amount,
+      }));
+      const total = orderTotal(p.lines, prices);
+      // Checked above; asserted where the sum is made, so a change of the bounds cannot round silently.
+      if (!Number.isSafeInteger(total) || total > maxOrderTotal)
+        throw new Error(`order total ${total} is beyond ${maxOrderTotal}`);
+      return {
+        id: newId('ord'),
+        customerId: p.request.principal.userId,
+        currency: prices.get(p.lines[0]!.sku)!.currency,
+        total,
+        paymentToken: p.request.input.payment.token,
+        lines,
+      };
+    }),
+  );
+  await requestCharges(
+    tx,
+    placed.map((p, n) => ({ ...p.order, traceparent: pending[n]!.request.traceparent })),
+  );
   await publishOrderEvents(tx, 'order.created', placed);
-  await reserveForOrders(tx, placed.flatMap((p) => p.lines.map((l) => ({ orderId: p.order.id, sku: l.sku, quantity: l.quantity }))));
+  await reserveForOrders(
+    tx,
+    placed.flatMap((p) => p.lines.map((l) => ({ orderId: p.order.id, sku: l.sku, quantity: l.quantity }))),
+  );
   placed.forEach((p, n) => {
     const i = pending[n]!.i;
     answers[i] = { outcome: { status: 201, body: orderView(p.order, p.lines) }, replayed: false };
@@ -170,7 +254,11 @@ export async function placeOrders(tx: Tx, requests: OrderRequest[]): Promise<Ans
   return answers;
 }
 
-interface Waiting { request: OrderRequest; resolve: (answer: Answer) => void; reject: (err: unknown) => void }
+interface Waiting {
+  request: OrderRequest;
+  resolve: (answer: Answer) => void;
+  reject: (err: unknown) => void;
+}
 
 export interface OrderPlacer {
   /** Places the order (with whatever else is waiting) and answers it. */
@@ -182,7 +270,10 @@ export interface OrderPlacer {
  * connection); maxBatch: orders per transaction. onPlaced runs after a commit that placed orders
  * (to wake the payment workers).
  */
-export function orderPlacer(db: Db, options: { concurrency: number; maxBatch: number; onPlaced?: () => void }): OrderPlacer {
+export function orderPlacer(
+  db: Db,
+  options: { concurrency: number; maxBatch: number; onPlaced?: () => void },
+): OrderPlacer {
   const waiting: Waiting[] = [];
   let running = 0;
 
@@ -194,7 +285,10 @@ export function orderPlacer(db: Db, options: { concurrency: number; maxBatch: nu
     for (let i = 0; i < waiting.length && batch.length < options.maxBatch;) {
       const w = waiting[i]!;
       const key = `${w.request.keyed.principalId}\0${w.request.keyed.key}`;
-      if (keys.has(key)) { i++; continue; }
+      if (keys.has(key)) {
+        i++;
+        continue;
+      }
       keys.add(key);
       batch.push(w);
       waiting.splice(i, 1);
@@ -206,7 +300,17 @@ export function orderPlacer(db: Db, options: { concurrency: number; maxBatch: nu
     let answers: Answer[];
     try {
       // One span for the shared transaction (tracing on): a child of the first request, linked to the others.
-      answers = await inBatchSpan('place orders', batch.map((w) => w.request.traceparent), () => db.transaction((tx) => placeOrders(tx, batch.map((w) => w.request))));
+      answers = await inBatchSpan(
+        'place orders',
+        batch.map((w) => w.request.traceparent),
+        () =>
+          db.transaction((tx) =>
+            placeOrders(
+              tx,
+              batch.map((w) => w.request),
+            ),
+          ),
+      );
     } catch (err) {
       if (batch.length === 1) return batch[0]!.reject(err);
       await Promise.all(batch.map((w) => run([w])));
@@ -229,9 +333,10 @@ export function orderPlacer(db: Db, options: { concurrency: number; maxBatch: nu
   };
 
   return {
-    place: (request) => new Promise<Answer>((resolve, reject) => {
-      waiting.push({ request, resolve, reject });
-      pump();
-    }),
+    place: (request) =>
+      new Promise<Answer>((resolve, reject) => {
+        waiting.push({ request, resolve, reject });
+        pump();
+      }),
   };
 }

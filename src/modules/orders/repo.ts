@@ -5,12 +5,33 @@ import { firstIdAt } from '../../platform/ids.ts';
 import { statesLeadingTo, type Status } from './state-machine.ts';
 
 export interface OrderRow {
-  id: string; customer_id: string; status: Status; currency: string; total_amount: number;
-  payment_method: string; payment_token: string; created_at: Date; updated_at: Date;
+  id: string;
+  customer_id: string;
+  status: Status;
+  currency: string;
+  total_amount: number;
+  payment_method: string;
+  payment_token: string;
+  created_at: Date;
+  updated_at: Date;
 }
-export interface LineRow { order_id: string; line_no: number; sku: string; quantity: number; unit_amount: number; total_amount: number }
+export interface LineRow {
+  order_id: string;
+  line_no: number;
+  sku: string;
+  quantity: number;
+  unit_amount: number;
+  total_amount: number;
+}
 
-export interface NewOrder { id: string; customerId: string; currency: string; total: number; paymentToken: string; lines: { sku: string; quantity: number; unitAmount: number }[] }
+export interface NewOrder {
+  id: string;
+  customerId: string;
+  currency: string;
+  total: number;
+  paymentToken: string;
+  lines: { sku: string; quantity: number; unitAmount: number }[];
+}
 
 /** Several orders and their lines in one statement (a batch of placed orders); answers the rows. */
 export async function insertOrders(tx: Tx, orders: NewOrder[]): Promise<{ order: OrderRow; lines: LineRow[] }[]> {
@@ -29,8 +50,16 @@ export async function insertOrders(tx: Tx, orders: NewOrder[]): Promise<{ order:
      h AS (INSERT INTO order_status_changes (order_id, from_status, to_status, created_at) SELECT id, NULL, 'pending_payment', created_at FROM o)
      SELECT id, created_at, updated_at FROM o`,
     [
-      orders.map((o) => o.id), orders.map((o) => o.customerId), orders.map((o) => o.currency), orders.map((o) => o.total), orders.map((o) => o.paymentToken),
-      lines.map((l) => l.orderId), lines.map((l) => l.lineNo), lines.map((l) => l.sku), lines.map((l) => l.quantity), lines.map((l) => l.unitAmount),
+      orders.map((o) => o.id),
+      orders.map((o) => o.customerId),
+      orders.map((o) => o.currency),
+      orders.map((o) => o.total),
+      orders.map((o) => o.paymentToken),
+      lines.map((l) => l.orderId),
+      lines.map((l) => l.lineNo),
+      lines.map((l) => l.sku),
+      lines.map((l) => l.quantity),
+      lines.map((l) => l.unitAmount),
     ],
   );
   const stampOf = new Map(stamps.map((s) => [s.id, s]));
@@ -38,10 +67,24 @@ export async function insertOrders(tx: Tx, orders: NewOrder[]): Promise<{ order:
     const stamp = stampOf.get(o.id)!;
     return {
       order: {
-        id: o.id, customer_id: o.customerId, status: 'pending_payment', currency: o.currency, total_amount: o.total,
-        payment_method: 'card', payment_token: o.paymentToken, created_at: stamp.created_at, updated_at: stamp.updated_at,
+        id: o.id,
+        customer_id: o.customerId,
+        status: 'pending_payment',
+        currency: o.currency,
+        total_amount: o.total,
+        payment_method: 'card',
+        payment_token: o.paymentToken,
+        created_at: stamp.created_at,
+        updated_at: stamp.updated_at,
       },
-      lines: o.lines.map((l, i) => ({ order_id: o.id, line_no: i + 1, sku: l.sku, quantity: l.quantity, unit_amount: l.unitAmount, total_amount: l.unitAmount * l.quantity })),
+      lines: o.lines.map((l, i) => ({
+        order_id: o.id,
+        line_no: i + 1,
+        sku: l.sku,
+        quantity: l.quantity,
+        unit_amount: l.unitAmount,
+        total_amount: l.unitAmount * l.quantity,
+      })),
     };
   });
 }
@@ -90,14 +133,21 @@ export function transitionOrders(tx: Tx, ids: string[], to: Status): Promise<Ord
 }
 
 export function linesOf(db: Queryable, orderIds: string[]): Promise<LineRow[]> {
-  return db.query<LineRow>('SELECT * FROM order_lines WHERE order_id = ANY($1::text[]) ORDER BY order_id, line_no', [orderIds]);
+  return db.query<LineRow>('SELECT * FROM order_lines WHERE order_id = ANY($1::text[]) ORDER BY order_id, line_no', [
+    orderIds,
+  ]);
 }
 
 const clockSlackMs = 3_600_000;
 
 export interface OrderFilter {
-  customerId: string | null; status: Status | null; id: string | null;
-  createdFrom: Date | null; createdTo: Date | null; after: string | null; limit: number;
+  customerId: string | null;
+  status: Status | null;
+  id: string | null;
+  createdFrom: Date | null;
+  createdTo: Date | null;
+  after: string | null;
+  limit: number;
 }
 
 /**
@@ -107,7 +157,10 @@ export interface OrderFilter {
 export function listOrders(db: Queryable, f: OrderFilter): Promise<OrderRow[]> {
   const where: string[] = [];
   const params: unknown[] = [];
-  const add = (clause: string, value: unknown) => { params.push(value); where.push(clause.replace('?', `$${params.length}`)); };
+  const add = (clause: string, value: unknown) => {
+    params.push(value);
+    where.push(clause.replace('?', `$${params.length}`));
+  };
   if (f.customerId !== null) add('customer_id = ?', f.customerId);
   if (f.status !== null) add('status = ?', f.status);
   if (f.id !== null) add('id = ?', f.id);
@@ -115,8 +168,14 @@ export function listOrders(db: Queryable, f: OrderFilter): Promise<OrderRow[]> {
   // primary key from where the range starts rather than every newer order. The ids are made by the
   // application's clock and created_at by the database's: an hour of slack either way covers any
   // difference between the two, and created_at decides.
-  if (f.createdFrom !== null) { add('created_at >= ?', f.createdFrom); add('id >= ?', firstIdAt('ord', f.createdFrom.getTime() - clockSlackMs)); }
-  if (f.createdTo !== null) { add('created_at < ?', f.createdTo); add('id < ?', firstIdAt('ord', f.createdTo.getTime() + clockSlackMs)); }
+  if (f.createdFrom !== null) {
+    add('created_at >= ?', f.createdFrom);
+    add('id >= ?', firstIdAt('ord', f.createdFrom.getTime() - clockSlackMs));
+  }
+  if (f.createdTo !== null) {
+    add('created_at < ?', f.createdTo);
+    add('id < ?', firstIdAt('ord', f.createdTo.getTime() + clockSlackMs));
+  }
   if (f.after !== null) add('id < ?', f.after);
   params.push(f.limit + 1);
   return db.query<OrderRow>(
@@ -125,7 +184,11 @@ export function listOrders(db: Queryable, f: OrderFilter): Promise<OrderRow[]> {
   );
 }
 
-export interface StatusChangeRow { from_status: Status | null; to_status: Status; created_at: Date }
+export interface StatusChangeRow {
+  from_status: Status | null;
+  to_status: Status;
+  created_at: Date;
+}
 
 export function statusChangesOf(db: Queryable, orderId: string): Promise<StatusChangeRow[]> {
   return db.query<StatusChangeRow>(
@@ -139,7 +202,12 @@ export function statusChangesOf(db: Queryable, orderId: string): Promise<StatusC
  * conditional UPDATE (so two racing transitions cannot both win). Answers the updated row and the
  * state it left; 404 for no such order (or one `visibleTo` may not see), 409 invalid_state otherwise.
  */
-export async function transitionOrder(tx: Tx, id: string, to: Status, visibleTo: string | null = null): Promise<{ order: OrderRow; from: Status }> {
+export async function transitionOrder(
+  tx: Tx,
+  id: string,
+  to: Status,
+  visibleTo: string | null = null,
+): Promise<{ order: OrderRow; from: Status }> {
   const [row] = await tx.query<OrderRow & { from_status: Status }>(
     `WITH moved AS (
        UPDATE orders o SET status = $2, updated_at = now()
@@ -155,6 +223,7 @@ export async function transitionOrder(tx: Tx, id: string, to: Status, visibleTo:
     return { order, from: from_status };
   }
   const current = await findOrder(tx, id);
-  if (!current || (visibleTo !== null && current.customer_id !== visibleTo)) throw new AppError('not_found', 'No such order');
+  if (!current || (visibleTo !== null && current.customer_id !== visibleTo))
+    throw new AppError('not_found', 'No such order');
   throw new AppError('invalid_state', `An order that is ${current.status} cannot become ${to}`);
 }

@@ -17,20 +17,40 @@ import * as lifecycle from './lifecycle.ts';
 import { orderPlacer } from './place.ts';
 
 /** checkBuyer refuses a principal who may not place orders (accounts' email verification; app.ts wires it). */
-export function ordersRoutes(app: FastifyInstance, { db, batchConcurrency, onCharge, checkBuyer, customerIdOfEmail }: {
-  db: Db; batchConcurrency: number; onCharge?: () => void; checkBuyer?: (principal: Principal) => void; customerIdOfEmail: orders.CustomerIdOfEmail;
-}): void {
+export function ordersRoutes(
+  app: FastifyInstance,
+  {
+    db,
+    batchConcurrency,
+    onCharge,
+    checkBuyer,
+    customerIdOfEmail,
+  }: {
+    db: Db;
+    batchConcurrency: number;
+    onCharge?: () => void;
+    checkBuyer?: (principal: Principal) => void;
+    customerIdOfEmail: orders.CustomerIdOfEmail;
+  },
+): void {
   const r = app.withTypeProvider<TypeBoxTypeProvider>();
   // Orders are written in batches (place.ts), batchConcurrency at a time (PGlite runs one
   // transaction at a time anyway).
-  const placer = orderPlacer(db, { concurrency: db.engine === 'pglite' ? 1 : batchConcurrency, maxBatch: 64, onPlaced: onCharge });
+  const placer = orderPlacer(db, {
+    concurrency: db.engine === 'pglite' ? 1 : batchConcurrency,
+    maxBatch: 64,
+    onPlaced: onCharge,
+  });
 
   r.route({
     ...routeOf(s.placeOrder),
     handler: async (request, reply) => {
       checkBuyer?.(principalOf(request));
       const { outcome, replayed } = await placer.place({
-        keyed: keyedRequestOf(request, { required: true })!, principal: principalOf(request), input: request.body, traceparent: currentTraceparent(),
+        keyed: keyedRequestOf(request, { required: true })!,
+        principal: principalOf(request),
+        input: request.body,
+        traceparent: currentTraceparent(),
       });
       await sendOutcome(reply, outcome, replayed);
     },
@@ -40,10 +60,21 @@ export function ordersRoutes(app: FastifyInstance, { db, batchConcurrency, onCha
     ...routeOf(s.listOrders),
     handler: async (request) => {
       const { limit, cursor, status, customerId, customerEmail, createdFrom, createdTo, id } = request.query;
-      return orders.listOrders(db, principalOf(request), {
-        limit, status: status ?? null, customerId: customerId ?? null, customerEmail: customerEmail ?? null, id: id ?? null, after: decodeCursor(cursor),
-        createdFrom: createdFrom === undefined ? null : new Date(createdFrom), createdTo: createdTo === undefined ? null : new Date(createdTo),
-      }, customerIdOfEmail);
+      return orders.listOrders(
+        db,
+        principalOf(request),
+        {
+          limit,
+          status: status ?? null,
+          customerId: customerId ?? null,
+          customerEmail: customerEmail ?? null,
+          id: id ?? null,
+          after: decodeCursor(cursor),
+          createdFrom: createdFrom === undefined ? null : new Date(createdFrom),
+          createdTo: createdTo === undefined ? null : new Date(createdTo),
+        },
+        customerIdOfEmail,
+      );
     },
   });
 
@@ -54,16 +85,20 @@ export function ordersRoutes(app: FastifyInstance, { db, batchConcurrency, onCha
 
   r.route({
     ...routeOf(s.cancelOrder),
-    handler: (request, reply) => idempotent(db, request, reply, { required: true }, async (tx) => ({
-      status: 200, body: await lifecycle.cancelOrder(tx, principalOf(request), request.params.id),
-    })),
+    handler: (request, reply) =>
+      idempotent(db, request, reply, { required: true }, async (tx) => ({
+        status: 200,
+        body: await lifecycle.cancelOrder(tx, principalOf(request), request.params.id),
+      })),
   });
 
   r.route({
     ...routeOf(s.fulfilOrder),
-    handler: (request, reply) => idempotent(db, request, reply, { required: false }, async (tx) => ({
-      status: 200, body: await lifecycle.fulfilOrder(tx, request.params.id),
-    })),
+    handler: (request, reply) =>
+      idempotent(db, request, reply, { required: false }, async (tx) => ({
+        status: 200,
+        body: await lifecycle.fulfilOrder(tx, request.params.id),
+      })),
   });
 
   r.route({
@@ -74,7 +109,12 @@ export function ordersRoutes(app: FastifyInstance, { db, batchConcurrency, onCha
       const order = await orders.getOrder(db, principal, request.params.id);
       const staff = staffOrAbove(principal.role);
       const payments = await paymentsOfOrder(db, order.id);
-      const refunds = staff ? await refundsOfPayments(db, payments.map((p) => p.id)) : [];
+      const refunds = staff
+        ? await refundsOfPayments(
+            db,
+            payments.map((p) => p.id),
+          )
+        : [];
       return { data: payments.map((p) => paymentView(p, staff, refunds.find((r) => r.payment_id === p.id) ?? null)) };
     },
   });
@@ -93,8 +133,13 @@ export function ordersRoutes(app: FastifyInstance, { db, batchConcurrency, onCha
       const entries = await entriesOfOrder(db, order.id);
       return {
         data: entries.map((e) => ({
-          transactionId: e.transaction_id, kind: e.kind, paymentId: e.payment_id, account: e.account,
-          debit: { amount: e.debit, currency: e.currency }, credit: { amount: e.credit, currency: e.currency }, createdAt: e.created_at.toISOString(),
+          transactionId: e.transaction_id,
+          kind: e.kind,
+          paymentId: e.payment_id,
+          account: e.account,
+          debit: { amount: e.debit, currency: e.currency },
+          credit: { amount: e.credit, currency: e.currency },
+          createdAt: e.created_at.toISOString(),
         })),
       };
     },
@@ -107,7 +152,13 @@ export function ordersRoutes(app: FastifyInstance, { db, batchConcurrency, onCha
       const movements = await movementsOfOrder(db, order.id);
       return {
         data: movements.map((m) => ({
-          sku: m.sku, kind: m.kind, onHandDelta: m.on_hand_delta, reservedDelta: m.reserved_delta, orderId: m.order_id, reason: m.reason, createdAt: m.created_at.toISOString(),
+          sku: m.sku,
+          kind: m.kind,
+          onHandDelta: m.on_hand_delta,
+          reservedDelta: m.reserved_delta,
+          orderId: m.order_id,
+          reason: m.reason,
+          createdAt: m.created_at.toISOString(),
         })),
       };
     },

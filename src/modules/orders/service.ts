@@ -23,14 +23,25 @@ export async function getOrder(db: Queryable, principal: Principal, id: string):
 }
 
 export interface OrderQuery {
-  status: Status | null; customerId: string | null; customerEmail: string | null; createdFrom: Date | null; createdTo: Date | null; id: string | null;
-  after: string | null; limit: number;
+  status: Status | null;
+  customerId: string | null;
+  customerEmail: string | null;
+  createdFrom: Date | null;
+  createdTo: Date | null;
+  id: string | null;
+  after: string | null;
+  limit: number;
 }
 
 /** Finds the account with this email (case ignored); app.ts hands it over from accounts. */
 export type CustomerIdOfEmail = (email: string) => Promise<string | undefined>;
 
-export async function listOrders(db: Queryable, principal: Principal, q: OrderQuery, customerIdOfEmail: CustomerIdOfEmail) {
+export async function listOrders(
+  db: Queryable,
+  principal: Principal,
+  q: OrderQuery,
+  customerIdOfEmail: CustomerIdOfEmail,
+) {
   // A customer's own id always wins over the filters: they see only their orders.
   let customerId = ownerFilter(principal) ?? q.customerId;
   if (q.customerEmail !== null) {
@@ -39,16 +50,39 @@ export async function listOrders(db: Queryable, principal: Principal, q: OrderQu
     if (wanted === undefined || (customerId !== null && wanted !== customerId)) return { data: [], nextCursor: null };
     customerId = wanted;
   }
-  const rows = await repo.listOrders(db, { customerId, status: q.status, id: q.id, createdFrom: q.createdFrom, createdTo: q.createdTo, after: q.after, limit: q.limit });
+  const rows = await repo.listOrders(db, {
+    customerId,
+    status: q.status,
+    id: q.id,
+    createdFrom: q.createdFrom,
+    createdTo: q.createdTo,
+    after: q.after,
+    limit: q.limit,
+  });
   const page = pageOf(rows, q.limit, (o) => o.id);
-  const lines = await repo.linesOf(db, page.data.map((o) => o.id));
-  return { data: page.data.map((o) => orderView(o, lines.filter((l) => l.order_id === o.id))), nextCursor: page.nextCursor };
+  const lines = await repo.linesOf(
+    db,
+    page.data.map((o) => o.id),
+  );
+  return {
+    data: page.data.map((o) =>
+      orderView(
+        o,
+        lines.filter((l) => l.order_id === o.id),
+      ),
+    ),
+    nextCursor: page.nextCursor,
+  };
 }
 
 /** The order's status history (getOrder first: it answers 404 for an order the principal may not see). */
 export async function orderHistory(db: Queryable, principal: Principal, id: string) {
   await getOrder(db, principal, id);
-  return (await repo.statusChangesOf(db, id)).map((c) => ({ from: c.from_status, to: c.to_status, at: c.created_at.toISOString() }));
+  return (await repo.statusChangesOf(db, id)).map((c) => ({
+    from: c.from_status,
+    to: c.to_status,
+    at: c.created_at.toISOString(),
+  }));
 }
 
 /**

@@ -7,7 +7,12 @@ export function orderView(order: OrderRow, lines: LineRow[]): Order {
     id: order.id,
     status: order.status,
     customerId: order.customer_id,
-    lines: lines.map((l) => ({ sku: l.sku, quantity: l.quantity, unitPrice: money(l.unit_amount), total: money(l.total_amount) })),
+    lines: lines.map((l) => ({
+      sku: l.sku,
+      quantity: l.quantity,
+      unitPrice: money(l.unit_amount),
+      total: money(l.total_amount),
+    })),
     total: money(order.total_amount),
     payment: { method: 'card' },
     createdAt: order.created_at.toISOString(),

@@ -11,12 +11,35 @@ export const chargeQueue = 'payments.charge';
 export const refundQueue = 'payments.refund';
 
 /** A pending payment and the job that will charge it, per order: one statement each for the batch. */
-export async function requestCharges(tx: Tx, orders: { id: string; total_amount: number; currency: string; payment_token?: string; traceparent?: string | undefined }[]): Promise<string[]> {
-  const payments = orders.map((o) => ({ id: newId('pay'), orderId: o.id, amount: o.total_amount, currency: o.currency }));
+export async function requestCharges(
+  tx: Tx,
+  orders: {
+    id: string;
+    total_amount: number;
+    currency: string;
+    payment_token?: string;
+    traceparent?: string | undefined;
+  }[],
+): Promise<string[]> {
+  const payments = orders.map((o) => ({
+    id: newId('pay'),
+    orderId: o.id,
+    amount: o.total_amount,
+    currency: o.currency,
+  }));
   await repo.insertPayments(tx, payments);
   // Each charge job joins the trace of the request that placed its order (tracing on); the drill
   // card's has a short retry budget.
-  await enqueueMany(tx, chargeQueue, payments.map((p, i) => ({ data: { paymentId: p.id }, dedupeKey: p.id, traceparent: orders[i]!.traceparent, ...drillRetryBudget(orders[i]!.payment_token) })));
+  await enqueueMany(
+    tx,
+    chargeQueue,
+    payments.map((p, i) => ({
+      data: { paymentId: p.id },
+      dedupeKey: p.id,
+      traceparent: orders[i]!.traceparent,
+      ...drillRetryBudget(orders[i]!.payment_token),
+    })),
+  );
   return payments.map((p) => p.id);
 }
 
@@ -24,6 +47,11 @@ export async function requestCharges(tx: Tx, orders: { id: string; total_amount:
 export async function requestRefund(tx: Tx, orderId: string): Promise<void> {
   const payment = await repo.paymentOfOrder(tx, orderId);
   if (!payment || payment.status !== 'succeeded') return;
-  const refundId = await repo.insertRefund(tx, { id: newId('ref'), paymentId: payment.id, amount: payment.amount, currency: payment.currency });
+  const refundId = await repo.insertRefund(tx, {
+    id: newId('ref'),
+    paymentId: payment.id,
+    amount: payment.amount,
+    currency: payment.currency,
+  });
   if (refundId) await enqueue(tx, refundQueue, { refundId }, { dedupeKey: refundId });
 }

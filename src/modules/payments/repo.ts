@@ -2,23 +2,49 @@
 import type { Queryable, Tx } from '../../platform/db.ts';
 
 export interface PaymentRow {
-  id: string; order_id: string; provider: string | null; amount: number; currency: string;
-  status: 'pending' | 'succeeded' | 'failed' | 'refunded'; attempts: number; provider_ref: string | null;
-  failure: string | null; processor_message: string | null; review_reason: string | null; created_at: Date; updated_at: Date;
+  id: string;
+  order_id: string;
+  provider: string | null;
+  amount: number;
+  currency: string;
+  status: 'pending' | 'succeeded' | 'failed' | 'refunded';
+  attempts: number;
+  provider_ref: string | null;
+  failure: string | null;
+  processor_message: string | null;
+  review_reason: string | null;
+  created_at: Date;
+  updated_at: Date;
 }
 
 export interface RefundRow {
-  id: string; payment_id: string; amount: number; currency: string; status: 'pending' | 'succeeded' | 'failed';
-  attempts: number; provider_ref: string | null; failure: string | null; created_at: Date; updated_at: Date;
+  id: string;
+  payment_id: string;
+  amount: number;
+  currency: string;
+  status: 'pending' | 'succeeded' | 'failed';
+  attempts: number;
+  provider_ref: string | null;
+  failure: string | null;
+  created_at: Date;
+  updated_at: Date;
 }
 
 /** Several pending payments in one statement (a batch of placed orders). */
-export async function insertPayments(tx: Tx, payments: { id: string; orderId: string; amount: number; currency: string }[]): Promise<void> {
+export async function insertPayments(
+  tx: Tx,
+  payments: { id: string; orderId: string; amount: number; currency: string }[],
+): Promise<void> {
   if (payments.length === 0) return;
   await tx.query(
     `INSERT INTO payments (id, order_id, amount, currency, status)
      SELECT id, order_id, amount, currency, 'pending' FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[]) AS p(id, order_id, amount, currency)`,
-    [payments.map((p) => p.id), payments.map((p) => p.orderId), payments.map((p) => p.amount), payments.map((p) => p.currency)],
+    [
+      payments.map((p) => p.id),
+      payments.map((p) => p.orderId),
+      payments.map((p) => p.amount),
+      payments.map((p) => p.currency),
+    ],
   );
 }
 
@@ -35,7 +61,10 @@ export async function paymentOfOrder(tx: Tx, orderId: string): Promise<PaymentRo
   return row;
 }
 
-export interface PaymentToCharge extends PaymentRow { order_status: string; payment_token: string }
+export interface PaymentToCharge extends PaymentRow {
+  order_status: string;
+  payment_token: string;
+}
 
 /** Several payments with what charging them needs from their orders (unlocked: a first look). */
 export function paymentsToCharge(db: Queryable, ids: string[]): Promise<PaymentToCharge[]> {
@@ -51,10 +80,20 @@ export function paymentsToCharge(db: Queryable, ids: string[]): Promise<PaymentT
  */
 export async function countChargeAttempts(db: Queryable, ids: string[], provider: string): Promise<void> {
   if (ids.length === 0) return;
-  await db.query(`UPDATE payments SET attempts = attempts + 1, provider = $2, updated_at = now() WHERE id = ANY($1::text[]) AND status = 'pending'`, [ids, provider]);
+  await db.query(
+    `UPDATE payments SET attempts = attempts + 1, provider = $2, updated_at = now() WHERE id = ANY($1::text[]) AND status = 'pending'`,
+    [ids, provider],
+  );
 }
 
-export interface Settlement { id: string; to: 'succeeded' | 'failed'; providerRef?: string; failure?: string; processorMessage?: string; review?: string }
+export interface Settlement {
+  id: string;
+  to: 'succeeded' | 'failed';
+  providerRef?: string;
+  failure?: string;
+  processorMessage?: string;
+  review?: string;
+}
 
 /** Settles pending payments; answers the rows it settled (not those settled before: a job that ran twice). */
 export function settlePayments(tx: Tx, outcomes: Settlement[]): Promise<PaymentRow[]> {
@@ -64,8 +103,14 @@ export function settlePayments(tx: Tx, outcomes: Settlement[]): Promise<PaymentR
             processor_message = o.processor_message, review_reason = coalesce(o.review_reason, p.review_reason), updated_at = now()
        FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[]) AS o(id, status, provider_ref, failure, processor_message, review_reason)
       WHERE p.id = o.id AND p.status = 'pending' RETURNING p.*`,
-    [outcomes.map((o) => o.id), outcomes.map((o) => o.to), outcomes.map((o) => o.providerRef ?? null), outcomes.map((o) => o.failure ?? null),
-      outcomes.map((o) => o.processorMessage ?? null), outcomes.map((o) => o.review ?? null)],
+    [
+      outcomes.map((o) => o.id),
+      outcomes.map((o) => o.to),
+      outcomes.map((o) => o.providerRef ?? null),
+      outcomes.map((o) => o.failure ?? null),
+      outcomes.map((o) => o.processorMessage ?? null),
+      outcomes.map((o) => o.review ?? null),
+    ],
   );
 }
 
@@ -79,11 +124,16 @@ export async function flagForReview(tx: Tx, flags: { id: string; reason: string 
 }
 
 export async function markRefunded(tx: Tx, id: string): Promise<void> {
-  await tx.query(`UPDATE payments SET status = 'refunded', updated_at = now() WHERE id = $1 AND status = 'succeeded'`, [id]);
+  await tx.query(`UPDATE payments SET status = 'refunded', updated_at = now() WHERE id = $1 AND status = 'succeeded'`, [
+    id,
+  ]);
 }
 
 /** At most one refund per payment (a unique index); answers null when one exists. */
-export async function insertRefund(tx: Tx, r: { id: string; paymentId: string; amount: number; currency: string }): Promise<string | null> {
+export async function insertRefund(
+  tx: Tx,
+  r: { id: string; paymentId: string; amount: number; currency: string },
+): Promise<string | null> {
   const rows = await tx.query<{ id: string }>(
     `INSERT INTO refunds (id, payment_id, amount, currency, status) VALUES ($1, $2, $3, $4, 'pending')
      ON CONFLICT (payment_id) DO NOTHING RETURNING id`,
@@ -93,7 +143,10 @@ export async function insertRefund(tx: Tx, r: { id: string; paymentId: string; a
 }
 
 /** A refund with what sending it and recording it need from its payment. */
-export interface RefundToSend extends RefundRow { order_id: string; payment_provider_ref: string | null }
+export interface RefundToSend extends RefundRow {
+  order_id: string;
+  payment_provider_ref: string | null;
+}
 
 export async function findRefund(db: Queryable, id: string): Promise<RefundToSend | undefined> {
   const [row] = await db.query<RefundToSend>(
@@ -104,10 +157,18 @@ export async function findRefund(db: Queryable, id: string): Promise<RefundToSen
 }
 
 export async function countRefundAttempt(db: Queryable, id: string): Promise<void> {
-  await db.query(`UPDATE refunds SET attempts = attempts + 1, updated_at = now() WHERE id = $1 AND status = 'pending'`, [id]);
+  await db.query(
+    `UPDATE refunds SET attempts = attempts + 1, updated_at = now() WHERE id = $1 AND status = 'pending'`,
+    [id],
+  );
 }
 
-export async function settleRefund(tx: Tx, id: string, to: 'succeeded' | 'failed', detail: { providerRef?: string; failure?: string }): Promise<boolean> {
+export async function settleRefund(
+  tx: Tx,
+  id: string,
+  to: 'succeeded' | 'failed',
+  detail: { providerRef?: string; failure?: string },
+): Promise<boolean> {
   const rows = await tx.query(
     `UPDATE refunds SET status = $2, provider_ref = coalesce($3, provider_ref), failure = $4, updated_at = now()
       WHERE id = $1 AND status = 'pending' RETURNING id`,

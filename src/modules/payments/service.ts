@@ -27,7 +27,10 @@ export function refundKey(refundId: string): string {
 }
 
 /** Points around the processor call; only crash tests use them (see failpoints in src/worker.ts). */
-export interface ChargeHooks { beforeCharge?: () => Promise<void>; afterCharge?: () => Promise<void> }
+export interface ChargeHooks {
+  beforeCharge?: () => Promise<void>;
+  afterCharge?: () => Promise<void>;
+}
 
 export interface ChargeOptions extends ChargeHooks {
   /** Where faults and payments that need an operator are logged. */
@@ -53,13 +56,21 @@ const clip = (text: string) => (text.length > 1000 ? `${text.slice(0, 1000)}…`
  * What the processor reports it charged, against what we asked: another amount, currency or order
  * (a PaymentIntent that is not ours) is not a success, whatever its status says. Answers why not.
  */
-function chargeMismatch(payment: repo.PaymentToCharge, result: Extract<ChargeResult, { status: 'succeeded' }>): string | null {
+function chargeMismatch(
+  payment: repo.PaymentToCharge,
+  result: Extract<ChargeResult, { status: 'succeeded' }>,
+): string | null {
   const wrong: string[] = [];
   if (result.charged.amount !== payment.amount || result.charged.currency !== payment.currency) {
-    wrong.push(`charged ${String(result.charged.amount)} ${String(result.charged.currency)} instead of ${payment.amount} ${payment.currency}`);
+    wrong.push(
+      `charged ${String(result.charged.amount)} ${String(result.charged.currency)} instead of ${payment.amount} ${payment.currency}`,
+    );
   }
-  if (result.orderId !== payment.order_id) wrong.push(`for order ${String(result.orderId)} instead of ${payment.order_id}`);
-  return wrong.length === 0 ? null : clip(`the processor answered succeeded (${String(result.providerRef)}) but ${wrong.join(' and ')}`);
+  if (result.orderId !== payment.order_id)
+    wrong.push(`for order ${String(result.orderId)} instead of ${payment.order_id}`);
+  return wrong.length === 0
+    ? null
+    : clip(`the processor answered succeeded (${String(result.providerRef)}) but ${wrong.join(' and ')}`);
 }
 
 /**
@@ -69,7 +80,12 @@ function chargeMismatch(payment: repo.PaymentToCharge, result: Extract<ChargeRes
  * another run). One payment that cannot be read or charged (a fault) fails alone and is logged;
  * the rest of the batch goes on.
  */
-export async function chargePayments(db: Db, provider: PaymentProvider, paymentIds: string[], options: ChargeOptions = {}): Promise<{ verdicts: ChargeVerdict[]; retry: Map<string, Error> }> {
+export async function chargePayments(
+  db: Db,
+  provider: PaymentProvider,
+  paymentIds: string[],
+  options: ChargeOptions = {},
+): Promise<{ verdicts: ChargeVerdict[]; retry: Map<string, Error> }> {
   const retry = new Map<string, Error>();
   const fault = (paymentId: string, err: unknown, what: string) => {
     retry.set(paymentId, asError(err));
@@ -81,31 +97,51 @@ export async function chargePayments(db: Db, provider: PaymentProvider, paymentI
   const toCharge: repo.PaymentToCharge[] = [];
   for (const payment of payments) {
     // Cancelled (or expired) before any charge was tried: nothing to charge, nothing to refund.
-    if (payment.order_status !== 'pending_payment' && payment.attempts === 0) verdicts.push({ payment, result: { status: 'declined', reason: `order ${payment.order_status} before the charge` } });
+    if (payment.order_status !== 'pending_payment' && payment.attempts === 0)
+      verdicts.push({
+        payment,
+        result: { status: 'declined', reason: `order ${payment.order_status} before the charge` },
+      });
     else if (payment.amount === 0) verdicts.push({ payment, result: { status: 'succeeded', providerRef: 'free' } });
     else toCharge.push(payment);
   }
   if (toCharge.length > 0) {
     // Counted before the call: after a crash, attempts > 0 says the processor may have charged,
     // so the next run asks it again (same key) instead of assuming nothing happened.
-    await repo.countChargeAttempts(db, toCharge.map((p) => p.id), provider.name);
+    await repo.countChargeAttempts(
+      db,
+      toCharge.map((p) => p.id),
+      provider.name,
+    );
     await options.beforeCharge?.();
-    const results = await Promise.all(toCharge.map((payment) => provider.charge({
-      idempotencyKey: chargeKey(payment.id),
-      amount: { amount: payment.amount, currency: payment.currency },
-      token: payment.payment_token,
-      orderId: payment.order_id,
-      description: `Engine Room order ${payment.order_id}`,
-    }).catch(asError)));
+    const results = await Promise.all(
+      toCharge.map((payment) =>
+        provider
+          .charge({
+            idempotencyKey: chargeKey(payment.id),
+            amount: { amount: payment.amount, currency: payment.currency },
+            token: payment.payment_token,
+            orderId: payment.order_id,
+            description: `Engine Room order ${payment.order_id}`,
+          })
+          .catch(asError),
+      ),
+    );
     await options.afterCharge?.();
     results.forEach((result, i) => {
       const payment = toCharge[i]!;
       if (result instanceof Error) fault(payment.id, result, 'the payment provider failed the charge');
-      else if (result.status === 'retryable') retry.set(payment.id, new RetryLater(`charge of ${payment.id}: ${result.reason}`));
+      else if (result.status === 'retryable')
+        retry.set(payment.id, new RetryLater(`charge of ${payment.id}: ${result.reason}`));
       else if (result.status === 'declined') verdicts.push({ payment, result });
       else {
         const mismatch = chargeMismatch(payment, result);
-        verdicts.push({ payment, result: mismatch ? { status: 'mismatch', providerRef: clip(String(result.providerRef)), detail: mismatch } : { status: 'succeeded', providerRef: result.providerRef } });
+        verdicts.push({
+          payment,
+          result: mismatch
+            ? { status: 'mismatch', providerRef: clip(String(result.providerRef)), detail: mismatch }
+            : { status: 'succeeded', providerRef: result.providerRef },
+        });
       }
     });
   }
@@ -113,14 +149,18 @@ export async function chargePayments(db: Db, provider: PaymentProvider, paymentI
 }
 
 /** The payments of a batch; when that read fails (one row no number can hold), each is read alone, so only that one fails. */
-async function readPayments(db: Db, ids: string[], fault: (id: string, err: unknown, what: string) => void): Promise<repo.PaymentToCharge[]> {
+async function readPayments(
+  db: Db,
+  ids: string[],
+  fault: (id: string, err: unknown, what: string) => void,
+): Promise<repo.PaymentToCharge[]> {
   try {
     return await repo.paymentsToCharge(db, ids);
   } catch {
     const rows: repo.PaymentToCharge[] = [];
     for (const id of ids) {
       try {
-        rows.push(...await repo.paymentsToCharge(db, [id]));
+        rows.push(...(await repo.paymentsToCharge(db, [id])));
       } catch (e) {
         fault(id, e, 'could not read a payment to charge');
       }
@@ -131,9 +171,23 @@ async function readPayments(db: Db, ids: string[], fault: (id: string, err: unkn
 
 function settlementOf({ payment, result }: ChargeVerdict): repo.Settlement {
   switch (result.status) {
-    case 'succeeded': return { id: payment.id, to: 'succeeded', providerRef: result.providerRef };
-    case 'declined': return { id: payment.id, to: 'failed', failure: result.reason, ...(result.detail ? { processorMessage: clip(result.detail) } : {}) };
-    case 'mismatch': return { id: payment.id, to: 'failed', providerRef: result.providerRef, failure: unconfirmed, review: result.detail };
+    case 'succeeded':
+      return { id: payment.id, to: 'succeeded', providerRef: result.providerRef };
+    case 'declined':
+      return {
+        id: payment.id,
+        to: 'failed',
+        failure: result.reason,
+        ...(result.detail ? { processorMessage: clip(result.detail) } : {}),
+      };
+    case 'mismatch':
+      return {
+        id: payment.id,
+        to: 'failed',
+        providerRef: result.providerRef,
+        failure: unconfirmed,
+        review: result.detail,
+      };
   }
 }
 
@@ -166,9 +220,13 @@ export async function sendRefund(db: Db, provider: PaymentProvider, refundId: st
     amount: { amount: refund.amount, currency: refund.currency },
   });
   if (result.status === 'retryable') throw new RetryLater(`refund ${refundId}: ${result.reason}`);
-  const mismatch = result.status === 'succeeded' && (result.refunded.amount !== refund.amount || result.refunded.currency !== refund.currency)
-    ? clip(`the processor answered refunded (${String(result.providerRef)}) but ${String(result.refunded.amount)} ${String(result.refunded.currency)} instead of ${refund.amount} ${refund.currency}`)
-    : null;
+  const mismatch =
+    result.status === 'succeeded' &&
+    (result.refunded.amount !== refund.amount || result.refunded.currency !== refund.currency)
+      ? clip(
+          `the processor answered refunded (${String(result.providerRef)}) but ${String(result.refunded.amount)} ${String(result.refunded.currency)} instead of ${refund.amount} ${refund.currency}`,
+        )
+      : null;
   return { refund, result, mismatch };
 }
 
@@ -182,7 +240,9 @@ export async function settleRefund(tx: Tx, { refund, result, mismatch }: RefundV
     // Money we owe back and could not return (or cannot tell we did): left visible (refund
     // failed, payment succeeded) for an operator, and the audit reports the cancelled order as
     // not refunded.
-    await repo.settleRefund(tx, refund.id, 'failed', { failure: result.status === 'declined' ? result.reason : 'refund_unconfirmed' });
+    await repo.settleRefund(tx, refund.id, 'failed', {
+      failure: result.status === 'declined' ? result.reason : 'refund_unconfirmed',
+    });
     if (mismatch) await repo.flagForReview(tx, [{ id: refund.payment_id, reason: mismatch }]);
     return false;
   }
@@ -201,13 +261,23 @@ export function paymentView(p: repo.PaymentRow, staff: boolean, refund: repo.Ref
     attempts: p.attempts,
     provider: p.provider,
     failure: p.failure,
-    ...(staff ? {
-      processorMessage: p.processor_message, review: p.review_reason, providerRef: p.provider_ref,
-      refund: refund && {
-        id: refund.id, status: refund.status, amount: { amount: refund.amount, currency: refund.currency }, attempts: refund.attempts,
-        providerRef: refund.provider_ref, failure: refund.failure, createdAt: refund.created_at.toISOString(), updatedAt: refund.updated_at.toISOString(),
-      },
-    } : {}),
+    ...(staff
+      ? {
+          processorMessage: p.processor_message,
+          review: p.review_reason,
+          providerRef: p.provider_ref,
+          refund: refund && {
+            id: refund.id,
+            status: refund.status,
+            amount: { amount: refund.amount, currency: refund.currency },
+            attempts: refund.attempts,
+            providerRef: refund.provider_ref,
+            failure: refund.failure,
+            createdAt: refund.created_at.toISOString(),
+            updatedAt: refund.updated_at.toISOString(),
+          },
+        }
+      : {}),
     createdAt: p.created_at.toISOString(),
     updatedAt: p.updated_at.toISOString(),
   };

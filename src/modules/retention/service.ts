@@ -18,7 +18,11 @@ export interface RetentionOptions {
 }
 
 /** Runs every rule; answers the rows removed per table (tables with none left out). */
-export async function pruneOldRows(db: Queryable, settings: Readonly<RetentionSettings>, options: RetentionOptions): Promise<Record<string, number>> {
+export async function pruneOldRows(
+  db: Queryable,
+  settings: Readonly<RetentionSettings>,
+  options: RetentionOptions,
+): Promise<Record<string, number>> {
   const deadline = Date.now() + (options.budgetMs ?? 4 * 60_000);
   const removed: Record<string, number> = {};
   const goOn = () => !options.signal?.aborted && Date.now() < deadline;

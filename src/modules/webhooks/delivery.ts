@@ -81,7 +81,14 @@ export function webhookQueuesFor(options: WebhookOptions = {}): QueueSpec[] {
   const o = resolved(options);
   // The lease outlasts the request's timeout, so a slow receiver fails by timeout (recorded in the
   // log), not by lease.
-  return [{ name: deliverQueue, retryLimit: o.retryLimit, retryDelaySeconds: o.retryDelaySeconds, leaseSeconds: Math.ceil(o.timeoutMs / 1000) + 60 }];
+  return [
+    {
+      name: deliverQueue,
+      retryLimit: o.retryLimit,
+      retryDelaySeconds: o.retryDelaySeconds,
+      leaseSeconds: Math.ceil(o.timeoutMs / 1000) + 60,
+    },
+  ];
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -107,7 +114,15 @@ export async function dispatchWebhookEvents(db: Db, limit: number = dispatchBatc
   const dispatched = await readFromPosition(db, 'webhook_dispatch_cursor', async (tx, from) => {
     const batch = await repo.readAndMakeDeliveries(tx, from, limit, webhookEventTypes);
     // Each delivery job joins the trace that published its event (tracing on).
-    if (batch.events > 0) await enqueueMany(tx, deliverQueue, batch.made.map(({ traceparent, ...data }) => ({ data: data satisfies DeliverJob, traceparent: traceparent ?? undefined })));
+    if (batch.events > 0)
+      await enqueueMany(
+        tx,
+        deliverQueue,
+        batch.made.map(({ traceparent, ...data }) => ({
+          data: data satisfies DeliverJob,
+          traceparent: traceparent ?? undefined,
+        })),
+      );
     const last = batch.last_tx !== null && batch.last_id !== null ? { tx: batch.last_tx, id: batch.last_id } : null;
     return { events: batch.events, last, result: { events: batch.events, deliveries: batch.made.length } };
   });
@@ -117,7 +132,16 @@ export async function dispatchWebhookEvents(db: Db, limit: number = dispatchBatc
 // ---------------------------------------------------------------------------------------------
 // Sending (signing.ts signs)
 
-interface Outcome { succeeded: boolean; statusCode: number | null; error: string | null; excerpt: string | null; truncated: boolean; startedAt: Date; finishedAt: Date; durationMs: number }
+interface Outcome {
+  succeeded: boolean;
+  statusCode: number | null;
+  error: string | null;
+  excerpt: string | null;
+  truncated: boolean;
+  startedAt: Date;
+  finishedAt: Date;
+  durationMs: number;
+}
 
 function failureOf(err: unknown, timeoutMs: number, jobSignal: AbortSignal): string {
   const e = err as { name?: string; message?: string; code?: string };
@@ -160,7 +184,10 @@ function requestAbort(timeoutMs: number, jobSignal: AbortSignal) {
   };
 }
 
-interface Agents { 'http:': http.Agent; 'https:': https.Agent }
+interface Agents {
+  'http:': http.Agent;
+  'https:': https.Agent;
+}
 
 // Keep-alive connections per destination policy (one pair in production), as fetch would keep them.
 const agentsByPolicy = new Map<Resolve, Map<boolean, Agents>>();
@@ -171,7 +198,12 @@ function agentsFor(resolve: Resolve, allowPrivate: boolean): Agents {
   let agents = byFlag.get(allowPrivate);
   if (!agents) {
     // The agents' connections resolve names through the destination check (net.connect's lookup).
-    const options = { keepAlive: true, scheduling: 'lifo' as const, timeout: 5000, lookup: destinationLookup(resolve, allowPrivate) };
+    const options = {
+      keepAlive: true,
+      scheduling: 'lifo' as const,
+      timeout: 5000,
+      lookup: destinationLookup(resolve, allowPrivate),
+    };
     agents = { 'http:': new http.Agent(options), 'https:': new https.Agent(options) };
     byFlag.set(allowPrivate, agents);
   }
@@ -185,7 +217,11 @@ export const responseExcerptBytes = 2048;
 /** How long to wait for those bytes once the status has come: a slow body does not hold the attempt. */
 const excerptWaitMs = 1000;
 
-interface Answered { statusCode: number; excerpt: string; truncated: boolean }
+interface Answered {
+  statusCode: number;
+  excerpt: string;
+  truncated: boolean;
+}
 
 /** Bytes as text for the log: UTF-8 (invalid sequences replaced) without NUL, which PostgreSQL text cannot hold. */
 function excerptOf(chunks: Buffer[], total: number): { excerpt: string; truncated: boolean } {
@@ -197,39 +233,55 @@ function excerptOf(chunks: Buffer[], total: number): { excerpt: string; truncate
  * Sends the POST and answers the status and the first bytes of the answer's body, once those have
  * come (or the body ended, or excerptWaitMs passed after the headers). The rest is read and dropped.
  */
-function send(target: URL, headers: Record<string, string>, body: string, o: Required<WebhookOptions>, signal: AbortSignal): Promise<Answered> {
+function send(
+  target: URL,
+  headers: Record<string, string>,
+  body: string,
+  o: Required<WebhookOptions>,
+  signal: AbortSignal,
+): Promise<Answered> {
   const refused = o.allowPrivateUrls ? null : literalRefusal(target); // an address is not looked up
   if (refused) return Promise.reject(refused);
   const protocol = target.protocol === 'https:' ? 'https:' : 'http:';
   const agent = agentsFor(o.resolve, o.allowPrivateUrls)[protocol];
   return new Promise((resolve, reject) => {
-    const request = (protocol === 'https:' ? https : http).request(target, {
-      method: 'POST', agent, signal, headers: { ...headers, 'content-length': String(Buffer.byteLength(body)) },
-    }, (res) => {
-      const statusCode = res.statusCode ?? 0;
-      const kept: Buffer[] = [];
-      let received = 0;
-      let answered = false;
-      const answer = () => {
-        if (answered) return;
-        answered = true;
-        clearTimeout(excerptWait);
-        resolve({ statusCode, ...excerptOf(kept, received) });
-      };
-      const excerptWait = setTimeout(answer, excerptWaitMs);
-      // Read the (usually tiny) answer so that its connection can serve the next delivery, within bounds.
-      const cutOff = setTimeout(() => res.destroy(), o.timeoutMs);
-      cutOff.unref();
-      res.on('data', (chunk: Buffer) => {
-        if (received < responseExcerptBytes) kept.push(chunk);
-        received += chunk.length;
-        if (received > responseExcerptBytes) answer();
-        if (received > maxDiscardedBytes) res.destroy();
-      });
-      res.on('end', answer);
-      res.on('close', () => { clearTimeout(cutOff); answer(); });
-      res.on('error', () => {});
-    });
+    const request = (protocol === 'https:' ? https : http).request(
+      target,
+      {
+        method: 'POST',
+        agent,
+        signal,
+        headers: { ...headers, 'content-length': String(Buffer.byteLength(body)) },
+      },
+      (res) => {
+        const statusCode = res.statusCode ?? 0;
+        const kept: Buffer[] = [];
+        let received = 0;
+        let answered = false;
+        const answer = () => {
+          if (answered) return;
+          answered = true;
+          clearTimeout(excerptWait);
+          resolve({ statusCode, ...excerptOf(kept, received) });
+        };
+        const excerptWait = setTimeout(answer, excerptWaitMs);
+        // Read the (usually tiny) answer so that its connection can serve the next delivery, within bounds.
+        const cutOff = setTimeout(() => res.destroy(), o.timeoutMs);
+        cutOff.unref();
+        res.on('data', (chunk: Buffer) => {
+          if (received < responseExcerptBytes) kept.push(chunk);
+          received += chunk.length;
+          if (received > responseExcerptBytes) answer();
+          if (received > maxDiscardedBytes) res.destroy();
+        });
+        res.on('end', answer);
+        res.on('close', () => {
+          clearTimeout(cutOff);
+          answer();
+        });
+        res.on('error', () => {});
+      },
+    );
     request.on('error', reject);
     request.end(body);
   });
@@ -242,7 +294,13 @@ function loggedHeaders(headers: Record<string, string>): Record<string, string> 
   return out;
 }
 
-async function post(url: string, headers: Record<string, string>, body: string, o: Required<WebhookOptions>, jobSignal: AbortSignal): Promise<Outcome> {
+async function post(
+  url: string,
+  headers: Record<string, string>,
+  body: string,
+  o: Required<WebhookOptions>,
+  jobSignal: AbortSignal,
+): Promise<Outcome> {
   const startedAt = new Date();
   const t0 = performance.now();
   let statusCode: number | null = null;
@@ -264,7 +322,16 @@ async function post(url: string, headers: Record<string, string>, body: string, 
   }
   const finishedAt = new Date();
   const succeeded = statusCode !== null && statusCode >= 200 && statusCode < 300;
-  return { succeeded, statusCode, error, excerpt, truncated, startedAt, finishedAt, durationMs: Math.max(0, Math.round(performance.now() - t0)) };
+  return {
+    succeeded,
+    statusCode,
+    error,
+    excerpt,
+    truncated,
+    startedAt,
+    finishedAt,
+    durationMs: Math.max(0, Math.round(performance.now() - t0)),
+  };
 }
 
 function duration(seconds: number): string {
@@ -296,16 +363,31 @@ export async function deliver(db: Db, job: Job<DeliverJob>, options: WebhookOpti
     if (outcome.succeeded) await repo.clearFailureStreak(tx, endpointId);
     else {
       const last = outcome.error ?? `HTTP ${outcome.statusCode}`;
-      disabled = await repo.recordFailure(tx, endpointId, o.disableAfterSeconds, (since) =>
-        `Every delivery failed for more than ${duration(o.disableAfterSeconds)} (since ${since.toISOString()}); the last attempt: ${last}`);
+      disabled = await repo.recordFailure(
+        tx,
+        endpointId,
+        o.disableAfterSeconds,
+        (since) =>
+          `Every delivery failed for more than ${duration(o.disableAfterSeconds)} (since ${since.toISOString()}); the last attempt: ${last}`,
+      );
     }
     const attempt = await repo.countAttempt(tx, endpointId, eventId, round, outcome.succeeded);
     if (attempt === undefined) return false; // the endpoint was deleted meanwhile
     await repo.insertAttempt(tx, {
-      id: newId('whd'), endpoint_id: endpointId, event_id: d.event_id, event_type: d.event_type, attempt,
-      succeeded: outcome.succeeded, status_code: outcome.statusCode, error: outcome.error,
-      duration_ms: outcome.durationMs, started_at: outcome.startedAt, finished_at: outcome.finishedAt,
-      request_headers: loggedHeaders(headers), response_excerpt: outcome.excerpt, response_truncated: outcome.truncated,
+      id: newId('whd'),
+      endpoint_id: endpointId,
+      event_id: d.event_id,
+      event_type: d.event_type,
+      attempt,
+      succeeded: outcome.succeeded,
+      status_code: outcome.statusCode,
+      error: outcome.error,
+      duration_ms: outcome.durationMs,
+      started_at: outcome.startedAt,
+      finished_at: outcome.finishedAt,
+      request_headers: loggedHeaders(headers),
+      response_excerpt: outcome.excerpt,
+      response_truncated: outcome.truncated,
     });
     if (outcome.succeeded) return false;
     // The status is for reading only: a dead-lettered job that an operator retries still runs.
@@ -313,7 +395,10 @@ export async function deliver(db: Db, job: Job<DeliverJob>, options: WebhookOpti
     return !disabled;
   });
   // The message names neither the URL (it may hold a token) nor anything secret.
-  if (retry) throw new Error(`webhook delivery of ${eventId} to ${endpointId} failed (attempt ${job.attempt}): ${outcome.error ?? `HTTP ${outcome.statusCode}`}`);
+  if (retry)
+    throw new Error(
+      `webhook delivery of ${eventId} to ${endpointId} failed (attempt ${job.attempt}): ${outcome.error ?? `HTTP ${outcome.statusCode}`}`,
+    );
 }
 
 // The dispatcher's loop, for queue.wake(); it is not a pg-boss queue.

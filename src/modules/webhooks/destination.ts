@@ -28,7 +28,10 @@ import { isIP, type LookupFunction } from 'node:net';
 import ipaddr from 'ipaddr.js';
 
 /** Resolves a name as dns.lookup does with { all: true }; tests pass their own. */
-export type Resolve = (hostname: string, options: { family?: number; hints?: number }) => Promise<{ address: string; family: number }[]>;
+export type Resolve = (
+  hostname: string,
+  options: { family?: number; hints?: number },
+) => Promise<{ address: string; family: number }[]>;
 
 export const systemResolve: Resolve = (hostname, options) =>
   dns.promises.lookup(hostname, { family: options.family ?? 0, hints: options.hints ?? 0, all: true });
@@ -65,14 +68,16 @@ export function urlProblem(raw: string, allowPrivate: boolean): string | null {
   } catch {
     return 'must be an absolute http:// or https:// URL';
   }
-  if ((url.protocol !== 'http:' && url.protocol !== 'https:') || url.hostname === '') return 'must be an absolute http:// or https:// URL';
+  if ((url.protocol !== 'http:' && url.protocol !== 'https:') || url.hostname === '')
+    return 'must be an absolute http:// or https:// URL';
   if (allowPrivate) return null;
   const host = hostOf(url).toLowerCase();
   if (isIP(host)) {
     const refusal = refusalOf(host);
     return refusal ? `must not point at a ${refusal} address (${host}); webhooks go to public addresses only` : null;
   }
-  if (host === 'localhost' || host.endsWith('.localhost')) return `must not point at ${host}, a loopback name; webhooks go to public addresses only`;
+  if (host === 'localhost' || host.endsWith('.localhost'))
+    return `must not point at ${host}, a loopback name; webhooks go to public addresses only`;
   return null;
 }
 
@@ -86,7 +91,9 @@ export function literalRefusal(url: URL): RefusedDestination | null {
   const host = hostOf(url);
   if (!isIP(host)) return null;
   const refusal = refusalOf(host);
-  return refusal ? new RefusedDestination(`refused: ${host} is a ${refusal} address (WEBHOOK_ALLOW_PRIVATE_URLS is off)`) : null;
+  return refusal
+    ? new RefusedDestination(`refused: ${host} is a ${refusal} address (WEBHOOK_ALLOW_PRIVATE_URLS is off)`)
+    : null;
 }
 
 /**
@@ -96,14 +103,19 @@ export function literalRefusal(url: URL): RefusedDestination | null {
  */
 export function destinationLookup(resolve: Resolve, allowPrivate: boolean): LookupFunction {
   return (hostname, options, callback) => {
-    resolve(hostname, { family: typeof options.family === 'number' ? options.family : 0, hints: options.hints ?? 0 }).then((found) => {
-      if (found.length === 0) throw Object.assign(new Error(`${hostname} has no address`), { code: 'ENOTFOUND' });
-      for (const { address } of allowPrivate ? [] : found) {
-        const refusal = refusalOf(address);
-        if (refusal) throw new RefusedDestination(`refused: ${hostname} resolves to ${address}, a ${refusal} address (WEBHOOK_ALLOW_PRIVATE_URLS is off)`);
-      }
-      if (options.all) callback(null, found);
-      else callback(null, found[0]!.address, found[0]!.family);
-    }).catch((err: NodeJS.ErrnoException) => callback(err, '', 0));
+    resolve(hostname, { family: typeof options.family === 'number' ? options.family : 0, hints: options.hints ?? 0 })
+      .then((found) => {
+        if (found.length === 0) throw Object.assign(new Error(`${hostname} has no address`), { code: 'ENOTFOUND' });
+        for (const { address } of allowPrivate ? [] : found) {
+          const refusal = refusalOf(address);
+          if (refusal)
+            throw new RefusedDestination(
+              `refused: ${hostname} resolves to ${address}, a ${refusal} address (WEBHOOK_ALLOW_PRIVATE_URLS is off)`,
+            );
+        }
+        if (options.all) callback(null, found);
+        else callback(null, found[0]!.address, found[0]!.family);
+      })
+      .catch((err: NodeJS.ErrnoException) => callback(err, '', 0));
   };
 }

@@ -3,30 +3,56 @@ import type { Queryable, Tx } from '../../platform/db.ts';
 import { eventsAfterSql, type OutboxPosition } from '../../platform/outbox.ts';
 
 export interface EndpointRow {
-  id: string; url: string; events: string[]; secret: string; enabled: boolean;
-  failing_since: Date | null; disabled_at: Date | null; disabled_reason: string | null;
-  previous_secret: string | null; previous_secret_expires_at: Date | null; secret_rotated_at: Date | null;
-  last_success_at: Date | null; last_failure_at: Date | null;
-  created_at: Date; updated_at: Date;
+  id: string;
+  url: string;
+  events: string[];
+  secret: string;
+  enabled: boolean;
+  failing_since: Date | null;
+  disabled_at: Date | null;
+  disabled_reason: string | null;
+  previous_secret: string | null;
+  previous_secret_expires_at: Date | null;
+  secret_rotated_at: Date | null;
+  last_success_at: Date | null;
+  last_failure_at: Date | null;
+  created_at: Date;
+  updated_at: Date;
 }
 
 /** An endpoint with the count of deliveries it is failing (tried, not succeeded). */
-export interface EndpointHealthRow extends EndpointRow { failing_deliveries: number }
+export interface EndpointHealthRow extends EndpointRow {
+  failing_deliveries: number;
+}
 
 // Served by the partial index webhook_deliveries_failing (migration 0042).
 const failingDeliveries = `(SELECT count(*)::int FROM webhook_deliveries d
     WHERE d.endpoint_id = w.id AND d.status <> 'succeeded' AND d.attempts > 0) AS failing_deliveries`;
 
 export interface AttemptRow {
-  id: string; endpoint_id: string; event_id: string; event_type: string; attempt: number; succeeded: boolean;
-  status_code: number | null; error: string | null; duration_ms: number; started_at: Date; finished_at: Date;
+  id: string;
+  endpoint_id: string;
+  event_id: string;
+  event_type: string;
+  attempt: number;
+  succeeded: boolean;
+  status_code: number | null;
+  error: string | null;
+  duration_ms: number;
+  started_at: Date;
+  finished_at: Date;
   /** Null on attempts logged before migration 0042. */
-  request_headers: Record<string, string> | null; response_excerpt: string | null; response_truncated: boolean;
+  request_headers: Record<string, string> | null;
+  response_excerpt: string | null;
+  response_truncated: boolean;
 }
 
 export type DeliveryStatus = 'pending' | 'succeeded' | 'failed';
 
-export async function insertEndpoint(db: Queryable, e: { id: string; url: string; events: string[]; secret: string }): Promise<EndpointRow> {
+export async function insertEndpoint(
+  db: Queryable,
+  e: { id: string; url: string; events: string[]; secret: string },
+): Promise<EndpointRow> {
   const [row] = await db.query<EndpointRow>(
     'INSERT INTO webhook_endpoints (id, url, events, secret) VALUES ($1, $2, $3, $4) RETURNING *',
     [e.id, e.url, e.events, e.secret],
@@ -40,7 +66,10 @@ export async function findEndpoint(db: Queryable, id: string): Promise<EndpointR
 }
 
 export async function findEndpointHealth(db: Queryable, id: string): Promise<EndpointHealthRow | undefined> {
-  const [row] = await db.query<EndpointHealthRow>(`SELECT w.*, ${failingDeliveries} FROM webhook_endpoints w WHERE w.id = $1`, [id]);
+  const [row] = await db.query<EndpointHealthRow>(
+    `SELECT w.*, ${failingDeliveries} FROM webhook_endpoints w WHERE w.id = $1`,
+    [id],
+  );
   return row;
 }
 
@@ -57,7 +86,11 @@ export function listEndpoints(db: Queryable, after: string | null, limit: number
  * failure streak (as does a new URL), so that an endpoint just repaired is not disabled again by
  * its next failure.
  */
-export async function updateEndpoint(db: Queryable, id: string, change: { url?: string; events?: string[]; enabled?: boolean }): Promise<EndpointRow | undefined> {
+export async function updateEndpoint(
+  db: Queryable,
+  id: string,
+  change: { url?: string; events?: string[]; enabled?: boolean },
+): Promise<EndpointRow | undefined> {
   const [row] = await db.query<EndpointRow>(
     `UPDATE webhook_endpoints SET
         url = COALESCE($2, url),
@@ -80,7 +113,12 @@ export async function updateEndpoint(db: Queryable, id: string, change: { url?: 
  * period is 0: one statement, under the row's lock, so of two rotations at once the second sees
  * the first's grace period and is refused, and nobody is handed a secret that was already replaced.
  */
-export async function rotateSecret(tx: Tx, id: string, secret: string, gracePeriodSeconds: number): Promise<{ rotated: boolean; row: EndpointRow } | undefined> {
+export async function rotateSecret(
+  tx: Tx,
+  id: string,
+  secret: string,
+  gracePeriodSeconds: number,
+): Promise<{ rotated: boolean; row: EndpointRow } | undefined> {
   const [rotated] = await tx.query<EndpointRow>(
     `UPDATE webhook_endpoints SET
         previous_secret = CASE WHEN $3::int > 0 THEN secret END,
@@ -99,7 +137,11 @@ export async function deleteEndpoint(db: Queryable, id: string): Promise<boolean
   return (await db.query('DELETE FROM webhook_endpoints WHERE id = $1 RETURNING 1', [id])).length > 0;
 }
 
-export function listAttempts(db: Queryable, endpointId: string, opts: { eventId: string | null; after: string | null; limit: number }): Promise<AttemptRow[]> {
+export function listAttempts(
+  db: Queryable,
+  endpointId: string,
+  opts: { eventId: string | null; after: string | null; limit: number },
+): Promise<AttemptRow[]> {
   return db.query<AttemptRow>(
     `SELECT * FROM webhook_delivery_attempts
       WHERE endpoint_id = $1 AND ($2::text IS NULL OR event_id = $2) AND ($3::text IS NULL OR id < $3)
@@ -113,7 +155,9 @@ export function listAttempts(db: Queryable, endpointId: string, opts: { eventId:
 
 export interface DispatchedBatch {
   /** Events read (every type), and the position of the last one (null when none). */
-  events: number; last_tx: string | null; last_id: string | null;
+  events: number;
+  last_tx: string | null;
+  last_id: string | null;
   /** The deliveries made, in event order, with the trace of their event (tracing on). */
   made: { endpointId: string; eventId: string; round: number; traceparent: string | null }[];
 }
@@ -126,7 +170,12 @@ export interface DispatchedBatch {
  * it was created (events of transactions that began writing after the one that created it, by
  * transaction id: strict, where created_at can tie), however late the dispatcher reads them.
  */
-export async function readAndMakeDeliveries(tx: Tx, from: OutboxPosition, limit: number, types: readonly string[]): Promise<DispatchedBatch> {
+export async function readAndMakeDeliveries(
+  tx: Tx,
+  from: OutboxPosition,
+  limit: number,
+  types: readonly string[],
+): Promise<DispatchedBatch> {
   const [row] = await tx.query<DispatchedBatch>(
     `WITH batch AS (
        ${eventsAfterSql('tx, id, type, traceparent', { tx: '$1', id: '$2', limit: '$3' })}
@@ -156,7 +205,11 @@ export async function readAndMakeDeliveries(tx: Tx, from: OutboxPosition, limit:
  * Makes the delivery pending again under a new round (creating it if the endpoint never had one),
  * so that jobs of earlier rounds stand down. Answers the new round and the attempts so far.
  */
-export async function startNewRound(tx: Tx, endpointId: string, eventId: string): Promise<{ round: number; attempts: number }> {
+export async function startNewRound(
+  tx: Tx,
+  endpointId: string,
+  eventId: string,
+): Promise<{ round: number; attempts: number }> {
   const [row] = await tx.query<{ round: number; attempts: number }>(
     `INSERT INTO webhook_deliveries (endpoint_id, event_id) VALUES ($1, $2)
      ON CONFLICT (endpoint_id, event_id) DO UPDATE SET round = webhook_deliveries.round + 1, status = 'pending', updated_at = now()
@@ -167,18 +220,32 @@ export async function startNewRound(tx: Tx, endpointId: string, eventId: string)
 }
 
 export async function hasDelivery(db: Queryable, endpointId: string, eventId: string): Promise<boolean> {
-  return (await db.query('SELECT 1 FROM webhook_deliveries WHERE endpoint_id = $1 AND event_id = $2', [endpointId, eventId])).length > 0;
+  return (
+    (await db.query('SELECT 1 FROM webhook_deliveries WHERE endpoint_id = $1 AND event_id = $2', [endpointId, eventId]))
+      .length > 0
+  );
 }
 
 export interface DeliveryToSend {
-  status: DeliveryStatus; round: number;
+  status: DeliveryStatus;
+  round: number;
   /** previous_secret only while its grace period runs (by the database's clock), else null. */
-  url: string; secret: string; previous_secret: string | null; enabled: boolean;
-  event_id: string; event_type: string; event_data: unknown; event_created_at: Date;
+  url: string;
+  secret: string;
+  previous_secret: string | null;
+  enabled: boolean;
+  event_id: string;
+  event_type: string;
+  event_data: unknown;
+  event_created_at: Date;
 }
 
 /** Everything one attempt needs, read without a lock: the HTTP request is made outside any transaction. */
-export async function findDeliveryToSend(db: Queryable, endpointId: string, eventId: string): Promise<DeliveryToSend | undefined> {
+export async function findDeliveryToSend(
+  db: Queryable,
+  endpointId: string,
+  eventId: string,
+): Promise<DeliveryToSend | undefined> {
   const [row] = await db.query<DeliveryToSend>(
     `SELECT d.status, d.round, e.url, e.secret, e.enabled,
             CASE WHEN e.previous_secret_expires_at > now() THEN e.previous_secret END AS previous_secret,
@@ -206,7 +273,13 @@ export async function failDelivery(db: Queryable, endpointId: string, eventId: s
  * it succeeded. Answers the attempt's number, or undefined when the delivery is gone (its endpoint
  * was deleted meanwhile).
  */
-export async function countAttempt(tx: Tx, endpointId: string, eventId: string, round: number, succeeded: boolean): Promise<number | undefined> {
+export async function countAttempt(
+  tx: Tx,
+  endpointId: string,
+  eventId: string,
+  round: number,
+  succeeded: boolean,
+): Promise<number | undefined> {
   const [row] = await tx.query<{ attempts: number }>(
     `UPDATE webhook_deliveries
         SET attempts = attempts + 1,
@@ -224,8 +297,22 @@ export async function insertAttempt(tx: Tx, a: AttemptRow): Promise<void> {
     `INSERT INTO webhook_delivery_attempts (id, endpoint_id, event_id, event_type, attempt, succeeded, status_code, error, duration_ms, started_at, finished_at,
                                             request_headers, response_excerpt, response_truncated)
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`,
-    [a.id, a.endpoint_id, a.event_id, a.event_type, a.attempt, a.succeeded, a.status_code, a.error, a.duration_ms, a.started_at, a.finished_at,
-      a.request_headers === null ? null : JSON.stringify(a.request_headers), a.response_excerpt, a.response_truncated],
+    [
+      a.id,
+      a.endpoint_id,
+      a.event_id,
+      a.event_type,
+      a.attempt,
+      a.succeeded,
+      a.status_code,
+      a.error,
+      a.duration_ms,
+      a.started_at,
+      a.finished_at,
+      a.request_headers === null ? null : JSON.stringify(a.request_headers),
+      a.response_excerpt,
+      a.response_truncated,
+    ],
   );
 }
 
@@ -246,7 +333,12 @@ export async function clearFailureStreak(tx: Tx, endpointId: string): Promise<vo
  * streak has lasted longer than the window (by the database's clock, which every process shares).
  * Answers whether the endpoint is disabled now.
  */
-export async function recordFailure(tx: Tx, endpointId: string, disableAfterSeconds: number, reasonOf: (failingSince: Date) => string): Promise<boolean> {
+export async function recordFailure(
+  tx: Tx,
+  endpointId: string,
+  disableAfterSeconds: number,
+  reasonOf: (failingSince: Date) => string,
+): Promise<boolean> {
   const [row] = await tx.query<{ enabled: boolean; failing_since: Date; overdue: boolean }>(
     `UPDATE webhook_endpoints SET failing_since = COALESCE(failing_since, now()), last_failure_at = now()
       WHERE id = $1
@@ -264,9 +356,21 @@ export async function recordFailure(tx: Tx, endpointId: string, disableAfterSeco
   return true;
 }
 
-export interface DeliveryRow { endpoint_id: string; event_id: string; status: DeliveryStatus; round: number; attempts: number; created_at: Date; updated_at: Date }
+export interface DeliveryRow {
+  endpoint_id: string;
+  event_id: string;
+  status: DeliveryStatus;
+  round: number;
+  attempts: number;
+  created_at: Date;
+  updated_at: Date;
+}
 
-export async function findDelivery(db: Queryable, endpointId: string, eventId: string): Promise<(DeliveryRow & { event_type: string; event_data: unknown; event_created_at: Date }) | undefined> {
+export async function findDelivery(
+  db: Queryable,
+  endpointId: string,
+  eventId: string,
+): Promise<(DeliveryRow & { event_type: string; event_data: unknown; event_created_at: Date }) | undefined> {
   const [row] = await db.query<DeliveryRow & { event_type: string; event_data: unknown; event_created_at: Date }>(
     `SELECT d.*, ev.type AS event_type, ev.data AS event_data, ev.created_at AS event_created_at
        FROM webhook_deliveries d JOIN events ev ON ev.id = d.event_id

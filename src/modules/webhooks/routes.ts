@@ -13,9 +13,11 @@ export function webhooksRoutes(app: FastifyInstance, { db, policy }: { db: Db; p
 
   r.route({
     ...routeOf(s.createWebhookEndpoint),
-    handler: (request, reply) => idempotent(db, request, reply, { required: false }, async (tx) => ({
-      status: 201, body: await webhooks.createEndpoint(tx, request.body, policy),
-    })),
+    handler: (request, reply) =>
+      idempotent(db, request, reply, { required: false }, async (tx) => ({
+        status: 201,
+        body: await webhooks.createEndpoint(tx, request.body, policy),
+      })),
   });
 
   r.route({
@@ -41,9 +43,11 @@ export function webhooksRoutes(app: FastifyInstance, { db, policy }: { db: Db; p
     ...routeOf(s.rotateWebhookSecret),
     // Its answer carries the new secret: stored under the Idempotency-Key sealed by that key
     // (idempotency.ts), and sent with Cache-Control: no-store (returnsSecret), replays included.
-    handler: (request, reply) => idempotent(db, request, reply, { required: false }, async (tx) => ({
-      status: 200, body: await webhooks.rotateSecret(tx, request.params.id, request.body.gracePeriodSeconds ?? 86_400),
-    })),
+    handler: (request, reply) =>
+      idempotent(db, request, reply, { required: false }, async (tx) => ({
+        status: 200,
+        body: await webhooks.rotateSecret(tx, request.params.id, request.body.gracePeriodSeconds ?? 86_400),
+      })),
   });
 
   r.route({
@@ -58,7 +62,11 @@ export function webhooksRoutes(app: FastifyInstance, { db, policy }: { db: Db; p
     ...routeOf(s.listDeliveryAttempts),
     handler: async (request) => {
       const { limit, cursor, eventId } = request.query;
-      const rows = await webhooks.listAttempts(db, request.params.id, { eventId: eventId ?? null, after: decodeCursor(cursor), limit });
+      const rows = await webhooks.listAttempts(db, request.params.id, {
+        eventId: eventId ?? null,
+        after: decodeCursor(cursor),
+        limit,
+      });
       const page = pageOf(rows, limit, (row) => row.id);
       return { data: page.data.map(webhooks.attemptView), nextCursor: page.nextCursor };
     },
@@ -71,8 +79,10 @@ export function webhooksRoutes(app: FastifyInstance, { db, policy }: { db: Db; p
 
   r.route({
     ...routeOf(s.redeliverEvent),
-    handler: (request, reply) => idempotent(db, request, reply, { required: false }, async (tx) => ({
-      status: 202, body: await webhooks.redeliver(tx, request.params.id, request.params.eventId),
-    })),
+    handler: (request, reply) =>
+      idempotent(db, request, reply, { required: false }, async (tx) => ({
+        status: 202,
+        body: await webhooks.redeliver(tx, request.params.id, request.params.eventId),
+      })),
   });
 }

@@ -8,12 +8,22 @@ import { enqueue, nextStartOf } from '../../platform/queue.ts';
 import { AppError } from '../../errors.ts';
 import * as repo from './repo.ts';
 import { urlProblem } from './destination.ts';
-import { allEvents, webhookEventTypes, type DeliveryAttempt, type WebhookDelivery, type WebhookEndpoint } from './schemas.ts';
+import {
+  allEvents,
+  webhookEventTypes,
+  type DeliveryAttempt,
+  type WebhookDelivery,
+  type WebhookEndpoint,
+} from './schemas.ts';
 
 export const deliverQueue = 'webhooks.deliver';
 
 /** What a delivery job carries: the delivery, and the round it was made for. */
-export interface DeliverJob { endpointId: string; eventId: string; round: number }
+export interface DeliverJob {
+  endpointId: string;
+  eventId: string;
+  round: number;
+}
 
 /** Only these types are ever sent; other events (internal ones, say) never leave. */
 export function isWebhookEventType(type: string): boolean {
@@ -73,15 +83,22 @@ export function attemptView(row: repo.AttemptRow): DeliveryAttempt {
 }
 
 /** Where deliveries may go: only to public addresses, unless WEBHOOK_ALLOW_PRIVATE_URLS is on. */
-export interface UrlPolicy { allowPrivateUrls: boolean }
+export interface UrlPolicy {
+  allowPrivateUrls: boolean;
+}
 
 /** http(s) only, and not at a private address (destination.ts); the schema has already bounded the length. */
 function checkUrl(url: string, policy: UrlPolicy): void {
   const problem = urlProblem(url, policy.allowPrivateUrls);
-  if (problem) throw new AppError('validation_failed', `The URL ${problem}`, { errors: [{ path: '/url', message: problem }] });
+  if (problem)
+    throw new AppError('validation_failed', `The URL ${problem}`, { errors: [{ path: '/url', message: problem }] });
 }
 
-export async function createEndpoint(db: Queryable, input: { url: string; events: string[] }, policy: UrlPolicy): Promise<WebhookEndpoint & { secret: string }> {
+export async function createEndpoint(
+  db: Queryable,
+  input: { url: string; events: string[] },
+  policy: UrlPolicy,
+): Promise<WebhookEndpoint & { secret: string }> {
   checkUrl(input.url, policy);
   const secret = newSecret();
   const row = await repo.insertEndpoint(db, { id: newId('whe'), url: input.url, events: input.events, secret });
@@ -94,7 +111,12 @@ export async function getEndpoint(db: Queryable, id: string): Promise<WebhookEnd
   return endpointView(row);
 }
 
-export async function updateEndpoint(db: Queryable, id: string, change: { url?: string; events?: string[]; enabled?: boolean }, policy: UrlPolicy): Promise<WebhookEndpoint> {
+export async function updateEndpoint(
+  db: Queryable,
+  id: string,
+  change: { url?: string; events?: string[]; enabled?: boolean },
+  policy: UrlPolicy,
+): Promise<WebhookEndpoint> {
   if (change.url !== undefined) checkUrl(change.url, policy);
   if (!(await repo.updateEndpoint(db, id, change))) throw new AppError('not_found', 'No such webhook endpoint');
   return getEndpoint(db, id);
@@ -105,14 +127,21 @@ export async function updateEndpoint(db: Queryable, id: string, change: { url?: 
  * gracePeriodSeconds (0: it ends now, and so does any older one still in a grace period). Refused
  * with invalid_state while an earlier rotation's grace period runs, unless gracePeriodSeconds is 0.
  */
-export async function rotateSecret(tx: Tx, id: string, gracePeriodSeconds: number): Promise<{ id: string; secret: string; previousSecretExpiresAt: string | null }> {
+export async function rotateSecret(
+  tx: Tx,
+  id: string,
+  gracePeriodSeconds: number,
+): Promise<{ id: string; secret: string; previousSecretExpiresAt: string | null }> {
   const secret = newSecret();
   const result = await repo.rotateSecret(tx, id, secret, gracePeriodSeconds);
   if (!result) throw new AppError('not_found', 'No such webhook endpoint');
   if (!result.rotated) {
     const { secret_rotated_at: at, previous_secret_expires_at: until } = result.row;
-    throw new AppError('invalid_state', `The secret was rotated at ${at?.toISOString()} and the one before it still signs deliveries until ${until?.toISOString()}. `
-      + 'Rotate again after that, or with gracePeriodSeconds 0 to end every old secret now.');
+    throw new AppError(
+      'invalid_state',
+      `The secret was rotated at ${at?.toISOString()} and the one before it still signs deliveries until ${until?.toISOString()}. ` +
+        'Rotate again after that, or with gracePeriodSeconds 0 to end every old secret now.',
+    );
   }
   return { id, secret, previousSecretExpiresAt: result.row.previous_secret_expires_at?.toISOString() ?? null };
 }
@@ -121,7 +150,11 @@ export async function deleteEndpoint(db: Queryable, id: string): Promise<void> {
   if (!(await repo.deleteEndpoint(db, id))) throw new AppError('not_found', 'No such webhook endpoint');
 }
 
-export async function listAttempts(db: Queryable, endpointId: string, opts: { eventId: string | null; after: string | null; limit: number }): Promise<repo.AttemptRow[]> {
+export async function listAttempts(
+  db: Queryable,
+  endpointId: string,
+  opts: { eventId: string | null; after: string | null; limit: number },
+): Promise<repo.AttemptRow[]> {
   if (!(await repo.findEndpoint(db, endpointId))) throw new AppError('not_found', 'No such webhook endpoint');
   return repo.listAttempts(db, endpointId, opts);
 }
@@ -136,7 +169,8 @@ export async function redeliver(tx: Tx, endpointId: string, eventId: string) {
   if (!endpoint) throw new AppError('not_found', 'No such webhook endpoint');
   const event = await findEvent(tx, eventId);
   if (!event) throw new AppError('not_found', 'No such event');
-  const subscribed = endpoint.events.includes(event.type) || (endpoint.events.includes(allEvents) && isWebhookEventType(event.type));
+  const subscribed =
+    endpoint.events.includes(event.type) || (endpoint.events.includes(allEvents) && isWebhookEventType(event.type));
   if (!subscribed && !(await repo.hasDelivery(tx, endpointId, eventId))) {
     throw new AppError('not_found', `This endpoint neither received nor subscribes to ${event.type} events`);
   }
@@ -153,11 +187,17 @@ export async function redeliver(tx: Tx, endpointId: string, eventId: string) {
 export async function getDelivery(db: Queryable, endpointId: string, eventId: string): Promise<WebhookDelivery> {
   const d = await repo.findDelivery(db, endpointId, eventId);
   if (!d) throw new AppError('not_found', 'This endpoint has no delivery of this event');
-  const nextAttemptAt = d.status === 'pending' ? await nextStartOf(db, deliverQueue, { endpointId, eventId, round: d.round }) : null;
+  const nextAttemptAt =
+    d.status === 'pending' ? await nextStartOf(db, deliverQueue, { endpointId, eventId, round: d.round }) : null;
   return {
-    endpointId, eventId, eventType: d.event_type, status: d.status, attempts: d.attempts,
+    endpointId,
+    eventId,
+    eventType: d.event_type,
+    status: d.status,
+    attempts: d.attempts,
     nextAttemptAt: nextAttemptAt?.toISOString() ?? null,
     payload: payloadOf({ id: eventId, type: d.event_type, createdAt: d.event_created_at, data: d.event_data }),
-    createdAt: d.created_at.toISOString(), updatedAt: d.updated_at.toISOString(),
+    createdAt: d.created_at.toISOString(),
+    updatedAt: d.updated_at.toISOString(),
   };
 }

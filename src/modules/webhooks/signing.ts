@@ -23,25 +23,47 @@ const secretPrefix = 'whsec_';
 
 /** The Standard Webhooks key of a secret: the bytes after `whsec_` (base64 or base64url). */
 export function standardKey(secret: string): Buffer {
-  return secret.startsWith(secretPrefix) ? Buffer.from(secret.slice(secretPrefix.length), 'base64') : Buffer.from(secret, 'utf8');
+  return secret.startsWith(secretPrefix)
+    ? Buffer.from(secret.slice(secretPrefix.length), 'base64')
+    : Buffer.from(secret, 'utf8');
 }
 
 /** The secrets that sign a delivery: the current one, and the previous one while its grace period runs. */
-export interface SigningSecrets { current: string; previous: string | null }
+export interface SigningSecrets {
+  current: string;
+  previous: string | null;
+}
 
 /** `t=<unix seconds>,v1=<hex>[,v1=<hex>]`: the deprecated Engine-Room-Signature, keyed by each whole secret string. */
 export function legacySignatureHeader(secrets: readonly string[], timestamp: number, rawBody: string): string {
-  const v1 = secrets.map((secret) => `v1=${createHmac('sha256', secret).update(`${timestamp}.${rawBody}`).digest('hex')}`);
+  const v1 = secrets.map(
+    (secret) => `v1=${createHmac('sha256', secret).update(`${timestamp}.${rawBody}`).digest('hex')}`,
+  );
   return [`t=${timestamp}`, ...v1].join(',');
 }
 
 /** `v1,<base64>[ v1,<base64>]`: the Standard Webhooks webhook-signature, one entry per secret. */
-export function standardSignatureHeader(secrets: readonly string[], id: string, timestamp: number, rawBody: string): string {
-  return secrets.map((secret) => `v1,${createHmac('sha256', standardKey(secret)).update(`${id}.${timestamp}.${rawBody}`).digest('base64')}`).join(' ');
+export function standardSignatureHeader(
+  secrets: readonly string[],
+  id: string,
+  timestamp: number,
+  rawBody: string,
+): string {
+  return secrets
+    .map(
+      (secret) =>
+        `v1,${createHmac('sha256', standardKey(secret)).update(`${id}.${timestamp}.${rawBody}`).digest('base64')}`,
+    )
+    .join(' ');
 }
 
 /** The headers of one delivery attempt: who it is from, which event, and its signatures. */
-export function deliveryHeaders(secrets: SigningSecrets, eventId: string, rawBody: string, now: Date = new Date()): Record<string, string> {
+export function deliveryHeaders(
+  secrets: SigningSecrets,
+  eventId: string,
+  rawBody: string,
+  now: Date = new Date(),
+): Record<string, string> {
   const timestamp = Math.floor(now.getTime() / 1000);
   const keys = secrets.previous === null ? [secrets.current] : [secrets.current, secrets.previous];
   return {

@@ -31,10 +31,18 @@ export function createPlaces(limits: { maxStreams: number; maxStreamsPerUser: nu
       // connections (and their file descriptors) alive either.
       const refusal = { retryAfterSeconds: admissionRetryAfterSeconds, headers: { connection: 'close' } };
       if (mine >= limits.maxStreamsPerUser) {
-        throw new AppError('rate_limited', `You have ${mine} live event streams open, the most one user may have; close one before opening another`, refusal);
+        throw new AppError(
+          'rate_limited',
+          `You have ${mine} live event streams open, the most one user may have; close one before opening another`,
+          refusal,
+        );
       }
       if (admitted >= limits.maxStreams) {
-        throw new AppError('rate_limited', 'This server holds as many live event streams as it may; retry shortly', refusal);
+        throw new AppError(
+          'rate_limited',
+          'This server holds as many live event streams as it may; retry shortly',
+          refusal,
+        );
       }
       admitted++;
       admittedPerUser.set(owner.userId, mine + 1);
@@ -48,7 +56,11 @@ export function createPlaces(limits: { maxStreams: number; maxStreamsPerUser: nu
         else admittedPerUser.set(owner.userId, left);
       };
     },
-    get admitted() { return admitted; },
-    get users() { return admittedPerUser.size; },
+    get admitted() {
+      return admitted;
+    },
+    get users() {
+      return admittedPerUser.size;
+    },
   };
 }

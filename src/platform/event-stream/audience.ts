@@ -50,7 +50,11 @@ export function createAudienceRoutes(): AudienceRoutes {
       for (const key of audience) for (const s of byKey.get(key) ?? []) targets.add(s);
       return targets;
     },
-    get joined() { return streams.size; },
-    get keys() { return byKey.size; },
+    get joined() {
+      return streams.size;
+    },
+    get keys() {
+      return byKey.size;
+    },
   };
 }

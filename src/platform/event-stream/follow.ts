@@ -63,16 +63,18 @@ export function followOutbox(db: Db, options: FollowOptions): OutboxFollower {
   async function fetchOnce(): Promise<'more' | 'waiting' | 'done'> {
     if (cursor === null) return 'done';
     const from = cursor;
-    const rows = await track(db.query<EventRow & { horizon: string; waiting: boolean; id: string | null }>(
-      `WITH h AS (SELECT ${horizonSql} AS horizon)
+    const rows = await track(
+      db.query<EventRow & { horizon: string; waiting: boolean; id: string | null }>(
+        `WITH h AS (SELECT ${horizonSql} AS horizon)
        SELECT h.horizon::text AS horizon,
               EXISTS (SELECT 1 FROM events w WHERE w.tx >= h.horizon) AS waiting,
               e.id, e.type, e.audience, e.data, e.created_at, e.tx::text AS tx
          FROM h LEFT JOIN LATERAL (
            ${eventsAfterSql('*', { tx: '$1', id: '$2', limit: '$3' }, 'h.horizon')}
          ) e ON true`,
-      [from.tx.toString(), from.id, batchSize],
-    ));
+        [from.tx.toString(), from.id, batchSize],
+      ),
+    );
     if (cursor === null) return 'done'; // every stream left during the read
     const events = rows.filter((r): r is typeof r & { id: string } => r.id !== null);
     for (const row of events) options.onEvent(row, positionOf(row));
@@ -104,7 +106,10 @@ export function followOutbox(db: Db, options: FollowOptions): OutboxFollower {
 
   function retryLater(): void {
     if (retryTimer || closed) return;
-    retryTimer = setTimeout(() => { retryTimer = undefined; wake(); }, retryDelayMs);
+    retryTimer = setTimeout(() => {
+      retryTimer = undefined;
+      wake();
+    }, retryDelayMs);
     retryTimer.unref();
     retryDelayMs = Math.min(1000, retryDelayMs * 2);
   }
@@ -112,7 +117,9 @@ export function followOutbox(db: Db, options: FollowOptions): OutboxFollower {
   function wake(): void {
     if (closed || scheduled || !options.hasReaders()) return;
     scheduled = true;
-    setImmediate(() => { void exclusive(pump); });
+    setImmediate(() => {
+      void exclusive(pump);
+    });
   }
 
   const poll = setInterval(wake, options.pollMs);
@@ -139,13 +146,17 @@ export function followOutbox(db: Db, options: FollowOptions): OutboxFollower {
     wake,
     listen() {
       if (listening || !options.listen) return;
-      listening = options.listen(wake, (err) => log.warn({ err }, 'event stream listener connection failed; reconnecting')).catch((err: Error) => {
-        log.warn({ err }, 'could not listen for events; streams fall back to polling');
-        listening = undefined;
-        return undefined;
-      });
+      listening = options
+        .listen(wake, (err) => log.warn({ err }, 'event stream listener connection failed; reconnecting'))
+        .catch((err: Error) => {
+          log.warn({ err }, 'could not listen for events; streams fall back to polling');
+          listening = undefined;
+          return undefined;
+        });
     },
-    get following() { return cursor !== null; },
+    get following() {
+      return cursor !== null;
+    },
     async close() {
       closed = true;
       clearInterval(poll);

@@ -19,12 +19,17 @@ export function postgresListener(url: string): Listen {
     let timer: NodeJS.Timeout | undefined;
     const retry = () => {
       if (stopped || timer) return;
-      timer = setTimeout(() => { timer = undefined; void connect(); }, 1000);
+      timer = setTimeout(() => {
+        timer = undefined;
+        void connect();
+      }, 1000);
       timer.unref();
     };
     const connect = async (): Promise<void> => {
       const c = new pg.Client({ connectionString: url, keepAlive: true });
-      c.on('notification', (msg) => { if (msg.channel === eventChannel) onNotify(); });
+      c.on('notification', (msg) => {
+        if (msg.channel === eventChannel) onNotify();
+      });
       c.on('error', (err) => onError(err));
       c.on('end', () => {
         if (client === c) client = undefined;
@@ -59,7 +64,9 @@ export function postgresListener(url: string): Listen {
 export function pgliteListener(pglite: PGlite): Listen {
   return async (onNotify) => {
     const unlisten = await pglite.listen(eventChannel, () => onNotify());
-    return async () => { await unlisten(); };
+    return async () => {
+      await unlisten();
+    };
   };
 }
 

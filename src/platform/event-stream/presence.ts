@@ -13,7 +13,9 @@ export async function leavePresence(db: Queryable, streamId: string): Promise<vo
 /** Marks the streams seen now, and removes rows no process has refreshed for ten heartbeats (at least 10 minutes). */
 export async function refreshPresence(db: Queryable, streamIds: string[], heartbeatSeconds: number): Promise<void> {
   await db.query('UPDATE event_stream_connections SET seen_at = now() WHERE id = ANY($1::text[])', [streamIds]);
-  await db.query('DELETE FROM event_stream_connections WHERE seen_at < now() - make_interval(secs => $1)', [Math.max(600, heartbeatSeconds * 10)]);
+  await db.query('DELETE FROM event_stream_connections WHERE seen_at < now() - make_interval(secs => $1)', [
+    Math.max(600, heartbeatSeconds * 10),
+  ]);
 }
 
 /** Whether the user has a live stream open in any process (seen within two heartbeats). */

@@ -15,7 +15,11 @@ export interface ReplayOptions {
 }
 
 /** The position to replay from, or null when the id cannot be honoured (unknown, or older than the window). */
-export async function resumePoint(db: Queryable, lastEventId: string, retentionHours: number): Promise<Position | null> {
+export async function resumePoint(
+  db: Queryable,
+  lastEventId: string,
+  retentionHours: number,
+): Promise<Position | null> {
   if (!eventIdPattern.test(lastEventId)) return null;
   const [row] = await db.query<{ tx: string }>(
     'SELECT tx::text AS tx FROM events WHERE id = $1 AND created_at > now() - make_interval(hours => $2)',
@@ -37,17 +41,33 @@ function waitForDrain(sink: StreamSink): Promise<void> {
 }
 
 /** Writes the stream's events after `from` up to `upTo` to its sink, in order; answers how many. */
-export async function replay(db: Queryable, s: Stream, from: Position, upTo: Position, options: ReplayOptions): Promise<number> {
+export async function replay(
+  db: Queryable,
+  s: Stream,
+  from: Position,
+  upTo: Position,
+  options: ReplayOptions,
+): Promise<number> {
   let position = from;
   let count = 0;
   for (;;) {
-    const rows = await options.track(db.query<EventRow>(
-      `SELECT id, type, audience, data, created_at, tx::text AS tx FROM events
+    const rows = await options.track(
+      db.query<EventRow>(
+        `SELECT id, type, audience, data, created_at, tx::text AS tx FROM events
         WHERE audience && $1::text[] AND (tx, id) > ($2::xid8, $3::text) AND (tx, id) <= ($4::xid8, $5::text)
           AND created_at > now() - make_interval(hours => $6)
         ORDER BY tx, id LIMIT $7`,
-      [[...s.keys], position.tx.toString(), position.id, upTo.tx.toString(), upTo.id, options.retentionHours, options.batchSize],
-    ));
+        [
+          [...s.keys],
+          position.tx.toString(),
+          position.id,
+          upTo.tx.toString(),
+          upTo.id,
+          options.retentionHours,
+          options.batchSize,
+        ],
+      ),
+    );
     for (const row of rows) {
       if (s.closed) return count;
       count++;
@@ -65,7 +85,12 @@ export async function replay(db: Queryable, s: Stream, from: Position, upTo: Pos
  * before the position, within the retention window (an older one could not be resumed from).
  * Never another user's event: its id would tell when they last bought or wrote.
  */
-export async function newestUpTo(db: Queryable, keys: Iterable<string>, upTo: Position, retentionHours: number): Promise<string | undefined> {
+export async function newestUpTo(
+  db: Queryable,
+  keys: Iterable<string>,
+  upTo: Position,
+  retentionHours: number,
+): Promise<string | undefined> {
   const [row] = await db.query<{ id: string }>(
     `SELECT id FROM events
       WHERE audience && $1::text[] AND (tx, id) <= ($2::xid8, $3::text) AND created_at > now() - make_interval(hours => $4)

@@ -11,12 +11,25 @@ export interface StreamSink {
   removeListener(event: 'close' | 'drain', listener: () => void): unknown;
 }
 
-export interface StreamOwner { userId: string; keys: string[] }
+export interface StreamOwner {
+  userId: string;
+  keys: string[];
+}
 
 /** A position in the outbox, the transaction id as a number so that positions compare. */
-export interface Position { tx: bigint; id: string }
+export interface Position {
+  tx: bigint;
+  id: string;
+}
 
-export interface EventRow { id: string; type: string; audience: string[]; data: unknown; created_at: Date; tx: string }
+export interface EventRow {
+  id: string;
+  type: string;
+  audience: string[];
+  data: unknown;
+  created_at: Date;
+  tx: string;
+}
 
 export interface Stream {
   id: string;

@@ -18,15 +18,32 @@ export interface FailedJob {
 }
 
 /** Where a page of dead letters ends: the (failed at, id) of its last job, as the database printed them. */
-export interface FailedJobPosition { failedAt: string; id: string }
+export interface FailedJobPosition {
+  failedAt: string;
+  id: string;
+}
 
 /**
  * The jobs that ran out of attempts and wait in a dead-letter queue, latest first, up to limit,
  * after `after` (the position of the last job of an earlier page; each job answers its own).
  */
-export async function listFailedJobs(db: Queryable, options: { limit: number; queue?: string; after?: FailedJobPosition }): Promise<(FailedJob & { position: FailedJobPosition })[]> {
-  const after = options.after && uuidPattern.test(options.after.id) && !Number.isNaN(Date.parse(options.after.failedAt)) ? options.after : null;
-  const rows = await db.query<{ id: string; queue: string; data: unknown; error: string | null; attempts: number; failed_at: Date; failed_at_text: string }>(
+export async function listFailedJobs(
+  db: Queryable,
+  options: { limit: number; queue?: string; after?: FailedJobPosition },
+): Promise<(FailedJob & { position: FailedJobPosition })[]> {
+  const after =
+    options.after && uuidPattern.test(options.after.id) && !Number.isNaN(Date.parse(options.after.failedAt))
+      ? options.after
+      : null;
+  const rows = await db.query<{
+    id: string;
+    queue: string;
+    data: unknown;
+    error: string | null;
+    attempts: number;
+    failed_at: Date;
+    failed_at_text: string;
+  }>(
     `SELECT d.id, q.name AS queue, d.data,
             COALESCE(d.output->>'message', d.output->'value'->>'message', d.output::text) AS error,
             d.retry_limit + 1 AS attempts, d.created_on AS failed_at, d.created_on::text AS failed_at_text
@@ -39,7 +56,12 @@ export async function listFailedJobs(db: Queryable, options: { limit: number; qu
     [options.limit, options.queue ?? null, after?.failedAt ?? null, after?.id ?? null],
   );
   return rows.map((r) => ({
-    id: r.id, queue: r.queue, data: r.data, error: r.error ?? '', attempts: Number(r.attempts), failedAt: r.failed_at,
+    id: r.id,
+    queue: r.queue,
+    data: r.data,
+    error: r.error ?? '',
+    attempts: Number(r.attempts),
+    failedAt: r.failed_at,
     position: { failedAt: r.failed_at_text, id: r.id },
   }));
 }
@@ -87,18 +109,50 @@ export async function retryDeadLetters(tx: Tx, which: { id: string } | { queue: 
 
 export type JobState = 'waiting' | 'retrying' | 'running' | 'completed' | 'failed' | 'cancelled';
 
-const stateNames: Record<string, JobState> = { created: 'waiting', retry: 'retrying', active: 'running', completed: 'completed', failed: 'failed', cancelled: 'cancelled' };
+const stateNames: Record<string, JobState> = {
+  created: 'waiting',
+  retry: 'retrying',
+  active: 'running',
+  completed: 'completed',
+  failed: 'failed',
+  cancelled: 'cancelled',
+};
 
 /**
  * One job, live or archived (pg-boss archives finished jobs after 12 h and deletes them after 7
  * days). Give its queue when known: the job tables are keyed by (queue, id).
  */
-export async function findJob(db: Queryable, id: string, queue?: string): Promise<{ id: string; queue: string; state: JobState; data: unknown; attempts: number; createdAt: Date; finishedAt: Date | null; error: string | null } | undefined> {
+export async function findJob(
+  db: Queryable,
+  id: string,
+  queue?: string,
+): Promise<
+  | {
+      id: string;
+      queue: string;
+      state: JobState;
+      data: unknown;
+      attempts: number;
+      createdAt: Date;
+      finishedAt: Date | null;
+      error: string | null;
+    }
+  | undefined
+> {
   if (!uuidPattern.test(id)) return undefined;
   const where = queue === undefined ? 'id = $1' : 'name = $2 AND id = $1';
   const columns = `id, name, state::text AS state, data, retry_count, created_on, completed_on,
             CASE WHEN state IN ('failed', 'retry') THEN COALESCE(output->>'message', output::text) END AS error`;
-  const [row] = await db.query<{ id: string; name: string; state: string; data: unknown; retry_count: number; created_on: Date; completed_on: Date | null; error: string | null }>(
+  const [row] = await db.query<{
+    id: string;
+    name: string;
+    state: string;
+    data: unknown;
+    retry_count: number;
+    created_on: Date;
+    completed_on: Date | null;
+    error: string | null;
+  }>(
     `SELECT ${columns} FROM ${schema}.job WHERE ${where}
      UNION ALL
      SELECT ${columns} FROM ${schema}.archive WHERE ${where}
@@ -108,29 +162,73 @@ export async function findJob(db: Queryable, id: string, queue?: string): Promis
   if (!row) return undefined;
   // An attempt counts when it starts: a job waiting again after failures has made retry_count of them.
   const attempts = row.state === 'created' || row.state === 'retry' ? row.retry_count : row.retry_count + 1;
-  return { id: row.id, queue: row.name, state: stateNames[row.state] ?? 'waiting', data: row.data, attempts, createdAt: row.created_on, finishedAt: row.completed_on, error: row.error };
+  return {
+    id: row.id,
+    queue: row.name,
+    state: stateNames[row.state] ?? 'waiting',
+    data: row.data,
+    attempts,
+    createdAt: row.created_on,
+    finishedAt: row.completed_on,
+    error: row.error,
+  };
 }
 
-const stateOfName: Record<JobState, string> = { waiting: 'created', retrying: 'retry', running: 'active', completed: 'completed', failed: 'failed', cancelled: 'cancelled' };
+const stateOfName: Record<JobState, string> = {
+  waiting: 'created',
+  retrying: 'retry',
+  running: 'active',
+  completed: 'completed',
+  failed: 'failed',
+  cancelled: 'cancelled',
+};
 
 export interface ListedJob {
-  id: string; queue: string; state: JobState; data: unknown;
-  attempts: number; createdAt: Date; startAfter: Date; startedAt: Date | null; finishedAt: Date | null;
+  id: string;
+  queue: string;
+  state: JobState;
+  data: unknown;
+  attempts: number;
+  createdAt: Date;
+  startAfter: Date;
+  startedAt: Date | null;
+  finishedAt: Date | null;
   /** The error of its last failed attempt (failed and retrying jobs). */
   error: string | null;
 }
 
 /** Where a page of jobs ends: the (created_on, id) of its last job, as the database printed them. */
-export interface JobPosition { createdAt: string; id: string }
+export interface JobPosition {
+  createdAt: string;
+  id: string;
+}
 
 /**
  * One queue's jobs in one state, newest first, after `after` (the position of the last job of an
  * earlier page). Jobs pg-boss has archived (finished more than its archive delay ago) are not
  * listed. Served by the index job_by_state (migration 0042): (name, state, created_on, id).
  */
-export async function listJobs(db: Queryable, options: { queue: string; state: JobState; limit: number; after?: JobPosition }): Promise<(ListedJob & { position: JobPosition })[]> {
-  const after = options.after && uuidPattern.test(options.after.id) && !Number.isNaN(Date.parse(options.after.createdAt)) ? options.after : null;
-  const rows = await db.query<{ id: string; name: string; state: string; data: unknown; retry_count: number; created_on: Date; created_on_text: string; start_after: Date; started_on: Date | null; completed_on: Date | null; error: string | null }>(
+export async function listJobs(
+  db: Queryable,
+  options: { queue: string; state: JobState; limit: number; after?: JobPosition },
+): Promise<(ListedJob & { position: JobPosition })[]> {
+  const after =
+    options.after && uuidPattern.test(options.after.id) && !Number.isNaN(Date.parse(options.after.createdAt))
+      ? options.after
+      : null;
+  const rows = await db.query<{
+    id: string;
+    name: string;
+    state: string;
+    data: unknown;
+    retry_count: number;
+    created_on: Date;
+    created_on_text: string;
+    start_after: Date;
+    started_on: Date | null;
+    completed_on: Date | null;
+    error: string | null;
+  }>(
     `SELECT id, name, state::text AS state, data, retry_count, created_on, created_on::text AS created_on_text, start_after, started_on, completed_on,
             CASE WHEN state IN ('failed', 'retry') THEN COALESCE(output->>'message', output->'value'->>'message', output::text) END AS error
        FROM ${schema}.job
@@ -141,9 +239,16 @@ export async function listJobs(db: Queryable, options: { queue: string; state: J
     [options.queue, stateOfName[options.state], options.limit, after?.createdAt ?? null, after?.id ?? null],
   );
   return rows.map((r) => ({
-    id: r.id, queue: r.name, state: stateNames[r.state] ?? 'waiting', data: r.data,
+    id: r.id,
+    queue: r.name,
+    state: stateNames[r.state] ?? 'waiting',
+    data: r.data,
     attempts: r.state === 'created' || r.state === 'retry' ? r.retry_count : r.retry_count + 1,
-    createdAt: r.created_on, startAfter: r.start_after, startedAt: r.started_on, finishedAt: r.completed_on, error: r.error,
+    createdAt: r.created_on,
+    startAfter: r.start_after,
+    startedAt: r.started_on,
+    finishedAt: r.completed_on,
+    error: r.error,
     position: { createdAt: r.created_on_text, id: r.id },
   }));
 }

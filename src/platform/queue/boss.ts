@@ -28,7 +28,9 @@ export function executorOver(db: Db): PgBoss.Db {
 }
 
 export function executorIn(tx: Tx): PgBoss.Db {
-  return { executeSql: async (text: string, values?: unknown[]) => ({ rows: (await tx.query(text, values ?? [])) ?? [] }) };
+  return {
+    executeSql: async (text: string, values?: unknown[]) => ({ rows: (await tx.query(text, values ?? [])) ?? [] }),
+  };
 }
 
 export const bossDefaults = { schema, migrate: false, supervise: false, schedule: false } as const;

@@ -24,14 +24,29 @@ export function deadLetterQueueOf(name: string): string {
   return `${name}.dead-letter`;
 }
 
-interface QueueRow { name: string; retry_limit: number; retry_delay: number; retry_backoff: boolean; expire_seconds: number; retention_minutes: number | null; dead_letter: string | null }
+interface QueueRow {
+  name: string;
+  retry_limit: number;
+  retry_delay: number;
+  retry_backoff: boolean;
+  expire_seconds: number;
+  retention_minutes: number | null;
+  dead_letter: string | null;
+}
 
 function isDeclared(spec: QueueSpec, existing: Map<string, QueueRow>): boolean {
   const row = existing.get(spec.name);
   const deadLetter = deadLetterQueueOf(spec.name);
-  return row !== undefined && existing.has(deadLetter) && row.dead_letter === deadLetter && row.retry_backoff === true
-    && row.retry_limit === spec.retryLimit && row.retry_delay === spec.retryDelaySeconds && row.expire_seconds === spec.leaseSeconds
-    && (spec.retentionDays === undefined || row.retention_minutes === spec.retentionDays * 24 * 60);
+  return (
+    row !== undefined &&
+    existing.has(deadLetter) &&
+    row.dead_letter === deadLetter &&
+    row.retry_backoff === true &&
+    row.retry_limit === spec.retryLimit &&
+    row.retry_delay === spec.retryDelaySeconds &&
+    row.expire_seconds === spec.leaseSeconds &&
+    (spec.retentionDays === undefined || row.retention_minutes === spec.retentionDays * 24 * 60)
+  );
 }
 
 /**
@@ -44,13 +59,18 @@ export async function declareQueues(db: Db, specs: readonly QueueSpec[]): Promis
   const boss = idleBoss(executorOver(db));
   // Every start declares every queue, and pg-boss spends several statements on each: read what is
   // there in one query and leave the queues that are already as declared (most starts: all).
-  const rows = await db.query<QueueRow>(`SELECT name, retry_limit, retry_delay, retry_backoff, expire_seconds, retention_minutes, dead_letter FROM ${schema}.queue`);
+  const rows = await db.query<QueueRow>(
+    `SELECT name, retry_limit, retry_delay, retry_backoff, expire_seconds, retention_minutes, dead_letter FROM ${schema}.queue`,
+  );
   const existing = new Map(rows.map((r) => [r.name, r]));
   for (const spec of specs) {
     if (!/^[a-z0-9][a-z0-9_.-]*$/.test(spec.name) || spec.name.endsWith('.dead-letter')) {
-      throw new Error(`queue name "${spec.name}" must be lower-case letters, digits, '_', '.', '-' (and not end in .dead-letter)`);
+      throw new Error(
+        `queue name "${spec.name}" must be lower-case letters, digits, '_', '.', '-' (and not end in .dead-letter)`,
+      );
     }
-    if (!Number.isInteger(spec.retryDelaySeconds) || spec.retryDelaySeconds < 1) throw new Error(`queue ${spec.name}: retryDelaySeconds must be a whole number >= 1`);
+    if (!Number.isInteger(spec.retryDelaySeconds) || spec.retryDelaySeconds < 1)
+      throw new Error(`queue ${spec.name}: retryDelaySeconds must be a whole number >= 1`);
     if (isDeclared(spec, existing)) continue;
     const deadLetter = deadLetterQueueOf(spec.name);
     await boss.createQueue(deadLetter, { name: deadLetter });

@@ -32,7 +32,12 @@ function dedupeId(name: string, key: string): string {
  * commits, and vanishes with it when it rolls back. Works without a started queue (API-only
  * processes). Answers the job id, or null when dedupeKey matched a job already there.
  */
-export async function enqueue(tx: Tx, name: string, data: object, options: EnqueueOptions = {}): Promise<string | null> {
+export async function enqueue(
+  tx: Tx,
+  name: string,
+  data: object,
+  options: EnqueueOptions = {},
+): Promise<string | null> {
   // With tracing on, the job carries the trace it was enqueued from (tracing.ts).
   const id = await senderBoss().send(name, withJobTrace(data), {
     db: executorIn(tx),
@@ -51,7 +56,10 @@ export async function enqueue(tx: Tx, name: string, data: object, options: Enque
  * A retry budget of one job other than its queue's (the sandbox's drill card uses a short one, so
  * that a drill's charges run out of attempts in seconds rather than half an hour).
  */
-export interface RetryBudget { retryLimit?: number; retryDelaySeconds?: number }
+export interface RetryBudget {
+  retryLimit?: number;
+  retryDelaySeconds?: number;
+}
 
 /** Queues seen declared by this process: enqueueMany checks each name once. */
 const declaredQueues = new Set<string>();
@@ -62,16 +70,24 @@ const declaredQueues = new Set<string>();
  * current one, see tracing.ts). pg-boss's batch insert answers nothing, and skips
  * jobs of a queue that does not exist, so the queue is checked (once per process and name).
  */
-export async function enqueueMany(tx: Tx, name: string, jobs: readonly ({ data: object; dedupeKey?: string; traceparent?: string } & RetryBudget)[]): Promise<void> {
+export async function enqueueMany(
+  tx: Tx,
+  name: string,
+  jobs: readonly ({ data: object; dedupeKey?: string; traceparent?: string } & RetryBudget)[],
+): Promise<void> {
   if (jobs.length === 0) return;
   if (!declaredQueues.has(name)) {
     if (!(await queueExists(tx, name))) throw new Error(`queue "${name}" is not declared (declareQueues at start)`);
     declaredQueues.add(name);
   }
-  await senderBoss().insert(jobs.map((j) => ({
-    name, data: withJobTrace(j.data, j.traceparent),
-    ...(j.dedupeKey !== undefined ? { id: dedupeId(name, j.dedupeKey) } : {}),
-    ...(j.retryLimit !== undefined ? { retryLimit: j.retryLimit } : {}),
-    ...(j.retryDelaySeconds !== undefined ? { retryDelay: j.retryDelaySeconds } : {}),
-  })), { db: executorIn(tx) });
+  await senderBoss().insert(
+    jobs.map((j) => ({
+      name,
+      data: withJobTrace(j.data, j.traceparent),
+      ...(j.dedupeKey !== undefined ? { id: dedupeId(name, j.dedupeKey) } : {}),
+      ...(j.retryLimit !== undefined ? { retryLimit: j.retryLimit } : {}),
+      ...(j.retryDelaySeconds !== undefined ? { retryDelay: j.retryDelaySeconds } : {}),
+    })),
+    { db: executorIn(tx) },
+  );
 }

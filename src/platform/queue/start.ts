@@ -49,7 +49,13 @@ export interface Queue {
   stop(): Promise<void>;
 }
 
-export interface Running { name: string; id: string; controller: AbortController; abandoned: boolean; done: Promise<void> }
+export interface Running {
+  name: string;
+  id: string;
+  controller: AbortController;
+  abandoned: boolean;
+  done: Promise<void>;
+}
 
 export interface QueueState {
   boss: PgBoss;
@@ -87,16 +93,22 @@ export async function startQueue(db: Db, options: QueueOptions = {}): Promise<Qu
     await boss.start();
   } catch (err) {
     if (/not installed|requires migrations/.test((err as Error).message)) {
-      throw new Error(`the job queue's tables are missing or from another pg-boss version (${(err as Error).message}): apply the migrations`, { cause: err });
+      throw new Error(
+        `the job queue's tables are missing or from another pg-boss version (${(err as Error).message}): apply the migrations`,
+        { cause: err },
+      );
     }
     throw err;
   }
 
   let requestStop!: () => void;
   const state: QueueState = {
-    boss, onError,
+    boss,
+    onError,
     onOutcome: options.onOutcome ?? (() => {}),
-    stopRequested: new Promise((resolve) => { requestStop = resolve; }),
+    stopRequested: new Promise((resolve) => {
+      requestStop = resolve;
+    }),
     pollingMs: Math.max(50, (options.pollingIntervalSeconds ?? 1) * 1000),
     beforeStop: [],
     stopping: false,
@@ -126,7 +138,9 @@ export async function startQueue(db: Db, options: QueueOptions = {}): Promise<Qu
         let timer: NodeJS.Timeout | undefined;
         await Promise.race([
           Promise.allSettled(running.map((r) => r.done)),
-          new Promise((resolve) => { timer = setTimeout(resolve, stopTimeoutMs); }),
+          new Promise((resolve) => {
+            timer = setTimeout(resolve, stopTimeoutMs);
+          }),
         ]);
         clearTimeout(timer);
         for (const r of [...state.running]) {
@@ -162,7 +176,14 @@ export function stateOf(queue: Queue, what: string): QueueState {
 /** Waits the polling interval (or ms), or until queue.wake(name) or stop() wakes the loop. */
 export function sleep(state: QueueState, name: string, ms = state.pollingMs): Promise<void> {
   return new Promise((resolve) => {
-    const sleeper = { name, wake: () => { clearTimeout(timer); state.sleepers.delete(sleeper); resolve(); } };
+    const sleeper = {
+      name,
+      wake: () => {
+        clearTimeout(timer);
+        state.sleepers.delete(sleeper);
+        resolve();
+      },
+    };
     const timer = setTimeout(sleeper.wake, ms);
     state.sleepers.add(sleeper);
   });

@@ -29,7 +29,9 @@ export function work<T = unknown>(queue: Queue, name: string, handler: Handler<T
   const state = stateOf(queue, 'work()');
   if (state.stopping) throw new Error('the queue is stopping');
   const concurrency = Math.max(1, options.concurrency ?? 1);
-  const loop = workLoop(state, name, handler as Handler<unknown>, concurrency).catch((err: Error) => state.onError(err));
+  const loop = workLoop(state, name, handler as Handler<unknown>, concurrency).catch((err: Error) =>
+    state.onError(err),
+  );
   state.loops.add(loop);
   void loop.finally(() => state.loops.delete(loop)); // loop's failure goes to onError above
 }
@@ -39,7 +41,13 @@ export function work<T = unknown>(queue: Queue, name: string, handler: Handler<T
 // empty. (pg-boss's own work() waits a whole polling interval after every batch and completes or
 // fails a batch as a whole, so it is not used.)
 function workLoop(state: QueueState, name: string, handler: Handler<unknown>, concurrency: number): Promise<void> {
-  return fetchLoop(state, name, concurrency, (running) => concurrency - running, (jobs) => jobs.map((job) => runJob(state, name, handler, job)));
+  return fetchLoop(
+    state,
+    name,
+    concurrency,
+    (running) => concurrency - running,
+    (jobs) => jobs.map((job) => runJob(state, name, handler, job)),
+  );
 }
 
 /**
@@ -47,7 +55,13 @@ function workLoop(state: QueueState, name: string, handler: Handler<unknown>, co
  * fetchSize(running) jobs and start them as tasks (start answers one promise per task); when the
  * queue is empty, sleep until the next poll or a wake().
  */
-async function fetchLoop(state: QueueState, name: string, slots: number, fetchSize: (running: number) => number, start: (jobs: PgBoss.JobWithMetadata<unknown>[]) => Promise<void>[]): Promise<void> {
+async function fetchLoop(
+  state: QueueState,
+  name: string,
+  slots: number,
+  fetchSize: (running: number) => number,
+  start: (jobs: PgBoss.JobWithMetadata<unknown>[]) => Promise<void>[],
+): Promise<void> {
   const mine = new Set<Promise<void>>();
   while (!state.stopping) {
     if (mine.size >= slots) {
@@ -73,19 +87,42 @@ async function fetchLoop(state: QueueState, name: string, slots: number, fetchSi
   }
 }
 
-async function runJob(state: QueueState, name: string, handler: Handler<unknown>, job: PgBoss.JobWithMetadata<unknown>): Promise<void> {
+async function runJob(
+  state: QueueState,
+  name: string,
+  handler: Handler<unknown>,
+  job: PgBoss.JobWithMetadata<unknown>,
+): Promise<void> {
   const controller = new AbortController();
   const leaseMs = Number(job.expireInSeconds) * 1000;
   let resolveDone!: () => void;
-  const entry: Running = { name, id: job.id, controller, abandoned: false, done: new Promise((r) => { resolveDone = r; }) };
+  const entry: Running = {
+    name,
+    id: job.id,
+    controller,
+    abandoned: false,
+    done: new Promise((r) => {
+      resolveDone = r;
+    }),
+  };
   state.running.add(entry);
   let failure: unknown;
   let ok = false;
-  const lease = setTimeout(() => controller.abort(new Error(`the job ran longer than its lease of ${leaseMs / 1000}s`)), leaseMs);
+  const lease = setTimeout(
+    () => controller.abort(new Error(`the job ran longer than its lease of ${leaseMs / 1000}s`)),
+    leaseMs,
+  );
   try {
-    const aborted = new Promise<never>((_, reject) => controller.signal.addEventListener('abort', () => reject(controller.signal.reason), { once: true }));
+    const aborted = new Promise<never>((_, reject) =>
+      controller.signal.addEventListener('abort', () => reject(controller.signal.reason), { once: true }),
+    );
     aborted.catch(() => {}); // raced below, where its rejection is handled; unraced, it must not be unhandled
-    await Promise.race([inJobSpan(name, [job], () => handler({ id: job.id, name, data: job.data, attempt: job.retryCount + 1, signal: controller.signal })), aborted]);
+    await Promise.race([
+      inJobSpan(name, [job], () =>
+        handler({ id: job.id, name, data: job.data, attempt: job.retryCount + 1, signal: controller.signal }),
+      ),
+      aborted,
+    ]);
     ok = true;
   } catch (err) {
     failure = err;
@@ -130,34 +167,78 @@ export type BatchHandler<T> = (jobs: Job<T>[]) => Promise<Map<string, Error>>;
  * is waiting when a batch starts; one job when the queue is quiet), with up to `concurrency`
  * batches at once. For work whose cost is mostly per batch (one transaction to record them all).
  */
-export function workInBatches<T = unknown>(queue: Queue, name: string, handler: BatchHandler<T>, options: { batchSize: number; concurrency?: number }): void {
+export function workInBatches<T = unknown>(
+  queue: Queue,
+  name: string,
+  handler: BatchHandler<T>,
+  options: { batchSize: number; concurrency?: number },
+): void {
   const state = stateOf(queue, 'workInBatches()');
   if (state.stopping) throw new Error('the queue is stopping');
-  const loop = batchLoop(state, name, handler as BatchHandler<unknown>, Math.max(1, options.batchSize), Math.max(1, options.concurrency ?? 1))
-    .catch((err: Error) => state.onError(err));
+  const loop = batchLoop(
+    state,
+    name,
+    handler as BatchHandler<unknown>,
+    Math.max(1, options.batchSize),
+    Math.max(1, options.concurrency ?? 1),
+  ).catch((err: Error) => state.onError(err));
   state.loops.add(loop);
   void loop.finally(() => state.loops.delete(loop)); // loop's failure goes to onError above
 }
 
-function batchLoop(state: QueueState, name: string, handler: BatchHandler<unknown>, batchSize: number, concurrency: number): Promise<void> {
-  return fetchLoop(state, name, concurrency, () => batchSize, (jobs) => [runBatch(state, name, handler, jobs)]);
+function batchLoop(
+  state: QueueState,
+  name: string,
+  handler: BatchHandler<unknown>,
+  batchSize: number,
+  concurrency: number,
+): Promise<void> {
+  return fetchLoop(
+    state,
+    name,
+    concurrency,
+    () => batchSize,
+    (jobs) => [runBatch(state, name, handler, jobs)],
+  );
 }
 
-async function runBatch(state: QueueState, name: string, handler: BatchHandler<unknown>, jobs: PgBoss.JobWithMetadata<unknown>[]): Promise<void> {
+async function runBatch(
+  state: QueueState,
+  name: string,
+  handler: BatchHandler<unknown>,
+  jobs: PgBoss.JobWithMetadata<unknown>[],
+): Promise<void> {
   // One lease for the batch: the shortest of its jobs'.
   const controller = new AbortController();
   const leaseMs = Math.min(...jobs.map((job) => Number(job.expireInSeconds) * 1000));
   let resolveDone!: () => void;
-  const done = new Promise<void>((r) => { resolveDone = r; });
+  const done = new Promise<void>((r) => {
+    resolveDone = r;
+  });
   const entries: Running[] = jobs.map((job) => ({ name, id: job.id, controller, abandoned: false, done }));
   for (const entry of entries) state.running.add(entry);
   let failures: Map<string, unknown>;
-  const lease = setTimeout(() => controller.abort(new Error(`the batch ran longer than its lease of ${leaseMs / 1000}s`)), leaseMs);
+  const lease = setTimeout(
+    () => controller.abort(new Error(`the batch ran longer than its lease of ${leaseMs / 1000}s`)),
+    leaseMs,
+  );
   try {
-    const aborted = new Promise<never>((_, reject) => controller.signal.addEventListener('abort', () => reject(controller.signal.reason), { once: true }));
+    const aborted = new Promise<never>((_, reject) =>
+      controller.signal.addEventListener('abort', () => reject(controller.signal.reason), { once: true }),
+    );
     aborted.catch(() => {});
     failures = await Promise.race([
-      inJobSpan(name, jobs, () => handler(jobs.map((job) => ({ id: job.id, name, data: job.data, attempt: job.retryCount + 1, signal: controller.signal })))),
+      inJobSpan(name, jobs, () =>
+        handler(
+          jobs.map((job) => ({
+            id: job.id,
+            name,
+            data: job.data,
+            attempt: job.retryCount + 1,
+            signal: controller.signal,
+          })),
+        ),
+      ),
       aborted,
     ]);
   } catch (err) {

@@ -30,12 +30,17 @@ export async function endOutage(db: Queryable): Promise<void> {
 export function outageCheck(db: Queryable): () => Promise<boolean> {
   let reading: Promise<Date | null> | undefined;
   return async () => {
-    reading ??= outageUntil(db).finally(() => { reading = undefined; });
+    reading ??= outageUntil(db).finally(() => {
+      reading = undefined;
+    });
     const until = await reading;
     return until !== null && until.getTime() > Date.now();
   };
 }
 
 export function outageView(until: Date | null) {
-  return { active: until !== null && until.getTime() > Date.now(), until: until && until.getTime() > Date.now() ? until.toISOString() : null };
+  return {
+    active: until !== null && until.getTime() > Date.now(),
+    until: until && until.getTime() > Date.now() ? until.toISOString() : null,
+  };
 }

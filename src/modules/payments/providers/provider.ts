@@ -76,5 +76,7 @@ export interface PaymentProvider {
  * so adapters throw it (a plain Error: it never reaches an HTTP client as such).
  */
 export function idempotencyKeyReused(idempotencyKey: string, detail: string): Error {
-  return new Error(`idempotency key ${JSON.stringify(idempotencyKey)} was used before for a different request (${detail})`);
+  return new Error(
+    `idempotency key ${JSON.stringify(idempotencyKey)} was used before for a different request (${detail})`,
+  );
 }

@@ -18,7 +18,14 @@ import type { Db, Queryable } from '../../../platform/db.ts';
 import { newId } from '../../../platform/ids.ts';
 import type { Money } from '../../../platform/schemas.ts';
 import type { RetryBudget } from '../../../platform/queue.ts';
-import { idempotencyKeyReused, type ChargeRequest, type ChargeResult, type PaymentProvider, type RefundRequest, type RefundResult } from './provider.ts';
+import {
+  idempotencyKeyReused,
+  type ChargeRequest,
+  type ChargeResult,
+  type PaymentProvider,
+  type RefundRequest,
+  type RefundResult,
+} from './provider.ts';
 import { outageCheck } from './outage.ts';
 import { coalesce } from '../../../platform/coalesce.ts';
 
@@ -72,7 +79,8 @@ function processorId(prefix: 'sch' | 'srf'): string {
  * concerns only this payment, so it is a decline rather than an exception.
  */
 function invalidAmount(amount: Money): string | null {
-  if (!Number.isSafeInteger(amount.amount) || amount.amount <= 0) return `invalid_amount: ${amount.amount} is not a positive whole number of minor units`;
+  if (!Number.isSafeInteger(amount.amount) || amount.amount <= 0)
+    return `invalid_amount: ${amount.amount} is not a positive whole number of minor units`;
   if (!/^[A-Z]{3}$/.test(amount.currency)) return `invalid_currency: ${amount.currency}`;
   return null;
 }
@@ -83,7 +91,8 @@ function checkKey(key: string): void {
 }
 
 /** The token's verdict on the n-th request for one key, while the charge is still pending. */
-type Verdict = { status: 'succeeded' } | { status: 'declined'; reason: string } | { status: 'retryable'; reason: string };
+type Verdict =
+  { status: 'succeeded' } | { status: 'declined'; reason: string } | { status: 'retryable'; reason: string };
 
 function decide(token: string, attempt: number): Verdict {
   switch (token) {
@@ -95,7 +104,9 @@ function decide(token: string, attempt: number): Verdict {
     case 'tok_declined':
       return { status: 'declined', reason: 'card_declined' };
     case 'tok_flaky':
-      return attempt <= flakyFailures ? { status: 'retryable', reason: 'processor_unavailable: try again later' } : { status: 'succeeded' };
+      return attempt <= flakyFailures
+        ? { status: 'retryable', reason: 'processor_unavailable: try again later' }
+        : { status: 'succeeded' };
     default:
       return { status: 'declined', reason: 'unknown_token: the sandbox knows no such card token' };
   }
@@ -104,7 +115,11 @@ function decide(token: string, attempt: number): Verdict {
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** A charge request for a key the sandbox may never have seen, with the verdict of a first request. */
-interface FirstRequest { id: string; request: ChargeRequest; first: Verdict }
+interface FirstRequest {
+  id: string;
+  request: ChargeRequest;
+  first: Verdict;
+}
 
 /**
  * Records first requests in one statement; answers the ones it created (a key seen before, or
@@ -112,14 +127,28 @@ interface FirstRequest { id: string; request: ChargeRequest; first: Verdict }
  * keys (one payment charged by two workers at once) take the index's locks in the same order.
  */
 async function insertFirstRequests(db: Queryable, rows: FirstRequest[]): Promise<Map<FirstRequest, true>> {
-  const sorted = [...rows].sort((a, b) => (a.request.idempotencyKey < b.request.idempotencyKey ? -1 : a.request.idempotencyKey > b.request.idempotencyKey ? 1 : 0));
+  const sorted = [...rows].sort((a, b) =>
+    a.request.idempotencyKey < b.request.idempotencyKey
+      ? -1
+      : a.request.idempotencyKey > b.request.idempotencyKey
+        ? 1
+        : 0,
+  );
   const created = await db.query<{ id: string }>(
     `INSERT INTO sandbox_charges (id, idempotency_key, order_id, amount, currency, token, description, status, decline_reason)
      SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[])
      ON CONFLICT (idempotency_key) DO NOTHING RETURNING id`,
-    [sorted.map((r) => r.id), sorted.map((r) => r.request.idempotencyKey), sorted.map((r) => r.request.orderId), sorted.map((r) => r.request.amount.amount),
-      sorted.map((r) => r.request.amount.currency), sorted.map((r) => r.request.token), sorted.map((r) => r.request.description ?? null),
-      sorted.map((r) => (r.first.status === 'retryable' ? 'pending' : r.first.status)), sorted.map((r) => (r.first.status === 'declined' ? r.first.reason : null))],
+    [
+      sorted.map((r) => r.id),
+      sorted.map((r) => r.request.idempotencyKey),
+      sorted.map((r) => r.request.orderId),
+      sorted.map((r) => r.request.amount.amount),
+      sorted.map((r) => r.request.amount.currency),
+      sorted.map((r) => r.request.token),
+      sorted.map((r) => r.request.description ?? null),
+      sorted.map((r) => (r.first.status === 'retryable' ? 'pending' : r.first.status)),
+      sorted.map((r) => (r.first.status === 'declined' ? r.first.reason : null)),
+    ],
   );
   const ids = new Set(created.map((c) => c.id));
   return new Map(rows.filter((r) => ids.has(r.id)).map((r) => [r, true]));
@@ -133,27 +162,33 @@ export function createSandboxProvider(db: Db, options: SandboxOptions = {}): Pay
   // together instead, as a processor's batch API would; a lone request still goes at once
   // (platform/coalesce.ts). A statement that fails is retried row by row, so a request the
   // sandbox cannot record fails alone and the rest of its batch is charged.
-  const recordFirst = coalesce<FirstRequest, true | Error>(async (rows) => {
-    try {
-      return await insertFirstRequests(db, rows);
-    } catch (err) {
-      if (rows.length === 1) throw err;
-      const answers = new Map<FirstRequest, true | Error>();
-      for (const row of rows) {
-        const one = await insertFirstRequests(db, [row]).catch((e: unknown) => new Map([[row, e instanceof Error ? e : new Error(String(e))]]));
-        const answer = one.get(row);
-        if (answer) answers.set(row, answer);
+  const recordFirst = coalesce<FirstRequest, true | Error>(
+    async (rows) => {
+      try {
+        return await insertFirstRequests(db, rows);
+      } catch (err) {
+        if (rows.length === 1) throw err;
+        const answers = new Map<FirstRequest, true | Error>();
+        for (const row of rows) {
+          const one = await insertFirstRequests(db, [row]).catch(
+            (e: unknown) => new Map([[row, e instanceof Error ? e : new Error(String(e))]]),
+          );
+          const answer = one.get(row);
+          if (answer) answers.set(row, answer);
+        }
+        return answers;
       }
-      return answers;
-    }
-  }, { concurrency: 1, maxBatch: 500 });
+    },
+    { concurrency: 1, maxBatch: 500 },
+  );
 
   async function charge(request: ChargeRequest): Promise<ChargeResult> {
     checkKey(request.idempotencyKey);
     const invalid = invalidAmount(request.amount);
     if (invalid) return { status: 'declined', reason: invalid };
     // Down: no answer about this charge, and nothing recorded (a retry with the key will tell).
-    if (await inOutage()) return { status: 'retryable', reason: 'processor_unavailable: the sandbox processor is in an outage (a drill)' };
+    if (await inOutage())
+      return { status: 'retryable', reason: 'processor_unavailable: the sandbox processor is in an outage (a drill)' };
     // The slow part happens before the books are touched: a transaction held open for seconds
     // would stall every other request (on PGlite, the whole database).
     if (request.token === 'tok_slow') await sleep(slowDelayMs);
@@ -181,24 +216,47 @@ export function createSandboxProvider(db: Db, options: SandboxOptions = {}): Pay
          VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending')
          ON CONFLICT (idempotency_key) DO UPDATE SET attempts = sandbox_charges.attempts + 1, updated_at = now()
          RETURNING id, order_id, amount, currency, token, status, decline_reason, attempts`,
-        [processorId('sch'), request.idempotencyKey, request.orderId, request.amount.amount, request.amount.currency, request.token, request.description ?? null],
+        [
+          processorId('sch'),
+          request.idempotencyKey,
+          request.orderId,
+          request.amount.amount,
+          request.amount.currency,
+          request.token,
+          request.description ?? null,
+        ],
       );
       if (!row) throw new Error('sandbox: INSERT ... RETURNING answered no row');
-      if (row.amount !== request.amount.amount || row.currency !== request.amount.currency || row.token !== request.token || row.order_id !== request.orderId) {
-        throw idempotencyKeyReused(request.idempotencyKey, `charge ${row.id} is ${row.amount} ${row.currency} with ${row.token} for ${row.order_id}`);
+      if (
+        row.amount !== request.amount.amount ||
+        row.currency !== request.amount.currency ||
+        row.token !== request.token ||
+        row.order_id !== request.orderId
+      ) {
+        throw idempotencyKeyReused(
+          request.idempotencyKey,
+          `charge ${row.id} is ${row.amount} ${row.currency} with ${row.token} for ${row.order_id}`,
+        );
       }
       // Decided by an earlier request: answer the original result, and do nothing again.
-      const succeeded = { status: 'succeeded', providerRef: row.id, charged: { amount: row.amount, currency: row.currency }, orderId: row.order_id } as const;
+      const succeeded = {
+        status: 'succeeded',
+        providerRef: row.id,
+        charged: { amount: row.amount, currency: row.currency },
+        orderId: row.order_id,
+      } as const;
       if (row.status === 'succeeded') return { result: succeeded, answerLost: false };
-      if (row.status === 'declined') return { result: { status: 'declined', reason: row.decline_reason ?? 'declined' }, answerLost: false };
+      if (row.status === 'declined')
+        return { result: { status: 'declined', reason: row.decline_reason ?? 'declined' }, answerLost: false };
 
       const verdict = decide(row.token, row.attempts);
       // A transient failure leaves the charge pending; its attempts count is what makes the next try differ.
       if (verdict.status === 'retryable') return { result: verdict, answerLost: false };
-      await tx.query(
-        'UPDATE sandbox_charges SET status = $2, decline_reason = $3, updated_at = now() WHERE id = $1',
-        [row.id, verdict.status, verdict.status === 'declined' ? verdict.reason : null],
-      );
+      await tx.query('UPDATE sandbox_charges SET status = $2, decline_reason = $3, updated_at = now() WHERE id = $1', [
+        row.id,
+        verdict.status,
+        verdict.status === 'declined' ? verdict.reason : null,
+      ]);
       return {
         result: verdict.status === 'succeeded' ? succeeded : verdict,
         answerLost: row.token === 'tok_lost_response' && row.attempts === 1,
@@ -218,14 +276,19 @@ export function createSandboxProvider(db: Db, options: SandboxOptions = {}): Pay
     return db.transaction<RefundResult>(async (tx) => {
       // The charge's row lock queues every refund of one charge (whatever its key), so the sum
       // of refunds is checked against a total that cannot move underneath.
-      const [charged] = await tx.query<{ amount: number; currency: string; status: SandboxChargeStatus; refunded_amount: number }>(
-        'SELECT amount, currency, status, refunded_amount FROM sandbox_charges WHERE id = $1 FOR UPDATE',
-        [request.providerRef],
-      );
+      const [charged] = await tx.query<{
+        amount: number;
+        currency: string;
+        status: SandboxChargeStatus;
+        refunded_amount: number;
+      }>('SELECT amount, currency, status, refunded_amount FROM sandbox_charges WHERE id = $1 FOR UPDATE', [
+        request.providerRef,
+      ]);
       let declineReason: string | null = null;
       if (!charged) declineReason = 'no_such_charge: the processor made no charge with this reference';
       else if (charged.status !== 'succeeded') declineReason = `charge_not_refundable: the charge is ${charged.status}`;
-      else if (charged.currency !== request.amount.currency) declineReason = `currency_mismatch: the charge is in ${charged.currency}`;
+      else if (charged.currency !== request.amount.currency)
+        declineReason = `currency_mismatch: the charge is in ${charged.currency}`;
       else if (charged.refunded_amount + request.amount.amount > charged.amount) {
         declineReason = `amount_too_large: ${charged.amount - charged.refunded_amount} ${charged.currency} is left to refund`;
       }
@@ -237,7 +300,15 @@ export function createSandboxProvider(db: Db, options: SandboxOptions = {}): Pay
          VALUES ($1, $2, $3, $4, $5, $6, $7)
          ON CONFLICT (idempotency_key) DO NOTHING
          RETURNING id`,
-        [processorId('srf'), request.idempotencyKey, request.providerRef, request.amount.amount, request.amount.currency, declineReason ? 'declined' : 'succeeded', declineReason],
+        [
+          processorId('srf'),
+          request.idempotencyKey,
+          request.providerRef,
+          request.amount.amount,
+          request.amount.currency,
+          declineReason ? 'declined' : 'succeeded',
+          declineReason,
+        ],
       );
       if (!inserted) {
         const [earlier] = await tx.query<RefundRow>(
@@ -245,11 +316,22 @@ export function createSandboxProvider(db: Db, options: SandboxOptions = {}): Pay
           [request.idempotencyKey],
         );
         if (!earlier) throw new Error('sandbox: a refund key conflicted but its row is gone');
-        if (earlier.charge_id !== request.providerRef || earlier.amount !== request.amount.amount || earlier.currency !== request.amount.currency) {
-          throw idempotencyKeyReused(request.idempotencyKey, `refund ${earlier.id} is ${earlier.amount} ${earlier.currency} of ${earlier.charge_id}`);
+        if (
+          earlier.charge_id !== request.providerRef ||
+          earlier.amount !== request.amount.amount ||
+          earlier.currency !== request.amount.currency
+        ) {
+          throw idempotencyKeyReused(
+            request.idempotencyKey,
+            `refund ${earlier.id} is ${earlier.amount} ${earlier.currency} of ${earlier.charge_id}`,
+          );
         }
         return earlier.status === 'succeeded'
-          ? { status: 'succeeded', providerRef: earlier.id, refunded: { amount: earlier.amount, currency: earlier.currency } }
+          ? {
+              status: 'succeeded',
+              providerRef: earlier.id,
+              refunded: { amount: earlier.amount, currency: earlier.currency },
+            }
           : { status: 'declined', reason: earlier.decline_reason ?? 'declined' };
       }
       if (declineReason) return { status: 'declined', reason: declineReason };
@@ -290,10 +372,24 @@ export interface SandboxChargeView {
 }
 
 /** Charges newest first, after the cursor id; limit + 1 rows, so the caller can tell whether more exist. */
-export async function sandboxChargesPage(db: Queryable, after: string | null, limit: number, status: SandboxChargeStatus | null): Promise<SandboxChargeView[]> {
+export async function sandboxChargesPage(
+  db: Queryable,
+  after: string | null,
+  limit: number,
+  status: SandboxChargeStatus | null,
+): Promise<SandboxChargeView[]> {
   const charges = await db.query<{
-    id: string; idempotency_key: string; order_id: string; amount: number; currency: string; status: SandboxChargeStatus;
-    decline_reason: string | null; attempts: number; refunded_amount: number; created_at: Date; updated_at: Date;
+    id: string;
+    idempotency_key: string;
+    order_id: string;
+    amount: number;
+    currency: string;
+    status: SandboxChargeStatus;
+    decline_reason: string | null;
+    attempts: number;
+    refunded_amount: number;
+    created_at: Date;
+    updated_at: Date;
   }>(
     `SELECT id, idempotency_key, order_id, amount, currency, status, decline_reason, attempts, refunded_amount, created_at, updated_at
        FROM sandbox_charges
@@ -301,14 +397,23 @@ export async function sandboxChargesPage(db: Queryable, after: string | null, li
       ORDER BY id DESC LIMIT $3`,
     [after, status, limit + 1],
   );
-  const refunds = charges.length === 0 ? [] : await db.query<{
-    id: string; idempotency_key: string; charge_id: string; amount: number; currency: string; status: 'succeeded' | 'declined';
-    decline_reason: string | null; created_at: Date;
-  }>(
-    `SELECT id, idempotency_key, charge_id, amount, currency, status, decline_reason, created_at
+  const refunds =
+    charges.length === 0
+      ? []
+      : await db.query<{
+          id: string;
+          idempotency_key: string;
+          charge_id: string;
+          amount: number;
+          currency: string;
+          status: 'succeeded' | 'declined';
+          decline_reason: string | null;
+          created_at: Date;
+        }>(
+          `SELECT id, idempotency_key, charge_id, amount, currency, status, decline_reason, created_at
        FROM sandbox_refunds WHERE charge_id = ANY($1::text[]) ORDER BY id`,
-    [charges.map((c) => c.id)],
-  );
+          [charges.map((c) => c.id)],
+        );
   return charges.map((c) => ({
     id: c.id,
     idempotencyKey: c.idempotency_key,
@@ -318,14 +423,16 @@ export async function sandboxChargesPage(db: Queryable, after: string | null, li
     declineReason: c.decline_reason,
     attempts: c.attempts,
     refunded: { amount: Number(c.refunded_amount), currency: c.currency },
-    refunds: refunds.filter((r) => r.charge_id === c.id).map((r) => ({
-      id: r.id,
-      idempotencyKey: r.idempotency_key,
-      amount: { amount: Number(r.amount), currency: r.currency },
-      status: r.status,
-      declineReason: r.decline_reason,
-      createdAt: r.created_at.toISOString(),
-    })),
+    refunds: refunds
+      .filter((r) => r.charge_id === c.id)
+      .map((r) => ({
+        id: r.id,
+        idempotencyKey: r.idempotency_key,
+        amount: { amount: Number(r.amount), currency: r.currency },
+        status: r.status,
+        declineReason: r.decline_reason,
+        createdAt: r.created_at.toISOString(),
+      })),
     createdAt: c.created_at.toISOString(),
     updatedAt: c.updated_at.toISOString(),
   }));

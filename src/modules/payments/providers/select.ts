@@ -15,12 +15,20 @@ export interface PaymentProviderConfig {
 export function createPaymentProvider(config: PaymentProviderConfig, db: Db): PaymentProvider {
   if (config.paymentProvider === 'stripe') {
     if (!config.stripeSecretKey) throw new Error('the stripe payment provider needs STRIPE_SECRET_KEY');
-    const options = { secretKey: config.stripeSecretKey, apiBase: config.stripeApiBase, timeoutMs: config.stripeTimeoutMs };
+    const options = {
+      secretKey: config.stripeSecretKey,
+      apiBase: config.stripeApiBase,
+      timeoutMs: config.stripeTimeoutMs,
+    };
     // Loaded on first use: the stripe package takes a tenth of a second to import, which every
     // start would pay, sandbox or not.
     let adapter: Promise<PaymentProvider> | undefined;
     const stripe = () => (adapter ??= import('./stripe.ts').then((m) => m.createStripeProvider(options)));
-    return { name: 'stripe', charge: async (request) => (await stripe()).charge(request), refund: async (request) => (await stripe()).refund(request) };
+    return {
+      name: 'stripe',
+      charge: async (request) => (await stripe()).charge(request),
+      refund: async (request) => (await stripe()).refund(request),
+    };
   }
   return createSandboxProvider(db, { slowDelayMs: config.sandboxSlowDelayMs });
 }

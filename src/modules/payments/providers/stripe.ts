@@ -10,7 +10,16 @@
 // key is replayed to every retry with that key (the job then ends in the dead letter, for a person
 // to reconcile in the Stripe dashboard).
 import Stripe from 'stripe';
-import { idempotencyKeyReused, processorCode, type ChargeRequest, type ChargeResult, type PaymentProvider, type ProviderResult, type RefundRequest, type RefundResult } from './provider.ts';
+import {
+  idempotencyKeyReused,
+  processorCode,
+  type ChargeRequest,
+  type ChargeResult,
+  type PaymentProvider,
+  type ProviderResult,
+  type RefundRequest,
+  type RefundResult,
+} from './provider.ts';
 
 export interface StripeOptions {
   /** The secret key (sk_live_... or sk_test_...). */
@@ -59,11 +68,23 @@ export function fetchWithBodyCap(maxBytes: number, fetchFn: typeof fetch = globa
       }
     }
     const noBody = res.status === 204 || res.status === 205 || res.status === 304;
-    return new Response(noBody ? null : Buffer.concat(chunks), { status: res.status, statusText: res.statusText, headers: res.headers });
+    return new Response(noBody ? null : Buffer.concat(chunks), {
+      status: res.status,
+      statusText: res.statusText,
+      headers: res.headers,
+    });
   };
 }
 
-const { StripeCardError, StripeConnectionError, StripeRateLimitError, StripeIdempotencyError, StripeInvalidRequestError, StripeAPIError, StripeError } = Stripe.errors;
+const {
+  StripeCardError,
+  StripeConnectionError,
+  StripeRateLimitError,
+  StripeIdempotencyError,
+  StripeInvalidRequestError,
+  StripeAPIError,
+  StripeError,
+} = Stripe.errors;
 
 export function createStripeProvider(options: StripeOptions): PaymentProvider {
   const base = new URL(options.apiBase ?? 'https://api.stripe.com');
@@ -84,35 +105,50 @@ export function createStripeProvider(options: StripeOptions): PaymentProvider {
 
   async function charge(request: ChargeRequest): Promise<ChargeResult> {
     try {
-      let intent = await stripe.paymentIntents.create({
-        amount: request.amount.amount,
-        currency: request.amount.currency.toLowerCase(),
-        payment_method: request.token,
-        confirm: true,
-        // Confirmed on the server, with no page to send the customer to: no payment methods that
-        // redirect, and a card that asks for 3-D Secure fails now (a card_error) instead of
-        // leaving an intent waiting for an action no one will take.
-        automatic_payment_methods: { enabled: true, allow_redirects: 'never' },
-        error_on_requires_action: true,
-        metadata: { orderId: request.orderId },
-        ...(request.description ? { description: request.description } : {}),
-      }, { idempotencyKey: request.idempotencyKey });
+      let intent = await stripe.paymentIntents.create(
+        {
+          amount: request.amount.amount,
+          currency: request.amount.currency.toLowerCase(),
+          payment_method: request.token,
+          confirm: true,
+          // Confirmed on the server, with no page to send the customer to: no payment methods that
+          // redirect, and a card that asks for 3-D Secure fails now (a card_error) instead of
+          // leaving an intent waiting for an action no one will take.
+          automatic_payment_methods: { enabled: true, allow_redirects: 'never' },
+          error_on_requires_action: true,
+          metadata: { orderId: request.orderId },
+          ...(request.description ? { description: request.description } : {}),
+        },
+        { idempotencyKey: request.idempotencyKey },
+      );
       // A retry with the key replays the FIRST answer, which may be "processing": ask for now.
-      if (intent.status !== 'succeeded' && intent.status !== 'requires_payment_method' && intent.status !== 'canceled') {
+      if (
+        intent.status !== 'succeeded' &&
+        intent.status !== 'requires_payment_method' &&
+        intent.status !== 'canceled'
+      ) {
         intent = await stripe.paymentIntents.retrieve(intent.id);
       }
       if (intent.status === 'succeeded') {
         // What Stripe says it charged, and for which order: the payments service checks both
         // against the request before it records anything (a success for another amount is not one).
         return {
-          status: 'succeeded', providerRef: intent.id,
+          status: 'succeeded',
+          providerRef: intent.id,
           charged: { amount: intent.amount, currency: String(intent.currency ?? '').toUpperCase() },
           orderId: typeof intent.metadata?.orderId === 'string' ? intent.metadata.orderId : null,
         };
       }
       if (intent.status === 'requires_payment_method' || intent.status === 'canceled') {
         const error = intent.last_payment_error;
-        return { status: 'declined', reason: processorCode(error?.decline_code) ?? processorCode(error?.code) ?? (intent.status === 'canceled' ? 'canceled' : 'card_declined'), ...(error?.message ? { detail: error.message } : {}) };
+        return {
+          status: 'declined',
+          reason:
+            processorCode(error?.decline_code) ??
+            processorCode(error?.code) ??
+            (intent.status === 'canceled' ? 'canceled' : 'card_declined'),
+          ...(error?.message ? { detail: error.message } : {}),
+        };
       }
       return { status: 'retryable', reason: `payment intent ${intent.id} is ${intent.status}` };
     } catch (err) {
@@ -128,9 +164,14 @@ export function createStripeProvider(options: StripeOptions): PaymentProvider {
       );
       // pending: Stripe accepted it and will not do it twice; cards settle it without us.
       if (refund.status === 'succeeded' || refund.status === 'pending') {
-        return { status: 'succeeded', providerRef: refund.id, refunded: { amount: refund.amount, currency: String(refund.currency ?? '').toUpperCase() } };
+        return {
+          status: 'succeeded',
+          providerRef: refund.id,
+          refunded: { amount: refund.amount, currency: String(refund.currency ?? '').toUpperCase() },
+        };
       }
-      if (refund.status === 'failed' || refund.status === 'canceled') return { status: 'declined', reason: processorCode(refund.failure_reason) ?? 'refund_failed' };
+      if (refund.status === 'failed' || refund.status === 'canceled')
+        return { status: 'declined', reason: processorCode(refund.failure_reason) ?? 'refund_failed' };
       return { status: 'retryable', reason: `refund ${refund.id} is ${refund.status}` };
     } catch (err) {
       return failure(err, request.idempotencyKey);
@@ -149,23 +190,42 @@ function failure(err: unknown, idempotencyKey: string): ProviderResult<never> {
   if (!(err instanceof StripeError)) throw err;
   const detail = err.message ? { detail: err.message } : {};
   // The bank said no (or the card wants an authentication we cannot ask for).
-  if (err instanceof StripeCardError) return { status: 'declined', reason: processorCode(err.decline_code) ?? processorCode(err.code) ?? 'card_declined', ...detail };
+  if (err instanceof StripeCardError)
+    return {
+      status: 'declined',
+      reason: processorCode(err.decline_code) ?? processorCode(err.code) ?? 'card_declined',
+      ...detail,
+    };
   // A timeout or a broken connection: Stripe may or may not have done it; the same key will tell.
   if (err instanceof StripeConnectionError) {
     const cause = (err as { detail?: unknown }).detail;
-    return { status: 'retryable', reason: `no answer from Stripe: ${err.message}${cause instanceof Error ? ` (${cause.message})` : ''}` };
+    return {
+      status: 'retryable',
+      reason: `no answer from Stripe: ${err.message}${cause instanceof Error ? ` (${cause.message})` : ''}`,
+    };
   }
   if (err instanceof StripeRateLimitError) return { status: 'retryable', reason: 'rate_limited by Stripe' };
   // 400 idempotency_error: this key came before with other parameters. A bug of ours.
   if (err instanceof StripeIdempotencyError) throw idempotencyKeyReused(idempotencyKey, err.message);
   // 409: a request with this key is still in flight at Stripe; 5xx: Stripe's fault, or an answer
   // we could not read. Asking again with the key is the documented remedy.
-  if (err.statusCode === 409 || (err.statusCode ?? 0) >= 500 || (err instanceof StripeAPIError && err.statusCode === undefined)) {
+  if (
+    err.statusCode === 409 ||
+    (err.statusCode ?? 0) >= 500 ||
+    (err instanceof StripeAPIError && err.statusCode === undefined)
+  ) {
     return { status: 'retryable', reason: `Stripe answered ${err.statusCode ?? 'garbage'}: ${err.message}` };
   }
   // A request Stripe refuses for this payment (an unknown payment method, an amount below the
   // minimum, a refund larger than what is left): the same request would be refused again.
-  if (err instanceof StripeInvalidRequestError) return { status: 'declined', reason: `refused_by_processor${processorCode(err.code) ? `: ${err.code}` : ''}`, ...detail };
+  if (err instanceof StripeInvalidRequestError)
+    return {
+      status: 'declined',
+      reason: `refused_by_processor${processorCode(err.code) ? `: ${err.code}` : ''}`,
+      ...detail,
+    };
   // 401/403 and the like: our configuration is wrong. Fail the job loudly; no order is declined.
-  throw new Error(`Stripe refused our request (${err.type}, status ${err.statusCode ?? 'none'}): ${err.message}`, { cause: err });
+  throw new Error(`Stripe refused our request (${err.type}, status ${err.statusCode ?? 'none'}): ${err.message}`, {
+    cause: err,
+  });
 }
