@@ -291,14 +291,12 @@ class OperationContract {
       const bad = invalidArbitrary(this.body.schema, this.body.validate);
       if (bad)
         kinds.push(
-          fc
-            .tuple(base, bad)
-            .map(async ([p, b]) => ({
-              ...(await p),
-              payload: JSON.stringify(b),
-              valid: false,
-              kind: 'body breaks its schema',
-            })),
+          fc.tuple(base, bad).map(async ([p, b]) => ({
+            ...(await p),
+            payload: JSON.stringify(b),
+            valid: false,
+            kind: 'body breaks its schema',
+          })),
         );
       kinds.push(
         alter('body is not JSON', (s) => ({

@@ -105,16 +105,14 @@ export async function flashBurst(o: {
       },
     });
     await Promise.all(
-      o.customers
-        .slice(0, Math.ceil(o.customers.length / 10))
-        .map((c, i) =>
-          clients[i % clients.length]!.request('POST', '/v1/orders', {
-            token: c.token,
-            idempotencyKey: `${o.tag}-warm-${i}`,
-            timeoutMs: o.timeoutMs,
-            body: orderBody(warmSku, o.paymentToken),
-          }),
-        ),
+      o.customers.slice(0, Math.ceil(o.customers.length / 10)).map((c, i) =>
+        clients[i % clients.length]!.request('POST', '/v1/orders', {
+          token: c.token,
+          idempotencyKey: `${o.tag}-warm-${i}`,
+          timeoutMs: o.timeoutMs,
+          body: orderBody(warmSku, o.paymentToken),
+        }),
+      ),
     );
     for (let round = 1; round <= o.rounds; round++) {
       const sku = `BURST-${o.tag}-${round}`;
