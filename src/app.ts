@@ -31,6 +31,7 @@ import { ledgerRoutes } from './modules/ledger/routes.ts';
 import { operationsAdminRoutes } from './modules/operations/routes.ts';
 import { messagingRoutes } from './modules/messaging/routes.ts';
 import { sandboxOutageRoutes } from './modules/payments/outage-routes.ts';
+import { drillRetryBudget } from './modules/payments/providers/sandbox.ts';
 import { startTelemetry } from './modules/operations/telemetry.ts';
 import { consoleRoutes } from './modules/console/routes.ts';
 
@@ -126,6 +127,8 @@ export async function buildApp(config: Readonly<Config>, db: Db, options: BuildO
     onCharge: () => options.queue?.wake(chargeQueue),
     checkBuyer: buyerCheck(config),
     customerIdOfEmail: async (email) => (await findUserByEmail(db, email))?.id,
+    // The drill card's short retry budget is a rule of the sandbox only.
+    chargeRetryBudget: config.paymentProvider === 'sandbox' ? drillRetryBudget : undefined,
   });
   webhooksRoutes(app, { db, policy: { allowPrivateUrls: config.webhookAllowPrivateUrls } });
   sandboxRoutes(app, { db });

@@ -140,6 +140,29 @@ forEachEngine(
       }
     });
 
+    it("an order paid with the sandbox's drill card keeps the queue's retry budget: the drill's short one is a sandbox rule", async () => {
+      const e = env();
+      await e.product([{ sku: 'STRIPE-DRILL', stock: 100, amount: 4999 }]);
+      const customer = await e.customer();
+      const order = await e.client.ok(endpoints.placeOrder, {
+        token: customer.token,
+        idempotencyKey: `stripe-${++keys}`,
+        body: { lines: [{ sku: 'STRIPE-DRILL', quantity: 1 }], payment: { method: 'card', token: 'tok_drill' } },
+      });
+      const [job] = await e.database.db.query<{ retry_limit: number }>(
+        `SELECT j.retry_limit FROM pgboss.job j JOIN payments p ON j.data->>'paymentId' = p.id
+          WHERE j.name = 'payments.charge' AND p.order_id = $1`,
+        [order.id],
+      );
+      assert.ok(job, 'the charge job is queued with the order');
+      assert.ok(job.retry_limit > 2, `retry limit ${job.retry_limit}: the queue's, not the drill card's 2`);
+      // Settled before the next test, which sets up the fake's next answer for its own charge.
+      await waitFor(`order ${order.id} to settle`, async () => {
+        const o = await e.client.ok(endpoints.getOrder, { token: customer.token, params: { id: order.id } });
+        return o.status !== 'pending_payment' || undefined;
+      });
+    });
+
     it('an answer too large to read is not taken: the charge is asked again with its key, and charged once', async () => {
       const e = env();
       fake.hugeNext(1024 * 1024);

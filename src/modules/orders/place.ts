@@ -25,7 +25,7 @@ import {
 } from '../../platform/idempotency.ts';
 import { AppError, type FieldError } from '../../errors.ts';
 import { lockPricedStock, outOfStock, reserveForOrders, type PricedSku } from '../catalog/inventory.ts';
-import { requestCharges } from '../payments/outbox.ts';
+import { requestCharges, type ChargeRetryBudget } from '../payments/outbox.ts';
 import { publishOrderEvents } from './events.ts';
 import * as repo from './repo.ts';
 import { limits, maxOrderTotal } from '../../limits.ts';
@@ -159,7 +159,11 @@ function checkAgainstCatalog(lines: MergedLine[], prices: Map<string, PricedSku>
  * must name distinct (principal, key) pairs. Business refusals are answers (stored under their
  * keys); anything thrown is a fault, and the transaction must roll back.
  */
-export async function placeOrders(tx: Tx, requests: OrderRequest[]): Promise<Answer[]> {
+export async function placeOrders(
+  tx: Tx,
+  requests: OrderRequest[],
+  chargeRetryBudget?: ChargeRetryBudget,
+): Promise<Answer[]> {
   const answers: Answer[] = new Array(requests.length);
   const stored: { request: KeyedRequest; outcome: Outcome }[] = [];
   const refuse = (i: number, err: AppError) => {
@@ -239,6 +243,7 @@ export async function placeOrders(tx: Tx, requests: OrderRequest[]): Promise<Ans
   await requestCharges(
     tx,
     placed.map((p, n) => ({ ...p.order, traceparent: pending[n]!.request.traceparent })),
+    chargeRetryBudget,
   );
   await publishOrderEvents(tx, 'order.created', placed);
   await reserveForOrders(
@@ -272,7 +277,7 @@ export interface OrderPlacer {
  */
 export function orderPlacer(
   db: Db,
-  options: { concurrency: number; maxBatch: number; onPlaced?: () => void },
+  options: { concurrency: number; maxBatch: number; onPlaced?: () => void; chargeRetryBudget?: ChargeRetryBudget },
 ): OrderPlacer {
   const waiting: Waiting[] = [];
   let running = 0;
@@ -308,6 +313,7 @@ export function orderPlacer(
             placeOrders(
               tx,
               batch.map((w) => w.request),
+              options.chargeRetryBudget,
             ),
           ),
       );

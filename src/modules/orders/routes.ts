@@ -15,6 +15,7 @@ import * as s from './schemas.ts';
 import * as orders from './service.ts';
 import * as lifecycle from './lifecycle.ts';
 import { orderPlacer } from './place.ts';
+import type { ChargeRetryBudget } from '../payments/outbox.ts';
 
 /** checkBuyer refuses a principal who may not place orders (accounts' email verification; app.ts wires it). */
 export function ordersRoutes(
@@ -25,9 +26,12 @@ export function ordersRoutes(
     onCharge,
     checkBuyer,
     customerIdOfEmail,
+    chargeRetryBudget,
   }: {
     db: Db;
     batchConcurrency: number;
+    /** The retry budget of a charge job by its payment token (payments/outbox.ts); the queue's when unset. */
+    chargeRetryBudget?: ChargeRetryBudget;
     onCharge?: () => void;
     checkBuyer?: (principal: Principal) => void;
     customerIdOfEmail: orders.CustomerIdOfEmail;
@@ -40,6 +44,7 @@ export function ordersRoutes(
     concurrency: db.engine === 'pglite' ? 1 : batchConcurrency,
     maxBatch: 64,
     onPlaced: onCharge,
+    chargeRetryBudget,
   });
 
   r.route({

@@ -3,12 +3,20 @@
 // the order change or not at all (the outbox), and the unique indexes make a second request a no-op.
 import type { Tx } from '../../platform/db.ts';
 import { newId } from '../../platform/ids.ts';
-import { enqueue, enqueueMany } from '../../platform/queue.ts';
+import { enqueue, enqueueMany, type RetryBudget } from '../../platform/queue.ts';
 import * as repo from './repo.ts';
-import { drillRetryBudget } from './providers/sandbox.ts';
 
 export const chargeQueue = 'payments.charge';
 export const refundQueue = 'payments.refund';
+
+/**
+ * The retry budget of one order's charge job, by its payment token. Chosen at start-up by the
+ * payment provider (the sandbox's drill card has a short one, src/app.ts); the queue's own budget
+ * otherwise, so no test or drill rule is consulted on a real processor's charges.
+ */
+export type ChargeRetryBudget = (paymentToken: string | undefined) => RetryBudget;
+
+const queueBudget: ChargeRetryBudget = () => ({});
 
 /** A pending payment and the job that will charge it, per order: one statement each for the batch. */
 export async function requestCharges(
@@ -20,6 +28,7 @@ export async function requestCharges(
     payment_token?: string;
     traceparent?: string | undefined;
   }[],
+  retryBudget: ChargeRetryBudget = queueBudget,
 ): Promise<string[]> {
   const payments = orders.map((o) => ({
     id: newId('pay'),
@@ -28,8 +37,8 @@ export async function requestCharges(
     currency: o.currency,
   }));
   await repo.insertPayments(tx, payments);
-  // Each charge job joins the trace of the request that placed its order (tracing on); the drill
-  // card's has a short retry budget.
+  // Each charge job joins the trace of the request that placed its order (tracing on), with the
+  // retry budget the provider gives its token.
   await enqueueMany(
     tx,
     chargeQueue,
@@ -37,7 +46,7 @@ export async function requestCharges(
       data: { paymentId: p.id },
       dedupeKey: p.id,
       traceparent: orders[i]!.traceparent,
-      ...drillRetryBudget(orders[i]!.payment_token),
+      ...retryBudget(orders[i]!.payment_token),
     })),
   );
   return payments.map((p) => p.id);
