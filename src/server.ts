@@ -272,7 +272,8 @@ export async function startServer(
     app = await buildApp(config, db, options);
     // A listen queue of 4,096 connections (Node's default is 511; Linux caps it at somaxconn): when
     // a thousand buyers connect at once, the ones past 511 would have their SYN dropped and retried
-    // 1, 3, 7 s later, a wait no load shedding here can see or bound (docs/PERFORMANCE.md, issue 31).
+    // 1, 3, 7 s later, a wait no load shedding here can see or bound (issue 31:
+    // reports/2026-12-08-issue-31-load-shedding.md).
     address = await app.listen({ port: config.port, host: config.host, backlog: 4096 });
     // Workers in this process unless WORKERS=off (then `engine-room worker` processes do the jobs).
     if (config.inlineWorkers) options.queue = queue = await startWorkers(db, config, log);

@@ -8,7 +8,8 @@
 // planned with default guesses until it is analyzed, and autovacuum comes by at most once a
 // minute: meanwhile `order_id = ANY($1)` over 40 ids was a sequential scan of order_lines (a guess
 // of 2,700 rows), and pg-boss's completion of a batch of jobs scanned the whole queue table (68 ms
-// instead of 1 ms). Found with pg_stat_statements during the bench; see docs/PERFORMANCE.md.
+// instead of 1 ms). Found with pg_stat_statements during the bench; see
+// reports/2026-11-28-issue-6-bench.md (item 6).
 import type { Db } from './db.ts';
 import { poll, vacuumJobTables, type Queue } from './queue.ts';
 

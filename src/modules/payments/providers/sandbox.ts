@@ -158,10 +158,11 @@ export function createSandboxProvider(db: Db, options: SandboxOptions = {}): Pay
   const slowDelayMs = options.slowDelayMs ?? 2000;
   const inOutage = outageCheck(db);
   // The charges of one batch reach the sandbox side by side (payments/service.ts), and each was
-  // one INSERT: a third of every statement an order cost (docs/PERFORMANCE.md). They are recorded
-  // together instead, as a processor's batch API would; a lone request still goes at once
-  // (platform/coalesce.ts). A statement that fails is retried row by row, so a request the
-  // sandbox cannot record fails alone and the rest of its batch is charged.
+  // one INSERT: a third of every statement an order cost (measured for issue 15:
+  // reports/2026-12-02-issue-15-full-bench.md). They are recorded together instead, as a
+  // processor's batch API would; a lone request still goes at once (platform/coalesce.ts). A
+  // statement that fails is retried row by row, so a request the sandbox cannot record fails alone
+  // and the rest of its batch is charged.
   const recordFirst = coalesce<FirstRequest, true | Error>(
     async (rows) => {
       try {
