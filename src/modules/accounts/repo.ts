@@ -1,17 +1,9 @@
 // SQL of the accounts module. Every function takes the connection or transaction to run on.
 import type { Queryable, Tx } from '../../platform/db.ts';
 import type { Principal, Role } from '../../platform/auth.ts';
+import type { ApiKeysRow, Refine, SessionsRow, UsersRow } from '../../db/rows.ts';
 
-export interface UserRow {
-  id: string;
-  email: string;
-  name: string;
-  role: Role;
-  password_hash: string;
-  created_at: Date;
-  disabled_at: Date | null;
-  email_verified_at: Date | null;
-}
+export type UserRow = Refine<UsersRow, { role: Role }>;
 
 export async function insertUser(
   db: Queryable,
@@ -70,7 +62,7 @@ export async function insertSession(
   db: Queryable,
   s: { id: string; userId: string; tokenHash: Buffer; ttlSeconds: number },
 ): Promise<Date> {
-  const [row] = await db.query<{ expires_at: Date }>(
+  const [row] = await db.query<Pick<SessionsRow, 'expires_at'>>(
     `INSERT INTO sessions (id, user_id, token_hash, expires_at) VALUES ($1, $2, $3, now() + make_interval(secs => $4))
      RETURNING expires_at`,
     [s.id, s.userId, s.tokenHash, s.ttlSeconds],
@@ -85,7 +77,9 @@ export async function revokeSession(db: Queryable, id: string): Promise<void> {
 /** The principal behind a session token hash: live session, current role of its user. */
 /** The principals of the live sessions among these token hashes, by the hash in hex (one query). */
 export async function principalsBySessionHashes(db: Queryable, tokenHashes: Buffer[]): Promise<Map<string, Principal>> {
-  const rows = await db.query<{ token_hash: Buffer; id: string; user_id: string; role: Role; email_verified: boolean }>(
+  const rows = await db.query<
+    Pick<SessionsRow, 'token_hash' | 'id' | 'user_id'> & Pick<UserRow, 'role'> & { email_verified: boolean }
+  >(
     `SELECT s.token_hash, s.id, s.user_id, u.role, u.email_verified_at IS NOT NULL AS email_verified FROM sessions s JOIN users u ON u.id = s.user_id
       WHERE s.token_hash = ANY($1::bytea[]) AND s.revoked_at IS NULL AND s.expires_at > now() AND u.disabled_at IS NULL`,
     [tokenHashes],
@@ -104,14 +98,10 @@ export async function principalsBySessionHashes(db: Queryable, tokenHashes: Buff
   );
 }
 
-export interface ApiKeyRow {
-  id: string;
-  name: string;
-  role: Role;
-  created_by: string | null;
-  created_at: Date;
-  revoked_at: Date | null;
-}
+export type ApiKeyRow = Refine<
+  Pick<ApiKeysRow, 'id' | 'name' | 'role' | 'created_by' | 'created_at' | 'revoked_at'>,
+  { role: Role }
+>;
 
 const apiKeyColumns = 'id, name, role, created_by, created_at, revoked_at';
 
@@ -202,12 +192,7 @@ export function searchUsers(
   );
 }
 
-export interface SessionRow {
-  id: string;
-  created_at: Date;
-  expires_at: Date;
-  revoked_at: Date | null;
-}
+export type SessionRow = Pick<SessionsRow, 'id' | 'created_at' | 'expires_at' | 'revoked_at'>;
 
 export function listSessions(
   db: Queryable,

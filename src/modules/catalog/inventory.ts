@@ -4,6 +4,7 @@
 // Rows are always locked in SKU order: two orders crossing the same SKUs (A,B) and (B,A) then wait
 // for each other instead of deadlocking. The CHECK constraints of stock_levels stay the last word.
 import type { Queryable, Tx } from '../../platform/db.ts';
+import type { Refine, StockLevelsRow, StockMovementsRow } from '../../db/rows.ts';
 import { AppError } from '../../errors.ts';
 import { maxOnHand, type StockLevel } from './schemas.ts';
 
@@ -12,11 +13,7 @@ export interface StockRequest {
   quantity: number;
 }
 
-interface LevelRow {
-  sku: string;
-  on_hand: number;
-  reserved: number;
-}
+type LevelRow = StockLevelsRow;
 
 export function levelView(row: LevelRow): StockLevel {
   return { sku: row.sku, onHand: row.on_hand, reserved: row.reserved, available: row.on_hand - row.reserved };
@@ -228,15 +225,10 @@ export async function getStockLevel(db: Queryable, sku: string): Promise<StockLe
   return row && levelView(row);
 }
 
-export interface MovementRow {
-  id: number;
-  kind: 'initial' | 'adjustment' | 'reservation' | 'release' | 'sale';
-  on_hand_delta: number;
-  reserved_delta: number;
-  order_id: string | null;
-  reason: string | null;
-  created_at: Date;
-}
+export type MovementRow = Refine<
+  Pick<StockMovementsRow, 'id' | 'kind' | 'on_hand_delta' | 'reserved_delta' | 'order_id' | 'reason' | 'created_at'>,
+  { kind: 'initial' | 'adjustment' | 'reservation' | 'release' | 'sale' }
+>;
 
 export function listMovements(
   db: Queryable,
@@ -252,8 +244,11 @@ export function listMovements(
 }
 
 /** An order's movements, oldest first: its reservation and what settled it. */
-export function movementsOfOrder(db: Queryable, orderId: string): Promise<(MovementRow & { sku: string })[]> {
-  return db.query<MovementRow & { sku: string }>(
+export function movementsOfOrder(
+  db: Queryable,
+  orderId: string,
+): Promise<(MovementRow & Pick<StockMovementsRow, 'sku'>)[]> {
+  return db.query<MovementRow & Pick<StockMovementsRow, 'sku'>>(
     'SELECT id, sku, kind, on_hand_delta, reserved_delta, order_id, reason, created_at FROM stock_movements WHERE order_id = $1 ORDER BY id',
     [orderId],
   );

@@ -1,24 +1,11 @@
 // SQL of products and variants.
 import type { Queryable, Tx } from '../../platform/db.ts';
+import type { ProductsRow, StockLevelsRow, VariantsRow } from '../../db/rows.ts';
 
-export interface ProductRow {
-  id: string;
-  name: string;
-  description: string;
-  active: boolean;
-  created_at: Date;
-  updated_at: Date;
-}
-export interface VariantRow {
-  id: string;
-  product_id: string;
-  sku: string;
-  name: string;
-  price_amount: number;
-  currency: string;
-  on_hand: number;
-  reserved: number;
-}
+export type ProductRow = ProductsRow;
+/** A variant with its stock level (variants joined to stock_levels). */
+export type VariantRow = Pick<VariantsRow, 'id' | 'product_id' | 'sku' | 'name' | 'price_amount' | 'currency'> &
+  Pick<StockLevelsRow, 'on_hand' | 'reserved'>;
 
 export async function insertProduct(
   tx: Tx,
@@ -94,7 +81,7 @@ export async function updatePrices(
   productId: string,
   prices: { sku: string; amount: number; currency: string }[],
 ): Promise<string[]> {
-  const rows = await tx.query<{ sku: string }>(
+  const rows = await tx.query<Pick<VariantsRow, 'sku'>>(
     `UPDATE variants v SET price_amount = p.amount, currency = p.currency, updated_at = now()
        FROM unnest($2::text[], $3::bigint[], $4::text[]) AS p(sku, amount, currency)
       WHERE v.sku = p.sku AND v.product_id = $1 RETURNING v.sku`,

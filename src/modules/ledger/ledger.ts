@@ -5,6 +5,7 @@
 // Accounts: a capture moves money from the customer into `processor_clearing` (what the processor
 // holds for us) against `sales`; a refund moves it back out against `refunds`.
 import type { Queryable, Tx } from '../../platform/db.ts';
+import type { LedgerEntriesRow, LedgerTransactionsRow, Refine } from '../../db/rows.ts';
 import { newId } from '../../platform/ids.ts';
 
 export const accounts = { clearing: 'processor_clearing', sales: 'sales', refunds: 'refunds' } as const;
@@ -83,16 +84,8 @@ export async function balances(db: Queryable): Promise<Balance[]> {
   return rows.map((r) => ({ ...r, balance: r.debits - r.credits }));
 }
 
-export interface OrderEntryRow {
-  transaction_id: string;
-  kind: 'capture' | 'refund';
-  payment_id: string;
-  account: string;
-  currency: string;
-  debit: number;
-  credit: number;
-  created_at: Date;
-}
+export type OrderEntryRow = Pick<LedgerEntriesRow, 'transaction_id' | 'account' | 'currency' | 'debit' | 'credit'> &
+  Refine<Pick<LedgerTransactionsRow, 'kind' | 'payment_id' | 'created_at'>, { kind: 'capture' | 'refund' }>;
 
 /** The entries of an order's ledger transactions, oldest first (ledger_transactions_order_id). */
 export function entriesOfOrder(db: Queryable, orderId: string): Promise<OrderEntryRow[]> {

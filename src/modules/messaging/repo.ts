@@ -1,32 +1,18 @@
 // SQL of messaging: conversations, messages, read positions, and the notification emails.
 import type { Queryable, Tx } from '../../platform/db.ts';
+import type { ConversationsRow, EmailsRow, MessagesRow, Refine } from '../../db/rows.ts';
 
-export interface ConversationRow {
-  id: string;
-  customer_id: string;
-  order_id: string | null;
-  subject: string;
-  last_message_id: string | null;
-  last_message_at: Date;
-  created_at: Date;
-}
-export interface MessageRow {
-  id: string;
-  conversation_id: string;
-  author_id: string;
-  author_role: string;
-  body: string;
-  created_at: Date;
-}
+export type ConversationRow = ConversationsRow;
+export type MessageRow = MessagesRow;
 
 /** A conversation with what the list shows: its last message and the reader's unread count. */
 export interface ConversationListRow extends ConversationRow {
   unread: number;
-  m_id: string | null;
-  m_author_id: string | null;
-  m_author_role: string | null;
-  m_body: string | null;
-  m_created_at: Date | null;
+  m_id: MessagesRow['id'] | null;
+  m_author_id: MessagesRow['author_id'] | null;
+  m_author_role: MessagesRow['author_role'] | null;
+  m_body: MessagesRow['body'] | null;
+  m_created_at: MessagesRow['created_at'] | null;
 }
 
 export async function insertConversation(
@@ -188,23 +174,10 @@ export async function hasRead(
 // ---------------------------------------------------------------------------------------------
 // Emails
 
-export interface EmailRow {
-  id: string;
-  event_id: string | null;
-  recipient_id: string;
-  kind: string;
-  to_address: string;
-  subject: string;
-  text_body: string;
-  html_body: string;
-  status: 'pending' | 'sending' | 'sent';
-  transport: 'smtp' | 'mailbox' | null;
-  attempts: number;
-  last_error: string | null;
-  claimed_until: Date | null;
-  created_at: Date;
-  sent_at: Date | null;
-}
+export type EmailRow = Refine<
+  EmailsRow,
+  { status: 'pending' | 'sending' | 'sent'; transport: 'smtp' | 'mailbox' | null }
+>;
 
 /** Records the email unless this (event, recipient, kind) has one already: the dedupe. */
 /** Records emails (one statement); one per (event, recipient, kind): a second run records nothing. */

@@ -3,6 +3,7 @@
 // job queue's own tables, the webhook endpoints, the audit runs. Each query reads one window or
 // the current state; none of them scans a business table.
 import type { Queryable } from '../../platform/db.ts';
+import type { OpsAuditRunsRow, OpsProcessesRow, Refine, WebhookEndpointsRow } from '../../db/rows.ts';
 import { aliveSeconds } from './telemetry.ts';
 
 /** Counter sums per time bucket of `stepSeconds` since `from`: one row per bucket and "<metric>\t<label>". */
@@ -60,23 +61,7 @@ export function queueCounts(db: Queryable) {
   );
 }
 
-export interface ProcessRow {
-  id: string;
-  host: string;
-  pid: number;
-  version: string;
-  serves_http: boolean;
-  runs_workers: boolean;
-  started_at: Date;
-  seen_at: Date;
-  rss_bytes: number;
-  heap_used_bytes: number;
-  loop_lag_p99_ms: number;
-  pool_size: number | null;
-  pool_in_use: number | null;
-  pool_waiting: number | null;
-  running_jobs: Record<string, number>;
-}
+export type ProcessRow = Refine<OpsProcessesRow, { running_jobs: Record<string, number> }>;
 
 export function liveProcesses(db: Queryable) {
   return db.query<ProcessRow>(
@@ -85,12 +70,10 @@ export function liveProcesses(db: Queryable) {
   );
 }
 
-export interface WebhookProblemRow {
-  id: string;
-  url: string;
-  enabled: boolean;
-  failing_since: Date | null;
-  disabled_reason: string | null;
+export interface WebhookProblemRow extends Pick<
+  WebhookEndpointsRow,
+  'id' | 'url' | 'enabled' | 'failing_since' | 'disabled_reason'
+> {
   last_error: string | null;
   last_status: number | null;
   last_attempt_at: Date | null;
@@ -153,13 +136,10 @@ export async function databaseFigures(db: Queryable, engine: 'postgres' | 'pglit
   return { size_bytes: size.bytes, connections: sessions?.connections ?? null, active: sessions?.active ?? null };
 }
 
-export interface AuditRunRow {
-  id: number;
-  ran_at: Date;
-  ok: boolean;
-  checks: { name: string; ok: boolean; skipped?: string; violations: unknown[] }[];
-  duration_ms: number;
-}
+export type AuditRunRow = Refine<
+  OpsAuditRunsRow,
+  { checks: { name: string; ok: boolean; skipped?: string; violations: unknown[] }[] }
+>;
 
 export async function lastAuditRun(db: Queryable): Promise<AuditRunRow | undefined> {
   const [row] = await db.query<AuditRunRow>('SELECT * FROM ops_audit_runs ORDER BY id DESC LIMIT 1');

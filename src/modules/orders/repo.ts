@@ -1,28 +1,13 @@
 // SQL of orders.
 import type { Queryable, Tx } from '../../platform/db.ts';
+import type { OrderLinesRow, OrdersRow, OrderStatusChangesRow, Refine } from '../../db/rows.ts';
 import { AppError } from '../../errors.ts';
 import { firstIdAt } from '../../platform/ids.ts';
 import { statesLeadingTo, type Status } from './state-machine.ts';
 
-export interface OrderRow {
-  id: string;
-  customer_id: string;
-  status: Status;
-  currency: string;
-  total_amount: number;
-  payment_method: string;
-  payment_token: string;
-  created_at: Date;
-  updated_at: Date;
-}
-export interface LineRow {
-  order_id: string;
-  line_no: number;
-  sku: string;
-  quantity: number;
-  unit_amount: number;
-  total_amount: number;
-}
+/** An order as stored, its status as the state machine's union. */
+export type OrderRow = Refine<OrdersRow, { status: Status }>;
+export type LineRow = OrderLinesRow;
 
 export interface NewOrder {
   id: string;
@@ -37,7 +22,7 @@ export interface NewOrder {
 export async function insertOrders(tx: Tx, orders: NewOrder[]): Promise<{ order: OrderRow; lines: LineRow[] }[]> {
   if (orders.length === 0) return [];
   const lines = orders.flatMap((o) => o.lines.map((l, i) => ({ orderId: o.id, lineNo: i + 1, ...l })));
-  const stamps = await tx.query<{ id: string; created_at: Date; updated_at: Date }>(
+  const stamps = await tx.query<Pick<OrdersRow, 'id' | 'created_at' | 'updated_at'>>(
     `WITH o AS (
        INSERT INTO orders (id, customer_id, status, currency, total_amount, payment_method, payment_token)
        SELECT id, customer_id, 'pending_payment', currency, total_amount, 'card', payment_token
@@ -184,11 +169,10 @@ export function listOrders(db: Queryable, f: OrderFilter): Promise<OrderRow[]> {
   );
 }
 
-export interface StatusChangeRow {
-  from_status: Status | null;
-  to_status: Status;
-  created_at: Date;
-}
+export type StatusChangeRow = Refine<
+  Pick<OrderStatusChangesRow, 'from_status' | 'to_status' | 'created_at'>,
+  { from_status: Status | null; to_status: Status }
+>;
 
 export function statusChangesOf(db: Queryable, orderId: string): Promise<StatusChangeRow[]> {
   return db.query<StatusChangeRow>(

@@ -1,34 +1,9 @@
 // SQL of payments and refunds.
 import type { Queryable, Tx } from '../../platform/db.ts';
+import type { OrdersRow, PaymentsRow, Refine, RefundsRow } from '../../db/rows.ts';
 
-export interface PaymentRow {
-  id: string;
-  order_id: string;
-  provider: string | null;
-  amount: number;
-  currency: string;
-  status: 'pending' | 'succeeded' | 'failed' | 'refunded';
-  attempts: number;
-  provider_ref: string | null;
-  failure: string | null;
-  processor_message: string | null;
-  review_reason: string | null;
-  created_at: Date;
-  updated_at: Date;
-}
-
-export interface RefundRow {
-  id: string;
-  payment_id: string;
-  amount: number;
-  currency: string;
-  status: 'pending' | 'succeeded' | 'failed';
-  attempts: number;
-  provider_ref: string | null;
-  failure: string | null;
-  created_at: Date;
-  updated_at: Date;
-}
+export type PaymentRow = Refine<PaymentsRow, { status: 'pending' | 'succeeded' | 'failed' | 'refunded' }>;
+export type RefundRow = Refine<RefundsRow, { status: 'pending' | 'succeeded' | 'failed' }>;
 
 /** Several pending payments in one statement (a batch of placed orders). */
 export async function insertPayments(
@@ -61,9 +36,8 @@ export async function paymentOfOrder(tx: Tx, orderId: string): Promise<PaymentRo
   return row;
 }
 
-export interface PaymentToCharge extends PaymentRow {
-  order_status: string;
-  payment_token: string;
+export interface PaymentToCharge extends PaymentRow, Pick<OrdersRow, 'payment_token'> {
+  order_status: OrdersRow['status'];
 }
 
 /** Several payments with what charging them needs from their orders (unlocked: a first look). */
@@ -143,9 +117,8 @@ export async function insertRefund(
 }
 
 /** A refund with what sending it and recording it need from its payment. */
-export interface RefundToSend extends RefundRow {
-  order_id: string;
-  payment_provider_ref: string | null;
+export interface RefundToSend extends RefundRow, Pick<PaymentsRow, 'order_id'> {
+  payment_provider_ref: PaymentsRow['provider_ref'];
 }
 
 export async function findRefund(db: Queryable, id: string): Promise<RefundToSend | undefined> {

@@ -1,24 +1,33 @@
 // SQL of webhooks: endpoints, deliveries (one per endpoint and event) and their attempts.
 import type { Queryable, Tx } from '../../platform/db.ts';
+import type {
+  EventsRow,
+  Refine,
+  WebhookDeliveriesRow,
+  WebhookDeliveryAttemptsRow,
+  WebhookEndpointsRow,
+} from '../../db/rows.ts';
 import { eventsAfterSql, type OutboxPosition } from '../../platform/outbox.ts';
 
-export interface EndpointRow {
-  id: string;
-  url: string;
-  events: string[];
-  secret: string;
-  enabled: boolean;
-  failing_since: Date | null;
-  disabled_at: Date | null;
-  disabled_reason: string | null;
-  previous_secret: string | null;
-  previous_secret_expires_at: Date | null;
-  secret_rotated_at: Date | null;
-  last_success_at: Date | null;
-  last_failure_at: Date | null;
-  created_at: Date;
-  updated_at: Date;
-}
+/** An endpoint as the API shows it (created_tx, the dispatcher's own, is left out). */
+export type EndpointRow = Pick<
+  WebhookEndpointsRow,
+  | 'id'
+  | 'url'
+  | 'events'
+  | 'secret'
+  | 'enabled'
+  | 'failing_since'
+  | 'disabled_at'
+  | 'disabled_reason'
+  | 'previous_secret'
+  | 'previous_secret_expires_at'
+  | 'secret_rotated_at'
+  | 'last_success_at'
+  | 'last_failure_at'
+  | 'created_at'
+  | 'updated_at'
+>;
 
 /** An endpoint with the count of deliveries it is failing (tried, not succeeded). */
 export interface EndpointHealthRow extends EndpointRow {
@@ -29,23 +38,8 @@ export interface EndpointHealthRow extends EndpointRow {
 const failingDeliveries = `(SELECT count(*)::int FROM webhook_deliveries d
     WHERE d.endpoint_id = w.id AND d.status <> 'succeeded' AND d.attempts > 0) AS failing_deliveries`;
 
-export interface AttemptRow {
-  id: string;
-  endpoint_id: string;
-  event_id: string;
-  event_type: string;
-  attempt: number;
-  succeeded: boolean;
-  status_code: number | null;
-  error: string | null;
-  duration_ms: number;
-  started_at: Date;
-  finished_at: Date;
-  /** Null on attempts logged before migration 0042. */
-  request_headers: Record<string, string> | null;
-  response_excerpt: string | null;
-  response_truncated: boolean;
-}
+/** request_headers is null on attempts logged before migration 0042. */
+export type AttemptRow = Refine<WebhookDeliveryAttemptsRow, { request_headers: Record<string, string> | null }>;
 
 export type DeliveryStatus = 'pending' | 'succeeded' | 'failed';
 
@@ -226,18 +220,16 @@ export async function hasDelivery(db: Queryable, endpointId: string, eventId: st
   );
 }
 
-export interface DeliveryToSend {
-  status: DeliveryStatus;
-  round: number;
+export interface DeliveryToSend
+  extends
+    Pick<DeliveryRow, 'status' | 'round'>,
+    Pick<WebhookEndpointsRow, 'url' | 'secret' | 'previous_secret' | 'enabled'> {
   /** previous_secret only while its grace period runs (by the database's clock), else null. */
-  url: string;
-  secret: string;
   previous_secret: string | null;
-  enabled: boolean;
-  event_id: string;
-  event_type: string;
-  event_data: unknown;
-  event_created_at: Date;
+  event_id: EventsRow['id'];
+  event_type: EventsRow['type'];
+  event_data: EventsRow['data'];
+  event_created_at: EventsRow['created_at'];
 }
 
 /** Everything one attempt needs, read without a lock: the HTTP request is made outside any transaction. */
@@ -356,15 +348,7 @@ export async function recordFailure(
   return true;
 }
 
-export interface DeliveryRow {
-  endpoint_id: string;
-  event_id: string;
-  status: DeliveryStatus;
-  round: number;
-  attempts: number;
-  created_at: Date;
-  updated_at: Date;
-}
+export type DeliveryRow = Refine<WebhookDeliveriesRow, { status: DeliveryStatus }>;
 
 export async function findDelivery(
   db: Queryable,

@@ -1,5 +1,6 @@
 // What the pieces of the event hub share: a stream (its owner, keys, sink and where its replay
 // ends), positions in the outbox as the hub compares them, and the frame an event becomes.
+import type { EventsRow } from '../../db/rows.ts';
 
 /** The sink a stream writes to: an http.ServerResponse, or anything that behaves like one. */
 export interface StreamSink {
@@ -22,14 +23,8 @@ export interface Position {
   id: string;
 }
 
-export interface EventRow {
-  id: string;
-  type: string;
-  audience: string[];
-  data: unknown;
-  created_at: Date;
-  tx: string;
-}
+/** An event as the stream reads it (tx, an xid8, as text). */
+export type EventRow = Pick<EventsRow, 'id' | 'type' | 'audience' | 'data' | 'created_at' | 'tx'>;
 
 export interface Stream {
   id: string;

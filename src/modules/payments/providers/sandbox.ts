@@ -15,6 +15,7 @@
 // succeeds, but its charge job has a short retry budget (drills: see drillRetryBudget). Any other
 // token is declined. During an outage an admin started (outage.ts), every charge answers retryable.
 import type { Db, Queryable } from '../../../platform/db.ts';
+import type { Refine, SandboxChargesRow, SandboxRefundsRow } from '../../../db/rows.ts';
 import { newId } from '../../../platform/ids.ts';
 import type { Money } from '../../../platform/schemas.ts';
 import type { RetryBudget } from '../../../platform/queue.ts';
@@ -48,25 +49,18 @@ const flakyFailures = 2;
 
 export type SandboxChargeStatus = 'pending' | 'succeeded' | 'declined';
 
-interface ChargeRow {
-  id: string;
-  order_id: string;
-  amount: number;
-  currency: string;
-  token: string;
-  status: SandboxChargeStatus;
-  decline_reason: string | null;
-  attempts: number;
-}
+type ChargeRow = Refine<
+  Pick<
+    SandboxChargesRow,
+    'id' | 'order_id' | 'amount' | 'currency' | 'token' | 'status' | 'decline_reason' | 'attempts'
+  >,
+  { status: SandboxChargeStatus }
+>;
 
-interface RefundRow {
-  id: string;
-  charge_id: string;
-  amount: number;
-  currency: string;
-  status: 'succeeded' | 'declined';
-  decline_reason: string | null;
-}
+type RefundRow = Refine<
+  Pick<SandboxRefundsRow, 'id' | 'charge_id' | 'amount' | 'currency' | 'status' | 'decline_reason'>,
+  { status: 'succeeded' | 'declined' }
+>;
 
 /** The processor's own ids: the time-sortable body of ours under prefixes of its own. */
 function processorId(prefix: 'sch' | 'srf'): string {
