@@ -45,7 +45,7 @@ export default {
       name: 'no-circular',
       severity: 'error',
       comment: 'Files that import each other in a circle (type-only imports included): one of them belongs elsewhere.',
-      from: { path: '^src/' },
+      from: { path: '^(src|console/src)/' },
       to: { circular: true },
     },
     {
