@@ -449,7 +449,7 @@ forEachEngine('the email reader of order events (no workers: each step driven he
 it('templates: escaping, one-line subjects, money without floats', () => {
   assert.equal(escapeHtml(`<a href="x">'&'</a>`), '&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;');
   const inner = html`<i>${'<b>'}</i>`;
-  assert.equal(html`<p>${inner}${['<', html`<br />`]}</p>`.safeHtml, '<p><i>&lt;b&gt;</i>&lt;<br></p>');
+  assert.equal(html`<p>${inner}${['<', html`<br>`]}</p>`.safeHtml, '<p><i>&lt;b&gt;</i>&lt;<br></p>');
   assert.equal(oneLine('a\r\nBcc: evil@example.com'), 'a Bcc: evil@example.com');
   assert.equal(formatMoney({ amount: 123456789, currency: 'EUR' }), '1,234,567.89 EUR');
   assert.equal(formatMoney({ amount: 5, currency: 'USD' }), '0.05 USD');

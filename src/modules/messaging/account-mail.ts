@@ -44,17 +44,12 @@ function resetMail(name: string, token: string): RenderedEmail {
     ].join('\n'),
     html: page(
       'Reset your password',
-      html` <p>Hello ${name},</p>
-        <p>
-          someone (we hope you) asked to reset the password of this account. Your reset token, valid for ${minutes}
-          minutes and once:
-        </p>
-        <p><code>${token}</code></p>
-        <p>
-          Send it with your new password to <code>POST /v1/auth/password-reset/confirm</code>. Every session of the
-          account ends when you do.
-        </p>
-        <p>If it was not you, ignore this mail: your password stays as it is.</p>`,
+      html`
+<p>Hello ${name},</p>
+<p>someone (we hope you) asked to reset the password of this account. Your reset token, valid for ${minutes} minutes and once:</p>
+<p><code>${token}</code></p>
+<p>Send it with your new password to <code>POST /v1/auth/password-reset/confirm</code>. Every session of the account ends when you do.</p>
+<p>If it was not you, ignore this mail: your password stays as it is.</p>`,
     ),
   };
 }
@@ -72,12 +67,10 @@ function verificationMail(name: string, token: string): RenderedEmail {
     ].join('\n'),
     html: page(
       'Verify your email address',
-      html` <p>Hello ${name},</p>
-        <p>
-          please confirm this address by sending this token to <code>POST /v1/auth/verify-email</code> (valid for 7
-          days, once):
-        </p>
-        <p><code>${token}</code></p>`,
+      html`
+<p>Hello ${name},</p>
+<p>please confirm this address by sending this token to <code>POST /v1/auth/verify-email</code> (valid for 7 days, once):</p>
+<p><code>${token}</code></p>`,
     ),
   };
 }

@@ -73,16 +73,12 @@ export interface RenderedEmail {
 /** An email's HTML: the title, the content, and the footer every mail shares. */
 export function page(title: string, content: SafeHtml): string {
   return html`<!doctype html>
-    <html>
-      <head>
-        <meta charset="utf-8" />
-        <title>${title}</title>
-      </head>
-      <body style="font-family: sans-serif; line-height: 1.5; color: #222">
-        ${content}
-        <p style="color: #777; font-size: 12px">Engine Room</p>
-      </body>
-    </html> `.safeHtml;
+<html><head><meta charset="utf-8"><title>${title}</title></head>
+<body style="font-family: sans-serif; line-height: 1.5; color: #222">
+${content}
+<p style="color: #777; font-size: 12px">Engine Room</p>
+</body></html>
+`.safeHtml;
 }
 
 export interface OrderData {
@@ -106,22 +102,13 @@ export function orderConfirmation(v: { name: string; order: OrderData }): Render
     ].join('\n'),
     html: page(
       `Order ${v.order.id} confirmed`,
-      html` <p>Hello ${v.name},</p>
-        <p>we have received your payment for order <strong>${v.order.id}</strong>. Thank you!</p>
-        <table cellpadding="4">
-          ${v.order.lines.map(
-            (l) =>
-              html`<tr>
-                <td>${l.quantity} &times;</td>
-                <td>${l.sku}</td>
-                <td align="right">${formatMoney(l.total)}</td>
-              </tr> `,
-          )}
-          <tr>
-            <td colspan="2"><strong>Total</strong></td>
-            <td align="right"><strong>${formatMoney(v.order.total)}</strong></td>
-          </tr>
-        </table>`,
+      html`
+<p>Hello ${v.name},</p>
+<p>we have received your payment for order <strong>${v.order.id}</strong>. Thank you!</p>
+<table cellpadding="4">
+${v.order.lines.map((l) => html`<tr><td>${l.quantity} &times;</td><td>${l.sku}</td><td align="right">${formatMoney(l.total)}</td></tr>\n`)}
+<tr><td colspan="2"><strong>Total</strong></td><td align="right"><strong>${formatMoney(v.order.total)}</strong></td></tr>
+</table>`,
     ),
   };
 }
@@ -138,11 +125,10 @@ export function paymentFailed(v: { name: string; order: OrderData }): RenderedEm
     ].join('\n'),
     html: page(
       `Payment failed for order ${v.order.id}`,
-      html` <p>Hello ${v.name},</p>
-        <p>
-          we could not charge your card for order <strong>${v.order.id}</strong> (${formatMoney(v.order.total)}), so the
-          order was not placed and its items were released. You are welcome to order again with another card.
-        </p>`,
+      html`
+<p>Hello ${v.name},</p>
+<p>we could not charge your card for order <strong>${v.order.id}</strong> (${formatMoney(v.order.total)}), so the order was not placed
+and its items were released. You are welcome to order again with another card.</p>`,
     ),
   };
 }
@@ -170,11 +156,10 @@ export function newMessage(v: {
     ].join('\n'),
     html: page(
       `New message: ${oneLine(v.subject)}`,
-      html` <p>Hello ${v.name},</p>
-        <p>${v.author} wrote in &ldquo;${oneLine(v.subject)}&rdquo; (conversation ${v.conversationId}):</p>
-        <blockquote style="white-space: pre-wrap; border-left: 3px solid #ccc; margin: 0; padding-left: 12px">
-          ${v.body}
-        </blockquote>`,
+      html`
+<p>Hello ${v.name},</p>
+<p>${v.author} wrote in &ldquo;${oneLine(v.subject)}&rdquo; (conversation ${v.conversationId}):</p>
+<blockquote style="white-space: pre-wrap; border-left: 3px solid #ccc; margin: 0; padding-left: 12px">${v.body}</blockquote>`,
     ),
   };
 }
